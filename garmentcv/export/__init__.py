@@ -1,0 +1,1 @@
+"""Checkpoint -> self-describing ONNX file (needs torch and onnx)."""

@@ -1,0 +1,1 @@
+"""ONNX file + folder -> rows, with onnxruntime only (never imports torch)."""

@@ -1,0 +1,175 @@
+"""The models GarmentCV can fine-tune: torchvision builders with their ImageNet weights entries.
+
+Each :class:`ModelSpec` names a torchvision builder, its ImageNet weights enum member (which carries the
+download URL, the file name in the ``TORCH_HOME`` cache and the evaluation preprocessing), and the dotted
+name of the classification head that is replaced for N classes.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torchvision.models as tvm
+from torch import nn
+from torchvision.models import WeightsEnum
+
+from garmentcv.errors import GarmentCVError, WeightsError
+from garmentcv.image import Preprocessing
+
+logger = logging.getLogger(__name__)
+
+
+class UnknownArchError(GarmentCVError, KeyError):
+    """An architecture name that is not in :data:`MODELS`."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0])
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A registered architecture.
+
+    Attributes:
+        name: the torchvision builder name, e.g. ``resnet18``.
+        builder: the torchvision builder (``weights=None, num_classes=1000`` builds the ImageNet model).
+        weights: the ImageNet weights entry (torchvision ``WeightsEnum`` member).
+        head: dotted attribute path of the final ``nn.Linear``, e.g. ``fc`` or ``classifier.1``.
+    """
+
+    name: str
+    builder: Callable[..., nn.Module]
+    weights: WeightsEnum
+    head: str
+
+    @property
+    def preprocessing(self) -> Preprocessing:
+        """The evaluation preprocessing of :attr:`weights` (resize, crop, interpolation, mean, std)."""
+        transform = self.weights.transforms()
+        return Preprocessing(
+            resize=int(transform.resize_size[0]),
+            crop=int(transform.crop_size[0]),
+            interpolation=transform.interpolation.value,
+            mean=tuple(float(v) for v in transform.mean),  # type: ignore[arg-type]
+            std=tuple(float(v) for v in transform.std),  # type: ignore[arg-type]
+        )
+
+    @property
+    def cache_file(self) -> Path:
+        """Where torchvision keeps the downloaded weights: ``$TORCH_HOME/hub/checkpoints/<file>``."""
+        return Path(torch.hub.get_dir()) / "checkpoints" / Path(self.weights.url).name
+
+
+MODELS: dict[str, ModelSpec] = {
+    "efficientnet_b0": ModelSpec(
+        "efficientnet_b0", tvm.efficientnet_b0, tvm.EfficientNet_B0_Weights.IMAGENET1K_V1, "classifier.1"
+    ),
+    "resnet18": ModelSpec("resnet18", tvm.resnet18, tvm.ResNet18_Weights.IMAGENET1K_V1, "fc"),
+    "resnet34": ModelSpec("resnet34", tvm.resnet34, tvm.ResNet34_Weights.IMAGENET1K_V1, "fc"),
+}
+
+
+def get_spec(arch: str) -> ModelSpec:
+    """Look up an architecture by its torchvision name.
+
+    Raises:
+        UnknownArchError: ``arch`` is not registered; the message lists the valid names.
+    """
+    try:
+        return MODELS[arch]
+    except KeyError:
+        raise UnknownArchError(f"unknown arch {arch!r}; choose one of {', '.join(MODELS)}") from None
+
+
+def default_preprocessing(arch: str, image_size: int | None = None) -> Preprocessing:
+    """The preprocessing of ``arch``'s ImageNet weights, optionally rescaled to ``image_size`` px crops."""
+    pp = get_spec(arch).preprocessing
+    return pp if image_size is None else pp.with_image_size(image_size)
+
+
+def _imagenet_state_dict(spec: ModelSpec) -> tuple[dict[str, torch.Tensor], str]:
+    cache = spec.cache_file
+    if cache.is_file():
+        logger.info("loading ImageNet weights for %s from the cache %s", spec.name, cache)
+    else:
+        logger.info("ImageNet weights for %s not in %s; downloading %s", spec.name, cache, spec.weights.url)
+    try:
+        state = spec.weights.get_state_dict(progress=False, check_hash=True)
+    except (OSError, RuntimeError) as exc:  # URLError is an OSError; a bad hash or pickle a RuntimeError
+        raise WeightsError(
+            f"cannot get ImageNet weights for {spec.name}: {exc}. Looked for the cached file {cache} "
+            f"(downloaded from {spec.weights.url}). Copy that file there (or set TORCH_HOME to a folder whose "
+            "hub/checkpoints/ holds it), pass --weights FILE with a torchvision state dict, or --weights none "
+            "to train from scratch"
+        ) from exc
+    return state, f"imagenet:{spec.weights} ({cache.name})"
+
+
+def _file_state_dict(path: Path) -> tuple[dict[str, torch.Tensor], str]:
+    if not path.is_file():
+        raise WeightsError(f"{path}: weights file not found; give a torchvision state dict saved with torch.save")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for a bad file; all mean the same to the user
+        raise WeightsError(f"{path}: not a loadable torch state dict ({exc})") from exc
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise WeightsError(
+            f"{path}: expected a torchvision state dict (parameter name -> tensor), got {type(state).__name__}; "
+            "to continue a GarmentCV run use --resume instead"
+        )
+    return state, f"file:{path.resolve()}"
+
+
+def _replace_head(model: nn.Module, head: str, num_classes: int) -> None:
+    parent_name, _, attr = head.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    old = getattr(parent, attr)
+    if not isinstance(old, nn.Linear):
+        raise TypeError(f"head {head!r} is {type(old).__name__}, expected nn.Linear")
+    setattr(parent, attr, nn.Linear(old.in_features, num_classes))
+
+
+@dataclass
+class BuiltModel:
+    """A model ready to fine-tune, with where its backbone weights came from."""
+
+    model: nn.Module
+    weights_source: str
+
+
+def build_model(arch: str, num_classes: int, weights: str | Path = "imagenet") -> BuiltModel:
+    """Build ``arch`` at 1000 classes, load backbone weights, then replace the head for ``num_classes``.
+
+    Args:
+        arch: a name in :data:`MODELS`.
+        num_classes: size of the new head's output (logits ``(N, num_classes)``), >= 2.
+        weights: ``"imagenet"`` (torchvision's entry: the ``TORCH_HOME`` cache when present, else a
+            download), ``"none"`` (random init, from scratch), or the path of a torchvision-format
+            1000-class state dict.
+
+    Raises:
+        UnknownArchError: unknown ``arch``.
+        WeightsError: the weights cannot be found, downloaded or loaded. Never falls back to random init.
+    """
+    spec = get_spec(arch)
+    if num_classes < 2:
+        raise ValueError(f"num_classes must be >= 2, got {num_classes}")
+    model = spec.builder(weights=None, num_classes=1000)
+    if str(weights) == "none":
+        source = "none (random init)"
+    else:
+        if str(weights) == "imagenet":
+            state, source = _imagenet_state_dict(spec)
+        else:
+            state, source = _file_state_dict(Path(weights))
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as exc:
+            raise WeightsError(f"weights {source} do not fit {arch}: {exc}") from exc
+    _replace_head(model, spec.head, num_classes)
+    logger.info("built %s for %d classes, backbone weights: %s", arch, num_classes, source)
+    return BuiltModel(model, source)

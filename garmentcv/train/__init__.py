@@ -1,0 +1,1 @@
+"""Fit a model to a labelled folder (needs torch): recipe, checkpoints, reports."""

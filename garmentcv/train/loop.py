@@ -1,0 +1,332 @@
+"""The training recipe: AdamW, ExponentialLR, per-epoch validation, checkpoints and resume.
+
+Every epoch ``e`` seeds torch's RNG and the shuffling with ``(seed, e)``, so an epoch's batches, augmentation
+and dropout depend only on the seed and the epoch number. Together with the optimizer and scheduler states in
+``last.pt`` this makes ``--resume`` end exactly where an uninterrupted run would (on the CPU).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import logging
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from garmentcv.data.layouts import LabelledDataset, Sample, load_dataset
+from garmentcv.errors import CheckpointError, GarmentCVError
+from garmentcv.fsutil import atomic_write
+from garmentcv.image import Preprocessing
+from garmentcv.metrics import ClassificationMetrics, classification_metrics
+from garmentcv.models.registry import build_model, default_preprocessing, get_spec
+from garmentcv.train.checkpoint import load_checkpoint, save_checkpoint
+from garmentcv.train.config import TrainConfig
+from garmentcv.train.data import Split, build_loaders, split_dataset
+from garmentcv.train.report import comparison_table, save_confusion_matrix, save_curves
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EpochResult:
+    """Figures of one epoch. Losses are mean cross-entropy per image; accuracies are top-1, 0..1."""
+
+    epoch: int
+    lr: float
+    train_loss: float
+    train_accuracy: float
+    val_loss: float
+    val: ClassificationMetrics
+    seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """Flat JSON-compatible form (validation metrics at top level)."""
+        out = {k: v for k, v in asdict(self).items() if k != "val"}
+        return {**out, **self.val.to_dict()}
+
+
+@dataclass(frozen=True)
+class ArchResult:
+    """Outcome of training one arch: its folder, its best epoch's figures and the whole history."""
+
+    arch: str
+    run_dir: Path
+    best_epoch: int
+    best: dict[str, Any]
+    history: list[dict[str, Any]]
+    params: int
+    train_seconds: float
+    weights_source: str
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """Outcome of :func:`train`: the run folder, the classes and one :class:`ArchResult` per arch."""
+
+    out: Path
+    classes: tuple[str, ...]
+    archs: list[ArchResult]
+    comparison: Path
+
+
+def select_device(name: str) -> torch.device:
+    """``auto`` -> CUDA when available else CPU; ``cuda`` without a GPU is an error.
+
+    Raises:
+        GarmentCVError: ``cuda`` asked for but not available.
+    """
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise GarmentCVError("--device cuda was asked for but torch sees no CUDA device; use --device cpu or auto")
+    return torch.device(name)
+
+
+def _seed_epoch(seed: int, epoch: int) -> int:
+    epoch_seed = seed * 100_003 + epoch
+    torch.manual_seed(epoch_seed)
+    return epoch_seed
+
+
+def train_one_epoch(
+    model: nn.Module,
+    loader: DataLoader,
+    optimizer: torch.optim.Optimizer,
+    device: torch.device,
+    scaler: torch.amp.GradScaler | None = None,
+    desc: str = "train",
+    progress: bool = True,
+) -> tuple[float, float]:
+    """One pass over ``loader``: cross-entropy, backward, optimizer step. AMP (float16) when ``scaler``.
+
+    Returns:
+        ``(mean loss per image, top-1 accuracy 0..1)`` over the images seen.
+    """
+    model.train()
+    criterion = nn.CrossEntropyLoss()
+    total_loss, correct, seen = 0.0, 0, 0
+    bar = tqdm(loader, desc=desc, unit="batch", leave=False, file=sys.stderr, disable=None if progress else True)
+    for images, targets in bar:
+        images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
+        optimizer.zero_grad(set_to_none=True)
+        autocast = torch.autocast("cuda", dtype=torch.float16) if scaler else contextlib.nullcontext()
+        with autocast:
+            logits = model(images)
+            loss = criterion(logits, targets)
+        if scaler:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            optimizer.step()
+        n = targets.numel()
+        total_loss += loss.item() * n
+        correct += int((logits.argmax(1) == targets).sum())
+        seen += n
+        bar.set_postfix(loss=f"{total_loss / seen:.4f}", acc=f"{correct / seen:.4f}")
+    return total_loss / max(seen, 1), correct / max(seen, 1)
+
+
+@torch.inference_mode()
+def evaluate(
+    model: nn.Module, loader: DataLoader, device: torch.device, num_classes: int
+) -> tuple[float, ClassificationMetrics]:
+    """Evaluate in eval mode (float32). Returns ``(mean cross-entropy per image, metrics)``."""
+    model.eval()
+    criterion = nn.CrossEntropyLoss(reduction="sum")
+    total_loss, y_true, y_pred = 0.0, [], []
+    for images, targets in loader:
+        images, targets = images.to(device), targets.to(device)
+        logits = model(images)
+        total_loss += float(criterion(logits, targets))
+        y_true += targets.tolist()
+        y_pred += logits.argmax(1).tolist()
+    return total_loss / max(len(y_true), 1), classification_metrics(y_true, y_pred, num_classes)
+
+
+def _write_json(path: Path, data: Any) -> None:
+    with atomic_write(path) as handle:
+        json.dump(data, handle, indent=2)
+        handle.write("\n")
+
+
+def _write_split_csv(path: Path, samples: tuple[Sample, ...]) -> None:
+    with atomic_write(path, newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "label"])
+        writer.writerows((str(s.path.resolve()), s.label) for s in samples)
+
+
+def fit_arch(
+    arch: str,
+    cfg: TrainConfig,
+    dataset: LabelledDataset,
+    split: Split,
+    device: torch.device,
+    progress: bool = True,
+) -> ArchResult:
+    """Train one arch into ``cfg.out / arch``: checkpoints, metrics.json and plots.
+
+    With ``cfg.resume`` and an existing ``last.pt`` the run continues after its last finished epoch.
+
+    Raises:
+        WeightsError, UnknownArchError: from :func:`garmentcv.models.registry.build_model`.
+        CheckpointError: ``last.pt`` does not match this run (other arch or classes).
+    """
+    run_dir = cfg.out / arch
+    run_dir.mkdir(parents=True, exist_ok=True)
+    classes = dataset.classes
+    pp: Preprocessing = default_preprocessing(arch, cfg.image_size)
+    torch.manual_seed(cfg.seed)
+    built = build_model(arch, len(classes), cfg.weights)
+    model = built.model.to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=cfg.lr_gamma)
+    scaler = torch.amp.GradScaler("cuda") if device.type == "cuda" else None
+
+    start, history, best_epoch, best_acc, spent = 1, [], 0, -1.0, 0.0
+    last_path = run_dir / "last.pt"
+    if cfg.resume and last_path.is_file():
+        state = load_checkpoint(last_path)
+        if state["arch"] != arch or tuple(state["classes"]) != classes:
+            raise CheckpointError(
+                f"{last_path}: saved for {state['arch']} with classes {state['classes']}, not {arch} with "
+                f"{list(classes)}; resume with the same data or choose a new --out"
+            )
+        model.load_state_dict(state["state_dict"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        if scaler and state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
+        torch.set_rng_state(state["rng"]["torch"])
+        start, history = state["epoch"] + 1, list(state["history"])
+        best_epoch, spent = state["best_epoch"], float(state["train_seconds"])
+        best_acc = history[best_epoch - 1]["accuracy"] if best_epoch else -1.0
+        logger.info("%s: resuming after epoch %d of %d from %s", arch, state["epoch"], cfg.epochs, last_path)
+
+    common = {
+        "arch": arch,
+        "classes": list(classes),
+        "preprocessing": pp.to_dict(),
+        "weights_source": built.weights_source,
+        "config": cfg.to_dict(),
+    }
+    for epoch in range(start, cfg.epochs + 1):
+        started = time.perf_counter()
+        epoch_seed = _seed_epoch(cfg.seed, epoch)
+        train_loader, val_loader = build_loaders(split, classes, pp, cfg, epoch_seed)
+        lr = optimizer.param_groups[0]["lr"]
+        train_loss, train_acc = train_one_epoch(
+            model, train_loader, optimizer, device, scaler, f"{arch} {epoch}/{cfg.epochs}", progress
+        )
+        val_loss, val = evaluate(model, val_loader, device, len(classes))
+        scheduler.step()
+        seconds = time.perf_counter() - started
+        spent += seconds
+        result = EpochResult(epoch, lr, train_loss, train_acc, val_loss, val, seconds)
+        history.append(result.to_dict())
+        logger.info(
+            "%s epoch %d/%d: lr %.5f | train loss %.4f acc %.4f | val loss %.4f acc %.4f P %.4f R %.4f F1 %.4f | %.1f s",
+            arch, epoch, cfg.epochs, lr, train_loss, train_acc, val_loss, val.accuracy,
+            val.precision, val.recall, val.f1, seconds,
+        )  # fmt: skip
+        weights = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+        payload = {**common, "state_dict": weights, "epoch": epoch, "metrics": result.to_dict()}
+        if val.accuracy > best_acc:
+            best_acc, best_epoch = val.accuracy, epoch
+            save_checkpoint(run_dir / "best.pt", {**payload, "best_epoch": epoch, "history": history})
+        save_checkpoint(
+            last_path,
+            {
+                **payload,
+                "best_epoch": best_epoch,
+                "history": history,
+                "train_seconds": spent,
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "scaler": scaler.state_dict() if scaler else {},
+                "rng": {"torch": torch.get_rng_state()},
+            },
+        )
+        _write_json(run_dir / "metrics.json", {"arch": arch, "classes": list(classes), "best_epoch": best_epoch, "history": history})
+
+    if not history:
+        raise CheckpointError(f"{run_dir}: nothing trained (epochs={cfg.epochs})")
+    best = history[best_epoch - 1]
+    save_confusion_matrix(
+        best["confusion_matrix"], classes, run_dir / "confusion_matrix.png",
+        f"{arch}, epoch {best_epoch}: validation accuracy {best['accuracy']:.4f}",
+    )  # fmt: skip
+    save_curves(history, run_dir / "curves.png", arch)
+    params = sum(p.numel() for p in model.parameters())
+    return ArchResult(arch, run_dir, best_epoch, best, history, params, spent, built.weights_source)
+
+
+def _check_resume_config(cfg: TrainConfig) -> None:
+    stored_path = cfg.out / "config.json"
+    if not stored_path.is_file():
+        raise CheckpointError(f"{cfg.out}: no config.json, so there is no run to resume; drop --resume")
+    stored = TrainConfig.from_dict(json.loads(stored_path.read_text(encoding="utf-8")))
+    keys = ("data", "layout", "epochs", "batch_size", "lr", "lr_gamma", "weight_decay", "val_fraction", "seed",
+            "image_size", "weights", "rotation", "crop_scale", "jitter", "hflip")  # fmt: skip
+    changed = {k: (getattr(stored, k), getattr(cfg, k)) for k in keys if getattr(stored, k) != getattr(cfg, k)}
+    if changed:
+        detail = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changed.items())
+        raise CheckpointError(f"{cfg.out}: --resume with settings that differ from the run's ({detail}); use the same ones")
+
+
+def train(cfg: TrainConfig, progress: bool = True) -> TrainResult:
+    """Train every arch of ``cfg`` on ``cfg.data`` and write the run folder ``cfg.out``.
+
+    Writes ``config.json``, ``train.csv`` and ``val.csv`` (the split, as ``path,label`` manifests),
+    ``comparison.md`` and, per arch, ``best.pt``, ``last.pt``, ``metrics.json``, ``confusion_matrix.png`` and
+    ``curves.png``.
+
+    Raises:
+        DatasetError: the data cannot be read or split.
+        WeightsError, UnknownArchError, CheckpointError: see :func:`fit_arch`.
+    """
+    for arch in cfg.archs:
+        get_spec(arch)  # refuse an unknown arch before any work
+    if cfg.epochs < 1 or cfg.batch_size < 1:
+        raise GarmentCVError(f"epochs and batch size must be >= 1, got {cfg.epochs} and {cfg.batch_size}")
+    device = select_device(cfg.device)
+    dataset = load_dataset(cfg.data, cfg.layout)
+    split = split_dataset(dataset, cfg.val_fraction, cfg.seed)
+    logger.info(
+        "%s (%s layout): %d images in %d classes %s; %d train / %d validation; device %s",
+        cfg.data, dataset.layout.value, len(dataset.samples), len(dataset.classes), dataset.class_counts(),
+        len(split.train), len(split.val), device,
+    )  # fmt: skip
+    if cfg.resume:
+        _check_resume_config(cfg)
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    _write_json(cfg.out / "config.json", cfg.to_dict())
+    _write_split_csv(cfg.out / "train.csv", split.train)
+    _write_split_csv(cfg.out / "val.csv", split.val)
+
+    results = [fit_arch(arch, cfg, dataset, split, device, progress) for arch in cfg.archs]
+    rows = [
+        {"arch": r.arch, "best_epoch": r.best_epoch, **{k: r.best[k] for k in ("accuracy", "precision", "recall", "f1")},
+         "params_m": r.params / 1e6, "train_seconds": r.train_seconds}
+        for r in results
+    ]  # fmt: skip
+    comparison = cfg.out / "comparison.md"
+    header = (
+        f"# Validation results\n\nData: `{cfg.data}` ({len(split.train)} train / {len(split.val)} validation images, "
+        f"classes {', '.join(dataset.classes)}), {cfg.epochs} epochs, image size "
+        f"{cfg.image_size or 'the weights default'} px, weights `{cfg.weights}`.\n\n"
+    )
+    with atomic_write(comparison) as handle:
+        handle.write(header + comparison_table(rows))
+    return TrainResult(cfg.out, dataset.classes, results, comparison)
