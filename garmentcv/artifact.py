@@ -1,0 +1,111 @@
+"""What a GarmentCV ONNX file says about itself (standard library, numpy and Pillow only).
+
+``gcv-export`` writes a :class:`ModelInfo` into the ONNX file's metadata properties (string key/value
+pairs); ``gcv-classify`` and ``gcv-evaluate`` read it back into the same objects training used, so the
+model file is all they need. The ONNX graph has one input ``input``, float32 ``(N, 3, H, W)`` normalised as
+:attr:`ModelInfo.preprocessing` says, and one output ``logits``, float32 ``(N, C)`` in
+:attr:`ModelInfo.classes` order.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from garmentcv.errors import ModelFileError
+from garmentcv.image import Preprocessing
+
+FORMAT = "garmentcv-onnx"
+FORMAT_VERSION = 1
+INPUT_NAME = "input"
+OUTPUT_NAME = "logits"
+PRECISIONS = ("fp32", "fp16", "int8")
+
+_PREFIX = "garmentcv."
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """The self-description of an exported model.
+
+    Attributes:
+        arch: torchvision architecture name, e.g. ``resnet18``.
+        classes: class names; position = index in the ``logits`` output.
+        preprocessing: how images become the ``input`` tensor.
+        precision: ``fp32``, ``fp16`` or ``int8`` (inputs and outputs are float32 in all three).
+        weights_source: where the backbone weights came from before fine-tuning.
+        metrics: validation figures (accuracy, precision, recall, F1, ...) recorded at export.
+        checkpoint_sha256: SHA-256 of the checkpoint file exported.
+        garmentcv_version: version of the garmentcv that exported the file.
+        opset: ONNX opset of the default domain.
+    """
+
+    arch: str
+    classes: tuple[str, ...]
+    preprocessing: Preprocessing
+    precision: str
+    weights_source: str
+    metrics: dict[str, Any] = field(default_factory=dict)
+    checkpoint_sha256: str = ""
+    garmentcv_version: str = ""
+    opset: int = 0
+
+    def to_metadata(self) -> dict[str, str]:
+        """The ONNX ``metadata_props`` entries: every value a string, structured ones as JSON."""
+        return {
+            f"{_PREFIX}format": FORMAT,
+            f"{_PREFIX}format_version": str(FORMAT_VERSION),
+            f"{_PREFIX}arch": self.arch,
+            f"{_PREFIX}classes": json.dumps(list(self.classes), ensure_ascii=False),
+            f"{_PREFIX}preprocessing": json.dumps(self.preprocessing.to_dict()),
+            f"{_PREFIX}precision": self.precision,
+            f"{_PREFIX}weights_source": self.weights_source,
+            f"{_PREFIX}metrics": json.dumps(self.metrics),
+            f"{_PREFIX}checkpoint_sha256": self.checkpoint_sha256,
+            f"{_PREFIX}garmentcv_version": self.garmentcv_version,
+            f"{_PREFIX}opset": str(self.opset),
+        }
+
+    @classmethod
+    def from_metadata(cls, props: Mapping[str, str], source: str = "model file") -> ModelInfo:
+        """Parse :meth:`to_metadata` output back.
+
+        Raises:
+            ModelFileError: the properties are not GarmentCV's, are of a newer format, or are damaged. The
+                message names ``source`` and says how to make a usable file.
+        """
+        if props.get(f"{_PREFIX}format") != FORMAT:
+            raise ModelFileError(
+                f"{source}: has no GarmentCV metadata, so its classes and preprocessing are unknown; "
+                "export the model with 'gcv-export CHECKPOINT --out FILE.onnx'"
+            )
+        try:
+            version = int(props[f"{_PREFIX}format_version"])
+            if version > FORMAT_VERSION:
+                raise ModelFileError(
+                    f"{source}: metadata format {version} is newer than this garmentcv reads ({FORMAT_VERSION}); "
+                    "upgrade garmentcv"
+                )
+            precision = props[f"{_PREFIX}precision"]
+            if precision not in PRECISIONS:
+                raise ValueError(f"unknown precision {precision!r}")
+            classes = tuple(json.loads(props[f"{_PREFIX}classes"]))
+            if len(classes) < 2 or not all(isinstance(c, str) for c in classes):
+                raise ValueError(f"bad class list {classes!r}")
+            return cls(
+                arch=props[f"{_PREFIX}arch"],
+                classes=classes,
+                preprocessing=Preprocessing.from_dict(json.loads(props[f"{_PREFIX}preprocessing"])),
+                precision=precision,
+                weights_source=props.get(f"{_PREFIX}weights_source", ""),
+                metrics=json.loads(props.get(f"{_PREFIX}metrics", "{}")),
+                checkpoint_sha256=props.get(f"{_PREFIX}checkpoint_sha256", ""),
+                garmentcv_version=props.get(f"{_PREFIX}garmentcv_version", ""),
+                opset=int(props.get(f"{_PREFIX}opset", "0")),
+            )
+        except ModelFileError:
+            raise
+        except (KeyError, ValueError, TypeError) as exc:
+            raise ModelFileError(f"{source}: damaged GarmentCV metadata ({exc}); export the model again") from exc
