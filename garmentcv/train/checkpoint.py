@@ -29,7 +29,7 @@ REQUIRED_KEYS = ("arch", "classes", "preprocessing", "state_dict", "epoch", "met
 
 def versions() -> dict[str, str]:
     """Versions of the libraries that produced an artifact."""
-    return {"garmentcv": garmentcv.__version__, "torch": torch.__version__, "torchvision": torchvision.__version__}
+    return {"garmentcv": garmentcv.__version__, "torch": str(torch.__version__), "torchvision": str(torchvision.__version__)}
 
 
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:

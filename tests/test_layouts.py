@@ -1,0 +1,139 @@
+"""Dataset layouts: detection, reading, skipping and the errors users see."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from garmentcv.data.layouts import Layout, detect_layout, lamoda_label, load_dataset, scan_images
+from garmentcv.errors import DatasetError
+
+
+def test_lamoda_layout_reads_labels_after_the_last_underscore(make_lamoda) -> None:
+    root = make_lamoda(per_class=3)
+    (root / "0100_extra_bryuki.jpg").write_bytes((root / "0001_bluzy.jpg").read_bytes())
+    ds = load_dataset(root)
+    assert ds.layout is Layout.LAMODA
+    assert ds.classes == ("bluzy", "bryuki")
+    assert ds.class_counts() == {"bluzy": 3, "bryuki": 4}
+    assert [s.path.name for s in ds.samples][:4] == ["0001_bluzy.jpg", "0002_bluzy.jpg", "0003_bluzy.jpg", "0004_bryuki.jpg"]
+    assert ds.targets == [0, 0, 0, 1, 1, 1, 1]
+
+
+def test_class_order_is_sorted_for_any_number_of_classes(make_lamoda) -> None:
+    ds = load_dataset(make_lamoda(classes=("zeta", "alpha", "mid"), per_class=2))
+    assert ds.classes == ("alpha", "mid", "zeta")
+    assert len(ds.samples) == 6
+
+
+def test_hidden_and_non_image_files_are_skipped_with_reasons(make_lamoda) -> None:
+    root = make_lamoda(per_class=2)
+    (root / ".DS_Store").write_bytes(b"x")
+    (root / ".0009_bluzy.jpg").write_bytes((root / "0001_bluzy.jpg").read_bytes())
+    (root / "notes.txt").write_text("hello")
+    (root / "0010_bluzy.JPG").write_bytes((root / "0001_bluzy.jpg").read_bytes())  # upper case is an image
+    ds = load_dataset(root)
+    assert len(ds.samples) == 5
+    assert sorted((s.path.name, s.reason) for s in ds.skipped) == [
+        (".0009_bluzy.jpg", "hidden"),
+        (".DS_Store", "hidden"),
+        ("notes.txt", "not an image"),
+    ]
+
+
+def test_folders_layout_reads_nested_images_and_skips_hidden_folders(tmp_path: Path, image_writer) -> None:
+    root = tmp_path / "ds"
+    image_writer(root / "shirt" / "a.jpg")
+    image_writer(root / "shirt" / "deeper" / "b.png")
+    image_writer(root / "trouser" / "c.jpg")
+    image_writer(root / ".cache" / "d.jpg")
+    ds = load_dataset(root)
+    assert ds.layout is Layout.FOLDERS
+    assert ds.classes == ("shirt", "trouser")
+    assert [(s.path.relative_to(root).as_posix(), s.label) for s in ds.samples] == [
+        ("shirt/a.jpg", "shirt"),
+        ("shirt/deeper/b.png", "shirt"),
+        ("trouser/c.jpg", "trouser"),
+    ]
+    assert [(s.path.name, s.reason) for s in ds.skipped] == [(".cache", "hidden")]
+
+
+def test_folders_layout_refuses_an_empty_class(tmp_path: Path, image_writer) -> None:
+    image_writer(tmp_path / "ds" / "a" / "1.jpg")
+    image_writer(tmp_path / "ds" / "b" / "2.jpg")
+    (tmp_path / "ds" / "empty").mkdir()
+    (tmp_path / "ds" / "empty" / "readme.txt").write_text("no images")
+    with pytest.raises(DatasetError, match=r"class folder\(s\) without any image: .*empty"):
+        load_dataset(tmp_path / "ds")
+
+
+def test_csv_manifest_resolves_paths_relative_to_itself(tmp_path: Path, image_writer) -> None:
+    image_writer(tmp_path / "img" / "x.jpg")
+    image_writer(tmp_path / "img" / "y.jpg")
+    absolute = image_writer(tmp_path / "elsewhere" / "z.jpg")
+    manifest = tmp_path / "labels.csv"
+    manifest.write_text(f"path,label\nimg/x.jpg,coat\nimg/y.jpg,dress\n{absolute},coat\nimg/readme.txt,coat\n")
+    ds = load_dataset(manifest)
+    assert ds.layout is Layout.CSV
+    assert ds.class_counts() == {"coat": 2, "dress": 1}
+    assert [s.reason for s in ds.skipped] == ["not an image"]
+
+
+def test_csv_manifest_reports_missing_files_and_bad_header(tmp_path: Path) -> None:
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("path,label\nmissing.jpg,a\n")
+    with pytest.raises(DatasetError, match=r"1 listed file\(s\) do not exist: .*missing.jpg \(line 2\)"):
+        load_dataset(manifest)
+    manifest.write_text("file,class\nx.jpg,a\n")
+    with pytest.raises(DatasetError, match="expected a header with 'path' and 'label'"):
+        load_dataset(manifest)
+
+
+def test_one_class_is_refused(make_lamoda) -> None:
+    with pytest.raises(DatasetError, match=r"in 1 class\(es\) \['bluzy'\]; training needs at least 2"):
+        load_dataset(make_lamoda(classes=("bluzy",), per_class=3))
+
+
+def test_file_without_label_is_refused_with_its_name(make_lamoda) -> None:
+    root = make_lamoda(per_class=1)
+    (root / "0003.jpg").write_bytes((root / "0001_bluzy.jpg").read_bytes())
+    with pytest.raises(DatasetError, match=r"0003.jpg: file name has no label"):
+        load_dataset(root)
+
+
+def test_invalid_class_name_is_refused_naming_a_file(tmp_path: Path, image_writer) -> None:
+    image_writer(tmp_path / "ds" / "good" / "a.jpg")
+    image_writer(tmp_path / "ds" / "-bad" / "b.jpg")
+    with pytest.raises(DatasetError, match=r"invalid class name\(s\) \['-bad'\] \(e.g. .*b.jpg\)"):
+        load_dataset(tmp_path / "ds")
+
+
+def test_ambiguous_folder_needs_layout(make_lamoda, image_writer) -> None:
+    root = make_lamoda(per_class=2)
+    image_writer(root / "sub" / "x.jpg")
+    with pytest.raises(DatasetError, match="layout is ambiguous; pass --layout"):
+        load_dataset(root)
+    assert load_dataset(root, layout="lamoda").class_counts() == {"bluzy": 2, "bryuki": 2}
+
+
+def test_detect_layout_errors(tmp_path: Path) -> None:
+    with pytest.raises(DatasetError, match="no such file or folder"):
+        detect_layout(tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DatasetError, match="no images and no class folders"):
+        detect_layout(tmp_path / "empty")
+
+
+def test_lamoda_label() -> None:
+    assert lamoda_label(Path("15732_bryuki.jpg")) == "bryuki"
+    assert lamoda_label(Path("a_b_c.png")) == "c"
+    with pytest.raises(DatasetError):
+        lamoda_label(Path("123_.jpg"))
+
+
+def test_scan_images_never_follows_symlink_loops(tmp_path: Path, image_writer) -> None:
+    image_writer(tmp_path / "a" / "1.jpg")
+    os.symlink(tmp_path / "a", tmp_path / "a" / "loop")
+    assert [p.relative_to(tmp_path).as_posix() for p in scan_images(tmp_path)] == ["a/1.jpg"]

@@ -1,0 +1,115 @@
+"""The model registry: head swap for every arch, and every way of getting backbone weights offline."""
+
+from __future__ import annotations
+
+import urllib.error
+from pathlib import Path
+
+import pytest
+import torch
+
+from garmentcv.errors import WeightsError
+from garmentcv.models import MODELS, UnknownArchError, build_model, default_preprocessing, get_spec
+
+ARCHS = sorted(MODELS)
+
+
+def test_registry_uses_torchvision_names() -> None:
+    assert ARCHS == ["efficientnet_b0", "resnet18", "resnet34"]
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_head_is_replaced_for_n_classes(arch: str) -> None:
+    torch.manual_seed(0)
+    model = build_model(arch, 3, "none").model.eval()
+    head = model.get_submodule(get_spec(arch).head)
+    assert isinstance(head, torch.nn.Linear) and head.out_features == 3
+    with torch.inference_mode():
+        logits = model(torch.zeros(2, 3, 32, 32))
+    assert logits.shape == (2, 3) and logits.dtype == torch.float32
+
+
+def _imagenet_state(arch: str) -> dict[str, torch.Tensor]:
+    torch.manual_seed(123)
+    return get_spec(arch).builder(weights=None, num_classes=1000).state_dict()
+
+
+def _assert_backbone_loaded(arch: str, model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
+    head = get_spec(arch).head
+    loaded = model.state_dict()
+    backbone = [k for k in state if not k.startswith(head + ".")]
+    assert backbone and all(torch.equal(loaded[k], state[k]) for k in backbone)
+    assert loaded[f"{head}.weight"].shape[0] == 4  # fresh head, not the 1000-class one
+    assert state[f"{head}.weight"].shape[0] == 1000
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_imagenet_weights_come_from_the_torch_home_cache_without_network(
+    arch: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    spec = get_spec(arch)
+    assert spec.cache_file == tmp_path / "hub" / "checkpoints" / Path(spec.weights.url).name
+    state = _imagenet_state(arch)
+    spec.cache_file.parent.mkdir(parents=True)
+    torch.save(state, spec.cache_file)
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("tried to download although the cache file exists")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", no_network)
+    built = build_model(arch, 4, "imagenet")
+    _assert_backbone_loaded(arch, built.model, state)
+    assert built.weights_source.startswith("imagenet:") and spec.cache_file.name in built.weights_source
+
+
+def test_offline_without_cache_names_the_cache_file_and_alternatives(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    with pytest.raises(WeightsError) as info:
+        build_model("resnet18", 2, "imagenet")
+    message = str(info.value)
+    assert str(tmp_path / "hub" / "checkpoints" / "resnet18-f37072fd.pth") in message
+    assert "--weights FILE" in message and "--weights none" in message
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_weights_file_is_loaded_into_the_backbone(arch: str, tmp_path: Path) -> None:
+    state = _imagenet_state(arch)
+    torch.save(state, tmp_path / "w.pth")
+    built = build_model(arch, 4, tmp_path / "w.pth")
+    _assert_backbone_loaded(arch, built.model, state)
+    assert built.weights_source == f"file:{(tmp_path / 'w.pth').resolve()}"
+
+
+def test_bad_weights_files_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(WeightsError, match="weights file not found"):
+        build_model("resnet18", 2, tmp_path / "missing.pth")
+    (tmp_path / "junk.pth").write_bytes(b"not a torch file")
+    with pytest.raises(WeightsError, match="not a loadable torch state dict"):
+        build_model("resnet18", 2, tmp_path / "junk.pth")
+    torch.save(_imagenet_state("resnet18"), tmp_path / "r18.pth")
+    with pytest.raises(WeightsError, match="do not fit resnet34"):
+        build_model("resnet34", 2, tmp_path / "r18.pth")
+    torch.save({"epoch": 3}, tmp_path / "dict.pth")
+    with pytest.raises(WeightsError, match="expected a torchvision state dict"):
+        build_model("resnet18", 2, tmp_path / "dict.pth")
+
+
+def test_unknown_arch_lists_the_valid_names() -> None:
+    with pytest.raises(UnknownArchError, match="unknown arch 'vgg16'; choose one of efficientnet_b0, resnet18, resnet34"):
+        build_model("vgg16", 2)
+
+
+def test_preprocessing_follows_each_weights_entry() -> None:
+    assert default_preprocessing("efficientnet_b0").interpolation == "bicubic"
+    assert default_preprocessing("resnet34").interpolation == "bilinear"
+    for arch in ARCHS:
+        pp = default_preprocessing(arch)
+        assert (pp.resize, pp.crop) == (256, 224)
+        assert pp.mean == (0.485, 0.456, 0.406) and pp.std == (0.229, 0.224, 0.225)
+        assert (default_preprocessing(arch, 64).resize, default_preprocessing(arch, 64).crop) == (73, 64)

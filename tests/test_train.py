@@ -1,0 +1,200 @@
+"""gcv-train: split, loaders, the files of a run, checkpoints, resume, CLI."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from garmentcv.data.layouts import load_dataset
+from garmentcv.errors import CheckpointError, DatasetError
+from garmentcv.image import load_input
+from garmentcv.models import MODELS, default_preprocessing
+from garmentcv.train import loop
+from garmentcv.train.checkpoint import FORMAT_VERSION, load_checkpoint, save_checkpoint
+from garmentcv.train.cli import main as train_main
+from garmentcv.train.config import TrainConfig
+from garmentcv.train.data import EvalImages, build_loaders, split_dataset
+
+TINY = {"image_size": 32, "weights": "none", "batch_size": 4, "epochs": 1}
+
+
+def test_split_is_stratified_disjoint_and_reproducible(make_lamoda) -> None:
+    ds = load_dataset(make_lamoda(classes=("a", "b", "c"), per_class=10))
+    one, two = split_dataset(ds, 0.2, seed=1), split_dataset(ds, 0.2, seed=1)
+    assert one == two
+    assert not {s.path for s in one.train} & {s.path for s in one.val}
+    assert len(one.train) + len(one.val) == 30
+    assert sorted(s.label for s in one.val) == ["a", "a", "b", "b", "c", "c"]
+    assert split_dataset(ds, 0.2, seed=2).val != one.val
+
+
+def test_split_refuses_classes_too_small_to_split(make_lamoda) -> None:
+    ds = load_dataset(make_lamoda(per_class=1))
+    with pytest.raises(DatasetError, match="fewer than 2 images"):
+        split_dataset(ds, 0.2, 0)
+
+
+def test_validation_uses_the_shared_inference_preprocessing(make_lamoda) -> None:
+    """The identity that makes validation figures hold for the exported model."""
+    ds = load_dataset(make_lamoda(per_class=2))
+    pp = default_preprocessing("resnet18", 32)
+    val = EvalImages(ds.samples, ds.classes, pp)
+    for i, sample in enumerate(ds.samples):
+        tensor, target = val[i]
+        assert np.array_equal(tensor.numpy(), load_input(sample.path, pp))
+        assert target == ds.classes.index(sample.label)
+
+
+def test_a_last_batch_of_one_is_dropped(make_lamoda, tmp_path: Path) -> None:
+    ds = load_dataset(make_lamoda(per_class=5))
+    split = split_dataset(ds, 0.2, 0)  # 8 train images
+    cfg = TrainConfig(data=tmp_path, out=tmp_path, batch_size=7, **{k: v for k, v in TINY.items() if k != "batch_size"})
+    train_loader, _ = build_loaders(split, ds.classes, default_preprocessing("resnet18", 32), cfg, 0)
+    assert [len(t) for _, t in train_loader] == [7]
+    cfg = dataclasses.replace(cfg, batch_size=3)
+    train_loader, _ = build_loaders(split, ds.classes, default_preprocessing("resnet18", 32), cfg, 0)
+    assert [len(t) for _, t in train_loader] == [3, 3, 2]
+
+
+@pytest.mark.parametrize("arch", sorted(MODELS))
+def test_every_arch_trains_on_a_batch_ending_in_one_image(arch: str, make_lamoda, tmp_path: Path) -> None:
+    data = make_lamoda(classes=("a", "b", "c"), per_class=4)  # 9 train images: batches of 8 and 1
+    cfg = TrainConfig(data=data, out=tmp_path / "run", archs=(arch,), **{**TINY, "batch_size": 8})
+    result = loop.train(cfg, progress=False)
+    (only,) = result.archs
+    assert only.arch == arch and len(only.history) == 1
+    ckpt = load_checkpoint(tmp_path / "run" / arch / "best.pt")
+    assert ckpt["classes"] == ["a", "b", "c"]
+    assert ckpt["state_dict"][f"{MODELS[arch].head}.weight"].shape[0] == 3
+
+
+def test_run_folder_holds_exactly_the_promised_files(make_lamoda, tmp_path: Path) -> None:
+    data = make_lamoda(per_class=5)
+    out = tmp_path / "run"
+    result = loop.train(TrainConfig(data=data, out=out, archs=("resnet18", "resnet34"), **{**TINY, "epochs": 2}), progress=False)
+    files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    per_arch = ["best.pt", "confusion_matrix.png", "curves.png", "last.pt", "metrics.json"]
+    assert files == ["comparison.md", "config.json", *[f"{a}/{f}" for a in ("resnet18", "resnet34") for f in per_arch], "train.csv", "val.csv"]
+
+    assert TrainConfig.from_dict(json.loads((out / "config.json").read_text())) == result_config(result, data, out)
+    assert (out / "val.csv").read_text().splitlines()[0] == "path,label"
+    assert len((out / "train.csv").read_text().splitlines()) == 1 + 8 and len((out / "val.csv").read_text().splitlines()) == 1 + 2
+
+    metrics = json.loads((out / "resnet18" / "metrics.json").read_text())
+    assert [h["epoch"] for h in metrics["history"]] == [1, 2]
+    assert [round(h["lr"], 6) for h in metrics["history"]] == [0.01, 0.008]  # x0.8 per epoch
+    assert set(metrics["history"][0]) >= {"train_loss", "train_accuracy", "val_loss", "accuracy", "precision", "recall", "f1", "confusion_matrix"}
+    assert sum(map(sum, metrics["history"][0]["confusion_matrix"])) == 2
+
+    ckpt = torch.load(out / "resnet18" / "best.pt", weights_only=True)  # plain types only
+    assert ckpt["format_version"] == FORMAT_VERSION and ckpt["arch"] == "resnet18"
+    assert ckpt["classes"] == ["bluzy", "bryuki"]
+    assert ckpt["preprocessing"] == default_preprocessing("resnet18", 32).to_dict()
+    assert ckpt["weights_source"] == "none (random init)"
+    assert ckpt["epoch"] == metrics["best_epoch"]
+    assert set(ckpt["versions"]) == {"garmentcv", "torch", "torchvision"}
+    assert "optimizer" in torch.load(out / "resnet18" / "last.pt", weights_only=True)
+
+    table = (out / "comparison.md").read_text().splitlines()
+    assert table[-2].startswith("| resnet18 | ") and table[-1].startswith("| resnet34 | ")
+
+
+def result_config(result, data: Path, out: Path) -> TrainConfig:
+    return TrainConfig(data=data, out=out, archs=("resnet18", "resnet34"), **{**TINY, "epochs": 2})
+
+
+def _final_weights(path: Path) -> dict[str, torch.Tensor]:
+    return load_checkpoint(path)["state_dict"]
+
+
+def test_resume_ends_where_an_uninterrupted_run_would(make_lamoda, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    data = make_lamoda(per_class=5)
+    settings = {**TINY, "epochs": 3}
+    loop.train(TrainConfig(data=data, out=tmp_path / "straight", **settings), progress=False)
+
+    real = loop.train_one_epoch
+    calls = {"n": 0}
+
+    def crash_in_epoch_two(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "train_one_epoch", crash_in_epoch_two)
+    with pytest.raises(KeyboardInterrupt):
+        loop.train(TrainConfig(data=data, out=tmp_path / "broken", **settings), progress=False)
+    assert load_checkpoint(tmp_path / "broken" / "resnet18" / "last.pt")["epoch"] == 1
+    monkeypatch.setattr(loop, "train_one_epoch", real)
+    loop.train(TrainConfig(data=data, out=tmp_path / "broken", resume=True, **settings), progress=False)
+
+    straight = _final_weights(tmp_path / "straight" / "resnet18" / "last.pt")
+    resumed = _final_weights(tmp_path / "broken" / "resnet18" / "last.pt")
+    assert straight.keys() == resumed.keys()
+    assert all(torch.equal(straight[k], resumed[k]) for k in straight)
+    history = lambda run: json.loads((tmp_path / run / "resnet18" / "metrics.json").read_text())["history"]  # noqa: E731
+    strip = lambda hs: [{k: v for k, v in h.items() if k != "seconds"} for h in hs]  # noqa: E731
+    assert strip(history("straight")) == strip(history("broken"))
+
+
+def test_resume_refuses_changed_settings(make_lamoda, tmp_path: Path) -> None:
+    data = make_lamoda(per_class=3)
+    loop.train(TrainConfig(data=data, out=tmp_path / "run", **TINY), progress=False)
+    with pytest.raises(CheckpointError, match=r"lr: 0.01 -> 0.1"):
+        loop.train(TrainConfig(data=data, out=tmp_path / "run", resume=True, **{**TINY, "lr": 0.1}), progress=False)
+    with pytest.raises(CheckpointError, match="no config.json"):
+        loop.train(TrainConfig(data=data, out=tmp_path / "new", resume=True, **TINY), progress=False)
+
+
+def test_checkpoints_are_validated(tmp_path: Path) -> None:
+    with pytest.raises(CheckpointError, match="checkpoint not found"):
+        load_checkpoint(tmp_path / "none.pt")
+    (tmp_path / "junk.pt").write_bytes(b"garbage")
+    with pytest.raises(CheckpointError, match="truncated or corrupt"):
+        load_checkpoint(tmp_path / "junk.pt")
+    torch.save({"state_dict": {}}, tmp_path / "foreign.pt")
+    with pytest.raises(CheckpointError, match="not a GarmentCV checkpoint"):
+        load_checkpoint(tmp_path / "foreign.pt")
+    save_checkpoint(tmp_path / "new.pt", {"format_version": FORMAT_VERSION + 1})
+    with pytest.raises(CheckpointError, match=f"format version {FORMAT_VERSION + 1} is newer"):
+        load_checkpoint(tmp_path / "new.pt")
+    save_checkpoint(tmp_path / "partial.pt", {"arch": "resnet18"})
+    with pytest.raises(CheckpointError, match="checkpoint lacks"):
+        load_checkpoint(tmp_path / "partial.pt")
+
+
+def test_cli_trains_and_prints_the_summary(make_lamoda, tmp_path: Path) -> None:
+    data = make_lamoda(per_class=4)
+    args = [str(data), "--out", str(tmp_path / "run"), "--weights", "none", "--image-size", "32", "--epochs", "1", "-q"]
+    result = CliRunner().invoke(train_main, args)
+    assert result.exit_code == 0, result.output
+    assert "| resnet18 | 1 |" in result.output
+    assert f"resnet18: best epoch 1 -> {tmp_path / 'run' / 'resnet18' / 'best.pt'}" in result.output
+
+
+def test_cli_errors_have_meaningful_exit_codes(tmp_path: Path, make_lamoda, monkeypatch: pytest.MonkeyPatch) -> None:
+    runner = CliRunner()
+    data = make_lamoda(per_class=3)
+    unknown = runner.invoke(train_main, [str(data), "--arch", "vgg16"])
+    assert unknown.exit_code == 2 and "'vgg16' is not one of" in unknown.output
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty-cache"))
+    monkeypatch.setattr(torch.hub, "download_url_to_file", lambda *a, **k: (_ for _ in ()).throw(OSError("offline")))
+    missing = runner.invoke(train_main, [str(data), "--out", str(tmp_path / "r"), "-q"])
+    assert missing.exit_code == 1
+    assert "Error: cannot get ImageNet weights for resnet18" in missing.output and "--weights none" in missing.output
+    resume = runner.invoke(train_main, [str(data), "--resume"])
+    assert resume.exit_code == 2 and "--resume needs --out" in resume.output
+
+
+def test_help_shows_every_default() -> None:
+    text = " ".join(CliRunner().invoke(train_main, ["--help"]).output.split())
+    for expected in ("--epochs INTEGER RANGE Passes over the training split. [default: 5; x>=1]", "[default: 0.01; x>0]",
+                     "[default: 0.8; 0<x<=1]", "Images per step. [default: 32; x>=1]", "[default: 0.2; 0<x<1]",
+                     "[default: imagenet]", "[default: resnet18]", "[default: auto]"):
+        assert expected in text, expected
