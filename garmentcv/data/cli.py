@@ -80,12 +80,12 @@ def inspect(root: Path, layout: str | None, test: Path | None, json_path: Path |
 
     \b
     Exit codes:
-      0  ready to train (warnings such as same-label duplicates or imbalance may be shown)
-      1  the dataset cannot be read at all (missing folder, invalid class names, fewer than 2 classes, ...)
-      2  wrong usage
-      3  problems to fix first: undecodable files, duplicates with different labels, test leakage,
-         fewer than 2 classes with a decodable image
-      130 interrupted
+      0    ready to train (warnings, e.g. same-label duplicates, may be shown)
+      1    the dataset cannot be read (missing folder, bad class names, < 2 classes)
+      2    wrong usage
+      3    problems to fix first: undecodable files, duplicates with different
+           labels, test files also in training, < 2 classes that decode
+      130  interrupted
     """
     setup_logging(quiet)
     with tqdm(desc="inspecting", unit="img", file=sys.stderr, disable=True if quiet else None) as bar:
