@@ -231,7 +231,9 @@ def test_cli_text_json_exit_code_and_data_untouched(
         {"path": str(train / "bluzy/a1.jpg"), "label": "bluzy"},
         {"path": str(train / "bryuki/conflict.jpg"), "label": "bryuki"},
     ]
-    assert data["test"]["leaks"] == [{"test_path": str(test / "leak.jpg"), "train_paths": [str(train / "bryuki/b0.jpg")]}]
+    assert data["test"]["leaks"] == [
+        {"test_path": str(test / "leak.jpg"), "train_paths": [str(train / "bryuki/b0.jpg")]}
+    ]
     assert (data["ready"], len(data["problems"]), len(data["warnings"])) == (False, 3, 2)
 
 

@@ -8,8 +8,8 @@ files, image sizes, exact duplicates (and those that carry different labels) and
 training files that also appear there (leakage). Nothing is ever written to the dataset.
 
 The checks follow the data study that preceded the original project (corrupt files, extensions, sizes,
-class balance) plus the duplicate and leakage checks of common dataset-hygiene practice (e.g. cleanlab's
-and fastdup's exact-duplicate reports), limited here to byte-identical files.
+class balance) plus duplicate and train/test leakage checks, limited to byte-identical files (SHA-256);
+near-duplicates (re-encoded or resized copies) are not detected.
 """
 
 from __future__ import annotations
@@ -460,7 +460,7 @@ def render_text(report: DatasetReport, limit: int = 20) -> str:
         lines.append(f"test: {test_root} ({_plural(report.test_files, 'file')}); "
                      f"also in training data: {len(report.leaks)}")
         lines += _listed(
-            [f"{_rel(k.test_path, test_root)} = " + ", ".join(rel(p) for p in k.train_paths) for k in report.leaks],
+            [f"{_rel(k.test_path, test_root)} = {', '.join(rel(p) for p in k.train_paths)}" for k in report.leaks],
             limit,
         )
     lines += [f"warning: {w}" for w in report.warnings]
