@@ -368,8 +368,8 @@ def inspect_dataset(
     if duplicates:
         extra = sum(len(g.paths) - 1 for g in duplicates)
         warnings.append(
-            f"{_plural(extra, 'redundant copy', 'redundant copies')} of training files (same label); they weigh double and can "
-            "land in both the training and the validation split"
+            f"{_plural(extra, 'redundant copy', 'redundant copies')} of training files (same label); "
+            "they weigh double and can land in both the training and the validation split"
         )
     if balance >= IMBALANCE_WARNING_RATIO:
         warnings.append(
