@@ -15,12 +15,13 @@ entries use.
 from __future__ import annotations
 
 import dataclasses
+import io
 import struct
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -146,10 +147,30 @@ def decode_image(path: str | Path) -> np.ndarray:
             or larger than :data:`MAX_IMAGE_PIXELS`. ``.path`` and ``.reason`` say which and why.
     """
     path = Path(path)
+    return _decode(path, path)
+
+
+def decode_image_bytes(data: bytes, name: str | Path) -> np.ndarray:
+    """Decode the bytes of an image file exactly as :func:`decode_image` decodes the file itself.
+
+    For callers that already hold the bytes (e.g. to hash them, ``gcv-data inspect``) so that each file is
+    read once. ``name`` is only used in error messages.
+
+    Returns:
+        RGB ``uint8`` array ``(H, W, 3)``.
+
+    Raises:
+        ImageDecodeError: as :func:`decode_image`, with ``.path`` set to ``name``.
+    """
+    return _decode(io.BytesIO(data), Path(name))
+
+
+def _decode(source: Path | IO[bytes], path: Path) -> np.ndarray:
+    """Shared body of :func:`decode_image` and :func:`decode_image_bytes`; ``path`` names the source."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
+            with Image.open(source) as image:
                 width, height = image.size
                 if width * height > MAX_IMAGE_PIXELS:
                     raise ImageDecodeError(

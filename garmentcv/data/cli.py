@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -10,6 +11,12 @@ from tqdm import tqdm
 
 from garmentcv.cli_utils import handle_errors, quiet_option, setup_logging
 from garmentcv.data.fashion_mnist import DEFAULT_SOURCE, write_fashion_mnist
+from garmentcv.data.inspect import inspect_dataset, render_text
+from garmentcv.data.layouts import Layout
+from garmentcv.fsutil import atomic_write
+
+#: Exit code of ``gcv-data inspect`` when the dataset has problems to fix before training.
+EXIT_NOT_READY = 3
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
@@ -45,3 +52,53 @@ def fashion_mnist(out: Path, source: Path, max_per_class: int | None, all_classe
         summary = write_fashion_mnist(out, source, max_per_class, all_classes, progress=bar.update)
     click.echo(f"train: {summary.train_counts} -> {out / 'train'}")
     click.echo(f"test:  {summary.test_counts} -> {out / 'test'} (labels in {out / 'test_labels.csv'})")
+
+
+@main.command("inspect")
+@click.argument("root", type=click.Path(exists=True, path_type=Path))
+@click.option(
+    "--layout", type=click.Choice([layout.value for layout in Layout]), default=None,
+    help="Dataset layout. Default: detected (a .csv is a manifest, flat files lamoda, sub-folders folders).",
+)
+@click.option(
+    "--test", "test", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+    help="Test folder (labelled or not, searched recursively): report training files that also appear there.",
+)
+@click.option(
+    "--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+    help="Also write the report as JSON to this file (written atomically).",
+)
+@quiet_option
+@handle_errors
+def inspect(root: Path, layout: str | None, test: Path | None, json_path: Path | None, quiet: bool) -> None:
+    """Report on the dataset ROOT before training; never modifies it.
+
+    ROOT is a dataset folder or a path,label CSV manifest, in any layout gcv-train reads. Reported: files
+    per class and balance, skipped files, files that fail to decode (the decode training uses), formats and
+    colour modes, EXIF-rotated files, image sizes, byte-identical duplicates (and those with different
+    labels) and, with --test, training files also present in the test folder. Ends with a verdict line.
+
+    \b
+    Exit codes:
+      0    ready to train (warnings, e.g. same-label duplicates, may be shown)
+      1    the dataset cannot be read (missing folder, bad class names, < 2 classes)
+      2    wrong usage
+      3    problems to fix first: undecodable files, duplicates with different
+           labels, test files also in training, < 2 classes that decode
+      130  interrupted
+    """
+    setup_logging(quiet)
+    with tqdm(desc="inspecting", unit="img", file=sys.stderr, disable=True if quiet else None) as bar:
+
+        def show(done: int, total: int) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
+
+        report = inspect_dataset(root, layout, test, progress=show)
+    click.echo(render_text(report))
+    if json_path is not None:
+        with atomic_write(json_path) as handle:
+            json.dump(report.to_dict(), handle, indent=2, ensure_ascii=False)
+            handle.write("\n")
+    if not report.ready:
+        sys.exit(EXIT_NOT_READY)
