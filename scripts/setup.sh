@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Set up a machine for GarmentCV: Debian's Fashion-MNIST files and a pinned virtual environment in .venv.
+# Idempotent: re-running it only installs what is missing. Usage: bash scripts/setup.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+if ! dpkg -s dataset-fashion-mnist >/dev/null 2>&1; then
+  echo "==> installing Debian's dataset-fashion-mnist (the real data of the main job and tests)"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq dataset-fashion-mnist >/dev/null
+fi
+
+PYTHON="${PYTHON:-python3}"
+if [ ! -x .venv/bin/python ]; then
+  echo "==> creating .venv with $($PYTHON --version)"
+  "$PYTHON" -m venv .venv
+fi
+echo "==> installing garmentcv[train,dev] with the pins of constraints.txt"
+.venv/bin/python -m pip install -q -c constraints.txt -e '.[train,dev]'
+.venv/bin/python -c "import garmentcv, torch, torchvision, onnxruntime; print('garmentcv', garmentcv.__version__, '| torch', torch.__version__, '| torchvision', torchvision.__version__, '| onnxruntime', onnxruntime.__version__)"
