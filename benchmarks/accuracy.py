@@ -40,6 +40,8 @@ class AccuracyPlan:
         image_size: model input, px (the demo's 32).
         calibration_images: training images used to calibrate INT8.
         test_limit: score only the first N test images (``None``: all; the tiny smoke test uses a few).
+        source_per_class: write only this many images per class and split of Fashion-MNIST (``None``: all;
+            for the smoke test).
     """
 
     train_per_class: int = 400
@@ -47,6 +49,7 @@ class AccuracyPlan:
     image_size: int = 32
     calibration_images: int = 64
     test_limit: int | None = None
+    source_per_class: int | None = None
 
 
 @dataclass(frozen=True)
@@ -110,7 +113,7 @@ def measure_accuracy(archs: Sequence[str], work: Path, plan: AccuracyPlan, int8:
     """
     data = work / "fashion-mnist"
     if not (data / "test_labels.csv").is_file():
-        write_fashion_mnist(data)
+        write_fashion_mnist(data, max_per_class=plan.source_per_class)
     manifest, train_images = _train_manifest(data, plan.train_per_class)
     cfg = TrainConfig(data=manifest, out=work / "train", archs=tuple(archs), weights="none", epochs=plan.epochs,
                       image_size=plan.image_size, device="cpu")

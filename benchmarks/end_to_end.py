@@ -1,21 +1,26 @@
 """End to end on a folder: a command run in a fresh process, timed by the wall clock, peak memory from the OS.
 
-Each command runs as its own child process (``subprocess.Popen``) and is reaped with ``os.wait4``, whose
-resource usage is that child's alone: ``ru_maxrss`` is its peak resident set size (the largest of the
-child and any processes it started and waited for, not their sum). The wall time includes starting
+Each command runs as its own process and is reaped with ``os.wait4``, whose resource usage is that
+process's alone: ``ru_maxrss`` is its peak resident set size (the largest of it and any processes it
+started and waited for, not their sum). Linux carries a process's peak across ``fork`` and ``exec``, so a
+command forked straight from this (large, torch-holding) process would report at least this process's size;
+hence a small launcher Python starts the command and reports its figures. The wall time includes starting
 Python, importing the libraries and loading the model, which a user also waits for.
 """
 
 from __future__ import annotations
 
-import os
+import json
 import shutil
 import subprocess
 import sys
-import time
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+#: The repository root, where ``python -m benchmarks.original_way`` must run.
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 @dataclass(frozen=True)
@@ -37,19 +42,36 @@ class ProcessRun:
     stderr_tail: str
 
 
-def run_measured(command: Sequence[str], cwd: Path | None = None, env: dict[str, str] | None = None) -> ProcessRun:
-    """Run ``command`` to completion in a fresh process; return its wall time, peak RSS and exit status."""
-    start = time.perf_counter()
-    with open(os.devnull, "wb") as devnull:
-        process = subprocess.Popen(list(command), cwd=cwd, env=env, stdout=devnull, stderr=subprocess.PIPE)
-        assert process.stderr is not None
-        stderr = process.stderr.read()  # drained before waiting, so a chatty child cannot block on a full pipe
-        _, status, usage = os.wait4(process.pid, 0)
-    seconds = time.perf_counter() - start
-    process.returncode = os.waitstatus_to_exitcode(status)  # tell Popen it was reaped
+# Runs argv[2:] with stdout discarded, then writes its wall time, peak RSS (KiB) and exit code to argv[1].
+_LAUNCHER = """
+import json, os, subprocess, sys, time
+start = time.perf_counter()
+child = subprocess.Popen(sys.argv[2:], stdout=subprocess.DEVNULL)
+_, status, usage = os.wait4(child.pid, 0)
+seconds = time.perf_counter() - start
+with open(sys.argv[1], "w") as handle:
+    json.dump({"seconds": seconds, "maxrss_kib": usage.ru_maxrss, "code": os.waitstatus_to_exitcode(status)}, handle)
+"""
+
+
+def run_measured(command: Sequence[str], cwd: Path | None = None) -> ProcessRun:
+    """Run ``command`` to completion in a fresh process; return its wall time, peak RSS and exit status.
+
+    Raises:
+        RuntimeError: the launcher itself failed (its stderr is in the message).
+    """
+    with tempfile.TemporaryDirectory(prefix="gcv-bench-run-") as tmp:
+        figures = Path(tmp) / "figures.json"
+        launcher = subprocess.run([sys.executable, "-c", _LAUNCHER, str(figures), *command], cwd=cwd,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False)
+        stderr = launcher.stderr.decode(errors="replace")
+        if not figures.is_file():
+            raise RuntimeError(f"the launcher of {list(command)} failed (exit {launcher.returncode}): {stderr[-2000:]}")
+        data = json.loads(figures.read_text())
     return ProcessRun(
-        command=tuple(command), seconds=seconds, peak_rss_mb=usage.ru_maxrss * 1024 / 1e6,  # ru_maxrss is KiB on Linux
-        returncode=process.returncode, stderr_tail=stderr.decode(errors="replace")[-2000:],
+        command=tuple(command), seconds=float(data["seconds"]),
+        peak_rss_mb=int(data["maxrss_kib"]) * 1024 / 1e6,  # ru_maxrss is in KiB on Linux
+        returncode=int(data["code"]), stderr_tail=stderr[-2000:],
     )
 
 

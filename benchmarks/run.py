@@ -187,7 +187,8 @@ def _end_to_end_step(run: _Run, arch: str, size: int, files: ModelFiles, folder:
         elif run.out_of_time():
             run.add(Row("end-to-end", **common, files=folder.files, status=f"skipped: too slow (run past --max-minutes {run.cfg.max_minutes})"))
         else:
-            run.add(_process_row(run, "end-to-end", end_to_end.run_measured(command), folder.files, **common))
+            proc = end_to_end.run_measured(command, cwd=end_to_end.REPO_ROOT)
+            run.add(_process_row(run, "end-to-end", proc, folder.files, **common))
 
 
 def _memory_step(run: _Run, arch: str, size: int, files: ModelFiles) -> None:
@@ -360,7 +361,8 @@ def main(archs: str, sizes: str, batch_sizes: str, warmup: int, repeats: int, bu
         cfg = dataclasses.replace(
             cfg, archs=("resnet18",), sizes=(32,), batch_sizes=(1, 2), plan=TimingPlan(warmup=1, min_repeats=2, budget_s=0.0),
             folder_files=10, distinct_files=5, memory_files=(10, 20), e2e_batch=4, int8_variants=False,
-            accuracy=acc.AccuracyPlan(train_per_class=10, epochs=1, calibration_images=8, test_limit=40) if accuracy else None,
+            accuracy=acc.AccuracyPlan(train_per_class=10, epochs=1, calibration_images=8, test_limit=40,
+                                      source_per_class=40) if accuracy else None,
         )
     run_benchmarks(cfg)
 
