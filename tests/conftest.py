@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -37,10 +38,12 @@ def build_onnx_model(
     pp: Preprocessing = default_preprocessing(arch, size)
     dummy = torch.zeros(2, 3, size, size)
     tmp = path.with_suffix(".raw.onnx")
-    torch.onnx.export(
-        model, (dummy,), str(tmp), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-        dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}}, opset_version=17, dynamo=False,
-    )
+    with warnings.catch_warnings():  # the TorchScript exporter is deprecated but fast and enough for a fixture
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(
+            model, (dummy,), str(tmp), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+            dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}}, opset_version=17, dynamo=False,
+        )
     proto = onnx.load(str(tmp), load_external_data=True)
     tmp.unlink()
     for extra in path.parent.glob(tmp.name + "*"):
