@@ -318,3 +318,26 @@ def test_infer_never_imports_torch(tmp_path: Path, onnx_model: Path) -> None:
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert len(out.read_text().splitlines()) == 4
+
+
+def test_load_input_shortcuts_stay_within_a_grey_level(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from garmentcv.image import Preprocessing, decode_image, normalize, preprocess, resize_and_crop
+
+    pp = Preprocessing(resize=256, crop=224)
+    rng = np.random.default_rng(0)
+    smooth = np.kron(rng.integers(0, 256, (29, 20, 3)), np.ones((30, 30, 1))).astype(np.uint8)  # 600x870, 30 px blocks
+    Image.fromarray(smooth).save(tmp_path / "big.jpg", quality=92)
+    Image.fromarray(smooth).save(tmp_path / "big.png")
+    decoded = decode_image(tmp_path / "big.jpg")
+    assert decoded.shape == (870, 600, 3)  # decode_image stays full resolution (training augmentation)
+    # box resampling of the crop region == resize all, then crop (torchvision's order), within 1 grey level
+    full = np.asarray(Image.fromarray(decoded).resize((256, 371), Image.Resampling.BILINEAR))[74:298, 16:240]
+    assert np.abs(resize_and_crop(decoded, pp).astype(int) - full).max() <= 1
+    # no JPEG: exactly preprocess(decode_image); JPEG >= 2x the resize: DCT-scaled decode, ~1 level on average
+    # (0.45 on photo-like 600x866 JPEGs, see benchmarks/classify_speed.py)
+    assert np.array_equal(load_input(tmp_path / "big.png", pp), preprocess(decode_image(tmp_path / "big.png"), pp))
+    grey_levels = np.abs(load_input(tmp_path / "big.jpg", pp) - preprocess(decoded, pp)) * 0.229 * 255
+    assert 0 < grey_levels.mean() < 1.5
+    assert normalize(full, pp).shape == (3, 224, 224)
