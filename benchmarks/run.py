@@ -62,6 +62,7 @@ class BenchConfig:
     int8_variants: bool = True
     accuracy: acc.AccuracyPlan | None = acc.AccuracyPlan()
     max_minutes: float = 14.0
+    matmul_sizes: tuple[int, ...] = ceiling.MATMUL_SIZES
     work: Path | None = None
     command: str = ""
 
@@ -101,7 +102,7 @@ class ModelFiles:
 
 
 def _ceiling_step(run: _Run) -> None:
-    rate = ceiling.best_matmul_rate(budget_s=0.3 if run.cfg.plan.budget_s < 0.5 else 0.5)
+    rate = ceiling.best_matmul_rate(run.cfg.matmul_sizes, budget_s=min(0.5, max(0.1, run.cfg.plan.budget_s / 3)))
     for library, n, gflops in rate.per_size:
         run.add(Row("matmul", runtime=library, batch_size=n, gflops=gflops,
                     note="best of all sizes" if (library, n) == (rate.library, rate.size) else ""))
@@ -360,7 +361,7 @@ def main(archs: str, sizes: str, batch_sizes: str, warmup: int, repeats: int, bu
     if tiny:
         cfg = dataclasses.replace(
             cfg, archs=("resnet18",), sizes=(32,), batch_sizes=(1, 2), plan=TimingPlan(warmup=1, min_repeats=2, budget_s=0.0),
-            folder_files=10, distinct_files=5, memory_files=(10, 20), e2e_batch=4, int8_variants=False,
+            folder_files=10, distinct_files=5, memory_files=(10, 20), e2e_batch=4, int8_variants=False, matmul_sizes=(256, 512),
             accuracy=acc.AccuracyPlan(train_per_class=10, epochs=1, calibration_images=8, test_limit=40,
                                       source_per_class=40) if accuracy else None,
         )
