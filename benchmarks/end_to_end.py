@@ -11,6 +11,7 @@ Python, importing the libraries and loading the model, which a user also waits f
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -93,3 +94,13 @@ def original_command(folder: Path, checkpoint: Path, out: Path, batch_size: int,
     """The command line of :mod:`benchmarks.original_way` for ``folder`` (run from the repository root)."""
     return [sys.executable, "-m", "benchmarks.original_way", "--checkpoint", str(checkpoint), "--folder", str(folder),
             "--out", str(out), "--batch-size", str(batch_size), "--workers", str(workers)]
+
+
+_RATE = re.compile(r"([0-9]+(?:\.[0-9]+)?) images/s")
+
+
+def reported_rate(stderr: str) -> float | None:
+    """The last ``<number> images/s`` a command printed on stderr (gcv-classify's summary line, the original
+    way's last line), or ``None``."""
+    found = _RATE.findall(stderr)
+    return float(found[-1]) if found else None

@@ -75,7 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     start = time.perf_counter()
     count = classify_original(args.checkpoint, args.folder, args.out, args.batch_size, args.workers)
-    print(f"{count} images, {time.perf_counter() - start:.1f} s", file=sys.stderr)
+    seconds = time.perf_counter() - start
+    print(f"{count} images, {seconds:.2f} s, {count / seconds:.2f} images/s", file=sys.stderr)
     return 0
 
 

@@ -165,9 +165,11 @@ def _session_timer(run: _Run, path: Path, provider: str) -> Callable[[Any], Any]
 def _process_row(run: _Run, section: str, proc: end_to_end.ProcessRun, files: int, **common: object) -> Row:
     ok = proc.returncode == 0
     images_per_s = files / proc.seconds if ok else None
+    command_rate = end_to_end.reported_rate(proc.stderr_tail) if ok else None
     arch, size = str(common["arch"]), int(common["image_size"])  # type: ignore[call-overload]
-    ceiling_ips, fraction = run.fraction(arch, size, images_per_s) if common.get("precision") == "fp32" else (None, None)
+    ceiling_ips, fraction = run.fraction(arch, size, command_rate) if common.get("precision") == "fp32" else (None, None)
     return Row(section, **common, files=files, seconds=proc.seconds, images_per_s=images_per_s,  # type: ignore[arg-type]
+               command_images_per_s=command_rate,
                peak_rss_mb=proc.peak_rss_mb, ceiling_images_per_s=ceiling_ips, fraction_of_ceiling=fraction,
                status="ok" if ok else f"failed: exit {proc.returncode}: {proc.stderr_tail.strip().splitlines()[-1:]}")
 

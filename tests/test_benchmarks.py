@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.end_to_end import REPO_ROOT, gcv_classify_available, run_measured
+from benchmarks.end_to_end import REPO_ROOT, gcv_classify_available, reported_rate, run_measured
 from benchmarks.model_only import cuda_available
 from benchmarks.report import FIELDS, read_csv
 from benchmarks.timing import Timing, time_call
@@ -73,6 +73,7 @@ def test_tiny_run_writes_every_section(tiny_run: Path) -> None:
         assert r["status"] == "ok", r
         assert float(r["peak_rss_mb"]) > 20 and float(r["seconds"]) > 0
         assert float(r["images_per_s"]) == pytest.approx(int(r["files"]) / float(r["seconds"]), rel=1e-4)
+        assert float(r["command_images_per_s"]) >= float(r["images_per_s"])  # the command's own time excludes start-up
 
     accuracy = {r["precision"]: r for r in rows if r["section"] == "accuracy"}
     assert set(accuracy) == {"fp32", "int8"}
@@ -106,6 +107,13 @@ def test_time_call_counts_warmup_and_repeats() -> None:
     assert len(calls) == 8 and timing.repeats == 5 and timing.batch_size == 4
     with pytest.raises(ValueError):
         time_call(lambda: None, batch_size=1, min_repeats=0)
+
+
+def test_reported_rate_reads_the_last_rate_printed() -> None:
+    line = "12 image files: 12 classified, 0 errors; skipped none; 0.3 s, 40.5 images/s on cpu -> out.csv"
+    assert reported_rate("model ...\n" + line + "\n") == 40.5
+    assert reported_rate("10 images, 2.00 s, 5.00 images/s\n") == 5.0
+    assert reported_rate("Error: no model") is None
 
 
 def test_run_measured_reports_peak_memory_and_exit_code() -> None:
