@@ -15,14 +15,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
-from benchmarks.model_only import open_session
 from benchmarks.onnx_models import Int8Settings, calibration_batch, export_model
-from garmentcv.artifact import INPUT_NAME, OUTPUT_NAME
 from garmentcv.data.fashion_mnist import write_fashion_mnist
-from garmentcv.image import Preprocessing, load_input
-from garmentcv.metrics import classification_metrics
+from garmentcv.image import Preprocessing
+from garmentcv.infer.evaluate import EvaluateConfig, evaluate_model
 from garmentcv.train.checkpoint import load_checkpoint
 from garmentcv.train.config import TrainConfig
 from garmentcv.train.loop import train
@@ -39,7 +35,6 @@ class AccuracyPlan:
         epochs: training epochs (gcv-train's recipe otherwise: AdamW lr 0.01 x0.8 per epoch, batch 32).
         image_size: model input, px (the demo's 32).
         calibration_images: training images used to calibrate INT8.
-        test_limit: score only the first N test images (``None``: all; the tiny smoke test uses a few).
         source_per_class: write only this many images per class and split of Fashion-MNIST (``None``: all;
             for the smoke test).
     """
@@ -48,7 +43,6 @@ class AccuracyPlan:
     epochs: int = 3
     image_size: int = 32
     calibration_images: int = 64
-    test_limit: int | None = None
     source_per_class: int | None = None
 
 
@@ -84,25 +78,12 @@ def _train_manifest(data: Path, per_class: int) -> tuple[Path, int]:
     return manifest, len(rows)
 
 
-def _test_set(data: Path, limit: int | None) -> tuple[list[Path], list[str]]:
-    with (data / "test_labels.csv").open(newline="") as handle:
-        rows = list(csv.DictReader(handle))[:limit]
-    return [data / "test" / f"{r['index']}.jpg" for r in rows], [r["label"] for r in rows]
-
-
-def score_onnx(model: Path, paths: Sequence[Path], labels: Sequence[str], classes: Sequence[str], pp: Preprocessing,
-               batch_size: int = 64) -> float:
-    """Top-1 accuracy (0..1, scikit-learn) of an ONNX file on ``paths`` with true ``labels``.
-
-    TEMPORARY: to be replaced by ``garmentcv.infer.evaluate.evaluate_model`` (gcv-evaluate) once merged.
-    """
-    session = open_session(model)
-    predicted: list[int] = []
-    for start in range(0, len(paths), batch_size):
-        batch = np.stack([load_input(p, pp) for p in paths[start : start + batch_size]])
-        predicted.extend(session.run([OUTPUT_NAME], {INPUT_NAME: batch})[0].argmax(axis=1).tolist())
-    index = {name: i for i, name in enumerate(classes)}
-    return classification_metrics([index[label] for label in labels], predicted, len(classes)).accuracy
+def score_onnx(model: Path, data: Path, out: Path) -> tuple[float, int]:
+    """Top-1 accuracy (0..1) and image count of an ONNX file on ``data/test`` with ``data/test_labels.csv``,
+    scored by gcv-evaluate's library function (reports written to ``out``)."""
+    result = evaluate_model(EvaluateConfig(data=data / "test", labels=data / "test_labels.csv", model=model, out=out,
+                                           provider="cpu", progress=False))
+    return result.accuracy, result.count
 
 
 def measure_accuracy(archs: Sequence[str], work: Path, plan: AccuracyPlan, int8: Int8Settings = Int8Settings()) -> list[AccuracyResult]:
@@ -118,21 +99,21 @@ def measure_accuracy(archs: Sequence[str], work: Path, plan: AccuracyPlan, int8:
     cfg = TrainConfig(data=manifest, out=work / "train", archs=tuple(archs), weights="none", epochs=plan.epochs,
                       image_size=plan.image_size, device="cpu")
     result = train(cfg, progress=False)
-    paths, labels = _test_set(data, plan.test_limit)
     train_files = sorted((data / "train").glob("*.jpg"))
     calibration_files = train_files[:: max(1, len(train_files) // plan.calibration_images)][: plan.calibration_images]
     out = []
     for arch_result in result.archs:
         checkpoint = arch_result.run_dir / "best.pt"
         ck = load_checkpoint(checkpoint)
-        pp, classes = Preprocessing.from_dict(ck["preprocessing"]), ck["classes"]
+        pp = Preprocessing.from_dict(ck["preprocessing"])
         fp32 = export_model(checkpoint, "fp32", work / f"{arch_result.arch}-acc.fp32.onnx")
         int8_path = export_model(checkpoint, "int8", work / f"{arch_result.arch}-acc.int8.onnx",
                                  calibration_batch(calibration_files, pp), int8)
+        fp32_accuracy, count = score_onnx(fp32, data, work / f"{arch_result.arch}-eval-fp32")
+        int8_accuracy, _ = score_onnx(int8_path, data, work / f"{arch_result.arch}-eval-int8")
         out.append(AccuracyResult(
-            arch=arch_result.arch, fp32=score_onnx(fp32, paths, labels, classes, pp),
-            int8=score_onnx(int8_path, paths, labels, classes, pp), count=len(paths),
+            arch=arch_result.arch, fp32=fp32_accuracy, int8=int8_accuracy, count=count,
             val_accuracy=float(arch_result.best["accuracy"]), train_images=train_images,
         ))
-        logger.info("accuracy %s: fp32 %.4f int8 %.4f on %d test images", arch_result.arch, out[-1].fp32, out[-1].int8, len(paths))
+        logger.info("accuracy %s: fp32 %.4f int8 %.4f on %d test images", arch_result.arch, out[-1].fp32, out[-1].int8, count)
     return out

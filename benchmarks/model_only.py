@@ -60,7 +60,8 @@ def time_eager(model: torch.nn.Module, batch: np.ndarray, plan: TimingPlan) -> T
 
 
 def open_session(path: Path, provider: str = CPU, threads: int | None = None, spinning: bool = True) -> ort.InferenceSession:
-    """An onnxruntime session on ``provider`` with ``threads`` intra-op threads (default :func:`cpu_threads`).
+    """An onnxruntime session with explicit settings, for comparing settings (the model-only rows use
+    gcv-classify's own session instead): ``threads`` intra-op threads (default :func:`cpu_threads`).
 
     Args:
         spinning: let idle intra-op threads spin (onnxruntime's default); ``False`` makes them sleep.

@@ -78,7 +78,7 @@ def test_tiny_run_writes_every_section(tiny_run: Path) -> None:
     accuracy = {r["precision"]: r for r in rows if r["section"] == "accuracy"}
     assert set(accuracy) == {"fp32", "int8"}
     for r in accuracy.values():
-        assert r["status"] == "ok" and r["files"] == "40" and 0.0 <= float(r["accuracy"]) <= 1.0
+        assert r["status"] == "ok" and r["files"] == "80" and 0.0 <= float(r["accuracy"]) <= 1.0
 
 
 @pytest.mark.slow
