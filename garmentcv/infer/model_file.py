@@ -1,0 +1,53 @@
+"""Reading a GarmentCV ONNX file's self-description (onnxruntime, never torch).
+
+``gcv-export`` writes the file; ``gcv-classify`` and ``gcv-evaluate`` read it back here. The contract is
+:class:`garmentcv.artifact.ModelInfo`: metadata properties plus one input ``input`` float32 ``(N, 3, H, W)``
+and one output ``logits`` float32 ``(N, C)``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import onnxruntime as ort
+
+from garmentcv.artifact import INPUT_NAME, OUTPUT_NAME, ModelInfo
+from garmentcv.errors import ModelFileError
+
+#: Where ``gcv-export`` writes and ``gcv-classify`` reads when no path is given (relative to the working folder).
+DEFAULT_MODEL_PATH = Path("runs") / "export" / "model.onnx"
+
+
+def read_model_info(path: str | Path) -> ModelInfo:
+    """Read the :class:`ModelInfo` stored in a GarmentCV ONNX file and check its input and output.
+
+    Opens a CPU onnxruntime session without graph optimisation (cheap) and parses the custom metadata map.
+
+    Raises:
+        ModelFileError: the file is missing, is not an ONNX model onnxruntime can load, lacks GarmentCV
+            metadata (or has a newer or damaged one), or does not have exactly the input ``input`` float32
+            ``(N, 3, H, W)`` and the output ``logits`` float32 ``(N, C)``. The message names the file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ModelFileError(f"{path}: model file not found; export one with 'gcv-export CHECKPOINT --out {path}'")
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    options.log_severity_level = 3
+    try:
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own exception types for unreadable files
+        raise ModelFileError(f"{path}: not an ONNX model onnxruntime can load ({exc})") from exc
+    info = ModelInfo.from_metadata(session.get_modelmeta().custom_metadata_map, source=str(path))
+    inputs, outputs = session.get_inputs(), session.get_outputs()
+    if [i.name for i in inputs] != [INPUT_NAME] or [o.name for o in outputs] != [OUTPUT_NAME]:
+        raise ModelFileError(
+            f"{path}: expected one input {INPUT_NAME!r} and one output {OUTPUT_NAME!r}, found inputs "
+            f"{[i.name for i in inputs]} and outputs {[o.name for o in outputs]}; export the model again"
+        )
+    if inputs[0].type != "tensor(float)" or outputs[0].type != "tensor(float)" or len(inputs[0].shape) != 4:
+        raise ModelFileError(
+            f"{path}: input must be float32 (N, 3, H, W) and output float32 (N, C); found {inputs[0].type} "
+            f"{inputs[0].shape} -> {outputs[0].type} {outputs[0].shape}; export the model again"
+        )
+    return info
