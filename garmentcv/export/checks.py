@@ -23,8 +23,10 @@ FP32_TOLERANCE = 1e-3
 #: Largest absolute logit difference accepted for an FP16 file (float16 keeps ~3 significant digits).
 FP16_TOLERANCE = 5e-2
 #: Largest difference accepted between a row run alone and inside a batch, same file (kernels may
-#: block a batch differently; INT8 rows are compared after dequantization).
-BATCH_TOLERANCE = {"fp32": 1e-4, "fp16": 1e-2, "int8": 1e-4}
+#: block a batch differently). INT8: onnxruntime's integer kernels may round an intermediate activation one
+#: quantization step differently at another batch size; measured up to 0.047 on a random-init resnet18 and
+#: under 1e-4 on the trained models, so 0.1 (the accuracy gate is INT8's real check).
+BATCH_TOLERANCE = {"fp32": 1e-4, "fp16": 1e-2, "int8": 1e-1}
 
 
 def open_session(model: str | Path | bytes) -> ort.InferenceSession:

@@ -22,6 +22,7 @@ import torch
 from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 from onnxruntime.quantization.shape_inference import quant_pre_process
 from onnxruntime.transformers.float16 import convert_float_to_float16
+from onnxruntime.transformers.onnx_model import OnnxModel
 from torch import nn
 
 from garmentcv.artifact import INPUT_NAME, OUTPUT_NAME, ModelInfo
@@ -103,7 +104,9 @@ def trace_to_onnx(model: nn.Module, example: torch.Tensor, opset: int) -> onnx.M
 
 def to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
     """Convert weights and compute to float16, keeping float32 ``input`` and ``logits`` (Cast nodes at the edges)."""
-    return convert_float_to_float16(model, keep_io_types=True)
+    converted = convert_float_to_float16(model, keep_io_types=True)
+    OnnxModel(converted).topological_sort()  # the converter appends the output Casts last; the checker wants order
+    return converted
 
 
 class _ImageReader(CalibrationDataReader):
