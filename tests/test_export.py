@@ -355,7 +355,7 @@ def test_read_model_info_refuses_foreign_files(tmp_path: Path) -> None:
     with pytest.raises(ModelFileError, match="model file not found"):
         read_model_info(tmp_path / "none.onnx")
     (tmp_path / "junk.onnx").write_bytes(b"not onnx")
-    with pytest.raises(ModelFileError, match="not an ONNX model"):
+    with pytest.raises(ModelFileError, match="not a readable ONNX model"):
         read_model_info(tmp_path / "junk.onnx")
     x = onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["N", 3, 4, 4])
     y = onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["N", 3, 4, 4])

@@ -1,4 +1,4 @@
-"""Reading a GarmentCV ONNX file's self-description (onnxruntime, never torch).
+"""Where the exported model lives and what it says about itself (onnxruntime only, never torch).
 
 ``gcv-export`` writes the file; ``gcv-classify`` and ``gcv-evaluate`` read it back here. The contract is
 :class:`garmentcv.artifact.ModelInfo`: metadata properties plus one input ``input`` float32 ``(N, 3, H, W)``
@@ -9,35 +9,39 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import onnxruntime as ort
-
 from garmentcv.artifact import INPUT_NAME, OUTPUT_NAME, ModelInfo
 from garmentcv.errors import ModelFileError
 
-#: Where ``gcv-export`` writes and ``gcv-classify`` reads when no path is given (relative to the working folder).
-DEFAULT_MODEL_PATH = Path("runs") / "export" / "model.onnx"
+#: Where ``gcv-export`` writes its model unless told otherwise; ``gcv-classify`` reads it from here by default.
+DEFAULT_MODEL_PATH = Path("runs/export/model.onnx")
 
 
-def read_model_info(path: str | Path) -> ModelInfo:
-    """Read the :class:`ModelInfo` stored in a GarmentCV ONNX file and check its input and output.
+def read_model_info(path: Path) -> ModelInfo:
+    """Read the GarmentCV self-description (classes, preprocessing, ...) from an ONNX file.
 
-    Opens a CPU onnxruntime session without graph optimisation (cheap) and parses the custom metadata map.
+    Opens the file with onnxruntime on the CPU without graph optimisation (the base install has no ``onnx``
+    package), parses its custom metadata with :meth:`ModelInfo.from_metadata` and checks the declared input
+    and output.
 
     Raises:
-        ModelFileError: the file is missing, is not an ONNX model onnxruntime can load, lacks GarmentCV
-            metadata (or has a newer or damaged one), or does not have exactly the input ``input`` float32
-            ``(N, 3, H, W)`` and the output ``logits`` float32 ``(N, C)``. The message names the file.
+        ModelFileError: the file is missing, is not a readable ONNX model, has no (or a newer or damaged)
+            GarmentCV metadata, or lacks exactly the input ``input`` float32 ``(N, 3, H, W)`` and the output
+            ``logits`` float32 ``(N, C)``. The message names the file.
     """
+    import onnxruntime as ort  # heavy; only when a model is actually read
+
     path = Path(path)
     if not path.is_file():
-        raise ModelFileError(f"{path}: model file not found; export one with 'gcv-export CHECKPOINT --out {path}'")
+        raise ModelFileError(
+            f"{path}: model file not found; export one with 'gcv-export CHECKPOINT --out {path}' or pass --model FILE"
+        )
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     options.log_severity_level = 3
     try:
         session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    except Exception as exc:  # onnxruntime raises its own exception types for unreadable files
-        raise ModelFileError(f"{path}: not an ONNX model onnxruntime can load ({exc})") from exc
+    except Exception as exc:  # onnxruntime raises its own unrelated types (Fail, InvalidProtobuf, ...)
+        raise ModelFileError(f"{path}: not a readable ONNX model ({exc}); export it again with gcv-export") from exc
     info = ModelInfo.from_metadata(session.get_modelmeta().custom_metadata_map, source=str(path))
     inputs, outputs = session.get_inputs(), session.get_outputs()
     if [i.name for i in inputs] != [INPUT_NAME] or [o.name for o in outputs] != [OUTPUT_NAME]:

@@ -1,0 +1,301 @@
+"""``gcv-classify`` as a library function: every image below a folder -> one row each, safely.
+
+Streaming: :func:`garmentcv.data.layouts.scan_images` yields files folder by folder in sorted order, rows
+are written in that order as batches finish, so memory does not grow with the number of files (only with
+the number of entries of the largest single folder, whose names are sorted: about 100 B each).
+
+Nothing lost: rows go, flushed batch by batch, to numbered segment files ``run-NNN.jsonl`` in the folder
+``<out>.partial`` (one JSON row per line, a header line first). Only when every file has a row is ``<out>``
+written (atomically) from the last segment and the partial folder removed. After Ctrl-C or a kill,
+``resume=True`` merges the rows of all segments (each is sorted), reuses those of files still present and
+classifies the rest, writing a new complete segment, so the final file is byte for byte the one an
+uninterrupted run writes (an image's probabilities do not depend on its batch).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import json
+import logging
+import os
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from garmentcv.data.layouts import SkippedFile, scan_images
+from garmentcv.errors import DatasetError, GarmentCVError
+from garmentcv.fsutil import atomic_write
+from garmentcv.infer.model_file import DEFAULT_MODEL_PATH
+from garmentcv.infer.pipeline import predict_batches
+from garmentcv.infer.rows import OutputFormat, Row, sort_key, write_rows
+from garmentcv.infer.session import open_model
+
+logger = logging.getLogger(__name__)
+
+_PARTIAL_FORMAT = "garmentcv-classify-partial"
+_ENCODING = {"encoding": "utf-8", "errors": "surrogateescape"}
+
+
+@dataclass(frozen=True)
+class ClassifyConfig:
+    """Settings of one ``gcv-classify`` run.
+
+    Attributes:
+        folder: the folder of images to classify.
+        out: the results file.
+        model: the GarmentCV ONNX file (classes and preprocessing are read from it).
+        batch_size: images per model run.
+        provider: ``auto``, ``cpu`` or ``cuda`` (see :mod:`garmentcv.infer.session`).
+        threads: onnxruntime intra-op threads; ``None``: one per CPU core.
+        workers: image decoding threads; ``None``: one per CPU core.
+        recursive: also classify images in sub-folders.
+        format: ``csv``, ``jsonl`` or ``kaggle`` (see :mod:`garmentcv.infer.rows`).
+        resume: reuse the rows of an interrupted run with the same model, folder and options.
+        progress: show a progress bar on stderr (only on a terminal).
+    """
+
+    folder: Path
+    out: Path
+    model: Path = DEFAULT_MODEL_PATH
+    batch_size: int = 32
+    provider: str = "auto"
+    threads: int | None = None
+    workers: int | None = None
+    recursive: bool = True
+    format: OutputFormat = OutputFormat.CSV
+    resume: bool = False
+    progress: bool = True
+
+
+@dataclass(frozen=True)
+class ClassifySummary:
+    """What a run did.
+
+    Attributes:
+        out: the results file written.
+        files: image files found (= rows written).
+        classified: images given a label (this run and reused).
+        errors: image files that could not be decoded (rows with an error).
+        skipped: other files passed over (hidden or not an image), by reason.
+        reused: rows taken from an interrupted run (``resume``).
+        seconds: wall time of the run, s.
+        images_per_second: images decoded or attempted by this run (not reused) per second of wall time.
+        provider: ``cpu`` or ``cuda``.
+    """
+
+    out: Path
+    files: int
+    classified: int
+    errors: int
+    skipped: dict[str, int]
+    reused: int
+    seconds: float
+    images_per_second: float
+    provider: str
+    error_reasons: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def skipped_total(self) -> int:
+        """All files passed over."""
+        return sum(self.skipped.values())
+
+
+class _SkipCounter(list):  # type: ignore[type-arg]
+    """A stand-in for scan_images' ``skipped`` list that counts reasons without keeping the paths."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.counts: Counter[str] = Counter()
+
+    def append(self, item: SkippedFile) -> None:  # type: ignore[override]
+        self.counts[item.reason] += 1
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class _Partial:
+    """The ``<out>.partial`` folder of segment files (see the module docstring)."""
+
+    def __init__(self, out: Path, header: dict[str, Any]) -> None:
+        self.dir = out.with_name(out.name + ".partial")
+        self.header = header
+
+    def segments(self) -> list[Path]:
+        return sorted(self.dir.glob("run-*.jsonl")) if self.dir.is_dir() else []
+
+    def discard(self) -> None:
+        for segment in self.segments():
+            segment.unlink()
+        if self.dir.is_dir():
+            self.dir.rmdir()
+
+    def rows(self, segment: Path) -> Iterator[Row]:
+        """Complete rows of one segment; stops at a torn last line (a kill mid-write)."""
+        with segment.open(**_ENCODING) as handle:
+            first = handle.readline()
+            try:
+                header = json.loads(first)
+            except json.JSONDecodeError:
+                return
+            if header != self.header:
+                raise GarmentCVError(
+                    f"{segment}: partial results of a run with another model, folder or options; run with the "
+                    f"same ones, or without --resume to start again (this deletes {self.dir})"
+                )
+            for line in handle:
+                if not line.endswith("\n"):
+                    return
+                try:
+                    yield json.loads(line)
+                except json.JSONDecodeError:
+                    return
+
+    def previous_rows(self) -> Iterator[Row]:
+        """Rows of every segment merged in row order (duplicates possible, equal rows adjacent)."""
+        return heapq.merge(*(self.rows(s) for s in self.segments()), key=lambda r: sort_key(r["path"]))
+
+    def new_segment(self) -> Path:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        segments = self.segments()
+        number = int(segments[-1].stem.split("-")[1]) + 1 if segments else 0
+        return self.dir / f"run-{number:03d}.jsonl"
+
+
+class _Reuse:
+    """Merge-join of the sorted previous rows against the sorted stream of files."""
+
+    def __init__(self, rows: Iterator[Row]) -> None:
+        self.rows = rows
+        self.head = next(rows, None)
+
+    def take(self, key: tuple[str, ...]) -> Row | None:
+        while self.head is not None and sort_key(self.head["path"]) < key:
+            self.head = next(self.rows, None)
+        if self.head is None or sort_key(self.head["path"]) != key:
+            return None
+        row = self.head
+        while self.head is not None and sort_key(self.head["path"]) == key:
+            self.head = next(self.rows, None)
+        return row
+
+
+def _reason_kind(reason: str) -> str:
+    """The kind of a decode failure, e.g. ``truncated file`` or ``oversized`` (the text before any colon)."""
+    return reason.split(":", 1)[0]
+
+
+def _items(folder: Path, recursive: bool, skipped: _SkipCounter, reuse: _Reuse | None) -> Iterator[tuple[Path | None, Row]]:
+    for path in scan_images(folder, recursive=recursive, skipped=skipped):
+        rel = path.relative_to(folder).as_posix()
+        previous = reuse.take(sort_key(rel)) if reuse else None
+        if previous is not None:
+            yield None, previous
+        else:
+            yield path, {"path": rel}
+
+
+def classify_folder(cfg: ClassifyConfig, on_batch: Callable[[int], None] | None = None) -> ClassifySummary:
+    """Classify every image file below ``cfg.folder`` into ``cfg.out``; see the module docstring.
+
+    Args:
+        cfg: the run's settings.
+        on_batch: called after each batch is saved to the partial results with the number of rows saved so
+            far in this run (progress hooks; tests use it to interrupt a run).
+
+    Raises:
+        DatasetError: the folder does not exist.
+        ModelFileError: the model file is missing, unreadable or lacks GarmentCV metadata.
+        ProviderError: ``cuda`` asked for but not usable.
+        GarmentCVError: ``resume`` with partial results from another model, folder or options.
+        KeyboardInterrupt: passed on after the partial results are saved.
+    """
+    start = time.perf_counter()
+    folder = Path(cfg.folder)
+    if not folder.is_dir():
+        raise DatasetError(f"{folder}: not a folder; give the folder that holds the images")
+    Path(cfg.out).parent.mkdir(parents=True, exist_ok=True)
+    model = open_model(cfg.model, cfg.provider, cfg.threads)
+    classes = list(model.info.classes)
+    header = {
+        "format": _PARTIAL_FORMAT,
+        "folder": str(folder.resolve()),
+        "recursive": cfg.recursive,
+        "model_sha256": _sha256(Path(cfg.model)),
+        "classes": classes,
+    }
+    partial = _Partial(Path(cfg.out), header)
+    reuse: _Reuse | None = None
+    if cfg.resume and partial.segments():
+        reuse = _Reuse(partial.previous_rows())
+        logger.info("resuming from the partial results in %s", partial.dir)
+    elif partial.segments():
+        logger.warning("discarding the partial results of an earlier run in %s (use --resume to keep them)", partial.dir)
+        partial.discard()
+
+    skipped = _SkipCounter()
+    files = reused = classified = 0
+    reasons: Counter[str] = Counter()
+    segment = partial.new_segment()
+    bar = tqdm(desc="classify", unit="img", file=sys.stderr, disable=None if cfg.progress else True, dynamic_ncols=True)
+    try:
+        with segment.open("w", **_ENCODING) as handle:
+            handle.write(json.dumps(header) + "\n")
+            batches = predict_batches(model, _items(folder, cfg.recursive, skipped, reuse), cfg.batch_size, cfg.workers)
+            for predictions in batches:
+                lines = []
+                for p in predictions:
+                    row = p.item
+                    if p.passed:
+                        reused += 1
+                        if row["error"]:
+                            reasons[_reason_kind(row["error"])] += 1
+                    elif p.error is not None:
+                        row.update(label=None, probs=None, error=p.error)
+                        reasons[_reason_kind(p.error)] += 1
+                        bar.update(1)
+                    else:
+                        probs = p.probs  # an ndarray whenever error is None and not passed
+                        row.update(label=classes[int(probs.argmax())], probs=probs.tolist(), error=None)  # type: ignore[union-attr]
+                        bar.update(1)
+                    lines.append(json.dumps(row) + "\n")
+                handle.write("".join(lines))
+                handle.flush()
+                files += len(predictions)
+                if on_batch is not None:
+                    on_batch(files)
+    except KeyboardInterrupt:
+        logger.warning("interrupted: %d rows saved in %s; run again with --resume to finish", files, partial.dir)
+        raise
+    finally:
+        bar.close()
+
+    errors = sum(reasons.values())
+    with atomic_write(cfg.out, newline="", **_ENCODING) as handle:
+        write_rows(handle, partial.rows(segment), classes, cfg.format)
+    partial.discard()
+    seconds = time.perf_counter() - start
+    new = files - reused
+    summary = ClassifySummary(
+        out=Path(cfg.out), files=files, classified=files - errors, errors=errors, skipped=dict(skipped.counts),
+        reused=reused, seconds=seconds, images_per_second=new / seconds if seconds > 0 else 0.0,
+        provider=model.provider, error_reasons=dict(reasons),
+    )
+    logger.debug(
+        "%d image files: %d classified, %d errors, %d other files skipped, %d rows reused; %.1f s, %.1f images/s (%s)",
+        summary.files, summary.classified, summary.errors, summary.skipped_total, reused, seconds,
+        summary.images_per_second, model.provider,
+    )
+    return summary

@@ -1,0 +1,97 @@
+"""``gcv-classify`` and ``gcv-evaluate``: classify folders and measure a model with an ONNX file only."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from garmentcv.cli_utils import EXIT_ERROR, handle_errors, quiet_option, setup_logging, verbose_option
+from garmentcv.infer.model_file import DEFAULT_MODEL_PATH
+from garmentcv.infer.rows import OutputFormat
+
+_CONTEXT = {"help_option_names": ["-h", "--help"], "show_default": True}
+_LAYOUTS = ("lamoda", "folders", "csv")  # garmentcv.data.layouts.Layout values
+
+
+def _model_option(default: Path | None) -> click.Option:
+    return click.option(
+        "--model", type=click.Path(dir_okay=False, path_type=Path), default=default, required=default is None,
+        help="GarmentCV ONNX file written by gcv-export; classes and preprocessing are read from it.",
+    )
+
+
+@click.command(context_settings=_CONTEXT)
+@click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Results file.")
+@_model_option(DEFAULT_MODEL_PATH)
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, help="Images per model run.")
+@click.option("--provider", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
+              help="auto: CUDA when onnxruntime's CUDA provider really runs, else CPU; cuda: CUDA or an error.")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="onnxruntime CPU threads. Default: one per CPU core.")
+@click.option("--recursive/--no-recursive", default=True, help="Also classify images in sub-folders.")
+@click.option("--format", "fmt", type=click.Choice([f.value for f in OutputFormat]), default="csv",
+              help="csv: path,label,confidence,prob_<class>...,error; jsonl: one object per line; "
+              "kaggle: index,label (index = file name without extension).")
+@click.option("--resume", is_flag=True, help="Finish an interrupted run with the same --out: classify only what is missing.")
+@click.option("--fail-on-error", is_flag=True, help="Exit with 1 when any image could not be decoded.")
+@quiet_option
+@verbose_option
+@handle_errors
+def classify_main(folder: Path, out: Path, model: Path, batch_size: int, provider: str, threads: int | None,
+                  recursive: bool, fmt: str, resume: bool, fail_on_error: bool, quiet: bool, verbose: bool) -> None:
+    """Classify every image in FOLDER with an exported model: one row per image file in --out.
+
+    Rows are sorted by path relative to FOLDER. A file that cannot be decoded gets a row with an empty label
+    and the reason in the error column; hidden files and non-images are skipped. Rows are saved batch by
+    batch in OUT.partial and OUT appears only when the run is complete; after Ctrl-C, --resume finishes it.
+    """
+    setup_logging(quiet, verbose)
+    from garmentcv.infer.classify import ClassifyConfig, classify_folder
+
+    cfg = ClassifyConfig(folder=folder, out=out, model=model, batch_size=batch_size, provider=provider,
+                         threads=threads, recursive=recursive, format=OutputFormat(fmt), resume=resume,
+                         progress=not quiet)
+    s = classify_folder(cfg)
+    skipped = ", ".join(f"{n} {reason}" for reason, n in sorted(s.skipped.items())) or "none"
+    click.echo(
+        f"{s.files} image files: {s.classified} classified, {s.errors} errors; skipped {skipped}; "
+        f"{s.seconds:.1f} s, {s.images_per_second:.1f} images/s on {s.provider}"
+        + (f" ({s.reused} rows from the interrupted run)" if s.reused else "") + f" -> {s.out}",
+        err=True,
+    )
+    if fail_on_error and s.errors:
+        click.echo(f"Error: {s.errors} image(s) could not be decoded (see the error column of {s.out})", err=True)
+        sys.exit(EXIT_ERROR)
+
+
+@click.command(context_settings=_CONTEXT)
+@_model_option(DEFAULT_MODEL_PATH)
+@click.option("--data", type=click.Path(exists=True, path_type=Path), required=True,
+              help="Labelled images in any layout gcv-train reads, or a folder of images named by --labels.")
+@click.option("--labels", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="An index,label CSV (like test_labels.csv) naming the label of each <index>.<ext> in --data.")
+@click.option("--layout", type=click.Choice(_LAYOUTS), default=None, help="Dataset layout of --data; detected when not given.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/evaluate"),
+              help="Folder for metrics.json, confusion_matrix.json/.png, misclassified.csv and errors.csv.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, help="Images per model run.")
+@click.option("--provider", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", help="As for gcv-classify.")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="onnxruntime CPU threads. Default: one per CPU core.")
+@quiet_option
+@verbose_option
+@handle_errors
+def evaluate_main(model: Path, data: Path, labels: Path | None, layout: str | None, out: Path, batch_size: int,
+                  provider: str, threads: int | None, quiet: bool, verbose: bool) -> None:
+    """Measure an exported model on labelled images: accuracy, macro precision/recall/F1, confusion matrix."""
+    setup_logging(quiet, verbose)
+    from garmentcv.infer.evaluate import EvaluateConfig, evaluate_model
+
+    cfg = EvaluateConfig(model=model, data=data, labels=labels, layout=layout, out=out, batch_size=batch_size,
+                         provider=provider, threads=threads, progress=not quiet)
+    r = evaluate_model(cfg)
+    click.echo(
+        f"{r.count} images ({r.errors} could not be decoded): accuracy {r.accuracy:.4f}, precision {r.precision:.4f}, "
+        f"recall {r.recall:.4f}, F1 {r.f1:.4f}; {r.misclassified} misclassified -> {r.out}"
+    )

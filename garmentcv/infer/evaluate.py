@@ -1,0 +1,219 @@
+"""``gcv-evaluate`` as a library function: an ONNX model against labelled images (no torch).
+
+Images go through the same :func:`garmentcv.image.load_input` and batched onnxruntime pipeline as
+``gcv-classify``, and the figures come from :func:`garmentcv.metrics.classification_metrics` like training's
+validation, so on the same split the two agree. scikit-learn and matplotlib are needed (``pip install
+'garmentcv[eval]'``); they are imported only when an evaluation runs.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from garmentcv.data.layouts import Sample, load_dataset, scan_images
+from garmentcv.errors import DatasetError, GarmentCVError
+from garmentcv.fsutil import atomic_write
+from garmentcv.infer.model_file import DEFAULT_MODEL_PATH
+from garmentcv.infer.pipeline import predict_batches
+from garmentcv.infer.session import open_model
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    """Settings of one ``gcv-evaluate`` run.
+
+    Attributes:
+        data: labelled images in a layout ``gcv-train`` reads (lamoda folder, class folders, ``path,label``
+            CSV), or, with ``labels``, a folder of ``<index>.<ext>`` images.
+        labels: an ``index,label`` CSV naming the label of each image in ``data`` by file stem.
+        layout: force the layout of ``data`` (``lamoda``, ``folders``, ``csv``); detected when ``None``.
+        out: folder receiving the reports.
+        model, batch_size, provider, threads, progress: as for :class:`~garmentcv.infer.classify.ClassifyConfig`.
+    """
+
+    data: Path
+    out: Path
+    model: Path = DEFAULT_MODEL_PATH
+    labels: Path | None = None
+    layout: str | None = None
+    batch_size: int = 32
+    provider: str = "auto"
+    threads: int | None = None
+    progress: bool = True
+
+
+@dataclass(frozen=True)
+class EvaluateResult:
+    """Headline figures of an evaluation (all 0..1) and where the reports went.
+
+    ``count`` images were decoded and scored; ``errors`` could not be decoded and are left out of the figures.
+    """
+
+    out: Path
+    count: int
+    errors: int
+    accuracy: float
+    precision: float
+    recall: float
+    f1: float
+    misclassified: int
+    confusion_matrix: list[list[int]]
+    classes: tuple[str, ...]
+
+
+def samples_from_labels(folder: Path, labels: Path) -> list[Sample]:
+    """Pair the rows of an ``index,label`` CSV with the images ``<index>.<ext>`` directly in ``folder``.
+
+    Images without a row are ignored (and counted in the log).
+
+    Raises:
+        DatasetError: the CSV lacks the columns, an index has no image or several, or it is listed twice.
+    """
+    by_stem: dict[str, list[Path]] = {}
+    for path in scan_images(folder, recursive=False):
+        by_stem.setdefault(path.stem, []).append(path)
+    samples: list[Sample] = []
+    seen: set[str] = set()
+    missing: list[str] = []
+    with labels.open(newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        if reader.fieldnames is None or not {"index", "label"} <= set(reader.fieldnames):
+            raise DatasetError(f"{labels}: expected an index,label header, got {reader.fieldnames}")
+        for line, row in enumerate(reader, start=2):
+            index, label = (row["index"] or "").strip(), (row["label"] or "").strip()
+            if index in seen:
+                raise DatasetError(f"{labels}, line {line}: index {index!r} is listed twice")
+            seen.add(index)
+            found = by_stem.get(index, [])
+            if len(found) > 1:
+                raise DatasetError(f"{labels}, line {line}: index {index!r} matches several files {found}")
+            if not found:
+                missing.append(index)
+            else:
+                samples.append(Sample(found[0], label))
+    if missing:
+        raise DatasetError(
+            f"{labels}: {len(missing)} index(es) have no image <index>.<ext> in {folder}, e.g. {missing[:5]}"
+        )
+    unlabelled = sum(len(v) for k, v in by_stem.items() if k not in seen)
+    if unlabelled:
+        logger.info("%d image(s) in %s have no row in %s and are not evaluated", unlabelled, folder, labels)
+    samples.sort(key=lambda s: str(s.path))
+    return samples
+
+
+def _write_json(path: Path, data: Any) -> None:
+    with atomic_write(path) as handle:
+        json.dump(data, handle, indent=2, ensure_ascii=False)
+        handle.write("\n")
+
+
+def evaluate_model(cfg: EvaluateConfig) -> EvaluateResult:
+    """Run the model over ``cfg.data`` and write to ``cfg.out``:
+
+    * ``metrics.json``: accuracy, macro precision/recall/F1, count, errors, per-class precision, recall, F1
+      and support (scikit-learn ``classification_report``);
+    * ``confusion_matrix.json`` (rows true class, columns predicted, model class order) and ``.png``;
+    * ``misclassified.csv``: ``path,label,predicted,confidence`` for every wrong prediction;
+    * ``errors.csv``: ``path,label,error`` for images that could not be decoded.
+
+    Raises:
+        GarmentCVError: scikit-learn or matplotlib is not installed.
+        DatasetError: unreadable data, or labels that are not classes of the model.
+        ModelFileError, ProviderError: as :func:`garmentcv.infer.session.open_model`.
+    """
+    try:
+        from sklearn.metrics import classification_report
+
+        from garmentcv.metrics import classification_metrics
+        from garmentcv.plots import save_confusion_matrix
+    except ImportError as exc:
+        raise GarmentCVError(
+            f"gcv-evaluate needs scikit-learn and matplotlib ({exc}); install them with pip install 'garmentcv[eval]'"
+        ) from exc
+
+    start = time.perf_counter()
+    model = open_model(cfg.model, cfg.provider, cfg.threads)
+    classes = model.info.classes
+    if cfg.labels is not None:
+        if not Path(cfg.data).is_dir():
+            raise DatasetError(f"{cfg.data}: with --labels, --data must be the folder of <index>.<ext> images")
+        samples = samples_from_labels(Path(cfg.data), Path(cfg.labels))
+    else:
+        samples = list(load_dataset(cfg.data, cfg.layout).samples)
+    if not samples:
+        raise DatasetError(f"{cfg.data}: no labelled images to evaluate")
+    unknown = sorted({s.label for s in samples} - set(classes))
+    if unknown:
+        raise DatasetError(
+            f"{cfg.data}: label(s) {unknown[:5]} are not classes of the model {list(classes)}; evaluate with data "
+            "labelled in the model's classes"
+        )
+    index = {name: i for i, name in enumerate(classes)}
+
+    y_true: list[int] = []
+    y_pred: list[int] = []
+    wrong: list[list[str]] = []
+    failed: list[list[str]] = []
+    bar = tqdm(total=len(samples), desc="evaluate", unit="img", file=sys.stderr, disable=None if cfg.progress else True)
+    for predictions in predict_batches(model, ((s.path, s) for s in samples), cfg.batch_size):
+        for p in predictions:
+            sample = p.item
+            if p.probs is None:
+                failed.append([str(sample.path), sample.label, p.error or ""])
+                continue
+            predicted = int(p.probs.argmax())
+            y_true.append(index[sample.label])
+            y_pred.append(predicted)
+            if predicted != index[sample.label]:
+                wrong.append([str(sample.path), sample.label, classes[predicted], f"{p.probs[predicted]:.6f}"])
+        bar.update(len(predictions))
+    bar.close()
+    if not y_true:
+        raise DatasetError(f"{cfg.data}: none of the {len(samples)} images could be decoded; see the log")
+
+    metrics = classification_metrics(y_true, y_pred, len(classes))
+    report = classification_report(
+        y_true, y_pred, labels=list(range(len(classes))), target_names=list(classes), output_dict=True, zero_division=0
+    )
+    per_class = {
+        name: {k: (int(v) if k == "support" else float(v)) for k, v in report[name].items()} for name in classes
+    }
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    _write_json(out / "metrics.json", {
+        "model": str(cfg.model), "data": str(cfg.data), "labels": str(cfg.labels) if cfg.labels else None,
+        "classes": list(classes), "count": metrics.count, "errors": len(failed),
+        "accuracy": metrics.accuracy, "precision": metrics.precision, "recall": metrics.recall, "f1": metrics.f1,
+        "per_class": per_class, "seconds": round(time.perf_counter() - start, 3),
+    })
+    _write_json(out / "confusion_matrix.json", {
+        "classes": list(classes), "rows": "true class", "columns": "predicted class",
+        "matrix": metrics.confusion_matrix,
+    })
+    save_confusion_matrix(metrics.confusion_matrix, classes, out / "confusion_matrix.png",
+                          f"{model.info.arch}: accuracy {metrics.accuracy:.4f}")
+    for name, header, rows in (("misclassified.csv", ["path", "label", "predicted", "confidence"], wrong),
+                               ("errors.csv", ["path", "label", "error"], failed)):
+        with atomic_write(out / name, newline="") as handle:
+            writer = csv.writer(handle, lineterminator="\n")
+            writer.writerow(header)
+            writer.writerows(rows)
+    logger.info("accuracy %.4f, macro F1 %.4f on %d images (%d not decoded)", metrics.accuracy, metrics.f1,
+                metrics.count, len(failed))
+    return EvaluateResult(
+        out=out, count=metrics.count, errors=len(failed), accuracy=metrics.accuracy, precision=metrics.precision,
+        recall=metrics.recall, f1=metrics.f1, misclassified=len(wrong), confusion_matrix=metrics.confusion_matrix,
+        classes=tuple(classes),
+    )

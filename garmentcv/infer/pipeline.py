@@ -1,0 +1,147 @@
+"""Batched prediction with decoding in parallel with inference (numpy, Pillow, onnxruntime; no torch).
+
+Worker threads decode and preprocess the images of the next batches (:func:`garmentcv.image.load_input`,
+the shared image contract; Pillow and numpy release the GIL while they work) while the calling thread runs
+the model on the current batch. At most ``prefetch + 1`` batches are in memory, whatever the number of files.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import deque
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Generic, TypeVar
+
+import numpy as np
+
+from garmentcv.errors import ImageDecodeError
+from garmentcv.image import Preprocessing, load_input
+from garmentcv.infer.session import LoadedModel
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Prediction(Generic[T]):
+    """The outcome for one item.
+
+    Attributes:
+        item: what the caller passed in.
+        probs: softmax probabilities ``float64 (C,)`` in class order; ``None`` for an error or a pass-through.
+        error: why the image could not be classified; ``None`` when it was (or was passed through).
+        passed: True for an item given without a path, handed back untouched in its place.
+    """
+
+    item: T
+    probs: np.ndarray | None = None
+    error: str | None = None
+    passed: bool = False
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax of ``(N, C)`` logits in float64 (max subtracted first for stability)."""
+    z = logits.astype(np.float64)
+    z -= z.max(axis=1, keepdims=True)
+    np.exp(z, out=z)
+    z /= z.sum(axis=1, keepdims=True)
+    return z
+
+
+def _load_into(batch: np.ndarray, slot: int, path: Path, pp: Preprocessing) -> str | None:
+    """Decode ``path`` into ``batch[slot]``; return the reason on failure (the slot is zeroed)."""
+    try:
+        batch[slot] = load_input(path, pp)
+        return None
+    except ImageDecodeError as exc:
+        reason = exc.reason
+    except Exception as exc:  # a decoder bug on one odd file must cost one row, not the run
+        logger.warning("%s: unexpected %s while decoding: %s", path, type(exc).__name__, exc)
+        reason = f"cannot decode: {type(exc).__name__}: {exc}"
+    batch[slot] = 0.0
+    return reason
+
+
+@dataclass
+class _Job(Generic[T]):
+    items: list[tuple[Path | None, T]]
+    batch: np.ndarray
+    futures: list[Future[str | None] | None]
+
+
+def predict_batches(
+    model: LoadedModel,
+    items: Iterable[tuple[Path | None, T]],
+    batch_size: int = 32,
+    workers: int | None = None,
+    prefetch: int = 2,
+) -> Iterator[list[Prediction[T]]]:
+    """Classify ``(path, item)`` pairs in order, yielding one list of predictions per model batch.
+
+    An item whose path is ``None`` is not classified but handed back in its place (``passed=True``), so a
+    caller can interleave results it already has. Results come in exactly the input order, and each image's
+    probabilities do not depend on the batch it falls in.
+
+    Args:
+        model: an open model (:func:`garmentcv.infer.session.open_model`).
+        items: ``(path or None, item)`` pairs, consumed lazily.
+        batch_size: images per model run (pass-through items do not count).
+        workers: decoding threads; ``None`` uses one per CPU core.
+        prefetch: batches decoded ahead of the one being run.
+
+    Yields:
+        Lists of :class:`Prediction`, one per batch, in input order.
+    """
+    pp = model.info.preprocessing
+    shape = (3, pp.crop, pp.crop)
+    pool = ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1, thread_name_prefix="gcv-decode")
+    queue: deque[_Job[T]] = deque()
+
+    def submit(pending: list[tuple[Path | None, T]]) -> None:
+        n = sum(path is not None for path, _ in pending)
+        batch = np.empty((n, *shape), dtype=np.float32)
+        futures: list[Future[str | None] | None] = []
+        slot = 0
+        for path, _ in pending:
+            if path is None:
+                futures.append(None)
+            else:
+                futures.append(pool.submit(_load_into, batch, slot, path, pp))
+                slot += 1
+        queue.append(_Job(pending, batch, futures))
+
+    def finish(job: _Job[T]) -> list[Prediction[T]]:
+        reasons = [f.result() if f is not None else None for f in job.futures]
+        probs = softmax(model.logits(job.batch)) if len(job.batch) else np.empty((0, 0))
+        out: list[Prediction[T]] = []
+        slot = 0
+        for (path, item), reason in zip(job.items, reasons):
+            if path is None:
+                out.append(Prediction(item, passed=True))
+                continue
+            out.append(Prediction(item, error=reason) if reason else Prediction(item, probs=probs[slot]))
+            slot += 1
+        return out
+
+    try:
+        pending: list[tuple[Path | None, T]] = []
+        count = 0
+        for path, item in items:
+            pending.append((path, item))
+            count += path is not None
+            if count == batch_size:
+                submit(pending)
+                pending, count = [], 0
+                if len(queue) > prefetch:
+                    yield finish(queue.popleft())
+        if pending:
+            submit(pending)
+        while queue:
+            yield finish(queue.popleft())
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
