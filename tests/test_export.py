@@ -31,7 +31,7 @@ from garmentcv.models import MODELS, UnknownArchError, build_model, default_prep
 from garmentcv.train import cli as train_cli
 from garmentcv.train.checkpoint import FORMAT_VERSION, save_checkpoint, sha256_of
 
-from conftest import COLOURS
+from tests.conftest import COLOURS
 
 CLASSES = ("bluzy", "bryuki", "platya")  # three classes: nothing may assume two
 SIZE = 32
