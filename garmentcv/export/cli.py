@@ -75,9 +75,10 @@ def main(checkpoint: Path | None, quiet: bool, verbose: bool, **options: object)
             f"parity {r.info.precision.upper()}: largest logit difference {r.parity.max_abs_diff:.3g}{tol}, "
             f"top-1 agreement {r.parity.top1_agreement:.2%}"
         )
-    lines.append(
-        f"validation accuracy: FP32 {r.fp32_accuracy:.2%} | {r.info.precision.upper()} {r.accuracy:.2%} "
-        f"(drop {r.accuracy_drop:.2f} points)"
-        + (f"; calibrated on {r.calibration_images} images" if r.calibration_images else "")
-    )
+    accuracy = f"validation accuracy: FP32 {r.fp32_accuracy:.2%}"
+    if r.info.precision != "fp32":
+        accuracy += f" | {r.info.precision.upper()} {r.accuracy:.2%} (drop {r.accuracy_drop:.2f} points)"
+    if r.calibration_images:
+        accuracy += f"; calibrated on {r.calibration_images} images"
+    lines.append(accuracy)
     click.echo("\n".join(lines))
