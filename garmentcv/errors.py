@@ -39,3 +39,7 @@ class CheckpointError(GarmentCVError, ValueError):
 
 class ModelFileError(GarmentCVError, ValueError):
     """An ONNX model file is missing, unreadable or lacks GarmentCV metadata."""
+
+
+class ExportError(GarmentCVError, RuntimeError):
+    """An export cannot be made or failed one of its checks (opset, ONNX checker, parity, accuracy)."""

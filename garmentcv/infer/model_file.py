@@ -1,10 +1,15 @@
-"""Where the exported model lives and what it says about itself (onnxruntime only, never torch)."""
+"""Where the exported model lives and what it says about itself (onnxruntime only, never torch).
+
+``gcv-export`` writes the file; ``gcv-classify`` and ``gcv-evaluate`` read it back here. The contract is
+:class:`garmentcv.artifact.ModelInfo`: metadata properties plus one input ``input`` float32 ``(N, 3, H, W)``
+and one output ``logits`` float32 ``(N, C)``.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from garmentcv.artifact import ModelInfo
+from garmentcv.artifact import INPUT_NAME, OUTPUT_NAME, ModelInfo
 from garmentcv.errors import ModelFileError
 
 #: Where ``gcv-export`` writes its model unless told otherwise; ``gcv-classify`` reads it from here by default.
@@ -14,11 +19,14 @@ DEFAULT_MODEL_PATH = Path("runs/export/model.onnx")
 def read_model_info(path: Path) -> ModelInfo:
     """Read the GarmentCV self-description (classes, preprocessing, ...) from an ONNX file.
 
-    Opens the file with onnxruntime on the CPU (the base install has no ``onnx`` package) and parses its
-    custom metadata with :meth:`ModelInfo.from_metadata`.
+    Opens the file with onnxruntime on the CPU without graph optimisation (the base install has no ``onnx``
+    package), parses its custom metadata with :meth:`ModelInfo.from_metadata` and checks the declared input
+    and output.
 
     Raises:
-        ModelFileError: the file is missing, is not a readable ONNX model, or has no GarmentCV metadata.
+        ModelFileError: the file is missing, is not a readable ONNX model, has no (or a newer or damaged)
+            GarmentCV metadata, or lacks exactly the input ``input`` float32 ``(N, 3, H, W)`` and the output
+            ``logits`` float32 ``(N, C)``. The message names the file.
     """
     import onnxruntime as ort  # heavy; only when a model is actually read
 
@@ -27,8 +35,23 @@ def read_model_info(path: Path) -> ModelInfo:
         raise ModelFileError(
             f"{path}: model file not found; export one with 'gcv-export CHECKPOINT --out {path}' or pass --model FILE"
         )
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    options.log_severity_level = 3
     try:
-        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own unrelated types (Fail, InvalidProtobuf, ...)
         raise ModelFileError(f"{path}: not a readable ONNX model ({exc}); export it again with gcv-export") from exc
-    return ModelInfo.from_metadata(session.get_modelmeta().custom_metadata_map, source=str(path))
+    info = ModelInfo.from_metadata(session.get_modelmeta().custom_metadata_map, source=str(path))
+    inputs, outputs = session.get_inputs(), session.get_outputs()
+    if [i.name for i in inputs] != [INPUT_NAME] or [o.name for o in outputs] != [OUTPUT_NAME]:
+        raise ModelFileError(
+            f"{path}: expected one input {INPUT_NAME!r} and one output {OUTPUT_NAME!r}, found inputs "
+            f"{[i.name for i in inputs]} and outputs {[o.name for o in outputs]}; export the model again"
+        )
+    if inputs[0].type != "tensor(float)" or outputs[0].type != "tensor(float)" or len(inputs[0].shape) != 4:
+        raise ModelFileError(
+            f"{path}: input must be float32 (N, 3, H, W) and output float32 (N, C); found {inputs[0].type} "
+            f"{inputs[0].shape} -> {outputs[0].type} {outputs[0].shape}; export the model again"
+        )
+    return info

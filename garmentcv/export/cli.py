@@ -1,0 +1,84 @@
+"""``gcv-export``: a GarmentCV checkpoint -> one self-describing, parity-checked ONNX file."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import click
+
+from garmentcv.artifact import PRECISIONS
+from garmentcv.cli_utils import handle_errors, quiet_option, setup_logging, verbose_option
+from garmentcv.infer.model_file import DEFAULT_MODEL_PATH
+
+#: Same as garmentcv.export.convert.DEFAULT_OPSET, repeated so that --help loads no torch (a test checks it).
+DEFAULT_OPSET = 18
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
+@click.argument("checkpoint", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--out", type=click.Path(dir_okay=False, path_type=Path), default=DEFAULT_MODEL_PATH,
+    help="ONNX file to write (replaced only when every check passes); gcv-classify reads this path by default.",
+)
+@click.option("--precision", type=click.Choice(PRECISIONS), default="fp32",
+              help="fp32; fp16 (for the CUDA provider, float32 in and out); int8 (static QDQ, per-channel weights).")
+@click.option("--opset", type=click.IntRange(min=1), default=DEFAULT_OPSET,
+              help="ONNX opset of the default domain; the export fails rather than write another.")
+@click.option(
+    "--val-data", type=click.Path(exists=True, path_type=Path), default=None,
+    help="Labelled images (folder or path,label CSV) for the parity and accuracy checks. Default: the run's val.csv.",
+)
+@click.option("--val-images", type=click.IntRange(min=0), default=0,
+              help="Use at most this many validation images (seeded random subset); 0 uses all.")
+@click.option(
+    "--calibration-data", type=click.Path(exists=True, path_type=Path), default=None,
+    help="INT8 only: images (any folder or path,label CSV) that set activation ranges. Default: the run's train.csv.",
+)
+@click.option("--calibration-images", type=click.IntRange(min=1), default=200,
+              help="INT8 only: calibration images used (seeded random subset).")
+@click.option("--max-accuracy-drop", type=click.FloatRange(min=0), default=1.0,
+              help="INT8 only: fail when validation accuracy falls more than this many points below FP32.")
+@quiet_option
+@verbose_option
+@handle_errors
+def main(checkpoint: Path | None, quiet: bool, verbose: bool, **options: object) -> None:
+    """Export CHECKPOINT (a gcv-train best.pt) to one ONNX file that describes itself and check it.
+
+    Without CHECKPOINT the newest run folder under runs/train is used; when it trained several archs, the
+    best.pt with the highest validation accuracy is taken (the choice is logged). The file is written only
+    after the ONNX checker, the opset, parity with PyTorch on the run's validation images (FP32: largest
+    logit difference <= 1e-3 and the same top-1 for every image; FP16: <= 5e-2), the INT8 accuracy drop, the
+    dynamic batch axis, determinism and the metadata have been checked.
+    """
+    setup_logging(quiet, verbose)
+    if not verbose:
+        for name in ("onnxscript", "onnx_ir", "torch.onnx", "torch.export"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+    from garmentcv.export.exporter import ExportConfig, export_checkpoint  # torch loads here, after --help
+
+    cfg = ExportConfig(checkpoint=checkpoint, **options)  # type: ignore[arg-type]
+    if cfg.out == DEFAULT_MODEL_PATH:
+        logging.getLogger(__name__).info("no --out given; writing %s, where gcv-classify looks by default", cfg.out)
+    r = export_checkpoint(cfg, progress=not quiet)
+    tol = "" if r.parity.tolerance is None else f" (tolerance {r.parity.tolerance:g})"
+    lines = [
+        f"wrote {r.out}: {r.size_mb:.1f} MB, {r.info.precision}, opset {r.info.opset}, {r.info.arch}, "
+        f"classes {', '.join(r.info.classes)}",
+        f"checkpoint {r.checkpoint} (sha256 {r.info.checkpoint_sha256[:12]})",
+        f"parity vs PyTorch on {r.val_images} validation images: FP32 largest logit difference "
+        f"{r.fp32_parity.max_abs_diff:.3g} (tolerance {r.fp32_parity.tolerance:g}), top-1 agreement "
+        f"{r.fp32_parity.top1_agreement:.2%}",
+    ]
+    if r.info.precision != "fp32":
+        lines.append(
+            f"parity {r.info.precision.upper()}: largest logit difference {r.parity.max_abs_diff:.3g}{tol}, "
+            f"top-1 agreement {r.parity.top1_agreement:.2%}"
+        )
+    accuracy = f"validation accuracy: FP32 {r.fp32_accuracy:.2%}"
+    if r.info.precision != "fp32":
+        accuracy += f" | {r.info.precision.upper()} {r.accuracy:.2%} (drop {r.accuracy_drop:.2f} points)"
+    if r.calibration_images:
+        accuracy += f"; calibrated on {r.calibration_images} images"
+    lines.append(accuracy)
+    click.echo("\n".join(lines))

@@ -1,0 +1,177 @@
+"""Model -> ONNX graph at a precision: torch's exporter, then onnxruntime's FP16 converter or INT8 quantizer.
+
+* FP32: ``torch.onnx.export`` (the torch.export-based exporter, torch's default since 2.9) of the model in
+  eval mode with a dynamic batch axis; the requested opset is verified, never assumed.
+* FP16: ``onnxruntime.transformers.float16.convert_float_to_float16`` with ``keep_io_types=True``, so the
+  file still takes and returns float32 like the others.
+* INT8: ``onnxruntime.quantization.quantize_static`` in QDQ format with per-channel weights, after
+  ``quant_pre_process`` (shape inference and graph optimisation), calibrated with MinMax on real images
+  (https://onnxruntime.ai/docs/performance/model-optimizations/quantization.html).
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+from onnxruntime.quantization.shape_inference import quant_pre_process
+from onnxruntime.transformers.float16 import convert_float_to_float16
+from onnxruntime.transformers.onnx_model import OnnxModel
+from torch import nn
+
+from garmentcv.artifact import INPUT_NAME, OUTPUT_NAME, ModelInfo
+from garmentcv.errors import ExportError
+
+logger = logging.getLogger(__name__)
+
+#: The opset written when none is asked for: the lowest torch's exporter implements, run by onnxruntime >= 1.14.
+DEFAULT_OPSET = 18
+
+#: Operators that would make outputs random or training-dependent; an exported graph must hold none.
+FORBIDDEN_OPS = frozenset(
+    {"Dropout", "RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike", "Bernoulli", "Multinomial"}
+)
+
+
+def default_opset(model: onnx.ModelProto) -> int:
+    """The opset version of the default (``ai.onnx``) domain of ``model``; 0 when it has none."""
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+
+
+def check_opset(model: onnx.ModelProto, requested: int) -> None:
+    """Raise :class:`ExportError` unless the default-domain opset of ``model`` is ``requested``."""
+    found = default_opset(model)
+    if found != requested:
+        raise ExportError(
+            f"opset {requested} was asked for but the exporter wrote opset {found}; torch "
+            f"{torch.__version__}'s ONNX exporter implements opset {DEFAULT_OPSET} and above (up to "
+            f"{onnx.defs.onnx_opset_version()} with onnx {onnx.__version__}); choose --opset in that range"
+        )
+
+
+def check_graph(model: onnx.ModelProto) -> None:
+    """Run the ONNX checker (with shape inference) and refuse random or dropout nodes.
+
+    Raises:
+        ExportError: the checker fails, or the graph holds a node of :data:`FORBIDDEN_OPS`.
+    """
+    try:
+        onnx.checker.check_model(model, full_check=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
+        raise ExportError(f"the ONNX checker rejects the exported graph: {exc}") from exc
+    bad = sorted({n.op_type for n in model.graph.node if n.op_type in FORBIDDEN_OPS})
+    if bad:
+        raise ExportError(f"the exported graph holds {bad} nodes; it must be exported from eval mode")
+
+
+def trace_to_onnx(model: nn.Module, example: torch.Tensor, opset: int) -> onnx.ModelProto:
+    """Export ``model`` (put in eval mode) to an in-memory ONNX model at ``opset``.
+
+    Args:
+        model: a classifier taking float32 ``(N, 3, H, W)`` and returning logits ``(N, C)``.
+        example: float32 ``(B, 3, H, W)`` with ``B >= 2``, the traced input; the batch axis is exported
+            dynamic (named ``batch``) and callers prove it with other batch sizes.
+        opset: default-domain opset to write.
+
+    Returns:
+        The model with input ``input`` and output ``logits`` and every weight inside the proto.
+
+    Raises:
+        ExportError: the exporter fails or writes another opset than ``opset``.
+    """
+    model.eval()
+    batch = torch.export.Dim("batch", min=1)
+    logger.info("exporting with torch %s's ONNX exporter at opset %d (takes a few seconds)", torch.__version__, opset)
+    try:
+        with torch.no_grad():
+            program = torch.onnx.export(
+                model, (example,), None, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                opset_version=opset, dynamic_shapes=({0: batch},), dynamo=True, external_data=False,
+                optimize=True, verbose=False,
+            )  # fmt: skip
+    except Exception as exc:  # the exporter raises many types; every one means this model cannot be exported
+        raise ExportError(f"torch's ONNX exporter failed at opset {opset}: {exc}") from exc
+    proto = program.model_proto
+    check_opset(proto, opset)
+    return proto
+
+
+def to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Convert weights and compute to float16, keeping float32 ``input`` and ``logits`` (Cast nodes at the edges)."""
+    converted = convert_float_to_float16(model, keep_io_types=True)
+    OnnxModel(converted).topological_sort()  # the converter appends the output Casts last; the checker wants order
+    return converted
+
+
+class _ImageReader(CalibrationDataReader):
+    """Feeds calibration inputs ``(N, 3, H, W)`` float32 to onnxruntime's calibrator in batches."""
+
+    def __init__(self, inputs: np.ndarray, batch_size: int) -> None:
+        self._batches: Iterator[np.ndarray] = iter(
+            [inputs[i : i + batch_size] for i in range(0, len(inputs), batch_size)]
+        )
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        batch = next(self._batches, None)
+        return None if batch is None else {INPUT_NAME: batch}
+
+
+def to_int8(model: onnx.ModelProto, calibration: np.ndarray, batch_size: int = 32) -> onnx.ModelProto:
+    """Static INT8 quantization: QDQ format, per-channel symmetric int8 weights, int8 activations (MinMax).
+
+    Args:
+        model: the FP32 model from :func:`trace_to_onnx`.
+        calibration: float32 ``(N, 3, H, W)`` preprocessed training images that set the activation ranges.
+        batch_size: images per calibration batch.
+
+    Raises:
+        ExportError: no calibration images, or onnxruntime's quantizer fails.
+    """
+    if len(calibration) == 0:
+        raise ExportError("INT8 quantization needs calibration images; none could be read")
+    with tempfile.TemporaryDirectory(prefix="gcv-int8-") as tmp:
+        fp32, prepared, int8 = Path(tmp, "fp32.onnx"), Path(tmp, "prepared.onnx"), Path(tmp, "int8.onnx")
+        onnx.save_model(model, fp32, save_as_external_data=False)
+        try:
+            quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=False)
+            quantize_static(
+                str(prepared), str(int8), _ImageReader(calibration, batch_size), quant_format=QuantFormat.QDQ,
+                per_channel=True, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+            )  # fmt: skip
+        except Exception as exc:  # the quantizer raises many types; all mean the same to the user
+            raise ExportError(f"onnxruntime's static INT8 quantization failed: {exc}") from exc
+        return onnx.load_model(int8, load_external_data=True)
+
+
+def finalize(model: onnx.ModelProto, info: ModelInfo) -> onnx.ModelProto:
+    """Drop opset imports no node uses, write ``info`` into the metadata properties; returns ``model``."""
+    used = {n.domain for n in model.graph.node} | {""}
+    kept = [o for o in model.opset_import if o.domain in used or o.domain == "ai.onnx"]
+    del model.opset_import[:]
+    model.opset_import.extend(kept)
+    del model.metadata_props[:]
+    onnx.helper.set_model_props(model, info.to_metadata())
+    model.producer_name, model.doc_string = "garmentcv", f"GarmentCV {info.arch} classifier ({info.precision})"
+    return model
+
+
+def save_model(model: onnx.ModelProto, path: Path) -> None:
+    """Write ``model`` as one self-contained file (no external ``.data`` file)."""
+    onnx.save_model(model, path, save_as_external_data=False)
+
+
+def convert(model: onnx.ModelProto, precision: str, calibration: Sequence[np.ndarray] | np.ndarray | None) -> onnx.ModelProto:
+    """Return ``model`` (FP32) at ``precision`` (``fp32``, ``fp16`` or ``int8``; ``int8`` needs ``calibration``)."""
+    if precision == "fp32":
+        return model
+    if precision == "fp16":
+        return to_fp16(model)
+    if precision == "int8":
+        return to_int8(model, np.asarray(calibration if calibration is not None else []))
+    raise ExportError(f"unknown precision {precision!r}; choose fp32, fp16 or int8")
