@@ -1,15 +1,16 @@
 """Checkpoints and ONNX files for the benchmarks.
 
-TEMPORARY: :func:`export_temporary` and :func:`quantize_int8_temporary` stand in for ``garmentcv.export``
-(branch ``export``) until it is merged; then :func:`export_model` calls the library and these two go. They
-follow the artifact contract (:mod:`garmentcv.artifact`: input ``input`` float32 (N, 3, H, W), output
-``logits``, the ModelInfo metadata), so ``gcv-classify`` reads the files they write.
+Every timed or scored model file is written by ``gcv-export``'s library function
+(:func:`garmentcv.export.exporter.export_checkpoint`), so the figures are those of the files users ship.
+:func:`quantize_variant` re-quantizes the library's FP32 file with other onnxruntime settings, only to show
+what each setting is worth (the ``int8-settings`` section).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-import warnings
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,8 +19,7 @@ import numpy as np
 import onnx
 import torch
 
-import garmentcv
-from garmentcv.artifact import INPUT_NAME, OUTPUT_NAME, ModelInfo
+from garmentcv.artifact import INPUT_NAME, ModelInfo
 from garmentcv.image import Preprocessing, load_input
 from garmentcv.models import build_model, default_preprocessing
 from garmentcv.train.checkpoint import load_checkpoint, save_checkpoint
@@ -28,7 +28,6 @@ logger = logging.getLogger(__name__)
 
 #: Class names of the random-init speed models (the speed does not depend on them).
 SPEED_CLASSES: tuple[str, ...] = ("bluzy", "bryuki")
-OPSET = 17
 
 
 def write_random_checkpoint(arch: str, image_size: int, path: Path, seed: int = 0) -> Path:
@@ -51,41 +50,10 @@ def load_eager(checkpoint: Path) -> tuple[torch.nn.Module, Preprocessing, tuple[
     return model.eval(), Preprocessing.from_dict(data["preprocessing"]), tuple(data["classes"])
 
 
-def _info(data: dict, precision: str) -> ModelInfo:  # type: ignore[type-arg]
-    return ModelInfo(
-        arch=data["arch"], classes=tuple(data["classes"]), preprocessing=Preprocessing.from_dict(data["preprocessing"]),
-        precision=precision, weights_source=data["weights_source"], metrics={}, garmentcv_version=garmentcv.__version__,
-        opset=OPSET,
-    )
-
-
-def _set_metadata(model: onnx.ModelProto, info: ModelInfo) -> None:
-    del model.metadata_props[:]
-    for key, value in info.to_metadata().items():
-        entry = model.metadata_props.add()
-        entry.key, entry.value = key, value
-
-
-def export_temporary(checkpoint: Path, out: Path) -> Path:
-    """TEMPORARY stand-in for gcv-export FP32: legacy ``torch.onnx.export`` with a dynamic batch, plus metadata."""
-    data = load_checkpoint(checkpoint)
-    model, pp, _ = load_eager(checkpoint)
-    dummy = torch.zeros(2, 3, pp.crop, pp.crop)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        torch.onnx.export(
-            model, (dummy,), str(out), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-            dynamic_axes={INPUT_NAME: {0: "N"}, OUTPUT_NAME: {0: "N"}}, opset_version=OPSET, dynamo=False,
-        )
-    proto = onnx.load(str(out))
-    _set_metadata(proto, _info(data, "fp32"))
-    onnx.save(proto, str(out))
-    return out
-
-
 @dataclass(frozen=True)
 class Int8Settings:
-    """onnxruntime static quantization settings (see ``onnxruntime.quantization.quantize_static``).
+    """onnxruntime static quantization settings (see ``onnxruntime.quantization.quantize_static``); the
+    defaults are gcv-export's (``garmentcv.export.convert.to_int8``).
 
     Attributes:
         quant_format: ``qdq`` (QuantizeLinear/DequantizeLinear pairs, fused by onnxruntime) or ``qoperator``
@@ -99,7 +67,7 @@ class Int8Settings:
     quant_format: str = "qdq"
     per_channel: bool = True
     reduce_range: bool = False
-    activations: str = "u8"
+    activations: str = "s8"
     calibration: str = "minmax"
 
     def label(self) -> str:
@@ -115,8 +83,8 @@ def calibration_batch(paths: Sequence[Path], pp: Preprocessing) -> np.ndarray:
     return np.stack([load_input(p, pp) for p in paths])
 
 
-def quantize_int8_temporary(fp32: Path, out: Path, calibration: np.ndarray, settings: Int8Settings = Int8Settings()) -> Path:
-    """TEMPORARY stand-in for gcv-export INT8: onnxruntime static quantization calibrated on ``calibration``.
+def quantize_variant(fp32: Path, out: Path, calibration: np.ndarray, settings: Int8Settings) -> Path:
+    """Quantize a gcv-export FP32 file with ``settings`` (onnxruntime static quantization) to compare settings.
 
     Args:
         fp32: the FP32 file (with metadata).
@@ -148,38 +116,39 @@ def quantize_int8_temporary(fp32: Path, out: Path, calibration: np.ndarray, sett
     pre.unlink()
     proto = onnx.load(str(out))
     info = ModelInfo.from_metadata({p.key: p.value for p in onnx.load(str(fp32)).metadata_props})
-    _set_metadata(proto, ModelInfo(**{**info.__dict__, "precision": "int8"}))
+    del proto.metadata_props[:]
+    onnx.helper.set_model_props(proto, dataclasses.replace(info, precision="int8").to_metadata())
     onnx.save(proto, str(out))
     return out
 
 
-def convert_fp16(fp32: Path, out: Path) -> Path:
-    """FP16 weights and activations, float32 input/output (for the CUDA provider; slow on CPUs)."""
-    from onnxruntime.transformers.float16 import convert_float_to_float16
-
-    proto = convert_float_to_float16(onnx.load(str(fp32)), keep_io_types=True)
-    info = ModelInfo.from_metadata({p.key: p.value for p in proto.metadata_props})
-    _set_metadata(proto, ModelInfo(**{**info.__dict__, "precision": "fp16"}))
-    onnx.save(proto, str(out))
-    return out
+def labelled_photos(folder: Path, photos: Sequence[Path], classes: Sequence[str] = SPEED_CLASSES) -> Path:
+    """Hard links ``folder/0001_<class>.jpg`` ... to ``photos``, classes in turn (lamoda layout): the
+    validation and calibration images gcv-export needs for a random-init speed model."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, photo in enumerate(photos):
+        link = folder / f"{i + 1:04d}_{classes[i % len(classes)]}.jpg"
+        if not link.exists():
+            os.link(photo, link)
+    return folder
 
 
 def export_model(
-    checkpoint: Path, precision: str, out: Path, calibration: np.ndarray | None = None,
-    int8: Int8Settings = Int8Settings(),
+    checkpoint: Path, precision: str, out: Path, val_data: Path | None = None, calibration_data: Path | None = None,
+    val_images: int = 16, calibration_images: int = 16, max_accuracy_drop: float = 1.0,
 ) -> Path:
-    """``checkpoint`` -> ONNX file ``out`` at ``precision`` (``fp32``, ``fp16``, ``int8``; int8 needs ``calibration``)."""
-    if precision == "fp32":
-        return export_temporary(checkpoint, out)
-    fp32 = out.with_name(out.stem + ".fp32-src.onnx")
-    export_temporary(checkpoint, fp32)
-    try:
-        if precision == "fp16":
-            return convert_fp16(fp32, out)
-        if precision == "int8":
-            if calibration is None:
-                raise ValueError("INT8 export needs calibration images")
-            return quantize_int8_temporary(fp32, out, calibration, int8)
-        raise ValueError(f"unknown precision {precision!r}")
-    finally:
-        fp32.unlink(missing_ok=True)
+    """``checkpoint`` -> ``out`` at ``precision`` with gcv-export's library function (all its gates).
+
+    Args:
+        val_data, calibration_data: labelled images for the parity checks, any images for INT8 calibration;
+            ``None`` uses the run's ``val.csv``/``train.csv`` beside the checkpoint.
+        val_images, calibration_images: images used for the checks (0: all) and for calibration, at most.
+        max_accuracy_drop: the INT8 accuracy gate, points; random-init speed models pass 100 (their accuracy
+            means nothing, their speed is the point).
+    """
+    from garmentcv.export.exporter import ExportConfig, export_checkpoint  # noqa: PLC0415 - needs onnx, torch
+
+    cfg = ExportConfig(checkpoint=checkpoint, out=out, precision=precision, val_data=val_data, val_images=val_images,
+                       calibration_data=calibration_data, calibration_images=calibration_images,
+                       max_accuracy_drop=max_accuracy_drop)
+    return export_checkpoint(cfg, progress=False).out
