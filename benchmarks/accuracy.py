@@ -16,9 +16,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchmarks.onnx_models import export_model
+from benchmarks.onnx_models import PROPOSED_INT8, calibration_batch, export_model, quantize_variant
 from garmentcv.data.fashion_mnist import write_fashion_mnist
 from garmentcv.infer.evaluate import EvaluateConfig, evaluate_model
+from garmentcv.models import default_preprocessing
 from garmentcv.train.config import TrainConfig
 from garmentcv.train.loop import train
 
@@ -47,11 +48,13 @@ class AccuracyPlan:
 
 @dataclass(frozen=True)
 class AccuracyResult:
-    """Top-1 accuracy (0..1) of one arch at FP32 and INT8 on ``count`` test images."""
+    """Top-1 accuracy (0..1) of one arch at FP32, gcv-export's INT8 and the proposed U8S8 INT8 on ``count``
+    test images."""
 
     arch: str
     fp32: float
     int8: float
+    int8_u8: float
     count: int
     val_accuracy: float
     train_images: int
@@ -85,6 +88,14 @@ def score_onnx(model: Path, data: Path, out: Path) -> tuple[float, int]:
     return result.accuracy, result.count
 
 
+def _manifest_paths(manifest: Path, limit: int) -> list[Path]:
+    """Up to ``limit`` image paths of a ``path,label`` manifest, evenly spread over it."""
+    with manifest.open(newline="") as handle:
+        paths = [Path(row["path"]) for row in csv.DictReader(handle)]
+    paths = [p if p.is_absolute() else manifest.parent / p for p in paths]
+    return paths[:: max(1, len(paths) // limit)][:limit]
+
+
 def measure_accuracy(archs: Sequence[str], work: Path, plan: AccuracyPlan) -> list[AccuracyResult]:
     """Train each arch on real data, export FP32 and INT8, score both on the test split (see module doc).
 
@@ -106,10 +117,14 @@ def measure_accuracy(archs: Sequence[str], work: Path, plan: AccuracyPlan) -> li
                                    max_accuracy_drop=100.0)
         fp32 = export("fp32", work / f"{arch_result.arch}-acc.fp32.onnx")
         int8_path = export("int8", work / f"{arch_result.arch}-acc.int8.onnx")
+        calibration = calibration_batch(_manifest_paths(arch_result.run_dir.parent / "train.csv", plan.calibration_images),
+                                        default_preprocessing(arch_result.arch, plan.image_size))
+        int8_u8 = quantize_variant(fp32, work / f"{arch_result.arch}-acc.int8-u8.onnx", calibration, PROPOSED_INT8)
         fp32_accuracy, count = score_onnx(fp32, data, work / f"{arch_result.arch}-eval-fp32")
         int8_accuracy, _ = score_onnx(int8_path, data, work / f"{arch_result.arch}-eval-int8")
+        u8_accuracy, _ = score_onnx(int8_u8, data, work / f"{arch_result.arch}-eval-int8-u8")
         out.append(AccuracyResult(
-            arch=arch_result.arch, fp32=fp32_accuracy, int8=int8_accuracy, count=count,
+            arch=arch_result.arch, fp32=fp32_accuracy, int8=int8_accuracy, int8_u8=u8_accuracy, count=count,
             val_accuracy=float(arch_result.best["accuracy"]), train_images=train_images,
         ))
         logger.info("accuracy %s: fp32 %.4f int8 %.4f on %d test images", arch_result.arch, out[-1].fp32, out[-1].int8, count)

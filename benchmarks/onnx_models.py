@@ -78,6 +78,12 @@ class Int8Settings:
         ])
 
 
+#: The INT8 settings this benchmark proposes for gcv-export (U8 activations: the only ones x86 VNNI and
+#: onnxruntime's fast integer kernels take; see the int8-settings section), and its label in the tables.
+PROPOSED_INT8 = Int8Settings(activations="u8")
+PROPOSED_LABEL = "int8-u8s8"
+
+
 def calibration_batch(paths: Sequence[Path], pp: Preprocessing) -> np.ndarray:
     """Preprocessed images ``float32 (N, 3, crop, crop)`` for INT8 calibration (the shared image contract)."""
     return np.stack([load_input(p, pp) for p in paths])

@@ -102,6 +102,7 @@ class ModelFiles:
     checkpoint: Path
     fp32: Path
     int8: Path
+    int8_u8: Path
     photos: Path
 
 
@@ -124,8 +125,10 @@ def _make_models(run: _Run, arch: str, size: int, folder: photos.PhotoFolder) ->
     labelled = onnx_models.labelled_photos(run.work / "labelled", sorted(folder.path.glob("*.jpg"))[:16])
     export = functools.partial(onnx_models.export_model, checkpoint, val_data=labelled, calibration_data=labelled,
                                max_accuracy_drop=100.0)  # random weights: the accuracy gate means nothing here
-    return ModelFiles(checkpoint, export("fp32", stem.with_suffix(".fp32.onnx")), export("int8", stem.with_suffix(".int8.onnx")),
-                      labelled)
+    fp32 = export("fp32", stem.with_suffix(".fp32.onnx"))
+    calibration = onnx_models.calibration_batch(sorted(labelled.glob("*.jpg")), default_preprocessing(arch, size))
+    int8_u8 = onnx_models.quantize_variant(fp32, stem.with_suffix(".int8-u8.onnx"), calibration, onnx_models.PROPOSED_INT8)
+    return ModelFiles(checkpoint, fp32, export("int8", stem.with_suffix(".int8.onnx")), int8_u8, labelled)
 
 
 def _model_only_step(run: _Run, arch: str, size: int, files: ModelFiles) -> None:
@@ -136,6 +139,8 @@ def _model_only_step(run: _Run, arch: str, size: int, files: ModelFiles) -> None
         ("pytorch-eager", "cpu", "fp32", lambda: lambda batch: model_only.time_eager(eager, batch, run.cfg.plan), ""),
         ("onnxruntime", "cpu", "fp32", lambda: _session_timer(run, files.fp32, model_only.CPU), ""),
         ("onnxruntime", "cpu", "int8", lambda: _session_timer(run, files.int8, model_only.CPU), ""),
+        ("onnxruntime", "cpu", onnx_models.PROPOSED_LABEL, lambda: _session_timer(run, files.int8_u8, model_only.CPU),
+         f"proposed: gcv-export's FP32 re-quantized {onnx_models.PROPOSED_INT8.label()}"),
     ]
     gpu = model_only.cuda_available()
     runtimes += [
@@ -187,6 +192,8 @@ def _end_to_end_step(run: _Run, arch: str, size: int, files: ModelFiles, folder:
     commands = [
         ("gcv-classify", "fp32", end_to_end.classify_command(folder.path, files.fp32, rows_csv, batch), ""),
         ("gcv-classify", "int8", end_to_end.classify_command(folder.path, files.int8, rows_csv, batch), ""),
+        ("gcv-classify", onnx_models.PROPOSED_LABEL, end_to_end.classify_command(folder.path, files.int8_u8, rows_csv, batch),
+         f"proposed {onnx_models.PROPOSED_INT8.label()}"),
         ("original-way", "fp32", end_to_end.original_command(folder.path, files.checkpoint, rows_csv, batch, run.cfg.original_workers),
          f"DataLoader num_workers={run.cfg.original_workers}"),
     ]
@@ -249,7 +256,7 @@ def _accuracy_step(run: _Run, plan: acc.AccuracyPlan) -> None:
             run.add(Row("accuracy", arch=arch, image_size=plan.image_size, status="skipped: too slow", note=note))
         return
     for result in acc.measure_accuracy(run.cfg.archs, run.work / "accuracy", plan):
-        for precision, value in (("fp32", result.fp32), ("int8", result.int8)):
+        for precision, value in (("fp32", result.fp32), ("int8", result.int8), (onnx_models.PROPOSED_LABEL, result.int8_u8)):
             run.add(Row("accuracy", arch=result.arch, image_size=plan.image_size, runtime="onnxruntime", provider="cpu",
                         precision=precision, files=result.count, accuracy=value,
                         note=f"{note}; validation accuracy at training {result.val_accuracy:.4f}"))
