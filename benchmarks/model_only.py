@@ -28,7 +28,7 @@ class TimingPlan:
 
     warmup: int = 2
     min_repeats: int = 5
-    budget_s: float = 1.5
+    budget_s: float = 1.0
     max_repeats: int = 200
 
 
