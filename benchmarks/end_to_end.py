@@ -16,9 +16,13 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from garmentcv.image import Preprocessing, load_input
 
 #: The repository root, where ``python -m benchmarks.original_way`` must run.
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -104,3 +108,15 @@ def reported_rate(stderr: str) -> float | None:
     way's last line), or ``None``."""
     found = _RATE.findall(stderr)
     return float(found[-1]) if found else None
+
+
+def decode_seconds(paths: Sequence[Path], pp: Preprocessing, threads: int | None = None) -> float:
+    """Wall time, s, to run :func:`garmentcv.image.load_input` on every file with ``threads`` threads (default one
+    per CPU), as gcv-classify's decoding threads do, with no model: the rate no end-to-end run can beat."""
+    from benchmarks.model_only import cpu_threads  # noqa: PLC0415
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=threads or cpu_threads()) as pool:
+        for _ in pool.map(lambda p: load_input(p, pp), paths):
+            pass
+    return time.perf_counter() - start

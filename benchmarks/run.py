@@ -36,6 +36,9 @@ logger = logging.getLogger("benchmarks")
 
 #: --sizes names: the weights' default input and the demo's (the main job trains at --image-size 32).
 SIZE_NAMES = {"default": 224, "demo": 32}
+#: Input sizes up to this many px run end to end on the larger --small-folder-files folder (they are fast, and a
+#: few hundred files would measure start-up rather than the steady rate).
+SMALL_SIZE = 64
 
 #: INT8 settings re-quantized from gcv-export's FP32 file and timed for one arch at batch 32, beside the
 #: file gcv-export writes (Int8Settings() = its settings).
@@ -56,6 +59,7 @@ class BenchConfig:
     batch_sizes: tuple[int, ...] = (1, 8, 32)
     plan: TimingPlan = TimingPlan()
     folder_files: int = 200
+    small_folder_files: int = 2000
     distinct_files: int = 200
     memory_files: tuple[int, ...] = (2000, 20000)
     e2e_batch: int = 32
@@ -195,6 +199,11 @@ def _end_to_end_step(run: _Run, arch: str, size: int, files: ModelFiles, folder:
         ("original-way", "fp32", end_to_end.original_command(folder.path, files.checkpoint, rows_csv, batch, run.cfg.original_workers),
          f"DataLoader num_workers={run.cfg.original_workers}"),
     ]
+    if not run.out_of_time():
+        seconds = end_to_end.decode_seconds(sorted(folder.path.glob("*.jpg")), default_preprocessing(arch, size))
+        run.add(Row("end-to-end", arch=arch, image_size=size, runtime="decode-only", provider="cpu", files=folder.files,
+                    seconds=seconds, images_per_s=folder.files / seconds, command_images_per_s=folder.files / seconds,
+                    note=f"load_input, {model_only.cpu_threads()} threads, no model"))
     for runtime, precision, command, note in commands:
         common = dict(arch=arch, image_size=size, runtime=runtime, provider="cpu", precision=precision, batch_size=batch, note=note)
         if runtime == "gcv-classify" and not end_to_end.gcv_classify_available():
@@ -275,8 +284,10 @@ def _preamble(cfg: BenchConfig, machine: MachineInfo, end_load: tuple[float, flo
         "opens (garmentcv.infer.session.open_model: one intra-op thread per core, idle threads sleep); warm-up, then at least "
         f"{cfg.plan.min_repeats} timed runs and more until {cfg.plan.budget_s} s per configuration; the median and "
         "p90 are of batch latency, images/s = batch / median. End to end: each command in a fresh process on a folder "
-        f"of {cfg.folder_files} JPEG photos (4 of 5 at 600x866, 1 of 5 at 46x66, crops of scikit-learn's sample "
-        "photographs), wall time including start-up, peak RSS from the OS. The FLOP ceiling is the best FP32 matmul "
+        f"of {cfg.folder_files} JPEG photos ({cfg.small_folder_files} for inputs up to {SMALL_SIZE} px; "
+        f"{cfg.distinct_files} distinct, the rest hard links; 4 of 5 at 600x866, 1 of 5 at 46x66, crops of "
+        "scikit-learn's sample photographs), wall time including start-up, peak RSS from the OS; decode-only is "
+        "garmentcv.image.load_input over the same folder on one thread per core, no model. The FLOP ceiling is the best FP32 matmul "
         "rate measured in this run divided by the model's FLOPs per image (torch.utils.flop_counter).",
     ])
 
@@ -296,6 +307,8 @@ def run_benchmarks(cfg: BenchConfig) -> list[Row]:
         logger.info("matmul rate and FLOP ceilings")
         _ceiling_step(run)
         folder = photos.write_photo_folder(run.work / "photos", cfg.folder_files, min(cfg.folder_files, cfg.distinct_files))
+        small_folder = photos.write_photo_folder(run.work / "photos-small", cfg.small_folder_files,
+                                                 min(cfg.small_folder_files, cfg.distinct_files))
         focus = "resnet18" if "resnet18" in cfg.archs else cfg.archs[0]  # the arch of the settings and memory steps
         for size in cfg.sizes:
             for arch in cfg.archs:
@@ -309,7 +322,7 @@ def run_benchmarks(cfg: BenchConfig) -> list[Row]:
                 logger.info("%s at %d px: model only", arch, size)
                 _model_only_step(run, arch, size, files)
                 logger.info("%s at %d px: end to end", arch, size)
-                _end_to_end_step(run, arch, size, files, folder)
+                _end_to_end_step(run, arch, size, files, small_folder if size <= SMALL_SIZE else folder)
                 if cfg.int8_variants and arch == focus and size == cfg.sizes[0]:
                     logger.info("%s at %d px: INT8 and session settings", arch, size)
                     _int8_settings_step(run, arch, size, files)
@@ -354,6 +367,8 @@ def _sizes(text: str) -> tuple[int, ...]:
 @click.option("--repeats", type=click.IntRange(min=1), default=5, help="Timed runs per configuration, at least.")
 @click.option("--budget", type=click.FloatRange(min=0), default=1.0, help="Keep timing a configuration until this many s.")
 @click.option("--folder-files", type=click.IntRange(min=1), default=200, help="Photos in the end-to-end folder.")
+@click.option("--small-folder-files", type=click.IntRange(min=1), default=2000,
+              help=f"Photos in the end-to-end folder for inputs up to {SMALL_SIZE} px.")
 @click.option("--distinct-files", type=click.IntRange(min=1), default=200, help="Distinct photos; more files are hard links.")
 @click.option("--memory-files", default="2000,20000", help="Folder sizes for the peak-memory comparison ('' to skip).")
 @click.option("--e2e-batch", type=click.IntRange(min=1), default=32, help="Batch size of the end-to-end commands.")
@@ -367,6 +382,7 @@ def _sizes(text: str) -> tuple[int, ...]:
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/benchmarks"), help="Output folder.")
 @click.option("--tiny", is_flag=True, help="Smoke test: resnet18, 32 px, batches 1,2, 2 runs, 10 files, tiny accuracy.")
 def main(archs: str, sizes: str, batch_sizes: str, warmup: int, repeats: int, budget: float, folder_files: int,
+         small_folder_files: int,
          distinct_files: int, memory_files: str, e2e_batch: int, original_workers: int, int8_variants: bool,
          accuracy: bool, accuracy_per_class: int, accuracy_epochs: int, max_minutes: float, out: Path, tiny: bool) -> None:
     """Measure GarmentCV's models and commands on this machine (see benchmarks/README.md)."""
@@ -378,6 +394,7 @@ def main(archs: str, sizes: str, batch_sizes: str, warmup: int, repeats: int, bu
     cfg = BenchConfig(
         out=out, archs=tuple(archs.split(",")), sizes=_sizes(sizes), batch_sizes=_ints(batch_sizes),
         plan=TimingPlan(warmup=warmup, min_repeats=repeats, budget_s=budget), folder_files=folder_files,
+        small_folder_files=small_folder_files,
         distinct_files=distinct_files, memory_files=_ints(memory_files) if memory_files else (), e2e_batch=e2e_batch,
         original_workers=original_workers, int8_variants=int8_variants,
         accuracy=acc.AccuracyPlan(train_per_class=accuracy_per_class, epochs=accuracy_epochs) if accuracy else None,
@@ -386,7 +403,7 @@ def main(archs: str, sizes: str, batch_sizes: str, warmup: int, repeats: int, bu
     if tiny:
         cfg = dataclasses.replace(
             cfg, archs=("resnet18",), sizes=(32,), batch_sizes=(1, 2), plan=TimingPlan(warmup=1, min_repeats=2, budget_s=0.0),
-            folder_files=10, distinct_files=5, memory_files=(10, 20), e2e_batch=4, int8_variants=False, matmul_sizes=(256, 512),
+            folder_files=10, small_folder_files=10, distinct_files=5, memory_files=(10, 20), e2e_batch=4, int8_variants=False, matmul_sizes=(256, 512),
             accuracy=acc.AccuracyPlan(train_per_class=10, epochs=1, calibration_images=8, source_per_class=40) if accuracy else None,
         )
     run_benchmarks(cfg)

@@ -39,7 +39,7 @@ def test_tiny_run_writes_every_section(tiny_run: Path) -> None:
     assert sections.count("matmul") == 4  # --tiny: 2 sizes x numpy, torch
     assert sections.count("ceiling") == 1  # resnet18 at 32 px
     assert sections.count("model-only") == 12  # (eager, ort fp32, int8, int8-u8s8) x batch 1, 2 + CUDA fp32/fp16 x 1, 2
-    assert sections.count("end-to-end") == 4  # gcv-classify fp32, int8, int8-u8s8, original way
+    assert sections.count("end-to-end") == 5  # decode only, gcv-classify fp32, int8, int8-u8s8, original way
     assert sections.count("memory") == 2  # 10 and 20 files
     assert sections.count("accuracy") == 3  # fp32, int8 (gcv-export), int8-u8s8 (proposed)
     assert sections.count("int8-settings") == 0  # off in --tiny
@@ -65,7 +65,7 @@ def test_tiny_run_writes_every_section(tiny_run: Path) -> None:
         assert {r["status"] for r in cuda} == {"not measured (no GPU in this run)"}
 
     assert gcv_classify_available(), "gcv-classify is a console script of garmentcv: pip install -e ."
-    e2e = [r for r in rows if r["section"] in ("end-to-end", "memory")]
+    e2e = [r for r in rows if r["section"] in ("end-to-end", "memory") and r["runtime"] != "decode-only"]
     assert sorted((r["section"], r["runtime"], r["precision"], r["files"]) for r in e2e) == [
         ("end-to-end", "gcv-classify", "fp32", "10"), ("end-to-end", "gcv-classify", "int8", "10"),
         ("end-to-end", "gcv-classify", "int8-u8s8", "10"), ("end-to-end", "original-way", "fp32", "10"), ("memory", "gcv-classify", "fp32", "10"),
@@ -75,6 +75,9 @@ def test_tiny_run_writes_every_section(tiny_run: Path) -> None:
         assert float(r["peak_rss_mb"]) > 20 and float(r["seconds"]) > 0
         assert float(r["images_per_s"]) == pytest.approx(int(r["files"]) / float(r["seconds"]), rel=1e-4)
         assert float(r["command_images_per_s"]) >= float(r["images_per_s"])  # the command's own time excludes start-up
+
+    decode = next(r for r in rows if r["runtime"] == "decode-only")
+    assert decode["status"] == "ok" and decode["files"] == "10" and float(decode["images_per_s"]) > 0
 
     accuracy = {r["precision"]: r for r in rows if r["section"] == "accuracy"}
     assert set(accuracy) == {"fp32", "int8", "int8-u8s8"}
