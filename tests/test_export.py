@@ -195,6 +195,9 @@ def test_int8_every_arch(exported) -> None:
     weight_scales = [inits[n.input[1]] for n in int8.graph.node
                      if n.op_type == "DequantizeLinear" and n.input[0] in inits and inits[n.input[0]].data_type == onnx.TensorProto.INT8]
     assert weight_scales and max(len(s.dims) and s.dims[0] for s in weight_scales) > 1  # per-channel weights
+    activation_zero_points = [inits[n.input[2]] for n in int8.graph.node if n.op_type == "QuantizeLinear"]
+    assert activation_zero_points  # U8S8: activations quantized to uint8, the fast x86 kernels
+    assert {z.data_type for z in activation_zero_points} == {onnx.TensorProto.UINT8}
     session = checks.open_session(int8.SerializeToString())
     logits = checks.run_logits(session, inputs)
     assert logits.dtype == np.float32 and logits.shape == (12, len(CLASSES))
