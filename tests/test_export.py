@@ -126,7 +126,8 @@ def test_fp32_file_is_self_contained_checked_and_declared(exported) -> None:
     assert out_dims == [in_dims[0], len(CLASSES)]
     assert r.val_images == 12 and r.calibration_images == 0 and r.skipped_images == 0
     assert r.parity == r.fp32_parity and r.parity.images == 12 and r.parity.top1_mismatches == 0
-    assert r.parity.max_abs_diff <= checks.FP32_TOLERANCE == r.parity.tolerance
+    assert r.parity.tolerance == pytest.approx(checks.FP32_TOLERANCE * r.parity.scale)
+    assert r.parity.max_abs_diff <= r.parity.tolerance
     assert r.accuracy == r.fp32_accuracy and r.accuracy_drop == 0.0
 
 
@@ -194,6 +195,9 @@ def test_int8_every_arch(exported) -> None:
     weight_scales = [inits[n.input[1]] for n in int8.graph.node
                      if n.op_type == "DequantizeLinear" and n.input[0] in inits and inits[n.input[0]].data_type == onnx.TensorProto.INT8]
     assert weight_scales and max(len(s.dims) and s.dims[0] for s in weight_scales) > 1  # per-channel weights
+    activation_zero_points = [inits[n.input[2]] for n in int8.graph.node if n.op_type == "QuantizeLinear"]
+    assert activation_zero_points  # U8S8: activations quantized to uint8, the fast x86 kernels
+    assert {z.data_type for z in activation_zero_points} == {onnx.TensorProto.UINT8}
     session = checks.open_session(int8.SerializeToString())
     logits = checks.run_logits(session, inputs)
     assert logits.dtype == np.float32 and logits.shape == (12, len(CLASSES))
@@ -217,7 +221,7 @@ def test_cli_defaults_fp16_opset21(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     assert convert.default_opset(onnx.load(DEFAULT_MODEL_PATH)) == 21
     lines = result.stdout.splitlines()
     assert lines[0].startswith(f"wrote {DEFAULT_MODEL_PATH}: ") and " MB, fp16, opset 21, resnet18" in lines[0]
-    assert "parity FP16: largest logit difference" in result.stdout and "(tolerance 0.05)" in result.stdout
+    assert "parity FP16: largest logit difference" in result.stdout and " = 0.05 x logit scale " in result.stdout
     assert "validation accuracy: FP32 " in lines[-1] and "| FP16 " in lines[-1]
 
 
@@ -236,7 +240,7 @@ def test_int8_full_export_reports_side_by_side(tmp_path: Path) -> None:
     int8_pred = checks.run_logits(checks.open_session(out), inputs).argmax(1)
     assert r.accuracy == pytest.approx((int8_pred == targets).mean())
     assert r.accuracy_drop == pytest.approx(100 * (r.fp32_accuracy - r.accuracy))
-    assert r.parity.tolerance is None and r.fp32_parity.max_abs_diff <= checks.FP32_TOLERANCE
+    assert r.parity.tolerance is None and r.fp32_parity.max_abs_diff <= r.fp32_parity.tolerance
     assert r.size_mb < 0.4 * r.fp32_parity.images or r.size_mb < 15  # int8 weights: ~1/4 of the 44.8 MB FP32
 
 
@@ -250,6 +254,21 @@ def test_accuracy_drop_gate() -> None:
         checks.require_accuracy_drop(0.90, 0.85, 1.0, "INT8")
 
 
+def test_parity_tolerance_follows_the_logit_scale() -> None:
+    """Float32 rounding grows with the values: logits in the thousands differ by more than 1e-3 legitimately."""
+    reference = np.array([[4000.0, -2500.0], [-3000.0, 3500.0]], dtype=np.float32)
+    files = ["a.jpg", "b.jpg"]
+    rounding = checks.compare(reference, reference + 0.004, files, checks.FP32_TOLERANCE)
+    assert rounding.scale == 4000.0 and rounding.tolerance == pytest.approx(4.0)
+    checks.require_parity(rounding, "FP32")
+    wrong = reference.copy()
+    wrong[0, 1] += 50.0
+    with pytest.raises(ExportError, match=r"largest logit difference 50 \(tolerance 4 = 0\.001 x logit scale 4e\+03\)"):
+        checks.require_parity(checks.compare(reference, wrong, files, checks.FP32_TOLERANCE), "FP32")
+    small = np.array([[0.01, -0.02]], dtype=np.float32)  # below 1 the scale is 1, never shrinking the tolerance
+    assert checks.compare(small, small, ["c.jpg"], checks.FP32_TOLERANCE).tolerance == checks.FP32_TOLERANCE
+
+
 def test_parity_gate_names_largest_difference_and_worst_file() -> None:
     reference = np.array([[2.0, 0.0, -1.0], [0.0, 3.0, 1.0], [0.5, 0.4999, 0.0]], dtype=np.float32)
     files = ["a.jpg", "b.jpg", "c.jpg"]
@@ -260,10 +279,13 @@ def test_parity_gate_names_largest_difference_and_worst_file() -> None:
     bad[1, 2] += 0.01
     parity = checks.compare(reference, bad, files, checks.FP32_TOLERANCE)
     assert parity.worst_file == "b.jpg" and parity.max_abs_diff == pytest.approx(0.01, rel=1e-3)
-    with pytest.raises(ExportError, match=r"largest logit difference 0\.01 \(tolerance 0\.001\) at b\.jpg"):
+    assert parity.scale == 3.0 and parity.tolerance == pytest.approx(0.003)  # 1e-3 per unit of the largest |logit|
+    with pytest.raises(
+        ExportError, match=r"largest logit difference 0\.01 \(tolerance 0\.003 = 0\.001 x logit scale 3\) at b\.jpg"
+    ):
         checks.require_parity(parity, "FP32")
     flipped = reference[[1, 0, 2]]  # rows 0 and 1 change top-1 beyond any tie
-    assert checks.compare(reference, flipped, files, 0.5).top1_mismatches == 2
+    assert checks.compare(reference, flipped, files, 0.1).top1_mismatches == 2  # margins 2 > 2 x 0.1 x scale 3
     tie = reference.copy()
     tie[2] = [0.4999, 0.5, 0.0]  # a near tie within the tolerance may flip
     assert checks.compare(reference, tie, files, checks.FP32_TOLERANCE).top1_mismatches == 0

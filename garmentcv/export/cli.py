@@ -61,13 +61,13 @@ def main(checkpoint: Path | None, quiet: bool, verbose: bool, **options: object)
     if cfg.out == DEFAULT_MODEL_PATH:
         logging.getLogger(__name__).info("no --out given; writing %s, where gcv-classify looks by default", cfg.out)
     r = export_checkpoint(cfg, progress=not quiet)
-    tol = "" if r.parity.tolerance is None else f" (tolerance {r.parity.tolerance:g})"
+    tol = "" if r.parity.tolerance is None else f" ({r.parity.describe_tolerance()})"
     lines = [
         f"wrote {r.out}: {r.size_mb:.1f} MB, {r.info.precision}, opset {r.info.opset}, {r.info.arch}, "
         f"classes {', '.join(r.info.classes)}",
         f"checkpoint {r.checkpoint} (sha256 {r.info.checkpoint_sha256[:12]})",
         f"parity vs PyTorch on {r.val_images} validation images: FP32 largest logit difference "
-        f"{r.fp32_parity.max_abs_diff:.3g} (tolerance {r.fp32_parity.tolerance:g}), top-1 agreement "
+        f"{r.fp32_parity.max_abs_diff:.3g} ({r.fp32_parity.describe_tolerance()}), top-1 agreement "
         f"{r.fp32_parity.top1_agreement:.2%}",
     ]
     if r.info.precision != "fp32":

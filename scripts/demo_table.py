@@ -1,0 +1,31 @@
+"""Print the demo's results as one markdown table: test-split figures per model and precision.
+
+Usage: python scripts/demo_table.py WORKDIR  (reads WORKDIR/evaluate/<arch>-<precision>/metrics.json,
+WORKDIR/models/<arch>-<precision>.onnx and WORKDIR/run/<arch>/metrics.json as written by scripts/demo.sh)
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+
+def main(work: Path) -> None:
+    print("| model | precision | val accuracy (training) | test accuracy | precision | recall | F1 | "
+          "confusion matrix (rows true, cols predicted) | file MB |")
+    print("|---|---|---:|---:|---:|---:|---:|---|---:|")
+    for metrics_file in sorted((work / "evaluate").glob("*/metrics.json")):
+        arch, precision = metrics_file.parent.name.rsplit("-", 1)
+        test = json.loads(metrics_file.read_text())
+        run = json.loads((work / "run" / arch / "metrics.json").read_text())
+        val = run["history"][run["best_epoch"] - 1]["accuracy"]
+        size_mb = (work / "models" / f"{arch}-{precision}.onnx").stat().st_size / 1e6
+        classes = ", ".join(test["classes"]) if "classes" in test else ""
+        print(f"| {arch} | {precision} | {val:.4f} | {test['accuracy']:.4f} | {test['precision']:.4f} | "
+              f"{test['recall']:.4f} | {test['f1']:.4f} | {test['confusion_matrix']} {classes and f'({classes})'} | "
+              f"{size_mb:.1f} |")
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]))
