@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchmarks.onnx_models import PROPOSED_INT8, calibration_batch, export_model, quantize_variant
+from benchmarks.onnx_models import VARIANT_INT8, calibration_batch, export_model, quantize_variant
 from garmentcv.data.fashion_mnist import write_fashion_mnist
 from garmentcv.infer.evaluate import EvaluateConfig, evaluate_model
 from garmentcv.models import default_preprocessing
@@ -48,13 +48,13 @@ class AccuracyPlan:
 
 @dataclass(frozen=True)
 class AccuracyResult:
-    """Top-1 accuracy (0..1) of one arch at FP32, gcv-export's INT8 and the proposed U8S8 INT8 on ``count``
+    """Top-1 accuracy (0..1) of one arch at FP32, gcv-export's INT8 (U8 activations) and the S8-activation variant on ``count``
     test images."""
 
     arch: str
     fp32: float
     int8: float
-    int8_u8: float
+    int8_variant: float
     count: int
     val_accuracy: float
     train_images: int
@@ -119,12 +119,12 @@ def measure_accuracy(archs: Sequence[str], work: Path, plan: AccuracyPlan) -> li
         int8_path = export("int8", work / f"{arch_result.arch}-acc.int8.onnx")
         calibration = calibration_batch(_manifest_paths(arch_result.run_dir.parent / "train.csv", plan.calibration_images),
                                         default_preprocessing(arch_result.arch, plan.image_size))
-        int8_u8 = quantize_variant(fp32, work / f"{arch_result.arch}-acc.int8-u8.onnx", calibration, PROPOSED_INT8)
+        variant = quantize_variant(fp32, work / f"{arch_result.arch}-acc.int8-variant.onnx", calibration, VARIANT_INT8)
         fp32_accuracy, count = score_onnx(fp32, data, work / f"{arch_result.arch}-eval-fp32")
         int8_accuracy, _ = score_onnx(int8_path, data, work / f"{arch_result.arch}-eval-int8")
-        u8_accuracy, _ = score_onnx(int8_u8, data, work / f"{arch_result.arch}-eval-int8-u8")
+        variant_accuracy, _ = score_onnx(variant, data, work / f"{arch_result.arch}-eval-int8-variant")
         out.append(AccuracyResult(
-            arch=arch_result.arch, fp32=fp32_accuracy, int8=int8_accuracy, int8_u8=u8_accuracy, count=count,
+            arch=arch_result.arch, fp32=fp32_accuracy, int8=int8_accuracy, int8_variant=variant_accuracy, count=count,
             val_accuracy=float(arch_result.best["accuracy"]), train_images=train_images,
         ))
         logger.info("accuracy %s: fp32 %.4f int8 %.4f on %d test images", arch_result.arch, out[-1].fp32, out[-1].int8, count)

@@ -43,9 +43,9 @@ SMALL_SIZE = 64
 #: INT8 settings re-quantized from gcv-export's FP32 file and timed for one arch at batch 32, beside the
 #: file gcv-export writes (Int8Settings() = its settings).
 INT8_VARIANTS: tuple[Int8Settings, ...] = (
-    Int8Settings(activations="u8", per_channel=False),
-    Int8Settings(activations="u8", quant_format="qoperator"),
+    Int8Settings(per_channel=False),
     Int8Settings(quant_format="qoperator"),
+    Int8Settings(activations="s8", quant_format="qoperator"),
 )
 
 
@@ -104,7 +104,7 @@ class ModelFiles:
     checkpoint: Path
     fp32: Path
     int8: Path
-    int8_u8: Path
+    int8_variant: Path
     photos: Path
 
 
@@ -129,8 +129,8 @@ def _make_models(run: _Run, arch: str, size: int, folder: photos.PhotoFolder) ->
                                max_accuracy_drop=100.0)  # random weights: the accuracy gate means nothing here
     fp32 = export("fp32", stem.with_suffix(".fp32.onnx"))
     calibration = onnx_models.calibration_batch(sorted(labelled.glob("*.jpg")), default_preprocessing(arch, size))
-    int8_u8 = onnx_models.quantize_variant(fp32, stem.with_suffix(".int8-u8.onnx"), calibration, onnx_models.PROPOSED_INT8)
-    return ModelFiles(checkpoint, fp32, export("int8", stem.with_suffix(".int8.onnx")), int8_u8, labelled)
+    variant = onnx_models.quantize_variant(fp32, stem.with_suffix(".int8-variant.onnx"), calibration, onnx_models.VARIANT_INT8)
+    return ModelFiles(checkpoint, fp32, export("int8", stem.with_suffix(".int8.onnx")), variant, labelled)
 
 
 def _model_only_step(run: _Run, arch: str, size: int, files: ModelFiles) -> None:
@@ -141,8 +141,8 @@ def _model_only_step(run: _Run, arch: str, size: int, files: ModelFiles) -> None
         ("pytorch-eager", "cpu", "fp32", lambda: lambda batch: model_only.time_eager(eager, batch, run.cfg.plan), ""),
         ("onnxruntime", "cpu", "fp32", lambda: _session_timer(run, files.fp32, model_only.CPU), ""),
         ("onnxruntime", "cpu", "int8", lambda: _session_timer(run, files.int8, model_only.CPU), ""),
-        ("onnxruntime", "cpu", onnx_models.PROPOSED_LABEL, lambda: _session_timer(run, files.int8_u8, model_only.CPU),
-         f"proposed: gcv-export's FP32 re-quantized {onnx_models.PROPOSED_INT8.label()}"),
+        ("onnxruntime", "cpu", onnx_models.VARIANT_LABEL, lambda: _session_timer(run, files.int8_variant, model_only.CPU),
+         f"gcv-export's FP32 re-quantized {onnx_models.VARIANT_INT8.label()} (its former setting)"),
     ]
     gpu = model_only.cuda_available()
     runtimes += [
@@ -194,8 +194,8 @@ def _end_to_end_step(run: _Run, arch: str, size: int, files: ModelFiles, folder:
     commands = [
         ("gcv-classify", "fp32", end_to_end.classify_command(folder.path, files.fp32, rows_csv, batch), ""),
         ("gcv-classify", "int8", end_to_end.classify_command(folder.path, files.int8, rows_csv, batch), ""),
-        ("gcv-classify", onnx_models.PROPOSED_LABEL, end_to_end.classify_command(folder.path, files.int8_u8, rows_csv, batch),
-         f"proposed {onnx_models.PROPOSED_INT8.label()}"),
+        ("gcv-classify", onnx_models.VARIANT_LABEL, end_to_end.classify_command(folder.path, files.int8_variant, rows_csv, batch),
+         f"former export setting {onnx_models.VARIANT_INT8.label()}"),
         ("original-way", "fp32", end_to_end.original_command(folder.path, files.checkpoint, rows_csv, batch, run.cfg.original_workers),
          f"DataLoader num_workers={run.cfg.original_workers}"),
     ]
@@ -245,8 +245,8 @@ def _int8_settings_step(run: _Run, arch: str, size: int, files: ModelFiles) -> N
 
     for spinning in (False, True):
         timed(files.fp32, "fp32", "gcv-export FP32", spinning)
-        timed(files.int8_u8, onnx_models.PROPOSED_LABEL, f"proposed INT8 ({onnx_models.PROPOSED_INT8.label()})", spinning)
-    timed(files.int8, "int8", f"gcv-export INT8 ({Int8Settings().label()})")
+        timed(files.int8, "int8", f"gcv-export INT8 ({Int8Settings().label()})", spinning)
+    timed(files.int8_variant, onnx_models.VARIANT_LABEL, f"former gcv-export INT8 ({onnx_models.VARIANT_INT8.label()})")
     for settings in INT8_VARIANTS:
         if run.out_of_time():
             run.add(Row("int8-settings", **common, precision="int8", note=settings.label(),
@@ -264,7 +264,7 @@ def _accuracy_step(run: _Run, plan: acc.AccuracyPlan) -> None:
             run.add(Row("accuracy", arch=arch, image_size=plan.image_size, status="skipped: too slow", note=note))
         return
     for result in acc.measure_accuracy(run.cfg.archs, run.work / "accuracy", plan):
-        for precision, value in (("fp32", result.fp32), ("int8", result.int8), (onnx_models.PROPOSED_LABEL, result.int8_u8)):
+        for precision, value in (("fp32", result.fp32), ("int8", result.int8), (onnx_models.VARIANT_LABEL, result.int8_variant)):
             run.add(Row("accuracy", arch=result.arch, image_size=plan.image_size, runtime="onnxruntime", provider="cpu",
                         precision=precision, files=result.count, accuracy=value,
                         note=f"{note}; validation accuracy at training {result.val_accuracy:.4f}"))

@@ -38,10 +38,10 @@ def test_tiny_run_writes_every_section(tiny_run: Path) -> None:
     sections = [r["section"] for r in rows]
     assert sections.count("matmul") == 4  # --tiny: 2 sizes x numpy, torch
     assert sections.count("ceiling") == 1  # resnet18 at 32 px
-    assert sections.count("model-only") == 12  # (eager, ort fp32, int8, int8-u8s8) x batch 1, 2 + CUDA fp32/fp16 x 1, 2
-    assert sections.count("end-to-end") == 5  # decode only, gcv-classify fp32, int8, int8-u8s8, original way
+    assert sections.count("model-only") == 12  # (eager, ort fp32, int8, int8-s8s8) x batch 1, 2 + CUDA fp32/fp16 x 1, 2
+    assert sections.count("end-to-end") == 5  # decode only, gcv-classify fp32, int8, int8-s8s8, original way
     assert sections.count("memory") == 2  # 10 and 20 files
-    assert sections.count("accuracy") == 3  # fp32, int8 (gcv-export), int8-u8s8 (proposed)
+    assert sections.count("accuracy") == 3  # fp32, int8 (gcv-export), int8-s8s8 (former export setting)
     assert sections.count("int8-settings") == 0  # off in --tiny
     assert {r["machine"] for r in rows} == {rows[0]["machine"]} and "CPUs" in rows[0]["machine"]
 
@@ -52,7 +52,7 @@ def test_tiny_run_writes_every_section(tiny_run: Path) -> None:
     cpu = [r for r in rows if r["section"] == "model-only" and r["provider"] == "cpu"]
     assert sorted((r["runtime"], r["precision"], r["batch_size"]) for r in cpu) == sorted(
         (rt, p, b) for rt, p in (("pytorch-eager", "fp32"), ("onnxruntime", "fp32"), ("onnxruntime", "int8"),
-                                 ("onnxruntime", "int8-u8s8")) for b in "12")
+                                 ("onnxruntime", "int8-s8s8")) for b in "12")
     for r in cpu:
         assert r["status"] == "ok" and int(r["repeats"]) == 2
         median, p90, ips, fraction = _numbers(r, "median_ms", "p90_ms", "images_per_s", "fraction_of_ceiling")
@@ -68,7 +68,7 @@ def test_tiny_run_writes_every_section(tiny_run: Path) -> None:
     e2e = [r for r in rows if r["section"] in ("end-to-end", "memory") and r["runtime"] != "decode-only"]
     assert sorted((r["section"], r["runtime"], r["precision"], r["files"]) for r in e2e) == [
         ("end-to-end", "gcv-classify", "fp32", "10"), ("end-to-end", "gcv-classify", "int8", "10"),
-        ("end-to-end", "gcv-classify", "int8-u8s8", "10"), ("end-to-end", "original-way", "fp32", "10"), ("memory", "gcv-classify", "fp32", "10"),
+        ("end-to-end", "gcv-classify", "int8-s8s8", "10"), ("end-to-end", "original-way", "fp32", "10"), ("memory", "gcv-classify", "fp32", "10"),
         ("memory", "gcv-classify", "fp32", "20")]
     for r in e2e:
         assert r["status"] == "ok", r
@@ -80,7 +80,7 @@ def test_tiny_run_writes_every_section(tiny_run: Path) -> None:
     assert decode["status"] == "ok" and decode["files"] == "10" and float(decode["images_per_s"]) > 0
 
     accuracy = {r["precision"]: r for r in rows if r["section"] == "accuracy"}
-    assert set(accuracy) == {"fp32", "int8", "int8-u8s8"}
+    assert set(accuracy) == {"fp32", "int8", "int8-s8s8"}
     for r in accuracy.values():
         assert r["status"] == "ok" and r["files"] == "80" and 0.0 <= float(r["accuracy"]) <= 1.0
 
