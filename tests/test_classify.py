@@ -336,7 +336,7 @@ def test_load_input_jpeg_shortcut_stays_within_a_grey_level(tmp_path: Path) -> N
     full = np.asarray(Image.fromarray(decoded).resize((256, 371), Image.Resampling.BILINEAR))[74:298, 16:240]
     assert np.array_equal(resize_and_crop(decoded, pp), full)
     # no JPEG: exactly preprocess(decode_image); JPEG >= 2x the resize: DCT-scaled decode, ~1 level on average
-    # (0.45 on photo-like 600x866 JPEGs, see benchmarks/classify_speed.py)
+    # (0.45 on photo-like 600x866 JPEGs)
     assert np.array_equal(load_input(tmp_path / "big.png", pp), preprocess(decode_image(tmp_path / "big.png"), pp))
     grey_levels = np.abs(load_input(tmp_path / "big.jpg", pp) - preprocess(decoded, pp)) * 0.229 * 255
     assert 0 < grey_levels.mean() < 1.5
