@@ -244,13 +244,19 @@ def resize_and_crop(image: np.ndarray, pp: Preprocessing) -> np.ndarray:
 def normalize(image: np.ndarray, pp: Preprocessing) -> np.ndarray:
     """Scale an RGB ``uint8`` array ``(H, W, 3)`` to 0..1, normalise with ``pp.mean``/``pp.std``.
 
+    Computed as ``x * (1 / (255 std)) - mean / std`` in place on one float32 copy (one pass fewer than
+    ``(x / 255 - mean) / std``; equal within float32 rounding, about 3e-7).
+
     Returns:
         ``float32`` array ``(3, H, W)``, channels first.
     """
-    mean = np.asarray(pp.mean, dtype=np.float32).reshape(3, 1, 1)
-    std = np.asarray(pp.std, dtype=np.float32).reshape(3, 1, 1)
-    chw = image.transpose(2, 0, 1).astype(np.float32) / np.float32(255.0)
-    return (chw - mean) / std
+    std = np.asarray(pp.std, dtype=np.float64).reshape(3, 1, 1)
+    scale = (1.0 / (255.0 * std)).astype(np.float32)
+    offset = (np.asarray(pp.mean, dtype=np.float64).reshape(3, 1, 1) / std).astype(np.float32)
+    chw = image.transpose(2, 0, 1).astype(np.float32)
+    chw *= scale
+    chw -= offset
+    return chw
 
 
 def preprocess(image: np.ndarray, pp: Preprocessing) -> np.ndarray:
