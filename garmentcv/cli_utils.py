@@ -46,6 +46,6 @@ def handle_errors(func: F) -> F:
 
 
 quiet_option = click.option(
-    "-q", "--quiet", is_flag=True, help="Only warnings and errors on stderr; no progress bars."
+    "-q", "--quiet", is_flag=True, help="No progress bars or info logs on stderr (warnings, errors and the final summary remain)."
 )
 verbose_option = click.option("-v", "--verbose", is_flag=True, help="Debug logging on stderr.")

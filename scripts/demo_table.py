@@ -1,7 +1,8 @@
 """Print the demo's results as one markdown table: test-split figures per model and precision.
 
-Usage: python scripts/demo_table.py WORKDIR  (reads WORKDIR/evaluate/<arch>-<precision>/metrics.json,
-WORKDIR/models/<arch>-<precision>.onnx and WORKDIR/run/<arch>/metrics.json as written by scripts/demo.sh)
+Usage: python scripts/demo_table.py WORKDIR  (reads WORKDIR/evaluate/<arch>-<precision>/metrics.json and
+confusion_matrix.json written by gcv-evaluate, WORKDIR/models/<arch>-<precision>.onnx and
+WORKDIR/run/<arch>/metrics.json written by gcv-train, as laid out by scripts/demo.sh)
 """
 
 from __future__ import annotations
@@ -18,13 +19,13 @@ def main(work: Path) -> None:
     for metrics_file in sorted((work / "evaluate").glob("*/metrics.json")):
         arch, precision = metrics_file.parent.name.rsplit("-", 1)
         test = json.loads(metrics_file.read_text())
+        confusion = json.loads((metrics_file.parent / "confusion_matrix.json").read_text())
         run = json.loads((work / "run" / arch / "metrics.json").read_text())
         val = run["history"][run["best_epoch"] - 1]["accuracy"]
         size_mb = (work / "models" / f"{arch}-{precision}.onnx").stat().st_size / 1e6
-        classes = ", ".join(test["classes"]) if "classes" in test else ""
+        classes = ", ".join(confusion["classes"])
         print(f"| {arch} | {precision} | {val:.4f} | {test['accuracy']:.4f} | {test['precision']:.4f} | "
-              f"{test['recall']:.4f} | {test['f1']:.4f} | {test['confusion_matrix']} {classes and f'({classes})'} | "
-              f"{size_mb:.1f} |")
+              f"{test['recall']:.4f} | {test['f1']:.4f} | {confusion['matrix']} ({classes}) | {size_mb:.1f} |")
 
 
 if __name__ == "__main__":
