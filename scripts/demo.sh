@@ -2,7 +2,7 @@
 # The main job end to end on real data, on a fresh machine: set up, build the Fashion-MNIST stand-in for
 # Lamoda's bryuki (trousers) vs bluzy (shirts, T-shirts), inspect it, train all three archs with the known
 # recipe, export each as FP32 and INT8 ONNX, classify the unlabelled test folder to CSV, evaluate against
-# test_labels.csv and print one table. About 15 minutes on 2 CPU cores.
+# test_labels.csv and print one table. About 7 minutes on 2 CPU cores (a quiet machine).
 # Usage: bash scripts/demo.sh [WORKDIR]   (default: demo/; replaced on each run)
 set -euo pipefail
 cd "$(dirname "$0")/.."

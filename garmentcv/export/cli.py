@@ -48,8 +48,9 @@ def main(checkpoint: Path | None, quiet: bool, verbose: bool, **options: object)
     Without CHECKPOINT the newest run folder under runs/train is used; when it trained several archs, the
     best.pt with the highest validation accuracy is taken (the choice is logged). The file is written only
     after the ONNX checker, the opset, parity with PyTorch on the run's validation images (FP32: largest
-    logit difference <= 1e-3 and the same top-1 for every image; FP16: <= 5e-2), the INT8 accuracy drop, the
-    dynamic batch axis, determinism and the metadata have been checked.
+    logit difference <= 1e-3 per unit of logit scale max(1, largest |logit|), same top-1 for every image;
+    FP16: <= 5e-2 per unit), the INT8 accuracy drop, the dynamic batch axis, determinism and the metadata
+    have been checked.
     """
     setup_logging(quiet, verbose)
     if not verbose:
