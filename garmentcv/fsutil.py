@@ -1,8 +1,9 @@
-"""Crash-safe file writing (standard library only)."""
+"""Crash-safe file writing and file digests (standard library only)."""
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import tempfile
 from collections.abc import Iterator
@@ -46,3 +47,16 @@ def atomic_write(target: str | Path, mode: str = "w", **open_kwargs: Any) -> Ite
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
+
+
+def sha256_of(path: str | Path) -> str:
+    """Hex SHA-256 of a file's bytes, read in 1 MiB blocks.
+
+    Raises:
+        OSError: the file cannot be read.
+    """
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -29,7 +29,8 @@ from garmentcv.image import load_input, normalize
 from garmentcv.infer.model_file import DEFAULT_MODEL_PATH, read_model_info
 from garmentcv.models import MODELS, UnknownArchError, build_model, default_preprocessing
 from garmentcv.train import cli as train_cli
-from garmentcv.train.checkpoint import FORMAT_VERSION, save_checkpoint, sha256_of
+from garmentcv.fsutil import sha256_of
+from garmentcv.train.checkpoint import FORMAT_VERSION, save_checkpoint
 
 from tests.conftest import COLOURS
 

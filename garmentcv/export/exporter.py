@@ -27,12 +27,12 @@ from garmentcv.artifact import PRECISIONS, ModelInfo
 from garmentcv.data.layouts import load_dataset, scan_images
 from garmentcv.errors import CheckpointError, ExportError, ImageDecodeError
 from garmentcv.export import checks, convert
-from garmentcv.fsutil import atomic_path
+from garmentcv.fsutil import atomic_path, sha256_of
 from garmentcv.image import Preprocessing, load_input
 from garmentcv.infer.model_file import DEFAULT_MODEL_PATH, read_model_info
 from garmentcv.metrics import classification_metrics
 from garmentcv.models.registry import build_model
-from garmentcv.train.checkpoint import load_checkpoint, sha256_of
+from garmentcv.train.checkpoint import load_checkpoint
 from garmentcv.train.cli import RUNS_DIR
 
 logger = logging.getLogger(__name__)

@@ -14,7 +14,6 @@ uninterrupted run writes (an image's probabilities do not depend on its batch).
 
 from __future__ import annotations
 
-import hashlib
 import heapq
 import json
 import logging
@@ -31,7 +30,7 @@ from tqdm import tqdm
 
 from garmentcv.data.layouts import SkippedFile, scan_images
 from garmentcv.errors import DatasetError, GarmentCVError
-from garmentcv.fsutil import atomic_write
+from garmentcv.fsutil import atomic_write, sha256_of
 from garmentcv.infer.model_file import DEFAULT_MODEL_PATH
 from garmentcv.infer.pipeline import predict_batches
 from garmentcv.infer.rows import OutputFormat, Row, sort_key, write_rows
@@ -116,14 +115,6 @@ class _SkipCounter(list):  # type: ignore[type-arg]
 
     def append(self, item: SkippedFile) -> None:  # type: ignore[override]
         self.counts[item.reason] += 1
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 class _Partial:
@@ -233,7 +224,7 @@ def classify_folder(cfg: ClassifyConfig, on_batch: Callable[[int], None] | None 
         "format": _PARTIAL_FORMAT,
         "folder": str(folder.resolve()),
         "recursive": cfg.recursive,
-        "model_sha256": _sha256(Path(cfg.model)),
+        "model_sha256": sha256_of(cfg.model),
         "classes": classes,
     }
     partial = _Partial(Path(cfg.out), header)

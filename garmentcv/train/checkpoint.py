@@ -7,7 +7,6 @@ optimizer, scheduler and RNG states for ``--resume``.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from pathlib import Path
 from typing import Any
@@ -69,12 +68,3 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     except ValueError as exc:
         raise CheckpointError(f"{path}: bad preprocessing in checkpoint ({exc})") from exc
     return data
-
-
-def sha256_of(path: Path) -> str:
-    """Hex SHA-256 of a file's bytes (read in 1 MiB blocks)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
