@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -13,7 +12,7 @@ from garmentcv.cli_utils import handle_errors, quiet_option, setup_logging
 from garmentcv.data.fashion_mnist import DEFAULT_SOURCE, write_fashion_mnist
 from garmentcv.data.inspect import inspect_dataset, render_text
 from garmentcv.data.layouts import Layout
-from garmentcv.fsutil import atomic_write
+from garmentcv.fsutil import write_json
 
 #: Exit code of ``gcv-data inspect`` when the dataset has problems to fix before training.
 EXIT_NOT_READY = 3
@@ -97,8 +96,6 @@ def inspect(root: Path, layout: str | None, test: Path | None, json_path: Path |
         report = inspect_dataset(root, layout, test, progress=show)
     click.echo(render_text(report))
     if json_path is not None:
-        with atomic_write(json_path) as handle:
-            json.dump(report.to_dict(), handle, indent=2, ensure_ascii=False)
-            handle.write("\n")
+        write_json(json_path, report.to_dict())
     if not report.ready:
         sys.exit(EXIT_NOT_READY)

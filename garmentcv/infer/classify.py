@@ -17,11 +17,10 @@ from __future__ import annotations
 import heapq
 import json
 import logging
-import os
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -237,7 +236,7 @@ def classify_folder(cfg: ClassifyConfig, on_batch: Callable[[int], None] | None 
         partial.discard()
 
     skipped = _SkipCounter()
-    files = reused = classified = 0
+    files = reused = 0
     reasons: Counter[str] = Counter()
     segment = partial.new_segment()
     bar = tqdm(desc="classify", unit="img", file=sys.stderr, disable=None if cfg.progress else True, dynamic_ncols=True)

@@ -9,19 +9,17 @@ validation, so on the same split the two agree. scikit-learn and matplotlib are 
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from tqdm import tqdm
 
 from garmentcv.data.layouts import Sample, load_dataset, scan_images
 from garmentcv.errors import DatasetError, GarmentCVError
-from garmentcv.fsutil import atomic_write
+from garmentcv.fsutil import atomic_write, write_json
 from garmentcv.infer.model_file import DEFAULT_MODEL_PATH
 from garmentcv.infer.pipeline import predict_batches
 from garmentcv.infer.session import open_model
@@ -113,12 +111,6 @@ def samples_from_labels(folder: Path, labels: Path) -> list[Sample]:
     return samples
 
 
-def _write_json(path: Path, data: Any) -> None:
-    with atomic_write(path) as handle:
-        json.dump(data, handle, indent=2, ensure_ascii=False)
-        handle.write("\n")
-
-
 def evaluate_model(cfg: EvaluateConfig) -> EvaluateResult:
     """Run the model over ``cfg.data`` and write to ``cfg.out``:
 
@@ -192,13 +184,13 @@ def evaluate_model(cfg: EvaluateConfig) -> EvaluateResult:
     }
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    _write_json(out / "metrics.json", {
+    write_json(out / "metrics.json", {
         "model": str(cfg.model), "data": str(cfg.data), "labels": str(cfg.labels) if cfg.labels else None,
         "classes": list(classes), "count": metrics.count, "errors": len(failed),
         "accuracy": metrics.accuracy, "precision": metrics.precision, "recall": metrics.recall, "f1": metrics.f1,
         "per_class": per_class, "seconds": round(time.perf_counter() - start, 3),
     })
-    _write_json(out / "confusion_matrix.json", {
+    write_json(out / "confusion_matrix.json", {
         "classes": list(classes), "rows": "true class", "columns": "predicted class",
         "matrix": metrics.confusion_matrix,
     })

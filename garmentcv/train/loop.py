@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from garmentcv.data.layouts import LabelledDataset, Sample, load_dataset
 from garmentcv.errors import CheckpointError, GarmentCVError
-from garmentcv.fsutil import atomic_write
+from garmentcv.fsutil import atomic_write, write_json
 from garmentcv.image import Preprocessing
 from garmentcv.metrics import ClassificationMetrics, classification_metrics
 from garmentcv.models.registry import build_model, default_preprocessing, get_spec
@@ -154,12 +154,6 @@ def evaluate(
     return total_loss / max(len(y_true), 1), classification_metrics(y_true, y_pred, num_classes)
 
 
-def _write_json(path: Path, data: Any) -> None:
-    with atomic_write(path) as handle:
-        json.dump(data, handle, indent=2)
-        handle.write("\n")
-
-
 def _write_split_csv(path: Path, samples: tuple[Sample, ...]) -> None:
     with atomic_write(path, newline="") as handle:
         writer = csv.writer(handle)
@@ -258,7 +252,7 @@ def fit_arch(
                 "rng": {"torch": torch.get_rng_state()},
             },
         )
-        _write_json(run_dir / "metrics.json", {"arch": arch, "classes": list(classes), "best_epoch": best_epoch, "history": history})
+        write_json(run_dir / "metrics.json", {"arch": arch, "classes": list(classes), "best_epoch": best_epoch, "history": history})
 
     if not history:
         raise CheckpointError(f"{run_dir}: nothing trained (epochs={cfg.epochs})")
@@ -311,7 +305,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> TrainResult:
     if cfg.resume:
         _check_resume_config(cfg)
     cfg.out.mkdir(parents=True, exist_ok=True)
-    _write_json(cfg.out / "config.json", cfg.to_dict())
+    write_json(cfg.out / "config.json", cfg.to_dict())
     _write_split_csv(cfg.out / "train.csv", split.train)
     _write_split_csv(cfg.out / "val.csv", split.val)
 
