@@ -6,7 +6,7 @@ import contextlib
 import hashlib
 import json
 import os
-import tempfile
+import secrets
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -18,15 +18,15 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
 
     The rename is atomic on POSIX file systems, so ``target`` is either its old content or the complete
     new one, never half-written, even after a crash or Ctrl-C. On an exception the temporary file is removed
-    and ``target`` is left untouched.
+    and ``target`` is left untouched. The file gets the permissions of any newly created file (``0o666``
+    less the umask), not ``tempfile.mkstemp``'s owner-only ``0o600``.
 
     Raises:
         OSError: the folder of ``target`` is missing or not writable.
     """
     target = Path(target)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    tmp_path = target.parent / f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+    os.close(os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
     try:
         yield tmp_path
         os.replace(tmp_path, target)

@@ -80,8 +80,8 @@ def inspect(root: Path, layout: str | None, test: Path | None, json_path: Path |
     \b
     Exit codes:
       0    ready to train (warnings, e.g. same-label duplicates, may be shown)
-      1    the dataset cannot be read (missing folder, bad class names, < 2 classes)
-      2    wrong usage
+      1    the dataset cannot be read (bad class names, empty class folder, < 2 classes)
+      2    wrong usage (e.g. a DATA path that does not exist)
       3    problems to fix first: undecodable files, duplicates with different
            labels, test files also in training, < 2 classes that decode
       130  interrupted
