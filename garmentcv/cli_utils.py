@@ -1,14 +1,18 @@
 """What every ``gcv-*`` command shares: logging setup and the mapping of errors to exit codes.
 
 Exit codes: 0 success; 1 a :class:`~garmentcv.errors.GarmentCVError` (bad data, weights, checkpoint or
-model file; the message says what to do); 2 wrong usage (click's own); 130 interrupted by Ctrl-C.
+model file; the message says what to do); 2 wrong usage (click's own, and a path that does not exist:
+:class:`~garmentcv.errors.PathNotFoundError`); 70 an internal error, i.e. a bug (``EX_SOFTWARE`` of BSD's
+sysexits.h; ``--debug`` prints its traceback); 130 interrupted by Ctrl-C.
 """
 
 from __future__ import annotations
 
 import functools
+import inspect
 import logging
 import sys
+import traceback
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -17,7 +21,17 @@ import click
 from garmentcv.errors import GarmentCVError
 
 EXIT_ERROR = 1
+EXIT_USAGE = 2
+#: ``EX_SOFTWARE`` from sysexits.h: an internal software error, distinct from bad input.
+EXIT_INTERNAL = 70
 EXIT_INTERRUPTED = 130
+
+#: The paragraph every command's ``--help`` ends with.
+EXIT_CODES_HELP = (
+    "Exit codes: 0 success; 1 a problem with the input (the message says what to do); 2 wrong usage "
+    "(bad option or value, a path that does not exist); 70 internal error (a bug: rerun with --debug and "
+    "report the traceback); 130 interrupted."
+)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -28,21 +42,44 @@ def setup_logging(quiet: bool = False, verbose: bool = False) -> None:
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr, force=True)
 
 
+def plural(count: int, noun: str) -> str:
+    """``"1 error"``, ``"2 errors"``: ``count`` and ``noun`` with an ``s`` unless ``count`` is 1."""
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
 def handle_errors(func: F) -> F:
-    """Turn our exceptions into a one-line message on stderr and a meaningful exit code."""
+    """Add ``--debug`` and turn exceptions into a one-line message on stderr and a meaningful exit code.
+
+    Our errors exit with their ``exit_code`` (1, or 2 for a path that does not exist); any other exception is a
+    bug: exit :data:`EXIT_INTERNAL` with its type and message, and the traceback with ``--debug``. Click's own
+    usage errors and ``sys.exit`` pass through. Put it below the click decorators, above the function.
+    """
 
     @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
+    def wrapper(*args: Any, debug: bool = False, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
         except GarmentCVError as exc:
+            if debug:
+                traceback.print_exc(file=sys.stderr)
             click.echo(f"Error: {exc}", err=True)
-            sys.exit(EXIT_ERROR)
+            sys.exit(exc.exit_code)
         except KeyboardInterrupt:
             click.echo("Interrupted; finished files are intact, unfinished ones were not written.", err=True)
             sys.exit(EXIT_INTERRUPTED)
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except Exception as exc:
+            if debug:
+                traceback.print_exc(file=sys.stderr)
+            hint = "" if debug else "; rerun with --debug for the traceback"
+            click.echo(f"Internal error (a bug in garmentcv): {type(exc).__name__}: {exc}{hint}. Please report it.", err=True)
+            sys.exit(EXIT_INTERNAL)
 
-    return wrapper  # type: ignore[return-value]
+    if wrapper.__doc__ and "Exit codes" not in wrapper.__doc__:
+        wrapper.__doc__ = inspect.cleandoc(wrapper.__doc__) + "\n\n" + EXIT_CODES_HELP
+    option = click.option("--debug", is_flag=True, help="On an error, print the full Python traceback.")
+    return option(wrapper)  # type: ignore[return-value]
 
 
 quiet_option = click.option(

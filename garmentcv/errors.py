@@ -8,7 +8,13 @@ from __future__ import annotations
 
 
 class GarmentCVError(Exception):
-    """Base class of every error GarmentCV reports to a user (never a bug)."""
+    """Base class of every error GarmentCV reports to a user (never a bug).
+
+    Attributes:
+        exit_code: the process exit code a command ends with on this error (1: a problem with the input).
+    """
+
+    exit_code: int = 1
 
 
 class ImageDecodeError(GarmentCVError, ValueError):
@@ -43,3 +49,13 @@ class ModelFileError(GarmentCVError, ValueError):
 
 class ExportError(GarmentCVError, RuntimeError):
     """An export cannot be made or failed one of its checks (opset, ONNX checker, parity, accuracy)."""
+
+
+class PathNotFoundError(GarmentCVError, FileNotFoundError):
+    """A path given on the command line (or its default) does not exist: wrong usage, exit code 2."""
+
+    exit_code = 2
+
+
+class OutputPathError(GarmentCVError, OSError):
+    """An output path cannot be written (its parent is a file, a read-only place, a folder given for a file)."""

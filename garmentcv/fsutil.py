@@ -68,3 +68,38 @@ def write_json(target: str | Path, data: Any) -> None:
     with atomic_write(target) as handle:
         json.dump(data, handle, indent=2, ensure_ascii=False)
         handle.write("\n")
+
+
+def check_writable_output(path: str | Path, option: str = "--out") -> None:
+    """Fail early, before any work, when the file ``path`` could not be written; create missing folders.
+
+    Probes the folder with a temporary file that is removed at once (permissions alone do not tell on a
+    read-only mount or for root). Nothing is left behind except folders that had to be created.
+
+    Args:
+        path: the output file.
+        option: the option that named it, for the message.
+
+    Raises:
+        OutputPathError: ``path`` is a folder, a parent is a file, or the folder cannot be created or written.
+    """
+    from garmentcv.errors import OutputPathError
+
+    path = Path(path)
+    if path.is_dir():
+        raise OutputPathError(f"{option} {path} is a folder; give a file name")
+    for parent in (path.parent, *path.parent.parents):
+        if parent.exists():
+            if not parent.is_dir():
+                raise OutputPathError(f"{option} {path}: {parent} is not a folder but a file; choose another place")
+            break
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        probe = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.probe"
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        os.unlink(probe)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        if isinstance(exc, PermissionError):
+            reason += ": the folder is not writable"
+        raise OutputPathError(f"{option} {path}: cannot write in {path.parent} ({reason}); choose a writable place") from exc

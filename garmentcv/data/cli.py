@@ -84,6 +84,7 @@ def inspect(root: Path, layout: str | None, test: Path | None, json_path: Path |
       2    wrong usage (e.g. a DATA path that does not exist)
       3    problems to fix first: undecodable files, duplicates with different
            labels, test files also in training, < 2 classes that decode
+      70   internal error (a bug: rerun with --debug, report the traceback)
       130  interrupted
     """
     setup_logging(quiet)
