@@ -17,6 +17,6 @@ if [ ! -x .venv/bin/python ]; then
   echo "==> creating .venv with $($PYTHON --version)"
   "$PYTHON" -m venv .venv
 fi
-echo "==> installing garmentcv[train,dev] with the pins of constraints.txt"
-.venv/bin/python -m pip install -q -c constraints.txt -e '.[train,dev]'
+echo "==> installing garmentcv[cpu,train,eval,dev] with the pins of constraints.txt"
+.venv/bin/python -m pip install -q -c constraints.txt -e '.[cpu,train,eval,dev]'
 .venv/bin/python -c "import garmentcv, torch, torchvision, onnxruntime; print('garmentcv', garmentcv.__version__, '| torch', torch.__version__, '| torchvision', torchvision.__version__, '| onnxruntime', onnxruntime.__version__)"

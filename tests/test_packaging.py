@@ -1,0 +1,76 @@
+"""Installs: the CPU and GPU runtimes are alternatives, floors match the APIs called, pins cover what tests assert."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from garmentcv import installs
+from garmentcv.errors import GarmentCVError
+
+REPO = Path(__file__).resolve().parents[1]
+PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+
+
+def _names(requirements: list[str]) -> set[str]:
+    return {re.split(r"[<>=!~\[; ]", r, maxsplit=1)[0].lower() for r in requirements}
+
+
+def _floor(requirements: list[str], name: str) -> tuple[int, ...]:
+    spec = next(r for r in requirements if _names([r]) == {name})
+    return tuple(int(p) for p in re.search(r">=([\d.]+)", spec).group(1).split("."))  # type: ignore[union-attr]
+
+
+def test_cpu_and_gpu_runtimes_are_alternative_extras() -> None:
+    """onnxruntime and onnxruntime-gpu side by side can hide the CUDA provider: no install may pull both."""
+    base = _names(PYPROJECT["dependencies"])
+    extras = {name: _names(reqs) for name, reqs in PYPROJECT["optional-dependencies"].items()}
+    assert not base & {"onnxruntime", "onnxruntime-gpu", "torch", "torchvision"}
+    assert [n for n, reqs in extras.items() if "onnxruntime" in reqs] == ["cpu"]
+    assert [n for n, reqs in extras.items() if "onnxruntime-gpu" in reqs] == ["gpu"]
+    assert not any(n.startswith("nvidia") for reqs in (base, extras["cpu"]) for n in reqs)
+
+
+def test_floors_cover_the_apis_the_code_calls() -> None:
+    train = PYPROJECT["optional-dependencies"]["train"]
+    # torch.onnx.export(dynamo=True, optimize=..., external_data=...) is the torch.export-based exporter of 2.6+;
+    # torch.amp.GradScaler("cuda") needs 2.3+.
+    assert _floor(train, "torch") >= (2, 6)
+    assert _floor(train, "torchvision") >= (0, 21)  # the torchvision of torch 2.6
+    assert _floor(train, "onnxscript") >= (0, 2)
+
+
+def test_constraints_pin_what_the_tests_assert_exact_behaviour_of() -> None:
+    pins = dict(
+        line.split("==") for line in (REPO / "constraints.txt").read_text().splitlines()
+        if "==" in line and not line.startswith("#")
+    )
+    assert {"torch", "torchvision", "onnx", "onnxruntime", "onnxscript"} <= set(pins)
+
+
+def test_setup_installs_one_runtime_with_training() -> None:
+    setup = (REPO / "scripts" / "setup.sh").read_text()
+    assert re.search(r"-e '\.\[cpu,train,eval,dev\]'", setup)
+
+
+def test_no_runtime_installed_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(installs, "_installed", lambda name: False)
+    with pytest.raises(GarmentCVError, match=r"garmentcv\[cpu\]'.*garmentcv\[gpu\]'"):
+        installs.require_onnxruntime()
+
+
+def test_both_runtimes_installed_names_the_conflict_and_the_fix(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(installs, "_installed", lambda name: name in ("onnxruntime", "onnxruntime-gpu"))
+    message = installs.runtime_conflict()
+    assert message is not None
+    assert "both onnxruntime and onnxruntime-gpu" in message
+    assert "pip uninstall -y onnxruntime onnxruntime-gpu && pip install onnxruntime-gpu" in message
+
+
+def test_one_runtime_is_no_conflict(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(installs, "_installed", lambda name: name == "onnxruntime")
+    assert installs.runtime_conflict() is None
+    assert installs.require_onnxruntime() == "onnxruntime"
