@@ -198,3 +198,32 @@ def test_help_shows_every_default() -> None:
                      "[default: 0.8; 0<x<=1]", "Images per step. [default: 32; x>=1]", "[default: 0.2; 0<x<1]",
                      "[default: imagenet]", "[default: resnet18]", "[default: auto]"):
         assert expected in text, expected
+
+
+def _dataset_of(counts: dict[str, int], tmp_path: Path):
+    from tests.conftest import write_image
+
+    root, number = tmp_path / "uneven", 0
+    for label, n in counts.items():
+        for _ in range(n):
+            number += 1
+            write_image(root / f"{number:04d}_{label}.jpg", (8, 8), seed=number)
+    return load_dataset(root)
+
+
+def test_split_gives_every_class_of_two_or_more_a_validation_image(tmp_path: Path) -> None:
+    ds = _dataset_of({"big": 100, "small": 2}, tmp_path)
+    split = split_dataset(ds, 0.2, seed=0)
+    assert sorted(set(s.label for s in split.val)) == ["big", "small"]
+    assert sum(s.label == "small" for s in split.val) == 1 and sum(s.label == "small" for s in split.train) == 1
+    assert len(split.train) + len(split.val) == 102 and not {s.path for s in split.train} & {s.path for s in split.val}
+    assert split.no_val_classes == ()
+    assert split == split_dataset(ds, 0.2, seed=0)
+
+
+def test_split_keeps_a_one_image_class_for_training_and_says_so(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    ds = _dataset_of({"big": 10, "lone": 1}, tmp_path)
+    split = split_dataset(ds, 0.2, seed=0)
+    assert split.no_val_classes == ("lone",)
+    assert [s.label for s in split.train].count("lone") == 1 and all(s.label == "big" for s in split.val)
+    assert "lone" in caplog.text and "no validation image" in caplog.text
