@@ -227,3 +227,39 @@ def test_split_keeps_a_one_image_class_for_training_and_says_so(tmp_path: Path, 
     assert split.no_val_classes == ("lone",)
     assert [s.label for s in split.train].count("lone") == 1 and all(s.label == "big" for s in split.val)
     assert "lone" in caplog.text and "no validation image" in caplog.text
+
+
+def test_a_damaged_checkpoint_gets_a_plain_message_without_torchs_code(tmp_path: Path) -> None:
+    good = tmp_path / "good.pt"
+    save_checkpoint(good, {"arch": "resnet18"})
+    cut = tmp_path / "cut.pt"
+    cut.write_bytes(good.read_bytes()[: good.stat().st_size // 2])  # a zip without its central directory
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(cut)
+    message = str(info.value)
+    assert message.startswith(f"{cut}: not a readable checkpoint") and "truncated or corrupt" in message
+    assert "(105)" not in message and "central directory" not in message
+    assert "best.pt or last.pt" in message
+    assert "central directory" in str(info.value.__cause__)  # the raw error stays chained for --debug
+
+
+def test_quiet_cli_prints_no_download_line_and_one_epoch_is_singular(
+    make_lamoda, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "cache"))
+    progress_args = []
+
+    def fake_download(url, dst, hash_prefix=None, progress=True):
+        progress_args.append(progress)
+        torch.manual_seed(0)
+        torch.save(MODELS["resnet18"].builder(weights=None, num_classes=1000).state_dict(), dst)
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", fake_download)
+    data = make_lamoda(per_class=4)
+    args = [str(data), "--out", str(tmp_path / "run"), "--image-size", "32", "--epochs", "1", "-q"]
+    result = CliRunner().invoke(train_main, args)
+    assert result.exit_code == 0, result.output
+    assert progress_args == [False]
+    assert "Downloading" not in result.output
+    header = (tmp_path / "run" / "comparison.md").read_text()
+    assert "), 1 epoch, image size 32 px" in header

@@ -22,6 +22,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from garmentcv.cli_utils import plural
 from garmentcv.data.layouts import LabelledDataset, Sample, load_dataset
 from garmentcv.errors import CheckpointError, GarmentCVError
 from garmentcv.fsutil import atomic_write, write_json
@@ -182,7 +183,7 @@ def fit_arch(
     classes = dataset.classes
     pp: Preprocessing = default_preprocessing(arch, cfg.image_size)
     torch.manual_seed(cfg.seed)
-    built = build_model(arch, len(classes), cfg.weights)
+    built = build_model(arch, len(classes), cfg.weights, progress=progress)
     model = built.model.to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=cfg.lr_gamma)
@@ -318,7 +319,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> TrainResult:
     comparison = cfg.out / "comparison.md"
     header = (
         f"# Validation results\n\nData: `{cfg.data}` ({len(split.train)} train / {len(split.val)} validation images, "
-        f"classes {', '.join(dataset.classes)}), {cfg.epochs} epochs, image size "
+        f"classes {', '.join(dataset.classes)}), {plural(cfg.epochs, 'epoch')}, image size "
         f"{cfg.image_size or 'the weights default'} px, weights `{cfg.weights}`.\n\n"
     )
     with atomic_write(comparison) as handle:
