@@ -12,7 +12,7 @@ import torch
 from click.testing import CliRunner
 
 from garmentcv.data.layouts import load_dataset
-from garmentcv.errors import CheckpointError, DatasetError
+from garmentcv.errors import CheckpointError, DatasetError, GarmentCVError
 from garmentcv.image import load_input
 from garmentcv.models import MODELS, default_preprocessing
 from garmentcv.train import loop
@@ -195,7 +195,7 @@ def test_cli_errors_have_meaningful_exit_codes(tmp_path: Path, make_lamoda, monk
 def test_help_shows_every_default() -> None:
     text = " ".join(CliRunner().invoke(train_main, ["--help"]).output.split())
     for expected in ("--epochs INTEGER RANGE Passes over the training split. [default: 5; x>=1]", "[default: 0.01; x>0]",
-                     "[default: 0.8; 0<x<=1]", "Images per step. [default: 32; x>=1]", "[default: 0.2; 0<x<1]",
+                     "[default: 0.8; 0<x<=1]", "training batch of one is dropped). [default: 32; x>=2]", "[default: 0.2; 0<x<1]",
                      "[default: imagenet]", "[default: resnet18]", "[default: auto]"):
         assert expected in text, expected
 
@@ -263,3 +263,28 @@ def test_quiet_cli_prints_no_download_line_and_one_epoch_is_singular(
     assert "Downloading" not in result.output
     header = (tmp_path / "run" / "comparison.md").read_text()
     assert "), 1 epoch, image size 32 px" in header
+
+
+def test_cli_refuses_batch_size_one_with_the_reason(make_lamoda) -> None:
+    result = CliRunner().invoke(train_main, [str(make_lamoda(per_class=3)), "--batch-size", "1", "--weights", "none"])
+    assert result.exit_code == 2
+    assert "Invalid value for '--batch-size'" in result.output
+    assert "BatchNorm needs at least 2 images per training batch" in result.output
+
+
+def test_library_refuses_batch_size_one(make_lamoda, tmp_path: Path) -> None:
+    cfg = TrainConfig(data=make_lamoda(per_class=3), out=tmp_path / "run", **{**TINY, "batch_size": 1})
+    with pytest.raises(GarmentCVError, match="batch size must be at least 2"):
+        loop.train(cfg, progress=False)
+    assert not (tmp_path / "run").exists()
+
+
+def test_batches_of_one_at_the_1x1_stage_train_and_validate(make_lamoda, tmp_path: Path) -> None:
+    """At 32 px resnet18's last stage is 1x1: a training batch of one would crash BatchNorm."""
+    data = make_lamoda(classes=("a", "b", "c"), per_class=4)  # 9 train (batches 2,2,2,2 + 1 dropped), 3 val (2 + 1)
+    cfg = TrainConfig(data=data, out=tmp_path / "run", **{**TINY, "batch_size": 2})
+    split = split_dataset(load_dataset(data), 0.2, 0)
+    train_loader, val_loader = build_loaders(split, ("a", "b", "c"), default_preprocessing("resnet18", 32), cfg, 0)
+    assert [len(t) for _, t in train_loader] == [2, 2, 2, 2] and [len(t) for _, t in val_loader] == [2, 1]
+    (only,) = loop.train(cfg, progress=False).archs
+    assert sum(map(sum, only.best["confusion_matrix"])) == 3

@@ -17,6 +17,21 @@ from garmentcv.train.config import TrainConfig
 RUNS_DIR = Path("runs") / "train"
 
 
+class BatchSize(click.IntRange):
+    """An integer >= 2, with BatchNorm's reason in the error: it cannot train on a batch of one image."""
+
+    def __init__(self) -> None:
+        super().__init__(min=2)
+
+    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        try:
+            return super().convert(value, param, ctx)
+        except click.BadParameter:
+            if isinstance(value, int) or str(value).strip().lstrip("+-").isdigit():
+                self.fail(f"{value} is too small: BatchNorm needs at least 2 images per training batch", param, ctx)
+            raise
+
+
 def _default_out() -> Path:
     return RUNS_DIR / time.strftime("%Y%m%d-%H%M%S")
 
@@ -42,7 +57,10 @@ def _default_out() -> Path:
     "files is lamoda, a folder of class folders is folders.",
 )
 @click.option("--epochs", type=click.IntRange(min=1), default=defaults.DEFAULT_EPOCHS, help="Passes over the training split.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=defaults.DEFAULT_BATCH_SIZE, help="Images per step.")
+@click.option(
+    "--batch-size", type=BatchSize(), default=defaults.DEFAULT_BATCH_SIZE,
+    help="Images per step (at least 2: BatchNorm cannot train on one; a last training batch of one is dropped).",
+)
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=defaults.DEFAULT_LR, help="AdamW learning rate.")
 @click.option(
     "--lr-gamma", type=click.FloatRange(0, 1, min_open=True), default=defaults.DEFAULT_LR_GAMMA,

@@ -293,8 +293,12 @@ def train(cfg: TrainConfig, progress: bool = True) -> TrainResult:
     """
     for arch in cfg.archs:
         get_spec(arch)  # refuse an unknown arch before any work
-    if cfg.epochs < 1 or cfg.batch_size < 1:
-        raise GarmentCVError(f"epochs and batch size must be >= 1, got {cfg.epochs} and {cfg.batch_size}")
+    if cfg.epochs < 1:
+        raise GarmentCVError(f"epochs must be >= 1, got {cfg.epochs}")
+    if cfg.batch_size < 2:
+        raise GarmentCVError(
+            f"batch size must be at least 2, got {cfg.batch_size}: BatchNorm cannot train on a batch of one image"
+        )
     device = select_device(cfg.device)
     dataset = load_dataset(cfg.data, cfg.layout)
     split = split_dataset(dataset, cfg.val_fraction, cfg.seed)
