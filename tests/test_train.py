@@ -12,7 +12,7 @@ import torch
 from click.testing import CliRunner
 
 from garmentcv.data.layouts import load_dataset
-from garmentcv.errors import CheckpointError, DatasetError, GarmentCVError
+from garmentcv.errors import CheckpointError, DatasetError, GarmentCVError, OutputPathError, WeightsError
 from garmentcv.image import load_input
 from garmentcv.models import MODELS, default_preprocessing
 from garmentcv.train import loop
@@ -288,3 +288,42 @@ def test_batches_of_one_at_the_1x1_stage_train_and_validate(make_lamoda, tmp_pat
     assert [len(t) for _, t in train_loader] == [2, 2, 2, 2] and [len(t) for _, t in val_loader] == [2, 1]
     (only,) = loop.train(cfg, progress=False).archs
     assert sum(map(sum, only.best["confusion_matrix"])) == 3
+
+
+def test_a_used_run_folder_is_refused_without_resume(make_lamoda, tmp_path: Path) -> None:
+    data, out = make_lamoda(per_class=3), tmp_path / "run"
+    loop.train(TrainConfig(data=data, out=out, **TINY), progress=False)
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*")}
+    with pytest.raises(OutputPathError) as info:
+        loop.train(TrainConfig(data=data, out=out, **{**TINY, "seed": 1}), progress=False)
+    message = str(info.value)
+    assert str(out) in message and "already holds" in message and "choose a new --out" in message and "--resume" in message
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == before
+    result = CliRunner().invoke(train_main, [str(data), "--out", str(out), "--weights", "none", "--image-size", "32"])
+    assert result.exit_code == 1 and "choose a new --out" in result.output
+    (tmp_path / "empty").mkdir()
+    loop.train(TrainConfig(data=data, out=tmp_path / "empty", **TINY), progress=False)  # an empty folder is fine
+    assert (tmp_path / "empty" / "resnet18" / "best.pt").is_file()
+
+
+def test_a_failed_run_leaves_no_run_folder(tmp_path: Path, make_lamoda, monkeypatch: pytest.MonkeyPatch) -> None:
+    one_class = make_lamoda(classes=("bluzy",), per_class=3)
+    with pytest.raises(DatasetError):
+        loop.train(TrainConfig(data=one_class, out=tmp_path / "runs" / "a", **TINY), progress=False)
+    assert not (tmp_path / "runs" / "a").exists()
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "no-cache"))
+    monkeypatch.setattr(torch.hub, "download_url_to_file", lambda *a, **k: (_ for _ in ()).throw(OSError("offline")))
+    data = make_lamoda(per_class=3, name="two")
+    with pytest.raises(WeightsError):
+        loop.train(TrainConfig(data=data, out=tmp_path / "runs" / "b", **{**TINY, "weights": "imagenet"}), progress=False)
+    assert not (tmp_path / "runs" / "b").exists()
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == []
+
+
+def test_an_unwritable_out_is_refused_before_any_work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, make_lamoda) -> None:
+    (tmp_path / "file").write_text("x")
+    monkeypatch.setattr(loop, "load_dataset", lambda *a, **k: pytest.fail("read the data before checking --out"))
+    with pytest.raises(OutputPathError, match=r"--out .*file is not a folder but a file; choose another place"):
+        loop.train(TrainConfig(data=tmp_path, out=tmp_path / "file" / "run", **TINY), progress=False)
+    result = CliRunner().invoke(train_main, [str(tmp_path), "--out", str(tmp_path / "file" / "run"), "--weights", "none"])
+    assert result.exit_code == 1 and "is not a folder but a file" in result.output and "Traceback" not in result.output

@@ -11,6 +11,7 @@ import contextlib
 import csv
 import json
 import logging
+import shutil
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -24,8 +25,8 @@ from tqdm import tqdm
 
 from garmentcv.cli_utils import plural
 from garmentcv.data.layouts import LabelledDataset, Sample, load_dataset
-from garmentcv.errors import CheckpointError, GarmentCVError
-from garmentcv.fsutil import atomic_write, write_json
+from garmentcv.errors import CheckpointError, GarmentCVError, OutputPathError
+from garmentcv.fsutil import atomic_write, check_writable_output, write_json
 from garmentcv.image import Preprocessing
 from garmentcv.metrics import ClassificationMetrics, classification_metrics
 from garmentcv.models.registry import build_model, default_preprocessing, get_spec
@@ -280,6 +281,34 @@ def _check_resume_config(cfg: TrainConfig) -> None:
         raise CheckpointError(f"{cfg.out}: --resume with settings that differ from the run's ({detail}); use the same ones")
 
 
+def _prepare_out(cfg: TrainConfig) -> bool:
+    """Check the run folder before any work; returns whether this run creates it.
+
+    Raises:
+        OutputPathError: ``cfg.out`` cannot be written, or (without ``cfg.resume``) already holds files.
+    """
+    out = cfg.out
+    existed = out.is_dir()
+    if existed and not cfg.resume:
+        entries = sorted(p.name for p in out.iterdir())
+        if entries:
+            shown = ", ".join(entries[:5]) + (f" and {len(entries) - 5} more" if len(entries) > 5 else "")
+            raise OutputPathError(
+                f"--out {out} already holds files ({shown}), e.g. an earlier run; choose a new --out for a new "
+                "run, or add --resume to continue that one"
+            )
+    check_writable_output(out / "config.json", "--out")  # creates the folder (and missing parents)
+    return not existed
+
+
+def _remove_unfinished_run(out: Path) -> None:
+    """Remove a run folder this run created when no checkpoint was saved in it: nothing there to keep."""
+    if not out.is_dir() or any(out.rglob("*.pt")):
+        return
+    logger.debug("removing %s: the run failed before saving a checkpoint", out)
+    shutil.rmtree(out, ignore_errors=True)
+
+
 def train(cfg: TrainConfig, progress: bool = True) -> TrainResult:
     """Train every arch of ``cfg`` on ``cfg.data`` and write the run folder ``cfg.out``.
 
@@ -287,7 +316,11 @@ def train(cfg: TrainConfig, progress: bool = True) -> TrainResult:
     ``comparison.md`` and, per arch, ``best.pt``, ``last.pt``, ``metrics.json``, ``confusion_matrix.png`` and
     ``curves.png``.
 
+    A run folder that already holds files is refused unless ``cfg.resume``; a run that fails before its
+    first checkpoint removes the run folder it created.
+
     Raises:
+        OutputPathError: ``cfg.out`` cannot be written, or holds files and ``cfg.resume`` is not set.
         DatasetError: the data cannot be read or split.
         WeightsError, UnknownArchError, CheckpointError: see :func:`fit_arch`.
     """
@@ -299,6 +332,17 @@ def train(cfg: TrainConfig, progress: bool = True) -> TrainResult:
         raise GarmentCVError(
             f"batch size must be at least 2, got {cfg.batch_size}: BatchNorm cannot train on a batch of one image"
         )
+    created = _prepare_out(cfg)
+    try:
+        return _train_into(cfg, progress)
+    except BaseException:
+        if created:
+            _remove_unfinished_run(cfg.out)
+        raise
+
+
+def _train_into(cfg: TrainConfig, progress: bool) -> TrainResult:
+    """The work of :func:`train` once the run folder is known to be writable and free."""
     device = select_device(cfg.device)
     dataset = load_dataset(cfg.data, cfg.layout)
     split = split_dataset(dataset, cfg.val_fraction, cfg.seed)
@@ -309,7 +353,6 @@ def train(cfg: TrainConfig, progress: bool = True) -> TrainResult:
     )  # fmt: skip
     if cfg.resume:
         _check_resume_config(cfg)
-    cfg.out.mkdir(parents=True, exist_ok=True)
     write_json(cfg.out / "config.json", cfg.to_dict())
     _write_split_csv(cfg.out / "train.csv", split.train)
     _write_split_csv(cfg.out / "val.csv", split.val)
