@@ -327,3 +327,50 @@ def test_an_unwritable_out_is_refused_before_any_work(tmp_path: Path, monkeypatc
         loop.train(TrainConfig(data=tmp_path, out=tmp_path / "file" / "run", **TINY), progress=False)
     result = CliRunner().invoke(train_main, [str(tmp_path), "--out", str(tmp_path / "file" / "run"), "--weights", "none"])
     assert result.exit_code == 1 and "is not a folder but a file" in result.output and "Traceback" not in result.output
+
+
+def _with_a_corrupt_image(make_lamoda) -> tuple[Path, Path]:
+    data = make_lamoda(per_class=5)
+    bad = data / "0003_bluzy.jpg"
+    bad.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    return data, bad
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_an_undecodable_image_stops_training_up_front_with_its_name(workers: int, make_lamoda, tmp_path: Path) -> None:
+    data, bad = _with_a_corrupt_image(make_lamoda)
+    cfg = TrainConfig(data=data, out=tmp_path / "run", **{**TINY, "workers": workers})
+    with pytest.raises(DatasetError) as info:
+        loop.train(cfg, progress=False)
+    message = str(info.value)
+    assert "1 image cannot be decoded" in message and str(bad) in message
+    assert "fix or remove" in message and "--skip-bad-images" in message
+    assert not (tmp_path / "run").exists()
+    result = CliRunner().invoke(train_main, [str(data), "--out", str(tmp_path / "cli"), "--weights", "none",
+                                             "--image-size", "32", "--workers", str(workers), "-q"])
+    assert result.exit_code == 1 and str(bad) in result.output and "RuntimeError" not in result.output
+
+
+def test_skip_bad_images_trains_without_them_and_records_them(make_lamoda, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    data, bad = _with_a_corrupt_image(make_lamoda)
+    out = tmp_path / "run"
+    loop.train(TrainConfig(data=data, out=out, skip_bad_images=True, **TINY), progress=False)
+    split_paths = [line.split(",")[0] for name in ("train.csv", "val.csv") for line in (out / name).read_text().splitlines()[1:]]
+    assert len(split_paths) == 9 and str(bad.resolve()) not in split_paths
+    rows = (out / "skipped_images.csv").read_text().splitlines()
+    assert rows[0] == "path,reason" and len(rows) == 2 and rows[1].startswith(f"{bad.resolve()},")
+    assert f"skipping 1 image that cannot be decoded: {bad}" in caplog.text
+    assert json.loads((out / "config.json").read_text())["skip_bad_images"] is True
+
+
+def test_the_image_check_decodes_each_image_once(make_lamoda, monkeypatch: pytest.MonkeyPatch) -> None:
+    from garmentcv.train import data as train_data
+
+    data, bad = _with_a_corrupt_image(make_lamoda)
+    ds = load_dataset(data)
+    seen: list[Path] = []
+    real = train_data.decode_image
+    monkeypatch.setattr(train_data, "decode_image", lambda p: (seen.append(Path(p)), real(p))[1])
+    found = train_data.find_bad_images(ds.samples, progress=False)
+    assert sorted(seen) == sorted(s.path for s in ds.samples)
+    assert [(b.sample.path, "cannot decode" not in b.reason) for b in found] == [(bad, True)]

@@ -86,6 +86,11 @@ def _default_out() -> Path:
 @click.option("--workers", type=click.IntRange(min=0), default=0, help="DataLoader worker processes (0: main process).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", help="auto: CUDA (with AMP) when present.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from each arch's last.pt.")
+@click.option(
+    "--skip-bad-images", is_flag=True,
+    help="Train without images that cannot be decoded (listed in skipped_images.csv of the run folder) "
+    "instead of stopping with their names. Every image is checked once before training.",
+)
 @quiet_option
 @verbose_option
 @handle_errors

@@ -6,8 +6,11 @@ so validation figures are what the exported model will see.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import sys
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,9 +19,12 @@ from PIL import Image
 from sklearn.model_selection import train_test_split
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms as T
+from tqdm import tqdm
 
 from garmentcv.data.layouts import LabelledDataset, Sample
-from garmentcv.errors import DatasetError
+from garmentcv.cli_utils import plural
+from garmentcv.cpus import available_cpus
+from garmentcv.errors import DatasetError, ImageDecodeError
 from garmentcv.image import Preprocessing, decode_image, load_input
 from garmentcv.train.config import TrainConfig
 
@@ -39,6 +45,72 @@ class Split:
     train: tuple[Sample, ...]
     val: tuple[Sample, ...]
     no_val_classes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class BadImage:
+    """A sample whose file cannot be decoded, with the reason (e.g. ``truncated file``)."""
+
+    sample: Sample
+    reason: str
+
+
+def _decode_problem(sample: Sample) -> str | None:
+    try:
+        decode_image(sample.path)
+    except ImageDecodeError as exc:
+        return exc.reason
+    return None
+
+
+def find_bad_images(samples: Sequence[Sample], progress: bool = True) -> list[BadImage]:
+    """Decode every sample once, as training and validation will, and return those that fail, in order.
+
+    Streams: each image is decoded by one of a few threads (the CPUs this process may use, at most 8) and
+    dropped at once; a progress bar goes to stderr unless ``progress`` is false or stderr is not a terminal.
+    """
+    if not samples:
+        return []
+    threads = max(1, min(8, available_cpus(), len(samples)))
+    bad: list[BadImage] = []
+    bar = tqdm(total=len(samples), desc="check images", unit="img", file=sys.stderr, disable=None if progress else True)
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        for sample, problem in zip(samples, pool.map(_decode_problem, samples, chunksize=16)):
+            if problem is not None:
+                bad.append(BadImage(sample, problem))
+            bar.update()
+    bar.close()
+    return bad
+
+
+def drop_bad_images(dataset: LabelledDataset, bad: Sequence[BadImage], skip: bool) -> LabelledDataset:
+    """``dataset`` without the ``bad`` samples when ``skip``; without ``skip`` any bad image is an error.
+
+    Raises:
+        DatasetError: there are bad images and not ``skip`` (the message names the first few and the count,
+            and says what to do); or skipping them leaves a class without any image.
+    """
+    if not bad:
+        return dataset
+    shown = ", ".join(f"{b.sample.path} ({b.reason})" for b in bad[:5]) + (
+        f" and {len(bad) - 5} more" if len(bad) > 5 else ""
+    )
+    count = plural(len(bad), "image")
+    if not skip:
+        raise DatasetError(
+            f"{dataset.root}: {count} cannot be decoded: {shown}; fix or remove them, or pass --skip-bad-images "
+            "to train without them (they are then listed in skipped_images.csv of the run folder)"
+        )
+    logger.warning("skipping %s that cannot be decoded: %s", count, shown)
+    dropped = {b.sample.path for b in bad}
+    kept = tuple(s for s in dataset.samples if s.path not in dropped)
+    emptied = [name for name in dataset.classes if not any(s.label == name for s in kept)]
+    if emptied:
+        raise DatasetError(
+            f"{dataset.root}: without the images that cannot be decoded, class(es) {', '.join(emptied)} have no "
+            "image left; fix those images or remove the class"
+        )
+    return dataclasses.replace(dataset, samples=kept)
 
 
 def split_dataset(dataset: LabelledDataset, val_fraction: float, seed: int) -> Split:

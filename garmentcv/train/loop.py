@@ -14,6 +14,7 @@ import logging
 import shutil
 import sys
 import time
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,7 @@ from garmentcv.metrics import ClassificationMetrics, classification_metrics
 from garmentcv.models.registry import build_model, default_preprocessing, get_spec
 from garmentcv.train.checkpoint import load_checkpoint, save_checkpoint
 from garmentcv.train.config import TrainConfig
-from garmentcv.train.data import Split, build_loaders, split_dataset
+from garmentcv.train.data import Split, build_loaders, drop_bad_images, find_bad_images, split_dataset
 from garmentcv.train.report import comparison_table, save_confusion_matrix, save_curves
 
 logger = logging.getLogger(__name__)
@@ -156,11 +157,16 @@ def evaluate(
     return total_loss / max(len(y_true), 1), classification_metrics(y_true, y_pred, num_classes)
 
 
-def _write_split_csv(path: Path, samples: tuple[Sample, ...]) -> None:
-    with atomic_write(path, newline="") as handle:
+def _write_csv(path: Path, header: list[str], rows: Iterable[Sequence[str]]) -> None:
+    # surrogateescape: a file name that is not valid UTF-8 is written back as its original bytes
+    with atomic_write(path, newline="", errors="surrogateescape") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["path", "label"])
-        writer.writerows((str(s.path.resolve()), s.label) for s in samples)
+        writer.writerow(header)
+        writer.writerows(rows)
+
+
+def _write_split_csv(path: Path, samples: tuple[Sample, ...]) -> None:
+    _write_csv(path, ["path", "label"], ((str(s.path.resolve()), s.label) for s in samples))
 
 
 def fit_arch(
@@ -345,6 +351,8 @@ def _train_into(cfg: TrainConfig, progress: bool) -> TrainResult:
     """The work of :func:`train` once the run folder is known to be writable and free."""
     device = select_device(cfg.device)
     dataset = load_dataset(cfg.data, cfg.layout)
+    bad = find_bad_images(dataset.samples, progress)
+    dataset = drop_bad_images(dataset, bad, cfg.skip_bad_images)
     split = split_dataset(dataset, cfg.val_fraction, cfg.seed)
     logger.info(
         "%s (%s layout): %d images in %d classes %s; %d train / %d validation; device %s",
@@ -356,6 +364,8 @@ def _train_into(cfg: TrainConfig, progress: bool) -> TrainResult:
     write_json(cfg.out / "config.json", cfg.to_dict())
     _write_split_csv(cfg.out / "train.csv", split.train)
     _write_split_csv(cfg.out / "val.csv", split.val)
+    if bad:
+        _write_csv(cfg.out / "skipped_images.csv", ["path", "reason"], [(str(b.sample.path.resolve()), b.reason) for b in bad])
 
     results = [fit_arch(arch, cfg, dataset, split, device, progress) for arch in cfg.archs]
     rows = [
