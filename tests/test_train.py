@@ -374,3 +374,22 @@ def test_the_image_check_decodes_each_image_once(make_lamoda, monkeypatch: pytes
     found = train_data.find_bad_images(ds.samples, progress=False)
     assert sorted(seen) == sorted(s.path for s in ds.samples)
     assert [(b.sample.path, "cannot decode" not in b.reason) for b in found] == [(bad, True)]
+
+
+def test_a_file_name_that_is_not_utf8_round_trips_through_the_split_files(make_lamoda, tmp_path: Path) -> None:
+    import csv
+    import os
+    import shutil
+
+    data = make_lamoda(per_class=4)
+    odd = os.path.join(os.fsencode(data), b"0009\xff_bluzy.jpg")
+    shutil.copyfile(data / "0001_bluzy.jpg", odd)
+    out = tmp_path / "run"
+    loop.train(TrainConfig(data=data, out=out, **TINY), progress=False)
+    rows = []
+    for name in ("train.csv", "val.csv"):
+        with open(out / name, newline="", encoding="utf-8", errors="surrogateescape") as handle:
+            rows += [row["path"] for row in csv.DictReader(handle)]
+    assert len(rows) == 9
+    (named,) = [r for r in rows if "0009" in r]
+    assert os.fsencode(named) == os.path.realpath(odd) and os.path.isfile(named)
