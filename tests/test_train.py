@@ -393,3 +393,29 @@ def test_a_file_name_that_is_not_utf8_round_trips_through_the_split_files(make_l
     assert len(rows) == 9
     (named,) = [r for r in rows if "0009" in r]
     assert os.fsencode(named) == os.path.realpath(odd) and os.path.isfile(named)
+
+
+def test_resume_refuses_a_dataset_that_changed(make_lamoda, tmp_path: Path) -> None:
+    from tests.conftest import write_image
+
+    data, out = make_lamoda(per_class=4), tmp_path / "run"
+    loop.train(TrainConfig(data=data, out=out, **TINY), progress=False)
+    added = write_image(data / "0100_bryuki.jpg", seed=100)
+    with pytest.raises(CheckpointError) as info:
+        loop.train(TrainConfig(data=data, out=out, resume=True, **TINY), progress=False)
+    message = str(info.value)
+    assert "dataset changed" in message and "1 file added (" in message and "0100_bryuki.jpg" in message
+    assert "removed" not in message and "new --out" in message
+    added.unlink()
+    (data / "0002_bluzy.jpg").unlink()
+    (data / "0003_bluzy.jpg").unlink()
+    with pytest.raises(CheckpointError, match=r"2 files removed \(.*0002_bluzy.jpg, .*0003_bluzy.jpg\)"):
+        loop.train(TrainConfig(data=data, out=out, resume=True, **TINY), progress=False)
+
+
+def test_resume_refuses_other_workers(make_lamoda, tmp_path: Path) -> None:
+    data, out = make_lamoda(per_class=3), tmp_path / "run"
+    loop.train(TrainConfig(data=data, out=out, **TINY), progress=False)
+    with pytest.raises(CheckpointError, match=r"workers: 0 -> 1"):
+        loop.train(TrainConfig(data=data, out=out, resume=True, **{**TINY, "workers": 1}), progress=False)
+    loop.train(TrainConfig(data=data, out=out, resume=True, **TINY), progress=False)  # the same data and settings resume

@@ -280,7 +280,7 @@ def _check_resume_config(cfg: TrainConfig) -> None:
         raise CheckpointError(f"{cfg.out}: no config.json, so there is no run to resume; drop --resume")
     stored = TrainConfig.from_dict(json.loads(stored_path.read_text(encoding="utf-8")))
     keys = ("data", "layout", "epochs", "batch_size", "lr", "lr_gamma", "weight_decay", "val_fraction", "seed",
-            "image_size", "weights", "rotation", "crop_scale", "jitter", "hflip")  # fmt: skip
+            "image_size", "weights", "rotation", "crop_scale", "jitter", "hflip", "workers")  # fmt: skip
     changed = {k: (getattr(stored, k), getattr(cfg, k)) for k in keys if getattr(stored, k) != getattr(cfg, k)}
     if changed:
         detail = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changed.items())
@@ -313,6 +313,45 @@ def _remove_unfinished_run(out: Path) -> None:
         return
     logger.debug("removing %s: the run failed before saving a checkpoint", out)
     shutil.rmtree(out, ignore_errors=True)
+
+
+def _read_split_csv(path: Path) -> dict[str, str]:
+    """``path -> label`` of a split file written by :func:`_write_split_csv` (surrogateescape, like the writer)."""
+    if not path.is_file():
+        raise CheckpointError(f"{path}: missing, so the run's split is unknown; resume cannot continue, start a new --out")
+    with open(path, newline="", encoding="utf-8", errors="surrogateescape") as handle:
+        return {row["path"]: row["label"] for row in csv.DictReader(handle)}
+
+
+def _check_resume_data(cfg: TrainConfig, split: Split) -> None:
+    """Refuse to resume when the dataset or its split differ from the run's saved train.csv/val.csv.
+
+    Raises:
+        CheckpointError: files were added, removed or relabelled, or the same files split differently.
+    """
+    saved_train, saved_val = _read_split_csv(cfg.out / "train.csv"), _read_split_csv(cfg.out / "val.csv")
+    saved = {**saved_train, **saved_val}
+    current = {str(s.path.resolve()): s.label for s in (*split.train, *split.val)}
+    added = sorted(current.keys() - saved.keys())
+    removed = sorted(saved.keys() - current.keys())
+    relabelled = sorted(p for p in current.keys() & saved.keys() if current[p] != saved[p])
+    changes = [
+        f"{plural(len(names), 'file')} {what} ({', '.join(names[:3])}{', ...' if len(names) > 3 else ''})"
+        for names, what in ((added, "added"), (removed, "removed"), (relabelled, "relabelled"))
+        if names
+    ]
+    if changes:
+        raise CheckpointError(
+            f"{cfg.out}: --resume, but the dataset changed since the run started: {'; '.join(changes)}. The split "
+            "would change and images already trained on could land in validation; restore the data as it was, "
+            "or train on the new data with a new --out"
+        )
+    now_train = {str(s.path.resolve()) for s in split.train}
+    if now_train != saved_train.keys():
+        raise CheckpointError(
+            f"{cfg.out}: --resume, but the same files now split differently from the run's train.csv/val.csv "
+            "(another scikit-learn version?); resume with the versions that started the run, or use a new --out"
+        )
 
 
 def train(cfg: TrainConfig, progress: bool = True) -> TrainResult:
@@ -361,6 +400,7 @@ def _train_into(cfg: TrainConfig, progress: bool) -> TrainResult:
     )  # fmt: skip
     if cfg.resume:
         _check_resume_config(cfg)
+        _check_resume_data(cfg, split)
     write_json(cfg.out / "config.json", cfg.to_dict())
     _write_split_csv(cfg.out / "train.csv", split.train)
     _write_split_csv(cfg.out / "val.csv", split.val)
