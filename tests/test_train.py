@@ -419,3 +419,12 @@ def test_resume_refuses_other_workers(make_lamoda, tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match=r"workers: 0 -> 1"):
         loop.train(TrainConfig(data=data, out=out, resume=True, **{**TINY, "workers": 1}), progress=False)
     loop.train(TrainConfig(data=data, out=out, resume=True, **TINY), progress=False)  # the same data and settings resume
+
+
+def test_a_class_without_validation_images_is_named_in_the_run_reports(tmp_path: Path) -> None:
+    ds = _dataset_of({"big": 10, "lone": 1, "mid": 5}, tmp_path)
+    out = tmp_path / "run"
+    loop.train(TrainConfig(data=ds.root, out=out, **TINY), progress=False)
+    best = json.loads((out / "resnet18" / "metrics.json").read_text())["history"][0]
+    assert best["macro_classes"] == [0, 2] and best["absent_classes"] == [1]
+    assert "No validation image for class lone: its figures are absent" in (out / "comparison.md").read_text()

@@ -40,7 +40,8 @@ def _default_out() -> Path:
 @click.argument("data", type=click.Path(exists=True, path_type=Path))
 @click.option(
     "--out", type=click.Path(file_okay=False, path_type=Path), default=None,
-    help=f"Run folder. Default: {RUNS_DIR}/<YYYYmmdd-HHMMSS>.",
+    help=f"Run folder, new or empty (a folder with files is refused unless --resume). Default: "
+    f"{RUNS_DIR}/<YYYYmmdd-HHMMSS>.",
 )
 @click.option(
     "--arch", "archs", multiple=True, type=click.Choice([*MODELS, "all"]), default=("resnet18",),
@@ -83,9 +84,15 @@ def _default_out() -> Path:
 )
 @click.option("--jitter", type=click.FloatRange(0, 1), default=0.2, help="Brightness/contrast/saturation jitter; 0 disables.")
 @click.option("--hflip", type=click.FloatRange(0, 1), default=0.5, help="Probability of a horizontal flip.")
-@click.option("--workers", type=click.IntRange(min=0), default=0, help="DataLoader worker processes (0: main process).")
+@click.option(
+    "--workers", type=click.IntRange(min=0), default=0,
+    help="DataLoader worker processes (0: main process). Changes the augmentation stream, so --resume needs the same.",
+)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", help="auto: CUDA (with AMP) when present.")
-@click.option("--resume", is_flag=True, help="Continue the run in --out from each arch's last.pt.")
+@click.option(
+    "--resume", is_flag=True,
+    help="Continue the run in --out from each arch's last.pt; refused if the settings or the data differ.",
+)
 @click.option(
     "--skip-bad-images", is_flag=True,
     help="Train without images that cannot be decoded (listed in skipped_images.csv of the run folder) "

@@ -419,6 +419,11 @@ def _train_into(cfg: TrainConfig, progress: bool) -> TrainResult:
         f"classes {', '.join(dataset.classes)}), {plural(cfg.epochs, 'epoch')}, image size "
         f"{cfg.image_size or 'the weights default'} px, weights `{cfg.weights}`.\n\n"
     )
+    if split.no_val_classes:
+        header += (
+            f"No validation image for class {', '.join(split.no_val_classes)}: its figures are absent and the "
+            "macro averages are over the other classes.\n\n"
+        )
     with atomic_write(comparison) as handle:
         handle.write(header + comparison_table(rows))
     return TrainResult(cfg.out, dataset.classes, results, comparison)
