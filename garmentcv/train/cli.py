@@ -105,8 +105,10 @@ def main(data: Path, out: Path | None, archs: tuple[str, ...], quiet: bool, verb
     """Fine-tune ImageNet CNNs on the labelled images in DATA and report validation metrics.
 
     DATA is a folder of <id>_<label>.jpg files (the Lamoda/Kaggle layout), a folder with one sub-folder per
-    class, or a path,label CSV manifest. The run folder receives config.json, the split (train.csv,
-    val.csv), comparison.md and per arch best.pt, last.pt, metrics.json, confusion_matrix.png, curves.png.
+    class, or a path,label CSV manifest. Every image is decoded once before training. The run folder (new or
+    empty unless --resume) receives config.json, the split (train.csv, val.csv), comparison.md, with
+    --skip-bad-images skipped_images.csv, and per arch best.pt, last.pt, metrics.json, confusion_matrix.png,
+    curves.png.
     """
     setup_logging(quiet, verbose)
     from garmentcv.train.loop import train  # torch loads here, after --help and option errors

@@ -388,6 +388,8 @@ def train(cfg: TrainConfig, progress: bool = True) -> TrainResult:
 
 def _train_into(cfg: TrainConfig, progress: bool) -> TrainResult:
     """The work of :func:`train` once the run folder is known to be writable and free."""
+    if cfg.resume:
+        _check_resume_config(cfg)  # cheap, before the images are read
     device = select_device(cfg.device)
     dataset = load_dataset(cfg.data, cfg.layout)
     bad = find_bad_images(dataset.samples, progress)
@@ -399,7 +401,6 @@ def _train_into(cfg: TrainConfig, progress: bool) -> TrainResult:
         len(split.train), len(split.val), device,
     )  # fmt: skip
     if cfg.resume:
-        _check_resume_config(cfg)
         _check_resume_data(cfg, split)
     write_json(cfg.out / "config.json", cfg.to_dict())
     _write_split_csv(cfg.out / "train.csv", split.train)
