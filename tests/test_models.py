@@ -113,3 +113,58 @@ def test_preprocessing_follows_each_weights_entry() -> None:
         assert (pp.resize, pp.crop) == (256, 224)
         assert pp.mean == (0.485, 0.456, 0.406) and pp.std == (0.229, 0.224, 0.225)
         assert (default_preprocessing(arch, 64).resize, default_preprocessing(arch, 64).crop) == (73, 64)
+
+
+@pytest.mark.parametrize("content", [b"", b"\x80\x04garbage that is no pickle"], ids=["empty", "garbage"])
+def test_a_corrupt_cached_imagenet_file_is_named_with_what_to_do(
+    content: bytes, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    cache = get_spec("resnet18").cache_file
+    cache.parent.mkdir(parents=True)
+    cache.write_bytes(content)
+    monkeypatch.setattr(torch.hub, "download_url_to_file", lambda *a, **k: pytest.fail("downloaded over a cached file"))
+    with pytest.raises(WeightsError) as info:
+        build_model("resnet18", 2, "imagenet")
+    message = str(info.value)
+    assert str(cache) in message and "delete it" in message.lower() and "download it again" in message
+    assert "empty" in message if not content else "corrupt" in message
+    assert info.value.__cause__ is not None
+
+
+@pytest.mark.parametrize("content", [b"", b"PK\x03\x04 broken zip"], ids=["empty", "garbage"])
+def test_a_corrupt_weights_file_is_named_with_what_to_do(content: bytes, tmp_path: Path) -> None:
+    bad = tmp_path / "w.pth"
+    bad.write_bytes(content)
+    with pytest.raises(WeightsError) as info:
+        build_model("resnet18", 2, bad)
+    message = str(info.value)
+    assert str(bad) in message and "not a loadable torch state dict" in message and "torch.save" in message
+    assert "(105)" not in message and "central directory" not in message
+
+
+@pytest.mark.parametrize("progress", [False, True])
+def test_a_download_passes_progress_and_prints_nothing_itself(
+    progress: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    state = _imagenet_state("resnet18")
+    calls = []
+
+    def fake_download(url, dst, hash_prefix=None, progress=True):
+        calls.append((url, Path(dst), hash_prefix, progress))
+        torch.save(state, dst)
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", fake_download)
+    built = build_model("resnet18", 2, "imagenet", progress=progress)
+    spec = get_spec("resnet18")
+    assert calls == [(spec.weights.url, spec.cache_file, "f37072fd", progress)]
+    _assert_backbone_loaded_n(built.model, state, 2)
+    captured = capsys.readouterr()
+    assert "Downloading" not in captured.out + captured.err
+
+
+def _assert_backbone_loaded_n(model: torch.nn.Module, state: dict[str, torch.Tensor], n: int) -> None:
+    loaded = model.state_dict()
+    assert all(torch.equal(loaded[k], state[k]) for k in state if not k.startswith("fc."))
+    assert loaded["fc.weight"].shape[0] == n

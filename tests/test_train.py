@@ -12,7 +12,7 @@ import torch
 from click.testing import CliRunner
 
 from garmentcv.data.layouts import load_dataset
-from garmentcv.errors import CheckpointError, DatasetError
+from garmentcv.errors import CheckpointError, DatasetError, GarmentCVError, OutputPathError, WeightsError
 from garmentcv.image import load_input
 from garmentcv.models import MODELS, default_preprocessing
 from garmentcv.train import loop
@@ -195,6 +195,236 @@ def test_cli_errors_have_meaningful_exit_codes(tmp_path: Path, make_lamoda, monk
 def test_help_shows_every_default() -> None:
     text = " ".join(CliRunner().invoke(train_main, ["--help"]).output.split())
     for expected in ("--epochs INTEGER RANGE Passes over the training split. [default: 5; x>=1]", "[default: 0.01; x>0]",
-                     "[default: 0.8; 0<x<=1]", "Images per step. [default: 32; x>=1]", "[default: 0.2; 0<x<1]",
+                     "[default: 0.8; 0<x<=1]", "training batch of one is dropped). [default: 32; x>=2]", "[default: 0.2; 0<x<1]",
                      "[default: imagenet]", "[default: resnet18]", "[default: auto]"):
         assert expected in text, expected
+
+
+def _dataset_of(counts: dict[str, int], tmp_path: Path):
+    from tests.conftest import write_image
+
+    root, number = tmp_path / "uneven", 0
+    for label, n in counts.items():
+        for _ in range(n):
+            number += 1
+            write_image(root / f"{number:04d}_{label}.jpg", (8, 8), seed=number)
+    return load_dataset(root)
+
+
+def test_split_gives_every_class_of_two_or_more_a_validation_image(tmp_path: Path) -> None:
+    ds = _dataset_of({"big": 100, "small": 2}, tmp_path)
+    split = split_dataset(ds, 0.2, seed=0)
+    assert sorted(set(s.label for s in split.val)) == ["big", "small"]
+    assert sum(s.label == "small" for s in split.val) == 1 and sum(s.label == "small" for s in split.train) == 1
+    assert len(split.train) + len(split.val) == 102 and not {s.path for s in split.train} & {s.path for s in split.val}
+    assert split.no_val_classes == ()
+    assert split == split_dataset(ds, 0.2, seed=0)
+
+
+def test_split_keeps_a_one_image_class_for_training_and_says_so(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    ds = _dataset_of({"big": 10, "lone": 1}, tmp_path)
+    split = split_dataset(ds, 0.2, seed=0)
+    assert split.no_val_classes == ("lone",)
+    assert [s.label for s in split.train].count("lone") == 1 and all(s.label == "big" for s in split.val)
+    assert "lone" in caplog.text and "no validation image" in caplog.text
+
+
+def test_a_damaged_checkpoint_gets_a_plain_message_without_torchs_code(tmp_path: Path) -> None:
+    good = tmp_path / "good.pt"
+    save_checkpoint(good, {"arch": "resnet18"})
+    cut = tmp_path / "cut.pt"
+    cut.write_bytes(good.read_bytes()[: good.stat().st_size // 2])  # a zip without its central directory
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(cut)
+    message = str(info.value)
+    assert message.startswith(f"{cut}: not a readable checkpoint") and "truncated or corrupt" in message
+    assert "(105)" not in message and "central directory" not in message
+    assert "best.pt or last.pt" in message
+    assert "central directory" in str(info.value.__cause__)  # the raw error stays chained for --debug
+
+
+def test_quiet_cli_prints_no_download_line_and_one_epoch_is_singular(
+    make_lamoda, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "cache"))
+    progress_args = []
+
+    def fake_download(url, dst, hash_prefix=None, progress=True):
+        progress_args.append(progress)
+        torch.manual_seed(0)
+        torch.save(MODELS["resnet18"].builder(weights=None, num_classes=1000).state_dict(), dst)
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", fake_download)
+    data = make_lamoda(per_class=4)
+    args = [str(data), "--out", str(tmp_path / "run"), "--image-size", "32", "--epochs", "1", "-q"]
+    result = CliRunner().invoke(train_main, args)
+    assert result.exit_code == 0, result.output
+    assert progress_args == [False]
+    assert "Downloading" not in result.output
+    header = (tmp_path / "run" / "comparison.md").read_text()
+    assert "), 1 epoch, image size 32 px" in header
+
+
+def test_cli_refuses_batch_size_one_with_the_reason(make_lamoda) -> None:
+    result = CliRunner().invoke(train_main, [str(make_lamoda(per_class=3)), "--batch-size", "1", "--weights", "none"])
+    assert result.exit_code == 2
+    assert "Invalid value for '--batch-size'" in result.output
+    assert "BatchNorm needs at least 2 images per training batch" in result.output
+
+
+def test_library_refuses_batch_size_one(make_lamoda, tmp_path: Path) -> None:
+    cfg = TrainConfig(data=make_lamoda(per_class=3), out=tmp_path / "run", **{**TINY, "batch_size": 1})
+    with pytest.raises(GarmentCVError, match="batch size must be at least 2"):
+        loop.train(cfg, progress=False)
+    assert not (tmp_path / "run").exists()
+
+
+def test_batches_of_one_at_the_1x1_stage_train_and_validate(make_lamoda, tmp_path: Path) -> None:
+    """At 32 px resnet18's last stage is 1x1: a training batch of one would crash BatchNorm."""
+    data = make_lamoda(classes=("a", "b", "c"), per_class=4)  # 9 train (batches 2,2,2,2 + 1 dropped), 3 val (2 + 1)
+    cfg = TrainConfig(data=data, out=tmp_path / "run", **{**TINY, "batch_size": 2})
+    split = split_dataset(load_dataset(data), 0.2, 0)
+    train_loader, val_loader = build_loaders(split, ("a", "b", "c"), default_preprocessing("resnet18", 32), cfg, 0)
+    assert [len(t) for _, t in train_loader] == [2, 2, 2, 2] and [len(t) for _, t in val_loader] == [2, 1]
+    (only,) = loop.train(cfg, progress=False).archs
+    assert sum(map(sum, only.best["confusion_matrix"])) == 3
+
+
+def test_a_used_run_folder_is_refused_without_resume(make_lamoda, tmp_path: Path) -> None:
+    data, out = make_lamoda(per_class=3), tmp_path / "run"
+    loop.train(TrainConfig(data=data, out=out, **TINY), progress=False)
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*")}
+    with pytest.raises(OutputPathError) as info:
+        loop.train(TrainConfig(data=data, out=out, **{**TINY, "seed": 1}), progress=False)
+    message = str(info.value)
+    assert str(out) in message and "already holds" in message and "choose a new --out" in message and "--resume" in message
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == before
+    result = CliRunner().invoke(train_main, [str(data), "--out", str(out), "--weights", "none", "--image-size", "32"])
+    assert result.exit_code == 1 and "choose a new --out" in result.output
+    (tmp_path / "empty").mkdir()
+    loop.train(TrainConfig(data=data, out=tmp_path / "empty", **TINY), progress=False)  # an empty folder is fine
+    assert (tmp_path / "empty" / "resnet18" / "best.pt").is_file()
+
+
+def test_a_failed_run_leaves_no_run_folder(tmp_path: Path, make_lamoda, monkeypatch: pytest.MonkeyPatch) -> None:
+    one_class = make_lamoda(classes=("bluzy",), per_class=3)
+    with pytest.raises(DatasetError):
+        loop.train(TrainConfig(data=one_class, out=tmp_path / "runs" / "a", **TINY), progress=False)
+    assert not (tmp_path / "runs" / "a").exists()
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "no-cache"))
+    monkeypatch.setattr(torch.hub, "download_url_to_file", lambda *a, **k: (_ for _ in ()).throw(OSError("offline")))
+    data = make_lamoda(per_class=3, name="two")
+    with pytest.raises(WeightsError):
+        loop.train(TrainConfig(data=data, out=tmp_path / "runs" / "b", **{**TINY, "weights": "imagenet"}), progress=False)
+    assert not (tmp_path / "runs" / "b").exists()
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == []
+
+
+def test_an_unwritable_out_is_refused_before_any_work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, make_lamoda) -> None:
+    (tmp_path / "file").write_text("x")
+    monkeypatch.setattr(loop, "load_dataset", lambda *a, **k: pytest.fail("read the data before checking --out"))
+    with pytest.raises(OutputPathError, match=r"--out .*file is not a folder but a file; choose another place"):
+        loop.train(TrainConfig(data=tmp_path, out=tmp_path / "file" / "run", **TINY), progress=False)
+    result = CliRunner().invoke(train_main, [str(tmp_path), "--out", str(tmp_path / "file" / "run"), "--weights", "none"])
+    assert result.exit_code == 1 and "is not a folder but a file" in result.output and "Traceback" not in result.output
+
+
+def _with_a_corrupt_image(make_lamoda) -> tuple[Path, Path]:
+    data = make_lamoda(per_class=5)
+    bad = data / "0003_bluzy.jpg"
+    bad.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    return data, bad
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_an_undecodable_image_stops_training_up_front_with_its_name(workers: int, make_lamoda, tmp_path: Path) -> None:
+    data, bad = _with_a_corrupt_image(make_lamoda)
+    cfg = TrainConfig(data=data, out=tmp_path / "run", **{**TINY, "workers": workers})
+    with pytest.raises(DatasetError) as info:
+        loop.train(cfg, progress=False)
+    message = str(info.value)
+    assert "1 image cannot be decoded" in message and str(bad) in message
+    assert "fix or remove" in message and "--skip-bad-images" in message
+    assert not (tmp_path / "run").exists()
+    result = CliRunner().invoke(train_main, [str(data), "--out", str(tmp_path / "cli"), "--weights", "none",
+                                             "--image-size", "32", "--workers", str(workers), "-q"])
+    assert result.exit_code == 1 and str(bad) in result.output and "RuntimeError" not in result.output
+
+
+def test_skip_bad_images_trains_without_them_and_records_them(make_lamoda, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    data, bad = _with_a_corrupt_image(make_lamoda)
+    out = tmp_path / "run"
+    loop.train(TrainConfig(data=data, out=out, skip_bad_images=True, **TINY), progress=False)
+    split_paths = [line.split(",")[0] for name in ("train.csv", "val.csv") for line in (out / name).read_text().splitlines()[1:]]
+    assert len(split_paths) == 9 and str(bad.resolve()) not in split_paths
+    rows = (out / "skipped_images.csv").read_text().splitlines()
+    assert rows[0] == "path,reason" and len(rows) == 2 and rows[1].startswith(f"{bad.resolve()},")
+    assert f"skipping 1 image that cannot be decoded: {bad}" in caplog.text
+    assert json.loads((out / "config.json").read_text())["skip_bad_images"] is True
+
+
+def test_the_image_check_decodes_each_image_once(make_lamoda, monkeypatch: pytest.MonkeyPatch) -> None:
+    from garmentcv.train import data as train_data
+
+    data, bad = _with_a_corrupt_image(make_lamoda)
+    ds = load_dataset(data)
+    seen: list[Path] = []
+    real = train_data.decode_image
+    monkeypatch.setattr(train_data, "decode_image", lambda p: (seen.append(Path(p)), real(p))[1])
+    found = train_data.find_bad_images(ds.samples, progress=False)
+    assert sorted(seen) == sorted(s.path for s in ds.samples)
+    assert [(b.sample.path, "cannot decode" not in b.reason) for b in found] == [(bad, True)]
+
+
+def test_a_file_name_that_is_not_utf8_round_trips_through_the_split_files(make_lamoda, tmp_path: Path) -> None:
+    import csv
+    import os
+    import shutil
+
+    data = make_lamoda(per_class=4)
+    odd = os.path.join(os.fsencode(data), b"0009\xff_bluzy.jpg")
+    shutil.copyfile(data / "0001_bluzy.jpg", odd)
+    out = tmp_path / "run"
+    loop.train(TrainConfig(data=data, out=out, **TINY), progress=False)
+    rows = []
+    for name in ("train.csv", "val.csv"):
+        with open(out / name, newline="", encoding="utf-8", errors="surrogateescape") as handle:
+            rows += [row["path"] for row in csv.DictReader(handle)]
+    assert len(rows) == 9
+    (named,) = [r for r in rows if "0009" in r]
+    assert os.fsencode(named) == os.path.realpath(odd) and os.path.isfile(named)
+
+
+def test_resume_refuses_a_dataset_that_changed(make_lamoda, tmp_path: Path) -> None:
+    from tests.conftest import write_image
+
+    data, out = make_lamoda(per_class=4), tmp_path / "run"
+    loop.train(TrainConfig(data=data, out=out, **TINY), progress=False)
+    added = write_image(data / "0100_bryuki.jpg", seed=100)
+    with pytest.raises(CheckpointError) as info:
+        loop.train(TrainConfig(data=data, out=out, resume=True, **TINY), progress=False)
+    message = str(info.value)
+    assert "dataset changed" in message and "1 file added (" in message and "0100_bryuki.jpg" in message
+    assert "removed" not in message and "new --out" in message
+    added.unlink()
+    (data / "0002_bluzy.jpg").unlink()
+    (data / "0003_bluzy.jpg").unlink()
+    with pytest.raises(CheckpointError, match=r"2 files removed \(.*0002_bluzy.jpg, .*0003_bluzy.jpg\)"):
+        loop.train(TrainConfig(data=data, out=out, resume=True, **TINY), progress=False)
+
+
+def test_resume_refuses_other_workers(make_lamoda, tmp_path: Path) -> None:
+    data, out = make_lamoda(per_class=3), tmp_path / "run"
+    loop.train(TrainConfig(data=data, out=out, **TINY), progress=False)
+    with pytest.raises(CheckpointError, match=r"workers: 0 -> 1"):
+        loop.train(TrainConfig(data=data, out=out, resume=True, **{**TINY, "workers": 1}), progress=False)
+    loop.train(TrainConfig(data=data, out=out, resume=True, **TINY), progress=False)  # the same data and settings resume
+
+
+def test_a_class_without_validation_images_is_named_in_the_run_reports(tmp_path: Path) -> None:
+    ds = _dataset_of({"big": 10, "lone": 1, "mid": 5}, tmp_path)
+    out = tmp_path / "run"
+    loop.train(TrainConfig(data=ds.root, out=out, **TINY), progress=False)
+    best = json.loads((out / "resnet18" / "metrics.json").read_text())["history"][0]
+    assert best["macro_classes"] == [0, 2] and best["absent_classes"] == [1]
+    assert "No validation image for class lone: its figures are absent" in (out / "comparison.md").read_text()

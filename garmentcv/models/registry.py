@@ -91,20 +91,49 @@ def default_preprocessing(arch: str, image_size: int | None = None) -> Preproces
     return pp if image_size is None else pp.with_image_size(image_size)
 
 
-def _imagenet_state_dict(spec: ModelSpec) -> tuple[dict[str, torch.Tensor], str]:
+def unreadable_torch_file(path: Path) -> str:
+    """Say in plain words why ``torch.load`` failed on ``path``: empty, or truncated/corrupt.
+
+    torch's own messages (pickle errors, ``failed finding central directory (105)``) mean nothing to a
+    user; callers chain the raw exception for ``--debug``.
+    """
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        return f"it cannot be read ({exc.strerror or exc})"
+    if size == 0:
+        return "the file is empty (0 bytes), e.g. from an interrupted download or copy"
+    return f"the file ({size} bytes) is truncated or corrupt, or was not written by torch.save"
+
+
+def _imagenet_state_dict(spec: ModelSpec, progress: bool) -> tuple[dict[str, torch.Tensor], str]:
     cache = spec.cache_file
     if cache.is_file():
         logger.info("loading ImageNet weights for %s from the cache %s", spec.name, cache)
     else:
+        # downloaded here rather than by torch.hub.load_state_dict_from_url, which prints its own
+        # "Downloading: ..." line to stdout whatever progress says
         logger.info("ImageNet weights for %s not in %s; downloading %s", spec.name, cache, spec.weights.url)
+        match = torch.hub.HASH_REGEX.search(cache.name)
+        try:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            torch.hub.download_url_to_file(
+                spec.weights.url, str(cache), match.group(1) if match else None, progress=progress
+            )
+        except (OSError, RuntimeError) as exc:  # URLError is an OSError; a bad hash a RuntimeError
+            raise WeightsError(
+                f"cannot get ImageNet weights for {spec.name}: {exc}. Looked for the cached file {cache} "
+                f"(downloaded from {spec.weights.url}). Copy that file there (or set TORCH_HOME to a folder whose "
+                "hub/checkpoints/ holds it), pass --weights FILE with a torchvision state dict, or --weights none "
+                "to train from scratch"
+            ) from exc
     try:
         state = spec.weights.get_state_dict(progress=False, check_hash=True)
-    except (OSError, RuntimeError) as exc:  # URLError is an OSError; a bad hash or pickle a RuntimeError
+    except Exception as exc:  # torch raises many types (EOFError, UnpicklingError, RuntimeError) for a bad file
         raise WeightsError(
-            f"cannot get ImageNet weights for {spec.name}: {exc}. Looked for the cached file {cache} "
-            f"(downloaded from {spec.weights.url}). Copy that file there (or set TORCH_HOME to a folder whose "
-            "hub/checkpoints/ holds it), pass --weights FILE with a torchvision state dict, or --weights none "
-            "to train from scratch"
+            f"{cache}: the cached ImageNet weights for {spec.name} cannot be loaded: {unreadable_torch_file(cache)}. "
+            f"Delete it and run again to download it again from {spec.weights.url}, or put a good copy there "
+            "(or pass --weights FILE, or --weights none to train from scratch)"
         ) from exc
     return state, f"imagenet:{spec.weights} ({cache.name})"
 
@@ -115,7 +144,10 @@ def _file_state_dict(path: Path) -> tuple[dict[str, torch.Tensor], str]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a bad file; all mean the same to the user
-        raise WeightsError(f"{path}: not a loadable torch state dict ({exc})") from exc
+        raise WeightsError(
+            f"{path}: not a loadable torch state dict: {unreadable_torch_file(path)}. Copy or download it again, "
+            "or save the model's state_dict with torch.save"
+        ) from exc
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise WeightsError(
             f"{path}: expected a torchvision state dict (parameter name -> tensor), got {type(state).__name__}; "
@@ -141,7 +173,7 @@ class BuiltModel:
     weights_source: str
 
 
-def build_model(arch: str, num_classes: int, weights: str | Path = "imagenet") -> BuiltModel:
+def build_model(arch: str, num_classes: int, weights: str | Path = "imagenet", progress: bool = False) -> BuiltModel:
     """Build ``arch`` at 1000 classes, load backbone weights, then replace the head for ``num_classes``.
 
     Args:
@@ -150,6 +182,7 @@ def build_model(arch: str, num_classes: int, weights: str | Path = "imagenet") -
         weights: ``"imagenet"`` (torchvision's entry: the ``TORCH_HOME`` cache when present, else a
             download), ``"none"`` (random init, from scratch), or the path of a torchvision-format
             1000-class state dict.
+        progress: show torch's download progress bar on stderr (a download only; nothing else is printed).
 
     Raises:
         UnknownArchError: unknown ``arch``.
@@ -163,7 +196,7 @@ def build_model(arch: str, num_classes: int, weights: str | Path = "imagenet") -
         source = "none (random init)"
     else:
         if str(weights) == "imagenet":
-            state, source = _imagenet_state_dict(spec)
+            state, source = _imagenet_state_dict(spec, progress)
         else:
             state, source = _file_state_dict(Path(weights))
         try:

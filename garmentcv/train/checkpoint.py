@@ -18,6 +18,7 @@ import garmentcv
 from garmentcv.errors import CheckpointError
 from garmentcv.fsutil import atomic_path
 from garmentcv.image import Preprocessing
+from garmentcv.models.registry import unreadable_torch_file
 
 logger = logging.getLogger(__name__)
 
@@ -50,8 +51,11 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
         raise CheckpointError(f"{path}: checkpoint not found; give a best.pt or last.pt from a gcv-train run folder")
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for a damaged file
-        raise CheckpointError(f"{path}: not a readable checkpoint, the file may be truncated or corrupt ({exc})") from exc
+    except Exception as exc:  # torch raises many types for a damaged file; the raw one stays chained for --debug
+        raise CheckpointError(
+            f"{path}: not a readable checkpoint: {unreadable_torch_file(path)}. Give a best.pt or last.pt "
+            "written by gcv-train (copy it again if it was cut short), or train again"
+        ) from exc
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a GarmentCV checkpoint (no format {FORMAT!r}); use a file written by gcv-train")
     version = data.get("format_version")

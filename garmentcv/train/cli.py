@@ -17,6 +17,21 @@ from garmentcv.train.config import TrainConfig
 RUNS_DIR = Path("runs") / "train"
 
 
+class BatchSize(click.IntRange):
+    """An integer >= 2, with BatchNorm's reason in the error: it cannot train on a batch of one image."""
+
+    def __init__(self) -> None:
+        super().__init__(min=2)
+
+    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        try:
+            return super().convert(value, param, ctx)
+        except click.BadParameter:
+            if isinstance(value, int) or str(value).strip().lstrip("+-").isdigit():
+                self.fail(f"{value} is too small: BatchNorm needs at least 2 images per training batch", param, ctx)
+            raise
+
+
 def _default_out() -> Path:
     return RUNS_DIR / time.strftime("%Y%m%d-%H%M%S")
 
@@ -25,7 +40,8 @@ def _default_out() -> Path:
 @click.argument("data", type=click.Path(exists=True, path_type=Path))
 @click.option(
     "--out", type=click.Path(file_okay=False, path_type=Path), default=None,
-    help=f"Run folder. Default: {RUNS_DIR}/<YYYYmmdd-HHMMSS>.",
+    help=f"Run folder, new or empty (a folder with files is refused unless --resume). Default: "
+    f"{RUNS_DIR}/<YYYYmmdd-HHMMSS>.",
 )
 @click.option(
     "--arch", "archs", multiple=True, type=click.Choice([*MODELS, "all"]), default=("resnet18",),
@@ -42,7 +58,10 @@ def _default_out() -> Path:
     "files is lamoda, a folder of class folders is folders.",
 )
 @click.option("--epochs", type=click.IntRange(min=1), default=defaults.DEFAULT_EPOCHS, help="Passes over the training split.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=defaults.DEFAULT_BATCH_SIZE, help="Images per step.")
+@click.option(
+    "--batch-size", type=BatchSize(), default=defaults.DEFAULT_BATCH_SIZE,
+    help="Images per step (at least 2: BatchNorm cannot train on one; a last training batch of one is dropped).",
+)
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=defaults.DEFAULT_LR, help="AdamW learning rate.")
 @click.option(
     "--lr-gamma", type=click.FloatRange(0, 1, min_open=True), default=defaults.DEFAULT_LR_GAMMA,
@@ -65,9 +84,20 @@ def _default_out() -> Path:
 )
 @click.option("--jitter", type=click.FloatRange(0, 1), default=0.2, help="Brightness/contrast/saturation jitter; 0 disables.")
 @click.option("--hflip", type=click.FloatRange(0, 1), default=0.5, help="Probability of a horizontal flip.")
-@click.option("--workers", type=click.IntRange(min=0), default=0, help="DataLoader worker processes (0: main process).")
+@click.option(
+    "--workers", type=click.IntRange(min=0), default=0,
+    help="DataLoader worker processes (0: main process). Changes the augmentation stream, so --resume needs the same.",
+)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", help="auto: CUDA (with AMP) when present.")
-@click.option("--resume", is_flag=True, help="Continue the run in --out from each arch's last.pt.")
+@click.option(
+    "--resume", is_flag=True,
+    help="Continue the run in --out from each arch's last.pt; refused if the settings or the data differ.",
+)
+@click.option(
+    "--skip-bad-images", is_flag=True,
+    help="Train without images that cannot be decoded (listed in skipped_images.csv of the run folder) "
+    "instead of stopping with their names. Every image is checked once before training.",
+)
 @quiet_option
 @verbose_option
 @handle_errors
@@ -75,8 +105,10 @@ def main(data: Path, out: Path | None, archs: tuple[str, ...], quiet: bool, verb
     """Fine-tune ImageNet CNNs on the labelled images in DATA and report validation metrics.
 
     DATA is a folder of <id>_<label>.jpg files (the Lamoda/Kaggle layout), a folder with one sub-folder per
-    class, or a path,label CSV manifest. The run folder receives config.json, the split (train.csv,
-    val.csv), comparison.md and per arch best.pt, last.pt, metrics.json, confusion_matrix.png, curves.png.
+    class, or a path,label CSV manifest. Every image is decoded once before training. The run folder (new or
+    empty unless --resume) receives config.json, the split (train.csv, val.csv), comparison.md, with
+    --skip-bad-images skipped_images.csv, and per arch best.pt, last.pt, metrics.json, confusion_matrix.png,
+    curves.png.
     """
     setup_logging(quiet, verbose)
     from garmentcv.train.loop import train  # torch loads here, after --help and option errors

@@ -40,6 +40,8 @@ class TrainConfig:
         workers: DataLoader worker processes (0 decodes in the main process).
         device: ``auto`` (CUDA when available), ``cpu`` or ``cuda``.
         resume: continue each arch from its ``last.pt`` in ``out``.
+        skip_bad_images: leave images that cannot be decoded out of the split (listed in
+            ``skipped_images.csv``) instead of stopping with an error that names them.
     """
 
     data: Path
@@ -62,6 +64,7 @@ class TrainConfig:
     workers: int = 0
     device: str = "auto"
     resume: bool = False
+    skip_bad_images: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-compatible form (paths as strings, tuples as lists)."""

@@ -6,58 +6,173 @@ so validation figures are what the exported model will see.
 
 from __future__ import annotations
 
+import dataclasses
+import logging
+import sys
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from PIL import Image
 from sklearn.model_selection import train_test_split
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms as T
+from tqdm import tqdm
 
 from garmentcv.data.layouts import LabelledDataset, Sample
-from garmentcv.errors import DatasetError
+from garmentcv.cli_utils import plural
+from garmentcv.cpus import available_cpus
+from garmentcv.errors import DatasetError, ImageDecodeError
 from garmentcv.image import Preprocessing, decode_image, load_input
 from garmentcv.train.config import TrainConfig
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class Split:
-    """Disjoint training and validation samples, each sorted by path."""
+    """Disjoint training and validation samples, each sorted by path.
+
+    Attributes:
+        train: training samples.
+        val: validation samples.
+        no_val_classes: classes with a single image, kept for training: they have no validation image, so
+            their validation figures are absent (see :class:`garmentcv.metrics.ClassificationMetrics`).
+    """
 
     train: tuple[Sample, ...]
     val: tuple[Sample, ...]
+    no_val_classes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class BadImage:
+    """A sample whose file cannot be decoded, with the reason (e.g. ``truncated file``)."""
+
+    sample: Sample
+    reason: str
+
+
+def _decode_problem(sample: Sample) -> str | None:
+    try:
+        decode_image(sample.path)
+    except ImageDecodeError as exc:
+        return exc.reason
+    return None
+
+
+def find_bad_images(samples: Sequence[Sample], progress: bool = True) -> list[BadImage]:
+    """Decode every sample once, as training and validation will, and return those that fail, in order.
+
+    Streams: each image is decoded by one of a few threads (the CPUs this process may use, at most 8) and
+    dropped at once; a progress bar goes to stderr unless ``progress`` is false or stderr is not a terminal.
+    """
+    if not samples:
+        return []
+    threads = max(1, min(8, available_cpus(), len(samples)))
+    bad: list[BadImage] = []
+    bar = tqdm(total=len(samples), desc="check images", unit="img", file=sys.stderr, disable=None if progress else True)
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        for sample, problem in zip(samples, pool.map(_decode_problem, samples, chunksize=16)):
+            if problem is not None:
+                bad.append(BadImage(sample, problem))
+            bar.update()
+    bar.close()
+    return bad
+
+
+def drop_bad_images(dataset: LabelledDataset, bad: Sequence[BadImage], skip: bool) -> LabelledDataset:
+    """``dataset`` without the ``bad`` samples when ``skip``; without ``skip`` any bad image is an error.
+
+    Raises:
+        DatasetError: there are bad images and not ``skip`` (the message names the first few and the count,
+            and says what to do); or skipping them leaves a class without any image.
+    """
+    if not bad:
+        return dataset
+    shown = ", ".join(f"{b.sample.path} ({b.reason})" for b in bad[:5]) + (
+        f" and {len(bad) - 5} more" if len(bad) > 5 else ""
+    )
+    count = plural(len(bad), "image")
+    if not skip:
+        raise DatasetError(
+            f"{dataset.root}: {count} cannot be decoded: {shown}; fix or remove them, or pass --skip-bad-images "
+            "to train without them (they are then listed in skipped_images.csv of the run folder)"
+        )
+    logger.warning("skipping %s that cannot be decoded: %s", count, shown)
+    dropped = {b.sample.path for b in bad}
+    kept = tuple(s for s in dataset.samples if s.path not in dropped)
+    emptied = [name for name in dataset.classes if not any(s.label == name for s in kept)]
+    if emptied:
+        raise DatasetError(
+            f"{dataset.root}: without the images that cannot be decoded, class(es) {', '.join(emptied)} have no "
+            "image left; fix those images or remove the class"
+        )
+    return dataclasses.replace(dataset, samples=kept)
 
 
 def split_dataset(dataset: LabelledDataset, val_fraction: float, seed: int) -> Split:
     """Stratified split: ``val_fraction`` of every class goes to validation, chosen by ``seed``.
 
-    Uses scikit-learn's ``train_test_split(stratify=...)``; the same dataset, fraction and seed always give
-    the same split.
+    Uses scikit-learn's ``train_test_split(stratify=...)``, then makes sure that every class with at least 2
+    images has at least one image on each side (a rounding of the stratified split can leave a small class
+    without validation images); the moved image is chosen by ``seed``. A class with a single image stays in
+    training and is named in :attr:`Split.no_val_classes` and in a warning. The same dataset, fraction and
+    seed always give the same split.
 
     Raises:
-        DatasetError: a class has too few images to appear on both sides.
+        DatasetError: no class has 2 images, or the split cannot be made.
     """
     if not 0.0 < val_fraction < 1.0:
         raise DatasetError(f"validation fraction must be between 0 and 1, got {val_fraction}")
     counts = dataset.class_counts()
     small = {name: n for name, n in counts.items() if n < 2}
-    if small:
+    if len(small) == len(counts):
         raise DatasetError(
             f"{dataset.root}: class(es) {small} have fewer than 2 images, too few to split for validation; "
             "add images to them"
         )
-    indices = list(range(len(dataset.samples)))
+    if small:
+        logger.warning(
+            "class(es) %s have a single image: kept for training, no validation image, so their validation "
+            "figures are absent; add images to them",
+            ", ".join(small),
+        )
+    splittable = [i for i, s in enumerate(dataset.samples) if s.label not in small]
+    singles = [i for i, s in enumerate(dataset.samples) if s.label in small]
+    targets = dataset.targets
     try:
         train_idx, val_idx = train_test_split(
-            indices, test_size=val_fraction, random_state=seed, stratify=dataset.targets
+            splittable, test_size=val_fraction, random_state=seed, stratify=[targets[i] for i in splittable]
         )
     except ValueError as exc:
         raise DatasetError(
             f"{dataset.root}: cannot make a stratified {val_fraction:.0%} validation split of {counts} ({exc})"
         ) from exc
+    train_idx, val_idx = _every_class_on_both_sides(list(train_idx), list(val_idx), targets, seed)
     pick = lambda idx: tuple(dataset.samples[i] for i in sorted(idx))  # noqa: E731
-    return Split(train=pick(train_idx), val=pick(val_idx))
+    return Split(train=pick(train_idx + singles), val=pick(val_idx), no_val_classes=tuple(small))
+
+
+def _every_class_on_both_sides(
+    train_idx: list[int], val_idx: list[int], targets: Sequence[int], seed: int
+) -> tuple[list[int], list[int]]:
+    """Move one image (chosen by ``seed``) of a class missing on one side from the other side."""
+    rng = np.random.default_rng(seed)
+    for cls in sorted({targets[i] for i in train_idx + val_idx}):
+        in_train = sorted(i for i in train_idx if targets[i] == cls)
+        in_val = sorted(i for i in val_idx if targets[i] == cls)
+        if not in_val and len(in_train) >= 2:
+            moved = in_train[int(rng.integers(len(in_train)))]
+            train_idx.remove(moved)
+            val_idx.append(moved)
+        elif not in_train and len(in_val) >= 2:
+            moved = in_val[int(rng.integers(len(in_val)))]
+            val_idx.remove(moved)
+            train_idx.append(moved)
+    return train_idx, val_idx
 
 
 def train_transform(pp: Preprocessing, cfg: TrainConfig) -> T.Compose:

@@ -11,8 +11,10 @@ import contextlib
 import csv
 import json
 import logging
+import shutil
 import sys
 import time
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -22,15 +24,16 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from garmentcv.cli_utils import plural
 from garmentcv.data.layouts import LabelledDataset, Sample, load_dataset
-from garmentcv.errors import CheckpointError, GarmentCVError
-from garmentcv.fsutil import atomic_write, write_json
+from garmentcv.errors import CheckpointError, GarmentCVError, OutputPathError
+from garmentcv.fsutil import atomic_write, check_writable_output, write_json
 from garmentcv.image import Preprocessing
 from garmentcv.metrics import ClassificationMetrics, classification_metrics
 from garmentcv.models.registry import build_model, default_preprocessing, get_spec
 from garmentcv.train.checkpoint import load_checkpoint, save_checkpoint
 from garmentcv.train.config import TrainConfig
-from garmentcv.train.data import Split, build_loaders, split_dataset
+from garmentcv.train.data import Split, build_loaders, drop_bad_images, find_bad_images, split_dataset
 from garmentcv.train.report import comparison_table, save_confusion_matrix, save_curves
 
 logger = logging.getLogger(__name__)
@@ -154,11 +157,16 @@ def evaluate(
     return total_loss / max(len(y_true), 1), classification_metrics(y_true, y_pred, num_classes)
 
 
-def _write_split_csv(path: Path, samples: tuple[Sample, ...]) -> None:
-    with atomic_write(path, newline="") as handle:
+def _write_csv(path: Path, header: list[str], rows: Iterable[Sequence[str]]) -> None:
+    # surrogateescape: a file name that is not valid UTF-8 is written back as its original bytes
+    with atomic_write(path, newline="", errors="surrogateescape") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["path", "label"])
-        writer.writerows((str(s.path.resolve()), s.label) for s in samples)
+        writer.writerow(header)
+        writer.writerows(rows)
+
+
+def _write_split_csv(path: Path, samples: tuple[Sample, ...]) -> None:
+    _write_csv(path, ["path", "label"], ((str(s.path.resolve()), s.label) for s in samples))
 
 
 def fit_arch(
@@ -182,7 +190,7 @@ def fit_arch(
     classes = dataset.classes
     pp: Preprocessing = default_preprocessing(arch, cfg.image_size)
     torch.manual_seed(cfg.seed)
-    built = build_model(arch, len(classes), cfg.weights)
+    built = build_model(arch, len(classes), cfg.weights, progress=progress)
     model = built.model.to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=cfg.lr_gamma)
@@ -272,11 +280,78 @@ def _check_resume_config(cfg: TrainConfig) -> None:
         raise CheckpointError(f"{cfg.out}: no config.json, so there is no run to resume; drop --resume")
     stored = TrainConfig.from_dict(json.loads(stored_path.read_text(encoding="utf-8")))
     keys = ("data", "layout", "epochs", "batch_size", "lr", "lr_gamma", "weight_decay", "val_fraction", "seed",
-            "image_size", "weights", "rotation", "crop_scale", "jitter", "hflip")  # fmt: skip
+            "image_size", "weights", "rotation", "crop_scale", "jitter", "hflip", "workers")  # fmt: skip
     changed = {k: (getattr(stored, k), getattr(cfg, k)) for k in keys if getattr(stored, k) != getattr(cfg, k)}
     if changed:
         detail = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changed.items())
         raise CheckpointError(f"{cfg.out}: --resume with settings that differ from the run's ({detail}); use the same ones")
+
+
+def _prepare_out(cfg: TrainConfig) -> bool:
+    """Check the run folder before any work; returns whether this run creates it.
+
+    Raises:
+        OutputPathError: ``cfg.out`` cannot be written, or (without ``cfg.resume``) already holds files.
+    """
+    out = cfg.out
+    existed = out.is_dir()
+    if existed and not cfg.resume:
+        entries = sorted(p.name for p in out.iterdir())
+        if entries:
+            shown = ", ".join(entries[:5]) + (f" and {len(entries) - 5} more" if len(entries) > 5 else "")
+            raise OutputPathError(
+                f"--out {out} already holds files ({shown}), e.g. an earlier run; choose a new --out for a new "
+                "run, or add --resume to continue that one"
+            )
+    check_writable_output(out / "config.json", "--out")  # creates the folder (and missing parents)
+    return not existed
+
+
+def _remove_unfinished_run(out: Path) -> None:
+    """Remove a run folder this run created when no checkpoint was saved in it: nothing there to keep."""
+    if not out.is_dir() or any(out.rglob("*.pt")):
+        return
+    logger.debug("removing %s: the run failed before saving a checkpoint", out)
+    shutil.rmtree(out, ignore_errors=True)
+
+
+def _read_split_csv(path: Path) -> dict[str, str]:
+    """``path -> label`` of a split file written by :func:`_write_split_csv` (surrogateescape, like the writer)."""
+    if not path.is_file():
+        raise CheckpointError(f"{path}: missing, so the run's split is unknown; resume cannot continue, start a new --out")
+    with open(path, newline="", encoding="utf-8", errors="surrogateescape") as handle:
+        return {row["path"]: row["label"] for row in csv.DictReader(handle)}
+
+
+def _check_resume_data(cfg: TrainConfig, split: Split) -> None:
+    """Refuse to resume when the dataset or its split differ from the run's saved train.csv/val.csv.
+
+    Raises:
+        CheckpointError: files were added, removed or relabelled, or the same files split differently.
+    """
+    saved_train, saved_val = _read_split_csv(cfg.out / "train.csv"), _read_split_csv(cfg.out / "val.csv")
+    saved = {**saved_train, **saved_val}
+    current = {str(s.path.resolve()): s.label for s in (*split.train, *split.val)}
+    added = sorted(current.keys() - saved.keys())
+    removed = sorted(saved.keys() - current.keys())
+    relabelled = sorted(p for p in current.keys() & saved.keys() if current[p] != saved[p])
+    changes = [
+        f"{plural(len(names), 'file')} {what} ({', '.join(names[:3])}{', ...' if len(names) > 3 else ''})"
+        for names, what in ((added, "added"), (removed, "removed"), (relabelled, "relabelled"))
+        if names
+    ]
+    if changes:
+        raise CheckpointError(
+            f"{cfg.out}: --resume, but the dataset changed since the run started: {'; '.join(changes)}. The split "
+            "would change and images already trained on could land in validation; restore the data as it was, "
+            "or train on the new data with a new --out"
+        )
+    now_train = {str(s.path.resolve()) for s in split.train}
+    if now_train != saved_train.keys():
+        raise CheckpointError(
+            f"{cfg.out}: --resume, but the same files now split differently from the run's train.csv/val.csv "
+            "(another scikit-learn version?); resume with the versions that started the run, or use a new --out"
+        )
 
 
 def train(cfg: TrainConfig, progress: bool = True) -> TrainResult:
@@ -286,16 +361,39 @@ def train(cfg: TrainConfig, progress: bool = True) -> TrainResult:
     ``comparison.md`` and, per arch, ``best.pt``, ``last.pt``, ``metrics.json``, ``confusion_matrix.png`` and
     ``curves.png``.
 
+    A run folder that already holds files is refused unless ``cfg.resume``; a run that fails before its
+    first checkpoint removes the run folder it created.
+
     Raises:
+        OutputPathError: ``cfg.out`` cannot be written, or holds files and ``cfg.resume`` is not set.
         DatasetError: the data cannot be read or split.
         WeightsError, UnknownArchError, CheckpointError: see :func:`fit_arch`.
     """
     for arch in cfg.archs:
         get_spec(arch)  # refuse an unknown arch before any work
-    if cfg.epochs < 1 or cfg.batch_size < 1:
-        raise GarmentCVError(f"epochs and batch size must be >= 1, got {cfg.epochs} and {cfg.batch_size}")
+    if cfg.epochs < 1:
+        raise GarmentCVError(f"epochs must be >= 1, got {cfg.epochs}")
+    if cfg.batch_size < 2:
+        raise GarmentCVError(
+            f"batch size must be at least 2, got {cfg.batch_size}: BatchNorm cannot train on a batch of one image"
+        )
+    created = _prepare_out(cfg)
+    try:
+        return _train_into(cfg, progress)
+    except BaseException:
+        if created:
+            _remove_unfinished_run(cfg.out)
+        raise
+
+
+def _train_into(cfg: TrainConfig, progress: bool) -> TrainResult:
+    """The work of :func:`train` once the run folder is known to be writable and free."""
+    if cfg.resume:
+        _check_resume_config(cfg)  # cheap, before the images are read
     device = select_device(cfg.device)
     dataset = load_dataset(cfg.data, cfg.layout)
+    bad = find_bad_images(dataset.samples, progress)
+    dataset = drop_bad_images(dataset, bad, cfg.skip_bad_images)
     split = split_dataset(dataset, cfg.val_fraction, cfg.seed)
     logger.info(
         "%s (%s layout): %d images in %d classes %s; %d train / %d validation; device %s",
@@ -303,11 +401,12 @@ def train(cfg: TrainConfig, progress: bool = True) -> TrainResult:
         len(split.train), len(split.val), device,
     )  # fmt: skip
     if cfg.resume:
-        _check_resume_config(cfg)
-    cfg.out.mkdir(parents=True, exist_ok=True)
+        _check_resume_data(cfg, split)
     write_json(cfg.out / "config.json", cfg.to_dict())
     _write_split_csv(cfg.out / "train.csv", split.train)
     _write_split_csv(cfg.out / "val.csv", split.val)
+    if bad:
+        _write_csv(cfg.out / "skipped_images.csv", ["path", "reason"], [(str(b.sample.path.resolve()), b.reason) for b in bad])
 
     results = [fit_arch(arch, cfg, dataset, split, device, progress) for arch in cfg.archs]
     rows = [
@@ -318,9 +417,14 @@ def train(cfg: TrainConfig, progress: bool = True) -> TrainResult:
     comparison = cfg.out / "comparison.md"
     header = (
         f"# Validation results\n\nData: `{cfg.data}` ({len(split.train)} train / {len(split.val)} validation images, "
-        f"classes {', '.join(dataset.classes)}), {cfg.epochs} epochs, image size "
+        f"classes {', '.join(dataset.classes)}), {plural(cfg.epochs, 'epoch')}, image size "
         f"{cfg.image_size or 'the weights default'} px, weights `{cfg.weights}`.\n\n"
     )
+    if split.no_val_classes:
+        header += (
+            f"No validation image for class {', '.join(split.no_val_classes)}: its figures are absent and the "
+            "macro averages are over the other classes.\n\n"
+        )
     with atomic_write(comparison) as handle:
         handle.write(header + comparison_table(rows))
     return TrainResult(cfg.out, dataset.classes, results, comparison)
