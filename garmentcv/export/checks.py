@@ -134,7 +134,7 @@ def compare(reference: np.ndarray, candidate: np.ndarray, files: Sequence[str], 
     ref = np.asarray(reference, dtype=np.float64)
     cand = np.asarray(candidate, dtype=np.float64)
     if ref.shape != cand.shape or ref.ndim != 2 or len(ref) != len(files):
-        raise ExportError(f"cannot compare logits {cand.shape} with PyTorch's {ref.shape} for {len(files)} image(s)")
+        raise ExportError(f"cannot compare logits {cand.shape} with PyTorch's {ref.shape} for {plural(len(files), 'image')}")
     finite = np.isfinite(ref).all(axis=1) & np.isfinite(cand).all(axis=1)
     nonfinite = np.flatnonzero(~finite)
     scale = logit_scale(np.where(np.isfinite(ref), ref, 0.0))
