@@ -74,7 +74,8 @@ class ModelInfo:
         classes: class names; position = index in the ``logits`` output.
         preprocessing: how images become the ``input`` tensor.
         precision: ``fp32``, ``fp16`` or ``int8`` (inputs and outputs are float32 in all three).
-        weights_source: where the backbone weights came from before fine-tuning.
+        weights_source: where the backbone weights came from before fine-tuning (file names only, never a
+            local path).
         metrics: validation figures (accuracy, precision, recall, F1, ...) recorded at export.
         checkpoint_sha256: SHA-256 of the checkpoint file exported.
         garmentcv_version: version of the garmentcv that exported the file.

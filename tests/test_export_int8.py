@@ -11,6 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from garmentcv.artifact import ModelInfo, Quantization
+from garmentcv.errors import ModelFileError
 from garmentcv.export import convert
 from garmentcv.export import cli as export_cli
 from garmentcv.models import default_preprocessing
@@ -45,6 +46,8 @@ def test_quantization_metadata_round_trip_and_old_files_read() -> None:
     old = {k: v for k, v in props.items() if k != "garmentcv.quantization"}  # a file of an earlier release
     assert ModelInfo.from_metadata(old).quantization is None
     assert "garmentcv.quantization" not in ModelInfo(**{**info.__dict__, "quantization": None}).to_metadata()
+    with pytest.raises(ModelFileError, match=r"model\.onnx: damaged GarmentCV metadata .*export the model again"):
+        ModelInfo.from_metadata({**props, "garmentcv.quantization": '{"activations": "int4"}'}, source="model.onnx")
 
 
 def _zero_point_types(model: onnx.ModelProto) -> set[int]:
