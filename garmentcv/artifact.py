@@ -24,6 +24,45 @@ OUTPUT_NAME = "logits"
 PRECISIONS = ("fp32", "fp16", "int8")
 
 _PREFIX = "garmentcv."
+#: The activation types an INT8 file may use: ``uint8`` (U8S8, onnxruntime's fast x86 kernels) or ``int8`` (S8S8).
+INT8_ACTIVATIONS = ("uint8", "int8")
+
+
+@dataclass(frozen=True)
+class Quantization:
+    """How an INT8 file was quantized, and on which CPU its calibration and accuracy gate ran.
+
+    Attributes:
+        activations: activation type, ``uint8`` (U8S8) or ``int8`` (S8S8).
+        weights: weight type, ``int8`` (per-channel, symmetric).
+        cpu_model: ``model name`` of ``/proc/cpuinfo`` on the exporting machine; ``""`` when unknown.
+        cpu_flags: those of ``avx2``, ``avx512f``, ``avx512_vnni``, ``avx_vnni``, ``amx_int8`` that CPU has (in
+            that order); empty when unknown. Without a VNNI flag onnxruntime's U8S8 kernels can saturate.
+    """
+
+    activations: str
+    weights: str
+    cpu_model: str = ""
+    cpu_flags: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able types."""
+        return {"activations": self.activations, "weights": self.weights, "cpu_model": self.cpu_model,
+                "cpu_flags": list(self.cpu_flags)}  # fmt: skip
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Quantization:
+        """Inverse of :meth:`to_dict`.
+
+        Raises:
+            ValueError: an unknown activation type or a malformed entry.
+        """
+        if not isinstance(data, Mapping) or data.get("activations") not in INT8_ACTIVATIONS:
+            raise ValueError(f"bad quantization entry {data!r}")
+        flags = data.get("cpu_flags", [])
+        if not isinstance(flags, list) or not all(isinstance(f, str) for f in flags):
+            raise ValueError(f"bad cpu_flags {flags!r}")
+        return cls(str(data["activations"]), str(data.get("weights", "int8")), str(data.get("cpu_model", "")), tuple(flags))
 
 
 @dataclass(frozen=True)
@@ -35,11 +74,14 @@ class ModelInfo:
         classes: class names; position = index in the ``logits`` output.
         preprocessing: how images become the ``input`` tensor.
         precision: ``fp32``, ``fp16`` or ``int8`` (inputs and outputs are float32 in all three).
-        weights_source: where the backbone weights came from before fine-tuning.
+        weights_source: where the backbone weights came from before fine-tuning (file names only, never a
+            local path).
         metrics: validation figures (accuracy, precision, recall, F1, ...) recorded at export.
         checkpoint_sha256: SHA-256 of the checkpoint file exported.
         garmentcv_version: version of the garmentcv that exported the file.
         opset: ONNX opset of the default domain.
+        quantization: INT8 files: types and the CPU of calibration (``None`` otherwise, and in files of
+            releases before it was recorded).
     """
 
     arch: str
@@ -51,10 +93,11 @@ class ModelInfo:
     checkpoint_sha256: str = ""
     garmentcv_version: str = ""
     opset: int = 0
+    quantization: Quantization | None = None
 
     def to_metadata(self) -> dict[str, str]:
         """The ONNX ``metadata_props`` entries: every value a string, structured ones as JSON."""
-        return {
+        props = {
             f"{_PREFIX}format": FORMAT,
             f"{_PREFIX}format_version": str(FORMAT_VERSION),
             f"{_PREFIX}arch": self.arch,
@@ -67,6 +110,9 @@ class ModelInfo:
             f"{_PREFIX}garmentcv_version": self.garmentcv_version,
             f"{_PREFIX}opset": str(self.opset),
         }
+        if self.quantization is not None:
+            props[f"{_PREFIX}quantization"] = json.dumps(self.quantization.to_dict(), ensure_ascii=False)
+        return props
 
     @classmethod
     def from_metadata(cls, props: Mapping[str, str], source: str = "model file") -> ModelInfo:
@@ -104,6 +150,10 @@ class ModelInfo:
                 checkpoint_sha256=props.get(f"{_PREFIX}checkpoint_sha256", ""),
                 garmentcv_version=props.get(f"{_PREFIX}garmentcv_version", ""),
                 opset=int(props.get(f"{_PREFIX}opset", "0")),
+                quantization=(
+                    Quantization.from_dict(json.loads(props[f"{_PREFIX}quantization"]))
+                    if f"{_PREFIX}quantization" in props else None
+                ),
             )
         except ModelFileError:
             raise

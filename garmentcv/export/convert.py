@@ -5,18 +5,22 @@
 * FP16: ``onnxruntime.transformers.float16.convert_float_to_float16`` with ``keep_io_types=True``, so the
   file still takes and returns float32 like the others.
 * INT8: ``onnxruntime.quantization.quantize_static`` in QDQ format with per-channel signed int8 weights and
-  unsigned uint8 activations (U8S8), after ``quant_pre_process`` (shape inference and graph optimisation),
-  calibrated with MinMax on real images
+  unsigned uint8 activations (U8S8) by default, after ``quant_pre_process`` (shape inference and graph
+  optimisation), calibrated with MinMax on real images streamed batch by batch
   (https://onnxruntime.ai/docs/performance/model-optimizations/quantization.html). U8S8 is what
   onnxruntime's x86 integer GEMM/conv kernels are fastest at: on the 2-core AVX-512 VNNI machine of
-  benchmarks/RESULTS.md, resnet18 at 224 px ran 3.4x FP32 with U8S8 and only 1.2x with S8S8.
+  benchmarks/RESULTS.md, resnet18 at 224 px ran 3.4x FP32 with U8S8 and only 1.2x with S8S8. On x86 CPUs
+  without VNNI those kernels use ``VPMADDUBSW``, whose 16-bit intermediate sums can saturate; onnxruntime's
+  docs recommend ``reduce_range`` or S8S8 there, so ``activations="int8"`` (S8S8) is offered and the CPU the
+  calibration and the gate ran on is recorded in the file (:class:`garmentcv.artifact.Quantization`).
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -28,13 +32,19 @@ from onnxruntime.transformers.float16 import convert_float_to_float16
 from onnxruntime.transformers.onnx_model import OnnxModel
 from torch import nn
 
-from garmentcv.artifact import INPUT_NAME, OUTPUT_NAME, ModelInfo
-from garmentcv.errors import ExportError
+from garmentcv.artifact import INPUT_NAME, INT8_ACTIVATIONS, OUTPUT_NAME, ModelInfo
+from garmentcv.errors import ExportError, GarmentCVError
 
 logger = logging.getLogger(__name__)
 
 #: The opset written when none is asked for: the lowest torch's exporter implements, run by onnxruntime >= 1.14.
 DEFAULT_OPSET = 18
+
+#: The /proc/cpuinfo flags that decide how onnxruntime's integer kernels behave, in the order recorded.
+CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")
+#: Flags of the instructions that make U8S8 exact and fast (``VPDPBUSD`` and AMX's tiles).
+VNNI_FLAGS = frozenset({"avx512_vnni", "avx_vnni", "amx_int8"})
+_QUANT_TYPES = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}
 
 #: Operators that would make outputs random or training-dependent; an exported graph must hold none.
 FORBIDDEN_OPS = frozenset(
@@ -112,31 +122,83 @@ def to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
     return converted
 
 
-class _ImageReader(CalibrationDataReader):
-    """Feeds calibration inputs ``(N, 3, H, W)`` float32 to onnxruntime's calibrator in batches."""
+def cpu_facts(cpuinfo: Path = Path("/proc/cpuinfo")) -> tuple[str, tuple[str, ...]]:
+    """``(model name, flags)`` of the first CPU in ``cpuinfo``; flags are those of :data:`CPU_FLAGS` it has.
 
-    def __init__(self, inputs: np.ndarray, batch_size: int) -> None:
-        self._batches: Iterator[np.ndarray] = iter(
-            [inputs[i : i + batch_size] for i in range(0, len(inputs), batch_size)]
-        )
+    Both are empty when unknown (no such file, or a format without ``model name``/``flags`` such as ARM's).
+    """
+    try:
+        text = cpuinfo.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return "", ()
+    fields: dict[str, str] = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        if sep and key.strip() in ("model name", "flags"):
+            fields.setdefault(key.strip(), value.strip())
+    flags = set(fields.get("flags", "").split())
+    return fields.get("model name", ""), tuple(f for f in CPU_FLAGS if f in flags)
+
+
+def has_vnni(flags: Iterable[str]) -> bool:
+    """Whether ``flags`` (from :func:`cpu_facts`) name an instruction set with 8-bit dot products (VNNI, AMX)."""
+    return bool(VNNI_FLAGS & set(flags))
+
+
+class _ImageReader(CalibrationDataReader):
+    """Feeds calibration batches ``(B, 3, H, W)`` float32 to onnxruntime's calibrator as they come (one batch at a time)."""
+
+    def __init__(self, batches: Iterable[np.ndarray]) -> None:
+        self._batches: Iterator[np.ndarray] = iter(batches)
 
     def get_next(self) -> dict[str, np.ndarray] | None:
         batch = next(self._batches, None)
         return None if batch is None else {INPUT_NAME: batch}
 
 
-def to_int8(model: onnx.ModelProto, calibration: np.ndarray, batch_size: int = 32) -> onnx.ModelProto:
-    """Static INT8 quantization: QDQ format, per-channel symmetric int8 weights, uint8 activations (MinMax).
+def _batches_of(calibration: np.ndarray | Iterable[np.ndarray], batch_size: int) -> Iterator[np.ndarray]:
+    if isinstance(calibration, np.ndarray):
+        return (calibration[i : i + batch_size] for i in range(0, len(calibration), batch_size))
+    return iter(calibration)
+
+
+def to_int8(
+    model: onnx.ModelProto,
+    calibration: np.ndarray | Iterable[np.ndarray],
+    batch_size: int = 32,
+    activations: str = "uint8",
+    cpu: tuple[str, tuple[str, ...]] | None = None,
+) -> onnx.ModelProto:
+    """Static INT8 quantization: QDQ format, per-channel symmetric int8 weights, MinMax-calibrated activations.
+
+    onnxruntime's MinMax calibrator keeps only per-tensor minima and maxima of each batch, so memory does not
+    grow with the number of calibration images when they come as an iterable of batches.
 
     Args:
         model: the FP32 model from :func:`trace_to_onnx`.
-        calibration: float32 ``(N, 3, H, W)`` preprocessed training images that set the activation ranges.
-        batch_size: images per calibration batch.
+        calibration: preprocessed training images that set the activation ranges: float32 ``(N, 3, H, W)``,
+            cut into ``batch_size`` rows, or an iterable of float32 ``(B, 3, H, W)`` batches, read once.
+        batch_size: images per calibration batch when ``calibration`` is one array.
+        activations: ``uint8`` (U8S8, fastest with VNNI) or ``int8`` (S8S8, safe on CPUs without VNNI).
+        cpu: ``(model name, flags)`` of :func:`cpu_facts` (read when ``None``); with ``uint8`` on a CPU
+            known to lack VNNI a warning recommends ``int8``.
 
     Raises:
+        ValueError: an unknown ``activations``.
         ExportError: no calibration images, or onnxruntime's quantizer fails.
     """
-    if len(calibration) == 0:
+    if activations not in INT8_ACTIVATIONS:
+        raise ValueError(f"activations must be one of {INT8_ACTIVATIONS}, got {activations!r}")
+    cpu_model, flags = cpu if cpu is not None else cpu_facts()
+    if activations == "uint8" and flags and not has_vnni(flags):
+        logger.warning(
+            "%s has no VNNI (flags %s): uint8 activations (U8S8) may saturate in onnxruntime's integer kernels "
+            "here; if INT8 accuracy suffers, export with --int8-activations int8 (S8S8)",
+            cpu_model or "this CPU", " ".join(flags),
+        )  # fmt: skip
+    batches = _batches_of(calibration, batch_size)
+    first = next(batches, None)
+    if first is None or len(first) == 0:
         raise ExportError("INT8 quantization needs calibration images; none could be read")
     with tempfile.TemporaryDirectory(prefix="gcv-int8-") as tmp:
         fp32, prepared, int8 = Path(tmp, "fp32.onnx"), Path(tmp, "prepared.onnx"), Path(tmp, "int8.onnx")
@@ -144,9 +206,11 @@ def to_int8(model: onnx.ModelProto, calibration: np.ndarray, batch_size: int = 3
         try:
             quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=False)
             quantize_static(
-                str(prepared), str(int8), _ImageReader(calibration, batch_size), quant_format=QuantFormat.QDQ,
-                per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                str(prepared), str(int8), _ImageReader(itertools.chain([first], batches)), quant_format=QuantFormat.QDQ,
+                per_channel=True, activation_type=_QUANT_TYPES[activations], weight_type=QuantType.QInt8,
             )  # fmt: skip
+        except GarmentCVError:  # e.g. no calibration image after the first batch could be read
+            raise
         except Exception as exc:  # the quantizer raises many types; all mean the same to the user
             raise ExportError(f"onnxruntime's static INT8 quantization failed: {exc}") from exc
         return onnx.load_model(int8, load_external_data=True)
@@ -169,12 +233,21 @@ def save_model(model: onnx.ModelProto, path: Path) -> None:
     onnx.save_model(model, path, save_as_external_data=False)
 
 
-def convert(model: onnx.ModelProto, precision: str, calibration: Sequence[np.ndarray] | np.ndarray | None) -> onnx.ModelProto:
-    """Return ``model`` (FP32) at ``precision`` (``fp32``, ``fp16`` or ``int8``; ``int8`` needs ``calibration``)."""
+def convert(
+    model: onnx.ModelProto,
+    precision: str,
+    calibration: np.ndarray | Iterable[np.ndarray] | None,
+    activations: str = "uint8",
+    cpu: tuple[str, tuple[str, ...]] | None = None,
+) -> onnx.ModelProto:
+    """Return ``model`` (FP32) at ``precision`` (``fp32``, ``fp16`` or ``int8``).
+
+    ``int8`` needs ``calibration``, ``activations`` and ``cpu`` as :func:`to_int8` takes them; the others ignore them.
+    """
     if precision == "fp32":
         return model
     if precision == "fp16":
         return to_fp16(model)
     if precision == "int8":
-        return to_int8(model, np.asarray(calibration if calibration is not None else []))
+        return to_int8(model, calibration if calibration is not None else [], activations=activations, cpu=cpu)
     raise ExportError(f"unknown precision {precision!r}; choose fp32, fp16 or int8")

@@ -1,33 +1,37 @@
 """``export_checkpoint``: a GarmentCV checkpoint -> one self-describing, parity-checked ONNX file.
 
-Order of work: resolve and validate the checkpoint and the output path (cheap failures first), read the
-validation (and for INT8 the calibration) images through the shared preprocessing, trace FP32, check it
-against PyTorch, convert to the requested precision, gate it, then write the file atomically and check the
-written file (batch sizes, determinism, metadata) before it replaces ``out``.
+Order of work: resolve and validate the checkpoint and the output path (cheap failures first), trace FP32,
+convert to the requested precision (INT8: calibration images streamed batch by batch), then one pass over
+the validation images through the shared preprocessing that keeps only logits (PyTorch, the FP32 graph, the
+converted graph: ``N x C`` each), file names and targets, never the images; gate both graphs, then write the
+file atomically and check the written file (batch sizes, determinism, metadata) before it replaces ``out``.
+Memory therefore grows with the number of validation images only by ``3 x C`` floats per image.
 """
 
 from __future__ import annotations
 
 import logging
-import os
+import re
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnxruntime as ort
 import torch
 from torch import nn
 from tqdm import tqdm
 
 import garmentcv
-from garmentcv.artifact import PRECISIONS, ModelInfo
+from garmentcv.artifact import INT8_ACTIVATIONS, PRECISIONS, ModelInfo, Quantization
+from garmentcv.cli_utils import plural
 from garmentcv.data.layouts import load_dataset, scan_images
-from garmentcv.errors import CheckpointError, ExportError, ImageDecodeError
+from garmentcv.errors import CheckpointError, ExportError, ImageDecodeError, PathNotFoundError
 from garmentcv.export import checks, convert
-from garmentcv.fsutil import atomic_path, sha256_of
+from garmentcv.fsutil import atomic_path, check_writable_output, sha256_of
 from garmentcv.image import Preprocessing, load_input
 from garmentcv.infer.model_file import DEFAULT_MODEL_PATH, read_model_info
 from garmentcv.metrics import classification_metrics
@@ -39,6 +43,8 @@ logger = logging.getLogger(__name__)
 
 #: Batch size of the traced example; the checks run other batch sizes to prove the axis dynamic.
 TRACE_BATCH = 2
+#: Rows of the validation set kept (as inputs) for the written file's batch-size and determinism checks.
+CHECK_ROWS = 8
 #: Training metrics copied into the file's metadata.
 _METRIC_KEYS = ("epoch", "accuracy", "precision", "recall", "f1", "confusion_matrix", "count", "val_loss")
 
@@ -59,8 +65,11 @@ class ExportConfig:
         calibration_data: INT8 calibration images (any image folder or ``path,label`` CSV); ``None`` uses
             the run's ``train.csv``.
         calibration_images: at most this many calibration images (a seeded random subset).
-        max_accuracy_drop: INT8 may lose at most this many accuracy points (0..100 scale) against FP32.
-        batch_size: images per inference batch in the checks.
+        max_accuracy_drop: FP16 and INT8 may lose at most this many accuracy points (0..100 scale) against
+            FP32 on the validation images.
+        int8_activations: INT8 activation type: ``uint8`` (U8S8, fastest on CPUs with VNNI) or ``int8``
+            (S8S8, safe on CPUs without VNNI).
+        batch_size: images decoded and run at a time, in the checks and the calibration; bounds memory.
         runs_dir: where gcv-train's run folders are looked for when ``checkpoint`` is ``None``.
     """
 
@@ -73,6 +82,7 @@ class ExportConfig:
     calibration_data: Path | None = None
     calibration_images: int = 200
     max_accuracy_drop: float = 1.0
+    int8_activations: str = "uint8"
     batch_size: int = 32
     runs_dir: Path = RUNS_DIR
 
@@ -112,13 +122,21 @@ class ExportResult:
 
 
 @dataclass(frozen=True)
-class Images:
-    """Preprocessed images: ``inputs`` float32 ``(N, 3, H, W)``, their files and class indices (-1: unlabelled)."""
+class ImageSet:
+    """Images to read, not yet decoded: ``(path, class index)`` pairs (-1: unlabelled) of ``source``."""
+
+    source: Path
+    pairs: tuple[tuple[Path, int], ...]
+    what: str
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Preprocessed images: ``inputs`` float32 ``(B, 3, H, W)``, their files and class indices (-1: unlabelled)."""
 
     inputs: np.ndarray
     files: tuple[str, ...]
     targets: np.ndarray
-    skipped: int
 
 
 def find_latest_checkpoint(runs_dir: Path = RUNS_DIR) -> Path:
@@ -148,19 +166,42 @@ def find_latest_checkpoint(runs_dir: Path = RUNS_DIR) -> Path:
     return best[1]
 
 
+def _check_checkpoint_exists(checkpoint: Path, runs_dir: Path) -> None:
+    if not checkpoint.exists():
+        raise PathNotFoundError(
+            f"{checkpoint}: checkpoint not found; give a best.pt or last.pt of a gcv-train run (RUN/<arch>/best.pt), "
+            f"or no CHECKPOINT to take the newest run under {runs_dir}"
+        )
+
+
 def _check_out(out: Path, checkpoint: Path) -> None:
+    """Refuse an unusable ``--out`` before any work (creates its missing folders).
+
+    Raises:
+        ExportError: not a ``.onnx`` name, or the checkpoint itself.
+        OutputPathError: a folder, under a file, or not writable.
+    """
     if out.suffix.lower() != ".onnx":
         raise ExportError(f"--out {out}: give a file name ending in .onnx")
     if out.is_dir():
         raise ExportError(f"--out {out} is a folder; give a file name ending in .onnx")
     if out.resolve() == checkpoint.resolve():
         raise ExportError(f"--out {out} would overwrite the checkpoint; choose another file")
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ExportError(f"--out {out}: cannot create folder {out.parent} ({exc.strerror}); choose a writable place") from exc
-    if not os.access(out.parent, os.W_OK | os.X_OK):
-        raise ExportError(f"--out {out}: folder {out.parent} is not writable; choose a writable place")
+    check_writable_output(out, "--out")
+
+
+#: A path inside a weights source: after ``file:`` or inside parentheses, holding a ``/`` or ``\``.
+_SOURCE_PATH = re.compile(r"(?<=[:(])([^()]*[\\/][^()]*)")
+
+
+def public_weights_source(source: str) -> str:
+    """``source`` with every local path cut to its file name, for metadata that travels with the model file.
+
+    ``"imagenet:ResNet18_Weights.IMAGENET1K_V1 (/home/u/.cache/torch/hub/checkpoints/resnet18-f37072fd.pth)"``
+    becomes ``"imagenet:ResNet18_Weights.IMAGENET1K_V1 (resnet18-f37072fd.pth)"``, ``"file:/data/w.pth"``
+    becomes ``"file:w.pth"``; sources without a path are kept.
+    """
+    return _SOURCE_PATH.sub(lambda m: re.split(r"[\\/]", m.group(1).strip())[-1], source)
 
 
 def _restore_model(state: dict[str, Any], path: Path) -> nn.Module:
@@ -184,35 +225,129 @@ def _source_paths(source: Path, classes: Sequence[str], labelled: bool) -> list[
     return [(s.path, index.get(s.label, -1)) for s in dataset.samples]
 
 
-def load_images(
-    source: Path, pp: Preprocessing, classes: Sequence[str], limit: int, labelled: bool, what: str, progress: bool = True
-) -> Images:
-    """Decode and preprocess up to ``limit`` images (0: all; a seeded random subset otherwise) of ``source``.
-
-    Undecodable images are skipped with a warning and counted.
+def select_images(source: Path, classes: Sequence[str], limit: int, labelled: bool, what: str) -> ImageSet:
+    """The images of ``source`` to use, up to ``limit`` (0: all; a seeded random subset otherwise), not decoded.
 
     Raises:
-        ExportError: no image could be read; labels outside ``classes`` (when ``labelled``).
+        ExportError: labels outside ``classes`` (when ``labelled``).
         DatasetError: ``source`` is not a readable dataset.
     """
     pairs = _source_paths(source, classes, labelled)
     if limit and len(pairs) > limit:
         keep = np.sort(np.random.default_rng(0).permutation(len(pairs))[:limit])
         pairs = [pairs[i] for i in keep]
-    inputs, files, targets, skipped = [], [], [], 0
-    for path, target in tqdm(pairs, desc=what, unit="img", leave=False, file=sys.stderr, disable=None if progress else True):
-        try:
-            inputs.append(load_input(path, pp))
-        except ImageDecodeError as exc:
-            logger.warning("skipping %s", exc)
-            skipped += 1
-            continue
-        files.append(str(path))
-        targets.append(target)
-    if not inputs:
-        raise ExportError(f"{source}: none of {len(pairs)} {what} image(s) could be read")
-    logger.info("%s: %d image(s) from %s%s", what, len(inputs), source, f" ({skipped} unreadable)" if skipped else "")
-    return Images(np.stack(inputs), tuple(files), np.asarray(targets), skipped)
+    return ImageSet(source, tuple(pairs), what)
+
+
+class ImageStream:
+    """Decode and preprocess an :class:`ImageSet` one batch at a time; iterate for :class:`Batch` es.
+
+    At most ``batch_size`` decoded images are held at once, whatever the number of images. Undecodable
+    images are skipped with a warning and counted in :attr:`skipped`; :attr:`decoded` counts the others.
+    Each iteration decodes the files again (and recounts).
+    """
+
+    def __init__(self, images: ImageSet, pp: Preprocessing, batch_size: int, progress: bool = True, warn: bool = True) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.images, self.pp, self.batch_size, self.progress, self.warn = images, pp, batch_size, progress, warn
+        self.decoded = 0
+        self.skipped = 0
+
+    def __iter__(self) -> Iterator[Batch]:
+        """Yield batches of ``batch_size`` images (the last may be smaller).
+
+        Raises:
+            ExportError: at the end, when none of the images could be read.
+        """
+        self.decoded = self.skipped = 0
+        inputs: list[np.ndarray] = []
+        files: list[str] = []
+        targets: list[int] = []
+        what = self.images.what
+        bar = tqdm(self.images.pairs, desc=what, unit="img", leave=False, file=sys.stderr, disable=None if self.progress else True)
+        for path, target in bar:
+            try:
+                inputs.append(load_input(path, self.pp))
+            except ImageDecodeError as exc:
+                if self.warn:
+                    logger.warning("skipping %s", exc)
+                self.skipped += 1
+                continue
+            files.append(str(path))
+            targets.append(target)
+            if len(inputs) == self.batch_size:
+                yield self._flush(inputs, files, targets)
+        if inputs:
+            yield self._flush(inputs, files, targets)
+        if not self.decoded:
+            raise ExportError(f"{self.images.source}: none of {plural(len(self.images.pairs), what + ' image')} could be read")
+        if self.warn:
+            unreadable = f" ({self.skipped} unreadable)" if self.skipped else ""
+            logger.info("%s: %s from %s%s", what, plural(self.decoded, "image"), self.images.source, unreadable)
+
+    def _flush(self, inputs: list[np.ndarray], files: list[str], targets: list[int]) -> Batch:
+        """Stack and empty the buffers (so the decoded images are freed before the next batch is decoded)."""
+        batch = Batch(np.stack(inputs), tuple(files), np.asarray(targets))
+        self.decoded += len(inputs)
+        inputs.clear(), files.clear(), targets.clear()
+        return batch
+
+    def inputs(self) -> Iterator[np.ndarray]:
+        """Only the input arrays ``(B, 3, H, W)`` of the batches (for the INT8 calibrator)."""
+        return (batch.inputs for batch in self)
+
+
+@dataclass(frozen=True)
+class ValidationLogits:
+    """What one pass over the validation images keeps: logits ``(N, C)`` float32, never the images.
+
+    Attributes:
+        reference: PyTorch's logits.
+        fp32: the FP32 graph's logits.
+        final: the converted graph's logits (``fp32`` itself for an FP32 export).
+        files: the images, row by row; ``targets`` their class indices.
+        head_inputs: the first (at most :data:`CHECK_ROWS`) inputs, for the written file's batch checks.
+        skipped: undecodable images left out.
+    """
+
+    reference: np.ndarray
+    fp32: np.ndarray
+    final: np.ndarray
+    files: tuple[str, ...]
+    targets: np.ndarray
+    head_inputs: np.ndarray
+    skipped: int
+
+
+def validation_logits(
+    model: nn.Module, fp32: ort.InferenceSession, final: ort.InferenceSession | None, stream: ImageStream
+) -> ValidationLogits:
+    """Run PyTorch, the FP32 session and the converted session (``None``: the FP32 one) batch by batch.
+
+    Raises:
+        ExportError: no image could be read; a session returned the wrong shape or type.
+    """
+    parts: dict[str, list[np.ndarray]] = {"reference": [], "fp32": [], "final": []}
+    files: list[str] = []
+    targets: list[np.ndarray] = []
+    head: list[np.ndarray] = []
+    kept = 0
+    for batch in stream:
+        parts["reference"].append(torch_logits(model, batch.inputs, len(batch.inputs)))
+        parts["fp32"].append(checks.run_logits(fp32, batch.inputs, len(batch.inputs)))
+        if final is not None:
+            parts["final"].append(checks.run_logits(final, batch.inputs, len(batch.inputs)))
+        files.extend(batch.files)
+        targets.append(batch.targets)
+        if kept < CHECK_ROWS:
+            head.append(batch.inputs[: CHECK_ROWS - kept].copy())
+            kept += len(head[-1])
+    reference, fp32_logits = np.concatenate(parts["reference"]), np.concatenate(parts["fp32"])
+    return ValidationLogits(
+        reference=reference, fp32=fp32_logits, final=np.concatenate(parts["final"]) if final is not None else fp32_logits,
+        files=tuple(files), targets=np.concatenate(targets), head_inputs=np.concatenate(head), skipped=stream.skipped,
+    )  # fmt: skip
 
 
 def _data_source(given: Path | None, checkpoint: Path, manifest: str, option: str) -> Path:
@@ -242,22 +377,30 @@ def _accuracy(logits: np.ndarray, targets: np.ndarray) -> float:
 def export_checkpoint(cfg: ExportConfig, progress: bool = True) -> ExportResult:
     """Export a checkpoint to one self-contained ONNX file at ``cfg.precision`` and check it before success.
 
-    Gates, in order: the requested opset; the ONNX checker; no random or dropout nodes; FP32 against PyTorch
-    on the validation images (largest logit difference <= :data:`checks.FP32_TOLERANCE`, same top-1 for every
-    image); FP16 against PyTorch (<= :data:`checks.FP16_TOLERANCE`); INT8 accuracy at most
-    ``cfg.max_accuracy_drop`` points below FP32; then on the written file: batch sizes 1 and 3 (traced at 2),
-    two identical runs, rows independent of their batch, metadata read back equal. ``cfg.out`` is replaced
-    only when every gate passes.
+    Gates: the requested opset; the ONNX checker; no random or dropout nodes; finite logits; FP32 against
+    PyTorch on the validation images (each image's largest logit difference <= :data:`checks.FP32_TOLERANCE`
+    x its own logit scale ``max(1, largest |logit| of the image)``, the same top-1 class except near ties
+    within that tolerance); FP16 likewise within :data:`checks.FP16_TOLERANCE`; FP16 and INT8 accuracy at
+    most ``cfg.max_accuracy_drop`` points below FP32; then on the written file: batch sizes 1 and 3 (traced
+    at 2), two identical runs, rows independent of their batch, metadata read back equal. ``cfg.out`` is
+    replaced only when every gate passes. Images are decoded ``cfg.batch_size`` at a time and only logits
+    are kept, so memory does not grow with the images' size or (beyond ``3 x C`` floats each) their number.
 
     Raises:
-        CheckpointError: missing, truncated, foreign or newer-format checkpoint; weights that do not fit.
+        PathNotFoundError: ``cfg.checkpoint`` does not exist.
+        CheckpointError: truncated, foreign or newer-format checkpoint; weights that do not fit.
         UnknownArchError: the checkpoint's arch is not registered.
         DatasetError: validation or calibration data cannot be read.
-        ExportError: an unwritable output path, or a failed gate (the message gives the figures).
+        OutputPathError: ``cfg.out`` cannot be written (a folder, under a file, read-only).
+        ExportError: a wrong output name, or a failed gate (the message gives the figures).
     """
     started = time.perf_counter()
     if cfg.precision not in PRECISIONS:
         raise ExportError(f"unknown precision {cfg.precision!r}; choose one of {', '.join(PRECISIONS)}")
+    if cfg.int8_activations not in INT8_ACTIVATIONS:
+        raise ExportError(f"unknown INT8 activation type {cfg.int8_activations!r}; choose one of {', '.join(INT8_ACTIVATIONS)}")
+    if cfg.checkpoint is not None:
+        _check_checkpoint_exists(cfg.checkpoint, cfg.runs_dir)
     checkpoint = cfg.checkpoint if cfg.checkpoint is not None else find_latest_checkpoint(cfg.runs_dir)
     if cfg.checkpoint is None:
         logger.info("no checkpoint given; using the newest run's %s", checkpoint)
@@ -268,38 +411,43 @@ def export_checkpoint(cfg: ExportConfig, progress: bool = True) -> ExportResult:
     model = _restore_model(state, checkpoint)
 
     val_source = _data_source(cfg.val_data, checkpoint, "val.csv", "--val-data")
-    val = load_images(val_source, pp, classes, cfg.val_images, True, "validation", progress)
-    calibration: Images | None = None
+    val = select_images(val_source, classes, cfg.val_images, True, "validation")
+    calibration: ImageStream | None = None
     if cfg.precision == "int8":
         cal_source = _data_source(cfg.calibration_data, checkpoint, "train.csv", "--calibration-data")
-        calibration = load_images(cal_source, pp, classes, cfg.calibration_images, False, "calibration", progress)
+        cal = select_images(cal_source, classes, cfg.calibration_images, False, "calibration")
+        calibration = ImageStream(cal, pp, cfg.batch_size, progress)
 
-    example = torch.from_numpy(np.resize(val.inputs, (TRACE_BATCH, *val.inputs.shape[1:])))
+    first = next(iter(ImageStream(val, pp, TRACE_BATCH, progress=False, warn=False)))  # the traced example
+    example = torch.from_numpy(np.resize(first.inputs, (TRACE_BATCH, *first.inputs.shape[1:])))
     fp32 = convert.trace_to_onnx(model, example, cfg.opset)
     convert.check_graph(fp32)
-    reference = torch_logits(model, val.inputs, cfg.batch_size)
-    fp32_logits = checks.run_logits(checks.open_session(fp32.SerializeToString()), val.inputs, cfg.batch_size)
-    fp32_parity = checks.compare(reference, fp32_logits, val.files, checks.FP32_TOLERANCE)
-    checks.require_parity(fp32_parity, "FP32")
-    fp32_accuracy = _accuracy(fp32_logits, val.targets)
+    cpu = convert.cpu_facts() if cfg.precision == "int8" else None
+    final = convert.convert(fp32, cfg.precision, None if calibration is None else calibration.inputs(), cfg.int8_activations, cpu)
+    fp32_session = checks.open_session(fp32.SerializeToString())
+    final_session = None if cfg.precision == "fp32" else checks.open_session(final.SerializeToString())
+    seen = validation_logits(model, fp32_session, final_session, ImageStream(val, pp, cfg.batch_size, progress))
 
-    final = convert.convert(fp32, cfg.precision, None if calibration is None else calibration.inputs)
-    logits = checks.run_logits(checks.open_session(final.SerializeToString()), val.inputs, cfg.batch_size)
+    fp32_parity = checks.compare(seen.reference, seen.fp32, seen.files, checks.FP32_TOLERANCE)
+    checks.require_parity(fp32_parity, "FP32")
+    fp32_accuracy = _accuracy(seen.fp32, seen.targets)
     tolerance = {"fp32": checks.FP32_TOLERANCE, "fp16": checks.FP16_TOLERANCE, "int8": None}[cfg.precision]
-    parity = checks.compare(reference, logits, val.files, tolerance)
+    parity = checks.compare(seen.reference, seen.final, seen.files, tolerance)
     checks.require_parity(parity, cfg.precision.upper())
-    accuracy = _accuracy(logits, val.targets)
+    accuracy = _accuracy(seen.final, seen.targets)
     drop = 100.0 * (fp32_accuracy - accuracy)
-    if cfg.precision == "int8":
-        drop = checks.require_accuracy_drop(fp32_accuracy, accuracy, cfg.max_accuracy_drop, "INT8")
+    if cfg.precision != "fp32":
+        drop = checks.require_accuracy_drop(fp32_accuracy, accuracy, cfg.max_accuracy_drop, cfg.precision.upper())
 
     trained = {k: state["metrics"][k] for k in _METRIC_KEYS if k in state["metrics"]}
+    quantization = None if cpu is None else Quantization(cfg.int8_activations, "int8", cpu[0], cpu[1])
     info = ModelInfo(
         arch=state["arch"], classes=classes, preprocessing=pp, precision=cfg.precision,
-        weights_source=str(state["weights_source"]),
-        metrics={**trained, "export": {"images": len(val.files), "accuracy": accuracy, "fp32_accuracy": fp32_accuracy,
+        weights_source=public_weights_source(str(state["weights_source"])),
+        metrics={**trained, "export": {"images": len(seen.files), "accuracy": accuracy, "fp32_accuracy": fp32_accuracy,
                                        "max_abs_logit_diff": parity.max_abs_diff}},
         checkpoint_sha256=sha256_of(checkpoint), garmentcv_version=garmentcv.__version__, opset=cfg.opset,
+        quantization=quantization,
     )  # fmt: skip
     convert.finalize(final, info)
     convert.check_graph(final)
@@ -308,9 +456,9 @@ def export_checkpoint(cfg: ExportConfig, progress: bool = True) -> ExportResult:
         with atomic_path(cfg.out) as tmp:
             convert.save_model(final, tmp)
             session = checks.open_session(tmp)
-            check_rows = min(len(val.inputs), 8)
+            rows = len(seen.head_inputs)
             checks.check_batch_behaviour(
-                session, val.inputs[:check_rows], logits[:check_rows], checks.BATCH_TOLERANCE[cfg.precision], TRACE_BATCH
+                session, seen.head_inputs, seen.final[:rows], checks.BATCH_TOLERANCE[cfg.precision], TRACE_BATCH
             )
             if read_model_info(tmp) != info:
                 raise ExportError(f"the metadata read back from {tmp} differs from what was written")
@@ -320,7 +468,7 @@ def export_checkpoint(cfg: ExportConfig, progress: bool = True) -> ExportResult:
     logger.info("wrote %s (%.1f MB, %s, opset %d)", cfg.out, size_mb, cfg.precision, cfg.opset)
     return ExportResult(
         out=cfg.out, checkpoint=checkpoint, info=info, size_mb=size_mb, parity=parity, fp32_parity=fp32_parity,
-        fp32_accuracy=fp32_accuracy, accuracy=accuracy, accuracy_drop=drop, val_images=len(val.files),
-        calibration_images=0 if calibration is None else len(calibration.files),
-        skipped_images=val.skipped, seconds=time.perf_counter() - started,
+        fp32_accuracy=fp32_accuracy, accuracy=accuracy, accuracy_drop=drop, val_images=len(seen.files),
+        calibration_images=0 if calibration is None else calibration.decoded,
+        skipped_images=seen.skipped, seconds=time.perf_counter() - started,
     )  # fmt: skip
