@@ -149,7 +149,7 @@ def export_model(
         val_data, calibration_data: labelled images for the parity checks, any images for INT8 calibration;
             ``None`` uses the run's ``val.csv``/``train.csv`` beside the checkpoint.
         val_images, calibration_images: images used for the checks (0: all) and for calibration, at most.
-        max_accuracy_drop: the INT8 accuracy gate, points; random-init speed models pass 100 (their accuracy
+        max_accuracy_drop: the FP16/INT8 accuracy gate, points; random-init speed models pass 100 (their accuracy
             means nothing, their speed is the point).
     """
     from garmentcv.export.exporter import ExportConfig, export_checkpoint  # noqa: PLC0415 - needs onnx, torch
