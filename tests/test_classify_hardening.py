@@ -109,8 +109,10 @@ def test_run_without_resume_keeps_earlier_partial_rows_until_it_completes(
     with pytest.raises(KeyboardInterrupt):
         classify_folder(config(folder, out, onnx_model), on_batch=stop_after(4))
     first = (partial / "run-000.jsonl").read_bytes()
-    with pytest.raises(KeyboardInterrupt):  # forgot --resume, and interrupted again
+    with caplog.at_level("WARNING"), pytest.raises(KeyboardInterrupt):  # forgot --resume, interrupted again
         classify_folder(config(folder, out, onnx_model), on_batch=stop_after(2))
+    assert f"{partial} holds partial results of an earlier run; they are kept until this run completes" in caplog.text
+    caplog.clear()
     assert sorted(p.name for p in partial.iterdir()) == ["run-000.jsonl", "run-001.jsonl"]
     assert (partial / "run-000.jsonl").read_bytes() == first
     # a run with another model, interrupted: its segment sits beside the others, which stay usable
