@@ -113,7 +113,8 @@ def test_cli_end_to_end(tmp_path: Path, model_and_torch) -> None:
     assert sorted(p.name for p in (tmp_path / "ev").iterdir()) == [
         "confusion_matrix.json", "confusion_matrix.png", "errors.csv", "metrics.json", "misclassified.csv"]
     result = CliRunner().invoke(evaluate_main, ["--model", str(tmp_path / "none.onnx"), "--data", str(data)])
-    assert result.exit_code == 1 and "model file not found" in result.stderr
+    # a model file that does not exist is wrong usage, exit 2 as README says (issue 12; it was 1)
+    assert result.exit_code == 2 and "model file not found" in result.stderr
 
 
 def test_missing_scikit_learn_gives_install_hint(tmp_path: Path, model_and_torch) -> None:

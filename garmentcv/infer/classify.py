@@ -7,9 +7,19 @@ the number of entries of the largest single folder, whose names are sorted: abou
 Nothing lost: rows go, flushed batch by batch, to numbered segment files ``run-NNN.jsonl`` in the folder
 ``<out>.partial`` (one JSON row per line, a header line first). Only when every file has a row is ``<out>``
 written (atomically) from the last segment and the partial folder removed. After Ctrl-C or a kill,
-``resume=True`` merges the rows of all segments (each is sorted), reuses those of files still present and
-classifies the rest, writing a new complete segment, so the final file is byte for byte the one an
-uninterrupted run writes (an image's probabilities do not depend on its batch).
+``resume=True`` merges the rows of all segments of a run with the same model, folder and options (each is
+sorted), reuses those of files still present and unchanged, and classifies the rest, writing a new complete
+segment, so the final file is byte for byte the one an uninterrupted run writes (an image's probabilities do
+not depend on its batch).
+
+Unchanged means the same size and modification time (ns) as when the row was made: each partial row stores
+them (``size``, ``mtime_ns``; the final output does not), so a file replaced between runs is classified again.
+Reused rows flow through the pipeline in batches like new ones, in bounded memory.
+
+A run without ``resume`` never deletes earlier partial results up front: it writes its own segment beside
+them, and the whole partial folder is removed only when it completes. Interrupted as well, every segment is
+still there for a later ``resume``; segments of a run with another model, folder or options are then ignored
+with a warning (and refused when no segment matches).
 """
 
 from __future__ import annotations
@@ -27,11 +37,13 @@ from typing import Any
 
 from tqdm import tqdm
 
+from garmentcv import cpus as _cpus
+from garmentcv.cli_utils import plural
 from garmentcv.data.layouts import SkippedFile, scan_images
 from garmentcv.errors import DatasetError, GarmentCVError
-from garmentcv.fsutil import atomic_write, sha256_of
+from garmentcv.fsutil import atomic_write, check_writable_output, sha256_of
 from garmentcv.infer.model_file import DEFAULT_MODEL_PATH
-from garmentcv.infer.pipeline import predict_batches
+from garmentcv.infer.pipeline import predict_batches, split_cpus
 from garmentcv.infer.rows import OutputFormat, Row, sort_key, write_rows
 from garmentcv.infer.session import open_model
 
@@ -39,6 +51,8 @@ logger = logging.getLogger(__name__)
 
 _PARTIAL_FORMAT = "garmentcv-classify-partial"
 _ENCODING = {"encoding": "utf-8", "errors": "surrogateescape"}
+#: How many failed files a summary names (the rest are counted).
+ERROR_EXAMPLES = 5
 
 
 @dataclass(frozen=True)
@@ -51,8 +65,9 @@ class ClassifyConfig:
         model: the GarmentCV ONNX file (classes and preprocessing are read from it).
         batch_size: images per model run.
         provider: ``auto``, ``cpu`` or ``cuda`` (see :mod:`garmentcv.infer.session`).
-        threads: onnxruntime intra-op threads; ``None``: one per CPU core.
-        workers: image decoding threads; ``None``: one per CPU core.
+        threads: onnxruntime intra-op threads; ``None``: see :func:`garmentcv.infer.pipeline.split_cpus`.
+        workers: image decoding threads; ``None``: see :func:`~garmentcv.infer.pipeline.split_cpus`, or every
+            available CPU when the model runs on CUDA.
         recursive: also classify images in sub-folders.
         format: ``csv``, ``jsonl`` or ``kaggle`` (see :mod:`garmentcv.infer.rows`).
         resume: reuse the rows of an interrupted run with the same model, folder and options.
@@ -86,6 +101,10 @@ class ClassifySummary:
         seconds: wall time of the run, s.
         images_per_second: images decoded or attempted by this run (not reused) per second of wall time.
         provider: ``cpu`` or ``cuda``.
+        error_reasons: error rows by kind of failure (e.g. ``truncated file``).
+        error_examples: paths (relative to the folder) of the first error rows, at most :data:`ERROR_EXAMPLES`.
+        threads: onnxruntime intra-op threads used.
+        workers: decoding threads used.
     """
 
     out: Path
@@ -98,6 +117,9 @@ class ClassifySummary:
     images_per_second: float
     provider: str
     error_reasons: dict[str, int] = field(default_factory=dict)
+    error_examples: tuple[str, ...] = ()
+    threads: int = 1
+    workers: int = 1
 
     @property
     def skipped_total(self) -> int:
@@ -132,19 +154,21 @@ class _Partial:
         if self.dir.is_dir():
             self.dir.rmdir()
 
-    def rows(self, segment: Path) -> Iterator[Row]:
-        """Complete rows of one segment; stops at a torn last line (a kill mid-write)."""
+    @staticmethod
+    def header_of(segment: Path) -> dict[str, Any] | None:
+        """The header of a segment; ``None`` when it is empty or torn (killed as it started)."""
         with segment.open(**_ENCODING) as handle:
             first = handle.readline()
-            try:
-                header = json.loads(first)
-            except json.JSONDecodeError:
-                return
-            if header != self.header:
-                raise GarmentCVError(
-                    f"{segment}: partial results of a run with another model, folder or options; run with the "
-                    f"same ones, or without --resume to start again (this deletes {self.dir})"
-                )
+        try:
+            header = json.loads(first) if first.endswith("\n") else None
+        except json.JSONDecodeError:
+            return None
+        return header if isinstance(header, dict) else None
+
+    def rows(self, segment: Path) -> Iterator[Row]:
+        """Complete rows of one segment, header skipped; stops at a torn last line (a kill mid-write)."""
+        with segment.open(**_ENCODING) as handle:
+            handle.readline()
             for line in handle:
                 if not line.endswith("\n"):
                     return
@@ -153,9 +177,37 @@ class _Partial:
                 except json.JSONDecodeError:
                     return
 
-    def previous_rows(self) -> Iterator[Row]:
-        """Rows of every segment merged in row order (duplicates possible, equal rows adjacent)."""
-        return heapq.merge(*(self.rows(s) for s in self.segments()), key=lambda r: sort_key(r["path"]))
+    def previous_rows(self, segments: list[Path]) -> Iterator[Row]:
+        """Rows of ``segments`` merged in row order (duplicates possible, rows of one path adjacent)."""
+        return heapq.merge(*(self.rows(s) for s in segments), key=lambda r: sort_key(r["path"]))
+
+    def reusable(self, resume: bool) -> list[Path]:
+        """The segments whose rows a run may reuse: with ``resume``, those made with this run's header.
+
+        Raises:
+            GarmentCVError: ``resume`` and every segment with rows is of another model, folder or options.
+        """
+        segments = self.segments()
+        if not segments:
+            return []
+        if not resume:
+            logger.warning(
+                "%s holds partial results of an earlier run; they are kept until this run completes "
+                "(use --resume to reuse them)", self.dir,
+            )
+            return []
+        headers = {s: self.header_of(s) for s in segments}
+        matching = [s for s in segments if headers[s] == self.header]
+        others = [s for s in segments if headers[s] is not None and headers[s] != self.header]
+        if others and not matching:
+            raise GarmentCVError(
+                f"{others[0]}: partial results of a run with another model, folder or options; run with the "
+                f"same ones, or without --resume to start again ({self.dir} is removed when that run completes)"
+            )
+        if others:
+            logger.warning("ignoring %s of a run with another model, folder or options in %s",
+                           plural(len(others), "partial segment"), self.dir)
+        return matching
 
     def new_segment(self) -> Path:
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -171,15 +223,24 @@ class _Reuse:
         self.rows = rows
         self.head = next(rows, None)
 
-    def take(self, key: tuple[str, ...]) -> Row | None:
+    def take(self, key: tuple[str, ...]) -> list[Row]:
+        """The previous rows of the path with ``key`` (several after repeated interruptions), oldest first."""
         while self.head is not None and sort_key(self.head["path"]) < key:
             self.head = next(self.rows, None)
-        if self.head is None or sort_key(self.head["path"]) != key:
-            return None
-        row = self.head
+        found = []
         while self.head is not None and sort_key(self.head["path"]) == key:
+            found.append(self.head)
             self.head = next(self.rows, None)
-        return row
+        return found
+
+
+def _stamp(path: Path) -> dict[str, int | None]:
+    """What a reused row must match: the file's size (bytes) and modification time (ns)."""
+    try:
+        st = path.stat()
+    except OSError:  # gone since the scan: never reused; decoding it gives the error row
+        return {"size": None, "mtime_ns": None}
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 
 def _reason_kind(reason: str) -> str:
@@ -190,11 +251,14 @@ def _reason_kind(reason: str) -> str:
 def _items(folder: Path, recursive: bool, skipped: _SkipCounter, reuse: _Reuse | None) -> Iterator[tuple[Path | None, Row]]:
     for path in scan_images(folder, recursive=recursive, skipped=skipped):
         rel = path.relative_to(folder).as_posix()
-        previous = reuse.take(sort_key(rel)) if reuse else None
+        stamp = _stamp(path)
+        candidates = reuse.take(sort_key(rel)) if reuse else []
+        previous = next((r for r in candidates if stamp["size"] is not None and r.get("size") == stamp["size"]
+                         and r.get("mtime_ns") == stamp["mtime_ns"]), None)
         if previous is not None:
             yield None, previous
         else:
-            yield path, {"path": rel}
+            yield path, {"path": rel, **stamp}
 
 
 def classify_folder(cfg: ClassifyConfig, on_batch: Callable[[int], None] | None = None) -> ClassifySummary:
@@ -207,7 +271,9 @@ def classify_folder(cfg: ClassifyConfig, on_batch: Callable[[int], None] | None 
 
     Raises:
         DatasetError: the folder does not exist.
-        ModelFileError: the model file is missing, unreadable or lacks GarmentCV metadata.
+        OutputPathError: ``cfg.out`` cannot be written (checked before any other work).
+        ModelFileNotFoundError: the model file does not exist.
+        ModelFileError: the model file is unreadable or lacks GarmentCV metadata.
         ProviderError: ``cuda`` asked for but not usable.
         GarmentCVError: ``resume`` with partial results from another model, folder or options.
         KeyboardInterrupt: passed on after the partial results are saved.
@@ -216,8 +282,11 @@ def classify_folder(cfg: ClassifyConfig, on_batch: Callable[[int], None] | None 
     folder = Path(cfg.folder)
     if not folder.is_dir():
         raise DatasetError(f"{folder}: not a folder; give the folder that holds the images")
-    Path(cfg.out).parent.mkdir(parents=True, exist_ok=True)
-    model = open_model(cfg.model, cfg.provider, cfg.threads)
+    check_writable_output(cfg.out, "--out")
+    threads, workers = split_cpus(cfg.threads, cfg.workers)
+    model = open_model(cfg.model, cfg.provider, threads)
+    if model.provider == "cuda" and cfg.workers is None:
+        workers = _cpus.available_cpus()  # the GPU runs the model: every CPU can decode
     classes = list(model.info.classes)
     header = {
         "format": _PARTIAL_FORMAT,
@@ -228,22 +297,21 @@ def classify_folder(cfg: ClassifyConfig, on_batch: Callable[[int], None] | None 
     }
     partial = _Partial(Path(cfg.out), header)
     reuse: _Reuse | None = None
-    if cfg.resume and partial.segments():
-        reuse = _Reuse(partial.previous_rows())
+    reusable = partial.reusable(cfg.resume)
+    if reusable:
+        reuse = _Reuse(partial.previous_rows(reusable))
         logger.info("resuming from the partial results in %s", partial.dir)
-    elif partial.segments():
-        logger.warning("discarding the partial results of an earlier run in %s (use --resume to keep them)", partial.dir)
-        partial.discard()
 
     skipped = _SkipCounter()
     files = reused = 0
     reasons: Counter[str] = Counter()
+    examples: list[str] = []
     segment = partial.new_segment()
     bar = tqdm(desc="classify", unit="img", file=sys.stderr, disable=None if cfg.progress else True, dynamic_ncols=True)
     try:
         with segment.open("w", **_ENCODING) as handle:
             handle.write(json.dumps(header) + "\n")
-            batches = predict_batches(model, _items(folder, cfg.recursive, skipped, reuse), cfg.batch_size, cfg.workers)
+            batches = predict_batches(model, _items(folder, cfg.recursive, skipped, reuse), cfg.batch_size, workers)
             for predictions in batches:
                 lines = []
                 for p in predictions:
@@ -260,6 +328,8 @@ def classify_folder(cfg: ClassifyConfig, on_batch: Callable[[int], None] | None 
                         probs = p.probs  # an ndarray whenever error is None and not passed
                         row.update(label=classes[int(probs.argmax())], probs=probs.tolist(), error=None)  # type: ignore[union-attr]
                         bar.update(1)
+                    if row["error"] and len(examples) < ERROR_EXAMPLES:
+                        examples.append(row["path"])
                     lines.append(json.dumps(row) + "\n")
                 handle.write("".join(lines))
                 handle.flush()
@@ -281,7 +351,8 @@ def classify_folder(cfg: ClassifyConfig, on_batch: Callable[[int], None] | None 
     summary = ClassifySummary(
         out=Path(cfg.out), files=files, classified=files - errors, errors=errors, skipped=dict(skipped.counts),
         reused=reused, seconds=seconds, images_per_second=new / seconds if seconds > 0 else 0.0,
-        provider=model.provider, error_reasons=dict(reasons),
+        provider=model.provider, error_reasons=dict(reasons), error_examples=tuple(examples), threads=threads,
+        workers=workers,
     )
     logger.debug(
         "%d image files: %d classified, %d errors, %d other files skipped, %d rows reused; %.1f s, %.1f images/s (%s)",

@@ -7,12 +7,21 @@ from pathlib import Path
 
 import click
 
-from garmentcv.cli_utils import EXIT_ERROR, handle_errors, quiet_option, setup_logging, verbose_option
+from garmentcv.cli_utils import EXIT_ERROR, handle_errors, plural, quiet_option, setup_logging, verbose_option
 from garmentcv.infer.model_file import DEFAULT_MODEL_PATH
 from garmentcv.infer.rows import OutputFormat
 
 _CONTEXT = {"help_option_names": ["-h", "--help"], "show_default": True}
 _LAYOUTS = ("lamoda", "folders", "csv")  # garmentcv.data.layouts.Layout values
+_THREADS_HELP = (
+    "onnxruntime CPU threads. Default: the available CPUs (affinity and container limits) less the decoding "
+    "--workers, at least 1."
+)
+_WORKERS_HELP = (
+    "Image decoding threads, running beside the model. Default: a quarter of the available CPUs (at least 1), "
+    "or the CPUs left by --threads; every available CPU when the model runs on CUDA. The two defaults "
+    "together never exceed the available CPUs (from 2 up)."
+)
 
 
 def _model_option(default: Path | None) -> click.Option:
@@ -29,41 +38,62 @@ def _model_option(default: Path | None) -> click.Option:
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, help="Images per model run.")
 @click.option("--provider", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
               help="auto: CUDA when onnxruntime's CUDA provider really runs, else CPU; cuda: CUDA or an error.")
-@click.option("--threads", type=click.IntRange(min=1), default=None,
-              help="onnxruntime CPU threads. Default: one per CPU core.")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help=_THREADS_HELP)
+@click.option("--workers", type=click.IntRange(min=1), default=None, help=_WORKERS_HELP)
 @click.option("--recursive/--no-recursive", default=True, help="Also classify images in sub-folders.")
 @click.option("--format", "fmt", type=click.Choice([f.value for f in OutputFormat]), default="csv",
               help="csv: path,label,confidence,prob_<class>...,error; jsonl: one object per line; "
               "kaggle: index,label (index = file name without extension).")
-@click.option("--resume", is_flag=True, help="Finish an interrupted run with the same --out: classify only what is missing.")
+@click.option("--resume", is_flag=True,
+              help="Finish an interrupted run with the same --out: classify only what is missing or changed "
+              "(size or modification time). Without it, a new run starts; the partial results of an earlier one "
+              "are kept until the new run completes.")
 @click.option("--fail-on-error", is_flag=True, help="Exit with 1 when any image could not be decoded.")
+@click.option("--allow-errors", is_flag=True,
+              help="With --format kaggle, exit 0 although some images could not be decoded (their rows have an "
+              "empty label). Without it such a file is still written, but the command exits with 1.")
 @quiet_option
 @verbose_option
 @handle_errors
 def classify_main(folder: Path, out: Path, model: Path, batch_size: int, provider: str, threads: int | None,
-                  recursive: bool, fmt: str, resume: bool, fail_on_error: bool, quiet: bool, verbose: bool) -> None:
+                  workers: int | None, recursive: bool, fmt: str, resume: bool, fail_on_error: bool,
+                  allow_errors: bool, quiet: bool, verbose: bool) -> None:
     """Classify every image in FOLDER with an exported model: one row per image file in --out.
 
     Rows are sorted by path relative to FOLDER. A file that cannot be decoded gets a row with an empty label
     and the reason in the error column; hidden files and non-images are skipped. Rows are saved batch by
     batch in OUT.partial and OUT appears only when the run is complete; after Ctrl-C, --resume finishes it.
+    With --format kaggle, images that could not be decoded make the command exit with 1 (the file is still
+    written) unless --allow-errors.
     """
     setup_logging(quiet, verbose)
     from garmentcv.infer.classify import ClassifyConfig, classify_folder
 
     cfg = ClassifyConfig(folder=folder, out=out, model=model, batch_size=batch_size, provider=provider,
-                         threads=threads, recursive=recursive, format=OutputFormat(fmt), resume=resume,
-                         progress=not quiet)
+                         threads=threads, workers=workers, recursive=recursive, format=OutputFormat(fmt),
+                         resume=resume, progress=not quiet)
     s = classify_folder(cfg)
     skipped = ", ".join(f"{n} {reason}" for reason, n in sorted(s.skipped.items())) or "none"
     click.echo(
-        f"{s.files} image files: {s.classified} classified, {s.errors} errors; skipped {skipped}; "
+        f"{plural(s.files, 'image file')}: {s.classified} classified, {plural(s.errors, 'error')}; skipped {skipped}; "
         f"{s.seconds:.1f} s, {s.images_per_second:.1f} images/s on {s.provider}"
         + (f" ({s.reused} rows from the interrupted run)" if s.reused else "") + f" -> {s.out}",
         err=True,
     )
-    if fail_on_error and s.errors:
-        click.echo(f"Error: {s.errors} image(s) could not be decoded (see the error column of {s.out})", err=True)
+    if not s.errors:
+        return
+    failed = ", ".join(s.error_examples) + (f" and {s.errors - len(s.error_examples)} more"
+                                            if s.errors > len(s.error_examples) else "")
+    if fail_on_error:
+        click.echo(f"Error: {plural(s.errors, 'image')} could not be decoded: {failed} (see the error column of "
+                   f"{s.out})", err=True)
+        sys.exit(EXIT_ERROR)
+    if fmt == OutputFormat.KAGGLE.value and not allow_errors:
+        click.echo(
+            f"Error: {plural(s.errors, 'image')} could not be decoded and have an empty label in the kaggle file "
+            f"{s.out}: {failed}; replace or remove them and run again, or pass --allow-errors to accept the empty "
+            "labels", err=True,
+        )
         sys.exit(EXIT_ERROR)
 
 
@@ -78,20 +108,21 @@ def classify_main(folder: Path, out: Path, model: Path, batch_size: int, provide
               help="Folder for metrics.json, confusion_matrix.json/.png, misclassified.csv and errors.csv.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, help="Images per model run.")
 @click.option("--provider", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", help="As for gcv-classify.")
-@click.option("--threads", type=click.IntRange(min=1), default=None, help="onnxruntime CPU threads. Default: one per CPU core.")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help=_THREADS_HELP)
+@click.option("--workers", type=click.IntRange(min=1), default=None, help=_WORKERS_HELP)
 @quiet_option
 @verbose_option
 @handle_errors
 def evaluate_main(model: Path, data: Path, labels: Path | None, layout: str | None, out: Path, batch_size: int,
-                  provider: str, threads: int | None, quiet: bool, verbose: bool) -> None:
+                  provider: str, threads: int | None, workers: int | None, quiet: bool, verbose: bool) -> None:
     """Measure an exported model on labelled images: accuracy, macro precision/recall/F1, confusion matrix."""
     setup_logging(quiet, verbose)
     from garmentcv.infer.evaluate import EvaluateConfig, evaluate_model
 
     cfg = EvaluateConfig(model=model, data=data, labels=labels, layout=layout, out=out, batch_size=batch_size,
-                         provider=provider, threads=threads, progress=not quiet)
+                         provider=provider, threads=threads, workers=workers, progress=not quiet)
     r = evaluate_model(cfg)
     click.echo(
-        f"{r.count} images ({r.errors} could not be decoded): accuracy {r.accuracy:.4f}, precision {r.precision:.4f}, "
+        f"{plural(r.count, 'image')} ({r.errors} could not be decoded): accuracy {r.accuracy:.4f}, precision {r.precision:.4f}, "
         f"recall {r.recall:.4f}, F1 {r.f1:.4f}; {r.misclassified} misclassified -> {r.out}"
     )

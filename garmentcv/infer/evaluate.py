@@ -4,6 +4,10 @@ Images go through the same :func:`garmentcv.image.load_input` and batched onnxru
 ``gcv-classify``, and the figures come from :func:`garmentcv.metrics.classification_metrics` like training's
 validation, so on the same split the two agree. scikit-learn and matplotlib are needed (``pip install
 'garmentcv[eval]'``); they are imported only when an evaluation runs.
+
+File names that are not valid UTF-8 are written to the CSV reports as their original bytes
+(``surrogateescape``, as ``gcv-classify`` does) and matched byte for byte against an ``index,label`` file, which
+may start with a UTF-8 byte-order mark ("CSV UTF-8" of spreadsheet programs).
 """
 
 from __future__ import annotations
@@ -17,14 +21,18 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from garmentcv import cpus as _cpus
 from garmentcv.data.layouts import Sample, load_dataset, scan_images
 from garmentcv.errors import DatasetError, GarmentCVError
-from garmentcv.fsutil import atomic_write, write_json
+from garmentcv.fsutil import atomic_write, check_writable_output, write_json
 from garmentcv.infer.model_file import DEFAULT_MODEL_PATH
-from garmentcv.infer.pipeline import predict_batches
+from garmentcv.infer.pipeline import predict_batches, split_cpus
 from garmentcv.infer.session import open_model
 
 logger = logging.getLogger(__name__)
+
+#: Text files of paths: UTF-8, with the bytes of file names that are not valid UTF-8 kept as they are.
+_PATHS = {"encoding": "utf-8", "errors": "surrogateescape"}
 
 
 @dataclass(frozen=True)
@@ -37,7 +45,7 @@ class EvaluateConfig:
         labels: an ``index,label`` CSV naming the label of each image in ``data`` by file stem.
         layout: force the layout of ``data`` (``lamoda``, ``folders``, ``csv``); detected when ``None``.
         out: folder receiving the reports.
-        model, batch_size, provider, threads, progress: as for :class:`~garmentcv.infer.classify.ClassifyConfig`.
+        model, batch_size, provider, threads, workers, progress: as for :class:`~garmentcv.infer.classify.ClassifyConfig`.
     """
 
     data: Path
@@ -48,6 +56,7 @@ class EvaluateConfig:
     batch_size: int = 32
     provider: str = "auto"
     threads: int | None = None
+    workers: int | None = None
     progress: bool = True
 
 
@@ -73,7 +82,8 @@ class EvaluateResult:
 def samples_from_labels(folder: Path, labels: Path) -> list[Sample]:
     """Pair the rows of an ``index,label`` CSV with the images ``<index>.<ext>`` directly in ``folder``.
 
-    Images without a row are ignored (and counted in the log).
+    Images without a row are ignored (and counted in the log). The CSV is UTF-8, with or without a byte-order
+    mark; an index that is not valid UTF-8 matches the file stem of the same bytes.
 
     Raises:
         DatasetError: the CSV lacks the columns, an index has no image or several, or it is listed twice.
@@ -84,7 +94,7 @@ def samples_from_labels(folder: Path, labels: Path) -> list[Sample]:
     samples: list[Sample] = []
     seen: set[str] = set()
     missing: list[str] = []
-    with labels.open(newline="", encoding="utf-8") as handle:
+    with labels.open(newline="", encoding="utf-8-sig", errors="surrogateescape") as handle:
         reader = csv.DictReader(handle)
         if reader.fieldnames is None or not {"index", "label"} <= set(reader.fieldnames):
             raise DatasetError(f"{labels}: expected an index,label header, got {reader.fieldnames}")
@@ -111,6 +121,11 @@ def samples_from_labels(folder: Path, labels: Path) -> list[Sample]:
     return samples
 
 
+def _json_text(path: Path | str) -> str:
+    """A path as JSON-safe text: bytes that are not valid UTF-8 become ``\\xNN`` escapes."""
+    return str(path).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def evaluate_model(cfg: EvaluateConfig) -> EvaluateResult:
     """Run the model over ``cfg.data`` and write to ``cfg.out``:
 
@@ -122,6 +137,7 @@ def evaluate_model(cfg: EvaluateConfig) -> EvaluateResult:
 
     Raises:
         GarmentCVError: scikit-learn or matplotlib is not installed.
+        OutputPathError: ``cfg.out`` cannot be written (checked before the model is opened).
         DatasetError: unreadable data, or labels that are not classes of the model.
         ModelFileError, ProviderError: as :func:`garmentcv.infer.session.open_model`.
     """
@@ -136,7 +152,12 @@ def evaluate_model(cfg: EvaluateConfig) -> EvaluateResult:
         ) from exc
 
     start = time.perf_counter()
-    model = open_model(cfg.model, cfg.provider, cfg.threads)
+    out = Path(cfg.out)
+    check_writable_output(out / "metrics.json", "--out")
+    threads, workers = split_cpus(cfg.threads, cfg.workers)
+    model = open_model(cfg.model, cfg.provider, threads)
+    if model.provider == "cuda" and cfg.workers is None:
+        workers = _cpus.available_cpus()  # the GPU runs the model: every CPU can decode
     classes = model.info.classes
     if cfg.labels is not None:
         if not Path(cfg.data).is_dir():
@@ -159,7 +180,7 @@ def evaluate_model(cfg: EvaluateConfig) -> EvaluateResult:
     wrong: list[list[str]] = []
     failed: list[list[str]] = []
     bar = tqdm(total=len(samples), desc="evaluate", unit="img", file=sys.stderr, disable=None if cfg.progress else True)
-    for predictions in predict_batches(model, ((s.path, s) for s in samples), cfg.batch_size):
+    for predictions in predict_batches(model, ((s.path, s) for s in samples), cfg.batch_size, workers):
         for p in predictions:
             sample = p.item
             if p.probs is None:
@@ -182,10 +203,10 @@ def evaluate_model(cfg: EvaluateConfig) -> EvaluateResult:
     per_class = {
         name: {k: (int(v) if k == "support" else float(v)) for k, v in report[name].items()} for name in classes
     }
-    out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "metrics.json", {
-        "model": str(cfg.model), "data": str(cfg.data), "labels": str(cfg.labels) if cfg.labels else None,
+        "model": _json_text(cfg.model), "data": _json_text(cfg.data),
+        "labels": _json_text(cfg.labels) if cfg.labels else None,
         "classes": list(classes), "count": metrics.count, "errors": len(failed),
         "accuracy": metrics.accuracy, "precision": metrics.precision, "recall": metrics.recall, "f1": metrics.f1,
         "per_class": per_class, "seconds": round(time.perf_counter() - start, 3),
@@ -198,7 +219,7 @@ def evaluate_model(cfg: EvaluateConfig) -> EvaluateResult:
                           f"{model.info.arch}: accuracy {metrics.accuracy:.4f}")
     for name, header, rows in (("misclassified.csv", ["path", "label", "predicted", "confidence"], wrong),
                                ("errors.csv", ["path", "label", "error"], failed)):
-        with atomic_write(out / name, newline="") as handle:
+        with atomic_write(out / name, newline="", **_PATHS) as handle:
             writer = csv.writer(handle, lineterminator="\n")
             writer.writerow(header)
             writer.writerows(rows)

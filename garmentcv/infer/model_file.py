@@ -10,10 +10,30 @@ from __future__ import annotations
 from pathlib import Path
 
 from garmentcv.artifact import INPUT_NAME, OUTPUT_NAME, ModelInfo
-from garmentcv.errors import ModelFileError
+from garmentcv.errors import ModelFileError, PathNotFoundError
 
 #: Where ``gcv-export`` writes its model unless told otherwise; ``gcv-classify`` reads it from here by default.
 DEFAULT_MODEL_PATH = Path("runs/export/model.onnx")
+
+
+class ModelFileNotFoundError(PathNotFoundError, ModelFileError):
+    """The model file does not exist: wrong usage (exit code 2), and a :class:`ModelFileError` for callers."""
+
+
+def check_model_path(path: Path) -> None:
+    """Refuse a model path that is not a file, with the ``gcv-export`` hint.
+
+    Raises:
+        ModelFileNotFoundError: nothing exists at ``path``.
+        ModelFileError: ``path`` is a folder or another non-file.
+    """
+    if not path.exists():
+        raise ModelFileNotFoundError(
+            f"{path}: model file not found; export one with 'gcv-export CHECKPOINT --out {path}' or pass --model FILE"
+        )
+    if not path.is_file():
+        kind = "a folder" if path.is_dir() else "not a regular file"
+        raise ModelFileError(f"{path}: is {kind}, not a model file; pass the .onnx file written by gcv-export")
 
 
 def read_model_info(path: Path) -> ModelInfo:
@@ -24,17 +44,15 @@ def read_model_info(path: Path) -> ModelInfo:
     and output.
 
     Raises:
-        ModelFileError: the file is missing, is not a readable ONNX model, has no (or a newer or damaged)
+        ModelFileNotFoundError: the file does not exist (a :class:`ModelFileError` with exit code 2).
+        ModelFileError: the file is a folder, is not a readable ONNX model, has no (or a newer or damaged)
             GarmentCV metadata, or lacks exactly the input ``input`` float32 ``(N, 3, H, W)`` and the output
             ``logits`` float32 ``(N, C)``. The message names the file.
     """
     import onnxruntime as ort  # heavy; only when a model is actually read
 
     path = Path(path)
-    if not path.is_file():
-        raise ModelFileError(
-            f"{path}: model file not found; export one with 'gcv-export CHECKPOINT --out {path}' or pass --model FILE"
-        )
+    check_model_path(path)
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     options.log_severity_level = 3

@@ -3,12 +3,14 @@
 Worker threads decode and preprocess the images of the next batches (:func:`garmentcv.image.load_input`,
 the shared image contract; Pillow and numpy release the GIL while they work) while the calling thread runs
 the model on the current batch. At most ``prefetch + 1`` batches are in memory, whatever the number of files.
+
+Threads: decoding workers and onnxruntime's intra-op threads run at the same time, so by default they share
+the CPUs this process may use (:func:`split_cpus`) instead of each taking them all.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -18,6 +20,7 @@ from typing import Generic, TypeVar
 
 import numpy as np
 
+from garmentcv import cpus as _cpus
 from garmentcv.errors import ImageDecodeError
 from garmentcv.image import Preprocessing, load_input
 from garmentcv.infer.session import LoadedModel
@@ -67,6 +70,30 @@ def _load_into(batch: np.ndarray, slot: int, path: Path, pp: Preprocessing) -> s
     return reason
 
 
+def split_cpus(threads: int | None, workers: int | None, cpus: int | None = None) -> tuple[int, int]:
+    """Default onnxruntime ``threads`` and decoding ``workers`` that together do not oversubscribe the CPUs.
+
+    Rule, with ``N`` the CPUs this process may use (:func:`garmentcv.cpus.available_cpus`: affinity and
+    cgroup quota, not the machine's core count): neither given, a quarter of them decode (at least 1) and the
+    rest run the model (at least 1), because at 224 px the model costs about four times the decoding of an
+    image (benchmarks/RESULTS.md); one given, the other gets the rest (at least 1); both given, as given.
+
+    Args:
+        threads: onnxruntime intra-op threads asked for, or ``None``.
+        workers: decoding threads asked for, or ``None``.
+        cpus: ``N``; ``None`` reads :func:`garmentcv.cpus.available_cpus`.
+
+    Returns:
+        ``(threads, workers)``, each at least 1.
+    """
+    n = cpus if cpus is not None else _cpus.available_cpus()
+    if workers is None:
+        workers = max(1, n - threads) if threads is not None else max(1, n // 4)
+    if threads is None:
+        threads = max(1, n - workers)
+    return threads, workers
+
+
 @dataclass
 class _Job(Generic[T]):
     items: list[tuple[Path | None, T]]
@@ -90,8 +117,9 @@ def predict_batches(
     Args:
         model: an open model (:func:`garmentcv.infer.session.open_model`).
         items: ``(path or None, item)`` pairs, consumed lazily.
-        batch_size: images per model run (pass-through items do not count).
-        workers: decoding threads; ``None`` uses one per CPU core.
+        batch_size: items per yielded list, images and pass-throughs together, so that a long run of
+            pass-throughs (rows reused by a resumed run) flows through in bounded memory.
+        workers: decoding threads; ``None`` uses every available CPU (:func:`garmentcv.cpus.available_cpus`).
         prefetch: batches decoded ahead of the one being run.
 
     Yields:
@@ -99,7 +127,7 @@ def predict_batches(
     """
     pp = model.info.preprocessing
     shape = (3, pp.crop, pp.crop)
-    pool = ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1, thread_name_prefix="gcv-decode")
+    pool = ThreadPoolExecutor(max_workers=workers or _cpus.available_cpus(), thread_name_prefix="gcv-decode")
     queue: deque[_Job[T]] = deque()
 
     def submit(pending: list[tuple[Path | None, T]]) -> None:
@@ -130,13 +158,11 @@ def predict_batches(
 
     try:
         pending: list[tuple[Path | None, T]] = []
-        count = 0
         for path, item in items:
             pending.append((path, item))
-            count += path is not None
-            if count == batch_size:
+            if len(pending) == batch_size:
                 submit(pending)
-                pending, count = [], 0
+                pending = []
                 if len(queue) > prefetch:
                     yield finish(queue.popleft())
         if pending:
@@ -145,3 +171,4 @@ def predict_batches(
             yield finish(queue.popleft())
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+

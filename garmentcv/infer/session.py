@@ -2,27 +2,37 @@
 
 Provider choice: ``cpu`` always works; ``cuda`` must really run (onnxruntime-gpu installed, the CUDA provider
 created and one warm-up batch run) or it is an error, never a silent fallback; ``auto`` tries CUDA when
-onnxruntime offers it and otherwise, or when it fails, uses the CPU. The provider in use is logged.
+onnxruntime offers it and otherwise, or when it fails, uses the CPU, with a warning that names the cause. The
+model file is first opened on the CPU, so a failure that comes only with CUDA is a provider problem
+(:class:`ProviderError`), never reported as a broken model file. The provider in use is logged.
+
+Both runtimes installed: the wheels ``onnxruntime`` and ``onnxruntime-gpu`` install the same Python package,
+and side by side the CPU one can hide the CUDA provider. When CUDA is wanted but not offered and both
+distributions are installed, the error (``cuda``) or warning (``auto``) names the conflict and its fix.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 
+from garmentcv import cpus as _cpus
 from garmentcv.artifact import INPUT_NAME, OUTPUT_NAME, ModelInfo
 from garmentcv.errors import GarmentCVError, ModelFileError
+from garmentcv.infer.model_file import check_model_path
 
 logger = logging.getLogger(__name__)
 
 PROVIDERS = ("auto", "cpu", "cuda")
 _CPU = "CPUExecutionProvider"
 _CUDA = "CUDAExecutionProvider"
+#: How to leave only the GPU runtime installed when both wheels are.
+RUNTIME_FIX = "pip uninstall -y onnxruntime onnxruntime-gpu && pip install onnxruntime-gpu"
 
 
 class ProviderError(GarmentCVError, RuntimeError):
@@ -52,7 +62,7 @@ class LoadedModel:
 
 def _session_options(threads: int | None) -> ort.SessionOptions:
     options = ort.SessionOptions()
-    options.intra_op_num_threads = threads or os.cpu_count() or 1
+    options.intra_op_num_threads = threads or _cpus.available_cpus()
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -83,14 +93,46 @@ def _check_graph(session: ort.InferenceSession, info: ModelInfo, path: Path) -> 
         )
 
 
+def _installed_version(distribution: str) -> str | None:
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def runtime_conflict() -> str | None:
+    """A sentence naming the conflict when both ``onnxruntime`` and ``onnxruntime-gpu`` are installed, else None."""
+    cpu, gpu = _installed_version("onnxruntime"), _installed_version("onnxruntime-gpu")
+    if cpu is None or gpu is None:
+        return None
+    return (
+        f"both onnxruntime {cpu} and onnxruntime-gpu {gpu} are installed, and side by side the CPU package can "
+        f"hide the CUDA provider; keep only the GPU one: {RUNTIME_FIX}"
+    )
+
+
+def _no_cuda_message() -> str:
+    conflict = runtime_conflict()
+    offered = f"onnxruntime {ort.__version__} offers {ort.get_available_providers()}, not CUDA"
+    if conflict:
+        return f"{offered}: {conflict}; or use --provider cpu"
+    return (
+        f"{offered}; install onnxruntime-gpu instead of onnxruntime (pip install 'garmentcv[gpu]') or use "
+        "--provider cpu"
+    )
+
+
 def _cuda_session(path: Path, info: ModelInfo, threads: int | None) -> ort.InferenceSession:
-    """A session whose first provider is CUDA and which has run one batch. Raises ProviderError otherwise."""
+    """A session whose first provider is CUDA and which has run one batch. Raises ProviderError otherwise.
+
+    The file already opened on the CPU, so any failure here is CUDA's (libraries, driver, device, memory).
+    """
     if _CUDA not in ort.get_available_providers():
-        raise ProviderError(
-            f"onnxruntime {ort.__version__} offers {ort.get_available_providers()}, not CUDA; "
-            "install onnxruntime-gpu instead of onnxruntime (pip install 'garmentcv[gpu]') or use --provider cpu"
-        )
-    session = _create(path, [_CUDA, _CPU], threads)
+        raise ProviderError(_no_cuda_message())
+    try:
+        session = ort.InferenceSession(str(path), sess_options=_session_options(threads), providers=[_CUDA, _CPU])
+    except Exception as exc:  # onnxruntime raises its own unrelated types; the model itself opened on the CPU
+        raise ProviderError(f"onnxruntime could not create a CUDA session ({exc}); use --provider cpu") from exc
     if session.get_providers()[0] != _CUDA:
         raise ProviderError(
             "onnxruntime could not start its CUDA provider (see its messages above: CUDA or cuDNN libraries, "
@@ -110,19 +152,17 @@ def open_model(path: Path, provider: str = "auto", threads: int | None = None) -
     Args:
         path: the ``.onnx`` file written by ``gcv-export``.
         provider: see the module docstring.
-        threads: intra-op CPU threads; ``None`` uses every core (``os.cpu_count()``).
+        threads: intra-op CPU threads; ``None`` uses every available CPU (:func:`garmentcv.cpus.available_cpus`).
 
     Raises:
-        ModelFileError: the file is missing, unreadable, without GarmentCV metadata, or of another graph shape.
+        ModelFileNotFoundError: the file does not exist (exit code 2, with the gcv-export hint).
+        ModelFileError: the file is a folder, unreadable, without GarmentCV metadata, or of another graph shape.
         ProviderError: ``cuda`` asked for but it cannot run.
     """
     path = Path(path)
     if provider not in PROVIDERS:
         raise ValueError(f"provider must be one of {PROVIDERS}, got {provider!r}")
-    if not path.is_file():
-        raise ModelFileError(
-            f"{path}: model file not found; export one with 'gcv-export CHECKPOINT --out {path}' or pass --model FILE"
-        )
+    check_model_path(path)
     cpu_session = _create(path, [_CPU], threads)
     info = ModelInfo.from_metadata(cpu_session.get_modelmeta().custom_metadata_map, source=str(path))
     _check_graph(cpu_session, info, path)
@@ -134,11 +174,13 @@ def open_model(path: Path, provider: str = "auto", threads: int | None = None) -
             session, used = _cuda_session(path, info, threads), "cuda"
         except ProviderError as exc:
             logger.warning("CUDA is not usable, classifying on the CPU: %s", exc)
+    elif provider == "auto" and runtime_conflict():
+        logger.warning("CUDA is not usable, classifying on the CPU: %s", _no_cuda_message())
     if used == "cuda":
         del cpu_session
     logger.info(
         "model %s: %s, %d classes %s, input %d px, %s; provider %s (%s threads)",
         path, info.arch, len(info.classes), list(info.classes), info.preprocessing.crop, info.precision,
-        used, "GPU" if used == "cuda" else (threads or os.cpu_count()),
+        used, "GPU" if used == "cuda" else (threads or _cpus.available_cpus()),
     )
     return LoadedModel(path=path, info=info, provider=used, session=session)

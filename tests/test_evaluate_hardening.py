@@ -1,0 +1,119 @@
+"""gcv-evaluate hardening (issue 12): non-UTF-8 file names, labels CSV with a byte-order mark, unwritable --out,
+missing paths exit 2, --workers, plural summaries."""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+import garmentcv.cpus
+from garmentcv.errors import OutputPathError
+from garmentcv.infer.cli import evaluate_main
+from garmentcv.infer.evaluate import EvaluateConfig, evaluate_model
+
+from .conftest import write_image
+from .test_classify_hardening import PoolSpy
+from .test_evaluate import CLASSES, model_and_torch  # noqa: F401  (module-scoped fixture)
+
+ENC = {"encoding": "utf-8", "errors": "surrogateescape"}
+
+
+def test_file_names_that_are_not_utf8_are_reported_as_their_bytes(tmp_path: Path, model_and_torch) -> None:  # noqa: F811
+    model_path, _ = model_and_torch
+    data = tmp_path / "data"
+    data.mkdir()
+    pixels = np.full((40, 30, 3), 128, np.uint8)
+    same = [os.fsdecode(stem) + ".jpg" for stem in (b"\xff1_bluzy", b"\xff2_bryuki", b"\xff4_shorty")]
+    for name in same:  # the same picture under each label: exactly two are misclassified
+        Image.fromarray(pixels).save(data / name)
+    (data / os.fsdecode(b"\xff3_shorty.jpg")).write_bytes(b"broken")
+    result = evaluate_model(EvaluateConfig(data=data, out=tmp_path / "ev", model=model_path, provider="cpu",
+                                           progress=False))
+    assert (result.count, result.errors) == (3, 1)
+    raw = (tmp_path / "ev" / "errors.csv").read_bytes()
+    assert raw == b"path,label,error\n" + os.fsencode(data) + b"/\xff3_shorty.jpg,shorty,not a recognised image format\n"
+    wrong = list(csv.reader((tmp_path / "ev" / "misclassified.csv").open(newline="", **ENC)))
+    paths = [row[0] for row in wrong[1:]]
+    assert len(paths) == 2 and set(paths) < {str(data / name) for name in same}
+    # index,label mode: an index with the same bytes matches the file
+    labels = tmp_path / "labels.csv"
+    test = tmp_path / "test"
+    write_image(test / os.fsdecode(b"\xff7.jpg"), seed=7)
+    (test / os.fsdecode(b"\xff8.jpg")).write_bytes(b"broken")
+    labels.write_bytes(b"index,label\n\xff7,bluzy\n\xff8,bryuki\n")
+    result = evaluate_model(EvaluateConfig(data=test, labels=labels, out=tmp_path / "ev2", model=model_path,
+                                           provider="cpu", progress=False))
+    assert (result.count, result.errors) == (1, 1)
+    assert (tmp_path / "ev2" / "errors.csv").read_bytes().endswith(b"/\xff8.jpg,bryuki,not a recognised image format\n")
+
+
+def test_labels_csv_with_a_byte_order_mark_is_read(tmp_path: Path, model_and_torch) -> None:  # noqa: F811
+    model_path, _ = model_and_torch
+    test = tmp_path / "test"
+    for i in range(4):
+        write_image(test / f"{i}.jpg", seed=i)
+    labels = tmp_path / "labels.csv"
+    labels.write_bytes(b"\xef\xbb\xbfindex,label\r\n" + b"".join(f"{i},{CLASSES[i % 3]}\r\n".encode() for i in range(4)))
+    result = evaluate_model(EvaluateConfig(data=test, labels=labels, out=tmp_path / "ev", model=model_path,
+                                           provider="cpu", progress=False))
+    assert (result.count, result.errors) == (4, 0)
+    assert sum(map(sum, result.confusion_matrix)) == 4
+    assert [sum(row) for row in result.confusion_matrix] == [2, 1, 1]
+
+
+def test_unwritable_out_fails_before_the_model_is_opened(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    write_image(data / "1_bluzy.jpg", seed=1)
+    (tmp_path / "file.txt").write_text("a file")
+    (tmp_path / "junk.onnx").write_bytes(b"junk")
+    out = tmp_path / "file.txt" / "ev"
+    with pytest.raises(OutputPathError, match="is not a folder but a file"):
+        evaluate_model(EvaluateConfig(data=data, out=out, model=tmp_path / "junk.onnx", provider="cpu"))
+    result = CliRunner().invoke(evaluate_main, ["--model", str(tmp_path / "junk.onnx"), "--data", str(data),
+                                                "--out", str(out)])
+    assert result.exit_code == 1
+    assert f"{tmp_path / 'file.txt'} is not a folder but a file" in result.stderr and "--out" in result.stderr
+    assert "ONNX" not in result.stderr and "Traceback" not in result.stderr
+
+
+def test_missing_paths_are_exit_2(tmp_path: Path, model_and_torch) -> None:  # noqa: F811
+    model_path, _ = model_and_torch
+    data = tmp_path / "data"
+    write_image(data / "1_bluzy.jpg", seed=1)
+    runner = CliRunner()
+    result = runner.invoke(evaluate_main, ["--model", str(tmp_path / "none.onnx"), "--data", str(data),
+                                           "--out", str(tmp_path / "ev")])
+    assert result.exit_code == 2
+    assert "none.onnx: model file not found; export one with 'gcv-export" in result.stderr
+    result = runner.invoke(evaluate_main, ["--model", str(model_path), "--data", str(tmp_path / "nodata")])
+    assert result.exit_code == 2 and "nodata" in result.stderr and "does not exist" in result.stderr
+    result = runner.invoke(evaluate_main, ["--model", str(model_path), "--data", str(data), "--labels",
+                                           str(tmp_path / "nolabels.csv")])
+    assert result.exit_code == 2 and "nolabels.csv" in result.stderr and "does not exist" in result.stderr
+
+
+def test_workers_reach_the_pool_and_summary_uses_plurals(tmp_path: Path, model_and_torch,  # noqa: F811
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    model_path, _ = model_and_torch
+    data = tmp_path / "data"
+    write_image(data / "1_bluzy.jpg", seed=1)
+    (data / "2_bryuki.jpg").write_bytes(b"broken")
+    monkeypatch.setattr(garmentcv.cpus, "available_cpus", lambda *a: 8)
+    pools = PoolSpy(monkeypatch)
+    args = ["--model", str(model_path), "--data", str(data), "--provider", "cpu", "-q"]
+    result = CliRunner().invoke(evaluate_main, [*args, "--out", str(tmp_path / "ev"), "--workers", "3"])
+    assert result.exit_code == 0, result.output
+    assert pools.sizes == [3]
+    assert result.stdout.startswith("1 image (1 could not be decoded): accuracy ")
+    assert result.stdout.rstrip().endswith(f"misclassified -> {tmp_path / 'ev'}")
+    result = CliRunner().invoke(evaluate_main, [*args, "--out", str(tmp_path / "ev2")])
+    assert result.exit_code == 0, result.output
+    assert pools.sizes == [3, 2]  # default: a quarter of the 8 available CPUs decode
+    help_text = CliRunner().invoke(evaluate_main, ["--help"]).output
+    assert "--workers" in help_text and "a quarter of the available CPUs" in help_text
