@@ -333,7 +333,9 @@ def _filter_weight(name: str, x: float) -> float:
     return 0.0
 
 
-def _axis_taps(in_size: int, out_size: int, start: int, count: int, interpolation: str) -> tuple[np.ndarray, np.ndarray]:
+def _axis_taps(
+    in_size: int, out_size: int, start: int, count: int, interpolation: str
+) -> tuple[np.ndarray, np.ndarray]:
     """Source indices and weights of output positions ``start .. start + count`` of a 1-D resize.
 
     Exactly Pillow's ``precompute_coeffs`` and ``normalize_coeffs_8bpc`` (weights as 22-bit fixed point)
