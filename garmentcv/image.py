@@ -423,7 +423,7 @@ def _resize_crop_pil(pil: Image.Image, pp: Preprocessing, full_max_pixels: int |
     # wide: the horizontal pass computed on the columns needed, then Pillow's vertical pass
     index, weight = _axis_taps(width, new_w, left, pp.crop, pp.interpolation)
     first, last = int(index.min()), int(index.max()) + 1
-    strip = _resample_axis(np.asarray(pil)[:, first:last], index - first, weight, axis=1)
+    strip = _resample_axis(np.asarray(pil.crop((first, 0, last, height))), index - first, weight, axis=1)
     if new_h != height:
         strip = np.asarray(Image.fromarray(strip).resize((pp.crop, new_h), resample))
     return strip[top : top + pp.crop]
