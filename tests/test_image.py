@@ -304,7 +304,8 @@ def test_thirty_two_bit_integer_tiff_is_scaled(tmp_path: Path) -> None:
     Image.fromarray(np.array([[0, 7], [100, 255]], dtype=np.int32)).save(tmp_path / "byte.tif")
     Image.fromarray(np.array([[0, 256], [25600, 65535]], dtype=np.int32)).save(tmp_path / "short.tif")
     Image.fromarray(np.array([[-100, 0], [100, 155]], dtype=np.int32)).save(tmp_path / "wide.tif")
-    assert Image.open(tmp_path / "short.tif").mode == "I"
+    with Image.open(tmp_path / "short.tif") as written:
+        assert written.mode == "I"
     assert decode_image(tmp_path / "byte.tif")[:, :, 0].tolist() == [[0, 7], [100, 255]]
     assert decode_image(tmp_path / "short.tif")[:, :, 0].tolist() == [[0, 1], [100, 255]]
     assert decode_image(tmp_path / "wide.tif")[:, :, 0].tolist() == [[0, 100], [200, 255]]
@@ -316,7 +317,8 @@ def test_float_tiff_is_scaled(tmp_path: Path) -> None:
     Image.fromarray(np.array([[0.0, 0.5], [0.25, 1.0]], dtype=np.float32)).save(tmp_path / "unit.tif")
     Image.fromarray(np.array([[0.0, 2.4], [128.6, 255.0]], dtype=np.float32)).save(tmp_path / "byte.tif")
     Image.fromarray(np.array([[-1.0, 0.0], [1.0, np.nan]], dtype=np.float32)).save(tmp_path / "wide.tif")
-    assert Image.open(tmp_path / "unit.tif").mode == "F"
+    with Image.open(tmp_path / "unit.tif") as written:
+        assert written.mode == "F"
     assert decode_image(tmp_path / "unit.tif")[:, :, 0].tolist() == [[0, 128], [64, 255]]
     assert decode_image(tmp_path / "byte.tif")[:, :, 0].tolist() == [[0, 2], [129, 255]]
     assert decode_image(tmp_path / "wide.tif")[:, :, 0].tolist() == [[0, 128], [255, 0]]
