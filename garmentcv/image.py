@@ -9,7 +9,9 @@ Two functions define what a model sees:
 Training validation, export parity checks and ``gcv-classify`` all call :func:`load_input` (these two
 plus one decoding shortcut for large JPEGs, described there), so the same file always gives the same array.
 The resize and centre crop follow torchvision's ``Resize(int)`` and ``CenterCrop`` on PIL images
-(torchvision/transforms/functional.py), which is what the ImageNet weights entries use, pixel for pixel.
+(torchvision/transforms/functional.py), which is what the ImageNet weights entries use, pixel for pixel; a
+very thin image is resized only where the crop keeps it, so memory stays bounded (:func:`_resize_crop_pil`).
+Only :data:`DECODED_FORMATS` are ever decoded, whatever a file's extension says.
 """
 
 from __future__ import annotations
@@ -435,6 +437,8 @@ def resize_and_crop(image: np.ndarray, pp: Preprocessing) -> np.ndarray:
     Args:
         image: RGB ``uint8`` array ``(H, W, 3)``, as from :func:`decode_image`.
         pp: the preprocessing to follow.
+
+    Memory stays bounded whatever the aspect ratio (see :data:`FULL_RESIZE_MAX_PIXELS`).
 
     Returns:
         RGB ``uint8`` array ``(pp.crop, pp.crop, 3)``.
