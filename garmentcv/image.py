@@ -9,7 +9,9 @@ Two functions define what a model sees:
 Training validation, export parity checks and ``gcv-classify`` all call :func:`load_input` (these two
 plus one decoding shortcut for large JPEGs, described there), so the same file always gives the same array.
 The resize and centre crop follow torchvision's ``Resize(int)`` and ``CenterCrop`` on PIL images
-(torchvision/transforms/functional.py), which is what the ImageNet weights entries use, pixel for pixel.
+(torchvision/transforms/functional.py), which is what the ImageNet weights entries use, pixel for pixel; a
+very thin image is resized only where the crop keeps it, so memory stays bounded (:func:`_resize_crop_pil`).
+Only :data:`DECODED_FORMATS` are ever decoded, whatever a file's extension says.
 """
 
 from __future__ import annotations
@@ -18,7 +20,6 @@ import dataclasses
 import io
 import math
 import struct
-import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,12 @@ from garmentcv.errors import ImageDecodeError
 IMAGE_EXTENSIONS: frozenset[str] = frozenset(
     {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 )
+
+#: The Pillow formats GarmentCV decodes, and the only decoders it ever lets Pillow use. Pillow picks the
+#: decoder by content, not by extension, so without this list a ``.jpg`` holding EPS would be handed to
+#: Ghostscript. Every extension of :data:`IMAGE_EXTENSIONS` maps to one of these (``MPO``, the multi-picture
+#: JPEG of some cameras, is opened by the JPEG decoder). Content of any other format is refused.
+DECODED_FORMATS: tuple[str, ...] = ("JPEG", "PNG", "BMP", "GIF", "WEBP", "TIFF")
 
 #: Largest image accepted, in pixels (width x height). Pillow's own decompression-bomb limit is the same
 #: order (about 89 Mpx); a larger file is reported as oversized rather than decoded.
@@ -121,14 +128,49 @@ class Preprocessing:
             raise ValueError(f"incomplete preprocessing description {dict(data)!r}: {exc}") from exc
 
 
+def _scale_to_uint8(image: Image.Image) -> Image.Image:
+    """Scale a 32-bit integer (``I``) or float (``F``) image to an 8-bit greyscale (``L``) one.
+
+    The rule, chosen so that the usual meanings of these files survive:
+
+    * ``I``: values all within 0..255 are kept; all within 0..65535 are scaled as 16-bit (``v >> 8``, as
+      ``I;16`` files); otherwise min-max scaled to 0..255 (``round(255 (v - min) / (max - min))``).
+    * ``F``: values all within 0..1 are multiplied by 255; all within 0..255 are kept; otherwise min-max
+      scaled as above; rounded to the nearest integer (halves to even). NaN and infinities are left out of
+      the range and become 0 (black).
+
+    A constant image outside both ranges becomes 0 (black).
+    """
+    values = np.asarray(image)
+    finite = np.isfinite(values) if image.mode == "F" else np.ones(values.shape, dtype=bool)
+    if image.mode == "F":
+        values = np.where(finite, values, 0.0).astype(np.float64)
+    low, high = (values[finite].min(), values[finite].max()) if finite.any() else (0, 0)
+    if image.mode == "I" and low >= 0 and high <= 255:
+        out = values
+    elif image.mode == "I" and low >= 0 and high <= 65535:
+        out = values >> 8
+    elif image.mode == "F" and low >= 0 and high <= 1:
+        out = np.rint(values * 255.0)
+    elif image.mode == "F" and low >= 0 and high <= 255:
+        out = np.rint(values)
+    elif high > low:
+        out = np.rint((values.astype(np.float64) - low) * (255.0 / (float(high) - float(low))))
+    else:
+        out = np.zeros_like(values)
+    out = np.where(finite, out, 0)
+    return Image.fromarray(np.clip(out, 0, 255).astype(np.uint8), mode="L")
+
+
 def _to_rgb(image: Image.Image) -> Image.Image:
-    """Convert any Pillow mode to RGB: alpha is composited on white, 16-bit greys are scaled to 8 bits."""
+    """Convert any Pillow mode to RGB: alpha is composited on white, 16-bit greys are scaled to 8 bits,
+    32-bit integer and float greys as :func:`_scale_to_uint8` says."""
     if image.mode == "P":
         image = image.convert("RGBA" if "transparency" in image.info else "RGB")
     if image.mode in ("I;16", "I;16B", "I;16L", "I;16N"):
         image = Image.fromarray((np.asarray(image, dtype=np.uint16) >> 8).astype(np.uint8), mode="L")
     elif image.mode in ("I", "F"):
-        image = Image.fromarray(np.clip(np.asarray(image), 0, 255).astype(np.uint8), mode="L")
+        image = _scale_to_uint8(image)
     if image.mode in ("RGBA", "LA", "La", "RGBa", "PA"):
         rgba = image.convert("RGBA")
         white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
@@ -136,35 +178,77 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
+def _prefix(source: Path | IO[bytes], length: int = 16) -> bytes:
+    """The first ``length`` bytes of a file or stream (the stream's position is restored)."""
+    if isinstance(source, Path):
+        with open(source, "rb") as handle:
+            return handle.read(length)
+    position = source.tell()
+    try:
+        source.seek(0)
+        return source.read(length)
+    finally:
+        source.seek(position)
+
+
+def _unidentified_reason(source: Path | IO[bytes]) -> str:
+    """Why no decoder of :data:`DECODED_FORMATS` accepted ``source``: empty, another format, or unknown.
+
+    The other format is found the way Pillow finds it, by each plugin's signature check on the first
+    16 bytes only; no other decoder is ever run.
+    """
+    try:
+        head = _prefix(source)
+    except OSError:
+        return "not a recognised image format"
+    if not head:
+        return "empty file (0 bytes)"
+    Image.init()
+    for name in Image.ID:
+        accept = Image.OPEN[name][1]
+        try:
+            match = accept is not None and bool(accept(head))
+        except Exception:  # noqa: BLE001 - a foreign plugin's signature check must not mask the real reason
+            match = False
+        if match and name not in DECODED_FORMATS:
+            return (
+                f"format {name} is not one GarmentCV decodes (only {', '.join(DECODED_FORMATS)}); "
+                "convert the file or remove it"
+            )
+    return "not a recognised image format"
+
+
 def _open_rgb(source: Path | IO[bytes], path: Path, min_short: int | None = None) -> Image.Image:
     """Open, check, decode and convert one file to an upright RGB Pillow image (see :func:`decode_image`).
 
     ``source`` is the file or its bytes; ``path`` names it in errors.
 
+    Only :data:`DECODED_FORMATS` are opened. Pillow's decompression-bomb warning is left to the process's
+    warning filters (changing them here would race between decoding threads); the explicit size check
+    against :data:`MAX_IMAGE_PIXELS` refuses the same images.
+
     With ``min_short``, a JPEG is decoded at the smallest DCT scale (1/2, 1/4 or 1/8, Pillow's ``draft``)
     whose shorter side is still at least ``min_short`` px; other formats and smaller images decode in full.
     """
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(source) as image:
-                width, height = image.size
-                if width * height > MAX_IMAGE_PIXELS:
-                    raise ImageDecodeError(
-                        path, f"oversized: {width}x{height} px is over the {MAX_IMAGE_PIXELS} px limit"
-                    )
-                if min_short is not None and image.format == "JPEG" and min(width, height) >= 2 * min_short:
-                    scale = min_short / min(width, height)
-                    image.draft(None, (math.ceil(width * scale), math.ceil(height * scale)))
-                image.load()
-                image = ImageOps.exif_transpose(image) or image
-                return _to_rgb(image)
+        with Image.open(source, formats=DECODED_FORMATS) as image:
+            width, height = image.size
+            if width * height > MAX_IMAGE_PIXELS:
+                raise ImageDecodeError(
+                    path, f"oversized: {width}x{height} px is over the {MAX_IMAGE_PIXELS} px limit"
+                )
+            if min_short is not None and image.format == "JPEG" and min(width, height) >= 2 * min_short:
+                scale = min_short / min(width, height)
+                image.draft(None, (math.ceil(width * scale), math.ceil(height * scale)))
+            image.load()
+            image = ImageOps.exif_transpose(image) or image
+            return _to_rgb(image)
     except ImageDecodeError:
         raise
     except FileNotFoundError as exc:
         raise ImageDecodeError(path, "file not found") from exc
     except UnidentifiedImageError as exc:
-        raise ImageDecodeError(path, "not a recognised image format") from exc
+        raise ImageDecodeError(path, _unidentified_reason(source)) from exc
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageDecodeError(path, f"oversized: {exc}") from exc
     except OSError as exc:
@@ -184,13 +268,16 @@ def _as_rgb_array(rgb: Image.Image, path: Path) -> np.ndarray:
 def decode_image(path: str | Path) -> np.ndarray:
     """Decode an image file into an RGB ``uint8`` array of shape ``(H, W, 3)``, at full resolution.
 
-    EXIF orientation is applied; greyscale, palette, CMYK and 16-bit files are converted to RGB; alpha
+    Only the formats of :data:`DECODED_FORMATS` are decoded, whatever the extension. EXIF orientation is
+    applied; greyscale, palette, CMYK and 16-bit files are converted to RGB (32-bit integer and float greys
+    are scaled as :func:`_scale_to_uint8` documents); alpha
     (RGBA, LA, palette transparency) is composited on white, the background of product photos. Only the
     first frame of an animated file is used.
 
     Raises:
-        ImageDecodeError: the file is missing, not an image, truncated, corrupt, of an unsupported format,
-            or larger than :data:`MAX_IMAGE_PIXELS`. ``.path`` and ``.reason`` say which and why.
+        ImageDecodeError: the file is missing, empty (``"empty file (0 bytes)"``), not an image, of a format
+            GarmentCV does not decode (``"format EPS is not one GarmentCV decodes ..."``), truncated,
+            corrupt, or larger than :data:`MAX_IMAGE_PIXELS`. ``.path`` and ``.reason`` say which and why.
     """
     path = Path(path)
     return _as_rgb_array(_open_rgb(path, path), path)
@@ -211,21 +298,137 @@ def decode_image_bytes(data: bytes, name: str | Path) -> np.ndarray:
     return _as_rgb_array(_open_rgb(io.BytesIO(data), Path(name)), Path(name))
 
 
-def _resize_crop_pil(pil: Image.Image, pp: Preprocessing) -> np.ndarray:
+#: Largest resized image, in px, that preprocessing makes in full (Pillow's resize, pixel for pixel
+#: torchvision's ``Resize``); about 16 MiB as Pillow stores RGB in 4 bytes a pixel. Any image up to 64:1 at
+#: a 256 px resize is under it. A larger one (a 1x1500 px image resized to 256 px would be 256x384000 px,
+#: about 900 MB with Pillow's intermediates) is only computed where the centre crop keeps it; see
+#: :func:`_resize_crop_pil`.
+FULL_RESIZE_MAX_PIXELS: int = 4 * 1024 * 1024
+
+# Pillow's filter supports (src/libImaging/Resample.c) and its fixed-point precision for 8-bit images.
+_FILTER_SUPPORT: dict[str, float] = {"bilinear": 1.0, "bicubic": 2.0, "lanczos": 3.0}
+_PRECISION_BITS = 32 - 8 - 2
+
+
+def _filter_weight(name: str, x: float) -> float:
+    """Pillow's resampling filters, with the same floating-point operations in the same order."""
+    if name == "bilinear":
+        x = -x if x < 0.0 else x
+        return 1.0 - x if x < 1.0 else 0.0
+    if name == "bicubic":
+        a = -0.5
+        x = -x if x < 0.0 else x
+        if x < 1.0:
+            return ((a + 2.0) * x - (a + 3.0)) * x * x + 1
+        if x < 2.0:
+            return (((x - 5) * x + 8) * x - 4) * a
+        return 0.0
+    if -3.0 <= x < 3.0:  # lanczos: sinc(x) sinc(x / 3)
+
+        def sinc(v: float) -> float:
+            if v == 0.0:
+                return 1.0
+            v = v * math.pi
+            return math.sin(v) / v
+
+        return sinc(x) * sinc(x / 3)
+    return 0.0
+
+
+def _axis_taps(
+    in_size: int, out_size: int, start: int, count: int, interpolation: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """Source indices and weights of output positions ``start .. start + count`` of a 1-D resize.
+
+    Exactly Pillow's ``precompute_coeffs`` and ``normalize_coeffs_8bpc`` (weights as 22-bit fixed point)
+    for a resize of ``in_size`` to ``out_size`` samples without a box; for ``nearest``, the source sample
+    under each output centre (one tap of weight 1). Returns ``(indices, weights)``, both ``(count, taps)``
+    int64; unused taps repeat the first index with weight 0.
+    """
+    scale = in_size / out_size
+    if interpolation == "nearest":
+        centres = (np.arange(start, start + count, dtype=np.float64) + 0.5) * scale
+        index = np.minimum(centres.astype(np.int64), in_size - 1)[:, None]
+        return index, np.ones_like(index) << _PRECISION_BITS
+    filterscale = max(scale, 1.0)
+    support = _FILTER_SUPPORT[interpolation] * filterscale
+    taps = int(math.ceil(support)) * 2 + 1
+    index = np.zeros((count, taps), dtype=np.int64)
+    weight = np.zeros((count, taps), dtype=np.int64)
+    ss = 1.0 / filterscale
+    for row, xx in enumerate(range(start, start + count)):
+        center = (xx + 0.5) * scale
+        xmin = max(int(center - support + 0.5), 0)
+        xmax = min(int(center + support + 0.5), in_size) - xmin
+        k = [_filter_weight(interpolation, (x + xmin - center + 0.5) * ss) for x in range(xmax)]
+        ww = 0.0
+        for w in k:
+            ww += w
+        index[row] = xmin
+        for x, w in enumerate(k):
+            w = w / ww if ww != 0.0 else w
+            weight[row, x] = int(-0.5 + w * (1 << _PRECISION_BITS)) if w < 0 else int(0.5 + w * (1 << _PRECISION_BITS))
+            index[row, x] = xmin + x
+    return index, weight
+
+
+def _resample_axis(pixels: np.ndarray, index: np.ndarray, weight: np.ndarray, axis: int) -> np.ndarray:
+    """Apply :func:`_axis_taps` along ``axis`` (0 rows, 1 columns) of a ``uint8`` array as Pillow's 8-bit
+    pass does: integer sum with rounding, shifted and clipped to 0..255."""
+    moved = np.moveaxis(pixels, axis, 0)
+    acc = np.full((index.shape[0],) + moved.shape[1:], 1 << (_PRECISION_BITS - 1), dtype=np.int64)
+    extra = (1,) * (moved.ndim - 1)
+    for tap in range(index.shape[1]):
+        acc += moved[index[:, tap]].astype(np.int64) * weight[:, tap].reshape((-1,) + extra)
+    out = np.clip(acc >> _PRECISION_BITS, 0, 255).astype(np.uint8)
+    return np.moveaxis(out, 0, axis)
+
+
+def _resize_crop_pil(pil: Image.Image, pp: Preprocessing, full_max_pixels: int | None = None) -> np.ndarray:
     """Resize the shorter side to ``pp.resize`` px, then centre-crop ``pp.crop`` px: RGB ``uint8`` array.
 
     The same arithmetic as torchvision's ``Resize(int)`` (long side ``int(resize * long / short)``) and
     ``CenterCrop`` (offsets ``round((new - crop) / 2)``) on PIL images, so the result equals torchvision's.
+
+    Memory is bounded whatever the aspect ratio: an image whose resized size is over ``full_max_pixels``
+    (default :data:`FULL_RESIZE_MAX_PIXELS`) is not resized in full. Instead, as Pillow's two-pass resize
+    (horizontal, then vertical), the pass along the long side computes only the ``pp.crop`` samples the crop
+    keeps, with Pillow's own coefficients and fixed-point arithmetic (:func:`_axis_taps`), and the pass
+    along the short side is Pillow's on the rows or columns needed; memory is then about the crop plus the
+    source rows or columns it reads. That equals Pillow's horizontal-then-vertical resize pixel for pixel
+    for ``bilinear``, ``bicubic`` and ``lanczos`` (tests/test_image.py). Pillow 13 sometimes runs the
+    vertical pass first, which rounds in between in the other order: such images then differ from
+    torchvision's by a grey level or a few (the intermediate is clipped to 0..255); ``nearest`` takes the
+    source pixel under each output centre, which Pillow's accumulated coordinates can put one pixel off.
     """
+    if full_max_pixels is None:
+        full_max_pixels = FULL_RESIZE_MAX_PIXELS
     width, height = pil.size
     short, long = (width, height) if width <= height else (height, width)
     new_short, new_long = pp.resize, int(pp.resize * long / short)
     new_w, new_h = (new_short, new_long) if width <= height else (new_long, new_short)
-    if (new_w, new_h) != (width, height):
-        pil = pil.resize((new_w, new_h), _INTERPOLATIONS[pp.interpolation])
     top = int(round((new_h - pp.crop) / 2.0))
     left = int(round((new_w - pp.crop) / 2.0))
-    return np.asarray(pil)[top : top + pp.crop, left : left + pp.crop]
+    if (new_w, new_h) == (width, height):
+        return np.asarray(pil)[top : top + pp.crop, left : left + pp.crop]
+    resample = _INTERPOLATIONS[pp.interpolation]
+    if new_w * new_h <= full_max_pixels:
+        return np.asarray(pil.resize((new_w, new_h), resample))[top : top + pp.crop, left : left + pp.crop]
+    if width <= height:  # tall: Pillow's horizontal pass on the rows needed, then the vertical pass computed
+        index, weight = _axis_taps(height, new_h, top, pp.crop, pp.interpolation)
+        first, last = int(index.min()), int(index.max()) + 1
+        band = pil.crop((0, first, width, last))
+        if new_w != width:
+            band = band.resize((new_w, last - first), resample)
+        columns = np.asarray(band)[:, left : left + pp.crop]
+        return _resample_axis(columns, index - first, weight, axis=0)
+    # wide: the horizontal pass computed on the columns needed, then Pillow's vertical pass
+    index, weight = _axis_taps(width, new_w, left, pp.crop, pp.interpolation)
+    first, last = int(index.min()), int(index.max()) + 1
+    strip = _resample_axis(np.asarray(pil.crop((first, 0, last, height))), index - first, weight, axis=1)
+    if new_h != height:
+        strip = np.asarray(Image.fromarray(strip).resize((pp.crop, new_h), resample))
+    return strip[top : top + pp.crop]
 
 
 def resize_and_crop(image: np.ndarray, pp: Preprocessing) -> np.ndarray:
@@ -234,6 +437,8 @@ def resize_and_crop(image: np.ndarray, pp: Preprocessing) -> np.ndarray:
     Args:
         image: RGB ``uint8`` array ``(H, W, 3)``, as from :func:`decode_image`.
         pp: the preprocessing to follow.
+
+    Memory stays bounded whatever the aspect ratio (see :data:`FULL_RESIZE_MAX_PIXELS`).
 
     Returns:
         RGB ``uint8`` array ``(pp.crop, pp.crop, 3)``.

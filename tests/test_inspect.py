@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import json
 import shutil
 from collections import Counter
@@ -289,7 +290,7 @@ def test_class_with_only_broken_files_blocks(tmp_path: Path) -> None:
     report = inspect_dataset(tmp_path, layout="lamoda")
     assert report.class_counts == {"bluzy": 1, "bryuki": 1}
     assert [f.reason for f in report.decode_failures] == ["not a recognised image format"]
-    assert report.problems[-1] == "only 1 class(es) with a decodable image ['bluzy']; training needs at least 2"
+    assert report.problems[-1] == "only 1 class with a decodable image ['bluzy']; training needs at least 2"
 
 
 def test_csv_manifest_conflicting_labels(tmp_path: Path) -> None:
@@ -310,7 +311,7 @@ def test_unreadable_dataset_exits_1_with_the_dataset_error(tmp_path: Path) -> No
     (tmp_path / "bluzy" / "a.jpg").write_bytes(_jpeg(0))
     result = CliRunner().invoke(main, ["inspect", str(tmp_path)])
     assert result.exit_code == 1
-    assert "class folder(s) without any image" in result.stderr
+    assert "1 class folder without any image" in result.stderr
     assert result.stdout == ""
 
     result = CliRunner().invoke(main, ["inspect", str(tmp_path), "--layout", "bogus"])
@@ -347,3 +348,62 @@ def test_report_to_dict_is_json_ready(planted: tuple[Path, Path]) -> None:
     assert json.loads(json.dumps(data)) == data
     assert data["test"] is None
     assert data["verdict"] == report.verdict
+
+
+# --- issue 12: hardening -----------------------------------------------------------------------------------
+
+
+def test_non_utf8_file_names_are_written_escaped_in_json_and_text(tmp_path: Path) -> None:
+    """A file name that is not valid UTF-8 crashed --json after the whole scan; now written as \\xNN."""
+    data = tmp_path / "data"
+    (data / "bluzy").mkdir(parents=True)
+    (data / "bryuki").mkdir()
+    odd = os.fsdecode(os.path.join(os.fsencode(data / "bluzy"), b"caf\xe9.jpg"))
+    Path(odd).write_bytes(_jpeg(1))
+    (data / "bryuki" / "b.jpg").write_bytes(_jpeg(2))
+    Path(os.fsdecode(os.path.join(os.fsencode(data / "bluzy"), b"bad\xff.jpg"))).write_bytes(b"")
+    out = tmp_path / "report.json"
+    result = CliRunner().invoke(main, ["inspect", str(data), "--json", str(out), "-q"])
+    assert result.exit_code == EXIT_NOT_READY, result.output
+    assert "  bluzy/bad\\xff.jpg: empty file (0 bytes)" in result.stdout.splitlines()
+    report = json.loads(out.read_text(encoding="utf-8"))
+    assert report["decode_failures"] == [
+        {"path": f"{data}/bluzy/bad\\xff.jpg", "label": "bluzy", "reason": "empty file (0 bytes)"}
+    ]
+    assert report["files"] == 3 and report["class_counts"] == {"bluzy": 2, "bryuki": 1}
+    assert inspect_dataset(data).decode_failures[0].path.exists()
+
+
+def test_symlinked_folders_are_counted_as_skipped(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    for i, label in enumerate(("bluzy", "bryuki")):
+        (data / label).mkdir(parents=True)
+        (data / label / "a.jpg").write_bytes(_jpeg(i))
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "x.jpg").write_bytes(_jpeg(9))
+    os.symlink(tmp_path / "elsewhere", data / "bluzy" / "more")
+    report = inspect_dataset(data)
+    assert [(s.path.name, s.reason) for s in report.skipped] == [("more", "symlinked folder (not followed)")]
+    assert "skipped: 1 (symlinked folder (not followed) 1)" in render_text(report).splitlines()
+
+
+def test_group_help_shows_whole_sentences() -> None:
+    """`gcv-data --help` cut the inspect description off mid-sentence ("Report on the dataset ROOT before...")."""
+    result = CliRunner().invoke(main, ["--help"], terminal_width=80)
+    assert result.exit_code == 0
+    lines = {line.split()[0]: line for line in result.stdout.splitlines() if line.startswith("  ") and line.split()}
+    assert lines["inspect"].split(None, 1)[1] == "Report on a dataset before training; never modifies it."
+    assert lines["fashion-mnist"].split(None, 1)[1] == "Write a Lamoda-layout stand-in from Fashion-MNIST."
+    assert not any(line.endswith("...") for line in lines.values())
+
+
+def test_decode_reasons_and_counts_read_naturally(tmp_path: Path) -> None:
+    (tmp_path / "0001_bluzy.jpg").write_bytes(_jpeg(1))
+    (tmp_path / "0002_bryuki.jpg").write_bytes(b"")
+    (tmp_path / "0003_bryuki.jpg").write_bytes(b"P6\n2 2\n255\n" + bytes(12))
+    report = inspect_dataset(tmp_path, layout="lamoda")
+    assert [f.reason for f in report.decode_failures] == [
+        "empty file (0 bytes)",
+        "format PPM is not one GarmentCV decodes (only JPEG, PNG, BMP, GIF, WEBP, TIFF); convert the file or remove it",
+    ]
+    assert report.problems[-1] == "only 1 class with a decodable image ['bluzy']; training needs at least 2"

@@ -65,7 +65,7 @@ def test_folders_layout_refuses_an_empty_class(tmp_path: Path, image_writer) -> 
     image_writer(tmp_path / "ds" / "b" / "2.jpg")
     (tmp_path / "ds" / "empty").mkdir()
     (tmp_path / "ds" / "empty" / "readme.txt").write_text("no images")
-    with pytest.raises(DatasetError, match=r"class folder\(s\) without any image: .*empty"):
+    with pytest.raises(DatasetError, match=r"1 class folder without any image: .*empty"):
         load_dataset(tmp_path / "ds")
 
 
@@ -84,7 +84,7 @@ def test_csv_manifest_resolves_paths_relative_to_itself(tmp_path: Path, image_wr
 def test_csv_manifest_reports_missing_files_and_bad_header(tmp_path: Path) -> None:
     manifest = tmp_path / "m.csv"
     manifest.write_text("path,label\nmissing.jpg,a\n")
-    with pytest.raises(DatasetError, match=r"1 listed file\(s\) do not exist: .*missing.jpg \(line 2\)"):
+    with pytest.raises(DatasetError, match=r"1 listed file does not exist: .*missing.jpg \(line 2\)"):
         load_dataset(manifest)
     manifest.write_text("file,class\nx.jpg,a\n")
     with pytest.raises(DatasetError, match="expected a header with 'path' and 'label'"):
@@ -92,7 +92,7 @@ def test_csv_manifest_reports_missing_files_and_bad_header(tmp_path: Path) -> No
 
 
 def test_one_class_is_refused(make_lamoda) -> None:
-    with pytest.raises(DatasetError, match=r"in 1 class\(es\) \['bluzy'\]; training needs at least 2"):
+    with pytest.raises(DatasetError, match=r"in 1 class \['bluzy'\]; training needs at least 2"):
         load_dataset(make_lamoda(classes=("bluzy",), per_class=3))
 
 
@@ -106,7 +106,7 @@ def test_file_without_label_is_refused_with_its_name(make_lamoda) -> None:
 def test_invalid_class_name_is_refused_naming_a_file(tmp_path: Path, image_writer) -> None:
     image_writer(tmp_path / "ds" / "good" / "a.jpg")
     image_writer(tmp_path / "ds" / "-bad" / "b.jpg")
-    with pytest.raises(DatasetError, match=r"invalid class name\(s\) \['-bad'\] \(e.g. .*b.jpg\)"):
+    with pytest.raises(DatasetError, match=r"an invalid class name \['-bad'\] \(e.g. .*b.jpg\)"):
         load_dataset(tmp_path / "ds")
 
 
@@ -137,3 +137,63 @@ def test_scan_images_never_follows_symlink_loops(tmp_path: Path, image_writer) -
     image_writer(tmp_path / "a" / "1.jpg")
     os.symlink(tmp_path / "a", tmp_path / "a" / "loop")
     assert [p.relative_to(tmp_path).as_posix() for p in scan_images(tmp_path)] == ["a/1.jpg"]
+
+
+# --- issue 12: hardening -----------------------------------------------------------------------------------
+
+
+def test_csv_manifest_with_a_utf8_byte_order_mark_loads(tmp_path: Path, image_writer) -> None:
+    """Spreadsheet programs save "CSV UTF-8" with a BOM; the header must still read 'path'."""
+    image_writer(tmp_path / "img" / "x.jpg")
+    image_writer(tmp_path / "img" / "y.jpg")
+    manifest = tmp_path / "labels.csv"
+    manifest.write_bytes("path,label\r\nimg/x.jpg,платье\r\nimg/y.jpg,coat\r\n".encode("utf-8-sig"))
+    ds = load_dataset(manifest)
+    assert ds.classes == ("coat", "платье")
+    assert [(s.path.name, s.label) for s in ds.samples] == [("x.jpg", "платье"), ("y.jpg", "coat")]
+
+
+def test_csv_manifest_with_a_non_utf8_file_name_round_trips(tmp_path: Path, image_writer) -> None:
+    """gcv-train writes train.csv/val.csv with surrogateescape; such a name must read back to the same file."""
+    image_writer(tmp_path / "ok.jpg")
+    name = os.fsdecode(b"caf\xe9_\xff.jpg")  # Latin-1 bytes, not valid UTF-8
+    odd = tmp_path / name
+    odd.write_bytes((tmp_path / "ok.jpg").read_bytes())
+    assert os.path.exists(os.path.join(os.fsencode(tmp_path), b"caf\xe9_\xff.jpg"))
+    manifest = tmp_path / "m.csv"
+    manifest.write_bytes(b"path,label\n" + os.fsencode(name) + b",bluzy\nok.jpg,bryuki\n")
+    ds = load_dataset(manifest)
+    assert [(s.path, s.label) for s in ds.samples] == [(odd, "bluzy"), (tmp_path / "ok.jpg", "bryuki")]
+    assert ds.samples[0].path.is_file()
+
+
+def test_symlinked_folders_are_reported_as_skipped(tmp_path: Path, image_writer) -> None:
+    image_writer(tmp_path / "real" / "1.jpg")
+    image_writer(tmp_path / "scan" / "2.jpg")
+    os.symlink(tmp_path / "real", tmp_path / "scan" / "linked")
+    skipped: list = []
+    found = list(scan_images(tmp_path / "scan", skipped=skipped))
+    assert [p.name for p in found] == ["2.jpg"]
+    assert [(s.path.name, s.reason) for s in skipped] == [("linked", "symlinked folder (not followed)")]
+
+
+def test_symlinked_class_folder_is_reported_as_skipped(tmp_path: Path, image_writer) -> None:
+    image_writer(tmp_path / "ds" / "a" / "1.jpg")
+    image_writer(tmp_path / "ds" / "b" / "2.jpg")
+    image_writer(tmp_path / "elsewhere" / "3.jpg")
+    os.symlink(tmp_path / "elsewhere", tmp_path / "ds" / "c")
+    ds = load_dataset(tmp_path / "ds", "folders")
+    assert ds.classes == ("a", "b")
+    assert [(s.path.name, s.reason) for s in ds.skipped] == [("c", "symlinked folder (not followed)")]
+
+
+def test_counts_in_messages_are_singular_or_plural(tmp_path: Path, make_lamoda) -> None:
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("path,label\nmissing.jpg,a\n")
+    with pytest.raises(DatasetError, match=r": 1 listed file does not exist: "):
+        load_dataset(manifest)
+    manifest.write_text("path,label\nmissing.jpg,a\nmissing2.jpg,a\n")
+    with pytest.raises(DatasetError, match=r": 2 listed files do not exist: "):
+        load_dataset(manifest)
+    with pytest.raises(DatasetError, match=r"found 3 images in 1 class \['bluzy'\]; training needs at least 2"):
+        load_dataset(make_lamoda(classes=("bluzy",), per_class=3))

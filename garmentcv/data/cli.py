@@ -23,7 +23,7 @@ def main() -> None:
     """Build and check datasets for gcv-train."""
 
 
-@main.command("fashion-mnist")
+@main.command("fashion-mnist", short_help="Write a Lamoda-layout stand-in from Fashion-MNIST.")
 @click.option(
     "--out", type=click.Path(file_okay=False, path_type=Path), required=True,
     help="Folder to write train/, test/ and test_labels.csv into.",
@@ -53,7 +53,7 @@ def fashion_mnist(out: Path, source: Path, max_per_class: int | None, all_classe
     click.echo(f"test:  {summary.test_counts} -> {out / 'test'} (labels in {out / 'test_labels.csv'})")
 
 
-@main.command("inspect")
+@main.command("inspect", short_help="Report on a dataset before training; never modifies it.")
 @click.argument("root", type=click.Path(exists=True, path_type=Path))
 @click.option(
     "--layout", type=click.Choice([layout.value for layout in Layout]), default=None,
@@ -72,16 +72,18 @@ def fashion_mnist(out: Path, source: Path, max_per_class: int | None, all_classe
 def inspect(root: Path, layout: str | None, test: Path | None, json_path: Path | None, quiet: bool) -> None:
     """Report on the dataset ROOT before training; never modifies it.
 
-    ROOT is a dataset folder or a path,label CSV manifest, in any layout gcv-train reads. Reported: files
+    ROOT is a dataset folder or a path,label CSV manifest (UTF-8, with or without a byte-order mark), in any
+    layout gcv-train reads. Reported: files
     per class and balance, skipped files, files that fail to decode (the decode training uses), formats and
     colour modes, EXIF-rotated files, image sizes, byte-identical duplicates (and those with different
     labels) and, with --test, training files also present in the test folder. Ends with a verdict line.
+    Bytes of file names that are not valid UTF-8 are shown as \\xNN, in the text and in --json.
 
     \b
     Exit codes:
       0    ready to train (warnings, e.g. same-label duplicates, may be shown)
       1    the dataset cannot be read (bad class names, empty class folder, < 2 classes)
-      2    wrong usage (e.g. a DATA path that does not exist)
+      2    wrong usage (e.g. a ROOT path that does not exist)
       3    problems to fix first: undecodable files, duplicates with different
            labels, test files also in training, < 2 classes that decode
       70   internal error (a bug: rerun with --debug, report the traceback)

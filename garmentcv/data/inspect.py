@@ -10,6 +10,10 @@ training files that also appear there (leakage). Nothing is ever written to the 
 The checks follow the data study that preceded the original project (corrupt files, extensions, sizes,
 class balance) plus duplicate and train/test leakage checks, limited to byte-identical files (SHA-256);
 near-duplicates (re-encoded or resized copies) are not detected.
+
+Paths in the text report and in :meth:`DatasetReport.to_dict` go through :func:`display_path`: bytes of a file
+name that are not valid UTF-8 are written as ``\\xNN`` (backslash, ``x``, two hex digits), so the report is
+always valid UTF-8 text and JSON.
 """
 
 from __future__ import annotations
@@ -27,9 +31,10 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from garmentcv.cli_utils import plural
 from garmentcv.data.layouts import Layout, SkippedFile, load_dataset, scan_images
 from garmentcv.errors import ImageDecodeError
-from garmentcv.image import decode_image_bytes
+from garmentcv.image import DECODED_FORMATS, decode_image_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +46,15 @@ COMMON_SIZES_IN_SUMMARY: int = 10
 IMBALANCE_WARNING_RATIO: float = 3.0
 #: EXIF tag of the orientation; values other than 1 mean the stored pixels are rotated or mirrored.
 EXIF_ORIENTATION_TAG: int = 0x0112
+
+def display_path(path: str | Path) -> str:
+    """``path`` as printable UTF-8 text: bytes that are not valid UTF-8 become ``\\xNN``.
+
+    Python names such bytes with lone surrogates (``surrogateescape``), which cannot be written as UTF-8;
+    ``café`` saved in Latin-1 (``b"caf\\xe9"``) is shown as ``caf\\xe9``. Valid names are unchanged.
+    """
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
 
 #: Called after each file read with (files done, files in all).
 ProgressCallback = Callable[[int, int], None]
@@ -165,24 +179,24 @@ class DatasetReport:
         return "ready to train" if self.ready else "fix first: " + "; ".join(self.problems)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-compatible form with the same facts as the text report (paths as strings)."""
+        """Plain JSON-compatible form with the same facts as the text report (paths as :func:`display_path`)."""
 
         def group(g: DuplicateGroup) -> dict[str, Any]:
-            return {"sha256": g.sha256, "files": [{"path": str(p), "label": lab} for p, lab in zip(g.paths, g.labels)]}
+            return {"sha256": g.sha256, "files": [{"path": display_path(p), "label": lab} for p, lab in zip(g.paths, g.labels)]}
 
         return {
-            "root": str(self.root),
+            "root": display_path(self.root),
             "layout": self.layout.value,
             "files": self.files,
             "classes": list(self.classes),
             "class_counts": dict(self.class_counts),
             "balance": self.balance,
-            "skipped": [{"path": str(s.path), "reason": s.reason} for s in self.skipped],
+            "skipped": [{"path": display_path(s.path), "reason": s.reason} for s in self.skipped],
             "decode_failures": [
-                {"path": str(f.path), "label": f.label, "reason": f.reason} for f in self.decode_failures
+                {"path": display_path(f.path), "label": f.label, "reason": f.reason} for f in self.decode_failures
             ],
             "formats": dict(self.formats),
-            "exif_rotated": [{"path": str(r.path), "orientation": r.orientation} for r in self.exif_rotated],
+            "exif_rotated": [{"path": display_path(r.path), "orientation": r.orientation} for r in self.exif_rotated],
             "sizes": {
                 "distinct": self.sizes.distinct,
                 "summarised": self.sizes.summarised,
@@ -197,10 +211,10 @@ class DatasetReport:
             "test": None
             if self.test_root is None
             else {
-                "root": str(self.test_root),
+                "root": display_path(self.test_root),
                 "files": self.test_files,
                 "leaks": [
-                    {"test_path": str(k.test_path), "train_paths": [str(p) for p in k.train_paths]}
+                    {"test_path": display_path(k.test_path), "train_paths": [display_path(p) for p in k.train_paths]}
                     for k in self.leaks
                 ],
             },
@@ -222,7 +236,7 @@ def _read(path: Path) -> bytes:
 
 def _describe(data: bytes) -> tuple[str, int | None]:
     """``"FORMAT/MODE[ with transparency]"`` and the EXIF orientation of an image that decodes."""
-    with Image.open(io.BytesIO(data)) as image:
+    with Image.open(io.BytesIO(data), formats=DECODED_FORMATS) as image:
         kind = f"{image.format}/{image.mode}"
         if "transparency" in image.info:
             kind += " with transparency"
@@ -253,8 +267,9 @@ def _size_report(sizes: Counter[tuple[int, int]]) -> SizeReport:
     )
 
 
-def _plural(n: int, word: str, plural: str | None = None) -> str:
-    return f"{n} {word if n == 1 else plural or word + 's'}"
+def _irregular(n: int, word: str, words: str) -> str:
+    """``plural`` for nouns that take more than an ``s`` (class, copy)."""
+    return f"{n} {word if n == 1 else words}"
 
 
 def inspect_dataset(
@@ -351,24 +366,26 @@ def inspect_dataset(
 
     problems: list[str] = []
     if failures:
-        problems.append(f"{_plural(len(failures), 'file')} cannot be decoded; fix or remove them")
+        problems.append(f"{plural(len(failures), 'file')} cannot be decoded; fix or remove them")
     if conflicts:
         files = sum(len(g.paths) for g in conflicts)
         problems.append(
-            f"{_plural(files, 'identical file')} in {_plural(len(conflicts), 'group')} carry different labels; "
+            f"{plural(files, 'identical file')} in {plural(len(conflicts), 'group')} carry different labels; "
             "keep one copy with the right label"
         )
     if leaks:
         problems.append(
-            f"{_plural(len(leaks), 'test file')} also in the training data (leakage); remove them from one side"
+            f"{plural(len(leaks), 'test file')} also in the training data (leakage); remove them from one side"
         )
     if len(usable) < 2:
-        problems.append(f"only {len(usable)} class(es) with a decodable image {usable}; training needs at least 2")
+        problems.append(
+            f"only {_irregular(len(usable), 'class', 'classes')} with a decodable image {usable}; training needs at least 2"
+        )
     warnings: list[str] = []
     if duplicates:
         extra = sum(len(g.paths) - 1 for g in duplicates)
         warnings.append(
-            f"{_plural(extra, 'redundant copy', 'redundant copies')} of training files (same label); "
+            f"{_irregular(extra, 'redundant copy', 'redundant copies')} of training files (same label); "
             "they weigh double and can land in both the training and the validation split"
         )
     if balance >= IMBALANCE_WARNING_RATIO:
@@ -376,7 +393,7 @@ def inspect_dataset(
             f"classes are imbalanced ({balance:.1f}x largest/smallest); consider more data for the small classes"
         )
 
-    logger.info("inspected %d file(s), %.1f MB", done, bytes_read / 1e6)
+    logger.info("inspected %s, %.1f MB", plural(done, "file"), bytes_read / 1e6)
     return DatasetReport(
         root=dataset.root,
         layout=dataset.layout,
@@ -409,23 +426,25 @@ def _listed(items: list[str], limit: int) -> list[str]:
 def _rel(path: Path, root: Path) -> str:
     base = root.parent if root.is_file() else root
     try:
-        return os.path.relpath(path, base) if path.is_relative_to(base) else str(path)
+        shown = os.path.relpath(path, base) if path.is_relative_to(base) else str(path)
     except ValueError:
-        return str(path)
+        shown = str(path)
+    return display_path(shown)
 
 
 def render_text(report: DatasetReport, limit: int = 20) -> str:
     """The human-readable report: one fact per line, lists cut at ``limit`` entries (``--json`` has all).
 
-    Paths are shown relative to the dataset folder (test paths relative to the test folder).
+    Paths are shown relative to the dataset folder (test paths relative to the test folder), through
+    :func:`display_path` (bytes that are not valid UTF-8 as ``\\xNN``).
     """
     root = report.root
 
     def rel(path: Path) -> str:
         return _rel(path, root)
 
-    lines = [f"dataset: {root} (layout {report.layout.value}, {_plural(report.files, 'file')}, "
-             f"{_plural(len(report.classes), 'class', 'classes')})"]
+    lines = [f"dataset: {display_path(root)} (layout {report.layout.value}, {plural(report.files, 'file')}, "
+             f"{_irregular(len(report.classes), 'class', 'classes')})"]
     lines.append("classes: " + ", ".join(f"{name} {n}" for name, n in report.class_counts.items()))
     lines.append(f"balance: {report.balance:.2f} (largest / smallest class)")
     reasons = Counter(s.reason for s in report.skipped)
@@ -451,13 +470,13 @@ def render_text(report: DatasetReport, limit: int = 20) -> str:
     lines += [f"  {w}x{h}: {n}" for (w, h), n in sizes.counts]
     for title, groups in (("duplicates (same label)", report.duplicates),
                           ("duplicates with different labels", report.label_conflicts)):
-        lines.append(f"{title}: {_plural(len(groups), 'group')}, {sum(len(g.paths) for g in groups)} files")
+        lines.append(f"{title}: {plural(len(groups), 'group')}, {sum(len(g.paths) for g in groups)} files")
         lines += _listed(
             [", ".join(f"{rel(p)} [{lab}]" for p, lab in zip(g.paths, g.labels)) for g in groups], limit
         )
     if report.test_root is not None:
         test_root = report.test_root
-        lines.append(f"test: {test_root} ({_plural(report.test_files, 'file')}); "
+        lines.append(f"test: {display_path(test_root)} ({plural(report.test_files, 'file')}); "
                      f"also in training data: {len(report.leaks)}")
         lines += _listed(
             [f"{_rel(k.test_path, test_root)} = {', '.join(rel(p) for p in k.train_paths)}" for k in report.leaks],
@@ -475,6 +494,7 @@ __all__ = [
     "Leak",
     "RotatedFile",
     "SizeReport",
+    "display_path",
     "inspect_dataset",
     "render_text",
 ]

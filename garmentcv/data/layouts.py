@@ -5,8 +5,11 @@
 * ``folders``: one sub-folder per class, ``root/<class>/*.jpg`` (torchvision's ``ImageFolder``); images may
   sit deeper inside a class folder.
 * ``csv``: a manifest file with a ``path,label`` header; relative paths are relative to the manifest's folder.
+  It is read as UTF-8, with or without a byte-order mark ("CSV UTF-8" of spreadsheet programs); bytes that
+  are not valid UTF-8 in a file name are kept as they are (``surrogateescape``, as gcv-train writes them).
 
-Hidden files and folders (name starting with ``.``) and files that are not images are skipped and reported.
+Hidden files and folders (name starting with ``.``), files that are not images and symlinked folders (never
+followed) are skipped and reported.
 Class names are sorted; that order is the class index order stored in every artifact.
 """
 
@@ -22,10 +25,18 @@ from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 
+from garmentcv.cli_utils import plural
 from garmentcv.errors import DatasetError
 from garmentcv.image import is_image_file
 
 logger = logging.getLogger(__name__)
+
+#: Reason given for a symlinked folder, which scanning never follows (so a link cycle can never loop).
+SYMLINKED_FOLDER = "symlinked folder (not followed)"
+
+#: How manifests are read: UTF-8 with or without a byte-order mark; file names that are not valid UTF-8
+#: round-trip through ``surrogateescape``, the way Python's os functions name them.
+MANIFEST_ENCODING: dict[str, str] = {"encoding": "utf-8-sig", "errors": "surrogateescape"}
 
 #: A valid class name: starts with a letter or digit, then letters, digits, ``.``, ``-``, ``_`` or spaces,
 #: at most 64 characters (Unicode letters allowed, e.g. transliterated or Cyrillic labels).
@@ -50,7 +61,8 @@ class Sample:
 
 @dataclass(frozen=True)
 class SkippedFile:
-    """A file found while scanning that is not used, with the reason (``hidden`` or ``not an image``)."""
+    """A file or folder found while scanning that is not used, with the reason (``hidden``, ``not an image``,
+    ``not in a class folder`` or :data:`SYMLINKED_FOLDER`)."""
 
     path: Path
     reason: str
@@ -86,6 +98,11 @@ class LabelledDataset:
         return {name: counts[name] for name in self.classes}
 
 
+def _classes(count: int) -> str:
+    """``class`` or ``classes`` (``plural`` of garmentcv.cli_utils only adds an ``s``)."""
+    return "class" if count == 1 else "classes"
+
+
 def _is_hidden(name: str) -> bool:
     return name.startswith(".")
 
@@ -96,8 +113,9 @@ def scan_images(
     """Yield the image files below ``folder`` in sorted path order, streaming folder by folder.
 
     Hidden files and folders are not entered; symlinked folders are not followed (so a link cycle can
-    never loop); non-image files are passed over. Each file passed over is appended to ``skipped`` when a
-    list is given.
+    never loop) and are reported as :data:`SYMLINKED_FOLDER`; non-image files are passed over. Each file
+    or folder passed over is appended to ``skipped`` when a list is given. With ``recursive=False``
+    sub-folders are neither entered nor reported.
 
     Raises:
         DatasetError: ``folder`` does not exist or is not a folder.
@@ -120,6 +138,9 @@ def scan_images(
             if entry.is_dir(follow_symlinks=False):
                 if recursive:
                     yield from walk(path)
+            elif entry.is_symlink() and entry.is_dir():
+                if recursive and skipped is not None:
+                    skipped.append(SkippedFile(path, SYMLINKED_FOLDER))
             elif entry.is_file():
                 if is_image_file(path):
                     yield path
@@ -186,6 +207,9 @@ def _read_folders(root: Path, skipped: list[SkippedFile]) -> list[Sample]:
         if _is_hidden(entry.name):
             skipped.append(SkippedFile(path, "hidden"))
             continue
+        if entry.is_symlink() and entry.is_dir():
+            skipped.append(SkippedFile(path, SYMLINKED_FOLDER))
+            continue
         if not entry.is_dir(follow_symlinks=False):
             skipped.append(SkippedFile(path, "not in a class folder"))
             continue
@@ -195,7 +219,8 @@ def _read_folders(root: Path, skipped: list[SkippedFile]) -> list[Sample]:
         samples.extend(found)
     if empty:
         raise DatasetError(
-            f"{root}: class folder(s) without any image: {', '.join(empty)}; add images or remove the folder(s)"
+            f"{root}: {plural(len(empty), 'class folder')} without any image: {', '.join(empty)}; "
+            "add images or remove the empty folders"
         )
     return samples
 
@@ -204,7 +229,7 @@ def _read_csv(manifest: Path, skipped: list[SkippedFile]) -> list[Sample]:
     base = manifest.parent
     samples: list[Sample] = []
     missing: list[str] = []
-    with manifest.open(newline="", encoding="utf-8") as handle:
+    with manifest.open(newline="", **MANIFEST_ENCODING) as handle:
         reader = csv.DictReader(handle)
         if reader.fieldnames is None or not {"path", "label"} <= set(reader.fieldnames):
             raise DatasetError(f"{manifest}: expected a header with 'path' and 'label' columns, got {reader.fieldnames}")
@@ -223,7 +248,8 @@ def _read_csv(manifest: Path, skipped: list[SkippedFile]) -> list[Sample]:
                 samples.append(Sample(path, label))
     if missing:
         shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
-        raise DatasetError(f"{manifest}: {len(missing)} listed file(s) do not exist: {shown}")
+        verb = "does" if len(missing) == 1 else "do"
+        raise DatasetError(f"{manifest}: {plural(len(missing), 'listed file')} {verb} not exist: {shown}")
     return samples
 
 
@@ -256,17 +282,17 @@ def load_dataset(root: str | Path, layout: Layout | str | None = None) -> Labell
     if bad:
         examples = [str(next(s.path for s in samples if s.label == label)) for label in bad[:5]]
         raise DatasetError(
-            f"{root}: invalid class name(s) {bad[:5]} (e.g. {', '.join(examples)}); a class name starts with a "
+            f"{root}: {'an invalid class name' if len(bad) == 1 else 'invalid class names'} {bad[:5]} (e.g. {', '.join(examples)}); a class name starts with a "
             "letter or digit and holds only letters, digits, '.', '-', '_' or spaces (64 characters at most)"
         )
     classes = tuple(sorted({s.label for s in samples}))
     if len(classes) < 2:
         raise DatasetError(
-            f"{root}: found {len(samples)} image(s) in {len(classes)} class(es) {list(classes)}; "
+            f"{root}: found {plural(len(samples), 'image')} in {len(classes)} {_classes(len(classes))} {list(classes)}; "
             "training needs at least 2 classes"
         )
     if skipped:
         reasons = Counter(s.reason for s in skipped)
-        logger.info("skipped %d file(s) in %s: %s", len(skipped), root, dict(reasons))
+        logger.info("skipped %s in %s: %s", plural(len(skipped), "item"), root, dict(reasons))
     samples.sort(key=lambda s: str(s.path))
     return LabelledDataset(root, layout, classes, tuple(samples), tuple(skipped))
