@@ -2,7 +2,7 @@
 
 onnxruntime (CPU) and onnxruntime-gpu install the same ``onnxruntime`` import package; with both wheels
 present, whichever was installed last owns the shared files, and the CUDA execution provider may be missing
-(onnxruntime's install docs: "uninstall onnxruntime before installing onnxruntime-gpu",
+(onnxruntime's install docs: uninstall onnxruntime before installing onnxruntime-gpu,
 https://onnxruntime.ai/docs/install/). GarmentCV therefore ships the runtime as alternative extras,
 ``garmentcv[cpu]`` or ``garmentcv[gpu]``, and says so when it finds none or both.
 """
@@ -15,39 +15,42 @@ from garmentcv.errors import GarmentCVError
 
 CPU_DIST = "onnxruntime"
 GPU_DIST = "onnxruntime-gpu"
+#: How to leave only the GPU runtime installed when both wheels are.
+RUNTIME_FIX = "pip uninstall -y onnxruntime onnxruntime-gpu && pip install onnxruntime-gpu"
 
 
 class MissingRuntimeError(GarmentCVError, ImportError):
     """No onnxruntime wheel is installed."""
 
 
-def _installed(dist: str) -> bool:
+def installed_version(dist: str) -> str | None:
+    """The installed version of the distribution ``dist`` (e.g. ``onnxruntime-gpu``), or ``None``."""
     try:
-        metadata.version(dist)
-        return True
+        return metadata.version(dist)
     except metadata.PackageNotFoundError:
-        return False
+        return None
 
 
 def runtime_conflict() -> str | None:
-    """A message naming the conflict and its fix when both onnxruntime wheels are installed, else ``None``."""
-    if _installed(CPU_DIST) and _installed(GPU_DIST):
-        return (
-            "both onnxruntime and onnxruntime-gpu are installed; they share one import package and the CUDA "
-            "provider may then be missing. Keep one: for the GPU, 'pip uninstall -y onnxruntime onnxruntime-gpu "
-            "&& pip install onnxruntime-gpu'; for the CPU only, 'pip uninstall -y onnxruntime-gpu'"
-        )
-    return None
+    """A sentence naming the conflict and its fix when both onnxruntime wheels are installed, else ``None``."""
+    cpu, gpu = installed_version(CPU_DIST), installed_version(GPU_DIST)
+    if cpu is None or gpu is None:
+        return None
+    return (
+        f"both onnxruntime {cpu} and onnxruntime-gpu {gpu} are installed, and side by side the CPU package can "
+        f"hide the CUDA provider; keep only the GPU one: {RUNTIME_FIX} (or, for the CPU only, "
+        "pip uninstall -y onnxruntime-gpu)"
+    )
 
 
 def require_onnxruntime() -> str:
-    """Return the installed runtime's distribution name (``onnxruntime`` or ``onnxruntime-gpu``).
+    """Return the installed runtime's distribution name (``onnxruntime-gpu`` or ``onnxruntime``).
 
     Raises:
         MissingRuntimeError: neither is installed; the message says which extra to install.
     """
     for dist in (GPU_DIST, CPU_DIST):
-        if _installed(dist):
+        if installed_version(dist) is not None:
             return dist
     raise MissingRuntimeError(
         "onnxruntime is not installed; install one runtime: pip install 'garmentcv[cpu]' (CPU) or "

@@ -79,7 +79,7 @@ def test_rows_are_exact_sorted_and_bad_files_are_rows(tmp_path: Path, onnx_model
     assert by_path["corrupt.jpg"] == ["corrupt.jpg", "", "", "", "", "not a recognised image format"]
     assert by_path["trunc.jpg"] == ["trunc.jpg", "", "", "", "", "truncated file"]
     assert (summary.files, summary.classified, summary.errors) == (9, 7, 2)
-    assert summary.skipped == {"hidden": 2, "not an image": 2}
+    assert summary.skipped == {"hidden": 2, "not an image": 2, "symlinked folder (not followed)": 1}
     assert not (tmp_path / "out.csv.partial").exists()
 
 

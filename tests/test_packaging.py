@@ -57,20 +57,40 @@ def test_setup_installs_one_runtime_with_training() -> None:
 
 
 def test_no_runtime_installed_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(installs, "_installed", lambda name: False)
+    monkeypatch.setattr(installs, "installed_version", lambda name: None)
     with pytest.raises(GarmentCVError, match=r"garmentcv\[cpu\]'.*garmentcv\[gpu\]'"):
         installs.require_onnxruntime()
 
 
 def test_both_runtimes_installed_names_the_conflict_and_the_fix(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(installs, "_installed", lambda name: name in ("onnxruntime", "onnxruntime-gpu"))
+    monkeypatch.setattr(installs, "installed_version", {"onnxruntime": "1.22.0", "onnxruntime-gpu": "1.22.1"}.get)
     message = installs.runtime_conflict()
     assert message is not None
-    assert "both onnxruntime and onnxruntime-gpu" in message
+    assert "both onnxruntime 1.22.0 and onnxruntime-gpu 1.22.1 are installed" in message
     assert "pip uninstall -y onnxruntime onnxruntime-gpu && pip install onnxruntime-gpu" in message
 
 
 def test_one_runtime_is_no_conflict(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(installs, "_installed", lambda name: name == "onnxruntime")
+    monkeypatch.setattr(installs, "installed_version", {"onnxruntime": "1.22.0"}.get)
     assert installs.runtime_conflict() is None
     assert installs.require_onnxruntime() == "onnxruntime"
+
+
+@pytest.mark.parametrize("command", ["classify", "evaluate", "export"])
+def test_commands_without_a_runtime_say_which_extra_to_install(command: str, tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner
+
+    from garmentcv.export.cli import main as export_main
+    from garmentcv.infer.cli import classify_main, evaluate_main
+
+    monkeypatch.setattr(installs, "installed_version", lambda name: None)
+    (tmp_path / "imgs").mkdir()
+    main, args = {
+        "classify": (classify_main, [str(tmp_path / "imgs"), "--out", str(tmp_path / "r.csv")]),
+        "evaluate": (evaluate_main, ["--data", str(tmp_path / "imgs")]),
+        "export": (export_main, [str(tmp_path / "best.pt")]),
+    }[command]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 1
+    assert "pip install 'garmentcv[cpu]'" in result.output and "Traceback" not in result.output

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from garmentcv.artifact import INT8_ACTIVATIONS, PRECISIONS
+from garmentcv.installs import require_onnxruntime
 from garmentcv.cli_utils import handle_errors, plural, quiet_option, setup_logging, verbose_option
 from garmentcv.infer.model_file import DEFAULT_MODEL_PATH
 
@@ -61,6 +62,7 @@ def main(checkpoint: Path | None, quiet: bool, verbose: bool, **options: object)
     have been checked. Images are read --batch-size at a time, so memory does not grow with their number.
     """
     setup_logging(quiet, verbose)
+    require_onnxruntime()  # a clear message, not an ImportError, when neither [cpu] nor [gpu] is installed
     if not verbose:
         for name in ("onnxscript", "onnx_ir", "torch.onnx", "torch.export"):
             logging.getLogger(name).setLevel(logging.WARNING)

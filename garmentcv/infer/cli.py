@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from garmentcv.installs import require_onnxruntime
 from garmentcv.cli_utils import EXIT_ERROR, handle_errors, plural, quiet_option, setup_logging, verbose_option
 from garmentcv.infer.model_file import DEFAULT_MODEL_PATH
 from garmentcv.infer.rows import OutputFormat
@@ -67,6 +68,7 @@ def classify_main(folder: Path, out: Path, model: Path, batch_size: int, provide
     written) unless --allow-errors.
     """
     setup_logging(quiet, verbose)
+    require_onnxruntime()  # a clear message, not an ImportError, when neither [cpu] nor [gpu] is installed
     from garmentcv.infer.classify import ClassifyConfig, classify_folder
 
     cfg = ClassifyConfig(folder=folder, out=out, model=model, batch_size=batch_size, provider=provider,
@@ -117,6 +119,7 @@ def evaluate_main(model: Path, data: Path, labels: Path | None, layout: str | No
                   provider: str, threads: int | None, workers: int | None, quiet: bool, verbose: bool) -> None:
     """Measure an exported model on labelled images: accuracy, macro precision/recall/F1, confusion matrix."""
     setup_logging(quiet, verbose)
+    require_onnxruntime()  # a clear message, not an ImportError, when neither [cpu] nor [gpu] is installed
     from garmentcv.infer.evaluate import EvaluateConfig, evaluate_model
 
     cfg = EvaluateConfig(model=model, data=data, labels=labels, layout=layout, out=out, batch_size=batch_size,

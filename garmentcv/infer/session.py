@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +23,7 @@ import onnxruntime as ort
 from garmentcv import cpus as _cpus
 from garmentcv.artifact import INPUT_NAME, OUTPUT_NAME, ModelInfo
 from garmentcv.errors import GarmentCVError, ModelFileError
+from garmentcv.installs import runtime_conflict
 from garmentcv.infer.model_file import check_model_path
 
 logger = logging.getLogger(__name__)
@@ -31,8 +31,6 @@ logger = logging.getLogger(__name__)
 PROVIDERS = ("auto", "cpu", "cuda")
 _CPU = "CPUExecutionProvider"
 _CUDA = "CUDAExecutionProvider"
-#: How to leave only the GPU runtime installed when both wheels are.
-RUNTIME_FIX = "pip uninstall -y onnxruntime onnxruntime-gpu && pip install onnxruntime-gpu"
 
 
 class ProviderError(GarmentCVError, RuntimeError):
@@ -91,24 +89,6 @@ def _check_graph(session: ort.InferenceSession, info: ModelInfo, path: Path) -> 
         raise ModelFileError(
             f"{path}: output has {width} logits but the metadata lists {len(info.classes)} classes; export it again"
         )
-
-
-def _installed_version(distribution: str) -> str | None:
-    try:
-        return metadata.version(distribution)
-    except metadata.PackageNotFoundError:
-        return None
-
-
-def runtime_conflict() -> str | None:
-    """A sentence naming the conflict when both ``onnxruntime`` and ``onnxruntime-gpu`` are installed, else None."""
-    cpu, gpu = _installed_version("onnxruntime"), _installed_version("onnxruntime-gpu")
-    if cpu is None or gpu is None:
-        return None
-    return (
-        f"both onnxruntime {cpu} and onnxruntime-gpu {gpu} are installed, and side by side the CPU package can "
-        f"hide the CUDA provider; keep only the GPU one: {RUNTIME_FIX}"
-    )
 
 
 def _no_cuda_message() -> str:
