@@ -114,6 +114,6 @@ def test_workers_reach_the_pool_and_summary_uses_plurals(tmp_path: Path, model_a
     assert result.stdout.rstrip().endswith(f"misclassified -> {tmp_path / 'ev'}")
     result = CliRunner().invoke(evaluate_main, [*args, "--out", str(tmp_path / "ev2")])
     assert result.exit_code == 0, result.output
-    assert pools.sizes == [3, 2]  # default: a quarter of the 8 available CPUs decode
+    assert pools.sizes == [3, 8]  # default: every one of the 8 available CPUs decodes
     help_text = CliRunner().invoke(evaluate_main, ["--help"]).output
-    assert "--workers" in help_text and "a quarter of the available CPUs" in help_text
+    assert "--workers" in help_text and "the CPUs this process may use" in help_text

@@ -37,7 +37,6 @@ from typing import Any
 
 from tqdm import tqdm
 
-from garmentcv import cpus as _cpus
 from garmentcv.cli_utils import plural
 from garmentcv.data.layouts import SkippedFile, scan_images
 from garmentcv.errors import DatasetError, GarmentCVError
@@ -66,8 +65,7 @@ class ClassifyConfig:
         batch_size: images per model run.
         provider: ``auto``, ``cpu`` or ``cuda`` (see :mod:`garmentcv.infer.session`).
         threads: onnxruntime intra-op threads; ``None``: see :func:`garmentcv.infer.pipeline.split_cpus`.
-        workers: image decoding threads; ``None``: see :func:`~garmentcv.infer.pipeline.split_cpus`, or every
-            available CPU when the model runs on CUDA.
+        workers: image decoding threads; ``None``: see :func:`~garmentcv.infer.pipeline.split_cpus`.
         recursive: also classify images in sub-folders.
         format: ``csv``, ``jsonl`` or ``kaggle`` (see :mod:`garmentcv.infer.rows`).
         resume: reuse the rows of an interrupted run with the same model, folder and options.
@@ -285,8 +283,6 @@ def classify_folder(cfg: ClassifyConfig, on_batch: Callable[[int], None] | None 
     check_writable_output(cfg.out, "--out")
     threads, workers = split_cpus(cfg.threads, cfg.workers)
     model = open_model(cfg.model, cfg.provider, threads)
-    if model.provider == "cuda" and cfg.workers is None:
-        workers = _cpus.available_cpus()  # the GPU runs the model: every CPU can decode
     classes = list(model.info.classes)
     header = {
         "format": _PARTIAL_FORMAT,

@@ -15,13 +15,12 @@ from garmentcv.infer.rows import OutputFormat
 _CONTEXT = {"help_option_names": ["-h", "--help"], "show_default": True}
 _LAYOUTS = ("lamoda", "folders", "csv")  # garmentcv.data.layouts.Layout values
 _THREADS_HELP = (
-    "onnxruntime CPU threads. Default: the available CPUs (affinity and container limits) less the decoding "
-    "--workers, at least 1."
+    "onnxruntime CPU threads. Default: the CPUs this process may use (CPU affinity and container quota, not the "
+    "machine's core count)."
 )
 _WORKERS_HELP = (
-    "Image decoding threads, running beside the model. Default: a quarter of the available CPUs (at least 1), "
-    "or the CPUs left by --threads; every available CPU when the model runs on CUDA. The two defaults "
-    "together never exceed the available CPUs (from 2 up)."
+    "Image decoding threads, running beside the model. Default: the CPUs this process may use, like --threads "
+    "(the two pools mostly take turns; measured fastest, see benchmarks/threads.py)."
 )
 
 

@@ -21,7 +21,6 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from garmentcv import cpus as _cpus
 from garmentcv.data.layouts import Sample, load_dataset, scan_images
 from garmentcv.errors import DatasetError, GarmentCVError
 from garmentcv.fsutil import atomic_write, check_writable_output, write_json
@@ -156,8 +155,6 @@ def evaluate_model(cfg: EvaluateConfig) -> EvaluateResult:
     check_writable_output(out / "metrics.json", "--out")
     threads, workers = split_cpus(cfg.threads, cfg.workers)
     model = open_model(cfg.model, cfg.provider, threads)
-    if model.provider == "cuda" and cfg.workers is None:
-        workers = _cpus.available_cpus()  # the GPU runs the model: every CPU can decode
     classes = model.info.classes
     if cfg.labels is not None:
         if not Path(cfg.data).is_dir():

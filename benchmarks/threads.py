@@ -1,0 +1,82 @@
+"""How gcv-classify should split the CPUs between decoding threads and onnxruntime threads.
+
+Times :func:`garmentcv.infer.classify.classify_folder` end to end on one photo folder (benchmarks.photos) with
+one exported model for each ``(threads, workers)`` pair, the pairs interleaved and repeated so that drift of
+a shared machine hits every pair alike; reports the median images/s of each pair and its ratio to the
+default split (:func:`garmentcv.infer.pipeline.split_cpus`).
+
+    python -m benchmarks.threads --out benchmarks/results/threads.md [--arch resnet18] [--size 224] \
+        [--precision fp32 int8] [--files 200] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from benchmarks import onnx_models, photos
+from benchmarks.machine import machine_info
+from garmentcv.cpus import available_cpus
+from garmentcv.infer.classify import ClassifyConfig, classify_folder
+from garmentcv.infer.pipeline import split_cpus
+
+
+def _pairs(cpus: int) -> list[tuple[int, int]]:
+    """Every (threads, workers) with each of 1..cpus, plus the default."""
+    pairs = {(t, w) for t in range(1, cpus + 1) for w in range(1, cpus + 1)}
+    pairs.add(split_cpus(None, None, cpus))
+    return sorted(pairs)
+
+
+def run(out: Path, arch: str, size: int, precisions: list[str], files: int, repeats: int) -> str:
+    """Measure and write a markdown table to ``out``; returns it."""
+    cpus = available_cpus()
+    default = split_cpus(None, None, cpus)
+    lines = [f"# gcv-classify thread split, {arch} {size} px, {files} photos", "",
+             f"Machine: {machine_info().summary()}; available CPUs {cpus}; default split (threads, workers) {default}.",
+             f"Median of {repeats} interleaved runs; images/s of this run (wall time of classify_folder).", "",
+             "| precision | threads | workers | images/s | vs default |", "|---|---:|---:|---:|---:|"]
+    with tempfile.TemporaryDirectory(prefix="gcv-threads-") as tmp:
+        work = Path(tmp)
+        folder = photos.write_photo_folder(work / "photos", files)
+        checkpoint = onnx_models.write_random_checkpoint(arch, size, work / "model.pt")
+        labelled = onnx_models.labelled_photos(work / "labelled", sorted(folder.path.glob("*.jpg"))[:16])
+        for precision in precisions:
+            model = onnx_models.export_model(checkpoint, precision, work / f"model.{precision}.onnx", val_data=labelled,
+                                             calibration_data=labelled, max_accuracy_drop=100.0)
+            rates: dict[tuple[int, int], list[float]] = {p: [] for p in _pairs(cpus)}
+            for _ in range(repeats):
+                for threads, workers in rates:
+                    cfg = ClassifyConfig(folder=folder.path, out=work / "out.csv", model=model, threads=threads,
+                                         workers=workers, progress=False)
+                    started = time.perf_counter()
+                    summary = classify_folder(cfg)
+                    rates[(threads, workers)].append(summary.files / (time.perf_counter() - started))
+            base = statistics.median(rates[default])
+            for (threads, workers), values in rates.items():
+                median = statistics.median(values)
+                mark = " (default)" if (threads, workers) == default else ""
+                lines.append(f"| {precision} | {threads} | {workers}{mark} | {median:.1f} | {median / base:.2f} |")
+    text = "\n".join(lines) + "\n"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text, encoding="utf-8")
+    return text
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/threads.md"), help="markdown table (default: %(default)s)")
+    parser.add_argument("--arch", default="resnet18", help="registered arch (default: %(default)s)")
+    parser.add_argument("--size", type=int, default=224, help="input size, px (default: %(default)s)")
+    parser.add_argument("--precision", nargs="+", default=["fp32", "int8"], help="exported precisions (default: %(default)s)")
+    parser.add_argument("--files", type=int, default=200, help="photos in the folder (default: %(default)s)")
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved repeats per pair (default: %(default)s)")
+    args = parser.parse_args()
+    print(run(args.out, args.arch, args.size, args.precision, args.files, args.repeats))
+
+
+if __name__ == "__main__":
+    main()
