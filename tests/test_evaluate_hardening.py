@@ -4,6 +4,7 @@ missing paths exit 2, --workers, plural summaries."""
 from __future__ import annotations
 
 import csv
+import json
 import os
 from pathlib import Path
 
@@ -117,3 +118,28 @@ def test_workers_reach_the_pool_and_summary_uses_plurals(tmp_path: Path, model_a
     assert pools.sizes == [3, 8]  # default: every one of the 8 available CPUs decodes
     help_text = CliRunner().invoke(evaluate_main, ["--help"]).output
     assert "--workers" in help_text and "the CPUs this process may use" in help_text
+
+
+def test_macro_averages_are_over_the_classes_present_and_the_reports_say_which(
+        tmp_path: Path, model_and_torch) -> None:  # noqa: F811
+    """Images of only two of the model's three classes: the third is named as absent, not averaged as zero."""
+    from sklearn.metrics import precision_recall_fscore_support
+
+    model_path, _ = model_and_torch
+    test = tmp_path / "test"
+    for i in range(6):
+        write_image(test / f"{i}.jpg", seed=i, colour=(40 * i, 200 - 30 * i, 90))
+    labels = tmp_path / "labels.csv"
+    labels.write_text("index,label\n" + "".join(f"{i},{CLASSES[i % 2]}\n" for i in range(6)), encoding="utf-8")
+    args = ["--model", str(model_path), "--data", str(test), "--labels", str(labels), "--out", str(tmp_path / "ev"),
+            "--provider", "cpu", "-q"]
+    result = CliRunner().invoke(evaluate_main, args)
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "ev" / "metrics.json").read_text(encoding="utf-8"))
+    assert report["macro_classes"] == ["bluzy", "bryuki"] and report["absent_classes"] == ["shorty"]
+    matrix = np.asarray(json.loads((tmp_path / "ev" / "confusion_matrix.json").read_text())["matrix"])
+    y_true = np.repeat(np.arange(3), matrix.sum(axis=1))
+    y_pred = np.concatenate([np.repeat(np.arange(3), row) for row in matrix])
+    p, r, f1, _ = precision_recall_fscore_support(y_true, y_pred, labels=[0, 1], average="macro", zero_division=0)
+    assert (report["precision"], report["recall"], report["f1"]) == pytest.approx((p, r, f1), abs=1e-12)
+    assert "macro averages over 2 of 3 classes (no images of shorty)" in result.stdout

@@ -124,7 +124,11 @@ def evaluate_main(model: Path, data: Path, labels: Path | None, layout: str | No
     cfg = EvaluateConfig(model=model, data=data, labels=labels, layout=layout, out=out, batch_size=batch_size,
                          provider=provider, threads=threads, workers=workers, progress=not quiet)
     r = evaluate_model(cfg)
+    absent = (
+        f" (macro averages over {len(r.classes) - len(r.absent_classes)} of {len(r.classes)} classes (no images of "
+        f"{', '.join(r.absent_classes)}))" if r.absent_classes else ""
+    )
     click.echo(
         f"{plural(r.count, 'image')} ({r.errors} could not be decoded): accuracy {r.accuracy:.4f}, precision {r.precision:.4f}, "
-        f"recall {r.recall:.4f}, F1 {r.f1:.4f}; {r.misclassified} misclassified -> {r.out}"
+        f"recall {r.recall:.4f}, F1 {r.f1:.4f}{absent}; {r.misclassified} misclassified -> {r.out}"
     )

@@ -64,6 +64,7 @@ class EvaluateResult:
     """Headline figures of an evaluation (all 0..1) and where the reports went.
 
     ``count`` images were decoded and scored; ``errors`` could not be decoded and are left out of the figures.
+    Macro precision/recall/F1 average the classes with at least one image; ``absent_classes`` names the others.
     """
 
     out: Path
@@ -76,6 +77,7 @@ class EvaluateResult:
     misclassified: int
     confusion_matrix: list[list[int]]
     classes: tuple[str, ...]
+    absent_classes: tuple[str, ...] = ()
 
 
 def samples_from_labels(folder: Path, labels: Path) -> list[Sample]:
@@ -206,6 +208,8 @@ def evaluate_model(cfg: EvaluateConfig) -> EvaluateResult:
         "labels": _json_text(cfg.labels) if cfg.labels else None,
         "classes": list(classes), "count": metrics.count, "errors": len(failed),
         "accuracy": metrics.accuracy, "precision": metrics.precision, "recall": metrics.recall, "f1": metrics.f1,
+        "macro_classes": [classes[i] for i in metrics.macro_classes],
+        "absent_classes": [classes[i] for i in metrics.absent_classes],
         "per_class": per_class, "seconds": round(time.perf_counter() - start, 3),
     })
     write_json(out / "confusion_matrix.json", {
@@ -225,5 +229,5 @@ def evaluate_model(cfg: EvaluateConfig) -> EvaluateResult:
     return EvaluateResult(
         out=out, count=metrics.count, errors=len(failed), accuracy=metrics.accuracy, precision=metrics.precision,
         recall=metrics.recall, f1=metrics.f1, misclassified=len(wrong), confusion_matrix=metrics.confusion_matrix,
-        classes=tuple(classes),
+        classes=tuple(classes), absent_classes=tuple(classes[i] for i in metrics.absent_classes),
     )
