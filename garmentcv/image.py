@@ -47,7 +47,7 @@ def decoded_formats() -> tuple[str, ...]:
 
     A format counts when Pillow registers a file extension for it, which Pillow does only where it can read
     it (its AVIF and WebP plugins register their extensions only when their codec library is present).
-    Computed once, on first use: it initialises every Pillow plugin (``Image.init()``, 45 ms), which
+    Computed once, on first use: it initialises every Pillow plugin (``Image.init()``, about 50 ms), which
     importing this module does not. Also available as ``garmentcv.image.DECODED_FORMATS``.
     """
     readable = set(Image.registered_extensions().values())
