@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 import click
 
+from garmentcv import __version__
 from garmentcv.errors import GarmentCVError
 
 EXIT_ERROR = 1
@@ -86,3 +87,16 @@ quiet_option = click.option(
     "-q", "--quiet", is_flag=True, help="No progress bars or info logs on stderr (warnings, errors and the final summary remain)."
 )
 verbose_option = click.option("-v", "--verbose", is_flag=True, help="Debug logging on stderr.")
+
+
+def version_option(prog_name: str) -> Callable[[F], F]:
+    """``--version`` for command ``prog_name``: prints ``gcv-train (garmentcv) 0.1.0`` and exits 0.
+
+    Eager, so it runs before any other option or argument is checked; it imports nothing (the version is
+    :data:`garmentcv.__version__`, not looked up in the installed metadata). Put it right below
+    ``@click.command``/``@click.group``.
+    """
+    return click.version_option(
+        __version__, "--version", prog_name=prog_name, message="%(prog)s (garmentcv) %(version)s",
+        help="Show the version and exit.",
+    )

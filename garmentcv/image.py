@@ -11,15 +11,18 @@ plus one decoding shortcut for large JPEGs, described there), so the same file a
 The resize and centre crop follow torchvision's ``Resize(int)`` and ``CenterCrop`` on PIL images
 (torchvision/transforms/functional.py), which is what the ImageNet weights entries use, pixel for pixel; a
 very thin image is resized only where the crop keeps it, so memory stays bounded (:func:`_resize_crop_pil`).
-Only :data:`DECODED_FORMATS` are ever decoded, whatever a file's extension says.
+Only :func:`decoded_formats` are ever decoded, whatever a file's extension says; :func:`image_extensions`,
+the files discovery treats as images, are the extensions Pillow registers for those formats.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import io
 import math
 import struct
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,16 +33,59 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from garmentcv.errors import ImageDecodeError
 
-#: File extensions (lower case) treated as images everywhere: discovery, training and classification.
-IMAGE_EXTENSIONS: frozenset[str] = frozenset(
-    {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
-)
+#: The Pillow formats GarmentCV decodes where the installed Pillow reads them. Pillow picks the decoder by
+#: content, not by extension, so without this list a ``.jpg`` holding EPS would be handed to Ghostscript.
+#: AVIF is read by Pillow 11.3+ wheels (``PIL.features.check("avif")``); ``MPO``, the multi-picture JPEG of
+#: some cameras, is opened by the JPEG decoder (first picture) but its ``.mpo`` extension does not count.
+CANDIDATE_FORMATS: tuple[str, ...] = ("JPEG", "PNG", "BMP", "GIF", "WEBP", "TIFF", "AVIF")
 
-#: The Pillow formats GarmentCV decodes, and the only decoders it ever lets Pillow use. Pillow picks the
-#: decoder by content, not by extension, so without this list a ``.jpg`` holding EPS would be handed to
-#: Ghostscript. Every extension of :data:`IMAGE_EXTENSIONS` maps to one of these (``MPO``, the multi-picture
-#: JPEG of some cameras, is opened by the JPEG decoder). Content of any other format is refused.
-DECODED_FORMATS: tuple[str, ...] = ("JPEG", "PNG", "BMP", "GIF", "WEBP", "TIFF")
+
+@functools.cache
+def decoded_formats() -> tuple[str, ...]:
+    """The formats of :data:`CANDIDATE_FORMATS` that this Pillow reads, in that order: the only decoders
+    GarmentCV ever lets Pillow use; content of any other format is refused.
+
+    A format counts when Pillow registers a file extension for it, which Pillow does only where it can read
+    it (its AVIF and WebP plugins register their extensions only when their codec library is present).
+    Computed once, on first use: it initialises every Pillow plugin (``Image.init()``, about 50 ms), which
+    importing this module does not. Also available as ``garmentcv.image.DECODED_FORMATS``.
+    """
+    readable = set(Image.registered_extensions().values())
+    return tuple(name for name in CANDIDATE_FORMATS if name in readable and name in Image.OPEN)
+
+
+@functools.cache
+def image_extensions() -> frozenset[str]:
+    """File extensions (lower case, with the dot) treated as images everywhere: discovery for training,
+    ``gcv-data inspect`` and ``gcv-classify``/``gcv-evaluate``.
+
+    Exactly the extensions Pillow registers for :func:`decoded_formats` (with Pillow 13: ``.jpg .jpeg .jpe
+    .jfif .png .apng .bmp .gif .webp .tif .tiff .avif .avifs``). Computed once, on first use; also available
+    as ``garmentcv.image.IMAGE_EXTENSIONS``.
+    """
+    formats = set(decoded_formats())
+    return frozenset(ext.lower() for ext, name in Image.registered_extensions().items() if name in formats)
+
+
+def extensions_markdown() -> str:
+    """README's line of accepted extensions, per format (``python -m garmentcv.image --extensions``)."""
+    registered = Image.registered_extensions()
+    extensions = image_extensions()
+    parts = []
+    for name in decoded_formats():
+        listed = sorted(ext for ext, fmt in registered.items() if fmt == name and ext in extensions)
+        parts.append(f"{name} ({' '.join(f'`{ext}`' for ext in listed)})")
+    return "; ".join(parts) + "."
+
+
+def __getattr__(name: str) -> Any:
+    """``DECODED_FORMATS`` and ``IMAGE_EXTENSIONS``, computed on first use (see the functions above)."""
+    if name == "DECODED_FORMATS":
+        return decoded_formats()
+    if name == "IMAGE_EXTENSIONS":
+        return image_extensions()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 #: Largest image accepted, in pixels (width x height). Pillow's own decompression-bomb limit is the same
 #: order (about 89 Mpx); a larger file is reported as oversized rather than decoded.
@@ -58,8 +104,8 @@ IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 
 
 def is_image_file(path: Path) -> bool:
-    """Return True when ``path`` has one of :data:`IMAGE_EXTENSIONS` (case-insensitive)."""
-    return path.suffix.lower() in IMAGE_EXTENSIONS
+    """Return True when ``path`` has one of :func:`image_extensions` (case-insensitive)."""
+    return path.suffix.lower() in image_extensions()
 
 
 @dataclass(frozen=True)
@@ -192,7 +238,7 @@ def _prefix(source: Path | IO[bytes], length: int = 16) -> bytes:
 
 
 def _unidentified_reason(source: Path | IO[bytes]) -> str:
-    """Why no decoder of :data:`DECODED_FORMATS` accepted ``source``: empty, another format, or unknown.
+    """Why no decoder of :func:`decoded_formats` accepted ``source``: empty, another format, or unknown.
 
     The other format is found the way Pillow finds it, by each plugin's signature check on the first
     16 bytes only; no other decoder is ever run.
@@ -210,9 +256,9 @@ def _unidentified_reason(source: Path | IO[bytes]) -> str:
             match = accept is not None and bool(accept(head))
         except Exception:  # noqa: BLE001 - a foreign plugin's signature check must not mask the real reason
             match = False
-        if match and name not in DECODED_FORMATS:
+        if match and name not in decoded_formats():
             return (
-                f"format {name} is not one GarmentCV decodes (only {', '.join(DECODED_FORMATS)}); "
+                f"format {name} is not one GarmentCV decodes (only {', '.join(decoded_formats())}); "
                 "convert the file or remove it"
             )
     return "not a recognised image format"
@@ -223,7 +269,7 @@ def _open_rgb(source: Path | IO[bytes], path: Path, min_short: int | None = None
 
     ``source`` is the file or its bytes; ``path`` names it in errors.
 
-    Only :data:`DECODED_FORMATS` are opened. Pillow's decompression-bomb warning is left to the process's
+    Only :func:`decoded_formats` are opened. Pillow's decompression-bomb warning is left to the process's
     warning filters (changing them here would race between decoding threads); the explicit size check
     against :data:`MAX_IMAGE_PIXELS` refuses the same images.
 
@@ -231,7 +277,7 @@ def _open_rgb(source: Path | IO[bytes], path: Path, min_short: int | None = None
     whose shorter side is still at least ``min_short`` px; other formats and smaller images decode in full.
     """
     try:
-        with Image.open(source, formats=DECODED_FORMATS) as image:
+        with Image.open(source, formats=decoded_formats()) as image:
             width, height = image.size
             if width * height > MAX_IMAGE_PIXELS:
                 raise ImageDecodeError(
@@ -268,7 +314,7 @@ def _as_rgb_array(rgb: Image.Image, path: Path) -> np.ndarray:
 def decode_image(path: str | Path) -> np.ndarray:
     """Decode an image file into an RGB ``uint8`` array of shape ``(H, W, 3)``, at full resolution.
 
-    Only the formats of :data:`DECODED_FORMATS` are decoded, whatever the extension. EXIF orientation is
+    Only the formats of :func:`decoded_formats` are decoded, whatever the extension. EXIF orientation is
     applied; greyscale, palette, CMYK and 16-bit files are converted to RGB (32-bit integer and float greys
     are scaled as :func:`_scale_to_uint8` documents); alpha
     (RGBA, LA, palette transparency) is composited on white, the background of product photos. Only the
@@ -491,3 +537,16 @@ def load_input(path: str | Path, pp: Preprocessing) -> np.ndarray:
     if min(rgb.size) < 1:
         raise ImageDecodeError(path, f"unexpected decoded size {rgb.size}")
     return normalize(_resize_crop_pil(rgb, pp), pp)
+
+
+def _main(argv: list[str]) -> int:
+    """``python -m garmentcv.image --extensions``: print :func:`extensions_markdown` (README's list)."""
+    if argv != ["--extensions"]:
+        print("usage: python -m garmentcv.image --extensions", file=sys.stderr)
+        return 2
+    print(extensions_markdown())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_main(sys.argv[1:]))

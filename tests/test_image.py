@@ -328,7 +328,7 @@ def test_every_image_extension_maps_to_a_decoded_format() -> None:
     registered = Image.registered_extensions()
     for extension in gimage.IMAGE_EXTENSIONS:
         assert registered[extension] in gimage.DECODED_FORMATS, extension
-    assert set(gimage.DECODED_FORMATS) == {"JPEG", "PNG", "BMP", "GIF", "WEBP", "TIFF"}
+    assert set(gimage.DECODED_FORMATS) == {"JPEG", "PNG", "BMP", "GIF", "WEBP", "TIFF", "AVIF"}
 
 
 _EPS = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\nnewpath 0 0 moveto 10 10 lineto stroke\nshowpage\n"
@@ -410,3 +410,20 @@ def test_empty_file_is_reported_as_empty(tmp_path: Path) -> None:
     assert info.value.reason == "empty file (0 bytes)" and info.value.path == "e.png"
     with pytest.raises(ImageDecodeError, match=r"empty file \(0 bytes\)"):
         load_input(tmp_path / "e.png", Preprocessing(resize=37, crop=32))
+
+
+def test_avif_written_by_pillow_decodes(tmp_path: Path) -> None:
+    """Pillow 11.3+ reads AVIF; GarmentCV decodes it through the same path (lossy: within a few grey levels)."""
+    pixels = np.zeros((16, 24, 3), dtype=np.uint8)
+    pixels[:, :12] = (200, 40, 40)
+    pixels[:, 12:] = (40, 60, 200)
+    Image.fromarray(pixels).save(tmp_path / "shirt.avif", quality=95)
+    with Image.open(tmp_path / "shirt.avif") as written:
+        assert written.format == "AVIF"
+    decoded = decode_image(tmp_path / "shirt.avif")
+    assert decoded.shape == (16, 24, 3)
+    assert np.abs(decoded[:, 2:10].astype(int) - (200, 40, 40)).max() <= 6
+    assert np.abs(decoded[:, 14:22].astype(int) - (40, 60, 200)).max() <= 6
+    assert load_input(tmp_path / "shirt.avif", Preprocessing(resize=16, crop=16)).shape == (3, 16, 16)
+    (tmp_path / "shirt.jpg").write_bytes((tmp_path / "shirt.avif").read_bytes())  # content decides, not name
+    assert np.array_equal(decode_image(tmp_path / "shirt.jpg"), decoded)

@@ -404,6 +404,18 @@ def test_decode_reasons_and_counts_read_naturally(tmp_path: Path) -> None:
     report = inspect_dataset(tmp_path, layout="lamoda")
     assert [f.reason for f in report.decode_failures] == [
         "empty file (0 bytes)",
-        "format PPM is not one GarmentCV decodes (only JPEG, PNG, BMP, GIF, WEBP, TIFF); convert the file or remove it",
+        "format PPM is not one GarmentCV decodes (only JPEG, PNG, BMP, GIF, WEBP, TIFF, AVIF); convert the file or remove it",
     ]
     assert report.problems[-1] == "only 1 class with a decodable image ['bluzy']; training needs at least 2"
+
+
+def test_jfif_jpe_and_avif_are_counted_like_jpg(tmp_path: Path) -> None:
+    for name, seed in (("0001_bluzy.jpg", 1), ("0002_bluzy.jfif", 2), ("0003_bryuki.jpe", 3)):
+        (tmp_path / name).write_bytes(_jpeg(seed))
+    Image.new("RGB", (24, 16), (200, 40, 40)).save(tmp_path / "0004_bryuki.avif")
+    (tmp_path / "0005_bryuki.txt").write_text("not an image")
+    report = inspect_dataset(tmp_path, layout="lamoda")
+    assert report.class_counts == {"bluzy": 2, "bryuki": 2}
+    assert report.formats == {"JPEG/RGB": 3, "AVIF/RGB": 1}
+    assert report.decode_failures == ()
+    assert [(f.path.name, f.reason) for f in report.skipped] == [("0005_bryuki.txt", "not an image")]

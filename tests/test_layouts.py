@@ -197,3 +197,31 @@ def test_counts_in_messages_are_singular_or_plural(tmp_path: Path, make_lamoda) 
         load_dataset(manifest)
     with pytest.raises(DatasetError, match=r"found 3 images in 1 class \['bluzy'\]; training needs at least 2"):
         load_dataset(make_lamoda(classes=("bluzy",), per_class=3))
+
+
+def test_jfif_and_jpe_are_images_in_scan_and_in_both_folder_layouts(tmp_path: Path, image_writer) -> None:
+    """Pillow registers .jfif and .jpe for JPEG (and .apng for PNG): found like .jpg, not skipped."""
+    jpeg = image_writer(tmp_path / "src.jpg").read_bytes()
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    for name in ("0001_bluzy.jpg", "0002_bluzy.jfif", "0003_bryuki.JPE", "0004_bryuki.jpe", "0005_bryuki.mpo"):
+        (flat / name).write_bytes(jpeg)
+    assert [p.name for p in scan_images(flat)] == ["0001_bluzy.jpg", "0002_bluzy.jfif", "0003_bryuki.JPE",
+                                                   "0004_bryuki.jpe"]
+    ds = load_dataset(flat)
+    assert ds.layout is Layout.LAMODA
+    assert ds.class_counts() == {"bluzy": 2, "bryuki": 2}
+    assert [(s.path.name, s.reason) for s in ds.skipped] == [("0005_bryuki.mpo", "not an image")]
+
+    nested = tmp_path / "nested"
+    for name in ("shirt/a.jfif", "shirt/deeper/b.jpe", "trouser/c.jpg", "trouser/d.apng"):
+        (nested / name).parent.mkdir(parents=True, exist_ok=True)
+        (nested / name).write_bytes(jpeg)
+    ds = load_dataset(nested)
+    assert ds.layout is Layout.FOLDERS
+    assert [(s.path.relative_to(nested).as_posix(), s.label) for s in ds.samples] == [
+        ("shirt/a.jfif", "shirt"), ("shirt/deeper/b.jpe", "shirt"), ("trouser/c.jpg", "trouser"),
+        ("trouser/d.apng", "trouser"),
+    ]
+    assert ds.skipped == ()
+    assert detect_layout(tmp_path / "flat") is Layout.LAMODA

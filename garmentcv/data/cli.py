@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 from tqdm import tqdm
 
-from garmentcv.cli_utils import handle_errors, quiet_option, setup_logging
+from garmentcv.cli_utils import handle_errors, quiet_option, setup_logging, version_option
 from garmentcv.data.fashion_mnist import DEFAULT_SOURCE, write_fashion_mnist
 from garmentcv.data.inspect import inspect_dataset, render_text
 from garmentcv.data.layouts import Layout
@@ -19,6 +19,7 @@ EXIT_NOT_READY = 3
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
+@version_option("gcv-data")
 def main() -> None:
     """Build and check datasets for gcv-train."""
 

@@ -34,7 +34,7 @@ from PIL import Image
 from garmentcv.cli_utils import plural
 from garmentcv.data.layouts import Layout, SkippedFile, load_dataset, scan_images
 from garmentcv.errors import ImageDecodeError
-from garmentcv.image import DECODED_FORMATS, decode_image_bytes
+from garmentcv.image import decode_image_bytes, decoded_formats
 
 logger = logging.getLogger(__name__)
 
@@ -236,7 +236,7 @@ def _read(path: Path) -> bytes:
 
 def _describe(data: bytes) -> tuple[str, int | None]:
     """``"FORMAT/MODE[ with transparency]"`` and the EXIF orientation of an image that decodes."""
-    with Image.open(io.BytesIO(data), formats=DECODED_FORMATS) as image:
+    with Image.open(io.BytesIO(data), formats=decoded_formats()) as image:
         kind = f"{image.format}/{image.mode}"
         if "transparency" in image.info:
             kind += " with transparency"

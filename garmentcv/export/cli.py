@@ -9,7 +9,7 @@ import click
 
 from garmentcv.artifact import INT8_ACTIVATIONS, PRECISIONS
 from garmentcv.installs import require_onnxruntime
-from garmentcv.cli_utils import handle_errors, plural, quiet_option, setup_logging, verbose_option
+from garmentcv.cli_utils import handle_errors, plural, quiet_option, setup_logging, verbose_option, version_option
 from garmentcv.infer.model_file import DEFAULT_MODEL_PATH
 
 #: Same as garmentcv.export.convert.DEFAULT_OPSET, repeated so that --help loads no torch (a test checks it).
@@ -17,6 +17,7 @@ DEFAULT_OPSET = 18
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
+@version_option("gcv-export")
 @click.argument("checkpoint", required=False, type=click.Path(dir_okay=False, path_type=Path))
 @click.option(
     "--out", type=click.Path(dir_okay=False, path_type=Path), default=DEFAULT_MODEL_PATH,

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from garmentcv.cli_utils import version_option
 from garmentcv.installs import require_onnxruntime
 from garmentcv.cli_utils import EXIT_ERROR, handle_errors, plural, quiet_option, setup_logging, verbose_option
 from garmentcv.infer.model_file import DEFAULT_MODEL_PATH
@@ -32,6 +33,7 @@ def _model_option(default: Path | None) -> click.Option:
 
 
 @click.command(context_settings=_CONTEXT)
+@version_option("gcv-classify")
 @click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Results file.")
 @_model_option(DEFAULT_MODEL_PATH)
@@ -99,6 +101,7 @@ def classify_main(folder: Path, out: Path, model: Path, batch_size: int, provide
 
 
 @click.command(context_settings=_CONTEXT)
+@version_option("gcv-evaluate")
 @_model_option(DEFAULT_MODEL_PATH)
 @click.option("--data", type=click.Path(exists=True, path_type=Path), required=True,
               help="Labelled images in any layout gcv-train reads, or a folder of images named by --labels.")

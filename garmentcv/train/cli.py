@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from garmentcv.cli_utils import handle_errors, quiet_option, setup_logging, verbose_option
+from garmentcv.cli_utils import handle_errors, quiet_option, setup_logging, verbose_option, version_option
 from garmentcv.data.layouts import Layout
 from garmentcv.models.registry import MODELS
 from garmentcv.train import config as defaults
@@ -37,6 +37,7 @@ def _default_out() -> Path:
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
+@version_option("gcv-train")
 @click.argument("data", type=click.Path(exists=True, path_type=Path))
 @click.option(
     "--out", type=click.Path(file_okay=False, path_type=Path), default=None,
