@@ -85,14 +85,16 @@ def test_version_on_every_command(name: str) -> None:
     assert "--version" in help_text
 
 
-def test_version_of_the_torch_free_commands_never_imports_torch() -> None:
+def test_version_of_every_command_never_imports_torch() -> None:
     code = """
 import sys
 from click.testing import CliRunner
 from garmentcv.data.cli import main as data_main
 from garmentcv.export.cli import main as export_main
 from garmentcv.infer.cli import classify_main, evaluate_main
-outs = [CliRunner().invoke(c, ["--version"]).stdout.strip() for c in (data_main, export_main, evaluate_main)]
+from garmentcv.train.cli import main as train_main
+commands = (data_main, export_main, evaluate_main, train_main)
+outs = [CliRunner().invoke(c, ["--version"]).stdout.strip() for c in commands]
 print("|".join(outs))
 print("torch" in sys.modules, "onnxruntime" in sys.modules)
 sys.argv = ["gcv-classify", "--version"]
@@ -104,7 +106,7 @@ finally:
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines() == [
-        "gcv-data (garmentcv) 0.1.0|gcv-export (garmentcv) 0.1.0|gcv-evaluate (garmentcv) 0.1.0",
+        "gcv-data (garmentcv) 0.1.0|gcv-export (garmentcv) 0.1.0|gcv-evaluate (garmentcv) 0.1.0|gcv-train (garmentcv) 0.1.0",
         "False False",
         "gcv-classify (garmentcv) 0.1.0",
         "False False",

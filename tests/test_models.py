@@ -168,3 +168,10 @@ def _assert_backbone_loaded_n(model: torch.nn.Module, state: dict[str, torch.Ten
     loaded = model.state_dict()
     assert all(torch.equal(loaded[k], state[k]) for k in state if not k.startswith("fc."))
     assert loaded["fc.weight"].shape[0] == n
+
+
+def test_the_cli_arch_names_are_the_registry() -> None:
+    """gcv-train's --arch choices come from a torch-free tuple so that --help and --version load no torch."""
+    from garmentcv.train.config import ARCHS
+
+    assert ARCHS == tuple(MODELS)

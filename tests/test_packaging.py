@@ -48,7 +48,7 @@ def test_constraints_pin_what_the_tests_assert_exact_behaviour_of() -> None:
         line.split("==") for line in (REPO / "constraints.txt").read_text().splitlines()
         if "==" in line and not line.startswith("#")
     )
-    assert {"torch", "torchvision", "onnx", "onnxruntime", "onnxscript"} <= set(pins)
+    assert {"torch", "torchvision", "onnx", "onnxruntime", "onnxscript", "pillow"} <= set(pins)
 
 
 def test_setup_installs_one_runtime_with_training() -> None:

@@ -9,7 +9,6 @@ import click
 
 from garmentcv.cli_utils import handle_errors, quiet_option, setup_logging, verbose_option, version_option
 from garmentcv.data.layouts import Layout
-from garmentcv.models.registry import MODELS
 from garmentcv.train import config as defaults
 from garmentcv.train.config import TrainConfig
 
@@ -45,7 +44,7 @@ def _default_out() -> Path:
     f"{RUNS_DIR}/<YYYYmmdd-HHMMSS>.",
 )
 @click.option(
-    "--arch", "archs", multiple=True, type=click.Choice([*MODELS, "all"]), default=("resnet18",),
+    "--arch", "archs", multiple=True, type=click.Choice([*defaults.ARCHS, "all"]), default=("resnet18",),
     help="Model(s) to train; repeat the option or say 'all' to train and compare several.",
 )
 @click.option(
@@ -116,7 +115,7 @@ def main(data: Path, out: Path | None, archs: tuple[str, ...], quiet: bool, verb
 
     if options["resume"] and out is None:
         raise click.UsageError("--resume needs --out, the run folder to continue")
-    chosen = tuple(MODELS) if "all" in archs else tuple(dict.fromkeys(archs))
+    chosen = defaults.ARCHS if "all" in archs else tuple(dict.fromkeys(archs))
     cfg = TrainConfig(data=data, out=out or _default_out(), archs=chosen, **options)  # type: ignore[arg-type]
     result = train(cfg, progress=not quiet)
     click.echo(result.comparison.read_text(encoding="utf-8"))

@@ -13,6 +13,9 @@ DEFAULT_LR = 0.01
 DEFAULT_LR_GAMMA = 0.8
 DEFAULT_BATCH_SIZE = 32
 DEFAULT_VAL_FRACTION = 0.2
+#: The registered archs (garmentcv.models.registry.MODELS, in its order), named here so that the CLI's --arch
+#: choices, --help and --version load no torch; a test keeps the two equal.
+ARCHS: tuple[str, ...] = ("efficientnet_b0", "resnet18", "resnet34")
 
 
 @dataclass(frozen=True)
