@@ -91,3 +91,14 @@ def test_cli_writes_and_summarises(tmp_path: Path) -> None:
     assert "train: {'bluzy': 3, 'bryuki': 3}" in result.output
     again = CliRunner().invoke(data_main, ["fashion-mnist", "--out", str(tmp_path / "fm"), "--max-per-class", "3", "-q"])
     assert again.exit_code == 1 and "not empty" in again.output
+
+
+def test_unwritable_out_is_a_clear_error_before_any_work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--out under a file: exit 1 naming the file, and not one image is written or even read (issue 12)."""
+    import garmentcv.data.cli as data_cli
+
+    monkeypatch.setattr(data_cli, "write_fashion_mnist", lambda *a, **k: pytest.fail("work started"))
+    (tmp_path / "afile").write_text("x")
+    result = CliRunner().invoke(data_main, ["fashion-mnist", "--out", str(tmp_path / "afile" / "sub"), "-q"])
+    assert result.exit_code == 1, result.output
+    assert "afile is not a folder but a file" in result.output and "Traceback" not in result.output

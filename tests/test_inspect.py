@@ -419,3 +419,18 @@ def test_jfif_jpe_and_avif_are_counted_like_jpg(tmp_path: Path) -> None:
     assert report.formats == {"JPEG/RGB": 3, "AVIF/RGB": 1}
     assert report.decode_failures == ()
     assert [(f.path.name, f.reason) for f in report.skipped] == [("0005_bryuki.txt", "not an image")]
+
+
+def test_unwritable_json_is_refused_before_the_scan(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--json under a file used to fail only after the whole scan, as an internal error (issue 12)."""
+    from click.testing import CliRunner
+
+    import garmentcv.data.cli as data_cli
+
+    monkeypatch.setattr(data_cli, "inspect_dataset", lambda *a, **k: pytest.fail("the scan started"))
+    data = tmp_path / "data"
+    data.mkdir()
+    (tmp_path / "afile").write_text("x")
+    result = CliRunner().invoke(data_cli.main, ["inspect", str(data), "--json", str(tmp_path / "afile" / "r.json")])
+    assert result.exit_code == 1, result.output
+    assert "--json" in result.output and "afile is not a folder but a file" in result.output

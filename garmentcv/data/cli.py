@@ -12,7 +12,7 @@ from garmentcv.cli_utils import handle_errors, quiet_option, setup_logging, vers
 from garmentcv.data.fashion_mnist import DEFAULT_SOURCE, write_fashion_mnist
 from garmentcv.data.inspect import inspect_dataset, render_text
 from garmentcv.data.layouts import Layout
-from garmentcv.fsutil import write_json
+from garmentcv.fsutil import check_writable_output, write_json
 
 #: Exit code of ``gcv-data inspect`` when the dataset has problems to fix before training.
 EXIT_NOT_READY = 3
@@ -48,6 +48,7 @@ def fashion_mnist(out: Path, source: Path, max_per_class: int | None, all_classe
     solution. The same input always gives the same bytes.
     """
     setup_logging(quiet)
+    check_writable_output(out / "test_labels.csv", "--out")  # before any image is written
     with tqdm(desc="writing images", unit="img", file=sys.stderr, disable=True if quiet else None) as bar:
         summary = write_fashion_mnist(out, source, max_per_class, all_classes, progress=bar.update)
     click.echo(f"train: {summary.train_counts} -> {out / 'train'}")
@@ -91,6 +92,8 @@ def inspect(root: Path, layout: str | None, test: Path | None, json_path: Path |
       130  interrupted
     """
     setup_logging(quiet)
+    if json_path is not None:
+        check_writable_output(json_path, "--json")  # before the scan, not after it
     with tqdm(desc="inspecting", unit="img", file=sys.stderr, disable=True if quiet else None) as bar:
 
         def show(done: int, total: int) -> None:
