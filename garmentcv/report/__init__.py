@@ -7,20 +7,24 @@ two together work offline anywhere. See :mod:`garmentcv.report.write`.
 from garmentcv.report.html import Limits, Prediction
 from garmentcv.report.write import (
     EVALUATE_PAGE,
+    EVALUATE_PLOTS,
     check_report_output,
     files_folder,
     read_results,
     write_classify_report,
+    write_evaluate_page,
     write_evaluate_report,
 )
 
 __all__ = [
     "EVALUATE_PAGE",
+    "EVALUATE_PLOTS",
     "Limits",
     "Prediction",
     "check_report_output",
     "files_folder",
     "read_results",
     "write_classify_report",
+    "write_evaluate_page",
     "write_evaluate_report",
 ]

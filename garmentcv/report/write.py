@@ -311,3 +311,50 @@ def write_classify_report(page: Path, results: Path, folder: Path, limits: Limit
         return h.page(title, sub, nav, body, files.final.name)
 
     return _write(page, build)
+
+
+#: Plots ``gcv-evaluate`` may write in its ``--out`` folder, with their captions; those present are shown.
+EVALUATE_PLOTS: tuple[tuple[str, str], ...] = (
+    ("reliability.png", "Reliability diagram"),
+    ("coverage.png", "Coverage against accuracy"),
+)
+
+
+def _relative(path: Path, root: Path) -> str:
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def write_evaluate_page(out: Path, data: Path, scored: Iterable[tuple[Path, str, str, float]],
+                        failed: Iterable[Sequence[str]], limits: Limits = Limits()) -> Path:
+    """Write ``out/report.html`` from what ``gcv-evaluate`` has written in ``out`` and its rows.
+
+    Figures come from ``out/metrics.json`` (all of it: figures added there show up), the matrix from
+    ``out/confusion_matrix.json``, plots from the files of :data:`EVALUATE_PLOTS` present in ``out``.
+
+    Args:
+        out: the ``--out`` folder, with ``metrics.json`` and ``confusion_matrix.json`` written.
+        data: the ``--data`` path; file names are shown relative to it (to its folder for a CSV).
+        scored: ``(path, true label, predicted label, confidence)`` of every decoded image.
+        failed: ``(path, true label, reason)`` of every image that could not be decoded.
+        limits: gallery sizes.
+
+    Returns:
+        The page written.
+    """
+    out, data = Path(out), Path(data)
+    root = data if data.is_dir() else data.parent
+    metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+    matrix = json.loads((out / "confusion_matrix.json").read_text(encoding="utf-8"))["matrix"]
+    rows = [Prediction(_relative(Path(p), root), Path(p), label, predicted, confidence)
+            for p, label, predicted, confidence in scored]
+    errors = [Prediction(_relative(Path(p), root), None, label, error=reason) for p, label, reason in failed]
+    plots = {caption: out / name for name, caption in EVALUATE_PLOTS if (out / name).is_file()}
+    return write_evaluate_report(
+        out / EVALUATE_PAGE, classes=metrics["classes"], figures=metrics, per_class=metrics.get("per_class", {}),
+        matrix=matrix, rows=rows, errors=errors, plots=plots, limits=limits,
+        subtitle=f"{h.count(len(rows), 'image')} of {_relative(data, data.parent)}: "
+                 f"{sum(r.label != r.predicted for r in rows):,} misclassified, {len(errors):,} not decoded",
+    )
