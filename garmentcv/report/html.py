@@ -116,6 +116,13 @@ def _value(v: Any) -> str:
     return esc(v)
 
 
+def _td(v: Any) -> str:
+    """A table cell: numbers right-aligned, text left-aligned (``class="text"``)."""
+    if isinstance(v, str):
+        return f'<td class="text">{esc(v)}</td>'
+    return f"<td>{_value(v)}</td>"
+
+
 def flatten(figures: Mapping[str, Any], skip: Iterable[str] = ()) -> tuple[list[tuple[str, Any]], list[tuple[str, list]]]:
     """Split a figures dict (e.g. ``metrics.json``) into scalar entries and tables.
 
@@ -132,10 +139,10 @@ def flatten(figures: Mapping[str, Any], skip: Iterable[str] = ()) -> tuple[list[
         elif isinstance(value, list) and value and all(isinstance(v, Mapping) for v in value):
             tables.append((prefix, value))
         elif isinstance(value, list):
-            shown = ", ".join(_value(v) for v in value[:20])
+            shown = ", ".join(str(v) for v in value[:20])
             scalars.append((prefix, shown + (f", ... ({len(value):,} values)" if len(value) > 20 else "")))
         else:
-            scalars.append((prefix, _value(value)))
+            scalars.append((prefix, value))
 
     skipped = set(skip)
     for key, value in figures.items():
@@ -147,12 +154,12 @@ def flatten(figures: Mapping[str, Any], skip: Iterable[str] = ()) -> tuple[list[
 def metrics_section(figures: Mapping[str, Any], skip: Iterable[str]) -> str:
     """The metrics table, then one table per list of dicts (``<section id="table-<name>">``)."""
     scalars, tables = flatten(figures, skip)
-    rows = "".join(f"<tr><th>{esc(k)}</th><td>{v}</td></tr>" for k, v in scalars)
-    parts = [f'<section id="metrics"><h2>Metrics</h2><table>{rows}</table></section>']
+    rows = "".join(f"<tr><th>{esc(k)}</th>{_td(v)}</tr>" for k, v in scalars)
+    parts = [f'<section id="metrics"><h2>Metrics</h2><table>{rows}</table></section>']  # side by side in .tables
     for name, items in tables:
         columns = list(dict.fromkeys(k for item in items for k in item))
         head = "".join(f"<th>{esc(c)}</th>" for c in columns)
-        body = "".join("<tr>" + "".join(f"<td>{_value(item.get(c))}</td>" for c in columns) + "</tr>" for item in items)
+        body = "".join("<tr>" + "".join(_td(item.get(c)) for c in columns) + "</tr>" for item in items)
         parts.append(f'<section id="table-{slug(name.replace(" ", "-"))}"><h2>{esc(name)}</h2>'
                      f'<div class="scroll"><table><tr>{head}</tr>{body}</table></div></section>')
     return "\n".join(parts)
@@ -162,7 +169,7 @@ def per_class_section(per_class: Mapping[str, Mapping[str, Any]]) -> str:
     """Per-class figures (precision, recall, F1, support, whatever the dicts hold), one row per class."""
     columns = list(dict.fromkeys(k for figures in per_class.values() for k in figures))
     head = "<tr><th>class</th>" + "".join(f"<th>{esc(c)}</th>" for c in columns) + "</tr>"
-    body = "".join(f"<tr><th>{esc(name)}</th>" + "".join(f"<td>{_value(figures.get(c))}</td>" for c in columns)
+    body = "".join(f"<tr><th>{esc(name)}</th>" + "".join(_td(figures.get(c)) for c in columns)
                    + "</tr>" for name, figures in per_class.items())
     return f'<section id="per-class"><h2>Per class</h2><div class="scroll"><table>{head}{body}</table></div></section>'
 
@@ -252,9 +259,10 @@ def errors_section(ident: str, title: str, rows: Sequence[Prediction], total: in
             f'<div class="scroll"><table>{head}{body}</table></div></section>')
 
 
-def summary_table(items: Sequence[tuple[str, str]]) -> str:
-    """A two-column table of already-rendered (name, value HTML) pairs."""
-    return "<table>" + "".join(f"<tr><th>{esc(k)}</th><td>{v}</td></tr>" for k, v in items) + "</table>"
+def summary_table(items: Sequence[tuple[str, int | str]]) -> str:
+    """A two-column table of (name, count or text) pairs; counts shown with thousands separators."""
+    return "<table>" + "".join(f"<tr><th>{esc(k)}</th>{_td(v) if isinstance(v, str) else f'<td>{v:,}</td>'}</tr>"
+                               for k, v in items) + "</table>"
 
 
 def page(title: str, subtitle: str, nav: Sequence[tuple[str, str]], body: Sequence[str], folder: str) -> str:

@@ -33,10 +33,10 @@ table.matrix td.zero { color: #bbb; }
 .plots figure { margin: 0; background: #fff; border: 1px solid #ddd; padding: 6px; }
 .plots img { max-width: 560px; height: auto; display: block; }
 .gallery { display: flex; flex-wrap: wrap; gap: 8px; }
-.gallery figure { margin: 0; width: 112px; background: #fff; border: 1px solid #ddd; padding: 4px; font-size: 11px; }
+.gallery figure { margin: 0; width: 128px; background: #fff; border: 1px solid #ddd; padding: 4px; font-size: 11px; }
 .gallery figure.wrong { border-color: rgb(var(--bad)); }
 .gallery figure.review { border: 2px solid var(--review); }
-.gallery .pic { width: 104px; height: 104px; display: flex; align-items: center; justify-content: center; background: #eee; }
+.gallery .pic { width: 120px; height: 104px; display: flex; align-items: center; justify-content: center; background: #eee; }
 .gallery img { max-width: 104px; max-height: 104px; }
 .gallery .nopic { color: #888; font-size: 11px; text-align: center; padding: 4px; }
 figcaption span { display: block; overflow: hidden; text-overflow: ellipsis; white-space: nowrap; }

@@ -186,8 +186,7 @@ def write_evaluate_report(
                 shown_plots.append((folder.url(name), caption))
         shown_errors = list(errors[: limits.listed])
         body = [
-            '<div class="tables">' + h.metrics_section(figures, _OWN_TABLES) + "</div>",
-            h.per_class_section(per_class),
+            '<div class="tables">' + h.metrics_section(figures, _OWN_TABLES) + h.per_class_section(per_class) + "</div>",
             h.matrix_section(classes, matrix),
             h.plots_section(shown_plots),
             *(h.gallery_section(g, thumb) for g in main),
@@ -294,8 +293,8 @@ def write_classify_report(page: Path, results: Path, folder: Path, limits: Limit
         thumb = _thumbnails([*class_galleries, *([review_gallery] if review else [])], files, limits)
         counts = "".join(f'<tr><th><a href="#{g.ident}">{h.esc(g.title)}</a></th><td>{g.total}</td></tr>'
                          for g in class_galleries)
-        summary = [("results", h.esc(Path(results).name)), ("rows", f"{len(rows):,}"), ("classified", f"{len(read):,}"),
-                   *([("needing review", f"{len(flagged):,}")] if review else []), ("not read", f"{len(failed):,}")]
+        summary = [("results", Path(results).name), ("rows", len(rows)), ("classified", len(read)),
+                   *([("needing review", len(flagged))] if review else []), ("not read", len(failed))]
         body = [
             '<section id="summary"><h2>Summary</h2><div class="tables">' + h.summary_table(summary)
             + f"<table><tr><th>predicted class</th><th>images</th></tr>{counts}</table></div></section>",
