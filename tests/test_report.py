@@ -239,3 +239,28 @@ def test_100000_rows_are_quick_capped_and_bounded(tmp_path: Path, monkeypatch: p
     assert "showing the 200 least confident of 10,000" in _section(html, "class-c1")
     assert "showing 1,000 of 2,000" in _section(html, "not-read")
     assert len(re.findall("<figure", html)) == 200 + 2000
+
+
+def test_evaluate_page_of_100000_rows_is_quick_and_capped(tmp_path: Path) -> None:
+    classes = [f"c{k}" for k in range(10)]
+    rows = [Prediction(path=f"{i:06d}.png", source=tmp_path / f"{i:06d}.png", label=classes[i % 10],
+                       predicted=classes[(i * 7) % 10 if i % 4 == 0 else i % 10], confidence=(i * 7919 % 100000) / 100000)
+            for i in range(100_000)]
+    matrix = [[0] * 10 for _ in classes]
+    for r in rows:
+        matrix[classes.index(r.label)][classes.index(r.predicted)] += 1
+    start = time.perf_counter()
+    page = write_evaluate_report(tmp_path / "report.html", classes=classes, figures={"accuracy": 0.775},
+                                 per_class={}, matrix=matrix, rows=rows)
+    seconds = time.perf_counter() - start
+    html = page.read_text(encoding="utf-8")
+    assert seconds < 5, seconds
+    assert page.stat().st_size < 3_000_000
+    cells = re.findall(r'<section id="cell-', html)
+    assert len(cells) == sum(1 for line in matrix for n in line if n) == 14
+    # 200 + 200 + 2000 shared by the 14 cells (142 each)
+    assert len(re.findall("<figure", html)) == 200 + 200 + 14 * 142
+    # rows i % 4 == 0 are predicted c(7i mod 10): wrong unless i % 20 == 0, so 20,000 mistakes in 4 cells of 5,000
+    assert "showing the 200 most confident of 20,000" in _section(html, "misclassified")
+    assert "showing the 142 least confident of 10,000" in _section(html, "cell-0-0")
+    assert "showing the 142 most confident of 5,000" in _section(html, "cell-2-4")
