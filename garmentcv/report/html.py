@@ -123,7 +123,8 @@ def _td(v: Any) -> str:
     return f"<td>{_value(v)}</td>"
 
 
-def flatten(figures: Mapping[str, Any], skip: Iterable[str] = ()) -> tuple[list[tuple[str, Any]], list[tuple[str, list]]]:
+def flatten(figures: Mapping[str, Any],
+            skip: Iterable[str] = ()) -> tuple[list[tuple[str, Any]], list[tuple[str, list]]]:
     """Split a figures dict (e.g. ``metrics.json``) into scalar entries and tables.
 
     Nested dicts give entries named by their keys joined with spaces (``calibration raw ece``); lists of
@@ -233,7 +234,8 @@ def _figure(row: Prediction, thumb: ThumbLookup, show_label: bool, show_predicte
         classes.append("review")
         spans.append('<span class="flag">needs review</span>')
     attr = f' class="{" ".join(classes)}"' if classes else ""
-    return f'<figure{attr}><div class="pic">{pic}</div><figcaption title="{name}">{"".join(spans)}</figcaption></figure>'
+    caption = f'<figcaption title="{name}">{"".join(spans)}</figcaption>'
+    return f'<figure{attr}><div class="pic">{pic}</div>{caption}</figure>'
 
 
 def gallery_section(gallery: Gallery, thumb: ThumbLookup, *, level: int = 2, show_label: bool = True,
@@ -252,7 +254,8 @@ def errors_section(ident: str, title: str, rows: Sequence[Prediction], total: in
     note = f"showing {len(rows):,} of {total:,}" if len(rows) < total else count(total, "file")
     head = "<tr><th>file</th>" + ("<th>true label</th>" if show_label else "") + "<th>reason</th></tr>"
     body = "".join(
-        f'<tr><td class="text">{esc(r.path)}</td>' + (f'<td class="text">{esc(r.label or "")}</td>' if show_label else "")
+        f'<tr><td class="text">{esc(r.path)}</td>'
+        + (f'<td class="text">{esc(r.label or "")}</td>' if show_label else "")
         + f'<td class="text">{esc(r.error or "")}</td></tr>' for r in rows
     )
     return (f'<section id="{ident}"><h2>{esc(title)}</h2><p class="note">{note}</p>'

@@ -8,7 +8,8 @@ CONTENT_SECURITY_POLICY = "default-src 'none'; img-src 'self' data:; style-src '
 
 STYLE = """
 :root { --ok: 31, 119, 180; --bad: 214, 39, 40; --review: #e69500; }
-body { font: 14px/1.4 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 0; color: #222; background: #fafafa; }
+body { font: 14px/1.4 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 0; color: #222;
+       background: #fafafa; }
 header { background: #1f3b57; color: #fff; padding: 12px 24px; }
 header h1 { margin: 0; font-size: 20px; }
 header p { margin: 4px 0 0; color: #cfe0f0; }

@@ -68,7 +68,8 @@ class _FilesFolder:
         self.final = files_folder(page)
         self.tmp = page.parent / f".{self.final.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
         self.tmp.mkdir()
-        (self.tmp / MARKER).write_text("Thumbnails and plots of a GarmentCV report page; replaced when it is written again.\n")
+        (self.tmp / MARKER).write_text(
+            "Thumbnails and plots of a GarmentCV report page; replaced when it is written again.\n")
 
     def url(self, name: str) -> str:
         return f"{quote(self.final.name)}/{quote(name)}"
@@ -186,7 +187,8 @@ def write_evaluate_report(
                 shown_plots.append((folder.url(name), caption))
         shown_errors = list(errors[: limits.listed])
         body = [
-            '<div class="tables">' + h.metrics_section(figures, _OWN_TABLES) + h.per_class_section(per_class) + "</div>",
+            '<div class="tables">' + h.metrics_section(figures, _OWN_TABLES) + h.per_class_section(per_class)
+            + "</div>",
             h.matrix_section(classes, matrix),
             h.plots_section(shown_plots),
             *(h.gallery_section(g, thumb) for g in main),
@@ -197,7 +199,8 @@ def write_evaluate_report(
         nav = [("metrics", "Metrics"), ("per-class", "Per class"), ("confusion", "Confusion matrix"),
                *([("plots", "Plots")] if shown_plots else []), ("misclassified", "Misclassified"),
                ("least-confident", "Least confident"), ("not-decoded", "Not decoded"), ("cells", "By cell")]
-        sub = subtitle or f"{h.count(len(rows), 'image')} evaluated, {len(wrong):,} misclassified, {len(errors):,} not decoded"
+        sub = subtitle or (f"{h.count(len(rows), 'image')} evaluated, {len(wrong):,} misclassified, "
+                           f"{len(errors):,} not decoded")
         return h.page(title, sub, nav, body, folder.final.name)
 
     return _write(page, build)
