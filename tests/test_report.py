@@ -239,7 +239,6 @@ def test_100000_rows_are_quick_capped_and_bounded(tmp_path: Path, monkeypatch: p
     assert "showing the 200 least confident of 10,000" in _section(html, "class-c1")
     assert "showing 1,000 of 2,000" in _section(html, "not-read")
     assert len(re.findall("<figure", html)) == 200 + 2000
-    assert len(re.findall(r'<img src="page_files/t\d+\.jpg"', html)) > 0
     assert "no preview: file not found" in html  # a shown file that is gone is a placeholder, not a crash
 
 
