@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Set up a machine for GarmentCV: Debian's Fashion-MNIST files and a pinned virtual environment in .venv.
+# Set up a machine for GarmentCV: Debian's Fashion-MNIST files, Debian's chromium (the report pages' browser
+# tests) and a pinned virtual environment in .venv.
 # Idempotent: re-running it only installs what is missing. Usage: bash scripts/setup.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,6 +11,11 @@ if ! dpkg -s dataset-fashion-mnist >/dev/null 2>&1; then
   echo "==> installing Debian's dataset-fashion-mnist (the real data of the main job and tests)"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq dataset-fashion-mnist >/dev/null
+fi
+if ! dpkg -s chromium >/dev/null 2>&1; then
+  echo "==> installing Debian's chromium (tests/test_report_browser.py opens the report pages in it, headless)"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
 fi
 
 PYTHON="${PYTHON:-python3}"

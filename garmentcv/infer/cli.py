@@ -51,6 +51,9 @@ def _model_option(default: Path | None) -> click.Option:
               "(size or modification time). Without it, a new run starts; the partial results of an earlier one "
               "are kept until the new run completes.")
 @click.option("--fail-on-error", is_flag=True, help="Exit with 1 when any image could not be decoded.")
+@click.option("--report", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also write this HTML page (and a NAME_files/ folder of thumbnails beside it): per predicted "
+              "class the images, least confident first, the rows needing review, the files not read. csv or jsonl.")
 @click.option("--allow-errors", is_flag=True,
               help="With --format kaggle, exit 0 although some images could not be decoded (their rows have an "
               "empty label). Without it such a file is still written, but the command exits with 1.")
@@ -59,7 +62,7 @@ def _model_option(default: Path | None) -> click.Option:
 @handle_errors
 def classify_main(folder: Path, out: Path, model: Path, batch_size: int, provider: str, threads: int | None,
                   workers: int | None, recursive: bool, fmt: str, resume: bool, fail_on_error: bool,
-                  allow_errors: bool, quiet: bool, verbose: bool) -> None:
+                  report: Path | None, allow_errors: bool, quiet: bool, verbose: bool) -> None:
     """Classify every image in FOLDER with an exported model: one row per image file in --out.
 
     Rows are sorted by path relative to FOLDER. A file that cannot be decoded gets a row with an empty label
@@ -71,11 +74,20 @@ def classify_main(folder: Path, out: Path, model: Path, batch_size: int, provide
     setup_logging(quiet, verbose)
     require_onnxruntime()  # a clear message, not an ImportError, when neither [cpu] nor [gpu] is installed
     from garmentcv.infer.classify import ClassifyConfig, classify_folder
+    from garmentcv.report import check_report_output, write_classify_report
 
+    if report is not None and fmt not in (OutputFormat.CSV.value, OutputFormat.JSONL.value):
+        raise click.UsageError(f"--report needs the confidence and error columns of --format csv or jsonl, not {fmt}")
+    if report is not None and report.resolve() == out.resolve():
+        raise click.UsageError(f"--report {report} is the results file --out; give the page another name")
+    if report is not None:
+        check_report_output(report, "--report")
     cfg = ClassifyConfig(folder=folder, out=out, model=model, batch_size=batch_size, provider=provider,
                          threads=threads, workers=workers, recursive=recursive, format=OutputFormat(fmt),
                          resume=resume, progress=not quiet)
     s = classify_folder(cfg)
+    if report is not None:
+        click.echo(f"report -> {write_classify_report(report, s.out, folder)}", err=True)
     skipped = ", ".join(f"{n} {reason}" for reason, n in sorted(s.skipped.items())) or "none"
     click.echo(
         f"{plural(s.files, 'image file')}: {s.classified} classified, {plural(s.errors, 'error')}; skipped {skipped}; "
@@ -109,7 +121,8 @@ def classify_main(folder: Path, out: Path, model: Path, batch_size: int, provide
               help="An index,label CSV (like test_labels.csv) naming the label of each <index>.<ext> in --data.")
 @click.option("--layout", type=click.Choice(_LAYOUTS), default=None, help="Dataset layout of --data; detected when not given.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/evaluate"),
-              help="Folder for metrics.json, confusion_matrix.json/.png, misclassified.csv and errors.csv.")
+              help="Folder for metrics.json, confusion_matrix.json/.png, misclassified.csv, errors.csv and report.html "
+              "(with its report_files/ folder of thumbnails).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, help="Images per model run.")
 @click.option("--provider", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", help="As for gcv-classify.")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help=_THREADS_HELP)

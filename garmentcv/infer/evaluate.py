@@ -27,6 +27,7 @@ from garmentcv.fsutil import atomic_write, check_writable_output, write_json
 from garmentcv.infer.model_file import DEFAULT_MODEL_PATH
 from garmentcv.infer.pipeline import predict_batches, split_cpus
 from garmentcv.infer.session import open_model
+from garmentcv.report import EVALUATE_PAGE, check_report_output, write_evaluate_page
 
 logger = logging.getLogger(__name__)
 
@@ -134,7 +135,8 @@ def evaluate_model(cfg: EvaluateConfig) -> EvaluateResult:
       and support (scikit-learn ``classification_report``);
     * ``confusion_matrix.json`` (rows true class, columns predicted, model class order) and ``.png``;
     * ``misclassified.csv``: ``path,label,predicted,confidence`` for every wrong prediction;
-    * ``errors.csv``: ``path,label,error`` for images that could not be decoded.
+    * ``errors.csv``: ``path,label,error`` for images that could not be decoded;
+    * ``report.html`` and ``report_files/``: the page of :func:`garmentcv.report.write_evaluate_page`.
 
     Raises:
         GarmentCVError: scikit-learn or matplotlib is not installed.
@@ -155,6 +157,7 @@ def evaluate_model(cfg: EvaluateConfig) -> EvaluateResult:
     start = time.perf_counter()
     out = Path(cfg.out)
     check_writable_output(out / "metrics.json", "--out")
+    check_report_output(out / EVALUATE_PAGE, "--out")
     threads, workers = split_cpus(cfg.threads, cfg.workers)
     model = open_model(cfg.model, cfg.provider, threads)
     classes = model.info.classes
@@ -178,6 +181,7 @@ def evaluate_model(cfg: EvaluateConfig) -> EvaluateResult:
     y_pred: list[int] = []
     wrong: list[list[str]] = []
     failed: list[list[str]] = []
+    scored: list[tuple[Path, str, str, float]] = []  # every decoded image, for report.html
     bar = tqdm(total=len(samples), desc="evaluate", unit="img", file=sys.stderr, disable=None if cfg.progress else True)
     for predictions in predict_batches(model, ((s.path, s) for s in samples), cfg.batch_size, workers):
         for p in predictions:
@@ -188,6 +192,7 @@ def evaluate_model(cfg: EvaluateConfig) -> EvaluateResult:
             predicted = int(p.probs.argmax())
             y_true.append(index[sample.label])
             y_pred.append(predicted)
+            scored.append((sample.path, sample.label, classes[predicted], float(p.probs[predicted])))
             if predicted != index[sample.label]:
                 wrong.append([str(sample.path), sample.label, classes[predicted], f"{p.probs[predicted]:.6f}"])
         bar.update(len(predictions))
@@ -224,6 +229,7 @@ def evaluate_model(cfg: EvaluateConfig) -> EvaluateResult:
             writer = csv.writer(handle, lineterminator="\n")
             writer.writerow(header)
             writer.writerows(rows)
+    write_evaluate_page(out, Path(cfg.data), scored, failed)
     logger.info("accuracy %.4f, macro F1 %.4f on %d images (%d not decoded)", metrics.accuracy, metrics.f1,
                 metrics.count, len(failed))
     return EvaluateResult(

@@ -1,0 +1,277 @@
+"""The page builder: plain data (rows, figures, thumbnail names) in, HTML text out. No I/O.
+
+Every text that comes from data (file names, labels, reasons, figure names) goes through :func:`esc`, which
+HTML-escapes it and shows the bytes of file names that are not valid UTF-8 as ``\\xNN``.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from garmentcv import __version__
+from garmentcv.report import template
+
+
+@dataclass(frozen=True, slots=True)
+class Prediction:
+    """One row of a report.
+
+    Attributes:
+        path: the file name shown (relative to the classified or evaluated folder where possible); may hold
+            ``surrogateescape`` characters for bytes that are not UTF-8.
+        source: the image file to make a thumbnail from; ``None`` when there is none.
+        label: the true label (evaluation) or ``None``.
+        predicted: the model's label, ``None`` for a file that could not be read.
+        confidence: the probability of ``predicted``, 0..1.
+        needs_review: the results marked the row as needing review (``--min-confidence``).
+        error: why the file could not be read.
+    """
+
+    path: str
+    source: Path | None = None
+    label: str | None = None
+    predicted: str | None = None
+    confidence: float | None = None
+    needs_review: bool = False
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class Limits:
+    """How much a page shows, so that it stays quick and small whatever the number of rows.
+
+    Attributes:
+        gallery: thumbnails in one gallery (misclassified, least confident, needing review).
+        grouped: thumbnails shared by a set of galleries (one per class, one per confusion-matrix cell);
+            each gets ``min(gallery, grouped // number of galleries)``, at least 1.
+        listed: rows of a text list (files that could not be read).
+        thumbnail_px: side of the square a thumbnail fits in, px.
+    """
+
+    gallery: int = 200
+    grouped: int = 2000
+    listed: int = 1000
+    thumbnail_px: int = 96
+
+    def __post_init__(self) -> None:
+        if min(self.gallery, self.grouped, self.listed, self.thumbnail_px) < 1:
+            raise ValueError(f"every report limit must be >= 1, got {self}")
+
+    def per_group(self, groups: int) -> int:
+        """Thumbnails for each of ``groups`` galleries."""
+        return max(1, min(self.gallery, self.grouped // max(1, groups)))
+
+
+@dataclass(frozen=True)
+class Gallery:
+    """A titled group of images: ``rows`` are shown (in order) out of ``total``; ``order`` is
+    ``"least"`` or ``"most"`` (confident first)."""
+
+    ident: str
+    title: str
+    rows: Sequence[Prediction]
+    total: int
+    order: str = "least"
+
+
+#: Looks up the thumbnail of a row: (relative URL, width, height) or (None, reason) when there is none.
+ThumbLookup = Callable[[Prediction], tuple[str | None, int, int, str | None]]
+
+
+def display_text(text: str) -> str:
+    """``text`` as printable Unicode: bytes kept by ``surrogateescape`` (and any lone surrogate) as ``\\xNN``."""
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def esc(text: object) -> str:
+    """HTML-escaped :func:`display_text` of ``str(text)`` (quotes too: safe in attributes)."""
+    return html.escape(display_text(str(text)), quote=True)
+
+
+def slug(text: str) -> str:
+    """An HTML id fragment for a label: letters, digits, ``-`` and ``_`` kept, others as ``_xx`` (hex)."""
+    return "".join(c if (c.isascii() and (c.isalnum() or c in "-")) else f"_{ord(c):x}" for c in text)
+
+
+def count(n: int, noun: str) -> str:
+    """``1 image``, ``95,000 images``."""
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"
+
+
+def _value(v: Any) -> str:
+    if isinstance(v, bool) or v is None:
+        return esc(v)
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float):
+        return f"{v:.4f}" if math.isfinite(v) else esc(v)
+    return esc(v)
+
+
+def _td(v: Any) -> str:
+    """A table cell: numbers right-aligned, text left-aligned (``class="text"``)."""
+    if isinstance(v, str):
+        return f'<td class="text">{esc(v)}</td>'
+    return f"<td>{_value(v)}</td>"
+
+
+def flatten(figures: Mapping[str, Any],
+            skip: Iterable[str] = ()) -> tuple[list[tuple[str, Any]], list[tuple[str, list]]]:
+    """Split a figures dict (e.g. ``metrics.json``) into scalar entries and tables.
+
+    Nested dicts give entries named by their keys joined with spaces (``calibration raw ece``); lists of
+    dicts are tables; lists of plain values are shown joined when short. Keys in ``skip`` are left out.
+    """
+    scalars: list[tuple[str, Any]] = []
+    tables: list[tuple[str, list]] = []
+
+    def walk(prefix: str, value: Any) -> None:
+        if isinstance(value, Mapping):
+            for k, v in value.items():
+                walk(f"{prefix} {k}".strip(), v)
+        elif isinstance(value, list) and value and all(isinstance(v, Mapping) for v in value):
+            tables.append((prefix, value))
+        elif isinstance(value, list):
+            shown = ", ".join(str(v) for v in value[:20])
+            scalars.append((prefix, shown + (f", ... ({len(value):,} values)" if len(value) > 20 else "")))
+        else:
+            scalars.append((prefix, value))
+
+    skipped = set(skip)
+    for key, value in figures.items():
+        if key not in skipped:
+            walk(str(key), value)
+    return scalars, tables
+
+
+def metrics_section(figures: Mapping[str, Any], skip: Iterable[str]) -> str:
+    """The metrics table, then one table per list of dicts (``<section id="table-<name>">``)."""
+    scalars, tables = flatten(figures, skip)
+    rows = "".join(f"<tr><th>{esc(k)}</th>{_td(v)}</tr>" for k, v in scalars)
+    parts = [f'<section id="metrics"><h2>Metrics</h2><table>{rows}</table></section>']  # side by side in .tables
+    for name, items in tables:
+        columns = list(dict.fromkeys(k for item in items for k in item))
+        head = "".join(f"<th>{esc(c)}</th>" for c in columns)
+        body = "".join("<tr>" + "".join(_td(item.get(c)) for c in columns) + "</tr>" for item in items)
+        parts.append(f'<section id="table-{slug(name.replace(" ", "-"))}"><h2>{esc(name)}</h2>'
+                     f'<div class="scroll"><table><tr>{head}</tr>{body}</table></div></section>')
+    return "\n".join(parts)
+
+
+def per_class_section(per_class: Mapping[str, Mapping[str, Any]]) -> str:
+    """Per-class figures (precision, recall, F1, support, whatever the dicts hold), one row per class."""
+    columns = list(dict.fromkeys(k for figures in per_class.values() for k in figures))
+    head = "<tr><th>class</th>" + "".join(f"<th>{esc(c)}</th>" for c in columns) + "</tr>"
+    body = "".join(f"<tr><th>{esc(name)}</th>" + "".join(_td(figures.get(c)) for c in columns)
+                   + "</tr>" for name, figures in per_class.items())
+    return f'<section id="per-class"><h2>Per class</h2><div class="scroll"><table>{head}{body}</table></div></section>'
+
+
+def matrix_section(classes: Sequence[str], matrix: Sequence[Sequence[int]]) -> str:
+    """The confusion matrix (rows true, columns predicted); each non-zero cell links to ``#cell-<i>-<j>``."""
+    head = "<tr><th>true \\ predicted</th>" + "".join(f"<th>{esc(c)}</th>" for c in classes) + "<th>total</th></tr>"
+    rows = []
+    for i, (name, line) in enumerate(zip(classes, matrix)):
+        total = sum(line)
+        cells = []
+        for j, n in enumerate(line):
+            if not n:
+                cells.append('<td class="zero">0</td>')
+                continue
+            colour = "var(--ok)" if i == j else "var(--bad)"
+            alpha = 0.12 + 0.68 * n / total
+            cells.append(f'<td style="background: rgba({colour}, {alpha:.2f})"><a href="#cell-{i}-{j}">{n}</a></td>')
+        rows.append(f"<tr><th>{esc(name)}</th>{''.join(cells)}<td>{total}</td></tr>")
+    return ('<section id="confusion"><h2>Confusion matrix</h2><p class="note">Rows: true class; columns: predicted. '
+            "Each number leads to its images.</p>"
+            f'<div class="scroll"><table class="matrix">{head}{"".join(rows)}</table></div></section>')
+
+
+def plots_section(plots: Sequence[tuple[str, str]]) -> str:
+    """Figures given as (relative URL, caption); empty text when there are none."""
+    if not plots:
+        return ""
+    figures = "".join(f'<figure><img src="{esc(url)}" alt="{esc(caption)}"><figcaption>{esc(caption)}</figcaption>'
+                      "</figure>" for url, caption in plots)
+    return f'<section id="plots"><h2>Plots</h2><div class="plots">{figures}</div></section>'
+
+
+def _note(gallery: Gallery, noun: str = "image") -> str:
+    first = "least confident first" if gallery.order == "least" else "most confident first"
+    if len(gallery.rows) < gallery.total:
+        return f"showing the {len(gallery.rows):,} {gallery.order} confident of {gallery.total:,}"
+    if not gallery.total:
+        return f"no {noun}s"
+    return f"{count(gallery.total, noun)}, {first}"
+
+
+def _figure(row: Prediction, thumb: ThumbLookup, show_label: bool, show_predicted: bool, show_review: bool) -> str:
+    url, width, height, reason = thumb(row)
+    name = esc(row.path)
+    if url is not None:
+        pic = f'<img src="{esc(url)}" alt="{name}" width="{width}" height="{height}">'
+    else:
+        pic = f'<span class="nopic" title="{esc(reason or "")}">no preview: {esc(reason or "no file")}</span>'
+    spans = [f'<span class="file">{name}</span>']
+    if show_label and row.label is not None:
+        spans.append(f"<span>true {esc(row.label)}</span>")
+    if show_predicted and row.predicted is not None:
+        spans.append(f"<span>predicted {esc(row.predicted)}</span>")
+    if row.confidence is not None:
+        spans.append(f"<span>confidence {row.confidence:.3f}</span>")
+    classes = []
+    if show_label and row.label is not None and row.predicted != row.label:
+        classes.append("wrong")
+    if show_review and row.needs_review:
+        classes.append("review")
+        spans.append('<span class="flag">needs review</span>')
+    attr = f' class="{" ".join(classes)}"' if classes else ""
+    caption = f'<figcaption title="{name}">{"".join(spans)}</figcaption>'
+    return f'<figure{attr}><div class="pic">{pic}</div>{caption}</figure>'
+
+
+def gallery_section(gallery: Gallery, thumb: ThumbLookup, *, level: int = 2, show_label: bool = True,
+                    show_predicted: bool = True, show_review: bool = False) -> str:
+    """A ``<section id=gallery.ident>`` with a heading, the count note and one figure per shown row."""
+    figures = "".join(_figure(r, thumb, show_label, show_predicted, show_review) for r in gallery.rows)
+    return (f'<section id="{gallery.ident}"><h{level}>{esc(gallery.title)}</h{level}><p class="note">{_note(gallery)}'
+            f'</p><div class="gallery">{figures}</div></section>')
+
+
+def errors_section(ident: str, title: str, rows: Sequence[Prediction], total: int, *, show_label: bool) -> str:
+    """A table of files that could not be read: file, (true label), reason; ``rows`` of ``total`` shown."""
+    if not total:
+        return (f'<section id="{ident}"><h2>{esc(title)}</h2><p class="note">none: every file could be read</p>'
+                "</section>")
+    note = f"showing {len(rows):,} of {total:,}" if len(rows) < total else count(total, "file")
+    head = "<tr><th>file</th>" + ("<th>true label</th>" if show_label else "") + "<th>reason</th></tr>"
+    body = "".join(
+        f'<tr><td class="text">{esc(r.path)}</td>'
+        + (f'<td class="text">{esc(r.label or "")}</td>' if show_label else "")
+        + f'<td class="text">{esc(r.error or "")}</td></tr>' for r in rows
+    )
+    return (f'<section id="{ident}"><h2>{esc(title)}</h2><p class="note">{note}</p>'
+            f'<div class="scroll"><table>{head}{body}</table></div></section>')
+
+
+def summary_table(items: Sequence[tuple[str, int | str]]) -> str:
+    """A two-column table of (name, count or text) pairs; counts shown with thousands separators."""
+    return "<table>" + "".join(f"<tr><th>{esc(k)}</th>{_td(v) if isinstance(v, str) else f'<td>{v:,}</td>'}</tr>"
+                               for k, v in items) + "</table>"
+
+
+def page(title: str, subtitle: str, nav: Sequence[tuple[str, str]], body: Sequence[str], folder: str) -> str:
+    """The whole document: ``nav`` is (anchor id, text) pairs; ``body`` rendered sections in order."""
+    links = "".join(f'<a href="#{ident}">{esc(text)}</a>' for ident, text in nav)
+    return template.PAGE.format(
+        csp=template.CONTENT_SECURITY_POLICY, title=esc(title), subtitle=esc(subtitle), nav=links,
+        style=template.STYLE, body="\n".join(b for b in body if b), version=esc(__version__), folder=esc(folder),
+    )

@@ -1,0 +1,362 @@
+"""Write the report pages: choose what to show, make its thumbnails, publish page and folder.
+
+A page ``NAME.html`` comes with a folder ``NAME_files/`` beside it (thumbnails as small JPEG files, copies of
+the plots) that it links to by relative URLs only: copy the two together and the page works anywhere, offline.
+The folder is built under a temporary name and swapped in when complete; an existing folder of that name is
+replaced only when it holds the marker file :data:`MARKER` of an earlier report, never a folder of the user's.
+"""
+
+from __future__ import annotations
+
+import csv
+import heapq
+import json
+import logging
+import os
+import secrets
+import shutil
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from garmentcv.errors import GarmentCVError, OutputPathError
+from garmentcv.fsutil import atomic_write, check_writable_output
+from garmentcv.report import html as h
+from garmentcv.report.html import Gallery, Limits, Prediction
+from garmentcv.report.thumbnails import Thumbnail, make_thumbnails
+
+logger = logging.getLogger(__name__)
+
+#: The file that marks a ``NAME_files`` folder as written by GarmentCV (and so replaceable).
+MARKER = ".garmentcv-report"
+#: The page ``gcv-evaluate`` writes in its ``--out`` folder.
+EVALUATE_PAGE = "report.html"
+#: Keys of ``metrics.json`` shown by their own tables, not in the metrics table.
+_OWN_TABLES = ("classes", "per_class")
+_ENCODING = {"encoding": "utf-8", "errors": "surrogateescape"}
+_TRUE = {"1", "true", "yes", "y"}
+
+
+def files_folder(page: Path) -> Path:
+    """The folder of thumbnails and plots that goes with ``page``: ``report.html`` -> ``report_files``."""
+    page = Path(page)
+    return page.with_name(page.stem + "_files")
+
+
+def check_report_output(page: Path, option: str = "--report") -> None:
+    """Fail before any work when ``page`` or its files folder could not be written.
+
+    Raises:
+        OutputPathError: ``page`` is not writable (see :func:`garmentcv.fsutil.check_writable_output`), or
+            ``NAME_files`` exists and is not the folder of an earlier GarmentCV report.
+    """
+    check_writable_output(page, option)
+    folder = files_folder(page)
+    if folder.exists() and not (folder / MARKER).is_file():
+        raise OutputPathError(
+            f"{option} {page}: {folder} exists and is not a GarmentCV report folder (it has no {MARKER} file); "
+            "move it away or choose another page name"
+        )
+
+
+class _FilesFolder:
+    """``NAME_files`` under construction: filled under a temporary name, swapped in by :meth:`publish`."""
+
+    def __init__(self, page: Path) -> None:
+        self.page = page
+        self.final = files_folder(page)
+        self.tmp = page.parent / f".{self.final.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+        self.tmp.mkdir()
+        (self.tmp / MARKER).write_text(
+            "Thumbnails and plots of a GarmentCV report page; replaced when it is written again.\n")
+
+    def url(self, name: str) -> str:
+        return f"{quote(self.final.name)}/{quote(name)}"
+
+    def publish(self, text: str) -> None:
+        if self.final.exists():
+            shutil.rmtree(self.final)
+        os.replace(self.tmp, self.final)
+        with atomic_write(self.page) as handle:
+            handle.write(text)
+
+    def discard(self) -> None:
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def _thumbnails(galleries: Iterable[Gallery], folder: _FilesFolder, limits: Limits) -> h.ThumbLookup:
+    """Make one thumbnail per distinct source among the galleries' rows; return the lookup for the page."""
+    index: dict[Path, int] = {}
+    for gallery in galleries:
+        for row in gallery.rows:
+            if row.source is not None and row.source not in index:
+                index[row.source] = len(index)
+    made: list[Thumbnail] = make_thumbnails(list(index), folder.tmp, limits.thumbnail_px)
+
+    def lookup(row: Prediction) -> tuple[str | None, int, int, str | None]:
+        if row.source is None:
+            return None, 0, 0, "no file"
+        t = made[index[row.source]]
+        return (folder.url(t.name), t.width, t.height, None) if t.name else (None, 0, 0, t.reason)
+
+    return lookup
+
+
+def _least(rows: Iterable[Prediction], n: int) -> list[Prediction]:
+    return heapq.nsmallest(n, rows, key=lambda r: (r.confidence if r.confidence is not None else 2.0, r.path))
+
+
+def _most(rows: Iterable[Prediction], n: int) -> list[Prediction]:
+    return heapq.nsmallest(n, rows, key=lambda r: (-(r.confidence or 0.0), r.path))
+
+
+def _write(page: Path, build: Any) -> Path:
+    """Check the outputs, run ``build(folder) -> html text`` and publish; the temporary folder never stays."""
+    page = Path(page)
+    check_report_output(page, "--report")
+    folder = _FilesFolder(page)
+    try:
+        folder.publish(build(folder))
+    except BaseException:
+        folder.discard()
+        raise
+    return page
+
+
+def write_evaluate_report(
+    page: Path,
+    *,
+    classes: Sequence[str],
+    figures: Mapping[str, Any],
+    per_class: Mapping[str, Mapping[str, Any]],
+    matrix: Sequence[Sequence[int]],
+    rows: Sequence[Prediction],
+    errors: Sequence[Prediction] = (),
+    plots: Mapping[str, Path] | None = None,
+    title: str = "GarmentCV evaluation",
+    subtitle: str = "",
+    limits: Limits = Limits(),
+) -> Path:
+    """Write the evaluation page ``page`` (and ``<stem>_files/``).
+
+    Args:
+        page: the HTML file to write.
+        classes: the model's classes, in the order of ``matrix``.
+        figures: scalar figures and tables (``metrics.json``); nested dicts and lists of dicts are shown
+            too, so figures added later (calibration, coverage) appear without a change here. ``classes``
+            and ``per_class`` keys are skipped (they have their own tables).
+        per_class: per-class figures, e.g. precision/recall/f1-score/support by class name.
+        matrix: confusion matrix, rows true class, columns predicted.
+        rows: every decoded image with ``label``, ``predicted`` and ``confidence``.
+        errors: images that could not be decoded, with ``error``.
+        plots: caption -> PNG file, copied beside the page in this order (e.g. the reliability diagram);
+            missing files are left out.
+        title, subtitle: the page heading.
+        limits: gallery sizes (see :class:`~garmentcv.report.html.Limits`).
+
+    Returns:
+        ``page``.
+
+    Raises:
+        OutputPathError: ``page`` or its folder cannot be written.
+    """
+    position = {name: i for i, name in enumerate(classes)}
+    cells: dict[tuple[int, int], list[Prediction]] = {}
+    for row in rows:
+        if row.label in position and row.predicted in position:
+            cells.setdefault((position[row.label], position[row.predicted]), []).append(row)
+    wrong = [r for r in rows if r.predicted != r.label]
+    per_cell = limits.per_group(len(cells))
+    cell_galleries = [
+        Gallery(f"cell-{i}-{j}", f"true {classes[i]}, predicted {classes[j]}",
+                _least(members, per_cell) if i == j else _most(members, per_cell), len(members),
+                "least" if i == j else "most")
+        for (i, j), members in sorted(cells.items())
+    ]
+    main = [Gallery("misclassified", "Misclassified", _most(wrong, limits.gallery), len(wrong), "most"),
+            Gallery("least-confident", "Least confident", _least(rows, limits.gallery), len(rows), "least")]
+
+    def build(folder: _FilesFolder) -> str:
+        thumb = _thumbnails([*main, *cell_galleries], folder, limits)
+        shown_plots = []
+        for caption, path in (plots or {}).items():
+            if Path(path).is_file():
+                name = f"plot-{len(shown_plots) + 1}.png"
+                shutil.copyfile(path, folder.tmp / name)
+                shown_plots.append((folder.url(name), caption))
+        shown_errors = list(errors[: limits.listed])
+        body = [
+            '<div class="tables">' + h.metrics_section(figures, _OWN_TABLES) + h.per_class_section(per_class)
+            + "</div>",
+            h.matrix_section(classes, matrix),
+            h.plots_section(shown_plots),
+            *(h.gallery_section(g, thumb) for g in main),
+            h.errors_section("not-decoded", "Not decoded", shown_errors, len(errors), show_label=True),
+            '<section id="cells"><h2>Images by confusion-matrix cell</h2>'
+            + "".join(h.gallery_section(g, thumb, level=3) for g in cell_galleries) + "</section>",
+        ]
+        nav = [("metrics", "Metrics"), ("per-class", "Per class"), ("confusion", "Confusion matrix"),
+               *([("plots", "Plots")] if shown_plots else []), ("misclassified", "Misclassified"),
+               ("least-confident", "Least confident"), ("not-decoded", "Not decoded"), ("cells", "By cell")]
+        sub = subtitle or (f"{h.count(len(rows), 'image')} evaluated, {len(wrong):,} misclassified, "
+                           f"{len(errors):,} not decoded")
+        return h.page(title, sub, nav, body, folder.final.name)
+
+    return _write(page, build)
+
+
+def _flag(value: Any) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() in _TRUE
+    return bool(value)
+
+
+def _confidence(value: Any) -> float | None:
+    if value in (None, ""):
+        return None
+    return float(value)
+
+
+def read_results(results: Path, folder: Path) -> tuple[list[Prediction], list[str], bool]:
+    """Read a ``gcv-classify`` results file (csv or jsonl, told apart by its first character).
+
+    Returns:
+        The rows (``source`` = ``folder / path``), the class names in the model's order where the file tells it
+        (probability columns), and whether the file has a ``needs_review`` column.
+
+    Raises:
+        GarmentCVError: the file lacks ``path``, ``label``, ``confidence`` or ``error`` (e.g. the kaggle format).
+    """
+    with open(results, newline="", **_ENCODING) as handle:
+        first = handle.read(1)
+        handle.seek(0)
+        if first == "{":
+            records = [json.loads(line) for line in handle if line.strip()]
+            columns = set(records[0]) if records else set()
+            probs = next((r["probs"] for r in records if isinstance(r.get("probs"), dict)), {})
+            classes = list(probs)
+        else:
+            reader = csv.DictReader(handle)
+            columns = set(reader.fieldnames or ())
+            classes = [c[5:] for c in reader.fieldnames or () if c.startswith("prob_")]
+            records = list(reader)
+    needed = {"path", "label", "confidence", "error"}
+    if (records or columns) and not needed <= columns:
+        raise GarmentCVError(
+            f"{results}: a report needs the columns {sorted(needed)}, the file has {sorted(columns)}; "
+            "write the results as csv or jsonl (the kaggle format has no confidence or error)"
+        )
+    review = "needs_review" in columns
+    rows = [
+        Prediction(path=r["path"], source=folder / r["path"], predicted=r.get("label") or r.get("predicted") or None,
+                   confidence=_confidence(r.get("confidence")), needs_review=_flag(r.get("needs_review")),
+                   error=r.get("error") or None)
+        for r in records
+    ]
+    return rows, classes, review
+
+
+def write_classify_report(page: Path, results: Path, folder: Path, limits: Limits = Limits(),
+                          title: str = "GarmentCV classification") -> Path:
+    """Write the page for the unlabelled results of ``gcv-classify`` (and ``<stem>_files/``).
+
+    Shows, per predicted class, its images sorted by confidence, lowest first (the ones to check); the rows
+    that need review when the results have a ``needs_review`` column; and the files that could not be read,
+    each with its reason.
+
+    Args:
+        page: the HTML file to write.
+        results: the finished results file (csv or jsonl).
+        folder: the classified folder (paths in the results are relative to it).
+        limits: gallery sizes (see :class:`~garmentcv.report.html.Limits`).
+
+    Returns:
+        ``page``.
+
+    Raises:
+        OutputPathError: ``page`` or its folder cannot be written.
+        GarmentCVError: the results file is of a format without confidence (kaggle).
+    """
+    check_report_output(Path(page), "--report")
+    rows, classes, review = read_results(Path(results), Path(folder))
+    read = [r for r in rows if r.error is None and r.predicted is not None]
+    failed = [r for r in rows if r.error is not None]
+    by_class: dict[str, list[Prediction]] = {}
+    for row in read:
+        by_class.setdefault(row.predicted, []).append(row)  # type: ignore[arg-type]
+    order = [c for c in classes if c in by_class] + sorted(set(by_class) - set(classes))
+    per_class = limits.per_group(len(order))
+    class_galleries = [Gallery(f"class-{h.slug(c)}", c, _least(by_class[c], per_class), len(by_class[c]))
+                       for c in order]
+    flagged = [r for r in read if r.needs_review]
+    review_gallery = Gallery("needs-review", "Needing review", _least(flagged, limits.gallery), len(flagged))
+
+    def build(files: _FilesFolder) -> str:
+        thumb = _thumbnails([*class_galleries, *([review_gallery] if review else [])], files, limits)
+        counts = "".join(f'<tr><th><a href="#{g.ident}">{h.esc(g.title)}</a></th><td>{g.total}</td></tr>'
+                         for g in class_galleries)
+        summary = [("results", Path(results).name), ("rows", len(rows)), ("classified", len(read)),
+                   *([("needing review", len(flagged))] if review else []), ("not read", len(failed))]
+        body = [
+            '<section id="summary"><h2>Summary</h2><div class="tables">' + h.summary_table(summary)
+            + f"<table><tr><th>predicted class</th><th>images</th></tr>{counts}</table></div></section>",
+            h.gallery_section(review_gallery, thumb, show_review=False) if review else "",
+            '<section id="classes"><h2>By predicted class</h2>'
+            + "".join(h.gallery_section(g, thumb, level=3, show_predicted=False, show_review=review)
+                      for g in class_galleries) + "</section>",
+            h.errors_section("not-read", "Not read", failed[: limits.listed], len(failed), show_label=False),
+        ]
+        nav = [("summary", "Summary"), *([("needs-review", "Needing review")] if review else []),
+               ("classes", "By class"), ("not-read", "Not read")]
+        sub = f"{h.count(len(rows), 'file')}: {len(read):,} classified, {len(failed):,} not read"
+        return h.page(title, sub, nav, body, files.final.name)
+
+    return _write(page, build)
+
+
+#: Plots ``gcv-evaluate`` may write in its ``--out`` folder, with their captions; those present are shown.
+EVALUATE_PLOTS: tuple[tuple[str, str], ...] = (
+    ("reliability.png", "Reliability diagram"),
+    ("coverage.png", "Coverage against accuracy"),
+)
+
+
+def _relative(path: Path, root: Path) -> str:
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def write_evaluate_page(out: Path, data: Path, scored: Iterable[tuple[Path, str, str, float]],
+                        failed: Iterable[Sequence[str]], limits: Limits = Limits()) -> Path:
+    """Write ``out/report.html`` from what ``gcv-evaluate`` has written in ``out`` and its rows.
+
+    Figures come from ``out/metrics.json`` (all of it: figures added there show up), the matrix from
+    ``out/confusion_matrix.json``, plots from the files of :data:`EVALUATE_PLOTS` present in ``out``.
+
+    Args:
+        out: the ``--out`` folder, with ``metrics.json`` and ``confusion_matrix.json`` written.
+        data: the ``--data`` path; file names are shown relative to it (to its folder for a CSV).
+        scored: ``(path, true label, predicted label, confidence)`` of every decoded image.
+        failed: ``(path, true label, reason)`` of every image that could not be decoded.
+        limits: gallery sizes.
+
+    Returns:
+        The page written.
+    """
+    out, data = Path(out), Path(data)
+    root = data if data.is_dir() else data.parent
+    metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+    matrix = json.loads((out / "confusion_matrix.json").read_text(encoding="utf-8"))["matrix"]
+    rows = [Prediction(_relative(Path(p), root), Path(p), label, predicted, confidence)
+            for p, label, predicted, confidence in scored]
+    errors = [Prediction(_relative(Path(p), root), None, label, error=reason) for p, label, reason in failed]
+    plots = {caption: out / name for name, caption in EVALUATE_PLOTS if (out / name).is_file()}
+    return write_evaluate_report(
+        out / EVALUATE_PAGE, classes=metrics["classes"], figures=metrics, per_class=metrics.get("per_class", {}),
+        matrix=matrix, rows=rows, errors=errors, plots=plots, limits=limits,
+        subtitle=f"{h.count(len(rows), 'image')} of {_relative(data, data.parent)}: "
+                 f"{sum(r.label != r.predicted for r in rows):,} misclassified, {len(errors):,} not decoded",
+    )
