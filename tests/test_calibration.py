@@ -77,3 +77,64 @@ def test_fit_refuses_bad_input() -> None:
         fit_temperature(np.zeros((0, 3)), np.zeros(0, dtype=int))
     with pytest.raises(ValueError, match="targets"):
         fit_temperature(np.zeros((2, 3)), np.array([0, 3]))
+
+
+def test_model_info_carries_the_temperature_and_old_files_read_as_uncalibrated() -> None:
+    from garmentcv.artifact import ModelInfo
+    from garmentcv.models.registry import default_preprocessing
+
+    base = ModelInfo(arch="resnet18", classes=("a", "b"), preprocessing=default_preprocessing("resnet18", 32),
+                     precision="fp32", weights_source="none")
+    assert base.temperature is None and base.applied_temperature == 1.0
+    assert "garmentcv.temperature" not in base.to_metadata()  # a file without it: as before this change
+    assert ModelInfo.from_metadata(base.to_metadata()) == base
+    calibrated = ModelInfo(**{**base.__dict__, "temperature": 2.5})
+    props = calibrated.to_metadata()
+    assert props["garmentcv.temperature"] == "2.5"
+    back = ModelInfo.from_metadata(props)
+    assert back == calibrated and back.applied_temperature == 2.5
+    from garmentcv.errors import ModelFileError
+
+    with pytest.raises(ModelFileError, match="temperature"):
+        ModelInfo.from_metadata({**props, "garmentcv.temperature": "-1"})
+
+
+# --- export fits T; evaluate uses it on other images ---
+
+def _overconfident_run(root, scale: float = 40.0):
+    """A run folder (tests.test_export.make_run) whose head's logits are multiplied by ``scale``."""
+    import torch
+
+    from garmentcv.train.checkpoint import load_checkpoint, save_checkpoint
+    from tests.test_export import make_run
+
+    ckpt = make_run(root, "resnet18", per_class=8)
+    state = load_checkpoint(ckpt)
+    state["state_dict"] = {k: (v * scale if k.startswith("fc.") else v) for k, v in state["state_dict"].items()}
+    save_checkpoint(ckpt, state)
+    return ckpt
+
+
+@pytest.fixture(scope="module")
+def overconfident_export(tmp_path_factory: pytest.TempPathFactory):
+    from garmentcv.export.exporter import ExportConfig, export_checkpoint
+
+    root = tmp_path_factory.mktemp("overconfident")
+    ckpt = _overconfident_run(root / "run")
+    return root, export_checkpoint(ExportConfig(checkpoint=ckpt, out=root / "model.onnx"), progress=False)
+
+
+def test_export_fits_and_stores_the_temperature(overconfident_export) -> None:
+    from garmentcv.infer.model_file import read_model_info
+
+    root, r = overconfident_export
+    assert r.val_images == 24
+    info = read_model_info(r.out)
+    assert info.temperature == r.info.temperature == r.temperature
+    assert r.temperature > 5  # logits x40 of a random head: far too sure
+    # the fit is the minimum NLL on those images: the raw softmax is worse, and so is any other T nearby
+    assert r.calibrated.nll < r.uncalibrated.nll
+    assert r.calibrated.ece < r.uncalibrated.ece
+    assert info.metrics["export"]["temperature"] == r.temperature
+    assert info.metrics["export"]["ece"] == pytest.approx(r.calibrated.ece)
+    assert info.metrics["export"]["ece_uncalibrated"] == pytest.approx(r.uncalibrated.ece)
