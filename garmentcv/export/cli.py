@@ -88,6 +88,12 @@ def main(checkpoint: Path | None, quiet: bool, verbose: bool, **options: object)
             f"parity {r.info.precision.upper()}: largest logit difference {r.parity.max_abs_diff:.3g}{tol}, "
             f"top-1 agreement {r.parity.top1_agreement:.2%}"
         )
+    if r.uncalibrated is not None and r.calibrated is not None:
+        lines.append(
+            f"temperature {r.temperature:.4g} fitted on the validation images (stored in the file; gcv-classify and "
+            f"gcv-evaluate divide the logits by it): NLL {r.uncalibrated.nll:.4f} -> {r.calibrated.nll:.4f}, "
+            f"ECE {r.uncalibrated.ece:.4f} -> {r.calibrated.ece:.4f}"
+        )
     accuracy = f"validation accuracy: FP32 {r.fp32_accuracy:.2%}"
     if r.info.precision != "fp32":
         accuracy += f" | {r.info.precision.upper()} {r.accuracy:.2%} (drop {r.accuracy_drop:.2f} points)"
@@ -96,10 +102,4 @@ def main(checkpoint: Path | None, quiet: bool, verbose: bool, **options: object)
         if r.info.quantization is not None:
             accuracy += f" ({r.info.quantization.activations} activations)"
     lines.append(accuracy)
-    if r.uncalibrated is not None and r.calibrated is not None:
-        lines.append(
-            f"temperature {r.temperature:.4g} fitted on the validation images (stored in the file; gcv-classify and "
-            f"gcv-evaluate divide the logits by it): NLL {r.uncalibrated.nll:.4f} -> {r.calibrated.nll:.4f}, "
-            f"ECE {r.uncalibrated.ece:.4f} -> {r.calibrated.ece:.4f}"
-        )
     click.echo("\n".join(lines))

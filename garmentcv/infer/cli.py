@@ -18,6 +18,10 @@ _THREADS_HELP = (
     "onnxruntime CPU threads. Default: the CPUs this process may use (CPU affinity and container quota, not the "
     "machine's core count)."
 )
+_CALIBRATION_HELP = (
+    "temperature: probabilities and confidence are softmax(logits / T) with the temperature T that gcv-export fitted "
+    "on the validation images and stored in the model file (files without one: T = 1); none: the raw softmax."
+)
 _WORKERS_HELP = (
     "Image decoding threads, running beside the model. Default: the CPUs this process may use, like --threads "
     "(the two pools mostly take turns; measured fastest, see benchmarks/threads.py)."
@@ -48,6 +52,15 @@ def _model_option(default: Path | None) -> click.Option:
               help="Finish an interrupted run with the same --out: classify only what is missing or changed "
               "(size or modification time). Without it, a new run starts; the partial results of an earlier one "
               "are kept until the new run completes.")
+@click.option("--calibration", type=click.Choice(["temperature", "none"]), default="temperature",
+              help=_CALIBRATION_HELP)
+@click.option("--min-confidence", type=click.FloatRange(0.0, 1.0), default=None,
+              help="Mark rows whose confidence is below this probability as needing review: a needs_review column "
+              "(csv) or key (jsonl), true/false; label keeps the model's choice. Not with --format kaggle.")
+@click.option("--topk", type=click.IntRange(min=1), default=None,
+              help="Write the K most probable labels with their probabilities (csv: top1_label,top1_prob,...; "
+              "jsonl: top_labels, top_probs) instead of one prob_<class> column per class. At most the number of "
+              "classes; not with --format kaggle.")
 @click.option("--fail-on-error", is_flag=True, help="Exit with 1 when any image could not be decoded.")
 @click.option("--allow-errors", is_flag=True,
               help="With --format kaggle, exit 0 although some images could not be decoded (their rows have an "
@@ -56,15 +69,17 @@ def _model_option(default: Path | None) -> click.Option:
 @verbose_option
 @handle_errors
 def classify_main(folder: Path, out: Path, model: Path, batch_size: int, provider: str, threads: int | None,
-                  workers: int | None, recursive: bool, fmt: str, resume: bool, fail_on_error: bool,
-                  allow_errors: bool, quiet: bool, verbose: bool) -> None:
+                  workers: int | None, recursive: bool, fmt: str, resume: bool, calibration: str,
+                  min_confidence: float | None, topk: int | None, fail_on_error: bool, allow_errors: bool,
+                  quiet: bool, verbose: bool) -> None:
     """Classify every image in FOLDER with an exported model: one row per image file in --out.
 
     Rows are sorted by path relative to FOLDER. A file that cannot be decoded gets a row with an empty label
     and the reason in the error column; hidden files and non-images are skipped. Rows are saved batch by
     batch in OUT.partial and OUT appears only when the run is complete; after Ctrl-C, --resume finishes it.
     With --format kaggle, images that could not be decoded make the command exit with 1 (the file is still
-    written) unless --allow-errors.
+    written) unless --allow-errors. Probabilities are calibrated with the model file's temperature unless
+    --calibration none.
     """
     setup_logging(quiet, verbose)
     require_onnxruntime()  # a clear message, not an ImportError, when neither [cpu] nor [gpu] is installed
@@ -72,13 +87,17 @@ def classify_main(folder: Path, out: Path, model: Path, batch_size: int, provide
 
     cfg = ClassifyConfig(folder=folder, out=out, model=model, batch_size=batch_size, provider=provider,
                          threads=threads, workers=workers, recursive=recursive, format=OutputFormat(fmt),
-                         resume=resume, progress=not quiet)
+                         resume=resume, progress=not quiet, calibration=calibration, min_confidence=min_confidence,
+                         topk=topk)
     s = classify_folder(cfg)
     skipped = ", ".join(f"{n} {reason}" for reason, n in sorted(s.skipped.items())) or "none"
     click.echo(
         f"{plural(s.files, 'image file')}: {s.classified} classified, {plural(s.errors, 'error')}; skipped {skipped}; "
         f"{s.seconds:.1f} s, {s.images_per_second:.1f} images/s on {s.provider}"
-        + (f" ({s.reused} rows from the interrupted run)" if s.reused else "") + f" -> {s.out}",
+        + (f" ({s.reused} rows from the interrupted run)" if s.reused else "") + f" -> {s.out}"
+        + (f"; {s.needs_review} need review (confidence below {s.min_confidence:g})" if s.min_confidence is not None
+           else "")
+        + ("; calibrated with temperature " + f"{s.temperature:.4g}" if s.temperature != 1.0 else "; raw softmax"),
         err=True,
     )
     if not s.errors:
