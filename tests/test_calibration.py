@@ -138,3 +138,40 @@ def test_export_fits_and_stores_the_temperature(overconfident_export) -> None:
     assert info.metrics["export"]["temperature"] == r.temperature
     assert info.metrics["export"]["ece"] == pytest.approx(r.calibrated.ece)
     assert info.metrics["export"]["ece_uncalibrated"] == pytest.approx(r.uncalibrated.ece)
+
+
+def test_calibrated_ece_is_lower_on_images_not_used_for_the_fit(overconfident_export, tmp_path) -> None:
+    """The temperature fitted on the run's val.csv makes ECE lower on other images of the same kind."""
+    import json
+
+    from garmentcv.calibration import calibration_figures
+    from garmentcv.infer.evaluate import EvaluateConfig, evaluate_model
+    from tests.test_export import CLASSES, _noisy_image
+    from tests.conftest import COLOURS
+
+    root, exported = overconfident_export
+    fitted_on = {line.split(",")[0] for line in (root / "run" / "val.csv").read_text().splitlines()[1:]}
+    test = tmp_path / "test"
+    for c, label in enumerate(CLASSES):
+        for i in range(10):
+            _noisy_image(test / f"{5000 + 100 * c + i:05d}_{label}.png", COLOURS[c], 5000 + 100 * c + i)
+    assert not {str(p.resolve()) for p in test.iterdir()} & fitted_on
+    r = evaluate_model(EvaluateConfig(data=test, out=tmp_path / "ev", model=exported.out, provider="cpu",
+                                      progress=False))
+    assert r.count == 30 and r.temperature == exported.temperature
+    assert r.uncalibrated.ece > 0.3  # logits x40: nearly every confidence is ~1 whatever the accuracy
+    assert r.calibrated.ece < r.uncalibrated.ece - 0.1
+    assert r.calibrated.nll < r.uncalibrated.nll
+    metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    cal = metrics["calibration"]
+    assert cal["temperature"] == exported.temperature and cal["applied"] == "temperature"
+    assert cal["uncalibrated"]["ece"] == pytest.approx(r.uncalibrated.ece)
+    assert cal["calibrated"]["ece"] == pytest.approx(r.calibrated.ece)
+    assert len(cal["calibrated"]["reliability"]) == 15
+    assert sum(b["count"] for b in cal["uncalibrated"]["reliability"]) == 30
+    assert (tmp_path / "ev" / "reliability.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # the figures agree with the per-image rows: recompute from the logits of the written predictions
+    logits = np.stack([p.logits for p in r.predictions])
+    targets = np.array([CLASSES.index(p.label) for p in r.predictions])
+    assert calibration_figures(softmax(logits, r.temperature), targets).ece == pytest.approx(r.calibrated.ece)
+    assert calibration_figures(softmax(logits), targets).brier == pytest.approx(r.uncalibrated.brier)

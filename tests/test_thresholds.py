@@ -177,3 +177,90 @@ def test_topk_larger_than_the_classes_is_refused(tmp_path: Path, models) -> None
     assert result.exit_code == 2, result.output
     assert "--topk 4" in result.output and "3 classes" in result.output
     assert not (tmp_path / "o.csv").exists()
+
+
+# --- coverage and thresholds ---
+
+CONF = np.array([0.95, 0.9, 0.9, 0.8, 0.6, 0.5])
+RIGHT = np.array([True, True, False, True, False, True])
+
+
+def test_coverage_table_by_hand() -> None:
+    table = coverage_table(CONF, RIGHT, steps=11)  # thresholds 0.0, 0.1, ..., 1.0
+    assert table.thresholds == (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+    assert table.kept == pytest.approx((1, 1, 1, 1, 1, 1, 5 / 6, 4 / 6, 4 / 6, 3 / 6, 0))
+    assert table.accuracy[:6] == pytest.approx([4 / 6] * 6)
+    assert table.accuracy[6:10] == pytest.approx((3 / 5, 3 / 4, 3 / 4, 2 / 3)) and table.accuracy[10] is None
+    assert len(coverage_table(CONF, RIGHT).thresholds) == 101
+
+
+def test_lowest_threshold_for_a_target_accuracy_by_hand() -> None:
+    # kept sets by threshold: .95 -> 1/1, .9 -> 2/3, .8 -> 3/4, .6 -> 3/5, .5 -> 4/6
+    c = threshold_for_accuracy(CONF, RIGHT, 0.75)
+    assert (c.threshold, c.coverage, c.accuracy, c.kept, c.reachable) == (0.8, 4 / 6, 0.75, 4, True)
+    c = threshold_for_accuracy(CONF, RIGHT, 0.6)
+    assert (c.threshold, c.kept) == (0.5, 6)  # every image: 4/6 >= 0.6
+    c = threshold_for_accuracy(CONF, RIGHT, 0.99)
+    assert (c.threshold, c.kept) == (0.95, 1)
+    wrong_top = threshold_for_accuracy(np.array([0.9, 0.5]), np.array([False, True]), 0.99)
+    assert not wrong_top.reachable and wrong_top.threshold is None and wrong_top.best_accuracy == 0.5
+    assert wrong_top.to_dict()["reachable"] is False
+
+
+def lamoda(root: Path, per_class: int = 4) -> Path:
+    n = 0
+    for c, label in enumerate(CLASSES):
+        for i in range(per_class):
+            write_image(root / f"{n:04d}_{label}.jpg", colour=COLOURS[c], seed=100 + n, size=(30, 30 + i))
+            n += 1
+    return root
+
+
+def test_evaluate_coverage_target_and_per_image_rows(tmp_path: Path, models) -> None:
+    from garmentcv.calibration import softmax
+    from garmentcv.infer.cli import evaluate_main
+
+    raw_model, model = models
+    data = lamoda(tmp_path / "data")
+    result = CliRunner().invoke(evaluate_main, ["--model", str(model), "--data", str(data), "--out",
+                                                str(tmp_path / "ev"), "--provider", "cpu", "--target-accuracy", "0.5",
+                                                "-q"])
+    assert result.exit_code == 0, result.output
+    files = sorted(data.iterdir())
+    z = np.stack([logits_of(raw_model, f) for f in files])
+    p = softmax(z, TEMPERATURE)
+    labels = [f.stem.split("_")[1] for f in files]
+    correct = np.array([CLASSES[i] == l for i, l in zip(p.argmax(axis=1), labels)])
+    rows = read_csv(tmp_path / "ev" / "predictions.csv")
+    assert rows[0] == ["path", "label", "predicted", "confidence"]
+    assert rows[1:] == [[str(f), l, CLASSES[int(q.argmax())], f"{q.max():.6f}"] for f, l, q in zip(files, labels, p)]
+    metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    want = coverage_table(p.max(axis=1), correct)
+    assert metrics["coverage"]["thresholds"] == list(want.thresholds)
+    assert metrics["coverage"]["kept"] == pytest.approx(list(want.kept))
+    assert metrics["coverage"]["accuracy"][0] == pytest.approx(metrics["accuracy"])
+    choice = threshold_for_accuracy(p.max(axis=1), correct, 0.5)
+    assert metrics["target_accuracy"] == pytest.approx(choice.to_dict())
+    assert (tmp_path / "ev" / "coverage.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    if choice.reachable:
+        assert f"target accuracy 50.00%: confidence >= {choice.threshold:.4f} keeps {choice.coverage:.2%}" in result.output
+    else:
+        assert "target accuracy 50.00% is not reachable" in result.output
+    assert "ECE" in result.output and "temperature 2" in result.output
+
+
+def test_evaluate_raw_softmax_option(tmp_path: Path, models) -> None:
+    from garmentcv.calibration import softmax
+    from garmentcv.infer.evaluate import EvaluateConfig, evaluate_model
+
+    raw_model, model = models
+    data = lamoda(tmp_path / "data", 2)
+    r = evaluate_model(EvaluateConfig(data=data, out=tmp_path / "ev", model=model, provider="cpu", progress=False,
+                                      calibration="none"))
+    files = sorted(data.iterdir())
+    p = softmax(np.stack([logits_of(raw_model, f) for f in files]))
+    assert [row.confidence for row in r.predictions] == pytest.approx(list(p.max(axis=1)), abs=1e-6)
+    metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert metrics["calibration"]["applied"] == "none" and metrics["calibration"]["temperature"] == TEMPERATURE
+    # both figures are still reported: raw, and with the file's temperature
+    assert metrics["calibration"]["calibrated"]["nll"] != metrics["calibration"]["uncalibrated"]["nll"]

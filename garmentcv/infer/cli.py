@@ -130,20 +130,51 @@ def classify_main(folder: Path, out: Path, model: Path, batch_size: int, provide
 @click.option("--provider", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", help="As for gcv-classify.")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help=_THREADS_HELP)
 @click.option("--workers", type=click.IntRange(min=1), default=None, help=_WORKERS_HELP)
+@click.option("--calibration", type=click.Choice(["temperature", "none"]), default="temperature",
+              help=_CALIBRATION_HELP + " Used for the confidences of predictions.csv, misclassified.csv and the "
+              "coverage table; ECE, NLL and Brier score are reported both ways.")
+@click.option("--target-accuracy", type=click.FloatRange(0.0, 1.0), default=None,
+              help="Report the lowest confidence threshold whose kept images (confidence >= threshold) reach this "
+              "accuracy on --data, with the share of images kept, or say that no threshold reaches it.")
 @quiet_option
 @verbose_option
 @handle_errors
 def evaluate_main(model: Path, data: Path, labels: Path | None, layout: str | None, out: Path, batch_size: int,
-                  provider: str, threads: int | None, workers: int | None, quiet: bool, verbose: bool) -> None:
-    """Measure an exported model on labelled images: accuracy, macro precision/recall/F1, confusion matrix."""
+                  provider: str, threads: int | None, workers: int | None, calibration: str,
+                  target_accuracy: float | None, quiet: bool, verbose: bool) -> None:
+    """Measure an exported model on labelled images: accuracy, macro precision/recall/F1, confusion matrix,
+    calibration (ECE over 15 bins, NLL, Brier score; raw and with the model file's temperature) with a reliability
+    diagram, and coverage against accuracy by confidence threshold.
+
+    Writes metrics.json, confusion_matrix.json/.png, reliability.png, coverage.png, predictions.csv,
+    misclassified.csv and errors.csv into --out.
+    """
     setup_logging(quiet, verbose)
     require_onnxruntime()  # a clear message, not an ImportError, when neither [cpu] nor [gpu] is installed
     from garmentcv.infer.evaluate import EvaluateConfig, evaluate_model
 
     cfg = EvaluateConfig(model=model, data=data, labels=labels, layout=layout, out=out, batch_size=batch_size,
-                         provider=provider, threads=threads, workers=workers, progress=not quiet)
+                         provider=provider, threads=threads, workers=workers, progress=not quiet,
+                         calibration=calibration, target_accuracy=target_accuracy)
     r = evaluate_model(cfg)
-    click.echo(
+    lines = [
         f"{plural(r.count, 'image')} ({r.errors} could not be decoded): accuracy {r.accuracy:.4f}, precision {r.precision:.4f}, "
         f"recall {r.recall:.4f}, F1 {r.f1:.4f}; {r.misclassified} misclassified -> {r.out}"
-    )
+    ]
+    if r.uncalibrated is not None and r.calibrated is not None:
+        u, c = r.uncalibrated, r.calibrated
+        lines.append(
+            f"calibration: raw softmax ECE {u.ece:.4f}, NLL {u.nll:.4f}, Brier {u.brier:.4f} | with temperature "
+            f"{r.temperature:.4g} ECE {c.ece:.4f}, NLL {c.nll:.4f}, Brier {c.brier:.4f}"
+            + ("" if r.temperature != 1.0 else " (the model file has no temperature)")
+            + f"; confidences use {'the temperature' if r.applied == 'temperature' else 'the raw softmax'}"
+        )
+    if r.target is not None:
+        t = r.target
+        if t.reachable:
+            lines.append(f"target accuracy {t.target:.2%}: confidence >= {t.threshold:.4f} keeps {t.coverage:.2%} of "
+                         f"the images ({t.kept}) at accuracy {t.accuracy:.2%}")
+        else:
+            lines.append(f"target accuracy {t.target:.2%} is not reachable on these images: no confidence threshold "
+                         f"gets above {t.best_accuracy:.2%}")
+    click.echo("\n".join(lines))
