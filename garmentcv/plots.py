@@ -41,7 +41,7 @@ def save_reliability_diagram(
     (``None``: only the raw figures) is drawn beside ``uncalibrated``.
     """
     sets = [(labels[0], uncalibrated, "tab:red")] + ([(labels[1], calibrated, "tab:blue")] if calibrated else [])
-    fig, ax = plt.subplots(figsize=(5.5, 5))
+    fig, ax = plt.subplots(figsize=(5.5, 6))
     width = (uncalibrated[0].upper - uncalibrated[0].lower) / (len(sets) + 0.5)
     for k, (name, bins, colour) in enumerate(sets):
         full = [b for b in bins if b.count]
@@ -53,7 +53,7 @@ def save_reliability_diagram(
     ax.set_xlabel("confidence (top probability)")
     ax.set_ylabel("accuracy")
     ax.set_title(title, fontsize=9)
-    ax.legend(loc="upper left", fontsize=8)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), fontsize=8, ncol=2, frameon=False)
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100)
