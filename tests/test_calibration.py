@@ -175,3 +175,31 @@ def test_calibrated_ece_is_lower_on_images_not_used_for_the_fit(overconfident_ex
     targets = np.array([CLASSES.index(p.label) for p in r.predictions])
     assert calibration_figures(softmax(logits, r.temperature), targets).ece == pytest.approx(r.calibrated.ece)
     assert calibration_figures(softmax(logits), targets).brier == pytest.approx(r.uncalibrated.brier)
+
+
+def test_export_cli_prints_the_temperature(overconfident_export, tmp_path) -> None:
+    from click.testing import CliRunner
+
+    from garmentcv.export.cli import main as export_main
+    from garmentcv.infer.model_file import read_model_info
+
+    root, exported = overconfident_export
+    result = CliRunner().invoke(export_main, [str(exported.checkpoint), "--out", str(tmp_path / "m.onnx"), "-q"])
+    assert result.exit_code == 0, result.output
+    line = next(x for x in result.stdout.splitlines() if x.startswith("temperature "))
+    assert line.startswith(f"temperature {exported.temperature:.4g} fitted on the validation images")
+    assert f"ECE {exported.uncalibrated.ece:.4f} -> {exported.calibrated.ece:.4f}" in line
+    assert read_model_info(tmp_path / "m.onnx").temperature == exported.temperature  # the same images, the same fit
+
+
+def test_help_shows_the_new_options_with_defaults() -> None:
+    from click.testing import CliRunner
+
+    from garmentcv.infer.cli import classify_main, evaluate_main
+
+    classify = CliRunner().invoke(classify_main, ["--help"]).output
+    evaluate = CliRunner().invoke(evaluate_main, ["--help"]).output
+    for text in (classify, evaluate):
+        assert "--calibration [temperature|none]" in text and "[default: temperature]" in text
+    assert "--min-confidence" in classify and "--topk" in classify
+    assert "--target-accuracy" in evaluate

@@ -394,7 +394,9 @@ def export_checkpoint(cfg: ExportConfig, progress: bool = True) -> ExportResult:
     within that tolerance); FP16 likewise within :data:`checks.FP16_TOLERANCE`; FP16 and INT8 accuracy at
     most ``cfg.max_accuracy_drop`` points below FP32; then on the written file: batch sizes 1 and 3 (traced
     at 2), two identical runs, rows independent of their batch, metadata read back equal. ``cfg.out`` is
-    replaced only when every gate passes. Images are decoded ``cfg.batch_size`` at a time and only logits
+    replaced only when every gate passes. The temperature of calibrated probabilities is then fitted on the
+    written graph's validation logits (:func:`garmentcv.calibration.fit_temperature`, minimum NLL) and stored in
+    the metadata; the logits output is unchanged. Images are decoded ``cfg.batch_size`` at a time and only logits
     are kept, so memory does not grow with the images' size or (beyond ``3 x C`` floats each) their number.
 
     Raises:

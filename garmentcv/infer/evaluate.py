@@ -2,7 +2,8 @@
 
 Images go through the same :func:`garmentcv.image.load_input` and batched onnxruntime pipeline as
 ``gcv-classify``, and the figures come from :func:`garmentcv.metrics.classification_metrics` like training's
-validation, so on the same split the two agree. scikit-learn and matplotlib are needed (``pip install
+validation, so on the same split the two agree. Calibration figures, the coverage table and thresholds come
+from :mod:`garmentcv.calibration` (numpy only). scikit-learn and matplotlib are needed (``pip install
 'garmentcv[eval]'``); they are imported only when an evaluation runs.
 
 File names that are not valid UTF-8 are written to the CSV reports as their original bytes
