@@ -243,7 +243,7 @@ def test_evaluate_coverage_target_and_per_image_rows(tmp_path: Path, models) -> 
     assert metrics["target_accuracy"] == pytest.approx(choice.to_dict())
     assert (tmp_path / "ev" / "coverage.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     if choice.reachable:
-        assert f"target accuracy 50.00%: confidence >= {choice.threshold:.4f} keeps {choice.coverage:.2%}" in result.output
+        assert f"target accuracy 50.00%: confidence >= {choice.threshold:.6f} keeps {choice.coverage:.2%}" in result.output
     else:
         assert "target accuracy 50.00% is not reachable" in result.output
     assert "ECE" in result.output and "temperature 2" in result.output

@@ -172,7 +172,7 @@ def evaluate_main(model: Path, data: Path, labels: Path | None, layout: str | No
     if r.target is not None:
         t = r.target
         if t.reachable:
-            lines.append(f"target accuracy {t.target:.2%}: confidence >= {t.threshold:.4f} keeps {t.coverage:.2%} of "
+            lines.append(f"target accuracy {t.target:.2%}: confidence >= {t.threshold:.6f} keeps {t.coverage:.2%} of "
                          f"the images ({t.kept}) at accuracy {t.accuracy:.2%}")
         else:
             lines.append(f"target accuracy {t.target:.2%} is not reachable on these images: no confidence threshold "
