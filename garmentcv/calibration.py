@@ -27,7 +27,7 @@ import numpy as np
 #: Guo et al. 2017 use 15 equal-width confidence bins for ECE.
 ECE_BINS = 15
 #: Range of the fitted temperature; a fit at either end is clipped there (logged by the caller).
-T_MIN, T_MAX = 0.05, 20.0
+T_MIN, T_MAX = 0.01, 100.0
 #: Thresholds of :func:`coverage_table`: 0.00, 0.01, ..., 1.00.
 COVERAGE_STEPS = 101
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -101,18 +102,62 @@ def test_model_info_carries_the_temperature_and_old_files_read_as_uncalibrated()
 
 # --- export fits T; evaluate uses it on other images ---
 
-def _overconfident_run(root, scale: float = 40.0):
-    """A run folder (tests.test_export.make_run) whose head's logits are multiplied by ``scale``."""
+def _overconfident_run(root, spread: float = 30.0):
+    """A run folder (tests.test_export.make_run) with an informative but far too sure head.
+
+    The head is a nearest-centroid classifier on the backbone's features of the run's training images (so it
+    is right on the clean images), its logits scaled to a spread of ``spread`` (so the raw softmax says ~1.0
+    for nearly every image). Every 4th validation image is given the next class's label (label noise): the
+    model is then wrong on a quarter of them while ~100% sure, as over-confident models are.
+    """
+    import csv as _csv
+
     import torch
 
+    from garmentcv.image import Preprocessing, load_input
+    from garmentcv.models.registry import build_model
     from garmentcv.train.checkpoint import load_checkpoint, save_checkpoint
-    from tests.test_export import make_run
+    from tests.test_export import CLASSES, make_run
 
     ckpt = make_run(root, "resnet18", per_class=8)
     state = load_checkpoint(ckpt)
-    state["state_dict"] = {k: (v * scale if k.startswith("fc.") else v) for k, v in state["state_dict"].items()}
+    model = build_model("resnet18", len(CLASSES), "none").model
+    model.load_state_dict(state["state_dict"])
+    model.fc = torch.nn.Identity()
+    model.eval()
+    pp = Preprocessing.from_dict(state["preprocessing"])
+    with open(root / "train.csv", encoding="utf-8") as handle:
+        rows = list(_csv.DictReader(handle))
+    with torch.no_grad():
+        features = model(torch.from_numpy(np.stack([load_input(Path(r["path"]), pp) for r in rows]))).numpy()
+    labels = np.array([CLASSES.index(r["label"]) for r in rows])
+    centre = features.mean(axis=0)
+    weight = np.stack([features[labels == c].mean(axis=0) - centre for c in range(len(CLASSES))])
+    bias = -(weight @ centre)
+    logits = features @ weight.T + bias
+    factor = spread / float(logits.std())
+    state["state_dict"]["fc.weight"] = torch.from_numpy(weight * factor).float()
+    state["state_dict"]["fc.bias"] = torch.from_numpy(bias * factor).float()
     save_checkpoint(ckpt, state)
+    with open(root / "val.csv", encoding="utf-8") as handle:
+        val = list(_csv.DictReader(handle))
+    with open(root / "val.csv", "w", newline="", encoding="utf-8") as handle:
+        writer = _csv.writer(handle)
+        writer.writerow(["path", "label"])
+        writer.writerows([r["path"], noisy_label(i, r["label"])] for i, r in enumerate(val))
     return ckpt
+
+
+def noisy_label(i: int, label: str) -> str:
+    """Every 4th label moved to the next class."""
+    from tests.test_export import CLASSES
+
+    return CLASSES[(CLASSES.index(label) + 1) % len(CLASSES)] if i % 4 == 3 else label
+
+
+def root_of(result) -> Path:
+    """The run folder of an export result's checkpoint (RUN/<arch>/best.pt)."""
+    return result.checkpoint.parent.parent
 
 
 @pytest.fixture(scope="module")
@@ -127,13 +172,29 @@ def overconfident_export(tmp_path_factory: pytest.TempPathFactory):
 def test_export_fits_and_stores_the_temperature(overconfident_export) -> None:
     from garmentcv.infer.model_file import read_model_info
 
-    root, r = overconfident_export
+    _, r = overconfident_export
     assert r.val_images == 24
     info = read_model_info(r.out)
     assert info.temperature == r.info.temperature == r.temperature
-    assert r.temperature > 5  # logits x40 of a random head: far too sure
+    assert 3 < r.temperature < 100  # logits with a spread of 30: far too sure, yet a finite optimum
     # the fit is the minimum NLL on those images: the raw softmax is worse, and so is any other T nearby
     assert r.calibrated.nll < r.uncalibrated.nll
+    from garmentcv.export.exporter import ImageStream, select_images
+    from tests.test_export import CLASSES
+
+    val = select_images(root_of(r) / "val.csv", CLASSES, 0, True, "validation")
+    logits, targets = [], []
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(r.out), providers=["CPUExecutionProvider"])
+    for batch in ImageStream(val, info.preprocessing, 8, progress=False, warn=False):
+        logits.append(session.run(["logits"], {"input": batch.inputs})[0])
+        targets.append(batch.targets)
+    z, y = np.concatenate(logits), np.concatenate(targets)
+    best = negative_log_likelihood(softmax(z, r.temperature), y)
+    assert best == pytest.approx(r.calibrated.nll, abs=1e-9)
+    assert best < negative_log_likelihood(softmax(z, r.temperature * 1.05), y)
+    assert best < negative_log_likelihood(softmax(z, r.temperature / 1.05), y)
     assert r.calibrated.ece < r.uncalibrated.ece
     assert info.metrics["export"]["temperature"] == r.temperature
     assert info.metrics["export"]["ece"] == pytest.approx(r.calibrated.ece)
@@ -146,20 +207,21 @@ def test_calibrated_ece_is_lower_on_images_not_used_for_the_fit(overconfident_ex
 
     from garmentcv.calibration import calibration_figures
     from garmentcv.infer.evaluate import EvaluateConfig, evaluate_model
-    from tests.test_export import CLASSES, _noisy_image
     from tests.conftest import COLOURS
+    from tests.test_export import CLASSES, _noisy_image
 
     root, exported = overconfident_export
     fitted_on = {line.split(",")[0] for line in (root / "run" / "val.csv").read_text().splitlines()[1:]}
     test = tmp_path / "test"
     for c, label in enumerate(CLASSES):
-        for i in range(10):
-            _noisy_image(test / f"{5000 + 100 * c + i:05d}_{label}.png", COLOURS[c], 5000 + 100 * c + i)
+        for i in range(10):  # the same label noise as the images of the fit
+            seed = 5000 + 100 * c + i
+            _noisy_image(test / f"{seed:05d}_{noisy_label(10 * c + i, label)}.png", COLOURS[c], seed)
     assert not {str(p.resolve()) for p in test.iterdir()} & fitted_on
     r = evaluate_model(EvaluateConfig(data=test, out=tmp_path / "ev", model=exported.out, provider="cpu",
                                       progress=False))
     assert r.count == 30 and r.temperature == exported.temperature
-    assert r.uncalibrated.ece > 0.3  # logits x40: nearly every confidence is ~1 whatever the accuracy
+    assert r.uncalibrated.ece > 0.15  # nearly every confidence is ~1 whatever the accuracy
     assert r.calibrated.ece < r.uncalibrated.ece - 0.1
     assert r.calibrated.nll < r.uncalibrated.nll
     metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())
@@ -183,7 +245,7 @@ def test_export_cli_prints_the_temperature(overconfident_export, tmp_path) -> No
     from garmentcv.export.cli import main as export_main
     from garmentcv.infer.model_file import read_model_info
 
-    root, exported = overconfident_export
+    _, exported = overconfident_export
     result = CliRunner().invoke(export_main, [str(exported.checkpoint), "--out", str(tmp_path / "m.onnx"), "-q"])
     assert result.exit_code == 0, result.output
     line = next(x for x in result.stdout.splitlines() if x.startswith("temperature "))

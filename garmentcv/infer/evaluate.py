@@ -198,7 +198,11 @@ def evaluate_model(cfg: EvaluateConfig) -> EvaluateResult:
         from sklearn.metrics import classification_report
 
         from garmentcv.metrics import classification_metrics
-        from garmentcv.plots import save_confusion_matrix, save_coverage_curve, save_reliability_diagram
+        from garmentcv.plots import (
+            save_confusion_matrix,
+            save_coverage_curve,
+            save_reliability_diagram,
+        )
     except ImportError as exc:
         raise GarmentCVError(
             f"gcv-evaluate needs scikit-learn and matplotlib ({exc}); install them with pip install 'garmentcv[eval]'"
@@ -298,8 +302,8 @@ def evaluate_model(cfg: EvaluateConfig) -> EvaluateResult:
                         f"{model.info.arch}: coverage and accuracy by confidence threshold "
                         f"({'calibrated' if applied != 1.0 else 'raw softmax'})", target)
     all_rows = [[str(r.path), r.label, r.predicted, f"{r.confidence:.6f}"] for r in scored]
-    header = ["path", "label", "predicted", "confidence"]
-    for name, header, rows in (("misclassified.csv", header, wrong), ("predictions.csv", header, all_rows),
+    columns = ["path", "label", "predicted", "confidence"]
+    for name, header, rows in (("misclassified.csv", columns, wrong), ("predictions.csv", columns, all_rows),
                                ("errors.csv", ["path", "label", "error"], failed)):
         with atomic_write(out / name, newline="", **_PATHS) as handle:
             writer = csv.writer(handle, lineterminator="\n")
