@@ -10,6 +10,7 @@ model file is all they need. The ONNX graph has one input ``input``, float32 ``(
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -82,6 +83,9 @@ class ModelInfo:
         opset: ONNX opset of the default domain.
         quantization: INT8 files: types and the CPU of calibration (``None`` otherwise, and in files of
             releases before it was recorded).
+        temperature: the temperature ``T`` fitted at export on the validation images (minimum NLL of
+            ``softmax(logits / T)``, see :mod:`garmentcv.calibration`); ``None`` in files without one, which are
+            used uncalibrated (``T = 1``). The ``logits`` output itself is never scaled.
     """
 
     arch: str
@@ -94,6 +98,12 @@ class ModelInfo:
     garmentcv_version: str = ""
     opset: int = 0
     quantization: Quantization | None = None
+    temperature: float | None = None
+
+    @property
+    def applied_temperature(self) -> float:
+        """The temperature consumers divide the logits by: :attr:`temperature`, or 1.0 when the file has none."""
+        return 1.0 if self.temperature is None else self.temperature
 
     def to_metadata(self) -> dict[str, str]:
         """The ONNX ``metadata_props`` entries: every value a string, structured ones as JSON."""
@@ -112,6 +122,8 @@ class ModelInfo:
         }
         if self.quantization is not None:
             props[f"{_PREFIX}quantization"] = json.dumps(self.quantization.to_dict(), ensure_ascii=False)
+        if self.temperature is not None:
+            props[f"{_PREFIX}temperature"] = repr(float(self.temperature))
         return props
 
     @classmethod
@@ -154,8 +166,23 @@ class ModelInfo:
                     Quantization.from_dict(json.loads(props[f"{_PREFIX}quantization"]))
                     if f"{_PREFIX}quantization" in props else None
                 ),
+                temperature=_temperature(props.get(f"{_PREFIX}temperature")),
             )
         except ModelFileError:
             raise
         except (KeyError, ValueError, TypeError) as exc:
             raise ModelFileError(f"{source}: damaged GarmentCV metadata ({exc}); export the model again") from exc
+
+
+def _temperature(text: str | None) -> float | None:
+    """Parse the ``temperature`` property: ``None`` when absent; a positive finite float otherwise.
+
+    Raises:
+        ValueError: not a positive finite number.
+    """
+    if text is None:
+        return None
+    value = float(text)
+    if not (value > 0 and math.isfinite(value)):
+        raise ValueError(f"temperature must be a positive number, got {text!r}")
+    return value

@@ -1,4 +1,5 @@
-"""Pictures shared by training and evaluation (matplotlib and scikit-learn, no torch)."""
+"""Pictures shared by training and evaluation: confusion matrix, reliability diagram, coverage curve (matplotlib
+and scikit-learn, no torch)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from sklearn.metrics import ConfusionMatrixDisplay  # noqa: E402
 
+from garmentcv.calibration import CoverageTable, ReliabilityBin, ThresholdChoice  # noqa: E402
 from garmentcv.fsutil import atomic_path  # noqa: E402
 
 
@@ -23,6 +25,57 @@ def save_confusion_matrix(matrix: Sequence[Sequence[int]], classes: Sequence[str
         ax=ax, cmap="Blues", colorbar=False, values_format="d", xticks_rotation=45
     )
     ax.set_title(title)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+
+
+def save_reliability_diagram(
+    uncalibrated: Sequence[ReliabilityBin], calibrated: Sequence[ReliabilityBin] | None, path: Path, title: str,
+    labels: tuple[str, str] = ("raw softmax", "calibrated"),
+) -> None:
+    """Write a reliability diagram PNG: accuracy against mean confidence per bin (Guo et al. 2017, fig. 1).
+
+    Bars show each bin's accuracy (empty bins left out), the diagonal is perfect calibration; ``calibrated``
+    (``None``: only the raw figures) is drawn beside ``uncalibrated``.
+    """
+    sets = [(labels[0], uncalibrated, "tab:red")] + ([(labels[1], calibrated, "tab:blue")] if calibrated else [])
+    fig, ax = plt.subplots(figsize=(5.5, 6))
+    width = (uncalibrated[0].upper - uncalibrated[0].lower) / (len(sets) + 0.5)
+    for k, (name, bins, colour) in enumerate(sets):
+        full = [b for b in bins if b.count]
+        ax.bar([b.lower + (k + 0.25) * width for b in full], [b.accuracy for b in full], width=width, align="edge",
+               color=colour, alpha=0.7, edgecolor="black", linewidth=0.4, label=f"{name} (accuracy per bin)")
+        ax.plot([b.confidence for b in full], [b.accuracy for b in full], "o", color=colour, markersize=3)
+    ax.plot([0, 1], [0, 1], "--", color="grey", label="perfect calibration")
+    ax.set_xlim(0, 1), ax.set_ylim(0, 1)
+    ax.set_xlabel("confidence (top probability)")
+    ax.set_ylabel("accuracy")
+    ax.set_title(title, fontsize=9)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), fontsize=8, ncol=2, frameon=False)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+
+
+def save_coverage_curve(table: CoverageTable, path: Path, title: str, choice: ThresholdChoice | None = None) -> None:
+    """Write a PNG of coverage (share of images kept) and their accuracy against the confidence threshold.
+
+    With ``choice`` (a reachable target), its threshold is marked.
+    """
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    ax.plot(table.thresholds, table.kept, color="tab:blue", label="coverage (share kept)")
+    accuracy = [(t, a) for t, a in zip(table.thresholds, table.accuracy) if a is not None]
+    ax.plot([t for t, _ in accuracy], [a for _, a in accuracy], color="tab:green", label="accuracy of the kept")
+    if choice is not None and choice.reachable:
+        ax.axvline(choice.threshold, color="grey", linestyle="--",
+                   label=f"target {choice.target:.2%}: >= {choice.threshold:.3f}, keeps {choice.coverage:.1%}")
+    ax.set_xlim(0, 1), ax.set_ylim(0, 1.02)
+    ax.set_xlabel("confidence threshold (images kept: confidence >= threshold)")
+    ax.set_title(title, fontsize=9)
+    ax.legend(loc="lower left", fontsize=8)
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100)

@@ -111,8 +111,8 @@ def test_cli_end_to_end(tmp_path: Path, model_and_torch) -> None:
     assert result.exit_code == 0, result.output
     assert result.stdout.startswith("6 images (0 could not be decoded): accuracy ")
     assert sorted(p.name for p in (tmp_path / "ev").iterdir()) == [
-        "confusion_matrix.json", "confusion_matrix.png", "errors.csv", "metrics.json", "misclassified.csv",
-        "report.html", "report_files"]  # issue 10: the page and its folder of thumbnails
+        "confusion_matrix.json", "confusion_matrix.png", "coverage.png", "errors.csv", "metrics.json",
+        "misclassified.csv", "predictions.csv", "reliability.png", "report.html", "report_files"]  # issue 10
     result = CliRunner().invoke(evaluate_main, ["--model", str(tmp_path / "none.onnx"), "--data", str(data)])
     # a model file that does not exist is wrong usage, exit 2 as README says (issue 12; it was 1)
     assert result.exit_code == 2 and "model file not found" in result.stderr

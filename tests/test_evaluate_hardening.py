@@ -112,7 +112,9 @@ def test_workers_reach_the_pool_and_summary_uses_plurals(tmp_path: Path, model_a
     assert result.exit_code == 0, result.output
     assert pools.sizes == [3]
     assert result.stdout.startswith("1 image (1 could not be decoded): accuracy ")
-    assert result.stdout.rstrip().endswith(f"misclassified -> {tmp_path / 'ev'}")
+    # issue 10: a calibration line follows the headline, which still ends with where the reports went
+    assert result.stdout.splitlines()[0].endswith(f"misclassified -> {tmp_path / 'ev'}")
+    assert result.stdout.splitlines()[1].startswith("calibration: raw softmax ECE ")
     result = CliRunner().invoke(evaluate_main, [*args, "--out", str(tmp_path / "ev2")])
     assert result.exit_code == 0, result.output
     assert pools.sizes == [3, 8]  # default: every one of the 8 available CPUs decodes

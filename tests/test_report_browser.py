@@ -14,7 +14,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from garmentcv.report import Prediction, write_classify_report, write_evaluate_report
+from garmentcv.report import write_classify_report
 
 from .conftest import write_image
 from .test_report import _evaluate, _results_csv

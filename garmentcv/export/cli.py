@@ -60,7 +60,9 @@ def main(checkpoint: Path | None, quiet: bool, verbose: bool, **options: object)
     logit difference of each image <= 1e-3 per unit of its logit scale max(1, largest |logit| of the image),
     the same top-1 class except near ties within that tolerance; FP16: <= 5e-2 per unit; any NaN or Inf fails),
     the FP16 or INT8 accuracy drop (--max-accuracy-drop), the dynamic batch axis, determinism and the metadata
-    have been checked. Images are read --batch-size at a time, so memory does not grow with their number.
+    have been checked. A temperature T is fitted on the same validation images (minimum negative log-likelihood of
+    softmax(logits / T), Guo et al. 2017) and stored in the file for calibrated probabilities; the logits output
+    is unchanged. Images are read --batch-size at a time, so memory does not grow with their number.
     """
     setup_logging(quiet, verbose)
     require_onnxruntime()  # a clear message, not an ImportError, when neither [cpu] nor [gpu] is installed
@@ -86,6 +88,12 @@ def main(checkpoint: Path | None, quiet: bool, verbose: bool, **options: object)
         lines.append(
             f"parity {r.info.precision.upper()}: largest logit difference {r.parity.max_abs_diff:.3g}{tol}, "
             f"top-1 agreement {r.parity.top1_agreement:.2%}"
+        )
+    if r.uncalibrated is not None and r.calibrated is not None:
+        lines.append(
+            f"temperature {r.temperature:.4g} fitted on the validation images (stored in the file; gcv-classify and "
+            f"gcv-evaluate divide the logits by it): NLL {r.uncalibrated.nll:.4f} -> {r.calibrated.nll:.4f}, "
+            f"ECE {r.uncalibrated.ece:.4f} -> {r.calibrated.ece:.4f}"
         )
     accuracy = f"validation accuracy: FP32 {r.fp32_accuracy:.2%}"
     if r.info.precision != "fp32":

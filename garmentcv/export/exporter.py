@@ -3,7 +3,9 @@
 Order of work: resolve and validate the checkpoint and the output path (cheap failures first), trace FP32,
 convert to the requested precision (INT8: calibration images streamed batch by batch), then one pass over
 the validation images through the shared preprocessing that keeps only logits (PyTorch, the FP32 graph, the
-converted graph: ``N x C`` each), file names and targets, never the images; gate both graphs, then write the
+converted graph: ``N x C`` each), file names and targets, never the images; gate both graphs, fit the
+temperature of calibrated probabilities on the written graph's logits of the same images (minimum NLL, see
+:mod:`garmentcv.calibration`; stored in the metadata, the logits output unchanged), then write the
 file atomically and check the written file (batch sizes, determinism, metadata) before it replaces ``out``.
 Memory therefore grows with the number of validation images only by ``3 x C`` floats per image.
 """
@@ -27,6 +29,7 @@ from tqdm import tqdm
 
 import garmentcv
 from garmentcv.artifact import INT8_ACTIVATIONS, PRECISIONS, ModelInfo, Quantization
+from garmentcv.calibration import T_MAX, T_MIN, CalibrationFigures, calibration_figures, fit_temperature, softmax
 from garmentcv.cli_utils import plural
 from garmentcv.data.layouts import load_dataset, scan_images
 from garmentcv.errors import CheckpointError, ExportError, ImageDecodeError, PathNotFoundError
@@ -104,6 +107,11 @@ class ExportResult:
         val_images: validation images used; ``skipped_images`` could not be decoded.
         calibration_images: calibration images used (INT8), else 0.
         seconds: wall time of the export, s.
+        temperature: the temperature fitted on the validation images and stored in the file (see
+            :mod:`garmentcv.calibration`).
+        uncalibrated: ECE, NLL and Brier score of the written file's raw softmax on the validation images.
+        calibrated: the same with ``softmax(logits / temperature)`` (fitted on these very images, so an
+            optimistic figure; ``gcv-evaluate`` on other images gives the honest one).
     """
 
     out: Path
@@ -119,6 +127,9 @@ class ExportResult:
     calibration_images: int
     skipped_images: int
     seconds: float
+    temperature: float = 1.0
+    uncalibrated: CalibrationFigures | None = None
+    calibrated: CalibrationFigures | None = None
 
 
 @dataclass(frozen=True)
@@ -383,7 +394,9 @@ def export_checkpoint(cfg: ExportConfig, progress: bool = True) -> ExportResult:
     within that tolerance); FP16 likewise within :data:`checks.FP16_TOLERANCE`; FP16 and INT8 accuracy at
     most ``cfg.max_accuracy_drop`` points below FP32; then on the written file: batch sizes 1 and 3 (traced
     at 2), two identical runs, rows independent of their batch, metadata read back equal. ``cfg.out`` is
-    replaced only when every gate passes. Images are decoded ``cfg.batch_size`` at a time and only logits
+    replaced only when every gate passes. The temperature of calibrated probabilities is then fitted on the
+    written graph's validation logits (:func:`garmentcv.calibration.fit_temperature`, minimum NLL) and stored in
+    the metadata; the logits output is unchanged. Images are decoded ``cfg.batch_size`` at a time and only logits
     are kept, so memory does not grow with the images' size or (beyond ``3 x C`` floats each) their number.
 
     Raises:
@@ -439,15 +452,26 @@ def export_checkpoint(cfg: ExportConfig, progress: bool = True) -> ExportResult:
     if cfg.precision != "fp32":
         drop = checks.require_accuracy_drop(fp32_accuracy, accuracy, cfg.max_accuracy_drop, cfg.precision.upper())
 
+    temperature = fit_temperature(seen.final, seen.targets)
+    if temperature in (T_MIN, T_MAX):
+        logger.warning("the fitted temperature reached the end of its range (%g); the validation images may be too "
+                       "few or all predicted right", temperature)
+    uncalibrated = calibration_figures(softmax(seen.final), seen.targets)
+    calibrated = calibration_figures(softmax(seen.final, temperature), seen.targets)
+    logger.info("temperature %.4g fitted on %s: NLL %.4f -> %.4f, ECE %.4f -> %.4f", temperature,
+                plural(len(seen.files), "validation image"), uncalibrated.nll, calibrated.nll, uncalibrated.ece,
+                calibrated.ece)
     trained = {k: state["metrics"][k] for k in _METRIC_KEYS if k in state["metrics"]}
     quantization = None if cpu is None else Quantization(cfg.int8_activations, "int8", cpu[0], cpu[1])
     info = ModelInfo(
         arch=state["arch"], classes=classes, preprocessing=pp, precision=cfg.precision,
         weights_source=public_weights_source(str(state["weights_source"])),
         metrics={**trained, "export": {"images": len(seen.files), "accuracy": accuracy, "fp32_accuracy": fp32_accuracy,
-                                       "max_abs_logit_diff": parity.max_abs_diff}},
+                                       "max_abs_logit_diff": parity.max_abs_diff, "temperature": temperature,
+                                       "ece": calibrated.ece, "ece_uncalibrated": uncalibrated.ece,
+                                       "nll": calibrated.nll, "nll_uncalibrated": uncalibrated.nll}},
         checkpoint_sha256=sha256_of(checkpoint), garmentcv_version=garmentcv.__version__, opset=cfg.opset,
-        quantization=quantization,
+        quantization=quantization, temperature=temperature,
     )  # fmt: skip
     convert.finalize(final, info)
     convert.check_graph(final)
@@ -470,5 +494,6 @@ def export_checkpoint(cfg: ExportConfig, progress: bool = True) -> ExportResult:
         out=cfg.out, checkpoint=checkpoint, info=info, size_mb=size_mb, parity=parity, fp32_parity=fp32_parity,
         fp32_accuracy=fp32_accuracy, accuracy=accuracy, accuracy_drop=drop, val_images=len(seen.files),
         calibration_images=0 if calibration is None else calibration.decoded,
-        skipped_images=seen.skipped, seconds=time.perf_counter() - started,
+        skipped_images=seen.skipped, seconds=time.perf_counter() - started, temperature=temperature,
+        uncalibrated=uncalibrated, calibrated=calibrated,
     )  # fmt: skip

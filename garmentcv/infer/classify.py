@@ -43,7 +43,7 @@ from garmentcv.errors import DatasetError, GarmentCVError
 from garmentcv.fsutil import atomic_write, check_writable_output, sha256_of
 from garmentcv.infer.model_file import DEFAULT_MODEL_PATH
 from garmentcv.infer.pipeline import predict_batches, split_cpus
-from garmentcv.infer.rows import OutputFormat, Row, sort_key, write_rows
+from garmentcv.infer.rows import OutputFormat, Row, needs_review, sort_key, write_rows
 from garmentcv.infer.session import open_model
 
 logger = logging.getLogger(__name__)
@@ -70,6 +70,10 @@ class ClassifyConfig:
         format: ``csv``, ``jsonl`` or ``kaggle`` (see :mod:`garmentcv.infer.rows`).
         resume: reuse the rows of an interrupted run with the same model, folder and options.
         progress: show a progress bar on stderr (only on a terminal).
+        calibration: ``temperature`` divides the logits by the temperature stored in the model file (files
+            without one: 1) before the softmax; ``none`` keeps the raw softmax.
+        min_confidence: rows whose confidence is below it get ``needs_review`` true (csv and jsonl only).
+        topk: write the K most probable classes instead of one probability per class (csv and jsonl only).
     """
 
     folder: Path
@@ -83,6 +87,40 @@ class ClassifyConfig:
     format: OutputFormat = OutputFormat.CSV
     resume: bool = False
     progress: bool = True
+    calibration: str = "temperature"
+    min_confidence: float | None = None
+    topk: int | None = None
+
+
+#: ``ClassifyConfig.calibration`` values.
+CALIBRATIONS = ("temperature", "none")
+
+
+class ClassifyUsageError(GarmentCVError, ValueError):
+    """Options that do not go together (exit code 2, like click's usage errors)."""
+
+    exit_code = 2
+
+
+def check_options(fmt: OutputFormat, min_confidence: float | None, topk: int | None, calibration: str) -> None:
+    """Refuse option combinations before any work.
+
+    Raises:
+        ClassifyUsageError: ``min_confidence`` or ``topk`` with the kaggle format (it must carry a plain label
+            for every row), ``min_confidence`` outside 0..1, ``topk`` below 1, an unknown ``calibration``.
+    """
+    if calibration not in CALIBRATIONS:
+        raise ClassifyUsageError(f"--calibration {calibration!r}: choose one of {', '.join(CALIBRATIONS)}")
+    for option, value in (("--min-confidence", min_confidence), ("--topk", topk)):
+        if value is not None and OutputFormat(fmt) is OutputFormat.KAGGLE:
+            raise ClassifyUsageError(
+                f"{option} cannot be used with --format kaggle: a kaggle file has a label for every row and no room "
+                "to mark rows needing review or to list other labels; use --format csv or jsonl"
+            )
+    if min_confidence is not None and not 0.0 <= min_confidence <= 1.0:
+        raise ClassifyUsageError(f"--min-confidence {min_confidence}: give a probability within 0..1")
+    if topk is not None and topk < 1:
+        raise ClassifyUsageError(f"--topk {topk}: give at least 1")
 
 
 @dataclass(frozen=True)
@@ -103,6 +141,9 @@ class ClassifySummary:
         error_examples: paths (relative to the folder) of the first error rows, at most :data:`ERROR_EXAMPLES`.
         threads: onnxruntime intra-op threads used.
         workers: decoding threads used.
+        temperature: the logits were divided by it before the softmax (1.0: raw softmax).
+        needs_review: classified rows whose confidence is below ``min_confidence`` (0 without it).
+        min_confidence: the threshold used, or ``None``.
     """
 
     out: Path
@@ -118,6 +159,9 @@ class ClassifySummary:
     error_examples: tuple[str, ...] = ()
     threads: int = 1
     workers: int = 1
+    temperature: float = 1.0
+    needs_review: int = 0
+    min_confidence: float | None = None
 
     @property
     def skipped_total(self) -> int:
@@ -274,22 +318,31 @@ def classify_folder(cfg: ClassifyConfig, on_batch: Callable[[int], None] | None 
         ModelFileError: the model file is unreadable or lacks GarmentCV metadata.
         ProviderError: ``cuda`` asked for but not usable.
         GarmentCVError: ``resume`` with partial results from another model, folder or options.
+        ClassifyUsageError: see :func:`check_options`; ``topk`` above the model's number of classes.
         KeyboardInterrupt: passed on after the partial results are saved.
     """
     start = time.perf_counter()
     folder = Path(cfg.folder)
     if not folder.is_dir():
         raise DatasetError(f"{folder}: not a folder; give the folder that holds the images")
+    check_options(cfg.format, cfg.min_confidence, cfg.topk, cfg.calibration)
     check_writable_output(cfg.out, "--out")
     threads, workers = split_cpus(cfg.threads, cfg.workers)
     model = open_model(cfg.model, cfg.provider, threads)
     classes = list(model.info.classes)
+    if cfg.topk is not None and cfg.topk > len(classes):
+        raise ClassifyUsageError(f"--topk {cfg.topk}: the model {cfg.model} has only {plural(len(classes), 'class')}; "
+                                 f"give at most {len(classes)}")
+    temperature = model.info.applied_temperature if cfg.calibration == "temperature" else 1.0
+    if cfg.calibration == "temperature" and model.info.temperature is None:
+        logger.info("%s has no fitted temperature (exported before calibration): using the raw softmax", cfg.model)
     header = {
         "format": _PARTIAL_FORMAT,
         "folder": str(folder.resolve()),
         "recursive": cfg.recursive,
         "model_sha256": sha256_of(cfg.model),
         "classes": classes,
+        "temperature": temperature,
     }
     partial = _Partial(Path(cfg.out), header)
     reuse: _Reuse | None = None
@@ -299,7 +352,7 @@ def classify_folder(cfg: ClassifyConfig, on_batch: Callable[[int], None] | None 
         logger.info("resuming from the partial results in %s", partial.dir)
 
     skipped = _SkipCounter()
-    files = reused = 0
+    files = reused = review = 0
     reasons: Counter[str] = Counter()
     examples: list[str] = []
     segment = partial.new_segment()
@@ -307,7 +360,8 @@ def classify_folder(cfg: ClassifyConfig, on_batch: Callable[[int], None] | None 
     try:
         with segment.open("w", **_ENCODING) as handle:
             handle.write(json.dumps(header) + "\n")
-            batches = predict_batches(model, _items(folder, cfg.recursive, skipped, reuse), cfg.batch_size, workers)
+            batches = predict_batches(model, _items(folder, cfg.recursive, skipped, reuse), cfg.batch_size, workers,
+                                      temperature=temperature)
             for predictions in batches:
                 lines = []
                 for p in predictions:
@@ -324,6 +378,8 @@ def classify_folder(cfg: ClassifyConfig, on_batch: Callable[[int], None] | None 
                         probs = p.probs  # an ndarray whenever error is None and not passed
                         row.update(label=classes[int(probs.argmax())], probs=probs.tolist(), error=None)  # type: ignore[union-attr]
                         bar.update(1)
+                    if needs_review(row["probs"], cfg.min_confidence):
+                        review += 1
                     if row["error"] and len(examples) < ERROR_EXAMPLES:
                         examples.append(row["path"])
                     lines.append(json.dumps(row) + "\n")
@@ -340,7 +396,7 @@ def classify_folder(cfg: ClassifyConfig, on_batch: Callable[[int], None] | None 
 
     errors = sum(reasons.values())
     with atomic_write(cfg.out, newline="", **_ENCODING) as handle:
-        write_rows(handle, partial.rows(segment), classes, cfg.format)
+        write_rows(handle, partial.rows(segment), classes, cfg.format, cfg.min_confidence, cfg.topk)
     partial.discard()
     seconds = time.perf_counter() - start
     new = files - reused
@@ -348,7 +404,7 @@ def classify_folder(cfg: ClassifyConfig, on_batch: Callable[[int], None] | None 
         out=Path(cfg.out), files=files, classified=files - errors, errors=errors, skipped=dict(skipped.counts),
         reused=reused, seconds=seconds, images_per_second=new / seconds if seconds > 0 else 0.0,
         provider=model.provider, error_reasons=dict(reasons), error_examples=tuple(examples), threads=threads,
-        workers=workers,
+        workers=workers, temperature=temperature, needs_review=review, min_confidence=cfg.min_confidence,
     )
     logger.debug(
         "%d image files: %d classified, %d errors, %d other files skipped, %d rows reused; %.1f s, %.1f images/s (%s)",

@@ -19,6 +19,10 @@ _THREADS_HELP = (
     "onnxruntime CPU threads. Default: the CPUs this process may use (CPU affinity and container quota, not the "
     "machine's core count)."
 )
+_CALIBRATION_HELP = (
+    "temperature: probabilities and confidence are softmax(logits / T) with the temperature T that gcv-export fitted "
+    "on the validation images and stored in the model file (files without one: T = 1); none: the raw softmax."
+)
 _WORKERS_HELP = (
     "Image decoding threads, running beside the model. Default: the CPUs this process may use, like --threads "
     "(the two pools mostly take turns; measured fastest, see benchmarks/threads.py)."
@@ -50,6 +54,15 @@ def _model_option(default: Path | None) -> click.Option:
               help="Finish an interrupted run with the same --out: classify only what is missing or changed "
               "(size or modification time). Without it, a new run starts; the partial results of an earlier one "
               "are kept until the new run completes.")
+@click.option("--calibration", type=click.Choice(["temperature", "none"]), default="temperature",
+              help=_CALIBRATION_HELP)
+@click.option("--min-confidence", type=click.FloatRange(0.0, 1.0), default=None,
+              help="Mark rows whose confidence is below this probability as needing review: a needs_review column "
+              "(csv) or key (jsonl), true/false; label keeps the model's choice. Not with --format kaggle.")
+@click.option("--topk", type=click.IntRange(min=1), default=None,
+              help="Write the K most probable labels with their probabilities (csv: top1_label,top1_prob,...; "
+              "jsonl: top_labels, top_probs) instead of one prob_<class> column per class. At most the number of "
+              "classes; not with --format kaggle.")
 @click.option("--fail-on-error", is_flag=True, help="Exit with 1 when any image could not be decoded.")
 @click.option("--report", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also write this HTML page (and a NAME_files/ folder of thumbnails beside it): per predicted "
@@ -61,15 +74,17 @@ def _model_option(default: Path | None) -> click.Option:
 @verbose_option
 @handle_errors
 def classify_main(folder: Path, out: Path, model: Path, batch_size: int, provider: str, threads: int | None,
-                  workers: int | None, recursive: bool, fmt: str, resume: bool, fail_on_error: bool,
-                  report: Path | None, allow_errors: bool, quiet: bool, verbose: bool) -> None:
+                  workers: int | None, recursive: bool, fmt: str, resume: bool, calibration: str,
+                  min_confidence: float | None, topk: int | None, fail_on_error: bool, report: Path | None,
+                  allow_errors: bool, quiet: bool, verbose: bool) -> None:
     """Classify every image in FOLDER with an exported model: one row per image file in --out.
 
     Rows are sorted by path relative to FOLDER. A file that cannot be decoded gets a row with an empty label
     and the reason in the error column; hidden files and non-images are skipped. Rows are saved batch by
     batch in OUT.partial and OUT appears only when the run is complete; after Ctrl-C, --resume finishes it.
     With --format kaggle, images that could not be decoded make the command exit with 1 (the file is still
-    written) unless --allow-errors.
+    written) unless --allow-errors. Probabilities are calibrated with the model file's temperature unless
+    --calibration none.
     """
     setup_logging(quiet, verbose)
     require_onnxruntime()  # a clear message, not an ImportError, when neither [cpu] nor [gpu] is installed
@@ -84,7 +99,8 @@ def classify_main(folder: Path, out: Path, model: Path, batch_size: int, provide
         check_report_output(report, "--report")
     cfg = ClassifyConfig(folder=folder, out=out, model=model, batch_size=batch_size, provider=provider,
                          threads=threads, workers=workers, recursive=recursive, format=OutputFormat(fmt),
-                         resume=resume, progress=not quiet)
+                         resume=resume, progress=not quiet, calibration=calibration, min_confidence=min_confidence,
+                         topk=topk)
     s = classify_folder(cfg)
     if report is not None:
         click.echo(f"report -> {write_classify_report(report, s.out, folder)}", err=True)
@@ -92,7 +108,10 @@ def classify_main(folder: Path, out: Path, model: Path, batch_size: int, provide
     click.echo(
         f"{plural(s.files, 'image file')}: {s.classified} classified, {plural(s.errors, 'error')}; skipped {skipped}; "
         f"{s.seconds:.1f} s, {s.images_per_second:.1f} images/s on {s.provider}"
-        + (f" ({s.reused} rows from the interrupted run)" if s.reused else "") + f" -> {s.out}",
+        + (f" ({s.reused} rows from the interrupted run)" if s.reused else "") + f" -> {s.out}"
+        + (f"; {s.needs_review} need review (confidence below {s.min_confidence:g})" if s.min_confidence is not None
+           else "")
+        + ("; calibrated with temperature " + f"{s.temperature:.4g}" if s.temperature != 1.0 else "; raw softmax"),
         err=True,
     )
     if not s.errors:
@@ -127,24 +146,55 @@ def classify_main(folder: Path, out: Path, model: Path, batch_size: int, provide
 @click.option("--provider", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", help="As for gcv-classify.")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help=_THREADS_HELP)
 @click.option("--workers", type=click.IntRange(min=1), default=None, help=_WORKERS_HELP)
+@click.option("--calibration", type=click.Choice(["temperature", "none"]), default="temperature",
+              help=_CALIBRATION_HELP + " Used for the confidences of predictions.csv, misclassified.csv and the "
+              "coverage table; ECE, NLL and Brier score are reported both ways.")
+@click.option("--target-accuracy", type=click.FloatRange(0.0, 1.0), default=None,
+              help="Report the lowest confidence threshold whose kept images (confidence >= threshold) reach this "
+              "accuracy on --data, with the share of images kept, or say that no threshold reaches it.")
 @quiet_option
 @verbose_option
 @handle_errors
 def evaluate_main(model: Path, data: Path, labels: Path | None, layout: str | None, out: Path, batch_size: int,
-                  provider: str, threads: int | None, workers: int | None, quiet: bool, verbose: bool) -> None:
-    """Measure an exported model on labelled images: accuracy, macro precision/recall/F1, confusion matrix."""
+                  provider: str, threads: int | None, workers: int | None, calibration: str,
+                  target_accuracy: float | None, quiet: bool, verbose: bool) -> None:
+    """Measure an exported model on labelled images: accuracy, macro precision/recall/F1, confusion matrix,
+    calibration (ECE over 15 bins, NLL, Brier score; raw and with the model file's temperature) with a reliability
+    diagram, and coverage against accuracy by confidence threshold.
+
+    Writes metrics.json, confusion_matrix.json/.png, reliability.png, coverage.png, predictions.csv,
+    misclassified.csv and errors.csv into --out.
+    """
     setup_logging(quiet, verbose)
     require_onnxruntime()  # a clear message, not an ImportError, when neither [cpu] nor [gpu] is installed
     from garmentcv.infer.evaluate import EvaluateConfig, evaluate_model
 
     cfg = EvaluateConfig(model=model, data=data, labels=labels, layout=layout, out=out, batch_size=batch_size,
-                         provider=provider, threads=threads, workers=workers, progress=not quiet)
+                         provider=provider, threads=threads, workers=workers, progress=not quiet,
+                         calibration=calibration, target_accuracy=target_accuracy)
     r = evaluate_model(cfg)
     absent = (
         f" (macro averages over {len(r.classes) - len(r.absent_classes)} of {len(r.classes)} classes (no images of "
         f"{', '.join(r.absent_classes)}))" if r.absent_classes else ""
     )
-    click.echo(
+    lines = [
         f"{plural(r.count, 'image')} ({r.errors} could not be decoded): accuracy {r.accuracy:.4f}, precision {r.precision:.4f}, "
         f"recall {r.recall:.4f}, F1 {r.f1:.4f}{absent}; {r.misclassified} misclassified -> {r.out}"
-    )
+    ]
+    if r.uncalibrated is not None and r.calibrated is not None:
+        u, c = r.uncalibrated, r.calibrated
+        lines.append(
+            f"calibration: raw softmax ECE {u.ece:.4f}, NLL {u.nll:.4f}, Brier {u.brier:.4f} | with temperature "
+            f"{r.temperature:.4g} ECE {c.ece:.4f}, NLL {c.nll:.4f}, Brier {c.brier:.4f}"
+            + ("" if r.temperature != 1.0 else " (the model file has no temperature)")
+            + f"; confidences use {'the temperature' if r.applied == 'temperature' else 'the raw softmax'}"
+        )
+    if r.target is not None:
+        t = r.target
+        if t.reachable:
+            lines.append(f"target accuracy {t.target:.2%}: confidence >= {t.threshold:.6f} keeps {t.coverage:.2%} of "
+                         f"the images ({t.kept}) at accuracy {t.accuracy:.2%}")
+        else:
+            lines.append(f"target accuracy {t.target:.2%} is not reachable on these images: no confidence threshold "
+                         f"gets above {t.best_accuracy:.2%}")
+    click.echo("\n".join(lines))

@@ -2,7 +2,8 @@
 
 Images go through the same :func:`garmentcv.image.load_input` and batched onnxruntime pipeline as
 ``gcv-classify``, and the figures come from :func:`garmentcv.metrics.classification_metrics` like training's
-validation, so on the same split the two agree. scikit-learn and matplotlib are needed (``pip install
+validation, so on the same split the two agree. Calibration figures, the coverage table and thresholds come
+from :mod:`garmentcv.calibration` (numpy only). scikit-learn and matplotlib are needed (``pip install
 'garmentcv[eval]'``); they are imported only when an evaluation runs.
 
 File names that are not valid UTF-8 are written to the CSV reports as their original bytes
@@ -19,8 +20,18 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from tqdm import tqdm
 
+from garmentcv.calibration import (
+    CalibrationFigures,
+    CoverageTable,
+    ThresholdChoice,
+    calibration_figures,
+    coverage_table,
+    softmax,
+    threshold_for_accuracy,
+)
 from garmentcv.data.layouts import Sample, load_dataset, scan_images
 from garmentcv.errors import DatasetError, GarmentCVError
 from garmentcv.fsutil import atomic_write, check_writable_output, write_json
@@ -46,6 +57,10 @@ class EvaluateConfig:
         layout: force the layout of ``data`` (``lamoda``, ``folders``, ``csv``); detected when ``None``.
         out: folder receiving the reports.
         model, batch_size, provider, threads, workers, progress: as for :class:`~garmentcv.infer.classify.ClassifyConfig`.
+        calibration: ``temperature``: predicted confidences (``predictions.csv``, ``misclassified.csv``, the
+            coverage table) are ``softmax(logits / T)`` with the model file's temperature; ``none``: the raw
+            softmax. The calibration figures are reported for both either way.
+        target_accuracy: also report the lowest confidence threshold whose kept images reach this accuracy.
     """
 
     data: Path
@@ -58,6 +73,25 @@ class EvaluateConfig:
     threads: int | None = None
     workers: int | None = None
     progress: bool = True
+    calibration: str = "temperature"
+    target_accuracy: float | None = None
+
+
+@dataclass(frozen=True)
+class ImagePrediction:
+    """One evaluated image: ``path``, true ``label``, ``predicted`` label, ``confidence`` (its probability,
+    calibrated as :attr:`EvaluateConfig.calibration` says) and the raw ``logits`` ``float32 (C,)``."""
+
+    path: Path
+    label: str
+    predicted: str
+    confidence: float
+    logits: np.ndarray
+
+    @property
+    def correct(self) -> bool:
+        """Whether the prediction is the true label."""
+        return self.label == self.predicted
 
 
 @dataclass(frozen=True)
@@ -66,6 +100,13 @@ class EvaluateResult:
 
     ``count`` images were decoded and scored; ``errors`` could not be decoded and are left out of the figures.
     Macro precision/recall/F1 average the classes with at least one image; ``absent_classes`` names the others.
+
+    Calibration: ``temperature`` is the model file's (1.0 without one), ``applied`` says whether confidences use it
+    (``temperature``) or the raw softmax (``none``); ``uncalibrated`` and ``calibrated`` hold ECE, NLL, Brier and
+    reliability bins of ``softmax(logits)`` and ``softmax(logits / temperature)``. ``coverage`` is on the applied
+    confidences; ``target`` is set with :attr:`EvaluateConfig.target_accuracy`. ``predictions`` has every scored
+    image in data order and ``failures`` ``(path, label, reason)`` of those that could not be decoded (the
+    galleries of a report page).
     """
 
     out: Path
@@ -79,6 +120,14 @@ class EvaluateResult:
     confusion_matrix: list[list[int]]
     classes: tuple[str, ...]
     absent_classes: tuple[str, ...] = ()
+    temperature: float = 1.0
+    applied: str = "temperature"
+    uncalibrated: CalibrationFigures | None = None
+    calibrated: CalibrationFigures | None = None
+    coverage: CoverageTable | None = None
+    target: ThresholdChoice | None = None
+    predictions: tuple[ImagePrediction, ...] = ()
+    failures: tuple[tuple[str, str, str], ...] = ()
 
 
 def samples_from_labels(folder: Path, labels: Path) -> list[Sample]:
@@ -135,7 +184,12 @@ def evaluate_model(cfg: EvaluateConfig) -> EvaluateResult:
       and support (scikit-learn ``classification_report``);
     * ``confusion_matrix.json`` (rows true class, columns predicted, model class order) and ``.png``;
     * ``misclassified.csv``: ``path,label,predicted,confidence`` for every wrong prediction;
+    * ``predictions.csv``: ``path,label,predicted,confidence`` for every image scored, in data order;
     * ``errors.csv``: ``path,label,error`` for images that could not be decoded;
+    * in ``metrics.json`` also ``calibration`` (temperature, ECE with 15 bins, NLL, Brier and reliability bins,
+      raw and calibrated), ``coverage`` (thresholds 0, 0.01, ..., 1: share kept and their accuracy) and
+      ``target_accuracy`` (see :func:`garmentcv.calibration.threshold_for_accuracy`; ``null`` without one);
+    * ``reliability.png`` (raw and calibrated) and ``coverage.png``;
     * ``report.html`` and ``report_files/``: the page of :func:`garmentcv.report.write_evaluate_page`.
 
     Raises:
@@ -148,12 +202,18 @@ def evaluate_model(cfg: EvaluateConfig) -> EvaluateResult:
         from sklearn.metrics import classification_report
 
         from garmentcv.metrics import classification_metrics
-        from garmentcv.plots import save_confusion_matrix
+        from garmentcv.plots import (
+            save_confusion_matrix,
+            save_coverage_curve,
+            save_reliability_diagram,
+        )
     except ImportError as exc:
         raise GarmentCVError(
             f"gcv-evaluate needs scikit-learn and matplotlib ({exc}); install them with pip install 'garmentcv[eval]'"
         ) from exc
 
+    if cfg.calibration not in ("temperature", "none"):
+        raise GarmentCVError(f"calibration {cfg.calibration!r}: choose temperature or none")
     start = time.perf_counter()
     out = Path(cfg.out)
     check_writable_output(out / "metrics.json", "--out")
@@ -176,14 +236,16 @@ def evaluate_model(cfg: EvaluateConfig) -> EvaluateResult:
             "labelled in the model's classes"
         )
     index = {name: i for i, name in enumerate(classes)}
+    temperature = model.info.applied_temperature
+    applied = temperature if cfg.calibration == "temperature" else 1.0
 
     y_true: list[int] = []
     y_pred: list[int] = []
-    wrong: list[list[str]] = []
+    scored: list[ImagePrediction] = []
     failed: list[list[str]] = []
-    scored: list[tuple[Path, str, str, float]] = []  # every decoded image, for report.html
     bar = tqdm(total=len(samples), desc="evaluate", unit="img", file=sys.stderr, disable=None if cfg.progress else True)
-    for predictions in predict_batches(model, ((s.path, s) for s in samples), cfg.batch_size, workers):
+    batches = predict_batches(model, ((s.path, s) for s in samples), cfg.batch_size, workers, temperature=applied)
+    for predictions in batches:
         for p in predictions:
             sample = p.item
             if p.probs is None:
@@ -192,13 +254,20 @@ def evaluate_model(cfg: EvaluateConfig) -> EvaluateResult:
             predicted = int(p.probs.argmax())
             y_true.append(index[sample.label])
             y_pred.append(predicted)
-            scored.append((sample.path, sample.label, classes[predicted], float(p.probs[predicted])))
-            if predicted != index[sample.label]:
-                wrong.append([str(sample.path), sample.label, classes[predicted], f"{p.probs[predicted]:.6f}"])
+            scored.append(ImagePrediction(sample.path, sample.label, classes[predicted], float(p.probs[predicted]),
+                                          p.logits))  # type: ignore[arg-type]
         bar.update(len(predictions))
     bar.close()
     if not y_true:
         raise DatasetError(f"{cfg.data}: none of the {len(samples)} images could be decoded; see the log")
+    wrong = [[str(r.path), r.label, r.predicted, f"{r.confidence:.6f}"] for r in scored if not r.correct]
+    logits, targets = np.stack([r.logits for r in scored]), np.asarray(y_true)
+    uncalibrated = calibration_figures(softmax(logits), targets)
+    calibrated = calibration_figures(softmax(logits, temperature), targets)
+    confidence = np.array([r.confidence for r in scored])
+    correct = np.array([r.correct for r in scored])
+    coverage = coverage_table(confidence, correct)
+    target = None if cfg.target_accuracy is None else threshold_for_accuracy(confidence, correct, cfg.target_accuracy)
 
     metrics = classification_metrics(y_true, y_pred, len(classes))
     report = classification_report(
@@ -215,7 +284,14 @@ def evaluate_model(cfg: EvaluateConfig) -> EvaluateResult:
         "accuracy": metrics.accuracy, "precision": metrics.precision, "recall": metrics.recall, "f1": metrics.f1,
         "macro_classes": [classes[i] for i in metrics.macro_classes],
         "absent_classes": [classes[i] for i in metrics.absent_classes],
-        "per_class": per_class, "seconds": round(time.perf_counter() - start, 3),
+        "per_class": per_class,
+        "calibration": {
+            "temperature": model.info.temperature, "applied": cfg.calibration, "bins": len(calibrated.bins),
+            "uncalibrated": uncalibrated.to_dict(), "calibrated": calibrated.to_dict(),
+        },
+        "coverage": coverage.to_dict(),
+        "target_accuracy": None if target is None else target.to_dict(),
+        "seconds": round(time.perf_counter() - start, 3),
     })
     write_json(out / "confusion_matrix.json", {
         "classes": list(classes), "rows": "true class", "columns": "predicted class",
@@ -223,17 +299,31 @@ def evaluate_model(cfg: EvaluateConfig) -> EvaluateResult:
     })
     save_confusion_matrix(metrics.confusion_matrix, classes, out / "confusion_matrix.png",
                           f"{model.info.arch}: accuracy {metrics.accuracy:.4f}")
-    for name, header, rows in (("misclassified.csv", ["path", "label", "predicted", "confidence"], wrong),
+    save_reliability_diagram(
+        uncalibrated.bins, calibrated.bins if model.info.temperature is not None else None, out / "reliability.png",
+        f"{model.info.arch}: ECE raw {uncalibrated.ece:.4f}"
+        + (f", calibrated (T = {temperature:.3g}) {calibrated.ece:.4f}" if model.info.temperature is not None
+           else " (the model file has no temperature)"),
+    )  # fmt: skip
+    save_coverage_curve(coverage, out / "coverage.png",
+                        f"{model.info.arch}: coverage and accuracy by confidence threshold "
+                        f"({'calibrated' if applied != 1.0 else 'raw softmax'})", target)
+    all_rows = [[str(r.path), r.label, r.predicted, f"{r.confidence:.6f}"] for r in scored]
+    columns = ["path", "label", "predicted", "confidence"]
+    for name, header, rows in (("misclassified.csv", columns, wrong), ("predictions.csv", columns, all_rows),
                                ("errors.csv", ["path", "label", "error"], failed)):
         with atomic_write(out / name, newline="", **_PATHS) as handle:
             writer = csv.writer(handle, lineterminator="\n")
             writer.writerow(header)
             writer.writerows(rows)
-    write_evaluate_page(out, Path(cfg.data), scored, failed)
+    write_evaluate_page(out, Path(cfg.data), [(r.path, r.label, r.predicted, r.confidence) for r in scored], failed)
     logger.info("accuracy %.4f, macro F1 %.4f on %d images (%d not decoded)", metrics.accuracy, metrics.f1,
                 metrics.count, len(failed))
     return EvaluateResult(
         out=out, count=metrics.count, errors=len(failed), accuracy=metrics.accuracy, precision=metrics.precision,
         recall=metrics.recall, f1=metrics.f1, misclassified=len(wrong), confusion_matrix=metrics.confusion_matrix,
         classes=tuple(classes), absent_classes=tuple(classes[i] for i in metrics.absent_classes),
+        temperature=temperature, applied=cfg.calibration, uncalibrated=uncalibrated,
+        calibrated=calibrated, coverage=coverage, target=target, predictions=tuple(scored),
+        failures=tuple((a, b, c) for a, b, c in failed),
     )

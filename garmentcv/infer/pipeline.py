@@ -20,6 +20,7 @@ from typing import Generic, TypeVar
 
 import numpy as np
 
+from garmentcv import calibration
 from garmentcv import cpus as _cpus
 from garmentcv.errors import ImageDecodeError
 from garmentcv.image import Preprocessing, load_input
@@ -36,24 +37,23 @@ class Prediction(Generic[T]):
 
     Attributes:
         item: what the caller passed in.
-        probs: softmax probabilities ``float64 (C,)`` in class order; ``None`` for an error or a pass-through.
+        probs: ``softmax(logits / temperature)`` probabilities ``float64 (C,)`` in class order (temperature 1:
+            the raw softmax); ``None`` for an error or a pass-through.
         error: why the image could not be classified; ``None`` when it was (or was passed through).
         passed: True for an item given without a path, handed back untouched in its place.
+        logits: the model's raw logits ``float32 (C,)``; ``None`` with ``probs``.
     """
 
     item: T
     probs: np.ndarray | None = None
     error: str | None = None
     passed: bool = False
+    logits: np.ndarray | None = None
 
 
-def softmax(logits: np.ndarray) -> np.ndarray:
-    """Row-wise softmax of ``(N, C)`` logits in float64 (max subtracted first for stability)."""
-    z = logits.astype(np.float64)
-    z -= z.max(axis=1, keepdims=True)
-    np.exp(z, out=z)
-    z /= z.sum(axis=1, keepdims=True)
-    return z
+def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """Row-wise ``softmax(logits / temperature)`` of ``(N, C)`` logits in float64 (:func:`garmentcv.calibration.softmax`)."""
+    return calibration.softmax(logits, temperature)
 
 
 def _load_into(batch: np.ndarray, slot: int, path: Path, pp: Preprocessing) -> str | None:
@@ -106,6 +106,7 @@ def predict_batches(
     batch_size: int = 32,
     workers: int | None = None,
     prefetch: int = 2,
+    temperature: float = 1.0,
 ) -> Iterator[list[Prediction[T]]]:
     """Classify ``(path, item)`` pairs in order, yielding one list of predictions per model batch.
 
@@ -120,6 +121,8 @@ def predict_batches(
             pass-throughs (rows reused by a resumed run) flows through in bounded memory.
         workers: decoding threads; ``None`` uses every available CPU (:func:`garmentcv.cpus.available_cpus`).
         prefetch: batches decoded ahead of the one being run.
+        temperature: the logits are divided by it before the softmax (1.0: the raw softmax); see
+            :attr:`garmentcv.artifact.ModelInfo.applied_temperature`.
 
     Yields:
         Lists of :class:`Prediction`, one per batch, in input order.
@@ -144,14 +147,15 @@ def predict_batches(
 
     def finish(job: _Job[T]) -> list[Prediction[T]]:
         reasons = [f.result() if f is not None else None for f in job.futures]
-        probs = softmax(model.logits(job.batch)) if len(job.batch) else np.empty((0, 0))
+        logits = model.logits(job.batch) if len(job.batch) else np.empty((0, 0), dtype=np.float32)
+        probs = softmax(logits, temperature) if len(job.batch) else np.empty((0, 0))
         out: list[Prediction[T]] = []
         slot = 0
         for (path, item), reason in zip(job.items, reasons):
             if path is None:
                 out.append(Prediction(item, passed=True))
                 continue
-            out.append(Prediction(item, error=reason) if reason else Prediction(item, probs=probs[slot]))
+            out.append(Prediction(item, error=reason) if reason else Prediction(item, probs=probs[slot], logits=logits[slot]))
             slot += 1
         return out
 

@@ -14,6 +14,15 @@ Formats (probabilities and confidence with 6 decimals):
 * ``kaggle``: ``index,label`` like the Lamoda submission; ``index`` is the path without its extension (the
   file stem, ``123`` for ``123.jpg``, in a flat folder); an error row has an empty label.
 
+Options (csv and jsonl only; kaggle must carry a label for every row and takes neither):
+
+* ``min_confidence=P``: a ``needs_review`` column after ``confidence`` (csv: ``true``/``false``, empty on an
+  error row; jsonl: ``true``/``false``/``null``), true when the confidence is below ``P``. ``label`` still
+  holds the model's choice.
+* ``topk=K``: instead of one probability per class, the K most probable classes, best first: csv columns
+  ``top1_label,top1_prob,...,topK_label,topK_prob``; jsonl lists ``top_labels`` and ``top_probs`` in place
+  of ``probs`` (ties: the lower class index first).
+
 File names that are not valid UTF-8 are written as their original bytes (``surrogateescape``).
 """
 
@@ -50,20 +59,53 @@ def _fmt(p: float) -> str:
     return f"{p:.6f}"
 
 
-def write_rows(handle: IO[str], rows: Iterable[Row], classes: Sequence[str], fmt: OutputFormat | str) -> int:
-    """Write ``rows`` (in order) to an open text file in format ``fmt``. Returns the number of rows."""
+def needs_review(probs: Sequence[float] | None, min_confidence: float | None) -> bool | None:
+    """Whether a row's confidence (its top probability) is below ``min_confidence``; ``None`` for an error row
+    or without a threshold."""
+    if probs is None or min_confidence is None:
+        return None
+    return max(probs) < min_confidence
+
+
+def top_k(probs: Sequence[float], k: int) -> list[int]:
+    """Indices of the ``k`` largest probabilities, best first (ties: the lower index first)."""
+    return sorted(range(len(probs)), key=lambda i: (-probs[i], i))[:k]
+
+
+def write_rows(handle: IO[str], rows: Iterable[Row], classes: Sequence[str], fmt: OutputFormat | str,
+               min_confidence: float | None = None, topk: int | None = None) -> int:
+    """Write ``rows`` (in order) to an open text file in format ``fmt``. Returns the number of rows.
+
+    ``min_confidence`` adds ``needs_review``; ``topk`` replaces the per-class probabilities by the K best
+    (see the module docstring).
+
+    Raises:
+        ValueError: ``min_confidence`` or ``topk`` with the kaggle format, or ``topk`` outside 1..len(classes).
+    """
     fmt = OutputFormat(fmt)
+    if fmt is OutputFormat.KAGGLE and (min_confidence is not None or topk is not None):
+        raise ValueError("the kaggle format has a label column only: no needs_review, no top-k")
+    if topk is not None and not 1 <= topk <= len(classes):
+        raise ValueError(f"topk must be within 1..{len(classes)}, got {topk}")
+    review = min_confidence is not None
     count = 0
     if fmt is OutputFormat.JSONL:
         for row in rows:
             probs = row["probs"]
-            record = {
+            record: dict[str, Any] = {
                 "path": row["path"],
                 "label": row["label"],
                 "confidence": None if probs is None else round(max(probs), 6),
-                "probs": None if probs is None else {c: round(p, 6) for c, p in zip(classes, probs)},
-                "error": row["error"],
             }
+            if review:
+                record["needs_review"] = needs_review(probs, min_confidence)
+            if topk is None:
+                record["probs"] = None if probs is None else {c: round(p, 6) for c, p in zip(classes, probs)}
+            else:
+                best = None if probs is None else top_k(probs, topk)
+                record["top_labels"] = None if best is None else [classes[i] for i in best]
+                record["top_probs"] = None if best is None else [round(probs[i], 6) for i in best]
+            record["error"] = row["error"]
             handle.write(json.dumps(record, ensure_ascii=False) + "\n")
             count += 1
         return count
@@ -74,12 +116,22 @@ def write_rows(handle: IO[str], rows: Iterable[Row], classes: Sequence[str], fmt
             writer.writerow([str(PurePosixPath(row["path"]).with_suffix("")), row["label"] or ""])
             count += 1
         return count
-    writer.writerow(["path", "label", "confidence", *(f"prob_{c}" for c in classes), "error"])
+    if topk is None:
+        prob_columns = [f"prob_{c}" for c in classes]
+    else:
+        prob_columns = [f"top{i}_{part}" for i in range(1, topk + 1) for part in ("label", "prob")]
+    writer.writerow(["path", "label", "confidence", *(["needs_review"] if review else []), *prob_columns, "error"])
     for row in rows:
         probs = row["probs"]
         if probs is None:
-            writer.writerow([row["path"], "", "", *([""] * len(classes)), row["error"] or ""])
+            writer.writerow([row["path"], "", "", *([""] if review else []), *([""] * len(prob_columns)),
+                             row["error"] or ""])
         else:
-            writer.writerow([row["path"], row["label"], _fmt(max(probs)), *map(_fmt, probs), ""])
+            flag = ["true" if needs_review(probs, min_confidence) else "false"] if review else []
+            if topk is None:
+                values = list(map(_fmt, probs))
+            else:
+                values = [v for i in top_k(probs, topk) for v in (classes[i], _fmt(probs[i]))]
+            writer.writerow([row["path"], row["label"], _fmt(max(probs)), *flag, *values, ""])
         count += 1
     return count
