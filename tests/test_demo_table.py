@@ -18,14 +18,29 @@ def test_table_has_one_exact_row_per_model_and_precision(tmp_path: Path) -> None
     for precision, size, accuracy in (("fp32", 2_000_000, 0.96), ("int8", 500_000, 0.955)):
         folder = tmp_path / "evaluate" / f"resnet18-{precision}"
         folder.mkdir(parents=True)
-        metrics = {"accuracy": accuracy, "precision": 0.5, "recall": 0.25, "f1": 0.125}
+        metrics = {"accuracy": accuracy, "precision": 0.5, "recall": 0.25, "f1": 0.125,
+                   "calibration": {"temperature": 1.5, "applied": "temperature",
+                                   "uncalibrated": {"ece": 0.031, "nll": 0.12, "brier": 0.05},
+                                   "calibrated": {"ece": 0.012, "nll": 0.09, "brier": 0.045}},
+                   "target_accuracy": {"target": 0.99, "threshold": 0.875, "coverage": 0.9125, "accuracy": 0.991,
+                                       "kept": 73, "best_accuracy": 1.0, "reachable": precision == "fp32"}}
+        if precision == "int8":
+            metrics["target_accuracy"].update(threshold=None, coverage=0.0, accuracy=None, kept=0)
         (folder / "metrics.json").write_text(json.dumps(metrics))
         confusion = {"classes": ["bluzy", "bryuki"], "matrix": [[3, 1], [0, 4]]}
         (folder / "confusion_matrix.json").write_text(json.dumps(confusion))
         (tmp_path / "models" / f"resnet18-{precision}.onnx").write_bytes(b"\0" * size)
     result = subprocess.run([sys.executable, str(REPO / "scripts" / "demo_table.py"), str(tmp_path)],
                             capture_output=True, text=True, check=True)
-    assert result.stdout.splitlines()[2:] == [
+    lines = result.stdout.splitlines()
+    assert lines[2:4] == [
         "| resnet18 | fp32 | 0.9500 | 0.9600 | 0.5000 | 0.2500 | 0.1250 | [[3, 1], [0, 4]] (bluzy, bryuki) | 2.0 |",
         "| resnet18 | int8 | 0.9500 | 0.9550 | 0.5000 | 0.2500 | 0.1250 | [[3, 1], [0, 4]] (bluzy, bryuki) | 0.5 |",
+    ]
+    # the calibration table: raw softmax against softmax(logits / T), and what a 99% target keeps
+    assert lines[4] == ""
+    assert lines[5].startswith("| model | precision | temperature T | ECE raw | ECE calibrated |")
+    assert lines[7:] == [
+        "| resnet18 | fp32 | 1.500 | 0.0310 | 0.0120 | 0.1200 | 0.0900 | 0.0500 | 0.0450 | 91.25% (confidence >= 0.8750) |",
+        "| resnet18 | int8 | 1.500 | 0.0310 | 0.0120 | 0.1200 | 0.0900 | 0.0500 | 0.0450 | not reachable (best 100.00%) |",
     ]
