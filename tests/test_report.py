@@ -264,3 +264,30 @@ def test_evaluate_page_of_100000_rows_is_quick_and_capped(tmp_path: Path) -> Non
     assert "showing the 200 most confident of 20,000" in _section(html, "misclassified")
     assert "showing the 142 least confident of 10,000" in _section(html, "cell-0-0")
     assert "showing the 142 most confident of 5,000" in _section(html, "cell-2-4")
+
+
+def test_gcv_evaluates_calibration_and_coverage_read_as_compact_tables(tmp_path: Path) -> None:
+    """metrics.json's calibration block, 101-step coverage lists and target become three small tables, not dumps."""
+    bins = [{"lower": i / 15, "upper": (i + 1) / 15, "count": 0, "confidence": None, "accuracy": None} for i in range(15)]
+    thresholds = [round(i / 100, 10) for i in range(101)]
+    figures = {
+        "accuracy": 0.9867,
+        "calibration": {"temperature": 0.6141, "applied": "temperature", "bins": 15,
+                        "uncalibrated": {"ece": 0.0284, "nll": 0.0569, "brier": 0.0243, "reliability": bins},
+                        "calibrated": {"ece": 0.0078, "nll": 0.0408, "brier": 0.0197, "reliability": bins}},
+        "coverage": {"thresholds": thresholds, "kept": [1.0 - t / 2 for t in thresholds],
+                     "accuracy": [0.9 + t / 10 for t in thresholds]},
+        "target_accuracy": {"target": 0.99, "threshold": 0.6214, "coverage": 0.995, "accuracy": 0.9903, "kept": 2985,
+                            "best_accuracy": 1.0, "reachable": True},
+    }
+    _, html = _evaluate(tmp_path, figures=figures)
+    assert "101 values" not in html and "reliability</h2>" not in html
+    calibration = _section(html, "calibration")
+    assert "temperature T = 0.6141 (confidences use it)" in calibration
+    assert "<tr><th>raw softmax</th><td>0.0284</td><td>0.0569</td><td>0.0243</td></tr>" in calibration
+    assert "<tr><th>softmax(logits / T)</th><td>0.0078</td><td>0.0408</td><td>0.0197</td></tr>" in calibration
+    coverage = _section(html, "coverage")
+    assert "<tr><td>0.50</td><td>75.0%</td><td>95.00%</td></tr>" in coverage
+    assert "<tr><td>0.99</td><td>50.5%</td><td>99.90%</td></tr>" in coverage
+    assert "target accuracy 99.00%: confidence &gt;= 0.6214 keeps 99.5% (2,985 images) at 99.03%" in coverage
+    assert re.search(r"<th>accuracy</th><td>0\.9867</td>", _section(html, "metrics"))

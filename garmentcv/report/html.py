@@ -166,6 +166,55 @@ def metrics_section(figures: Mapping[str, Any], skip: Iterable[str]) -> str:
     return "\n".join(parts)
 
 
+#: Thresholds shown in the coverage table (the full 101-step table stays in metrics.json and coverage.png).
+COVERAGE_SHOWN = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
+
+
+def is_calibration_block(value: Any) -> bool:
+    """Whether ``value`` is gcv-evaluate's ``calibration`` block (raw and calibrated ECE, NLL, Brier)."""
+    return (isinstance(value, Mapping) and all(isinstance(value.get(k), Mapping) for k in ("uncalibrated", "calibrated"))
+            and all(m in value[k] for k in ("uncalibrated", "calibrated") for m in ("ece", "nll", "brier")))
+
+
+def is_coverage_block(value: Any) -> bool:
+    """Whether ``value`` is gcv-evaluate's ``coverage`` block (parallel lists thresholds, kept, accuracy)."""
+    return isinstance(value, Mapping) and all(isinstance(value.get(k), list) for k in ("thresholds", "kept", "accuracy"))
+
+
+def calibration_section(block: Mapping[str, Any]) -> str:
+    """ECE, NLL and Brier of the raw softmax and of ``softmax(logits / T)``, one row each (Guo et al. 2017)."""
+    temperature = block.get("temperature")
+    used = block.get("applied") == "temperature"
+    head = (f"temperature T = {_value(float(temperature))} ({'confidences use it' if used else 'confidences use the raw softmax'})"
+            if temperature is not None else "the model file has no temperature (T = 1)")
+    rows = "".join(
+        f"<tr><th>{name}</th>{_td(block[k]['ece'])}{_td(block[k]['nll'])}{_td(block[k]['brier'])}</tr>"
+        for name, k in (("raw softmax", "uncalibrated"), ("softmax(logits / T)", "calibrated"))
+    )
+    bins = block.get("bins", 15)
+    return (f'<section id="calibration"><h2>Calibration</h2><p>{esc(head)}; ECE over {esc(bins)} equal-width bins.</p>'
+            f"<table><tr><th></th><th>ECE</th><th>NLL</th><th>Brier</th></tr>{rows}</table></section>")
+
+
+def coverage_section(block: Mapping[str, Any], target: Mapping[str, Any] | None) -> str:
+    """Share kept and its accuracy at :data:`COVERAGE_SHOWN` thresholds, and the ``--target-accuracy`` answer."""
+    at = {round(float(t), 6): (k, a) for t, k, a in zip(block["thresholds"], block["kept"], block["accuracy"])}
+    rows = "".join(
+        f"<tr><td>{t:.2f}</td><td>{at[t][0]:.1%}</td><td>{'' if at[t][1] is None else f'{at[t][1]:.2%}'}</td></tr>"
+        for t in COVERAGE_SHOWN if t in at
+    )
+    line = ""
+    if target:
+        if target.get("reachable"):
+            line = (f"<p>target accuracy {target['target']:.2%}: confidence &gt;= {target['threshold']:.4f} keeps "
+                    f"{target['coverage']:.1%} ({count(int(target['kept']), 'image')}) at {target['accuracy']:.2%}</p>")
+        else:
+            line = (f"<p>target accuracy {target['target']:.2%} is not reachable: the best is "
+                    f"{target['best_accuracy']:.2%}</p>")
+    return (f'<section id="coverage"><h2>Coverage</h2>{line}<table><tr><th>confidence &gt;=</th><th>kept</th>'
+            f"<th>accuracy</th></tr>{rows}</table></section>")
+
+
 def per_class_section(per_class: Mapping[str, Mapping[str, Any]]) -> str:
     """Per-class figures (precision, recall, F1, support, whatever the dicts hold), one row per class."""
     columns = list(dict.fromkeys(k for figures in per_class.values() for k in figures))

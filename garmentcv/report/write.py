@@ -186,8 +186,17 @@ def write_evaluate_report(
                 shutil.copyfile(path, folder.tmp / name)
                 shown_plots.append((folder.url(name), caption))
         shown_errors = list(errors[: limits.listed])
+        calibration, coverage = figures.get("calibration"), figures.get("coverage")
+        own = [*_OWN_TABLES]
+        extra = ""
+        if h.is_calibration_block(calibration):
+            own.append("calibration")
+            extra += h.calibration_section(calibration)
+        if h.is_coverage_block(coverage):
+            own += ["coverage", "target_accuracy"]
+            extra += h.coverage_section(coverage, figures.get("target_accuracy"))
         body = [
-            '<div class="tables">' + h.metrics_section(figures, _OWN_TABLES) + h.per_class_section(per_class)
+            '<div class="tables">' + h.metrics_section(figures, own) + h.per_class_section(per_class) + extra
             + "</div>",
             h.matrix_section(classes, matrix),
             h.plots_section(shown_plots),
