@@ -2,8 +2,8 @@
 # The main job end to end on real data, on a fresh machine: set up, build the Fashion-MNIST stand-in for
 # Lamoda's bryuki (trousers) vs bluzy (shirts, T-shirts), inspect it, train all three archs with the known
 # recipe, export each as FP32 and INT8 ONNX (with a fitted temperature), classify the unlabelled test folder to
-# CSV and a report page, evaluate against
-# test_labels.csv (report.html, calibration, coverage at 99% accuracy) and print two tables. About 7 minutes on 2 CPU cores (a quiet machine).
+# CSV and a report page, evaluate against test_labels.csv (report.html, calibration, coverage at 99% accuracy)
+# and print two tables. About 8 minutes on 2 quiet CPU cores (more on a busy machine).
 # Usage: bash scripts/demo.sh [WORKDIR]   (default: demo/; replaced on each run)
 set -euo pipefail
 cd "$(dirname "$0")/.."
