@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
+from click.core import ParameterSource
 
 from garmentcv.cli_utils import handle_errors, quiet_option, setup_logging, verbose_option, version_option
 from garmentcv.data.layouts import Layout
 from garmentcv.train import config as defaults
-from garmentcv.train.config import TrainConfig
+from garmentcv.train.config import TrainConfig, setting_default, setting_help
 
 #: Parent of the timestamped run folders written when --out is not given; gcv-export looks here.
 RUNS_DIR = Path("runs") / "train"
@@ -35,88 +39,103 @@ def _default_out() -> Path:
     return RUNS_DIR / time.strftime("%Y%m%d-%H%M%S")
 
 
+def setting(name: str, *decls: str, **kwargs: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``--name`` for TrainConfig field ``name``, its default and help taken from the dataclass (one source)."""
+    flag = f"--{name.replace('_', '-')}"
+    if name == "archs":
+        flag = "--arch"
+    return click.option(
+        *(decls or (flag,)), name, default=setting_default(name), help=setting_help(name), show_default=True, **kwargs
+    )
+
+
+def _load_config(path: Path) -> TrainConfig:
+    """The TrainConfig saved as ``path`` (a run's config.json).
+
+    Raises:
+        click.BadParameter: not JSON, or not the settings of a gcv-train run.
+    """
+    try:
+        stored = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(stored, dict) or "data" not in stored:
+            raise ValueError("no 'data' setting")
+        return TrainConfig.from_dict({"out": ".", **stored})
+    except (OSError, ValueError, TypeError, KeyError) as exc:
+        raise click.BadParameter(
+            f"{path}: not the config.json of a gcv-train run ({exc}); give RUN/config.json of an earlier run",
+            param_hint="--config",
+        ) from exc
+
+
+def _given(ctx: click.Context, name: str) -> bool:
+    """Whether option ``name`` was given (command line or environment), not left at its default."""
+    source = ctx.get_parameter_source(name)
+    return source is not None and source not in (ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP)
+
+
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
 @version_option("gcv-train")
-@click.argument("data", type=click.Path(exists=True, path_type=Path))
+@click.argument("data", type=click.Path(exists=True, path_type=Path), required=False)
+@click.option(
+    "--config", "config_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+    help="Rerun the settings of RUN/config.json (DATA included); options given on the command line override them. "
+    "--out and --resume are never taken from it.",
+)
 @click.option(
     "--out", type=click.Path(file_okay=False, path_type=Path), default=None,
     help=f"Run folder, new or empty (a folder with files is refused unless --resume). Default: "
     f"{RUNS_DIR}/<YYYYmmdd-HHMMSS>.",
 )
-@click.option(
-    "--arch", "archs", multiple=True, type=click.Choice([*defaults.ARCHS, "all"]), default=("resnet18",),
-    help="Model(s) to train; repeat the option or say 'all' to train and compare several.",
-)
-@click.option(
-    "--weights", default="imagenet",
-    help="Backbone weights: 'imagenet' (torchvision's, from the TORCH_HOME cache or downloaded), 'none' "
-    "(from scratch) or the path of a torchvision state dict file.",
-)
-@click.option(
-    "--layout", type=click.Choice([m.value for m in Layout]), default=None,
-    help="Dataset layout; detected when not given: a .csv file is a manifest, a folder of <id>_<label>.jpg "
-    "files is lamoda, a folder of class folders is folders.",
-)
-@click.option("--epochs", type=click.IntRange(min=1), default=defaults.DEFAULT_EPOCHS, help="Passes over the training split.")
-@click.option(
-    "--batch-size", type=BatchSize(), default=defaults.DEFAULT_BATCH_SIZE,
-    help="Images per step (at least 2: BatchNorm cannot train on one; a last training batch of one is dropped).",
-)
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=defaults.DEFAULT_LR, help="AdamW learning rate.")
-@click.option(
-    "--lr-gamma", type=click.FloatRange(0, 1, min_open=True), default=defaults.DEFAULT_LR_GAMMA,
-    help="Learning rate factor applied after each epoch (ExponentialLR).",
-)
-@click.option("--weight-decay", type=click.FloatRange(min=0), default=0.01, help="AdamW decoupled weight decay.")
-@click.option(
-    "--val-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True),
-    default=defaults.DEFAULT_VAL_FRACTION, help="Share of each class held out for validation (stratified).",
-)
-@click.option("--seed", type=int, default=0, help="Seed of the split, the head's init and the augmentation.")
-@click.option(
-    "--image-size", type=click.IntRange(min=16), default=None,
-    help="Model input side in px (resize scaled in the weights' ratio, 256/224). Default: the weights' 224.",
-)
-@click.option("--rotation", type=click.FloatRange(0, 180), default=15.0, help="Largest random rotation, degrees.")
-@click.option(
-    "--crop-scale", type=click.FloatRange(0, 1, min_open=True), default=0.7,
-    help="Smallest image area kept by the random resized crop.",
-)
-@click.option("--jitter", type=click.FloatRange(0, 1), default=0.2, help="Brightness/contrast/saturation jitter; 0 disables.")
-@click.option("--hflip", type=click.FloatRange(0, 1), default=0.5, help="Probability of a horizontal flip.")
-@click.option(
-    "--workers", type=click.IntRange(min=0), default=0,
-    help="DataLoader worker processes (0: main process). Changes the augmentation stream, so --resume needs the same.",
-)
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", help="auto: CUDA (with AMP) when present.")
-@click.option(
-    "--resume", is_flag=True,
-    help="Continue the run in --out from each arch's last.pt; refused if the settings or the data differ.",
-)
-@click.option(
-    "--skip-bad-images", is_flag=True,
-    help="Train without images that cannot be decoded (listed in skipped_images.csv of the run folder) "
-    "instead of stopping with their names. Every image is checked once before training.",
-)
+@setting("archs", multiple=True, type=click.Choice([*defaults.ARCHS, "all"]))
+@setting("weights")
+@setting("layout", type=click.Choice([m.value for m in Layout]))
+@setting("epochs", type=click.IntRange(min=1))
+@setting("batch_size", type=BatchSize())
+@setting("lr", type=click.FloatRange(min=0, min_open=True))
+@setting("lr_gamma", type=click.FloatRange(0, 1, min_open=True))
+@setting("weight_decay", type=click.FloatRange(min=0))
+@setting("val_fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True))
+@setting("seed", type=int)
+@setting("image_size", type=click.IntRange(min=16))
+@setting("rotation", type=click.FloatRange(0, 180))
+@setting("crop_scale", type=click.FloatRange(0, 1, min_open=True))
+@setting("jitter", type=click.FloatRange(0, 1))
+@setting("hflip", type=click.FloatRange(0, 1))
+@setting("workers", type=click.IntRange(min=0))
+@setting("device", type=click.Choice(["auto", "cpu", "cuda"]))
+@setting("resume", is_flag=True)
+@setting("skip_bad_images", is_flag=True)
 @quiet_option
 @verbose_option
 @handle_errors
-def main(data: Path, out: Path | None, archs: tuple[str, ...], quiet: bool, verbose: bool, **options: object) -> None:
+def main(
+    data: Path | None, config_file: Path | None, out: Path | None, quiet: bool, verbose: bool, **options: Any
+) -> None:
     """Fine-tune ImageNet CNNs on the labelled images in DATA and report validation metrics.
 
     DATA is a folder of <id>_<label>.jpg files (the Lamoda/Kaggle layout), a folder with one sub-folder per
-    class, or a path,label CSV manifest. Every image is decoded once before training. The run folder (new or
-    empty unless --resume) receives config.json, the split (train.csv, val.csv), comparison.md, with
-    --skip-bad-images skipped_images.csv, and per arch best.pt, last.pt, metrics.json, confusion_matrix.png,
-    curves.png.
+    class, or a path,label CSV manifest; with --config it defaults to the run's DATA. Every image is decoded
+    once before training. The run folder (new or empty unless --resume) receives config.json, the split
+    (train.csv, val.csv), comparison.md, with --skip-bad-images skipped_images.csv, and per arch best.pt,
+    last.pt, metrics.json, confusion_matrix.png, curves.png.
     """
     setup_logging(quiet, verbose)
-    from garmentcv.train.loop import train  # torch loads here, after --help and option errors
-
+    ctx = click.get_current_context()
     if options["resume"] and out is None:
         raise click.UsageError("--resume needs --out, the run folder to continue")
+    if config_file is not None:
+        stored = _load_config(config_file)
+        for name in options:
+            if name != "resume" and not _given(ctx, name):
+                options[name] = getattr(stored, name)
+        data = data or stored.data
+    if data is None:
+        raise click.UsageError("missing argument DATA (or --config RUN/config.json, which names it)")
+    from garmentcv.train.loop import train  # torch loads here, after --help and option errors
+
+    archs = tuple(options.pop("archs"))
     chosen = defaults.ARCHS if "all" in archs else tuple(dict.fromkeys(archs))
-    cfg = TrainConfig(data=data, out=out or _default_out(), archs=chosen, **options)  # type: ignore[arg-type]
+    cfg = TrainConfig(data=data, out=out or _default_out(), archs=chosen, **options)
     result = train(cfg, progress=not quiet)
     click.echo(result.comparison.read_text(encoding="utf-8"))
     for r in result.archs:

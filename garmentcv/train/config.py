@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,56 +18,64 @@ DEFAULT_VAL_FRACTION = 0.2
 ARCHS: tuple[str, ...] = ("efficientnet_b0", "resnet18", "resnet34")
 
 
+def _setting(default: Any, help: str) -> Any:
+    """A field with its default and its ``--help`` text, the one place gcv-train's options are described."""
+    return field(default=default, metadata={"help": help})
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Everything that decides what ``gcv-train`` does.
 
-    Attributes:
-        data: dataset folder or ``path,label`` CSV manifest.
-        out: run folder; one sub-folder per arch is written inside.
-        archs: torchvision names of the models to train, in order.
-        weights: ``imagenet``, ``none`` or the path of a torchvision state dict.
-        layout: force a dataset layout (``lamoda``, ``folders``, ``csv``); ``None`` detects it.
-        epochs: number of passes over the training split.
-        batch_size: images per optimisation step.
-        lr: AdamW learning rate at epoch 1.
-        lr_gamma: ExponentialLR factor applied after each epoch.
-        weight_decay: AdamW decoupled weight decay (PyTorch's default 0.01).
-        val_fraction: share of each class held out for validation (stratified).
-        seed: seeds the split, the initialisation of the head and every epoch's augmentation.
-        image_size: model input side in px; ``None`` keeps each weights entry's default (224).
-        rotation: largest random rotation in degrees (training augmentation).
-        crop_scale: smallest area fraction kept by the random resized crop.
-        jitter: brightness/contrast/saturation jitter strength (0 disables).
-        hflip: probability of a horizontal flip.
-        workers: DataLoader worker processes (0 decodes in the main process).
-        device: ``auto`` (CUDA when available), ``cpu`` or ``cuda``.
-        resume: continue each arch from its ``last.pt`` in ``out``.
-        skip_bad_images: leave images that cannot be decoded out of the split (listed in
-            ``skipped_images.csv``) instead of stopping with an error that names them.
+    Each field's meaning is its ``metadata["help"]`` (:func:`setting_help`), which is also the ``--help`` text of
+    its gcv-train option; the CLI takes each option's default from here, so the two cannot drift.
+    ``data`` is the dataset folder or ``path,label`` CSV manifest; ``out`` the run folder (one sub-folder per arch).
     """
 
     data: Path
     out: Path
-    archs: tuple[str, ...] = ("resnet18",)
-    weights: str = "imagenet"
-    layout: str | None = None
-    epochs: int = DEFAULT_EPOCHS
-    batch_size: int = DEFAULT_BATCH_SIZE
-    lr: float = DEFAULT_LR
-    lr_gamma: float = DEFAULT_LR_GAMMA
-    weight_decay: float = 0.01
-    val_fraction: float = DEFAULT_VAL_FRACTION
-    seed: int = 0
-    image_size: int | None = None
-    rotation: float = 15.0
-    crop_scale: float = 0.7
-    jitter: float = 0.2
-    hflip: float = 0.5
-    workers: int = 0
-    device: str = "auto"
-    resume: bool = False
-    skip_bad_images: bool = False
+    archs: tuple[str, ...] = _setting(
+        ("resnet18",), "Model(s) to train; repeat the option or say 'all' to train and compare several."
+    )
+    weights: str = _setting(
+        "imagenet",
+        "Backbone weights: 'imagenet' (torchvision's, from the TORCH_HOME cache or downloaded), 'none' (from "
+        "scratch), the path of a torchvision state dict file, or a GarmentCV checkpoint (best.pt of another run "
+        "of the same arch, other classes allowed: its backbone is kept, the head replaced).",
+    )
+    layout: str | None = _setting(
+        None,
+        "Dataset layout; detected when not given: a .csv file is a manifest, a folder of <id>_<label>.jpg files "
+        "is lamoda, a folder of class folders is folders.",
+    )
+    epochs: int = _setting(DEFAULT_EPOCHS, "Passes over the training split.")
+    batch_size: int = _setting(
+        DEFAULT_BATCH_SIZE, "Images per step (at least 2: BatchNorm cannot train on one; a last training batch of one is dropped)."
+    )
+    lr: float = _setting(DEFAULT_LR, "AdamW learning rate.")
+    lr_gamma: float = _setting(DEFAULT_LR_GAMMA, "Learning rate factor applied after each epoch (ExponentialLR).")
+    weight_decay: float = _setting(0.01, "AdamW decoupled weight decay.")
+    val_fraction: float = _setting(DEFAULT_VAL_FRACTION, "Share of each class held out for validation (stratified).")
+    seed: int = _setting(0, "Seed of the split, the head's init and the augmentation.")
+    image_size: int | None = _setting(
+        None, "Model input side in px (resize scaled in the weights' ratio, 256/224). Default: the weights' 224."
+    )
+    rotation: float = _setting(15.0, "Largest random rotation, degrees.")
+    crop_scale: float = _setting(0.7, "Smallest image area kept by the random resized crop.")
+    jitter: float = _setting(0.2, "Brightness/contrast/saturation jitter; 0 disables.")
+    hflip: float = _setting(0.5, "Probability of a horizontal flip.")
+    workers: int = _setting(
+        0, "DataLoader worker processes (0: main process). Changes the augmentation stream, so --resume needs the same."
+    )
+    device: str = _setting("auto", "auto: CUDA (with AMP) when present.")
+    resume: bool = _setting(
+        False, "Continue the run in --out from each arch's last.pt; refused if the settings or the data differ."
+    )
+    skip_bad_images: bool = _setting(
+        False,
+        "Train without images that cannot be decoded (listed in skipped_images.csv of the run folder) instead of "
+        "stopping with their names. Every image is checked once before training.",
+    )
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-compatible form (paths as strings, tuples as lists)."""
@@ -85,3 +93,22 @@ class TrainConfig:
         kwargs["data"], kwargs["out"] = Path(kwargs["data"]), Path(kwargs["out"])
         kwargs["archs"] = tuple(kwargs.get("archs", ("resnet18",)))
         return cls(**kwargs)
+
+
+def setting_help(name: str) -> str:
+    """The ``--help`` text of TrainConfig field ``name``.
+
+    Raises:
+        KeyError: ``name`` is not a field with a help text.
+    """
+    return {f.name: f.metadata.get("help") for f in dataclasses.fields(TrainConfig)}[name]
+
+
+def setting_default(name: str) -> Any:
+    """The default of TrainConfig field ``name``.
+
+    Raises:
+        KeyError: ``name`` is not a field with a default.
+    """
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig) if f.default is not dataclasses.MISSING}
+    return defaults[name]
