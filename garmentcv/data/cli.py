@@ -38,21 +38,37 @@ def main() -> None:
     help="Keep at most N images per class in each split (in file order). Default: all.",
 )
 @click.option("--all-classes", is_flag=True, help="Keep the ten Fashion-MNIST classes instead of bryuki/bluzy.")
+@click.option(
+    "--pretraining-set", is_flag=True,
+    help="Also write OUT/pretrain (lamoda layout): the seven classes that are neither blouse nor trousers, from "
+    "the training file, at most --max-per-class each; an image whose file equals one of train/ or test/ "
+    "(SHA-256) is left out and counted.",
+)
 @quiet_option
 @handle_errors
-def fashion_mnist(out: Path, source: Path, max_per_class: int | None, all_classes: bool, quiet: bool) -> None:
+def fashion_mnist(
+    out: Path, source: Path, max_per_class: int | None, all_classes: bool, pretraining_set: bool, quiet: bool
+) -> None:
     """Write a Lamoda-layout stand-in from Fashion-MNIST.
 
     Trouser becomes bryuki, Shirt and T-shirt/top become bluzy; garments are dark on white. OUT/train holds
     <id>_<label>.jpg files, OUT/test unlabelled <index>.jpg files, OUT/test_labels.csv the index,label
-    solution. The same input always gives the same bytes.
+    solution; with --pretraining-set, OUT/pretrain the seven other classes, sharing no file with the target
+    set. The same input always gives the same bytes.
     """
     setup_logging(quiet)
     check_writable_output(out / "test_labels.csv", "--out")  # before any image is written
     with tqdm(desc="writing images", unit="img", file=sys.stderr, disable=True if quiet else None) as bar:
-        summary = write_fashion_mnist(out, source, max_per_class, all_classes, progress=bar.update)
+        summary = write_fashion_mnist(
+            out, source, max_per_class, all_classes, progress=bar.update, pretraining_set=pretraining_set
+        )
     click.echo(f"train: {summary.train_counts} -> {out / 'train'}")
     click.echo(f"test:  {summary.test_counts} -> {out / 'test'} (labels in {out / 'test_labels.csv'})")
+    if pretraining_set:
+        click.echo(
+            f"pretrain: {summary.pretrain_counts} -> {out / 'pretrain'}; no image shared with train/ or test/ "
+            f"(SHA-256); {summary.pretrain_shared} left out"
+        )
 
 
 @main.command("inspect", short_help="Report on a dataset before training; never modifies it.")

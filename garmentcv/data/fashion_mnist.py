@@ -6,7 +6,11 @@ garments in IDX files. Trouser (label 1) becomes ``bryuki`` and Shirt (6) plus T
 photos. The output mirrors the Kaggle layout:
 
 * ``OUT/train/<id>_<label>.jpg`` (lamoda layout, ids from 1 in file order),
-* ``OUT/test/<index>.jpg`` unlabelled, and ``OUT/test_labels.csv`` (``index,label``, the solution format).
+* ``OUT/test/<index>.jpg`` unlabelled, and ``OUT/test_labels.csv`` (``index,label``, the solution format),
+* with ``pretraining_set``, ``OUT/pretrain/<id>_<label>.jpg`` (lamoda layout): the seven classes that are
+  neither blouse nor trousers (:data:`PRETRAINING_CLASSES`), from the training IDX file, to pretrain a backbone
+  for transfer to bluzy/bryuki. No file there is byte-identical (SHA-256, as ``gcv-data inspect`` checks
+  leakage) to a file of ``train/`` or ``test/``: such an image is left out and counted.
 
 Files are written in IDX order with fixed JPEG settings, so the same input gives the same bytes.
 """
@@ -15,9 +19,11 @@ from __future__ import annotations
 
 import csv
 import gzip
+import hashlib
+import io
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -48,17 +54,27 @@ FASHION_MNIST_CLASSES: tuple[str, ...] = (
 #: The Lamoda stand-in: Fashion-MNIST label index -> Lamoda class.
 LAMODA_MAPPING: dict[int, str] = {1: "bryuki", 6: "bluzy", 0: "bluzy"}
 
+#: The pretraining set: the Fashion-MNIST classes in neither Lamoda class, in label order.
+PRETRAINING_CLASSES: tuple[str, ...] = ("pullover", "dress", "coat", "sandal", "sneaker", "bag", "ankle-boot")
+PRETRAINING_MAPPING: dict[int, str] = {FASHION_MNIST_CLASSES.index(c): c for c in PRETRAINING_CLASSES}
+
 _SPLITS = {"train": "train", "test": "t10k"}
 _JPEG_QUALITY = 95
 
 
 @dataclass(frozen=True)
 class FashionMnistSummary:
-    """What :func:`write_fashion_mnist` wrote: image counts per class for each split."""
+    """What :func:`write_fashion_mnist` wrote: image counts per class for each split.
+
+    ``pretrain_counts`` is empty without a pretraining set; ``pretrain_shared`` counts the pretraining images
+    left out because their file would be byte-identical to one of ``train/`` or ``test/``.
+    """
 
     out: Path
     train_counts: dict[str, int]
     test_counts: dict[str, int]
+    pretrain_counts: dict[str, int] = field(default_factory=dict)
+    pretrain_shared: int = 0
 
 
 def read_idx(path: Path) -> np.ndarray:
@@ -118,9 +134,18 @@ def _select(labels: np.ndarray, mapping: dict[int, str], max_per_class: int | No
     return keep
 
 
-def _save(pixels: np.ndarray, path: Path) -> None:
+def _encode(pixels: np.ndarray) -> bytes:
     # Inverted greyscale: dark garment on a white background.
-    Image.fromarray(255 - pixels, mode="L").save(path, format="JPEG", quality=_JPEG_QUALITY)
+    buffer = io.BytesIO()
+    Image.fromarray((255 - pixels).astype(np.uint8), mode="L").save(buffer, format="JPEG", quality=_JPEG_QUALITY)
+    return buffer.getvalue()
+
+
+def _save(pixels: np.ndarray, path: Path) -> str:
+    """Write the JPEG of ``pixels`` to ``path``; returns the SHA-256 hex digest of the bytes written."""
+    data = _encode(pixels)
+    path.write_bytes(data)
+    return hashlib.sha256(data).hexdigest()
 
 
 def write_fashion_mnist(
@@ -129,6 +154,7 @@ def write_fashion_mnist(
     max_per_class: int | None = None,
     all_classes: bool = False,
     progress: Callable[[int], None] | None = None,
+    pretraining_set: bool = False,
 ) -> FashionMnistSummary:
     """Write the Lamoda-layout stand-in built from Fashion-MNIST.
 
@@ -139,13 +165,22 @@ def write_fashion_mnist(
         all_classes: keep the ten Fashion-MNIST classes (:data:`FASHION_MNIST_CLASSES`) instead of the two
             Lamoda classes.
         progress: called with the number of images written since the last call.
+        pretraining_set: also write ``out/pretrain/`` (:data:`PRETRAINING_CLASSES`, at most ``max_per_class``
+            each, from the training file), leaving out any image whose file would equal one of the target set.
 
     Raises:
-        DatasetError: source files missing or corrupt, or ``out/train`` / ``out/test`` not empty.
+        DatasetError: source files missing or corrupt, ``out/train`` / ``out/test`` / ``out/pretrain`` not
+            empty, or ``all_classes`` with ``pretraining_set`` (no class would be left to pretrain on).
     """
+    if all_classes and pretraining_set:
+        raise DatasetError(
+            "--all-classes keeps every Fashion-MNIST class in the target set, so --pretraining-set would have no "
+            "other class; use one or the other"
+        )
     mapping = dict(enumerate(FASHION_MNIST_CLASSES)) if all_classes else LAMODA_MAPPING
     train_dir, test_dir = out / "train", out / "test"
-    for folder in (train_dir, test_dir):
+    pre_dir = out / "pretrain"
+    for folder in (train_dir, test_dir, *((pre_dir,) if pretraining_set else ())):
         if folder.exists() and any(folder.iterdir()):
             raise DatasetError(f"{folder}: not empty; choose another --out or remove it first")
     data = {split: _load_split(source, split) for split in _SPLITS}
@@ -156,8 +191,9 @@ def write_fashion_mnist(
     keep = _select(labels, mapping, max_per_class)
     width = max(4, len(str(len(keep))))
     train_counts: dict[str, int] = {}
+    target: set[str] = set()
     for number, (index, name) in enumerate(keep, start=1):
-        _save(images[index], train_dir / f"{number:0{width}d}_{name}.jpg")
+        target.add(_save(images[index], train_dir / f"{number:0{width}d}_{name}.jpg"))
         train_counts[name] = train_counts.get(name, 0) + 1
         if progress:
             progress(1)
@@ -167,7 +203,7 @@ def write_fashion_mnist(
     test_counts: dict[str, int] = {}
     rows = []
     for number, (index, name) in enumerate(keep):
-        _save(images[index], test_dir / f"{number}.jpg")
+        target.add(_save(images[index], test_dir / f"{number}.jpg"))
         rows.append((number, name))
         test_counts[name] = test_counts.get(name, 0) + 1
         if progress:
@@ -177,4 +213,43 @@ def write_fashion_mnist(
         writer.writerow(["index", "label"])
         writer.writerows(rows)
     logger.info("wrote %s: train %s, test %s", out, train_counts, test_counts)
-    return FashionMnistSummary(out, dict(sorted(train_counts.items())), dict(sorted(test_counts.items())))
+    pre_counts, shared = _write_pretraining_set(pre_dir, data["train"], target, max_per_class, progress) if pretraining_set else ({}, 0)
+    return FashionMnistSummary(
+        out, dict(sorted(train_counts.items())), dict(sorted(test_counts.items())), dict(sorted(pre_counts.items())), shared
+    )
+
+
+def _write_pretraining_set(
+    folder: Path,
+    split: tuple[np.ndarray, np.ndarray],
+    target: set[str],
+    max_per_class: int | None,
+    progress: Callable[[int], None] | None,
+) -> tuple[dict[str, int], int]:
+    """Write the lamoda-layout pretraining set; returns its counts per class and how many images were left out.
+
+    An image is left out when its JPEG bytes have a SHA-256 digest in ``target`` (the target set's files), so the
+    two sets share no file, as ``gcv-data inspect`` would check; at most ``max_per_class`` are kept per class.
+    """
+    images, labels = split
+    folder.mkdir(parents=True, exist_ok=True)
+    counts: dict[str, int] = {}
+    shared, number = 0, 0
+    candidates = _select(labels, PRETRAINING_MAPPING, None)
+    width = max(4, len(str(len(candidates))))
+    for index, name in candidates:
+        if max_per_class is not None and counts.get(name, 0) >= max_per_class:
+            continue
+        data = _encode(images[index])
+        if hashlib.sha256(data).hexdigest() in target:
+            shared += 1
+            continue
+        number += 1
+        (folder / f"{number:0{width}d}_{name}.jpg").write_bytes(data)
+        counts[name] = counts.get(name, 0) + 1
+        if progress:
+            progress(1)
+    if shared:
+        logger.warning("%s: left out %d image(s) whose file equals one of the target set (SHA-256)", folder, shared)
+    logger.info("wrote %s: %s", folder, counts)
+    return counts, shared
