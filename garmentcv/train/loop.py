@@ -30,11 +30,12 @@ from garmentcv.errors import CheckpointError, GarmentCVError, OutputPathError
 from garmentcv.fsutil import atomic_write, check_writable_output, write_json
 from garmentcv.image import Preprocessing
 from garmentcv.metrics import ClassificationMetrics, classification_metrics
-from garmentcv.models.registry import build_model, default_preprocessing, get_spec
+from garmentcv.models.registry import default_preprocessing, get_spec
 from garmentcv.train.checkpoint import load_checkpoint, save_checkpoint
 from garmentcv.train.config import TrainConfig
 from garmentcv.train.data import Split, build_loaders, drop_bad_images, find_bad_images, split_dataset
 from garmentcv.train.report import comparison_table, save_confusion_matrix, save_curves
+from garmentcv.train.transfer import build_for_training
 
 logger = logging.getLogger(__name__)
 
@@ -190,7 +191,7 @@ def fit_arch(
     classes = dataset.classes
     pp: Preprocessing = default_preprocessing(arch, cfg.image_size)
     torch.manual_seed(cfg.seed)
-    built = build_model(arch, len(classes), cfg.weights, progress=progress)
+    built = build_for_training(arch, len(classes), cfg.weights, progress=progress)
     model = built.model.to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=cfg.lr_gamma)
