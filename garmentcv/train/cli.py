@@ -105,6 +105,15 @@ def _given(ctx: click.Context, name: str) -> bool:
 @setting("device", type=click.Choice(["auto", "cpu", "cuda"]))
 @setting("resume", is_flag=True)
 @setting("skip_bad_images", is_flag=True)
+@setting("freeze_backbone_epochs", type=click.IntRange(min=0))
+@setting("backbone_lr_factor", type=click.FloatRange(min=0, min_open=True))
+@setting("warmup_epochs", type=click.IntRange(min=0))
+@setting("label_smoothing", type=click.FloatRange(0, 1, max_open=True))
+@setting("decay_norm_bias", "--decay-norm-bias/--no-decay-norm-bias")
+@setting("early_stopping_patience", type=click.IntRange(min=0))
+@setting("early_stopping_metric", type=click.Choice(["val_loss", "accuracy"]))
+@setting("class_weights", is_flag=True)
+@setting("balanced_sampler", is_flag=True)
 @quiet_option
 @verbose_option
 @handle_errors

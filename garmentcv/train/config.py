@@ -77,6 +77,36 @@ class TrainConfig:
         "stopping with their names. Every image is checked once before training.",
     )
 
+    freeze_backbone_epochs: int = _setting(
+        0,
+        "Train only the head for the first N epochs (linear probe), then the whole network; 0: never frozen. "
+        "Frozen parameters do not move (BatchNorm running statistics still adapt).",
+    )
+    backbone_lr_factor: float = _setting(
+        1.0, "Backbone learning rate = --lr x this factor; the head keeps --lr (e.g. 0.1 fine-tunes gently)."
+    )
+    warmup_epochs: int = _setting(
+        0,
+        "Linear learning-rate warm-up: epoch e <= N trains at lr x e/(N+1), then lr x gamma^(e-1-N); 0: none "
+        "(epoch e at lr x gamma^(e-1)).",
+    )
+    label_smoothing: float = _setting(0.0, "Label smoothing of the training cross-entropy (validation loss is plain).")
+    decay_norm_bias: bool = _setting(
+        True, "Apply weight decay to normalisation and bias parameters too; --no-decay-norm-bias exempts them."
+    )
+    early_stopping_patience: int = _setting(
+        0,
+        "Stop when --early-stopping-metric has not improved for N epochs (best.pt stays the best validation "
+        "accuracy's epoch); 0: train every epoch.",
+    )
+    early_stopping_metric: str = _setting("val_loss", "What early stopping watches: val_loss (lower is better) or accuracy.")
+    class_weights: bool = _setting(
+        False, "Weight the training loss per class by n/(C x n_c) (training split counts) for imbalanced classes."
+    )
+    balanced_sampler: bool = _setting(
+        False, "Draw training images with probability 1/n_c per class (with replacement, same epoch size)."
+    )
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-compatible form (paths as strings, tuples as lists)."""
         out: dict[str, Any] = {}

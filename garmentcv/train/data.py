@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from PIL import Image
 from sklearn.model_selection import train_test_split
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 from torchvision import transforms as T
 from tqdm import tqdm
 
@@ -27,6 +27,7 @@ from garmentcv.cpus import available_cpus
 from garmentcv.errors import DatasetError, ImageDecodeError
 from garmentcv.image import Preprocessing, decode_image, load_input
 from garmentcv.train.config import TrainConfig
+from garmentcv.train.recipe import sampler_weights
 
 logger = logging.getLogger(__name__)
 
@@ -232,6 +233,9 @@ def build_loaders(
 ) -> tuple[DataLoader, DataLoader]:
     """DataLoaders for one epoch: shuffled training batches (order fixed by ``epoch_seed``) and validation.
 
+    With ``cfg.balanced_sampler`` the training images are drawn with replacement, each with weight ``1/n_c``
+    (:func:`garmentcv.train.recipe.sampler_weights`), as many as the training split holds.
+
     A final training batch of exactly one image is dropped, since BatchNorm cannot train on it.
 
     Raises:
@@ -240,10 +244,15 @@ def build_loaders(
     if len(split.train) < 2:
         raise DatasetError(f"only {len(split.train)} training image(s) after the split; need at least 2")
     generator = torch.Generator().manual_seed(epoch_seed)
+    sampler = None
+    if cfg.balanced_sampler:
+        targets = [classes.index(s.label) for s in split.train]
+        sampler = WeightedRandomSampler(sampler_weights(targets), len(targets), replacement=True, generator=generator)
     train_loader = DataLoader(
         TrainImages(split.train, classes, train_transform(pp, cfg)),
         batch_size=cfg.batch_size,
-        shuffle=True,
+        shuffle=sampler is None,
+        sampler=sampler,
         generator=generator,
         num_workers=cfg.workers,
         drop_last=len(split.train) % cfg.batch_size == 1,

@@ -1,7 +1,8 @@
-"""The training recipe: AdamW, ExponentialLR, per-epoch validation, checkpoints and resume.
+"""The training recipe: AdamW, an exponential learning-rate decay (optionally after a linear warm-up),
+per-epoch validation, checkpoints, early stopping and resume. The recipe's parts live in :mod:`.recipe`.
 
 Every epoch ``e`` seeds torch's RNG and the shuffling with ``(seed, e)``, so an epoch's batches, augmentation
-and dropout depend only on the seed and the epoch number. Together with the optimizer and scheduler states in
+and dropout depend only on the seed and the epoch number. Together with the optimizer state in
 ``last.pt`` this makes ``--resume`` end exactly where an uninterrupted run would (on the CPU).
 """
 
@@ -34,6 +35,15 @@ from garmentcv.models.registry import default_preprocessing, get_spec
 from garmentcv.train.checkpoint import load_checkpoint, save_checkpoint
 from garmentcv.train.config import TrainConfig
 from garmentcv.train.data import Split, build_loaders, drop_bad_images, find_bad_images, split_dataset
+from garmentcv.train.recipe import (
+    class_weights,
+    early_stop,
+    lr_factor,
+    make_criterion,
+    make_optimizer,
+    set_backbone_trainable,
+    set_epoch_lr,
+)
 from garmentcv.train.report import comparison_table, save_confusion_matrix, save_curves
 from garmentcv.train.transfer import build_for_training
 
@@ -109,14 +119,17 @@ def train_one_epoch(
     scaler: torch.amp.GradScaler | None = None,
     desc: str = "train",
     progress: bool = True,
+    criterion: nn.Module | None = None,
 ) -> tuple[float, float]:
-    """One pass over ``loader``: cross-entropy, backward, optimizer step. AMP (float16) when ``scaler``.
+    """One pass over ``loader``: ``criterion`` (plain cross-entropy when None), backward, optimizer step.
+
+    AMP (float16) when ``scaler``. The loss reported is ``criterion``'s (smoothed or weighted if it is).
 
     Returns:
         ``(mean loss per image, top-1 accuracy 0..1)`` over the images seen.
     """
     model.train()
-    criterion = nn.CrossEntropyLoss()
+    criterion = criterion if criterion is not None else nn.CrossEntropyLoss()
     total_loss, correct, seen = 0.0, 0, 0
     bar = tqdm(loader, desc=desc, unit="batch", leave=False, file=sys.stderr, disable=None if progress else True)
     for images, targets in bar:
@@ -193,8 +206,11 @@ def fit_arch(
     torch.manual_seed(cfg.seed)
     built = build_for_training(arch, len(classes), cfg.weights, progress=progress)
     model = built.model.to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=cfg.lr_gamma)
+    head = get_spec(arch).head
+    optimizer = make_optimizer(model, head, cfg.lr, cfg.weight_decay, cfg.backbone_lr_factor, cfg.decay_norm_bias)
+    counts = [sum(s.label == c for s in split.train) for c in classes]
+    weight = torch.tensor(class_weights(counts), dtype=torch.float32, device=device) if cfg.class_weights else None
+    criterion = make_criterion(cfg.label_smoothing, weight)
     scaler = torch.amp.GradScaler("cuda") if device.type == "cuda" else None
 
     start, history, best_epoch, best_acc, spent = 1, [], 0, -1.0, 0.0
@@ -208,7 +224,6 @@ def fit_arch(
             )
         model.load_state_dict(state["state_dict"])
         optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
         if scaler and state.get("scaler"):
             scaler.load_state_dict(state["scaler"])
         torch.set_rng_state(state["rng"]["torch"])
@@ -225,15 +240,18 @@ def fit_arch(
         "config": cfg.to_dict(),
     }
     for epoch in range(start, cfg.epochs + 1):
+        if _stopped_early_after(history, cfg) is not None:
+            break  # also when resuming a run that had stopped early
         started = time.perf_counter()
         epoch_seed = _seed_epoch(cfg.seed, epoch)
         train_loader, val_loader = build_loaders(split, classes, pp, cfg, epoch_seed)
-        lr = optimizer.param_groups[0]["lr"]
+        set_backbone_trainable(model, head, trainable=epoch > cfg.freeze_backbone_epochs)
+        lr = cfg.lr * lr_factor(epoch, cfg.lr_gamma, cfg.warmup_epochs)
+        set_epoch_lr(optimizer, cfg.lr, lr_factor(epoch, cfg.lr_gamma, cfg.warmup_epochs))
         train_loss, train_acc = train_one_epoch(
-            model, train_loader, optimizer, device, scaler, f"{arch} {epoch}/{cfg.epochs}", progress
+            model, train_loader, optimizer, device, scaler, f"{arch} {epoch}/{cfg.epochs}", progress, criterion
         )
         val_loss, val = evaluate(model, val_loader, device, len(classes))
-        scheduler.step()
         seconds = time.perf_counter() - started
         spent += seconds
         result = EpochResult(epoch, lr, train_loss, train_acc, val_loss, val, seconds)
@@ -256,12 +274,21 @@ def fit_arch(
                 "history": history,
                 "train_seconds": spent,
                 "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
                 "scaler": scaler.state_dict() if scaler else {},
                 "rng": {"torch": torch.get_rng_state()},
             },
         )
-        write_json(run_dir / "metrics.json", {"arch": arch, "classes": list(classes), "best_epoch": best_epoch, "history": history})
+        stopped = _stopped_early_after(history, cfg)
+        write_json(
+            run_dir / "metrics.json",
+            {"arch": arch, "classes": list(classes), "best_epoch": best_epoch, "stopped_early_after": stopped,
+             "history": history},
+        )  # fmt: skip
+        if stopped is not None:
+            logger.info(
+                "%s: early stopping after epoch %d: %s has not improved for %d epochs",
+                arch, epoch, cfg.early_stopping_metric, cfg.early_stopping_patience,
+            )  # fmt: skip
 
     if not history:
         raise CheckpointError(f"{run_dir}: nothing trained (epochs={cfg.epochs})")
@@ -275,13 +302,22 @@ def fit_arch(
     return ArchResult(arch, run_dir, best_epoch, best, history, params, spent, built.weights_source)
 
 
+def _stopped_early_after(history: list[dict[str, Any]], cfg: TrainConfig) -> int | None:
+    """The epoch after which early stopping ends the run (the last of ``history``), or None to go on."""
+    metric = cfg.early_stopping_metric
+    values = [float(h[metric]) for h in history]
+    return len(history) if early_stop(values, cfg.early_stopping_patience, higher_is_better=metric != "val_loss") else None
+
+
 def _check_resume_config(cfg: TrainConfig) -> None:
     stored_path = cfg.out / "config.json"
     if not stored_path.is_file():
         raise CheckpointError(f"{cfg.out}: no config.json, so there is no run to resume; drop --resume")
     stored = TrainConfig.from_dict(json.loads(stored_path.read_text(encoding="utf-8")))
     keys = ("data", "layout", "epochs", "batch_size", "lr", "lr_gamma", "weight_decay", "val_fraction", "seed",
-            "image_size", "weights", "rotation", "crop_scale", "jitter", "hflip", "workers")  # fmt: skip
+            "image_size", "weights", "rotation", "crop_scale", "jitter", "hflip", "workers", "freeze_backbone_epochs",
+            "backbone_lr_factor", "warmup_epochs", "label_smoothing", "decay_norm_bias", "early_stopping_patience",
+            "early_stopping_metric", "class_weights", "balanced_sampler")  # fmt: skip
     changed = {k: (getattr(stored, k), getattr(cfg, k)) for k in keys if getattr(stored, k) != getattr(cfg, k)}
     if changed:
         detail = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changed.items())
