@@ -175,3 +175,21 @@ def test_resuming_a_run_that_stopped_early_trains_no_further(make_lamoda, tmp_pa
     monkeypatch.setattr(loop, "train_one_epoch", lambda *a, **k: calls.append(1))
     resumed = loop.train(TrainConfig(**{**cfg.__dict__, "resume": True}), progress=False)
     assert calls == [] and [h["epoch"] for h in resumed.archs[0].history] == [1, 2, 3]
+
+
+@pytest.mark.parametrize(
+    ("setting", "value", "words"),
+    [
+        ("early_stopping_metric", "f1", "early_stopping_metric must be val_loss or accuracy, got 'f1'"),
+        ("label_smoothing", 1.0, "label_smoothing must be in [0, 1), got 1.0"),
+        ("backbone_lr_factor", 0.0, "backbone_lr_factor must be > 0, got 0.0"),
+        ("warmup_epochs", -1, "warmup_epochs must be >= 0, got -1"),
+    ],
+)
+def test_the_library_refuses_recipe_settings_out_of_range(setting, value, words, make_lamoda, tmp_path: Path) -> None:
+    from garmentcv.errors import GarmentCVError
+
+    cfg = TrainConfig(data=make_lamoda(per_class=3), out=tmp_path / "run", **{**TINY, setting: value})
+    with pytest.raises(GarmentCVError, match=words.replace("(", r"\(").replace("[", r"\[").replace(")", r"\)")):
+        loop.train(cfg, progress=False)
+    assert not (tmp_path / "run").exists()

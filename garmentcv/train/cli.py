@@ -44,9 +44,9 @@ def setting(name: str, *decls: str, **kwargs: Any) -> Callable[[Callable[..., An
     flag = f"--{name.replace('_', '-')}"
     if name == "archs":
         flag = "--arch"
-    return click.option(
-        *(decls or (flag,)), name, default=setting_default(name), help=setting_help(name), show_default=True, **kwargs
-    )
+    default = setting_default(name)
+    shown: bool | str = "off" if kwargs.get("is_flag") and default is False else True
+    return click.option(*(decls or (flag,)), name, default=default, help=setting_help(name), show_default=shown, **kwargs)
 
 
 def _load_config(path: Path) -> TrainConfig:

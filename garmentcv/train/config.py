@@ -53,7 +53,7 @@ class TrainConfig:
         DEFAULT_BATCH_SIZE, "Images per step (at least 2: BatchNorm cannot train on one; a last training batch of one is dropped)."
     )
     lr: float = _setting(DEFAULT_LR, "AdamW learning rate.")
-    lr_gamma: float = _setting(DEFAULT_LR_GAMMA, "Learning rate factor applied after each epoch (ExponentialLR).")
+    lr_gamma: float = _setting(DEFAULT_LR_GAMMA, "Learning rate factor applied after each epoch (exponential decay, after any warm-up).")
     weight_decay: float = _setting(0.01, "AdamW decoupled weight decay.")
     val_fraction: float = _setting(DEFAULT_VAL_FRACTION, "Share of each class held out for validation (stratified).")
     seed: int = _setting(0, "Seed of the split, the head's init and the augmentation.")

@@ -309,6 +309,29 @@ def _stopped_early_after(history: list[dict[str, Any]], cfg: TrainConfig) -> int
     return len(history) if early_stop(values, cfg.early_stopping_patience, higher_is_better=metric != "val_loss") else None
 
 
+def _check_recipe(cfg: TrainConfig) -> None:
+    """Refuse fine-tuning settings out of range (the CLI's types check them too; a config.json or the API may not).
+
+    Raises:
+        GarmentCVError: names the setting, the rule and the value given.
+    """
+    problems = [
+        f"{name} must be {rule}, got {value!r}"
+        for name, value, ok, rule in (
+            ("early_stopping_metric", cfg.early_stopping_metric, cfg.early_stopping_metric in ("val_loss", "accuracy"),
+             "val_loss or accuracy"),
+            ("label_smoothing", cfg.label_smoothing, 0 <= cfg.label_smoothing < 1, "in [0, 1)"),
+            ("backbone_lr_factor", cfg.backbone_lr_factor, cfg.backbone_lr_factor > 0, "> 0"),
+            ("warmup_epochs", cfg.warmup_epochs, cfg.warmup_epochs >= 0, ">= 0"),
+            ("freeze_backbone_epochs", cfg.freeze_backbone_epochs, cfg.freeze_backbone_epochs >= 0, ">= 0"),
+            ("early_stopping_patience", cfg.early_stopping_patience, cfg.early_stopping_patience >= 0, ">= 0"),
+        )
+        if not ok
+    ]  # fmt: skip
+    if problems:
+        raise GarmentCVError(f"{'; '.join(problems)}; fix the option (or the config.json it came from)")
+
+
 def _check_resume_config(cfg: TrainConfig) -> None:
     stored_path = cfg.out / "config.json"
     if not stored_path.is_file():
@@ -414,6 +437,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> TrainResult:
         raise GarmentCVError(
             f"batch size must be at least 2, got {cfg.batch_size}: BatchNorm cannot train on a batch of one image"
         )
+    _check_recipe(cfg)
     created = _prepare_out(cfg)
     try:
         return _train_into(cfg, progress)
