@@ -21,7 +21,6 @@ from garmentcv.train.recipe import (
     make_criterion,
     make_optimizer,
     sampler_weights,
-    set_backbone_trainable,
 )
 
 TINY = {"image_size": 32, "weights": "none", "batch_size": 4, "epochs": 1}
