@@ -221,6 +221,18 @@ def test_split_gives_every_class_of_two_or_more_a_validation_image(tmp_path: Pat
     assert split == split_dataset(ds, 0.2, seed=0)
 
 
+@pytest.mark.parametrize(("counts", "fraction"), [({"a": 3, "b": 3, "c": 3}, 0.2), ({"a": 2, "b": 2}, 0.9)])
+def test_split_of_few_images_per_class_still_puts_every_class_on_both_sides(
+        tmp_path: Path, counts: dict[str, int], fraction: float) -> None:
+    """sklearn refuses a test (or train) side with fewer images than classes; the split must not (issue 12)."""
+    ds = _dataset_of(counts, tmp_path)
+    split = split_dataset(ds, fraction, seed=0)
+    for name, n in counts.items():
+        in_val = sum(s.label == name for s in split.val)
+        assert 1 <= in_val <= n - 1, (name, in_val)
+    assert len(split.train) + len(split.val) == sum(counts.values())
+
+
 def test_split_keeps_a_one_image_class_for_training_and_says_so(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     ds = _dataset_of({"big": 10, "lone": 1}, tmp_path)
     split = split_dataset(ds, 0.2, seed=0)

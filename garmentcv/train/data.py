@@ -6,6 +6,8 @@ so validation figures are what the exported model will see.
 
 from __future__ import annotations
 
+import math
+
 import dataclasses
 import logging
 import sys
@@ -144,9 +146,14 @@ def split_dataset(dataset: LabelledDataset, val_fraction: float, seed: int) -> S
     splittable = [i for i, s in enumerate(dataset.samples) if s.label not in small]
     singles = [i for i, s in enumerate(dataset.samples) if s.label in small]
     targets = dataset.targets
+    # sklearn refuses a side with fewer images than classes (3 classes x 3 images at 20%: 2 validation images);
+    # then ask for the nearest size it accepts, and the step below puts every class on both sides.
+    n, n_classes = len(splittable), len(counts) - len(small)
+    n_val = math.ceil(val_fraction * n)  # sklearn's own rounding of a fractional test_size
+    test_size: float | int = val_fraction if n_classes <= n_val <= n - n_classes else min(max(n_val, n_classes), n - n_classes)
     try:
         train_idx, val_idx = train_test_split(
-            splittable, test_size=val_fraction, random_state=seed, stratify=[targets[i] for i in splittable]
+            splittable, test_size=test_size, random_state=seed, stratify=[targets[i] for i in splittable]
         )
     except ValueError as exc:
         raise DatasetError(
