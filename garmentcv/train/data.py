@@ -6,10 +6,9 @@ so validation figures are what the exported model will see.
 
 from __future__ import annotations
 
-import math
-
 import dataclasses
 import logging
+import math
 import sys
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
