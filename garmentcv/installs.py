@@ -56,3 +56,16 @@ def require_onnxruntime() -> str:
         "onnxruntime is not installed; install one runtime: pip install 'garmentcv[cpu]' (CPU) or "
         "pip install 'garmentcv[gpu]' (CUDA, onnxruntime-gpu), never both"
     )
+
+
+def require_torch() -> None:
+    """Refuse, with the extra to install, a torch command (gcv-train, gcv-export) on an install without torch.
+
+    Raises:
+        MissingRuntimeError: torch is not installed.
+    """
+    if installed_version("torch") is None:
+        raise MissingRuntimeError(
+            "gcv-train and gcv-export need torch, which this install lacks; install the training extra with one "
+            "runtime: pip install 'garmentcv[train,cpu]' (or 'garmentcv[train,gpu]')"
+        )

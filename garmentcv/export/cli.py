@@ -8,9 +8,9 @@ from pathlib import Path
 import click
 
 from garmentcv.artifact import INT8_ACTIVATIONS, PRECISIONS
-from garmentcv.installs import require_onnxruntime
 from garmentcv.cli_utils import handle_errors, plural, quiet_option, setup_logging, verbose_option, version_option
 from garmentcv.infer.model_file import DEFAULT_MODEL_PATH
+from garmentcv.installs import require_onnxruntime, require_torch
 
 #: Same as garmentcv.export.convert.DEFAULT_OPSET, repeated so that --help loads no torch (a test checks it).
 DEFAULT_OPSET = 18
@@ -25,8 +25,9 @@ DEFAULT_OPSET = 18
 )
 @click.option("--precision", type=click.Choice(PRECISIONS), default="fp32",
               help="fp32; fp16 (for the CUDA provider, float32 in and out); int8 (static QDQ, per-channel weights).")
-@click.option("--opset", type=click.IntRange(min=1), default=DEFAULT_OPSET,
-              help="ONNX opset of the default domain; the export fails rather than write another.")
+@click.option("--opset", type=click.IntRange(min=DEFAULT_OPSET), default=DEFAULT_OPSET,
+              help="ONNX opset of the default domain (18, the lowest torch's exporter writes, and up); the export fails "
+              "rather than write another.")
 @click.option(
     "--val-data", type=click.Path(exists=True, path_type=Path), default=None,
     help="Labelled images (folder or path,label CSV) for the parity and accuracy checks. Default: the run's val.csv.",
@@ -66,10 +67,14 @@ def main(checkpoint: Path | None, quiet: bool, verbose: bool, **options: object)
     """
     setup_logging(quiet, verbose)
     require_onnxruntime()  # a clear message, not an ImportError, when neither [cpu] nor [gpu] is installed
+    require_torch()
     if not verbose:
         for name in ("onnxscript", "onnx_ir", "torch.onnx", "torch.export"):
             logging.getLogger(name).setLevel(logging.WARNING)
-    from garmentcv.export.exporter import ExportConfig, export_checkpoint  # torch loads here, after --help
+    from garmentcv.export.exporter import (  # torch loads here, after --help
+        ExportConfig,
+        export_checkpoint,
+    )
 
     cfg = ExportConfig(checkpoint=checkpoint, **options)  # type: ignore[arg-type]
     if cfg.out == DEFAULT_MODEL_PATH:

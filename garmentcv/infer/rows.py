@@ -72,6 +72,18 @@ def top_k(probs: Sequence[float], k: int) -> list[int]:
     return sorted(range(len(probs)), key=lambda i: (-probs[i], i))[:k]
 
 
+def _json_line(record: dict[str, Any]) -> str:
+    """One JSON line, UTF-8 text as is; a file name that is not valid UTF-8 (surrogate-escaped bytes) is written
+    with ASCII escapes instead, so the line stays valid JSON and ``os.fsencode(json.loads(line)["path"])`` gives
+    the file's bytes back."""
+    line = json.dumps(record, ensure_ascii=False)
+    try:
+        line.encode("utf-8")
+    except UnicodeEncodeError:
+        line = json.dumps(record, ensure_ascii=True)
+    return line + "\n"
+
+
 def write_rows(handle: IO[str], rows: Iterable[Row], classes: Sequence[str], fmt: OutputFormat | str,
                min_confidence: float | None = None, topk: int | None = None) -> int:
     """Write ``rows`` (in order) to an open text file in format ``fmt``. Returns the number of rows.
@@ -106,7 +118,7 @@ def write_rows(handle: IO[str], rows: Iterable[Row], classes: Sequence[str], fmt
                 record["top_labels"] = None if best is None else [classes[i] for i in best]
                 record["top_probs"] = None if best is None else [round(probs[i], 6) for i in best]
             record["error"] = row["error"]
-            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+            handle.write(_json_line(record))
             count += 1
         return count
     writer = csv.writer(handle, lineterminator="\n")

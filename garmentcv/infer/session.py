@@ -22,6 +22,7 @@ import onnxruntime as ort
 
 from garmentcv import cpus as _cpus
 from garmentcv.artifact import INPUT_NAME, OUTPUT_NAME, ModelInfo
+from garmentcv.cli_utils import plural
 from garmentcv.errors import GarmentCVError, ModelFileError
 from garmentcv.installs import runtime_conflict
 from garmentcv.infer.model_file import check_model_path
@@ -159,8 +160,8 @@ def open_model(path: Path, provider: str = "auto", threads: int | None = None) -
     if used == "cuda":
         del cpu_session
     logger.info(
-        "model %s: %s, %d classes %s, input %d px, %s; provider %s (%s threads)",
+        "model %s: %s, %d classes %s, input %d px, %s; provider %s (%s)",
         path, info.arch, len(info.classes), list(info.classes), info.preprocessing.crop, info.precision,
-        used, "GPU" if used == "cuda" else (threads or _cpus.available_cpus()),
+        used, "GPU" if used == "cuda" else plural(threads or _cpus.available_cpus(), "thread"),
     )
     return LoadedModel(path=path, info=info, provider=used, session=session)

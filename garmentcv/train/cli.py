@@ -13,6 +13,7 @@ from click.core import ParameterSource
 
 from garmentcv.cli_utils import handle_errors, quiet_option, setup_logging, verbose_option, version_option
 from garmentcv.data.layouts import Layout
+from garmentcv.installs import require_torch
 from garmentcv.train import config as defaults
 from garmentcv.train.config import TrainConfig, setting_default, setting_help
 
@@ -129,6 +130,7 @@ def main(
     last.pt, metrics.json, confusion_matrix.png, curves.png.
     """
     setup_logging(quiet, verbose)
+    require_torch()  # exit 1 naming the extra on a [cpu]-only install, not an ImportError
     ctx = click.get_current_context()
     if options["resume"] and out is None:
         raise click.UsageError("--resume needs --out, the run folder to continue")
@@ -140,7 +142,9 @@ def main(
         data = data or stored.data
     if data is None:
         raise click.UsageError("missing argument DATA (or --config RUN/config.json, which names it)")
-    from garmentcv.train.loop import train  # torch loads here, after --help and option errors
+    from garmentcv.train.loop import (
+        train,  # torch loads here, after --help and option errors
+    )
 
     archs = tuple(options.pop("archs"))
     chosen = defaults.ARCHS if "all" in archs else tuple(dict.fromkeys(archs))

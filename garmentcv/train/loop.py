@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from garmentcv.cli_utils import plural
 from garmentcv.data.layouts import LabelledDataset, Sample, load_dataset
-from garmentcv.errors import CheckpointError, GarmentCVError, OutputPathError
+from garmentcv.errors import CheckpointError, GarmentCVError, OutputPathError, PathNotFoundError
 from garmentcv.fsutil import atomic_write, check_writable_output, write_json
 from garmentcv.image import Preprocessing
 from garmentcv.metrics import ClassificationMetrics, classification_metrics
@@ -340,7 +340,7 @@ def _check_resume_config(cfg: TrainConfig) -> None:
     keys = ("data", "layout", "epochs", "batch_size", "lr", "lr_gamma", "weight_decay", "val_fraction", "seed",
             "image_size", "weights", "rotation", "crop_scale", "jitter", "hflip", "workers", "freeze_backbone_epochs",
             "backbone_lr_factor", "warmup_epochs", "label_smoothing", "decay_norm_bias", "early_stopping_patience",
-            "early_stopping_metric", "class_weights", "balanced_sampler")  # fmt: skip
+            "early_stopping_metric", "class_weights", "balanced_sampler", "archs")  # fmt: skip
     changed = {k: (getattr(stored, k), getattr(cfg, k)) for k in keys if getattr(stored, k) != getattr(cfg, k)}
     if changed:
         detail = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changed.items())
@@ -438,6 +438,11 @@ def train(cfg: TrainConfig, progress: bool = True) -> TrainResult:
             f"batch size must be at least 2, got {cfg.batch_size}: BatchNorm cannot train on a batch of one image"
         )
     _check_recipe(cfg)
+    if cfg.weights not in ("imagenet", "none") and not Path(cfg.weights).exists():
+        raise PathNotFoundError(
+            f"--weights {cfg.weights}: file not found; give a torchvision state dict or a gcv-train best.pt, "
+            "'imagenet' or 'none'"
+        )
     created = _prepare_out(cfg)
     try:
         return _train_into(cfg, progress)

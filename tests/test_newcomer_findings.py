@@ -1,0 +1,79 @@
+"""Faults a fresh user hit following README (issue 12's last review): each with the behaviour README promises."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from garmentcv import installs
+from garmentcv.errors import CheckpointError, PathNotFoundError
+from garmentcv.infer.classify import ClassifyConfig, classify_folder
+from garmentcv.infer.rows import OutputFormat
+from garmentcv.train import loop
+from garmentcv.train.config import TrainConfig
+
+from .conftest import write_image
+
+TINY = {"image_size": 32, "weights": "none", "batch_size": 4, "epochs": 1}
+
+
+@pytest.mark.parametrize("command", ["train", "export"])
+def test_torch_commands_without_torch_say_which_extra_to_install(command: str, tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """A [cpu]-only install: gcv-train/gcv-export exit 1 naming [train,cpu], not 70 'a bug'."""
+    from garmentcv.export.cli import main as export_main
+    from garmentcv.train.cli import main as train_main
+
+    real = installs.installed_version
+    monkeypatch.setattr(installs, "installed_version", lambda name: None if name == "torch" else real(name))
+    (tmp_path / "data").mkdir()
+    main, args = {"train": (train_main, [str(tmp_path / "data")]),
+                  "export": (export_main, [str(tmp_path / "best.pt")])}[command]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 1, result.output
+    assert "pip install 'garmentcv[train,cpu]'" in result.output and "Internal error" not in result.output
+
+
+def test_jsonl_rows_of_non_utf8_file_names_are_valid_json(tmp_path: Path, onnx_model: Path) -> None:
+    folder = tmp_path / "imgs"
+    write_image(folder / os.fsdecode(b"caf\xe9.jpg"), seed=1)
+    out = tmp_path / "rows.jsonl"
+    classify_folder(ClassifyConfig(folder=folder, out=out, model=onnx_model, provider="cpu",
+                                   format=OutputFormat.JSONL, progress=False))
+    line = out.read_bytes().splitlines()[0]
+    row = json.loads(line)  # the raw byte 0xE9 made this line invalid UTF-8 and invalid JSON
+    assert os.fsencode(row["path"]) == b"caf\xe9.jpg"
+
+
+def test_resume_refuses_another_arch_list(make_lamoda, tmp_path: Path) -> None:
+    """--resume with other --arch values rewrote comparison.md without the earlier arch; refuse like other settings."""
+    data, out = make_lamoda(per_class=3), tmp_path / "run"
+    loop.train(TrainConfig(data=data, out=out, **TINY), progress=False)
+    with pytest.raises(CheckpointError, match=r"archs: \('resnet18',\) -> \('resnet34',\)"):
+        loop.train(TrainConfig(data=data, out=out, resume=True, archs=("resnet34",), **TINY), progress=False)
+
+
+def test_a_missing_weights_file_is_usage_exit_2_before_any_image_is_read(make_lamoda, tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    import garmentcv.train.loop as train_loop
+    from garmentcv.train.cli import main as train_main
+
+    monkeypatch.setattr(train_loop, "find_bad_images", lambda *a, **k: pytest.fail("images read first"))
+    with pytest.raises(PathNotFoundError, match="no-such.pth"):
+        loop.train(TrainConfig(data=make_lamoda(per_class=3), out=tmp_path / "r1",
+                               **{**TINY, "weights": str(tmp_path / "no-such.pth")}), progress=False)
+    result = CliRunner().invoke(train_main, [str(make_lamoda(per_class=3, name="d2")), "--out", str(tmp_path / "r2"),
+                                             "--weights", str(tmp_path / "no-such.pth")])
+    assert result.exit_code == 2 and "no-such.pth" in result.output
+    assert not (tmp_path / "r1").exists() and not (tmp_path / "r2").exists()
+
+
+def test_export_opset_below_the_exporters_is_a_usage_error() -> None:
+    from garmentcv.export.cli import main as export_main
+
+    result = CliRunner().invoke(export_main, ["missing.pt", "--opset", "7"])
+    assert result.exit_code == 2 and "7 is not in the range x>=18" in result.output
