@@ -143,6 +143,7 @@ class ClassifySummary:
         workers: decoding threads used.
         temperature: the logits were divided by it before the softmax (1.0: raw softmax).
         needs_review: classified rows whose confidence is below ``min_confidence`` (0 without it).
+        duplicate_indexes: kaggle format only: index -> the files that share it (``10.jpg``, ``10.png``).
         min_confidence: the threshold used, or ``None``.
     """
 
@@ -161,6 +162,7 @@ class ClassifySummary:
     workers: int = 1
     temperature: float = 1.0
     needs_review: int = 0
+    duplicate_indexes: dict[str, list[str]] = field(default_factory=dict)
     min_confidence: float | None = None
 
     @property
@@ -395,8 +397,9 @@ def classify_folder(cfg: ClassifyConfig, on_batch: Callable[[int], None] | None 
         bar.close()
 
     errors = sum(reasons.values())
+    duplicates: dict[str, list[str]] = {}
     with atomic_write(cfg.out, newline="", **_ENCODING) as handle:
-        write_rows(handle, partial.rows(segment), classes, cfg.format, cfg.min_confidence, cfg.topk)
+        write_rows(handle, partial.rows(segment), classes, cfg.format, cfg.min_confidence, cfg.topk, duplicates)
     partial.discard()
     seconds = time.perf_counter() - start
     new = files - reused
@@ -405,6 +408,7 @@ def classify_folder(cfg: ClassifyConfig, on_batch: Callable[[int], None] | None 
         reused=reused, seconds=seconds, images_per_second=new / seconds if seconds > 0 else 0.0,
         provider=model.provider, error_reasons=dict(reasons), error_examples=tuple(examples), threads=threads,
         workers=workers, temperature=temperature, needs_review=review, min_confidence=cfg.min_confidence,
+        duplicate_indexes=duplicates,
     )
     logger.debug(
         "%d image files: %d classified, %d errors, %d other files skipped, %d rows reused; %.1f s, %.1f images/s (%s)",

@@ -49,7 +49,7 @@ def _model_option(default: Path | None) -> click.Option:
 @click.option("--recursive/--no-recursive", default=True, help="Also classify images in sub-folders.")
 @click.option("--format", "fmt", type=click.Choice([f.value for f in OutputFormat]), default="csv",
               help="csv: path,label,confidence,prob_<class>...,error; jsonl: one object per line; "
-              "kaggle: index,label (index = file name without extension).")
+              "kaggle: index,label (index = the path relative to FOLDER without its extension).")
 @click.option("--resume", is_flag=True,
               help="Finish an interrupted run with the same --out: classify only what is missing or changed "
               "(size or modification time). Without it, a new run starts; the partial results of an earlier one "
@@ -69,7 +69,8 @@ def _model_option(default: Path | None) -> click.Option:
               "class the images, least confident first, the rows needing review, the files not read. csv or jsonl.")
 @click.option("--allow-errors", is_flag=True,
               help="With --format kaggle, exit 0 although some images could not be decoded (their rows have an "
-              "empty label). Without it such a file is still written, but the command exits with 1.")
+              "empty label) or two files share an index (10.jpg, 10.png). Without it such a file is still written, "
+              "but the command exits with 1.")
 @quiet_option
 @verbose_option
 @handle_errors
@@ -114,6 +115,16 @@ def classify_main(folder: Path, out: Path, model: Path, batch_size: int, provide
         + ("; calibrated with temperature " + f"{s.temperature:.4g}" if s.temperature != 1.0 else "; raw softmax"),
         err=True,
     )
+    if s.duplicate_indexes and not allow_errors:
+        shown = "; ".join(f"{index} ({', '.join(paths)})" for index, paths in list(s.duplicate_indexes.items())[:5])
+        more = len(s.duplicate_indexes) - 5
+        click.echo(
+            f"Error: {'1 index is' if len(s.duplicate_indexes) == 1 else f'{len(s.duplicate_indexes)} indexes are'} "
+            f"shared by several files: {shown}{f' and {more} more' if more > 0 else ''}; the kaggle file {s.out} has "
+            "a row for each, so its index column is not unique. Rename or remove the extra files, or pass "
+            "--allow-errors to accept it", err=True,
+        )
+        sys.exit(EXIT_ERROR)
     if not s.errors:
         return
     failed = ", ".join(s.error_examples) + (f" and {s.errors - len(s.error_examples)} more"

@@ -85,8 +85,12 @@ def _json_line(record: dict[str, Any]) -> str:
 
 
 def write_rows(handle: IO[str], rows: Iterable[Row], classes: Sequence[str], fmt: OutputFormat | str,
-               min_confidence: float | None = None, topk: int | None = None) -> int:
+               min_confidence: float | None = None, topk: int | None = None,
+               duplicates: dict[str, list[str]] | None = None) -> int:
     """Write ``rows`` (in order) to an open text file in format ``fmt``. Returns the number of rows.
+
+    With the kaggle format, an index given by several files (``10.jpg`` and ``10.png``) is recorded in
+    ``duplicates`` (index -> paths) when a dict is passed; the rows are written all the same.
 
     ``min_confidence`` adds ``needs_review``; ``topk`` replaces the per-class probabilities by the K best
     (see the module docstring).
@@ -124,8 +128,13 @@ def write_rows(handle: IO[str], rows: Iterable[Row], classes: Sequence[str], fmt
     writer = csv.writer(handle, lineterminator="\n")
     if fmt is OutputFormat.KAGGLE:
         writer.writerow(["index", "label"])
+        seen: dict[str, str] = {}  # index -> first path: the one column kaggle matches on must be unique
         for row in rows:
-            writer.writerow([str(PurePosixPath(row["path"]).with_suffix("")), row["label"] or ""])
+            index = str(PurePosixPath(row["path"]).with_suffix(""))
+            if index in seen and duplicates is not None:
+                duplicates.setdefault(index, [seen[index]]).append(row["path"])
+            seen.setdefault(index, row["path"])
+            writer.writerow([index, row["label"] or ""])
             count += 1
         return count
     if topk is None:
