@@ -94,3 +94,27 @@ def test_kaggle_indexes_shared_by_two_files_exit_1_unless_allowed(tmp_path: Path
     assert [line.split(",")[0] for line in (tmp_path / "s.csv").read_text().splitlines()] == ["index", "10", "10", "11"]
     allowed = CliRunner().invoke(classify_main, [*args, "--out", str(tmp_path / "t.csv"), "--allow-errors"])
     assert allowed.exit_code == 0, allowed.output
+
+
+def test_evaluate_failures_leave_no_out_folder_and_messages_say_what_to_do(tmp_path: Path, onnx_model: Path) -> None:
+    from garmentcv.errors import DatasetError
+    from garmentcv.infer.evaluate import EvaluateConfig, evaluate_model
+
+    test = tmp_path / "test"
+    for name in ("10.jpg", "10.png", "11.jpg"):
+        write_image(test / name, seed=len(name))
+    out = tmp_path / "nested" / "ev"
+    with pytest.raises(DatasetError, match=r"no label.*--labels"):  # an unlabelled folder without --labels
+        evaluate_model(EvaluateConfig(data=test, out=out, model=onnx_model, provider="cpu", progress=False))
+    assert not out.exists()
+    labels = tmp_path / "labels.csv"
+    labels.write_text("index,label\n10,bluzy\n", encoding="utf-8")
+    with pytest.raises(DatasetError) as raised:
+        evaluate_model(EvaluateConfig(data=test, labels=labels, out=out, model=onnx_model, provider="cpu",
+                                      progress=False))
+    assert "matches several files: 10.jpg, 10.png; keep one" in str(raised.value) and "PosixPath" not in str(raised.value)
+    assert not out.exists()
+    labels.write_text("index,label\n12,bluzy\n", encoding="utf-8")
+    with pytest.raises(DatasetError, match=r"1 index has no image <index>\.<ext> in .*; add the images or remove"):
+        evaluate_model(EvaluateConfig(data=test, labels=labels, out=out, model=onnx_model, provider="cpu",
+                                      progress=False))

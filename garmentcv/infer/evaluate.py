@@ -156,14 +156,19 @@ def samples_from_labels(folder: Path, labels: Path) -> list[Sample]:
             seen.add(index)
             found = by_stem.get(index, [])
             if len(found) > 1:
-                raise DatasetError(f"{labels}, line {line}: index {index!r} matches several files {found}")
+                names = ", ".join(sorted(p.name for p in found))
+                raise DatasetError(
+                    f"{labels}, line {line}: index {index!r} matches several files: {names}; keep one of them in "
+                    f"{folder} (the index names one image)"
+                )
             if not found:
                 missing.append(index)
             else:
                 samples.append(Sample(found[0], label))
     if missing:
         raise DatasetError(
-            f"{labels}: {len(missing)} index(es) have no image <index>.<ext> in {folder}, e.g. {missing[:5]}"
+            f"{labels}: {'1 index has' if len(missing) == 1 else f'{len(missing)} indexes have'} no image "
+            f"<index>.<ext> in {folder}, e.g. {missing[:5]}; add the images or remove those rows"
         )
     unlabelled = sum(len(v) for k, v in by_stem.items() if k not in seen)
     if unlabelled:
@@ -192,12 +197,27 @@ def evaluate_model(cfg: EvaluateConfig) -> EvaluateResult:
     * ``reliability.png`` (raw and calibrated) and ``coverage.png``;
     * ``report.html`` and ``report_files/``: the page of :func:`garmentcv.report.write_evaluate_page`.
 
+    An ``--out`` folder that this call created is removed again when the call fails before writing to it.
+
     Raises:
         GarmentCVError: scikit-learn or matplotlib is not installed.
         OutputPathError: ``cfg.out`` cannot be written (checked before the model is opened).
         DatasetError: unreadable data, or labels that are not classes of the model.
         ModelFileError, ProviderError: as :func:`garmentcv.infer.session.open_model`.
     """
+    out = Path(cfg.out)
+    missing = [p for p in (out, *out.parents) if not p.exists()]
+    try:
+        return _evaluate(cfg)
+    except BaseException:
+        for folder in missing:  # deepest first; only folders this call created and left empty
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
+        raise
+
+
+def _evaluate(cfg: EvaluateConfig) -> EvaluateResult:
+    """The work of :func:`evaluate_model`."""
     try:
         from sklearn.metrics import classification_report
 
@@ -226,7 +246,13 @@ def evaluate_model(cfg: EvaluateConfig) -> EvaluateResult:
             raise DatasetError(f"{cfg.data}: with --labels, --data must be the folder of <index>.<ext> images")
         samples = samples_from_labels(Path(cfg.data), Path(cfg.labels))
     else:
-        samples = list(load_dataset(cfg.data, cfg.layout).samples)
+        try:
+            samples = list(load_dataset(cfg.data, cfg.layout).samples)
+        except DatasetError as exc:
+            raise DatasetError(
+                f"{exc}. To evaluate an unlabelled folder (such as Kaggle's images/test), give its index,label file "
+                "with --labels"
+            ) from exc
     if not samples:
         raise DatasetError(f"{cfg.data}: no labelled images to evaluate")
     unknown = sorted({s.label for s in samples} - set(classes))
