@@ -118,3 +118,32 @@ def test_evaluate_failures_leave_no_out_folder_and_messages_say_what_to_do(tmp_p
     with pytest.raises(DatasetError, match=r"1 index has no image <index>\.<ext> in .*; add the images or remove"):
         evaluate_model(EvaluateConfig(data=test, labels=labels, out=out, model=onnx_model, provider="cpu",
                                       progress=False))
+
+
+def test_imagenet_weights_of_every_arch_are_fetched_before_any_work(make_lamoda, tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """With --arch resnet18 --arch resnet34 offline and only resnet18 cached, resnet34's missing file used to stop
+    the run after resnet18 had trained; now it stops before any image is read, naming the file."""
+    import urllib.error
+
+    import torch
+
+    import garmentcv.train.loop as train_loop
+    from garmentcv.errors import WeightsError
+    from garmentcv.models.registry import get_spec
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    cached = get_spec("resnet18").cache_file
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(b"present")  # only its presence matters before training
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("network is unreachable")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    monkeypatch.setattr(train_loop, "find_bad_images", lambda *a, **k: pytest.fail("images read first"))
+    out = tmp_path / "run"
+    with pytest.raises(WeightsError, match=r"resnet34.*resnet34-b627a593\.pth"):
+        loop.train(TrainConfig(data=make_lamoda(per_class=3), out=out, archs=("resnet18", "resnet34"),
+                               **{**TINY, "weights": "imagenet"}), progress=False)
+    assert not out.exists()

@@ -106,11 +106,19 @@ def unreadable_torch_file(path: Path) -> str:
     return f"the file ({size} bytes) is truncated or corrupt, or was not written by torch.save"
 
 
-def _imagenet_state_dict(spec: ModelSpec, progress: bool) -> tuple[dict[str, torch.Tensor], str]:
+def ensure_imagenet_weights(arch: str, progress: bool = True) -> Path:
+    """The cached ImageNet weights file of ``arch``, downloaded into the torch hub cache when missing.
+
+    gcv-train calls it for every arch before any work, so that a missing file of a later arch is found
+    before an earlier one trains.
+
+    Raises:
+        UnknownArchError: ``arch`` is not registered.
+        WeightsError: the file is not cached and cannot be downloaded (offline); the message names the file.
+    """
+    spec = get_spec(arch)
     cache = spec.cache_file
-    if cache.is_file():
-        logger.info("loading ImageNet weights for %s from the cache %s", spec.name, cache)
-    else:
+    if not cache.is_file():
         # downloaded here rather than by torch.hub.load_state_dict_from_url, which prints its own
         # "Downloading: ..." line to stdout whatever progress says
         logger.info("ImageNet weights for %s not in %s; downloading %s", spec.name, cache, spec.weights.url)
@@ -127,6 +135,12 @@ def _imagenet_state_dict(spec: ModelSpec, progress: bool) -> tuple[dict[str, tor
                 "hub/checkpoints/ holds it), pass --weights FILE with a torchvision state dict, or --weights none "
                 "to train from scratch"
             ) from exc
+    return cache
+
+
+def _imagenet_state_dict(spec: ModelSpec, progress: bool) -> tuple[dict[str, torch.Tensor], str]:
+    cache = ensure_imagenet_weights(spec.name, progress)
+    logger.info("loading ImageNet weights for %s from the cache %s", spec.name, cache)
     try:
         state = spec.weights.get_state_dict(progress=False, check_hash=True)
     except Exception as exc:  # torch raises many types (EOFError, UnpicklingError, RuntimeError) for a bad file

@@ -31,7 +31,7 @@ from garmentcv.errors import CheckpointError, GarmentCVError, OutputPathError, P
 from garmentcv.fsutil import atomic_write, check_writable_output, write_json
 from garmentcv.image import Preprocessing
 from garmentcv.metrics import ClassificationMetrics, classification_metrics
-from garmentcv.models.registry import default_preprocessing, get_spec
+from garmentcv.models.registry import default_preprocessing, ensure_imagenet_weights, get_spec
 from garmentcv.train.checkpoint import load_checkpoint, save_checkpoint
 from garmentcv.train.config import TrainConfig
 from garmentcv.train.data import Split, build_loaders, drop_bad_images, find_bad_images, split_dataset
@@ -458,6 +458,9 @@ def _train_into(cfg: TrainConfig, progress: bool) -> TrainResult:
         _check_resume_config(cfg)  # cheap, before the images are read
     device = select_device(cfg.device)
     dataset = load_dataset(cfg.data, cfg.layout)
+    if cfg.weights == "imagenet":  # every arch's file before any work: a later arch's must not fail after hours
+        for arch in cfg.archs:
+            ensure_imagenet_weights(arch, progress)
     bad = find_bad_images(dataset.samples, progress)
     dataset = drop_bad_images(dataset, bad, cfg.skip_bad_images)
     split = split_dataset(dataset, cfg.val_fraction, cfg.seed)
