@@ -27,10 +27,10 @@ def main(work: Path) -> None:
     print("| model | precision | val accuracy (training) | test accuracy | precision | recall | F1 | "
           "confusion matrix (rows true, cols predicted) | file MB |")
     print("|---|---|---:|---:|---:|---:|---:|---|---:|")
-    for metrics_file in sorted((work / "evaluate").glob("*/metrics.json")):
-        arch, precision = metrics_file.parent.name.rsplit("-", 1)
-        test = json.loads(metrics_file.read_text())
-        confusion = json.loads((metrics_file.parent / "confusion_matrix.json").read_text())
+    evaluations = [(f.parent, *f.parent.name.rsplit("-", 1), json.loads(f.read_text()))
+                   for f in sorted((work / "evaluate").glob("*/metrics.json"))]
+    for folder, arch, precision, test in evaluations:
+        confusion = json.loads((folder / "confusion_matrix.json").read_text())
         run = json.loads((work / "run" / arch / "metrics.json").read_text())
         val = run["history"][run["best_epoch"] - 1]["accuracy"]
         size_mb = (work / "models" / f"{arch}-{precision}.onnx").stat().st_size / 1e6
@@ -41,9 +41,7 @@ def main(work: Path) -> None:
     print("| model | precision | temperature T | ECE raw | ECE calibrated | NLL raw | NLL calibrated | Brier raw | "
           "Brier calibrated | kept at 99% test accuracy |")
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|---|")
-    for metrics_file in sorted((work / "evaluate").glob("*/metrics.json")):
-        arch, precision = metrics_file.parent.name.rsplit("-", 1)
-        test = json.loads(metrics_file.read_text())
+    for _, arch, precision, test in evaluations:
         cal = test["calibration"]
         raw, fit = cal["uncalibrated"], cal["calibrated"]
         print(f"| {arch} | {precision} | {cal['temperature'] or 1.0:.3f} | {raw['ece']:.4f} | {fit['ece']:.4f} | "

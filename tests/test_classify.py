@@ -215,7 +215,7 @@ def test_resume_refuses_partial_rows_of_another_model(tmp_path: Path, onnx_model
     other = onnx_model_factory(classes=("a", "b", "c"))
     with pytest.raises(GarmentCVError, match="another model"):
         classify_folder(ClassifyConfig(**{**cfg.__dict__, "model": other, "resume": True}))
-    # without --resume the old rows are discarded and the run starts again
+    # without --resume the run classifies everything again (the old rows are kept only until it completes)
     summary = classify_folder(ClassifyConfig(**{**cfg.__dict__, "model": other}))
     assert summary.reused == 0 and summary.files == 9
 
