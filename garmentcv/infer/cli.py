@@ -151,8 +151,8 @@ def classify_main(folder: Path, out: Path, model: Path, batch_size: int, provide
               help="An index,label CSV (like test_labels.csv) naming the label of each <index>.<ext> in --data.")
 @click.option("--layout", type=click.Choice(_LAYOUTS), default=None, help="Dataset layout of --data; detected when not given.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/evaluate"),
-              help="Folder for metrics.json, confusion_matrix.json/.png, misclassified.csv, errors.csv and report.html "
-              "(with its report_files/ folder of thumbnails).")
+              help="Folder for metrics.json, confusion_matrix.json/.png, reliability.png, coverage.png, "
+              "predictions.csv, misclassified.csv, errors.csv and report.html (with its report_files/ folder).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, help="Images per model run.")
 @click.option("--provider", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", help="As for gcv-classify.")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help=_THREADS_HELP)
@@ -174,7 +174,7 @@ def evaluate_main(model: Path, data: Path, labels: Path | None, layout: str | No
     diagram, and coverage against accuracy by confidence threshold.
 
     Writes metrics.json, confusion_matrix.json/.png, reliability.png, coverage.png, predictions.csv,
-    misclassified.csv and errors.csv into --out.
+    misclassified.csv, errors.csv and report.html (with report_files/) into --out.
     """
     setup_logging(quiet, verbose)
     require_onnxruntime()  # a clear message, not an ImportError, when neither [cpu] nor [gpu] is installed
