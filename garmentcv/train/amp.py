@@ -7,10 +7,9 @@ and oneDNN's ``ONEDNN_MAX_CPU_ISA``). The decision (:class:`AmpPlan`) is logged 
 
 The CPU rule is measured, not assumed (``benchmarks/train_amp.py``, figures in ``benchmarks/results/train_amp.md``):
 training step images/s with ``torch.autocast("cpu", torch.bfloat16)`` over FP32, batch 32, on an Intel Xeon with
-AMX (``amx_bf16``) and on the same CPU with oneDNN held to AVX-512 BF16 without AMX. bf16 pays with AMX from
-:data:`MIN_SIZE` px up, per arch; without AMX it pays only in the cases :data:`MIN_SIZE` lists for that tier;
-without any bf16 instructions (``avx512_bf16``/``amx_bf16``) it is emulated and always slower. channels_last is
-taken where it measured faster for the chosen precision (:data:`CHANNELS_LAST`).
+AMX (``amx_bf16``) and on the same CPU with oneDNN held to AVX-512 BF16 without AMX. :data:`RULES` holds, per
+CPU tier and arch, from which input size bf16 pays and where channels_last does; without any bf16 instructions
+(``avx512_bf16``/``amx_bf16``) bf16 is emulated and never chosen.
 
 On CUDA, ``auto`` keeps what gcv-train always did: float16 autocast with a gradient scaler.
 """
@@ -38,21 +37,22 @@ ISA_ENV: tuple[str, ...] = ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA")
 #: CPU tiers of the rule: AMX tiles with bf16, AVX-512 bf16 dot products only, or no bf16 instructions.
 TIER_AMX, TIER_AVX512_BF16, TIER_NONE = "amx", "avx512_bf16", "none"
 
-#: Smallest input side (px) from which bf16 autocast trains faster than FP32, per (CPU tier, arch); an arch
-#: absent from a tier never gets bf16 from ``auto`` there. Measured by benchmarks/train_amp.py (see the module
-#: docstring); resnet34 shares resnet18's blocks and was measured too.
-MIN_SIZE: dict[tuple[str, str], int] = {
-    (TIER_AMX, "resnet18"): 64,
-    (TIER_AMX, "resnet34"): 64,
-    (TIER_AMX, "efficientnet_b0"): 128,
-    (TIER_AVX512_BF16, "efficientnet_b0"): 128,
+#: The measured rule of ``auto`` on the CPU: per (CPU tier, arch), steps ``(from_px, dtype, channels_last)`` in
+#: increasing ``from_px``; an input of ``image_size`` px takes the last step with ``from_px <= image_size``. A
+#: (tier, arch) absent here trains in FP32 with the default memory format. Read from benchmarks/train_amp.py
+#: (batch 32, one Xeon with AMX, and the same CPU with AMX masked), where each choice was the fastest:
+#: resnet18 with AMX: bf16 + channels_last from 64 px (x1.3 at 64, x2.2 at 128, x3.0 at 224 over FP32), FP32 at
+#: 32 px (bf16 x0.85); without AMX bf16 is slower at every size (x0.82-0.90). efficientnet_b0: FP32 with
+#: channels_last beat NCHW at every size on both tiers (x1.2-3.7) and bf16 never beat it by a margin.
+#: resnet34 (resnet18's BasicBlocks, twice as many) follows resnet18's rule and was measured at 64 and 224 px.
+RULES: dict[tuple[str, str], tuple[tuple[int, str | None, bool], ...]] = {
+    (TIER_AMX, "resnet18"): ((0, None, False), (64, "bfloat16", True)),
+    (TIER_AMX, "resnet34"): ((0, None, False), (64, "bfloat16", True)),
+    (TIER_AMX, "efficientnet_b0"): ((0, None, True),),
+    (TIER_AVX512_BF16, "efficientnet_b0"): ((0, None, True),),
 }
 
-#: (CPU tier, precision) pairs where channels_last measured faster than contiguous NCHW for every measured arch
-#: and size; elsewhere the default memory format is kept.
-CHANNELS_LAST: frozenset[tuple[str, str]] = frozenset({(TIER_AMX, "bfloat16"), (TIER_AVX512_BF16, "bfloat16")})
-
-#: Where the measurements behind :data:`MIN_SIZE` and :data:`CHANNELS_LAST` are.
+#: Where the measurements behind :data:`RULES` are.
 MEASURED_IN = "benchmarks/results/train_amp.md"
 
 
@@ -178,20 +178,24 @@ def choose_amp(
     )
     if requested == "off":
         return AmpPlan(requested, None, "cpu", False, False, "off: FP32 as asked")
-    if requested == "bf16":
+    if requested == "bf16":  # channels_last as the measured bf16 steps take it (all of them do)
         slow = "" if tier != TIER_NONE else "; this CPU emulates bf16, expect it slower than FP32"
-        return AmpPlan(requested, "bfloat16", "cpu", (tier, "bfloat16") in CHANNELS_LAST, False,
-                       f"bf16 as asked, CPU with {where}{slow}")  # fmt: skip
-    min_size = MIN_SIZE.get((tier, arch))
-    if min_size is not None and image_size >= min_size:
-        return AmpPlan(requested, "bfloat16", "cpu", (tier, "bfloat16") in CHANNELS_LAST, False,
-                       f"auto: CPU with {where}, {arch} at {image_size} px >= {min_size} px, where bf16 trains "
-                       f"faster than FP32 ({MEASURED_IN})")  # fmt: skip
-    if min_size is None:
-        why = f"bf16 not measured faster than FP32 for {arch} on a CPU with {where} ({MEASURED_IN})"
-    else:
-        why = f"{arch} at {image_size} px < {min_size} px, below which bf16 is not faster on a CPU with {where} ({MEASURED_IN})"
-    return AmpPlan(requested, None, "cpu", (tier, "float32") in CHANNELS_LAST, False, f"auto: FP32, {why}")
+        return AmpPlan(requested, "bfloat16", "cpu", tier != TIER_NONE, False, f"bf16 as asked, CPU with {where}{slow}")
+    steps = RULES.get((tier, arch), ())
+    step = next((st for st in reversed(steps) if st[0] <= image_size), None)
+    if step is None:
+        return AmpPlan(requested, None, "cpu", False, False,
+                       f"auto: FP32, bf16 not measured faster than FP32 for {arch} on a CPU with {where} ({MEASURED_IN})")  # fmt: skip
+    from_px, dtype, channels_last = step
+    layout = " with channels_last" if channels_last else ""
+    if dtype is not None:
+        why = f"{arch} at {image_size} px >= {from_px} px, where bf16{layout} trains fastest"
+        return AmpPlan(requested, dtype, "cpu", channels_last, False, f"auto: CPU with {where}, {why} ({MEASURED_IN})")
+    bf16_from = next((st[0] for st in steps if st[1] is not None), None)
+    why = (f"{arch} at {image_size} px < {bf16_from} px, below which bf16 is slower" if bf16_from is not None
+           else f"bf16 not measured faster than FP32{layout} for {arch}")  # fmt: skip
+    return AmpPlan(requested, None, "cpu", channels_last, False,
+                   f"auto: FP32{layout}, {why} on a CPU with {where} ({MEASURED_IN})")  # fmt: skip
 
 
 def _choose_cuda(requested: str, cuda_bf16: bool) -> AmpPlan:
