@@ -221,6 +221,11 @@ def _markdown(rows: list[dict[str, Any]], machine: dict[str, Any], command: str,
                     f"{cell[v]['images_per_s']:.1f} (x{cell[v]['vs_fp32_nchw']:.2f})" for v in VARIANTS
                 ) + f" | x{best_bf16 / fp32:.2f} | {cell[VARIANTS[0]]['amp_auto_chooses']} |"
             )  # fmt: skip
+        noisy = [f"{r['isa']} {r['arch']} {r['size']} px {r['precision']} {r['memory_format']} ({r['spread']:.2f})"
+                 for r in steps if r["spread"] > 0.5]  # fmt: skip
+        if noisy:
+            lines += ["", "Noisy cells ((max - min) / median of the samples > 0.5; the machine was busy during them): "
+                      + "; ".join(noisy) + "."]  # fmt: skip
         lines.append("")
     train = [r for r in rows if r["section"] == "gcv-train"]
     if train:
@@ -282,10 +287,12 @@ def _make_subset(per_class: int, work: Path) -> Path:
 @click.option("--acc-amps", default="off,bf16,auto", help="gcv-train accuracy runs: --amp values, comma-separated (off first).")
 @click.option("--name", default="train_amp", help="Stem of the files written to --out.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/benchmarks"), help="Output folder.")
+@click.option("--rerender", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Measure nothing: rewrite NAME.md/.csv from this NAME.json with the current rule's picks.")
 @click.option("--worker", default=None, hidden=True)
 def main(archs: str, sizes: str, batch_size: int, warmup: int, repeats: int, min_sample_s: float, isas: str,
          steps: bool, e2e_size: int, e2e_per_class: int, e2e_epochs: int, e2e_amps: str, acc_per_class: int,
-         acc_epochs: int, acc_archs: str, acc_amps: str, name: str, out: Path, worker: str | None) -> None:  # fmt: skip
+         acc_epochs: int, acc_archs: str, acc_amps: str, name: str, out: Path, rerender: Path | None, worker: str | None) -> None:  # fmt: skip
     """Training images/s, FP32 against bf16 autocast (and channels_last), and gcv-train's accuracy with each."""
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s: %(message)s", stream=sys.stderr)
     logging.getLogger("benchmarks").setLevel(logging.INFO)
@@ -293,6 +300,12 @@ def main(archs: str, sizes: str, batch_size: int, warmup: int, repeats: int, min
         plan = json.loads(worker)
         rows = _step_rows(StepPlan(**{**plan, "archs": tuple(plan["archs"]), "sizes": tuple(plan["sizes"])}))
         print(json.dumps(rows))
+        return
+    if rerender is not None:
+        stored = json.loads(rerender.read_text(encoding="utf-8"))
+        rows = [{**r, "amp_auto_chooses": _auto_choice(r["arch"], r["size"], ISA_CAPS[r["isa"]])} if r["section"] == "steps"
+                else r for r in stored["rows"]]  # fmt: skip
+        _write(out, name, rows, stored["machine"], stored["command"], tuple(stored.get("load_end", ())))
         return
     machine = machine_info()
     command = shlex.join(["python", "-m", "benchmarks.train_amp", *sys.argv[1:]])
@@ -313,12 +326,18 @@ def main(archs: str, sizes: str, batch_size: int, warmup: int, repeats: int, min
             data = _make_subset(acc_per_class, work)
             rows += _train_rows(data, 32, acc_epochs, tuple(acc_amps.split(",")), tuple(acc_archs.split(",")), work, batch_size,
                                 "accuracy", 0.2)  # fmt: skip
+    _write(out, name, rows, machine.to_dict(), command, os.getloadavg())
+
+
+def _write(out: Path, name: str, rows: list[dict[str, Any]], machine: dict[str, Any], command: str,
+           load_end: tuple[float, ...]) -> None:  # fmt: skip
+    """``NAME.csv``, ``NAME.md`` and ``NAME.json`` in ``out``; the markdown is echoed."""
     out.mkdir(parents=True, exist_ok=True)
-    _csv(out / f"{name}.csv", rows, machine.summary())
-    load_end = os.getloadavg()
-    (out / f"{name}.md").write_text(_markdown(rows, machine.to_dict(), command, load_end), encoding="utf-8")
-    (out / f"{name}.json").write_text(json.dumps({"machine": machine.to_dict(), "command": command, "rows": rows},
-                                                   indent=1), encoding="utf-8")  # fmt: skip
+    line = f"{machine['cpu_model']}; {machine['logical_cpus']} CPUs; {' '.join(machine['isa'])}; torch {machine['versions'].get('torch', '?')}"
+    _csv(out / f"{name}.csv", rows, line)
+    (out / f"{name}.md").write_text(_markdown(rows, machine, command, load_end), encoding="utf-8")
+    (out / f"{name}.json").write_text(json.dumps({"machine": machine, "command": command, "load_end": list(load_end),
+                                                  "rows": rows}, indent=1), encoding="utf-8")  # fmt: skip
     click.echo((out / f"{name}.md").read_text(encoding="utf-8"))
 
 
