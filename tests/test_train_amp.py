@@ -128,7 +128,7 @@ def _dtypes_seen(monkeypatch: pytest.MonkeyPatch, plan: AmpPlan | None) -> tuple
         layouts.add(inputs[0].is_contiguous(memory_format=torch.channels_last))
 
     model.conv1.register_forward_hook(hook)
-    batches = [(torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 0, 1])) for _ in range(2)]
+    batches = [(torch.randn(2, 3, 32, 32), torch.tensor([0, 1]))]
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     loss, _ = loop.train_one_epoch(model, batches, optimizer, torch.device("cpu"), None, progress=False, amp=plan)
     assert math.isfinite(loss)
@@ -146,9 +146,9 @@ def test_a_bf16_run_finishes_with_finite_loss_and_records_the_choice(
     make_lamoda, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr("garmentcv.train.amp.cpu_features", lambda: AMX)  # the rule's AMX branch on any CI CPU
-    data = make_lamoda(per_class=5)
+    data = make_lamoda(per_class=4)
     args = [str(data), "--out", str(tmp_path / "run"), "--arch", "resnet18", "--arch", "efficientnet_b0",
-            "--weights", "none", "--image-size", "64", "--epochs", "2", "--batch-size", "4", "--amp", "auto", "-q"]
+            "--weights", "none", "--image-size", "64", "--epochs", "1", "--batch-size", "3", "--amp", "auto", "-q"]
     result = CliRunner().invoke(train_main, args)
     assert result.exit_code == 0, result.output
     stored = json.loads((tmp_path / "run" / "config.json").read_text())
