@@ -68,6 +68,17 @@ def _load_config(path: Path) -> TrainConfig:
         ) from exc
 
 
+def _check_archs(archs: tuple[str, ...]) -> None:
+    """Refuse an unknown --arch as a usage error (exit 2), listing the valid names; loads torchvision."""
+    from garmentcv.models.registry import UnknownArchError, get_spec
+
+    for arch in archs:
+        try:
+            get_spec(arch)
+        except UnknownArchError as exc:
+            raise click.BadParameter(str(exc), param_hint="'--arch'") from None
+
+
 def _given(ctx: click.Context, name: str) -> bool:
     """Whether option ``name`` was given (command line or environment), not left at its default."""
     source = ctx.get_parameter_source(name)
@@ -87,7 +98,7 @@ def _given(ctx: click.Context, name: str) -> bool:
     help=f"Run folder, new or empty (a folder with files is refused unless --resume). Default: "
     f"{RUNS_DIR}/<YYYYmmdd-HHMMSS>.",
 )
-@setting("archs", multiple=True, type=click.Choice([*defaults.ARCHS, "all"]))
+@setting("archs", multiple=True, metavar="ARCH")
 @setting("weights")
 @setting("layout", type=click.Choice([m.value for m in Layout]))
 @setting("epochs", type=click.IntRange(min=1))
@@ -148,6 +159,7 @@ def main(
 
     archs = tuple(options.pop("archs"))
     chosen = defaults.ARCHS if "all" in archs else tuple(dict.fromkeys(archs))
+    _check_archs(chosen)
     cfg = TrainConfig(data=data, out=out or _default_out(), archs=chosen, **options)
     result = train(cfg, progress=not quiet)
     click.echo(result.comparison.read_text(encoding="utf-8"))

@@ -13,8 +13,8 @@ DEFAULT_LR = 0.01
 DEFAULT_LR_GAMMA = 0.8
 DEFAULT_BATCH_SIZE = 32
 DEFAULT_VAL_FRACTION = 0.2
-#: The registered archs (garmentcv.models.registry.MODELS, in its order), named here so that the CLI's --arch
-#: choices, --help and --version load no torch; a test keeps the two equal.
+#: The tested default archs (garmentcv.models.registry.MODELS, in its order; what --arch all trains), named here so
+#: that the CLI's --help and --version load no torch; a test keeps the two equal.
 ARCHS: tuple[str, ...] = ("efficientnet_b0", "resnet18", "resnet34")
 
 
@@ -35,7 +35,10 @@ class TrainConfig:
     data: Path
     out: Path
     archs: tuple[str, ...] = _setting(
-        ("resnet18",), "Model(s) to train; repeat the option or say 'all' to train and compare several."
+        ("resnet18",),
+        "Model(s) to train, by torchvision builder name: efficientnet_b0, resnet18, resnet34 (the tested defaults; "
+        "'all' trains these three and compares them) or any other torchvision classification model, e.g. "
+        "mobilenet_v3_small, regnet_y_400mf, convnext_tiny. Repeat the option to train several.",
     )
     weights: str = _setting(
         "imagenet",

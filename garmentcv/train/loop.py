@@ -31,7 +31,7 @@ from garmentcv.errors import CheckpointError, GarmentCVError, OutputPathError, P
 from garmentcv.fsutil import atomic_write, check_writable_output, write_json
 from garmentcv.image import Preprocessing
 from garmentcv.metrics import ClassificationMetrics, classification_metrics
-from garmentcv.models.registry import default_preprocessing, ensure_imagenet_weights, get_spec
+from garmentcv.models.registry import check_input_size, default_preprocessing, ensure_imagenet_weights, get_spec
 from garmentcv.train.checkpoint import load_checkpoint, save_checkpoint
 from garmentcv.train.config import TrainConfig
 from garmentcv.train.data import Split, build_loaders, drop_bad_images, find_bad_images, split_dataset
@@ -428,9 +428,10 @@ def train(cfg: TrainConfig, progress: bool = True) -> TrainResult:
         OutputPathError: ``cfg.out`` cannot be written, or holds files and ``cfg.resume`` is not set.
         DatasetError: the data cannot be read or split.
         WeightsError, UnknownArchError, CheckpointError: see :func:`fit_arch`.
+        InputSizeError: an arch cannot take ``cfg.image_size`` px input (:func:`~garmentcv.models.registry.check_input_size`).
     """
-    for arch in cfg.archs:
-        get_spec(arch)  # refuse an unknown arch before any work
+    for arch in cfg.archs:  # refuse an unknown arch, or a size it cannot take, before any work
+        check_input_size(arch, default_preprocessing(arch, cfg.image_size).crop)
     if cfg.epochs < 1:
         raise GarmentCVError(f"epochs must be >= 1, got {cfg.epochs}")
     if cfg.batch_size < 2:
