@@ -107,6 +107,7 @@ def _given(ctx: click.Context, name: str) -> bool:
 @setting("lr_gamma", type=click.FloatRange(0, 1, min_open=True))
 @setting("weight_decay", type=click.FloatRange(min=0))
 @setting("val_fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True))
+@setting("val_data", type=click.Path(exists=True, path_type=Path))
 @setting("seed", type=int)
 @setting("image_size", type=click.IntRange(min=16))
 @setting("rotation", type=click.FloatRange(0, 180))

@@ -59,6 +59,11 @@ class TrainConfig:
     lr_gamma: float = _setting(DEFAULT_LR_GAMMA, "Learning rate factor applied after each epoch (exponential decay, after any warm-up).")
     weight_decay: float = _setting(0.01, "AdamW decoupled weight decay.")
     val_fraction: float = _setting(DEFAULT_VAL_FRACTION, "Share of each class held out for validation (stratified).")
+    val_data: Path | None = _setting(
+        None,
+        "Validation images from this labelled folder or path,label CSV (same classes as DATA, no shared file) "
+        "instead of a --val-fraction split: every image of DATA then trains.",
+    )
     seed: int = _setting(0, "Seed of the split, the head's init and the augmentation.")
     image_size: int | None = _setting(
         None, "Model input side in px (resize scaled in the weights' ratio, 256/224). Default: the weights' 224."
@@ -124,6 +129,8 @@ class TrainConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         kwargs = {k: v for k, v in data.items() if k in names}
         kwargs["data"], kwargs["out"] = Path(kwargs["data"]), Path(kwargs["out"])
+        if kwargs.get("val_data") is not None:
+            kwargs["val_data"] = Path(kwargs["val_data"])
         kwargs["archs"] = tuple(kwargs.get("archs", ("resnet18",)))
         return cls(**kwargs)
 

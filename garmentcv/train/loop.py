@@ -15,7 +15,7 @@ import logging
 import shutil
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -34,7 +34,7 @@ from garmentcv.metrics import ClassificationMetrics, classification_metrics
 from garmentcv.models.registry import check_input_size, default_preprocessing, ensure_imagenet_weights, get_spec
 from garmentcv.train.checkpoint import load_checkpoint, save_checkpoint
 from garmentcv.train.config import TrainConfig
-from garmentcv.train.data import Split, build_loaders, drop_bad_images, find_bad_images, split_dataset
+from garmentcv.train.data import Split, build_loaders, drop_bad_images, find_bad_images, given_split, split_dataset
 from garmentcv.train.recipe import (
     class_weights,
     early_stop,
@@ -48,6 +48,10 @@ from garmentcv.train.report import comparison_table, save_confusion_matrix, save
 from garmentcv.train.transfer import build_for_training
 
 logger = logging.getLogger(__name__)
+
+#: ``on_epoch_end(arch, epoch, model)``: called after each epoch's validation with the model in eval mode, e.g. to
+#: score extra image sets per epoch (scripts/transfer_experiment.py); it must not change the model.
+EpochCallback = Callable[[str, int, nn.Module], None]
 
 
 @dataclass(frozen=True)
@@ -190,6 +194,7 @@ def fit_arch(
     split: Split,
     device: torch.device,
     progress: bool = True,
+    on_epoch_end: EpochCallback | None = None,
 ) -> ArchResult:
     """Train one arch into ``cfg.out / arch``: checkpoints, metrics.json and plots.
 
@@ -253,6 +258,9 @@ def fit_arch(
         )
         val_loss, val = evaluate(model, val_loader, device, len(classes))
         seconds = time.perf_counter() - started
+        if on_epoch_end is not None:  # after the epoch's timing: what the caller measures is not training time
+            on_epoch_end(arch, epoch, model)
+            model.eval()
         spent += seconds
         result = EpochResult(epoch, lr, train_loss, train_acc, val_loss, val, seconds)
         history.append(result.to_dict())
@@ -337,7 +345,7 @@ def _check_resume_config(cfg: TrainConfig) -> None:
     if not stored_path.is_file():
         raise CheckpointError(f"{cfg.out}: no config.json, so there is no run to resume; drop --resume")
     stored = TrainConfig.from_dict(json.loads(stored_path.read_text(encoding="utf-8")))
-    keys = ("data", "layout", "epochs", "batch_size", "lr", "lr_gamma", "weight_decay", "val_fraction", "seed",
+    keys = ("data", "layout", "epochs", "batch_size", "lr", "lr_gamma", "weight_decay", "val_fraction", "val_data", "seed",
             "image_size", "weights", "rotation", "crop_scale", "jitter", "hflip", "workers", "freeze_backbone_epochs",
             "backbone_lr_factor", "warmup_epochs", "label_smoothing", "decay_norm_bias", "early_stopping_patience",
             "early_stopping_metric", "class_weights", "balanced_sampler", "archs")  # fmt: skip
@@ -414,8 +422,10 @@ def _check_resume_data(cfg: TrainConfig, split: Split) -> None:
         )
 
 
-def train(cfg: TrainConfig, progress: bool = True) -> TrainResult:
+def train(cfg: TrainConfig, progress: bool = True, on_epoch_end: EpochCallback | None = None) -> TrainResult:
     """Train every arch of ``cfg`` on ``cfg.data`` and write the run folder ``cfg.out``.
+
+    ``on_epoch_end(arch, epoch, model)``, when given, is called after each epoch's validation (model in eval mode).
 
     Writes ``config.json``, ``train.csv`` and ``val.csv`` (the split, as ``path,label`` manifests),
     ``comparison.md`` and, per arch, ``best.pt``, ``last.pt``, ``metrics.json``, ``confusion_matrix.png`` and
@@ -446,14 +456,14 @@ def train(cfg: TrainConfig, progress: bool = True) -> TrainResult:
         )
     created = _prepare_out(cfg)
     try:
-        return _train_into(cfg, progress)
+        return _train_into(cfg, progress, on_epoch_end)
     except BaseException:
         if created:
             _remove_unfinished_run(cfg.out)
         raise
 
 
-def _train_into(cfg: TrainConfig, progress: bool) -> TrainResult:
+def _train_into(cfg: TrainConfig, progress: bool, on_epoch_end: EpochCallback | None = None) -> TrainResult:
     """The work of :func:`train` once the run folder is known to be writable and free."""
     if cfg.resume:
         _check_resume_config(cfg)  # cheap, before the images are read
@@ -462,9 +472,13 @@ def _train_into(cfg: TrainConfig, progress: bool) -> TrainResult:
     if cfg.weights == "imagenet":  # every arch's file before any work: a later arch's must not fail after hours
         for arch in cfg.archs:
             ensure_imagenet_weights(arch, progress)
-    bad = find_bad_images(dataset.samples, progress)
+    val_set = load_dataset(cfg.val_data) if cfg.val_data is not None else None
+    bad = find_bad_images(dataset.samples + (val_set.samples if val_set else ()), progress)
     dataset = drop_bad_images(dataset, bad, cfg.skip_bad_images)
-    split = split_dataset(dataset, cfg.val_fraction, cfg.seed)
+    if val_set is None:
+        split = split_dataset(dataset, cfg.val_fraction, cfg.seed)
+    else:  # --val-data: a fixed validation set, every image of DATA trains
+        split = given_split(dataset, drop_bad_images(val_set, bad, cfg.skip_bad_images))
     logger.info(
         "%s (%s layout): %d images in %d classes %s; %d train / %d validation; device %s",
         cfg.data, dataset.layout.value, len(dataset.samples), len(dataset.classes), dataset.class_counts(),
@@ -478,7 +492,7 @@ def _train_into(cfg: TrainConfig, progress: bool) -> TrainResult:
     if bad:
         _write_csv(cfg.out / "skipped_images.csv", ["path", "reason"], [(str(b.sample.path.resolve()), b.reason) for b in bad])
 
-    results = [fit_arch(arch, cfg, dataset, split, device, progress) for arch in cfg.archs]
+    results = [fit_arch(arch, cfg, dataset, split, device, progress, on_epoch_end) for arch in cfg.archs]
     rows = [
         {"arch": r.arch, "best_epoch": r.best_epoch, **{k: r.best[k] for k in ("accuracy", "precision", "recall", "f1")},
          "params_m": r.params / 1e6, "train_seconds": r.train_seconds}
