@@ -108,6 +108,7 @@ def _given(ctx: click.Context, name: str) -> bool:
 @setting("weight_decay", type=click.FloatRange(min=0))
 @setting("val_fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True))
 @setting("val_data", type=click.Path(exists=True, path_type=Path))
+@setting("preset", type=click.Choice(list(defaults.PRESETS)))
 @setting("seed", type=int)
 @setting("image_size", type=click.IntRange(min=16))
 @setting("rotation", type=click.FloatRange(0, 180))
@@ -152,6 +153,10 @@ def main(
             if name != "resume" and not _given(ctx, name):
                 options[name] = getattr(stored, name)
         data = data or stored.data
+    if options["preset"] is not None and _given(ctx, "preset"):  # a preset from --config is already in its values
+        for name, value in defaults.preset_settings(options["preset"]).items():
+            if not _given(ctx, name):
+                options[name] = value
     if data is None:
         raise click.UsageError("missing argument DATA (or --config RUN/config.json, which names it)")
     from garmentcv.train.loop import (

@@ -18,6 +18,20 @@ DEFAULT_VAL_FRACTION = 0.2
 ARCHS: tuple[str, ...] = ("efficientnet_b0", "resnet18", "resnet34")
 
 
+#: ``--preset scratch``: chosen on validation only (scripts/scratch_preset.py, resnet18 from scratch at 32 px on 8,000
+#: ten-class Fashion-MNIST training images): 10 epochs instead of 5 gave 0.839 validation accuracy against 0.769
+#: (the learning rate keeps decaying x0.8 per epoch), while milder augmentation (no rotation or colour jitter, crops
+#: of at least 85%) lost 1.6 points (0.823), so the augmentation stays.
+PRESET_SCRATCH: dict[str, Any] = {"epochs": 10}
+
+#: Named sets of settings (``gcv-train --preset NAME``): each replaces the defaults it names; options given on the
+#: command line still override it. ``scratch`` was chosen on the validation split of the ten-class Fashion-MNIST
+#: stand-in (scripts/scratch_preset.py; README "Training from scratch" has the table and its test accuracy).
+PRESETS: dict[str, dict[str, Any]] = {
+    "scratch": PRESET_SCRATCH,
+}
+
+
 def _setting(default: Any, help: str) -> Any:
     """A field with its default and its ``--help`` text, the one place gcv-train's options are described."""
     return field(default=default, metadata={"help": help})
@@ -59,6 +73,12 @@ class TrainConfig:
     lr_gamma: float = _setting(DEFAULT_LR_GAMMA, "Learning rate factor applied after each epoch (exponential decay, after any warm-up).")
     weight_decay: float = _setting(0.01, "AdamW decoupled weight decay.")
     val_fraction: float = _setting(DEFAULT_VAL_FRACTION, "Share of each class held out for validation (stratified).")
+    preset: str | None = _setting(
+        None,
+        "Start from a named set of settings instead of the fine-tuning defaults: 'scratch' (random init: longer, "
+        "milder augmentation; see README). Options given on the command line override it; config.json records "
+        "the resulting values.",
+    )
     val_data: Path | None = _setting(
         None,
         "Validation images from this labelled folder or path,label CSV (same classes as DATA, no shared file) "
@@ -115,6 +135,15 @@ class TrainConfig:
         False, "Draw training images with probability 1/n_c per class (with replacement, same epoch size)."
     )
 
+    @classmethod
+    def with_preset(cls, name: str, **settings: Any) -> TrainConfig:
+        """A config from preset ``name`` (:data:`PRESETS`), ``settings`` overriding it (``data`` and ``out`` needed).
+
+        Raises:
+            KeyError: unknown preset.
+        """
+        return cls(**{**preset_settings(name), "preset": name, **settings})
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-compatible form (paths as strings, tuples as lists)."""
         out: dict[str, Any] = {}
@@ -133,6 +162,17 @@ class TrainConfig:
             kwargs["val_data"] = Path(kwargs["val_data"])
         kwargs["archs"] = tuple(kwargs.get("archs", ("resnet18",)))
         return cls(**kwargs)
+
+
+def preset_settings(name: str) -> dict[str, Any]:
+    """The settings of preset ``name`` (field name -> value).
+
+    Raises:
+        KeyError: unknown preset; the message lists the valid names.
+    """
+    if name not in PRESETS:
+        raise KeyError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+    return dict(PRESETS[name])
 
 
 def setting_help(name: str) -> str:
