@@ -270,7 +270,8 @@ class ObjectSource:
                 skipped.append(SkippedFile(Path(rel), "not an image"))
                 continue
             found.append(Entry(rel, RemoteFile(f"{scheme}://{info.path}"), info.size, info.mtime_ns))
-        skipped.extend(SkippedFile(Path(name), "hidden") for name in sorted(hidden))
+        for name in sorted(hidden):
+            skipped.append(SkippedFile(Path(name), "hidden"))
         yield from sorted(found, key=lambda e: sort_key(e.name))
 
 
