@@ -59,7 +59,7 @@ from garmentcv.installs import MissingRuntimeError
 logger = logging.getLogger(__name__)
 
 RAY_HINT = "pip install 'garmentcv[ray]'"
-#: Rows per Ray block, in batches: a block is the unit a worker takes and Ray retries.
+#: Rows per Ray block, in batches, at most: a block is the unit a worker takes and Ray retries.
 BATCHES_PER_BLOCK = 4
 
 
@@ -165,7 +165,8 @@ def _results(ray: Any, cfg: ClassifyConfig, options: RayOptions, workers: int, t
     """``(index into the run's items, probs, error)`` for each file of ``todo``, in the order of ``todo``."""
     import pyarrow as pa
 
-    rows_per_block = cfg.batch_size * BATCHES_PER_BLOCK
+    # Blocks of a few batches, fewer rows when that leaves a worker idle (a small job, the tail of a resumed one).
+    rows_per_block = min(cfg.batch_size * BATCHES_PER_BLOCK, max(cfg.batch_size, -(-len(todo) // workers)))
     blocks = [
         pa.table({"idx": pa.array([i for i, _ in chunk], pa.int64()),
                   "file": pa.array([encode_file(f) for _, f in chunk], pa.binary())})
