@@ -22,7 +22,7 @@ from .s3_server import moto_s3, upload
 from .test_classify import make_folder
 
 
-def run(source: Path | str, out: Path, model: Path, **kw: object):  # noqa: ANN201
+def run(source: Path | str, out: Path, model: Path, **kw: object):
     cfg = ClassifyConfig(folder=source, out=out, model=model, provider="cpu", progress=False, **kw)  # type: ignore[arg-type]
     return classify_folder(cfg)
 

@@ -116,6 +116,9 @@ def classify_main(source: str, out: Path, model: Path, batch_size: int, provider
                  if value is not None]
         if given:
             raise click.UsageError(f"{', '.join(given)} only go with --engine ray")
+    elif threads is not None or workers is not None:
+        raise click.UsageError("--threads and --workers are for --engine local; with --engine ray each worker gets "
+                               "--cpus-per-worker threads of both")
     folder = source if is_uri(source) else Path(source)
     if report is not None and not (isinstance(folder, Path) and folder.is_dir()):
         raise click.UsageError("--report shows the images of a local folder; SOURCE is not one")

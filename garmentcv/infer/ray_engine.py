@@ -89,7 +89,7 @@ def import_ray() -> Any:
     """``ray`` with ``ray.data``, or a :class:`MissingRuntimeError` naming the extra to install."""
     try:
         import ray
-        import ray.data  # noqa: F401  (the submodule must be importable too)
+        import ray.data
     except ImportError as exc:
         raise MissingRuntimeError(
             f"--engine ray needs Ray, which is not installed: {RAY_HINT} (or use the default --engine local)"
@@ -176,6 +176,10 @@ def _results(ray: Any, cfg: ClassifyConfig, options: RayOptions, workers: int, t
     saved = (context.execution_options.preserve_order, context.enable_progress_bars)
     context.execution_options.preserve_order = True  # rows come back in the order given: the partial stays sorted
     context.enable_progress_bars = False  # the driver's own bar counts rows saved
+    data_logger = logging.getLogger("ray.data")
+    level = data_logger.level
+    if not cfg.progress:  # -q: Ray Data's per-dataset info lines too
+        data_logger.setLevel(logging.WARNING)
     try:
         dataset = ray.data.from_arrow(blocks).map_batches(
             ClassifyWorker,
@@ -188,6 +192,7 @@ def _results(ray: Any, cfg: ClassifyConfig, options: RayOptions, workers: int, t
             yield from zip(batch["idx"].tolist(), batch["probs"], batch["error"].tolist())
     finally:
         context.execution_options.preserve_order, context.enable_progress_bars = saved
+        data_logger.setLevel(level)
 
 
 def _batches(items: list[tuple[File | None, Row]], results: Iterator[tuple[int, np.ndarray, str]],
