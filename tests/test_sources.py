@@ -76,6 +76,12 @@ def test_bad_sources_are_refused_with_what_to_do(tmp_path: Path, onnx_model: Pat
     result = CliRunner().invoke(classify_main, [str(tmp_path), "--out", str(tmp_path / "o.csv"), "--model",
                                                 str(onnx_model), "--num-workers", "2"])
     assert result.exit_code == 2 and "--num-workers only go with --engine ray" in result.stderr
+    result = CliRunner().invoke(classify_main, [str(tmp_path), "--out", str(tmp_path / "o.csv"), "--model",
+                                                str(onnx_model), "--engine", "ray", "--threads", "2"])
+    assert result.exit_code == 2 and "--threads and --workers are for --engine local" in result.stderr
+    result = CliRunner().invoke(classify_main, [str(tmp_path / "list.csv"), "--out", str(tmp_path / "o.csv"),
+                                                "--model", str(onnx_model), "--report", str(tmp_path / "r.html")])
+    assert result.exit_code == 2 and "--report shows the images of a local folder" in result.stderr
 
 
 def test_parquet_holds_the_csv_rows_typed(tmp_path: Path, onnx_model: Path, folder_rows) -> None:
