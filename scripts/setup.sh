@@ -25,4 +25,6 @@ if [ ! -x .venv/bin/python ]; then
 fi
 echo "==> installing garmentcv[cpu,train,eval,dev] with the pins of constraints.txt"
 .venv/bin/python -m pip install -q -c constraints.txt -e '.[cpu,train,eval,dev]'
+echo "==> installing the Ray engine, object storage and parquet (garmentcv[ray,s3,parquet]) and the S3 test server"
+.venv/bin/python -m pip install -q -c constraints.txt -e '.[ray,s3,parquet,cluster-test]'
 .venv/bin/python -c "import garmentcv, torch, torchvision, onnxruntime; print('garmentcv', garmentcv.__version__, '| torch', torch.__version__, '| torchvision', torchvision.__version__, '| onnxruntime', onnxruntime.__version__)"

@@ -38,7 +38,7 @@ def _model_option(default: Path | None) -> click.Option:
 
 @click.command(context_settings=_CONTEXT)
 @version_option("gcv-classify")
-@click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("source", metavar="SOURCE")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Results file.")
 @_model_option(DEFAULT_MODEL_PATH)
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, help="Images per model run.")
@@ -49,7 +49,19 @@ def _model_option(default: Path | None) -> click.Option:
 @click.option("--recursive/--no-recursive", default=True, help="Also classify images in sub-folders.")
 @click.option("--format", "fmt", type=click.Choice([f.value for f in OutputFormat]), default="csv",
               help="csv: path,label,confidence,prob_<class>...,error; jsonl: one object per line; "
-              "kaggle: index,label (index = the path relative to FOLDER without its extension).")
+              "kaggle: index,label (index = the path relative to SOURCE without its extension); parquet: the csv "
+              "columns, typed (needs pyarrow: pip install 'garmentcv[parquet]').")
+@click.option("--engine", type=click.Choice(["local", "ray"]), default="local",
+              help="local: this process; ray: a pool of Ray Data workers, on this machine or a Ray cluster "
+              "(pip install 'garmentcv[ray]'). Same rows either way.")
+@click.option("--address", default=None, metavar="ADDRESS",
+              help="--engine ray: the Ray cluster, auto (started here with 'ray start'), HOST:PORT or "
+              "ray://HOST:10001. Default: RAY_ADDRESS when set, else a new Ray instance on this machine.")
+@click.option("--num-workers", type=click.IntRange(min=1), default=None,
+              help="--engine ray: worker actors, each holding one model session. Default: the cluster's CPUs "
+              "divided by --cpus-per-worker.")
+@click.option("--cpus-per-worker", type=click.IntRange(min=1), default=1,
+              help="--engine ray: CPUs each worker reserves; its onnxruntime and decoding threads.")
 @click.option("--resume", is_flag=True,
               help="Finish an interrupted run with the same --out: classify only what is missing or changed "
               "(size or modification time). Without it, a new run starts; the partial results of an earlier one "
@@ -74,13 +86,18 @@ def _model_option(default: Path | None) -> click.Option:
 @quiet_option
 @verbose_option
 @handle_errors
-def classify_main(folder: Path, out: Path, model: Path, batch_size: int, provider: str, threads: int | None,
-                  workers: int | None, recursive: bool, fmt: str, resume: bool, calibration: str,
+def classify_main(source: str, out: Path, model: Path, batch_size: int, provider: str, threads: int | None,
+                  workers: int | None, recursive: bool, fmt: str, engine: str, address: str | None,
+                  num_workers: int | None, cpus_per_worker: int, resume: bool, calibration: str,
                   min_confidence: float | None, topk: int | None, fail_on_error: bool, report: Path | None,
                   allow_errors: bool, quiet: bool, verbose: bool) -> None:
-    """Classify every image in FOLDER with an exported model: one row per image file in --out.
+    """Classify every image in SOURCE with an exported model: one row per image file in --out.
 
-    Rows are sorted by path relative to FOLDER. A file that cannot be decoded gets a row with an empty label
+    SOURCE is a folder, a manifest (a .txt or .lst file of paths, one a line, or a .csv file with a path column;
+    relative paths are relative to the manifest) or an object-storage prefix such as s3://bucket/photos/
+    (credentials from the environment: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_ENDPOINT_URL).
+
+    Rows are sorted by path relative to SOURCE (or as the manifest gives it). A file that cannot be decoded gets a row with an empty label
     and the reason in the error column; hidden files and non-images are skipped. Rows are saved batch by
     batch in OUT.partial and OUT appears only when the run is complete; after Ctrl-C, --resume finishes it.
     With --format kaggle, images that could not be decoded make the command exit with 1 (the file is still
@@ -90,8 +107,21 @@ def classify_main(folder: Path, out: Path, model: Path, batch_size: int, provide
     setup_logging(quiet, verbose)
     require_onnxruntime()  # a clear message, not an ImportError, when neither [cpu] nor [gpu] is installed
     from garmentcv.infer.classify import ClassifyConfig, classify_folder
+    from garmentcv.infer.sources import is_uri
     from garmentcv.report import check_report_output, write_classify_report
 
+    if engine == "local":
+        given = [name for name, value in (("--address", address), ("--num-workers", num_workers),
+                                          ("--cpus-per-worker", cpus_per_worker if cpus_per_worker != 1 else None))
+                 if value is not None]
+        if given:
+            raise click.UsageError(f"{', '.join(given)} only go with --engine ray")
+    elif threads is not None or workers is not None:
+        raise click.UsageError("--threads and --workers are for --engine local; with --engine ray each worker gets "
+                               "--cpus-per-worker threads of both")
+    folder = source if is_uri(source) else Path(source)
+    if report is not None and not (isinstance(folder, Path) and folder.is_dir()):
+        raise click.UsageError("--report shows the images of a local folder; SOURCE is not one")
     if report is not None and fmt not in (OutputFormat.CSV.value, OutputFormat.JSONL.value):
         raise click.UsageError(f"--report needs the confidence and error columns of --format csv or jsonl, not {fmt}")
     if report is not None and report.resolve() == out.resolve():
@@ -102,7 +132,13 @@ def classify_main(folder: Path, out: Path, model: Path, batch_size: int, provide
                          threads=threads, workers=workers, recursive=recursive, format=OutputFormat(fmt),
                          resume=resume, progress=not quiet, calibration=calibration, min_confidence=min_confidence,
                          topk=topk)
-    s = classify_folder(cfg)
+    if engine == "ray":
+        from garmentcv.infer.ray_engine import RayOptions, classify_ray, import_ray
+
+        import_ray()  # says how to install Ray when it is missing
+        s = classify_ray(cfg, RayOptions(address=address, num_workers=num_workers, cpus_per_worker=cpus_per_worker))
+    else:
+        s = classify_folder(cfg)
     if report is not None:
         click.echo(f"report -> {write_classify_report(report, s.out, folder)}", err=True)
     skipped = ", ".join(f"{n} {reason}" for reason, n in sorted(s.skipped.items())) or "none"
