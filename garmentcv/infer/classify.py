@@ -44,7 +44,7 @@ from garmentcv.fsutil import atomic_write, check_writable_output, sha256_of
 from garmentcv.infer.model_file import DEFAULT_MODEL_PATH
 from garmentcv.infer.pipeline import predict_batches, split_cpus
 from garmentcv.infer.rows import OutputFormat, Row, needs_review, sort_key, write_rows
-from garmentcv.infer.session import open_model
+from garmentcv.infer.runtimes import open_runtime
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +64,7 @@ class ClassifyConfig:
         model: the GarmentCV ONNX file (classes and preprocessing are read from it).
         batch_size: images per model run.
         provider: ``auto``, ``cpu`` or ``cuda`` (see :mod:`garmentcv.infer.session`).
+        runtime: ``auto``, ``onnxruntime`` or ``openvino`` (see :mod:`garmentcv.infer.runtimes`).
         threads: onnxruntime intra-op threads; ``None``: see :func:`garmentcv.infer.pipeline.split_cpus`.
         workers: image decoding threads; ``None``: see :func:`~garmentcv.infer.pipeline.split_cpus`.
         recursive: also classify images in sub-folders.
@@ -84,6 +85,7 @@ class ClassifyConfig:
     threads: int | None = None
     workers: int | None = None
     recursive: bool = True
+    runtime: str = "auto"
     format: OutputFormat = OutputFormat.CSV
     resume: bool = False
     progress: bool = True
@@ -145,6 +147,9 @@ class ClassifySummary:
         needs_review: classified rows whose confidence is below ``min_confidence`` (0 without it).
         duplicate_indexes: kaggle format only: index -> the files that share it (``10.jpg``, ``10.png``).
         min_confidence: the threshold used, or ``None``.
+        runtime: ``onnxruntime`` or ``openvino``, the runtime that ran the model (on ``provider``).
+        inference_precision: what it computed in: onnxruntime's file precision (``fp32``, ``fp16``, ``int8``)
+            or OpenVINO's ``f32``/``bf16``.
     """
 
     out: Path
@@ -164,6 +169,8 @@ class ClassifySummary:
     needs_review: int = 0
     duplicate_indexes: dict[str, list[str]] = field(default_factory=dict)
     min_confidence: float | None = None
+    runtime: str = "onnxruntime"
+    inference_precision: str = "fp32"
 
     @property
     def skipped_total(self) -> int:
@@ -319,6 +326,7 @@ def classify_folder(cfg: ClassifyConfig, on_batch: Callable[[int], None] | None 
         ModelFileNotFoundError: the model file does not exist.
         ModelFileError: the model file is unreadable or lacks GarmentCV metadata.
         ProviderError: ``cuda`` asked for but not usable.
+        RuntimeUnavailableError: ``openvino`` asked for but not installed or not able to run the file.
         GarmentCVError: ``resume`` with partial results from another model, folder or options.
         ClassifyUsageError: see :func:`check_options`; ``topk`` above the model's number of classes.
         KeyboardInterrupt: passed on after the partial results are saved.
@@ -330,7 +338,7 @@ def classify_folder(cfg: ClassifyConfig, on_batch: Callable[[int], None] | None 
     check_options(cfg.format, cfg.min_confidence, cfg.topk, cfg.calibration)
     check_writable_output(cfg.out, "--out")
     threads, workers = split_cpus(cfg.threads, cfg.workers)
-    model = open_model(cfg.model, cfg.provider, threads)
+    model = open_runtime(cfg.model, cfg.runtime, cfg.provider, threads)
     classes = list(model.info.classes)
     if cfg.topk is not None and cfg.topk > len(classes):
         raise ClassifyUsageError(f"--topk {cfg.topk}: the model {cfg.model} has only {plural(len(classes), 'class')}; "
@@ -408,7 +416,7 @@ def classify_folder(cfg: ClassifyConfig, on_batch: Callable[[int], None] | None 
         reused=reused, seconds=seconds, images_per_second=new / seconds if seconds > 0 else 0.0,
         provider=model.provider, error_reasons=dict(reasons), error_examples=tuple(examples), threads=threads,
         workers=workers, temperature=temperature, needs_review=review, min_confidence=cfg.min_confidence,
-        duplicate_indexes=duplicates,
+        duplicate_indexes=duplicates, runtime=model.runtime, inference_precision=model.inference_precision,
     )
     logger.debug(
         "%d image files: %d classified, %d errors, %d other files skipped, %d rows reused; %.1f s, %.1f images/s (%s)",
