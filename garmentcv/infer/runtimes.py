@@ -217,30 +217,38 @@ def open_runtime(path: Path, runtime: str = "auto", provider: str = "auto", thre
         ModelFileNotFoundError, ModelFileError, ProviderError: as :func:`garmentcv.infer.session.open_model`.
         RuntimeUnavailableError: see :func:`choose_runtime`; OpenVINO installed but failing to compile the file.
     """
-    from garmentcv.infer.session import open_model  # onnxruntime: needed in any case (metadata, the default)
+    from garmentcv.infer.model_file import read_model_info  # onnxruntime reads the metadata in any case
 
     if runtime not in RUNTIMES:
         raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
     if runtime == "openvino":  # refused before any work when OpenVINO is missing or CUDA is asked for too
         choose_runtime(runtime, "fp32", (), openvino_installed(), False, cuda=provider == "cuda")
-    onnx_model = open_model(path, "cpu" if runtime == "openvino" and provider == "auto" else provider, threads)
-    info = onnx_model.info
+    info = read_model_info(Path(path))
     allowed, note = bf16_allowed(info)
     choice = choose_runtime(runtime, info.precision, this_cpu_flags(), openvino_installed(), allowed,
-                            cuda=onnx_model.device == "cuda")
+                            cuda=provider == "cuda" or (provider == runtime == "auto" and _onnxruntime_offers_cuda()))
     if choice.runtime == "onnxruntime":
+        from garmentcv.infer.session import open_model
+
+        onnx_model = open_model(path, provider, threads)
         logger.info("runtime onnxruntime %s on %s, %s file (%s)", _version("onnxruntime"), onnx_model.device,
                     info.precision, choice.reason)
         return onnx_model
     from garmentcv.infer.openvino_runtime import open_openvino
 
-    del onnx_model
     model = open_openvino(Path(path), info, choice.inference_precision or "f32", threads)
     if model.inference_precision != "bf16" and info.precision == "fp32":
-        logger.info("OpenVINO runs %s at f32: %s", path, note if not allowed else "this CPU has no AMX")
+        logger.info("OpenVINO runs %s at f32: %s", path, note if not allowed else "this CPU has no usable AMX")
     logger.info("runtime openvino %s on CPU, %s file, inference precision %s (%s)", _version(OPENVINO_DIST),
                 info.precision, model.inference_precision, choice.reason)
     return model
+
+
+def _onnxruntime_offers_cuda() -> bool:
+    """Whether onnxruntime offers its CUDA provider (``--provider auto`` then tries CUDA first)."""
+    import onnxruntime as ort
+
+    return "CUDAExecutionProvider" in ort.get_available_providers()
 
 
 def _version(dist: str) -> str:
