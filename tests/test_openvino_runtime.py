@@ -15,7 +15,11 @@ from click.testing import CliRunner
 
 from garmentcv.artifact import ModelInfo, ReducedPrecisionCheck
 from garmentcv.infer import runtimes
-from garmentcv.infer.runtimes import RuntimeUnavailableError, choose_runtime, effective_flags
+from garmentcv.infer.runtimes import (
+    RuntimeUnavailableError,
+    choose_runtime,
+    effective_flags,
+)
 from tests.conftest import write_image
 
 AMX = frozenset({"avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile", "amx_int8", "amx_bf16"})
@@ -272,3 +276,31 @@ def test_export_records_the_bf16_gate(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="bf16 check must be one of"):
         bf16_gate.gate_for_export("on", "fp32", b"", untouched, seen, 1.0)
     assert "--bf16-check [auto|off]" in CliRunner().invoke(export_main, ["--help"]).output
+
+
+def test_benchmark_report_gives_ratios_and_bounds_per_condition() -> None:
+    from benchmarks.openvino_rows import report
+
+    machine = {"cpu_model": "Xeon", "logical_cpus": 2, "isa": ["avx512_bf16", "amx_bf16"], "load_avg": [0.1, 0.2, 0.3]}
+    condition = {
+        "mask": "AVX512_CORE_BF16", "machine": machine, "effective_flags": ["avx512_bf16"], "arch": "resnet18",
+        "size": 224, "files": 200, "decode_images_per_s": 300.0, "bf16_gates": {"fp32": {"passed": True}, "int8": None},
+        "model_only": [
+            {"file": "fp32", "runtime": "onnxruntime", "precision": "fp32", "images_per_s": 80.0, "rounds": [80.0], "kernels": []},
+            {"file": "fp32", "runtime": "openvino", "precision": "bf16", "images_per_s": 40.0, "rounds": [40.0],
+             "kernels": ["brgconv_avx512_bf16"]},
+        ],
+        "end_to_end": [
+            {"file": "fp32", "runtime": "onnxruntime", "used": "onnxruntime", "inference_precision": "fp32",
+             "images_per_s": 60.0, "rates": [60.0]},
+            {"file": "fp32", "runtime": "openvino", "used": "openvino", "inference_precision": "bf16",
+             "images_per_s": 30.0, "rates": [30.0]},
+        ],
+    }  # fmt: skip
+    lines = report([condition]).splitlines()
+    assert "## ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16" in lines
+    assert "| fp32 | openvino | bf16 | 40.0 | 0.50 | [40.0] | brgconv_avx512_bf16 |" in lines
+    # bound = 1 / (1/80 + 1/300) = 63.2; 60 is 95% of it
+    assert "| fp32 | onnxruntime | onnxruntime | fp32 | 60.0 | 1.00 | 63.2 | 95% | [60.0] |" in lines
+    assert "| fp32 | openvino | openvino | bf16 | 30.0 | 0.50 | 35.3 | 85% | [30.0] |" in lines
+    assert "bf16 gates of the two files at export: fp32: passed, int8: not run." in lines

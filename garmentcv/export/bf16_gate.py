@@ -24,8 +24,13 @@ import numpy as np
 from garmentcv.artifact import ReducedPrecisionCheck
 from garmentcv.cli_utils import plural
 from garmentcv.export import checks
+from garmentcv.infer.runtimes import (
+    OPENVINO_DIST,
+    OPENVINO_INSTALL,
+    openvino_installed,
+    this_cpu_flags,
+)
 from garmentcv.installs import installed_version
-from garmentcv.infer.runtimes import OPENVINO_DIST, OPENVINO_INSTALL, openvino_installed, this_cpu_flags
 
 logger = logging.getLogger(__name__)
 

@@ -28,7 +28,11 @@ import numpy as np
 
 from garmentcv import cpus as _cpus
 from garmentcv.artifact import INPUT_NAME, OUTPUT_NAME, ModelInfo
-from garmentcv.infer.runtimes import INFERENCE_PRECISIONS, OPENVINO_INSTALL, RuntimeUnavailableError
+from garmentcv.infer.runtimes import (
+    INFERENCE_PRECISIONS,
+    OPENVINO_INSTALL,
+    RuntimeUnavailableError,
+)
 
 logger = logging.getLogger(__name__)
 

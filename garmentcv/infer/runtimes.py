@@ -2,27 +2,31 @@
 
 ``--runtime auto`` takes the fastest runtime installed for this CPU and file by :func:`choose_runtime`, a pure
 function of the file's precision, its bf16 gate (:class:`garmentcv.artifact.ReducedPrecisionCheck`), the CPU's
-ISA flags and what is installed. The rule follows measurements of resnet18 at 224 px, batch 32, 2 threads, on a
-2-core Intel Xeon with AMX (``amx_bf16``, ``amx_int8``) and on the same CPU with oneDNN held below AMX
-(``ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16``: AVX-512 with VNNI and BF16 instructions, like an AMD EPYC Zen 4),
-images/s (``benchmarks/openvino_rows.py``; RESULTS.md "OpenVINO"):
+ISA flags and what is installed. The rule follows measurements of resnet18 at 224 px, batch 32, 2 threads, on
+the 2-core Intel Xeon with AMX (``amx_bf16``, ``amx_int8``) and on the same CPU with oneDNN held below AMX (``ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16``:
+AVX-512 with VNNI and BF16 instructions, like an AMD EPYC Zen 4), model only, images/s and the ratio to onnxruntime
+on the same file (``python -m benchmarks.openvino_rows``, benchmarks/RESULTS.md "OpenVINO"; a busy machine, so
+the ratios, measured in interleaved rounds, are the figures to read), beside the issue's quiet-machine figures:
 
-=========================================  ==========  ===========
-file, runtime, inference precision           with AMX   AMX masked
-=========================================  ==========  ===========
-FP32, onnxruntime                                 78           79
-FP32, OpenVINO, f32                               75           78
-FP32, OpenVINO, bf16                             373           53
-INT8, onnxruntime                                199          204
-INT8, OpenVINO                                   614          278
-=========================================  ==========  ===========
+=========================================  ==================  ==================  ===============
+file, runtime, inference precision          with AMX            AMX masked          issue (AMX/mask)
+=========================================  ==================  ==================  ===============
+FP32, onnxruntime                           17.7 (1.00)         42.4 (1.00)         78 / 79
+FP32, OpenVINO, f32                         23.3 (1.31)         44.2 (1.04)         75 / 78
+FP32, OpenVINO, bf16                        131.1 (7.39)        29.9 (0.71)         373 / 53
+INT8, onnxruntime                           75.9 (1.00)         124.5 (1.00)        199 / 204
+INT8, OpenVINO, f32 (float parts)           215.3 (2.84)        157.3 (1.26)
+INT8, OpenVINO, bf16 (float parts)          290.0 (3.82)        157.5 (1.27)        614 / 278
+=========================================  ==================  ==================  ===============
 
 Hence: bf16 only with AMX (``amx_bf16``) and only when the file's bf16 gate passed; OpenVINO for INT8 files on
-CPUs with 8-bit dot products (VNNI or AMX); onnxruntime otherwise (FP32 on OpenVINO at f32 is no faster; FP16
+CPUs with 8-bit dot products (VNNI or AMX); onnxruntime otherwise (FP32 on OpenVINO at f32: 1.04x masked, within
+noise, and 0.96x in the issue's quiet run; FP16
 files are made for CUDA; CPUs without VNNI were not measured). CUDA stays onnxruntime's CUDA provider.
 
-``ONEDNN_MAX_CPU_ISA`` caps the instruction sets oneDNN uses, and OpenVINO's CPU plugin honours it (measured: bf16
-falls from 249 to 23 images/s with ``AVX512_CORE_BF16``); the rule therefore reads the flags through
+``ONEDNN_MAX_CPU_ISA`` caps the instruction sets oneDNN uses, and OpenVINO's CPU plugin honours it (measured:
+the convolution kernels OpenVINO reports change from ``brgconv_avx512_amx_bf16`` to ``brgconv_avx512_bf16``, and
+bf16 becomes slower than f32); the rule therefore reads the flags through
 :func:`effective_flags`. Asking for a runtime that is not installed or cannot run is a :class:`RuntimeUnavailableError`
 naming what to install, never a silent fallback.
 """
@@ -187,12 +191,12 @@ def choose_runtime(
     if cuda:
         return RuntimeChoice("onnxruntime", None, "CUDA runs on onnxruntime's CUDA provider")
     if file_precision == "int8" and VNNI_FLAGS & flags:
-        why = "an INT8 file on a CPU with 8-bit dot products (VNNI/AMX): OpenVINO is 1.4-3x faster than onnxruntime"
+        why = "an INT8 file on a CPU with 8-bit dot products (VNNI/AMX): OpenVINO measured 1.3-3.8x onnxruntime"
         if openvino:
             return RuntimeChoice("openvino", bf16, why)
         return RuntimeChoice("onnxruntime", None, f"OpenVINO is not installed ({why}; {OPENVINO_INSTALL})")
     if file_precision == "fp32" and amx and bf16_passed:
-        why = "an FP32 file that passed its bf16 gate on a CPU with AMX: OpenVINO bf16 is about 4x faster"
+        why = "an FP32 file that passed its bf16 gate on a CPU with AMX: OpenVINO bf16 measured 4.8-7.4x onnxruntime"
         if openvino:
             return RuntimeChoice("openvino", "bf16", why)
         return RuntimeChoice("onnxruntime", None, f"OpenVINO is not installed ({why}; {OPENVINO_INSTALL})")
@@ -217,7 +221,9 @@ def open_runtime(path: Path, runtime: str = "auto", provider: str = "auto", thre
         ModelFileNotFoundError, ModelFileError, ProviderError: as :func:`garmentcv.infer.session.open_model`.
         RuntimeUnavailableError: see :func:`choose_runtime`; OpenVINO installed but failing to compile the file.
     """
-    from garmentcv.infer.model_file import read_model_info  # onnxruntime reads the metadata in any case
+    from garmentcv.infer.model_file import (
+        read_model_info,  # onnxruntime reads the metadata in any case
+    )
 
     if runtime not in RUNTIMES:
         raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
