@@ -304,3 +304,23 @@ def test_benchmark_report_gives_ratios_and_bounds_per_condition() -> None:
     assert "| fp32 | onnxruntime | onnxruntime | fp32 | 60.0 | 1.00 | 63.2 | 95% | [60.0] |" in lines
     assert "| fp32 | openvino | openvino | bf16 | 30.0 | 0.50 | 35.3 | 85% | [30.0] |" in lines
     assert "bf16 gates of the two files at export: fp32: passed, int8: not run." in lines
+
+
+def test_resume_never_mixes_rows_of_two_runtimes(onnx_model: Path, tmp_path: Path) -> None:
+    from garmentcv.errors import GarmentCVError
+    from garmentcv.infer.classify import ClassifyConfig, classify_folder
+
+    folder = tmp_path / "imgs"
+    for i in range(4):
+        write_image(folder / f"{i}.png", seed=i)
+
+    def stop(rows: int) -> None:
+        raise KeyboardInterrupt
+
+    cfg = ClassifyConfig(folder=folder, out=tmp_path / "o.csv", model=onnx_model, provider="cpu", runtime="onnxruntime",
+                         batch_size=2, progress=False)
+    with pytest.raises(KeyboardInterrupt):
+        classify_folder(cfg, on_batch=stop)
+    with pytest.raises(GarmentCVError, match="partial results of a run with another model, folder or options"):
+        classify_folder(dataclasses.replace(cfg, runtime="openvino", resume=True))
+    assert classify_folder(dataclasses.replace(cfg, resume=True)).reused == 2

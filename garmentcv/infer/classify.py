@@ -353,6 +353,8 @@ def classify_folder(cfg: ClassifyConfig, on_batch: Callable[[int], None] | None 
         "model_sha256": sha256_of(cfg.model),
         "classes": classes,
         "temperature": temperature,
+        # rows of another runtime or inference precision (bf16) differ in the last digits: never mixed by --resume
+        "runtime": [model.runtime, model.inference_precision],
     }
     partial = _Partial(Path(cfg.out), header)
     reuse: _Reuse | None = None
