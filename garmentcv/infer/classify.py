@@ -64,7 +64,6 @@ class ClassifyConfig:
         model: the GarmentCV ONNX file (classes and preprocessing are read from it).
         batch_size: images per model run.
         provider: ``auto``, ``cpu`` or ``cuda`` (see :mod:`garmentcv.infer.session`).
-        runtime: ``auto``, ``onnxruntime`` or ``openvino`` (see :mod:`garmentcv.infer.runtimes`).
         threads: onnxruntime intra-op threads; ``None``: see :func:`garmentcv.infer.pipeline.split_cpus`.
         workers: image decoding threads; ``None``: see :func:`~garmentcv.infer.pipeline.split_cpus`.
         recursive: also classify images in sub-folders.
@@ -75,6 +74,7 @@ class ClassifyConfig:
             without one: 1) before the softmax; ``none`` keeps the raw softmax.
         min_confidence: rows whose confidence is below it get ``needs_review`` true (csv and jsonl only).
         topk: write the K most probable classes instead of one probability per class (csv and jsonl only).
+        runtime: ``auto``, ``onnxruntime`` or ``openvino`` (see :mod:`garmentcv.infer.runtimes`).
     """
 
     folder: Path
@@ -85,13 +85,13 @@ class ClassifyConfig:
     threads: int | None = None
     workers: int | None = None
     recursive: bool = True
-    runtime: str = "auto"
     format: OutputFormat = OutputFormat.CSV
     resume: bool = False
     progress: bool = True
     calibration: str = "temperature"
     min_confidence: float | None = None
     topk: int | None = None
+    runtime: str = "auto"
 
 
 #: ``ClassifyConfig.calibration`` values.

@@ -16,7 +16,7 @@ from garmentcv.infer.rows import OutputFormat
 _CONTEXT = {"help_option_names": ["-h", "--help"], "show_default": True}
 _LAYOUTS = ("lamoda", "folders", "csv")  # garmentcv.data.layouts.Layout values
 _THREADS_HELP = (
-    "onnxruntime CPU threads. Default: the CPUs this process may use (CPU affinity and container quota, not the "
+    "Runtime CPU threads (onnxruntime or OpenVINO). Default: the CPUs this process may use (CPU affinity and container quota, not the "
     "machine's core count)."
 )
 _CALIBRATION_HELP = (
