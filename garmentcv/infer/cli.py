@@ -16,8 +16,8 @@ from garmentcv.infer.rows import OutputFormat
 _CONTEXT = {"help_option_names": ["-h", "--help"], "show_default": True}
 _LAYOUTS = ("lamoda", "folders", "csv")  # garmentcv.data.layouts.Layout values
 _THREADS_HELP = (
-    "Runtime CPU threads (onnxruntime or OpenVINO). Default: the CPUs this process may use (CPU affinity and container quota, not the "
-    "machine's core count)."
+    "Runtime CPU threads (onnxruntime or OpenVINO). Default: the CPUs this process may use (CPU affinity and "
+    "container quota, not the machine's core count)."
 )
 _CALIBRATION_HELP = (
     "temperature: probabilities and confidence are softmax(logits / T) with the temperature T that gcv-export fitted "
