@@ -3,9 +3,9 @@
 ``--runtime auto`` takes the fastest runtime installed for this CPU and file by :func:`choose_runtime`, a pure
 function of the file's precision, its bf16 gate (:class:`garmentcv.artifact.ReducedPrecisionCheck`), the CPU's
 ISA flags and what is installed. The rule follows measurements of resnet18 at 224 px, batch 32, 2 threads, on
-the 2-core Intel Xeon with AMX (``amx_bf16``, ``amx_int8``) and on the same CPU with oneDNN held below AMX (``ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16``:
-AVX-512 with VNNI and BF16 instructions, like an AMD EPYC Zen 4), model only, images/s and the ratio to onnxruntime
-on the same file (``python -m benchmarks.openvino_rows``, benchmarks/RESULTS.md "OpenVINO"; a busy machine, so
+the 2-core Intel Xeon with AMX (``amx_bf16``, ``amx_int8``) and on the same CPU with oneDNN held below AMX
+(``ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16``: AVX-512 with VNNI and BF16 instructions, like an AMD EPYC Zen 4),
+model only, images/s and the ratio to onnxruntime on the same file (``python -m benchmarks.openvino_rows``, benchmarks/RESULTS.md "OpenVINO"; a busy machine, so
 the ratios, measured in interleaved rounds, are the figures to read), beside the issue's quiet-machine figures:
 
 =========================================  ==================  ==================  ===============
