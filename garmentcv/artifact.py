@@ -72,8 +72,8 @@ class ReducedPrecisionCheck:
 
     The gate of :mod:`garmentcv.export.bf16_gate`: the file run by OpenVINO at ``precision`` against onnxruntime
     running the same file, on the validation images: every image's largest logit difference within ``tolerance``
-    x its logit scale ``max(1, largest |logit|)``, the same top-1 class except near ties within it, and the
-    accuracy at most ``max_accuracy_drop`` points lower. Consumers use the precision only when ``passed``.
+    x its logit scale ``max(1, largest |logit|)``, the same top-1 class except near ties within it, calibrated
+    probabilities within a stated tolerance, and the accuracy at most ``max_accuracy_drop`` points lower. Consumers use the precision only when ``passed``.
 
     Attributes:
         precision: the inference precision checked, ``bf16``.
@@ -86,6 +86,7 @@ class ReducedPrecisionCheck:
         note: why it failed (or ``""``).
         runtime: the runtime and version that ran it, e.g. ``openvino 2026.4.1``.
         cpu_model: the CPU it ran on (``model name`` of ``/proc/cpuinfo``; ``""`` when unknown).
+        max_probability_diff: largest difference of the calibrated probabilities ``softmax(logits / T)``.
     """
 
     precision: str
@@ -98,11 +99,13 @@ class ReducedPrecisionCheck:
     note: str = ""
     runtime: str = ""
     cpu_model: str = ""
+    max_probability_diff: float = 0.0
 
     def describe(self) -> str:
         """E.g. ``top-1 agreement 100.00% on 24 images, largest logit difference 0.012 (tolerance 0.1 x scale)``."""
         return (f"top-1 agreement {self.top1_agreement:.2%} on {self.images} images, largest logit difference "
-                f"{self.max_abs_diff:.3g} (tolerance {self.tolerance:g} x logit scale), accuracy drop "
+                f"{self.max_abs_diff:.3g} (tolerance {self.tolerance:g} x logit scale), largest probability difference "
+                f"{self.max_probability_diff:.3g}, accuracy drop "
                 f"{self.accuracy_drop:.2f} points")
 
     def to_dict(self) -> dict[str, Any]:
@@ -110,7 +113,7 @@ class ReducedPrecisionCheck:
         return {"precision": self.precision, "passed": self.passed, "images": self.images,
                 "top1_agreement": self.top1_agreement, "max_abs_diff": self.max_abs_diff, "tolerance": self.tolerance,
                 "accuracy_drop": self.accuracy_drop, "note": self.note, "runtime": self.runtime,
-                "cpu_model": self.cpu_model}  # fmt: skip
+                "cpu_model": self.cpu_model, "max_probability_diff": self.max_probability_diff}  # fmt: skip
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ReducedPrecisionCheck:
@@ -123,7 +126,8 @@ class ReducedPrecisionCheck:
             raise ValueError(f"bad reduced-precision check {data!r}")
         return cls(str(data["precision"]), data["passed"], int(data["images"]), float(data["top1_agreement"]),
                    float(data["max_abs_diff"]), float(data["tolerance"]), float(data["accuracy_drop"]),
-                   str(data.get("note", "")), str(data.get("runtime", "")), str(data.get("cpu_model", "")))
+                   str(data.get("note", "")), str(data.get("runtime", "")), str(data.get("cpu_model", "")),
+                   float(data.get("max_probability_diff", 0.0)))
 
 
 @dataclass(frozen=True)

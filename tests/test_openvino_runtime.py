@@ -242,13 +242,16 @@ def test_bf16_gate_passes_and_refuses(onnx_model: Path) -> None:
         assert ok.passed, ok.note
         assert ok.note == "" and ok.top1_agreement == 1.0 and ok.accuracy_drop == 0.0
         assert 0 < ok.max_abs_diff <= bf16_gate.BF16_TOLERANCE  # bf16 really ran: not bit-identical to FP32
+        assert 0 < ok.max_probability_diff <= bf16_gate.BF16_PROBABILITY_TOLERANCE
     else:  # OpenVINO runs f32 here: the gate cannot prove bf16 and must not pass
         assert not ok.passed and "OpenVINO ran f32, not bf16" in ok.note
-    refused = bf16_gate.check_bf16(model, batches, seen, tolerance=0.0, max_accuracy_drop=-1.0)
+    refused = bf16_gate.check_bf16(model, batches, seen, tolerance=0.0, max_accuracy_drop=-1.0, temperature=0.5,
+                                   probability_tolerance=0.0)
     assert not refused.passed and refused.tolerance == 0.0
     assert "accuracy 100.00% is 0.00 points below 100.00%, more than -1" in refused.note
     if bf16_gate.can_check() is None:
         assert "of 8 images differ by more than their tolerance" in refused.note
+        assert "calibrated probabilities (temperature 0.5) differ by up to " in refused.note
 
 
 def test_export_records_the_bf16_gate(tmp_path: Path) -> None:

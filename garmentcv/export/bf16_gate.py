@@ -4,7 +4,9 @@ Like gcv-export's FP16 and INT8 gates (:mod:`garmentcv.export.checks`), on the v
 by OpenVINO with ``INFERENCE_PRECISION_HINT=bf16`` against onnxruntime running the same file (the logits every
 other gate was judged on). It passes when no logit is NaN or infinite, every image's largest logit difference
 is within :data:`BF16_TOLERANCE` x its logit scale ``max(1, largest |logit|)`` (:func:`checks.compare`), the
-top-1 class is the same except near ties within that tolerance, and the accuracy is at most
+top-1 class is the same except near ties within that tolerance, the calibrated probabilities
+``softmax(logits / T)`` (the file's temperature) differ by at most :data:`BF16_PROBABILITY_TOLERANCE`, and the
+accuracy is at most
 ``max_accuracy_drop`` points lower. A failed gate does not fail the export: the file is written with the result
 (:class:`garmentcv.artifact.ReducedPrecisionCheck`) and consumers run it at f32, saying why.
 
@@ -22,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from garmentcv.artifact import ReducedPrecisionCheck
+from garmentcv.calibration import softmax
 from garmentcv.cli_utils import plural
 from garmentcv.export import checks
 from garmentcv.infer.runtimes import (
@@ -38,6 +41,10 @@ logger = logging.getLogger(__name__)
 #: bits (relative rounding 2^-8 = 0.0039 per value); measured on resnet18 at 224 px (random init, OpenVINO
 #: 2026.4 with AMX) 0.0095 of the scale, so 0.05 (FP16's tolerance) leaves a 5x margin.
 BF16_TOLERANCE = 5e-2
+#: Largest difference accepted between bf16's and the file's calibrated probabilities ``softmax(logits / T)``
+#: (confidences feed --min-confidence and the calibration figures; the issue measured at most 0.012 on the
+#: demo's trained models).
+BF16_PROBABILITY_TOLERANCE = 2e-2
 #: ISA flags with which OpenVINO's CPU plugin runs bf16 natively.
 BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
 
@@ -69,6 +76,8 @@ def check_bf16(
     tolerance: float = BF16_TOLERANCE,
     max_accuracy_drop: float = 1.0,
     cpu_model: str = "",
+    temperature: float = 1.0,
+    probability_tolerance: float = BF16_PROBABILITY_TOLERANCE,
 ) -> ReducedPrecisionCheck:
     """Run the gate on the serialized ONNX ``model`` (see the module docstring).
 
@@ -79,6 +88,8 @@ def check_bf16(
         tolerance: per unit of logit scale.
         max_accuracy_drop: accuracy points bf16 may lose.
         cpu_model: recorded with the result.
+        temperature: the file's calibration temperature; probabilities are ``softmax(logits / temperature)``.
+        probability_tolerance: the largest probability difference accepted.
 
     Raises:
         RuntimeUnavailableError: OpenVINO cannot compile the model.
@@ -102,6 +113,9 @@ def check_bf16(
     correct_ref = float((seen.reference.argmax(1) == seen.targets)[labelled].mean()) if labelled.any() else 0.0
     correct = float((logits.argmax(1) == seen.targets)[labelled].mean()) if labelled.any() else 0.0
     drop = 100.0 * (correct_ref - correct)
+    finite = np.isfinite(logits).all(axis=1) & np.isfinite(seen.reference).all(axis=1)
+    prob_diff = float(np.abs(softmax(logits[finite], temperature) - softmax(seen.reference[finite], temperature)).max(
+        initial=0.0))
     problems = []
     if used != "bf16":
         problems.append(f"OpenVINO ran {used}, not bf16, on this CPU")
@@ -113,13 +127,16 @@ def check_bf16(
     if parity.top1_mismatches:
         problems.append(f"{plural(parity.top1_mismatches, 'image')} with another top-1 class beyond a near tie, "
                         f"first {parity.mismatch_file}")
+    if prob_diff > probability_tolerance:
+        problems.append(f"calibrated probabilities (temperature {temperature:.4g}) differ by up to {prob_diff:.3g}, "
+                        f"more than {probability_tolerance:g}")
     if drop > max_accuracy_drop:
         problems.append(f"accuracy {correct:.2%} is {drop:.2f} points below {correct_ref:.2%}, more than "
                         f"{max_accuracy_drop:g}")
     result = ReducedPrecisionCheck(
         precision="bf16", passed=not problems, images=parity.images, top1_agreement=parity.top1_agreement,
         max_abs_diff=parity.max_abs_diff, tolerance=tolerance, accuracy_drop=drop, note="; ".join(problems),
-        runtime=runtime, cpu_model=cpu_model,
+        runtime=runtime, cpu_model=cpu_model, max_probability_diff=prob_diff,
     )  # fmt: skip
     if result.passed:
         logger.info("bf16 gate passed on %s: %s", runtime, result.describe())
@@ -134,7 +151,7 @@ BF16_CHECKS = ("auto", "off")
 
 def gate_for_export(
     mode: str, precision: str, model: bytes, batches: Iterable[np.ndarray], seen: GateInputs,
-    max_accuracy_drop: float, cpu_model: str = "",
+    max_accuracy_drop: float, cpu_model: str = "", temperature: float = 1.0,
 ) -> ReducedPrecisionCheck | None:
     """The gate as gcv-export runs it: ``None`` (logged) when ``mode`` is ``off``, the file is FP16 (made for
     CUDA) or the gate cannot run here (:func:`can_check`); else :func:`check_bf16`'s result.
@@ -150,4 +167,4 @@ def gate_for_export(
     if reason is not None:
         logger.info("bf16 gate not run: %s; OpenVINO will run this file at f32", reason)
         return None
-    return check_bf16(model, batches, seen, BF16_TOLERANCE, max_accuracy_drop, cpu_model)
+    return check_bf16(model, batches, seen, BF16_TOLERANCE, max_accuracy_drop, cpu_model, temperature)

@@ -455,12 +455,13 @@ def export_checkpoint(cfg: ExportConfig, progress: bool = True) -> ExportResult:
     if cfg.precision != "fp32":
         drop = checks.require_accuracy_drop(fp32_accuracy, accuracy, cfg.max_accuracy_drop, cfg.precision.upper())
 
+    temperature = fit_temperature(seen.final, seen.targets)
     bf16 = bf16_gate.gate_for_export(
         cfg.bf16_check, cfg.precision, final.SerializeToString(),
         (b.inputs for b in ImageStream(val, pp, cfg.batch_size, progress=False, warn=False)),
         bf16_gate.GateInputs(seen.final, seen.files, seen.targets), cfg.max_accuracy_drop, convert.cpu_facts()[0],
+        temperature,
     )
-    temperature = fit_temperature(seen.final, seen.targets)
     if temperature in (T_MIN, T_MAX):
         logger.warning("the fitted temperature reached the end of its range (%g); the validation images may be too "
                        "few or all predicted right", temperature)
