@@ -327,3 +327,21 @@ def test_resume_never_mixes_rows_of_two_runtimes(onnx_model: Path, tmp_path: Pat
     with pytest.raises(GarmentCVError, match="partial results of a run with another model, folder or options"):
         classify_folder(dataclasses.replace(cfg, runtime="openvino", resume=True))
     assert classify_folder(dataclasses.replace(cfg, resume=True)).reused == 2
+
+
+def test_auto_falls_back_with_a_warning_when_openvino_cannot_compile(onnx_model: Path, tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch,
+                                                                     caplog: pytest.LogCaptureFixture) -> None:
+    from garmentcv.infer import openvino_runtime
+
+    def fails(*args, **kwargs):  # noqa: ANN002, ANN003
+        raise RuntimeUnavailableError("OpenVINO 2026.4.1 cannot compile x.onnx for the CPU (No suitable implementations)")
+
+    passed = _with_gate(onnx_model, tmp_path / "passed.onnx", True)
+    monkeypatch.setattr(runtimes, "this_cpu_flags", lambda: AMX)  # auto would pick OpenVINO bf16
+    monkeypatch.setattr(openvino_runtime, "open_openvino", fails)
+    with caplog.at_level("WARNING"):
+        assert runtimes.open_runtime(passed, "auto", "cpu").runtime == "onnxruntime"
+    assert f"OpenVINO cannot run {passed}, using onnxruntime: OpenVINO 2026.4.1 cannot compile" in caplog.text
+    with pytest.raises(RuntimeUnavailableError, match="No suitable implementations"):  # asked for: never a fallback
+        runtimes.open_runtime(passed, "openvino", "cpu")

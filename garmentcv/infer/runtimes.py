@@ -233,6 +233,18 @@ def open_runtime(path: Path, runtime: str = "auto", provider: str = "auto", thre
     allowed, note = bf16_allowed(info)
     choice = choose_runtime(runtime, info.precision, this_cpu_flags(), openvino_installed(), allowed,
                             cuda=provider == "cuda" or (provider == runtime == "auto" and _onnxruntime_offers_cuda()))
+    if choice.runtime == "openvino":
+        from garmentcv.infer.openvino_runtime import open_openvino
+
+        try:
+            model = open_openvino(Path(path), info, choice.inference_precision or "f32", threads)
+        except RuntimeUnavailableError as exc:
+            if runtime != "auto":
+                raise
+            # auto, like --provider auto for CUDA: say why, then run the file where it runs (measured: OpenVINO
+            # 2026.4 compiles no S8S8 QOperator INT8 file, "No suitable implementations")
+            logger.warning("OpenVINO cannot run %s, using onnxruntime: %s", path, exc)
+            choice = RuntimeChoice("onnxruntime", None, f"OpenVINO failed: {exc}")
     if choice.runtime == "onnxruntime":
         from garmentcv.infer.session import open_model
 
@@ -240,9 +252,6 @@ def open_runtime(path: Path, runtime: str = "auto", provider: str = "auto", thre
         logger.info("runtime onnxruntime %s on %s, %s file (%s)", _version("onnxruntime"), onnx_model.device,
                     info.precision, choice.reason)
         return onnx_model
-    from garmentcv.infer.openvino_runtime import open_openvino
-
-    model = open_openvino(Path(path), info, choice.inference_precision or "f32", threads)
     if model.inference_precision != "bf16" and info.precision == "fp32":
         logger.info("OpenVINO runs %s at f32: %s", path, note if not allowed else "this CPU has no usable AMX")
     logger.info("runtime openvino %s on CPU, %s file, inference precision %s (%s)", _version(OPENVINO_DIST),
