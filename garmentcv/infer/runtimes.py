@@ -28,7 +28,8 @@ files are made for CUDA; CPUs without VNNI were not measured). CUDA stays onnxru
 the convolution kernels OpenVINO reports change from ``brgconv_avx512_amx_bf16`` to ``brgconv_avx512_bf16``, and
 bf16 becomes slower than f32); the rule therefore reads the flags through
 :func:`effective_flags`. Asking for a runtime that is not installed or cannot run is a :class:`RuntimeUnavailableError`
-naming what to install, never a silent fallback.
+naming what to install, never a silent fallback; under ``auto`` a file OpenVINO cannot compile runs on onnxruntime
+with a warning that gives the cause (as ``--provider auto`` does for CUDA).
 """
 
 from __future__ import annotations
