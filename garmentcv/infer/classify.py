@@ -49,7 +49,7 @@ from garmentcv.fsutil import check_writable_output, sha256_of
 from garmentcv.infer.model_file import DEFAULT_MODEL_PATH
 from garmentcv.infer.pipeline import Prediction, predict_batches, split_cpus
 from garmentcv.infer.rows import OutputFormat, Row, needs_review, require_pyarrow, sort_key, write_output
-from garmentcv.infer.session import open_model
+from garmentcv.infer.runtimes import open_runtime
 from garmentcv.infer.sources import File, Source, open_source
 
 logger = logging.getLogger(__name__)
@@ -81,6 +81,7 @@ class ClassifyConfig:
             without one: 1) before the softmax; ``none`` keeps the raw softmax.
         min_confidence: rows whose confidence is below it get ``needs_review`` true (csv and jsonl only).
         topk: write the K most probable classes instead of one probability per class (csv and jsonl only).
+        runtime: ``auto``, ``onnxruntime`` or ``openvino`` (see :mod:`garmentcv.infer.runtimes`).
     """
 
     folder: Path | str
@@ -97,6 +98,7 @@ class ClassifyConfig:
     calibration: str = "temperature"
     min_confidence: float | None = None
     topk: int | None = None
+    runtime: str = "auto"
 
 
 #: ``ClassifyConfig.calibration`` values.
@@ -155,6 +157,9 @@ class ClassifySummary:
         needs_review: classified rows whose confidence is below ``min_confidence`` (0 without it).
         duplicate_indexes: kaggle format only: index -> the files that share it (``10.jpg``, ``10.png``).
         min_confidence: the threshold used, or ``None``.
+        runtime: ``onnxruntime`` or ``openvino``, the runtime that ran the model (on ``provider``).
+        inference_precision: what it computed in: onnxruntime's file precision (``fp32``, ``fp16``, ``int8``)
+            or OpenVINO's ``f32``/``bf16``.
     """
 
     out: Path
@@ -174,6 +179,8 @@ class ClassifySummary:
     needs_review: int = 0
     duplicate_indexes: dict[str, list[str]] = field(default_factory=dict)
     min_confidence: float | None = None
+    runtime: str = "onnxruntime"
+    inference_precision: str = "fp32"
 
     @property
     def skipped_total(self) -> int:
@@ -318,10 +325,15 @@ class ClassifyRun:
     (in the same order) to :meth:`save`; :meth:`finish` writes ``cfg.out`` and returns the summary.
     """
 
-    def __init__(self, cfg: ClassifyConfig, source: Source, info: ModelInfo) -> None:
-        """Raises: ClassifyUsageError (``topk`` above the number of classes); GarmentCVError (``resume`` with
+    def __init__(self, cfg: ClassifyConfig, source: Source, info: ModelInfo,
+                 runtime: tuple[str, str] = ("onnxruntime", "")) -> None:
+        """``runtime``: the runtime and inference precision that compute the rows (``("openvino", "bf16")``;
+        an empty precision means the file's).
+
+        Raises: ClassifyUsageError (``topk`` above the number of classes); GarmentCVError (``resume`` with
         partial results of another model, source or options)."""
         self.cfg = cfg
+        self.runtime = (runtime[0], runtime[1] or info.precision)
         self.source = source
         self.classes = list(info.classes)
         if cfg.topk is not None and cfg.topk > len(self.classes):
@@ -337,6 +349,8 @@ class ClassifyRun:
             "model_sha256": sha256_of(cfg.model),
             "classes": self.classes,
             "temperature": self.temperature,
+            # rows of another runtime or inference precision (bf16) differ in the last digits: never mixed by --resume
+            "runtime": list(self.runtime),
         }
         self.partial = _Partial(Path(cfg.out), self.header)
         self.reuse: _Reuse | None = None
@@ -431,7 +445,7 @@ class ClassifyRun:
             images_per_second=new / seconds if seconds > 0 else 0.0, provider=provider,
             error_reasons=dict(self.reasons), error_examples=tuple(self.examples), threads=threads, workers=workers,
             temperature=self.temperature, needs_review=self.review, min_confidence=cfg.min_confidence,
-            duplicate_indexes=duplicates,
+            duplicate_indexes=duplicates, runtime=self.runtime[0], inference_precision=self.runtime[1],
         )
         logger.debug(
             "%d image files: %d classified, %d errors, %d other files skipped, %d rows reused; %.1f s, %.1f images/s (%s)",
@@ -457,6 +471,7 @@ def classify_folder(cfg: ClassifyConfig, on_batch: Callable[[int], None] | None 
         ModelFileNotFoundError: the model file does not exist.
         ModelFileError: the model file is unreadable or lacks GarmentCV metadata.
         ProviderError: ``cuda`` asked for but not usable.
+        RuntimeUnavailableError: ``openvino`` asked for but not installed or not able to run the file.
         GarmentCVError: ``resume`` with partial results from another model, folder or options.
         ClassifyUsageError: see :func:`check_options`; ``topk`` above the model's number of classes.
         KeyboardInterrupt: passed on after the partial results are saved.
@@ -464,8 +479,8 @@ def classify_folder(cfg: ClassifyConfig, on_batch: Callable[[int], None] | None 
     start = time.perf_counter()
     source = open_checked_source(cfg)
     threads, workers = split_cpus(cfg.threads, cfg.workers)
-    model = open_model(cfg.model, cfg.provider, threads)
-    run = ClassifyRun(cfg, source, model.info)
+    model = open_runtime(cfg.model, cfg.runtime, cfg.provider, threads)
+    run = ClassifyRun(cfg, source, model.info, (model.runtime, model.inference_precision))
     bar = tqdm(desc="classify", unit="img", file=sys.stderr, disable=None if cfg.progress else True, dynamic_ncols=True)
     try:
         batches = predict_batches(model, run.items(), cfg.batch_size, workers, temperature=run.temperature)

@@ -16,12 +16,17 @@ from garmentcv.infer.rows import OutputFormat
 _CONTEXT = {"help_option_names": ["-h", "--help"], "show_default": True}
 _LAYOUTS = ("lamoda", "folders", "csv")  # garmentcv.data.layouts.Layout values
 _THREADS_HELP = (
-    "onnxruntime CPU threads. Default: the CPUs this process may use (CPU affinity and container quota, not the "
-    "machine's core count)."
+    "Runtime CPU threads (onnxruntime or OpenVINO). Default: the CPUs this process may use (CPU affinity and "
+    "container quota, not the machine's core count)."
 )
 _CALIBRATION_HELP = (
     "temperature: probabilities and confidence are softmax(logits / T) with the temperature T that gcv-export fitted "
     "on the validation images and stored in the model file (files without one: T = 1); none: the raw softmax."
+)
+_RUNTIME_HELP = (
+    "auto: the fastest installed runtime for this CPU and file (OpenVINO for INT8 files on CPUs with VNNI/AMX, and "
+    "for FP32 files in bf16 on CPUs with AMX when the file passed gcv-export's bf16 check; else onnxruntime; CUDA "
+    "always onnxruntime); onnxruntime; openvino (CPU, needs garmentcv[openvino]; an error when not installed)."
 )
 _WORKERS_HELP = (
     "Image decoding threads, running beside the model. Default: the CPUs this process may use, like --threads "
@@ -44,6 +49,7 @@ def _model_option(default: Path | None) -> click.Option:
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, help="Images per model run.")
 @click.option("--provider", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
               help="auto: CUDA when onnxruntime's CUDA provider really runs, else CPU; cuda: CUDA or an error.")
+@click.option("--runtime", type=click.Choice(["auto", "onnxruntime", "openvino"]), default="auto", help=_RUNTIME_HELP)
 @click.option("--threads", type=click.IntRange(min=1), default=None, help=_THREADS_HELP)
 @click.option("--workers", type=click.IntRange(min=1), default=None, help=_WORKERS_HELP)
 @click.option("--recursive/--no-recursive", default=True, help="Also classify images in sub-folders.")
@@ -86,9 +92,9 @@ def _model_option(default: Path | None) -> click.Option:
 @quiet_option
 @verbose_option
 @handle_errors
-def classify_main(source: str, out: Path, model: Path, batch_size: int, provider: str, threads: int | None,
-                  workers: int | None, recursive: bool, fmt: str, engine: str, address: str | None,
-                  num_workers: int | None, cpus_per_worker: int, resume: bool, calibration: str,
+def classify_main(source: str, out: Path, model: Path, batch_size: int, provider: str, runtime: str,
+                  threads: int | None, workers: int | None, recursive: bool, fmt: str, engine: str,
+                  address: str | None, num_workers: int | None, cpus_per_worker: int, resume: bool, calibration: str,
                   min_confidence: float | None, topk: int | None, fail_on_error: bool, report: Path | None,
                   allow_errors: bool, quiet: bool, verbose: bool) -> None:
     """Classify every image in SOURCE with an exported model: one row per image file in --out.
@@ -131,10 +137,12 @@ def classify_main(source: str, out: Path, model: Path, batch_size: int, provider
     cfg = ClassifyConfig(folder=folder, out=out, model=model, batch_size=batch_size, provider=provider,
                          threads=threads, workers=workers, recursive=recursive, format=OutputFormat(fmt),
                          resume=resume, progress=not quiet, calibration=calibration, min_confidence=min_confidence,
-                         topk=topk)
+                         topk=topk, runtime=runtime)
     if engine == "ray":
         from garmentcv.infer.ray_engine import RayOptions, classify_ray, import_ray
 
+        if runtime == "openvino":
+            raise click.UsageError("--engine ray runs onnxruntime in its workers; --runtime openvino works with the local engine")
         import_ray()  # says how to install Ray when it is missing
         s = classify_ray(cfg, RayOptions(address=address, num_workers=num_workers, cpus_per_worker=cpus_per_worker))
     else:
@@ -144,7 +152,8 @@ def classify_main(source: str, out: Path, model: Path, batch_size: int, provider
     skipped = ", ".join(f"{n} {reason}" for reason, n in sorted(s.skipped.items())) or "none"
     click.echo(
         f"{plural(s.files, 'image file')}: {s.classified} classified, {plural(s.errors, 'error')}; skipped {skipped}; "
-        f"{s.seconds:.1f} s, {s.images_per_second:.1f} images/s on {s.provider}"
+        f"{s.seconds:.1f} s, {s.images_per_second:.1f} images/s on {s.provider} ({s.runtime}, "
+        f"{s.inference_precision})"
         + (f" ({s.reused} rows from the interrupted run)" if s.reused else "") + f" -> {s.out}"
         + (f"; {s.needs_review} need review (confidence below {s.min_confidence:g})" if s.min_confidence is not None
            else "")
@@ -191,6 +200,7 @@ def classify_main(source: str, out: Path, model: Path, batch_size: int, provider
               "predictions.csv, misclassified.csv, errors.csv and report.html (with its report_files/ folder).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, help="Images per model run.")
 @click.option("--provider", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", help="As for gcv-classify.")
+@click.option("--runtime", type=click.Choice(["auto", "onnxruntime", "openvino"]), default="auto", help=_RUNTIME_HELP)
 @click.option("--threads", type=click.IntRange(min=1), default=None, help=_THREADS_HELP)
 @click.option("--workers", type=click.IntRange(min=1), default=None, help=_WORKERS_HELP)
 @click.option("--calibration", type=click.Choice(["temperature", "none"]), default="temperature",
@@ -203,7 +213,7 @@ def classify_main(source: str, out: Path, model: Path, batch_size: int, provider
 @verbose_option
 @handle_errors
 def evaluate_main(model: Path, data: Path, labels: Path | None, layout: str | None, out: Path, batch_size: int,
-                  provider: str, threads: int | None, workers: int | None, calibration: str,
+                  provider: str, runtime: str, threads: int | None, workers: int | None, calibration: str,
                   target_accuracy: float | None, quiet: bool, verbose: bool) -> None:
     """Measure an exported model on labelled images: accuracy, macro precision/recall/F1, confusion matrix,
     calibration (ECE over 15 bins, NLL, Brier score; raw and with the model file's temperature) with a reliability
@@ -218,7 +228,7 @@ def evaluate_main(model: Path, data: Path, labels: Path | None, layout: str | No
 
     cfg = EvaluateConfig(model=model, data=data, labels=labels, layout=layout, out=out, batch_size=batch_size,
                          provider=provider, threads=threads, workers=workers, progress=not quiet,
-                         calibration=calibration, target_accuracy=target_accuracy)
+                         calibration=calibration, target_accuracy=target_accuracy, runtime=runtime)
     r = evaluate_model(cfg)
     absent = (
         f" (macro averages over {len(r.classes) - len(r.absent_classes)} of {len(r.classes)} classes (no images of "
@@ -244,4 +254,5 @@ def evaluate_main(model: Path, data: Path, labels: Path | None, layout: str | No
         else:
             lines.append(f"target accuracy {t.target:.2%} is not reachable on these images: no confidence threshold "
                          f"gets above {t.best_accuracy:.2%}")
+    lines.append(f"runtime {r.runtime} on {r.device}, inference precision {r.inference_precision}")
     click.echo("\n".join(lines))

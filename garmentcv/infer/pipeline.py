@@ -23,7 +23,7 @@ from garmentcv import calibration
 from garmentcv import cpus as _cpus
 from garmentcv.errors import ImageDecodeError
 from garmentcv.image import Preprocessing
-from garmentcv.infer.session import LoadedModel
+from garmentcv.infer.runtimes import Model
 from garmentcv.infer.sources import File, load_file
 
 logger = logging.getLogger(__name__)
@@ -102,7 +102,7 @@ class _Job(Generic[T]):
 
 
 def predict_batches(
-    model: LoadedModel,
+    model: Model,
     items: Iterable[tuple[File | None, T]],
     batch_size: int = 32,
     workers: int | None = None,
@@ -116,7 +116,7 @@ def predict_batches(
     probabilities do not depend on the batch it falls in.
 
     Args:
-        model: an open model (:func:`garmentcv.infer.session.open_model`).
+        model: an open model of either runtime (:func:`garmentcv.infer.runtimes.open_runtime`).
         items: ``(path or None, item)`` pairs, consumed lazily; a path is a local file or an object
             (:class:`garmentcv.infer.sources.RemoteFile`).
         batch_size: items per yielded list, images and pass-throughs together, so that a long run of
