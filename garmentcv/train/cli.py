@@ -69,6 +69,17 @@ def _load_config(path: Path) -> TrainConfig:
         ) from exc
 
 
+def _check_archs(archs: tuple[str, ...]) -> None:
+    """Refuse an unknown --arch as a usage error (exit 2), listing the valid names; loads torchvision."""
+    from garmentcv.models.registry import UnknownArchError, get_spec
+
+    for arch in archs:
+        try:
+            get_spec(arch)
+        except UnknownArchError as exc:
+            raise click.BadParameter(str(exc), param_hint="'--arch'") from None
+
+
 def _given(ctx: click.Context, name: str) -> bool:
     """Whether option ``name`` was given (command line or environment), not left at its default."""
     source = ctx.get_parameter_source(name)
@@ -88,7 +99,7 @@ def _given(ctx: click.Context, name: str) -> bool:
     help=f"Run folder, new or empty (a folder with files is refused unless --resume). Default: "
     f"{RUNS_DIR}/<YYYYmmdd-HHMMSS>.",
 )
-@setting("archs", multiple=True, type=click.Choice([*defaults.ARCHS, "all"]))
+@setting("archs", multiple=True, metavar="ARCH")
 @setting("weights")
 @setting("layout", type=click.Choice([m.value for m in Layout]))
 @setting("epochs", type=click.IntRange(min=1))
@@ -97,6 +108,8 @@ def _given(ctx: click.Context, name: str) -> bool:
 @setting("lr_gamma", type=click.FloatRange(0, 1, min_open=True))
 @setting("weight_decay", type=click.FloatRange(min=0))
 @setting("val_fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True))
+@setting("val_data", type=click.Path(exists=True, path_type=Path))
+@setting("preset", type=click.Choice(list(defaults.PRESETS)))
 @setting("seed", type=int)
 @setting("image_size", type=click.IntRange(min=16))
 @setting("rotation", type=click.FloatRange(0, 180))
@@ -144,6 +157,10 @@ def main(
             if name != "resume" and not _given(ctx, name):
                 options[name] = getattr(stored, name)
         data = data or stored.data
+    if options["preset"] is not None and _given(ctx, "preset"):  # a preset from --config is already in its values
+        for name, value in defaults.preset_settings(options["preset"]).items():
+            if not _given(ctx, name):
+                options[name] = value
     if data is None:
         raise click.UsageError("missing argument DATA (or --config RUN/config.json, which names it)")
     from garmentcv.train.distributed import launch_info
@@ -156,6 +173,7 @@ def main(
         logging.getLogger().setLevel(logging.ERROR)
     archs = tuple(options.pop("archs"))
     chosen = defaults.ARCHS if "all" in archs else tuple(dict.fromkeys(archs))
+    _check_archs(chosen)
     cfg = TrainConfig(data=data, out=out or _default_out(), archs=chosen, **options)
     result = train(cfg, progress=not quiet)
     if not primary:

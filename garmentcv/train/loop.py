@@ -15,7 +15,7 @@ import logging
 import shutil
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -31,11 +31,11 @@ from garmentcv.errors import CheckpointError, GarmentCVError, OutputPathError, P
 from garmentcv.fsutil import atomic_write, check_writable_output, write_json
 from garmentcv.image import Preprocessing
 from garmentcv.metrics import ClassificationMetrics, classification_metrics
-from garmentcv.models.registry import default_preprocessing, ensure_imagenet_weights, get_spec
+from garmentcv.models.registry import check_input_size, default_preprocessing, ensure_imagenet_weights, get_spec
 from garmentcv.train.checkpoint import load_checkpoint, save_checkpoint
 from garmentcv.train.config import TrainConfig
 from garmentcv.train import distributed
-from garmentcv.train.data import Split, build_loaders, drop_bad_images, split_dataset
+from garmentcv.train.data import Split, build_loaders, drop_bad_images, given_split, split_dataset
 from garmentcv.train.distributed import Dist
 from garmentcv.train.recipe import (
     class_weights,
@@ -50,6 +50,10 @@ from garmentcv.train.report import comparison_table, save_confusion_matrix, save
 from garmentcv.train.transfer import build_for_training
 
 logger = logging.getLogger(__name__)
+
+#: ``on_epoch_end(arch, epoch, model)``: called after each epoch's validation with the model in eval mode, e.g. to
+#: score extra image sets per epoch (scripts/transfer_experiment.py); it must not change the model.
+EpochCallback = Callable[[str, int, nn.Module], None]
 
 
 @dataclass(frozen=True)
@@ -193,6 +197,7 @@ def fit_arch(
     device: torch.device,
     progress: bool = True,
     dist: Dist | None = None,
+    on_epoch_end: EpochCallback | None = None,
 ) -> ArchResult:
     """Train one arch into ``cfg.out / arch``: checkpoints, metrics.json and plots.
 
@@ -272,6 +277,9 @@ def fit_arch(
         else:
             val_loss, val = evaluate(model, val_loader, device, len(classes))
         seconds = time.perf_counter() - started
+        if on_epoch_end is not None:  # after the epoch's timing: what the caller measures is not training time
+            on_epoch_end(arch, epoch, model)
+            model.eval()
         spent += seconds
         result = EpochResult(epoch, lr, train_loss, train_acc, val_loss, val, seconds)
         history.append(result.to_dict())
@@ -360,7 +368,7 @@ def _check_resume_config(cfg: TrainConfig) -> None:
     if not stored_path.is_file():
         raise CheckpointError(f"{cfg.out}: no config.json, so there is no run to resume; drop --resume")
     stored = TrainConfig.from_dict(json.loads(stored_path.read_text(encoding="utf-8")))
-    keys = ("data", "layout", "epochs", "batch_size", "lr", "lr_gamma", "weight_decay", "val_fraction", "seed",
+    keys = ("data", "layout", "epochs", "batch_size", "lr", "lr_gamma", "weight_decay", "val_fraction", "val_data", "seed",
             "image_size", "weights", "rotation", "crop_scale", "jitter", "hflip", "workers", "freeze_backbone_epochs",
             "backbone_lr_factor", "warmup_epochs", "label_smoothing", "decay_norm_bias", "early_stopping_patience",
             "early_stopping_metric", "class_weights", "balanced_sampler", "archs")  # fmt: skip
@@ -437,8 +445,10 @@ def _check_resume_data(cfg: TrainConfig, split: Split) -> None:
         )
 
 
-def train(cfg: TrainConfig, progress: bool = True) -> TrainResult:
+def train(cfg: TrainConfig, progress: bool = True, on_epoch_end: EpochCallback | None = None) -> TrainResult:
     """Train every arch of ``cfg`` on ``cfg.data`` and write the run folder ``cfg.out``.
+
+    ``on_epoch_end(arch, epoch, model)``, when given, is called after each epoch's validation (model in eval mode).
 
     Writes ``config.json``, ``train.csv`` and ``val.csv`` (the split, as ``path,label`` manifests),
     ``comparison.md`` and, per arch, ``best.pt``, ``last.pt``, ``metrics.json``, ``confusion_matrix.png`` and
@@ -456,9 +466,10 @@ def train(cfg: TrainConfig, progress: bool = True) -> TrainResult:
         DatasetError: the data cannot be read or split.
         WeightsError, UnknownArchError, CheckpointError: see :func:`fit_arch`.
         DistributedError: under torchrun, the processes cannot join or a collective failed or timed out.
+        InputSizeError: an arch cannot take ``cfg.image_size`` px input (:func:`~garmentcv.models.registry.check_input_size`).
     """
-    for arch in cfg.archs:
-        get_spec(arch)  # refuse an unknown arch before any work
+    for arch in cfg.archs:  # refuse an unknown arch, or a size it cannot take, before any work
+        check_input_size(arch, default_preprocessing(arch, cfg.image_size).crop)
     if cfg.epochs < 1:
         raise GarmentCVError(f"epochs must be >= 1, got {cfg.epochs}")
     if cfg.batch_size < 2:
@@ -474,14 +485,14 @@ def train(cfg: TrainConfig, progress: bool = True) -> TrainResult:
     with distributed.process_group(select_device(cfg.device)) as dist:  # DDP under torchrun, else one process
         created = _prepare_out(cfg) if dist.is_primary else False
         try:
-            return _train_into(cfg, progress and dist.is_primary, dist)
+            return _train_into(cfg, progress and dist.is_primary, dist, on_epoch_end)
         except BaseException:
             if created:
                 _remove_unfinished_run(cfg.out)
             raise
 
 
-def _train_into(cfg: TrainConfig, progress: bool, dist: Dist) -> TrainResult:
+def _train_into(cfg: TrainConfig, progress: bool, dist: Dist, on_epoch_end: EpochCallback | None = None) -> TrainResult:
     """The work of :func:`train` once the run folder is known to be writable and free (rank 0's, under DDP)."""
     if cfg.resume and dist.is_primary:
         _check_resume_config(cfg)  # cheap, before the images are read
@@ -492,9 +503,14 @@ def _train_into(cfg: TrainConfig, progress: bool, dist: Dist) -> TrainResult:
         with dist.local_primary_first():  # DDP: one download per node
             for arch in cfg.archs:
                 ensure_imagenet_weights(arch, progress)
-    bad = distributed.find_bad_images_sharded(dataset.samples, progress, dist)  # DDP: each rank decodes a share
+    val_set = load_dataset(cfg.val_data) if cfg.val_data is not None else None
+    # DDP: each rank decodes a share
+    bad = distributed.find_bad_images_sharded(dataset.samples + (val_set.samples if val_set else ()), progress, dist)
     dataset = drop_bad_images(dataset, bad, cfg.skip_bad_images)
-    split = split_dataset(dataset, cfg.val_fraction, cfg.seed)
+    if val_set is None:
+        split = split_dataset(dataset, cfg.val_fraction, cfg.seed)
+    else:  # --val-data: a fixed validation set, every image of DATA trains
+        split = given_split(dataset, drop_bad_images(val_set, bad, cfg.skip_bad_images))
     dist.check_same("the split (files and labels)", distributed.split_digest(split))  # DDP: every rank, same data
     logger.info(
         "%s (%s layout): %d images in %d classes %s; %d train / %d validation; device %s",
@@ -510,7 +526,7 @@ def _train_into(cfg: TrainConfig, progress: bool, dist: Dist) -> TrainResult:
         if bad:
             _write_csv(cfg.out / "skipped_images.csv", ["path", "reason"], [(str(b.sample.path.resolve()), b.reason) for b in bad])
 
-    results = [fit_arch(arch, cfg, dataset, split, device, progress, dist) for arch in cfg.archs]
+    results = [fit_arch(arch, cfg, dataset, split, device, progress, dist, on_epoch_end) for arch in cfg.archs]
     rows = [
         {"arch": r.arch, "best_epoch": r.best_epoch, **{k: r.best[k] for k in ("accuracy", "precision", "recall", "f1")},
          "params_m": r.params / 1e6, "train_seconds": r.train_seconds}
