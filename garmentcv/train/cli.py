@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -141,6 +142,9 @@ def main(
     once before training. The run folder (new or empty unless --resume) receives config.json, the split
     (train.csv, val.csv), comparison.md, with --skip-bad-images skipped_images.csv, and per arch best.pt,
     last.pt, metrics.json, confusion_matrix.png, curves.png.
+
+    Data-parallel on several processes or machines: torchrun --nproc_per_node=N -m garmentcv.train DATA ...
+    (same options; --batch-size is per process; rank 0 writes the run folder).
     """
     setup_logging(quiet, verbose)
     require_torch()  # exit 1 naming the extra on a [cpu]-only install, not an ImportError
@@ -159,15 +163,21 @@ def main(
                 options[name] = value
     if data is None:
         raise click.UsageError("missing argument DATA (or --config RUN/config.json, which names it)")
+    from garmentcv.train.distributed import launch_info
     from garmentcv.train.loop import (
         train,  # torch loads here, after --help and option errors
     )
 
+    primary = launch_info().is_primary  # under torchrun (RANK > 0): no logs or summary, only errors
+    if not primary:
+        logging.getLogger().setLevel(logging.ERROR)
     archs = tuple(options.pop("archs"))
     chosen = defaults.ARCHS if "all" in archs else tuple(dict.fromkeys(archs))
     _check_archs(chosen)
     cfg = TrainConfig(data=data, out=out or _default_out(), archs=chosen, **options)
     result = train(cfg, progress=not quiet)
+    if not primary:
+        return
     click.echo(result.comparison.read_text(encoding="utf-8"))
     for r in result.archs:
         click.echo(f"{r.arch}: best epoch {r.best_epoch} -> {r.run_dir / 'best.pt'}")

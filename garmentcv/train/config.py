@@ -67,7 +67,9 @@ class TrainConfig:
     )
     epochs: int = _setting(DEFAULT_EPOCHS, "Passes over the training split.")
     batch_size: int = _setting(
-        DEFAULT_BATCH_SIZE, "Images per step (at least 2: BatchNorm cannot train on one; a last training batch of one is dropped)."
+        DEFAULT_BATCH_SIZE,
+        "Images per step in each process (under torchrun a step trains on this x the world size, both recorded in "
+        "config.json; at least 2: BatchNorm cannot train on one; a last training batch of one is dropped).",
     )
     lr: float = _setting(DEFAULT_LR, "AdamW learning rate.")
     lr_gamma: float = _setting(DEFAULT_LR_GAMMA, "Learning rate factor applied after each epoch (exponential decay, after any warm-up).")

@@ -34,7 +34,9 @@ from garmentcv.metrics import ClassificationMetrics, classification_metrics
 from garmentcv.models.registry import check_input_size, default_preprocessing, ensure_imagenet_weights, get_spec
 from garmentcv.train.checkpoint import load_checkpoint, save_checkpoint
 from garmentcv.train.config import TrainConfig
-from garmentcv.train.data import Split, build_loaders, drop_bad_images, find_bad_images, given_split, split_dataset
+from garmentcv.train import distributed
+from garmentcv.train.data import Split, build_loaders, drop_bad_images, given_split, split_dataset
+from garmentcv.train.distributed import Dist
 from garmentcv.train.recipe import (
     class_weights,
     early_stop,
@@ -194,18 +196,23 @@ def fit_arch(
     split: Split,
     device: torch.device,
     progress: bool = True,
+    dist: Dist | None = None,
     on_epoch_end: EpochCallback | None = None,
 ) -> ArchResult:
     """Train one arch into ``cfg.out / arch``: checkpoints, metrics.json and plots.
 
     With ``cfg.resume`` and an existing ``last.pt`` the run continues after its last finished epoch.
+    Under torchrun (``dist``, see :mod:`garmentcv.train.distributed`) every rank trains its share of each
+    epoch in DistributedDataParallel; only rank 0 reads and writes ``cfg.out``.
 
     Raises:
         WeightsError, UnknownArchError: from :func:`garmentcv.models.registry.build_model`.
         CheckpointError: ``last.pt`` does not match this run (other arch or classes).
     """
+    dist = dist or Dist(device=device)
     run_dir = cfg.out / arch
-    run_dir.mkdir(parents=True, exist_ok=True)
+    if dist.is_primary:  # DDP: the run folder is rank 0's
+        run_dir.mkdir(parents=True, exist_ok=True)
     classes = dataset.classes
     pp: Preprocessing = default_preprocessing(arch, cfg.image_size)
     torch.manual_seed(cfg.seed)
@@ -220,8 +227,10 @@ def fit_arch(
 
     start, history, best_epoch, best_acc, spent = 1, [], 0, -1.0, 0.0
     last_path = run_dir / "last.pt"
-    if cfg.resume and last_path.is_file():
-        state = load_checkpoint(last_path)
+    # DDP: rank 0 reads last.pt and broadcasts it; it is loaded into the bare model, wrapped in DDP per epoch
+    state = load_checkpoint(last_path) if cfg.resume and dist.is_primary and last_path.is_file() else None
+    state = dist.broadcast(state)
+    if state is not None:
         if state["arch"] != arch or tuple(state["classes"]) != classes:
             raise CheckpointError(
                 f"{last_path}: saved for {state['arch']} with classes {state['classes']}, not {arch} with "
@@ -249,14 +258,24 @@ def fit_arch(
             break  # also when resuming a run that had stopped early
         started = time.perf_counter()
         epoch_seed = _seed_epoch(cfg.seed, epoch)
-        train_loader, val_loader = build_loaders(split, classes, pp, cfg, epoch_seed)
+        if dist.enabled:  # DDP: this rank's share of the epoch, seeded per rank
+            train_loader, val_loader = distributed.build_loaders(split, classes, pp, cfg, epoch, epoch_seed, dist)
+        else:
+            train_loader, val_loader = build_loaders(split, classes, pp, cfg, epoch_seed)
         set_backbone_trainable(model, head, trainable=epoch > cfg.freeze_backbone_epochs)
+        net = dist.wrap(model)  # DDP over the parameters trainable this epoch; the model itself without torchrun
         lr = cfg.lr * lr_factor(epoch, cfg.lr_gamma, cfg.warmup_epochs)
         set_epoch_lr(optimizer, cfg.lr, lr_factor(epoch, cfg.lr_gamma, cfg.warmup_epochs))
         train_loss, train_acc = train_one_epoch(
-            model, train_loader, optimizer, device, scaler, f"{arch} {epoch}/{cfg.epochs}", progress, criterion
+            net, train_loader, optimizer, device, scaler, f"{arch} {epoch}/{cfg.epochs}", progress, criterion
         )
-        val_loss, val = evaluate(model, val_loader, device, len(classes))
+        del net
+        if dist.enabled:  # DDP: every rank saw as many images, so the mean of means is the mean
+            train_loss, train_acc = dist.mean(train_loss, train_acc)
+            dist.sync_buffers(model)  # rank 0's BatchNorm statistics everywhere: evaluate what is saved
+            val_loss, val = distributed.evaluate_sharded(model, val_loader, device, len(classes), dist)
+        else:
+            val_loss, val = evaluate(model, val_loader, device, len(classes))
         seconds = time.perf_counter() - started
         if on_epoch_end is not None:  # after the epoch's timing: what the caller measures is not training time
             on_epoch_end(arch, epoch, model)
@@ -269,29 +288,32 @@ def fit_arch(
             arch, epoch, cfg.epochs, lr, train_loss, train_acc, val_loss, val.accuracy,
             val.precision, val.recall, val.f1, seconds,
         )  # fmt: skip
-        weights = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+        weights = {k: v.detach().cpu() for k, v in model.state_dict().items()} if dist.is_primary else {}
         payload = {**common, "state_dict": weights, "epoch": epoch, "metrics": result.to_dict()}
         if val.accuracy > best_acc:
             best_acc, best_epoch = val.accuracy, epoch
-            save_checkpoint(run_dir / "best.pt", {**payload, "best_epoch": epoch, "history": history})
-        save_checkpoint(
-            last_path,
-            {
-                **payload,
-                "best_epoch": best_epoch,
-                "history": history,
-                "train_seconds": spent,
-                "optimizer": optimizer.state_dict(),
-                "scaler": scaler.state_dict() if scaler else {},
-                "rng": {"torch": torch.get_rng_state()},
-            },
-        )
+            if dist.is_primary:  # DDP: only rank 0 writes (here and below)
+                save_checkpoint(run_dir / "best.pt", {**payload, "best_epoch": epoch, "history": history})
+        if dist.is_primary:
+            save_checkpoint(
+                last_path,
+                {
+                    **payload,
+                    "best_epoch": best_epoch,
+                    "history": history,
+                    "train_seconds": spent,
+                    "optimizer": optimizer.state_dict(),
+                    "scaler": scaler.state_dict() if scaler else {},
+                    "rng": {"torch": torch.get_rng_state()},
+                },
+            )
         stopped = _stopped_early_after(history, cfg)
-        write_json(
-            run_dir / "metrics.json",
-            {"arch": arch, "classes": list(classes), "best_epoch": best_epoch, "stopped_early_after": stopped,
-             "history": history},
-        )  # fmt: skip
+        if dist.is_primary:
+            write_json(
+                run_dir / "metrics.json",
+                {"arch": arch, "classes": list(classes), "best_epoch": best_epoch, "stopped_early_after": stopped,
+                 "history": history},
+            )  # fmt: skip
         if stopped is not None:
             logger.info(
                 "%s: early stopping after epoch %d: %s has not improved for %d epochs",
@@ -301,11 +323,12 @@ def fit_arch(
     if not history:
         raise CheckpointError(f"{run_dir}: nothing trained (epochs={cfg.epochs})")
     best = history[best_epoch - 1]
-    save_confusion_matrix(
-        best["confusion_matrix"], classes, run_dir / "confusion_matrix.png",
-        f"{arch}, epoch {best_epoch}: validation accuracy {best['accuracy']:.4f}",
-    )  # fmt: skip
-    save_curves(history, run_dir / "curves.png", arch)
+    if dist.is_primary:
+        save_confusion_matrix(
+            best["confusion_matrix"], classes, run_dir / "confusion_matrix.png",
+            f"{arch}, epoch {best_epoch}: validation accuracy {best['accuracy']:.4f}",
+        )  # fmt: skip
+        save_curves(history, run_dir / "curves.png", arch)
     params = sum(p.numel() for p in model.parameters())
     return ArchResult(arch, run_dir, best_epoch, best, history, params, spent, built.weights_source)
 
@@ -434,10 +457,15 @@ def train(cfg: TrainConfig, progress: bool = True, on_epoch_end: EpochCallback |
     A run folder that already holds files is refused unless ``cfg.resume``; a run that fails before its
     first checkpoint removes the run folder it created.
 
+    Under torchrun (``WORLD_SIZE > 1``) every process calls this; they train data-parallel and only rank 0
+    writes ``cfg.out`` and shows progress (:mod:`garmentcv.train.distributed`). ``config.json`` records the
+    world size and the global batch (``batch_size x world_size``).
+
     Raises:
         OutputPathError: ``cfg.out`` cannot be written, or holds files and ``cfg.resume`` is not set.
         DatasetError: the data cannot be read or split.
         WeightsError, UnknownArchError, CheckpointError: see :func:`fit_arch`.
+        DistributedError: under torchrun, the processes cannot join or a collective failed or timed out.
         InputSizeError: an arch cannot take ``cfg.image_size`` px input (:func:`~garmentcv.models.registry.check_input_size`).
     """
     for arch in cfg.archs:  # refuse an unknown arch, or a size it cannot take, before any work
@@ -454,45 +482,51 @@ def train(cfg: TrainConfig, progress: bool = True, on_epoch_end: EpochCallback |
             f"--weights {cfg.weights}: file not found; give a torchvision state dict or a gcv-train best.pt, "
             "'imagenet' or 'none'"
         )
-    created = _prepare_out(cfg)
-    try:
-        return _train_into(cfg, progress, on_epoch_end)
-    except BaseException:
-        if created:
-            _remove_unfinished_run(cfg.out)
-        raise
+    with distributed.process_group(select_device(cfg.device)) as dist:  # DDP under torchrun, else one process
+        created = _prepare_out(cfg) if dist.is_primary else False
+        try:
+            return _train_into(cfg, progress and dist.is_primary, dist, on_epoch_end)
+        except BaseException:
+            if created:
+                _remove_unfinished_run(cfg.out)
+            raise
 
 
-def _train_into(cfg: TrainConfig, progress: bool, on_epoch_end: EpochCallback | None = None) -> TrainResult:
-    """The work of :func:`train` once the run folder is known to be writable and free."""
-    if cfg.resume:
+def _train_into(cfg: TrainConfig, progress: bool, dist: Dist, on_epoch_end: EpochCallback | None = None) -> TrainResult:
+    """The work of :func:`train` once the run folder is known to be writable and free (rank 0's, under DDP)."""
+    if cfg.resume and dist.is_primary:
         _check_resume_config(cfg)  # cheap, before the images are read
-    device = select_device(cfg.device)
+        distributed.check_resume_world_size(cfg.out / "config.json", dist.world_size)
+    device = dist.device
     dataset = load_dataset(cfg.data, cfg.layout)
     if cfg.weights == "imagenet":  # every arch's file before any work: a later arch's must not fail after hours
-        for arch in cfg.archs:
-            ensure_imagenet_weights(arch, progress)
+        with dist.local_primary_first():  # DDP: one download per node
+            for arch in cfg.archs:
+                ensure_imagenet_weights(arch, progress)
     val_set = load_dataset(cfg.val_data) if cfg.val_data is not None else None
-    bad = find_bad_images(dataset.samples + (val_set.samples if val_set else ()), progress)
+    # DDP: each rank decodes a share
+    bad = distributed.find_bad_images_sharded(dataset.samples + (val_set.samples if val_set else ()), progress, dist)
     dataset = drop_bad_images(dataset, bad, cfg.skip_bad_images)
     if val_set is None:
         split = split_dataset(dataset, cfg.val_fraction, cfg.seed)
     else:  # --val-data: a fixed validation set, every image of DATA trains
         split = given_split(dataset, drop_bad_images(val_set, bad, cfg.skip_bad_images))
+    dist.check_same("the split (files and labels)", distributed.split_digest(split))  # DDP: every rank, same data
     logger.info(
         "%s (%s layout): %d images in %d classes %s; %d train / %d validation; device %s",
         cfg.data, dataset.layout.value, len(dataset.samples), len(dataset.classes), dataset.class_counts(),
         len(split.train), len(split.val), device,
     )  # fmt: skip
-    if cfg.resume:
-        _check_resume_data(cfg, split)
-    write_json(cfg.out / "config.json", cfg.to_dict())
-    _write_split_csv(cfg.out / "train.csv", split.train)
-    _write_split_csv(cfg.out / "val.csv", split.val)
-    if bad:
-        _write_csv(cfg.out / "skipped_images.csv", ["path", "reason"], [(str(b.sample.path.resolve()), b.reason) for b in bad])
+    if dist.is_primary:  # DDP: only rank 0 reads and writes the run folder
+        if cfg.resume:
+            _check_resume_data(cfg, split)
+        write_json(cfg.out / "config.json", {**cfg.to_dict(), **dist.run_record(cfg.batch_size)})
+        _write_split_csv(cfg.out / "train.csv", split.train)
+        _write_split_csv(cfg.out / "val.csv", split.val)
+        if bad:
+            _write_csv(cfg.out / "skipped_images.csv", ["path", "reason"], [(str(b.sample.path.resolve()), b.reason) for b in bad])
 
-    results = [fit_arch(arch, cfg, dataset, split, device, progress, on_epoch_end) for arch in cfg.archs]
+    results = [fit_arch(arch, cfg, dataset, split, device, progress, dist, on_epoch_end) for arch in cfg.archs]
     rows = [
         {"arch": r.arch, "best_epoch": r.best_epoch, **{k: r.best[k] for k in ("accuracy", "precision", "recall", "f1")},
          "params_m": r.params / 1e6, "train_seconds": r.train_seconds}
@@ -509,6 +543,8 @@ def _train_into(cfg: TrainConfig, progress: bool, on_epoch_end: EpochCallback | 
             f"No validation image for class {', '.join(split.no_val_classes)}: its figures are absent and the "
             "macro averages are over the other classes.\n\n"
         )
-    with atomic_write(comparison) as handle:
-        handle.write(header + comparison_table(rows))
+    if dist.is_primary:
+        with atomic_write(comparison) as handle:
+            handle.write(header + comparison_table(rows))
+    dist.barrier()  # DDP: every process ends when rank 0's files are written
     return TrainResult(cfg.out, dataset.classes, results, comparison)
