@@ -519,8 +519,11 @@ def preprocess(image: np.ndarray, pp: Preprocessing) -> np.ndarray:
     return normalize(resize_and_crop(image, pp), pp)
 
 
-def load_input(path: str | Path, pp: Preprocessing) -> np.ndarray:
+def load_input(path: str | Path, pp: Preprocessing, data: bytes | None = None) -> np.ndarray:
     """Decode and preprocess one file: ``float32`` ``(3, pp.crop, pp.crop)``. The one inference path.
+
+    With ``data``, these bytes are the file's content (read from object storage, say) and ``path`` only names
+    it in errors; the result is the same as for the file itself.
 
     Equal to ``preprocess(decode_image(path), pp)`` except for one shortcut: a JPEG whose shorter side is
     at least twice ``pp.resize`` is decoded at a reduced DCT scale (1/2, 1/4 or 1/8, Pillow's ``draft``)
@@ -533,7 +536,7 @@ def load_input(path: str | Path, pp: Preprocessing) -> np.ndarray:
         ImageDecodeError: as :func:`decode_image`.
     """
     path = Path(path)
-    rgb = _open_rgb(path, path, min_short=pp.resize)
+    rgb = _open_rgb(path if data is None else io.BytesIO(data), path, min_short=pp.resize)
     if min(rgb.size) < 1:
         raise ImageDecodeError(path, f"unexpected decoded size {rgb.size}")
     return normalize(_resize_crop_pil(rgb, pp), pp)
