@@ -16,6 +16,7 @@ from garmentcv.cli_utils import handle_errors, quiet_option, setup_logging, verb
 from garmentcv.data.layouts import Layout
 from garmentcv.installs import require_torch
 from garmentcv.train import config as defaults
+from garmentcv.train.amp import AMP_MODES
 from garmentcv.train.config import TrainConfig, setting_default, setting_help
 
 #: Parent of the timestamped run folders written when --out is not given; gcv-export looks here.
@@ -118,6 +119,7 @@ def _given(ctx: click.Context, name: str) -> bool:
 @setting("hflip", type=click.FloatRange(0, 1))
 @setting("workers", type=click.IntRange(min=0))
 @setting("device", type=click.Choice(["auto", "cpu", "cuda"]))
+@setting("amp", type=click.Choice(AMP_MODES))
 @setting("resume", is_flag=True)
 @setting("skip_bad_images", is_flag=True)
 @setting("freeze_backbone_epochs", type=click.IntRange(min=0))

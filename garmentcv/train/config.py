@@ -98,6 +98,13 @@ class TrainConfig:
         0, "DataLoader worker processes (0: main process). Changes the augmentation stream, so --resume needs the same."
     )
     device: str = _setting("auto", "auto: CUDA (with AMP) when present.")
+    amp: str = _setting(
+        "auto",
+        "Mixed precision of the training passes (validation stays FP32): auto takes bf16 autocast on a CPU only "
+        "where it was measured faster than FP32 for this CPU (AMX or not), arch and image size, with channels_last "
+        "where that helps, and fp16 with a gradient scaler on CUDA; bf16 or fp16 (CUDA only) force one; off "
+        "trains in FP32. The choice and its reason are logged and saved in config.json (amp_chosen).",
+    )
     resume: bool = _setting(
         False, "Continue the run in --out from each arch's last.pt; refused if the settings or the data differ."
     )

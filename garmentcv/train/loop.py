@@ -32,6 +32,7 @@ from garmentcv.fsutil import atomic_write, check_writable_output, write_json
 from garmentcv.image import Preprocessing
 from garmentcv.metrics import ClassificationMetrics, classification_metrics
 from garmentcv.models.registry import check_input_size, default_preprocessing, ensure_imagenet_weights, get_spec
+from garmentcv.train.amp import AmpPlan, plan_for
 from garmentcv.train.checkpoint import load_checkpoint, save_checkpoint
 from garmentcv.train.config import TrainConfig
 from garmentcv.train import distributed
@@ -126,10 +127,12 @@ def train_one_epoch(
     desc: str = "train",
     progress: bool = True,
     criterion: nn.Module | None = None,
+    amp: AmpPlan | None = None,
 ) -> tuple[float, float]:
     """One pass over ``loader``: ``criterion`` (plain cross-entropy when None), backward, optimizer step.
 
-    AMP (float16) when ``scaler``. The loss reported is ``criterion``'s (smoothed or weighted if it is).
+    Autocast and memory format as ``amp`` says (:mod:`garmentcv.train.amp`); without ``amp``, float16 autocast
+    on CUDA when ``scaler``. The loss reported is ``criterion``'s (smoothed or weighted if it is).
 
     Returns:
         ``(mean loss per image, top-1 accuracy 0..1)`` over the images seen.
@@ -141,7 +144,13 @@ def train_one_epoch(
     for images, targets in bar:
         images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
         optimizer.zero_grad(set_to_none=True)
-        autocast = torch.autocast("cuda", dtype=torch.float16) if scaler else contextlib.nullcontext()
+        # --amp (garmentcv/train/amp.py): the plan's autocast and memory format
+        if amp is not None and amp.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        if amp is not None:
+            autocast = amp.autocast()
+        else:
+            autocast = torch.autocast("cuda", dtype=torch.float16) if scaler else contextlib.nullcontext()
         with autocast:
             logits = model(images)
             loss = criterion(logits, targets)
@@ -198,10 +207,12 @@ def fit_arch(
     progress: bool = True,
     dist: Dist | None = None,
     on_epoch_end: EpochCallback | None = None,
+    amp: AmpPlan | None = None,
 ) -> ArchResult:
     """Train one arch into ``cfg.out / arch``: checkpoints, metrics.json and plots.
 
     With ``cfg.resume`` and an existing ``last.pt`` the run continues after its last finished epoch.
+    ``amp`` is the precision plan (:func:`garmentcv.train.amp.plan_for` of ``cfg.amp`` when None).
     Under torchrun (``dist``, see :mod:`garmentcv.train.distributed`) every rank trains its share of each
     epoch in DistributedDataParallel; only rank 0 reads and writes ``cfg.out``.
 
@@ -218,12 +229,17 @@ def fit_arch(
     torch.manual_seed(cfg.seed)
     built = build_for_training(arch, len(classes), cfg.weights, progress=progress)
     model = built.model.to(device)
+    # --amp (garmentcv/train/amp.py): precision and memory format, decided and logged per arch
+    amp = amp if amp is not None else plan_for(cfg.amp, device, arch, pp.crop)
+    logger.info("%s: training in %s", arch, amp.summary())
+    if amp.channels_last:
+        model = model.to(memory_format=torch.channels_last)
     head = get_spec(arch).head
     optimizer = make_optimizer(model, head, cfg.lr, cfg.weight_decay, cfg.backbone_lr_factor, cfg.decay_norm_bias)
     counts = [sum(s.label == c for s in split.train) for c in classes]
     weight = torch.tensor(class_weights(counts), dtype=torch.float32, device=device) if cfg.class_weights else None
     criterion = make_criterion(cfg.label_smoothing, weight)
-    scaler = torch.amp.GradScaler("cuda") if device.type == "cuda" else None
+    scaler = torch.amp.GradScaler("cuda") if amp.grad_scaler else None
 
     start, history, best_epoch, best_acc, spent = 1, [], 0, -1.0, 0.0
     last_path = run_dir / "last.pt"
@@ -252,6 +268,7 @@ def fit_arch(
         "preprocessing": pp.to_dict(),
         "weights_source": built.weights_source,
         "config": cfg.to_dict(),
+        "amp": amp.to_dict(),  # --amp: what was chosen and why
     }
     for epoch in range(start, cfg.epochs + 1):
         if _stopped_early_after(history, cfg) is not None:
@@ -267,7 +284,7 @@ def fit_arch(
         lr = cfg.lr * lr_factor(epoch, cfg.lr_gamma, cfg.warmup_epochs)
         set_epoch_lr(optimizer, cfg.lr, lr_factor(epoch, cfg.lr_gamma, cfg.warmup_epochs))
         train_loss, train_acc = train_one_epoch(
-            net, train_loader, optimizer, device, scaler, f"{arch} {epoch}/{cfg.epochs}", progress, criterion
+            net, train_loader, optimizer, device, scaler, f"{arch} {epoch}/{cfg.epochs}", progress, criterion, amp
         )
         del net
         if dist.enabled:  # DDP: every rank saw as many images, so the mean of means is the mean
@@ -371,7 +388,7 @@ def _check_resume_config(cfg: TrainConfig) -> None:
     keys = ("data", "layout", "epochs", "batch_size", "lr", "lr_gamma", "weight_decay", "val_fraction", "val_data", "seed",
             "image_size", "weights", "rotation", "crop_scale", "jitter", "hflip", "workers", "freeze_backbone_epochs",
             "backbone_lr_factor", "warmup_epochs", "label_smoothing", "decay_norm_bias", "early_stopping_patience",
-            "early_stopping_metric", "class_weights", "balanced_sampler", "archs")  # fmt: skip
+            "early_stopping_metric", "class_weights", "balanced_sampler", "archs", "amp")  # fmt: skip
     changed = {k: (getattr(stored, k), getattr(cfg, k)) for k in keys if getattr(stored, k) != getattr(cfg, k)}
     if changed:
         detail = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changed.items())
@@ -498,6 +515,8 @@ def _train_into(cfg: TrainConfig, progress: bool, dist: Dist, on_epoch_end: Epoc
         _check_resume_config(cfg)  # cheap, before the images are read
         distributed.check_resume_world_size(cfg.out / "config.json", dist.world_size)
     device = dist.device
+    # --amp (garmentcv/train/amp.py): decided before any work (fp16 on a CPU is refused here), saved in config.json
+    amp = {arch: plan_for(cfg.amp, device, arch, default_preprocessing(arch, cfg.image_size).crop) for arch in cfg.archs}
     dataset = load_dataset(cfg.data, cfg.layout)
     if cfg.weights == "imagenet":  # every arch's file before any work: a later arch's must not fail after hours
         with dist.local_primary_first():  # DDP: one download per node
@@ -520,13 +539,14 @@ def _train_into(cfg: TrainConfig, progress: bool, dist: Dist, on_epoch_end: Epoc
     if dist.is_primary:  # DDP: only rank 0 reads and writes the run folder
         if cfg.resume:
             _check_resume_data(cfg, split)
-        write_json(cfg.out / "config.json", {**cfg.to_dict(), **dist.run_record(cfg.batch_size)})
+        write_json(cfg.out / "config.json", {**cfg.to_dict(), **dist.run_record(cfg.batch_size),
+                                             "amp_chosen": {a: p.to_dict() for a, p in amp.items()}})
         _write_split_csv(cfg.out / "train.csv", split.train)
         _write_split_csv(cfg.out / "val.csv", split.val)
         if bad:
             _write_csv(cfg.out / "skipped_images.csv", ["path", "reason"], [(str(b.sample.path.resolve()), b.reason) for b in bad])
 
-    results = [fit_arch(arch, cfg, dataset, split, device, progress, dist, on_epoch_end) for arch in cfg.archs]
+    results = [fit_arch(arch, cfg, dataset, split, device, progress, dist, on_epoch_end, amp[arch]) for arch in cfg.archs]
     rows = [
         {"arch": r.arch, "best_epoch": r.best_epoch, **{k: r.best[k] for k in ("accuracy", "precision", "recall", "f1")},
          "params_m": r.params / 1e6, "train_seconds": r.train_seconds}
