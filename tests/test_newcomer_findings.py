@@ -59,10 +59,11 @@ def test_resume_refuses_another_arch_list(make_lamoda, tmp_path: Path) -> None:
 
 def test_a_missing_weights_file_is_usage_exit_2_before_any_image_is_read(make_lamoda, tmp_path: Path,
                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    import garmentcv.train.loop as train_loop
+    import garmentcv.train.distributed as train_distributed
     from garmentcv.train.cli import main as train_main
 
-    monkeypatch.setattr(train_loop, "find_bad_images", lambda *a, **k: pytest.fail("images read first"))
+    # images are checked through the (DDP-sharded) checker, which calls find_bad_images in garmentcv.train.distributed
+    monkeypatch.setattr(train_distributed, "find_bad_images", lambda *a, **k: pytest.fail("images read first"))
     with pytest.raises(PathNotFoundError, match="no-such.pth"):
         loop.train(TrainConfig(data=make_lamoda(per_class=3), out=tmp_path / "r1",
                                **{**TINY, "weights": str(tmp_path / "no-such.pth")}), progress=False)
@@ -128,7 +129,7 @@ def test_imagenet_weights_of_every_arch_are_fetched_before_any_work(make_lamoda,
 
     import torch
 
-    import garmentcv.train.loop as train_loop
+    import garmentcv.train.distributed as train_distributed
     from garmentcv.errors import WeightsError
     from garmentcv.models.registry import get_spec
 
@@ -141,7 +142,8 @@ def test_imagenet_weights_of_every_arch_are_fetched_before_any_work(make_lamoda,
         raise urllib.error.URLError("network is unreachable")
 
     monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
-    monkeypatch.setattr(train_loop, "find_bad_images", lambda *a, **k: pytest.fail("images read first"))
+    # images are checked through the (DDP-sharded) checker, which calls find_bad_images in garmentcv.train.distributed
+    monkeypatch.setattr(train_distributed, "find_bad_images", lambda *a, **k: pytest.fail("images read first"))
     out = tmp_path / "run"
     with pytest.raises(WeightsError, match=r"resnet34.*resnet34-b627a593\.pth"):
         loop.train(TrainConfig(data=make_lamoda(per_class=3), out=out, archs=("resnet18", "resnet34"),
