@@ -59,7 +59,8 @@ def _model_option(default: Path | None) -> click.Option:
               "columns, typed (needs pyarrow: pip install 'garmentcv[parquet]').")
 @click.option("--engine", type=click.Choice(["local", "ray"]), default="local",
               help="local: this process; ray: a pool of Ray Data workers, on this machine or a Ray cluster "
-              "(pip install 'garmentcv[ray]'). Same rows either way.")
+              "(pip install 'garmentcv[ray]'); its workers run onnxruntime, so it gives the local engine's rows with "
+              "--runtime onnxruntime (within 1e-6) and refuses --runtime openvino.")
 @click.option("--address", default=None, metavar="ADDRESS",
               help="--engine ray: the Ray cluster, auto (started here with 'ray start'), HOST:PORT or "
               "ray://HOST:10001. Default: RAY_ADDRESS when set, else a new Ray instance on this machine.")

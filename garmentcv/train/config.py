@@ -77,8 +77,8 @@ class TrainConfig:
     val_fraction: float = _setting(DEFAULT_VAL_FRACTION, "Share of each class held out for validation (stratified).")
     preset: str | None = _setting(
         None,
-        "Start from a named set of settings instead of the fine-tuning defaults: 'scratch' (random init: longer, "
-        "milder augmentation; see README). Options given on the command line override it; config.json records "
+        "Start from a named set of settings instead of the fine-tuning defaults: 'scratch' (random init: 10 "
+        "epochs instead of 5, chosen on validation; see README). Options given on the command line override it; config.json records "
         "the resulting values.",
     )
     val_data: Path | None = _setting(
