@@ -543,8 +543,8 @@ def _resample_crop_box(pil: Image.Image, pp: Preprocessing) -> np.ndarray:
     One Pillow ``resize`` to ``(crop, crop)`` of the source rectangle that the crop's pixels cover in the full
     resize (``box = (left, top, left + crop, top + crop) x source/resized``), so only ``crop x crop`` pixels are
     computed (a 300x433 DCT-scaled photo: 224x224 instead of 256x369). The filter and its support are those of
-    the full resize; the sample positions agree to float rounding, so a pixel can differ from the full resize
-    by one grey level (tests/test_image.py measures how often). Used for DCT-scaled JPEGs only, whose pixels
+    the full resize; the sample positions agree only to float rounding and Pillow may run the two passes in
+    the other order, so a pixel can differ from the full resize by a grey level or two (tests/test_decode_path.py). Used for DCT-scaled JPEGs only, whose pixels
     are already not torchvision's; every other image keeps :func:`_resize_crop_pil`, torchvision's pixels.
     """
     width, height = pil.size
