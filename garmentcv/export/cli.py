@@ -88,9 +88,8 @@ def main(checkpoint: Path | None, quiet: bool, verbose: bool, **options: object)
     r = export_checkpoint(cfg, progress=not quiet)
     tol = "" if r.parity.tolerance is None else f" ({r.parity.describe_tolerance()})"
     lines = [
-        f"wrote {r.out}: {r.size_mb:.1f} MB, {r.info.precision}, input {r.info.input_format} (format "
-        f"{r.info.format_version}), opset {r.info.opset}, {r.info.arch}, "
-        f"classes {', '.join(r.info.classes)}",
+        f"wrote {r.out}: {r.size_mb:.1f} MB, {r.info.precision}, opset {r.info.opset}, {r.info.arch}, "
+        f"classes {', '.join(r.info.classes)}, input {r.info.input_format} (format {r.info.format_version})",
         f"checkpoint {r.checkpoint} (sha256 {r.info.checkpoint_sha256[:12]})",
         f"parity vs PyTorch on {plural(r.val_images, 'validation image')}: FP32 largest logit difference "
         f"{r.fp32_parity.max_abs_diff:.3g} ({r.fp32_parity.describe_tolerance()}), top-1 agreement "
