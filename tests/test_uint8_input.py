@@ -83,6 +83,11 @@ def test_fp16_and_int8_export_with_uint8_input(both_formats, tmp_path: Path, pre
     assert session.get_inputs()[0].type == "tensor(uint8)" and session.get_outputs()[0].type == "tensor(float)"
     if precision == "int8":
         assert r.calibration_images == 6 and r.parity.tolerance is None
+        # the in-graph preprocessing stays float (no QDQ pair between its nodes: two passes fewer per pixel)
+        from garmentcv.export import convert
+
+        chain = convert.input_preprocessing_nodes(onnx.load(r.out))
+        assert [n.op_type for n in onnx.load(r.out).graph.node if n.name in chain] == ["Transpose", "Cast", "Mul", "Sub"]
     else:
         assert r.parity.tolerance == checks.FP16_TOLERANCE and r.parity.rows_over_tolerance == 0
         assert r.parity.top1_mismatches == 0
