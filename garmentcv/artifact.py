@@ -80,6 +80,70 @@ class Quantization:
 
 
 @dataclass(frozen=True)
+class ReducedPrecisionCheck:
+    """Whether a reduced inference precision (bf16 on OpenVINO) matched the file's own logits at export.
+
+    The gate of :mod:`garmentcv.export.bf16_gate`: the file run by OpenVINO at ``precision`` against onnxruntime
+    running the same file, on the validation images: every image's largest logit difference within ``tolerance``
+    x its logit scale ``max(1, largest |logit|)``, the same top-1 class except near ties within it, calibrated
+    probabilities within a stated tolerance, and the accuracy at most ``max_accuracy_drop`` points lower. Consumers use the precision only when ``passed``.
+
+    Attributes:
+        precision: the inference precision checked, ``bf16``.
+        passed: whether every condition held.
+        images: validation images compared.
+        top1_agreement: share of images with the same top-1 class, 0..1.
+        max_abs_diff: largest absolute logit difference.
+        tolerance: the largest difference allowed per unit of an image's logit scale.
+        accuracy_drop: accuracy points lost against the file's own precision.
+        note: why it failed (or ``""``).
+        runtime: the runtime and version that ran it, e.g. ``openvino 2026.4.1``.
+        cpu_model: the CPU it ran on (``model name`` of ``/proc/cpuinfo``; ``""`` when unknown).
+        max_probability_diff: largest difference of the calibrated probabilities ``softmax(logits / T)``.
+    """
+
+    precision: str
+    passed: bool
+    images: int
+    top1_agreement: float
+    max_abs_diff: float
+    tolerance: float
+    accuracy_drop: float
+    note: str = ""
+    runtime: str = ""
+    cpu_model: str = ""
+    max_probability_diff: float = 0.0
+
+    def describe(self) -> str:
+        """E.g. ``top-1 agreement 100.00% on 24 images, largest logit difference 0.012 (tolerance 0.1 x scale)``."""
+        return (f"top-1 agreement {self.top1_agreement:.2%} on {self.images} images, largest logit difference "
+                f"{self.max_abs_diff:.3g} (tolerance {self.tolerance:g} x logit scale), largest probability difference "
+                f"{self.max_probability_diff:.3g}, accuracy drop "
+                f"{self.accuracy_drop:.2f} points")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able types."""
+        return {"precision": self.precision, "passed": self.passed, "images": self.images,
+                "top1_agreement": self.top1_agreement, "max_abs_diff": self.max_abs_diff, "tolerance": self.tolerance,
+                "accuracy_drop": self.accuracy_drop, "note": self.note, "runtime": self.runtime,
+                "cpu_model": self.cpu_model, "max_probability_diff": self.max_probability_diff}  # fmt: skip
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ReducedPrecisionCheck:
+        """Inverse of :meth:`to_dict`.
+
+        Raises:
+            ValueError: a malformed entry.
+        """
+        if not isinstance(data, Mapping) or not isinstance(data.get("passed"), bool):
+            raise ValueError(f"bad reduced-precision check {data!r}")
+        return cls(str(data["precision"]), data["passed"], int(data["images"]), float(data["top1_agreement"]),
+                   float(data["max_abs_diff"]), float(data["tolerance"]), float(data["accuracy_drop"]),
+                   str(data.get("note", "")), str(data.get("runtime", "")), str(data.get("cpu_model", "")),
+                   float(data.get("max_probability_diff", 0.0)))
+
+
+@dataclass(frozen=True)
 class ModelInfo:
     """The self-description of an exported model.
 
@@ -100,6 +164,8 @@ class ModelInfo:
         temperature: the temperature ``T`` fitted at export on the validation images (minimum NLL of
             ``softmax(logits / T)``, see :mod:`garmentcv.calibration`); ``None`` in files without one, which are
             used uncalibrated (``T = 1``). The ``logits`` output itself is never scaled.
+        bf16: the bf16 gate's result (:class:`ReducedPrecisionCheck`); ``None`` when it was not run (files of
+            releases before it, exports without OpenVINO or on a CPU without native bf16): then bf16 is never used.
     """
 
     arch: str
@@ -114,6 +180,7 @@ class ModelInfo:
     quantization: Quantization | None = None
     temperature: float | None = None
     input_format: str = INPUT_FLOAT32
+    bf16: ReducedPrecisionCheck | None = None
 
     @property
     def format_version(self) -> int:
@@ -156,6 +223,8 @@ class ModelInfo:
             props[f"{_PREFIX}temperature"] = repr(float(self.temperature))
         if self.input_format != INPUT_FLOAT32:
             props[f"{_PREFIX}input"] = self.input_format
+        if self.bf16 is not None:
+            props[f"{_PREFIX}bf16"] = json.dumps(self.bf16.to_dict(), ensure_ascii=False)
         return props
 
     @classmethod
@@ -203,6 +272,10 @@ class ModelInfo:
                 ),
                 temperature=_temperature(props.get(f"{_PREFIX}temperature")),
                 input_format=input_format,
+                bf16=(
+                    ReducedPrecisionCheck.from_dict(json.loads(props[f"{_PREFIX}bf16"]))
+                    if f"{_PREFIX}bf16" in props else None
+                ),
             )
         except ModelFileError:
             raise

@@ -556,7 +556,9 @@ def _resample_crop_box(pil: Image.Image, pp: Preprocessing) -> np.ndarray:
     return np.asarray(pil.resize((pp.crop, pp.crop), _INTERPOLATIONS[pp.interpolation], box=box))
 
 
-def load_crop(path: str | Path, pp: Preprocessing, out: np.ndarray | None = None) -> np.ndarray:
+def load_crop(
+    path: str | Path, pp: Preprocessing, out: np.ndarray | None = None, data: bytes | None = None
+) -> np.ndarray:
     """Decode one file into the model's pixels: RGB ``uint8`` ``(pp.crop, pp.crop, 3)``. The one decode path.
 
     Everything a model sees comes from here: :func:`load_input` (training validation, export parity checks,
@@ -576,6 +578,8 @@ def load_crop(path: str | Path, pp: Preprocessing, out: np.ndarray | None = None
         path: the image file.
         pp: the preprocessing (resize, crop, interpolation; mean and std are not used here).
         out: an array to write the crop into (e.g. one row of a reused batch buffer); it is returned.
+        data: the file's content (read from object storage, say); ``path`` then only names it in errors,
+            and the result is the same as for the file itself.
 
     Returns:
         ``out``, or a new array (possibly read-only) when ``out`` is ``None``.
@@ -584,7 +588,7 @@ def load_crop(path: str | Path, pp: Preprocessing, out: np.ndarray | None = None
         ImageDecodeError: as :func:`decode_image`.
     """
     path = Path(path)
-    rgb, scaled = _open_rgb_scaled(path, path, min_short=pp.resize)
+    rgb, scaled = _open_rgb_scaled(path if data is None else io.BytesIO(data), path, min_short=pp.resize)
     if min(rgb.size) < 1:
         raise ImageDecodeError(path, f"unexpected decoded size {rgb.size}")
     crop = _resample_crop_box(rgb, pp) if scaled else _resize_crop_pil(rgb, pp)
@@ -594,16 +598,17 @@ def load_crop(path: str | Path, pp: Preprocessing, out: np.ndarray | None = None
     return out
 
 
-def load_input(path: str | Path, pp: Preprocessing) -> np.ndarray:
+def load_input(path: str | Path, pp: Preprocessing, data: bytes | None = None) -> np.ndarray:
     """Decode and preprocess one file: ``float32`` ``(3, pp.crop, pp.crop)``, ``normalize(load_crop(path, pp), pp)``.
 
     The input of float32 model files and of PyTorch (training validation, export parity); the pixels are
-    :func:`load_crop`'s, the shared decode path.
+    :func:`load_crop`'s, the shared decode path. With ``data``, these bytes are the file's content (read
+    from object storage, say) and ``path`` only names it in errors.
 
     Raises:
         ImageDecodeError: as :func:`decode_image`.
     """
-    return normalize(load_crop(path, pp), pp)
+    return normalize(load_crop(path, pp, data=data), pp)
 
 
 def _main(argv: list[str]) -> int:

@@ -25,4 +25,8 @@ if [ ! -x .venv/bin/python ]; then
 fi
 echo "==> installing garmentcv[cpu,train,eval,dev] with the pins of constraints.txt"
 .venv/bin/python -m pip install -q -c constraints.txt -e '.[cpu,train,eval,dev]'
-.venv/bin/python -c "import garmentcv, torch, torchvision, onnxruntime; print('garmentcv', garmentcv.__version__, '| torch', torch.__version__, '| torchvision', torchvision.__version__, '| onnxruntime', onnxruntime.__version__)"
+echo "==> installing the Ray engine, object storage and parquet (garmentcv[ray,s3,parquet]) and the S3 test server"
+.venv/bin/python -m pip install -q -c constraints.txt -e '.[ray,s3,parquet,cluster-test]'
+echo "==> installing garmentcv[openvino] (the second CPU runtime: --runtime openvino, gcv-export's bf16 check)"
+.venv/bin/python -m pip install -q -c constraints.txt -e '.[openvino]'
+.venv/bin/python -c "import garmentcv, torch, torchvision, onnxruntime, openvino; print('garmentcv', garmentcv.__version__, '| torch', torch.__version__, '| torchvision', torchvision.__version__, '| onnxruntime', onnxruntime.__version__, '| openvino', openvino.__version__)"

@@ -12,13 +12,15 @@ from garmentcv.errors import WeightsError
 from garmentcv.models import MODELS, UnknownArchError, build_model, default_preprocessing, get_spec
 
 ARCHS = sorted(MODELS)
+#: Other torchvision families, looked up by builder name in torchvision's model registry.
+EXTRA_ARCHS = ["mobilenet_v3_small", "regnet_y_400mf", "convnext_tiny"]
 
 
 def test_registry_uses_torchvision_names() -> None:
     assert ARCHS == ["efficientnet_b0", "resnet18", "resnet34"]
 
 
-@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("arch", ARCHS + EXTRA_ARCHS)
 def test_head_is_replaced_for_n_classes(arch: str) -> None:
     torch.manual_seed(0)
     model = build_model(arch, 3, "none").model.eval()
@@ -43,7 +45,7 @@ def _assert_backbone_loaded(arch: str, model: torch.nn.Module, state: dict[str, 
     assert state[f"{head}.weight"].shape[0] == 1000
 
 
-@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("arch", ARCHS + EXTRA_ARCHS[:2])
 def test_imagenet_weights_come_from_the_torch_home_cache_without_network(
     arch: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -101,8 +103,63 @@ def test_bad_weights_files_are_refused(tmp_path: Path) -> None:
 
 
 def test_unknown_arch_lists_the_valid_names() -> None:
-    with pytest.raises(UnknownArchError, match="unknown arch 'vgg16'; choose one of efficientnet_b0, resnet18, resnet34"):
-        build_model("vgg16", 2)
+    with pytest.raises(UnknownArchError) as info:
+        build_model("resnet19", 2)
+    message = str(info.value)
+    assert message.startswith(
+        "unknown arch 'resnet19'; choose one of efficientnet_b0, resnet18, resnet34 (the tested defaults) or another "
+        "torchvision classification builder: alexnet, convnext_base, "
+    )
+    listed = message.split("builder: ")[1].split(", ")
+    assert len(listed) == 80 - 3 - 2 and "mobilenet_v3_small" in listed and "googlenet" not in listed
+
+
+def test_any_torchvision_classifier_is_found_by_builder_name_with_its_weights_entry() -> None:
+    """Head: the last 1000-output nn.Linear; weights: torchvision's DEFAULT entry, whose preprocessing is used."""
+    import torchvision.models as tvm
+
+    heads = {"mobilenet_v3_small": "classifier.3", "regnet_y_400mf": "fc", "convnext_tiny": "classifier.2",
+             "vit_b_16": "heads.head", "swin_t": "head", "densenet121": "classifier", "vgg11": "classifier.6"}
+    assert {arch: get_spec(arch).head for arch in heads} == heads
+    assert get_spec("regnet_y_400mf").weights is tvm.RegNet_Y_400MF_Weights.IMAGENET1K_V2
+    assert get_spec("mobilenet_v3_small").weights is tvm.MobileNet_V3_Small_Weights.IMAGENET1K_V1
+    # the three of the study keep the V1 entries they were measured with
+    assert get_spec("resnet18").weights is tvm.ResNet18_Weights.IMAGENET1K_V1
+    pp = default_preprocessing("regnet_y_400mf")
+    assert (pp.resize, pp.crop, pp.interpolation) == (232, 224, "bilinear")
+    assert (default_preprocessing("convnext_tiny").resize, default_preprocessing("convnext_tiny", 64).resize) == (236, 67)
+    assert get_spec("mobilenet_v3_small").cache_file.name == "mobilenet_v3_small-047dcff4.pth"
+
+
+@pytest.mark.parametrize(("arch", "reason"), [
+    ("googlenet", "it returns auxiliary classifier outputs in training mode"),
+    ("inception_v3", "it returns auxiliary classifier outputs in training mode"),
+    ("squeezenet1_0", "its classifier is not an nn.Linear with 1000 outputs"),
+])
+def test_archs_whose_head_cannot_be_replaced_are_refused_with_the_reason(arch: str, reason: str) -> None:
+    with pytest.raises(UnknownArchError, match=f"arch '{arch}' is not supported: {reason}"):
+        build_model(arch, 2, "none")
+
+
+def test_an_input_size_the_network_cannot_take_is_refused_before_any_work() -> None:
+    from garmentcv.models.registry import InputSizeError, check_input_size
+
+    with pytest.raises(InputSizeError, match="vit_b_16 cannot take 32 px input: Wrong image height! Expected 224"):
+        check_input_size("vit_b_16", 32)
+    with pytest.raises(InputSizeError, match=r"alexnet cannot take 32 px input: .*its ImageNet weights use 224 px"):
+        check_input_size("alexnet", 32)
+    for arch, size in [("vit_b_16", 224), ("convnext_tiny", 32), ("regnet_y_400mf", 32), ("resnet18", 16)]:
+        check_input_size(arch, size)  # raises nothing: regnet's builder needs real tensors, the others run on meta
+
+
+def test_offline_without_cache_is_an_error_for_any_arch_never_a_random_backbone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.setattr(torch.hub, "download_url_to_file", lambda *a, **k: (_ for _ in ()).throw(OSError("offline")))
+    with pytest.raises(WeightsError) as info:
+        build_model("mobilenet_v3_small", 2, "imagenet")
+    assert str(tmp_path / "hub" / "checkpoints" / "mobilenet_v3_small-047dcff4.pth") in str(info.value)
 
 
 def test_preprocessing_follows_each_weights_entry() -> None:
@@ -171,7 +228,7 @@ def _assert_backbone_loaded_n(model: torch.nn.Module, state: dict[str, torch.Ten
 
 
 def test_the_cli_arch_names_are_the_registry() -> None:
-    """gcv-train's --arch choices come from a torch-free tuple so that --help and --version load no torch."""
+    """gcv-train's --arch all comes from a torch-free tuple so that --help and --version load no torch."""
     from garmentcv.train.config import ARCHS
 
     assert ARCHS == tuple(MODELS)

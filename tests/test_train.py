@@ -181,8 +181,12 @@ def test_cli_trains_and_prints_the_summary(make_lamoda, tmp_path: Path) -> None:
 def test_cli_errors_have_meaningful_exit_codes(tmp_path: Path, make_lamoda, monkeypatch: pytest.MonkeyPatch) -> None:
     runner = CliRunner()
     data = make_lamoda(per_class=3)
-    unknown = runner.invoke(train_main, [str(data), "--arch", "vgg16"])
-    assert unknown.exit_code == 2 and "'vgg16' is not one of" in unknown.output
+    unknown = runner.invoke(train_main, [str(data), "--arch", "resnet19"])
+    assert unknown.exit_code == 2 and "Invalid value for '--arch': unknown arch 'resnet19'; choose one of" in unknown.output
+    too_small = runner.invoke(train_main, [str(data), "--arch", "vit_b_16", "--image-size", "32", "--weights", "none",
+                                           "--out", str(tmp_path / "vit")])
+    assert too_small.exit_code == 1 and "vit_b_16 cannot take 32 px input" in too_small.output
+    assert not (tmp_path / "vit").exists()
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty-cache"))
     monkeypatch.setattr(torch.hub, "download_url_to_file", lambda *a, **k: (_ for _ in ()).throw(OSError("offline")))
     missing = runner.invoke(train_main, [str(data), "--out", str(tmp_path / "r"), "-q"])

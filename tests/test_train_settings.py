@@ -71,3 +71,49 @@ def test_a_config_that_is_not_a_run_config_is_refused(tmp_path: Path) -> None:
     assert result.exit_code == 2 and "bad.json" in result.output and "config.json" in result.output
     result = CliRunner().invoke(train_main, ["--epochs", "1"])
     assert result.exit_code == 2 and "DATA" in result.output
+
+
+def _captured_config(monkeypatch, args: list[str]) -> TrainConfig:
+    """The TrainConfig gcv-train builds from ``args`` (training itself replaced by a capture)."""
+    import garmentcv.train.loop as loop
+
+    seen: list[TrainConfig] = []
+
+    def capture(cfg: TrainConfig, progress: bool = True):
+        seen.append(cfg)
+        raise SystemExit(0)
+
+    monkeypatch.setattr(loop, "train", capture)
+    result = CliRunner().invoke(train_main, args)
+    assert result.exit_code == 0, result.output
+    return seen[0]
+
+
+def test_a_preset_replaces_the_defaults_it_names_and_given_options_win(make_lamoda, tmp_path: Path, monkeypatch) -> None:
+    from garmentcv.train.config import PRESETS
+
+    data = make_lamoda(per_class=3)
+    cfg = _captured_config(monkeypatch, [str(data), "--out", str(tmp_path / "a"), "--preset", "scratch"])
+    assert cfg.preset == "scratch"
+    assert {name: getattr(cfg, name) for name in PRESETS["scratch"]} == PRESETS["scratch"] == {"epochs": 10}
+    untouched = TrainConfig(data=data, out=tmp_path / "a")
+    assert all(getattr(cfg, f.name) == getattr(untouched, f.name)
+               for f in dataclasses.fields(TrainConfig) if f.name not in {*PRESETS["scratch"], "preset"})
+    cfg = _captured_config(monkeypatch, [str(data), "--out", str(tmp_path / "b"), "--preset", "scratch", "--epochs", "2"])
+    assert cfg.epochs == 2 and cfg.preset == "scratch"  # the given option wins over the preset's 10
+    assert TrainConfig.with_preset("scratch", data=data, out=tmp_path, epochs=2) == dataclasses.replace(cfg, out=tmp_path)
+
+
+def test_a_preset_run_reruns_from_its_config_json_and_unknown_presets_are_refused(make_lamoda, tmp_path: Path) -> None:
+    data = make_lamoda(per_class=3)
+    args = [str(data), "--out", str(tmp_path / "a"), "--preset", "scratch", "--epochs", "1", "--weights", "none",
+            "--image-size", "32", "--batch-size", "4", "-q"]
+    assert CliRunner().invoke(train_main, args).exit_code == 0
+    stored = json.loads((tmp_path / "a" / "config.json").read_text())
+    assert stored["preset"] == "scratch" and stored["epochs"] == 1
+    again = CliRunner().invoke(train_main, ["--config", str(tmp_path / "a" / "config.json"), "--out", str(tmp_path / "b"), "-q"])
+    assert again.exit_code == 0, again.output
+    rerun = json.loads((tmp_path / "b" / "config.json").read_text())
+    assert {k: v for k, v in rerun.items() if k != "out"} == {k: v for k, v in stored.items() if k != "out"}
+    unknown = CliRunner().invoke(train_main, [str(data), "--preset", "imagenet-like"])
+    assert unknown.exit_code == 2 and "'imagenet-like' is not 'scratch'" in unknown.output

@@ -132,6 +132,22 @@ def test_reading_metadata_of_either_format() -> None:
         ModelInfo.from_metadata({**props, "garmentcv.input": "rgb16"}, source="m.onnx")
 
 
+def test_bf16_gate_result_and_input_format_travel_together() -> None:
+    """A file carries both the bf16 gate's result and its input format; the version stays the lowest that
+    describes it (the bf16 result is an optional key, readable by format 1 readers)."""
+    from garmentcv.artifact import ReducedPrecisionCheck
+    from garmentcv.models.registry import default_preprocessing
+
+    check = ReducedPrecisionCheck("bf16", True, 6, 1.0, 0.01, 0.05, 0.0, "", "openvino 2026.4.1", "Xeon")
+    base = ModelInfo("resnet18", ("a", "b"), default_preprocessing("resnet18", 32), "fp32", "none", bf16=check)
+    for fmt, version in ((INPUT_FLOAT32, "1"), (INPUT_UINT8, "2")):
+        info = dataclasses.replace(base, input_format=fmt)
+        props = info.to_metadata()
+        assert props["garmentcv.format_version"] == version and "garmentcv.bf16" in props
+        back = ModelInfo.from_metadata(props)
+        assert back == info and back.bf16 == check and back.input_format == fmt
+
+
 def test_a_graph_that_contradicts_its_declared_input_is_refused(onnx_model: Path, tmp_path: Path) -> None:
     """A float32 graph whose metadata says uint8: refused when read and when opened, naming the file."""
     model = onnx.load(onnx_model)

@@ -55,6 +55,11 @@ DEFAULT_OPSET = 18
     "the bytes and no float pass while decoding; float32-nchw (format 1): normalised float32, for garmentcv "
     "releases before format 2.",
 )
+@click.option("--bf16-check", type=click.Choice(["auto", "off"]), default="auto",
+              help="auto: with garmentcv[openvino] on a CPU with native bf16, run the file in OpenVINO at bf16 on the "
+              "validation images and record in the file whether it matches (logits within 0.05 x each image's logit "
+              "scale, same top-1, accuracy within --max-accuracy-drop); gcv-classify uses bf16 only then. A failed "
+              "check does not fail the export. off: skip it (bf16 is then never used).")
 @quiet_option
 @verbose_option
 @handle_errors
@@ -114,4 +119,8 @@ def main(checkpoint: Path | None, quiet: bool, verbose: bool, **options: object)
         if r.info.quantization is not None:
             accuracy += f" ({r.info.quantization.activations} activations)"
     lines.append(accuracy)
+    if r.info.bf16 is not None:
+        b = r.info.bf16
+        lines.append(f"bf16 on {b.runtime}: {'passed' if b.passed else 'failed'}, {b.describe()}"
+                     + ("" if b.passed else f" ({b.note}); gcv-classify will run it at f32"))
     click.echo("\n".join(lines))

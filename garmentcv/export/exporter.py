@@ -33,7 +33,7 @@ from garmentcv.calibration import T_MAX, T_MIN, CalibrationFigures, calibration_
 from garmentcv.cli_utils import plural
 from garmentcv.data.layouts import load_dataset, scan_images
 from garmentcv.errors import CheckpointError, ExportError, ImageDecodeError, PathNotFoundError
-from garmentcv.export import checks, convert
+from garmentcv.export import bf16_gate, checks, convert
 from garmentcv.export.uint8_input import Uint8Input
 from garmentcv.fsutil import atomic_path, check_writable_output, sha256_of
 from garmentcv.image import Preprocessing, load_crop, load_input
@@ -78,6 +78,8 @@ class ExportConfig:
         input_format: ``uint8-nhwc`` (format 2: uint8 crops in, normalisation in the graph; the default) or
             ``float32-nchw`` (format 1: normalised float32, readable by releases before format 2); see
             :mod:`garmentcv.artifact`.
+        bf16_check: ``auto`` runs the bf16 gate (:mod:`garmentcv.export.bf16_gate`) where OpenVINO and a CPU
+            with native bf16 are present and records its result in the file; ``off`` skips it.
     """
 
     checkpoint: Path | None = None
@@ -93,6 +95,7 @@ class ExportConfig:
     batch_size: int = 32
     runs_dir: Path = RUNS_DIR
     input_format: str = INPUT_UINT8
+    bf16_check: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -470,6 +473,12 @@ def export_checkpoint(cfg: ExportConfig, progress: bool = True) -> ExportResult:
         drop = checks.require_accuracy_drop(fp32_accuracy, accuracy, cfg.max_accuracy_drop, cfg.precision.upper())
 
     temperature = fit_temperature(seen.final, seen.targets)
+    bf16 = bf16_gate.gate_for_export(
+        cfg.bf16_check, cfg.precision, final.SerializeToString(),
+        (b.inputs for b in ImageStream(val, pp, cfg.batch_size, progress=False, warn=False, uint8=uint8)),
+        bf16_gate.GateInputs(seen.final, seen.files, seen.targets), cfg.max_accuracy_drop, convert.cpu_facts()[0],
+        temperature,
+    )
     if temperature in (T_MIN, T_MAX):
         logger.warning("the fitted temperature reached the end of its range (%g); the validation images may be too "
                        "few or all predicted right", temperature)
@@ -488,7 +497,7 @@ def export_checkpoint(cfg: ExportConfig, progress: bool = True) -> ExportResult:
                                        "ece": calibrated.ece, "ece_uncalibrated": uncalibrated.ece,
                                        "nll": calibrated.nll, "nll_uncalibrated": uncalibrated.nll}},
         checkpoint_sha256=sha256_of(checkpoint), garmentcv_version=garmentcv.__version__, opset=cfg.opset,
-        quantization=quantization, temperature=temperature, input_format=cfg.input_format,
+        quantization=quantization, temperature=temperature, input_format=cfg.input_format, bf16=bf16,
     )  # fmt: skip
     convert.finalize(final, info)
     convert.check_graph(final)

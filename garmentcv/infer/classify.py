@@ -1,5 +1,9 @@
 """``gcv-classify`` as a library function: every image below a folder -> one row each, safely.
 
+The folder may also be a manifest or an object-storage prefix (:mod:`garmentcv.infer.sources`); this module
+is the local engine, and :class:`ClassifyRun` (partial results, resume, final file, summary) is shared with the
+Ray engine (:mod:`garmentcv.infer.ray_engine`), so both write the same rows in the same order.
+
 Streaming: :func:`garmentcv.data.layouts.scan_images` yields files folder by folder in sorted order, rows
 are written in that order as batches finish, so memory does not grow with the number of files (only with
 the number of entries of the largest single folder, whose names are sorted: about 100 B each).
@@ -30,21 +34,23 @@ import logging
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
 
+from garmentcv.artifact import ModelInfo
 from garmentcv.cli_utils import plural
-from garmentcv.data.layouts import SkippedFile, scan_images
-from garmentcv.errors import DatasetError, GarmentCVError
-from garmentcv.fsutil import atomic_write, check_writable_output, sha256_of
+from garmentcv.data.layouts import SkippedFile
+from garmentcv.errors import GarmentCVError
+from garmentcv.fsutil import check_writable_output, sha256_of
 from garmentcv.infer.model_file import DEFAULT_MODEL_PATH
-from garmentcv.infer.pipeline import predict_batches, split_cpus
-from garmentcv.infer.rows import OutputFormat, Row, needs_review, sort_key, write_rows
-from garmentcv.infer.session import open_model
+from garmentcv.infer.pipeline import Prediction, predict_batches, split_cpus
+from garmentcv.infer.rows import OutputFormat, Row, needs_review, require_pyarrow, sort_key, write_output
+from garmentcv.infer.runtimes import open_runtime
+from garmentcv.infer.sources import File, Source, open_source
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +65,8 @@ class ClassifyConfig:
     """Settings of one ``gcv-classify`` run.
 
     Attributes:
-        folder: the folder of images to classify.
+        folder: what to classify: a folder of images, a manifest (``.txt``/``.lst``/``.csv``) or an
+            object-storage prefix such as ``s3://bucket/photos/`` (see :mod:`garmentcv.infer.sources`).
         out: the results file.
         model: the GarmentCV ONNX file (classes and preprocessing are read from it).
         batch_size: images per model run.
@@ -67,16 +74,17 @@ class ClassifyConfig:
         threads: onnxruntime intra-op threads; ``None``: see :func:`garmentcv.infer.pipeline.split_cpus`.
         workers: image decoding threads; ``None``: see :func:`~garmentcv.infer.pipeline.split_cpus`.
         recursive: also classify images in sub-folders.
-        format: ``csv``, ``jsonl`` or ``kaggle`` (see :mod:`garmentcv.infer.rows`).
+        format: ``csv``, ``jsonl``, ``kaggle`` or ``parquet`` (see :mod:`garmentcv.infer.rows`).
         resume: reuse the rows of an interrupted run with the same model, folder and options.
         progress: show a progress bar on stderr (only on a terminal).
         calibration: ``temperature`` divides the logits by the temperature stored in the model file (files
             without one: 1) before the softmax; ``none`` keeps the raw softmax.
         min_confidence: rows whose confidence is below it get ``needs_review`` true (csv and jsonl only).
         topk: write the K most probable classes instead of one probability per class (csv and jsonl only).
+        runtime: ``auto``, ``onnxruntime`` or ``openvino`` (see :mod:`garmentcv.infer.runtimes`).
     """
 
-    folder: Path
+    folder: Path | str
     out: Path
     model: Path = DEFAULT_MODEL_PATH
     batch_size: int = 32
@@ -90,6 +98,7 @@ class ClassifyConfig:
     calibration: str = "temperature"
     min_confidence: float | None = None
     topk: int | None = None
+    runtime: str = "auto"
 
 
 #: ``ClassifyConfig.calibration`` values.
@@ -108,6 +117,7 @@ def check_options(fmt: OutputFormat, min_confidence: float | None, topk: int | N
     Raises:
         ClassifyUsageError: ``min_confidence`` or ``topk`` with the kaggle format (it must carry a plain label
             for every row), ``min_confidence`` outside 0..1, ``topk`` below 1, an unknown ``calibration``.
+        MissingRuntimeError: the parquet format without pyarrow installed.
     """
     if calibration not in CALIBRATIONS:
         raise ClassifyUsageError(f"--calibration {calibration!r}: choose one of {', '.join(CALIBRATIONS)}")
@@ -121,6 +131,8 @@ def check_options(fmt: OutputFormat, min_confidence: float | None, topk: int | N
         raise ClassifyUsageError(f"--min-confidence {min_confidence}: give a probability within 0..1")
     if topk is not None and topk < 1:
         raise ClassifyUsageError(f"--topk {topk}: give at least 1")
+    if OutputFormat(fmt) is OutputFormat.PARQUET:
+        require_pyarrow()
 
 
 @dataclass(frozen=True)
@@ -145,6 +157,9 @@ class ClassifySummary:
         needs_review: classified rows whose confidence is below ``min_confidence`` (0 without it).
         duplicate_indexes: kaggle format only: index -> the files that share it (``10.jpg``, ``10.png``).
         min_confidence: the threshold used, or ``None``.
+        runtime: ``onnxruntime`` or ``openvino``, the runtime that ran the model (on ``provider``).
+        inference_precision: what it computed in: onnxruntime's file precision (``fp32``, ``fp16``, ``int8``)
+            or OpenVINO's ``f32``/``bf16``.
     """
 
     out: Path
@@ -164,6 +179,8 @@ class ClassifySummary:
     needs_review: int = 0
     duplicate_indexes: dict[str, list[str]] = field(default_factory=dict)
     min_confidence: float | None = None
+    runtime: str = "onnxruntime"
+    inference_precision: str = "fp32"
 
     @property
     def skipped_total(self) -> int:
@@ -278,35 +295,169 @@ class _Reuse:
         return found
 
 
-def _stamp(path: Path) -> dict[str, int | None]:
-    """What a reused row must match: the file's size (bytes) and modification time (ns)."""
-    try:
-        st = path.stat()
-    except OSError:  # gone since the scan: never reused; decoding it gives the error row
-        return {"size": None, "mtime_ns": None}
-    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
-
-
 def _reason_kind(reason: str) -> str:
     """The kind of a decode failure, e.g. ``truncated file`` or ``oversized`` (the text before any colon)."""
     return reason.split(":", 1)[0]
 
 
-def _items(folder: Path, recursive: bool, skipped: _SkipCounter, reuse: _Reuse | None) -> Iterator[tuple[Path | None, Row]]:
-    for path in scan_images(folder, recursive=recursive, skipped=skipped):
-        rel = path.relative_to(folder).as_posix()
-        stamp = _stamp(path)
-        candidates = reuse.take(sort_key(rel)) if reuse else []
-        previous = next((r for r in candidates if stamp["size"] is not None and r.get("size") == stamp["size"]
-                         and r.get("mtime_ns") == stamp["mtime_ns"]), None)
-        if previous is not None:
-            yield None, previous
-        else:
-            yield path, {"path": rel, **stamp}
+def open_checked_source(cfg: ClassifyConfig) -> Source:
+    """The run's source, after the checks every engine makes before any work.
+
+    Raises:
+        PathNotFoundError: a local source that does not exist.
+        DatasetError: a file that is not a manifest.
+        ClassifyUsageError: see :func:`check_options`.
+        OutputPathError: ``cfg.out`` cannot be written.
+        MissingRuntimeError: parquet or an object store without pyarrow.
+    """
+    source = open_source(cfg.folder)
+    check_options(cfg.format, cfg.min_confidence, cfg.topk, cfg.calibration)
+    check_writable_output(cfg.out, "--out")
+    return source
+
+
+class ClassifyRun:
+    """One run's bookkeeping, shared by the local engine and the Ray engine (:mod:`garmentcv.infer.ray_engine`):
+    the partial results (resume), the stream of files to do, the rows saved, the final file and the summary.
+
+    Use: :meth:`items` gives ``(file or None, row)`` in row order (``None``: a row reused from an interrupted
+    run); an engine classifies the files and hands lists of :class:`~garmentcv.infer.pipeline.Prediction`
+    (in the same order) to :meth:`save`; :meth:`finish` writes ``cfg.out`` and returns the summary.
+    """
+
+    def __init__(self, cfg: ClassifyConfig, source: Source, info: ModelInfo,
+                 runtime: tuple[str, str] = ("onnxruntime", "")) -> None:
+        """``runtime``: the runtime and inference precision that compute the rows (``("openvino", "bf16")``;
+        an empty precision means the file's).
+
+        Raises: ClassifyUsageError (``topk`` above the number of classes); GarmentCVError (``resume`` with
+        partial results of another model, source or options)."""
+        self.cfg = cfg
+        self.runtime = (runtime[0], runtime[1] or info.precision)
+        self.source = source
+        self.classes = list(info.classes)
+        if cfg.topk is not None and cfg.topk > len(self.classes):
+            raise ClassifyUsageError(f"--topk {cfg.topk}: the model {cfg.model} has only "
+                                     f"{plural(len(self.classes), 'class')}; give at most {len(self.classes)}")
+        self.temperature = info.applied_temperature if cfg.calibration == "temperature" else 1.0
+        if cfg.calibration == "temperature" and info.temperature is None:
+            logger.info("%s has no fitted temperature (exported before calibration): using the raw softmax", cfg.model)
+        self.header = {
+            "format": _PARTIAL_FORMAT,
+            "folder": source.identity,
+            "recursive": cfg.recursive,
+            "model_sha256": sha256_of(cfg.model),
+            "classes": self.classes,
+            "temperature": self.temperature,
+            # rows of another runtime or inference precision (bf16) differ in the last digits: never mixed by --resume
+            "runtime": list(self.runtime),
+        }
+        self.partial = _Partial(Path(cfg.out), self.header)
+        self.reuse: _Reuse | None = None
+        reusable = self.partial.reusable(cfg.resume)
+        if reusable:
+            self.reuse = _Reuse(self.partial.previous_rows(reusable))
+            logger.info("resuming from the partial results in %s", self.partial.dir)
+        self.skipped = _SkipCounter()
+        self.files = self.reused = self.review = 0
+        self.reasons: Counter[str] = Counter()
+        self.examples: list[str] = []
+        self.segment: Path | None = None
+
+    def items(self) -> Iterator[tuple[File | None, Row]]:
+        """``(file, {"path", "size", "mtime_ns"})`` to classify, or ``(None, row)`` for a reusable row, in row order.
+
+        A row is reused when its file is still listed with the same size and modification time (ns).
+        """
+        reuse = self.reuse
+        for entry in self.source.entries(self.cfg.recursive, self.skipped):
+            candidates = reuse.take(sort_key(entry.name)) if reuse else []
+            previous = next((r for r in candidates if entry.size is not None and r.get("size") == entry.size
+                             and r.get("mtime_ns") == entry.mtime_ns), None)
+            if previous is not None:
+                yield None, previous
+            else:
+                yield entry.file, {"path": entry.name, "size": entry.size, "mtime_ns": entry.mtime_ns}
+
+    def save(self, batches: Iterable[list[Prediction[Row]]], on_batch: Callable[[int], None] | None = None,
+             progress: Callable[[int], None] | None = None) -> None:
+        """Write the rows of ``batches`` to a new segment of the partial results, flushed batch by batch.
+
+        Args:
+            batches: predictions in row order; ``passed`` ones are reused rows, the others get label, probs, error.
+            on_batch: called after each batch with the number of rows saved so far in this run.
+            progress: called with the number of rows classified (not reused) in each batch.
+
+        Raises:
+            KeyboardInterrupt: passed on after the rows so far are saved.
+        """
+        classes, min_confidence = self.classes, self.cfg.min_confidence
+        self.segment = self.partial.new_segment()
+        try:
+            with self.segment.open("w", **_ENCODING) as handle:
+                handle.write(json.dumps(self.header) + "\n")
+                for predictions in batches:
+                    lines = []
+                    for p in predictions:
+                        row = p.item
+                        if p.passed:
+                            self.reused += 1
+                            if row["error"]:
+                                self.reasons[_reason_kind(row["error"])] += 1
+                        elif p.error is not None:
+                            row.update(label=None, probs=None, error=p.error)
+                            self.reasons[_reason_kind(p.error)] += 1
+                        else:
+                            probs = p.probs  # an ndarray whenever error is None and not passed
+                            row.update(label=classes[int(probs.argmax())], probs=probs.tolist(), error=None)  # type: ignore[union-attr]
+                        if needs_review(row["probs"], min_confidence):
+                            self.review += 1
+                        if row["error"] and len(self.examples) < ERROR_EXAMPLES:
+                            self.examples.append(row["path"])
+                        lines.append(json.dumps(row) + "\n")
+                    handle.write("".join(lines))
+                    handle.flush()
+                    self.files += len(predictions)
+                    if progress is not None:
+                        progress(sum(not p.passed for p in predictions))
+                    if on_batch is not None:
+                        on_batch(self.files)
+        except KeyboardInterrupt:
+            logger.warning("interrupted: %d rows saved in %s; run again with --resume to finish", self.files,
+                           self.partial.dir)
+            raise
+
+    def finish(self, start: float, provider: str, threads: int, workers: int) -> ClassifySummary:
+        """Write ``cfg.out`` (atomically) from the segment :meth:`save` wrote, remove the partial results and
+        return the summary; ``start`` is the run's :func:`time.perf_counter` at its start."""
+        cfg = self.cfg
+        assert self.segment is not None, "save() must run first"
+        errors = sum(self.reasons.values())
+        duplicates: dict[str, list[str]] = {}
+        write_output(cfg.out, self.partial.rows(self.segment), self.classes, cfg.format, cfg.min_confidence, cfg.topk,
+                     duplicates)
+        self.partial.discard()
+        seconds = time.perf_counter() - start
+        new = self.files - self.reused
+        summary = ClassifySummary(
+            out=Path(cfg.out), files=self.files, classified=self.files - errors, errors=errors,
+            skipped=dict(self.skipped.counts), reused=self.reused, seconds=seconds,
+            images_per_second=new / seconds if seconds > 0 else 0.0, provider=provider,
+            error_reasons=dict(self.reasons), error_examples=tuple(self.examples), threads=threads, workers=workers,
+            temperature=self.temperature, needs_review=self.review, min_confidence=cfg.min_confidence,
+            duplicate_indexes=duplicates, runtime=self.runtime[0], inference_precision=self.runtime[1],
+        )
+        logger.debug(
+            "%d image files: %d classified, %d errors, %d other files skipped, %d rows reused; %.1f s, %.1f images/s (%s)",
+            summary.files, summary.classified, summary.errors, summary.skipped_total, self.reused, seconds,
+            summary.images_per_second, provider,
+        )
+        return summary
 
 
 def classify_folder(cfg: ClassifyConfig, on_batch: Callable[[int], None] | None = None) -> ClassifySummary:
-    """Classify every image file below ``cfg.folder`` into ``cfg.out``; see the module docstring.
+    """Classify every image of ``cfg.folder`` (a folder, a manifest or an object-storage prefix,
+    :mod:`garmentcv.infer.sources`) into ``cfg.out`` on this machine; see the module docstring.
 
     Args:
         cfg: the run's settings.
@@ -314,105 +465,26 @@ def classify_folder(cfg: ClassifyConfig, on_batch: Callable[[int], None] | None 
             far in this run (progress hooks; tests use it to interrupt a run).
 
     Raises:
-        DatasetError: the folder does not exist.
+        PathNotFoundError: the source does not exist (exit code 2).
+        DatasetError: the source is not a folder or manifest, or cannot be listed.
         OutputPathError: ``cfg.out`` cannot be written (checked before any other work).
         ModelFileNotFoundError: the model file does not exist.
         ModelFileError: the model file is unreadable or lacks GarmentCV metadata.
         ProviderError: ``cuda`` asked for but not usable.
+        RuntimeUnavailableError: ``openvino`` asked for but not installed or not able to run the file.
         GarmentCVError: ``resume`` with partial results from another model, folder or options.
         ClassifyUsageError: see :func:`check_options`; ``topk`` above the model's number of classes.
         KeyboardInterrupt: passed on after the partial results are saved.
     """
     start = time.perf_counter()
-    folder = Path(cfg.folder)
-    if not folder.is_dir():
-        raise DatasetError(f"{folder}: not a folder; give the folder that holds the images")
-    check_options(cfg.format, cfg.min_confidence, cfg.topk, cfg.calibration)
-    check_writable_output(cfg.out, "--out")
+    source = open_checked_source(cfg)
     threads, workers = split_cpus(cfg.threads, cfg.workers)
-    model = open_model(cfg.model, cfg.provider, threads)
-    classes = list(model.info.classes)
-    if cfg.topk is not None and cfg.topk > len(classes):
-        raise ClassifyUsageError(f"--topk {cfg.topk}: the model {cfg.model} has only {plural(len(classes), 'class')}; "
-                                 f"give at most {len(classes)}")
-    temperature = model.info.applied_temperature if cfg.calibration == "temperature" else 1.0
-    if cfg.calibration == "temperature" and model.info.temperature is None:
-        logger.info("%s has no fitted temperature (exported before calibration): using the raw softmax", cfg.model)
-    header = {
-        "format": _PARTIAL_FORMAT,
-        "folder": str(folder.resolve()),
-        "recursive": cfg.recursive,
-        "model_sha256": sha256_of(cfg.model),
-        "classes": classes,
-        "temperature": temperature,
-    }
-    partial = _Partial(Path(cfg.out), header)
-    reuse: _Reuse | None = None
-    reusable = partial.reusable(cfg.resume)
-    if reusable:
-        reuse = _Reuse(partial.previous_rows(reusable))
-        logger.info("resuming from the partial results in %s", partial.dir)
-
-    skipped = _SkipCounter()
-    files = reused = review = 0
-    reasons: Counter[str] = Counter()
-    examples: list[str] = []
-    segment = partial.new_segment()
+    model = open_runtime(cfg.model, cfg.runtime, cfg.provider, threads)
+    run = ClassifyRun(cfg, source, model.info, (model.runtime, model.inference_precision))
     bar = tqdm(desc="classify", unit="img", file=sys.stderr, disable=None if cfg.progress else True, dynamic_ncols=True)
     try:
-        with segment.open("w", **_ENCODING) as handle:
-            handle.write(json.dumps(header) + "\n")
-            batches = predict_batches(model, _items(folder, cfg.recursive, skipped, reuse), cfg.batch_size, workers,
-                                      temperature=temperature)
-            for predictions in batches:
-                lines = []
-                for p in predictions:
-                    row = p.item
-                    if p.passed:
-                        reused += 1
-                        if row["error"]:
-                            reasons[_reason_kind(row["error"])] += 1
-                    elif p.error is not None:
-                        row.update(label=None, probs=None, error=p.error)
-                        reasons[_reason_kind(p.error)] += 1
-                        bar.update(1)
-                    else:
-                        probs = p.probs  # an ndarray whenever error is None and not passed
-                        row.update(label=classes[int(probs.argmax())], probs=probs.tolist(), error=None)  # type: ignore[union-attr]
-                        bar.update(1)
-                    if needs_review(row["probs"], cfg.min_confidence):
-                        review += 1
-                    if row["error"] and len(examples) < ERROR_EXAMPLES:
-                        examples.append(row["path"])
-                    lines.append(json.dumps(row) + "\n")
-                handle.write("".join(lines))
-                handle.flush()
-                files += len(predictions)
-                if on_batch is not None:
-                    on_batch(files)
-    except KeyboardInterrupt:
-        logger.warning("interrupted: %d rows saved in %s; run again with --resume to finish", files, partial.dir)
-        raise
+        batches = predict_batches(model, run.items(), cfg.batch_size, workers, temperature=run.temperature)
+        run.save(batches, on_batch, progress=bar.update)
     finally:
         bar.close()
-
-    errors = sum(reasons.values())
-    duplicates: dict[str, list[str]] = {}
-    with atomic_write(cfg.out, newline="", **_ENCODING) as handle:
-        write_rows(handle, partial.rows(segment), classes, cfg.format, cfg.min_confidence, cfg.topk, duplicates)
-    partial.discard()
-    seconds = time.perf_counter() - start
-    new = files - reused
-    summary = ClassifySummary(
-        out=Path(cfg.out), files=files, classified=files - errors, errors=errors, skipped=dict(skipped.counts),
-        reused=reused, seconds=seconds, images_per_second=new / seconds if seconds > 0 else 0.0,
-        provider=model.provider, error_reasons=dict(reasons), error_examples=tuple(examples), threads=threads,
-        workers=workers, temperature=temperature, needs_review=review, min_confidence=cfg.min_confidence,
-        duplicate_indexes=duplicates,
-    )
-    logger.debug(
-        "%d image files: %d classified, %d errors, %d other files skipped, %d rows reused; %.1f s, %.1f images/s (%s)",
-        summary.files, summary.classified, summary.errors, summary.skipped_total, reused, seconds,
-        summary.images_per_second, model.provider,
-    )
-    return summary
+    return run.finish(start, model.provider, threads, workers)

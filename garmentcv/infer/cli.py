@@ -16,12 +16,17 @@ from garmentcv.infer.rows import OutputFormat
 _CONTEXT = {"help_option_names": ["-h", "--help"], "show_default": True}
 _LAYOUTS = ("lamoda", "folders", "csv")  # garmentcv.data.layouts.Layout values
 _THREADS_HELP = (
-    "onnxruntime CPU threads. Default: the CPUs this process may use (CPU affinity and container quota, not the "
-    "machine's core count)."
+    "Runtime CPU threads (onnxruntime or OpenVINO). Default: the CPUs this process may use (CPU affinity and "
+    "container quota, not the machine's core count)."
 )
 _CALIBRATION_HELP = (
     "temperature: probabilities and confidence are softmax(logits / T) with the temperature T that gcv-export fitted "
     "on the validation images and stored in the model file (files without one: T = 1); none: the raw softmax."
+)
+_RUNTIME_HELP = (
+    "auto: the fastest installed runtime for this CPU and file (OpenVINO for INT8 files on CPUs with VNNI/AMX, and "
+    "for FP32 files in bf16 on CPUs with AMX when the file passed gcv-export's bf16 check; else onnxruntime; CUDA "
+    "always onnxruntime); onnxruntime; openvino (CPU, needs garmentcv[openvino]; an error when not installed)."
 )
 _WORKERS_HELP = (
     "Image decoding threads, running beside the model. Default: the CPUs this process may use, like --threads "
@@ -38,18 +43,31 @@ def _model_option(default: Path | None) -> click.Option:
 
 @click.command(context_settings=_CONTEXT)
 @version_option("gcv-classify")
-@click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("source", metavar="SOURCE")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Results file.")
 @_model_option(DEFAULT_MODEL_PATH)
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, help="Images per model run.")
 @click.option("--provider", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
               help="auto: CUDA when onnxruntime's CUDA provider really runs, else CPU; cuda: CUDA or an error.")
+@click.option("--runtime", type=click.Choice(["auto", "onnxruntime", "openvino"]), default="auto", help=_RUNTIME_HELP)
 @click.option("--threads", type=click.IntRange(min=1), default=None, help=_THREADS_HELP)
 @click.option("--workers", type=click.IntRange(min=1), default=None, help=_WORKERS_HELP)
 @click.option("--recursive/--no-recursive", default=True, help="Also classify images in sub-folders.")
 @click.option("--format", "fmt", type=click.Choice([f.value for f in OutputFormat]), default="csv",
               help="csv: path,label,confidence,prob_<class>...,error; jsonl: one object per line; "
-              "kaggle: index,label (index = the path relative to FOLDER without its extension).")
+              "kaggle: index,label (index = the path relative to SOURCE without its extension); parquet: the csv "
+              "columns, typed (needs pyarrow: pip install 'garmentcv[parquet]').")
+@click.option("--engine", type=click.Choice(["local", "ray"]), default="local",
+              help="local: this process; ray: a pool of Ray Data workers, on this machine or a Ray cluster "
+              "(pip install 'garmentcv[ray]'). Same rows either way.")
+@click.option("--address", default=None, metavar="ADDRESS",
+              help="--engine ray: the Ray cluster, auto (started here with 'ray start'), HOST:PORT or "
+              "ray://HOST:10001. Default: RAY_ADDRESS when set, else a new Ray instance on this machine.")
+@click.option("--num-workers", type=click.IntRange(min=1), default=None,
+              help="--engine ray: worker actors, each holding one model session. Default: the cluster's CPUs "
+              "divided by --cpus-per-worker.")
+@click.option("--cpus-per-worker", type=click.IntRange(min=1), default=1,
+              help="--engine ray: CPUs each worker reserves; its onnxruntime and decoding threads.")
 @click.option("--resume", is_flag=True,
               help="Finish an interrupted run with the same --out: classify only what is missing or changed "
               "(size or modification time). Without it, a new run starts; the partial results of an earlier one "
@@ -74,13 +92,18 @@ def _model_option(default: Path | None) -> click.Option:
 @quiet_option
 @verbose_option
 @handle_errors
-def classify_main(folder: Path, out: Path, model: Path, batch_size: int, provider: str, threads: int | None,
-                  workers: int | None, recursive: bool, fmt: str, resume: bool, calibration: str,
+def classify_main(source: str, out: Path, model: Path, batch_size: int, provider: str, runtime: str,
+                  threads: int | None, workers: int | None, recursive: bool, fmt: str, engine: str,
+                  address: str | None, num_workers: int | None, cpus_per_worker: int, resume: bool, calibration: str,
                   min_confidence: float | None, topk: int | None, fail_on_error: bool, report: Path | None,
                   allow_errors: bool, quiet: bool, verbose: bool) -> None:
-    """Classify every image in FOLDER with an exported model: one row per image file in --out.
+    """Classify every image in SOURCE with an exported model: one row per image file in --out.
 
-    Rows are sorted by path relative to FOLDER. A file that cannot be decoded gets a row with an empty label
+    SOURCE is a folder, a manifest (a .txt or .lst file of paths, one a line, or a .csv file with a path column;
+    relative paths are relative to the manifest) or an object-storage prefix such as s3://bucket/photos/
+    (credentials from the environment: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_ENDPOINT_URL).
+
+    Rows are sorted by path relative to SOURCE (or as the manifest gives it). A file that cannot be decoded gets a row with an empty label
     and the reason in the error column; hidden files and non-images are skipped. Rows are saved batch by
     batch in OUT.partial and OUT appears only when the run is complete; after Ctrl-C, --resume finishes it.
     With --format kaggle, images that could not be decoded make the command exit with 1 (the file is still
@@ -90,8 +113,21 @@ def classify_main(folder: Path, out: Path, model: Path, batch_size: int, provide
     setup_logging(quiet, verbose)
     require_onnxruntime()  # a clear message, not an ImportError, when neither [cpu] nor [gpu] is installed
     from garmentcv.infer.classify import ClassifyConfig, classify_folder
+    from garmentcv.infer.sources import is_uri
     from garmentcv.report import check_report_output, write_classify_report
 
+    if engine == "local":
+        given = [name for name, value in (("--address", address), ("--num-workers", num_workers),
+                                          ("--cpus-per-worker", cpus_per_worker if cpus_per_worker != 1 else None))
+                 if value is not None]
+        if given:
+            raise click.UsageError(f"{', '.join(given)} only go with --engine ray")
+    elif threads is not None or workers is not None:
+        raise click.UsageError("--threads and --workers are for --engine local; with --engine ray each worker gets "
+                               "--cpus-per-worker threads of both")
+    folder = source if is_uri(source) else Path(source)
+    if report is not None and not (isinstance(folder, Path) and folder.is_dir()):
+        raise click.UsageError("--report shows the images of a local folder; SOURCE is not one")
     if report is not None and fmt not in (OutputFormat.CSV.value, OutputFormat.JSONL.value):
         raise click.UsageError(f"--report needs the confidence and error columns of --format csv or jsonl, not {fmt}")
     if report is not None and report.resolve() == out.resolve():
@@ -101,14 +137,23 @@ def classify_main(folder: Path, out: Path, model: Path, batch_size: int, provide
     cfg = ClassifyConfig(folder=folder, out=out, model=model, batch_size=batch_size, provider=provider,
                          threads=threads, workers=workers, recursive=recursive, format=OutputFormat(fmt),
                          resume=resume, progress=not quiet, calibration=calibration, min_confidence=min_confidence,
-                         topk=topk)
-    s = classify_folder(cfg)
+                         topk=topk, runtime=runtime)
+    if engine == "ray":
+        from garmentcv.infer.ray_engine import RayOptions, classify_ray, import_ray
+
+        if runtime == "openvino":
+            raise click.UsageError("--engine ray runs onnxruntime in its workers; --runtime openvino works with the local engine")
+        import_ray()  # says how to install Ray when it is missing
+        s = classify_ray(cfg, RayOptions(address=address, num_workers=num_workers, cpus_per_worker=cpus_per_worker))
+    else:
+        s = classify_folder(cfg)
     if report is not None:
         click.echo(f"report -> {write_classify_report(report, s.out, folder)}", err=True)
     skipped = ", ".join(f"{n} {reason}" for reason, n in sorted(s.skipped.items())) or "none"
     click.echo(
         f"{plural(s.files, 'image file')}: {s.classified} classified, {plural(s.errors, 'error')}; skipped {skipped}; "
-        f"{s.seconds:.1f} s, {s.images_per_second:.1f} images/s on {s.provider}"
+        f"{s.seconds:.1f} s, {s.images_per_second:.1f} images/s on {s.provider} ({s.runtime}, "
+        f"{s.inference_precision})"
         + (f" ({s.reused} rows from the interrupted run)" if s.reused else "") + f" -> {s.out}"
         + (f"; {s.needs_review} need review (confidence below {s.min_confidence:g})" if s.min_confidence is not None
            else "")
@@ -155,6 +200,7 @@ def classify_main(folder: Path, out: Path, model: Path, batch_size: int, provide
               "predictions.csv, misclassified.csv, errors.csv and report.html (with its report_files/ folder).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, help="Images per model run.")
 @click.option("--provider", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", help="As for gcv-classify.")
+@click.option("--runtime", type=click.Choice(["auto", "onnxruntime", "openvino"]), default="auto", help=_RUNTIME_HELP)
 @click.option("--threads", type=click.IntRange(min=1), default=None, help=_THREADS_HELP)
 @click.option("--workers", type=click.IntRange(min=1), default=None, help=_WORKERS_HELP)
 @click.option("--calibration", type=click.Choice(["temperature", "none"]), default="temperature",
@@ -167,7 +213,7 @@ def classify_main(folder: Path, out: Path, model: Path, batch_size: int, provide
 @verbose_option
 @handle_errors
 def evaluate_main(model: Path, data: Path, labels: Path | None, layout: str | None, out: Path, batch_size: int,
-                  provider: str, threads: int | None, workers: int | None, calibration: str,
+                  provider: str, runtime: str, threads: int | None, workers: int | None, calibration: str,
                   target_accuracy: float | None, quiet: bool, verbose: bool) -> None:
     """Measure an exported model on labelled images: accuracy, macro precision/recall/F1, confusion matrix,
     calibration (ECE over 15 bins, NLL, Brier score; raw and with the model file's temperature) with a reliability
@@ -182,7 +228,7 @@ def evaluate_main(model: Path, data: Path, labels: Path | None, layout: str | No
 
     cfg = EvaluateConfig(model=model, data=data, labels=labels, layout=layout, out=out, batch_size=batch_size,
                          provider=provider, threads=threads, workers=workers, progress=not quiet,
-                         calibration=calibration, target_accuracy=target_accuracy)
+                         calibration=calibration, target_accuracy=target_accuracy, runtime=runtime)
     r = evaluate_model(cfg)
     absent = (
         f" (macro averages over {len(r.classes) - len(r.absent_classes)} of {len(r.classes)} classes (no images of "
@@ -208,4 +254,5 @@ def evaluate_main(model: Path, data: Path, labels: Path | None, layout: str | No
         else:
             lines.append(f"target accuracy {t.target:.2%} is not reachable on these images: no confidence threshold "
                          f"gets above {t.best_accuracy:.2%}")
+    lines.append(f"runtime {r.runtime} on {r.device}, inference precision {r.inference_precision}")
     click.echo("\n".join(lines))

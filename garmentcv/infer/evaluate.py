@@ -37,7 +37,7 @@ from garmentcv.errors import DatasetError, GarmentCVError
 from garmentcv.fsutil import atomic_write, check_writable_output, write_json
 from garmentcv.infer.model_file import DEFAULT_MODEL_PATH
 from garmentcv.infer.pipeline import predict_batches, split_cpus
-from garmentcv.infer.session import open_model
+from garmentcv.infer.runtimes import open_runtime
 from garmentcv.report import EVALUATE_PAGE, check_report_output, write_evaluate_page
 
 logger = logging.getLogger(__name__)
@@ -61,6 +61,7 @@ class EvaluateConfig:
             coverage table) are ``softmax(logits / T)`` with the model file's temperature; ``none``: the raw
             softmax. The calibration figures are reported for both either way.
         target_accuracy: also report the lowest confidence threshold whose kept images reach this accuracy.
+        runtime: ``auto``, ``onnxruntime`` or ``openvino`` (see :mod:`garmentcv.infer.runtimes`).
     """
 
     data: Path
@@ -75,6 +76,7 @@ class EvaluateConfig:
     progress: bool = True
     calibration: str = "temperature"
     target_accuracy: float | None = None
+    runtime: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -106,7 +108,8 @@ class EvaluateResult:
     reliability bins of ``softmax(logits)`` and ``softmax(logits / temperature)``. ``coverage`` is on the applied
     confidences; ``target`` is set with :attr:`EvaluateConfig.target_accuracy`. ``predictions`` has every scored
     image in data order and ``failures`` ``(path, label, reason)`` of those that could not be decoded (the
-    galleries of a report page).
+    galleries of a report page). ``runtime``, ``device`` and ``inference_precision`` say what ran the model (see
+    :class:`~garmentcv.infer.classify.ClassifySummary`).
     """
 
     out: Path
@@ -128,6 +131,9 @@ class EvaluateResult:
     target: ThresholdChoice | None = None
     predictions: tuple[ImagePrediction, ...] = ()
     failures: tuple[tuple[str, str, str], ...] = ()
+    runtime: str = "onnxruntime"
+    device: str = "cpu"
+    inference_precision: str = "fp32"
 
 
 def samples_from_labels(folder: Path, labels: Path) -> list[Sample]:
@@ -193,7 +199,8 @@ def evaluate_model(cfg: EvaluateConfig) -> EvaluateResult:
     * ``errors.csv``: ``path,label,error`` for images that could not be decoded;
     * in ``metrics.json`` also ``calibration`` (temperature, ECE with 15 bins, NLL, Brier and reliability bins,
       raw and calibrated), ``coverage`` (thresholds 0, 0.01, ..., 1: share kept and their accuracy) and
-      ``target_accuracy`` (see :func:`garmentcv.calibration.threshold_for_accuracy`; ``null`` without one);
+      ``target_accuracy`` (see :func:`garmentcv.calibration.threshold_for_accuracy`; ``null`` without one) and
+      ``runtime`` (``name``, ``device``, ``inference_precision``: what ran the model);
     * ``reliability.png`` (raw and calibrated) and ``coverage.png``;
     * ``report.html`` and ``report_files/``: the page of :func:`garmentcv.report.write_evaluate_page`.
 
@@ -204,6 +211,7 @@ def evaluate_model(cfg: EvaluateConfig) -> EvaluateResult:
         OutputPathError: ``cfg.out`` cannot be written (checked before the model is opened).
         DatasetError: unreadable data, or labels that are not classes of the model.
         ModelFileError, ProviderError: as :func:`garmentcv.infer.session.open_model`.
+        RuntimeUnavailableError: as :func:`garmentcv.infer.runtimes.open_runtime`.
     """
     out = Path(cfg.out)
     missing = [p for p in (out, *out.parents) if not p.exists()]
@@ -239,7 +247,7 @@ def _evaluate(cfg: EvaluateConfig) -> EvaluateResult:
     check_writable_output(out / "metrics.json", "--out")
     check_report_output(out / EVALUATE_PAGE, "--out")
     threads, workers = split_cpus(cfg.threads, cfg.workers)
-    model = open_model(cfg.model, cfg.provider, threads)
+    model = open_runtime(cfg.model, cfg.runtime, cfg.provider, threads)
     classes = model.info.classes
     if cfg.labels is not None:
         if not Path(cfg.data).is_dir():
@@ -318,6 +326,7 @@ def _evaluate(cfg: EvaluateConfig) -> EvaluateResult:
         "coverage": coverage.to_dict(),
         "target_accuracy": None if target is None else target.to_dict(),
         "seconds": round(time.perf_counter() - start, 3),
+        "runtime": {"name": model.runtime, "device": model.device, "inference_precision": model.inference_precision},
     })
     write_json(out / "confusion_matrix.json", {
         "classes": list(classes), "rows": "true class", "columns": "predicted class",
@@ -351,5 +360,6 @@ def _evaluate(cfg: EvaluateConfig) -> EvaluateResult:
         classes=tuple(classes), absent_classes=tuple(classes[i] for i in metrics.absent_classes),
         temperature=temperature, applied=cfg.calibration, uncalibrated=uncalibrated,
         calibrated=calibrated, coverage=coverage, target=target, predictions=tuple(scored),
-        failures=tuple((a, b, c) for a, b, c in failed),
+        failures=tuple((a, b, c) for a, b, c in failed), runtime=model.runtime, device=model.device,
+        inference_precision=model.inference_precision,
     )

@@ -18,7 +18,6 @@ from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Generic, TypeVar
 
 import numpy as np
@@ -26,8 +25,9 @@ import numpy as np
 from garmentcv import calibration
 from garmentcv import cpus as _cpus
 from garmentcv.errors import ImageDecodeError
-from garmentcv.image import Preprocessing, load_crop, load_input
-from garmentcv.infer.session import LoadedModel
+from garmentcv.image import Preprocessing
+from garmentcv.infer.runtimes import Model
+from garmentcv.infer.sources import File, load_file
 
 logger = logging.getLogger(__name__)
 
@@ -59,14 +59,12 @@ def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     return calibration.softmax(logits, temperature)
 
 
-def _load_into(batch: np.ndarray, slot: int, path: Path, pp: Preprocessing) -> str | None:
-    """Decode ``path`` into ``batch[slot]`` (uint8 ``(H, W, 3)`` crop or float32 ``(3, H, W)`` input, by the
-    buffer's dtype); return the reason on failure (the slot is zeroed)."""
+def _load_into(batch: np.ndarray, slot: int, path: File, pp: Preprocessing) -> str | None:
+    """Decode ``path`` (a file or an object, :mod:`garmentcv.infer.sources`) into ``batch[slot]``: a uint8
+    ``(H, W, 3)`` crop or a float32 ``(3, H, W)`` input, by the buffer's dtype; return the reason on failure
+    (the slot is zeroed)."""
     try:
-        if batch.dtype == np.uint8:
-            load_crop(path, pp, out=batch[slot])
-        else:
-            batch[slot] = load_input(path, pp)
+        load_file(path, pp, out=batch[slot])
         return None
     except ImageDecodeError as exc:
         reason = exc.reason
@@ -102,15 +100,15 @@ def split_cpus(threads: int | None, workers: int | None, cpus: int | None = None
 
 @dataclass
 class _Job(Generic[T]):
-    items: list[tuple[Path | None, T]]
+    items: list[tuple[File | None, T]]
     buffer: np.ndarray
     batch: np.ndarray
     futures: list[Future[str | None] | None]
 
 
 def predict_batches(
-    model: LoadedModel,
-    items: Iterable[tuple[Path | None, T]],
+    model: Model,
+    items: Iterable[tuple[File | None, T]],
     batch_size: int = 32,
     workers: int | None = None,
     prefetch: int = 2,
@@ -123,8 +121,9 @@ def predict_batches(
     probabilities do not depend on the batch it falls in.
 
     Args:
-        model: an open model (:func:`garmentcv.infer.session.open_model`).
-        items: ``(path or None, item)`` pairs, consumed lazily.
+        model: an open model of either runtime (:func:`garmentcv.infer.runtimes.open_runtime`).
+        items: ``(path or None, item)`` pairs, consumed lazily; a path is a local file or an object
+            (:class:`garmentcv.infer.sources.RemoteFile`).
         batch_size: items per yielded list, images and pass-throughs together, so that a long run of
             pass-throughs (rows reused by a resumed run) flows through in bounded memory.
         workers: decoding threads; ``None`` uses every available CPU (:func:`garmentcv.cpus.available_cpus`).
@@ -140,7 +139,7 @@ def predict_batches(
     queue: deque[_Job[T]] = deque()
     free: list[np.ndarray] = []  # batch buffers whose batch has run; at most prefetch + 1 are ever made
 
-    def submit(pending: list[tuple[Path | None, T]]) -> None:
+    def submit(pending: list[tuple[File | None, T]]) -> None:
         n = sum(path is not None for path, _ in pending)
         buffer = free.pop() if free else np.empty(model.info.input_shape(batch_size), dtype=model.info.input_dtype)
         batch = buffer[:n]
@@ -170,7 +169,7 @@ def predict_batches(
         return out
 
     try:
-        pending: list[tuple[Path | None, T]] = []
+        pending: list[tuple[File | None, T]] = []
         for path, item in items:
             pending.append((path, item))
             if len(pending) == batch_size:

@@ -1,4 +1,4 @@
-"""The rows ``gcv-classify`` writes and the three output formats (standard library only).
+"""The rows ``gcv-classify`` writes and the output formats (standard library only; parquet needs pyarrow).
 
 A row is a plain dict, the same one stored line by line in the partial results of a run:
 ``{"path": "sub/0001.jpg", "label": "bryuki" | None, "probs": [p0, p1, ...] | None, "error": str | None}``,
@@ -13,6 +13,11 @@ Formats (probabilities and confidence with 6 decimals):
   ``null`` for what an error row lacks.
 * ``kaggle``: ``index,label`` like the Lamoda submission; ``index`` is the path without its extension (the
   file stem, ``123`` for ``123.jpg``, in a flat folder); an error row has an empty label.
+* ``parquet``: the csv columns, typed (``confidence``, ``prob_*``/``top*_prob`` float64 rounded to 6 decimals,
+  null on an error row; ``needs_review`` bool; the others strings, null where csv is empty), written in row
+  groups of :data:`PARQUET_ROW_GROUP` rows, so memory stays bounded for millions of rows. Needs pyarrow
+  (``pip install 'garmentcv[parquet]'``). A file name that is not valid UTF-8 is stored with its odd bytes as
+  ``U+FFFD``.
 
 Options (csv and jsonl only; kaggle must carry a label for every row and takes neither):
 
@@ -30,9 +35,11 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from collections.abc import Iterable, Sequence
 from enum import Enum
 from pathlib import PurePosixPath
+from pathlib import Path
 from typing import IO, Any
 
 Row = dict[str, Any]
@@ -44,6 +51,7 @@ class OutputFormat(str, Enum):
     CSV = "csv"
     JSONL = "jsonl"
     KAGGLE = "kaggle"
+    PARQUET = "parquet"
 
 
 def sort_key(path: str) -> tuple[str, ...]:
@@ -99,6 +107,8 @@ def write_rows(handle: IO[str], rows: Iterable[Row], classes: Sequence[str], fmt
         ValueError: ``min_confidence`` or ``topk`` with the kaggle format, or ``topk`` outside 1..len(classes).
     """
     fmt = OutputFormat(fmt)
+    if fmt is OutputFormat.PARQUET:
+        raise ValueError("parquet is not a text format: use write_parquet or write_output")
     if fmt is OutputFormat.KAGGLE and (min_confidence is not None or topk is not None):
         raise ValueError("the kaggle format has a label column only: no needs_review, no top-k")
     if topk is not None and not 1 <= topk <= len(classes):
@@ -156,3 +166,108 @@ def write_rows(handle: IO[str], rows: Iterable[Row], classes: Sequence[str], fmt
             writer.writerow([row["path"], row["label"], _fmt(max(probs)), *flag, *values, ""])
         count += 1
     return count
+
+
+#: Rows per parquet row group (and per batch held in memory while writing).
+PARQUET_ROW_GROUP = 65536
+
+
+def require_pyarrow() -> None:
+    """Refuse ``--format parquet`` before any work when pyarrow is missing.
+
+    Raises:
+        MissingRuntimeError: pyarrow is not installed; the message names the extra.
+    """
+    from garmentcv.installs import MissingRuntimeError, installed_version
+
+    if installed_version("pyarrow") is None:
+        raise MissingRuntimeError("--format parquet needs pyarrow, which is not installed: "
+                                  "pip install 'garmentcv[parquet]'")
+
+
+def _column_names(classes: Sequence[str], review: bool, topk: int | None) -> list[str]:
+    if topk is None:
+        prob_columns = [f"prob_{c}" for c in classes]
+    else:
+        prob_columns = [f"top{i}_{part}" for i in range(1, topk + 1) for part in ("label", "prob")]
+    return ["path", "label", "confidence", *(["needs_review"] if review else []), *prob_columns, "error"]
+
+
+def _utf8(text: str) -> str:
+    """``text`` as valid Unicode: surrogate-escaped bytes of a non-UTF-8 file name become U+FFFD."""
+    return os.fsencode(text).decode("utf-8", "replace") if any("\udc80" <= ch <= "\udcff" for ch in text) else text
+
+
+def write_parquet(path: str | Path, rows: Iterable[Row], classes: Sequence[str],
+                  min_confidence: float | None = None, topk: int | None = None) -> int:
+    """Write ``rows`` (in order) to a new parquet file ``path`` (see the module docstring). Returns the number of rows.
+
+    Raises:
+        MissingRuntimeError: pyarrow is not installed (the message names the extra).
+        ValueError: ``topk`` outside 1..len(classes).
+    """
+    require_pyarrow()
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if topk is not None and not 1 <= topk <= len(classes):
+        raise ValueError(f"topk must be within 1..{len(classes)}, got {topk}")
+    review = min_confidence is not None
+    names = _column_names(classes, review, topk)
+    types = {"confidence": pa.float64(), "needs_review": pa.bool_()}
+    for name in names[3:-1]:
+        types.setdefault(name, pa.string() if name.endswith("_label") else pa.float64())
+    schema = pa.schema([(name, types.get(name, pa.string())) for name in names])
+    count = 0
+    with pq.ParquetWriter(str(path), schema) as writer:
+        columns: dict[str, list[Any]] = {name: [] for name in names}
+
+        def flush() -> None:
+            if columns["path"]:
+                writer.write_table(pa.table(columns, schema=schema), row_group_size=PARQUET_ROW_GROUP)
+                for values in columns.values():
+                    values.clear()
+
+        for row in rows:
+            probs = row["probs"]
+            columns["path"].append(_utf8(row["path"]))
+            columns["label"].append(row["label"])
+            columns["confidence"].append(None if probs is None else round(max(probs), 6))
+            if review:
+                columns["needs_review"].append(needs_review(probs, min_confidence))
+            if topk is None:
+                for c, name in enumerate(names[4 if review else 3:-1]):
+                    columns[name].append(None if probs is None else round(probs[c], 6))
+            else:
+                best = None if probs is None else top_k(probs, topk)
+                for rank in range(topk):
+                    columns[f"top{rank + 1}_label"].append(None if best is None else classes[best[rank]])
+                    columns[f"top{rank + 1}_prob"].append(None if best is None else round(probs[best[rank]], 6))
+            columns["error"].append(row["error"])
+            count += 1
+            if len(columns["path"]) >= PARQUET_ROW_GROUP:
+                flush()
+        flush()
+    return count
+
+
+def write_output(out: str | Path, rows: Iterable[Row], classes: Sequence[str], fmt: OutputFormat | str,
+                 min_confidence: float | None = None, topk: int | None = None,
+                 duplicates: dict[str, list[str]] | None = None) -> int:
+    """Write ``rows`` to the file ``out`` in format ``fmt``, atomically (a crash leaves the old file or none).
+
+    Text formats go through :func:`write_rows` (UTF-8, names that are not UTF-8 as their bytes), parquet
+    through :func:`write_parquet`. Returns the number of rows.
+
+    Raises:
+        ValueError: as :func:`write_rows` and :func:`write_parquet`.
+        MissingRuntimeError: parquet without pyarrow.
+        OSError: ``out`` cannot be written.
+    """
+    from garmentcv.fsutil import atomic_path, atomic_write
+
+    if OutputFormat(fmt) is OutputFormat.PARQUET:
+        with atomic_path(out) as tmp:
+            return write_parquet(tmp, rows, classes, min_confidence, topk)
+    with atomic_write(out, newline="", encoding="utf-8", errors="surrogateescape") as handle:
+        return write_rows(handle, rows, classes, fmt, min_confidence, topk, duplicates)

@@ -59,6 +59,21 @@ class LoadedModel:
         normalised ``float32 (N, 3, H, W)`` (format 1) or the uint8 crops ``(N, H, W, 3)`` (format 2)."""
         return self.session.run([OUTPUT_NAME], {INPUT_NAME: batch})[0]
 
+    @property
+    def runtime(self) -> str:
+        """``onnxruntime`` (the other runtime: :mod:`garmentcv.infer.openvino_runtime`)."""
+        return "onnxruntime"
+
+    @property
+    def device(self) -> str:
+        """``cpu`` or ``cuda``: :attr:`provider`."""
+        return self.provider
+
+    @property
+    def inference_precision(self) -> str:
+        """onnxruntime runs the file as stored: its ``fp32``, ``fp16`` or ``int8``."""
+        return self.info.precision
+
 
 def _session_options(threads: int | None) -> ort.SessionOptions:
     options = ort.SessionOptions()

@@ -3,10 +3,18 @@
 Each :class:`ModelSpec` names a torchvision builder, its ImageNet weights enum member (which carries the
 download URL, the file name in the ``TORCH_HOME`` cache and the evaluation preprocessing), and the dotted
 name of the classification head that is replaced for N classes.
+
+:data:`MODELS` holds the three archs of the original study, the tested defaults (``--arch all``). Any other
+classification model of torchvision's model registry (``torchvision.models.list_models(module=
+torchvision.models)``: convnext_tiny, mobilenet_v3_small, regnet_y_400mf, ...) is looked up by its builder
+name (:func:`get_spec`), with the weights entry torchvision marks ``DEFAULT`` and the last 1000-output
+``nn.Linear`` as its head. The same rules hold for both: preprocessing from the weights entry, and never a
+silently random backbone.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -73,16 +81,95 @@ MODELS: dict[str, ModelSpec] = {
 }
 
 
+#: torchvision classification models whose forward in training mode returns auxiliary outputs (a named tuple,
+#: not logits); GarmentCV's loop trains on logits only.
+UNSUPPORTED: dict[str, str] = {
+    "googlenet": "returns auxiliary classifier outputs in training mode",
+    "inception_v3": "returns auxiliary classifier outputs in training mode (and needs at least 75 px input)",
+}
+
+
+def torchvision_archs() -> list[str]:
+    """Builder names of torchvision's classification models (its model registry), sorted; the quantized and
+    non-classification ones are not in it."""
+    return tvm.list_models(module=tvm)
+
+
+def find_head(model: nn.Module, num_classes: int = 1000) -> str | None:
+    """Dotted name of the last ``nn.Linear`` of ``model`` with ``num_classes`` outputs (its classification head),
+    or ``None`` when there is none (a convolutional head, as SqueezeNet's)."""
+    found = None
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Linear) and module.out_features == num_classes:
+            found = name
+    return found
+
+
+@functools.lru_cache(maxsize=None)
+def _torchvision_spec(arch: str) -> ModelSpec:
+    if arch in UNSUPPORTED:
+        raise UnknownArchError(f"arch {arch!r} is not supported: it {UNSUPPORTED[arch]}")
+    if arch not in torchvision_archs():
+        raise UnknownArchError(
+            f"unknown arch {arch!r}; choose one of {', '.join(MODELS)} (the tested defaults) or another torchvision "
+            f"classification builder: {', '.join(a for a in torchvision_archs() if a not in MODELS and a not in UNSUPPORTED)}"
+        )
+    builder = tvm.get_model_builder(arch)
+    try:  # on the meta device: no memory for the weights, milliseconds even for vit_h_14
+        with torch.device("meta"):
+            skeleton = builder(weights=None, num_classes=1000)
+    except (NotImplementedError, RuntimeError):  # builders that compute on tensors (regnet's widths) need real ones
+        skeleton = builder(weights=None, num_classes=1000)
+    head = find_head(skeleton)
+    if head is None:
+        raise UnknownArchError(
+            f"arch {arch!r} is not supported: its classifier is not an nn.Linear with 1000 outputs, so GarmentCV "
+            "cannot replace its head"
+        )
+    return ModelSpec(arch, builder, tvm.get_model_weights(arch).DEFAULT, head)
+
+
 def get_spec(arch: str) -> ModelSpec:
-    """Look up an architecture by its torchvision name.
+    """Look up an architecture by its torchvision builder name.
+
+    The three of :data:`MODELS` come from the table; any other name is looked up in torchvision's model registry
+    (weights: its ``DEFAULT`` ImageNet entry; head: :func:`find_head` on the 1000-class model, built once).
 
     Raises:
-        UnknownArchError: ``arch`` is not registered; the message lists the valid names.
+        UnknownArchError: ``arch`` is not a torchvision classification model, returns auxiliary outputs
+            (:data:`UNSUPPORTED`) or has no linear head; the message lists the valid names.
     """
-    try:
+    if arch in MODELS:
         return MODELS[arch]
-    except KeyError:
-        raise UnknownArchError(f"unknown arch {arch!r}; choose one of {', '.join(MODELS)}") from None
+    return _torchvision_spec(arch)
+
+
+class InputSizeError(GarmentCVError, ValueError):
+    """An architecture that cannot run on the requested input size (ViT's fixed 224 px, AlexNet below 63 px)."""
+
+
+def check_input_size(arch: str, image_size: int) -> None:
+    """Run ``arch``'s 1000-class model once on two ``image_size`` px images, on the meta device when the builder
+    allows it (no memory, milliseconds), so that a size the network cannot take is refused before any work.
+
+    Raises:
+        UnknownArchError: from :func:`get_spec`.
+        InputSizeError: the forward pass fails at this size; the message gives the network's own reason and the
+            crop size of its weights, which it always accepts.
+    """
+    spec = get_spec(arch)
+    try:
+        try:
+            with torch.device("meta"):
+                spec.builder(weights=None, num_classes=1000).train()(torch.empty(2, 3, image_size, image_size))
+        except NotImplementedError:  # a builder that computes on real tensors (regnet): a small real pass
+            with torch.no_grad():
+                spec.builder(weights=None, num_classes=1000).train()(torch.zeros(2, 3, image_size, image_size))
+    except (RuntimeError, AssertionError, ValueError) as exc:
+        raise InputSizeError(
+            f"{arch} cannot take {image_size} px input: {exc}. Choose another --image-size (its ImageNet weights "
+            f"use {spec.preprocessing.crop} px) or another --arch"
+        ) from exc
 
 
 def default_preprocessing(arch: str, image_size: int | None = None) -> Preprocessing:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -15,6 +16,7 @@ from garmentcv.cli_utils import handle_errors, quiet_option, setup_logging, verb
 from garmentcv.data.layouts import Layout
 from garmentcv.installs import require_torch
 from garmentcv.train import config as defaults
+from garmentcv.train.amp import AMP_MODES
 from garmentcv.train.config import TrainConfig, setting_default, setting_help
 
 #: Parent of the timestamped run folders written when --out is not given; gcv-export looks here.
@@ -68,6 +70,17 @@ def _load_config(path: Path) -> TrainConfig:
         ) from exc
 
 
+def _check_archs(archs: tuple[str, ...]) -> None:
+    """Refuse an unknown --arch as a usage error (exit 2), listing the valid names; loads torchvision."""
+    from garmentcv.models.registry import UnknownArchError, get_spec
+
+    for arch in archs:
+        try:
+            get_spec(arch)
+        except UnknownArchError as exc:
+            raise click.BadParameter(str(exc), param_hint="'--arch'") from None
+
+
 def _given(ctx: click.Context, name: str) -> bool:
     """Whether option ``name`` was given (command line or environment), not left at its default."""
     source = ctx.get_parameter_source(name)
@@ -87,7 +100,7 @@ def _given(ctx: click.Context, name: str) -> bool:
     help=f"Run folder, new or empty (a folder with files is refused unless --resume). Default: "
     f"{RUNS_DIR}/<YYYYmmdd-HHMMSS>.",
 )
-@setting("archs", multiple=True, type=click.Choice([*defaults.ARCHS, "all"]))
+@setting("archs", multiple=True, metavar="ARCH")
 @setting("weights")
 @setting("layout", type=click.Choice([m.value for m in Layout]))
 @setting("epochs", type=click.IntRange(min=1))
@@ -96,6 +109,8 @@ def _given(ctx: click.Context, name: str) -> bool:
 @setting("lr_gamma", type=click.FloatRange(0, 1, min_open=True))
 @setting("weight_decay", type=click.FloatRange(min=0))
 @setting("val_fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True))
+@setting("val_data", type=click.Path(exists=True, path_type=Path))
+@setting("preset", type=click.Choice(list(defaults.PRESETS)))
 @setting("seed", type=int)
 @setting("image_size", type=click.IntRange(min=16))
 @setting("rotation", type=click.FloatRange(0, 180))
@@ -104,6 +119,7 @@ def _given(ctx: click.Context, name: str) -> bool:
 @setting("hflip", type=click.FloatRange(0, 1))
 @setting("workers", type=click.IntRange(min=0))
 @setting("device", type=click.Choice(["auto", "cpu", "cuda"]))
+@setting("amp", type=click.Choice(AMP_MODES))
 @setting("resume", is_flag=True)
 @setting("skip_bad_images", is_flag=True)
 @setting("freeze_backbone_epochs", type=click.IntRange(min=0))
@@ -128,6 +144,9 @@ def main(
     once before training. The run folder (new or empty unless --resume) receives config.json, the split
     (train.csv, val.csv), comparison.md, with --skip-bad-images skipped_images.csv, and per arch best.pt,
     last.pt, metrics.json, confusion_matrix.png, curves.png.
+
+    Data-parallel on several processes or machines: torchrun --nproc_per_node=N -m garmentcv.train DATA ...
+    (same options; --batch-size is per process; rank 0 writes the run folder).
     """
     setup_logging(quiet, verbose)
     require_torch()  # exit 1 naming the extra on a [cpu]-only install, not an ImportError
@@ -140,16 +159,27 @@ def main(
             if name != "resume" and not _given(ctx, name):
                 options[name] = getattr(stored, name)
         data = data or stored.data
+    if options["preset"] is not None and _given(ctx, "preset"):  # a preset from --config is already in its values
+        for name, value in defaults.preset_settings(options["preset"]).items():
+            if not _given(ctx, name):
+                options[name] = value
     if data is None:
         raise click.UsageError("missing argument DATA (or --config RUN/config.json, which names it)")
+    from garmentcv.train.distributed import launch_info
     from garmentcv.train.loop import (
         train,  # torch loads here, after --help and option errors
     )
 
+    primary = launch_info().is_primary  # under torchrun (RANK > 0): no logs or summary, only errors
+    if not primary:
+        logging.getLogger().setLevel(logging.ERROR)
     archs = tuple(options.pop("archs"))
     chosen = defaults.ARCHS if "all" in archs else tuple(dict.fromkeys(archs))
+    _check_archs(chosen)
     cfg = TrainConfig(data=data, out=out or _default_out(), archs=chosen, **options)
     result = train(cfg, progress=not quiet)
+    if not primary:
+        return
     click.echo(result.comparison.read_text(encoding="utf-8"))
     for r in result.archs:
         click.echo(f"{r.arch}: best epoch {r.best_epoch} -> {r.run_dir / 'best.pt'}")

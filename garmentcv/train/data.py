@@ -163,6 +163,35 @@ def split_dataset(dataset: LabelledDataset, val_fraction: float, seed: int) -> S
     return Split(train=pick(train_idx + singles), val=pick(val_idx), no_val_classes=tuple(small))
 
 
+def given_split(dataset: LabelledDataset, val_set: LabelledDataset) -> Split:
+    """Train on every image of ``dataset`` and validate on ``val_set`` (``gcv-train --val-data``).
+
+    Raises:
+        DatasetError: ``val_set`` has a class that ``dataset`` lacks, or the two share a file (the same resolved
+            path), which would score images the model trained on.
+    """
+    unknown = sorted(set(val_set.classes) - set(dataset.classes))
+    if unknown:
+        raise DatasetError(
+            f"{val_set.root}: validation class(es) {', '.join(unknown)} are not among the training classes "
+            f"{', '.join(dataset.classes)}; rename or remove them"
+        )
+    trained = {s.path.resolve() for s in dataset.samples}
+    shared = sorted(str(s.path) for s in val_set.samples if s.path.resolve() in trained)
+    if shared:
+        raise DatasetError(
+            f"{val_set.root}: {plural(len(shared), 'validation image')} also in the training data {dataset.root} "
+            f"({', '.join(shared[:3])}{', ...' if len(shared) > 3 else ''}); validation must not score images the model "
+            "trains on"
+        )
+    present = {s.label for s in val_set.samples}
+    missing = tuple(c for c in dataset.classes if c not in present)
+    if missing:
+        logger.warning("class(es) %s have no validation image in %s: their validation figures are absent",
+                       ", ".join(missing), val_set.root)
+    return Split(train=dataset.samples, val=val_set.samples, no_val_classes=missing)
+
+
 def _every_class_on_both_sides(
     train_idx: list[int], val_idx: list[int], targets: Sequence[int], seed: int
 ) -> tuple[list[int], list[int]]:

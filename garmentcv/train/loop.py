@@ -15,7 +15,7 @@ import logging
 import shutil
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -31,10 +31,13 @@ from garmentcv.errors import CheckpointError, GarmentCVError, OutputPathError, P
 from garmentcv.fsutil import atomic_write, check_writable_output, write_json
 from garmentcv.image import Preprocessing
 from garmentcv.metrics import ClassificationMetrics, classification_metrics
-from garmentcv.models.registry import default_preprocessing, ensure_imagenet_weights, get_spec
+from garmentcv.models.registry import check_input_size, default_preprocessing, ensure_imagenet_weights, get_spec
+from garmentcv.train.amp import AmpPlan, plan_for
 from garmentcv.train.checkpoint import load_checkpoint, save_checkpoint
 from garmentcv.train.config import TrainConfig
-from garmentcv.train.data import Split, build_loaders, drop_bad_images, find_bad_images, split_dataset
+from garmentcv.train import distributed
+from garmentcv.train.data import Split, build_loaders, drop_bad_images, given_split, split_dataset
+from garmentcv.train.distributed import Dist
 from garmentcv.train.recipe import (
     class_weights,
     early_stop,
@@ -48,6 +51,10 @@ from garmentcv.train.report import comparison_table, save_confusion_matrix, save
 from garmentcv.train.transfer import build_for_training
 
 logger = logging.getLogger(__name__)
+
+#: ``on_epoch_end(arch, epoch, model)``: called after each epoch's validation with the model in eval mode, e.g. to
+#: score extra image sets per epoch (scripts/transfer_experiment.py); it must not change the model.
+EpochCallback = Callable[[str, int, nn.Module], None]
 
 
 @dataclass(frozen=True)
@@ -120,10 +127,12 @@ def train_one_epoch(
     desc: str = "train",
     progress: bool = True,
     criterion: nn.Module | None = None,
+    amp: AmpPlan | None = None,
 ) -> tuple[float, float]:
     """One pass over ``loader``: ``criterion`` (plain cross-entropy when None), backward, optimizer step.
 
-    AMP (float16) when ``scaler``. The loss reported is ``criterion``'s (smoothed or weighted if it is).
+    Autocast and memory format as ``amp`` says (:mod:`garmentcv.train.amp`); without ``amp``, float16 autocast
+    on CUDA when ``scaler``. The loss reported is ``criterion``'s (smoothed or weighted if it is).
 
     Returns:
         ``(mean loss per image, top-1 accuracy 0..1)`` over the images seen.
@@ -135,7 +144,13 @@ def train_one_epoch(
     for images, targets in bar:
         images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
         optimizer.zero_grad(set_to_none=True)
-        autocast = torch.autocast("cuda", dtype=torch.float16) if scaler else contextlib.nullcontext()
+        # --amp (garmentcv/train/amp.py): the plan's autocast and memory format
+        if amp is not None and amp.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        if amp is not None:
+            autocast = amp.autocast()
+        else:
+            autocast = torch.autocast("cuda", dtype=torch.float16) if scaler else contextlib.nullcontext()
         with autocast:
             logits = model(images)
             loss = criterion(logits, targets)
@@ -190,33 +205,48 @@ def fit_arch(
     split: Split,
     device: torch.device,
     progress: bool = True,
+    dist: Dist | None = None,
+    on_epoch_end: EpochCallback | None = None,
+    amp: AmpPlan | None = None,
 ) -> ArchResult:
     """Train one arch into ``cfg.out / arch``: checkpoints, metrics.json and plots.
 
     With ``cfg.resume`` and an existing ``last.pt`` the run continues after its last finished epoch.
+    ``amp`` is the precision plan (:func:`garmentcv.train.amp.plan_for` of ``cfg.amp`` when None).
+    Under torchrun (``dist``, see :mod:`garmentcv.train.distributed`) every rank trains its share of each
+    epoch in DistributedDataParallel; only rank 0 reads and writes ``cfg.out``.
 
     Raises:
         WeightsError, UnknownArchError: from :func:`garmentcv.models.registry.build_model`.
         CheckpointError: ``last.pt`` does not match this run (other arch or classes).
     """
+    dist = dist or Dist(device=device)
     run_dir = cfg.out / arch
-    run_dir.mkdir(parents=True, exist_ok=True)
+    if dist.is_primary:  # DDP: the run folder is rank 0's
+        run_dir.mkdir(parents=True, exist_ok=True)
     classes = dataset.classes
     pp: Preprocessing = default_preprocessing(arch, cfg.image_size)
     torch.manual_seed(cfg.seed)
     built = build_for_training(arch, len(classes), cfg.weights, progress=progress)
     model = built.model.to(device)
+    # --amp (garmentcv/train/amp.py): precision and memory format, decided and logged per arch
+    amp = amp if amp is not None else plan_for(cfg.amp, device, arch, pp.crop)
+    logger.info("%s: training in %s", arch, amp.summary())
+    if amp.channels_last:
+        model = model.to(memory_format=torch.channels_last)
     head = get_spec(arch).head
     optimizer = make_optimizer(model, head, cfg.lr, cfg.weight_decay, cfg.backbone_lr_factor, cfg.decay_norm_bias)
     counts = [sum(s.label == c for s in split.train) for c in classes]
     weight = torch.tensor(class_weights(counts), dtype=torch.float32, device=device) if cfg.class_weights else None
     criterion = make_criterion(cfg.label_smoothing, weight)
-    scaler = torch.amp.GradScaler("cuda") if device.type == "cuda" else None
+    scaler = torch.amp.GradScaler("cuda") if amp.grad_scaler else None
 
     start, history, best_epoch, best_acc, spent = 1, [], 0, -1.0, 0.0
     last_path = run_dir / "last.pt"
-    if cfg.resume and last_path.is_file():
-        state = load_checkpoint(last_path)
+    # DDP: rank 0 reads last.pt and broadcasts it; it is loaded into the bare model, wrapped in DDP per epoch
+    state = load_checkpoint(last_path) if cfg.resume and dist.is_primary and last_path.is_file() else None
+    state = dist.broadcast(state)
+    if state is not None:
         if state["arch"] != arch or tuple(state["classes"]) != classes:
             raise CheckpointError(
                 f"{last_path}: saved for {state['arch']} with classes {state['classes']}, not {arch} with "
@@ -238,21 +268,35 @@ def fit_arch(
         "preprocessing": pp.to_dict(),
         "weights_source": built.weights_source,
         "config": cfg.to_dict(),
+        "amp": amp.to_dict(),  # --amp: what was chosen and why
     }
     for epoch in range(start, cfg.epochs + 1):
         if _stopped_early_after(history, cfg) is not None:
             break  # also when resuming a run that had stopped early
         started = time.perf_counter()
         epoch_seed = _seed_epoch(cfg.seed, epoch)
-        train_loader, val_loader = build_loaders(split, classes, pp, cfg, epoch_seed)
+        if dist.enabled:  # DDP: this rank's share of the epoch, seeded per rank
+            train_loader, val_loader = distributed.build_loaders(split, classes, pp, cfg, epoch, epoch_seed, dist)
+        else:
+            train_loader, val_loader = build_loaders(split, classes, pp, cfg, epoch_seed)
         set_backbone_trainable(model, head, trainable=epoch > cfg.freeze_backbone_epochs)
+        net = dist.wrap(model)  # DDP over the parameters trainable this epoch; the model itself without torchrun
         lr = cfg.lr * lr_factor(epoch, cfg.lr_gamma, cfg.warmup_epochs)
         set_epoch_lr(optimizer, cfg.lr, lr_factor(epoch, cfg.lr_gamma, cfg.warmup_epochs))
         train_loss, train_acc = train_one_epoch(
-            model, train_loader, optimizer, device, scaler, f"{arch} {epoch}/{cfg.epochs}", progress, criterion
+            net, train_loader, optimizer, device, scaler, f"{arch} {epoch}/{cfg.epochs}", progress, criterion, amp
         )
-        val_loss, val = evaluate(model, val_loader, device, len(classes))
+        del net
+        if dist.enabled:  # DDP: every rank saw as many images, so the mean of means is the mean
+            train_loss, train_acc = dist.mean(train_loss, train_acc)
+            dist.sync_buffers(model)  # rank 0's BatchNorm statistics everywhere: evaluate what is saved
+            val_loss, val = distributed.evaluate_sharded(model, val_loader, device, len(classes), dist)
+        else:
+            val_loss, val = evaluate(model, val_loader, device, len(classes))
         seconds = time.perf_counter() - started
+        if on_epoch_end is not None:  # after the epoch's timing: what the caller measures is not training time
+            on_epoch_end(arch, epoch, model)
+            model.eval()
         spent += seconds
         result = EpochResult(epoch, lr, train_loss, train_acc, val_loss, val, seconds)
         history.append(result.to_dict())
@@ -261,29 +305,32 @@ def fit_arch(
             arch, epoch, cfg.epochs, lr, train_loss, train_acc, val_loss, val.accuracy,
             val.precision, val.recall, val.f1, seconds,
         )  # fmt: skip
-        weights = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+        weights = {k: v.detach().cpu() for k, v in model.state_dict().items()} if dist.is_primary else {}
         payload = {**common, "state_dict": weights, "epoch": epoch, "metrics": result.to_dict()}
         if val.accuracy > best_acc:
             best_acc, best_epoch = val.accuracy, epoch
-            save_checkpoint(run_dir / "best.pt", {**payload, "best_epoch": epoch, "history": history})
-        save_checkpoint(
-            last_path,
-            {
-                **payload,
-                "best_epoch": best_epoch,
-                "history": history,
-                "train_seconds": spent,
-                "optimizer": optimizer.state_dict(),
-                "scaler": scaler.state_dict() if scaler else {},
-                "rng": {"torch": torch.get_rng_state()},
-            },
-        )
+            if dist.is_primary:  # DDP: only rank 0 writes (here and below)
+                save_checkpoint(run_dir / "best.pt", {**payload, "best_epoch": epoch, "history": history})
+        if dist.is_primary:
+            save_checkpoint(
+                last_path,
+                {
+                    **payload,
+                    "best_epoch": best_epoch,
+                    "history": history,
+                    "train_seconds": spent,
+                    "optimizer": optimizer.state_dict(),
+                    "scaler": scaler.state_dict() if scaler else {},
+                    "rng": {"torch": torch.get_rng_state()},
+                },
+            )
         stopped = _stopped_early_after(history, cfg)
-        write_json(
-            run_dir / "metrics.json",
-            {"arch": arch, "classes": list(classes), "best_epoch": best_epoch, "stopped_early_after": stopped,
-             "history": history},
-        )  # fmt: skip
+        if dist.is_primary:
+            write_json(
+                run_dir / "metrics.json",
+                {"arch": arch, "classes": list(classes), "best_epoch": best_epoch, "stopped_early_after": stopped,
+                 "history": history},
+            )  # fmt: skip
         if stopped is not None:
             logger.info(
                 "%s: early stopping after epoch %d: %s has not improved for %d epochs",
@@ -293,11 +340,12 @@ def fit_arch(
     if not history:
         raise CheckpointError(f"{run_dir}: nothing trained (epochs={cfg.epochs})")
     best = history[best_epoch - 1]
-    save_confusion_matrix(
-        best["confusion_matrix"], classes, run_dir / "confusion_matrix.png",
-        f"{arch}, epoch {best_epoch}: validation accuracy {best['accuracy']:.4f}",
-    )  # fmt: skip
-    save_curves(history, run_dir / "curves.png", arch)
+    if dist.is_primary:
+        save_confusion_matrix(
+            best["confusion_matrix"], classes, run_dir / "confusion_matrix.png",
+            f"{arch}, epoch {best_epoch}: validation accuracy {best['accuracy']:.4f}",
+        )  # fmt: skip
+        save_curves(history, run_dir / "curves.png", arch)
     params = sum(p.numel() for p in model.parameters())
     return ArchResult(arch, run_dir, best_epoch, best, history, params, spent, built.weights_source)
 
@@ -337,10 +385,10 @@ def _check_resume_config(cfg: TrainConfig) -> None:
     if not stored_path.is_file():
         raise CheckpointError(f"{cfg.out}: no config.json, so there is no run to resume; drop --resume")
     stored = TrainConfig.from_dict(json.loads(stored_path.read_text(encoding="utf-8")))
-    keys = ("data", "layout", "epochs", "batch_size", "lr", "lr_gamma", "weight_decay", "val_fraction", "seed",
+    keys = ("data", "layout", "epochs", "batch_size", "lr", "lr_gamma", "weight_decay", "val_fraction", "val_data", "seed",
             "image_size", "weights", "rotation", "crop_scale", "jitter", "hflip", "workers", "freeze_backbone_epochs",
             "backbone_lr_factor", "warmup_epochs", "label_smoothing", "decay_norm_bias", "early_stopping_patience",
-            "early_stopping_metric", "class_weights", "balanced_sampler", "archs")  # fmt: skip
+            "early_stopping_metric", "class_weights", "balanced_sampler", "archs", "amp")  # fmt: skip
     changed = {k: (getattr(stored, k), getattr(cfg, k)) for k in keys if getattr(stored, k) != getattr(cfg, k)}
     if changed:
         detail = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changed.items())
@@ -414,8 +462,10 @@ def _check_resume_data(cfg: TrainConfig, split: Split) -> None:
         )
 
 
-def train(cfg: TrainConfig, progress: bool = True) -> TrainResult:
+def train(cfg: TrainConfig, progress: bool = True, on_epoch_end: EpochCallback | None = None) -> TrainResult:
     """Train every arch of ``cfg`` on ``cfg.data`` and write the run folder ``cfg.out``.
+
+    ``on_epoch_end(arch, epoch, model)``, when given, is called after each epoch's validation (model in eval mode).
 
     Writes ``config.json``, ``train.csv`` and ``val.csv`` (the split, as ``path,label`` manifests),
     ``comparison.md`` and, per arch, ``best.pt``, ``last.pt``, ``metrics.json``, ``confusion_matrix.png`` and
@@ -424,13 +474,19 @@ def train(cfg: TrainConfig, progress: bool = True) -> TrainResult:
     A run folder that already holds files is refused unless ``cfg.resume``; a run that fails before its
     first checkpoint removes the run folder it created.
 
+    Under torchrun (``WORLD_SIZE > 1``) every process calls this; they train data-parallel and only rank 0
+    writes ``cfg.out`` and shows progress (:mod:`garmentcv.train.distributed`). ``config.json`` records the
+    world size and the global batch (``batch_size x world_size``).
+
     Raises:
         OutputPathError: ``cfg.out`` cannot be written, or holds files and ``cfg.resume`` is not set.
         DatasetError: the data cannot be read or split.
         WeightsError, UnknownArchError, CheckpointError: see :func:`fit_arch`.
+        DistributedError: under torchrun, the processes cannot join or a collective failed or timed out.
+        InputSizeError: an arch cannot take ``cfg.image_size`` px input (:func:`~garmentcv.models.registry.check_input_size`).
     """
-    for arch in cfg.archs:
-        get_spec(arch)  # refuse an unknown arch before any work
+    for arch in cfg.archs:  # refuse an unknown arch, or a size it cannot take, before any work
+        check_input_size(arch, default_preprocessing(arch, cfg.image_size).crop)
     if cfg.epochs < 1:
         raise GarmentCVError(f"epochs must be >= 1, got {cfg.epochs}")
     if cfg.batch_size < 2:
@@ -443,41 +499,54 @@ def train(cfg: TrainConfig, progress: bool = True) -> TrainResult:
             f"--weights {cfg.weights}: file not found; give a torchvision state dict or a gcv-train best.pt, "
             "'imagenet' or 'none'"
         )
-    created = _prepare_out(cfg)
-    try:
-        return _train_into(cfg, progress)
-    except BaseException:
-        if created:
-            _remove_unfinished_run(cfg.out)
-        raise
+    with distributed.process_group(select_device(cfg.device)) as dist:  # DDP under torchrun, else one process
+        created = _prepare_out(cfg) if dist.is_primary else False
+        try:
+            return _train_into(cfg, progress and dist.is_primary, dist, on_epoch_end)
+        except BaseException:
+            if created:
+                _remove_unfinished_run(cfg.out)
+            raise
 
 
-def _train_into(cfg: TrainConfig, progress: bool) -> TrainResult:
-    """The work of :func:`train` once the run folder is known to be writable and free."""
-    if cfg.resume:
+def _train_into(cfg: TrainConfig, progress: bool, dist: Dist, on_epoch_end: EpochCallback | None = None) -> TrainResult:
+    """The work of :func:`train` once the run folder is known to be writable and free (rank 0's, under DDP)."""
+    if cfg.resume and dist.is_primary:
         _check_resume_config(cfg)  # cheap, before the images are read
-    device = select_device(cfg.device)
+        distributed.check_resume_world_size(cfg.out / "config.json", dist.world_size)
+    device = dist.device
+    # --amp (garmentcv/train/amp.py): decided before any work (fp16 on a CPU is refused here), saved in config.json
+    amp = {arch: plan_for(cfg.amp, device, arch, default_preprocessing(arch, cfg.image_size).crop) for arch in cfg.archs}
     dataset = load_dataset(cfg.data, cfg.layout)
     if cfg.weights == "imagenet":  # every arch's file before any work: a later arch's must not fail after hours
-        for arch in cfg.archs:
-            ensure_imagenet_weights(arch, progress)
-    bad = find_bad_images(dataset.samples, progress)
+        with dist.local_primary_first():  # DDP: one download per node
+            for arch in cfg.archs:
+                ensure_imagenet_weights(arch, progress)
+    val_set = load_dataset(cfg.val_data) if cfg.val_data is not None else None
+    # DDP: each rank decodes a share
+    bad = distributed.find_bad_images_sharded(dataset.samples + (val_set.samples if val_set else ()), progress, dist)
     dataset = drop_bad_images(dataset, bad, cfg.skip_bad_images)
-    split = split_dataset(dataset, cfg.val_fraction, cfg.seed)
+    if val_set is None:
+        split = split_dataset(dataset, cfg.val_fraction, cfg.seed)
+    else:  # --val-data: a fixed validation set, every image of DATA trains
+        split = given_split(dataset, drop_bad_images(val_set, bad, cfg.skip_bad_images))
+    dist.check_same("the split (files and labels)", distributed.split_digest(split))  # DDP: every rank, same data
     logger.info(
         "%s (%s layout): %d images in %d classes %s; %d train / %d validation; device %s",
         cfg.data, dataset.layout.value, len(dataset.samples), len(dataset.classes), dataset.class_counts(),
         len(split.train), len(split.val), device,
     )  # fmt: skip
-    if cfg.resume:
-        _check_resume_data(cfg, split)
-    write_json(cfg.out / "config.json", cfg.to_dict())
-    _write_split_csv(cfg.out / "train.csv", split.train)
-    _write_split_csv(cfg.out / "val.csv", split.val)
-    if bad:
-        _write_csv(cfg.out / "skipped_images.csv", ["path", "reason"], [(str(b.sample.path.resolve()), b.reason) for b in bad])
+    if dist.is_primary:  # DDP: only rank 0 reads and writes the run folder
+        if cfg.resume:
+            _check_resume_data(cfg, split)
+        write_json(cfg.out / "config.json", {**cfg.to_dict(), **dist.run_record(cfg.batch_size),
+                                             "amp_chosen": {a: p.to_dict() for a, p in amp.items()}})
+        _write_split_csv(cfg.out / "train.csv", split.train)
+        _write_split_csv(cfg.out / "val.csv", split.val)
+        if bad:
+            _write_csv(cfg.out / "skipped_images.csv", ["path", "reason"], [(str(b.sample.path.resolve()), b.reason) for b in bad])
 
-    results = [fit_arch(arch, cfg, dataset, split, device, progress) for arch in cfg.archs]
+    results = [fit_arch(arch, cfg, dataset, split, device, progress, dist, on_epoch_end, amp[arch]) for arch in cfg.archs]
     rows = [
         {"arch": r.arch, "best_epoch": r.best_epoch, **{k: r.best[k] for k in ("accuracy", "precision", "recall", "f1")},
          "params_m": r.params / 1e6, "train_seconds": r.train_seconds}
@@ -494,6 +563,8 @@ def _train_into(cfg: TrainConfig, progress: bool) -> TrainResult:
             f"No validation image for class {', '.join(split.no_val_classes)}: its figures are absent and the "
             "macro averages are over the other classes.\n\n"
         )
-    with atomic_write(comparison) as handle:
-        handle.write(header + comparison_table(rows))
+    if dist.is_primary:
+        with atomic_write(comparison) as handle:
+            handle.write(header + comparison_table(rows))
+    dist.barrier()  # DDP: every process ends when rank 0's files are written
     return TrainResult(cfg.out, dataset.classes, results, comparison)

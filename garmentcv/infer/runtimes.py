@@ -1,0 +1,271 @@
+"""Which runtime runs a model file on this machine: onnxruntime or OpenVINO, and at which inference precision.
+
+``--runtime auto`` takes the fastest runtime installed for this CPU and file by :func:`choose_runtime`, a pure
+function of the file's precision, its bf16 gate (:class:`garmentcv.artifact.ReducedPrecisionCheck`), the CPU's
+ISA flags and what is installed. The rule follows measurements of resnet18 at 224 px, batch 32, 2 threads, on
+the 2-core Intel Xeon with AMX (``amx_bf16``, ``amx_int8``) and on the same CPU with oneDNN held below AMX
+(``ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16``: AVX-512 with VNNI and BF16 instructions, like an AMD EPYC Zen 4),
+model only, images/s and the ratio to onnxruntime on the same file (``python -m benchmarks.openvino_rows``, benchmarks/RESULTS.md "OpenVINO"; a busy machine, so
+the ratios, measured in interleaved rounds, are the figures to read), beside the issue's quiet-machine figures:
+
+=========================================  ==================  ==================  ===============
+file, runtime, inference precision          with AMX            AMX masked          issue (AMX/mask)
+=========================================  ==================  ==================  ===============
+FP32, onnxruntime                           17.7 (1.00)         42.4 (1.00)         78 / 79
+FP32, OpenVINO, f32                         23.3 (1.31)         44.2 (1.04)         75 / 78
+FP32, OpenVINO, bf16                        131.1 (7.39)        29.9 (0.71)         373 / 53
+INT8, onnxruntime                           75.9 (1.00)         124.5 (1.00)        199 / 204
+INT8, OpenVINO, f32 (float parts)           215.3 (2.84)        157.3 (1.26)
+INT8, OpenVINO, bf16 (float parts)          290.0 (3.82)        157.5 (1.27)        614 / 278
+=========================================  ==================  ==================  ===============
+
+Hence: bf16 only with AMX (``amx_bf16``) and only when the file's bf16 gate passed; OpenVINO for INT8 files on
+CPUs with 8-bit dot products (VNNI or AMX); onnxruntime otherwise (FP32 on OpenVINO at f32: 1.04x masked, within
+noise, and 0.96x in the issue's quiet run; FP16
+files are made for CUDA; CPUs without VNNI were not measured). CUDA stays onnxruntime's CUDA provider.
+
+``ONEDNN_MAX_CPU_ISA`` caps the instruction sets oneDNN uses, and OpenVINO's CPU plugin honours it (measured:
+the convolution kernels OpenVINO reports change from ``brgconv_avx512_amx_bf16`` to ``brgconv_avx512_bf16``, and
+bf16 becomes slower than f32); the rule therefore reads the flags through
+:func:`effective_flags`. Asking for a runtime that is not installed or cannot run is a :class:`RuntimeUnavailableError`
+naming what to install, never a silent fallback; under ``auto`` a file OpenVINO cannot compile runs on onnxruntime
+with a warning that gives the cause (as ``--provider auto`` does for CUDA).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from garmentcv.artifact import ModelInfo
+from garmentcv.errors import GarmentCVError
+from garmentcv.installs import installed_version
+
+logger = logging.getLogger(__name__)
+
+RUNTIMES = ("auto", "onnxruntime", "openvino")
+#: OpenVINO inference precisions GarmentCV uses (``INFERENCE_PRECISION_HINT``).
+INFERENCE_PRECISIONS = ("f32", "bf16")
+OPENVINO_DIST = "openvino"
+OPENVINO_INSTALL = "pip install 'garmentcv[openvino]'"
+#: ISA flags of ``/proc/cpuinfo`` that decide the rule.
+AMX_FLAGS = frozenset({"amx_tile", "amx_bf16", "amx_int8"})
+VNNI_FLAGS = frozenset({"avx512_vnni", "avx_vnni", "amx_int8"})
+
+
+class RuntimeUnavailableError(GarmentCVError, RuntimeError):
+    """A runtime (or inference precision) was asked for explicitly but is not installed or cannot run here."""
+
+
+class Model(Protocol):
+    """What the pipeline, classify and evaluate need of an open model, whichever runtime runs it.
+
+    Implemented by :class:`garmentcv.infer.session.LoadedModel` (onnxruntime) and
+    :class:`garmentcv.infer.openvino_runtime.OpenVINOModel`.
+    """
+
+    path: Path
+    info: ModelInfo
+    provider: str
+
+    @property
+    def runtime(self) -> str: ...  # ``onnxruntime`` or ``openvino``
+
+    @property
+    def device(self) -> str: ...  # ``cpu`` or ``cuda``
+
+    @property
+    def inference_precision(self) -> str: ...  # ``fp32``, ``fp16``, ``int8`` (the file's), or OpenVINO's ``f32``/``bf16``
+
+    def logits(self, batch: np.ndarray) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class RuntimeChoice:
+    """What :func:`choose_runtime` decided and why.
+
+    Attributes:
+        runtime: ``onnxruntime`` or ``openvino``.
+        inference_precision: OpenVINO's ``f32`` or ``bf16``; ``None`` for onnxruntime (it runs the file as stored).
+        reason: one sentence for the log and the summary.
+    """
+
+    runtime: str
+    inference_precision: str | None
+    reason: str
+
+
+def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> frozenset[str]:
+    """All ISA flags of the first CPU in ``cpuinfo`` (empty when unknown, e.g. not Linux)."""
+    try:
+        text = cpuinfo.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return frozenset()
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        if sep and key.strip() == "flags":
+            return frozenset(value.split())
+    return frozenset()
+
+
+def effective_flags(flags: Iterable[str], max_isa: str | None) -> frozenset[str]:
+    """``flags`` less what ``ONEDNN_MAX_CPU_ISA=max_isa`` keeps oneDNN (and so OpenVINO's CPU plugin) from using.
+
+    oneDNN's ISA names, in order: ``SSE41``, ``AVX``, ``AVX2``, ``AVX2_VNNI``, ``AVX512_CORE``,
+    ``AVX512_CORE_VNNI``, ``AVX512_CORE_BF16``, ``AVX512_CORE_FP16``/``AVX10_1_512``, ``AVX512_CORE_AMX`` and up;
+    ``ALL``/``DEFAULT`` or unset keep everything. Below ``*_AMX`` the AMX flags go; below ``*_BF16`` (and not
+    ``*_FP16``/``AVX10*``) ``avx512_bf16``; below ``*_VNNI`` also the VNNI flags (``AVX2_VNNI`` keeps ``avx_vnni``).
+    """
+    flags = frozenset(flags)
+    isa = (max_isa or "").strip().upper()
+    if not isa or isa in ("ALL", "DEFAULT") or "AMX" in isa:
+        return flags
+    flags -= AMX_FLAGS
+    if not any(k in isa for k in ("BF16", "FP16", "AVX10")):
+        flags -= {"avx512_bf16"}
+        if "VNNI" not in isa:
+            flags -= {"avx512_vnni", "avx_vnni"}
+        elif not isa.startswith("AVX512"):
+            flags -= {"avx512_vnni"}
+    return flags
+
+
+def this_cpu_flags() -> frozenset[str]:
+    """This machine's flags as oneDNN may use them: :func:`cpu_flags` through :func:`effective_flags`."""
+    return effective_flags(cpu_flags(), os.environ.get("ONEDNN_MAX_CPU_ISA"))
+
+
+def openvino_installed() -> bool:
+    """Whether the ``openvino`` distribution is installed (no import)."""
+    return installed_version(OPENVINO_DIST) is not None
+
+
+def bf16_allowed(info: ModelInfo) -> tuple[bool, str]:
+    """Whether the file's bf16 gate lets OpenVINO run it in bf16, and a note saying why (not)."""
+    check = info.bf16
+    if check is None:
+        return False, ("the file has no bf16 gate result (export it again with garmentcv[openvino] installed on a CPU "
+                       "with bf16 to run the check)")
+    if not check.passed:
+        return False, f"the file's bf16 gate failed at export: {check.note}"
+    return True, f"the file's bf16 gate passed at export ({check.describe()})"
+
+
+def choose_runtime(
+    requested: str, file_precision: str, flags: Iterable[str], openvino: bool, bf16_passed: bool, cuda: bool = False
+) -> RuntimeChoice:
+    """Pick the runtime and OpenVINO inference precision (a pure function; see the module docstring).
+
+    Args:
+        requested: ``auto``, ``onnxruntime`` or ``openvino``.
+        file_precision: the file's ``fp32``, ``fp16`` or ``int8``.
+        flags: the CPU's usable ISA flags (:func:`this_cpu_flags`).
+        openvino: whether OpenVINO is installed.
+        bf16_passed: whether the file's bf16 gate passed (:func:`bf16_allowed`).
+        cuda: the model is to run on CUDA (``--provider cuda``, or ``auto`` with onnxruntime offering CUDA).
+
+    Raises:
+        RuntimeUnavailableError: ``openvino`` asked for but not installed, or together with CUDA.
+        ValueError: an unknown ``requested``.
+    """
+    if requested not in RUNTIMES:
+        raise ValueError(f"runtime must be one of {RUNTIMES}, got {requested!r}")
+    flags = frozenset(flags)
+    amx = "amx_bf16" in flags
+    bf16 = "bf16" if (amx and bf16_passed) else "f32"
+    if requested == "openvino":
+        if not openvino:
+            raise RuntimeUnavailableError(f"--runtime openvino: OpenVINO is not installed; install it with "
+                                          f"{OPENVINO_INSTALL}, or use --runtime onnxruntime")
+        if cuda:
+            raise RuntimeUnavailableError("--runtime openvino runs on the CPU only; use --provider cpu, or --runtime "
+                                          "onnxruntime for CUDA")
+        return RuntimeChoice("openvino", bf16, "asked for")
+    if requested == "onnxruntime":
+        return RuntimeChoice("onnxruntime", None, "asked for")
+    if cuda:
+        return RuntimeChoice("onnxruntime", None, "CUDA runs on onnxruntime's CUDA provider")
+    if file_precision == "int8" and VNNI_FLAGS & flags:
+        why = "an INT8 file on a CPU with 8-bit dot products (VNNI/AMX): OpenVINO measured 1.3-3.8x onnxruntime"
+        if openvino:
+            return RuntimeChoice("openvino", bf16, why)
+        return RuntimeChoice("onnxruntime", None, f"OpenVINO is not installed ({why}; {OPENVINO_INSTALL})")
+    if file_precision == "fp32" and amx and bf16_passed:
+        why = "an FP32 file that passed its bf16 gate on a CPU with AMX: OpenVINO bf16 measured 4.8-7.4x onnxruntime"
+        if openvino:
+            return RuntimeChoice("openvino", "bf16", why)
+        return RuntimeChoice("onnxruntime", None, f"OpenVINO is not installed ({why}; {OPENVINO_INSTALL})")
+    if file_precision == "fp32":
+        why = ("without AMX bf16 is slower than FP32" if not amx else "bf16 is not allowed for this file")
+        return RuntimeChoice("onnxruntime", None, f"FP32: OpenVINO at f32 is no faster than onnxruntime and {why}")
+    return RuntimeChoice("onnxruntime", None, f"a {file_precision.upper()} file on this CPU: onnxruntime")
+
+
+def open_runtime(path: Path, runtime: str = "auto", provider: str = "auto", threads: int | None = None) -> Model:
+    """Open ``path`` on the runtime :func:`choose_runtime` picks (or the one asked for) and log the choice.
+
+    The model is read (and for OpenVINO compiled) once; the returned object is kept for the whole run.
+
+    Args:
+        path: a GarmentCV ONNX file.
+        runtime: ``auto``, ``onnxruntime`` or ``openvino``.
+        provider: onnxruntime's ``auto``, ``cpu`` or ``cuda`` (:func:`garmentcv.infer.session.open_model`).
+        threads: CPU threads of the runtime; ``None``: every available CPU.
+
+    Raises:
+        ModelFileNotFoundError, ModelFileError, ProviderError: as :func:`garmentcv.infer.session.open_model`.
+        RuntimeUnavailableError: see :func:`choose_runtime`; OpenVINO installed but failing to compile the file.
+    """
+    from garmentcv.infer.model_file import (
+        read_model_info,  # onnxruntime reads the metadata in any case
+    )
+
+    if runtime not in RUNTIMES:
+        raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
+    if runtime == "openvino":  # refused before any work when OpenVINO is missing or CUDA is asked for too
+        choose_runtime(runtime, "fp32", (), openvino_installed(), False, cuda=provider == "cuda")
+    info = read_model_info(Path(path))
+    allowed, note = bf16_allowed(info)
+    choice = choose_runtime(runtime, info.precision, this_cpu_flags(), openvino_installed(), allowed,
+                            cuda=provider == "cuda" or (provider == runtime == "auto" and _onnxruntime_offers_cuda()))
+    if choice.runtime == "openvino":
+        from garmentcv.infer.openvino_runtime import open_openvino
+
+        try:
+            model = open_openvino(Path(path), info, choice.inference_precision or "f32", threads)
+        except RuntimeUnavailableError as exc:
+            if runtime != "auto":
+                raise
+            # auto, like --provider auto for CUDA: say why, then run the file where it runs (measured: OpenVINO
+            # 2026.4 compiles no S8S8 QOperator INT8 file, "No suitable implementations")
+            logger.warning("OpenVINO cannot run %s, using onnxruntime: %s", path, exc)
+            choice = RuntimeChoice("onnxruntime", None, f"OpenVINO failed: {exc}")
+    if choice.runtime == "onnxruntime":
+        from garmentcv.infer.session import open_model
+
+        onnx_model = open_model(path, provider, threads)
+        logger.info("runtime onnxruntime %s on %s, %s file (%s)", _version("onnxruntime"), onnx_model.device,
+                    info.precision, choice.reason)
+        return onnx_model
+    if model.inference_precision != "bf16" and info.precision == "fp32":
+        logger.info("OpenVINO runs %s at f32: %s", path, note if not allowed else "this CPU has no usable AMX")
+    logger.info("runtime openvino %s on CPU, %s file, inference precision %s (%s)", _version(OPENVINO_DIST),
+                info.precision, model.inference_precision, choice.reason)
+    return model
+
+
+def _onnxruntime_offers_cuda() -> bool:
+    """Whether onnxruntime offers its CUDA provider (``--provider auto`` then tries CUDA first)."""
+    import onnxruntime as ort
+
+    return "CUDAExecutionProvider" in ort.get_available_providers()
+
+
+def _version(dist: str) -> str:
+    return installed_version(dist) or "?"

@@ -1,0 +1,403 @@
+"""OpenVINO as a second runtime: the auto rule, errors when it is missing, parity with onnxruntime, the bf16 gate
+and what the summaries report (issue 13, asks 1 and 2). Tiny models, 32 px."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from garmentcv.artifact import ModelInfo, ReducedPrecisionCheck
+from garmentcv.infer import runtimes
+from garmentcv.infer.runtimes import (
+    RuntimeUnavailableError,
+    choose_runtime,
+    effective_flags,
+)
+from tests.conftest import write_image
+
+AMX = frozenset({"avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile", "amx_int8", "amx_bf16"})
+AVX512_BF16 = AMX - {"amx_tile", "amx_int8", "amx_bf16"}  # AMD Zen 4, or AMX masked
+AVX2_ONLY = frozenset({"avx2", "fma"})
+#: OpenVINO at f32 against onnxruntime on the same FP32 file, per unit of the row's logit scale (float32
+#: reorderings: measured 5e-7 on the tiny resnet18).
+F32_PARITY = 1e-5
+
+
+@pytest.mark.parametrize(
+    ("requested", "precision", "flags", "openvino", "bf16", "expected"),
+    [
+        # FP32 file: bf16 only with AMX and a passed gate (measured ~4x); else onnxruntime (OpenVINO f32 no faster)
+        ("auto", "fp32", AMX, True, True, ("openvino", "bf16")),
+        ("auto", "fp32", AMX, True, False, ("onnxruntime", None)),
+        ("auto", "fp32", AVX512_BF16, True, True, ("onnxruntime", None)),  # without AMX bf16 is slower than FP32
+        ("auto", "fp32", AVX2_ONLY, True, True, ("onnxruntime", None)),
+        # INT8 file: OpenVINO on CPUs with 8-bit dot products (measured 1.4-3x), its float parts in bf16 only with AMX + gate
+        ("auto", "int8", AMX, True, True, ("openvino", "bf16")),
+        ("auto", "int8", AMX, True, False, ("openvino", "f32")),
+        ("auto", "int8", AVX512_BF16, True, True, ("openvino", "f32")),
+        ("auto", "int8", frozenset({"avx2", "avx_vnni"}), True, False, ("openvino", "f32")),
+        ("auto", "int8", AVX2_ONLY, True, False, ("onnxruntime", None)),  # not measured without VNNI: today's path
+        ("auto", "fp16", AMX, True, True, ("onnxruntime", None)),  # FP16 files are made for CUDA
+        # not installed: auto takes what is installed
+        ("auto", "int8", AMX, False, True, ("onnxruntime", None)),
+        ("auto", "fp32", AMX, False, True, ("onnxruntime", None)),
+        # asked for explicitly
+        ("onnxruntime", "int8", AMX, True, True, ("onnxruntime", None)),
+        ("openvino", "fp32", AMX, True, True, ("openvino", "bf16")),
+        ("openvino", "fp32", AMX, True, False, ("openvino", "f32")),
+        ("openvino", "fp32", AVX512_BF16, True, True, ("openvino", "f32")),
+    ],
+)
+def test_auto_rule_over_cpus_and_files(requested, precision, flags, openvino, bf16, expected) -> None:
+    choice = choose_runtime(requested, precision, flags, openvino, bf16)
+    assert (choice.runtime, choice.inference_precision) == expected
+    if requested == "auto" and not openvino and precision in ("int8", "fp32") and "amx_bf16" in flags:
+        assert "OpenVINO is not installed" in choice.reason and "garmentcv[openvino]" in choice.reason
+
+
+def test_cuda_stays_onnxruntime_and_openvino_with_cuda_is_refused() -> None:
+    assert choose_runtime("auto", "int8", AMX, True, True, cuda=True).runtime == "onnxruntime"
+    with pytest.raises(RuntimeUnavailableError, match="--runtime openvino runs on the CPU only; use --provider cpu"):
+        choose_runtime("openvino", "fp32", AMX, True, True, cuda=True)
+    with pytest.raises(ValueError, match="runtime must be one of"):
+        choose_runtime("tensorrt", "fp32", AMX, True, True)
+
+
+@pytest.mark.parametrize(
+    ("mask", "expected"),
+    [
+        (None, AMX),
+        ("", AMX),
+        ("ALL", AMX),
+        ("AVX512_CORE_AMX", AMX),
+        ("avx512_core_bf16", AVX512_BF16),
+        ("AVX512_CORE_FP16", AVX512_BF16),
+        ("AVX512_CORE_VNNI", AVX512_BF16 - {"avx512_bf16"}),
+        ("AVX2_VNNI", frozenset({"avx2", "avx512f", "avx_vnni"})),
+        ("AVX2", frozenset({"avx2", "avx512f"})),
+    ],
+)
+def test_onednn_mask_hides_the_flags_it_caps(mask, expected) -> None:
+    assert effective_flags(AMX, mask) == expected
+
+
+def test_masked_amx_turns_bf16_off(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nmodel name\t: Xeon\nflags\t\t: " + " ".join(sorted(AMX)) + "\n")
+    assert runtimes.cpu_flags(cpuinfo) == AMX
+    monkeypatch.setattr(runtimes, "cpu_flags", lambda: AMX)
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_BF16")
+    flags = runtimes.this_cpu_flags()
+    assert "amx_bf16" not in flags and "avx512_bf16" in flags
+    assert choose_runtime("auto", "fp32", flags, True, True).runtime == "onnxruntime"
+
+
+def test_openvino_not_installed_is_an_error_naming_the_extra(monkeypatch: pytest.MonkeyPatch, onnx_model: Path,
+                                                             tmp_path: Path) -> None:
+    from garmentcv.infer import openvino_runtime
+    from garmentcv.infer.cli import classify_main
+
+    monkeypatch.setitem(sys.modules, "openvino", None)  # import openvino raises ImportError
+    with pytest.raises(RuntimeUnavailableError, match=r"OpenVINO is not installed .*pip install 'garmentcv\[openvino\]'"):
+        openvino_runtime.import_openvino()
+    monkeypatch.setattr(runtimes, "installed_version", lambda dist: None if dist == "openvino" else "1.0")
+    with pytest.raises(RuntimeUnavailableError, match=r"pip install 'garmentcv\[openvino\]', or use --runtime onnxruntime"):
+        runtimes.open_runtime(onnx_model, "openvino", "cpu")
+    # auto quietly takes onnxruntime: the fastest *installed* runtime
+    assert runtimes.open_runtime(onnx_model, "auto", "cpu").runtime == "onnxruntime"
+    folder = tmp_path / "imgs"
+    write_image(folder / "a.jpg")
+    result = CliRunner().invoke(classify_main, [str(folder), "--model", str(onnx_model), "--out", str(tmp_path / "o.csv"),
+                                                "--runtime", "openvino", "-q"])
+    assert result.exit_code == 1
+    assert "Error: --runtime openvino: OpenVINO is not installed; install it with pip install 'garmentcv[openvino]'" in result.stderr
+    assert not (tmp_path / "o.csv").exists()
+
+
+def test_openvino_f32_matches_onnxruntime_on_the_same_file(onnx_model: Path) -> None:
+    from garmentcv.infer.openvino_runtime import OpenVINOModel
+
+    ort_model = runtimes.open_runtime(onnx_model, "onnxruntime", "cpu", threads=1)
+    ov_model = runtimes.open_runtime(onnx_model, "openvino", "cpu", threads=1)
+    assert isinstance(ov_model, OpenVINOModel)
+    assert (ov_model.runtime, ov_model.device, ov_model.inference_precision) == ("openvino", "cpu", "f32")
+    assert (ort_model.runtime, ort_model.device, ort_model.inference_precision) == ("onnxruntime", "cpu", "fp32")
+    assert ov_model.info == ort_model.info
+    batch = np.random.default_rng(3).standard_normal((5, 3, 32, 32), dtype=np.float32)
+    a, b = ort_model.logits(batch), ov_model.logits(batch)
+    assert b.dtype == np.float32 and b.shape == a.shape == (5, 2)
+    scale = np.maximum(1.0, np.abs(a).max(axis=1))
+    assert (np.abs(a - b).max(axis=1) <= F32_PARITY * scale).all()
+    # a row does not depend on its batch
+    assert np.allclose(ov_model.logits(batch[2:3]), b[2:3], rtol=0, atol=F32_PARITY * scale[2])
+
+
+def test_openvino_runs_a_uint8_file_as_onnxruntime_does(uint8_onnx_model: Path, tmp_path: Path) -> None:
+    """A format-2 file (uint8 NHWC crops in): OpenVINO's input follows the file; logits within F32_PARITY of
+    onnxruntime's, and a classified folder gives onnxruntime's labels and probabilities (1e-5)."""
+    from garmentcv.infer.classify import ClassifyConfig, classify_folder
+    from garmentcv.infer.openvino_runtime import OpenVINOModel
+
+    ort_model = runtimes.open_runtime(uint8_onnx_model, "onnxruntime", "cpu", threads=1)
+    ov_model = runtimes.open_runtime(uint8_onnx_model, "openvino", "cpu", threads=1)
+    assert isinstance(ov_model, OpenVINOModel) and ov_model.inference_precision == "f32"
+    assert ov_model.info.input_format == "uint8-nhwc" and ov_model.info.format_version == 2
+    (port,) = ov_model.compiled.inputs
+    assert port.get_element_type().get_type_name() == "u8" and str(port.get_partial_shape()) == "[?,32,32,3]"
+    from garmentcv.errors import ModelFileError
+    from garmentcv.infer.openvino_runtime import _check_ports
+
+    wrong = dataclasses.replace(ov_model.info, input_format="float32-nchw")  # metadata contradicting the graph
+    with pytest.raises(ModelFileError, match=r"declares input float32-nchw, so the input must be float32 \(N, 3, H, W\)"
+                                             r".*found tensor\(uint8\) \['N', 32, 32, 3\]"):
+        _check_ports(ov_model.compiled, wrong, uint8_onnx_model)
+    batch = np.random.default_rng(4).integers(0, 256, (5, 32, 32, 3), dtype=np.uint8)
+    a, b = ort_model.logits(batch), ov_model.logits(batch)
+    assert b.dtype == np.float32 and b.shape == a.shape == (5, 2)
+    scale = np.maximum(1.0, np.abs(a).max(axis=1))
+    assert (np.abs(a - b).max(axis=1) <= F32_PARITY * scale).all()
+
+    folder = tmp_path / "imgs"
+    for i, colour in enumerate([(200, 40, 40), (40, 200, 40), (40, 40, 200), (90, 90, 90), (250, 250, 0)]):
+        write_image(folder / f"{i}.png", colour=colour, seed=i)
+    for runtime in ("onnxruntime", "openvino"):
+        classify_folder(ClassifyConfig(folder=folder, out=tmp_path / f"{runtime}.csv", model=uint8_onnx_model,
+                                       provider="cpu", runtime=runtime, batch_size=2, progress=False))
+    ort_rows, ov_rows = _rows(tmp_path / "onnxruntime.csv"), _rows(tmp_path / "openvino.csv")
+    assert [(r["path"], r["label"]) for r in ov_rows] == [(r["path"], r["label"]) for r in ort_rows] and len(ov_rows) == 5
+    for x, y in zip(ort_rows, ov_rows):
+        for column in ("confidence", "prob_bluzy", "prob_bryuki"):
+            assert float(x[column]) == pytest.approx(float(y[column]), abs=1e-5)
+
+
+def test_bf16_gate_feeds_a_uint8_file_its_crops(uint8_onnx_model: Path) -> None:
+    """The gate runs a format-2 file on uint8 crops, as onnxruntime did for the reference logits."""
+    from garmentcv.export import bf16_gate
+
+    rng = np.random.default_rng(6)
+    batches = [rng.integers(0, 256, (3, 32, 32, 3), dtype=np.uint8) for _ in range(2)]
+    reference = _reference(uint8_onnx_model, batches)
+    seen = bf16_gate.GateInputs(reference, tuple(f"img{i}" for i in range(6)), reference.argmax(axis=1))
+    result = bf16_gate.check_bf16(uint8_onnx_model.read_bytes(), batches, seen)
+    assert result.images == 6
+    if bf16_gate.can_check() is None:
+        assert result.passed, result.note
+        assert 0 < result.max_abs_diff <= bf16_gate.BF16_TOLERANCE
+    else:
+        assert not result.passed and "OpenVINO ran f32, not bf16" in result.note
+        assert result.max_abs_diff <= F32_PARITY * max(1.0, float(np.abs(reference).max()))
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with open(path, encoding="utf-8", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_classify_rows_and_summary_match_across_runtimes(onnx_model: Path, tmp_path: Path) -> None:
+    from garmentcv.infer.classify import ClassifyConfig, classify_folder
+    from garmentcv.infer.cli import classify_main, evaluate_main
+
+    folder = tmp_path / "imgs"
+    for i, colour in enumerate([(200, 40, 40), (40, 200, 40), (40, 40, 200), (90, 90, 90), (250, 250, 0)]):
+        write_image(folder / f"{i}_{'bluzy' if i % 2 else 'bryuki'}.png", colour=colour, seed=i)
+    summaries = {}
+    for runtime in ("onnxruntime", "openvino"):
+        cfg = ClassifyConfig(folder=folder, out=tmp_path / f"{runtime}.csv", model=onnx_model, provider="cpu",
+                             runtime=runtime, batch_size=2, progress=False)
+        summaries[runtime] = classify_folder(cfg)
+    assert (summaries["onnxruntime"].runtime, summaries["onnxruntime"].inference_precision) == ("onnxruntime", "fp32")
+    assert (summaries["openvino"].runtime, summaries["openvino"].inference_precision) == ("openvino", "f32")
+    assert summaries["openvino"].provider == "cpu" and summaries["openvino"].classified == 5
+    ort_rows, ov_rows = _rows(tmp_path / "onnxruntime.csv"), _rows(tmp_path / "openvino.csv")
+    assert [(r["path"], r["label"]) for r in ov_rows] == [(r["path"], r["label"]) for r in ort_rows]
+    for a, b in zip(ort_rows, ov_rows):
+        for column in ("confidence", "prob_bluzy", "prob_bryuki"):
+            assert float(a[column]) == pytest.approx(float(b[column]), abs=1e-5)
+
+    result = CliRunner().invoke(classify_main, [str(folder), "--model", str(onnx_model), "--out", str(tmp_path / "c.csv"),
+                                                "--runtime", "openvino", "--provider", "cpu", "-q"])
+    assert result.exit_code == 0, result.output
+    assert "images/s on cpu (openvino, f32) -> " in result.stderr
+    result = CliRunner().invoke(evaluate_main, ["--model", str(onnx_model), "--data", str(folder), "--out",
+                                                str(tmp_path / "ev"), "--runtime", "openvino", "--provider", "cpu", "-q"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[-1] == "runtime openvino on cpu, inference precision f32"
+    metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert metrics["runtime"] == {"name": "openvino", "device": "cpu", "inference_precision": "f32"}
+    help_text = CliRunner().invoke(classify_main, ["--help"]).output
+    assert "--runtime [auto|onnxruntime|openvino]" in help_text and "[default: auto]" in help_text
+
+
+def _with_gate(src: Path, dst: Path, passed: bool) -> Path:
+    """A copy of ``src`` whose metadata carries a bf16 gate result."""
+    import onnx
+
+    from garmentcv.infer.model_file import read_model_info
+
+    check = ReducedPrecisionCheck("bf16", passed, 6, 1.0 if passed else 0.5, 0.01, 0.05, 0.0,
+                                  "" if passed else "1 of 6 images differ", "openvino 2026.4.1", "Xeon")
+    info = dataclasses.replace(read_model_info(src), bf16=check)
+    proto = onnx.load(str(src))
+    del proto.metadata_props[:]
+    onnx.helper.set_model_props(proto, info.to_metadata())
+    onnx.save(proto, str(dst))
+    return dst
+
+
+def test_gate_result_travels_in_the_file_and_decides_bf16(onnx_model: Path, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from garmentcv.infer.model_file import read_model_info
+
+    passed = _with_gate(onnx_model, tmp_path / "passed.onnx", True)
+    failed = _with_gate(onnx_model, tmp_path / "failed.onnx", False)
+    info = read_model_info(passed)
+    assert info.bf16 == ReducedPrecisionCheck("bf16", True, 6, 1.0, 0.01, 0.05, 0.0, "", "openvino 2026.4.1", "Xeon")
+    assert ModelInfo.from_metadata(info.to_metadata()) == info
+    assert runtimes.bf16_allowed(read_model_info(failed)) == (
+        False, "the file's bf16 gate failed at export: 1 of 6 images differ")
+    assert runtimes.bf16_allowed(read_model_info(onnx_model))[0] is False
+    # on a CPU with AMX, auto runs the passed file in bf16 and the failed one on onnxruntime FP32
+    choice = choose_runtime("auto", "fp32", AMX, True, runtimes.bf16_allowed(info)[0])
+    assert (choice.runtime, choice.inference_precision) == ("openvino", "bf16")
+    assert runtimes.open_runtime(failed, "auto", "cpu").runtime == "onnxruntime"
+    model = runtimes.open_runtime(passed, "auto", "cpu")
+    if "amx_bf16" in runtimes.this_cpu_flags():  # this workplace's Xeon: really compiled for bf16
+        assert (model.runtime, model.inference_precision) == ("openvino", "bf16")
+    else:
+        assert (model.runtime, model.inference_precision) == ("onnxruntime", "fp32")
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_BF16")  # AMX masked: bf16 would be slower than FP32
+    assert runtimes.open_runtime(passed, "auto", "cpu").runtime == "onnxruntime"
+
+
+def _reference(model: Path, batches: list[np.ndarray]) -> np.ndarray:
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    return np.concatenate([session.run(["logits"], {"input": b})[0] for b in batches])
+
+
+def test_bf16_gate_passes_and_refuses(onnx_model: Path) -> None:
+    from garmentcv.export import bf16_gate
+
+    rng = np.random.default_rng(5)
+    batches = [rng.standard_normal((4, 3, 32, 32), dtype=np.float32) for _ in range(2)]
+    reference = _reference(onnx_model, batches)
+    seen = bf16_gate.GateInputs(reference, tuple(f"img{i}" for i in range(8)), reference.argmax(axis=1))
+    model = onnx_model.read_bytes()
+    ok = bf16_gate.check_bf16(model, batches, seen, cpu_model="test CPU")
+    assert ok.images == 8 and ok.precision == "bf16" and ok.cpu_model == "test CPU"
+    assert ok.runtime.startswith("openvino ") and ok.tolerance == bf16_gate.BF16_TOLERANCE
+    if bf16_gate.can_check() is None:  # a CPU with native bf16 (this workplace's Xeon with AMX)
+        assert ok.passed, ok.note
+        assert ok.note == "" and ok.top1_agreement == 1.0 and ok.accuracy_drop == 0.0
+        assert 0 < ok.max_abs_diff <= bf16_gate.BF16_TOLERANCE  # bf16 really ran: not bit-identical to FP32
+        assert 0 < ok.max_probability_diff <= bf16_gate.BF16_PROBABILITY_TOLERANCE
+    else:  # OpenVINO runs f32 here: the gate cannot prove bf16 and must not pass
+        assert not ok.passed and "OpenVINO ran f32, not bf16" in ok.note
+    refused = bf16_gate.check_bf16(model, batches, seen, tolerance=0.0, max_accuracy_drop=-1.0, temperature=0.5,
+                                   probability_tolerance=0.0)
+    assert not refused.passed and refused.tolerance == 0.0
+    assert "accuracy 100.00% is 0.00 points below 100.00%, more than -1" in refused.note
+    if bf16_gate.can_check() is None:
+        assert "of 8 images differ by more than their tolerance" in refused.note
+        assert "calibrated probabilities (temperature 0.5) differ by up to " in refused.note
+
+
+def test_export_records_the_bf16_gate(tmp_path: Path) -> None:
+    from garmentcv.export import bf16_gate
+    from garmentcv.export.cli import main as export_main
+    from garmentcv.infer.model_file import read_model_info
+    from tests.test_export import make_run
+
+    ckpt = make_run(tmp_path / "run", "resnet18", per_class=2)
+    result = CliRunner().invoke(export_main, [str(ckpt), "--out", str(tmp_path / "m.onnx"), "-q"])
+    assert result.exit_code == 0, result.output
+    info = read_model_info(tmp_path / "m.onnx")
+    if bf16_gate.can_check() is None:
+        assert info.bf16 is not None and info.bf16.images == 6 and info.bf16.tolerance == bf16_gate.BF16_TOLERANCE
+        assert info.bf16.passed, info.bf16.note
+        line = next(x for x in result.stdout.splitlines() if x.startswith("bf16 on openvino "))
+        assert line.endswith(f": passed, {info.bf16.describe()}")
+    else:
+        assert info.bf16 is None and "bf16 on" not in result.stdout
+    # off, and FP16 files (made for CUDA): no gate, nothing decoded or compiled
+    untouched = iter(())
+    seen = bf16_gate.GateInputs(np.zeros((1, 3), np.float32), ("x",), np.zeros(1, int))
+    assert bf16_gate.gate_for_export("off", "fp32", b"", untouched, seen, 1.0) is None
+    assert bf16_gate.gate_for_export("auto", "fp16", b"", untouched, seen, 1.0) is None
+    with pytest.raises(ValueError, match="bf16 check must be one of"):
+        bf16_gate.gate_for_export("on", "fp32", b"", untouched, seen, 1.0)
+    assert "--bf16-check [auto|off]" in CliRunner().invoke(export_main, ["--help"]).output
+
+
+def test_benchmark_report_gives_ratios_and_bounds_per_condition() -> None:
+    from benchmarks.openvino_rows import report
+
+    machine = {"cpu_model": "Xeon", "logical_cpus": 2, "isa": ["avx512_bf16", "amx_bf16"], "load_avg": [0.1, 0.2, 0.3]}
+    condition = {
+        "mask": "AVX512_CORE_BF16", "machine": machine, "effective_flags": ["avx512_bf16"], "arch": "resnet18",
+        "size": 224, "files": 200, "decode_images_per_s": 300.0, "bf16_gates": {"fp32": {"passed": True}, "int8": None},
+        "model_only": [
+            {"file": "fp32", "runtime": "onnxruntime", "precision": "fp32", "images_per_s": 80.0, "rounds": [80.0], "kernels": []},
+            {"file": "fp32", "runtime": "openvino", "precision": "bf16", "images_per_s": 40.0, "rounds": [40.0],
+             "kernels": ["brgconv_avx512_bf16"]},
+        ],
+        "end_to_end": [
+            {"file": "fp32", "runtime": "onnxruntime", "used": "onnxruntime", "inference_precision": "fp32",
+             "images_per_s": 60.0, "rates": [60.0]},
+            {"file": "fp32", "runtime": "openvino", "used": "openvino", "inference_precision": "bf16",
+             "images_per_s": 30.0, "rates": [30.0]},
+        ],
+    }  # fmt: skip
+    lines = report([condition]).splitlines()
+    assert "## ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16" in lines
+    assert "| fp32 | openvino | bf16 | 40.0 | 0.50 | [40.0] | brgconv_avx512_bf16 |" in lines
+    # bound = 1 / (1/80 + 1/300) = 63.2; 60 is 95% of it
+    assert "| fp32 | onnxruntime | onnxruntime | fp32 | 60.0 | 1.00 | 63.2 | 95% | [60.0] |" in lines
+    assert "| fp32 | openvino | openvino | bf16 | 30.0 | 0.50 | 35.3 | 85% | [30.0] |" in lines
+    assert "bf16 gates of the two files at export: fp32: passed, int8: not run." in lines
+
+
+def test_resume_never_mixes_rows_of_two_runtimes(onnx_model: Path, tmp_path: Path) -> None:
+    from garmentcv.errors import GarmentCVError
+    from garmentcv.infer.classify import ClassifyConfig, classify_folder
+
+    folder = tmp_path / "imgs"
+    for i in range(4):
+        write_image(folder / f"{i}.png", seed=i)
+
+    def stop(rows: int) -> None:
+        raise KeyboardInterrupt
+
+    cfg = ClassifyConfig(folder=folder, out=tmp_path / "o.csv", model=onnx_model, provider="cpu", runtime="onnxruntime",
+                         batch_size=2, progress=False)
+    with pytest.raises(KeyboardInterrupt):
+        classify_folder(cfg, on_batch=stop)
+    with pytest.raises(GarmentCVError, match="partial results of a run with another model, folder or options"):
+        classify_folder(dataclasses.replace(cfg, runtime="openvino", resume=True))
+    assert classify_folder(dataclasses.replace(cfg, resume=True)).reused == 2
+
+
+def test_auto_falls_back_with_a_warning_when_openvino_cannot_compile(onnx_model: Path, tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch,
+                                                                     caplog: pytest.LogCaptureFixture) -> None:
+    from garmentcv.infer import openvino_runtime
+
+    def fails(*args, **kwargs):  # noqa: ANN002, ANN003
+        raise RuntimeUnavailableError("OpenVINO 2026.4.1 cannot compile x.onnx for the CPU (No suitable implementations)")
+
+    passed = _with_gate(onnx_model, tmp_path / "passed.onnx", True)
+    monkeypatch.setattr(runtimes, "this_cpu_flags", lambda: AMX)  # auto would pick OpenVINO bf16
+    monkeypatch.setattr(openvino_runtime, "open_openvino", fails)
+    with caplog.at_level("WARNING"):
+        assert runtimes.open_runtime(passed, "auto", "cpu").runtime == "onnxruntime"
+    assert f"OpenVINO cannot run {passed}, using onnxruntime: OpenVINO 2026.4.1 cannot compile" in caplog.text
+    with pytest.raises(RuntimeUnavailableError, match="No suitable implementations"):  # asked for: never a fallback
+        runtimes.open_runtime(passed, "openvino", "cpu")
