@@ -142,6 +142,7 @@ def labelled_photos(folder: Path, photos: Sequence[Path], classes: Sequence[str]
 def export_model(
     checkpoint: Path, precision: str, out: Path, val_data: Path | None = None, calibration_data: Path | None = None,
     val_images: int = 16, calibration_images: int = 16, max_accuracy_drop: float = 1.0,
+    input_format: str = "float32-nchw",
 ) -> Path:
     """``checkpoint`` -> ``out`` at ``precision`` with gcv-export's library function (all its gates).
 
@@ -151,10 +152,13 @@ def export_model(
         val_images, calibration_images: images used for the checks (0: all) and for calibration, at most.
         max_accuracy_drop: the FP16/INT8 accuracy gate, points; random-init speed models pass 100 (their accuracy
             means nothing, their speed is the point).
+        input_format: the model input (:data:`garmentcv.artifact.INPUT_FORMATS`); this suite's model-only rows,
+            INT8 variants and settings table feed float32 batches, so it keeps format 1 (float32-nchw) unless
+            told otherwise (``benchmarks/shared_core.py`` measures both).
     """
     from garmentcv.export.exporter import ExportConfig, export_checkpoint  # noqa: PLC0415 - needs onnx, torch
 
     cfg = ExportConfig(checkpoint=checkpoint, out=out, precision=precision, val_data=val_data, val_images=val_images,
                        calibration_data=calibration_data, calibration_images=calibration_images,
-                       max_accuracy_drop=max_accuracy_drop)
+                       max_accuracy_drop=max_accuracy_drop, input_format=input_format)
     return export_checkpoint(cfg, progress=False).out

@@ -2,9 +2,17 @@
 
 ``gcv-export`` writes a :class:`ModelInfo` into the ONNX file's metadata properties (string key/value
 pairs); ``gcv-classify`` and ``gcv-evaluate`` read it back into the same objects training used, so the
-model file is all they need. The ONNX graph has one input ``input``, float32 ``(N, 3, H, W)`` normalised as
-:attr:`ModelInfo.preprocessing` says, and one output ``logits``, float32 ``(N, C)`` in
-:attr:`ModelInfo.classes` order.
+model file is all they need. The ONNX graph has one input ``input`` and one output ``logits``, float32
+``(N, C)`` in :attr:`ModelInfo.classes` order. The input is one of :data:`INPUT_FORMATS`:
+
+* format version 1, ``float32-nchw``: float32 ``(N, 3, H, W)`` normalised as :attr:`ModelInfo.preprocessing`
+  says (:func:`garmentcv.image.load_input`);
+* format version 2, ``uint8-nhwc``: the RGB ``uint8`` crops ``(N, H, W, 3)`` of :func:`garmentcv.image.load_crop`;
+  scaling to 0..1, normalisation and the layout change run inside the graph, so decoding threads hand over a
+  quarter of the bytes and no float pass runs in Python.
+
+A file is written at the lowest version that describes it (float32 files stay version 1, readable by older
+releases); readers accept both.
 """
 
 from __future__ import annotations
@@ -19,7 +27,12 @@ from garmentcv.errors import ModelFileError
 from garmentcv.image import Preprocessing
 
 FORMAT = "garmentcv-onnx"
-FORMAT_VERSION = 1
+#: The newest metadata format this release reads and writes (2: the input format is recorded).
+FORMAT_VERSION = 2
+#: Model inputs: float32 normalised NCHW (format 1) or uint8 pixels NHWC normalised in the graph (format 2).
+INPUT_FLOAT32 = "float32-nchw"
+INPUT_UINT8 = "uint8-nhwc"
+INPUT_FORMATS = (INPUT_FLOAT32, INPUT_UINT8)
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -147,6 +160,7 @@ class ModelInfo:
         opset: ONNX opset of the default domain.
         quantization: INT8 files: types and the CPU of calibration (``None`` otherwise, and in files of
             releases before it was recorded).
+        input_format: :data:`INPUT_FLOAT32` (format 1 files) or :data:`INPUT_UINT8` (format 2).
         temperature: the temperature ``T`` fitted at export on the validation images (minimum NLL of
             ``softmax(logits / T)``, see :mod:`garmentcv.calibration`); ``None`` in files without one, which are
             used uncalibrated (``T = 1``). The ``logits`` output itself is never scaled.
@@ -165,7 +179,23 @@ class ModelInfo:
     opset: int = 0
     quantization: Quantization | None = None
     temperature: float | None = None
+    input_format: str = INPUT_FLOAT32
     bf16: ReducedPrecisionCheck | None = None
+
+    @property
+    def format_version(self) -> int:
+        """The metadata format version written for this model: 1 for float32 input, 2 for uint8 input."""
+        return 1 if self.input_format == INPUT_FLOAT32 else 2
+
+    @property
+    def input_dtype(self) -> str:
+        """numpy dtype name of the ``input`` tensor: ``float32`` or ``uint8``."""
+        return "float32" if self.input_format == INPUT_FLOAT32 else "uint8"
+
+    def input_shape(self, batch: int) -> tuple[int, int, int, int]:
+        """Shape of ``batch`` images at the ``input``: ``(N, 3, H, W)`` for float32, ``(N, H, W, 3)`` for uint8."""
+        size = self.preprocessing.crop
+        return (batch, 3, size, size) if self.input_format == INPUT_FLOAT32 else (batch, size, size, 3)
 
     @property
     def applied_temperature(self) -> float:
@@ -176,7 +206,7 @@ class ModelInfo:
         """The ONNX ``metadata_props`` entries: every value a string, structured ones as JSON."""
         props = {
             f"{_PREFIX}format": FORMAT,
-            f"{_PREFIX}format_version": str(FORMAT_VERSION),
+            f"{_PREFIX}format_version": str(self.format_version),
             f"{_PREFIX}arch": self.arch,
             f"{_PREFIX}classes": json.dumps(list(self.classes), ensure_ascii=False),
             f"{_PREFIX}preprocessing": json.dumps(self.preprocessing.to_dict()),
@@ -191,6 +221,8 @@ class ModelInfo:
             props[f"{_PREFIX}quantization"] = json.dumps(self.quantization.to_dict(), ensure_ascii=False)
         if self.temperature is not None:
             props[f"{_PREFIX}temperature"] = repr(float(self.temperature))
+        if self.input_format != INPUT_FLOAT32:
+            props[f"{_PREFIX}input"] = self.input_format
         if self.bf16 is not None:
             props[f"{_PREFIX}bf16"] = json.dumps(self.bf16.to_dict(), ensure_ascii=False)
         return props
@@ -218,6 +250,9 @@ class ModelInfo:
             precision = props[f"{_PREFIX}precision"]
             if precision not in PRECISIONS:
                 raise ValueError(f"unknown precision {precision!r}")
+            input_format = props.get(f"{_PREFIX}input", INPUT_FLOAT32) if version >= 2 else INPUT_FLOAT32
+            if input_format not in INPUT_FORMATS:
+                raise ValueError(f"unknown input format {input_format!r}")
             classes = tuple(json.loads(props[f"{_PREFIX}classes"]))
             if len(classes) < 2 or not all(isinstance(c, str) for c in classes):
                 raise ValueError(f"bad class list {classes!r}")
@@ -236,6 +271,7 @@ class ModelInfo:
                     if f"{_PREFIX}quantization" in props else None
                 ),
                 temperature=_temperature(props.get(f"{_PREFIX}temperature")),
+                input_format=input_format,
                 bf16=(
                     ReducedPrecisionCheck.from_dict(json.loads(props[f"{_PREFIX}bf16"]))
                     if f"{_PREFIX}bf16" in props else None

@@ -6,8 +6,9 @@ Two functions define what a model sees:
 * :func:`preprocess` turns that array into the model input, a normalised ``float32`` array of shape
   ``(3, crop, crop)``, following a :class:`Preprocessing` that is stored in every checkpoint and ONNX file.
 
-Training validation, export parity checks and ``gcv-classify`` all call :func:`load_input` (these two
-plus one decoding shortcut for large JPEGs, described there), so the same file always gives the same array.
+Training validation, export parity checks and ``gcv-classify`` all take their pixels from :func:`load_crop`
+(these two plus one decoding shortcut for large JPEGs, described there; :func:`load_input` is its normalised
+float32 form), so the same file always gives the same array.
 The resize and centre crop follow torchvision's ``Resize(int)`` and ``CenterCrop`` on PIL images
 (torchvision/transforms/functional.py), which is what the ImageNet weights entries use, pixel for pixel; a
 very thin image is resized only where the crop keeps it, so memory stays bounded (:func:`_resize_crop_pil`).
@@ -17,6 +18,7 @@ the files discovery treats as images, are the extensions Pillow registers for th
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import io
@@ -221,7 +223,7 @@ def _to_rgb(image: Image.Image) -> Image.Image:
         rgba = image.convert("RGBA")
         white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(white, rgba).convert("RGB")
-    return image.convert("RGB")
+    return image if image.mode == "RGB" else image.convert("RGB")
 
 
 def _prefix(source: Path | IO[bytes], length: int = 16) -> bytes:
@@ -267,7 +269,14 @@ def _unidentified_reason(source: Path | IO[bytes]) -> str:
 def _open_rgb(source: Path | IO[bytes], path: Path, min_short: int | None = None) -> Image.Image:
     """Open, check, decode and convert one file to an upright RGB Pillow image (see :func:`decode_image`).
 
-    ``source`` is the file or its bytes; ``path`` names it in errors.
+    ``source`` is the file or its bytes; ``path`` names it in errors. With ``min_short``, see
+    :func:`_open_rgb_scaled`.
+    """
+    return _open_rgb_scaled(source, path, min_short)[0]
+
+
+def _open_rgb_scaled(source: Path | IO[bytes], path: Path, min_short: int | None = None) -> tuple[Image.Image, bool]:
+    """:func:`_open_rgb`, also saying whether the JPEG was decoded at a reduced DCT scale: ``(image, scaled)``.
 
     Only :func:`decoded_formats` are opened. Pillow's decompression-bomb warning is left to the process's
     warning filters (changing them here would race between decoding threads); the explicit size check
@@ -275,9 +284,13 @@ def _open_rgb(source: Path | IO[bytes], path: Path, min_short: int | None = None
 
     With ``min_short``, a JPEG is decoded at the smallest DCT scale (1/2, 1/4 or 1/8, Pillow's ``draft``)
     whose shorter side is still at least ``min_short`` px; other formats and smaller images decode in full.
+    No copy is made of an image that is already upright RGB (EXIF rotation is applied in place); the file is
+    closed on return, the pixels stay loaded.
     """
     try:
-        with Image.open(source, formats=decoded_formats()) as image:
+        with open(source, "rb") if isinstance(source, Path) else contextlib.nullcontext(source) as handle:
+            # The Image is not a context manager here: closing it would free the pixels returned.
+            image = Image.open(handle, formats=decoded_formats())
             width, height = image.size
             if width * height > MAX_IMAGE_PIXELS:
                 raise ImageDecodeError(
@@ -286,9 +299,10 @@ def _open_rgb(source: Path | IO[bytes], path: Path, min_short: int | None = None
             if min_short is not None and image.format == "JPEG" and min(width, height) >= 2 * min_short:
                 scale = min_short / min(width, height)
                 image.draft(None, (math.ceil(width * scale), math.ceil(height * scale)))
+            scaled = image.size != (width, height)
             image.load()
-            image = ImageOps.exif_transpose(image) or image
-            return _to_rgb(image)
+            ImageOps.exif_transpose(image, in_place=True)
+            return _to_rgb(image), scaled
     except ImageDecodeError:
         raise
     except FileNotFoundError as exc:
@@ -450,11 +464,7 @@ def _resize_crop_pil(pil: Image.Image, pp: Preprocessing, full_max_pixels: int |
     if full_max_pixels is None:
         full_max_pixels = FULL_RESIZE_MAX_PIXELS
     width, height = pil.size
-    short, long = (width, height) if width <= height else (height, width)
-    new_short, new_long = pp.resize, int(pp.resize * long / short)
-    new_w, new_h = (new_short, new_long) if width <= height else (new_long, new_short)
-    top = int(round((new_h - pp.crop) / 2.0))
-    left = int(round((new_w - pp.crop) / 2.0))
+    new_w, new_h, top, left = _crop_geometry(width, height, pp)
     if (new_w, new_h) == (width, height):
         return np.asarray(pil)[top : top + pp.crop, left : left + pp.crop]
     resample = _INTERPOLATIONS[pp.interpolation]
@@ -519,27 +529,86 @@ def preprocess(image: np.ndarray, pp: Preprocessing) -> np.ndarray:
     return normalize(resize_and_crop(image, pp), pp)
 
 
-def load_input(path: str | Path, pp: Preprocessing, data: bytes | None = None) -> np.ndarray:
-    """Decode and preprocess one file: ``float32`` ``(3, pp.crop, pp.crop)``. The one inference path.
+def _crop_geometry(width: int, height: int, pp: Preprocessing) -> tuple[int, int, int, int]:
+    """torchvision's ``Resize(int)`` size and ``CenterCrop`` offsets: ``(new_w, new_h, top, left)`` px."""
+    short, long = (width, height) if width <= height else (height, width)
+    new_short, new_long = pp.resize, int(pp.resize * long / short)
+    new_w, new_h = (new_short, new_long) if width <= height else (new_long, new_short)
+    return new_w, new_h, int(round((new_h - pp.crop) / 2.0)), int(round((new_w - pp.crop) / 2.0))
 
-    With ``data``, these bytes are the file's content (read from object storage, say) and ``path`` only names
-    it in errors; the result is the same as for the file itself.
 
-    Equal to ``preprocess(decode_image(path), pp)`` except for one shortcut: a JPEG whose shorter side is
-    at least twice ``pp.resize`` is decoded at a reduced DCT scale (1/2, 1/4 or 1/8, Pillow's ``draft``)
-    that keeps the shorter side >= ``pp.resize`` before the usual resize (a 600x866 photo for a 256 px resize
-    decodes at 300x433: about 2x faster, 0.45 grey levels mean difference after the resize). Training
-    validation, export parity checks and ``gcv-classify``/``gcv-evaluate`` all call this function, so they
-    see identical inputs.
+def _resample_crop_box(pil: Image.Image, pp: Preprocessing) -> np.ndarray:
+    """The centre crop of a ``pp.resize`` resize, resampled from its source box only: RGB ``uint8`` ``(crop, crop, 3)``.
+
+    One Pillow ``resize`` to ``(crop, crop)`` of the source rectangle that the crop's pixels cover in the full
+    resize (``box = (left, top, left + crop, top + crop) x source/resized``), so only ``crop x crop`` pixels are
+    computed (a 300x433 DCT-scaled photo: 224x224 instead of 256x369). The filter and its support are those of
+    the full resize; the sample positions agree only to float rounding and Pillow may run the two passes in
+    the other order, so a pixel can differ from the full resize by a grey level or two (tests/test_decode_path.py). Used for DCT-scaled JPEGs only, whose pixels
+    are already not torchvision's; every other image keeps :func:`_resize_crop_pil`, torchvision's pixels.
+    """
+    width, height = pil.size
+    new_w, new_h, top, left = _crop_geometry(width, height, pp)
+    if (new_w, new_h) == (width, height):
+        return np.asarray(pil)[top : top + pp.crop, left : left + pp.crop]
+    sx, sy = width / new_w, height / new_h
+    box = (left * sx, top * sy, (left + pp.crop) * sx, (top + pp.crop) * sy)
+    return np.asarray(pil.resize((pp.crop, pp.crop), _INTERPOLATIONS[pp.interpolation], box=box))
+
+
+def load_crop(
+    path: str | Path, pp: Preprocessing, out: np.ndarray | None = None, data: bytes | None = None
+) -> np.ndarray:
+    """Decode one file into the model's pixels: RGB ``uint8`` ``(pp.crop, pp.crop, 3)``. The one decode path.
+
+    Everything a model sees comes from here: :func:`load_input` (training validation, export parity checks,
+    float32 model files) normalises this crop, and uint8 model files (format 2, see
+    :mod:`garmentcv.artifact`) take it as it is, normalising inside the graph; so the same file gives the
+    same pixels to training validation, export and ``gcv-classify``/``gcv-evaluate``.
+
+    Equal to ``resize_and_crop(decode_image(path), pp)`` (torchvision's pixels) except for one shortcut: a
+    JPEG whose shorter side is at least twice ``pp.resize`` is decoded at a reduced DCT scale (1/2, 1/4 or
+    1/8, Pillow's ``draft``) that keeps the shorter side >= ``pp.resize``, and then only the crop is
+    resampled from its source box (:func:`_resample_crop_box`). A 600x866 photo for a 256 px resize decodes at
+    300x433 and resamples 224x224 pixels: about 2x faster than the full decode and resize; its pixels are
+    within a few grey levels of torchvision's (mean difference about 0.5, measured in
+    ``benchmarks/decode.py``).
+
+    Args:
+        path: the image file.
+        pp: the preprocessing (resize, crop, interpolation; mean and std are not used here).
+        out: an array to write the crop into (e.g. one row of a reused batch buffer); it is returned.
+        data: the file's content (read from object storage, say); ``path`` then only names it in errors,
+            and the result is the same as for the file itself.
+
+    Returns:
+        ``out``, or a new array (possibly read-only) when ``out`` is ``None``.
 
     Raises:
         ImageDecodeError: as :func:`decode_image`.
     """
     path = Path(path)
-    rgb = _open_rgb(path if data is None else io.BytesIO(data), path, min_short=pp.resize)
+    rgb, scaled = _open_rgb_scaled(path if data is None else io.BytesIO(data), path, min_short=pp.resize)
     if min(rgb.size) < 1:
         raise ImageDecodeError(path, f"unexpected decoded size {rgb.size}")
-    return normalize(_resize_crop_pil(rgb, pp), pp)
+    crop = _resample_crop_box(rgb, pp) if scaled else _resize_crop_pil(rgb, pp)
+    if out is None:
+        return crop
+    out[...] = crop
+    return out
+
+
+def load_input(path: str | Path, pp: Preprocessing, data: bytes | None = None) -> np.ndarray:
+    """Decode and preprocess one file: ``float32`` ``(3, pp.crop, pp.crop)``, ``normalize(load_crop(path, pp), pp)``.
+
+    The input of float32 model files and of PyTorch (training validation, export parity); the pixels are
+    :func:`load_crop`'s, the shared decode path. With ``data``, these bytes are the file's content (read
+    from object storage, say) and ``path`` only names it in errors.
+
+    Raises:
+        ImageDecodeError: as :func:`decode_image`.
+    """
+    return normalize(load_crop(path, pp, data=data), pp)
 
 
 def _main(argv: list[str]) -> int:

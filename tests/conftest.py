@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from garmentcv.artifact import INPUT_NAME, OUTPUT_NAME, ModelInfo
+from garmentcv.artifact import INPUT_FLOAT32, INPUT_NAME, INPUT_UINT8, OUTPUT_NAME, ModelInfo
 from garmentcv.image import Preprocessing
 
 #: One colour per class so that tiny models can learn something; class i gets COLOURS[i % len].
@@ -59,8 +59,12 @@ def build_onnx_model(
     size: int = 32,
     seed: int = 0,
     metadata: bool = True,
+    input_format: str = INPUT_FLOAT32,
 ) -> tuple[Path, object]:
     """Export a random-init registered ``arch`` with a ``len(classes)`` head at ``size`` px to ``path``.
+
+    ``input_format``: float32 NCHW input (format 1, the default) or uint8 NHWC crops normalised in the graph
+    (format 2, :class:`garmentcv.export.uint8_input.Uint8Input`, as gcv-export writes by default).
 
     The file has a dynamic batch axis, input ``input``, output ``logits`` and (unless ``metadata=False``)
     GarmentCV metadata from :meth:`ModelInfo.to_metadata`; it is saved self-contained. Returns the path and
@@ -75,6 +79,11 @@ def build_onnx_model(
     model = build_model(arch, len(classes), weights="none").model.eval()
     pp: Preprocessing = default_preprocessing(arch, size)
     dummy = torch.zeros(2, 3, size, size)
+    if input_format == INPUT_UINT8:
+        from garmentcv.export.uint8_input import Uint8Input
+
+        model = Uint8Input(model, pp).eval()
+        dummy = torch.zeros(2, size, size, 3, dtype=torch.uint8)
     tmp = path.with_suffix(".raw.onnx")
     with warnings.catch_warnings():  # the TorchScript exporter is deprecated but fast and enough for a fixture
         warnings.simplefilter("ignore", DeprecationWarning)
@@ -88,7 +97,8 @@ def build_onnx_model(
         extra.unlink()
     if metadata:
         info = ModelInfo(arch=arch, classes=tuple(classes), preprocessing=pp, precision="fp32",
-                         weights_source="none (random init)", metrics={"accuracy": 0.5}, opset=17)
+                         weights_source="none (random init)", metrics={"accuracy": 0.5}, opset=17,
+                         input_format=input_format)
         onnx.helper.set_model_props(proto, info.to_metadata())
     onnx.save_model(proto, str(path), save_as_external_data=False)
     return path, model
@@ -100,11 +110,11 @@ def onnx_model_factory(tmp_path_factory: pytest.TempPathFactory) -> Callable[...
     cache: dict[tuple, Path] = {}
 
     def make(classes: Sequence[str] = ("bluzy", "bryuki"), arch: str = "resnet18", size: int = 32,
-             seed: int = 0, metadata: bool = True) -> Path:
-        key = (tuple(classes), arch, size, seed, metadata)
+             seed: int = 0, metadata: bool = True, input_format: str = INPUT_FLOAT32) -> Path:
+        key = (tuple(classes), arch, size, seed, metadata, input_format)
         if key not in cache:
             folder = tmp_path_factory.mktemp("onnx")
-            cache[key] = build_onnx_model(folder / "model.onnx", classes, arch, size, seed, metadata)[0]
+            cache[key] = build_onnx_model(folder / "model.onnx", classes, arch, size, seed, metadata, input_format)[0]
         return cache[key]
 
     return make
@@ -114,3 +124,9 @@ def onnx_model_factory(tmp_path_factory: pytest.TempPathFactory) -> Callable[...
 def onnx_model(onnx_model_factory: Callable[..., Path]) -> Path:
     """The default tiny model: resnet18, classes (bluzy, bryuki), 32 px input."""
     return onnx_model_factory()
+
+
+@pytest.fixture(scope="session")
+def uint8_onnx_model(onnx_model_factory: Callable[..., Path]) -> Path:
+    """:func:`onnx_model`'s network as a format-2 file: uint8 ``(N, 32, 32, 3)`` crops in, normalised in the graph."""
+    return onnx_model_factory(input_format=INPUT_UINT8)

@@ -20,7 +20,7 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
-from garmentcv.artifact import INPUT_NAME, OUTPUT_NAME, ModelInfo
+from garmentcv.artifact import INPUT_FLOAT32, INPUT_NAME, OUTPUT_NAME, ModelInfo
 from garmentcv.errors import CheckpointError, ExportError, ModelFileError, OutputPathError
 from garmentcv.export import checks, convert
 from garmentcv.export import cli as export_cli
@@ -96,11 +96,13 @@ EXTRA_ARCHS = ["mobilenet_v3_small", "convnext_tiny"]
 
 @pytest.fixture(scope="module", params=list(MODELS) + EXTRA_ARCHS)
 def exported(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
-    """Per arch: a run folder, its checkpoint and the FP32 export of it (one trace per arch)."""
+    """Per arch: a run folder, its checkpoint and the FP32 export of it (one trace per arch), float32 input
+    (format 1; format 2, gcv-export's default since issue 13, is tested in tests/test_uint8_input.py)."""
     arch = request.param
     root = tmp_path_factory.mktemp(arch)
     ckpt = make_run(root / "run", arch)
-    result = export_checkpoint(ExportConfig(checkpoint=ckpt, out=root / "out" / "model.onnx"), progress=False)
+    cfg = ExportConfig(checkpoint=ckpt, out=root / "out" / "model.onnx", input_format=INPUT_FLOAT32)
+    result = export_checkpoint(cfg, progress=False)
     return arch, ckpt, result
 
 
@@ -245,7 +247,8 @@ def test_int8_full_export_reports_side_by_side(tmp_path: Path) -> None:
     ckpt = make_run(tmp_path / "run", "resnet18")
     out = tmp_path / "int8.onnx"
     r = export_checkpoint(
-        ExportConfig(checkpoint=ckpt, out=out, precision="int8", calibration_images=9, max_accuracy_drop=100.0),
+        ExportConfig(checkpoint=ckpt, out=out, precision="int8", calibration_images=9, max_accuracy_drop=100.0,
+                     input_format=INPUT_FLOAT32),
         progress=False,
     )  # random-init model: accuracy is noise, so the drop gate is tested with set figures below
     assert r.calibration_images == 9 and r.info.precision == "int8" and read_model_info(out) == r.info

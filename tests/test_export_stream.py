@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from garmentcv.artifact import INPUT_FLOAT32
 from garmentcv.export import checks, exporter
 from garmentcv.export.exporter import ExportConfig, export_checkpoint, torch_logits
 from garmentcv.image import load_input
@@ -34,7 +35,10 @@ def test_images_are_decoded_batch_by_batch_and_results_unchanged(tmp_path: Path,
 
     monkeypatch.setattr(exporter, "load_input", counting_load_input)
     out = tmp_path / "int8.onnx"
-    cfg = ExportConfig(checkpoint=ckpt, out=out, precision="int8", calibration_images=12, max_accuracy_drop=100.0, batch_size=4)
+    # format 1 (float32 input, load_input), as the figures below are computed on float inputs; format 2's streaming
+    # is the same ImageStream with load_crop (tests/test_uint8_input.py)
+    cfg = ExportConfig(checkpoint=ckpt, out=out, precision="int8", calibration_images=12, max_accuracy_drop=100.0, batch_size=4,
+                       input_format=INPUT_FLOAT32)
     r = export_checkpoint(cfg, progress=False)
     assert next(tokens) >= 24  # every validation and calibration image was decoded ...
     assert peak[0] <= 4  # ... but never more than one batch of them at a time (was all 12)

@@ -139,6 +139,62 @@ def test_openvino_f32_matches_onnxruntime_on_the_same_file(onnx_model: Path) -> 
     assert np.allclose(ov_model.logits(batch[2:3]), b[2:3], rtol=0, atol=F32_PARITY * scale[2])
 
 
+def test_openvino_runs_a_uint8_file_as_onnxruntime_does(uint8_onnx_model: Path, tmp_path: Path) -> None:
+    """A format-2 file (uint8 NHWC crops in): OpenVINO's input follows the file; logits within F32_PARITY of
+    onnxruntime's, and a classified folder gives onnxruntime's labels and probabilities (1e-5)."""
+    from garmentcv.infer.classify import ClassifyConfig, classify_folder
+    from garmentcv.infer.openvino_runtime import OpenVINOModel
+
+    ort_model = runtimes.open_runtime(uint8_onnx_model, "onnxruntime", "cpu", threads=1)
+    ov_model = runtimes.open_runtime(uint8_onnx_model, "openvino", "cpu", threads=1)
+    assert isinstance(ov_model, OpenVINOModel) and ov_model.inference_precision == "f32"
+    assert ov_model.info.input_format == "uint8-nhwc" and ov_model.info.format_version == 2
+    (port,) = ov_model.compiled.inputs
+    assert port.get_element_type().get_type_name() == "u8" and str(port.get_partial_shape()) == "[?,32,32,3]"
+    from garmentcv.errors import ModelFileError
+    from garmentcv.infer.openvino_runtime import _check_ports
+
+    wrong = dataclasses.replace(ov_model.info, input_format="float32-nchw")  # metadata contradicting the graph
+    with pytest.raises(ModelFileError, match=r"declares input float32-nchw, so the input must be float32 \(N, 3, H, W\)"
+                                             r".*found tensor\(uint8\) \['N', 32, 32, 3\]"):
+        _check_ports(ov_model.compiled, wrong, uint8_onnx_model)
+    batch = np.random.default_rng(4).integers(0, 256, (5, 32, 32, 3), dtype=np.uint8)
+    a, b = ort_model.logits(batch), ov_model.logits(batch)
+    assert b.dtype == np.float32 and b.shape == a.shape == (5, 2)
+    scale = np.maximum(1.0, np.abs(a).max(axis=1))
+    assert (np.abs(a - b).max(axis=1) <= F32_PARITY * scale).all()
+
+    folder = tmp_path / "imgs"
+    for i, colour in enumerate([(200, 40, 40), (40, 200, 40), (40, 40, 200), (90, 90, 90), (250, 250, 0)]):
+        write_image(folder / f"{i}.png", colour=colour, seed=i)
+    for runtime in ("onnxruntime", "openvino"):
+        classify_folder(ClassifyConfig(folder=folder, out=tmp_path / f"{runtime}.csv", model=uint8_onnx_model,
+                                       provider="cpu", runtime=runtime, batch_size=2, progress=False))
+    ort_rows, ov_rows = _rows(tmp_path / "onnxruntime.csv"), _rows(tmp_path / "openvino.csv")
+    assert [(r["path"], r["label"]) for r in ov_rows] == [(r["path"], r["label"]) for r in ort_rows] and len(ov_rows) == 5
+    for x, y in zip(ort_rows, ov_rows):
+        for column in ("confidence", "prob_bluzy", "prob_bryuki"):
+            assert float(x[column]) == pytest.approx(float(y[column]), abs=1e-5)
+
+
+def test_bf16_gate_feeds_a_uint8_file_its_crops(uint8_onnx_model: Path) -> None:
+    """The gate runs a format-2 file on uint8 crops, as onnxruntime did for the reference logits."""
+    from garmentcv.export import bf16_gate
+
+    rng = np.random.default_rng(6)
+    batches = [rng.integers(0, 256, (3, 32, 32, 3), dtype=np.uint8) for _ in range(2)]
+    reference = _reference(uint8_onnx_model, batches)
+    seen = bf16_gate.GateInputs(reference, tuple(f"img{i}" for i in range(6)), reference.argmax(axis=1))
+    result = bf16_gate.check_bf16(uint8_onnx_model.read_bytes(), batches, seen)
+    assert result.images == 6
+    if bf16_gate.can_check() is None:
+        assert result.passed, result.note
+        assert 0 < result.max_abs_diff <= bf16_gate.BF16_TOLERANCE
+    else:
+        assert not result.passed and "OpenVINO ran f32, not bf16" in result.note
+        assert result.max_abs_diff <= F32_PARITY * max(1.0, float(np.abs(reference).max()))
+
+
 def _rows(path: Path) -> list[dict[str, str]]:
     with open(path, encoding="utf-8", newline="") as handle:
         return list(csv.DictReader(handle))

@@ -162,6 +162,18 @@ def test_s3_prefix_gives_the_rows_of_a_local_copy(tmp_path: Path, onnx_model: Pa
     assert (summary.files, summary.errors, summary.skipped) == (8, 2, {"hidden": 1, "not an image": 2})
 
 
+def test_uint8_model_on_s3_gives_the_local_engine_rows(tmp_path: Path, uint8_onnx_model: Path,
+                                                      ray_instance: str) -> None:
+    """A format-2 file (uint8 crops in): Ray's workers fetch the objects and decode them into uint8 batches."""
+    folder = many_images(tmp_path / "imgs", 5)
+    upload(folder, "catalogue", "u8")
+    classify_folder(config(folder, tmp_path / "local.csv", uint8_onnx_model))
+    summary = classify_ray(config("s3://catalogue/u8", tmp_path / "s3.csv", uint8_onnx_model, batch_size=2),
+                           RayOptions(num_workers=1))
+    assert_same_rows(tmp_path / "s3.csv", tmp_path / "local.csv")
+    assert (summary.files, summary.errors) == (6, 1)
+
+
 def test_engine_ray_without_ray_says_how_to_install(tmp_path: Path, onnx_model: Path,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray now raises ImportError

@@ -163,3 +163,62 @@ def test_local_engine_imports_neither_ray_nor_pyarrow(tmp_path: Path, onnx_model
     assert proc.returncode == 0, proc.stderr
     assert "--engine ray needs Ray, which is not installed: pip install 'garmentcv[ray]'" in proc.stderr
     assert len(out.read_text(encoding="utf-8").splitlines()) > 9  # a row per file, one spans two lines
+
+
+def test_load_file_gives_what_the_model_file_declares_from_a_file_or_its_bytes(tmp_path: Path,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """Format 2 gets load_crop's uint8 crop, format 1 load_input's floats, written into a batch row, whether the
+    image is a local file or an object's bytes (a large JPEG takes the DCT-scaled path in both)."""
+    import numpy as np
+    from PIL import Image
+
+    from garmentcv.artifact import INPUT_FLOAT32, INPUT_UINT8
+    from garmentcv.image import Preprocessing, load_crop, load_input
+    from garmentcv.infer.sources import RemoteFile, load_file
+
+    pp = Preprocessing(resize=36, crop=32)
+    rng = np.random.default_rng(7)
+    photo, small = tmp_path / "big.jpg", tmp_path / "small.png"
+    Image.fromarray(rng.integers(0, 256, (90, 80, 3), dtype=np.uint8)).save(photo, quality=90)  # >= 2x resize: DCT path
+    Image.fromarray(rng.integers(0, 256, (40, 33, 3), dtype=np.uint8)).save(small)
+    for path in (photo, small):
+        crop, chw = load_crop(path, pp), load_input(path, pp)
+        monkeypatch.setattr(RemoteFile, "read", lambda self, data=path.read_bytes(): data)
+        remote = RemoteFile(f"s3://shop/{path.name}")
+        for file in (path, remote):
+            rows = np.full((2, 32, 32, 3), 9, np.uint8)
+            row = rows[1]
+            assert load_file(file, pp, out=row) is row
+            assert np.array_equal(rows[1], crop) and (rows[0] == 9).all()
+            assert np.array_equal(load_file(file, pp, input_format=INPUT_UINT8), crop)
+            floats = np.zeros((2, 3, 32, 32), np.float32)
+            load_file(file, pp, out=floats[0])
+            assert np.array_equal(floats[0], chw) and np.array_equal(load_file(file, pp, input_format=INPUT_FLOAT32), chw)
+            assert np.array_equal(load_file(file, pp), chw)  # no buffer, no format: float32, format 1's input
+    with pytest.raises(ValueError, match="unknown input format 'rgb'"):
+        load_file(small, pp, input_format="rgb")
+
+
+def test_s3_prefix_with_a_uint8_model_gives_the_rows_of_a_local_copy(tmp_path: Path, onnx_model: Path,
+                                                                     uint8_onnx_model: Path, folder_rows,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A format-2 (uint8 input) file classifies an S3 prefix exactly as a local copy, and as the float32 file of
+    the same network does (same labels, probabilities within 1e-4)."""
+    folder = shutil.copytree(folder_rows[0], tmp_path / "copy", symlinks=True)
+    (folder / 'we,ird "name"\nnew.jpg').unlink()  # moto refuses keys with a newline
+    with moto_s3(monkeypatch, tmp_path):
+        upload(folder, "shop", "u8")
+        local = run(folder, tmp_path / "local.csv", uint8_onnx_model)
+        remote = run("s3://shop/u8/", tmp_path / "s3.csv", uint8_onnx_model, batch_size=3)
+    assert (tmp_path / "s3.csv").read_bytes() == (tmp_path / "local.csv").read_bytes()
+    assert (remote.files, remote.errors) == (local.files, local.errors) and local.classified == 8 - local.errors
+    _, float_rows = folder_rows
+    rows = read_csv(tmp_path / "s3.csv")
+    header = rows[0]
+    assert header == read_csv(tmp_path / "local.csv")[0]
+    for row in rows[1:]:
+        expected = float_rows[row[0]]
+        assert row[1] == expected[1]  # the label (or the error row's empty label)
+        for i, name in enumerate(header):
+            if name.startswith("prob_") or name == "top1_prob":
+                assert (row[i] == expected[i] == "") or abs(float(row[i]) - float(expected[i])) <= 1e-4, (row, expected)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from garmentcv.artifact import INT8_ACTIVATIONS, PRECISIONS
+from garmentcv.artifact import INPUT_FORMATS, INPUT_UINT8, INT8_ACTIVATIONS, PRECISIONS
 from garmentcv.cli_utils import handle_errors, plural, quiet_option, setup_logging, verbose_option, version_option
 from garmentcv.infer.model_file import DEFAULT_MODEL_PATH
 from garmentcv.installs import require_onnxruntime, require_torch
@@ -49,6 +49,12 @@ DEFAULT_OPSET = 18
 )
 @click.option("--batch-size", type=click.IntRange(min=1), default=32,
               help="Images decoded and run at a time in the checks and the INT8 calibration (bounds memory).")
+@click.option(
+    "--input-format", type=click.Choice(INPUT_FORMATS), default=INPUT_UINT8,
+    help="uint8-nhwc (file format 2): the model takes uint8 RGB crops and normalises inside the graph, a quarter of "
+    "the bytes and no float pass while decoding; float32-nchw (format 1): normalised float32, for garmentcv "
+    "releases before format 2.",
+)
 @click.option("--bf16-check", type=click.Choice(["auto", "off"]), default="auto",
               help="auto: with garmentcv[openvino] on a CPU with native bf16, run the file in OpenVINO at bf16 on the "
               "validation images and record in the file whether it matches (logits within 0.05 x each image's logit "
@@ -88,7 +94,7 @@ def main(checkpoint: Path | None, quiet: bool, verbose: bool, **options: object)
     tol = "" if r.parity.tolerance is None else f" ({r.parity.describe_tolerance()})"
     lines = [
         f"wrote {r.out}: {r.size_mb:.1f} MB, {r.info.precision}, opset {r.info.opset}, {r.info.arch}, "
-        f"classes {', '.join(r.info.classes)}",
+        f"classes {', '.join(r.info.classes)}, input {r.info.input_format} (format {r.info.format_version})",
         f"checkpoint {r.checkpoint} (sha256 {r.info.checkpoint_sha256[:12]})",
         f"parity vs PyTorch on {plural(r.val_images, 'validation image')}: FP32 largest logit difference "
         f"{r.fp32_parity.max_abs_diff:.3g} ({r.fp32_parity.describe_tolerance()}), top-1 agreement "

@@ -28,14 +28,15 @@ from torch import nn
 from tqdm import tqdm
 
 import garmentcv
-from garmentcv.artifact import INT8_ACTIVATIONS, PRECISIONS, ModelInfo, Quantization
+from garmentcv.artifact import INPUT_FORMATS, INPUT_UINT8, INT8_ACTIVATIONS, PRECISIONS, ModelInfo, Quantization
 from garmentcv.calibration import T_MAX, T_MIN, CalibrationFigures, calibration_figures, fit_temperature, softmax
 from garmentcv.cli_utils import plural
 from garmentcv.data.layouts import load_dataset, scan_images
 from garmentcv.errors import CheckpointError, ExportError, ImageDecodeError, PathNotFoundError
 from garmentcv.export import bf16_gate, checks, convert
+from garmentcv.export.uint8_input import Uint8Input
 from garmentcv.fsutil import atomic_path, check_writable_output, sha256_of
-from garmentcv.image import Preprocessing, load_input
+from garmentcv.image import Preprocessing, load_crop, load_input
 from garmentcv.infer.model_file import DEFAULT_MODEL_PATH, read_model_info
 from garmentcv.metrics import classification_metrics
 from garmentcv.models.registry import build_model
@@ -74,6 +75,9 @@ class ExportConfig:
             (S8S8, safe on CPUs without VNNI).
         batch_size: images decoded and run at a time, in the checks and the calibration; bounds memory.
         runs_dir: where gcv-train's run folders are looked for when ``checkpoint`` is ``None``.
+        input_format: ``uint8-nhwc`` (format 2: uint8 crops in, normalisation in the graph; the default) or
+            ``float32-nchw`` (format 1: normalised float32, readable by releases before format 2); see
+            :mod:`garmentcv.artifact`.
         bf16_check: ``auto`` runs the bf16 gate (:mod:`garmentcv.export.bf16_gate`) where OpenVINO and a CPU
             with native bf16 are present and records its result in the file; ``off`` skips it.
     """
@@ -90,6 +94,7 @@ class ExportConfig:
     int8_activations: str = "uint8"
     batch_size: int = 32
     runs_dir: Path = RUNS_DIR
+    input_format: str = INPUT_UINT8
     bf16_check: str = "auto"
 
 
@@ -146,7 +151,11 @@ class ImageSet:
 
 @dataclass(frozen=True)
 class Batch:
-    """Preprocessed images: ``inputs`` float32 ``(B, 3, H, W)``, their files and class indices (-1: unlabelled)."""
+    """Model inputs, their files and class indices (-1: unlabelled).
+
+    ``inputs`` are float32 ``(B, 3, H, W)`` (:func:`garmentcv.image.load_input`) or, for a uint8-input file, the
+    uint8 crops ``(B, H, W, 3)`` (:func:`garmentcv.image.load_crop`).
+    """
 
     inputs: np.ndarray
     files: tuple[str, ...]
@@ -261,10 +270,12 @@ class ImageStream:
     Each iteration decodes the files again (and recounts).
     """
 
-    def __init__(self, images: ImageSet, pp: Preprocessing, batch_size: int, progress: bool = True, warn: bool = True) -> None:
+    def __init__(self, images: ImageSet, pp: Preprocessing, batch_size: int, progress: bool = True, warn: bool = True,
+                 uint8: bool = False) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.images, self.pp, self.batch_size, self.progress, self.warn = images, pp, batch_size, progress, warn
+        self.load = load_crop if uint8 else load_input
         self.decoded = 0
         self.skipped = 0
 
@@ -282,7 +293,7 @@ class ImageStream:
         bar = tqdm(self.images.pairs, desc=what, unit="img", leave=False, file=sys.stderr, disable=None if self.progress else True)
         for path, target in bar:
             try:
-                inputs.append(load_input(path, self.pp))
+                inputs.append(self.load(path, self.pp))
             except ImageDecodeError as exc:
                 if self.warn:
                     logger.warning("skipping %s", exc)
@@ -308,7 +319,7 @@ class ImageStream:
         return batch
 
     def inputs(self) -> Iterator[np.ndarray]:
-        """Only the input arrays ``(B, 3, H, W)`` of the batches (for the INT8 calibrator)."""
+        """Only the input arrays of the batches (for the INT8 calibrator)."""
         return (batch.inputs for batch in self)
 
 
@@ -378,7 +389,8 @@ def _data_source(given: Path | None, checkpoint: Path, manifest: str, option: st
 
 @torch.inference_mode()
 def torch_logits(model: nn.Module, inputs: np.ndarray, batch_size: int = 32) -> np.ndarray:
-    """PyTorch logits ``(N, C)`` float32 of ``model`` in eval mode for inputs ``(N, 3, H, W)`` float32."""
+    """PyTorch logits ``(N, C)`` float32 of ``model`` in eval mode for its inputs (float32 ``(N, 3, H, W)``, or
+    uint8 ``(N, H, W, 3)`` for a :class:`~garmentcv.export.uint8_input.Uint8Input`)."""
     model.eval()
     parts = [model(torch.from_numpy(inputs[i : i + batch_size])).numpy() for i in range(0, len(inputs), batch_size)]
     return np.concatenate(parts).astype(np.float32)
@@ -413,6 +425,8 @@ def export_checkpoint(cfg: ExportConfig, progress: bool = True) -> ExportResult:
     started = time.perf_counter()
     if cfg.precision not in PRECISIONS:
         raise ExportError(f"unknown precision {cfg.precision!r}; choose one of {', '.join(PRECISIONS)}")
+    if cfg.input_format not in INPUT_FORMATS:
+        raise ExportError(f"unknown input format {cfg.input_format!r}; choose one of {', '.join(INPUT_FORMATS)}")
     if cfg.int8_activations not in INT8_ACTIVATIONS:
         raise ExportError(f"unknown INT8 activation type {cfg.int8_activations!r}; choose one of {', '.join(INT8_ACTIVATIONS)}")
     if cfg.checkpoint is not None:
@@ -425,6 +439,9 @@ def export_checkpoint(cfg: ExportConfig, progress: bool = True) -> ExportResult:
     classes = tuple(state["classes"])
     pp = Preprocessing.from_dict(state["preprocessing"])
     model = _restore_model(state, checkpoint)
+    uint8 = cfg.input_format == INPUT_UINT8
+    if uint8:
+        model = Uint8Input(model, pp).eval()
 
     val_source = _data_source(cfg.val_data, checkpoint, "val.csv", "--val-data")
     val = select_images(val_source, classes, cfg.val_images, True, "validation")
@@ -432,9 +449,9 @@ def export_checkpoint(cfg: ExportConfig, progress: bool = True) -> ExportResult:
     if cfg.precision == "int8":
         cal_source = _data_source(cfg.calibration_data, checkpoint, "train.csv", "--calibration-data")
         cal = select_images(cal_source, classes, cfg.calibration_images, False, "calibration")
-        calibration = ImageStream(cal, pp, cfg.batch_size, progress)
+        calibration = ImageStream(cal, pp, cfg.batch_size, progress, uint8=uint8)
 
-    first = next(iter(ImageStream(val, pp, TRACE_BATCH, progress=False, warn=False)))  # the traced example
+    first = next(iter(ImageStream(val, pp, TRACE_BATCH, progress=False, warn=False, uint8=uint8)))  # the traced example
     example = torch.from_numpy(np.resize(first.inputs, (TRACE_BATCH, *first.inputs.shape[1:])))
     fp32 = convert.trace_to_onnx(model, example, cfg.opset)
     convert.check_graph(fp32)
@@ -442,7 +459,7 @@ def export_checkpoint(cfg: ExportConfig, progress: bool = True) -> ExportResult:
     final = convert.convert(fp32, cfg.precision, None if calibration is None else calibration.inputs(), cfg.int8_activations, cpu)
     fp32_session = checks.open_session(fp32.SerializeToString())
     final_session = None if cfg.precision == "fp32" else checks.open_session(final.SerializeToString())
-    seen = validation_logits(model, fp32_session, final_session, ImageStream(val, pp, cfg.batch_size, progress))
+    seen = validation_logits(model, fp32_session, final_session, ImageStream(val, pp, cfg.batch_size, progress, uint8=uint8))
 
     fp32_parity = checks.compare(seen.reference, seen.fp32, seen.files, checks.FP32_TOLERANCE)
     checks.require_parity(fp32_parity, "FP32")
@@ -458,7 +475,7 @@ def export_checkpoint(cfg: ExportConfig, progress: bool = True) -> ExportResult:
     temperature = fit_temperature(seen.final, seen.targets)
     bf16 = bf16_gate.gate_for_export(
         cfg.bf16_check, cfg.precision, final.SerializeToString(),
-        (b.inputs for b in ImageStream(val, pp, cfg.batch_size, progress=False, warn=False)),
+        (b.inputs for b in ImageStream(val, pp, cfg.batch_size, progress=False, warn=False, uint8=uint8)),
         bf16_gate.GateInputs(seen.final, seen.files, seen.targets), cfg.max_accuracy_drop, convert.cpu_facts()[0],
         temperature,
     )
@@ -480,7 +497,7 @@ def export_checkpoint(cfg: ExportConfig, progress: bool = True) -> ExportResult:
                                        "ece": calibrated.ece, "ece_uncalibrated": uncalibrated.ece,
                                        "nll": calibrated.nll, "nll_uncalibrated": uncalibrated.nll}},
         checkpoint_sha256=sha256_of(checkpoint), garmentcv_version=garmentcv.__version__, opset=cfg.opset,
-        quantization=quantization, temperature=temperature, bf16=bf16,
+        quantization=quantization, temperature=temperature, input_format=cfg.input_format, bf16=bf16,
     )  # fmt: skip
     convert.finalize(final, info)
     convert.check_graph(final)

@@ -1,8 +1,8 @@
 """Where the exported model lives and what it says about itself (onnxruntime only, never torch).
 
 ``gcv-export`` writes the file; ``gcv-classify`` and ``gcv-evaluate`` read it back here. The contract is
-:class:`garmentcv.artifact.ModelInfo`: metadata properties plus one input ``input`` float32 ``(N, 3, H, W)``
-and one output ``logits`` float32 ``(N, C)``.
+:class:`garmentcv.artifact.ModelInfo`: metadata properties plus one input ``input`` (float32 ``(N, 3, H, W)``
+in format 1, uint8 ``(N, H, W, 3)`` in format 2) and one output ``logits`` float32 ``(N, C)``.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ def read_model_info(path: Path) -> ModelInfo:
     Raises:
         ModelFileNotFoundError: the file does not exist (a :class:`ModelFileError` with exit code 2).
         ModelFileError: the file is a folder, is not a readable ONNX model, has no (or a newer or damaged)
-            GarmentCV metadata, or lacks exactly the input ``input`` float32 ``(N, 3, H, W)`` and the output
+            GarmentCV metadata, or lacks exactly the input ``input`` its metadata declares and the output
             ``logits`` float32 ``(N, C)``. The message names the file.
     """
     import onnxruntime as ort  # heavy; only when a model is actually read
@@ -67,9 +67,23 @@ def read_model_info(path: Path) -> ModelInfo:
             f"{path}: expected one input {INPUT_NAME!r} and one output {OUTPUT_NAME!r}, found inputs "
             f"{[i.name for i in inputs]} and outputs {[o.name for o in outputs]}; export the model again"
         )
-    if inputs[0].type != "tensor(float)" or outputs[0].type != "tensor(float)" or len(inputs[0].shape) != 4:
-        raise ModelFileError(
-            f"{path}: input must be float32 (N, 3, H, W) and output float32 (N, C); found {inputs[0].type} "
-            f"{inputs[0].shape} -> {outputs[0].type} {outputs[0].shape}; export the model again"
-        )
+    check_input_type(inputs[0].type, inputs[0].shape, outputs[0].type, outputs[0].shape, info, path)
     return info
+
+
+def check_input_type(input_type: str, input_shape: list, output_type: str, output_shape: list, info: ModelInfo,
+                     path: Path) -> None:
+    """Refuse a graph whose input is not the one its metadata declares (``info.input_format``).
+
+    Raises:
+        ModelFileError: the input is not float32 ``(N, 3, H, W)`` (format 1) or uint8 ``(N, H, W, 3)`` (format 2),
+            or the output is not float32 ``(N, C)``.
+    """
+    expected = {"float32": "tensor(float)", "uint8": "tensor(uint8)"}[info.input_dtype]
+    if input_type != expected or output_type != "tensor(float)" or len(input_shape) != 4:
+        layout = "(N, 3, H, W)" if info.input_dtype == "float32" else "(N, H, W, 3)"
+        raise ModelFileError(
+            f"{path}: its metadata declares input {info.input_format}, so the input must be {info.input_dtype} {layout} "
+            f"and the output float32 (N, C); found {input_type} {input_shape} -> {output_type} {output_shape}; "
+            "export the model again"
+        )

@@ -28,6 +28,7 @@ import numpy as np
 
 from garmentcv import cpus as _cpus
 from garmentcv.artifact import INPUT_NAME, OUTPUT_NAME, ModelInfo
+from garmentcv.infer.model_file import check_input_type
 from garmentcv.infer.runtimes import (
     INFERENCE_PRECISIONS,
     OPENVINO_INSTALL,
@@ -85,7 +86,8 @@ class OpenVINOModel:
         return "cpu"
 
     def logits(self, batch: np.ndarray) -> np.ndarray:
-        """Run one batch ``(N, 3, H, W)`` (the file's input type) -> ``float32 (N, C)`` logits in class order."""
+        """Run one batch -> ``float32 (N, C)`` logits in class order. The batch is what ``info.input_format`` says:
+        normalised ``float32 (N, 3, H, W)`` (format 1) or the uint8 crops ``(N, H, W, 3)`` (format 2)."""
         self.request.infer({INPUT_NAME: batch})
         return np.array(self.request.get_tensor(OUTPUT_NAME).data, dtype=np.float32, copy=True)
 
@@ -142,6 +144,28 @@ def _type_name(text: str) -> str:
     return text
 
 
+#: OpenVINO element type names -> onnxruntime's type strings, to share :func:`check_input_type`.
+_ORT_TYPES = {"f32": "tensor(float)", "u8": "tensor(uint8)", "f16": "tensor(float16)", "i8": "tensor(int8)"}
+
+
+def _port_type(port: Any) -> tuple[str, list]:
+    """``(onnxruntime-style type, shape)`` of a compiled model's port; dynamic dimensions as ``"N"``."""
+    name = port.get_element_type().get_type_name()
+    shape = [d.get_length() if d.is_static else "N" for d in port.get_partial_shape()]
+    return _ORT_TYPES.get(name, name), shape
+
+
+def _check_ports(compiled: Any, info: ModelInfo, path: Path) -> None:
+    """The compiled input is the one the file declares (float32 NCHW, format 1; uint8 NHWC, format 2).
+
+    Raises:
+        ModelFileError: as :func:`garmentcv.infer.model_file.check_input_type`.
+    """
+    in_type, in_shape = _port_type(compiled.input(INPUT_NAME))
+    out_type, out_shape = _port_type(compiled.output(OUTPUT_NAME))
+    check_input_type(in_type, in_shape, out_type, out_shape, info, path)
+
+
 def open_openvino(path: Path, info: ModelInfo, precision: str = "f32", threads: int | None = None,
                   cache_dir: Path | None = None) -> OpenVINOModel:
     """Compile ``path`` (already read and checked as a GarmentCV file, ``info``) on OpenVINO's CPU plugin.
@@ -156,6 +180,7 @@ def open_openvino(path: Path, info: ModelInfo, precision: str = "f32", threads: 
     Raises:
         RuntimeUnavailableError: OpenVINO not installed, the file does not compile, or ``bf16`` asked for on a
             CPU whose plugin will not run it.
+        ModelFileError: the graph's input is not the one ``info.input_format`` declares.
     """
     threads = threads or _cpus.available_cpus()
     compiled, used = compile_file(path, precision, threads, cache_dir)
@@ -163,5 +188,6 @@ def open_openvino(path: Path, info: ModelInfo, precision: str = "f32", threads: 
         raise RuntimeUnavailableError(
             f"OpenVINO runs {path} at {used}, not the {precision} asked for: this CPU has no native {precision}"
         )
+    _check_ports(compiled, info, path)
     return OpenVINOModel(path=path, info=info, provider="cpu", compiled=compiled, request=compiled.create_infer_request(),
                          inference_precision=used, threads=threads)

@@ -1,8 +1,11 @@
 """Batched prediction with decoding in parallel with inference (numpy, Pillow, onnxruntime; no torch).
 
-Worker threads decode and preprocess the images of the next batches (:func:`garmentcv.image.load_input`,
-the shared image contract; Pillow and numpy release the GIL while they work) while the calling thread runs
-the model on the current batch. At most ``prefetch + 1`` batches are in memory, whatever the number of files.
+Worker threads decode and preprocess the images of the next batches (the shared image contract: the uint8
+crops of :func:`garmentcv.image.load_crop` for a format-2 file, :func:`garmentcv.image.load_input`'s
+normalised float32 for a format-1 file; Pillow and numpy release the GIL while they work) while the calling
+thread runs the model on the current batch. Each image is written straight into its row of a batch buffer;
+``prefetch + 1`` buffers are allocated once and reused, so memory is bounded whatever the number of files and
+no batch is allocated or stacked per batch.
 
 Threads: both pools are sized from the CPUs this process may use (affinity and container quota,
 :func:`garmentcv.cpus.available_cpus`), never from the machine's core count (:func:`split_cpus`).
@@ -57,10 +60,11 @@ def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
 
 
 def _load_into(batch: np.ndarray, slot: int, path: File, pp: Preprocessing) -> str | None:
-    """Decode ``path`` (a file or an object, :mod:`garmentcv.infer.sources`) into ``batch[slot]``; return the
-    reason on failure (the slot is zeroed)."""
+    """Decode ``path`` (a file or an object, :mod:`garmentcv.infer.sources`) into ``batch[slot]``: a uint8
+    ``(H, W, 3)`` crop or a float32 ``(3, H, W)`` input, by the buffer's dtype; return the reason on failure
+    (the slot is zeroed)."""
     try:
-        batch[slot] = load_file(path, pp)
+        load_file(path, pp, out=batch[slot])
         return None
     except ImageDecodeError as exc:
         reason = exc.reason
@@ -97,6 +101,7 @@ def split_cpus(threads: int | None, workers: int | None, cpus: int | None = None
 @dataclass
 class _Job(Generic[T]):
     items: list[tuple[File | None, T]]
+    buffer: np.ndarray
     batch: np.ndarray
     futures: list[Future[str | None] | None]
 
@@ -130,13 +135,14 @@ def predict_batches(
         Lists of :class:`Prediction`, one per batch, in input order.
     """
     pp = model.info.preprocessing
-    shape = (3, pp.crop, pp.crop)
     pool = ThreadPoolExecutor(max_workers=workers or _cpus.available_cpus(), thread_name_prefix="gcv-decode")
     queue: deque[_Job[T]] = deque()
+    free: list[np.ndarray] = []  # batch buffers whose batch has run; at most prefetch + 1 are ever made
 
     def submit(pending: list[tuple[File | None, T]]) -> None:
         n = sum(path is not None for path, _ in pending)
-        batch = np.empty((n, *shape), dtype=np.float32)
+        buffer = free.pop() if free else np.empty(model.info.input_shape(batch_size), dtype=model.info.input_dtype)
+        batch = buffer[:n]
         futures: list[Future[str | None] | None] = []
         slot = 0
         for path, _ in pending:
@@ -145,12 +151,13 @@ def predict_batches(
             else:
                 futures.append(pool.submit(_load_into, batch, slot, path, pp))
                 slot += 1
-        queue.append(_Job(pending, batch, futures))
+        queue.append(_Job(pending, buffer, batch, futures))
 
     def finish(job: _Job[T]) -> list[Prediction[T]]:
         reasons = [f.result() if f is not None else None for f in job.futures]
         logits = model.logits(job.batch) if len(job.batch) else np.empty((0, 0), dtype=np.float32)
         probs = softmax(logits, temperature) if len(job.batch) else np.empty((0, 0))
+        free.append(job.buffer)  # the model has read it; the logits are the runtime's own arrays
         out: list[Prediction[T]] = []
         slot = 0
         for (path, item), reason in zip(job.items, reasons):

@@ -8,8 +8,9 @@ What runs where:
   atomically. Rows already saved survive a dead driver or cluster; ``--resume`` classifies only the rest.
 * Workers are :class:`ClassifyWorker` actors in ``Dataset.map_batches``: each opens ONE onnxruntime session in
   its constructor (``intra_op_num_threads`` = its CPUs, ``--cpus-per-worker``) and keeps it for its lifetime;
-  it fetches and decodes its images itself with the shared image contract (:func:`garmentcv.image.load_input`
-  through :func:`garmentcv.infer.pipeline.predict_batches`), so probabilities equal the local engine's (within
+  it fetches and decodes its images itself with the shared image contract into the input the model file declares
+  (uint8 crops of :func:`garmentcv.image.load_crop` for format 2, :func:`garmentcv.image.load_input`'s floats for
+  format 1, through :func:`garmentcv.infer.pipeline.predict_batches`), so probabilities equal the local engine's (within
   1e-6: onnxruntime's sums may differ in the last bits with another thread count) and bad files give the same
   error rows. Only file names go to the workers and only probabilities come back; image bytes never pass
   through the driver.

@@ -25,7 +25,7 @@ from garmentcv.artifact import INPUT_NAME, OUTPUT_NAME, ModelInfo
 from garmentcv.cli_utils import plural
 from garmentcv.errors import GarmentCVError, ModelFileError
 from garmentcv.installs import runtime_conflict
-from garmentcv.infer.model_file import check_model_path
+from garmentcv.infer.model_file import check_input_type, check_model_path
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +55,8 @@ class LoadedModel:
     session: ort.InferenceSession
 
     def logits(self, batch: np.ndarray) -> np.ndarray:
-        """Run one batch: ``float32 (N, 3, H, W)`` normalised input -> ``float32 (N, C)`` logits, class order."""
+        """Run one batch -> ``float32 (N, C)`` logits, class order. The batch is what ``info.input_format`` says:
+        normalised ``float32 (N, 3, H, W)`` (format 1) or the uint8 crops ``(N, H, W, 3)`` (format 2)."""
         return self.session.run([OUTPUT_NAME], {INPUT_NAME: batch})[0]
 
     @property
@@ -100,7 +101,9 @@ def _check_graph(session: ort.InferenceSession, info: ModelInfo, path: Path) -> 
             f"{path}: graph has inputs {inputs} and outputs {outputs}, expected input {INPUT_NAME!r} and output "
             f"{OUTPUT_NAME!r}; export the model with gcv-export"
         )
-    width = session.get_outputs()[outputs.index(OUTPUT_NAME)].shape[-1]
+    out = session.get_outputs()[outputs.index(OUTPUT_NAME)]
+    check_input_type(session.get_inputs()[0].type, session.get_inputs()[0].shape, out.type, out.shape, info, path)
+    width = out.shape[-1]
     if isinstance(width, int) and width != len(info.classes):
         raise ModelFileError(
             f"{path}: output has {width} logits but the metadata lists {len(info.classes)} classes; export it again"
@@ -134,9 +137,8 @@ def _cuda_session(path: Path, info: ModelInfo, threads: int | None) -> ort.Infer
             "onnxruntime could not start its CUDA provider (see its messages above: CUDA or cuDNN libraries, "
             "driver); use --provider cpu"
         )
-    size = info.preprocessing.crop
     try:
-        session.run([OUTPUT_NAME], {INPUT_NAME: np.zeros((1, 3, size, size), np.float32)})
+        session.run([OUTPUT_NAME], {INPUT_NAME: np.zeros(info.input_shape(1), info.input_dtype)})
     except Exception as exc:  # any failure of the warm-up run means CUDA does not really work
         raise ProviderError(f"the CUDA provider failed on a warm-up batch ({exc}); use --provider cpu") from exc
     return session
@@ -175,8 +177,8 @@ def open_model(path: Path, provider: str = "auto", threads: int | None = None) -
     if used == "cuda":
         del cpu_session
     logger.info(
-        "model %s: %s, %d classes %s, input %d px, %s; provider %s (%s)",
-        path, info.arch, len(info.classes), list(info.classes), info.preprocessing.crop, info.precision,
+        "model %s: %s, %d classes %s, input %d px %s, %s; provider %s (%s)",
+        path, info.arch, len(info.classes), list(info.classes), info.preprocessing.crop, info.input_format, info.precision,
         used, "GPU" if used == "cuda" else plural(threads or _cpus.available_cpus(), "thread"),
     )
     return LoadedModel(path=path, info=info, provider=used, session=session)

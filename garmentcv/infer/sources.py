@@ -18,8 +18,9 @@ Entries come in row order (:func:`garmentcv.infer.rows.sort_key`). A folder stre
 listing are sorted in memory (about 200 B per file: 5 million files take about 1 GB).
 
 An object's bytes are fetched by whoever decodes it (a decoding thread, a Ray worker) and decoded by the shared
-image contract from memory (:func:`garmentcv.image.load_input` with ``data``), so an object gives the same
-array as a local copy of the file.
+image contract from memory (:func:`garmentcv.image.load_crop`/:func:`garmentcv.image.load_input` with
+``data``), so an object gives the same array as a local copy of the file, in the input the model file declares
+(uint8 crops for format 2, normalised float32 for format 1; :func:`load_file`).
 """
 
 from __future__ import annotations
@@ -36,7 +37,8 @@ import numpy as np
 
 from garmentcv.data.layouts import SkippedFile, scan_images
 from garmentcv.errors import DatasetError, GarmentCVError, ImageDecodeError, PathNotFoundError
-from garmentcv.image import Preprocessing, is_image_file, load_input
+from garmentcv.artifact import INPUT_FLOAT32, INPUT_FORMATS, INPUT_UINT8
+from garmentcv.image import Preprocessing, is_image_file, load_crop, load_input
 from garmentcv.infer.rows import sort_key
 
 #: Manifest file extensions: ``.csv`` has a ``path`` column, the others one path per line.
@@ -113,8 +115,8 @@ class RemoteFile:
         with bucket_filesystem(scheme, bucket).open_input_stream(key) as stream:
             return stream.read()
 
-    def load(self, pp: Preprocessing) -> np.ndarray:
-        """Fetch and preprocess: ``float32 (3, crop, crop)``, as :func:`garmentcv.image.load_input` for a file.
+    def load(self, pp: Preprocessing, out: np.ndarray | None = None, input_format: str | None = None) -> np.ndarray:
+        """Fetch and preprocess, as :func:`load_file` for a local file (``out`` and ``input_format`` as there).
 
         Raises:
             ImageDecodeError: the object is missing (``file not found``), unreadable, or not a decodable image.
@@ -125,7 +127,7 @@ class RemoteFile:
             raise ImageDecodeError(self.uri, "file not found") from exc
         except OSError as exc:
             raise ImageDecodeError(self.uri, f"cannot read: {exc}") from exc
-        return load_input(self.uri, pp, data=data)
+        return _decode(self.uri, pp, data, out, input_format)
 
 
 #: What a decoder reads: a local file or an object.
@@ -298,15 +300,49 @@ def open_source(spec: str | Path) -> FolderSource | ManifestSource | ObjectSourc
     return ManifestSource(path)
 
 
-def load_file(file: File, pp: Preprocessing) -> np.ndarray:
-    """Decode and preprocess a local file or an object: ``float32 (3, crop, crop)``.
+def _decode(
+    name: str | Path, pp: Preprocessing, data: bytes | None, out: np.ndarray | None, input_format: str | None
+) -> np.ndarray:
+    """:func:`load_file`'s decode of a file (``data`` ``None``) or of its bytes."""
+    if input_format is None:
+        input_format = INPUT_UINT8 if out is not None and out.dtype == np.uint8 else INPUT_FLOAT32
+    if input_format not in INPUT_FORMATS:
+        raise ValueError(f"unknown input format {input_format!r}; use one of {INPUT_FORMATS}")
+    if input_format == INPUT_UINT8:
+        return load_crop(name, pp, out=out, data=data)
+    chw = load_input(name, pp, data=data)
+    if out is None:
+        return chw
+    out[...] = chw
+    return out
+
+
+def load_file(
+    file: File, pp: Preprocessing, out: np.ndarray | None = None, input_format: str | None = None
+) -> np.ndarray:
+    """Decode and preprocess a local file or an object into the input a model file declares.
+
+    Args:
+        file: a local path or a :class:`RemoteFile`.
+        pp: the model's preprocessing.
+        out: an array to write into (one row of a reused batch buffer, :mod:`garmentcv.infer.pipeline`); it is
+            returned. Its dtype chooses the input when ``input_format`` is ``None``: ``uint8`` the crop,
+            otherwise the normalised float32.
+        input_format: :data:`garmentcv.artifact.INPUT_UINT8` (format 2): the RGB ``uint8 (crop, crop, 3)`` crop of
+            :func:`garmentcv.image.load_crop`; :data:`garmentcv.artifact.INPUT_FLOAT32` (format 1): the
+            normalised ``float32 (3, crop, crop)`` of :func:`garmentcv.image.load_input`. ``None``: by ``out``'s
+            dtype, float32 without ``out``.
+
+    Returns:
+        ``out``, or a new array.
 
     Raises:
-        ImageDecodeError: as :func:`garmentcv.image.load_input` (and ``file not found`` for a missing object).
+        ImageDecodeError: as :func:`garmentcv.image.load_crop` (and ``file not found`` for a missing object).
+        ValueError: an unknown ``input_format``.
     """
     if isinstance(file, RemoteFile):
-        return file.load(pp)
-    return load_input(file, pp)
+        return file.load(pp, out=out, input_format=input_format)
+    return _decode(file, pp, None, out, input_format)
 
 
 def encode_file(file: File) -> bytes:

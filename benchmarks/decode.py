@@ -1,0 +1,153 @@
+"""Decoding at the floor (issue 13, ask 4): ``load_crop``/``load_input`` per 600x866 JPEG against decode only.
+
+Every figure is measured in one run, on the same files, interleaved repeat by repeat, on one thread; each is the
+median over repeats of the per-image time (thread CPU time, so other processes on the cores inflate it less
+than wall time; wall time is recorded beside it):
+
+* ``decode-only (Pillow DCT 1/2)``: Pillow's JPEG decoder at the DCT scale ``load_crop`` uses (``draft``),
+  nothing else: the entropy decoding, the scaled inverse DCT and the colour conversion, the floor of any path
+  that decodes with libjpeg-turbo at that scale;
+* ``decode-only (simplejpeg)``: the same scale with simplejpeg, when it is importable (not a dependency; it is
+  measured to choose the decoder, and its pixels are compared with Pillow's);
+* ``decode-only (Pillow full)``: the full-size decode, for scale;
+* ``load_crop``: the shared decode path, uint8 crop (format-2 models);
+* ``load_input``: the same plus normalisation to float32 (format-1 models, training validation);
+* ``issue-12 load_input``: the path before issue 13 (rebuilt here): DCT-scaled decode, two full-size copies
+  (EXIF transpose, convert), the full resize, crop, normalisation.
+
+Run: ``python -m benchmarks.decode --out benchmarks/results`` (writes ``decode.csv`` and ``decode.md``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import math
+import os
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from benchmarks.machine import machine_info
+from benchmarks.photos import LARGE_SIZE, write_photo_folder
+from garmentcv.image import Preprocessing, _resize_crop_pil, load_crop, load_input, normalize
+
+
+def _pillow_dct(data: bytes, short: int) -> np.ndarray:
+    with Image.open(io.BytesIO(data)) as image:
+        width, height = image.size
+        scale = short / min(width, height)
+        image.draft("RGB", (math.ceil(width * scale), math.ceil(height * scale)))
+        return np.asarray(image)
+
+
+def _pillow_full(data: bytes) -> np.ndarray:
+    with Image.open(io.BytesIO(data)) as image:
+        return np.asarray(image)
+
+
+def _issue12_load_input(path: Path, pp: Preprocessing) -> np.ndarray:
+    """``load_input`` as it was before issue 13: two full-size copies and the full resize before the crop."""
+    with Image.open(path) as image:
+        width, height = image.size
+        if min(width, height) >= 2 * pp.resize:
+            scale = pp.resize / min(width, height)
+            image.draft(None, (math.ceil(width * scale), math.ceil(height * scale)))
+        image.load()
+        rgb = (ImageOps.exif_transpose(image) or image).convert("RGB")
+    return normalize(_resize_crop_pil(rgb, pp), pp)
+
+
+def _simplejpeg() -> Callable[[bytes, int], np.ndarray] | None:
+    try:
+        import simplejpeg  # noqa: PLC0415 - optional, measured only where installed
+    except ImportError:
+        return None
+
+    def decode(data: bytes, short: int) -> np.ndarray:
+        height, width, _, _ = simplejpeg.decode_jpeg_header(data)
+        scale = short / min(width, height)
+        return simplejpeg.decode_jpeg(data, "RGB", min_height=math.ceil(height * scale), min_width=math.ceil(width * scale))
+
+    return decode
+
+
+def measure(paths: Sequence[Path], pp: Preprocessing, repeats: int) -> dict[str, tuple[float, float]]:
+    """``{path name: (median thread-CPU ms/image, median wall ms/image)}`` over ``repeats`` interleaved repeats."""
+    data = [p.read_bytes() for p in paths]
+    buffer = np.empty((pp.crop, pp.crop, 3), dtype=np.uint8)
+    ways: dict[str, Callable[[int], object]] = {
+        "decode-only (Pillow DCT 1/2)": lambda i: _pillow_dct(data[i], pp.resize),
+        "decode-only (Pillow full)": lambda i: _pillow_full(data[i]),
+        "load_crop": lambda i: load_crop(paths[i], pp, out=buffer),
+        "load_input": lambda i: load_input(paths[i], pp),
+        "issue-12 load_input": lambda i: _issue12_load_input(paths[i], pp),
+    }
+    sj = _simplejpeg()
+    if sj is not None:
+        ways["decode-only (simplejpeg)"] = lambda i: sj(data[i], pp.resize)
+    cpu: dict[str, list[float]] = {k: [] for k in ways}
+    wall: dict[str, list[float]] = {k: [] for k in ways}
+    for _ in range(repeats):
+        for name, way in ways.items():
+            c, w = time.thread_time(), time.perf_counter()
+            for i in range(len(paths)):
+                way(i)
+            cpu[name].append((time.thread_time() - c) / len(paths) * 1e3)
+            wall[name].append((time.perf_counter() - w) / len(paths) * 1e3)
+    return {k: (statistics.median(cpu[k]), statistics.median(wall[k])) for k in ways}
+
+
+def simplejpeg_equal(paths: Sequence[Path], pp: Preprocessing) -> bool | None:
+    """Whether simplejpeg's decode equals Pillow's at the same DCT scale on every file (``None``: not installed)."""
+    sj = _simplejpeg()
+    if sj is None:
+        return None
+    return all(np.array_equal(sj(p.read_bytes(), pp.resize), _pillow_dct(p.read_bytes(), pp.resize)) for p in paths)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"), help="folder for decode.csv and decode.md")
+    parser.add_argument("--work", type=Path, default=Path("/tmp/gcv-bench-decode"), help="folder for the photos")
+    parser.add_argument("--files", type=int, default=40, help="photos written (4 of 5 are 600x866; only those are timed)")
+    parser.add_argument("--repeats", type=int, default=7, help="interleaved repeats; the median is reported")
+    args = parser.parse_args(argv)
+    folder = write_photo_folder(args.work / "photos", args.files)
+    paths = [p for p in sorted(folder.path.glob("*.jpg")) if Image.open(p).size == LARGE_SIZE]
+    pp = Preprocessing(resize=256, crop=224)
+    figures = measure(paths, pp, args.repeats)
+    floor = figures["decode-only (Pillow DCT 1/2)"][0]
+    machine = machine_info()
+    load = os.getloadavg()
+    args.out.mkdir(parents=True, exist_ok=True)
+    with open(args.out / "decode.csv", "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "cpu_ms_per_image", "wall_ms_per_image", "ratio_to_decode_only", "images", "repeats", "machine", "load_avg"])
+        for name, (cpu_ms, wall_ms) in figures.items():
+            writer.writerow([name, f"{cpu_ms:.4f}", f"{wall_ms:.4f}", f"{cpu_ms / floor:.3f}", len(paths), args.repeats,
+                             machine.summary(), " ".join(f"{x:.2f}" for x in load)])
+    lines = [
+        "# Decoding at the floor (issue 13, ask 4)", "",
+        f"{len(paths)} photos of 600x866 px (benchmarks/photos.py), resize 256, crop 224, one thread, median of "
+        f"{args.repeats} interleaved repeats; thread CPU time (wall in brackets). Machine: {machine.summary()}; "
+        f"load average {' '.join(f'{x:.2f}' for x in load)} at the end.", "",
+        "| path | ms/image | ratio to decode-only (Pillow DCT 1/2) |", "|---|---:|---:|",
+    ]
+    for name, (cpu_ms, wall_ms) in figures.items():
+        lines.append(f"| {name} | {cpu_ms:.3f} ({wall_ms:.3f}) | {cpu_ms / floor:.2f}x |")
+    same = simplejpeg_equal(paths, pp)
+    if same is not None:
+        lines += ["", f"simplejpeg's pixels equal Pillow's at the same DCT scale on every file: {same}."]
+    (args.out / "decode.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
