@@ -187,7 +187,8 @@ def test_export_fits_and_stores_the_temperature(overconfident_export) -> None:
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(r.out), providers=["CPUExecutionProvider"])
-    for batch in ImageStream(val, info.preprocessing, 8, progress=False, warn=False):
+    uint8 = info.input_format == "uint8-nhwc"  # feed the file what it declares (gcv-export's default: uint8 crops)
+    for batch in ImageStream(val, info.preprocessing, 8, progress=False, warn=False, uint8=uint8):
         logits.append(session.run(["logits"], {"input": batch.inputs})[0])
         targets.append(batch.targets)
     z, y = np.concatenate(logits), np.concatenate(targets)
