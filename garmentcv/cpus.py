@@ -40,3 +40,21 @@ def available_cpus(cgroup_cpu_max: Path = CGROUP_CPU_MAX) -> int:
         count = os.cpu_count() or 1
     quota = _quota_cpus(cgroup_cpu_max)
     return max(1, min(count, quota) if quota else count)
+
+
+def cpu_info(path: Path = Path("/proc/cpuinfo")) -> tuple[str, frozenset[str]]:
+    """``(model name, ISA flags)`` of the first CPU listed in ``path`` (Linux's ``/proc/cpuinfo``).
+
+    Both are empty when unknown: no such file (not Linux) or a format without ``model name``/``flags`` (ARM's).
+    The one parser behind the INT8 facts of gcv-export, the runtime choice and the ``--amp`` rule.
+    """
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return "", frozenset()
+    fields: dict[str, str] = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        if sep and key.strip() in ("model name", "flags"):
+            fields.setdefault(key.strip(), value.strip())
+    return fields.get("model name", ""), frozenset(fields.get("flags", "").split())

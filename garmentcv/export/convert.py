@@ -32,6 +32,7 @@ from onnxruntime.transformers.float16 import convert_float_to_float16
 from onnxruntime.transformers.onnx_model import OnnxModel
 from torch import nn
 
+from garmentcv import cpus
 from garmentcv.artifact import INPUT_NAME, INT8_ACTIVATIONS, OUTPUT_NAME, ModelInfo
 from garmentcv.errors import ExportError, GarmentCVError
 
@@ -127,17 +128,8 @@ def cpu_facts(cpuinfo: Path = Path("/proc/cpuinfo")) -> tuple[str, tuple[str, ..
 
     Both are empty when unknown (no such file, or a format without ``model name``/``flags`` such as ARM's).
     """
-    try:
-        text = cpuinfo.read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return "", ()
-    fields: dict[str, str] = {}
-    for line in text.splitlines():
-        key, sep, value = line.partition(":")
-        if sep and key.strip() in ("model name", "flags"):
-            fields.setdefault(key.strip(), value.strip())
-    flags = set(fields.get("flags", "").split())
-    return fields.get("model name", ""), tuple(f for f in CPU_FLAGS if f in flags)
+    model, flags = cpus.cpu_info(cpuinfo)
+    return model, tuple(f for f in CPU_FLAGS if f in flags)
 
 
 def has_vnni(flags: Iterable[str]) -> bool:

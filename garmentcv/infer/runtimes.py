@@ -43,6 +43,7 @@ from typing import Protocol
 
 import numpy as np
 
+from garmentcv import cpus as _cpus
 from garmentcv.artifact import ModelInfo
 from garmentcv.errors import GarmentCVError
 from garmentcv.installs import installed_version
@@ -103,15 +104,7 @@ class RuntimeChoice:
 
 def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> frozenset[str]:
     """All ISA flags of the first CPU in ``cpuinfo`` (empty when unknown, e.g. not Linux)."""
-    try:
-        text = cpuinfo.read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return frozenset()
-    for line in text.splitlines():
-        key, sep, value = line.partition(":")
-        if sep and key.strip() == "flags":
-            return frozenset(value.split())
-    return frozenset()
+    return _cpus.cpu_info(cpuinfo)[1]
 
 
 def effective_flags(flags: Iterable[str], max_isa: str | None) -> frozenset[str]:

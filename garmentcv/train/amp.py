@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from garmentcv.cpus import cpu_info
 from garmentcv.errors import GarmentCVError
 
 logger = logging.getLogger(__name__)
@@ -92,18 +93,7 @@ def cpu_features(cpuinfo: Path = Path("/proc/cpuinfo"), environ: Mapping[str, st
     A missing or unreadable ``cpuinfo`` (not Linux) gives no features: ``auto`` then trains in FP32.
     """
     env = os.environ if environ is None else environ
-    model, flags = "", set()
-    try:
-        text = cpuinfo.read_text(errors="replace")
-    except OSError:
-        text = ""
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        key = key.strip()
-        if key == "model name" and not model:
-            model = value.strip()
-        elif key == "flags" and not flags:
-            flags = set(value.split())
+    model, flags = cpu_info(cpuinfo)
     limit = next((env[name] for name in ISA_ENV if env.get(name)), "")
     return CpuFeatures(model, "avx512_bf16" in flags, "amx_bf16" in flags, limit)
 
