@@ -40,8 +40,8 @@ class Split:
     Attributes:
         train: training samples.
         val: validation samples.
-        no_val_classes: classes with a single image, kept for training: they have no validation image, so
-            their validation figures are absent (see :class:`garmentcv.metrics.ClassificationMetrics`).
+        no_val_classes: classes without a validation image (a single image, kept for training; or absent from
+            ``--val-data``), so their validation figures are absent (see :class:`garmentcv.metrics.ClassificationMetrics`).
     """
 
     train: tuple[Sample, ...]
