@@ -9,13 +9,16 @@ of the learning rate (``--backbone-lr-factor 0.1``), for 20, 100 and 1,000 train
 Every run uses the default recipe (AdamW, lr 0.01 x0.8 per epoch) through :func:`garmentcv.train.loop.train`,
 the same fixed validation set (``--val-data``, 200 images per class, disjoint from every training subset; the
 subsets are nested: the 20 are among the 100, the 100 among the 1,000) and, per epoch, the same test images
-(from Fashion-MNIST's test file, never trained or validated on). Seeds are fixed; on one machine the figures repeat.
+(from Fashion-MNIST's test file, never trained or validated on).
+
+Seeds are fixed, but the figures change with the number of torch threads (float sums in another order; README
+shows by how much).
 
 Writes into OUT: ``data/`` (the images, reused when present), ``runs/`` (every gcv-train run folder, replaced), ``results.csv`` (one row per arch,
 training images per class, init and epoch: validation and test top-1 accuracy), ``summary.md`` (the table README
 shows) and ``transfer.png`` (accuracy per epoch). Usage::
 
-    python scripts/transfer_experiment.py --out experiments/transfer        # 55.6 min measured on a loaded 2-core machine
+    python scripts/transfer_experiment.py --out experiments/transfer        # 14.4 min on 2 quiet cores (Xeon)
 """
 
 from __future__ import annotations
