@@ -143,8 +143,9 @@ def _auto_choice(arch: str, size: int, cap: str) -> str:
 
 
 def _train_rows(data: Path, size: int, epochs: int, amps: tuple[str, ...], archs: tuple[str, ...], work: Path,
-                batch_size: int, purpose: str, val_fraction: float) -> list[dict[str, Any]]:  # fmt: skip
-    """gcv-train's library function once per ``amps`` value: training images/s and best validation accuracy."""
+                batch_size: int, purpose: str, val_fraction: float, weights: str = "none") -> list[dict[str, Any]]:  # fmt: skip
+    """gcv-train's library function once per ``amps`` value: training images/s and best validation accuracy.
+    ``weights`` is gcv-train's ``--weights`` (``none``: from scratch; a GarmentCV ``best.pt``: fine-tuned from it)."""
     from garmentcv.train import loop
     from garmentcv.train.config import TrainConfig
 
@@ -162,7 +163,7 @@ def _train_rows(data: Path, size: int, epochs: int, amps: tuple[str, ...], archs
 
             loop.train_one_epoch = counting
             try:
-                cfg = TrainConfig(data=data, out=work / f"{purpose}-{arch}-{size}-{amp}", archs=(arch,), weights="none",
+                cfg = TrainConfig(data=data, out=work / f"{purpose}-{arch}-{size}-{amp}", archs=(arch,), weights=weights,
                                   image_size=size, epochs=epochs, batch_size=batch_size, amp=amp, val_fraction=val_fraction)  # fmt: skip
                 result = loop.train(cfg, progress=False)
             finally:
@@ -171,7 +172,7 @@ def _train_rows(data: Path, size: int, epochs: int, amps: tuple[str, ...], archs
             chosen = json.loads((cfg.out / "config.json").read_text())["amp_chosen"][arch]
             last_s, last_n = timed[-1]  # the last epoch's rate: the first one also pays kernel set-up
             rows.append({
-                "section": "gcv-train", "purpose": purpose, "arch": arch, "size": size, "amp": amp,
+                "section": "gcv-train", "purpose": purpose, "arch": arch, "size": size, "amp": amp, "weights": weights,
                 "precision": chosen["dtype"] or "float32", "memory_format": "channels_last" if chosen["channels_last"] else "nchw",
                 "epochs": epochs, "batch": batch_size, "train_images": last_n,
                 "val_images": sum(arch_result.best["confusion_matrix"][0]) + sum(arch_result.best["confusion_matrix"][1]),
@@ -230,18 +231,19 @@ def _markdown(rows: list[dict[str, Any]], machine: dict[str, Any], command: str,
     train = [r for r in rows if r["section"] == "gcv-train"]
     if train:
         lines += [
-            "## gcv-train (library `train()`), Fashion-MNIST subset, from scratch",
+            "## gcv-train (library `train()`), Fashion-MNIST subset",
             "",
             "Training images/s is the last epoch's training pass (decoding and augmentation in the main process "
             "included, validation excluded; the first epoch also pays kernel set-up); accuracy is the best epoch's on "
-            "the validation split.",
+            "the validation split. `--weights none` trains from scratch; a checkpoint path fine-tunes its backbone.",
             "",
-            "| purpose | arch | px | --amp | ran as | epochs | train / val images | images/s | vs off | best val accuracy | vs off, points | per epoch |",
-            "|---|---|---:|---|---|---:|---|---:|---:|---:|---:|---|",
+            "| purpose | arch | px | --weights | --amp | ran as | epochs | train / val images | images/s | vs off | best val accuracy | vs off, points | per epoch |",
+            "|---|---|---:|---|---|---|---:|---|---:|---:|---:|---:|---|",
         ]
         for r in train:
             lines.append(
-                f"| {r['purpose']} | {r['arch']} | {r['size']} | {r['amp']} | {r['precision']} {r['memory_format']} | "
+                f"| {r['purpose']} | {r['arch']} | {r['size']} | {r.get('weights', 'none')} | {r['amp']} | "
+                f"{r['precision']} {r['memory_format']} | "
                 f"{r['epochs']} | {r['train_images']} / {r['val_images']} | {r['images_per_s']:.1f} | "
                 f"x{r.get('vs_off', 1.0):.2f} | {r['best_val_accuracy']:.4f} | {r.get('accuracy_minus_off_points', 0.0):+.2f} | "
                 f"{' '.join(f'{a:.4f}' for a in r['val_accuracy_by_epoch'])} |"
@@ -280,6 +282,9 @@ def _make_subset(per_class: int, work: Path) -> Path:
 @click.option("--e2e-size", type=click.IntRange(min=16), default=224, help="gcv-train speed runs: input side, px.")
 @click.option("--e2e-per-class", type=click.IntRange(min=0), default=0, help="gcv-train speed runs: Fashion-MNIST images per class, half of them for validation (0: skip).")
 @click.option("--e2e-epochs", type=click.IntRange(min=1), default=2, help="gcv-train speed runs: epochs.")
+@click.option("--e2e-weights", default="none",
+              help="gcv-train speed runs: --weights (none: from scratch, which does not learn at 224 px in 2 epochs; a "
+                   "GarmentCV best.pt, e.g. the transfer experiment's pretrained backbone, so accuracy can be compared).")
 @click.option("--e2e-amps", default="off,bf16", help="gcv-train speed runs: --amp values, comma-separated (off first).")
 @click.option("--acc-per-class", type=click.IntRange(min=0), default=0, help="gcv-train accuracy runs at 32 px: images per class (0: skip).")
 @click.option("--acc-epochs", type=click.IntRange(min=1), default=3, help="gcv-train accuracy runs: epochs.")
@@ -291,7 +296,7 @@ def _make_subset(per_class: int, work: Path) -> Path:
               help="Measure nothing: rewrite NAME.md/.csv from this NAME.json with the current rule's picks.")
 @click.option("--worker", default=None, hidden=True)
 def main(archs: str, sizes: str, batch_size: int, warmup: int, repeats: int, min_sample_s: float, isas: str,
-         steps: bool, e2e_size: int, e2e_per_class: int, e2e_epochs: int, e2e_amps: str, acc_per_class: int,
+         steps: bool, e2e_size: int, e2e_per_class: int, e2e_epochs: int, e2e_weights: str, e2e_amps: str, acc_per_class: int,
          acc_epochs: int, acc_archs: str, acc_amps: str, name: str, out: Path, rerender: Path | None, worker: str | None) -> None:  # fmt: skip
     """Training images/s, FP32 against bf16 autocast (and channels_last), and gcv-train's accuracy with each."""
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s: %(message)s", stream=sys.stderr)
@@ -321,7 +326,7 @@ def main(archs: str, sizes: str, batch_size: int, warmup: int, repeats: int, min
         if e2e_per_class:
             data = _make_subset(e2e_per_class, work)
             rows += _train_rows(data, e2e_size, e2e_epochs, tuple(e2e_amps.split(",")), ("resnet18",), work, batch_size,
-                                "speed", 0.5)  # fmt: skip
+                                "speed", 0.5, e2e_weights)  # fmt: skip
         if acc_per_class:
             data = _make_subset(acc_per_class, work)
             rows += _train_rows(data, 32, acc_epochs, tuple(acc_amps.split(",")), tuple(acc_archs.split(",")), work, batch_size,

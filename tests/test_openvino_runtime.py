@@ -337,32 +337,48 @@ def test_export_records_the_bf16_gate(tmp_path: Path) -> None:
     assert "--bf16-check [auto|off]" in CliRunner().invoke(export_main, ["--help"]).output
 
 
-def test_benchmark_report_gives_ratios_and_bounds_per_condition() -> None:
-    from benchmarks.openvino_rows import report
+def test_benchmark_report_judges_the_targets_with_ratios_and_bounds_per_condition() -> None:
+    from benchmarks.openvino_rows import report, targets
 
     machine = {"cpu_model": "Xeon", "logical_cpus": 2, "isa": ["avx512_bf16", "amx_bf16"], "load_avg": [0.1, 0.2, 0.3]}
+
+    def e2e(file: str, runtime: str, used: str, precision: str, rate: float) -> dict:
+        return {"file": file, "runtime": runtime, "used": used, "inference_precision": precision, "images_per_s": rate,
+                "rates": [rate]}
+
+    def model(file: str, runtime: str, precision: str, rate: float, kernels: list[str]) -> dict:
+        return {"file": file, "runtime": runtime, "precision": precision, "images_per_s": rate, "rounds": [rate],
+                "kernels": kernels}
+
     condition = {
         "mask": "AVX512_CORE_BF16", "machine": machine, "effective_flags": ["avx512_bf16"], "arch": "resnet18",
-        "size": 224, "files": 200, "decode_images_per_s": 300.0, "bf16_gates": {"fp32": {"passed": True}, "int8": None},
-        "model_only": [
-            {"file": "fp32", "runtime": "onnxruntime", "precision": "fp32", "images_per_s": 80.0, "rounds": [80.0], "kernels": []},
-            {"file": "fp32", "runtime": "openvino", "precision": "bf16", "images_per_s": 40.0, "rounds": [40.0],
-             "kernels": ["brgconv_avx512_bf16"]},
-        ],
-        "end_to_end": [
-            {"file": "fp32", "runtime": "onnxruntime", "used": "onnxruntime", "inference_precision": "fp32",
-             "images_per_s": 60.0, "rates": [60.0]},
-            {"file": "fp32", "runtime": "openvino", "used": "openvino", "inference_precision": "bf16",
-             "images_per_s": 30.0, "rates": [30.0]},
-        ],
+        "size": 224, "files": 200, "input_format": "uint8-nhwc", "decode_images_per_s": {"fp32": 300.0, "int8": 400.0},
+        "original_way": [10.0, 12.0, 11.0], "bf16_gates": {"fp32": {"passed": True}, "int8": None},
+        "model_only": [model("fp32", "onnxruntime", "fp32", 80.0, []),
+                       model("fp32", "openvino", "bf16", 40.0, ["brgconv_avx512_bf16"]),
+                       model("int8", "onnxruntime", "int8", 200.0, []),
+                       model("int8", "openvino", "f32", 240.0, ["brgconv_avx512_I8"])],
+        "end_to_end": [e2e("fp32", "onnxruntime", "onnxruntime", "fp32", 60.0), e2e("fp32", "auto", "onnxruntime", "fp32", 59.0),
+                       e2e("int8", "onnxruntime", "onnxruntime", "int8", 120.0), e2e("int8", "auto", "openvino", "f32", 126.0)],
     }  # fmt: skip
     lines = report([condition]).splitlines()
     assert "## ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16" in lines
     assert "| fp32 | openvino | bf16 | 40.0 | 0.50 | [40.0] | brgconv_avx512_bf16 |" in lines
-    # bound = 1 / (1/80 + 1/300) = 63.2; 60 is 95% of it
-    assert "| fp32 | onnxruntime | onnxruntime | fp32 | 60.0 | 1.00 | 63.2 | 95% | [60.0] |" in lines
-    assert "| fp32 | openvino | openvino | bf16 | 30.0 | 0.50 | 35.3 | 85% | [30.0] |" in lines
+    # bounds: fp32 1 / (1/80 + 1/300) = 63.2, int8 on OpenVINO f32 1 / (1/240 + 1/400) = 150; original way median 11
+    assert "| fp32 | onnxruntime | onnxruntime | fp32 | 60.0 | 1.00 | 5.45x | 63.2 | 95% | [60.0] |" in lines
+    assert "| int8 | auto | openvino | f32 | 126.0 | 1.05 | 11.45x | 150.0 | 84% | [126.0] |" in lines
+    # without AMX: INT8 >= 5.5x the original way; FP32 at least onnxruntime's (3% noise)
+    assert "| INT8 file, --runtime auto >= 5.5x the original way end to end | 11.45x (126.0 vs 11.0 images/s; ran on openvino f32) | met |" in lines
+    assert "| INT8 file, --runtime auto >= 85% of its shared-core bound | 84% (126.0 of 150.0 images/s; decode only 400.0) | **missed** |" in lines
+    assert "| INT8 file, --runtime auto never slower than onnxruntime (3% noise allowed) | 1.05x (126.0 vs 120.0 images/s) | met |" in lines
+    assert "| FP32 file, --runtime auto at least onnxruntime's 5.45x the original way | 5.36x (59.0 vs 11.0 images/s) | met |" in lines
+    assert "| FP32 file, --runtime auto >= 85% of its shared-core bound | 93% (59.0 of 63.2 images/s; decode only 300.0) | met |" in lines
     assert "bf16 gates of the two files at export: fp32: passed, int8: not run." in lines
+    # with AMX the bars are 8x (INT8) and 5x (FP32)
+    judged = {t: ok for t, _, ok in targets({**condition, "mask": "", "effective_flags": ["amx_bf16", "amx_int8"]})}
+    assert judged["INT8 file, --runtime auto >= 8.0x the original way end to end"] is True
+    assert judged["FP32 file, --runtime auto >= 5.0x the original way end to end"] is True  # 59 / 11 = 5.36x
+    assert sum(not ok for ok in judged.values()) == 1  # only the INT8 share of its bound
 
 
 def test_resume_never_mixes_rows_of_two_runtimes(onnx_model: Path, tmp_path: Path) -> None:

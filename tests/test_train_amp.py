@@ -181,3 +181,17 @@ def test_resume_with_another_amp_is_refused(make_lamoda, tmp_path: Path) -> None
     again = TrainConfig(data=data, out=tmp_path / "run", amp="bf16", resume=True, **TINY)
     with pytest.raises(GarmentCVError, match=r"amp: 'off' -> 'bf16'"):
         loop.train(again, progress=False)
+
+
+def test_benchmark_table_says_which_weights_each_gcv_train_row_started_from() -> None:
+    from benchmarks.train_amp import _markdown
+
+    machine = {"cpu_model": "Xeon", "logical_cpus": 2, "isa": ["amx_bf16"], "versions": {"torch": "2.14.1"},
+               "load_avg": [0.1, 0.1, 0.1]}  # fmt: skip
+    row = {"section": "gcv-train", "purpose": "speed", "arch": "resnet18", "size": 224, "amp": "bf16",
+           "weights": "pre/resnet18/best.pt", "precision": "bfloat16", "memory_format": "channels_last", "epochs": 2,
+           "train_images": 1000, "val_images": 1000, "images_per_s": 45.25, "vs_off": 2.5, "best_val_accuracy": 0.981,
+           "accuracy_minus_off_points": -0.2, "val_accuracy_by_epoch": [0.97, 0.981]}  # fmt: skip
+    lines = _markdown([row], machine, "python -m benchmarks.train_amp", (0.2, 0.1, 0.1)).splitlines()
+    assert ("| speed | resnet18 | 224 | pre/resnet18/best.pt | bf16 | bfloat16 channels_last | 2 | 1000 / 1000 | 45.2 | "
+            "x2.50 | 0.9810 | -0.20 | 0.9700 0.9810 |") in lines
