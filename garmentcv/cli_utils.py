@@ -44,8 +44,11 @@ def setup_logging(quiet: bool = False, verbose: bool = False) -> None:
 
 
 def plural(count: int, noun: str) -> str:
-    """``"1 error"``, ``"2 errors"``: ``count`` and ``noun`` with an ``s`` unless ``count`` is 1."""
-    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+    """``"1 error"``, ``"2 errors"``, ``"3 classes"``: ``count`` and ``noun``, made plural (``-es`` after
+    ``s``, ``x``, ``z`` or ``sh``, else ``-s``; ``epoch`` -> ``epochs``) unless ``count`` is 1."""
+    if count == 1:
+        return f"{count} {noun}"
+    return f"{count} {noun}es" if noun.endswith(("s", "x", "z", "sh")) else f"{count} {noun}s"
 
 
 def handle_errors(func: F) -> F:

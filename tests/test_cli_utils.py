@@ -76,6 +76,8 @@ def test_every_command_has_debug_and_documents_exit_codes() -> None:
 def test_plural() -> None:
     assert plural(1, "error") == "1 error"
     assert plural(0, "error") == "0 errors"
+    assert plural(3, "class") == "3 classes"  # was "3 classs" in gcv-classify's --topk message
+    assert plural(2, "box") == "2 boxes" and plural(1, "class") == "1 class"
     assert plural(2, "epoch") == "2 epochs"
     assert plural(1, "image file") == "1 image file"
 
