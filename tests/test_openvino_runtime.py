@@ -417,3 +417,65 @@ def test_auto_falls_back_with_a_warning_when_openvino_cannot_compile(onnx_model:
     assert f"OpenVINO cannot run {passed}, using onnxruntime: OpenVINO 2026.4.1 cannot compile" in caplog.text
     with pytest.raises(RuntimeUnavailableError, match="No suitable implementations"):  # asked for: never a fallback
         runtimes.open_runtime(passed, "openvino", "cpu")
+
+
+def test_decoding_starts_while_the_model_is_still_opening(onnx_model: Path, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    from garmentcv.infer import pipeline
+    from garmentcv.infer.classify import ClassifyConfig, classify_folder
+
+    folder = tmp_path / "imgs"
+    for i in range(5):
+        write_image(folder / f"{i}.png", seed=i)
+    decoding = threading.Event()
+    real_load, real_open = pipeline._load_into, runtimes.open_planned
+    overlapped: list[bool] = []
+
+    def load(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        decoding.set()
+        return real_load(*args, **kwargs)
+
+    def slow_open(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        overlapped.append(decoding.wait(timeout=10))  # opened one after the other, this waits the whole 10 s
+        return real_open(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "_load_into", load)
+    monkeypatch.setattr(runtimes, "open_planned", slow_open)
+    cfg = ClassifyConfig(folder=folder, out=tmp_path / "o.csv", model=onnx_model, provider="cpu", runtime="onnxruntime",
+                         batch_size=2, progress=False)
+    summary = classify_folder(cfg)
+    assert overlapped == [True]
+    assert (summary.files, summary.runtime) == (5, "onnxruntime")
+    with open(tmp_path / "o.csv", newline="") as handle:
+        assert [r["path"] for r in csv.DictReader(handle)] == [f"{i}.png" for i in range(5)]
+
+
+def test_a_fallback_after_opening_in_the_background_labels_and_resumes_its_rows(
+        onnx_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from garmentcv.infer import openvino_runtime
+    from garmentcv.infer.classify import ClassifyConfig, classify_folder
+
+    folder = tmp_path / "imgs"
+    for i in range(4):
+        write_image(folder / f"{i}.png", seed=i)
+    passed = _with_gate(onnx_model, tmp_path / "passed.onnx", True)
+    monkeypatch.setattr(runtimes, "this_cpu_flags", lambda: AMX)  # the plan: OpenVINO bf16
+    assert runtimes.plan_runtime(passed, "auto", "cpu").rows_runtime == ("openvino", "bf16")
+
+    def fails(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        raise RuntimeUnavailableError("OpenVINO cannot compile (No suitable implementations)")
+
+    def stop(rows: int) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(openvino_runtime, "open_openvino", fails)
+    cfg = ClassifyConfig(folder=folder, out=tmp_path / "o.csv", model=passed, provider="cpu", runtime="auto",
+                         batch_size=2, progress=False)
+    with pytest.raises(KeyboardInterrupt):
+        classify_folder(cfg, on_batch=stop)
+    (segment,) = sorted((tmp_path / "o.csv.partial").glob("*"))
+    assert json.loads(segment.read_text().splitlines()[0])["runtime"] == ["onnxruntime", "fp32"]  # what ran
+    summary = classify_folder(dataclasses.replace(cfg, resume=True))
+    assert (summary.runtime, summary.inference_precision, summary.reused, summary.files) == ("onnxruntime", "fp32", 2, 4)

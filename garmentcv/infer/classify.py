@@ -29,6 +29,7 @@ with a warning (and refused when no segment matches).
 from __future__ import annotations
 
 import heapq
+import itertools
 import json
 import logging
 import sys
@@ -49,7 +50,7 @@ from garmentcv.fsutil import check_writable_output, sha256_of
 from garmentcv.infer.model_file import DEFAULT_MODEL_PATH
 from garmentcv.infer.pipeline import Prediction, predict_batches, split_cpus
 from garmentcv.infer.rows import OutputFormat, Row, needs_review, require_pyarrow, sort_key, write_output
-from garmentcv.infer.runtimes import open_runtime
+from garmentcv.infer.runtimes import Model, OpeningModel, open_planned, plan_runtime
 from garmentcv.infer.sources import File, Source, open_source
 
 logger = logging.getLogger(__name__)
@@ -364,6 +365,20 @@ class ClassifyRun:
         self.examples: list[str] = []
         self.segment: Path | None = None
 
+    def ran_on(self, runtime: tuple[str, str]) -> None:
+        """Record the runtime that computed the rows, when it is not the planned one (``auto`` fell back to
+        onnxruntime after OpenVINO failed to compile the file); only before :meth:`save` and without reused rows.
+
+        Raises:
+            RuntimeError: called too late, or on a run reusing rows of another runtime (a bug in the engine).
+        """
+        if runtime == self.runtime:
+            return
+        if self.segment is not None or self.reuse is not None:
+            raise RuntimeError(f"rows of {self.runtime} cannot become rows of {runtime} after saving or reusing rows")
+        self.runtime = runtime
+        self.header["runtime"] = list(runtime)  # the same dict as the partial results' header
+
     def items(self) -> Iterator[tuple[File | None, Row]]:
         """``(file, {"path", "size", "mtime_ns"})`` to classify, or ``(None, row)`` for a reusable row, in row order.
 
@@ -479,12 +494,19 @@ def classify_folder(cfg: ClassifyConfig, on_batch: Callable[[int], None] | None 
     start = time.perf_counter()
     source = open_checked_source(cfg)
     threads, workers = split_cpus(cfg.threads, cfg.workers)
-    model = open_runtime(cfg.model, cfg.runtime, cfg.provider, threads)
-    run = ClassifyRun(cfg, source, model.info, (model.runtime, model.inference_precision))
+    plan = plan_runtime(cfg.model, cfg.runtime, cfg.provider)
+    model: Model
+    if cfg.resume:  # partial results are matched against the runtime that really runs (auto may fall back)
+        model = open_planned(plan, threads)
+    else:  # the first batches decode while the model opens (see OpeningModel)
+        model = OpeningModel(plan, threads, warmup_batch=cfg.batch_size)
+    run = ClassifyRun(cfg, source, plan.info, (model.runtime, model.inference_precision) if cfg.resume else plan.rows_runtime)
     bar = tqdm(desc="classify", unit="img", file=sys.stderr, disable=None if cfg.progress else True, dynamic_ncols=True)
     try:
         batches = predict_batches(model, run.items(), cfg.batch_size, workers, temperature=run.temperature)
-        run.save(batches, on_batch, progress=bar.update)
+        first = next(batches, None)  # the model is open after the first batch: errors opening it come before any output
+        run.ran_on((model.runtime, model.inference_precision))
+        run.save(itertools.chain([] if first is None else [first], batches), on_batch, progress=bar.update)
     finally:
         bar.close()
     return run.finish(start, model.provider, threads, workers)

@@ -121,7 +121,8 @@ def predict_batches(
     probabilities do not depend on the batch it falls in.
 
     Args:
-        model: an open model of either runtime (:func:`garmentcv.infer.runtimes.open_runtime`).
+        model: an open model of either runtime (:func:`garmentcv.infer.runtimes.open_runtime`), or one still
+            opening (:class:`garmentcv.infer.runtimes.OpeningModel`: decoding starts at once, the first batch waits).
         items: ``(path or None, item)`` pairs, consumed lazily; a path is a local file or an object
             (:class:`garmentcv.infer.sources.RemoteFile`).
         batch_size: items per yielded list, images and pass-throughs together, so that a long run of

@@ -5,23 +5,24 @@ function of the file's precision, its bf16 gate (:class:`garmentcv.artifact.Redu
 ISA flags and what is installed. The rule follows measurements of resnet18 at 224 px, batch 32, 2 threads, on
 the 2-core Intel Xeon with AMX (``amx_bf16``, ``amx_int8``) and on the same CPU with oneDNN held below AMX
 (``ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16``: AVX-512 with VNNI and BF16 instructions, like an AMD EPYC Zen 4),
-model only, images/s and the ratio to onnxruntime on the same file (``python -m benchmarks.openvino_rows``, benchmarks/RESULTS.md "OpenVINO"; a busy machine, so
-the ratios, measured in interleaved rounds, are the figures to read), beside the issue's quiet-machine figures:
+model only, images/s and the ratio to onnxruntime on the same file (``python -m benchmarks.openvino_rows``,
+benchmarks/RESULTS.md "OpenVINO"; a quiet machine, gcv-export's uint8-input files, a batch of real photos,
+medians of 3 interleaved rounds), beside the issue's figures:
 
 =========================================  ==================  ==================  ===============
 file, runtime, inference precision          with AMX            AMX masked          issue (AMX/mask)
 =========================================  ==================  ==================  ===============
-FP32, onnxruntime                           17.7 (1.00)         42.4 (1.00)         78 / 79
-FP32, OpenVINO, f32                         23.3 (1.31)         44.2 (1.04)         75 / 78
-FP32, OpenVINO, bf16                        131.1 (7.39)        29.9 (0.71)         373 / 53
-INT8, onnxruntime                           75.9 (1.00)         124.5 (1.00)        199 / 204
-INT8, OpenVINO, f32 (float parts)           215.3 (2.84)        157.3 (1.26)
-INT8, OpenVINO, bf16 (float parts)          290.0 (3.82)        157.5 (1.27)        614 / 278
+FP32, onnxruntime                           85.8 (1.00)         85.6 (1.00)         78 / 79
+FP32, OpenVINO, f32                         86.3 (1.01)         86.1 (1.01)         75 / 78
+FP32, OpenVINO, bf16                        505.7 (5.89)        57.3 (0.67)         373 / 53
+INT8, onnxruntime                           215.1 (1.00)        215.0 (1.00)        199 / 204
+INT8, OpenVINO, f32 (float parts)           655.9 (3.05)        309.6 (1.44)
+INT8, OpenVINO, bf16 (float parts)          890.7 (4.14)        311.2 (1.45)        614 / 278
 =========================================  ==================  ==================  ===============
 
 Hence: bf16 only with AMX (``amx_bf16``) and only when the file's bf16 gate passed; OpenVINO for INT8 files on
-CPUs with 8-bit dot products (VNNI or AMX); onnxruntime otherwise (FP32 on OpenVINO at f32: 1.04x masked, within
-noise, and 0.96x in the issue's quiet run; FP16
+CPUs with 8-bit dot products (VNNI or AMX); onnxruntime otherwise (FP32 on OpenVINO at f32: 1.01x, within
+noise, and 0.96x in the issue's run; FP16
 files are made for CUDA; CPUs without VNNI were not measured). CUDA stays onnxruntime's CUDA provider.
 
 ``ONEDNN_MAX_CPU_ISA`` caps the instruction sets oneDNN uses, and OpenVINO's CPU plugin honours it (measured:
@@ -200,6 +201,92 @@ def choose_runtime(
     return RuntimeChoice("onnxruntime", None, f"a {file_precision.upper()} file on this CPU: onnxruntime")
 
 
+@dataclass(frozen=True)
+class RuntimePlan:
+    """What :func:`open_planned` will open, known before the (slow) session creation or compilation.
+
+    Attributes:
+        path: the GarmentCV ONNX file.
+        requested: the ``--runtime`` asked for (``auto`` may fall back to onnxruntime if OpenVINO cannot compile).
+        provider: onnxruntime's ``auto``, ``cpu`` or ``cuda``.
+        info: the file's metadata.
+        choice: :func:`choose_runtime`'s decision.
+        bf16_note: why the file's bf16 gate does not allow bf16 (empty when it does).
+    """
+
+    path: Path
+    requested: str
+    provider: str
+    info: ModelInfo
+    choice: RuntimeChoice
+    bf16_note: str = ""
+
+    @property
+    def rows_runtime(self) -> tuple[str, str]:
+        """``(runtime, inference precision)`` the rows will be computed in unless ``auto`` falls back."""
+        return self.choice.runtime, self.choice.inference_precision or self.info.precision
+
+
+def plan_runtime(path: Path, runtime: str = "auto", provider: str = "auto") -> RuntimePlan:
+    """Read ``path``'s metadata and choose its runtime (:func:`choose_runtime`); nothing is compiled yet.
+
+    Raises:
+        ValueError: an unknown ``runtime``.
+        ModelFileNotFoundError, ModelFileError: as :func:`garmentcv.infer.model_file.read_model_info`.
+        RuntimeUnavailableError: see :func:`choose_runtime`.
+    """
+    from garmentcv.infer.model_file import read_model_info
+
+    if runtime not in RUNTIMES:
+        raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
+    if runtime == "openvino":  # refused before any work when OpenVINO is missing or CUDA is asked for too
+        choose_runtime(runtime, "fp32", (), openvino_installed(), False, cuda=provider == "cuda")
+    info = read_model_info(Path(path))
+    allowed, note = bf16_allowed(info)
+    choice = choose_runtime(runtime, info.precision, this_cpu_flags(), openvino_installed(), allowed,
+                            cuda=provider == "cuda" or (provider == runtime == "auto" and _onnxruntime_offers_cuda()))
+    return RuntimePlan(Path(path), runtime, provider, info, choice, "" if allowed else note)
+
+
+def open_planned(plan: RuntimePlan, threads: int | None = None) -> Model:
+    """Open ``plan``'s file on its runtime (for OpenVINO: compile it) and log the choice.
+
+    Args:
+        plan: from :func:`plan_runtime`.
+        threads: CPU threads of the runtime; ``None``: every available CPU.
+
+    Raises:
+        ModelFileError, ProviderError: as :func:`garmentcv.infer.session.open_model`.
+        RuntimeUnavailableError: OpenVINO asked for but failing to compile the file (under ``auto`` the file
+            runs on onnxruntime instead, with a warning giving the cause).
+    """
+    path, info, choice = plan.path, plan.info, plan.choice
+    if choice.runtime == "openvino":
+        from garmentcv.infer.openvino_runtime import open_openvino
+
+        try:
+            model = open_openvino(path, info, choice.inference_precision or "f32", threads)
+        except RuntimeUnavailableError as exc:
+            if plan.requested != "auto":
+                raise
+            # auto, like --provider auto for CUDA: say why, then run the file where it runs (measured: OpenVINO
+            # 2026.4 compiles no S8S8 QOperator INT8 file, "No suitable implementations")
+            logger.warning("OpenVINO cannot run %s, using onnxruntime: %s", path, exc)
+            choice = RuntimeChoice("onnxruntime", None, f"OpenVINO failed: {exc}")
+    if choice.runtime == "onnxruntime":
+        from garmentcv.infer.session import open_model
+
+        onnx_model = open_model(path, plan.provider, threads)
+        logger.info("runtime onnxruntime %s on %s, %s file (%s)", _version("onnxruntime"), onnx_model.device,
+                    info.precision, choice.reason)
+        return onnx_model
+    if model.inference_precision != "bf16" and info.precision == "fp32":
+        logger.info("OpenVINO runs %s at f32: %s", path, plan.bf16_note or "this CPU has no usable AMX")
+    logger.info("runtime openvino %s on CPU, %s file, inference precision %s (%s)", _version(OPENVINO_DIST),
+                info.precision, model.inference_precision, choice.reason)
+    return model
+
+
 def open_runtime(path: Path, runtime: str = "auto", provider: str = "auto", threads: int | None = None) -> Model:
     """Open ``path`` on the runtime :func:`choose_runtime` picks (or the one asked for) and log the choice.
 
@@ -215,42 +302,64 @@ def open_runtime(path: Path, runtime: str = "auto", provider: str = "auto", thre
         ModelFileNotFoundError, ModelFileError, ProviderError: as :func:`garmentcv.infer.session.open_model`.
         RuntimeUnavailableError: see :func:`choose_runtime`; OpenVINO installed but failing to compile the file.
     """
-    from garmentcv.infer.model_file import (
-        read_model_info,  # onnxruntime reads the metadata in any case
-    )
+    return open_planned(plan_runtime(path, runtime, provider), threads)
 
-    if runtime not in RUNTIMES:
-        raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
-    if runtime == "openvino":  # refused before any work when OpenVINO is missing or CUDA is asked for too
-        choose_runtime(runtime, "fp32", (), openvino_installed(), False, cuda=provider == "cuda")
-    info = read_model_info(Path(path))
-    allowed, note = bf16_allowed(info)
-    choice = choose_runtime(runtime, info.precision, this_cpu_flags(), openvino_installed(), allowed,
-                            cuda=provider == "cuda" or (provider == runtime == "auto" and _onnxruntime_offers_cuda()))
-    if choice.runtime == "openvino":
-        from garmentcv.infer.openvino_runtime import open_openvino
 
-        try:
-            model = open_openvino(Path(path), info, choice.inference_precision or "f32", threads)
-        except RuntimeUnavailableError as exc:
-            if runtime != "auto":
-                raise
-            # auto, like --provider auto for CUDA: say why, then run the file where it runs (measured: OpenVINO
-            # 2026.4 compiles no S8S8 QOperator INT8 file, "No suitable implementations")
-            logger.warning("OpenVINO cannot run %s, using onnxruntime: %s", path, exc)
-            choice = RuntimeChoice("onnxruntime", None, f"OpenVINO failed: {exc}")
-    if choice.runtime == "onnxruntime":
-        from garmentcv.infer.session import open_model
+class OpeningModel:
+    """A :class:`Model` being opened in a background thread, so that decoding starts while it compiles.
 
-        onnx_model = open_model(path, provider, threads)
-        logger.info("runtime onnxruntime %s on %s, %s file (%s)", _version("onnxruntime"), onnx_model.device,
-                    info.precision, choice.reason)
-        return onnx_model
-    if model.inference_precision != "bf16" and info.precision == "fp32":
-        logger.info("OpenVINO runs %s at f32: %s", path, note if not allowed else "this CPU has no usable AMX")
-    logger.info("runtime openvino %s on CPU, %s file, inference precision %s (%s)", _version(OPENVINO_DIST),
-                info.precision, model.inference_precision, choice.reason)
-    return model
+    :attr:`info` is there at once (the file's metadata); :meth:`logits` and the runtime's attributes wait for the
+    opening and raise what it raised. After opening, one batch of zeros (``warmup_batch`` images, the run's batch
+    size) goes through the model, still in the background: OpenVINO and onnxruntime set up their kernels for a
+    shape on its first run. Measured on a quiet 2-core Xeon with AMX (resnet18 224 px INT8, 200 photos): opening
+    took 0.15 s and the first batch 110 ms against 36-75 ms later, about a third of the whole run before decoding
+    and opening overlapped.
+    """
+
+    def __init__(self, plan: RuntimePlan, threads: int | None = None, warmup_batch: int = 0) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.plan = plan
+        self.path = plan.path
+        self.info = plan.info
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gcv-open")
+        self._future = pool.submit(self._open, plan, threads, warmup_batch)
+        pool.shutdown(wait=False)  # the thread ends with the opening; nothing else is ever submitted
+
+    @staticmethod
+    def _open(plan: RuntimePlan, threads: int | None, warmup_batch: int) -> Model:
+        model = open_planned(plan, threads)
+        if warmup_batch > 0:
+            model.logits(np.zeros(plan.info.input_shape(warmup_batch), dtype=plan.info.input_dtype))
+        return model
+
+    def result(self) -> Model:
+        """The open model, once opened (waits).
+
+        Raises:
+            Whatever :func:`open_planned` raised.
+        """
+        return self._future.result()
+
+    @property
+    def provider(self) -> str:
+        return self.result().provider
+
+    @property
+    def runtime(self) -> str:
+        return self.result().runtime
+
+    @property
+    def device(self) -> str:
+        return self.result().device
+
+    @property
+    def inference_precision(self) -> str:
+        return self.result().inference_precision
+
+    def logits(self, batch: np.ndarray) -> np.ndarray:
+        """As :meth:`Model.logits`, after the opening."""
+        return self.result().logits(batch)
 
 
 def _onnxruntime_offers_cuda() -> bool:
