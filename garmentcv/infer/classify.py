@@ -499,7 +499,7 @@ def classify_folder(cfg: ClassifyConfig, on_batch: Callable[[int], None] | None 
     if cfg.resume:  # partial results are matched against the runtime that really runs (auto may fall back)
         model = open_planned(plan, threads)
     else:  # the first batches decode while the model opens (see OpeningModel)
-        model = OpeningModel(plan, threads, warmup_batch=cfg.batch_size)
+        model = OpeningModel(plan, threads)
     run = ClassifyRun(cfg, source, plan.info, (model.runtime, model.inference_precision) if cfg.resume else plan.rows_runtime)
     bar = tqdm(desc="classify", unit="img", file=sys.stderr, disable=None if cfg.progress else True, dynamic_ncols=True)
     try:
