@@ -12,16 +12,16 @@ medians of 3 interleaved rounds), beside the issue's figures:
 =========================================  ==================  ==================  ===============
 file, runtime, inference precision          with AMX            AMX masked          issue (AMX/mask)
 =========================================  ==================  ==================  ===============
-FP32, onnxruntime                           85.8 (1.00)         85.6 (1.00)         78 / 79
-FP32, OpenVINO, f32                         86.3 (1.01)         86.1 (1.01)         75 / 78
-FP32, OpenVINO, bf16                        505.7 (5.89)        57.3 (0.67)         373 / 53
-INT8, onnxruntime                           215.1 (1.00)        215.0 (1.00)        199 / 204
-INT8, OpenVINO, f32 (float parts)           655.9 (3.05)        309.6 (1.44)
-INT8, OpenVINO, bf16 (float parts)          890.7 (4.14)        311.2 (1.45)        614 / 278
+FP32, onnxruntime                           77.9 (1.00)         75.1 (1.00)         78 / 79
+FP32, OpenVINO, f32                         75.4 (0.97)         74.9 (1.00)         75 / 78
+FP32, OpenVINO, bf16                        435.8 (5.60)        50.5 (0.67)         373 / 53
+INT8, onnxruntime                           191.8 (1.00)        184.2 (1.00)        199 / 204
+INT8, OpenVINO, f32 (float parts)           766.5 (4.00)        268.8 (1.46)
+INT8, OpenVINO, bf16 (float parts)          766.6 (4.00)        272.6 (1.48)        614 / 278
 =========================================  ==================  ==================  ===============
 
 Hence: bf16 only with AMX (``amx_bf16``) and only when the file's bf16 gate passed; OpenVINO for INT8 files on
-CPUs with 8-bit dot products (VNNI or AMX); onnxruntime otherwise (FP32 on OpenVINO at f32: 1.01x, within
+CPUs with 8-bit dot products (VNNI or AMX); onnxruntime otherwise (FP32 on OpenVINO at f32: 0.97-1.00x, within
 noise, and 0.96x in the issue's run; FP16
 files are made for CUDA; CPUs without VNNI were not measured). CUDA stays onnxruntime's CUDA provider.
 
