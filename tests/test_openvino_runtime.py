@@ -479,3 +479,15 @@ def test_a_fallback_after_opening_in_the_background_labels_and_resumes_its_rows(
     assert json.loads(segment.read_text().splitlines()[0])["runtime"] == ["onnxruntime", "fp32"]  # what ran
     summary = classify_folder(dataclasses.replace(cfg, resume=True))
     assert (summary.runtime, summary.inference_precision, summary.reused, summary.files) == ("onnxruntime", "fp32", 2, 4)
+
+
+def test_opening_benchmark_reports_each_variant_against_opening_first() -> None:
+    from benchmarks.opening import report, variants
+
+    assert list(variants(32)) == ["in the background", "first", "in the background + warm-up batch"]
+    rows = [{"file": "int8", "runtime": "auto", "ran_on": "openvino bf16", "variant": v, "images_per_s": rate,
+             "rounds": [rate]} for v, rate in (("in the background", 290.0), ("first", 250.0),
+                                                ("in the background + warm-up batch", 270.0))]  # fmt: skip
+    lines = report(rows, "header").splitlines()
+    assert "| int8 | auto | openvino bf16 | in the background | 290.0 | 1.16 | [290.0] |" in lines
+    assert "| int8 | auto | openvino bf16 | in the background + warm-up batch | 270.0 | 1.08 | [270.0] |" in lines
