@@ -95,12 +95,17 @@ def test_a_preset_replaces_the_defaults_it_names_and_given_options_win(make_lamo
     data = make_lamoda(per_class=3)
     cfg = _captured_config(monkeypatch, [str(data), "--out", str(tmp_path / "a"), "--preset", "scratch"])
     assert cfg.preset == "scratch"
-    assert {name: getattr(cfg, name) for name in PRESETS["scratch"]} == PRESETS["scratch"] == {"epochs": 10}
+    # random init, as its name and its help say (without it, the ImageNet download of the default fails offline)
+    assert {name: getattr(cfg, name) for name in PRESETS["scratch"]} == PRESETS["scratch"] == {"epochs": 10,
+                                                                                                "weights": "none"}
     untouched = TrainConfig(data=data, out=tmp_path / "a")
     assert all(getattr(cfg, f.name) == getattr(untouched, f.name)
                for f in dataclasses.fields(TrainConfig) if f.name not in {*PRESETS["scratch"], "preset"})
     cfg = _captured_config(monkeypatch, [str(data), "--out", str(tmp_path / "b"), "--preset", "scratch", "--epochs", "2"])
     assert cfg.epochs == 2 and cfg.preset == "scratch"  # the given option wins over the preset's 10
+    cfg_weights = _captured_config(monkeypatch, [str(data), "--out", str(tmp_path / "c"), "--preset", "scratch",
+                                                 "--weights", "imagenet"])
+    assert (cfg_weights.weights, cfg_weights.epochs) == ("imagenet", 10)
     assert TrainConfig.with_preset("scratch", data=data, out=tmp_path, epochs=2) == dataclasses.replace(cfg, out=tmp_path)
 
 
