@@ -91,7 +91,8 @@ def report(rows: list[dict], header: str) -> str:
     """Markdown: one row per (file, runtime, variant) with the ratio to ``first`` in the same run."""
     first = {(r["file"], r["runtime"]): r["images_per_s"] for r in rows if r["variant"] == "first"}
     lines = ["# Opening the model while the first batches decode (issue 13, ask 5)", "", header, "",
-             "| file | --runtime | ran on | model opened | images/s | vs first | rounds |", "|---|---|---|---|---:|---:|---|"]
+             "| file | --runtime | ran on | model opened | images/s | vs first | rounds |",
+             "|---|---|---|---|---:|---:|---|"]
     for r in rows:
         lines.append(f"| {r['file']} | {r['runtime']} | {r['ran_on']} | {r['variant']} | {r['images_per_s']:.1f} | "
                      f"{r['images_per_s'] / first[(r['file'], r['runtime'])]:.2f} | {r['rounds']} |")
@@ -99,8 +100,10 @@ def report(rows: list[dict], header: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"), help="folder for opening.csv and opening.md")
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"),
+                        help="folder for opening.csv and opening.md")
     parser.add_argument("--arch", default="resnet18", help="registered arch (random init)")
     parser.add_argument("--size", type=int, default=224, help="input size, px")
     parser.add_argument("--files", type=int, default=200, help="photos in the folder (4 of 5 at 600x866)")

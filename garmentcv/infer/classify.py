@@ -500,7 +500,8 @@ def classify_folder(cfg: ClassifyConfig, on_batch: Callable[[int], None] | None 
         model = open_planned(plan, threads)
     else:  # the first batches decode while the model opens (see OpeningModel)
         model = OpeningModel(plan, threads)
-    run = ClassifyRun(cfg, source, plan.info, (model.runtime, model.inference_precision) if cfg.resume else plan.rows_runtime)
+    rows_runtime = (model.runtime, model.inference_precision) if cfg.resume else plan.rows_runtime
+    run = ClassifyRun(cfg, source, plan.info, rows_runtime)
     bar = tqdm(desc="classify", unit="img", file=sys.stderr, disable=None if cfg.progress else True, dynamic_ncols=True)
     try:
         batches = predict_batches(model, run.items(), cfg.batch_size, workers, temperature=run.temperature)

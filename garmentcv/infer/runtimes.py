@@ -192,7 +192,8 @@ def choose_runtime(
             return RuntimeChoice("openvino", bf16, why)
         return RuntimeChoice("onnxruntime", None, f"OpenVINO is not installed ({why}; {OPENVINO_INSTALL})")
     if file_precision == "fp32" and amx and bf16_passed:
-        why = "an FP32 file that passed its bf16 gate on a CPU with AMX: OpenVINO bf16 measured 5.6x onnxruntime at 224 px"
+        why = ("an FP32 file that passed its bf16 gate on a CPU with AMX: OpenVINO bf16 measured 5.6x onnxruntime at "
+               "224 px")
         if openvino:
             return RuntimeChoice("openvino", "bf16", why)
         return RuntimeChoice("onnxruntime", None, f"OpenVINO is not installed ({why}; {OPENVINO_INSTALL})")

@@ -61,5 +61,6 @@ def build_for_training(arch: str, num_classes: int, weights: str, progress: bool
     if wrong:
         raise WeightsError(f"{path}: its tensors do not fit {arch} ({', '.join(wrong[:3])}, ...); is the file damaged?")
     source = f"garmentcv:{path.name} ({arch}, classes {','.join(ckpt['classes'])})"
-    logger.info("random-init backbone of %s replaced by the one in %s; new head for %d classes", arch, path, num_classes)
+    logger.info("random-init backbone of %s replaced by the one in %s; new head for %d classes", arch, path,
+                num_classes)
     return BuiltModel(built.model, source)
