@@ -311,12 +311,11 @@ class OpeningModel:
     """A :class:`Model` being opened in a background thread, so that decoding starts while it compiles.
 
     :attr:`info` is there at once (the file's metadata); :meth:`logits` and the runtime's attributes wait for the
-    opening and raise what it raised. Measured on a quiet 2-core Xeon with AMX (resnet18 224 px, 200 photos,
-    uint8 files, ``classify_folder``, median of 3 interleaved rounds, images/s): opened first, then decoding,
-    against opened in the background: INT8 on OpenVINO 259 -> 290, FP32 on OpenVINO bf16 210 -> 213, onnxruntime
-    INT8 139 -> 143, FP32 64 -> 66. OpenVINO's compile takes 0.15 s and its first batch 110 ms against 36 ms
-    later. A warm-up batch of zeros after opening, also in the background, was measured too and lost 7-12% (it
-    takes the cores from decoding): the first real batch pays the kernels' set-up instead.
+    opening and raise what it raised. Measured with ``python -m benchmarks.opening`` (quiet 2-core Xeon with AMX,
+    resnet18 224 px, 200 photos, uint8 files, median of 3 interleaved rounds; benchmarks/results/opening.md), against
+    opening first: OpenVINO 1.13x (INT8) and 1.08x (FP32 in bf16), whose compile takes 0.10-0.17 s; onnxruntime
+    1.02x and 0.98x (within noise). A warm-up batch of zeros after opening, also in the background, was measured
+    too: 0.87x and 0.93x on onnxruntime (it takes the cores from decoding), no gain on OpenVINO, so it is not used.
     """
 
     def __init__(self, plan: RuntimePlan, threads: int | None = None) -> None:
