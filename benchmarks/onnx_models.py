@@ -162,3 +162,19 @@ def export_model(
                        calibration_data=calibration_data, calibration_images=calibration_images,
                        max_accuracy_drop=max_accuracy_drop, input_format=input_format)
     return export_checkpoint(cfg, progress=False).out
+
+
+def speed_files(arch: str, size: int, photos: Sequence[Path], work: Path, input_format: str = "float32-nchw",
+                precisions: Sequence[str] = ("fp32", "int8")) -> tuple[Path, dict[str, Path]]:
+    """A random-init ``arch`` checkpoint and its gcv-export files for speed figures (speed does not depend on the
+    weights), checked and calibrated on the first 16 of ``photos`` (:func:`labelled_photos`), no accuracy gate.
+
+    Returns:
+        ``(checkpoint, {precision: ONNX file})``, all in ``work``.
+    """
+    checkpoint = write_random_checkpoint(arch, size, work / "model.pt")
+    labelled = labelled_photos(work / "labelled", list(photos)[:16])
+    files = {p: export_model(checkpoint, p, work / f"model.{p}.onnx", val_data=labelled, calibration_data=labelled,
+                             max_accuracy_drop=100.0, input_format=input_format)
+             for p in precisions}  # fmt: skip
+    return checkpoint, files

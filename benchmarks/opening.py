@@ -113,12 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="gcv-opening-") as tmp:
         work = Path(tmp)
         folder = photos.write_photo_folder(work / "photos", args.files)
-        checkpoint = onnx_models.write_random_checkpoint(args.arch, args.size, work / "model.pt")
-        labelled = onnx_models.labelled_photos(work / "labelled", sorted(folder.path.glob("*.jpg"))[:16])
-        files = {p: onnx_models.export_model(checkpoint, p, work / f"model.{p}.onnx", val_data=labelled,
-                                             calibration_data=labelled, max_accuracy_drop=100.0,
-                                             input_format="uint8-nhwc")
-                 for p in ("fp32", "int8")}  # fmt: skip
+        _, files = onnx_models.speed_files(args.arch, args.size, sorted(folder.path.glob("*.jpg")), work,
+                                           input_format="uint8-nhwc")
         rows = measure(files, folder.path, work, args.batch, args.rounds)
     machine = machine_info()
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())

@@ -170,12 +170,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="gcv-ov-") as tmp:
         work = Path(tmp)
         folder = photos.write_photo_folder(work / "photos", args.files)
-        checkpoint = onnx_models.write_random_checkpoint(args.arch, args.size, work / "model.pt")
-        labelled = onnx_models.labelled_photos(work / "labelled", sorted(folder.path.glob("*.jpg"))[:16])
-        files = {p: onnx_models.export_model(checkpoint, p, work / f"model.{p}.onnx", val_data=labelled,
-                                             calibration_data=labelled, max_accuracy_drop=100.0,
-                                             input_format=args.input_format)
-                 for p in ("fp32", "int8")}  # fmt: skip
+        checkpoint, files = onnx_models.speed_files(args.arch, args.size, sorted(folder.path.glob("*.jpg")), work,
+                                                    input_format=args.input_format)
         from garmentcv.infer.model_file import read_model_info
         from garmentcv.infer.runtimes import this_cpu_flags
 
