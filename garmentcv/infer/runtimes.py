@@ -25,6 +25,11 @@ CPUs with 8-bit dot products (VNNI or AMX); onnxruntime otherwise (FP32 on OpenV
 noise, and 0.96x in the issue's run; FP16
 files are made for CUDA; CPUs without VNNI were not measured). CUDA stays onnxruntime's CUDA provider.
 
+Model-only speed is not the whole story for small inputs: there decoding limits the run, and end to end OpenVINO
+loses what its faster model gains (at 32 px INT8 0.86x onnxruntime). So ``auto`` also weighs the model's input
+size, with thresholds per file precision measured end to end at 32, 64, 96, 128 and 224 px
+(:data:`OPENVINO_MIN_INPUT`).
+
 ``ONEDNN_MAX_CPU_ISA`` caps the instruction sets oneDNN uses, and OpenVINO's CPU plugin honours it (measured:
 the convolution kernels OpenVINO reports change from ``brgconv_avx512_amx_bf16`` to ``brgconv_avx512_bf16``, and
 bf16 becomes slower than f32); the rule therefore reads the flags through
@@ -59,6 +64,15 @@ OPENVINO_INSTALL = "pip install 'garmentcv[openvino]'"
 #: ISA flags of ``/proc/cpuinfo`` that decide the rule.
 AMX_FLAGS = frozenset({"amx_tile", "amx_bf16", "amx_int8"})
 VNNI_FLAGS = frozenset({"avx512_vnni", "avx_vnni", "amx_int8"})
+#: Smallest input side (px) at which ``auto`` runs a file of this precision on OpenVINO. Smaller inputs decode-bound
+#: the run, and there OpenVINO reaches 60-79% of the shared-core bound end to end against onnxruntime's 86-94%,
+#: which costs more than its faster model gains. Measured end to end (``classify_folder``, resnet18, batch 32, 400
+#: photos, quiet 2-core Xeon, as is / AMX masked; ``python -m benchmarks.openvino_rows --size N --files 400``,
+#: benchmarks/RESULTS.md "auto and the input size"), OpenVINO against onnxruntime on the same file:
+#: INT8 0.83x/0.85x at 32 px, 0.94x/0.89x at 64, 1.18x/1.00x at 96, 1.59x/1.13x at 128, 1.91x/1.23x at 224;
+#: FP32 in bf16 (AMX only) 1.04x at 32 px, 1.63x at 64, 2.27x at 96, 2.70x at 128, 3.05x at 224. Sizes between the
+#: measured ones were not measured: each threshold is the smallest size measured at least as fast.
+OPENVINO_MIN_INPUT = {"int8": 96, "fp32": 64}
 
 
 class RuntimeUnavailableError(GarmentCVError, RuntimeError):
@@ -152,7 +166,8 @@ def bf16_allowed(info: ModelInfo) -> tuple[bool, str]:
 
 
 def choose_runtime(
-    requested: str, file_precision: str, flags: Iterable[str], openvino: bool, bf16_passed: bool, cuda: bool = False
+    requested: str, file_precision: str, flags: Iterable[str], openvino: bool, bf16_passed: bool, cuda: bool = False,
+    input_size: int | None = None,
 ) -> RuntimeChoice:
     """Pick the runtime and OpenVINO inference precision (a pure function; see the module docstring).
 
@@ -163,6 +178,8 @@ def choose_runtime(
         openvino: whether OpenVINO is installed.
         bf16_passed: whether the file's bf16 gate passed (:func:`bf16_allowed`).
         cuda: the model is to run on CUDA (``--provider cuda``, or ``auto`` with onnxruntime offering CUDA).
+        input_size: the model's input side in px (``preprocessing.crop``); under ``auto``, below
+            :data:`OPENVINO_MIN_INPUT` onnxruntime runs the file. ``None``: not considered.
 
     Raises:
         RuntimeUnavailableError: ``openvino`` asked for but not installed, or together with CUDA.
@@ -185,6 +202,13 @@ def choose_runtime(
         return RuntimeChoice("onnxruntime", None, "asked for")
     if cuda:
         return RuntimeChoice("onnxruntime", None, "CUDA runs on onnxruntime's CUDA provider")
+    small = (input_size is not None and file_precision in OPENVINO_MIN_INPUT
+             and input_size < OPENVINO_MIN_INPUT[file_precision])
+    if small and (file_precision == "int8" and VNNI_FLAGS & flags or file_precision == "fp32" and amx and bf16_passed):
+        return RuntimeChoice("onnxruntime", None, (
+            f"a {input_size} px input: decoding limits the run, and below {OPENVINO_MIN_INPUT[file_precision]} px "
+            f"OpenVINO measured slower end to end than onnxruntime on {file_precision.upper()} files "
+            "(--runtime openvino still runs it there)"))
     if file_precision == "int8" and VNNI_FLAGS & flags:
         why = ("an INT8 file on a CPU with 8-bit dot products (VNNI/AMX): OpenVINO measured 1.46x (AVX-512 VNNI) to "
                "4.0x (AMX) onnxruntime at 224 px")
@@ -246,7 +270,8 @@ def plan_runtime(path: Path, runtime: str = "auto", provider: str = "auto") -> R
     info = read_model_info(Path(path))
     allowed, note = bf16_allowed(info)
     choice = choose_runtime(runtime, info.precision, this_cpu_flags(), openvino_installed(), allowed,
-                            cuda=provider == "cuda" or (provider == runtime == "auto" and _onnxruntime_offers_cuda()))
+                            cuda=provider == "cuda" or (provider == runtime == "auto" and _onnxruntime_offers_cuda()),
+                            input_size=info.preprocessing.crop)
     return RuntimePlan(Path(path), runtime, provider, info, choice, "" if allowed else note)
 
 
