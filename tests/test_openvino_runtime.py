@@ -73,14 +73,14 @@ def test_cuda_stays_onnxruntime_and_openvino_with_cuda_is_refused() -> None:
 @pytest.mark.parametrize(
     ("precision", "flags", "size", "expected"),
     [
-        # INT8: OpenVINO from 96 px (measured end to end 0.83-0.94x onnxruntime at 32-64 px, 1.00-1.18x at 96)
+        # INT8: OpenVINO from 96 px (measured end to end 0.82-0.95x onnxruntime at 32-64 px, 1.00-1.31x at 96)
         ("int8", AMX, 32, ("onnxruntime", None)),
         ("int8", AMX, 95, ("onnxruntime", None)),
         ("int8", AMX, 96, ("openvino", "bf16")),
         ("int8", AMX, 224, ("openvino", "bf16")),
         ("int8", AVX512_BF16, 64, ("onnxruntime", None)),
         ("int8", AVX512_BF16, 96, ("openvino", "f32")),
-        # FP32 in bf16: OpenVINO from 64 px (1.04x at 32 px, 1.63x at 64)
+        # FP32 in bf16: OpenVINO from 64 px (1.02x at 32 px, 1.55x at 64)
         ("fp32", AMX, 32, ("onnxruntime", None)),
         ("fp32", AMX, 63, ("onnxruntime", None)),
         ("fp32", AMX, 64, ("openvino", "bf16")),

@@ -26,7 +26,7 @@ noise, and 0.96x in the issue's run; FP16
 files are made for CUDA; CPUs without VNNI were not measured). CUDA stays onnxruntime's CUDA provider.
 
 Model-only speed is not the whole story for small inputs: there decoding limits the run, and end to end OpenVINO
-loses what its faster model gains (at 32 px INT8 0.86x onnxruntime). So ``auto`` also weighs the model's input
+loses what its faster model gains (at 32 px INT8 0.84x onnxruntime). So ``auto`` also weighs the model's input
 size, with thresholds per file precision measured end to end at 32, 64, 96, 128 and 224 px
 (:data:`OPENVINO_MIN_INPUT`).
 
@@ -66,12 +66,14 @@ AMX_FLAGS = frozenset({"amx_tile", "amx_bf16", "amx_int8"})
 VNNI_FLAGS = frozenset({"avx512_vnni", "avx_vnni", "amx_int8"})
 #: Smallest input side (px) at which ``auto`` runs a file of this precision on OpenVINO. Smaller inputs decode-bound
 #: the run, and there OpenVINO reaches 60-79% of the shared-core bound end to end against onnxruntime's 86-94%,
-#: which costs more than its faster model gains. Measured end to end (``classify_folder``, resnet18, batch 32, 400
-#: photos, quiet 2-core Xeon, as is / AMX masked; ``python -m benchmarks.openvino_rows --size N --files 400``,
-#: benchmarks/RESULTS.md "auto and the input size"), OpenVINO against onnxruntime on the same file:
-#: INT8 0.83x/0.85x at 32 px, 0.94x/0.89x at 64, 1.18x/1.00x at 96, 1.59x/1.13x at 128, 1.91x/1.23x at 224;
-#: FP32 in bf16 (AMX only) 1.04x at 32 px, 1.63x at 64, 2.27x at 96, 2.70x at 128, 3.05x at 224. Sizes between the
-#: measured ones were not measured: each threshold is the smallest size measured at least as fast.
+#: which costs more than its faster model gains. Measured end to end in one run (``classify_folder``, resnet18,
+#: batch 32, 400 photos, quiet 2-core Xeon, as is / AMX masked; ``python -m benchmarks.openvino_rows --size 32 64
+#: 96 128 --files 400 --name openvino_sizes``, benchmarks/results/openvino_sizes.md; 224 px from
+#: benchmarks/results/openvino.md), OpenVINO against onnxruntime on the same file:
+#: INT8 0.84x/0.87x at 32 px, 0.95x/0.82x at 64, 1.31x/1.00x at 96, 1.54x/1.14x at 128, 1.96x/1.19x at 224;
+#: FP32 in bf16 (AMX only) 1.02x at 32 px (a tie: onnxruntime keeps exact FP32), 1.55x at 64, 2.25x at 96, 2.68x
+#: at 128, 3.32x at 224. Sizes between those were not measured: each threshold is the smallest measured size where
+#: OpenVINO was at least as fast on both CPU conditions. Other archs were not measured.
 OPENVINO_MIN_INPUT = {"int8": 96, "fp32": 64}
 
 
