@@ -41,16 +41,21 @@ TIER_AMX, TIER_AVX512_BF16, TIER_NONE = "amx", "avx512_bf16", "none"
 #: The measured rule of ``auto`` on the CPU: per (CPU tier, arch), steps ``(from_px, dtype, channels_last)`` in
 #: increasing ``from_px``; an input of ``image_size`` px takes the last step with ``from_px <= image_size``. A
 #: (tier, arch) absent here trains in FP32 with the default memory format. Read from benchmarks/train_amp.py
-#: (batch 32, one Xeon with AMX, and the same CPU with AMX masked), where each choice was the fastest:
-#: resnet18 with AMX: bf16 + channels_last from 64 px (x1.3 at 64, x2.2 at 128, x3.0 at 224 over FP32), FP32 at
-#: 32 px (bf16 x0.85); without AMX bf16 is slower at every size (x0.82-0.90). efficientnet_b0: FP32 with
-#: channels_last beat NCHW at every size on both tiers (x1.2-3.7) and bf16 never beat it by a margin.
+#: (batch 32, one Xeon with AMX, and the same CPU with AMX masked; the quiet run in train_amp.md, efficientnet_b0 at
+#: 224 px confirmed by a second quiet run, train_amp_efficientnet_b0_224.md), where each choice was the fastest:
+#: resnet18 with AMX: bf16 + channels_last from 64 px (x1.3 at 64, x2.4 at 128, x3.4 at 224 over FP32), FP32 at
+#: 32 px (bf16 x0.94). Without AMX bf16 is slower at every size (x0.84-0.92), and channels_last pays from 128 px
+#: (x1.10 at 128, x1.20 at 224, in a busy and the quiet run alike; x0.91 at 64). efficientnet_b0: FP32 with
+#: channels_last beat NCHW at every size on both tiers (x1.2-2.0); at 224 px bf16 + channels_last beat that by
+#: x1.29-1.37 with AMX and x1.14-1.16 without (at 128 px it lost, x0.84 and x0.73; sizes in between not measured).
 #: resnet34 (resnet18's BasicBlocks, twice as many) follows resnet18's rule and was measured at 64 and 224 px.
 RULES: dict[tuple[str, str], tuple[tuple[int, str | None, bool], ...]] = {
     (TIER_AMX, "resnet18"): ((0, None, False), (64, "bfloat16", True)),
     (TIER_AMX, "resnet34"): ((0, None, False), (64, "bfloat16", True)),
-    (TIER_AMX, "efficientnet_b0"): ((0, None, True),),
-    (TIER_AVX512_BF16, "efficientnet_b0"): ((0, None, True),),
+    (TIER_AMX, "efficientnet_b0"): ((0, None, True), (224, "bfloat16", True)),
+    (TIER_AVX512_BF16, "resnet18"): ((0, None, False), (128, None, True)),
+    (TIER_AVX512_BF16, "resnet34"): ((0, None, False), (128, None, True)),
+    (TIER_AVX512_BF16, "efficientnet_b0"): ((0, None, True), (224, "bfloat16", True)),
 }
 
 #: Where the measurements behind :data:`RULES` are.
