@@ -72,7 +72,7 @@ def _real_batch(path: Path, photo_paths: list[Path], batch_size: int) -> np.ndar
     return batch
 
 
-def _model_only(files: dict[str, Path], photo_paths: list[Path], batch_size: int, rounds: int) -> list[dict[str, Any]]:
+def model_only_rows(files: dict[str, Path], photo_paths: list[Path], batch_size: int, rounds: int) -> list[dict[str, Any]]:
     """Interleaved rounds of every (file, runtime, precision) on one batch of real photos in the file's input;
     rows with median images/s."""
     import openvino as ov
@@ -107,7 +107,7 @@ def _model_only(files: dict[str, Path], photo_paths: list[Path], batch_size: int
              "rounds": [round(x, 1) for x in v], "kernels": kernels.get(k, [])} for k, v in rates.items()]
 
 
-def _decode_rate(path: Path, paths: list[Path]) -> float:
+def decode_rate(path: Path, paths: list[Path]) -> float:
     """Images/s of decoding every photo into the input ``path`` declares, one thread per CPU, no model: the rate
     no end-to-end run can beat."""
     from concurrent.futures import ThreadPoolExecutor
@@ -154,7 +154,7 @@ def _end_to_end(files: dict[str, Path], checkpoint: Path, folder: Path, work: Pa
     for _ in range(rounds):
         original.append(_original_way(checkpoint, folder, work, batch_size))
         for precision, path in files.items():
-            decode[precision].append(_decode_rate(path, paths))
+            decode[precision].append(decode_rate(path, paths))
             for runtime in ("onnxruntime", "openvino", "auto"):
                 cfg = ClassifyConfig(folder=folder, out=work / "out.csv", model=path, runtime=runtime, provider="cpu",
                                      batch_size=batch_size, progress=False)
@@ -182,7 +182,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
 
         gates = {p: (None if read_model_info(f).bf16 is None else read_model_info(f).bf16.to_dict()) for p, f in files.items()}
         photo_paths = sorted(folder.path.glob("*.jpg"))
-        model_rows = _model_only(files, photo_paths, args.batch, args.rounds)
+        model_rows = model_only_rows(files, photo_paths, args.batch, args.rounds)
         e2e_rows, decode, original = _end_to_end(files, checkpoint, folder.path, work, args.rounds, args.batch)
     return {"mask": os.environ.get("ONEDNN_MAX_CPU_ISA", ""), "machine": machine_info().to_dict(),
             "effective_flags": sorted(this_cpu_flags() & {"amx_bf16", "amx_int8", "avx512_bf16", "avx512_vnni", "avx_vnni"}),
@@ -198,7 +198,9 @@ TARGETS_VS_ORIGINAL = {True: {"int8": 8.0, "fp32": 5.0}, False: {"int8": 5.5, "f
 TARGET_SHARE_OF_BOUND = 0.85
 
 
-def _bound(model: float | None, decode: float) -> float:
+def shared_core_bound(model: float | None, decode: float) -> float:
+    """The issue's shared-core bound ``1 / (1/model + 1/decode)`` images/s: model and decoding taking turns on the
+    same cores, neither waiting; ``nan`` when the model-only rate is unknown."""
     return 1.0 / (1.0 / model + 1.0 / decode) if model else float("nan")
 
 
@@ -223,7 +225,7 @@ def targets(c: dict[str, Any]) -> list[tuple[str, str, bool]]:
                         auto["images_per_s"] >= 0.97 * ort["images_per_s"]))
         precision = auto["inference_precision"] if auto["used"] == "openvino" else file
         decode = c["decode_images_per_s"][file]
-        bound = _bound(model_rate.get((file, auto["used"], precision)), decode)
+        bound = shared_core_bound(model_rate.get((file, auto["used"], precision)), decode)
         share = auto["images_per_s"] / bound
         out.append((f"{file.upper()} file, --runtime auto >= {TARGET_SHARE_OF_BOUND:.0%} of its shared-core bound",
                     f"{share:.0%} ({auto['images_per_s']:.1f} of {bound:.1f} images/s; decode only {decode:.1f})",
@@ -293,7 +295,7 @@ def report(conditions: list[dict[str, Any]]) -> str:
         e2e_base = {r["file"]: r["images_per_s"] for r in c["end_to_end"] if r["runtime"] == "onnxruntime"}
         for r in c["end_to_end"]:
             precision = r["inference_precision"] if r["used"] == "openvino" else r["file"]
-            bound = _bound(model_rate.get((r["file"], r["used"], precision)), decode[r["file"]])
+            bound = shared_core_bound(model_rate.get((r["file"], r["used"], precision)), decode[r["file"]])
             lines.append(f"| {r['file']} | {r['runtime']} | {r['used']} | {r['inference_precision']} | "
                          f"{r['images_per_s']:.1f} | {r['images_per_s'] / e2e_base[r['file']]:.2f} | "
                          f"{r['images_per_s'] / original:.2f}x | {bound:.1f} | {r['images_per_s'] / bound:.0%} | "

@@ -450,6 +450,23 @@ def test_benchmark_report_judges_the_targets_with_ratios_and_bounds_per_conditio
     assert judged["FP32 file, --runtime auto never slower than onnxruntime (3% noise allowed)"] is True  # same runs
 
 
+def test_steady_state_splits_a_run_into_marginal_rate_and_fixed_start() -> None:
+    from benchmarks.steady_state import derive, report
+
+    row = {"file": "int8", "runtime": "auto", "ran_on": "openvino", "inference_precision": "bf16", "files": 200,
+           "files_large": 600, "t_small_s": 1.0, "t_large_s": 2.6}
+    # marginal 400 / 1.6 = 250 images/s; start 1.0 - 200 / 250 = 0.2 s; bound 1 / (1/400 + 1/1200) = 300 images/s
+    assert derive(row, 400.0, 1200.0) == pytest.approx({"rate": 200.0, "rate_large": 600 / 2.6, "marginal": 250.0,
+                                                        "start_s": 0.2, "bound": 300.0, "share": 2 / 3,
+                                                        "marginal_share": 250 / 300})
+    result = {"header": "h", "decode_images_per_s": {"int8": 1200.0},
+              "model_only": [{"file": "int8", "runtime": "openvino", "precision": "bf16", "images_per_s": 400.0},
+                             {"file": "int8", "runtime": "openvino", "precision": "f32", "images_per_s": 999.0}],
+              "rows": [row]}
+    lines = report(result).splitlines()
+    assert ("| int8 | auto | openvino bf16 | 200.0 | 230.8 | 250.0 | 0.20 | 300.0 | 67% | 83% |") in lines
+
+
 def test_resume_never_mixes_rows_of_two_runtimes(onnx_model: Path, tmp_path: Path) -> None:
     from garmentcv.errors import GarmentCVError
     from garmentcv.infer.classify import ClassifyConfig, classify_folder
