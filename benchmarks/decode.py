@@ -10,6 +10,10 @@ than wall time; wall time is recorded beside it):
 * ``decode-only (simplejpeg)``: the same scale with simplejpeg, when it is importable (not a dependency; it is
   measured to choose the decoder, and its pixels are compared with Pillow's);
 * ``decode-only (Pillow full)``: the full-size decode, for scale;
+* ``decode + crop-box resample``: that decode and then only the one Pillow resize of the crop's source box that
+  ``load_crop`` does (:func:`garmentcv.image._resample_crop_box`), with none of its checks, EXIF handling or copies:
+  the floor of any path that gives ``load_crop``'s pixels with Pillow's resampler;
+* ``crop-box resample alone``: that resize on the already decoded images;
 * ``load_crop``: the shared decode path, uint8 crop (format-2 models);
 * ``load_input``: the same plus normalisation to float32 (format-1 models, training validation);
 * ``issue-12 load_input``: the path before issue 13 (rebuilt here): DCT-scaled decode, two full-size copies
@@ -35,15 +39,20 @@ from PIL import Image, ImageOps
 
 from benchmarks.machine import machine_info
 from benchmarks.photos import LARGE_SIZE, write_photo_folder
-from garmentcv.image import Preprocessing, _resize_crop_pil, load_crop, load_input, normalize
+from garmentcv.image import Preprocessing, _resample_crop_box, _resize_crop_pil, load_crop, load_input, normalize
+
+
+def _pillow_dct_image(data: bytes, short: int) -> Image.Image:
+    image = Image.open(io.BytesIO(data))
+    width, height = image.size
+    scale = short / min(width, height)
+    image.draft("RGB", (math.ceil(width * scale), math.ceil(height * scale)))
+    image.load()
+    return image
 
 
 def _pillow_dct(data: bytes, short: int) -> np.ndarray:
-    with Image.open(io.BytesIO(data)) as image:
-        width, height = image.size
-        scale = short / min(width, height)
-        image.draft("RGB", (math.ceil(width * scale), math.ceil(height * scale)))
-        return np.asarray(image)
+    return np.asarray(_pillow_dct_image(data, short))
 
 
 def _pillow_full(data: bytes) -> np.ndarray:
@@ -81,9 +90,12 @@ def measure(paths: Sequence[Path], pp: Preprocessing, repeats: int) -> dict[str,
     """``{path name: (median thread-CPU ms/image, median wall ms/image)}`` over ``repeats`` interleaved repeats."""
     data = [p.read_bytes() for p in paths]
     buffer = np.empty((pp.crop, pp.crop, 3), dtype=np.uint8)
+    decoded = [_pillow_dct_image(d, pp.resize) for d in data]
     ways: dict[str, Callable[[int], object]] = {
         "decode-only (Pillow DCT 1/2)": lambda i: _pillow_dct(data[i], pp.resize),
         "decode-only (Pillow full)": lambda i: _pillow_full(data[i]),
+        "decode + crop-box resample": lambda i: _resample_crop_box(_pillow_dct_image(data[i], pp.resize), pp),
+        "crop-box resample alone": lambda i: _resample_crop_box(decoded[i], pp),
         "load_crop": lambda i: load_crop(paths[i], pp, out=buffer),
         "load_input": lambda i: load_input(paths[i], pp),
         "issue-12 load_input": lambda i: _issue12_load_input(paths[i], pp),
@@ -116,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"), help="folder for decode.csv and decode.md")
     parser.add_argument("--work", type=Path, default=Path("/tmp/gcv-bench-decode"), help="folder for the photos")
     parser.add_argument("--files", type=int, default=40, help="photos written (4 of 5 are 600x866; only those are timed)")
-    parser.add_argument("--repeats", type=int, default=7, help="interleaved repeats; the median is reported")
+    parser.add_argument("--repeats", type=int, default=15, help="interleaved repeats; the median is reported")
     args = parser.parse_args(argv)
     folder = write_photo_folder(args.work / "photos", args.files)
     paths = [p for p in sorted(folder.path.glob("*.jpg")) if Image.open(p).size == LARGE_SIZE]
@@ -141,6 +153,13 @@ def main(argv: list[str] | None = None) -> int:
     ]
     for name, (cpu_ms, wall_ms) in figures.items():
         lines.append(f"| {name} | {cpu_ms:.3f} ({wall_ms:.3f}) | {cpu_ms / floor:.2f}x |")
+    floor_pixels = all(np.array_equal(_resample_crop_box(_pillow_dct_image(p.read_bytes(), pp.resize), pp), load_crop(p, pp))
+                       for p in paths)
+    resample = figures["decode + crop-box resample"][0]
+    lines += ["", f"`decode + crop-box resample` gives `load_crop`'s pixels on every file: {floor_pixels}. With Pillow's "
+              f"resampler no path can go below it: {resample / floor:.2f}x the decode alone, so `load_crop` <= 1.3x is "
+              f"{'within reach' if resample / floor <= 1.3 else 'out of reach'} with it; `load_crop` (checks, EXIF, the copy "
+              f"into the batch besides) is {figures['load_crop'][0] / resample:.2f}x that floor in this run."]
     same = simplejpeg_equal(paths, pp)
     if same is not None:
         lines += ["", f"simplejpeg's pixels equal Pillow's at the same DCT scale on every file: {same}."]
