@@ -308,7 +308,7 @@ def report(conditions: list[dict[str, Any]]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"), help="folder for openvino.md/.json (default: %(default)s)")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"), help="folder for NAME.md/.json (default: %(default)s)")
     parser.add_argument("--mask", nargs="*", default=["AVX512_CORE_BF16"],
                         help="ONEDNN_MAX_CPU_ISA values measured besides the machine as is (default: %(default)s)")
     parser.add_argument("--arch", default="resnet18", help="registered arch (default: %(default)s)")

@@ -14,7 +14,8 @@ If the marginal rate reaches the bound and the N-photo rate does not, the miss i
 run cannot hide. Files as :mod:`benchmarks.openvino_rows` writes them (gcv-export, uint8 input, random init);
 configurations interleaved in ``--rounds`` rounds, medians of ``t``. Writes ``NAME.md`` and ``NAME.json``::
 
-    python -m benchmarks.steady_state --out benchmarks/results          # about 4 min on 2 cores (224 px)
+    python -m benchmarks.steady_state --out benchmarks/results          # about 2.5 min on 2 cores (224 px)
+    ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16 python -m benchmarks.steady_state --name steady_state_amx_masked
 """
 
 from __future__ import annotations
@@ -106,7 +107,7 @@ def report(result: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"), help="folder for NAME.md/.json")
     parser.add_argument("--name", default="steady_state", help="report file names")
@@ -130,7 +131,8 @@ def main(argv: list[str] | None = None) -> int:
     header = (f"{args.arch} {args.size} px, {args.files} and {3 * args.files} photos (4 of 5 at 600x866), batch "
               f"{args.batch}, uint8 files, `classify_folder` in process (opening included), medians of {args.rounds} "
               f"interleaved rounds. Command: `python -m benchmarks.steady_state --size {args.size} --files "
-              f"{args.files}`. Machine: {machine_info().summary()}; load average {load} at the end.")
+              f"{args.files}`. Machine: {machine_info().summary()}; "
+              f"ONEDNN_MAX_CPU_ISA={os.environ.get('ONEDNN_MAX_CPU_ISA') or 'unset'}; load average {load} at the end.")
     result = {"header": header, "model_only": model_only, "decode_images_per_s": decode, "rows": rows}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"{args.name}.json").write_text(json.dumps(result, indent=1), encoding="utf-8")

@@ -92,9 +92,9 @@ def test_auto_keeps_small_inputs_on_onnxruntime(precision, flags, size, expected
     assert (choice.runtime, choice.inference_precision) == expected
     if expected[0] == "onnxruntime" and "amx_bf16" in flags:
         minimum = runtimes.OPENVINO_MIN_INPUT[precision]
-        assert choice.reason == (f"a {size} px input: decoding limits the run, and below {minimum} px OpenVINO "
-                                 f"measured slower end to end than onnxruntime on {precision.upper()} files "
-                                 "(--runtime openvino still runs it there)")
+        assert choice.reason == (f"a {size} px input, below {minimum} px: there decoding photos limits the run and "
+                                 f"OpenVINO measured slower end to end than onnxruntime on {precision.upper()} files; "
+                                 "--runtime openvino still runs it")
     asked = choose_runtime("openvino", precision, flags, True, True, input_size=size)  # asked for: always OpenVINO
     assert asked.runtime == "openvino"
 
@@ -104,7 +104,7 @@ def test_plan_reads_the_input_size_from_the_file(onnx_model: Path, openvino_size
     monkeypatch.setattr(runtimes, "this_cpu_flags", lambda: AMX)
     small = runtimes.plan_runtime(_with_gate(onnx_model, tmp_path / "32.onnx", True), "auto", "cpu")
     assert (small.info.preprocessing.crop, small.rows_runtime) == (32, ("onnxruntime", "fp32"))
-    assert small.choice.reason.startswith("a 32 px input: decoding limits the run")
+    assert small.choice.reason.startswith("a 32 px input, below 64 px: there decoding photos limits the run")
     sized = runtimes.plan_runtime(_with_gate(openvino_sized_model, tmp_path / "64.onnx", True), "auto", "cpu")
     assert (sized.info.preprocessing.crop, sized.rows_runtime) == (64, ("openvino", "bf16"))
 
@@ -295,6 +295,24 @@ def _with_gate(src: Path, dst: Path, passed: bool) -> Path:
     onnx.helper.set_model_props(proto, info.to_metadata())
     onnx.save(proto, str(dst))
     return dst
+
+
+def test_the_log_says_why_an_int8_file_runs_its_float_parts_at_f32(onnx_model: Path, tmp_path: Path,
+                                                                   caplog: pytest.LogCaptureFixture) -> None:
+    import onnx
+
+    from garmentcv.infer.model_file import read_model_info
+
+    failed = _with_gate(onnx_model, tmp_path / "failed.onnx", False)
+    proto = onnx.load(str(failed))  # the same network, described as an INT8 file (precision drives only the log)
+    del proto.metadata_props[:]
+    onnx.helper.set_model_props(proto, dataclasses.replace(read_model_info(failed), precision="int8").to_metadata())
+    onnx.save(proto, str(tmp_path / "int8.onnx"))
+    with caplog.at_level("INFO", logger="garmentcv.infer.runtimes"):
+        model = runtimes.open_runtime(tmp_path / "int8.onnx", "openvino", "cpu")
+    assert (model.runtime, model.inference_precision) == ("openvino", "f32")
+    assert (f"OpenVINO runs the float parts of {tmp_path / 'int8.onnx'} at f32: the file's bf16 gate failed at "
+            "export: 1 of 6 images differ") in caplog.text
 
 
 def test_gate_result_travels_in_the_file_and_decides_bf16(onnx_model: Path, openvino_sized_model: Path,

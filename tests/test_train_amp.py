@@ -61,18 +61,21 @@ def test_the_reason_names_the_cpu_tier_the_sizes_and_where_it_was_measured() -> 
         "(benchmarks/results/train_amp.md)"
     )
     assert choose_amp("auto", "cpu", "resnet18", 32, AMX).reason == (
-        "auto: FP32, resnet18 at 32 px < 64 px, below which bf16 is slower on a CPU with AMX (amx_bf16) "
+        "auto: FP32, resnet18 at 32 px < 64 px, below which bf16 was not measured faster on a CPU with AMX (amx_bf16) "
         "(benchmarks/results/train_amp.md)"
     )
     assert choose_amp("auto", "cpu", "efficientnet_b0", 32, AVX512_BF16).reason == (
-        "auto: FP32 with channels_last, efficientnet_b0 at 32 px < 224 px, below which bf16 is slower on a CPU with "
-        "avx512_bf16 without AMX (benchmarks/results/train_amp.md)"
+        "auto: FP32 with channels_last, efficientnet_b0 at 32 px < 224 px, below which bf16 was not measured faster on "
+        "a CPU with avx512_bf16 without AMX (benchmarks/results/train_amp.md)"
     )
     assert choose_amp("auto", "cpu", "resnet18", 224, AVX512_BF16).reason == (
         "auto: FP32 with channels_last, bf16 not measured faster than FP32 with channels_last for resnet18 on a CPU "
         "with avx512_bf16 without AMX (benchmarks/results/train_amp.md)"
     )
     assert "AMX masked by AVX512_CORE_BF16" in choose_amp("auto", "cpu", "resnet18", 224, AMX_MASKED).reason
+    assert choose_amp("auto", "cpu", "resnet18", 224, NO_BF16).reason == (
+        "auto: FP32, this CPU has no bf16 instructions (avx512_bf16 or amx_bf16), so bf16 would be emulated and slower"
+    )
 
 
 @pytest.mark.parametrize("cpu", [AMX, AVX512_BF16, NO_BF16])

@@ -24,9 +24,11 @@ _CALIBRATION_HELP = (
     "on the validation images and stored in the model file (files without one: T = 1); none: the raw softmax."
 )
 _RUNTIME_HELP = (
-    "auto: the fastest installed runtime for this CPU and file (OpenVINO for INT8 files on CPUs with VNNI/AMX, and "
-    "for FP32 files in bf16 on CPUs with AMX when the file passed gcv-export's bf16 check; else onnxruntime; CUDA "
-    "always onnxruntime); onnxruntime; openvino (CPU, needs garmentcv[openvino]; an error when not installed)."
+    "auto: the fastest installed runtime for this CPU and file (OpenVINO for INT8 files of at least 96 px input on "
+    "CPUs with VNNI/AMX, and for FP32 files of at least 64 px in bf16 on CPUs with AMX when the file passed "
+    "gcv-export's bf16 check; else onnxruntime, as below those sizes decoding photos is the limit and OpenVINO was "
+    "measured slower; CUDA always onnxruntime); onnxruntime; openvino (CPU, needs garmentcv[openvino]; an error "
+    "when not installed)."
 )
 _WORKERS_HELP = (
     "Image decoding threads, running beside the model. Default: the CPUs this process may use, like --threads "

@@ -208,18 +208,18 @@ def choose_runtime(
              and input_size < OPENVINO_MIN_INPUT[file_precision])
     if small and (file_precision == "int8" and VNNI_FLAGS & flags or file_precision == "fp32" and amx and bf16_passed):
         return RuntimeChoice("onnxruntime", None, (
-            f"a {input_size} px input: decoding limits the run, and below {OPENVINO_MIN_INPUT[file_precision]} px "
-            f"OpenVINO measured slower end to end than onnxruntime on {file_precision.upper()} files "
-            "(--runtime openvino still runs it there)"))
+            f"a {input_size} px input, below {OPENVINO_MIN_INPUT[file_precision]} px: there decoding photos limits the "
+            f"run and OpenVINO measured slower end to end than onnxruntime on {file_precision.upper()} files; "
+            "--runtime openvino still runs it"))
     if file_precision == "int8" and VNNI_FLAGS & flags:
         why = ("an INT8 file on a CPU with 8-bit dot products (VNNI/AMX): OpenVINO measured 1.46x (AVX-512 VNNI) to "
-               "4.0x (AMX) onnxruntime at 224 px")
+               "4.0x (AMX) onnxruntime at 224 px, model only")
         if openvino:
             return RuntimeChoice("openvino", bf16, why)
         return RuntimeChoice("onnxruntime", None, f"OpenVINO is not installed ({why}; {OPENVINO_INSTALL})")
     if file_precision == "fp32" and amx and bf16_passed:
         why = ("an FP32 file that passed its bf16 gate on a CPU with AMX: OpenVINO bf16 measured 5.6x onnxruntime at "
-               "224 px")
+               "224 px, model only")
         if openvino:
             return RuntimeChoice("openvino", "bf16", why)
         return RuntimeChoice("onnxruntime", None, f"OpenVINO is not installed ({why}; {OPENVINO_INSTALL})")
@@ -309,8 +309,9 @@ def open_planned(plan: RuntimePlan, threads: int | None = None) -> Model:
         logger.info("runtime onnxruntime %s on %s, %s file (%s)", _version("onnxruntime"), onnx_model.device,
                     info.precision, choice.reason)
         return onnx_model
-    if model.inference_precision != "bf16" and info.precision == "fp32":
-        logger.info("OpenVINO runs %s at f32: %s", path, plan.bf16_note or "this CPU has no usable AMX")
+    if model.inference_precision != "bf16" and info.precision in ("fp32", "int8"):
+        what = "" if info.precision == "fp32" else "the float parts of "
+        logger.info("OpenVINO runs %s%s at f32: %s", what, path, plan.bf16_note or "this CPU has no usable AMX")
     logger.info("runtime openvino %s on CPU, %s file, inference precision %s (%s)", _version(OPENVINO_DIST),
                 info.precision, model.inference_precision, choice.reason)
     return model

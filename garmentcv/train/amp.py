@@ -176,6 +176,10 @@ def choose_amp(
     if requested == "bf16":  # channels_last as the measured bf16 steps take it (all of them do)
         slow = "" if tier != TIER_NONE else "; this CPU emulates bf16, expect it slower than FP32"
         return AmpPlan(requested, "bfloat16", "cpu", tier != TIER_NONE, False, f"bf16 as asked, CPU with {where}{slow}")
+    if tier == TIER_NONE:
+        return AmpPlan(requested, None, "cpu", False, False,
+                       "auto: FP32, this CPU has no bf16 instructions (avx512_bf16 or amx_bf16), so bf16 would be "
+                       "emulated and slower")  # fmt: skip
     steps = RULES.get((tier, arch), ())
     step = next((st for st in reversed(steps) if st[0] <= image_size), None)
     if step is None:
@@ -187,7 +191,7 @@ def choose_amp(
         why = f"{arch} at {image_size} px >= {from_px} px, where bf16{layout} trains fastest"
         return AmpPlan(requested, dtype, "cpu", channels_last, False, f"auto: CPU with {where}, {why} ({MEASURED_IN})")
     bf16_from = next((st[0] for st in steps if st[1] is not None), None)
-    why = (f"{arch} at {image_size} px < {bf16_from} px, below which bf16 is slower" if bf16_from is not None
+    why = (f"{arch} at {image_size} px < {bf16_from} px, below which bf16 was not measured faster" if bf16_from is not None
            else f"bf16 not measured faster than FP32{layout} for {arch}")  # fmt: skip
     return AmpPlan(requested, None, "cpu", channels_last, False,
                    f"auto: FP32{layout}, {why} on a CPU with {where} ({MEASURED_IN})")  # fmt: skip
