@@ -64,16 +64,18 @@ OPENVINO_INSTALL = "pip install 'garmentcv[openvino]'"
 #: ISA flags of ``/proc/cpuinfo`` that decide the rule.
 AMX_FLAGS = frozenset({"amx_tile", "amx_bf16", "amx_int8"})
 VNNI_FLAGS = frozenset({"avx512_vnni", "avx_vnni", "amx_int8"})
-#: Smallest input side (px) at which ``auto`` runs a file of this precision on OpenVINO. Smaller inputs decode-bound
-#: the run, and there OpenVINO reaches 60-79% of the shared-core bound end to end against onnxruntime's 86-94%,
-#: which costs more than its faster model gains. Measured end to end in one run (``classify_folder``, resnet18,
+#: Smallest input side (px) at which ``auto`` runs a file of this precision on OpenVINO. With smaller inputs decoding
+#: photos limits the run, and there OpenVINO's INT8 runs reach 60-67% of the shared-core bound end to end (32-64 px)
+#: against onnxruntime's 85-91%, which costs more than its faster model gains. Measured end to end in one run (``classify_folder``, resnet18,
 #: batch 32, 400 photos, quiet 2-core Xeon, as is / AMX masked; ``python -m benchmarks.openvino_rows --size 32 64
 #: 96 128 --files 400 --name openvino_sizes``, benchmarks/results/openvino_sizes.md; 224 px from
 #: benchmarks/results/openvino.md), OpenVINO against onnxruntime on the same file:
 #: INT8 0.84x/0.87x at 32 px, 0.95x/0.82x at 64, 1.31x/1.00x at 96, 1.54x/1.14x at 128, 1.96x/1.19x at 224;
 #: FP32 in bf16 (AMX only) 1.02x at 32 px (a tie: onnxruntime keeps exact FP32), 1.55x at 64, 2.25x at 96, 2.68x
 #: at 128, 3.32x at 224. Sizes between those were not measured: each threshold is the smallest measured size where
-#: OpenVINO was at least as fast on both CPU conditions. Other archs were not measured.
+#: OpenVINO was at least as fast on every CPU condition where the rule uses it (FP32: AMX only). Ratios of
+#: 0.95-1.05x are within these runs' noise, so the INT8 threshold lies between 64 and 96 px. Other archs, and images
+#: that cost next to nothing to decode (the demo's 28x28 ones: OpenVINO INT8 1.07x at 32 px), were not measured.
 OPENVINO_MIN_INPUT = {"int8": 96, "fp32": 64}
 
 
@@ -204,25 +206,26 @@ def choose_runtime(
         return RuntimeChoice("onnxruntime", None, "asked for")
     if cuda:
         return RuntimeChoice("onnxruntime", None, "CUDA runs on onnxruntime's CUDA provider")
-    small = (input_size is not None and file_precision in OPENVINO_MIN_INPUT
-             and input_size < OPENVINO_MIN_INPUT[file_precision])
-    if small and (file_precision == "int8" and VNNI_FLAGS & flags or file_precision == "fp32" and amx and bf16_passed):
-        return RuntimeChoice("onnxruntime", None, (
-            f"a {input_size} px input, below {OPENVINO_MIN_INPUT[file_precision]} px: there decoding photos limits the "
-            f"run and OpenVINO measured slower end to end than onnxruntime on {file_precision.upper()} files; "
-            "--runtime openvino still runs it"))
     if file_precision == "int8" and VNNI_FLAGS & flags:
-        why = ("an INT8 file on a CPU with 8-bit dot products (VNNI/AMX): OpenVINO measured 1.46x (AVX-512 VNNI) to "
-               "4.0x (AMX) onnxruntime at 224 px, model only")
-        if openvino:
-            return RuntimeChoice("openvino", bf16, why)
-        return RuntimeChoice("onnxruntime", None, f"OpenVINO is not installed ({why}; {OPENVINO_INSTALL})")
-    if file_precision == "fp32" and amx and bf16_passed:
-        why = ("an FP32 file that passed its bf16 gate on a CPU with AMX: OpenVINO bf16 measured 5.6x onnxruntime at "
-               "224 px, model only")
-        if openvino:
-            return RuntimeChoice("openvino", "bf16", why)
-        return RuntimeChoice("onnxruntime", None, f"OpenVINO is not installed ({why}; {OPENVINO_INSTALL})")
+        faster = RuntimeChoice("openvino", bf16, (
+            "an INT8 file on a CPU with 8-bit dot products (VNNI/AMX): OpenVINO measured 1.46x (AVX-512 VNNI) to 4.0x "
+            "(AMX) onnxruntime at 224 px, model only"))
+    elif file_precision == "fp32" and amx and bf16_passed:
+        faster = RuntimeChoice("openvino", "bf16", (
+            "an FP32 file that passed its bf16 gate on a CPU with AMX: OpenVINO bf16 measured 5.6x onnxruntime at "
+            "224 px, model only"))
+    else:
+        faster = None
+    if faster is not None:
+        minimum = OPENVINO_MIN_INPUT[file_precision]
+        if input_size is not None and input_size < minimum:
+            return RuntimeChoice("onnxruntime", None, (
+                f"a {input_size} px input, below {minimum} px: there decoding photos limits the run and OpenVINO "
+                f"measured slower end to end than onnxruntime on {file_precision.upper()} files; --runtime openvino "
+                "still runs it"))
+        if not openvino:
+            return RuntimeChoice("onnxruntime", None, f"OpenVINO is not installed ({faster.reason}; {OPENVINO_INSTALL})")
+        return faster
     if file_precision == "fp32":
         why = ("without AMX bf16 is slower than FP32" if not amx else "bf16 is not allowed for this file")
         return RuntimeChoice("onnxruntime", None, f"FP32: OpenVINO at f32 is no faster than onnxruntime and {why}")
