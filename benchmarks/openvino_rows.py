@@ -21,7 +21,8 @@ The files are written in ``--input-format`` (default: gcv-export's default, uint
 are what a user of gcv-export and gcv-classify gets.
 
 The child's environment carries the mask, since oneDNN reads ``ONEDNN_MAX_CPU_ISA`` once per process. Writes
-``openvino.md`` (tables) and ``openvino.json`` (every figure, the machine on each condition) into ``--out``.
+``NAME.md`` (tables) and ``NAME.json`` (every figure, the machine on each condition) into ``--out``; ``--name``
+defaults to ``openvino``.
 
     python -m benchmarks.openvino_rows --out benchmarks/results [--mask AVX512_CORE_BF16] [--files 200] [--rounds 3]
     python -m benchmarks.openvino_rows --size 32 64 96 128 --files 400 --name openvino_sizes   # where auto switches
