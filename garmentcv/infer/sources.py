@@ -5,8 +5,10 @@
 * a folder: every image below it (:func:`garmentcv.data.layouts.scan_images`: hidden files and non-images
   skipped, symlinked folders not followed); rows name files relative to the folder, ``/``-separated.
 * a manifest: a ``.txt`` or ``.lst`` file with one path per line (blank lines and lines starting with ``#``
-  ignored), or a ``.csv`` file with a ``path`` column. Relative paths are relative to the manifest's folder.
-  Every listed file gets a row named as written in the manifest; a missing or non-image file is an error row.
+  ignored), or a ``.csv`` file with a ``path`` column. Read as ``gcv-train`` reads its manifests: UTF-8 with or
+  without a byte-order mark, each line or ``path`` value stripped of surrounding white space. Relative paths are
+  relative to the manifest's folder. Every listed file gets a row named as written in the manifest (stripped); a
+  missing or non-image file is an error row.
 * an object-storage prefix ``SCHEME://BUCKET/PREFIX`` (``s3://``, ``gs://``, any scheme
   ``pyarrow.fs.FileSystem.from_uri`` knows): every image object below the prefix, with the folder rules
   (hidden names and non-images skipped); rows name objects relative to the prefix. Credentials and endpoint come
@@ -35,7 +37,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from garmentcv.data.layouts import SkippedFile, scan_images
+from garmentcv.data.layouts import MANIFEST_ENCODING, SkippedFile, scan_images
 from garmentcv.errors import DatasetError, GarmentCVError, ImageDecodeError, PathNotFoundError
 from garmentcv.artifact import INPUT_FLOAT32, INPUT_FORMATS, INPUT_UINT8
 from garmentcv.image import Preprocessing, is_image_file, load_crop, load_input
@@ -210,16 +212,17 @@ class ManifestSource:
             DatasetError: unreadable, a CSV without a ``path`` column, or an empty path in a CSV row.
         """
         try:
-            with self.manifest.open(newline="", encoding="utf-8", errors="surrogateescape") as handle:
+            with self.manifest.open(newline="", **MANIFEST_ENCODING) as handle:
                 if self.manifest.suffix.lower() != ".csv":
-                    lines = (line.rstrip("\r\n") for line in handle)
-                    return [line for line in lines if line.strip() and not line.startswith("#")]
+                    lines = (line.strip() for line in handle)
+                    return [line for line in lines if line and not line.startswith("#")]
                 reader = csv.DictReader(handle)
                 if "path" not in (reader.fieldnames or []):
                     raise DatasetError(f"{self.manifest}: a CSV manifest needs a 'path' column; its columns are "
                                        f"{reader.fieldnames or []}")
                 names = []
                 for row in reader:
+                    row["path"] = (row["path"] or "").strip()
                     if not row["path"]:
                         raise DatasetError(f"{self.manifest}, line {reader.line_num}: empty path; give one file a row")
                     names.append(row["path"])
