@@ -63,6 +63,20 @@ def test_txt_and_csv_manifests_name_rows_as_given(tmp_path: Path, onnx_model: Pa
     assert (tmp_path / "csv.csv").read_bytes() == (tmp_path / "txt.csv").read_bytes()
 
 
+def test_manifests_with_a_byte_order_mark_and_padded_lines_are_read_as_gcv_train_reads_them(
+        tmp_path: Path, onnx_model: Path, folder_rows) -> None:
+    """Spreadsheet exports start with a UTF-8 byte-order mark and may pad cells; neither is part of a path."""
+    folder, by_path = folder_rows
+    shutil.copytree(folder, tmp_path / "imgs", symlinks=True)
+    (tmp_path / "list.txt").write_bytes("\ufeffimgs/0001.jpg\r\n  imgs/b.PNG  \r\n\t# a comment\r\n".encode("utf-8"))
+    (tmp_path / "list.csv").write_bytes("\ufeffpath,sku\r\nimgs/0001.jpg,1\r\n imgs/b.PNG ,2\r\n".encode("utf-8"))
+    for manifest in ("list.txt", "list.csv"):
+        summary = run(tmp_path / manifest, tmp_path / f"{manifest}.out.csv", onnx_model)
+        rows = read_csv(tmp_path / f"{manifest}.out.csv")
+        assert rows[1:] == [["imgs/0001.jpg", *by_path["0001.jpg"][1:]], ["imgs/b.PNG", *by_path["b.PNG"][1:]]]
+        assert (summary.files, summary.errors) == (2, 0)
+
+
 def test_bad_sources_are_refused_with_what_to_do(tmp_path: Path, onnx_model: Path) -> None:
     (tmp_path / "list.csv").write_text("file,label\na.jpg,x\n")
     with pytest.raises(DatasetError, match=r"list\.csv: a CSV manifest needs a 'path' column; its columns are \['file', 'label'\]"):

@@ -51,7 +51,15 @@ from garmentcv.infer.model_file import DEFAULT_MODEL_PATH
 from garmentcv.infer.pipeline import Prediction, predict_batches, split_cpus
 from garmentcv.infer.rows import OutputFormat, Row, needs_review, require_pyarrow, sort_key, write_output
 from garmentcv.infer.runtimes import Model, OpeningModel, open_planned, plan_runtime
-from garmentcv.infer.sources import File, Source, open_source
+from garmentcv.infer.sources import (
+    DEFAULT_READ_RETRY,
+    File,
+    ReadRetry,
+    Source,
+    StorageReadError,
+    is_read_error,
+    open_source,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -83,6 +91,12 @@ class ClassifyConfig:
         min_confidence: rows whose confidence is below it get ``needs_review`` true (csv and jsonl only).
         topk: write the K most probable classes instead of one probability per class (csv and jsonl only).
         runtime: ``auto``, ``onnxruntime`` or ``openvino`` (see :mod:`garmentcv.infer.runtimes`).
+        fetch_threads: threads fetching objects of an object-storage source, apart from the decoding ``workers``;
+            ``None``: :data:`garmentcv.infer.pipeline.DEFAULT_FETCH_THREADS`.
+        read_retry: how a failed object read is tried again before its row gets a ``cannot read`` error.
+        max_consecutive_read_errors: stop the run (rows saved, :class:`~garmentcv.infer.sources.StorageReadError`)
+            after this many objects in a row, in row order, could not be read: the storage is failing, and the rest
+            would only become error rows. ``None``: never stop.
     """
 
     folder: Path | str
@@ -100,6 +114,9 @@ class ClassifyConfig:
     min_confidence: float | None = None
     topk: int | None = None
     runtime: str = "auto"
+    fetch_threads: int | None = None
+    read_retry: ReadRetry = DEFAULT_READ_RETRY
+    max_consecutive_read_errors: int | None = 20
 
 
 #: ``ClassifyConfig.calibration`` values.
@@ -161,6 +178,8 @@ class ClassifySummary:
         runtime: ``onnxruntime`` or ``openvino``, the runtime that ran the model (on ``provider``).
         inference_precision: what it computed in: onnxruntime's file precision (``fp32``, ``fp16``, ``int8``)
             or OpenVINO's ``f32``/``bf16``.
+        read_errors: error rows whose object could not be read (``cannot read``; counted in ``errors`` too). A run
+            with any raises :class:`~garmentcv.infer.sources.StorageReadError` carrying this summary.
     """
 
     out: Path
@@ -182,6 +201,7 @@ class ClassifySummary:
     min_confidence: float | None = None
     runtime: str = "onnxruntime"
     inference_precision: str = "fp32"
+    read_errors: int = 0
 
     @property
     def skipped_total(self) -> int:
@@ -363,6 +383,8 @@ class ClassifyRun:
         self.files = self.reused = self.review = 0
         self.reasons: Counter[str] = Counter()
         self.examples: list[str] = []
+        self.unread: list[str] = []  # paths of the rows whose object could not be read, at most ERROR_EXAMPLES
+        self.unread_count = 0
         self.segment: Path | None = None
 
     def ran_on(self, runtime: tuple[str, str]) -> None:
@@ -382,13 +404,14 @@ class ClassifyRun:
     def items(self) -> Iterator[tuple[File | None, Row]]:
         """``(file, {"path", "size", "mtime_ns"})`` to classify, or ``(None, row)`` for a reusable row, in row order.
 
-        A row is reused when its file is still listed with the same size and modification time (ns).
+        A row is reused when its file is still listed with the same size and modification time (ns), unless its
+        object could not be read (a ``cannot read`` error: the storage failed, so it is read again).
         """
         reuse = self.reuse
         for entry in self.source.entries(self.cfg.recursive, self.skipped):
             candidates = reuse.take(sort_key(entry.name)) if reuse else []
             previous = next((r for r in candidates if entry.size is not None and r.get("size") == entry.size
-                             and r.get("mtime_ns") == entry.mtime_ns), None)
+                             and r.get("mtime_ns") == entry.mtime_ns and not is_read_error(r.get("error"))), None)
             if previous is not None:
                 yield None, previous
             else:
@@ -405,8 +428,13 @@ class ClassifyRun:
 
         Raises:
             KeyboardInterrupt: passed on after the rows so far are saved.
+            StorageReadError: ``cfg.max_consecutive_read_errors`` objects in a row could not be read; raised after
+                the batch holding the last of them is saved.
         """
         classes, min_confidence = self.classes, self.cfg.min_confidence
+        limit = self.cfg.max_consecutive_read_errors
+        unread_in_a_row = 0
+        failing: Row | None = None  # the row that made limit objects in a row unread: stop after its batch
         self.segment = self.partial.new_segment()
         try:
             with self.segment.open("w", **_ENCODING) as handle:
@@ -422,7 +450,15 @@ class ClassifyRun:
                         elif p.error is not None:
                             row.update(label=None, probs=None, error=p.error)
                             self.reasons[_reason_kind(p.error)] += 1
+                            unread_in_a_row = unread_in_a_row + 1 if is_read_error(p.error) else 0
+                            if is_read_error(p.error):
+                                self.unread_count += 1
+                                if len(self.unread) < ERROR_EXAMPLES:
+                                    self.unread.append(row["path"])
+                                if limit is not None and unread_in_a_row >= limit and failing is None:
+                                    failing = row
                         else:
+                            unread_in_a_row = 0
                             probs = p.probs  # an ndarray whenever error is None and not passed
                             row.update(label=classes[int(probs.argmax())], probs=probs.tolist(), error=None)  # type: ignore[union-attr]
                         if needs_review(row["probs"], min_confidence):
@@ -437,6 +473,13 @@ class ClassifyRun:
                         progress(sum(not p.passed for p in predictions))
                     if on_batch is not None:
                         on_batch(self.files)
+                    if failing is not None:
+                        raise StorageReadError(
+                            f"the storage is failing: {limit} objects in a row could not be read (the last, "
+                            f"{failing['path']}: {failing['error']}); {plural(self.files, 'row')} "
+                            f"{'is' if self.files == 1 else 'are'} saved in {self.partial.dir}; when it works again, "
+                            "run the same command with --resume to finish"
+                        )
         except KeyboardInterrupt:
             logger.warning("interrupted: %d rows saved in %s; run again with --resume to finish", self.files,
                            self.partial.dir)
@@ -444,14 +487,21 @@ class ClassifyRun:
 
     def finish(self, start: float, provider: str, threads: int, workers: int) -> ClassifySummary:
         """Write ``cfg.out`` (atomically) from the segment :meth:`save` wrote, remove the partial results and
-        return the summary; ``start`` is the run's :func:`time.perf_counter` at its start."""
+        return the summary; ``start`` is the run's :func:`time.perf_counter` at its start.
+
+        Raises:
+            StorageReadError: some objects could not be read (``cannot read`` rows): ``cfg.out`` is written, the
+                partial results are kept for ``--resume``, which reads those objects again; the summary is the
+                exception's ``summary``.
+        """
         cfg = self.cfg
         assert self.segment is not None, "save() must run first"
         errors = sum(self.reasons.values())
         duplicates: dict[str, list[str]] = {}
         write_output(cfg.out, self.partial.rows(self.segment), self.classes, cfg.format, cfg.min_confidence, cfg.topk,
                      duplicates)
-        self.partial.discard()
+        if not self.unread_count:  # else kept: --resume reuses the other rows and reads the unread objects again
+            self.partial.discard()
         seconds = time.perf_counter() - start
         new = self.files - self.reused
         summary = ClassifySummary(
@@ -461,12 +511,22 @@ class ClassifyRun:
             error_reasons=dict(self.reasons), error_examples=tuple(self.examples), threads=threads, workers=workers,
             temperature=self.temperature, needs_review=self.review, min_confidence=cfg.min_confidence,
             duplicate_indexes=duplicates, runtime=self.runtime[0], inference_precision=self.runtime[1],
+            read_errors=self.unread_count,
         )
         logger.debug(
             "%d image files: %d classified, %d errors, %d other files skipped, %d rows reused; %.1f s, %.1f images/s (%s)",
             summary.files, summary.classified, summary.errors, summary.skipped_total, self.reused, seconds,
             summary.images_per_second, provider,
         )
+        if self.unread_count:
+            n = self.unread_count
+            shown = ", ".join(self.unread) + (f" and {n - len(self.unread)} more" if n > len(self.unread) else "")
+            raise StorageReadError(
+                f"{plural(n, 'object')} could not be read: {shown}; {'its row' if n == 1 else 'their rows'} in "
+                f"{cfg.out} {'has' if n == 1 else 'have'} the error 'cannot read: ...'. When the storage works again, "
+                f"run the same command with --resume to read {'it' if n == 1 else 'them'} again (the other rows are "
+                "reused)", summary,
+            )
         return summary
 
 
@@ -503,11 +563,13 @@ def classify_folder(cfg: ClassifyConfig, on_batch: Callable[[int], None] | None 
     rows_runtime = (model.runtime, model.inference_precision) if cfg.resume else plan.rows_runtime
     run = ClassifyRun(cfg, source, plan.info, rows_runtime)
     bar = tqdm(desc="classify", unit="img", file=sys.stderr, disable=None if cfg.progress else True, dynamic_ncols=True)
+    batches = predict_batches(model, run.items(), cfg.batch_size, workers, temperature=run.temperature,
+                              fetch_threads=cfg.fetch_threads, read_retry=cfg.read_retry)
     try:
-        batches = predict_batches(model, run.items(), cfg.batch_size, workers, temperature=run.temperature)
         first = next(batches, None)  # the model is open after the first batch: errors opening it come before any output
         run.ran_on((model.runtime, model.inference_precision))
         run.save(itertools.chain([] if first is None else [first], batches), on_batch, progress=bar.update)
     finally:
+        batches.close()  # a run stopped early: reads and decodes not begun are dropped, not done
         bar.close()
     return run.finish(start, model.provider, threads, workers)

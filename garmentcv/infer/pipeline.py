@@ -7,8 +7,14 @@ thread runs the model on the current batch. Each image is written straight into 
 ``prefetch + 1`` buffers are allocated once and reused, so memory is bounded whatever the number of files and
 no batch is allocated or stacked per batch.
 
-Threads: both pools are sized from the CPUs this process may use (affinity and container quota,
-:func:`garmentcv.cpus.available_cpus`), never from the machine's core count (:func:`split_cpus`).
+Objects in object storage (:class:`garmentcv.infer.sources.RemoteFile`) are first fetched by threads of their own
+(:func:`garmentcv.infer.sources.read_object`: one GET each, failed reads tried again with backoff), then decoded
+from memory by the decoding threads: a fetch waits on the network, not on a CPU, so many run at once
+(:data:`DEFAULT_FETCH_THREADS`) without taking a decoding thread. Local files are decoded straight from disk.
+
+Threads: the runtime and decoding pools are sized from the CPUs this process may use (affinity and container
+quota, :func:`garmentcv.cpus.available_cpus`), never from the machine's core count (:func:`split_cpus`); the fetch
+pool, made only when an object comes, is sized for network latency (:data:`DEFAULT_FETCH_THREADS`).
 """
 
 from __future__ import annotations
@@ -27,11 +33,17 @@ from garmentcv import cpus as _cpus
 from garmentcv.errors import ImageDecodeError
 from garmentcv.image import Preprocessing
 from garmentcv.infer.runtimes import Model
-from garmentcv.infer.sources import File, load_file
+from garmentcv.infer.sources import DEFAULT_READ_RETRY, READ_ERROR, File, ReadRetry, RemoteFile, load_file, read_object
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+#: Object fetches in flight at once, per process (a Ray worker: per worker). A GET of a photo waits tens of ms
+#: for its first byte from S3 and similar stores, while decoding it takes a few ms of one CPU, so keeping a few
+#: decoding threads busy takes several times as many reads in flight; fetching threads only wait, so they cost
+#: no CPU. The read-ahead bounds them too: at most ``(prefetch + 1) * batch_size`` objects are in flight.
+DEFAULT_FETCH_THREADS = 16
 
 
 @dataclass(frozen=True)
@@ -59,12 +71,15 @@ def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     return calibration.softmax(logits, temperature)
 
 
-def _load_into(batch: np.ndarray, slot: int, path: File, pp: Preprocessing) -> str | None:
-    """Decode ``path`` (a file or an object, :mod:`garmentcv.infer.sources`) into ``batch[slot]``: a uint8
-    ``(H, W, 3)`` crop or a float32 ``(3, H, W)`` input, by the buffer's dtype; return the reason on failure
-    (the slot is zeroed)."""
+def _load_into(batch: np.ndarray, slot: int, path: File, pp: Preprocessing, data: bytes | None = None) -> str | None:
+    """Decode ``path`` (a file or an object, :mod:`garmentcv.infer.sources`; for an object, its fetched ``data``)
+    into ``batch[slot]``: a uint8 ``(H, W, 3)`` crop or a float32 ``(3, H, W)`` input, by the buffer's dtype; return
+    the reason on failure (the slot is zeroed)."""
     try:
-        load_file(path, pp, out=batch[slot])
+        if data is not None and isinstance(path, RemoteFile):
+            path.decode(data, pp, out=batch[slot])
+        else:
+            load_file(path, pp, out=batch[slot])
         return None
     except ImageDecodeError as exc:
         reason = exc.reason
@@ -73,6 +88,27 @@ def _load_into(batch: np.ndarray, slot: int, path: File, pp: Preprocessing) -> s
         reason = f"cannot decode: {type(exc).__name__}: {exc}"
     batch[slot] = 0.0
     return reason
+
+
+def _fetch(file: RemoteFile, retry: ReadRetry) -> bytes | str:
+    """The bytes of an object, or the reason it has none (``file not found``, ``cannot read: ...``)."""
+    try:
+        return read_object(file, retry)
+    except ImageDecodeError as exc:
+        return exc.reason
+    except Exception as exc:  # noqa: BLE001 - a storage client's bug on one object must cost one row, not the run
+        logger.warning("%s: unexpected %s while reading: %s", file.uri, type(exc).__name__, exc)
+        return f"{READ_ERROR}: {type(exc).__name__}: {exc}"
+
+
+def _settle(done: Future[str | None], decoded: Future[str | None]) -> None:
+    """Pass the outcome of a decode on to the future its fetch promised."""
+    if decoded.cancelled():
+        done.cancel()
+    elif decoded.exception() is not None:
+        done.set_exception(decoded.exception())  # type: ignore[arg-type]
+    else:
+        done.set_result(decoded.result())
 
 
 def split_cpus(threads: int | None, workers: int | None, cpus: int | None = None) -> tuple[int, int]:
@@ -113,6 +149,8 @@ def predict_batches(
     workers: int | None = None,
     prefetch: int = 2,
     temperature: float = 1.0,
+    fetch_threads: int | None = None,
+    read_retry: ReadRetry = DEFAULT_READ_RETRY,
 ) -> Iterator[list[Prediction[T]]]:
     """Classify ``(path, item)`` pairs in order, yielding one list of predictions per model batch.
 
@@ -131,14 +169,46 @@ def predict_batches(
         prefetch: batches decoded ahead of the one being run.
         temperature: the logits are divided by it before the softmax (1.0: the raw softmax); see
             :attr:`garmentcv.artifact.ModelInfo.applied_temperature`.
+        fetch_threads: threads fetching objects, apart from the decoding ``workers``; ``None``:
+            :data:`DEFAULT_FETCH_THREADS`. Not used for local files.
+        read_retry: how a failed object read is tried again (an object that still fails gets a ``cannot read``
+            error).
 
     Yields:
         Lists of :class:`Prediction`, one per batch, in input order.
     """
     pp = model.info.preprocessing
     pool = ThreadPoolExecutor(max_workers=workers or _cpus.available_cpus(), thread_name_prefix="gcv-decode")
+    fetchers: list[ThreadPoolExecutor] = []  # made for the first object
     queue: deque[_Job[T]] = deque()
     free: list[np.ndarray] = []  # batch buffers whose batch has run; at most prefetch + 1 are ever made
+
+    def fetch_then_decode(batch: np.ndarray, slot: int, file: RemoteFile) -> Future[str | None]:
+        """Fetch on a fetching thread, then decode on a decoding thread; the future gives the decode's outcome."""
+        if not fetchers:
+            threads = fetch_threads or DEFAULT_FETCH_THREADS
+            logger.debug("fetching objects with %d threads", threads)
+            fetchers.append(ThreadPoolExecutor(max_workers=threads, thread_name_prefix="gcv-fetch"))
+        done: Future[str | None] = Future()
+
+        def fetched(f: Future[bytes | str]) -> None:
+            if f.cancelled():  # the run is ending
+                done.cancel()
+                return
+            outcome = f.result()
+            if isinstance(outcome, str):
+                batch[slot] = 0
+                done.set_result(outcome)
+                return
+            try:
+                decoding = pool.submit(_load_into, batch, slot, file, pp, outcome)
+            except RuntimeError:  # the decoding pool is shut down: the run is ending
+                done.cancel()
+                return
+            decoding.add_done_callback(lambda d: _settle(done, d))
+
+        fetchers[0].submit(_fetch, file, read_retry).add_done_callback(fetched)
+        return done
 
     def submit(pending: list[tuple[File | None, T]]) -> None:
         n = sum(path is not None for path, _ in pending)
@@ -149,6 +219,9 @@ def predict_batches(
         for path, _ in pending:
             if path is None:
                 futures.append(None)
+            elif isinstance(path, RemoteFile):
+                futures.append(fetch_then_decode(batch, slot, path))
+                slot += 1
             else:
                 futures.append(pool.submit(_load_into, batch, slot, path, pp))
                 slot += 1
@@ -183,5 +256,7 @@ def predict_batches(
         while queue:
             yield finish(queue.popleft())
     finally:
+        for fetcher in fetchers:  # first: a fetch that ends hands its decode to the decoding pool
+            fetcher.shutdown(wait=True, cancel_futures=True)
         pool.shutdown(wait=True, cancel_futures=True)
 
