@@ -111,10 +111,10 @@ def test_memory_of_the_shared_index_check_does_not_grow_with_the_rows() -> None:
 
 
 @pytest.mark.parametrize(("errors", "expected"), [
-    (1, "1 image could not be decoded and has an empty label in the kaggle file out.csv: a.jpg; replace or remove "
-        "it and run again, or pass --allow-errors to accept the empty label"),
-    (2, "2 images could not be decoded and have an empty label in the kaggle file out.csv: a.jpg, b.jpg; replace "
-        "or remove them and run again, or pass --allow-errors to accept the empty labels"),
+    (1, ("1 image could not be decoded and has an empty label in the kaggle file out.csv: a.jpg; replace or remove "
+         "it and run again, or pass --allow-errors to accept the empty label")),
+    (2, ("2 images could not be decoded and have an empty label in the kaggle file out.csv: a.jpg, b.jpg; replace "
+         "or remove them and run again, or pass --allow-errors to accept the empty labels")),
 ])
 def test_kaggle_message_agrees_with_the_number_of_images(errors: int, expected: str) -> None:
     from garmentcv.infer.rows import kaggle_empty_labels_message

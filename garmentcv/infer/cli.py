@@ -151,7 +151,7 @@ def classify_main(source: str, out: Path, model: Path, batch_size: int, provider
     else:
         s = classify_folder(cfg)
     if report is not None:
-        click.echo(f"report -> {write_classify_report(report, s.out, folder)}", err=True)
+        click.echo(f"report -> {write_classify_report(report, s.out, folder, skipped=s.skipped)}", err=True)
     skipped = ", ".join(f"{n} {reason}" for reason, n in sorted(s.skipped.items())) or "none"
     click.echo(
         f"{plural(s.files, 'image file')}: {s.classified} classified, {plural(s.errors, 'error')}; skipped {skipped}; "
