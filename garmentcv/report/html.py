@@ -300,7 +300,7 @@ def gallery_section(gallery: Gallery, thumb: ThumbLookup, *, level: int = 2, sho
     cut = len(figures) if unfolded is None else unfolded
     folded = ""
     if len(figures) > cut:
-        folded = (f'<details class="more"><summary>the other {len(figures) - cut:,}</summary>'
+        folded = (f'<details class="more"><summary>show the other {len(figures) - cut:,}</summary>'
                   f'<div class="gallery">{"".join(figures[cut:])}</div></details>')
     return (f'<section id="{gallery.ident}"><h{level}>{esc(gallery.title)}</h{level}><p class="note">{_note(gallery)}'
             f'</p><div class="gallery">{"".join(figures[:cut])}</div>{folded}</section>')
