@@ -60,22 +60,50 @@ def save_reliability_diagram(
     plt.close(fig)
 
 
+#: The accuracy axis of the coverage plot spans at least this much (5 percentage points), so that accuracies that
+#: hardly change are not drawn as if they swung from bottom to top.
+ACCURACY_AXIS_MIN_SPAN = 0.05
+#: Space left above and below the accuracy line, as a share of the axis span.
+ACCURACY_AXIS_PADDING = 0.05
+
+
+def accuracy_axis_limits(accuracy: Sequence[float]) -> tuple[float, float]:
+    """The range of the coverage plot's accuracy axis: from the lowest to the highest accuracy, widened downwards to
+    :data:`ACCURACY_AXIS_MIN_SPAN` when narrower, with :data:`ACCURACY_AXIS_PADDING` of the span on each side,
+    never below 0. ``(0, 1)`` without values."""
+    if not accuracy:
+        return 0.0, 1.0
+    low, high = min(accuracy), max(accuracy)
+    low = min(low, high - ACCURACY_AXIS_MIN_SPAN)
+    pad = (high - low) * ACCURACY_AXIS_PADDING
+    return max(0.0, low - pad), high + pad
+
+
 def save_coverage_curve(table: CoverageTable, path: Path, title: str, choice: ThresholdChoice | None = None) -> None:
     """Write a PNG of coverage (share of images kept) and their accuracy against the confidence threshold.
 
-    With ``choice`` (a reachable target), its threshold is marked.
+    Coverage uses the left axis (0 to 1); accuracy the right one, fitted to its values
+    (:func:`accuracy_axis_limits`): a model right 97 to 100% of the time shows that change instead of a flat line
+    at the top. With ``choice`` (a reachable target), its threshold is marked.
     """
     fig, ax = plt.subplots(figsize=(6, 4.5))
     ax.plot(table.thresholds, table.kept, color="tab:blue", label="coverage (share kept)")
     accuracy = [(t, a) for t, a in zip(table.thresholds, table.accuracy) if a is not None]
-    ax.plot([t for t, _ in accuracy], [a for _, a in accuracy], color="tab:green", label="accuracy of the kept")
+    right = ax.twinx()
+    right.plot([t for t, _ in accuracy], [a for _, a in accuracy], color="tab:green", label="accuracy of the kept")
+    right.set_ylim(*accuracy_axis_limits([a for _, a in accuracy]))
+    right.set_ylabel("accuracy of the kept", color="tab:green")
+    right.tick_params(axis="y", colors="tab:green")
     if choice is not None and choice.reachable:
         ax.axvline(choice.threshold, color="grey", linestyle="--",
                    label=f"target {choice.target:.2%}: >= {choice.threshold:.3f}, keeps {choice.coverage:.1%}")
     ax.set_xlim(0, 1), ax.set_ylim(0, 1.02)
     ax.set_xlabel("confidence threshold (images kept: confidence >= threshold)")
+    ax.set_ylabel("coverage (share kept)", color="tab:blue")
+    ax.tick_params(axis="y", colors="tab:blue")
     ax.set_title(title, fontsize=9)
-    ax.legend(loc="lower left", fontsize=8)
+    lines = ax.get_lines() + right.get_lines()
+    ax.legend(lines, [line.get_label() for line in lines], loc="lower left", fontsize=8)
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100)

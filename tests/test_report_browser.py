@@ -35,11 +35,21 @@ window.addEventListener("load", () => {
 </script>"""
 
 
-def _chromium(page: Path) -> tuple[str, str]:
+HEIGHT = """<script>
+window.addEventListener("load", () => {
+  const out = document.createElement("div");
+  out.id = "gcv-height";
+  out.textContent = String(document.documentElement.scrollHeight);
+  document.body.appendChild(out);
+});
+</script>"""
+
+
+def _chromium(page: Path, *extra: str) -> tuple[str, str]:
     """Load ``page`` in headless chromium; return the DOM after load and chromium's log (stderr)."""
     with tempfile.TemporaryDirectory() as profile:
         done = subprocess.run(
-            [CHROMIUM, *FLAGS, f"--user-data-dir={profile}", "--enable-logging=stderr", "--v=0",
+            [CHROMIUM, *FLAGS, *extra, f"--user-data-dir={profile}", "--enable-logging=stderr", "--v=0",
              "--virtual-time-budget=10000", "--dump-dom", page.as_uri()],
             capture_output=True, text=True, timeout=120, check=True,
         )
@@ -94,3 +104,20 @@ def test_classify_page_with_hostile_names_loads_in_chromium(tmp_path: Path) -> N
     assert 'id="needs-review"' in dom and 'id="not-read"' in dom and "file not found" in dom
     # 4 in the class galleries, 2 needing review
     assert _check(page) == "images=6 broken=0 dangling=0"
+
+
+def test_evaluate_page_of_200_images_stays_short_in_chromium(tmp_path: Path) -> None:
+    """200 least confident images and two cells of 100: each gallery opens with its first thumbnails only."""
+    from .test_report_hardening import _evaluate_200
+
+    _evaluate_200(tmp_path)
+    page = tmp_path / "ev" / "report.html"
+    measured = page.with_name("height-" + page.name)
+    text = page.read_text(encoding="utf-8").replace("default-src 'none';", "default-src 'none'; script-src 'unsafe-inline';")
+    measured.write_text(text.replace("</body>", HEIGHT + "</body>"), encoding="utf-8")
+    os.symlink(page.with_name(page.stem + "_files"), measured.with_name(measured.stem + "_files"))
+    dom, log = _chromium(measured, "--window-size=1280,900")
+    assert _console(log) == []
+    height = int(re.search(r'<div id="gcv-height">(\d+)</div>', dom).group(1))
+    # all 400 thumbnails open: about 10,000 px; 3 galleries of 24 open (8 a row at 1280 px): about 2,700 px
+    assert height < 4000, height

@@ -11,7 +11,7 @@ from garmentcv.cli_utils import version_option
 from garmentcv.installs import require_onnxruntime
 from garmentcv.cli_utils import EXIT_ERROR, handle_errors, plural, quiet_option, setup_logging, verbose_option
 from garmentcv.infer.model_file import DEFAULT_MODEL_PATH
-from garmentcv.infer.rows import OutputFormat
+from garmentcv.infer.rows import OutputFormat, kaggle_empty_labels_message
 
 _CONTEXT = {"help_option_names": ["-h", "--help"], "show_default": True}
 _LAYOUTS = ("lamoda", "folders", "csv")  # garmentcv.data.layouts.Layout values
@@ -151,7 +151,7 @@ def classify_main(source: str, out: Path, model: Path, batch_size: int, provider
     else:
         s = classify_folder(cfg)
     if report is not None:
-        click.echo(f"report -> {write_classify_report(report, s.out, folder)}", err=True)
+        click.echo(f"report -> {write_classify_report(report, s.out, folder, skipped=s.skipped)}", err=True)
     skipped = ", ".join(f"{n} {reason}" for reason, n in sorted(s.skipped.items())) or "none"
     click.echo(
         f"{plural(s.files, 'image file')}: {s.classified} classified, {plural(s.errors, 'error')}; skipped {skipped}; "
@@ -182,11 +182,7 @@ def classify_main(source: str, out: Path, model: Path, batch_size: int, provider
                    f"{s.out})", err=True)
         sys.exit(EXIT_ERROR)
     if fmt == OutputFormat.KAGGLE.value and not allow_errors:
-        click.echo(
-            f"Error: {plural(s.errors, 'image')} could not be decoded and have an empty label in the kaggle file "
-            f"{s.out}: {failed}; replace or remove them and run again, or pass --allow-errors to accept the empty "
-            "labels", err=True,
-        )
+        click.echo(f"Error: {kaggle_empty_labels_message(s.errors, failed, s.out)}", err=True)
         sys.exit(EXIT_ERROR)
 
 

@@ -36,6 +36,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 from collections.abc import Iterable, Sequence
 from enum import Enum
 from pathlib import PurePosixPath
@@ -92,19 +93,69 @@ def _json_line(record: dict[str, Any]) -> str:
     return line + "\n"
 
 
+#: A folder or file name that starts with a character sorting before ``.`` (see :class:`SharedIndexes`).
+_LOW_START = re.compile(r"(?:^|/)[\x00-\x2d]")
+
+
+class SharedIndexes:
+    """Finds the rows whose kaggle index (the path, normalised, without its extension: ``./a.jpg`` -> ``a``) an
+    earlier row already gave (``10.jpg`` and ``10.png``), exactly, in memory that does not grow with the rows.
+
+    Rows must come in row order (:func:`sort_key`), as every engine writes them. A path in normal form
+    (``a/b.jpg``, as folders and object listings give them) starts with its index, and the paths starting with a
+    given text form one unbroken run of that order; so once a row falls outside the run of an index, no later
+    path in normal form has it, and only the indexes that are prefixes of the current path are kept (a few).
+    A path not in normal form (a manifest's ``./a.jpg`` or ``d//x.jpg``) can meet its index outside that run, so
+    it is remembered for the whole stream, and so is an index with a folder or file name starting with a
+    character that sorts before ``.`` (`` !"#$%&'()*+,-``): ``-x.jpg`` sorts before ``./-x.png``, the one case
+    where the normal spelling comes first. Memory grows only with such rows.
+    """
+
+    def __init__(self) -> None:
+        self._open: list[tuple[str, str]] = []  # (index, first path): indexes that are prefixes of the last path
+        self._kept: dict[str, str] = {}  # index -> first path, for the rows described above
+        self._last: tuple[str, ...] | None = None
+
+    def add(self, path: str) -> tuple[str, str | None]:
+        """Record the row of ``path``; return its index and the first path that gave it (``None``: the first).
+
+        Raises:
+            ValueError: ``path`` comes before the previous row in row order.
+        """
+        key = sort_key(path)
+        if self._last is not None and key < self._last:
+            raise ValueError(f"rows must come in row order (sort_key): {path!r} comes after {'/'.join(self._last)!r}")
+        self._last = key
+        pure = PurePosixPath(path)
+        index = str(pure.with_suffix(""))
+        if self._open:
+            self._open = [entry for entry in self._open if path.startswith(entry[0])]
+        first = self._kept.get(index) if self._kept else None
+        if first is None:
+            first = next((p for i, p in self._open if i == index), None)
+        if first is None:
+            if path != str(pure) or _LOW_START.search(index):
+                self._kept[index] = path
+            else:
+                self._open.append((index, path))
+        return index, first
+
+
 def write_rows(handle: IO[str], rows: Iterable[Row], classes: Sequence[str], fmt: OutputFormat | str,
                min_confidence: float | None = None, topk: int | None = None,
                duplicates: dict[str, list[str]] | None = None) -> int:
     """Write ``rows`` (in order) to an open text file in format ``fmt``. Returns the number of rows.
 
     With the kaggle format, an index given by several files (``10.jpg`` and ``10.png``) is recorded in
-    ``duplicates`` (index -> paths) when a dict is passed; the rows are written all the same.
+    ``duplicates`` (index -> paths) when a dict is passed; the rows are written all the same. They must come
+    in row order (see :class:`SharedIndexes`).
 
     ``min_confidence`` adds ``needs_review``; ``topk`` replaces the per-class probabilities by the K best
     (see the module docstring).
 
     Raises:
-        ValueError: ``min_confidence`` or ``topk`` with the kaggle format, or ``topk`` outside 1..len(classes).
+        ValueError: ``min_confidence`` or ``topk`` with the kaggle format, ``topk`` outside 1..len(classes), or
+            kaggle rows out of row order.
     """
     fmt = OutputFormat(fmt)
     if fmt is OutputFormat.PARQUET:
@@ -138,12 +189,11 @@ def write_rows(handle: IO[str], rows: Iterable[Row], classes: Sequence[str], fmt
     writer = csv.writer(handle, lineterminator="\n")
     if fmt is OutputFormat.KAGGLE:
         writer.writerow(["index", "label"])
-        seen: dict[str, str] = {}  # index -> first path: the one column kaggle matches on must be unique
+        indexes = SharedIndexes()  # the one column kaggle matches on must be unique
         for row in rows:
-            index = str(PurePosixPath(row["path"]).with_suffix(""))
-            if index in seen and duplicates is not None:
-                duplicates.setdefault(index, [seen[index]]).append(row["path"])
-            seen.setdefault(index, row["path"])
+            index, first = indexes.add(row["path"])
+            if first is not None and duplicates is not None:
+                duplicates.setdefault(index, [first]).append(row["path"])
             writer.writerow([index, row["label"] or ""])
             count += 1
         return count
@@ -166,6 +216,17 @@ def write_rows(handle: IO[str], rows: Iterable[Row], classes: Sequence[str], fmt
             writer.writerow([row["path"], row["label"], _fmt(max(probs)), *flag, *values, ""])
         count += 1
     return count
+
+
+def kaggle_empty_labels_message(errors: int, failed: str, out: str | Path) -> str:
+    """What to say when ``errors`` images (``failed`` names some of them) have an empty label in the kaggle file
+    ``out``: the submission would be refused or scored wrong, so the command fails unless ``--allow-errors``."""
+    from garmentcv.cli_utils import plural
+
+    one = errors == 1
+    return (f"{plural(errors, 'image')} could not be decoded and {'has' if one else 'have'} an empty label in the "
+            f"kaggle file {out}: {failed}; replace or remove {'it' if one else 'them'} and run again, or pass "
+            f"--allow-errors to accept the empty label{'' if one else 's'}")
 
 
 #: Rows per parquet row group (and per batch held in memory while writing).

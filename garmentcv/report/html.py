@@ -51,15 +51,18 @@ class Limits:
             each gets ``min(gallery, grouped // number of galleries)``, at least 1.
         listed: rows of a text list (files that could not be read).
         thumbnail_px: side of the square a thumbnail fits in, px.
+        unfolded: thumbnails of a gallery shown open; the rest fold into a ``<details>`` element the reader
+            opens with a click (three rows of thumbnails on a 1280 px wide window), so the page stays short.
     """
 
     gallery: int = 200
     grouped: int = 2000
     listed: int = 1000
     thumbnail_px: int = 96
+    unfolded: int = 24
 
     def __post_init__(self) -> None:
-        if min(self.gallery, self.grouped, self.listed, self.thumbnail_px) < 1:
+        if min(self.gallery, self.grouped, self.listed, self.thumbnail_px, self.unfolded) < 1:
             raise ValueError(f"every report limit must be >= 1, got {self}")
 
     def per_group(self, groups: int) -> int:
@@ -97,8 +100,9 @@ def esc(text: object) -> str:
 
 
 def slug(text: str) -> str:
-    """An HTML id fragment for a label: letters, digits, ``-`` and ``_`` kept, others as ``_xx`` (hex)."""
-    return "".join(c if (c.isascii() and (c.isalnum() or c in "-")) else f"_{ord(c):x}" for c in text)
+    """An HTML id fragment for a label, different for different labels: ASCII letters, digits and ``-`` kept,
+    every other character (``_`` too) as ``_<hex code point>_`` (``a b`` -> ``a_20_b``, ``a_b`` -> ``a_5f_b``)."""
+    return "".join(c if (c.isascii() and (c.isalnum() or c == "-")) else f"_{ord(c):x}_" for c in text)
 
 
 def count(n: int, noun: str) -> str:
@@ -269,11 +273,12 @@ def _figure(row: Prediction, thumb: ThumbLookup, show_label: bool, show_predicte
         pic = f'<img src="{esc(url)}" alt="{name}" width="{width}" height="{height}">'
     else:
         pic = f'<span class="nopic" title="{esc(reason or "")}">no preview: {esc(reason or "no file")}</span>'
-    spans = [f'<span class="file">{name}</span>']
+    # caption lines are cut to the thumbnail's width: each carries its full text as a tooltip
+    spans = [f'<span class="file" title="{name}">{name}</span>']
     if show_label and row.label is not None:
-        spans.append(f"<span>true {esc(row.label)}</span>")
+        spans.append(f'<span title="true {esc(row.label)}">true {esc(row.label)}</span>')
     if show_predicted and row.predicted is not None:
-        spans.append(f"<span>predicted {esc(row.predicted)}</span>")
+        spans.append(f'<span title="predicted {esc(row.predicted)}">predicted {esc(row.predicted)}</span>')
     if row.confidence is not None:
         spans.append(f"<span>confidence {row.confidence:.3f}</span>")
     classes = []
@@ -284,15 +289,21 @@ def _figure(row: Prediction, thumb: ThumbLookup, show_label: bool, show_predicte
         spans.append('<span class="flag">needs review</span>')
     attr = f' class="{" ".join(classes)}"' if classes else ""
     caption = f'<figcaption title="{name}">{"".join(spans)}</figcaption>'
-    return f'<figure{attr}><div class="pic">{pic}</div>{caption}</figure>'
+    return f'<figure{attr}><div class="pic" title="{name}">{pic}</div>{caption}</figure>'
 
 
 def gallery_section(gallery: Gallery, thumb: ThumbLookup, *, level: int = 2, show_label: bool = True,
-                    show_predicted: bool = True, show_review: bool = False) -> str:
-    """A ``<section id=gallery.ident>`` with a heading, the count note and one figure per shown row."""
-    figures = "".join(_figure(r, thumb, show_label, show_predicted, show_review) for r in gallery.rows)
+                    show_predicted: bool = True, show_review: bool = False, unfolded: int | None = None) -> str:
+    """A ``<section id=gallery.ident>`` with a heading, the count note and one figure per shown row; past the
+    first ``unfolded`` rows (``None``: all open), the rest sit in a closed ``<details>`` element."""
+    figures = [_figure(r, thumb, show_label, show_predicted, show_review) for r in gallery.rows]
+    cut = len(figures) if unfolded is None else unfolded
+    folded = ""
+    if len(figures) > cut:
+        folded = (f'<details class="more"><summary>show the other {len(figures) - cut:,}</summary>'
+                  f'<div class="gallery">{"".join(figures[cut:])}</div></details>')
     return (f'<section id="{gallery.ident}"><h{level}>{esc(gallery.title)}</h{level}><p class="note">{_note(gallery)}'
-            f'</p><div class="gallery">{figures}</div></section>')
+            f'</p><div class="gallery">{"".join(figures[:cut])}</div>{folded}</section>')
 
 
 def errors_section(ident: str, title: str, rows: Sequence[Prediction], total: int, *, show_label: bool) -> str:

@@ -40,6 +40,8 @@ table.matrix td.zero { color: #bbb; }
 .gallery .pic { width: 120px; height: 104px; display: flex; align-items: center; justify-content: center; background: #eee; }
 .gallery img { max-width: 104px; max-height: 104px; }
 .gallery .nopic { color: #888; font-size: 11px; text-align: center; padding: 4px; }
+details.more { margin-top: 8px; }
+details.more summary { cursor: pointer; color: #1f3b57; margin-bottom: 8px; }
 figcaption span { display: block; overflow: hidden; text-overflow: ellipsis; white-space: nowrap; }
 figcaption .file { font-family: ui-monospace, monospace; }
 figcaption .flag { color: var(--review); font-weight: 600; }

@@ -15,9 +15,10 @@ import logging
 import os
 import secrets
 import shutil
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 from urllib.parse import quote
 
 from garmentcv.errors import GarmentCVError, OutputPathError
@@ -200,10 +201,11 @@ def write_evaluate_report(
             + "</div>",
             h.matrix_section(classes, matrix),
             h.plots_section(shown_plots),
-            *(h.gallery_section(g, thumb) for g in main),
+            *(h.gallery_section(g, thumb, unfolded=limits.unfolded) for g in main),
             h.errors_section("not-decoded", "Not decoded", shown_errors, len(errors), show_label=True),
             '<section id="cells"><h2>Images by confusion-matrix cell</h2>'
-            + "".join(h.gallery_section(g, thumb, level=3) for g in cell_galleries) + "</section>",
+            + "".join(h.gallery_section(g, thumb, level=3, unfolded=limits.unfolded) for g in cell_galleries)
+            + "</section>",
         ]
         nav = [("metrics", "Metrics"), ("per-class", "Per class"), ("confusion", "Confusion matrix"),
                *([("plots", "Plots")] if shown_plots else []), ("misclassified", "Misclassified"),
@@ -227,58 +229,234 @@ def _confidence(value: Any) -> float | None:
     return float(value)
 
 
-def read_results(results: Path, folder: Path) -> tuple[list[Prediction], list[str], bool]:
-    """Read a ``gcv-classify`` results file (csv or jsonl, told apart by its first character).
+class ResultsFile:
+    """A ``gcv-classify`` results file (csv or jsonl, told apart by its first character), read one row at a time.
+
+    Iterating gives one :class:`Prediction` per row, in file order, without ``source`` (set it for the rows
+    shown). Memory does not grow with the file.
+
+    Attributes:
+        path: the file.
+        columns: its columns (csv header; the keys of the first jsonl record).
+        review: whether it has a ``needs_review`` column.
+        classes: the class names in the model's order where the file tells it (``prob_<class>`` columns, or
+            the keys of the first jsonl ``probs`` object: known once the rows up to it are read), else empty.
+
+    Raises (on opening):
+        GarmentCVError: the file lacks ``path``, ``label``, ``confidence`` or ``error`` (e.g. the kaggle format),
+            or a jsonl line is not JSON.
+    """
+
+    NEEDED = frozenset({"path", "label", "confidence", "error"})
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.classes: list[str] = []
+        self._handle = open(self.path, newline="", **_ENCODING)  # noqa: SIM115 (closed by close() or the with block)
+        try:
+            self._jsonl = self._handle.read(1) == "{"
+            self._handle.seek(0)
+            if self._jsonl:
+                self._first = self._next_record()
+                self.columns = set(self._first or ())
+            else:
+                self._csv = csv.reader(self._handle)
+                header = next(self._csv, [])
+                self.columns = set(header)
+                self._width = len(header)
+                self._at = {name: i for i, name in reversed(list(enumerate(header)))}  # first column of a name
+                self.classes = [c[5:] for c in header if c.startswith("prob_")]
+            if self.columns and not self.NEEDED <= self.columns:
+                raise GarmentCVError(
+                    f"{self.path}: a report needs the columns {sorted(self.NEEDED)}, the file has "
+                    f"{sorted(self.columns)}; write the results as csv or jsonl (the kaggle format has no confidence "
+                    "or error)"
+                )
+        except BaseException:
+            self._handle.close()
+            raise
+        self.review = "needs_review" in self.columns
+
+    def _next_record(self) -> dict[str, Any] | None:
+        for line in self._handle:
+            if line.strip():
+                try:
+                    return json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise GarmentCVError(f"{self.path}: a line is not JSON ({exc}); give the results file "
+                                         "gcv-classify wrote") from exc
+        return None
+
+    def __iter__(self) -> Iterator[Prediction]:
+        if self._jsonl:
+            record = self._first
+            while record is not None:
+                if not self.classes and isinstance(record.get("probs"), dict):
+                    self.classes = list(record["probs"])
+                yield Prediction(path=record["path"], predicted=record.get("label") or None,
+                                 confidence=_confidence(record.get("confidence")),
+                                 needs_review=_flag(record.get("needs_review")), error=record.get("error") or None)
+                record = self._next_record()
+            return
+        at = self._at
+        path, label, confidence, error = at["path"], at["label"], at["confidence"], at["error"]
+        review = at.get("needs_review")
+        width = self._width
+        for cells in self._csv:
+            if not cells:
+                continue
+            if len(cells) < width:
+                raise GarmentCVError(f"{self.path}, line {self._csv.line_num}: {len(cells)} fields where the header "
+                                     f"has {width}; give the results file gcv-classify wrote")
+            yield Prediction(path=cells[path], predicted=cells[label] or None, confidence=_confidence(cells[confidence]),
+                             needs_review=review is not None and _flag(cells[review]), error=cells[error] or None)
+
+    def close(self) -> None:
+        """Close the file."""
+        self._handle.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class _Descending:
+    """Reverses the order of a key, so that :mod:`heapq`'s smallest item is the largest key."""
+
+    __slots__ = ("key",)
+
+    def __init__(self, key: Any) -> None:
+        self.key = key
+
+    def __lt__(self, other: _Descending) -> bool:
+        return other.key < self.key
+
+
+class Lowest:
+    """The ``cap`` rows of lowest ``key`` among those added (ties: the one added first), and how many were added.
+
+    A heap of at most ``cap`` entries whose top is the highest key kept: a row lower than it replaces it
+    (O(log cap) a row), so memory is ``O(cap)`` whatever the number of rows. The rows kept are those of
+    ``sorted(rows, key=key)[:cap]``.
+    """
+
+    def __init__(self, cap: int, key: Callable[[Prediction], Any]) -> None:
+        self.cap, self.key, self.total = cap, key, 0
+        self._heap: list[tuple[_Descending, Prediction]] = []
+
+    def add(self, row: Prediction) -> None:
+        """Count ``row`` and keep it if it is among the ``cap`` lowest so far."""
+        self.total += 1
+        entry = (_Descending((self.key(row), self.total)), row)
+        if len(self._heap) < self.cap:
+            heapq.heappush(self._heap, entry)
+        elif self._heap[0][0] < entry[0]:
+            heapq.heapreplace(self._heap, entry)
+
+    def shrink(self, cap: int) -> None:
+        """Keep at most ``cap`` (no more than now) rows from now on, the lowest."""
+        if cap < self.cap:
+            self.cap = cap
+            if len(self._heap) > cap:
+                self._heap = heapq.nlargest(cap, self._heap)
+                heapq.heapify(self._heap)
+
+    def rows(self) -> list[Prediction]:
+        """The rows kept, lowest key first."""
+        return [row for _, row in sorted(self._heap, reverse=True)]
+
+
+def _least_key(row: Prediction) -> tuple[float, str]:
+    return (row.confidence if row.confidence is not None else 2.0, row.path)
+
+
+@dataclass
+class ResultsTally:
+    """What the classify page shows of a results file, gathered in one pass in bounded memory.
+
+    Attributes:
+        limits: the page's sizes; they cap what is kept.
+        rows: rows seen; ``classified`` of them have a label, ``failed_total`` an error.
+        failed: the first ``limits.listed`` rows with an error, in file order.
+        by_class: per predicted class, its least confident rows; each keeps ``limits.per_group(classes so far)``,
+            so all of them together keep about ``limits.grouped`` rows.
+        review: the least confident ``limits.gallery`` rows marked ``needs_review``.
+    """
+
+    limits: Limits
+    rows: int = 0
+    classified: int = 0
+    failed: list[Prediction] = field(default_factory=list)
+    failed_total: int = 0
+    by_class: dict[str, Lowest] = field(default_factory=dict)
+    review: Lowest = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.review = Lowest(self.limits.gallery, _least_key)
+
+    def add(self, row: Prediction) -> None:
+        """Count ``row`` and keep it where it is among the rows shown so far."""
+        self.rows += 1
+        if row.error is not None:
+            self.failed_total += 1
+            if len(self.failed) < self.limits.listed:
+                self.failed.append(row)
+            return
+        if row.predicted is None:
+            return
+        self.classified += 1
+        heap = self.by_class.get(row.predicted)
+        if heap is None:  # one more class: each class gallery gets a smaller share of the thumbnails
+            cap = self.limits.per_group(len(self.by_class) + 1)
+            for other in self.by_class.values():
+                other.shrink(cap)
+            heap = self.by_class[row.predicted] = Lowest(cap, _least_key)
+        heap.add(row)
+        if row.needs_review:
+            self.review.add(row)
+
+
+def read_results(results: Path, limits: Limits = Limits()) -> tuple[ResultsTally, list[str], bool]:
+    """Read a ``gcv-classify`` results file in one pass into what its page shows (see :class:`ResultsFile`).
 
     Returns:
-        The rows (``source`` = ``folder / path``), the class names in the model's order where the file tells it
-        (probability columns), and whether the file has a ``needs_review`` column.
+        The tally (the rows shown, without ``source``, and the counts), the class names in the model's order
+        where the file tells it, and whether the file has a ``needs_review`` column.
 
     Raises:
-        GarmentCVError: the file lacks ``path``, ``label``, ``confidence`` or ``error`` (e.g. the kaggle format).
+        GarmentCVError: as :class:`ResultsFile`.
     """
-    with open(results, newline="", **_ENCODING) as handle:
-        first = handle.read(1)
-        handle.seek(0)
-        if first == "{":
-            records = [json.loads(line) for line in handle if line.strip()]
-            columns = set(records[0]) if records else set()
-            probs = next((r["probs"] for r in records if isinstance(r.get("probs"), dict)), {})
-            classes = list(probs)
-        else:
-            reader = csv.DictReader(handle)
-            columns = set(reader.fieldnames or ())
-            classes = [c[5:] for c in reader.fieldnames or () if c.startswith("prob_")]
-            records = list(reader)
-    needed = {"path", "label", "confidence", "error"}
-    if (records or columns) and not needed <= columns:
-        raise GarmentCVError(
-            f"{results}: a report needs the columns {sorted(needed)}, the file has {sorted(columns)}; "
-            "write the results as csv or jsonl (the kaggle format has no confidence or error)"
-        )
-    review = "needs_review" in columns
-    rows = [
-        Prediction(path=r["path"], source=folder / r["path"], predicted=r.get("label") or r.get("predicted") or None,
-                   confidence=_confidence(r.get("confidence")), needs_review=_flag(r.get("needs_review")),
-                   error=r.get("error") or None)
-        for r in records
-    ]
-    return rows, classes, review
+    tally = ResultsTally(limits)
+    with ResultsFile(results) as reader:
+        for row in reader:
+            tally.add(row)
+        classes, review = reader.classes, reader.review
+    return tally, classes, review
+
+
+def _with_source(rows: Iterable[Prediction], folder: Path) -> list[Prediction]:
+    return [replace(row, source=folder / row.path) for row in rows]
 
 
 def write_classify_report(page: Path, results: Path, folder: Path, limits: Limits = Limits(),
-                          title: str = "GarmentCV classification") -> Path:
+                          title: str = "GarmentCV classification", skipped: Mapping[str, int] | None = None) -> Path:
     """Write the page for the unlabelled results of ``gcv-classify`` (and ``<stem>_files/``).
 
     Shows, per predicted class, its images sorted by confidence, lowest first (the ones to check); the rows
     that need review when the results have a ``needs_review`` column; and the files that could not be read,
-    each with its reason.
+    each with its reason. The results are read once, row by row, keeping only the rows shown (see
+    :class:`Limits`), so a file of millions of rows takes little memory.
 
     Args:
         page: the HTML file to write.
         results: the finished results file (csv or jsonl).
         folder: the classified folder (paths in the results are relative to it).
         limits: gallery sizes (see :class:`~garmentcv.report.html.Limits`).
+        title: the page heading.
+        skipped: files of the folder passed over by the run (not images, hidden), by reason, as
+            :attr:`~garmentcv.infer.classify.ClassifySummary.skipped`: the header then counts every file.
 
     Returns:
         ``page``.
@@ -288,37 +466,41 @@ def write_classify_report(page: Path, results: Path, folder: Path, limits: Limit
         GarmentCVError: the results file is of a format without confidence (kaggle).
     """
     check_report_output(Path(page), "--report")
-    rows, classes, review = read_results(Path(results), Path(folder))
-    read = [r for r in rows if r.error is None and r.predicted is not None]
-    failed = [r for r in rows if r.error is not None]
-    by_class: dict[str, list[Prediction]] = {}
-    for row in read:
-        by_class.setdefault(row.predicted, []).append(row)  # type: ignore[arg-type]
-    order = [c for c in classes if c in by_class] + sorted(set(by_class) - set(classes))
-    per_class = limits.per_group(len(order))
-    class_galleries = [Gallery(f"class-{h.slug(c)}", c, _least(by_class[c], per_class), len(by_class[c]))
-                       for c in order]
-    flagged = [r for r in read if r.needs_review]
-    review_gallery = Gallery("needs-review", "Needing review", _least(flagged, limits.gallery), len(flagged))
+    folder = Path(folder)
+    tally, classes, review = read_results(Path(results), limits)
+    order = [c for c in classes if c in tally.by_class] + sorted(set(tally.by_class) - set(classes))
+    class_galleries = [Gallery(f"class-{h.slug(c)}", c, _with_source(tally.by_class[c].rows(), folder),
+                               tally.by_class[c].total) for c in order]
+    flagged = tally.review
+    review_gallery = Gallery("needs-review", "Needing review", _with_source(flagged.rows(), folder), flagged.total)
+    passed = dict(sorted((skipped or {}).items()))
 
     def build(files: _FilesFolder) -> str:
         thumb = _thumbnails([*class_galleries, *([review_gallery] if review else [])], files, limits)
         counts = "".join(f'<tr><th><a href="#{g.ident}">{h.esc(g.title)}</a></th><td>{g.total}</td></tr>'
                          for g in class_galleries)
-        summary = [("results", Path(results).name), ("rows", len(rows)), ("classified", len(read)),
-                   *([("needing review", len(flagged))] if review else []), ("not read", len(failed))]
+        summary = [("results", Path(results).name), ("rows", tally.rows), ("classified", tally.classified),
+                   *([("needing review", flagged.total)] if review else []), ("not read", tally.failed_total),
+                   *((f"skipped: {reason}", n) for reason, n in passed.items())]
         body = [
             '<section id="summary"><h2>Summary</h2><div class="tables">' + h.summary_table(summary)
             + f"<table><tr><th>predicted class</th><th>images</th></tr>{counts}</table></div></section>",
-            h.gallery_section(review_gallery, thumb, show_review=False) if review else "",
+            h.gallery_section(review_gallery, thumb, show_review=False, unfolded=limits.unfolded) if review else "",
             '<section id="classes"><h2>By predicted class</h2>'
-            + "".join(h.gallery_section(g, thumb, level=3, show_predicted=False, show_review=review)
-                      for g in class_galleries) + "</section>",
-            h.errors_section("not-read", "Not read", failed[: limits.listed], len(failed), show_label=False),
+            + "".join(h.gallery_section(g, thumb, level=3, show_predicted=False, show_review=review,
+                                        unfolded=limits.unfolded) for g in class_galleries) + "</section>",
+            h.errors_section("not-read", "Not read", tally.failed, tally.failed_total, show_label=False),
         ]
         nav = [("summary", "Summary"), *([("needs-review", "Needing review")] if review else []),
                ("classes", "By class"), ("not-read", "Not read")]
-        sub = f"{h.count(len(rows), 'file')}: {len(read):,} classified, {len(failed):,} not read"
+        read = f"{tally.classified:,} classified, {tally.failed_total:,} not read"
+        if skipped is None:
+            sub = f"{h.count(tally.rows, 'image')}: {read}"
+        else:
+            total = sum(passed.values())
+            reasons = ", ".join(f"{n:,} {reason}" for reason, n in passed.items())
+            sub = (f"{h.count(tally.rows + total, 'file')}: {h.count(tally.rows, 'image')} ({read}), "
+                   f"{total:,} skipped" + (f" ({reasons})" if reasons else ""))
         return h.page(title, sub, nav, body, files.final.name)
 
     return _write(page, build)
