@@ -21,24 +21,46 @@ them (``size``, ``mtime_ns``; the final output does not), so a file replaced bet
 Reused rows flow through the pipeline in batches like new ones, in bounded memory.
 
 A run without ``resume`` never deletes earlier partial results up front: it writes its own segment beside
-them, and the whole partial folder is removed only when it completes. Interrupted as well, every segment is
-still there for a later ``resume``; segments of a run with another model, folder or options are then ignored
-with a warning (and refused when no segment matches).
+them, and they are removed only when it completes. Interrupted as well, every segment is still there for a
+later ``resume``; segments of a run with another model, folder or options are then ignored with a warning (and
+refused when no segment matches).
+
+One run at a time: a run holds an exclusive lock, ``<out>.partial/lock`` (:class:`RunLock`, ``flock``, naming
+its pid, host and start time), from before any work to its end, and a second run on the same ``<out>`` is
+refused (:class:`RunLockedError`). Segments are created exclusively (``open(..., "x")``). A completing run removes
+only its own segment and those present when it started (earlier runs, all ended), then the folder if nothing else
+is left; a run that stops early removes only what holds nothing (its segment without rows).
+
+A file that kills the process decoding it (a decoder crash, the OOM killer): the local engine records the files
+it hands to the decoders, batch by batch, in ``<out>.partial/in-flight.json``; the next run decodes each recorded
+file it must classify alone in a child process first, and a file whose child dies gets the error row
+:data:`WORKER_DIED` instead of killing the run again (:meth:`ClassifyRun.decoding`).
+
+A full, read-only or failing disk stops the run with :class:`ClassifyStorageError` (Ctrl-C with
+:class:`RunInterrupted`), saying how many rows are saved for ``resume``.
 """
 
 from __future__ import annotations
 
+import contextlib
+import csv
+import errno
 import heapq
 import itertools
 import json
 import logging
+import multiprocessing
+import os
+import socket
 import sys
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
+from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from tqdm import tqdm
 
@@ -46,25 +68,51 @@ from garmentcv.artifact import ModelInfo
 from garmentcv.cli_utils import plural
 from garmentcv.data.layouts import SkippedFile
 from garmentcv.errors import GarmentCVError
-from garmentcv.fsutil import check_writable_output, sha256_of
+from garmentcv.fsutil import (
+    AtomicFile,
+    FileLock,
+    check_writable_output,
+    lock_owner,
+    sha256_of,
+    storage_problem,
+    try_lock,
+)
+from garmentcv.image import Preprocessing
 from garmentcv.infer.model_file import DEFAULT_MODEL_PATH
 from garmentcv.infer.pipeline import Prediction, predict_batches, split_cpus
-from garmentcv.infer.rows import OutputFormat, Row, needs_review, require_pyarrow, sort_key, write_output
+from garmentcv.infer.rows import (
+    OutputFormat,
+    Row,
+    needs_review,
+    require_pyarrow,
+    sort_key,
+    write_output,
+)
 from garmentcv.infer.runtimes import Model, OpeningModel, open_planned, plan_runtime
 from garmentcv.infer.sources import (
     DEFAULT_READ_RETRY,
     File,
+    ManifestSource,
     ReadRetry,
     Source,
     StorageReadError,
     is_read_error,
+    load_file,
     open_source,
 )
 
 logger = logging.getLogger(__name__)
 
 _PARTIAL_FORMAT = "garmentcv-classify-partial"
+_IN_FLIGHT_FORMAT = "garmentcv-classify-in-flight"
 _ENCODING = {"encoding": "utf-8", "errors": "surrogateescape"}
+#: In ``<out>.partial``: the lock file of the run writing ``<out>`` and the record of the files it is decoding.
+LOCK_FILE = "lock"
+IN_FLIGHT_FILE = "in-flight.json"
+#: The error of a row whose file killed the process decoding it (a decoder crash, the OOM killer).
+WORKER_DIED = "worker died while decoding"
+#: ``errno`` values of a file system without locks: a run there goes on unlocked, with a warning.
+_NO_LOCKS = frozenset({errno.ENOLCK, errno.ENOSYS, errno.EOPNOTSUPP})
 #: How many failed files a summary names (the rest are counted).
 ERROR_EXAMPLES = 5
 
@@ -97,6 +145,10 @@ class ClassifyConfig:
         max_consecutive_read_errors: stop the run (rows saved, :class:`~garmentcv.infer.sources.StorageReadError`)
             after this many objects in a row, in row order, could not be read: the storage is failing, and the rest
             would only become error rows. ``None``: never stop.
+        allow_empty: a source without image files gives a results file without rows (with a warning) instead of
+            :class:`EmptySourceError`.
+        list_skipped: also write this CSV file (``path,reason``, paths as in the rows) naming every file or folder
+            passed over (hidden, not an image, ...), written as the source is listed and renamed into place at the end.
     """
 
     folder: Path | str
@@ -117,6 +169,8 @@ class ClassifyConfig:
     fetch_threads: int | None = None
     read_retry: ReadRetry = DEFAULT_READ_RETRY
     max_consecutive_read_errors: int | None = 20
+    allow_empty: bool = False
+    list_skipped: Path | None = None
 
 
 #: ``ClassifyConfig.calibration`` values.
@@ -124,9 +178,27 @@ CALIBRATIONS = ("temperature", "none")
 
 
 class ClassifyUsageError(GarmentCVError, ValueError):
-    """Options that do not go together (exit code 2, like click's usage errors)."""
+    """Options that do not go together, or an output that would overwrite an input (exit code 2, like click's
+    usage errors)."""
 
     exit_code = 2
+
+
+class RunLockedError(GarmentCVError):
+    """Another run is writing the same results file (exit code 1); the message names it."""
+
+
+class EmptySourceError(GarmentCVError, ValueError):
+    """The source holds no image file (exit code 1) and an empty result was not asked for."""
+
+
+class ClassifyStorageError(GarmentCVError, OSError):
+    """The storage of the partial results or the output is full, read-only, forbidden or failing (exit code 1);
+    the message names the file, what to do, and the rows kept for ``--resume``."""
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C after a run saved its rows so far; the message says how many and that ``--resume`` finishes."""
 
 
 def check_options(fmt: OutputFormat, min_confidence: float | None, topk: int | None, calibration: str) -> None:
@@ -151,6 +223,65 @@ def check_options(fmt: OutputFormat, min_confidence: float | None, topk: int | N
         raise ClassifyUsageError(f"--topk {topk}: give at least 1")
     if OutputFormat(fmt) is OutputFormat.PARQUET:
         require_pyarrow()
+
+
+def check_topk(topk: int | None, info: ModelInfo, model: Path) -> None:
+    """Refuse ``topk`` above the number of classes of the model ``info`` describes (read from its metadata, before
+    the model is opened).
+
+    Raises:
+        ClassifyUsageError: ``topk`` is above the number of classes.
+    """
+    if topk is not None and topk > len(info.classes):
+        raise ClassifyUsageError(f"--topk {topk}: the model {model} has only {plural(len(info.classes), 'class')}; "
+                                 f"give at most {len(info.classes)}")
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether two paths name one file (links and hard links followed; a missing path: by its resolved name)."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return Path(a).resolve() == Path(b).resolve()
+
+
+def _within(path: Path, folder: Path) -> bool:
+    """Whether ``path`` is ``folder`` or lies below it, symbolic links resolved."""
+    path, folder = Path(path).resolve(), Path(folder).resolve()
+    return path == folder or folder in path.parents
+
+
+_WHAT = {"--out": "results", "--report": "page", "--list-skipped": "list"}
+
+
+def check_output_apart(path: Path, option: str, model: Path, source: Source, thumbnails: Path | None = None) -> None:
+    """Refuse an output that would overwrite an input of the run or be classified by the next one.
+
+    Args:
+        path: the output file (``--out``, ``--report``, ``--list-skipped``).
+        option: the option that named it, for the message.
+        model: the model file.
+        source: the run's source.
+        thumbnails: a folder written with ``path`` (the report's ``NAME_files``), or ``None``.
+
+    Raises:
+        ClassifyUsageError: ``path`` is the model file or the manifest, or lies inside the local source folder;
+            ``thumbnails`` is the source folder or holds it (symbolic links resolved).
+    """
+    what = _WHAT.get(option, "file")
+    if _same_file(path, model):
+        raise ClassifyUsageError(f"{option} {path} is the model file --model; give the {what} another name")
+    if isinstance(source, ManifestSource) and _same_file(path, source.manifest):
+        raise ClassifyUsageError(f"{option} {path} is the manifest SOURCE {source.manifest}; give the {what} another name")
+    folder = source.folder
+    if folder is None:
+        return
+    if _within(path, folder):
+        raise ClassifyUsageError(f"{option} {path} lies inside SOURCE {folder}; the next run would classify what is "
+                                 "written there: write it outside SOURCE")
+    if thumbnails is not None and _within(folder, thumbnails):
+        raise ClassifyUsageError(f"{option} {path}: its thumbnails folder {thumbnails} is SOURCE or holds it; give "
+                                 f"the {what} another name")
 
 
 @dataclass(frozen=True)
@@ -180,6 +311,7 @@ class ClassifySummary:
             or OpenVINO's ``f32``/``bf16``.
         read_errors: error rows whose object could not be read (``cannot read``; counted in ``errors`` too). A run
             with any raises :class:`~garmentcv.infer.sources.StorageReadError` carrying this summary.
+        skipped_list: the file naming every skipped file (``list_skipped``), or ``None``.
     """
 
     out: Path
@@ -202,6 +334,7 @@ class ClassifySummary:
     runtime: str = "onnxruntime"
     inference_precision: str = "fp32"
     read_errors: int = 0
+    skipped_list: Path | None = None
 
     @property
     def skipped_total(self) -> int:
@@ -210,31 +343,178 @@ class ClassifySummary:
 
 
 class _SkipCounter(list):  # type: ignore[type-arg]
-    """A stand-in for scan_images' ``skipped`` list that counts reasons without keeping the paths."""
+    """A stand-in for scan_images' ``skipped`` list that counts reasons without keeping the paths; with ``write``,
+    each skipped file is also handed to it as it comes (the ``list_skipped`` file)."""
 
-    def __init__(self) -> None:
+    def __init__(self, write: Callable[[SkippedFile], None] | None = None) -> None:
         super().__init__()
         self.counts: Counter[str] = Counter()
+        self.write = write
 
     def append(self, item: SkippedFile) -> None:  # type: ignore[override]
         self.counts[item.reason] += 1
+        if self.write is not None:
+            self.write(item)
+
+
+def partial_dir(out: Path) -> Path:
+    """The folder of the partial results of the run writing ``out``: ``<out>.partial``."""
+    return out.with_name(out.name + ".partial")
+
+
+class RunLock:
+    """The exclusive lock of the run writing ``out``: ``<out>.partial/lock``, held from before any work to the end.
+
+    The file says who holds it (pid, host, start time), for the message that refuses a second run. The lock is
+    ``flock`` (:func:`garmentcv.fsutil.try_lock`): a killed run releases it; on a file system without locks the
+    run goes on unlocked, with a warning.
+
+    Raises:
+        RunLockedError: another run holds it.
+        OSError: the folder cannot be created or written.
+    """
+
+    def __init__(self, out: Path) -> None:
+        self.out = Path(out)
+        self.dir = partial_dir(self.out)
+        path = self.dir / LOCK_FILE
+        owner = {"pid": os.getpid(), "host": socket.gethostname(),
+                 "started": datetime.now().astimezone().isoformat(timespec="seconds")}
+        self.lock: FileLock | None = None
+        for attempt in itertools.count():
+            self.dir.mkdir(parents=True, exist_ok=True)
+            try:
+                self.lock = try_lock(path, owner)
+            except FileNotFoundError:  # the folder went with a run finishing just now
+                if attempt < 3:
+                    continue
+                raise
+            except OSError as exc:
+                if exc.errno not in _NO_LOCKS:
+                    raise
+                logger.warning("%s: this file system cannot lock files (%s); nothing keeps another run from writing "
+                               "%s at the same time", path, exc.strerror, self.out)
+                return
+            break
+        if self.lock is None:
+            held = lock_owner(path)
+            who = (f"pid {held.get('pid')} on {held.get('host')}, started {held.get('started')}" if held
+                   else "its details are not written yet")
+            raise RunLockedError(f"{self.out} is being written by another run ({who}); wait until it ends, or give "
+                                 "another --out")
+
+    def release(self) -> None:
+        """Remove the lock file and release the lock, then the folder if nothing else is left in it (idempotent)."""
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
+        try:
+            self.dir.rmdir()
+        except OSError:  # not empty (partial results, another run's lock) or already gone
+            pass
+
+
+def _decode_in_child(file: File, pp: Preprocessing, input_format: str, done: Connection) -> None:
+    """The child process of :func:`decodes_alone`: decode ``file``, then say so (a failure to decode is an
+    ordinary error row of the main run: only dying matters here)."""
+    try:
+        load_file(file, pp, input_format=input_format)
+        outcome = "decoded"
+    except Exception as exc:
+        outcome = f"{type(exc).__name__}: {exc}"
+    done.send(outcome)
+    done.close()
+
+
+def decodes_alone(file: File, info: ModelInfo) -> bool:
+    """Whether decoding ``file`` leaves its process alive: it is decoded (into ``info``'s input) in a fresh child
+    process, forked from multiprocessing's fork server (single-threaded, so safe to fork), which must report back.
+
+    Returns:
+        False when the child died first (a decoder crash, ``os._exit``, the OOM killer); True otherwise, also when
+        the file cannot be decoded (that is an error row of its own).
+    """
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([__name__])  # children fork with the decoder already imported
+    reader, writer = context.Pipe(duplex=False)
+    child = context.Process(target=_decode_in_child, args=(file, info.preprocessing, info.input_format, writer),
+                            name="gcv-decode-alone", daemon=True)
+    child.start()
+    writer.close()
+    child.join()
+    try:
+        outcome = reader.recv() if reader.poll() else None
+    except EOFError:
+        outcome = None
+    finally:
+        reader.close()
+    logger.debug("%s decoded alone: %s (exit code %s)", file, outcome or "died", child.exitcode)
+    return outcome is not None
+
+
+class _InFlight:
+    """The files the local engine is decoding, recorded in ``<out>.partial/in-flight.json`` before they are decoded.
+
+    The record names the files of the batches handed to the decoders and not yet saved (at most ``prefetch + 1``
+    batches of :func:`~garmentcv.infer.pipeline.predict_batches`), rewritten (atomically) once per batch. A process
+    killed while decoding leaves it behind; the next run on the same ``out`` decodes each recorded file that it must
+    classify alone first (:func:`decodes_alone`) and gives a file whose child died the error row :data:`WORKER_DIED`.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self.path = folder / IN_FLIGHT_FILE
+        #: Files of a dead run's record not reached yet by this run.
+        self.suspects: set[str] = self._read()
+
+    def _read(self) -> set[str]:
+        try:
+            record = json.loads(self.path.read_text(**_ENCODING))
+        except FileNotFoundError:
+            return set()
+        except (OSError, ValueError) as exc:
+            logger.warning("%s: cannot read the files a stopped run was decoding (%s); ignored", self.path, exc)
+            return set()
+        if not (isinstance(record, dict) and record.get("format") == _IN_FLIGHT_FORMAT
+                and isinstance(record.get("paths"), list)):
+            logger.warning("%s: not a record of the files a run was decoding; ignored", self.path)
+            return set()
+        suspects = {p for p in record["paths"] if isinstance(p, str)}
+        if suspects:
+            logger.info("%s: a run died while decoding one of %s; each is decoded alone first", self.path,
+                        plural(len(suspects), "file"))
+        return suspects
+
+    def write(self, paths: Iterable[str]) -> None:
+        """Record ``paths`` (and the suspects not reached yet) as being decoded; flushed before this returns."""
+        tmp = self.path.with_name(f".{IN_FLIGHT_FILE}.tmp")
+        with tmp.open("w", **_ENCODING) as handle:
+            json.dump({"format": _IN_FLIGHT_FORMAT, "paths": [*self.suspects, *paths]}, handle)
+        os.replace(tmp, self.path)
+
+    def settle(self) -> None:
+        """After a run that stopped alive: nothing it decoded killed it; keep only the suspects it did not reach."""
+        if self.suspects:
+            self.write(())
+        else:
+            self.path.unlink(missing_ok=True)
 
 
 class _Partial:
     """The ``<out>.partial`` folder of segment files (see the module docstring)."""
 
     def __init__(self, out: Path, header: dict[str, Any]) -> None:
-        self.dir = out.with_name(out.name + ".partial")
+        self.dir = partial_dir(out)
         self.header = header
 
     def segments(self) -> list[Path]:
         return sorted(self.dir.glob("run-*.jsonl")) if self.dir.is_dir() else []
 
-    def discard(self) -> None:
-        for segment in self.segments():
-            segment.unlink()
-        if self.dir.is_dir():
-            self.dir.rmdir()
+    @staticmethod
+    def _number(segment: Path) -> int:
+        try:
+            return int(segment.stem.split("-", 1)[1])
+        except ValueError:
+            return -1
 
     @staticmethod
     def header_of(segment: Path) -> dict[str, Any] | None:
@@ -291,11 +571,17 @@ class _Partial:
                            plural(len(others), "partial segment"), self.dir)
         return matching
 
-    def new_segment(self) -> Path:
+    def new_segment(self) -> tuple[Path, IO[str]]:
+        """A new segment, numbered after the last one, created exclusively (a name taken meanwhile: the next one),
+        open for writing."""
         self.dir.mkdir(parents=True, exist_ok=True)
-        segments = self.segments()
-        number = int(segments[-1].stem.split("-")[1]) + 1 if segments else 0
-        return self.dir / f"run-{number:03d}.jsonl"
+        number = max(map(self._number, self.segments()), default=-1) + 1
+        while True:
+            segment = self.dir / f"run-{number:03d}.jsonl"
+            try:
+                return segment, segment.open("x", **_ENCODING)
+            except FileExistsError:
+                number += 1
 
 
 class _Reuse:
@@ -327,13 +613,21 @@ def open_checked_source(cfg: ClassifyConfig) -> Source:
     Raises:
         PathNotFoundError: a local source that does not exist.
         DatasetError: a file that is not a manifest.
-        ClassifyUsageError: see :func:`check_options`.
-        OutputPathError: ``cfg.out`` cannot be written.
+        ClassifyUsageError: see :func:`check_options`; ``cfg.out`` or ``cfg.list_skipped`` is the model or the
+            manifest, or lies inside the source folder (:func:`check_output_apart`); the two are one file.
+        OutputPathError: ``cfg.out`` or ``cfg.list_skipped`` cannot be written.
         MissingRuntimeError: parquet or an object store without pyarrow.
     """
     source = open_source(cfg.folder)
     check_options(cfg.format, cfg.min_confidence, cfg.topk, cfg.calibration)
-    check_writable_output(cfg.out, "--out")
+    outputs = [("--out", Path(cfg.out))] + ([("--list-skipped", Path(cfg.list_skipped))] if cfg.list_skipped else [])
+    for option, path in outputs:
+        check_output_apart(path, option, Path(cfg.model), source)
+    if cfg.list_skipped is not None and _same_file(Path(cfg.list_skipped), Path(cfg.out)):
+        raise ClassifyUsageError(f"--list-skipped {cfg.list_skipped} is the results file --out; give the list "
+                                 "another name")
+    for option, path in outputs:
+        check_writable_output(path, option)
     return source
 
 
@@ -343,23 +637,33 @@ class ClassifyRun:
 
     Use: :meth:`items` gives ``(file or None, row)`` in row order (``None``: a row reused from an interrupted
     run); an engine classifies the files and hands lists of :class:`~garmentcv.infer.pipeline.Prediction`
-    (in the same order) to :meth:`save`; :meth:`finish` writes ``cfg.out`` and returns the summary.
+    (in the same order) to :meth:`save`; :meth:`finish` writes ``cfg.out`` and returns the summary. A run holds
+    the lock of ``cfg.out`` (:class:`RunLock`) from its start to :meth:`finish`; an engine that stops it
+    otherwise calls :meth:`close` (:meth:`save` and :meth:`finish` do on their own failures).
     """
 
     def __init__(self, cfg: ClassifyConfig, source: Source, info: ModelInfo,
-                 runtime: tuple[str, str] = ("onnxruntime", "")) -> None:
+                 runtime: tuple[str, str] = ("onnxruntime", ""), lock: RunLock | None = None) -> None:
         """``runtime``: the runtime and inference precision that compute the rows (``("openvino", "bf16")``;
-        an empty precision means the file's).
+        an empty precision means the file's). ``lock``: the run's :class:`RunLock` when the engine took it
+        before any work; ``None`` takes it here. The run holds it until :meth:`finish` or :meth:`close`.
 
-        Raises: ClassifyUsageError (``topk`` above the number of classes); GarmentCVError (``resume`` with
-        partial results of another model, source or options)."""
+        Raises: ClassifyUsageError (``topk`` above the number of classes); RunLockedError (another run writes
+        ``cfg.out``); GarmentCVError (``resume`` with partial results of another model, source or options)."""
+        check_topk(cfg.topk, info, cfg.model)
+        self.lock = lock if lock is not None else RunLock(Path(cfg.out))
+        try:
+            self._start(cfg, source, info, runtime)
+        except BaseException:
+            self.lock.release()
+            raise
+
+    def _start(self, cfg: ClassifyConfig, source: Source, info: ModelInfo, runtime: tuple[str, str]) -> None:
         self.cfg = cfg
+        self.info = info
         self.runtime = (runtime[0], runtime[1] or info.precision)
         self.source = source
         self.classes = list(info.classes)
-        if cfg.topk is not None and cfg.topk > len(self.classes):
-            raise ClassifyUsageError(f"--topk {cfg.topk}: the model {cfg.model} has only "
-                                     f"{plural(len(self.classes), 'class')}; give at most {len(self.classes)}")
         self.temperature = info.applied_temperature if cfg.calibration == "temperature" else 1.0
         if cfg.calibration == "temperature" and info.temperature is None:
             logger.info("%s has no fitted temperature (exported before calibration): using the raw softmax", cfg.model)
@@ -374,18 +678,37 @@ class ClassifyRun:
             "runtime": list(self.runtime),
         }
         self.partial = _Partial(Path(cfg.out), self.header)
+        #: The segments of earlier runs, all ended (this run holds the lock): removed when this run completes.
+        self.earlier = self.partial.segments()
+        self.in_flight = _InFlight(self.partial.dir)
+        self.died: dict[int, Row] = {}  # id -> row of the files that killed the child decoding them
         self.reuse: _Reuse | None = None
         reusable = self.partial.reusable(cfg.resume)
         if reusable:
             self.reuse = _Reuse(self.partial.previous_rows(reusable))
             logger.info("resuming from the partial results in %s", self.partial.dir)
-        self.skipped = _SkipCounter()
+        self.skip_list: AtomicFile | None = None
+        if cfg.list_skipped is not None:
+            self.skip_list = AtomicFile(cfg.list_skipped, newline="", encoding="utf-8", errors="surrogateescape")
+            self.skip_writer = csv.writer(self.skip_list.handle)
+            self.skip_writer.writerow(["path", "reason"])
+        self.skipped = _SkipCounter(self._list_skipped if self.skip_list is not None else None)
         self.files = self.reused = self.review = 0
         self.reasons: Counter[str] = Counter()
         self.examples: list[str] = []
         self.unread: list[str] = []  # paths of the rows whose object could not be read, at most ERROR_EXAMPLES
         self.unread_count = 0
         self.segment: Path | None = None
+        self.closed = False
+
+    def _list_skipped(self, item: SkippedFile) -> None:
+        """One line of the ``list_skipped`` file: the path named as rows name files (relative to a source folder,
+        ``/``-separated) and the reason."""
+        path = item.path
+        if self.source.folder is not None:
+            with contextlib.suppress(ValueError):
+                path = path.relative_to(self.source.folder)
+        self.skip_writer.writerow([path.as_posix(), item.reason])
 
     def ran_on(self, runtime: tuple[str, str]) -> None:
         """Record the runtime that computed the rows, when it is not the planned one (``auto`` fell back to
@@ -417,6 +740,38 @@ class ClassifyRun:
             else:
                 yield entry.file, {"path": entry.name, "size": entry.size, "mtime_ns": entry.mtime_ns}
 
+    def decoding(self, items: Iterable[tuple[File | None, Row]], batch_size: int) -> Iterator[tuple[File | None, Row]]:
+        """The local engine's ``items``, guarded against files that kill the process decoding them.
+
+        Items pass in groups of ``batch_size``, as :func:`~garmentcv.infer.pipeline.predict_batches` makes its
+        batches, so the files of each batch are recorded (:class:`_InFlight`) before the decoders get them. A file
+        of a dead run's record that must be classified is first decoded alone in a child process
+        (:func:`decodes_alone`); if the child dies, the file is passed on as done and :meth:`save` gives it the
+        error row :data:`WORKER_DIED`.
+        """
+        flight = self.in_flight
+        window: deque[tuple[int, list[str]]] = deque()  # (items up to the end of the batch, its files) not saved yet
+        done = 0
+        source = iter(items)
+        while batch := list(itertools.islice(source, batch_size)):
+            for i, (file, row) in enumerate(batch):
+                if row["path"] not in flight.suspects:
+                    continue
+                flight.suspects.discard(row["path"])
+                if file is not None and not decodes_alone(file, self.info):
+                    logger.warning("%s: the process decoding it died; it gets an error row (%s)", row["path"],
+                                   WORKER_DIED)
+                    self.died[id(row)] = row
+                    batch[i] = (None, row)
+            done += len(batch)
+            names = [row["path"] for file, row in batch if file is not None]
+            while window and window[0][0] <= self.files:
+                window.popleft()
+            if names:
+                window.append((done, names))
+                flight.write(itertools.chain.from_iterable(n for _, n in window))
+            yield from batch
+
     def save(self, batches: Iterable[list[Prediction[Row]]], on_batch: Callable[[int], None] | None = None,
              progress: Callable[[int], None] | None = None) -> None:
         """Write the rows of ``batches`` to a new segment of the partial results, flushed batch by batch.
@@ -426,8 +781,12 @@ class ClassifyRun:
             on_batch: called after each batch with the number of rows saved so far in this run.
             progress: called with the number of rows classified (not reused) in each batch.
 
+        On any failure the run is closed (:meth:`close`): the rows saved so far stay for ``--resume``.
+
         Raises:
-            KeyboardInterrupt: passed on after the rows so far are saved.
+            RunInterrupted: Ctrl-C (a :class:`KeyboardInterrupt`), after the rows so far are saved.
+            ClassifyStorageError: the storage failed (full, read-only, forbidden, failing: an ``OSError`` of
+                :data:`garmentcv.fsutil.STORAGE_ERRNOS`), naming the file, what to do and the rows saved.
             StorageReadError: ``cfg.max_consecutive_read_errors`` objects in a row could not be read; raised after
                 the batch holding the last of them is saved.
         """
@@ -435,23 +794,26 @@ class ClassifyRun:
         limit = self.cfg.max_consecutive_read_errors
         unread_in_a_row = 0
         failing: Row | None = None  # the row that made limit objects in a row unread: stop after its batch
-        self.segment = self.partial.new_segment()
         try:
-            with self.segment.open("w", **_ENCODING) as handle:
-                handle.write(json.dumps(self.header) + "\n")
+            self.segment, handle = self.partial.new_segment()
+            try:
+                self._write(handle, json.dumps(self.header) + "\n")
                 for predictions in batches:
                     lines = []
                     for p in predictions:
                         row = p.item
-                        if p.passed:
+                        passed, error = p.passed, p.error
+                        if passed and self.died.pop(id(row), None) is not None:
+                            passed, error = False, WORKER_DIED
+                        if passed:
                             self.reused += 1
                             if row["error"]:
                                 self.reasons[_reason_kind(row["error"])] += 1
-                        elif p.error is not None:
-                            row.update(label=None, probs=None, error=p.error)
-                            self.reasons[_reason_kind(p.error)] += 1
-                            unread_in_a_row = unread_in_a_row + 1 if is_read_error(p.error) else 0
-                            if is_read_error(p.error):
+                        elif error is not None:
+                            row.update(label=None, probs=None, error=error)
+                            self.reasons[_reason_kind(error)] += 1
+                            unread_in_a_row = unread_in_a_row + 1 if is_read_error(error) else 0
+                            if is_read_error(error):
                                 self.unread_count += 1
                                 if len(self.unread) < ERROR_EXAMPLES:
                                     self.unread.append(row["path"])
@@ -466,8 +828,7 @@ class ClassifyRun:
                         if row["error"] and len(self.examples) < ERROR_EXAMPLES:
                             self.examples.append(row["path"])
                         lines.append(json.dumps(row) + "\n")
-                    handle.write("".join(lines))
-                    handle.flush()
+                    self._write(handle, "".join(lines))
                     self.files += len(predictions)
                     if progress is not None:
                         progress(sum(not p.passed for p in predictions))
@@ -480,16 +841,75 @@ class ClassifyRun:
                             f"{'is' if self.files == 1 else 'are'} saved in {self.partial.dir}; when it works again, "
                             "run the same command with --resume to finish"
                         )
-        except KeyboardInterrupt:
-            logger.warning("interrupted: %d rows saved in %s; run again with --resume to finish", self.files,
-                           self.partial.dir)
+            except BaseException:
+                with contextlib.suppress(OSError):  # a tail that a full disk refused is lost with the run
+                    handle.close()
+                raise
+            handle.close()
+        except BaseException as exc:
+            stopped = self._stopped(exc, "continue")
+            if stopped is exc:
+                raise
+            raise stopped from exc
+
+    def _write(self, handle: IO[str], text: str) -> None:
+        """Write and flush ``text`` to the segment; an ``OSError`` without a file name gets the segment's."""
+        try:
+            handle.write(text)
+            handle.flush()
+        except OSError as exc:
+            if exc.filename is None:
+                exc.filename = str(self.segment)
             raise
 
+    def _saved(self) -> str:
+        """``"4 rows are saved in OUT.partial"``: this run's rows kept for ``--resume``."""
+        verb = "is" if self.files == 1 else "are"
+        return f"{plural(self.files, 'row')} {verb} saved in {self.partial.dir}"
+
+    def _stopped(self, exc: BaseException, then: str) -> BaseException:
+        """Close the run stopped by ``exc`` and return what to raise: ``exc`` itself, or for Ctrl-C and a storage
+        failure an error that says how many rows are saved and that ``--resume`` continues (``then``: what it does)."""
+        self.close()
+        if isinstance(exc, (RunInterrupted, GarmentCVError)):
+            return exc
+        if isinstance(exc, KeyboardInterrupt):
+            return RunInterrupted(f"{self._saved()}; run the same command with --resume to {then}"
+                                  if self.files else "no row was saved yet")
+        problem = storage_problem(exc)
+        if problem is not None:
+            rows = f"{self._saved()}: then run the same command with --resume to {then}" if self.files else (
+                "no row was saved yet: then run the same command again")
+            return ClassifyStorageError(f"{problem}; {rows}")
+        return exc
+
+    def close(self) -> None:
+        """End a run that stops before :meth:`finish` (an error, Ctrl-C): keep the rows saved for ``--resume`` and
+        remove only what holds nothing (its segment without rows, the record of files being decoded, which did not
+        kill it, the unfinished skip list), then release the lock. Idempotent; a cleanup that fails is logged."""
+        if self.closed:
+            return
+        self.closed = True
+        steps: list[Callable[[], None]] = [self.in_flight.settle]
+        if self.segment is not None and self.files == 0:
+            steps.append(lambda: self.segment.unlink(missing_ok=True))  # type: ignore[union-attr]
+        if self.skip_list is not None:
+            steps.append(self.skip_list.abort)
+        steps.append(self.lock.release)
+        for step in steps:
+            try:
+                step()
+            except OSError as exc:
+                logger.warning("cleaning up after the run stopped: %s", exc)
+
     def finish(self, start: float, provider: str, threads: int, workers: int) -> ClassifySummary:
-        """Write ``cfg.out`` (atomically) from the segment :meth:`save` wrote, remove the partial results and
-        return the summary; ``start`` is the run's :func:`time.perf_counter` at its start.
+        """Write ``cfg.out`` (atomically) from the segment :meth:`save` wrote (and the ``list_skipped`` file),
+        remove the partial results this run wrote or merged, release the lock and return the summary; ``start`` is
+        the run's :func:`time.perf_counter` at its start.
 
         Raises:
+            EmptySourceError: no image file was found and ``cfg.allow_empty`` is false (nothing is written).
+            RunInterrupted, ClassifyStorageError: as :meth:`save`; every row is then saved for ``--resume``.
             StorageReadError: some objects could not be read (``cannot read`` rows): ``cfg.out`` is written, the
                 partial results are kept for ``--resume``, which reads those objects again; the summary is the
                 exception's ``summary``.
@@ -498,10 +918,21 @@ class ClassifyRun:
         assert self.segment is not None, "save() must run first"
         errors = sum(self.reasons.values())
         duplicates: dict[str, list[str]] = {}
-        write_output(cfg.out, self.partial.rows(self.segment), self.classes, cfg.format, cfg.min_confidence, cfg.topk,
-                     duplicates)
-        if not self.unread_count:  # else kept: --resume reuses the other rows and reads the unread objects again
-            self.partial.discard()
+        try:
+            self._check_found()
+            if self.skip_list is not None:
+                self.skip_list.commit()
+            write_output(cfg.out, self.partial.rows(self.segment), self.classes, cfg.format, cfg.min_confidence,
+                         cfg.topk, duplicates)
+        except BaseException as exc:
+            stopped = self._stopped(exc, f"write {cfg.out} from them")
+            if stopped is exc:
+                raise
+            raise stopped from exc
+        if self.unread_count:  # kept: --resume reuses the other rows and reads the unread objects again
+            self.close()
+        else:
+            self._discard()
         seconds = time.perf_counter() - start
         new = self.files - self.reused
         summary = ClassifySummary(
@@ -512,6 +943,7 @@ class ClassifyRun:
             temperature=self.temperature, needs_review=self.review, min_confidence=cfg.min_confidence,
             duplicate_indexes=duplicates, runtime=self.runtime[0], inference_precision=self.runtime[1],
             read_errors=self.unread_count,
+            skipped_list=Path(cfg.list_skipped) if cfg.list_skipped is not None else None,
         )
         logger.debug(
             "%d image files: %d classified, %d errors, %d other files skipped, %d rows reused; %.1f s, %.1f images/s (%s)",
@@ -528,6 +960,38 @@ class ClassifyRun:
                 "reused)", summary,
             )
         return summary
+
+
+
+    def _check_found(self) -> None:
+        """Refuse (or, with ``allow_empty``, warn about) a run that found no image file.
+
+        Raises:
+            EmptySourceError: no row and ``cfg.allow_empty`` is false.
+        """
+        if self.files:
+            return
+        skipped = ", ".join(f"{n} {reason}" for reason, n in sorted(self.skipped.counts.items()))
+        if not self.cfg.allow_empty:
+            raise EmptySourceError(
+                f"{self.cfg.folder}: no image files found{f' (skipped {skipped})' if skipped else ''}; nothing written "
+                f"to {self.cfg.out}. Check SOURCE and --recursive, or pass --allow-empty to accept a results file "
+                "without rows"
+            )
+        logger.warning("%s: no image files found; %s has no rows", self.cfg.folder, self.cfg.out)
+
+    def _discard(self) -> None:
+        """After the output is written: remove the segments of this run and of the earlier ones it superseded (a
+        segment that appeared since this run started is another process's and stays), the record of files being
+        decoded, the lock, and the partial folder when nothing else is left in it."""
+        self.closed = True
+        paths = [*self.earlier, self.segment, self.in_flight.path]
+        try:
+            for path in paths:
+                path.unlink(missing_ok=True)  # type: ignore[union-attr]
+        except OSError as exc:  # the output is complete: what is left only takes room
+            logger.warning("%s is written, but its partial results could not all be removed: %s", self.cfg.out, exc)
+        self.lock.release()
 
 
 def classify_folder(cfg: ClassifyConfig, on_batch: Callable[[int], None] | None = None) -> ClassifySummary:
@@ -548,28 +1012,45 @@ def classify_folder(cfg: ClassifyConfig, on_batch: Callable[[int], None] | None 
         ProviderError: ``cuda`` asked for but not usable.
         RuntimeUnavailableError: ``openvino`` asked for but not installed or not able to run the file.
         GarmentCVError: ``resume`` with partial results from another model, folder or options.
-        ClassifyUsageError: see :func:`check_options`; ``topk`` above the model's number of classes.
-        KeyboardInterrupt: passed on after the partial results are saved.
+        ClassifyUsageError: see :func:`check_options` and :func:`check_output_apart`; ``topk`` above the model's
+            number of classes (before the model is opened).
+        RunLockedError: another run is writing ``cfg.out`` (before any other work).
+        EmptySourceError: no image file found, without ``cfg.allow_empty``.
+        ClassifyStorageError: the partial results or the output cannot be written (full disk, permissions).
+        RunInterrupted: Ctrl-C, passed on after the partial results are saved.
     """
     start = time.perf_counter()
     source = open_checked_source(cfg)
-    threads, workers = split_cpus(cfg.threads, cfg.workers)
-    plan = plan_runtime(cfg.model, cfg.runtime, cfg.provider)
-    model: Model
-    if cfg.resume:  # partial results are matched against the runtime that really runs (auto may fall back)
-        model = open_planned(plan, threads)
-    else:  # the first batches decode while the model opens (see OpeningModel)
-        model = OpeningModel(plan, threads)
-    rows_runtime = (model.runtime, model.inference_precision) if cfg.resume else plan.rows_runtime
-    run = ClassifyRun(cfg, source, plan.info, rows_runtime)
-    bar = tqdm(desc="classify", unit="img", file=sys.stderr, disable=None if cfg.progress else True, dynamic_ncols=True)
-    batches = predict_batches(model, run.items(), cfg.batch_size, workers, temperature=run.temperature,
-                              fetch_threads=cfg.fetch_threads, read_retry=cfg.read_retry)
+    lock = RunLock(Path(cfg.out))
+    run: ClassifyRun | None = None
     try:
-        first = next(batches, None)  # the model is open after the first batch: errors opening it come before any output
-        run.ran_on((model.runtime, model.inference_precision))
-        run.save(itertools.chain([] if first is None else [first], batches), on_batch, progress=bar.update)
-    finally:
-        batches.close()  # a run stopped early: reads and decodes not begun are dropped, not done
-        bar.close()
-    return run.finish(start, model.provider, threads, workers)
+        threads, workers = split_cpus(cfg.threads, cfg.workers)
+        plan = plan_runtime(cfg.model, cfg.runtime, cfg.provider)
+        check_topk(cfg.topk, plan.info, cfg.model)  # before the model opens: its error comes alone
+        model: Model
+        if cfg.resume:  # partial results are matched against the runtime that really runs (auto may fall back)
+            model = open_planned(plan, threads)
+        else:  # the first batches decode while the model opens (see OpeningModel)
+            model = OpeningModel(plan, threads)
+        rows_runtime = (model.runtime, model.inference_precision) if cfg.resume else plan.rows_runtime
+        run = ClassifyRun(cfg, source, plan.info, rows_runtime, lock=lock)
+        bar = tqdm(desc="classify", unit="img", file=sys.stderr, disable=None if cfg.progress else True,
+                   dynamic_ncols=True)
+        try:
+            items = run.decoding(run.items(), cfg.batch_size)
+            batches = predict_batches(model, items, cfg.batch_size, workers, temperature=run.temperature,
+                                      fetch_threads=cfg.fetch_threads, read_retry=cfg.read_retry)
+            try:
+                first = next(batches, None)  # the model is open after the first batch: errors opening it come first
+                run.ran_on((model.runtime, model.inference_precision))
+                run.save(itertools.chain([] if first is None else [first], batches), on_batch, progress=bar.update)
+            finally:
+                batches.close()  # a run stopped early: reads and decodes not begun are dropped, not done
+        finally:
+            bar.close()
+        return run.finish(start, model.provider, threads, workers)
+    except BaseException:
+        if run is not None:
+            run.close()
+        lock.release()
+        raise

@@ -88,6 +88,10 @@ def _model_option(default: Path | None) -> click.Option:
 @click.option("--report", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also write this HTML page (and a NAME_files/ folder of thumbnails beside it): per predicted "
               "class the images, least confident first, the rows needing review, the files not read. csv or jsonl.")
+@click.option("--allow-empty", is_flag=True,
+              help="Exit 0 with a results file without rows when SOURCE holds no image file (else an error, exit 1).")
+@click.option("--list-skipped", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also write this CSV file (path,reason) naming every file or folder skipped (hidden, not an image).")
 @click.option("--allow-errors", is_flag=True,
               help="With --format kaggle, exit 0 although some images could not be decoded (their rows have an "
               "empty label) or two files share an index (10.jpg, 10.png). Without it such a file is still written, "
@@ -99,7 +103,8 @@ def classify_main(source: str, out: Path, model: Path, batch_size: int, provider
                   threads: int | None, workers: int | None, recursive: bool, fmt: str, engine: str,
                   address: str | None, num_workers: int | None, cpus_per_worker: int, resume: bool, calibration: str,
                   min_confidence: float | None, topk: int | None, fail_on_error: bool, report: Path | None,
-                  allow_errors: bool, quiet: bool, verbose: bool) -> None:
+                  allow_empty: bool, list_skipped: Path | None, allow_errors: bool, quiet: bool,
+                  verbose: bool) -> None:
     """Classify every image in SOURCE with an exported model: one row per image file in --out.
 
     SOURCE is a folder, a manifest (a .txt or .lst file of paths, one a line, or a .csv file with a path column;
@@ -108,16 +113,19 @@ def classify_main(source: str, out: Path, model: Path, batch_size: int, provider
 
     Rows are sorted by path relative to SOURCE (or as the manifest gives it). A file that cannot be decoded gets a row with an empty label
     and the reason in the error column; hidden files and non-images are skipped. Rows are saved batch by
-    batch in OUT.partial and OUT appears only when the run is complete; after Ctrl-C, --resume finishes it.
+    batch in OUT.partial and OUT appears only when the run is complete; after Ctrl-C, a full disk or a crash,
+    --resume finishes it (a file whose decoding killed the process gets the error "worker died while decoding").
+    One run at a time writes an OUT: a second one is refused. --out, --report and --list-skipped may not be the
+    model, the manifest, or lie inside SOURCE.
     With --format kaggle, images that could not be decoded make the command exit with 1 (the file is still
     written) unless --allow-errors. Probabilities are calibrated with the model file's temperature unless
     --calibration none.
     """
     setup_logging(quiet, verbose)
     require_onnxruntime()  # a clear message, not an ImportError, when neither [cpu] nor [gpu] is installed
-    from garmentcv.infer.classify import ClassifyConfig, classify_folder
-    from garmentcv.infer.sources import is_uri
-    from garmentcv.report import check_report_output, write_classify_report
+    from garmentcv.infer.classify import ClassifyConfig, check_output_apart, classify_folder
+    from garmentcv.infer.sources import is_uri, open_source
+    from garmentcv.report import check_report_output, files_folder, write_classify_report
 
     if engine == "local":
         given = [name for name, value in (("--address", address), ("--num-workers", num_workers),
@@ -136,11 +144,12 @@ def classify_main(source: str, out: Path, model: Path, batch_size: int, provider
     if report is not None and report.resolve() == out.resolve():
         raise click.UsageError(f"--report {report} is the results file --out; give the page another name")
     if report is not None:
+        check_output_apart(report, "--report", model, open_source(folder), thumbnails=files_folder(report))
         check_report_output(report, "--report")
     cfg = ClassifyConfig(folder=folder, out=out, model=model, batch_size=batch_size, provider=provider,
                          threads=threads, workers=workers, recursive=recursive, format=OutputFormat(fmt),
                          resume=resume, progress=not quiet, calibration=calibration, min_confidence=min_confidence,
-                         topk=topk, runtime=runtime)
+                         topk=topk, runtime=runtime, allow_empty=allow_empty, list_skipped=list_skipped)
     if engine == "ray":
         from garmentcv.infer.ray_engine import RayOptions, classify_ray, import_ray
 
@@ -153,6 +162,10 @@ def classify_main(source: str, out: Path, model: Path, batch_size: int, provider
     if report is not None:
         click.echo(f"report -> {write_classify_report(report, s.out, folder, skipped=s.skipped)}", err=True)
     skipped = ", ".join(f"{n} {reason}" for reason, n in sorted(s.skipped.items())) or "none"
+    if s.skipped_list is not None:
+        skipped += f" (listed in {s.skipped_list})"
+    elif s.skipped:
+        skipped += " (--list-skipped FILE names them)"
     click.echo(
         f"{plural(s.files, 'image file')}: {s.classified} classified, {plural(s.errors, 'error')}; skipped {skipped}; "
         f"{s.seconds:.1f} s, {s.images_per_second:.1f} images/s on {s.provider} ({s.runtime}, "

@@ -7,6 +7,7 @@ in format 1, uint8 ``(N, H, W, 3)`` in format 2) and one output ``logits`` float
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 
 from garmentcv.artifact import INPUT_NAME, OUTPUT_NAME, ModelInfo
@@ -20,12 +21,33 @@ class ModelFileNotFoundError(PathNotFoundError, ModelFileError):
     """The model file does not exist: wrong usage (exit code 2), and a :class:`ModelFileError` for callers."""
 
 
+#: How a PyTorch file saved in the legacy (non-zip) format begins: its magic number 0x1950a86a20f9469cfc6c pickled
+#: with protocol 2 (``torch.serialization``); the zip format is recognised by its ``data.pkl`` entry.
+_TORCH_LEGACY_MAGIC = b"\x80\x02\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19."
+
+
+def is_torch_checkpoint(path: Path) -> bool:
+    """Whether ``path`` is a file written by ``torch.save`` (a training checkpoint), read without torch: a zip
+    archive with a ``data.pkl`` entry (torch's format since 1.6) or the legacy pickle's magic number."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(len(_TORCH_LEGACY_MAGIC))
+        if head == _TORCH_LEGACY_MAGIC:
+            return True
+        if not head.startswith(b"PK\x03\x04"):
+            return False
+        with zipfile.ZipFile(path) as archive:
+            return any(name == "data.pkl" or name.endswith("/data.pkl") for name in archive.namelist())
+    except (OSError, zipfile.BadZipFile):
+        return False
+
+
 def check_model_path(path: Path) -> None:
-    """Refuse a model path that is not a file, with the ``gcv-export`` hint.
+    """Refuse a model path that is not a file, or is a training checkpoint, with the ``gcv-export`` hint.
 
     Raises:
         ModelFileNotFoundError: nothing exists at ``path``.
-        ModelFileError: ``path`` is a folder or another non-file.
+        ModelFileError: ``path`` is a folder or another non-file, or a PyTorch checkpoint (:func:`is_torch_checkpoint`).
     """
     if not path.exists():
         raise ModelFileNotFoundError(
@@ -34,6 +56,11 @@ def check_model_path(path: Path) -> None:
     if not path.is_file():
         kind = "a folder" if path.is_dir() else "not a regular file"
         raise ModelFileError(f"{path}: is {kind}, not a model file; pass the .onnx file written by gcv-export")
+    if is_torch_checkpoint(path):
+        raise ModelFileError(
+            f"{path}: a PyTorch training checkpoint (as gcv-train writes), not an ONNX model; export it with "
+            f"'gcv-export {path} --out model.onnx' and pass that file to --model"
+        )
 
 
 def read_model_info(path: Path) -> ModelInfo:
@@ -45,7 +72,7 @@ def read_model_info(path: Path) -> ModelInfo:
 
     Raises:
         ModelFileNotFoundError: the file does not exist (a :class:`ModelFileError` with exit code 2).
-        ModelFileError: the file is a folder, is not a readable ONNX model, has no (or a newer or damaged)
+        ModelFileError: the file is a folder, a training checkpoint, is not a readable ONNX model, has no (or a newer or damaged)
             GarmentCV metadata, or lacks exactly the input ``input`` its metadata declares and the output
             ``logits`` float32 ``(N, C)``. The message names the file.
     """
