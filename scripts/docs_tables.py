@@ -227,8 +227,11 @@ def escape_placeholders(html: str) -> str:
 
 
 def on_page_content(html: str, page: Any, config: Any, files: Any) -> str:
-    """The CLI reference shows the commands' help as click prints it, placeholders included."""
-    return escape_placeholders(html) if page.file.src_uri == "cli.md" else html
+    """The CLI reference shows the commands' help as click prints it, placeholders included, and no default where
+    click has none (mkdocs-click prints click 8.3's ``UNSET`` marker there)."""
+    if page.file.src_uri != "cli.md":
+        return html
+    return escape_placeholders(html).replace("<code>Sentinel.UNSET</code>", "")
 
 
 def main(argv: list[str]) -> int:

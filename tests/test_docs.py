@@ -62,6 +62,8 @@ def _commands() -> dict[str, click.Command]:
 
 def test_cli_reference_is_generated_from_every_option_of_every_command(site: Path) -> None:
     text = _text(site / "cli" / "index.html")
+    assert "Sentinel" not in text and "UNSET" not in text
+    assert "<id>_<label>.jpg" in text  # placeholders of the help text are shown, not swallowed as HTML tags
     for name, command in _commands().items():
         for param in command.params:
             for opt in [*param.opts, *param.secondary_opts]:
