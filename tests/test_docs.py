@@ -101,6 +101,16 @@ def test_readme_is_at_most_10_kb() -> None:
     assert README.stat().st_size <= 10 * 1024
 
 
+def test_readme_links_point_to_pages_and_headings_that_exist(site: Path) -> None:
+    links = re.findall(r"\]\((docs/[^)#]+)(?:#([^)]+))?\)", README.read_text(encoding="utf-8"))
+    assert len(links) >= 15
+    for page, anchor in links:
+        assert (REPO / page).is_file(), page
+        if anchor:
+            built = site / Path(page).relative_to("docs").with_suffix("") / "index.html"
+            assert f'id="{anchor}"' in built.read_text(encoding="utf-8"), f"{page}#{anchor}"
+
+
 def test_readme_tables_match_their_data_files() -> None:
     text = README.read_text(encoding="utf-8")
     assert docs_tables.BLOCK.search(text), "README has no rendered results table"
