@@ -1,4 +1,4 @@
-"""Decoding at the floor (issue 13, ask 4): ``load_crop``/``load_input`` per 600x866 JPEG against decode only.
+"""Decoding at the floor: ``load_crop``/``load_input`` per 600x866 JPEG against decode only.
 
 Every figure is measured in one run, on the same files, interleaved repeat by repeat, on one thread; each is the
 median over repeats of the per-image time (thread CPU time, so other processes on the cores inflate it less
@@ -16,7 +16,7 @@ than wall time; wall time is recorded beside it):
 * ``crop-box resample alone``: that resize on the already decoded images;
 * ``load_crop``: the shared decode path, uint8 crop (format-2 models);
 * ``load_input``: the same plus normalisation to float32 (format-1 models, training validation);
-* ``issue-12 load_input``: the path before issue 13 (rebuilt here): DCT-scaled decode, two full-size copies
+* ``full-resize load_input``: the earlier path (rebuilt here): DCT-scaled decode, two full-size copies
   (EXIF transpose, convert), the full resize, crop, normalisation.
 
 Run: ``python -m benchmarks.decode --out benchmarks/results`` (writes ``decode.csv`` and ``decode.md``).
@@ -60,8 +60,8 @@ def _pillow_full(data: bytes) -> np.ndarray:
         return np.asarray(image)
 
 
-def _issue12_load_input(path: Path, pp: Preprocessing) -> np.ndarray:
-    """``load_input`` as it was before issue 13: two full-size copies and the full resize before the crop."""
+def _full_resize_load_input(path: Path, pp: Preprocessing) -> np.ndarray:
+    """``load_input`` as it was before ``load_crop``: two full-size copies and the full resize before the crop."""
     with Image.open(path) as image:
         width, height = image.size
         if min(width, height) >= 2 * pp.resize:
@@ -98,7 +98,7 @@ def measure(paths: Sequence[Path], pp: Preprocessing, repeats: int) -> dict[str,
         "crop-box resample alone": lambda i: _resample_crop_box(decoded[i], pp),
         "load_crop": lambda i: load_crop(paths[i], pp, out=buffer),
         "load_input": lambda i: load_input(paths[i], pp),
-        "issue-12 load_input": lambda i: _issue12_load_input(paths[i], pp),
+        "full-resize load_input": lambda i: _full_resize_load_input(paths[i], pp),
     }
     sj = _simplejpeg()
     if sj is not None:
@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
             writer.writerow([name, f"{cpu_ms:.4f}", f"{wall_ms:.4f}", f"{cpu_ms / floor:.3f}", len(paths), args.repeats,
                              machine.summary(), " ".join(f"{x:.2f}" for x in load)])
     lines = [
-        "# Decoding at the floor (issue 13, ask 4)", "",
+        "# Decoding at the floor", "",
         f"{len(paths)} photos of 600x866 px (benchmarks/photos.py), resize 256, crop 224, one thread, median of "
         f"{args.repeats} interleaved repeats; thread CPU time (wall in brackets). Machine: {machine.summary()}; "
         f"load average {' '.join(f'{x:.2f}' for x in load)} at the end.", "",

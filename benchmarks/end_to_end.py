@@ -24,7 +24,7 @@ from pathlib import Path
 
 from garmentcv.image import Preprocessing, load_input
 
-#: The repository root, where ``python -m benchmarks.original_way`` must run.
+#: The repository root, where ``python -m benchmarks.eager_baseline`` must run.
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -94,9 +94,9 @@ def gcv_classify_available() -> bool:
     return Path(sys.executable).with_name("gcv-classify").exists() or shutil.which("gcv-classify") is not None
 
 
-def original_command(folder: Path, checkpoint: Path, out: Path, batch_size: int, workers: int = 0) -> list[str]:
-    """The command line of :mod:`benchmarks.original_way` for ``folder`` (run from the repository root)."""
-    return [sys.executable, "-m", "benchmarks.original_way", "--checkpoint", str(checkpoint), "--folder", str(folder),
+def baseline_command(folder: Path, checkpoint: Path, out: Path, batch_size: int, workers: int = 0) -> list[str]:
+    """The command line of :mod:`benchmarks.eager_baseline` for ``folder`` (run from the repository root)."""
+    return [sys.executable, "-m", "benchmarks.eager_baseline", "--checkpoint", str(checkpoint), "--folder", str(folder),
             "--out", str(out), "--batch-size", str(batch_size), "--workers", str(workers)]
 
 
@@ -104,7 +104,7 @@ _RATE = re.compile(r"([0-9]+(?:\.[0-9]+)?) images/s")
 
 
 def reported_rate(stderr: str) -> float | None:
-    """The last ``<number> images/s`` a command printed on stderr (gcv-classify's summary line, the original
+    """The last ``<number> images/s`` a command printed on stderr (gcv-classify's summary line, the eager
     way's last line), or ``None``."""
     found = _RATE.findall(stderr)
     return float(found[-1]) if found else None

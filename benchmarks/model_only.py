@@ -46,7 +46,7 @@ def random_batch(batch_size: int, image_size: int, seed: int = 0) -> np.ndarray:
 
 
 def time_eager(model: torch.nn.Module, batch: np.ndarray, plan: TimingPlan) -> Timing:
-    """PyTorch eager as the original project ran it: ``model.eval()``, ``torch.inference_mode()``, FP32,
+    """PyTorch eager as a plain script runs it: ``model.eval()``, ``torch.inference_mode()``, FP32,
     NCHW, torch's default threads set to :func:`cpu_threads`."""
     torch.set_num_threads(cpu_threads())
     x = torch.from_numpy(batch)

@@ -1,4 +1,4 @@
-"""Opening the model while the first batches decode (issue 13, ask 5): ``classify_folder`` end to end, as it runs
+"""Opening the model while the first batches decode: ``classify_folder`` end to end, as it runs
 (:class:`garmentcv.infer.runtimes.OpeningModel`) against opening the model first, then decoding.
 
 Per file (gcv-export FP32 and INT8, default uint8 input, random-init ``--arch``) and ``--runtime``
@@ -90,7 +90,7 @@ def measure(files: dict[str, Path], folder: Path, work: Path, batch_size: int, r
 def report(rows: list[dict], header: str) -> str:
     """Markdown: one row per (file, runtime, variant) with the ratio to ``first`` in the same run."""
     first = {(r["file"], r["runtime"]): r["images_per_s"] for r in rows if r["variant"] == "first"}
-    lines = ["# Opening the model while the first batches decode (issue 13, ask 5)", "", header, "",
+    lines = ["# Opening the model while the first batches decode", "", header, "",
              "| file | --runtime | ran on | model opened | images/s | vs first | rounds |",
              "|---|---|---|---|---:|---:|---|"]
     for r in rows:

@@ -12,9 +12,9 @@ file written by gcv-export's library function (random-init speed models, ``bench
   ``--runtime onnxruntime``, ``openvino`` and ``auto``, interleaved, median images/s; the decode-only rate
   (the decode the file's input needs, :func:`garmentcv.infer.sources.load_file`, on every CPU) and each
   runtime's shared-core bound ``1 / (1/model + 1/decode)``;
-* the original project's way on the same folder (:mod:`benchmarks.original_way`: torchvision transforms,
+* torchvision eager + DataLoader on the same folder (:mod:`benchmarks.eager_baseline`: torchvision transforms,
   DataLoader, eager FP32, in a fresh process, its own images/s without interpreter start-up), interleaved with
-  the rest, so that the issue's targets (``gcv-classify`` with ``--runtime auto`` against the original way, and
+  the rest, so that the targets (``gcv-classify`` with ``--runtime auto`` against torchvision eager + DataLoader, and
   against the shared-core bound and onnxruntime) are ratios from one run; they are judged in a table per condition.
 
 The files are written in ``--input-format`` (default: gcv-export's default, uint8 crops, format 2), so the rows
@@ -126,34 +126,34 @@ def decode_rate(path: Path, paths: list[Path]) -> float:
     return len(paths) / (time.perf_counter() - started)
 
 
-def _original_way(checkpoint: Path, folder: Path, work: Path, batch_size: int) -> float:
-    """Images/s of :mod:`benchmarks.original_way` on ``folder`` in a fresh process (the rate it prints: model
+def _eager_baseline(checkpoint: Path, folder: Path, work: Path, batch_size: int) -> float:
+    """Images/s of :mod:`benchmarks.eager_baseline` on ``folder`` in a fresh process (the rate it prints: model
     building and classification, without interpreter start-up, as classify_folder's rate here).
 
     Raises:
         RuntimeError: the command failed (its stderr is in the message).
     """
-    from benchmarks.end_to_end import REPO_ROOT, original_command, reported_rate, run_measured
+    from benchmarks.end_to_end import REPO_ROOT, baseline_command, reported_rate, run_measured
 
-    proc = run_measured(original_command(folder, checkpoint, work / "original.csv", batch_size), cwd=REPO_ROOT)
+    proc = run_measured(baseline_command(folder, checkpoint, work / "eager_baseline.csv", batch_size), cwd=REPO_ROOT)
     rate = reported_rate(proc.stderr_tail)
     if proc.returncode != 0 or rate is None:
-        raise RuntimeError(f"the original way failed (exit {proc.returncode}): {proc.stderr_tail}")
+        raise RuntimeError(f"torchvision eager + DataLoader failed (exit {proc.returncode}): {proc.stderr_tail}")
     return rate
 
 
 def _end_to_end(files: dict[str, Path], checkpoint: Path, folder: Path, work: Path, rounds: int,
                 batch_size: int) -> tuple[list[dict[str, Any]], dict[str, float], list[float]]:
-    """Interleaved rounds of classify_folder per (file, runtime) and of the original way; returns the rows, the
-    decode-only images/s per file and the original way's images/s per round."""
+    """Interleaved rounds of classify_folder per (file, runtime) and of torchvision eager + DataLoader; returns the rows, the
+    decode-only images/s per file and torchvision eager + DataLoader's images/s per round."""
     from garmentcv.infer.classify import ClassifyConfig, classify_folder
 
     paths = sorted(folder.glob("*.jpg"))
     decode: dict[str, list[float]] = {precision: [] for precision in files}
-    original: list[float] = []
+    baseline: list[float] = []
     rows: dict[tuple[str, str], dict[str, Any]] = {}
     for _ in range(rounds):
-        original.append(_original_way(checkpoint, folder, work, batch_size))
+        baseline.append(_eager_baseline(checkpoint, folder, work, batch_size))
         for precision, path in files.items():
             decode[precision].append(decode_rate(path, paths))
             for runtime in ("onnxruntime", "openvino", "auto"):
@@ -168,7 +168,7 @@ def _end_to_end(files: dict[str, Path], checkpoint: Path, folder: Path, work: Pa
     for row in rows.values():
         row["images_per_s"] = statistics.median(row["rates"])
         row["rates"] = [round(x, 1) for x in row["rates"]]
-    return list(rows.values()), {k: statistics.median(v) for k, v in decode.items()}, [round(x, 2) for x in original]
+    return list(rows.values()), {k: statistics.median(v) for k, v in decode.items()}, [round(x, 2) for x in baseline]
 
 
 def measure(args: argparse.Namespace) -> dict[str, Any]:
@@ -184,45 +184,45 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         gates = {p: (None if read_model_info(f).bf16 is None else read_model_info(f).bf16.to_dict()) for p, f in files.items()}
         photo_paths = sorted(folder.path.glob("*.jpg"))
         model_rows = model_only_rows(files, photo_paths, args.batch, args.rounds)
-        e2e_rows, decode, original = _end_to_end(files, checkpoint, folder.path, work, args.rounds, args.batch)
+        e2e_rows, decode, baseline = _end_to_end(files, checkpoint, folder.path, work, args.rounds, args.batch)
     return {"mask": os.environ.get("ONEDNN_MAX_CPU_ISA", ""), "machine": machine_info().to_dict(),
             "effective_flags": sorted(this_cpu_flags() & {"amx_bf16", "amx_int8", "avx512_bf16", "avx512_vnni", "avx_vnni"}),
             "bf16_gates": gates, "model_only": model_rows, "end_to_end": e2e_rows, "decode_images_per_s": decode,
-            "original_way": original, "files": args.files, "arch": args.arch, "size": args.size,
+            "eager_baseline": baseline, "files": args.files, "arch": args.arch, "size": args.size,
             "input_format": args.input_format}  # fmt: skip
 
 
-#: The issue's end-to-end targets for ``--runtime auto`` against the original way (resnet18 224 px): with AMX, and
+#: The end-to-end targets for ``--runtime auto`` against torchvision eager + DataLoader (resnet18 224 px): with AMX, and
 #: without (``None``: at least onnxruntime's own rate on the same file, as the FMA peak bounds FP32 there).
-TARGETS_VS_ORIGINAL = {True: {"int8": 8.0, "fp32": 5.0}, False: {"int8": 5.5, "fp32": None}}
+TARGETS_VS_EAGER = {True: {"int8": 8.0, "fp32": 5.0}, False: {"int8": 5.5, "fp32": None}}
 #: End to end as a share of the shared-core bound of the runtime used, at least.
 TARGET_SHARE_OF_BOUND = 0.85
 
 
 def shared_core_bound(model: float | None, decode: float) -> float:
-    """The issue's shared-core bound ``1 / (1/model + 1/decode)`` images/s: model and decoding taking turns on the
+    """The shared-core bound ``1 / (1/model + 1/decode)`` images/s: model and decoding taking turns on the
     same cores, neither waiting; ``nan`` when the model-only rate is unknown."""
     return 1.0 / (1.0 / model + 1.0 / decode) if model else float("nan")
 
 
 def targets(c: dict[str, Any]) -> list[tuple[str, str, bool]]:
-    """The issue's targets judged on one condition: ``(target, measured, met)`` rows."""
+    """The targets judged on one condition: ``(target, measured, met)`` rows."""
     amx = "amx_bf16" in c["effective_flags"] or "amx_int8" in c["effective_flags"]
-    original = statistics.median(c["original_way"])
+    original = statistics.median(c["eager_baseline"])
     model_rate = {(r["file"], r["runtime"], r["precision"]): r["images_per_s"] for r in c["model_only"]}
     e2e = {(r["file"], r["runtime"]): r for r in c["end_to_end"]}
     out = []
     for file in ("int8", "fp32"):
         auto, ort = e2e[(file, "auto")], e2e[(file, "onnxruntime")]
-        factor = TARGETS_VS_ORIGINAL[amx][file]
+        factor = TARGETS_VS_EAGER[amx][file]
         ratio = auto["images_per_s"] / original
         if factor is not None:
-            out.append((f"{file.upper()} file, --runtime auto >= {factor}x the original way end to end",
+            out.append((f"{file.upper()} file, --runtime auto >= {factor}x torchvision eager + DataLoader end to end",
                         f"{ratio:.2f}x ({auto['images_per_s']:.1f} vs {original:.1f} images/s; ran on {auto['used']} "
                         f"{auto['inference_precision']})", ratio >= factor))
         else:
             out.append((f"{file.upper()} file, --runtime auto at least onnxruntime's {ort['images_per_s'] / original:.2f}x "
-                        "the original way", f"{ratio:.2f}x ({auto['images_per_s']:.1f} vs {original:.1f} images/s)",
+                        "torchvision eager + DataLoader", f"{ratio:.2f}x ({auto['images_per_s']:.1f} vs {original:.1f} images/s)",
                         auto["images_per_s"] >= 0.97 * ort["images_per_s"]))
         precision = auto["inference_precision"] if auto["used"] == "openvino" else file
         decode = c["decode_images_per_s"][file]
@@ -259,7 +259,7 @@ def size_table(conditions: list[dict[str, Any]]) -> list[str]:
 
 def report(conditions: list[dict[str, Any]]) -> str:
     """Markdown tables: targets, model only and end to end per condition, with ratios to onnxruntime on the same
-    file and to the original way."""
+    file and to torchvision eager + DataLoader."""
     lines = ["# OpenVINO and onnxruntime on the same gcv-export files", ""]
     sizes = sorted({c["size"] for c in conditions})
     if len(sizes) > 1:
@@ -270,7 +270,7 @@ def report(conditions: list[dict[str, Any]]) -> str:
         label = f"ONEDNN_MAX_CPU_ISA={c['mask']}" if c["mask"] else "as is"
         if len(sizes) > 1:
             label = f"{c['size']} px, {label}"
-        original = statistics.median(c["original_way"])
+        original = statistics.median(c["eager_baseline"])
         lines += [f"## {label}", "",
                   f"{m['cpu_model']}, {m['logical_cpus']} CPUs, flags {' '.join(m['isa'])}; usable by oneDNN under this "
                   f"condition: {' '.join(c['effective_flags']) or 'none of AMX/VNNI/BF16'}; load average at the end "
@@ -289,9 +289,9 @@ def report(conditions: list[dict[str, Any]]) -> str:
         decode = c["decode_images_per_s"]
         lines += ["", f"End to end, `classify_folder` on {c['files']} photos (4 of 5 at 600x866), median images/s; "
                   f"decode only {', '.join(f'{k} file {v:.1f}' for k, v in decode.items())} images/s; bound = "
-                  "1 / (1/model only + 1/decode only) of the runtime and precision used; the original way (torchvision "
-                  f"transforms, DataLoader, eager FP32) {original:.1f} images/s, rounds {c['original_way']}:", "",
-                  "| file | --runtime | ran on | inference precision | images/s | vs onnxruntime | vs original way | "
+                  "1 / (1/model only + 1/decode only) of the runtime and precision used; torchvision eager + DataLoader (torchvision "
+                  f"transforms, DataLoader, eager FP32) {original:.1f} images/s, rounds {c['eager_baseline']}:", "",
+                  "| file | --runtime | ran on | inference precision | images/s | vs onnxruntime | vs torchvision eager + DataLoader | "
                   "bound | of bound | rounds |", "|---|---|---|---|---:|---:|---:|---:|---:|---|"]
         e2e_base = {r["file"]: r["images_per_s"] for r in c["end_to_end"] if r["runtime"] == "onnxruntime"}
         for r in c["end_to_end"]:

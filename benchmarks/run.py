@@ -1,7 +1,7 @@
 """``python -m benchmarks.run``: every figure of benchmarks/README.md in one run, on this machine.
 
 Order: machine record, FP32 matmul rate and FLOP ceilings, model files, model-only timings, end to end on a
-folder of photos (gcv-classify against the original way), peak memory against folder size, INT8 and
+folder of photos (gcv-classify against torchvision eager + DataLoader), peak memory against folder size, INT8 and
 session settings, INT8 accuracy on the real test split. Writes ``results.csv``, ``results.md``,
 ``throughput.png`` and ``machine.json`` to ``--out``.
 """
@@ -63,7 +63,7 @@ class BenchConfig:
     distinct_files: int = 200
     memory_files: tuple[int, ...] = (2000, 20000)
     e2e_batch: int = 32
-    original_workers: int = 0
+    baseline_workers: int = 0
     int8_variants: bool = True
     accuracy: acc.AccuracyPlan | None = acc.AccuracyPlan()
     max_minutes: float = 14.0
@@ -197,8 +197,8 @@ def _end_to_end_step(run: _Run, arch: str, size: int, files: ModelFiles, folder:
         ("gcv-classify", "int8", end_to_end.classify_command(folder.path, files.int8, rows_csv, batch), ""),
         ("gcv-classify", onnx_models.VARIANT_LABEL, end_to_end.classify_command(folder.path, files.int8_variant, rows_csv, batch),
          f"former export setting {onnx_models.VARIANT_INT8.label()}"),
-        ("original-way", "fp32", end_to_end.original_command(folder.path, files.checkpoint, rows_csv, batch, run.cfg.original_workers),
-         f"DataLoader num_workers={run.cfg.original_workers}"),
+        ("torchvision-eager-dataloader", "fp32", end_to_end.baseline_command(folder.path, files.checkpoint, rows_csv, batch, run.cfg.baseline_workers),
+         f"DataLoader num_workers={run.cfg.baseline_workers}"),
     ]
     if not run.out_of_time():
         seconds = end_to_end.decode_seconds(sorted(folder.path.glob("*.jpg")), default_preprocessing(arch, size))
@@ -373,7 +373,7 @@ def _sizes(text: str) -> tuple[int, ...]:
 @click.option("--distinct-files", type=click.IntRange(min=1), default=200, help="Distinct photos; more files are hard links.")
 @click.option("--memory-files", default="2000,20000", help="Folder sizes for the peak-memory comparison ('' to skip).")
 @click.option("--e2e-batch", type=click.IntRange(min=1), default=32, help="Batch size of the end-to-end commands.")
-@click.option("--original-workers", type=click.IntRange(min=0), default=0, help="DataLoader workers of the original way.")
+@click.option("--baseline-workers", type=click.IntRange(min=0), default=0, help="DataLoader workers of torchvision eager + DataLoader.")
 @click.option("--int8-variants/--no-int8-variants", default=True,
               help="Time INT8/session variants (resnet18, or the first arch; first size).")
 @click.option("--accuracy/--no-accuracy", default=True, help="Train, export and score FP32 vs INT8 on Fashion-MNIST.")
@@ -384,7 +384,7 @@ def _sizes(text: str) -> tuple[int, ...]:
 @click.option("--tiny", is_flag=True, help="Smoke test: resnet18, 32 px, batches 1,2, 2 runs, 10 files, tiny accuracy.")
 def main(archs: str, sizes: str, batch_sizes: str, warmup: int, repeats: int, budget: float, folder_files: int,
          small_folder_files: int,
-         distinct_files: int, memory_files: str, e2e_batch: int, original_workers: int, int8_variants: bool,
+         distinct_files: int, memory_files: str, e2e_batch: int, baseline_workers: int, int8_variants: bool,
          accuracy: bool, accuracy_per_class: int, accuracy_epochs: int, max_minutes: float, out: Path, tiny: bool) -> None:
     """Measure GarmentCV's models and commands on this machine (see benchmarks/README.md)."""
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s: %(message)s", stream=sys.stderr)
@@ -397,7 +397,7 @@ def main(archs: str, sizes: str, batch_sizes: str, warmup: int, repeats: int, bu
         plan=TimingPlan(warmup=warmup, min_repeats=repeats, budget_s=budget), folder_files=folder_files,
         small_folder_files=small_folder_files,
         distinct_files=distinct_files, memory_files=_ints(memory_files) if memory_files else (), e2e_batch=e2e_batch,
-        original_workers=original_workers, int8_variants=int8_variants,
+        baseline_workers=baseline_workers, int8_variants=int8_variants,
         accuracy=acc.AccuracyPlan(train_per_class=accuracy_per_class, epochs=accuracy_epochs) if accuracy else None,
         max_minutes=max_minutes, command=shlex.join(["python", "-m", "benchmarks.run", *sys.argv[1:]]),
     )

@@ -1,4 +1,4 @@
-"""End to end against the shared-core bound (issue 13, ask 5), for both model-file formats and thread splits.
+"""End to end against the shared-core bound, for both model-file formats and thread splits.
 
 Decoding threads and onnxruntime's threads share the same cores, so a pipeline that keeps both busy cannot beat
 ``bound = 1 / (1/model-only + 1/decode-only)`` images/s, each rate measured alone on all the cores. In one run,
@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
                              f"{f.decode:.1f}", f"{f.bound:.1f}", f"{f.end_to_end:.1f}", f"{f.share:.3f}", len(paths),
                              args.repeats, machine.summary(), " ".join(f"{x:.2f}" for x in load)])
     lines = [
-        "# End to end against the shared-core bound (issue 13, ask 5)", "",
+        "# End to end against the shared-core bound", "",
         f"{args.arch} at {args.size} px, {len(paths)} photos (4 of 5 at 600x866), batch {args.batch_size}, median of "
         f"{args.repeats} interleaved repeats, images/s, in process (no start-up). Machine: {machine.summary()}; load "
         f"average {' '.join(f'{x:.2f}' for x in load)} at the end.", "",

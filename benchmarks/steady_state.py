@@ -1,4 +1,4 @@
-"""gcv-classify's steady state against its fixed start (issue 13, the share-of-bound target): ``classify_folder`` on
+"""gcv-classify's steady state against its fixed start (the share-of-bound target): ``classify_folder`` on
 N and on 3N photos, per file and ``--runtime``, so that a run's time splits into a marginal rate and a fixed cost.
 
 For ``t(N)`` and ``t(3N)`` (seconds, opening the model included, as a user's run):
@@ -8,7 +8,7 @@ For ``t(N)`` and ``t(3N)`` (seconds, opening the model included, as a user's run
   the tail of the last batch;
 * the shared-core bound ``1 / (1/model only + 1/decode only)`` of the runtime and inference precision used,
   measured in the same run (:func:`benchmarks.openvino_rows.model_only_rows`,
-  :func:`benchmarks.openvino_rows.decode_rate`); the issue's target is 85% of it.
+  :func:`benchmarks.openvino_rows.decode_rate`); the target is 85% of it.
 
 If the marginal rate reaches the bound and the N-photo rate does not, the miss is the fixed start, which a short
 run cannot hide. Files as :mod:`benchmarks.openvino_rows` writes them (gcv-export, uint8 input, random init);

@@ -1,4 +1,4 @@
-"""The issue's targets, judged from the rows of one run: (what, measured, verdict) for the report."""
+"""The targets, judged from the rows of one run: (what, measured, verdict) for the report."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ Verdict = tuple[str, str, str]
 INT8_SPEEDUP = 2.8
 INT8_MAX_DROP_POINTS = 0.5
 E2E_OF_MODEL_ONLY = 0.85
-FP32_VS_ORIGINAL = 1.5
-INT8_VS_ORIGINAL = 5.0
+FP32_VS_EAGER = 1.5
+INT8_VS_EAGER = 5.0
 CEILING_FRACTION = 0.75
 MEMORY_GROWTH = 1.2
 RESNETS = ("resnet18", "resnet34")
@@ -67,8 +67,8 @@ def _end_to_end(rows: Sequence[Row], archs: Sequence[str], sizes: Sequence[int])
     out = []
     for arch in archs:
         for size in sizes:
-            original = _find(rows, section="end-to-end", arch=arch, image_size=size, runtime="original-way")
-            for precision, goal in (("fp32", FP32_VS_ORIGINAL), ("int8", INT8_VS_ORIGINAL), ("int8-s8s8", INT8_VS_ORIGINAL)):
+            original = _find(rows, section="end-to-end", arch=arch, image_size=size, runtime="torchvision-eager-dataloader")
+            for precision, goal in (("fp32", FP32_VS_EAGER), ("int8", INT8_VS_EAGER), ("int8-s8s8", INT8_VS_EAGER)):
                 gcv = _find(rows, section="end-to-end", arch=arch, image_size=size, runtime="gcv-classify", precision=precision)
                 if gcv is None or not gcv.command_images_per_s:
                     continue
@@ -88,7 +88,7 @@ def _end_to_end(rows: Sequence[Row], archs: Sequence[str], sizes: Sequence[int])
                 if original and original.command_images_per_s:
                     ratio = gcv.command_images_per_s / original.command_images_per_s
                     wall = (gcv.images_per_s or 0) / (original.images_per_s or 1)
-                    out.append((f"gcv-classify {precision} >= {goal}x the original way, {arch} {size} px",
+                    out.append((f"gcv-classify {precision} >= {goal}x torchvision eager + DataLoader, {arch} {size} px",
                                 f"{ratio:.2f}x ({gcv.command_images_per_s:.1f} vs {original.command_images_per_s:.1f} images/s; "
                                 f"wall {wall:.2f}x)", _verdict(ratio >= goal)))
     return out

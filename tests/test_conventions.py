@@ -1,5 +1,5 @@
 """Conventions shared by every command: which files are images (one source: Pillow's registry for the
-formats GarmentCV decodes), README's list of them, and ``--version``."""
+formats GarmentCV decodes), the docs' list of them (docs/data.md), and ``--version``."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from PIL import Image, features
 import garmentcv
 from garmentcv import image as gimage
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+DATA_PAGE = Path(__file__).resolve().parents[1] / "docs" / "data.md"
 
 #: What Pillow 13 (the tested version) registers for JPEG, PNG, BMP, GIF, WEBP, TIFF and AVIF.
 _EXPECTED = {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".apng", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
@@ -46,15 +46,15 @@ def test_importing_garmentcv_image_does_not_initialise_every_pillow_plugin() -> 
     assert out.split() == ["0", "False"]
 
 
-def _readme_extensions() -> str:
-    match = re.search(r"<!-- image-extensions -->\n(.*?)\n<!-- /image-extensions -->", README.read_text("utf-8"), re.S)
-    assert match, "README.md lacks the <!-- image-extensions --> block"
+def _docs_extensions() -> str:
+    match = re.search(r"<!-- image-extensions -->\n(.*?)\n<!-- /image-extensions -->", DATA_PAGE.read_text("utf-8"), re.S)
+    assert match, "docs/data.md lacks the <!-- image-extensions --> block"
     return match.group(1)
 
 
-def test_readme_lists_exactly_the_computed_extensions() -> None:
-    assert _readme_extensions() == gimage.extensions_markdown()
-    listed = set(re.findall(r"`(\.[a-z0-9]+)`", _readme_extensions()))
+def test_docs_list_exactly_the_computed_extensions() -> None:
+    assert _docs_extensions() == gimage.extensions_markdown()
+    listed = set(re.findall(r"`(\.[a-z0-9]+)`", _docs_extensions()))
     assert listed == set(gimage.IMAGE_EXTENSIONS)
 
 

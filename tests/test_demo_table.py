@@ -10,7 +10,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
-def test_table_has_one_exact_row_per_model_and_precision(tmp_path: Path) -> None:
+def _demo_folder(tmp_path: Path) -> None:
     (tmp_path / "run" / "resnet18").mkdir(parents=True)
     history = [{"epoch": 1, "accuracy": 0.9}, {"epoch": 2, "accuracy": 0.95}]
     (tmp_path / "run" / "resnet18" / "metrics.json").write_text(json.dumps({"best_epoch": 2, "history": history}))
@@ -30,6 +30,10 @@ def test_table_has_one_exact_row_per_model_and_precision(tmp_path: Path) -> None
         confusion = {"classes": ["bluzy", "bryuki"], "matrix": [[3, 1], [0, 4]]}
         (folder / "confusion_matrix.json").write_text(json.dumps(confusion))
         (tmp_path / "models" / f"resnet18-{precision}.onnx").write_bytes(b"\0" * size)
+
+
+def test_table_has_one_exact_row_per_model_and_precision(tmp_path: Path) -> None:
+    _demo_folder(tmp_path)
     result = subprocess.run([sys.executable, str(REPO / "scripts" / "demo_table.py"), str(tmp_path)],
                             capture_output=True, text=True, check=True)
     lines = result.stdout.splitlines()
@@ -44,3 +48,22 @@ def test_table_has_one_exact_row_per_model_and_precision(tmp_path: Path) -> None
         "| resnet18 | fp32 | 1.500 | 0.0310 | 0.0120 | 0.1200 | 0.0900 | 0.0500 | 0.0450 | 91.25% (confidence >= 0.8750) |",
         "| resnet18 | int8 | 1.500 | 0.0310 | 0.0120 | 0.1200 | 0.0900 | 0.0500 | 0.0450 | not reachable (best 100.00%) |",
     ]
+
+
+def test_json_holds_the_same_figures_and_the_machine(tmp_path: Path) -> None:
+    _demo_folder(tmp_path)
+    out = tmp_path / "summary.json"
+    subprocess.run([sys.executable, str(REPO / "scripts" / "demo_table.py"), str(tmp_path), "--json", str(out),
+                    "--wall-s", "412"], capture_output=True, text=True, check=True)
+    data = json.loads(out.read_text())
+    assert data["command"] == "bash scripts/demo.sh" and data["wall_s"] == 412
+    assert data["machine"]["logical_cpus"] >= 1 and data["machine"]["cpu_model"]
+    fp32, int8 = data["rows"]
+    assert fp32 == {
+        "arch": "resnet18", "precision": "fp32", "val_accuracy": 0.95, "test_accuracy": 0.96, "test_precision": 0.5,
+        "test_recall": 0.25, "test_f1": 0.125, "confusion_matrix": [[3, 1], [0, 4]], "classes": ["bluzy", "bryuki"],
+        "file_mb": 2.0, "temperature": 1.5, "ece_raw": 0.031, "ece_calibrated": 0.012, "nll_raw": 0.12,
+        "nll_calibrated": 0.09, "brier_raw": 0.05, "brier_calibrated": 0.045,
+        "kept_at_target": "91.25% (confidence >= 0.8750)", "target_accuracy": 0.99,
+    }
+    assert (int8["precision"], int8["file_mb"], int8["kept_at_target"]) == ("int8", 0.5, "not reachable (best 100.00%)")

@@ -1,18 +1,12 @@
-"""scripts/transfer_experiment.py: its image sets (nested, disjoint, exact counts) and its summary table."""
+"""benchmarks/experiments/transfer.py: its image sets (nested, disjoint, exact counts) and its summary table."""
 
 from __future__ import annotations
 
 import csv
-import importlib.util
-import sys
 from pathlib import Path
 
+from benchmarks.experiments import transfer as experiment
 from garmentcv.data.fashion_mnist import DEFAULT_SOURCE, write_fashion_mnist
-
-_spec = importlib.util.spec_from_file_location("transfer_experiment", Path(__file__).parents[1] / "scripts" / "transfer_experiment.py")
-experiment = importlib.util.module_from_spec(_spec)
-sys.modules["transfer_experiment"] = experiment  # dataclasses look their module up while the class is made
-_spec.loader.exec_module(experiment)
 
 
 def _read(path: Path) -> list[tuple[str, str]]:

@@ -1,11 +1,11 @@
-"""The original project's way to classify a folder, kept as the baseline ``gcv-classify`` must beat.
+"""The baseline way to classify a folder: torchvision eager + DataLoader, which ``gcv-classify`` must beat.
 
 torchvision transforms on PIL images (Resize, CenterCrop, ToTensor, Normalize), a ``DataLoader`` over the
 files, the eager PyTorch model in FP32 under ``torch.inference_mode()``, and a per-image Python loop over
 each batch's outputs (``.item()`` per image) that builds the rows, written as CSV at the end. Same
 preprocessing as the checkpoint's, so the predictions match ``gcv-classify``'s.
 
-Run as ``python -m benchmarks.original_way --checkpoint CK --folder DIR --out rows.csv``; the benchmark runs it
+Run as ``python -m benchmarks.eager_baseline --checkpoint CK --folder DIR --out rows.csv``; the benchmark runs it
 in a fresh process to measure its wall time and peak memory.
 """
 
@@ -41,8 +41,8 @@ class FolderImages(Dataset):
             return self.transform(image.convert("RGB")), self.paths[i]
 
 
-def classify_original(checkpoint: Path, folder: Path, out: Path, batch_size: int, workers: int) -> int:
-    """Classify every image in ``folder`` the original way; write ``path,label,confidence`` rows; return the count."""
+def classify_eager_baseline(checkpoint: Path, folder: Path, out: Path, batch_size: int, workers: int) -> int:
+    """Classify every image in ``folder`` torchvision eager + DataLoader; write ``path,label,confidence`` rows; return the count."""
     model, pp, classes = load_eager(checkpoint)
     transform = T.Compose([
         T.Resize(pp.resize, interpolation=T.InterpolationMode(pp.interpolation)),
@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=0, help="DataLoader worker processes (default: %(default)s)")
     args = parser.parse_args(argv)
     start = time.perf_counter()
-    count = classify_original(args.checkpoint, args.folder, args.out, args.batch_size, args.workers)
+    count = classify_eager_baseline(args.checkpoint, args.folder, args.out, args.batch_size, args.workers)
     seconds = time.perf_counter() - start
     print(f"{count} images, {seconds:.2f} s, {count / seconds:.2f} images/s", file=sys.stderr)
     return 0

@@ -1,4 +1,4 @@
-"""Does pretraining pay? Transfer learning shown on real images, offline (issue 11).
+"""Does pretraining pay? Transfer learning shown on real images, offline.
 
 ImageNet weights cannot be downloaded here, so the backbone is pretrained on the seven Fashion-MNIST classes that
 are neither blouse nor trousers (pullover, dress, coat, sandal, sneaker, bag, ankle boot: ``gcv-data fashion-mnist
@@ -11,14 +11,14 @@ the same fixed validation set (``--val-data``, 200 images per class, disjoint fr
 subsets are nested: the 20 are among the 100, the 100 among the 1,000) and, per epoch, the same test images
 (from Fashion-MNIST's test file, never trained or validated on).
 
-Seeds are fixed, but the figures change with the number of torch threads (float sums in another order; README
-shows by how much).
+Seeds are fixed, but the figures change with the number of torch threads (float sums in another order;
+docs/training.md shows by how much).
 
 Writes into OUT: ``data/`` (the images, reused when present), ``sets/`` (the manifests of every image set), ``runs/`` (every gcv-train run folder, replaced), ``results.csv`` (one row per arch,
-training images per class, init and epoch: validation and test top-1 accuracy), ``summary.md`` (the table README
-shows) and ``transfer.png`` (accuracy per epoch). Usage::
+training images per class, init and epoch: validation and test top-1 accuracy), ``summary.md`` (the table
+docs/training.md shows) and ``transfer.png`` (accuracy per epoch). Usage::
 
-    python scripts/transfer_experiment.py --out experiments/transfer        # 14.4 min on 2 quiet cores (Xeon)
+    python -m benchmarks.experiments.transfer --out experiments/transfer    # wall time: see summary.md
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ from garmentcv.train.config import ARCHS, TrainConfig
 from garmentcv.train.data import EvalImages
 from garmentcv.train.loop import evaluate, train
 
-logger = logging.getLogger("transfer_experiment")
+logger = logging.getLogger(__name__)
 
 #: How each run starts: the pretrained backbone (the default recipe), from scratch, or the pretrained backbone with
 #: its learning rate x0.1 (``--backbone-lr-factor 0.1``, the recipe option this experiment tests as a default).

@@ -1,0 +1,1 @@
+"""Experiments behind training defaults: transfer learning offline and the ``--preset scratch`` choice."""
