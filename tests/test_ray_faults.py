@@ -146,7 +146,7 @@ def test_the_driver_holds_a_bounded_window_of_files(tmp_path: Path, onnx_model: 
     summary = classify_ray(config(folder, tmp_path / "ray.csv", onnx_model, batch_size=2), RayOptions(num_workers=2),
                            on_batch=lambda saved: ahead.append(listed[0] - saved))
     window = ray_engine.window_files(workers=2, rows_per_block=2)
-    assert window == 8  # 2 blocks per worker x 2 files
+    assert window == 12  # 3 blocks per worker x 2 files
     assert summary.files == 40 and ahead and max(ahead) <= window
     assert_same_rows(tmp_path / "ray.csv", tmp_path / "local.csv")
 

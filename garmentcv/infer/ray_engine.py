@@ -3,17 +3,17 @@
 What runs where:
 
 * The driver (the ``gcv-classify`` process) lists the source (:mod:`garmentcv.infer.sources`), reuses the rows of
-  an interrupted run (``--resume``), cuts the stream of files into blocks, hands each block to an idle worker and
-  writes every row, in order, to the same partial results as the local engine
+  an interrupted run (``--resume``), cuts the stream of files into blocks, hands them to the workers and writes
+  every row, in order, to the same partial results as the local engine
   (:class:`garmentcv.infer.classify.ClassifyRun`), flushed batch by batch, then the output file, atomically.
   Rows already saved survive a dead driver or cluster; ``--resume`` classifies only the rest.
-* Bounded memory: the driver reads files from the source only a window ahead of the rows it has saved, at most
-  :data:`BLOCKS_PER_WORKER` blocks per worker (:func:`window_files`: 2,048 files for 8 workers at the default
+* Bounded memory: the driver reads files from the source only a window ahead of the rows it has saved,
+  :data:`BLOCKS_PER_WORKER` blocks per worker (:func:`window_files`: 3,072 files for 8 workers at the default
   batch size), so its memory does not grow with the number of files.
 * Workers are :class:`ClassifyWorker` actors: each opens ONE onnxruntime session in its constructor
-  (``intra_op_num_threads`` = its CPUs, ``--cpus-per-worker``) and keeps it for its lifetime, and takes one block
-  at a time; it fetches and decodes its images itself with the shared image contract into the input the model
-  file declares (uint8 crops of :func:`garmentcv.image.load_crop` for format 2,
+  (``intra_op_num_threads`` = its CPUs, ``--cpus-per-worker``) and keeps it for its lifetime, with up to
+  :data:`TASKS_PER_WORKER` blocks queued on it; it fetches and decodes its images itself with the shared image
+  contract into the input the model file declares (uint8 crops of :func:`garmentcv.image.load_crop` for format 2,
   :func:`garmentcv.image.load_input`'s floats for format 1, through
   :func:`garmentcv.infer.pipeline.predict_batches`), so probabilities equal the local engine's (within 1e-6:
   onnxruntime's sums may differ in the last bits with another thread count) and bad files give the same error
@@ -22,13 +22,13 @@ What runs where:
 * The model file travels to the workers through Ray's object store (its bytes), so cluster nodes need no copy
   of it. Local files must be readable at the same absolute path on every node (a shared file system); object
   storage needs its credentials on every node (see :mod:`garmentcv.infer.sources`).
-* A worker that dies (a decoder crash, the out-of-memory killer, a lost node) is replaced by a fresh one, and
-  its block is split in two halves, each classified again by a worker of its own, half after half, until the
-  file that kills its worker is alone: a file whose worker dies :data:`SINGLE_FILE_TRIES` times with it alone
-  gets an error row, :data:`WORKER_DIED`, and every other file its row. Ray itself neither restarts a worker nor
-  retries a block (``max_restarts=0``, ``max_task_retries=0``), which would retry a block that kills its worker
-  forever. Workers that keep dying with no block classified (:func:`deaths_allowed` times in a row: a model
-  the workers cannot open, too little memory for one block) stop the run with the rows so far saved.
+* A worker that dies (a decoder crash, the out-of-memory killer, a lost node) is replaced by a fresh one, and each
+  block it held is split in two halves, each classified again by a worker with no other task, half after half,
+  until the file that kills its worker is alone: a file whose worker dies :data:`SINGLE_FILE_TRIES` times with it
+  alone gets an error row, :data:`WORKER_DIED`, and every other file its row. Ray itself neither restarts a worker
+  nor retries a block (``max_restarts=0``, ``max_task_retries=0``): it would retry a block that kills its worker
+  forever. Workers that keep dying with no block classified (:func:`deaths_allowed` times in a row: a model the
+  workers cannot open, too little memory for one block) stop the run with the rows so far saved.
 
 Ray is an optional extra (``pip install 'garmentcv[ray]'``; tested with the version pinned in constraints.txt).
 Importing this module does not import Ray.
@@ -72,9 +72,10 @@ logger = logging.getLogger(__name__)
 RAY_HINT = "pip install 'garmentcv[ray]'"
 #: Rows per block, in batches, at most: a block is what one worker classifies in one call.
 BATCHES_PER_BLOCK = 4
-#: Blocks the driver holds per worker: the one the worker runs and one ready for it (or done, waiting to be saved
-#: after the rows before it).
-BLOCKS_PER_WORKER = 2
+#: Blocks queued on one worker at most (it runs the first; the next is there when it is done).
+TASKS_PER_WORKER = 2
+#: Blocks the driver holds per worker: those queued on it and one done, waiting to be saved after the rows before it.
+BLOCKS_PER_WORKER = TASKS_PER_WORKER + 1
 #: Times a file must kill its worker while it is classified alone before it gets a :data:`WORKER_DIED` row.
 SINGLE_FILE_TRIES = 2
 #: The error row of a file that killed its worker (the kind of failure, as the local engine names it).
@@ -145,6 +146,9 @@ class ClassifyWorker:
         self.threads = threads
         self.temperature = temperature
         self.width = len(self.model.info.classes)
+
+    def ready(self) -> None:
+        """Returns once the model is open (the constructor has run)."""
 
     def classify(self, files: list[bytes]) -> tuple[np.ndarray, list[str]]:
         """Files (:func:`garmentcv.infer.sources.encode_file`) -> ``(probs float64 (N, C)`` (NaN on an error row),
@@ -252,18 +256,27 @@ class _Block:
 
 @dataclass
 class _Task:
-    """Files ``lo:hi`` of a block (positions among its files), sent to one worker; ``tries``: earlier deaths of a
-    worker classifying exactly these files."""
+    """Files ``lo:hi`` of a block (positions among its files), sent to one worker.
+
+    Attributes:
+        alone: run on a worker with no other task (a part of a task whose worker died), so that its worker's death
+            is its own.
+        tries: deaths of a worker running exactly these files alone.
+    """
 
     block: _Block
     lo: int
     hi: int
+    alone: bool = False
     tries: int = 0
 
 
 class _Pool:
-    """The workers, each given one task at a time (so a dead worker names the files that were in it), the tasks
-    waiting for one (a failed task's halves first), and the replacement of dead workers.
+    """The workers, the tasks waiting for one, and the replacement of dead workers.
+
+    A worker gets tasks once it has opened the model: up to :data:`TASKS_PER_WORKER` blocks queued on it (so it
+    never waits for the driver), or one part of a task whose worker died, alone (so that its death names its
+    files). The tasks of a dead worker are split in halves that wait at the front of the queue.
 
     Args:
         ray: the ``ray`` module, connected.
@@ -274,17 +287,21 @@ class _Pool:
     def __init__(self, ray: Any, new_worker: Callable[[], Any], workers: int) -> None:
         self.ray = ray
         self.new_worker = new_worker
-        self.actors = [new_worker() for _ in range(workers)]
-        self.idle = list(range(workers))
+        self.actors: list[Any] = [None] * workers
+        self.starting: dict[Any, int] = {}  # ready() call -> slot of a worker opening its model
+        self.ready: set[int] = set()  # slots of workers that opened the model
+        self.tasks: list[list[_Task]] = [[] for _ in range(workers)]  # each worker's tasks, in the order given
         self.waiting: deque[_Task] = deque()
-        self.running: dict[Any, tuple[int, _Task]] = {}
+        self.running: dict[Any, tuple[int, Any, _Task]] = {}  # classify() call -> slot, worker, task
         self.deaths = 0  # in a row, with no task done in between
         self.allowed = deaths_allowed(workers)
-        #: What ``ray.get`` raises for a task whose worker process died or became unreachable.
+        #: What ``ray.get`` raises for a call whose worker process died or became unreachable.
         self.died: tuple[type[BaseException], ...] = (
             ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError, ray.exceptions.OutOfMemoryError,
             ray.exceptions.NodeDiedError,
         )
+        for slot in range(workers):
+            self._start(slot)
 
     def add(self, block: _Block) -> None:
         """Queue the files of ``block`` (none: nothing to do) and start what idle workers can take."""
@@ -293,25 +310,27 @@ class _Pool:
         self.poll()
 
     def poll(self) -> None:
-        """Collect the tasks done and give idle workers waiting tasks, without waiting."""
+        """Collect the workers started and the tasks done, and give workers waiting tasks, without waiting."""
         self._dispatch()
-        if self.running:
-            ready, _ = self.ray.wait(list(self.running), num_returns=len(self.running), timeout=0)
+        calls = [*self.running, *self.starting]
+        if calls:
+            ready, _ = self.ray.wait(calls, num_returns=len(calls), timeout=0)
             for ref in ready:
                 self._collect(ref)
             self._dispatch()
 
     def wait(self) -> None:
-        """Wait until a task is done, collect it and give idle workers waiting tasks.
+        """Wait until a task is done or a worker started, collect it and give workers waiting tasks.
 
         Raises:
             RayEngineError: nothing is running (a bug), or the workers keep dying (see :func:`deaths_allowed`).
             ray.exceptions.RayError: a worker failed otherwise (an error opening the model, a bug in a worker).
         """
         self._dispatch()
-        if not self.running:
+        calls = [*self.running, *self.starting]
+        if not calls:
             raise RayEngineError("rows are missing while no Ray worker is busy (a bug)")
-        ready, _ = self.ray.wait(list(self.running), num_returns=1)
+        ready, _ = self.ray.wait(calls, num_returns=1)
         for ref in ready:
             self._collect(ref)
         self._dispatch()
@@ -319,51 +338,92 @@ class _Pool:
     def close(self) -> None:
         """Stop the workers (their CPUs go back to the cluster)."""
         for actor in self.actors:
-            self.ray.kill(actor)
+            if actor is not None:
+                self.ray.kill(actor)
         self.actors = []
 
+    def _start(self, slot: int) -> None:
+        """A new worker in ``slot`` (its predecessor, if any, stopped): given tasks once it has opened the model."""
+        if self.actors[slot] is not None:
+            self.ray.kill(self.actors[slot])  # dead already, or unreachable: never given another task
+        self.ready.discard(slot)
+        self.tasks[slot] = []
+        self.actors[slot] = self.new_worker()
+        self.starting[self.actors[slot].ready.remote()] = slot
+
+    def _free(self, task: _Task) -> int | None:
+        """A worker that may take ``task`` now: none busy for a task alone, else the least busy with room."""
+        fits = [slot for slot in self.ready
+                if not self.tasks[slot] or not (task.alone or self.tasks[slot][0].alone
+                                                or len(self.tasks[slot]) >= TASKS_PER_WORKER)]
+        return min(fits, key=lambda slot: (len(self.tasks[slot]), slot)) if fits else None
+
     def _dispatch(self) -> None:
-        while self.idle and self.waiting:
-            slot, task = self.idle.pop(), self.waiting.popleft()
-            ref = self.actors[slot].classify.remote(task.block.encoded(task.lo, task.hi))
-            self.running[ref] = (slot, task)
+        while self.waiting and (slot := self._free(self.waiting[0])) is not None:
+            task = self.waiting.popleft()
+            actor = self.actors[slot]
+            self.running[actor.classify.remote(task.block.encoded(task.lo, task.hi))] = (slot, actor, task)
+            self.tasks[slot].append(task)
 
     def _collect(self, ref: Any) -> None:
-        slot, task = self.running.pop(ref)
+        if ref in self.starting:
+            slot, actor, task = self.starting.pop(ref), None, None
+        else:
+            slot, actor, task = self.running.pop(ref)
+        current = actor is None or actor is self.actors[slot]  # not a task of a worker replaced since
         try:
-            probs, errors = self.ray.get(ref)
+            result = self.ray.get(ref)
         except self.died as exc:
             if getattr(exc, "actor_init_failed", False):
                 raise  # an exception opening the model: the same on every worker
-            self.ray.kill(self.actors[slot])  # gone already, or unreachable: never given another task
-            self.actors[slot] = self.new_worker()
-            self._died(task, exc)
-        else:
-            task.block.set(task.lo, probs, errors)
-            self.deaths = 0
-        self.idle.append(slot)
+            if current:
+                self._start(slot)
+                self._count_death(exc)
+            if task is not None:
+                self._redo(task, exc)
+            return
+        if task is None:
+            self.ready.add(slot)
+            return
+        task.block.set(task.lo, *result)
+        self.deaths = 0
+        if current:
+            self.tasks[slot].remove(task)
 
-    def _died(self, task: _Task, exc: BaseException) -> None:
-        """Split the task of a dead worker, classify it alone again, or give its one file an error row."""
+    def _count_death(self, exc: BaseException) -> None:
+        """Count a dead worker.
+
+        Raises:
+            RayEngineError: more than :func:`deaths_allowed` deaths in a row with no task done.
+        """
         self.deaths += 1
-        cause = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         if self.deaths > self.allowed:
             raise RayEngineError(
-                f"the Ray workers died {self.deaths} times in a row without classifying a block (the last: {cause}); "
-                "they may be unable to open the model or short of memory for a block"
+                f"the Ray workers died {self.deaths} times in a row without classifying a block (the last: "
+                f"{_first_line(exc)}); they may be unable to open the model or short of memory for a block"
             )
+
+    def _redo(self, task: _Task, exc: BaseException) -> None:
+        """Classify the files of a dead worker's task again, alone: in two halves, or the one file again, or give
+        it an error row when its worker died :data:`SINGLE_FILE_TRIES` times with it alone."""
         n = task.hi - task.lo
+        tries = task.tries + 1 if task.alone else 0
         if n > 1:
             middle = task.lo + n // 2
             logger.warning("a Ray worker died classifying %s from %s (%s); classifying each half again in a worker "
-                           "of its own", plural(n, "file"), task.block.name(task.lo), cause)
-            self.waiting.extendleft([_Task(task.block, middle, task.hi), _Task(task.block, task.lo, middle)])
-        elif task.tries + 1 < SINGLE_FILE_TRIES:
-            self.waiting.appendleft(_Task(task.block, task.lo, task.hi, task.tries + 1))
+                           "of its own", plural(n, "file"), task.block.name(task.lo), _first_line(exc))
+            self.waiting.extendleft([_Task(task.block, middle, task.hi, alone=True),
+                                     _Task(task.block, task.lo, middle, alone=True)])
+        elif tries < SINGLE_FILE_TRIES:
+            self.waiting.appendleft(_Task(task.block, task.lo, task.hi, alone=True, tries=tries))
         else:
             logger.warning("a Ray %s %s alone, %s (a decoder crash or out of memory; %s): its row is an error",
-                           WORKER_DIED, task.block.name(task.lo), plural(SINGLE_FILE_TRIES, "time"), cause)
+                           WORKER_DIED, task.block.name(task.lo), plural(tries, "time"), _first_line(exc))
             task.block.set(task.lo, np.full((1, 1), np.nan), [WORKER_DIED])  # an error row's probs are not read
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 
 class _Engine:
@@ -373,17 +433,24 @@ class _Engine:
         self.ray, self.cfg, self.options, self.temperature = ray, cfg, options, temperature
         self.started = False
         self.pool: _Pool | None = None
+        self.workers = 0
 
     def start(self) -> tuple[_Pool, int]:
-        """Connect and start the workers; returns the pool and its number of workers."""
-        ray, options = self.ray, self.options
-        self.started = _connect(ray, options)
-        cpus = int(ray.cluster_resources().get("CPU", 1))
-        workers = options.num_workers or max(1, cpus // options.cpus_per_worker)
-        actor = ray.remote(num_cpus=options.cpus_per_worker, max_restarts=0, max_task_retries=0)(ClassifyWorker)
-        model = ray.put(Path(self.cfg.model).read_bytes())
-        self.pool = _Pool(ray, lambda: actor.remote(model, options.cpus_per_worker, self.temperature), workers)
-        return self.pool, workers
+        """Connect and start the workers (once); returns the pool and its number of workers.
+
+        Raises:
+            RayEngineError: Ray cannot be reached.
+        """
+        if self.pool is None:
+            ray, options = self.ray, self.options
+            self.started = _connect(ray, options)
+            cpus = int(ray.cluster_resources().get("CPU", 1))
+            self.workers = options.num_workers or max(1, cpus // options.cpus_per_worker)
+            actor = ray.remote(num_cpus=options.cpus_per_worker, max_restarts=0, max_task_retries=0)(ClassifyWorker)
+            model = ray.put(Path(self.cfg.model).read_bytes())
+            self.pool = _Pool(ray, lambda: actor.remote(model, options.cpus_per_worker, self.temperature),
+                              self.workers)
+        return self.pool, self.workers
 
     def close(self) -> None:
         if self.pool is not None:
@@ -478,10 +545,17 @@ def classify_ray(cfg: ClassifyConfig, options: RayOptions = RayOptions(),
     engine = _Engine(ray, cfg, options, run.temperature)
     bar = tqdm(desc="classify", unit="img", file=sys.stderr, disable=None if cfg.progress else True, dynamic_ncols=True)
     try:
-        batches = _batches(_predictions(engine, run.items(), cfg.batch_size), cfg.batch_size)
+        items = run.items()
+        first = next(items, None)
+        if first is not None and first[0] is not None:  # Ray's errors before any output when there is work
+            engine.start()
+        stream = itertools.chain([] if first is None else [first], items)
+        batches = _batches(_predictions(engine, stream, cfg.batch_size), cfg.batch_size)
         try:
             run.save(batches, on_batch, progress=bar.update)
         except (ray.exceptions.RayError, RayEngineError) as exc:
+            if isinstance(exc, RayEngineError) and engine.pool is None:
+                raise  # Ray cannot be reached: nothing was sent to it
             failed = exc if isinstance(exc, RayEngineError) else f"the Ray workers failed: {exc}"
             raise RayEngineError(
                 f"{failed}; the rows done so far are saved in {run.partial.dir}: fix the cause and run again with "
