@@ -89,8 +89,9 @@ def window_files(workers: int, rows_per_block: int) -> int:
 
 
 def deaths_allowed(workers: int) -> int:
-    """Worker deaths in a row, with no block classified in between, that stop the run: more than every worker
-    dying twice (a lost node), fewer than a model that kills every worker takes to reach single files."""
+    """Worker deaths in a row, with no block classified in between, after which the run stops (a model that kills
+    every worker opening it, too little memory for any block): room for every worker to die twice at once (a lost
+    node) and for a few neighbouring files that kill their workers."""
     return 2 * workers + 8
 
 
@@ -167,8 +168,8 @@ class ClassifyWorker:
 
 
 class _TokenAuthNotice(logging.Filter):
-    """Drops Ray's notice that a new local instance uses token authentication (its default since 2.52): said on
-    every run, about an instance that lives as long as the run; other authentication messages pass."""
+    """Drops Ray's notice that the cluster uses token authentication (Ray's default for a new local instance): said
+    on every healthy run; other authentication messages (such as its warning that it is disabled) pass."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         return not record.getMessage().startswith("Token authentication is enabled for this Ray cluster")
