@@ -60,7 +60,7 @@ def _model_option(default: Path | None) -> click.Option:
               "kaggle: index,label (index = the path relative to SOURCE without its extension); parquet: the csv "
               "columns, typed (needs pyarrow: pip install 'garmentcv[parquet]').")
 @click.option("--engine", type=click.Choice(["local", "ray"]), default="local",
-              help="local: this process; ray: a pool of Ray Data workers, on this machine or a Ray cluster "
+              help="local: this process; ray: a pool of Ray worker actors, on this machine or a Ray cluster "
               "(pip install 'garmentcv[ray]'); its workers run onnxruntime, so it gives the local engine's rows with "
               "--runtime onnxruntime (within 1e-6) and refuses --runtime openvino.")
 @click.option("--address", default=None, metavar="ADDRESS",
