@@ -164,3 +164,38 @@ def test_a_healthy_run_prints_no_ray_warnings(tmp_path: Path, onnx_model: Path) 
     assert "Token authentication" not in proc.stderr
     assert not re.search(r"^\[[^\]]* E \d+ \d+\]", proc.stderr, re.MULTILINE), proc.stderr  # Ray's C++ error lines
     assert "3 image files: 3 classified, 0 errors" in proc.stderr
+
+
+def test_an_unreachable_cluster_releases_the_run_lock(tmp_path: Path, onnx_model: Path, make_lamoda,
+                                                      monkeypatch) -> None:
+    from garmentcv.infer.classify import LOCK_FILE, ClassifyConfig
+    from garmentcv.infer.ray_engine import RayEngineError
+
+    def unreachable(self):
+        raise RayEngineError("cannot connect to the Ray cluster at 127.0.0.1:1")
+
+    monkeypatch.setattr(ray_engine._Engine, "start", unreachable)
+    folder = make_lamoda(per_class=1)
+    out = tmp_path / "rows.csv"
+    cfg = ClassifyConfig(folder=folder, out=out, model=onnx_model, progress=False)
+    with pytest.raises(RayEngineError, match="cannot connect"):
+        classify_ray(cfg, RayOptions(address="127.0.0.1:1"))
+    assert not (out.parent / f"{out.name}.partial" / LOCK_FILE).exists()
+    assert not out.exists()
+
+
+def test_workers_read_objects_with_the_run_s_retry_and_fetch_threads(onnx_model: Path, monkeypatch) -> None:
+    from garmentcv.infer import ray_engine
+    from garmentcv.infer.sources import ReadRetry
+
+    seen: dict[str, object] = {}
+
+    def fake_predict_batches(model, items, batch_size, workers, temperature, **kwargs):
+        seen.update(kwargs)
+        return iter(())
+
+    retry = ReadRetry(attempts=2, backoff_s=0.01, max_backoff_s=0.01)
+    worker = ray_engine.ClassifyWorker(onnx_model.read_bytes(), 1, 1.0, retry, 3)
+    monkeypatch.setattr(ray_engine, "predict_batches", fake_predict_batches)
+    worker.classify([])
+    assert seen == {"fetch_threads": 3, "read_retry": retry}

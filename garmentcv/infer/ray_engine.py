@@ -55,6 +55,7 @@ from garmentcv import cpus as _cpus
 from garmentcv.cli_utils import plural
 from garmentcv.errors import GarmentCVError
 from garmentcv.infer.classify import (
+    WORKER_DIED,
     ClassifyConfig,
     ClassifyRun,
     ClassifySummary,
@@ -64,7 +65,7 @@ from garmentcv.infer.classify import (
 from garmentcv.infer.model_file import read_model_info
 from garmentcv.infer.pipeline import Prediction, predict_batches
 from garmentcv.infer.rows import Row
-from garmentcv.infer.sources import File, decode_file, encode_file
+from garmentcv.infer.sources import DEFAULT_READ_RETRY, File, ReadRetry, decode_file, encode_file
 from garmentcv.installs import MissingRuntimeError
 
 logger = logging.getLogger(__name__)
@@ -78,8 +79,6 @@ TASKS_PER_WORKER = 2
 BLOCKS_PER_WORKER = TASKS_PER_WORKER + 1
 #: Times a file must kill its worker while it is classified alone before it gets a :data:`WORKER_DIED` row.
 SINGLE_FILE_TRIES = 2
-#: The error row of a file that killed its worker (the kind of failure, as the local engine names it).
-WORKER_DIED = "worker died while decoding"
 
 
 def window_files(workers: int, rows_per_block: int) -> int:
@@ -135,9 +134,12 @@ class ClassifyWorker:
         model_bytes: the ONNX file's bytes.
         threads: onnxruntime intra-op threads and decoding threads (the actor's CPUs).
         temperature: the logits are divided by it before the softmax.
+        read_retry: how a failed object read is tried again (``ClassifyConfig.read_retry``).
+        fetch_threads: threads fetching objects of an object-storage source (``ClassifyConfig.fetch_threads``).
     """
 
-    def __init__(self, model_bytes: bytes, threads: int, temperature: float) -> None:
+    def __init__(self, model_bytes: bytes, threads: int, temperature: float,
+                 read_retry: ReadRetry = DEFAULT_READ_RETRY, fetch_threads: int | None = None) -> None:
         from garmentcv.infer.session import open_model
 
         with tempfile.TemporaryDirectory(prefix="gcv-ray-") as tmp:  # onnxruntime keeps the model in memory
@@ -146,6 +148,8 @@ class ClassifyWorker:
             self.model = open_model(path, "cpu", threads)
         self.threads = threads
         self.temperature = temperature
+        self.read_retry = read_retry
+        self.fetch_threads = fetch_threads
         self.width = len(self.model.info.classes)
 
     def ready(self) -> None:
@@ -158,7 +162,8 @@ class ClassifyWorker:
         probs = np.full((len(items), self.width), np.nan)
         errors = [""] * len(items)
         for predictions in predict_batches(self.model, items, batch_size=max(1, len(items)), workers=self.threads,
-                                           temperature=self.temperature):
+                                           temperature=self.temperature, fetch_threads=self.fetch_threads,
+                                           read_retry=self.read_retry):
             for p in predictions:
                 if p.error is not None:
                     errors[p.item] = p.error
@@ -449,7 +454,8 @@ class _Engine:
             self.workers = options.num_workers or max(1, cpus // options.cpus_per_worker)
             actor = ray.remote(num_cpus=options.cpus_per_worker, max_restarts=0, max_task_retries=0)(ClassifyWorker)
             model = ray.put(Path(self.cfg.model).read_bytes())
-            self.pool = _Pool(ray, lambda: actor.remote(model, options.cpus_per_worker, self.temperature),
+            self.pool = _Pool(ray, lambda: actor.remote(model, options.cpus_per_worker, self.temperature,
+                                                           self.cfg.read_retry, self.cfg.fetch_threads),
                               self.workers)
         return self.pool, self.workers
 
@@ -543,6 +549,16 @@ def classify_ray(cfg: ClassifyConfig, options: RayOptions = RayOptions(),
     ray = import_ray()
     source = open_checked_source(cfg)
     run = ClassifyRun(cfg, source, read_model_info(Path(cfg.model)))
+    try:
+        return _classify(ray, cfg, options, run, start, on_batch)
+    except BaseException:
+        run.close()  # what failed before save() or finish() (Ray unreachable, a listing error): lock released
+        raise
+
+
+def _classify(ray: Any, cfg: ClassifyConfig, options: RayOptions, run: ClassifyRun, start: float,
+              on_batch: Callable[[int], None] | None) -> ClassifySummary:
+    """:func:`classify_ray` once its run holds the lock."""
     engine = _Engine(ray, cfg, options, run.temperature)
     bar = tqdm(desc="classify", unit="img", file=sys.stderr, disable=None if cfg.progress else True, dynamic_ncols=True)
     try:
