@@ -69,7 +69,8 @@ def _decode_problem(sample: Sample) -> str | None:
 
 
 def find_bad_images(samples: Sequence[Sample], progress: bool = True) -> list[BadImage]:
-    """Decode every sample once, as training and validation will, and return those that fail, in order.
+    """Decode every sample once, in full, and return those that fail, in order (a file that fails here fails
+    whatever DCT scale training or validation later decodes it at, and one that passes decodes at any).
 
     Streams: each image is decoded by one of a few threads (the CPUs this process may use, at most 8) and
     dropped at once; a progress bar goes to stderr unless ``progress`` is false or stderr is not a terminal.
