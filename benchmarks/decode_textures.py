@@ -47,10 +47,22 @@ from torch.utils.data import DataLoader
 from torchvision import transforms as T
 
 from benchmarks.machine import machine_info
-from garmentcv.data.fashion_mnist import DEFAULT_SOURCE, FASHION_MNIST_CLASSES, _load_split
+from garmentcv.data.fashion_mnist import (
+    DEFAULT_SOURCE,
+    FASHION_MNIST_CLASSES,
+    _load_split,
+)
 from garmentcv.data.layouts import Sample
-from garmentcv.image import (Preprocessing, _crop_geometry, _resample_crop_box, decode_image, decode_region, load_crop,
-                             normalize, resize_and_crop)  # fmt: skip
+from garmentcv.image import (
+    Preprocessing,
+    _crop_geometry,
+    _resample_crop_box,
+    decode_image,
+    decode_region,
+    load_crop,
+    normalize,  # fmt: skip
+    resize_and_crop,
+)
 from garmentcv.train.config import TrainConfig
 from garmentcv.train.data import DecodeResizedCrop, TrainImages, train_transform
 
@@ -289,9 +301,9 @@ def run(work: Path, classes: Sequence[str], train_per_class: int, test_per_class
             started = time.perf_counter()
             model = fit(photos, pp, decode, seed, epochs, batch_size, lr)
             seconds = time.perf_counter() - started
-            for variant in crops:
+            for variant, decoded in crops.items():
                 predictions.append({"training_decode": decode, "seed": seed, "variant": variant, "train_s": round(seconds, 1),
-                                    **prediction_row(model, crops[variant], targets[variant], pp)})  # fmt: skip
+                                    **prediction_row(model, decoded, targets[variant], pp)})  # fmt: skip
     speed_paths = [s.path for s in photos.test["textured"][:20]]
     return {
         "settings": {"classes": list(classes), "train_images": len(photos.train), "test_images_per_variant":
@@ -327,22 +339,22 @@ def markdown(result: dict[str, Any]) -> str:
         "# Textured garments: DCT-scaled against full JPEG decode", "",
         f"`{result['command']}`", "",
         f"Machine: {result['machine_summary']}; load average {result['load_avg_end']} at the end.", "",
-        f"{s['train_images']} training photos (half textured), {s['test_images_per_variant']} test items each textured and "
-        f"plain, {s['photo_size'][0]}x{s['photo_size'][1]} px quality-90 JPEGs of Fashion-MNIST {', '.join(s['classes'])}; "
-        f"resize {s['preprocessing']['resize']}, crop {s['preprocessing']['crop']}; SmallNet, {s['epochs']} epochs, "
-        f"seeds {s['seeds']}.", "",
+        (f"{s['train_images']} training photos (half textured), {s['test_images_per_variant']} test items each textured "
+         f"and plain, {s['photo_size'][0]}x{s['photo_size'][1]} px quality-90 JPEGs of Fashion-MNIST "
+         f"{', '.join(s['classes'])}; resize {s['preprocessing']['resize']}, crop {s['preprocessing']['crop']}; "
+         f"SmallNet, {s['epochs']} epochs, seeds {s['seeds']}."), "",
         "## Pixels: serving's crop against the full decode's (grey levels)", "",
         "| test photos | images | mean | largest per-image mean | max |", "|---|---:|---:|---:|---:|",
     ]  # fmt: skip
     lines += [f"| {r['variant']} | {r['images']} | {r['mean']:.2f} | {r['largest_image_mean']:.2f} | {r['max']} |"
               for r in result["pixels"]]  # fmt: skip
     now = result["pixels_training_now"]
-    lines += ["", f"Training's decode now of the region serving shows, then serving's resample, against `load_crop` on the "
-              f"{now['images']} textured test photos: mean {now['mean']:.2f}, max {now['max']} grey levels."]  # fmt: skip
+    lines += ["", (f"Training's decode now of the region serving shows, then serving's resample, against `load_crop` on "
+                   f"the {now['images']} textured test photos: mean {now['mean']:.2f}, max {now['max']} grey levels.")]
     lines += [
         "", "## Predictions through each decode (mean over seeds; flips summed)", "",
-        "| training decode | test photos | accuracy, serving decode | accuracy, full decode | labels flipped | "
-        "largest probability change | mean of each image's largest change |", "|---|---|---:|---:|---:|---:|---:|",
+        ("| training decode | test photos | accuracy, serving decode | accuracy, full decode | labels flipped | "
+         "largest probability change | mean of each image's largest change |"), "|---|---|---:|---:|---:|---:|---:|",
     ]  # fmt: skip
     for r in _summary(result["predictions"]):
         lines.append(f"| {r['training_decode']} | {r['variant']} | {r['accuracy_serving']:.3f} | {r['accuracy_full']:.3f} | "

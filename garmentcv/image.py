@@ -575,8 +575,10 @@ def _resample_crop_box(pil: Image.Image, pp: Preprocessing) -> np.ndarray:
     resize (``box = (left, top, left + crop, top + crop) x source/resized``), so only ``crop x crop`` pixels are
     computed (a 300x433 DCT-scaled photo: 224x224 instead of 256x369). The filter and its support are those of
     the full resize; the sample positions agree only to float rounding and Pillow may run the two passes in
-    the other order, so a pixel can differ from the full resize by a grey level or two (tests/test_decode_path.py). Used for DCT-scaled JPEGs only, whose pixels
-    are already not torchvision's; every other image keeps :func:`_resize_crop_pil`, torchvision's pixels.
+    the other order, so a pixel can differ from the full resize of the same decoded image by a grey level or two
+    (tests/test_decode_path.py). Used for DCT-scaled JPEGs only, whose decoded pixels are already not torchvision's
+    (fine textures differ most; see :func:`load_crop`); every other image keeps :func:`_resize_crop_pil`,
+    torchvision's pixels.
     """
     width, height = pil.size
     new_w, new_h, top, left = _crop_geometry(width, height, pp)

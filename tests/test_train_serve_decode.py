@@ -19,7 +19,13 @@ from torchvision import transforms as T
 
 from garmentcv import image as gimage
 from garmentcv.data.layouts import Sample
-from garmentcv.image import Preprocessing, decode_image, decode_region, load_crop, resize_and_crop
+from garmentcv.image import (
+    Preprocessing,
+    decode_image,
+    decode_region,
+    load_crop,
+    resize_and_crop,
+)
 from garmentcv.train.config import TrainConfig
 from garmentcv.train.data import TrainImages, train_transform
 
