@@ -8,7 +8,10 @@ Two functions define what a model sees:
 
 Training validation, export parity checks and ``gcv-classify`` all take their pixels from :func:`load_crop`
 (these two plus one decoding shortcut for large JPEGs, described there; :func:`load_input` is its normalised
-float32 form), so the same file always gives the same array.
+float32 form), so the same file always gives the same array. Training's random crops take theirs from
+:func:`load_region`, which decodes by the same rule (:func:`dct_denominator`): a large JPEG is decoded at a
+reduced DCT scale wherever the view made from it keeps at least one decoded pixel per output pixel, so a view
+that covers what serving shows is made from the same decoded pixels.
 The resize and centre crop follow torchvision's ``Resize(int)`` and ``CenterCrop`` on PIL images
 (torchvision/transforms/functional.py), which is what the ImageNet weights entries use, pixel for pixel; a
 very thin image is resized only where the crop keeps it, so memory stays bounded (:func:`_resize_crop_pil`).
@@ -25,13 +28,13 @@ import io
 import math
 import struct
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 from garmentcv.errors import ImageDecodeError
 
@@ -266,26 +269,50 @@ def _unidentified_reason(source: Path | IO[bytes]) -> str:
     return "not a recognised image format"
 
 
-def _open_rgb(source: Path | IO[bytes], path: Path, min_short: int | None = None) -> Image.Image:
-    """Open, check, decode and convert one file to an upright RGB Pillow image (see :func:`decode_image`).
+#: A region of an image, ``(left, top, right, bottom)`` in px, as Pillow's ``crop`` and ``resize(box=...)`` take it.
+Box = tuple[float, float, float, float]
 
-    ``source`` is the file or its bytes; ``path`` names it in errors. With ``min_short``, see
-    :func:`_open_rgb_scaled`.
+#: The reductions libjpeg's scaled inverse DCT offers and Pillow's ``draft`` picks from, largest first.
+_DCT_DENOMINATORS: tuple[int, ...] = (8, 4, 2, 1)
+
+#: EXIF orientations (``ImageOps.exif_transpose``) that swap width and height.
+_SWAPPING_ORIENTATIONS = frozenset({5, 6, 7, 8})
+
+
+def dct_denominator(reduction: float) -> int:
+    """The DCT scale a JPEG is decoded at when the view made from it may shrink it ``reduction`` times: ``d`` of 1/d.
+
+    The one decoding rule of training and serving: the largest of 8, 4, 2 and 1 that is not above ``reduction``,
+    so that the decoded image still has at least one pixel per output pixel across the view's region. ``reduction``
+    is the region's shorter side over the output's side: for serving's centre crop, the image's shorter side over
+    ``Preprocessing.resize`` (a 600x866 photo at 256 px: 2.34, decoded at 1/2); for a training crop of a box to
+    ``size`` px, ``min(box width, box height) / size``. Under 2, the file is decoded in full.
     """
-    return _open_rgb_scaled(source, path, min_short)[0]
+    return next(d for d in _DCT_DENOMINATORS if d <= max(reduction, 1.0))
 
 
-def _open_rgb_scaled(source: Path | IO[bytes], path: Path, min_short: int | None = None) -> tuple[Image.Image, bool]:
+def _open_rgb(source: Path | IO[bytes], path: Path) -> Image.Image:
+    """Open, check, decode and convert one file, in full, to an upright RGB Pillow image (see :func:`decode_image`).
+
+    ``source`` is the file or its bytes; ``path`` names it in errors.
+    """
+    return _open_rgb_scaled(source, path)[0]
+
+
+def _open_rgb_scaled(
+    source: Path | IO[bytes], path: Path, reduction: Callable[[int, int], float] | None = None
+) -> tuple[Image.Image, bool]:
     """:func:`_open_rgb`, also saying whether the JPEG was decoded at a reduced DCT scale: ``(image, scaled)``.
 
     Only :func:`decoded_formats` are opened. Pillow's decompression-bomb warning is left to the process's
     warning filters (changing them here would race between decoding threads); the explicit size check
     against :data:`MAX_IMAGE_PIXELS` refuses the same images.
 
-    With ``min_short``, a JPEG is decoded at the smallest DCT scale (1/2, 1/4 or 1/8, Pillow's ``draft``)
-    whose shorter side is still at least ``min_short`` px; other formats and smaller images decode in full.
-    No copy is made of an image that is already upright RGB (EXIF rotation is applied in place); the file is
-    closed on return, the pixels stay loaded.
+    With ``reduction``, called once with the upright (EXIF-rotated) width and height in px before any pixel is
+    decoded, a JPEG is decoded at the DCT scale :func:`dct_denominator` gives for the reduction it returns
+    (Pillow's ``draft``: the decoded image is ``ceil(width / d) x ceil(height / d)``); other formats decode in
+    full. No copy is made of an image that is already upright RGB (EXIF rotation is applied in place); the file
+    is closed on return, the pixels stay loaded.
     """
     try:
         with open(source, "rb") if isinstance(source, Path) else contextlib.nullcontext(source) as handle:
@@ -296,9 +323,13 @@ def _open_rgb_scaled(source: Path | IO[bytes], path: Path, min_short: int | None
                 raise ImageDecodeError(
                     path, f"oversized: {width}x{height} px is over the {MAX_IMAGE_PIXELS} px limit"
                 )
-            if min_short is not None and image.format == "JPEG" and min(width, height) >= 2 * min_short:
-                scale = min_short / min(width, height)
-                image.draft(None, (math.ceil(width * scale), math.ceil(height * scale)))
+            if reduction is not None:
+                swapped = image.getexif().get(ExifTags.Base.Orientation) in _SWAPPING_ORIENTATIONS
+                upright = (height, width) if swapped else (width, height)
+                denominator = dct_denominator(min(reduction(*upright), width, height))
+                if denominator > 1 and image.format == "JPEG":
+                    # Pillow picks the largest 1/d whose size is at least the one asked for: exactly 1/denominator.
+                    image.draft(None, (width // denominator, height // denominator))
             scaled = image.size != (width, height)
             image.load()
             ImageOps.exif_transpose(image, in_place=True)
@@ -544,8 +575,10 @@ def _resample_crop_box(pil: Image.Image, pp: Preprocessing) -> np.ndarray:
     resize (``box = (left, top, left + crop, top + crop) x source/resized``), so only ``crop x crop`` pixels are
     computed (a 300x433 DCT-scaled photo: 224x224 instead of 256x369). The filter and its support are those of
     the full resize; the sample positions agree only to float rounding and Pillow may run the two passes in
-    the other order, so a pixel can differ from the full resize by a grey level or two (tests/test_decode_path.py). Used for DCT-scaled JPEGs only, whose pixels
-    are already not torchvision's; every other image keeps :func:`_resize_crop_pil`, torchvision's pixels.
+    the other order, so a pixel can differ from the full resize of the same decoded image by a grey level or two
+    (tests/test_decode_path.py). Used for DCT-scaled JPEGs only, whose decoded pixels are already not torchvision's
+    (fine textures differ most; see :func:`load_crop`); every other image keeps :func:`_resize_crop_pil`,
+    torchvision's pixels.
     """
     width, height = pil.size
     new_w, new_h, top, left = _crop_geometry(width, height, pp)
@@ -561,18 +594,22 @@ def load_crop(
 ) -> np.ndarray:
     """Decode one file into the model's pixels: RGB ``uint8`` ``(pp.crop, pp.crop, 3)``. The one decode path.
 
-    Everything a model sees comes from here: :func:`load_input` (training validation, export parity checks,
-    float32 model files) normalises this crop, and uint8 model files (format 2, see
+    Everything a model sees at inference comes from here: :func:`load_input` (training validation, export parity
+    checks, float32 model files) normalises this crop, and uint8 model files (format 2, see
     :mod:`garmentcv.artifact`) take it as it is, normalising inside the graph; so the same file gives the
-    same pixels to training validation, export and ``gcv-classify``/``gcv-evaluate``.
+    same pixels to training validation, export and ``gcv-classify``/``gcv-evaluate``. Training's random crops
+    decode by the same rule (:func:`load_region`).
 
     Equal to ``resize_and_crop(decode_image(path), pp)`` (torchvision's pixels) except for one shortcut: a
     JPEG whose shorter side is at least twice ``pp.resize`` is decoded at a reduced DCT scale (1/2, 1/4 or
-    1/8, Pillow's ``draft``) that keeps the shorter side >= ``pp.resize``, and then only the crop is
-    resampled from its source box (:func:`_resample_crop_box`). A 600x866 photo for a 256 px resize decodes at
-    300x433 and resamples 224x224 pixels: about 2x faster than the full decode and resize; its pixels are
-    within a few grey levels of torchvision's (mean difference about 0.5, measured in
-    ``benchmarks/decode.py``).
+    1/8, Pillow's ``draft``; :func:`dct_denominator` of the shorter side over ``pp.resize``), which keeps the
+    shorter side >= ``pp.resize``, and then only the crop is resampled from its source box
+    (:func:`_resample_crop_box`). A 600x866 photo for a 256 px resize decodes at 300x433 and resamples 224x224
+    pixels, a few times faster than the full decode and resize (``benchmarks/decode.py``). The scaled decode
+    keeps only the lower frequencies of each 8x8 block: on smooth photos its pixels are within a few grey
+    levels of torchvision's, but fine textures (stripes or knits a few px apart) that the full decode and
+    resize alias into visible patterns come out smooth, tens of grey levels away. That is why training decodes
+    its views by the same rule; ``benchmarks/decode_textures.py`` measures both decodes' pixels and predictions.
 
     Args:
         path: the image file.
@@ -588,7 +625,9 @@ def load_crop(
         ImageDecodeError: as :func:`decode_image`.
     """
     path = Path(path)
-    rgb, scaled = _open_rgb_scaled(path if data is None else io.BytesIO(data), path, min_short=pp.resize)
+    rgb, scaled = _open_rgb_scaled(
+        path if data is None else io.BytesIO(data), path, reduction=lambda width, height: min(width, height) / pp.resize
+    )
     if min(rgb.size) < 1:
         raise ImageDecodeError(path, f"unexpected decoded size {rgb.size}")
     crop = _resample_crop_box(rgb, pp) if scaled else _resize_crop_pil(rgb, pp)
@@ -596,6 +635,81 @@ def load_crop(
         return crop
     out[...] = crop
     return out
+
+
+def decode_region(
+    path: str | Path, size: int, pick_box: Callable[[int, int], Box], data: bytes | None = None
+) -> tuple[Image.Image, Box]:
+    """Decode one file for a view of ``size`` x ``size`` px of a region: ``(upright RGB image, region in its px)``.
+
+    ``pick_box(width, height)`` is called once, with the upright (EXIF-rotated) size in px before any pixel is
+    decoded, and returns the region as a :data:`Box` in those px (a training crop picks it at random). A JPEG
+    is then decoded at the DCT scale of :func:`dct_denominator` for ``min(box width, box height) / size``, the
+    rule :func:`load_crop` follows for its centre crop, so a region as large as serving's is decoded as serving
+    decodes it; a region under twice ``size`` across, and any other format, is decoded in full. The region is
+    returned in the decoded image's px, scaled by decoded over full size on each axis as
+    :func:`_resample_crop_box` scales serving's.
+
+    Args:
+        path: the image file (only names it in errors when ``data`` is given).
+        size: the side in px of the view to be made from the region.
+        pick_box: chooses the region from the upright full-size width and height.
+        data: the file's content, when already read.
+
+    Raises:
+        ImageDecodeError: as :func:`decode_image`.
+    """
+    rgb, box, _ = _decode_region(path, size, pick_box, data)
+    return rgb, box
+
+
+def _decode_region(
+    path: str | Path, size: int, pick_box: Callable[[int, int], Box], data: bytes | None
+) -> tuple[Image.Image, Box, bool]:
+    """:func:`decode_region`, also saying whether the decode was DCT-scaled: ``(image, box, scaled)``."""
+    path = Path(path)
+    picked: list[tuple[Box, tuple[int, int]]] = []
+
+    def reduction(width: int, height: int) -> float:
+        left, top, right, bottom = (float(v) for v in pick_box(width, height))
+        picked.append(((left, top, right, bottom), (width, height)))
+        return min(right - left, bottom - top) / size
+
+    rgb, scaled = _open_rgb_scaled(path if data is None else io.BytesIO(data), path, reduction=reduction)
+    (left, top, right, bottom), (full_w, full_h) = picked[0]
+    if not scaled:
+        return rgb, (left, top, right, bottom), False
+    sx, sy = rgb.size[0] / full_w, rgb.size[1] / full_h
+    return rgb, (left * sx, top * sy, right * sx, bottom * sy), True
+
+
+def load_region(
+    path: str | Path,
+    size: int,
+    pick_box: Callable[[int, int], Box],
+    interpolation: str = "bilinear",
+    data: bytes | None = None,
+) -> np.ndarray:
+    """Training's view of one file: the region ``pick_box`` chooses, resized to RGB ``uint8`` ``(size, size, 3)``.
+
+    Decoded by :func:`decode_region` (the DCT-scale rule :func:`load_crop` follows). From a full decode the region
+    is cropped and then resized, exactly as torchvision's ``RandomResizedCrop`` does on a PIL image (integer
+    boxes, as it picks them); from a DCT-scaled decode the region (then fractional) is resampled in one Pillow
+    ``resize(box=...)``, as :func:`_resample_crop_box` resamples serving's crop.
+
+    Raises:
+        ImageDecodeError: as :func:`decode_image`.
+        ValueError: ``interpolation`` is not one of :class:`Preprocessing`'s.
+    """
+    if interpolation not in _INTERPOLATIONS:
+        raise ValueError(f"interpolation {interpolation!r} is not supported; use one of {sorted(_INTERPOLATIONS)}")
+    rgb, box, scaled = _decode_region(path, size, pick_box, data)
+    resample = _INTERPOLATIONS[interpolation]
+    if not scaled and all(v.is_integer() for v in box):
+        view = rgb.crop(tuple(int(v) for v in box)).resize((size, size), resample)
+    else:
+        view = rgb.resize((size, size), resample, box=box)
+    return np.asarray(view)
 
 
 def load_input(path: str | Path, pp: Preprocessing, data: bytes | None = None) -> np.ndarray:

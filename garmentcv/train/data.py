@@ -1,7 +1,9 @@
 """Training data: the stratified split, the augmentation and the DataLoaders.
 
 Validation images go through :func:`garmentcv.image.load_input`, the very function ``gcv-classify`` uses,
-so validation figures are what the exported model will see.
+so validation figures are what the exported model will see. Training images are decoded by the same rule for
+each random crop (:class:`DecodeResizedCrop`): a large JPEG at the DCT scale serving uses, so the model learns on
+the pixels it will be served, fine textures included.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import sys
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -26,7 +29,7 @@ from garmentcv.data.layouts import LabelledDataset, Sample
 from garmentcv.cli_utils import plural
 from garmentcv.cpus import available_cpus
 from garmentcv.errors import DatasetError, ImageDecodeError
-from garmentcv.image import Preprocessing, decode_image, load_input
+from garmentcv.image import Preprocessing, decode_image, load_input, load_region
 from garmentcv.train.config import TrainConfig
 from garmentcv.train.recipe import sampler_weights
 
@@ -66,7 +69,8 @@ def _decode_problem(sample: Sample) -> str | None:
 
 
 def find_bad_images(samples: Sequence[Sample], progress: bool = True) -> list[BadImage]:
-    """Decode every sample once, as training and validation will, and return those that fail, in order.
+    """Decode every sample once, in full, and return those that fail, in order (a file that fails here fails
+    whatever DCT scale training or validation later decodes it at, and one that passes decodes at any).
 
     Streams: each image is decoded by one of a few threads (the CPUs this process may use, at most 8) and
     dropped at once; a progress bar goes to stderr unless ``progress`` is false or stderr is not a terminal.
@@ -211,15 +215,45 @@ def _every_class_on_both_sides(
     return train_idx, val_idx
 
 
-def train_transform(pp: Preprocessing, cfg: TrainConfig) -> T.Compose:
-    """Training augmentation on a PIL RGB image -> normalised ``float32`` tensor ``(3, crop, crop)``.
+class DecodeResizedCrop(torch.nn.Module):
+    """torchvision's ``RandomResizedCrop`` that decodes the file itself: image path -> PIL RGB image ``(size, size)``.
 
-    Random resized crop (scale ``cfg.crop_scale``..1), rotation (+-``cfg.rotation`` degrees, white fill like
-    a product photo's background), horizontal flip, colour jitter, then ImageNet normalisation from ``pp``.
+    The region is picked as ``T.RandomResizedCrop.get_params`` picks it (same random draws, on the upright
+    full-size image, whose size is read from the file's header) and then decoded and resized by
+    :func:`garmentcv.image.load_region`: a large JPEG is decoded at the DCT scale serving's ``load_crop`` uses for
+    a region that large (at least one decoded pixel per output pixel), so a training view of what serving shows
+    is made from serving's decoded pixels; a region under twice ``size`` across, and any PNG or small JPEG, from
+    the full decode, cropped and resized exactly as ``RandomResizedCrop`` does.
     """
-    ops: list[torch.nn.Module] = [
-        T.RandomResizedCrop(pp.crop, scale=(cfg.crop_scale, 1.0), interpolation=T.InterpolationMode(pp.interpolation)),
-    ]
+
+    def __init__(self, size: int, scale: tuple[float, float], interpolation: str = "bilinear",
+                 ratio: tuple[float, float] = (3 / 4, 4 / 3)) -> None:
+        super().__init__()
+        self.size = size
+        self.scale = scale
+        self.ratio = ratio
+        self.interpolation = interpolation
+
+    def pick_box(self, width: int, height: int) -> tuple[int, int, int, int]:
+        """A random region ``(left, top, right, bottom)`` of a ``width`` x ``height`` image, as torchvision picks it."""
+        # get_params reads only the shape: a zero-stride view of the size, no pixels allocated.
+        top, left, h, w = T.RandomResizedCrop.get_params(
+            torch.empty(()).expand(3, height, width), list(self.scale), list(self.ratio)
+        )
+        return left, top, left + w, top + h
+
+    def forward(self, path: Path) -> Image.Image:
+        return Image.fromarray(load_region(path, self.size, self.pick_box, self.interpolation))
+
+
+def train_transform(pp: Preprocessing, cfg: TrainConfig) -> T.Compose:
+    """Training augmentation of an image file -> normalised ``float32`` tensor ``(3, crop, crop)``.
+
+    Random resized crop decoded by serving's rule (scale ``cfg.crop_scale``..1; :class:`DecodeResizedCrop`),
+    rotation (+-``cfg.rotation`` degrees, white fill like a product photo's background), horizontal flip, colour
+    jitter, then ImageNet normalisation from ``pp``.
+    """
+    ops: list[torch.nn.Module] = [DecodeResizedCrop(pp.crop, (cfg.crop_scale, 1.0), pp.interpolation)]
     if cfg.rotation > 0:
         ops.append(T.RandomRotation(cfg.rotation, fill=255))
     if cfg.hflip > 0:
@@ -231,7 +265,8 @@ def train_transform(pp: Preprocessing, cfg: TrainConfig) -> T.Compose:
 
 
 class TrainImages(Dataset):
-    """Training samples: shared decode, then random augmentation. Items: ``(tensor (3, S, S), class index)``."""
+    """Training samples, each decoded and augmented by ``transform`` (:func:`train_transform`: it takes the file's
+    path, so the decode can follow the random crop). Items: ``(tensor (3, S, S), class index)``."""
 
     def __init__(self, samples: Sequence[Sample], classes: Sequence[str], transform: T.Compose) -> None:
         self.samples = list(samples)
@@ -243,8 +278,7 @@ class TrainImages(Dataset):
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         sample = self.samples[i]
-        image = Image.fromarray(decode_image(sample.path))
-        return self.transform(image), self.index[sample.label]
+        return self.transform(sample.path), self.index[sample.label]
 
 
 class EvalImages(Dataset):
