@@ -25,7 +25,10 @@ and timm's ``train.py``:
   at the same path). Other ranks show no progress or logs, only their errors.
 - **Failures.** A collective that waits longer than ``GCV_DIST_TIMEOUT_S`` seconds (default 1800) fails
   with :class:`DistributedError`, so a stuck or dead process ends the job instead of hanging it; torchrun
-  stops the other processes when one exits with an error.
+  stops the other processes when one exits with an error. A process whose collective fails because another
+  exited says so (:func:`collective_failure_message`); the other's own error says why.
+- **Restarts.** ``torchrun --max-restarts N ... --resume auto``: every attempt runs the same command line; the
+  first starts the run, each later one continues it from the last epoch rank 0 saved (``last.pt``).
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ import json
 import logging
 import math
 import os
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -302,17 +306,42 @@ def process_group(device: torch.device, environ: Mapping[str, str] | None = None
     except (torch_dist.DistError, RuntimeError) as exc:
         if not isinstance(exc, torch_dist.DistError) and not _is_comm_failure(exc):
             raise
-        raise DistributedError(
-            f"{where}: a collective with the other processes failed or waited more than {timeout:g} s "
-            f"({_first_line(exc)}). Another process has probably failed (its error is above) or stopped; if one "
-            f"is only slow, raise {TIMEOUT_ENV}"
-        ) from exc
+        raise DistributedError(collective_failure_message(where, exc, timeout)) from exc
     finally:
         torch_dist.destroy_process_group()
 
 
 #: Words of the RuntimeErrors that gloo and nccl raise when a peer is gone or a collective times out.
 _COMM_FAILURE_MARKERS = ("gloo", "nccl", "c10d", "connection reset", "connection closed", "timed out", "timeout")
+#: Words of those errors when another process of the job has exited: its end of a connection closed.
+_PEER_GONE_MARKERS = ("connection closed", "connection reset", "broken pipe", "remote worker", "remote process", "peer")
+#: Words of those errors when a collective waited longer than the timeout.
+_TIMEOUT_MARKERS = ("timed out", "timeout")
+
+
+def collective_failure_message(where: str, exc: BaseException, timeout: float) -> str:
+    """What a failed collective of this process (``where``: ``"rank 0 of 2"``) says, from torch's error ``exc``.
+
+    Another process that exited closes its connections: this process then fails at once, and the message says
+    so (the other's own error says why) rather than naming a wait it never did. A collective that waited more
+    than ``timeout`` seconds says that, and how to allow longer. Anything else is named as a failed collective.
+    """
+    text = str(exc).lower()
+    detail = re.sub(r"^\[[^\]]*:\d+\]\s*", "", _first_line(exc))  # gloo's "[.../pair.cc:561] " source location
+    if any(marker in text for marker in _PEER_GONE_MARKERS):
+        return (
+            f"{where}: another process of the job exited or failed ({detail}); this one stopped because of it. "
+            "The other's own error, in its output or log, says why"
+        )
+    if any(marker in text for marker in _TIMEOUT_MARKERS):
+        return (
+            f"{where}: waited more than {timeout:g} s for the other processes in a collective ({detail}); one of "
+            f"them is stuck, stopped or much slower. If one is only slow, raise {TIMEOUT_ENV}"
+        )
+    return (
+        f"{where}: a collective with the other processes failed ({detail}). Another process has probably failed "
+        "(its error is in its output or log) or stopped"
+    )
 
 
 def _is_comm_failure(exc: BaseException) -> bool:
