@@ -102,7 +102,8 @@ class TrainResult:
     """Outcome of :func:`train`: the run folder, the classes and one :class:`ArchResult` per arch.
 
     ``already_complete``: a resumed run had trained every epoch of every arch already (or stopped early), so
-    nothing was trained or read but its checkpoints, and nothing written but a missing ``comparison.md`` or plot.
+    nothing was trained, no image decoded (the data was only listed, to refuse a changed dataset) and nothing
+    written but a missing ``comparison.md`` or plot; the results are those of its checkpoints.
     """
 
     out: Path
@@ -494,8 +495,41 @@ def _check_resume_data(cfg: TrainConfig, split: Split) -> None:
         CheckpointError: files were added, removed or relabelled, or the same files split differently.
     """
     saved_train, saved_val = _read_split_csv(cfg.out / "train.csv"), _read_split_csv(cfg.out / "val.csv")
-    saved = {**saved_train, **saved_val}
-    current = {str(s.path.resolve()): s.label for s in (*split.train, *split.val)}
+    _check_same_files(cfg, {str(s.path.resolve()): s.label for s in (*split.train, *split.val)}, {**saved_train, **saved_val})
+    now_train = {str(s.path.resolve()) for s in split.train}
+    if now_train != saved_train.keys():
+        raise CheckpointError(
+            f"{cfg.out}: --resume, but the same files now split differently from the run's train.csv/val.csv "
+            "(another scikit-learn version?); resume with the versions that started the run, or use a new --out"
+        )
+
+
+def _check_finished_run_data(cfg: TrainConfig) -> None:
+    """:func:`_check_resume_data` for a run with no epoch left, from the file listing alone (no image decoded):
+    the files and labels of DATA (and --val-data), less those in ``skipped_images.csv``, must be the run's.
+
+    Raises:
+        CheckpointError: files were added, removed or relabelled.
+        DatasetError: the data cannot be read.
+    """
+    listed = load_dataset(cfg.data, cfg.layout).samples
+    if cfg.val_data is not None:
+        listed += load_dataset(cfg.val_data).samples
+    skipped = set()
+    if (cfg.out / "skipped_images.csv").is_file():
+        with open(cfg.out / "skipped_images.csv", newline="", encoding="utf-8", errors="surrogateescape") as handle:
+            skipped = {row["path"] for row in csv.DictReader(handle)}
+    current = {str(s.path.resolve()): s.label for s in listed if str(s.path.resolve()) not in skipped}
+    saved = {**_read_split_csv(cfg.out / "train.csv"), **_read_split_csv(cfg.out / "val.csv")}
+    _check_same_files(cfg, current, saved)
+
+
+def _check_same_files(cfg: TrainConfig, current: dict[str, str], saved: dict[str, str]) -> None:
+    """Refuse to resume when ``current`` (path -> label) is not the run's ``saved`` one; names the differences.
+
+    Raises:
+        CheckpointError: files were added, removed or relabelled.
+    """
     added = sorted(current.keys() - saved.keys())
     removed = sorted(saved.keys() - current.keys())
     relabelled = sorted(p for p in current.keys() & saved.keys() if current[p] != saved[p])
@@ -509,12 +543,6 @@ def _check_resume_data(cfg: TrainConfig, split: Split) -> None:
             f"{cfg.out}: --resume, but the dataset changed since the run started: {'; '.join(changes)}. The split "
             "would change and images already trained on could land in validation; restore the data as it was, "
             "or train on the new data with a new --out"
-        )
-    now_train = {str(s.path.resolve()) for s in split.train}
-    if now_train != saved_train.keys():
-        raise CheckpointError(
-            f"{cfg.out}: --resume, but the same files now split differently from the run's train.csv/val.csv "
-            "(another scikit-learn version?); resume with the versions that started the run, or use a new --out"
         )
 
 
@@ -673,6 +701,7 @@ def _finished_run(cfg: TrainConfig) -> TrainResult | None:
         states.append({k: v for k, v in state.items() if k not in ("state_dict", "optimizer", "scaler", "rng")})
     if not states:
         return None
+    _check_finished_run_data(cfg)  # as a resume would: a changed dataset is refused, not called complete
     classes, results = tuple(states[0]["classes"]), []
     for arch, state in zip(cfg.archs, states):
         run_dir, history, best_epoch = cfg.out / arch, list(state["history"]), int(state["best_epoch"])
