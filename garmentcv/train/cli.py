@@ -195,11 +195,14 @@ def main(
     last.pt, metrics.json, confusion_matrix.png, curves.png.
 
     Data-parallel on several processes or machines: torchrun --nproc_per_node=N -m garmentcv.train DATA ...
-    (same options; --batch-size is per process; rank 0 writes the run folder). With torchrun --max-restarts,
-    give --out and --resume auto: the first attempt starts the run, every restart continues it.
+    (same options; --batch-size is per process; rank 0 writes the run folder).
+
+    \b
+    Restarts (torchrun --max-restarts N): give --out RUN and --resume auto;
+    the first attempt starts the run, every restart continues it.
 
     A run that ends at chance or diverged says so in a WARNING and in metrics.json ("warnings"). Ctrl-C keeps
-    every finished epoch (continue with --resume); --resume of a finished run trains nothing and says so.
+    every finished epoch and says how to continue; resuming a finished run trains nothing and says so.
     """
     setup_logging(quiet, verbose)
     require_torch()  # exit 1 naming the extra on a [cpu]-only install, not an ImportError

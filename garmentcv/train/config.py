@@ -112,8 +112,8 @@ class TrainConfig:
     resume: bool | str = _setting(
         False,
         "Continue the run in --out from each arch's last.pt; refused if the settings or the data differ (a larger "
-        "--epochs trains a run longer). --resume auto: continue the run when --out has one, else start it (one "
-        "command line for every attempt of torchrun --max-restarts).",
+        "epoch count trains it longer). 'auto': continue the run there if there is one, else start it (one command "
+        "line for every restart of torchrun).",
     )
     skip_bad_images: bool = _setting(
         False,
