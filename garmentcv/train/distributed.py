@@ -28,7 +28,8 @@ and timm's ``train.py``:
   stops the other processes when one exits with an error. A process whose collective fails because another
   exited says so (:func:`collective_failure_message`); the other's own error says why.
 - **Restarts.** ``torchrun --max-restarts N ... --resume auto``: every attempt runs the same command line; the
-  first starts the run, each later one continues it from the last epoch rank 0 saved (``last.pt``).
+  first starts the run, each later one continues it from the last epoch rank 0 saved (``last.pt``). On one
+  node each attempt joins through keys of its own in torchrun's rendezvous store (:func:`_init_process_group`).
 """
 
 from __future__ import annotations
@@ -293,7 +294,7 @@ def process_group(device: torch.device, environ: Mapping[str, str] | None = None
         backend = "gloo"
     where = f"rank {info.rank} of {info.world_size}"
     try:
-        torch_dist.init_process_group(backend, timeout=timedelta(seconds=timeout))
+        _init_process_group(backend, timedelta(seconds=timeout), environ)
     except (torch_dist.DistError, RuntimeError, ValueError) as exc:
         raise DistributedError(
             f"{where}: cannot join the torchrun job over {backend} ({_first_line(exc)}); check the rendezvous "
@@ -309,6 +310,27 @@ def process_group(device: torch.device, environ: Mapping[str, str] | None = None
         raise DistributedError(collective_failure_message(where, exc, timeout)) from exc
     finally:
         torch_dist.destroy_process_group()
+
+
+def _init_process_group(backend: str, timeout: timedelta, environ: Mapping[str, str] | None = None) -> None:
+    """``init_process_group`` over torchrun's environment, in a store of this attempt's own on a one-node restart.
+
+    torchrun (``--max-restarts``) keeps one rendezvous store for every attempt of the job
+    (``TORCHELASTIC_USE_AGENT_STORE``), and the addresses the processes of an earlier attempt left in it can
+    be read by the next one before they are replaced, so a restarted process connects to a process that is
+    gone (pytorch/pytorch issue 135712). With one torchrun agent every process of an attempt has the same
+    ``TORCHELASTIC_RESTART_COUNT``, so the keys go under a prefix of that count. Several agents can count
+    restarts differently; there the store stays as torch shares it (``TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1``
+    in torchrun's environment gives every attempt a fresh store).
+    """
+    env = os.environ if environ is None else environ
+    one_agent = env.get("TORCHELASTIC_USE_AGENT_STORE") == "True" and env.get("GROUP_WORLD_SIZE") == "1"
+    if not one_agent or "TORCHELASTIC_RESTART_COUNT" not in env:
+        torch_dist.init_process_group(backend, timeout=timeout)
+        return
+    store, rank, world_size = next(torch_dist.rendezvous("env://", timeout=timeout))
+    attempt = torch_dist.PrefixStore(f"garmentcv/attempt_{env['TORCHELASTIC_RESTART_COUNT']}", store)
+    torch_dist.init_process_group(backend, store=attempt, rank=rank, world_size=world_size, timeout=timeout)
 
 
 #: Words of the RuntimeErrors that gloo and nccl raise when a peer is gone or a collective times out.
