@@ -14,6 +14,7 @@ import inspect
 import logging
 import sys
 import traceback
+import warnings
 from collections.abc import Callable
 from typing import Any, NoReturn, TypeVar
 
@@ -43,9 +44,18 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def setup_logging(quiet: bool = False, verbose: bool = False) -> None:
-    """Send log records to stderr: INFO by default, WARNING with ``quiet``, DEBUG with ``verbose``."""
+    """Send log records to stderr: INFO by default, WARNING with ``quiet``, DEBUG with ``verbose``.
+
+    With ``quiet``, Pillow's decompression-bomb warning (an image over ``PIL.Image.MAX_IMAGE_PIXELS``) is not
+    shown either: GarmentCV's own size check (:data:`garmentcv.image.MAX_IMAGE_PIXELS`) decides, and a refused
+    image is reported by name wherever the command reports undecodable files.
+    """
     level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr, force=True)
+    if quiet:
+        from PIL import Image
+
+        warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 
 def plural(count: int, noun: str) -> str:

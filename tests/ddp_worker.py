@@ -6,6 +6,8 @@ Run as ``torchrun ... -m tests.ddp_worker DATA [gcv-train options]``. Environmen
   comparison.md, plots) appends ``<RANK>\\t<path>`` to it, so a test can tell which ranks wrote what.
 - ``GCV_TEST_FAULT`` = ``raise`` or ``hang``: rank ``GCV_TEST_FAULT_RANK`` (default 1) raises RuntimeError, or
   sleeps an hour, at the start of its ``GCV_TEST_FAULT_EPOCH``-th epoch (default 2).
+- ``GCV_TEST_FAULT_ONCE``: a file; the fault happens only while it does not exist, and creates it, so that a job
+  restarted by ``torchrun --max-restarts`` fails once.
 """
 
 from __future__ import annotations
@@ -55,6 +57,11 @@ def _faulty_train_one_epoch(*args: Any, **kwargs: Any) -> Any:
     _epochs["n"] += 1
     fault = os.environ.get("GCV_TEST_FAULT")
     if fault and RANK == int(os.environ.get("GCV_TEST_FAULT_RANK", "1")) and _epochs["n"] == int(os.environ.get("GCV_TEST_FAULT_EPOCH", "2")):
+        once = os.environ.get("GCV_TEST_FAULT_ONCE")
+        if once:
+            if os.path.exists(once):
+                return _real_train_one_epoch(*args, **kwargs)
+            open(once, "w").close()
         if fault == "hang":
             time.sleep(3600)
         raise RuntimeError(f"injected failure on rank {RANK}")

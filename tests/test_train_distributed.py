@@ -174,6 +174,24 @@ def test_a_failing_rank_ends_the_job_and_resume_continues_from_last_pt(straight_
 
 
 @pytest.mark.slow
+def test_torchrun_restarts_continue_the_run_with_resume_auto(straight_run: dict[str, Path], tmp_path: Path) -> None:
+    """One command line for every attempt: the first starts the run, rank 1 dies in epoch 2, the restart continues."""
+    once = tmp_path / "rank-1-failed"
+    args = [str(straight_run["data"]), "--out", str(tmp_path / "run"), "--arch", "resnet18", *OPTIONS, "--resume", "auto"]
+    job = torchrun(["--max-restarts", "1", "-m", "tests.ddp_worker", *args], cwd=tmp_path,
+                   env={"GCV_TEST_FAULT": "raise", "GCV_TEST_FAULT_ONCE": str(once)}, timeout=300)  # fmt: skip
+    assert job.returncode == 0, job.stdout + job.stderr
+    assert once.is_file()  # the first attempt did fail
+    assert "RuntimeError: injected failure on rank 1" in job.stderr
+    assert job.stdout.count("resnet18: best epoch") == 1  # the restart's summary, rank 0's only
+    straight = load_checkpoint(straight_run["run"] / "resnet18" / "last.pt")
+    again = load_checkpoint(tmp_path / "run" / "resnet18" / "last.pt")
+    assert all(torch.equal(straight["state_dict"][k], again["state_dict"][k]) for k in straight["state_dict"])
+    strip = lambda hs: [{k: v for k, v in h.items() if k != "seconds"} for h in hs]  # noqa: E731
+    assert strip(again["history"]) == strip(straight["history"])
+
+
+@pytest.mark.slow
 def test_resume_with_another_world_size_is_refused(straight_run: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "run"
     out.mkdir()

@@ -4,20 +4,33 @@ from __future__ import annotations
 
 import json
 import logging
+import shlex
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from click.core import ParameterSource
 
-from garmentcv.cli_utils import handle_errors, quiet_option, setup_logging, verbose_option, version_option
+from garmentcv.cli_utils import (
+    EXIT_INTERRUPTED,
+    handle_errors,
+    plural,
+    quiet_option,
+    setup_logging,
+    verbose_option,
+    version_option,
+)
 from garmentcv.data.layouts import Layout
 from garmentcv.installs import require_torch
 from garmentcv.train import config as defaults
 from garmentcv.train.amp import AMP_MODES
-from garmentcv.train.config import TrainConfig, setting_default, setting_help
+from garmentcv.train.config import RESUME_AUTO, TrainConfig, setting_default, setting_help
+
+if TYPE_CHECKING:
+    from garmentcv.train.loop import TrainResult
 
 #: Parent of the timestamped run folders written when --out is not given; gcv-export looks here.
 RUNS_DIR = Path("runs") / "train"
@@ -38,6 +51,42 @@ class BatchSize(click.IntRange):
             raise
 
 
+#: The value ``--resume`` stands for when given without ``auto``: continue the run (``TrainConfig.resume`` True).
+_RESUME_ON = "on"
+
+
+class ResumeMode(click.ParamType):
+    """``--resume`` alone (True: continue the run in --out) or ``--resume auto`` (continue it or start it)."""
+
+    name = "auto"
+
+    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> bool | str:
+        if isinstance(value, bool):
+            return value
+        if value == _RESUME_ON:
+            return True
+        if value == RESUME_AUTO:
+            return RESUME_AUTO
+        self.fail(f"{value!r}: --resume takes no value, or {RESUME_AUTO!r}", param, ctx)
+
+
+class TrainCommand(click.Command):
+    """gcv-train's command: ``--resume`` takes its optional value only when the next word is ``auto``.
+
+    Click would otherwise take any next word as the value, so ``gcv-train --resume DATA --out RUN`` (``--resume``
+    before the argument) would stop meaning what it did before ``--resume auto`` existed.
+    """
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        given = list(args)
+        for i, word in enumerate(given):
+            if word == "--":
+                break
+            if word == "--resume" and (i + 1 == len(given) or given[i + 1] != RESUME_AUTO):
+                given[i] = f"--resume={_RESUME_ON}"
+        return super().parse_args(ctx, given)
+
+
 def _default_out() -> Path:
     return RUNS_DIR / time.strftime("%Y%m%d-%H%M%S")
 
@@ -48,8 +97,8 @@ def setting(name: str, *decls: str, **kwargs: Any) -> Callable[[Callable[..., An
     if name == "archs":
         flag = "--arch"
     default = setting_default(name)
-    shown: bool | str = "off" if kwargs.get("is_flag") and default is False else True
-    return click.option(*(decls or (flag,)), name, default=default, help=setting_help(name), show_default=shown, **kwargs)
+    kwargs.setdefault("show_default", "off" if kwargs.get("is_flag") and default is False else True)
+    return click.option(*(decls or (flag,)), name, default=default, help=setting_help(name), **kwargs)
 
 
 def _load_config(path: Path) -> TrainConfig:
@@ -87,7 +136,7 @@ def _given(ctx: click.Context, name: str) -> bool:
     return source is not None and source not in (ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP)
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
+@click.command(cls=TrainCommand, context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
 @version_option("gcv-train")
 @click.argument("data", type=click.Path(exists=True, path_type=Path), required=False)
 @click.option(
@@ -120,7 +169,7 @@ def _given(ctx: click.Context, name: str) -> bool:
 @setting("workers", type=click.IntRange(min=0))
 @setting("device", type=click.Choice(["auto", "cpu", "cuda"]))
 @setting("amp", type=click.Choice(AMP_MODES))
-@setting("resume", is_flag=True)
+@setting("resume", type=ResumeMode(), is_flag=False, flag_value=_RESUME_ON, metavar="[auto]", show_default="off")
 @setting("skip_bad_images", is_flag=True)
 @setting("freeze_backbone_epochs", type=click.IntRange(min=0))
 @setting("backbone_lr_factor", type=click.FloatRange(min=0, min_open=True))
@@ -147,6 +196,13 @@ def main(
 
     Data-parallel on several processes or machines: torchrun --nproc_per_node=N -m garmentcv.train DATA ...
     (same options; --batch-size is per process; rank 0 writes the run folder).
+
+    \b
+    Restarts (torchrun --max-restarts N): give --out RUN and --resume auto;
+    the first attempt starts the run, every restart continues it.
+
+    A run that ends at chance or diverged says so in a WARNING and in metrics.json ("warnings"). Ctrl-C keeps
+    every finished epoch and says how to continue; resuming a finished run trains nothing and says so.
     """
     setup_logging(quiet, verbose)
     require_torch()  # exit 1 naming the extra on a [cpu]-only install, not an ImportError
@@ -177,9 +233,44 @@ def main(
     chosen = defaults.ARCHS if "all" in archs else tuple(dict.fromkeys(archs))
     _check_archs(chosen)
     cfg = TrainConfig(data=data, out=out or _default_out(), archs=chosen, **options)
-    result = train(cfg, progress=not quiet)
+    try:
+        result = train(cfg, progress=not quiet)
+    except KeyboardInterrupt:
+        if primary:
+            prog = "torchrun [the same launch options] -m garmentcv.train" if launch_info().distributed else "gcv-train"
+            click.echo(_interrupted_message(cfg, prog), err=True)
+        sys.exit(EXIT_INTERRUPTED)
     if not primary:
         return
+    if result.already_complete:
+        click.echo(_complete_message(result, cfg))
     click.echo(result.comparison.read_text(encoding="utf-8"))
     for r in result.archs:
         click.echo(f"{r.arch}: best epoch {r.best_epoch} -> {r.run_dir / 'best.pt'}")
+
+
+def _interrupted_message(cfg: TrainConfig, prog: str = "gcv-train") -> str:
+    """What Ctrl-C says: how to continue the run when an epoch was saved (a ``last.pt``), else to start over."""
+    if any((cfg.out / arch / "last.pt").is_file() for arch in cfg.archs):
+        return (
+            f"Interrupted; {cfg.out} keeps every finished epoch. Continue the run with: {prog} "
+            f"{shlex.quote(str(cfg.data))} --out {shlex.quote(str(cfg.out))} [the same options] --resume"
+        )
+    return "Interrupted before the first epoch was saved; run the command again to start over."
+
+
+def _complete_message(result: TrainResult, cfg: TrainConfig) -> str:
+    """What ``--resume`` of a run with no epoch left says (``result.already_complete``)."""
+    done = "; ".join(
+        f"{r.arch}: stopped early after epoch {r.stopped_early_after}" if r.stopped_early_after is not None
+        else f"{r.arch}: all {plural(cfg.epochs, 'epoch')} done"
+        for r in result.archs
+    )  # fmt: skip
+    if all(r.stopped_early_after is not None for r in result.archs):
+        how = "Early stopping ended it, so more epochs would stop at once: train other settings into a new --out"
+    else:
+        how = (
+            f"To train longer, run the same command with a larger --epochs (e.g. --epochs {cfg.epochs * 2}) and "
+            "--resume"
+        )
+    return f"{cfg.out}: the run is already complete ({done}); nothing was trained. {how}.\n"

@@ -25,6 +25,9 @@ ARCHS: tuple[str, ...] = ("efficientnet_b0", "resnet18", "resnet34")
 #: test, against 0.859 / 0.853 for the 5-epoch defaults. Random init (``weights="none"``), as it was measured.
 PRESET_SCRATCH: dict[str, Any] = {"epochs": 10, "weights": "none"}
 
+#: ``TrainConfig.resume`` (``--resume auto``): continue the run in ``out`` when it has one, else start it.
+RESUME_AUTO = "auto"
+
 #: Named sets of settings (``gcv-train --preset NAME``): each replaces the defaults it names; options given on the
 #: command line still override it. ``scratch`` was chosen on the validation split of the ten-class Fashion-MNIST
 #: stand-in (scripts/scratch_preset.py; README "Training from scratch" has the table and its test accuracy).
@@ -106,8 +109,11 @@ class TrainConfig:
         "where that helps, and fp16 with a gradient scaler on CUDA; bf16 or fp16 (CUDA only) force one; off "
         "trains in FP32. The choice and its reason are logged and saved in config.json (amp_chosen).",
     )
-    resume: bool = _setting(
-        False, "Continue the run in --out from each arch's last.pt; refused if the settings or the data differ."
+    resume: bool | str = _setting(
+        False,
+        "Continue the run in --out from each arch's last.pt; refused if the settings or the data differ (a larger "
+        "epoch count trains it longer). 'auto': continue the run there if there is one, else start it (one command "
+        "line for every restart of torchrun).",
     )
     skip_bad_images: bool = _setting(
         False,

@@ -25,7 +25,11 @@ and timm's ``train.py``:
   at the same path). Other ranks show no progress or logs, only their errors.
 - **Failures.** A collective that waits longer than ``GCV_DIST_TIMEOUT_S`` seconds (default 1800) fails
   with :class:`DistributedError`, so a stuck or dead process ends the job instead of hanging it; torchrun
-  stops the other processes when one exits with an error.
+  stops the other processes when one exits with an error. A process whose collective fails because another
+  exited says so (:func:`collective_failure_message`); the other's own error says why.
+- **Restarts.** ``torchrun --max-restarts N ... --resume auto``: every attempt runs the same command line; the
+  first starts the run, each later one continues it from the last epoch rank 0 saved (``last.pt``). On one
+  node each attempt joins through keys of its own in torchrun's rendezvous store (:func:`_init_process_group`).
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ import json
 import logging
 import math
 import os
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -289,7 +294,7 @@ def process_group(device: torch.device, environ: Mapping[str, str] | None = None
         backend = "gloo"
     where = f"rank {info.rank} of {info.world_size}"
     try:
-        torch_dist.init_process_group(backend, timeout=timedelta(seconds=timeout))
+        _init_process_group(backend, timedelta(seconds=timeout), environ)
     except (torch_dist.DistError, RuntimeError, ValueError) as exc:
         raise DistributedError(
             f"{where}: cannot join the torchrun job over {backend} ({_first_line(exc)}); check the rendezvous "
@@ -302,17 +307,63 @@ def process_group(device: torch.device, environ: Mapping[str, str] | None = None
     except (torch_dist.DistError, RuntimeError) as exc:
         if not isinstance(exc, torch_dist.DistError) and not _is_comm_failure(exc):
             raise
-        raise DistributedError(
-            f"{where}: a collective with the other processes failed or waited more than {timeout:g} s "
-            f"({_first_line(exc)}). Another process has probably failed (its error is above) or stopped; if one "
-            f"is only slow, raise {TIMEOUT_ENV}"
-        ) from exc
+        raise DistributedError(collective_failure_message(where, exc, timeout)) from exc
     finally:
         torch_dist.destroy_process_group()
 
 
+def _init_process_group(backend: str, timeout: timedelta, environ: Mapping[str, str] | None = None) -> None:
+    """``init_process_group`` over torchrun's environment, in a store of this attempt's own on a one-node restart.
+
+    torchrun (``--max-restarts``) keeps one rendezvous store for every attempt of the job
+    (``TORCHELASTIC_USE_AGENT_STORE``), and the addresses the processes of an earlier attempt left in it can
+    be read by the next one before they are replaced, so a restarted process connects to a process that is
+    gone (pytorch/pytorch issue 135712). With one torchrun agent every process of an attempt has the same
+    ``TORCHELASTIC_RESTART_COUNT``, so the keys go under a prefix of that count. Several agents can count
+    restarts differently; there the store stays as torch shares it (``TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1``
+    in torchrun's environment gives every attempt a fresh store).
+    """
+    env = os.environ if environ is None else environ
+    one_agent = env.get("TORCHELASTIC_USE_AGENT_STORE") == "True" and env.get("GROUP_WORLD_SIZE") == "1"
+    if not one_agent or "TORCHELASTIC_RESTART_COUNT" not in env:
+        torch_dist.init_process_group(backend, timeout=timeout)
+        return
+    store, rank, world_size = next(torch_dist.rendezvous("env://", timeout=timeout))
+    attempt = torch_dist.PrefixStore(f"garmentcv/attempt_{env['TORCHELASTIC_RESTART_COUNT']}", store)
+    torch_dist.init_process_group(backend, store=attempt, rank=rank, world_size=world_size, timeout=timeout)
+
+
 #: Words of the RuntimeErrors that gloo and nccl raise when a peer is gone or a collective times out.
 _COMM_FAILURE_MARKERS = ("gloo", "nccl", "c10d", "connection reset", "connection closed", "timed out", "timeout")
+#: Words of those errors when another process of the job has exited: its end of a connection closed.
+_PEER_GONE_MARKERS = ("connection closed", "connection reset", "broken pipe", "remote worker", "remote process", "peer")
+#: Words of those errors when a collective waited longer than the timeout.
+_TIMEOUT_MARKERS = ("timed out", "timeout")
+
+
+def collective_failure_message(where: str, exc: BaseException, timeout: float) -> str:
+    """What a failed collective of this process (``where``: ``"rank 0 of 2"``) says, from torch's error ``exc``.
+
+    Another process that exited closes its connections: this process then fails at once, and the message says
+    so (the other's own error says why) rather than naming a wait it never did. A collective that waited more
+    than ``timeout`` seconds says that, and how to allow longer. Anything else is named as a failed collective.
+    """
+    text = str(exc).lower()
+    detail = re.sub(r"^\[[^\]]*:\d+\]\s*", "", _first_line(exc))  # gloo's "[.../pair.cc:561] " source location
+    if any(marker in text for marker in _PEER_GONE_MARKERS):
+        return (
+            f"{where}: another process of the job exited or failed ({detail}); this one stopped because of it. "
+            "The other's own error, in its output or log, says why"
+        )
+    if any(marker in text for marker in _TIMEOUT_MARKERS):
+        return (
+            f"{where}: waited more than {timeout:g} s for the other processes in a collective ({detail}); one of "
+            f"them is stuck, stopped or much slower. If one is only slow, raise {TIMEOUT_ENV}"
+        )
+    return (
+        f"{where}: a collective with the other processes failed ({detail}). Another process has probably failed "
+        "(its error is in its output or log) or stopped"
+    )
 
 
 def _is_comm_failure(exc: BaseException) -> bool:

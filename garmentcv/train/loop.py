@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import dataclasses
 import json
 import logging
 import shutil
@@ -32,12 +33,13 @@ from garmentcv.fsutil import atomic_write, check_writable_output, write_json
 from garmentcv.image import Preprocessing
 from garmentcv.metrics import ClassificationMetrics, classification_metrics
 from garmentcv.models.registry import check_input_size, default_preprocessing, ensure_imagenet_weights, get_spec
-from garmentcv.train.amp import AmpPlan, plan_for
-from garmentcv.train.checkpoint import load_checkpoint, save_checkpoint
-from garmentcv.train.config import TrainConfig
 from garmentcv.train import distributed
+from garmentcv.train.amp import AmpPlan, plan_for
+from garmentcv.train.checkpoint import load_checkpoint, save_checkpoint, writing
+from garmentcv.train.config import RESUME_AUTO, TrainConfig
 from garmentcv.train.data import Split, build_loaders, drop_bad_images, given_split, split_dataset
 from garmentcv.train.distributed import Dist
+from garmentcv.train.health import TrainingWarning, epoch_warnings, run_warnings
 from garmentcv.train.recipe import (
     class_weights,
     early_stop,
@@ -77,7 +79,11 @@ class EpochResult:
 
 @dataclass(frozen=True)
 class ArchResult:
-    """Outcome of training one arch: its folder, its best epoch's figures and the whole history."""
+    """Outcome of training one arch: its folder, its best epoch's figures and the whole history.
+
+    ``warnings`` are the run's failed checks (:func:`garmentcv.train.health.run_warnings`: at chance, diverged),
+    also in ``metrics.json``; ``stopped_early_after`` the epoch early stopping ended it after, or None.
+    """
 
     arch: str
     run_dir: Path
@@ -87,16 +93,24 @@ class ArchResult:
     params: int
     train_seconds: float
     weights_source: str
+    warnings: tuple[TrainingWarning, ...] = ()
+    stopped_early_after: int | None = None
 
 
 @dataclass(frozen=True)
 class TrainResult:
-    """Outcome of :func:`train`: the run folder, the classes and one :class:`ArchResult` per arch."""
+    """Outcome of :func:`train`: the run folder, the classes and one :class:`ArchResult` per arch.
+
+    ``already_complete``: a resumed run had trained every epoch of every arch already (or stopped early), so
+    nothing was trained, no image decoded (the data was only listed, to refuse a changed dataset) and nothing
+    written but a missing ``comparison.md`` or plot; the results are those of its checkpoints.
+    """
 
     out: Path
     classes: tuple[str, ...]
     archs: list[ArchResult]
     comparison: Path
+    already_complete: bool = False
 
 
 def select_device(name: str) -> torch.device:
@@ -188,7 +202,7 @@ def evaluate(
 
 def _write_csv(path: Path, header: list[str], rows: Iterable[Sequence[str]]) -> None:
     # surrogateescape: a file name that is not valid UTF-8 is written back as its original bytes
-    with atomic_write(path, newline="", errors="surrogateescape") as handle:
+    with writing(path), atomic_write(path, newline="", errors="surrogateescape") as handle:
         writer = csv.writer(handle)
         writer.writerow(header)
         writer.writerows(rows)
@@ -306,7 +320,8 @@ def fit_arch(
             val.precision, val.recall, val.f1, seconds,
         )  # fmt: skip
         weights = {k: v.detach().cpu() for k, v in model.state_dict().items()} if dist.is_primary else {}
-        payload = {**common, "state_dict": weights, "epoch": epoch, "metrics": result.to_dict()}
+        checks = [w.to_dict() for w in epoch_warnings(history[-1], classes)]  # this epoch's model: for gcv-export
+        payload = {**common, "state_dict": weights, "epoch": epoch, "metrics": {**result.to_dict(), "warnings": checks}}
         if val.accuracy > best_acc:
             best_acc, best_epoch = val.accuracy, epoch
             if dist.is_primary:  # DDP: only rank 0 writes (here and below)
@@ -326,10 +341,10 @@ def fit_arch(
             )
         stopped = _stopped_early_after(history, cfg)
         if dist.is_primary:
-            write_json(
+            _write_json(
                 run_dir / "metrics.json",
                 {"arch": arch, "classes": list(classes), "best_epoch": best_epoch, "stopped_early_after": stopped,
-                 "history": history},
+                 "warnings": [w.to_dict() for w in run_warnings(history, best_epoch, classes)], "history": history},
             )  # fmt: skip
         if stopped is not None:
             logger.info(
@@ -339,15 +354,32 @@ def fit_arch(
 
     if not history:
         raise CheckpointError(f"{run_dir}: nothing trained (epochs={cfg.epochs})")
-    best = history[best_epoch - 1]
     if dist.is_primary:
+        _save_plots(arch, classes, history, best_epoch, run_dir)
+    warnings = tuple(run_warnings(history, best_epoch, classes))
+    for warning in warnings:
+        logger.warning("%s: %s", arch, warning.message)
+    params = sum(p.numel() for p in model.parameters())
+    return ArchResult(arch, run_dir, best_epoch, history[best_epoch - 1], history, params, spent, built.weights_source,
+                      warnings, _stopped_early_after(history, cfg))  # fmt: skip
+
+
+def _write_json(path: Path, data: Any) -> None:
+    """:func:`~garmentcv.fsutil.write_json`, a failed write naming ``path`` (:func:`~.checkpoint.writing`)."""
+    with writing(path):
+        write_json(path, data)
+
+
+def _save_plots(arch: str, classes: Sequence[str], history: list[dict[str, Any]], best_epoch: int, run_dir: Path) -> None:
+    """``confusion_matrix.png`` of the best epoch and ``curves.png`` of the whole history, in ``run_dir``."""
+    best = history[best_epoch - 1]
+    with writing(run_dir / "confusion_matrix.png"):
         save_confusion_matrix(
             best["confusion_matrix"], classes, run_dir / "confusion_matrix.png",
             f"{arch}, epoch {best_epoch}: validation accuracy {best['accuracy']:.4f}",
         )  # fmt: skip
+    with writing(run_dir / "curves.png"):
         save_curves(history, run_dir / "curves.png", arch)
-    params = sum(p.numel() for p in model.parameters())
-    return ArchResult(arch, run_dir, best_epoch, best, history, params, spent, built.weights_source)
 
 
 def _stopped_early_after(history: list[dict[str, Any]], cfg: TrainConfig) -> int | None:
@@ -373,6 +405,7 @@ def _check_recipe(cfg: TrainConfig) -> None:
             ("warmup_epochs", cfg.warmup_epochs, cfg.warmup_epochs >= 0, ">= 0"),
             ("freeze_backbone_epochs", cfg.freeze_backbone_epochs, cfg.freeze_backbone_epochs >= 0, ">= 0"),
             ("early_stopping_patience", cfg.early_stopping_patience, cfg.early_stopping_patience >= 0, ">= 0"),
+            ("resume", cfg.resume, cfg.resume in (False, True, RESUME_AUTO), f"true, false or {RESUME_AUTO!r}"),
         )
         if not ok
     ]  # fmt: skip
@@ -381,18 +414,42 @@ def _check_recipe(cfg: TrainConfig) -> None:
 
 
 def _check_resume_config(cfg: TrainConfig) -> None:
+    """Refuse to resume the run in ``cfg.out`` with other settings than it was started with.
+
+    Every setting that changes what an epoch does must be the same; ``epochs`` may grow (each epoch's learning
+    rate and seed depend on its number only, so a run resumed with more epochs ends where a longer run would).
+
+    Raises:
+        CheckpointError: no run there, or settings that differ (named with both values).
+    """
     stored_path = cfg.out / "config.json"
     if not stored_path.is_file():
         raise CheckpointError(f"{cfg.out}: no config.json, so there is no run to resume; drop --resume")
     stored = TrainConfig.from_dict(json.loads(stored_path.read_text(encoding="utf-8")))
-    keys = ("data", "layout", "epochs", "batch_size", "lr", "lr_gamma", "weight_decay", "val_fraction", "val_data", "seed",
+    keys = ("data", "layout", "batch_size", "lr", "lr_gamma", "weight_decay", "val_fraction", "val_data", "seed",
             "image_size", "weights", "rotation", "crop_scale", "jitter", "hflip", "workers", "freeze_backbone_epochs",
             "backbone_lr_factor", "warmup_epochs", "label_smoothing", "decay_norm_bias", "early_stopping_patience",
             "early_stopping_metric", "class_weights", "balanced_sampler", "archs", "amp")  # fmt: skip
     changed = {k: (getattr(stored, k), getattr(cfg, k)) for k in keys if getattr(stored, k) != getattr(cfg, k)}
+    if cfg.epochs < stored.epochs:
+        changed["epochs"] = (stored.epochs, cfg.epochs)
     if changed:
         detail = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changed.items())
-        raise CheckpointError(f"{cfg.out}: --resume with settings that differ from the run's ({detail}); use the same ones")
+        raise CheckpointError(
+            f"{cfg.out}: --resume with settings that differ from the run's ({detail}); use the same ones (--epochs "
+            "may only grow)"
+        )
+
+
+def _auto_resume(out: Path) -> bool:
+    """``--resume auto``: whether ``out`` holds a run to continue (its ``config.json``); else a new run starts there.
+
+    A run folder whose processes died before their first checkpoint resumes too: each arch without a
+    ``last.pt`` starts at epoch 1, with the settings checked against the run's.
+    """
+    found = (out / "config.json").is_file()
+    logger.info("--resume auto: %s", f"continuing the run in {out}" if found else f"no run in {out} yet, starting one")
+    return found
 
 
 def _prepare_out(cfg: TrainConfig) -> bool:
@@ -438,8 +495,41 @@ def _check_resume_data(cfg: TrainConfig, split: Split) -> None:
         CheckpointError: files were added, removed or relabelled, or the same files split differently.
     """
     saved_train, saved_val = _read_split_csv(cfg.out / "train.csv"), _read_split_csv(cfg.out / "val.csv")
-    saved = {**saved_train, **saved_val}
-    current = {str(s.path.resolve()): s.label for s in (*split.train, *split.val)}
+    _check_same_files(cfg, {str(s.path.resolve()): s.label for s in (*split.train, *split.val)}, {**saved_train, **saved_val})
+    now_train = {str(s.path.resolve()) for s in split.train}
+    if now_train != saved_train.keys():
+        raise CheckpointError(
+            f"{cfg.out}: --resume, but the same files now split differently from the run's train.csv/val.csv "
+            "(another scikit-learn version?); resume with the versions that started the run, or use a new --out"
+        )
+
+
+def _check_finished_run_data(cfg: TrainConfig) -> None:
+    """:func:`_check_resume_data` for a run with no epoch left, from the file listing alone (no image decoded):
+    the files and labels of DATA (and --val-data), less those in ``skipped_images.csv``, must be the run's.
+
+    Raises:
+        CheckpointError: files were added, removed or relabelled.
+        DatasetError: the data cannot be read.
+    """
+    listed = load_dataset(cfg.data, cfg.layout).samples
+    if cfg.val_data is not None:
+        listed += load_dataset(cfg.val_data).samples
+    skipped = set()
+    if (cfg.out / "skipped_images.csv").is_file():
+        with open(cfg.out / "skipped_images.csv", newline="", encoding="utf-8", errors="surrogateescape") as handle:
+            skipped = {row["path"] for row in csv.DictReader(handle)}
+    current = {str(s.path.resolve()): s.label for s in listed if str(s.path.resolve()) not in skipped}
+    saved = {**_read_split_csv(cfg.out / "train.csv"), **_read_split_csv(cfg.out / "val.csv")}
+    _check_same_files(cfg, current, saved)
+
+
+def _check_same_files(cfg: TrainConfig, current: dict[str, str], saved: dict[str, str]) -> None:
+    """Refuse to resume when ``current`` (path -> label) is not the run's ``saved`` one; names the differences.
+
+    Raises:
+        CheckpointError: files were added, removed or relabelled.
+    """
     added = sorted(current.keys() - saved.keys())
     removed = sorted(saved.keys() - current.keys())
     relabelled = sorted(p for p in current.keys() & saved.keys() if current[p] != saved[p])
@@ -454,12 +544,6 @@ def _check_resume_data(cfg: TrainConfig, split: Split) -> None:
             "would change and images already trained on could land in validation; restore the data as it was, "
             "or train on the new data with a new --out"
         )
-    now_train = {str(s.path.resolve()) for s in split.train}
-    if now_train != saved_train.keys():
-        raise CheckpointError(
-            f"{cfg.out}: --resume, but the same files now split differently from the run's train.csv/val.csv "
-            "(another scikit-learn version?); resume with the versions that started the run, or use a new --out"
-        )
 
 
 def train(cfg: TrainConfig, progress: bool = True, on_epoch_end: EpochCallback | None = None) -> TrainResult:
@@ -472,7 +556,16 @@ def train(cfg: TrainConfig, progress: bool = True, on_epoch_end: EpochCallback |
     ``curves.png``.
 
     A run folder that already holds files is refused unless ``cfg.resume``; a run that fails before its
-    first checkpoint removes the run folder it created.
+    first checkpoint removes the run folder it created. ``cfg.resume`` ``"auto"`` continues the run in
+    ``cfg.out`` when there is one (its ``config.json``) and starts it otherwise, so that one command line serves
+    every attempt of ``torchrun --max-restarts``. A resumed run whose archs have all trained every epoch (or
+    stopped early) trains nothing and reads no image: the result has ``already_complete`` set. ``epochs`` may
+    grow on resume: the run then trains on to the new last epoch.
+
+    Every write into the run folder is atomic; one that fails (a full disk, a quota, a read-only or failing
+    disk) raises :class:`~garmentcv.train.checkpoint.RunFileError` naming the file. The end of each arch
+    logs a WARNING for every failed check of :mod:`garmentcv.train.health` (at chance, diverged), also
+    recorded in ``metrics.json``, ``comparison.md`` and the checkpoints' ``metrics``.
 
     Under torchrun (``WORLD_SIZE > 1``) every process calls this; they train data-parallel and only rank 0
     writes ``cfg.out`` and shows progress (:mod:`garmentcv.train.distributed`). ``config.json`` records the
@@ -480,6 +573,7 @@ def train(cfg: TrainConfig, progress: bool = True, on_epoch_end: EpochCallback |
 
     Raises:
         OutputPathError: ``cfg.out`` cannot be written, or holds files and ``cfg.resume`` is not set.
+        RunFileError: a file of the run folder could not be written (an OutputPathError and an OSError).
         DatasetError: the data cannot be read or split.
         WeightsError, UnknownArchError, CheckpointError: see :func:`fit_arch`.
         DistributedError: under torchrun, the processes cannot join or a collective failed or timed out.
@@ -500,6 +594,8 @@ def train(cfg: TrainConfig, progress: bool = True, on_epoch_end: EpochCallback |
             "'imagenet' or 'none'"
         )
     with distributed.process_group(select_device(cfg.device)) as dist:  # DDP under torchrun, else one process
+        if cfg.resume == RESUME_AUTO:  # DDP: rank 0 looks at the run folder and tells the others
+            cfg = dataclasses.replace(cfg, resume=dist.broadcast(_auto_resume(cfg.out) if dist.is_primary else None))
         created = _prepare_out(cfg) if dist.is_primary else False
         try:
             return _train_into(cfg, progress and dist.is_primary, dist, on_epoch_end)
@@ -514,6 +610,10 @@ def _train_into(cfg: TrainConfig, progress: bool, dist: Dist, on_epoch_end: Epoc
     if cfg.resume and dist.is_primary:
         _check_resume_config(cfg)  # cheap, before the images are read
         distributed.check_resume_world_size(cfg.out / "config.json", dist.world_size)
+    finished = dist.broadcast(_finished_run(cfg) if cfg.resume and dist.is_primary else None)
+    if finished is not None:
+        logger.info("%s: every arch has trained all its epochs (or stopped early); nothing to train", cfg.out)
+        return finished
     device = dist.device
     # --amp (garmentcv/train/amp.py): decided before any work (fp16 on a CPU is refused here), saved in config.json
     amp = {arch: plan_for(cfg.amp, device, arch, default_preprocessing(arch, cfg.image_size).crop) for arch in cfg.archs}
@@ -537,9 +637,9 @@ def _train_into(cfg: TrainConfig, progress: bool, dist: Dist, on_epoch_end: Epoc
         len(split.train), len(split.val), device,
     )  # fmt: skip
     if dist.is_primary:  # DDP: only rank 0 reads and writes the run folder
-        if cfg.resume:
+        if cfg.resume and any((cfg.out / arch / "last.pt").is_file() for arch in cfg.archs):  # else nothing trained yet
             _check_resume_data(cfg, split)
-        write_json(cfg.out / "config.json", {**cfg.to_dict(), **dist.run_record(cfg.batch_size),
+        _write_json(cfg.out / "config.json", {**cfg.to_dict(), **dist.run_record(cfg.batch_size),
                                              "amp_chosen": {a: p.to_dict() for a, p in amp.items()}})
         _write_split_csv(cfg.out / "train.csv", split.train)
         _write_split_csv(cfg.out / "val.csv", split.val)
@@ -547,24 +647,77 @@ def _train_into(cfg: TrainConfig, progress: bool, dist: Dist, on_epoch_end: Epoc
             _write_csv(cfg.out / "skipped_images.csv", ["path", "reason"], [(str(b.sample.path.resolve()), b.reason) for b in bad])
 
     results = [fit_arch(arch, cfg, dataset, split, device, progress, dist, on_epoch_end, amp[arch]) for arch in cfg.archs]
+    comparison = cfg.out / "comparison.md"
+    if dist.is_primary:
+        text = _comparison_markdown(cfg, dataset.classes, len(split.train), len(split.val), split.no_val_classes, results)
+        with writing(comparison), atomic_write(comparison) as handle:
+            handle.write(text)
+    dist.barrier()  # DDP: every process ends when rank 0's files are written
+    return TrainResult(cfg.out, dataset.classes, results, comparison)
+
+
+def _comparison_markdown(
+    cfg: TrainConfig, classes: Sequence[str], n_train: int, n_val: int, no_val_classes: Sequence[str],
+    results: Sequence[ArchResult],
+) -> str:
+    """``comparison.md``: the data and settings, the warnings of each arch, then its best epoch in a table."""
     rows = [
         {"arch": r.arch, "best_epoch": r.best_epoch, **{k: r.best[k] for k in ("accuracy", "precision", "recall", "f1")},
          "params_m": r.params / 1e6, "train_seconds": r.train_seconds}
         for r in results
     ]  # fmt: skip
-    comparison = cfg.out / "comparison.md"
     header = (
-        f"# Validation results\n\nData: `{cfg.data}` ({len(split.train)} train / {len(split.val)} validation images, "
-        f"classes {', '.join(dataset.classes)}), {plural(cfg.epochs, 'epoch')}, image size "
+        f"# Validation results\n\nData: `{cfg.data}` ({n_train} train / {n_val} validation images, "
+        f"classes {', '.join(classes)}), {plural(cfg.epochs, 'epoch')}, image size "
         f"{cfg.image_size or 'the weights default'} px, weights `{cfg.weights}`.\n\n"
     )
-    if split.no_val_classes:
+    if no_val_classes:
         header += (
-            f"No validation image for class {', '.join(split.no_val_classes)}: its figures are absent and the "
+            f"No validation image for class {', '.join(no_val_classes)}: its figures are absent and the "
             "macro averages are over the other classes.\n\n"
         )
-    if dist.is_primary:
-        with atomic_write(comparison) as handle:
-            handle.write(header + comparison_table(rows))
-    dist.barrier()  # DDP: every process ends when rank 0's files are written
-    return TrainResult(cfg.out, dataset.classes, results, comparison)
+    warnings = "".join(f"**Warning**: {r.arch}, {w.message}.\n\n" for r in results for w in r.warnings)
+    return header + warnings + comparison_table(rows)
+
+
+def _finished_run(cfg: TrainConfig) -> TrainResult | None:
+    """The result of the run in ``cfg.out`` when every arch's ``last.pt`` has trained ``cfg.epochs`` epochs or
+    stopped early, read from its files (``comparison.md`` and the plots are written again only when missing);
+    None when some arch has epochs left (or no ``last.pt``).
+
+    Raises:
+        CheckpointError: a ``last.pt`` is unreadable, or of another arch or other classes than the run's others.
+    """
+    states = []
+    for arch in cfg.archs:
+        if not (cfg.out / arch / "last.pt").is_file():
+            return None
+        state = load_checkpoint(cfg.out / arch / "last.pt")
+        if state["epoch"] < cfg.epochs and _stopped_early_after(state["history"], cfg) is None:
+            return None
+        if state["arch"] != arch or (states and state["classes"] != states[0]["classes"]):
+            raise CheckpointError(f"{cfg.out / arch / 'last.pt'}: saved for {state['arch']} with classes "
+                                  f"{state['classes']}, not {arch} of this run; choose a new --out")  # fmt: skip
+        states.append({k: v for k, v in state.items() if k not in ("state_dict", "optimizer", "scaler", "rng")})
+    if not states:
+        return None
+    _check_finished_run_data(cfg)  # as a resume would: a changed dataset is refused, not called complete
+    classes, results = tuple(states[0]["classes"]), []
+    for arch, state in zip(cfg.archs, states):
+        run_dir, history, best_epoch = cfg.out / arch, list(state["history"]), int(state["best_epoch"])
+        if not all((run_dir / name).is_file() for name in ("confusion_matrix.png", "curves.png")):
+            _save_plots(arch, classes, history, best_epoch, run_dir)
+        with torch.device("meta"):  # the parameter count (torchvision's head for C classes) without allocating weights
+            params = sum(p.numel() for p in get_spec(arch).builder(weights=None, num_classes=len(classes)).parameters())
+        warnings = tuple(run_warnings(history, best_epoch, classes))
+        results.append(ArchResult(arch, run_dir, best_epoch, history[best_epoch - 1], history, params,
+                                  float(state["train_seconds"]), state["weights_source"], warnings,
+                                  _stopped_early_after(history, cfg)))  # fmt: skip
+    comparison = cfg.out / "comparison.md"
+    if not comparison.is_file():
+        train_files, val_files = _read_split_csv(cfg.out / "train.csv"), _read_split_csv(cfg.out / "val.csv")
+        no_val = tuple(c for c in classes if c not in set(val_files.values()))
+        text = _comparison_markdown(cfg, classes, len(train_files), len(val_files), no_val, results)
+        with writing(comparison), atomic_write(comparison) as handle:
+            handle.write(text)
+    return TrainResult(cfg.out, classes, results, comparison, already_complete=True)
