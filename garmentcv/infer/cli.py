@@ -61,7 +61,7 @@ def _runtime_options(func: F) -> F:
 
 _CALIBRATION = click.option(
     "--calibration", type=click.Choice(["temperature", "none"]), default="temperature",
-    help="temperature: softmax(logits / T), T fitted by gcv-export; none: the raw softmax.",
+    help="temperature: softmax(logits / T) with the model file's T; none: the raw softmax.",
 )
 
 
