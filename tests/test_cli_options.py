@@ -298,7 +298,7 @@ def _imports(path: Path) -> set[str]:
 #: Library modules that still import ``plural`` from ``garmentcv.cli_utils`` instead of ``garmentcv.text``.
 STILL_IMPORTING_CLI_UTILS = {
     "data/inspect.py", "data/layouts.py", "export/bf16_gate.py", "export/checks.py", "export/exporter.py",
-    "infer/ray_engine.py", "infer/session.py", "infer/sources.py", "train/data.py", "train/loop.py",
+    "infer/ray_engine.py", "infer/sources.py", "train/data.py", "train/loop.py",
 }
 
 

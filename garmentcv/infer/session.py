@@ -22,10 +22,10 @@ import onnxruntime as ort
 
 from garmentcv import cpus as _cpus
 from garmentcv.artifact import INPUT_NAME, OUTPUT_NAME, ModelInfo
-from garmentcv.cli_utils import plural
 from garmentcv.errors import GarmentCVError, ModelFileError
-from garmentcv.installs import runtime_conflict
 from garmentcv.infer.model_file import check_input_type, check_model_path
+from garmentcv.installs import runtime_conflict
+from garmentcv.text import plural
 
 logger = logging.getLogger(__name__)
 
