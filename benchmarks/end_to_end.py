@@ -85,7 +85,7 @@ def classify_command(folder: Path, model: Path, out: Path, batch_size: int, thre
     script = Path(sys.executable).with_name("gcv-classify")
     exe = [str(script)] if script.exists() else [shutil.which("gcv-classify") or "gcv-classify"]
     command = exe + [str(folder), "--model", str(model), "--out", str(out), "--batch-size", str(batch_size),
-                     "--provider", "cpu", "-q"]
+                     "--device", "cpu", "-q"]
     return command + (["--threads", str(threads)] if threads else [])
 
 

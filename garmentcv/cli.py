@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import click
 
-from garmentcv.cli_utils import version_option
+from garmentcv.cli_utils import docs_epilog, quiet_option, verbose_option, version_option
 from garmentcv.data.cli import main as data_main
 from garmentcv.export.cli import main as export_main
 from garmentcv.infer.cli import classify_main, evaluate_main
@@ -32,12 +32,15 @@ class _OrderedGroup(click.Group):
         return list(self.commands)
 
 
-@click.group(cls=_OrderedGroup, context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
+@click.group(cls=_OrderedGroup, context_settings={"help_option_names": ["-h", "--help"], "show_default": True},
+             epilog=docs_epilog("cli"))
 @version_option("gcv")
-def main() -> None:
+@quiet_option
+@verbose_option
+def main(quiet: bool, verbose: bool) -> None:
     """GarmentCV: fine-tune CNNs on garment photos, export them as ONNX, classify whole catalogues.
 
-    Run 'gcv COMMAND --help' for a command's options.
+    Run 'gcv COMMAND --help' for a command's options. -q and -v given here apply to the command.
     """
 
 

@@ -2,9 +2,10 @@
 
 Exit codes: 0 success; 1 a :class:`~garmentcv.errors.GarmentCVError` (bad data, weights, checkpoint or
 model file; the message says what to do) or storage that is full, read-only, forbidden or failing (an
-:class:`OSError` with an errno of :data:`garmentcv.fsutil.STORAGE_ERRNOS`); 2 wrong usage (click's own, and a path that does not exist:
-:class:`~garmentcv.errors.PathNotFoundError`); 70 an internal error, i.e. a bug (``EX_SOFTWARE`` of BSD's
-sysexits.h; ``--debug`` prints its traceback); 130 interrupted by Ctrl-C.
+:class:`OSError` with an errno of :data:`garmentcv.fsutil.STORAGE_ERRNOS`); 2 wrong usage (click's own, a path that
+does not exist: :class:`~garmentcv.errors.PathNotFoundError`, settings that do not go together: an error with
+``exit_code`` 2); 70 an internal error, i.e. a bug (``EX_SOFTWARE`` of BSD's sysexits.h; ``--debug`` prints its
+traceback); 130 interrupted by Ctrl-C.
 """
 
 from __future__ import annotations
@@ -19,10 +20,28 @@ from collections.abc import Callable
 from typing import Any, NoReturn, TypeVar
 
 import click
+from click.core import ParameterSource
 
 from garmentcv import __version__
 from garmentcv.errors import GarmentCVError
 from garmentcv.fsutil import storage_problem
+from garmentcv.text import plural
+
+__all__ = [
+    "EXIT_CODES_HELP",
+    "EXIT_ERROR",
+    "EXIT_INTERNAL",
+    "EXIT_INTERRUPTED",
+    "EXIT_USAGE",
+    "deprecated_alias",
+    "docs_epilog",
+    "handle_errors",
+    "plural",  # its home is garmentcv.text; kept here for the modules that import it from this one
+    "quiet_option",
+    "setup_logging",
+    "verbose_option",
+    "version_option",
+]
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -56,14 +75,6 @@ def setup_logging(quiet: bool = False, verbose: bool = False) -> None:
         from PIL import Image
 
         warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
-
-
-def plural(count: int, noun: str) -> str:
-    """``"1 error"``, ``"2 errors"``, ``"3 classes"``: ``count`` and ``noun``, made plural (``-es`` after
-    ``s``, ``x``, ``z`` or ``sh``, else ``-s``; ``epoch`` -> ``epochs``) unless ``count`` is 1."""
-    if count == 1:
-        return f"{count} {noun}"
-    return f"{count} {noun}es" if noun.endswith(("s", "x", "z", "sh")) else f"{count} {noun}s"
 
 
 def raise_internal(exc: BaseException, debug: bool) -> NoReturn:
@@ -118,10 +129,91 @@ def handle_errors(func: F) -> F:
     return option(wrapper)  # type: ignore[return-value]
 
 
+def _inherited(name: str) -> Callable[[click.Context, click.Parameter, bool], bool]:
+    """A flag's callback: true when given here or on a group above (``gcv -q classify ...``).
+
+    The flag given on a group is kept in :attr:`click.Context.meta`, which every nested context shares."""
+    key = f"garmentcv.{name}"
+
+    def callback(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
+        if value:
+            ctx.meta[key] = True
+        return bool(value or ctx.meta.get(key, False))
+
+    return callback
+
+
 quiet_option = click.option(
-    "-q", "--quiet", is_flag=True, help="No progress bars or info logs on stderr (warnings, errors and the final summary remain)."
+    "-q", "--quiet", is_flag=True, callback=_inherited("quiet"),
+    help="No progress bars or info logs on stderr (warnings and errors remain).",
 )
-verbose_option = click.option("-v", "--verbose", is_flag=True, help="Debug logging on stderr.")
+verbose_option = click.option("-v", "--verbose", is_flag=True, callback=_inherited("verbose"),
+                              help="Debug logging on stderr.")
+
+
+def docs_epilog(page: str) -> str:
+    """The line every ``--help`` ends with: ``Docs: docs/<page>.md``, the page that explains the command."""
+    return f"Docs: docs/{page}.md"
+
+
+def deprecated_alias(old: str, new: str, *, type: Any = None, flag_value: str | None = None,
+                     required: bool = False) -> Callable[[F], F]:
+    """Keep an old option name working for one release: a hidden option ``old`` that sets the parameter ``new``.
+
+    Given, it prints ``Warning: OLD is deprecated; use NEW`` on stderr once and passes its value to ``new``, the
+    name of an option (``"device"``) or of a positional argument (``"data"``) of the same command. Put it among
+    the click decorators, above :func:`handle_errors`.
+
+    Args:
+        old: the old option, e.g. ``"--provider"``.
+        new: the parameter's name in the function, e.g. ``"device"`` for ``--device``.
+        type: the click type of the old option's value; give the new parameter's, so a value is checked the same.
+        flag_value: makes ``old`` a flag that stands for ``new`` with this value (``--fail-on-error`` is
+            ``--on-error fail``).
+        required: the new parameter must then have a value (a positional declared with ``required=False`` so that
+            its old option can stand in for it): without either, click's "Missing argument" usage error.
+
+    Raises (when the command runs):
+        click.UsageError: ``old`` and ``new`` (or two old names of ``new``) were both given with different values.
+    """
+    dest = "deprecated_" + old.lstrip("-").replace("-", "_")
+
+    def decorator(func: F) -> F:
+        @functools.wraps(func)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            value = kwargs.pop(dest)
+            ctx = click.get_current_context()
+            target = next(p for p in ctx.command.params if p.name == new)
+            new_name = target.opts[0] if isinstance(target, click.Option) else target.human_readable_name
+            if value is not None and value is not False:
+                given = flag_value if flag_value is not None else value
+                use = f"{new_name} {flag_value}" if flag_value is not None else (
+                    new_name if isinstance(target, click.Option) else f"give {new_name} as the first argument")
+                click.echo(f"Warning: {old} is deprecated; {'use ' if not use.startswith('give') else ''}{use}",
+                           err=True)
+                said = old if flag_value is not None else f"{old} {value}"
+                setters: dict[str, tuple[str, Any]] = ctx.meta.setdefault("garmentcv.aliases", {})
+                if new in setters:  # another old name of the same parameter came first
+                    earlier, earlier_value = setters[new]
+                elif ctx.get_parameter_source(new) not in (None, ParameterSource.DEFAULT):
+                    earlier, earlier_value = f"{new_name} {kwargs[new]}", kwargs[new]
+                else:
+                    earlier, earlier_value = None, given
+                if earlier is not None and earlier_value != given:
+                    raise click.UsageError(f"{said} and {earlier} disagree; give {new_name} only", ctx)
+                setters[new] = (said, given)
+                kwargs[new] = given
+            if required and kwargs.get(new) is None:
+                raise click.MissingParameter(ctx=ctx, param=target)
+            return func(*args, **kwargs)
+
+        if flag_value is not None:
+            option = click.option(old, dest, is_flag=True, hidden=True, help=f"Deprecated: {new} {flag_value}.")
+        else:
+            option = click.option(old, dest, type=type, default=None, hidden=True, help=f"Deprecated: {new}.")
+        return option(wrapper)  # type: ignore[return-value]
+
+    return decorator
 
 
 def version_option(prog_name: str) -> Callable[[F], F]:

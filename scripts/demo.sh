@@ -28,7 +28,7 @@ for arch in efficientnet_b0 resnet18 resnet34; do
     gcv-export "$WORK/run/$arch/best.pt" --out "$WORK/models/$name.onnx" --precision "$precision" -q
     gcv-classify "$WORK/data/test" --model "$WORK/models/$name.onnx" --out "$WORK/results/$name.csv" \
       --report "$WORK/results/$name.html" -q
-    gcv-evaluate --model "$WORK/models/$name.onnx" --data "$WORK/data/test" \
+    gcv-evaluate "$WORK/data/test" --model "$WORK/models/$name.onnx" \
       --labels "$WORK/data/test_labels.csv" --out "$WORK/evaluate/$name" --target-accuracy 0.99 -q
   done
 done

@@ -277,14 +277,14 @@ def test_model_without_metadata_or_missing_is_refused(tmp_path: Path, onnx_model
 def test_cli_end_to_end(tmp_path: Path, onnx_model: Path, onnx_model_factory) -> None:
     folder = make_folder(tmp_path / "imgs")
     runner = CliRunner()
-    args = [str(folder), "--model", str(onnx_model), "--provider", "cpu", "--batch-size", "4"]
+    args = [str(folder), "--model", str(onnx_model), "--device", "cpu", "--batch-size", "4"]
     result = runner.invoke(classify_main, [*args, "--out", str(tmp_path / "r.csv"), "-q"])
     assert result.exit_code == 0, result.output
     assert "9 image files: 7 classified, 2 errors; skipped 2 hidden, 2 not an image" in result.stderr
     run(folder, tmp_path / "lib.csv", onnx_model)
     assert (tmp_path / "r.csv").read_bytes() == (tmp_path / "lib.csv").read_bytes()
     result = runner.invoke(classify_main, [*args, "--out", str(tmp_path / "k.csv"), "--format", "kaggle",
-                                           "--fail-on-error", "--no-recursive", "-q"])
+                                           "--on-error", "fail", "--no-recursive", "-q"])
     assert result.exit_code == 1 and "2 images could not be decoded: corrupt.jpg, trunc.jpg" in result.stderr
     assert (tmp_path / "k.csv").read_text().splitlines()[0] == "index,label"
     bare = onnx_model_factory(metadata=False)

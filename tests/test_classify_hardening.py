@@ -232,27 +232,27 @@ def test_thread_defaults_follow_available_cpus_and_workers_reach_the_pool(
     pools.sizes.clear()
     sessions.clear()
     result = CliRunner().invoke(classify_main, [str(folder), "--out", str(tmp_path / "b.csv"), "--model",
-                                                str(onnx_model), "--provider", "cpu", "--workers", "3", "-q"])
+                                                str(onnx_model), "--device", "cpu", "--decode-threads", "3", "-q"])
     assert result.exit_code == 0, result.output
     assert pools.sizes == [3] and sessions == [8]
     help_text = CliRunner().invoke(classify_main, ["--help"]).output
-    assert "--workers" in help_text and "the CPUs this process may use" in help_text
+    assert "--decode-threads" in help_text and "the CPUs this process may use" in help_text
 
 
 # 6. kaggle submissions with blank labels ---------------------------------------------------------------------------
 
 def test_kaggle_with_unreadable_files_exits_1_unless_allowed(tmp_path: Path, onnx_model: Path) -> None:
     folder = make_folder(tmp_path / "imgs")
-    args = [str(folder), "--model", str(onnx_model), "--provider", "cpu", "--format", "kaggle", "--no-recursive", "-q"]
+    args = [str(folder), "--model", str(onnx_model), "--device", "cpu", "--format", "kaggle", "--no-recursive", "-q"]
     runner = CliRunner()
     result = runner.invoke(classify_main, [*args, "--out", str(tmp_path / "k.csv")])
     assert result.exit_code == 1
     assert ("Error: 2 images could not be decoded and have an empty label in the kaggle file "
             f"{tmp_path / 'k.csv'}: corrupt.jpg, trunc.jpg") in result.stderr
-    assert "--allow-errors" in result.stderr
+    assert "--on-error continue" in result.stderr
     rows = list(csv.reader((tmp_path / "k.csv").open(newline="")))
     assert ["corrupt", ""] in rows and ["trunc", ""] in rows and len(rows) == 8  # still written
-    result = runner.invoke(classify_main, [*args, "--out", str(tmp_path / "k2.csv"), "--allow-errors"])
+    result = runner.invoke(classify_main, [*args, "--out", str(tmp_path / "k2.csv"), "--on-error", "continue"])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "k2.csv").read_bytes() == (tmp_path / "k.csv").read_bytes()
     result = runner.invoke(classify_main, [*args[:-4], "--no-recursive", "-q", "--out", str(tmp_path / "c.csv")])
@@ -264,7 +264,7 @@ def test_summary_says_one_error_not_one_errors(tmp_path: Path, onnx_model: Path)
     write_image(folder / "a.jpg", seed=1)
     (folder / "b.jpg").write_bytes(b"broken")
     result = CliRunner().invoke(classify_main, [str(folder), "--out", str(tmp_path / "o.csv"), "--model",
-                                                str(onnx_model), "--provider", "cpu", "-q"])
+                                                str(onnx_model), "--device", "cpu", "-q"])
     assert result.exit_code == 0, result.output
     assert "2 image files: 1 classified, 1 error; skipped none" in result.stderr
 

@@ -103,7 +103,7 @@ def test_second_run_on_the_same_out_is_refused_naming_the_first(tmp_path: Path, 
         assert ready.exists(), first.stderr.read() if first.poll() is not None else "the first run never saved a row"
         before = sorted(p.name for p in (tmp_path / "out.csv.partial").iterdir())
         result = CliRunner().invoke(classify_main, [str(folder), "--out", str(out), "--model", str(onnx_model),
-                                                    "--provider", "cpu", "-q"])
+                                                    "--device", "cpu", "-q"])
         assert result.exit_code == 1, result.output
         assert f"Error: {out} is being written by another run (pid {first.pid} on {socket.gethostname()}, started " \
             in result.stderr
@@ -202,8 +202,8 @@ def test_resume_after_a_file_kills_the_process_gives_it_an_error_row(tmp_path: P
             os._exit(3)
     """)
     out = tmp_path / "out.csv"
-    args = [str(folder), "--out", str(out), "--model", str(onnx_model), "--provider", "cpu", "--batch-size", "2",
-            "--workers", "1", "-q"]
+    args = [str(folder), "--out", str(out), "--model", str(onnx_model), "--device", "cpu", "--batch-size", "2",
+            "--decode-threads", "1", "-q"]
     died = gcv_classify(args, hook)
     assert died.returncode == 3, died.stderr
     assert not out.exists()
@@ -263,7 +263,7 @@ def test_ctrl_c_names_resume_and_keeps_the_rows(tmp_path: Path, onnx_model: Path
     out = tmp_path / "out.csv"
     code = "import sys; from garmentcv.infer.cli import classify_main; sys.exit(classify_main())"
     proc = subprocess.Popen([sys.executable, "-c", code, str(folder), "--out", str(out), "--model", str(onnx_model),
-                             "--provider", "cpu", "--batch-size", "1", "--workers", "1", "-q"],
+                             "--device", "cpu", "--batch-size", "1", "--decode-threads", "1", "-q"],
                             env=python_env(hook), stderr=subprocess.PIPE, text=True)
     segment = tmp_path / "out.csv.partial" / "run-000.jsonl"
     deadline = time.time() + 60
@@ -285,7 +285,7 @@ def test_topk_above_the_classes_is_the_only_message(tmp_path: Path, onnx_model: 
     folder = tmp_path / "imgs"
     write_image(folder / "a.jpg", seed=1)
     result = gcv_classify([str(folder), "--out", str(tmp_path / "o.csv"), "--model", str(onnx_model),
-                           "--provider", "cpu", "--topk", "3"])
+                           "--device", "cpu", "--topk", "3"])
     assert result.returncode == 2
     assert result.stderr.splitlines() == [
         f"Error: --topk 3: the model {onnx_model} has only 2 classes; give at most 2"]
@@ -299,7 +299,7 @@ def test_a_source_without_images_is_an_error_unless_allowed(tmp_path: Path, onnx
     folder.mkdir()
     (folder / "notes.txt").write_text("not an image")
     out = tmp_path / "o.csv"
-    args = [str(folder), "--model", str(onnx_model), "--provider", "cpu", "-q"]
+    args = [str(folder), "--model", str(onnx_model), "--device", "cpu", "-q"]
     result = CliRunner().invoke(classify_main, [*args, "--out", str(out), "--list-skipped", str(tmp_path / "s.csv")])
     assert result.exit_code == 1
     assert (f"Error: {folder}: no image files found (skipped 1 not an image); nothing written to {out}. Check "
@@ -320,7 +320,7 @@ def test_list_skipped_names_every_skipped_file(tmp_path: Path, onnx_model: Path)
     (folder / "a" / "no_extension").write_bytes((folder / "0001.jpg").read_bytes())
     listing = tmp_path / "lists" / "skipped.csv"
     result = CliRunner().invoke(classify_main, [str(folder), "--out", str(tmp_path / "o.csv"), "--model",
-                                                str(onnx_model), "--provider", "cpu", "--list-skipped", str(listing),
+                                                str(onnx_model), "--device", "cpu", "--list-skipped", str(listing),
                                                 "-q"])
     assert result.exit_code == 0, result.output
     assert rows_of(listing) == [
@@ -335,5 +335,5 @@ def test_list_skipped_names_every_skipped_file(tmp_path: Path, onnx_model: Path)
     assert f"(listed in {listing})" in result.stderr
     assert not [p for p in listing.parent.iterdir() if p.name != "skipped.csv"]  # no temporary file left
     result = CliRunner().invoke(classify_main, [str(folder), "--out", str(tmp_path / "o2.csv"), "--model",
-                                                str(onnx_model), "--provider", "cpu", "-q"])
+                                                str(onnx_model), "--device", "cpu", "-q"])
     assert "(--list-skipped FILE names them)" in result.stderr

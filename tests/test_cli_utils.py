@@ -9,7 +9,16 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from garmentcv.cli_utils import EXIT_ERROR, EXIT_INTERNAL, EXIT_USAGE, handle_errors, plural
+from garmentcv.cli_utils import (
+    EXIT_ERROR,
+    EXIT_INTERNAL,
+    EXIT_USAGE,
+    deprecated_alias,
+    handle_errors,
+    plural,
+    quiet_option,
+    verbose_option,
+)
 from garmentcv.cpus import available_cpus
 from garmentcv.errors import GarmentCVError, OutputPathError, PathNotFoundError
 from garmentcv.fsutil import check_writable_output
@@ -73,6 +82,13 @@ def test_every_command_has_debug_and_documents_exit_codes() -> None:
         assert "Exit codes" in (cmd.help or ""), cmd.name
 
 
+def test_plural_lives_in_a_plain_module_and_cli_utils_passes_it_on() -> None:
+    import garmentcv.text
+
+    assert plural is garmentcv.text.plural
+    assert garmentcv.text.plural(3, "class") == "3 classes"
+
+
 def test_plural() -> None:
     assert plural(1, "error") == "1 error"
     assert plural(0, "error") == "0 errors"
@@ -130,3 +146,91 @@ def test_available_cpus_follows_a_cgroup_quota(monkeypatch: pytest.MonkeyPatch, 
     cpu_max.write_text("max 100000\n")
     assert available_cpus(cgroup_cpu_max=cpu_max) == 8
     assert available_cpus(cgroup_cpu_max=tmp_path / "missing") == 8
+
+
+def _aliased() -> click.Command:
+    """A command with an option, a flag-valued choice and a positional argument, each with a deprecated old name."""
+
+    @click.command()
+    @click.argument("data", required=False, type=click.Path(exists=True), metavar="DATA")
+    @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", help="Device.")
+    @click.option("--on-error", type=click.Choice(["auto", "fail", "continue"]), default="auto", help="Policy.")
+    @deprecated_alias("--data", "data", type=click.Path(exists=True), required=True)
+    @deprecated_alias("--provider", "device", type=click.Choice(["auto", "cpu", "cuda"]))
+    @deprecated_alias("--fail-on-error", "on_error", flag_value="fail")
+    @deprecated_alias("--allow-errors", "on_error", flag_value="continue")
+    @handle_errors
+    def cmd(data: str, device: str, on_error: str) -> None:
+        """A command with deprecated option names."""
+        click.echo(f"{data} {device} {on_error}")
+
+    return cmd
+
+
+def test_deprecated_alias_forwards_its_value_and_warns_once(tmp_path: Path) -> None:
+    result = CliRunner().invoke(_aliased(), [str(tmp_path), "--provider", "cuda"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout == f"{tmp_path} cuda auto\n"
+    assert result.stderr == "Warning: --provider is deprecated; use --device\n"
+    result = CliRunner().invoke(_aliased(), [str(tmp_path), "--device", "cpu"])
+    assert (result.exit_code, result.stdout, result.stderr) == (0, f"{tmp_path} cpu auto\n", "")
+
+
+def test_deprecated_flag_alias_sets_its_value_of_the_new_option(tmp_path: Path) -> None:
+    result = CliRunner().invoke(_aliased(), [str(tmp_path), "--fail-on-error"])
+    assert (result.exit_code, result.stdout) == (0, f"{tmp_path} auto fail\n")
+    assert result.stderr == "Warning: --fail-on-error is deprecated; use --on-error fail\n"
+    result = CliRunner().invoke(_aliased(), [str(tmp_path), "--allow-errors"])
+    assert (result.exit_code, result.stdout) == (0, f"{tmp_path} auto continue\n")
+    assert result.stderr == "Warning: --allow-errors is deprecated; use --on-error continue\n"
+
+
+def test_deprecated_alias_of_a_positional_argument(tmp_path: Path) -> None:
+    result = CliRunner().invoke(_aliased(), ["--data", str(tmp_path)])
+    assert (result.exit_code, result.stdout) == (0, f"{tmp_path} auto auto\n")
+    assert result.stderr == "Warning: --data is deprecated; give DATA as the first argument\n"
+    result = CliRunner().invoke(_aliased(), [])
+    assert result.exit_code == 2 and "Missing argument 'DATA'" in result.stderr
+    result = CliRunner().invoke(_aliased(), ["--data", str(tmp_path / "nowhere")])
+    assert result.exit_code == 2 and "does not exist" in result.stderr  # the old name keeps the new one's type
+
+
+def test_deprecated_alias_and_new_name_must_agree(tmp_path: Path) -> None:
+    result = CliRunner().invoke(_aliased(), [str(tmp_path), "--device", "cpu", "--provider", "cuda"])
+    assert result.exit_code == 2
+    assert "--provider cuda and --device cpu disagree; give --device only" in result.stderr
+    result = CliRunner().invoke(_aliased(), [str(tmp_path), "--device", "cpu", "--provider", "cpu"])
+    assert (result.exit_code, result.stdout) == (0, f"{tmp_path} cpu auto\n")
+    result = CliRunner().invoke(_aliased(), [str(tmp_path), "--fail-on-error", "--allow-errors"])
+    assert result.exit_code == 2
+    assert "--allow-errors and --fail-on-error disagree; give --on-error only" in result.stderr
+    result = CliRunner().invoke(_aliased(), [str(tmp_path), "--on-error", "continue", "--fail-on-error"])
+    assert result.exit_code == 2 and "--fail-on-error and --on-error continue disagree" in result.stderr
+
+
+def test_deprecated_alias_is_hidden_from_help_and_refuses_bad_values(tmp_path: Path) -> None:
+    help_text = CliRunner().invoke(_aliased(), ["--help"]).stdout
+    assert "--device" in help_text and "--on-error" in help_text
+    assert not any(old in help_text for old in ("--provider", "--data", "--fail-on-error", "--allow-errors"))
+    result = CliRunner().invoke(_aliased(), [str(tmp_path), "--provider", "gpu"])
+    assert result.exit_code == 2 and "'gpu' is not one of 'auto', 'cpu', 'cuda'" in result.stderr
+
+
+def test_quiet_and_verbose_of_a_group_reach_its_sub_commands() -> None:
+    @click.group()
+    @quiet_option
+    @verbose_option
+    def group(quiet: bool, verbose: bool) -> None:
+        """A group."""
+
+    @group.command()
+    @quiet_option
+    @verbose_option
+    def sub(quiet: bool, verbose: bool) -> None:
+        """A sub-command."""
+        click.echo(f"{quiet} {verbose}")
+
+    assert CliRunner().invoke(group, ["sub"]).stdout == "False False\n"
+    assert CliRunner().invoke(group, ["-q", "sub"]).stdout == "True False\n"
+    assert CliRunner().invoke(group, ["-v", "sub"]).stdout == "False True\n"
+    assert CliRunner().invoke(group, ["sub", "-q", "-v"]).stdout == "True True\n"

@@ -106,14 +106,14 @@ def test_index_label_csv_mode_with_a_broken_image(tmp_path: Path, model_and_torc
 def test_cli_end_to_end(tmp_path: Path, model_and_torch) -> None:
     model_path, _ = model_and_torch
     data = lamoda_folder(tmp_path / "train", per_class=2)
-    result = CliRunner().invoke(evaluate_main, ["--model", str(model_path), "--data", str(data), "--out",
-                                                str(tmp_path / "ev"), "--provider", "cpu", "-q"])
+    result = CliRunner().invoke(evaluate_main, ["--model", str(model_path), str(data), "--out",
+                                                str(tmp_path / "ev"), "--device", "cpu", "-q"])
     assert result.exit_code == 0, result.output
     assert result.stdout.startswith("6 images (0 could not be decoded): accuracy ")
     assert sorted(p.name for p in (tmp_path / "ev").iterdir()) == [
         "confusion_matrix.json", "confusion_matrix.png", "coverage.png", "errors.csv", "metrics.json",
         "misclassified.csv", "predictions.csv", "reliability.png", "report.html", "report_files"]  # issue 10
-    result = CliRunner().invoke(evaluate_main, ["--model", str(tmp_path / "none.onnx"), "--data", str(data)])
+    result = CliRunner().invoke(evaluate_main, ["--model", str(tmp_path / "none.onnx"), str(data)])
     # a model file that does not exist is wrong usage, exit 2 as README says (issue 12; it was 1)
     assert result.exit_code == 2 and "model file not found" in result.stderr
 
@@ -125,7 +125,7 @@ def test_missing_scikit_learn_gives_install_hint(tmp_path: Path, model_and_torch
         import sys
         sys.modules["sklearn"] = None
         from garmentcv.infer.cli import evaluate_main
-        evaluate_main(["--model", {str(model_path)!r}, "--data", {str(data)!r}, "--out", {str(tmp_path / 'ev')!r}])
+        evaluate_main(["--model", {str(model_path)!r}, {str(data)!r}, "--out", {str(tmp_path / 'ev')!r}])
     """)
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1

@@ -1,5 +1,5 @@
 """gcv-evaluate hardening (issue 12): non-UTF-8 file names, labels CSV with a byte-order mark, unwritable --out,
-missing paths exit 2, --workers, plural summaries."""
+missing paths exit 2, --decode-threads, plural summaries."""
 
 from __future__ import annotations
 
@@ -76,7 +76,7 @@ def test_unwritable_out_fails_before_the_model_is_opened(tmp_path: Path) -> None
     out = tmp_path / "file.txt" / "ev"
     with pytest.raises(OutputPathError, match="is not a folder but a file"):
         evaluate_model(EvaluateConfig(data=data, out=out, model=tmp_path / "junk.onnx", provider="cpu"))
-    result = CliRunner().invoke(evaluate_main, ["--model", str(tmp_path / "junk.onnx"), "--data", str(data),
+    result = CliRunner().invoke(evaluate_main, ["--model", str(tmp_path / "junk.onnx"), str(data),
                                                 "--out", str(out)])
     assert result.exit_code == 1
     assert f"{tmp_path / 'file.txt'} is not a folder but a file" in result.stderr and "--out" in result.stderr
@@ -88,13 +88,13 @@ def test_missing_paths_are_exit_2(tmp_path: Path, model_and_torch) -> None:  # n
     data = tmp_path / "data"
     write_image(data / "1_bluzy.jpg", seed=1)
     runner = CliRunner()
-    result = runner.invoke(evaluate_main, ["--model", str(tmp_path / "none.onnx"), "--data", str(data),
+    result = runner.invoke(evaluate_main, ["--model", str(tmp_path / "none.onnx"), str(data),
                                            "--out", str(tmp_path / "ev")])
     assert result.exit_code == 2
     assert "none.onnx: model file not found; export one with 'gcv-export" in result.stderr
-    result = runner.invoke(evaluate_main, ["--model", str(model_path), "--data", str(tmp_path / "nodata")])
+    result = runner.invoke(evaluate_main, ["--model", str(model_path), str(tmp_path / "nodata")])
     assert result.exit_code == 2 and "nodata" in result.stderr and "does not exist" in result.stderr
-    result = runner.invoke(evaluate_main, ["--model", str(model_path), "--data", str(data), "--labels",
+    result = runner.invoke(evaluate_main, ["--model", str(model_path), str(data), "--labels",
                                            str(tmp_path / "nolabels.csv")])
     assert result.exit_code == 2 and "nolabels.csv" in result.stderr and "does not exist" in result.stderr
 
@@ -107,8 +107,8 @@ def test_workers_reach_the_pool_and_summary_uses_plurals(tmp_path: Path, model_a
     (data / "2_bryuki.jpg").write_bytes(b"broken")
     monkeypatch.setattr(garmentcv.cpus, "available_cpus", lambda *a: 8)
     pools = PoolSpy(monkeypatch)
-    args = ["--model", str(model_path), "--data", str(data), "--provider", "cpu", "-q"]
-    result = CliRunner().invoke(evaluate_main, [*args, "--out", str(tmp_path / "ev"), "--workers", "3"])
+    args = ["--model", str(model_path), str(data), "--device", "cpu", "-q"]
+    result = CliRunner().invoke(evaluate_main, [*args, "--out", str(tmp_path / "ev"), "--decode-threads", "3"])
     assert result.exit_code == 0, result.output
     assert pools.sizes == [3]
     assert result.stdout.startswith("1 image (1 could not be decoded): accuracy ")
@@ -119,7 +119,7 @@ def test_workers_reach_the_pool_and_summary_uses_plurals(tmp_path: Path, model_a
     assert result.exit_code == 0, result.output
     assert pools.sizes == [3, 8]  # default: every one of the 8 available CPUs decodes
     help_text = CliRunner().invoke(evaluate_main, ["--help"]).output
-    assert "--workers" in help_text and "the CPUs this process may use" in help_text
+    assert "--decode-threads" in help_text and "the CPUs this process may use" in help_text
 
 
 def test_macro_averages_are_over_the_classes_present_and_the_reports_say_which(
@@ -133,8 +133,8 @@ def test_macro_averages_are_over_the_classes_present_and_the_reports_say_which(
         write_image(test / f"{i}.jpg", seed=i, colour=(40 * i, 200 - 30 * i, 90))
     labels = tmp_path / "labels.csv"
     labels.write_text("index,label\n" + "".join(f"{i},{CLASSES[i % 2]}\n" for i in range(6)), encoding="utf-8")
-    args = ["--model", str(model_path), "--data", str(test), "--labels", str(labels), "--out", str(tmp_path / "ev"),
-            "--provider", "cpu", "-q"]
+    args = ["--model", str(model_path), str(test), "--labels", str(labels), "--out", str(tmp_path / "ev"),
+            "--device", "cpu", "-q"]
     result = CliRunner().invoke(evaluate_main, args)
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "ev" / "metrics.json").read_text(encoding="utf-8"))

@@ -323,7 +323,7 @@ def test_help_documents_exit_codes() -> None:
     assert result.exit_code == 0
     text = " ".join(result.stdout.split())
     for expected in ("0 ready to train", "1 the dataset cannot be read", "3 problems to fix first",
-                     "Default: detected", "--json FILE"):
+                     "[default: (detected)]", "--json FILE"):
         assert expected in text, expected
 
 

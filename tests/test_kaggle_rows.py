@@ -112,9 +112,9 @@ def test_memory_of_the_shared_index_check_does_not_grow_with_the_rows() -> None:
 
 @pytest.mark.parametrize(("errors", "expected"), [
     (1, ("1 image could not be decoded and has an empty label in the kaggle file out.csv: a.jpg; replace or remove "
-         "it and run again, or pass --allow-errors to accept the empty label")),
+         "it and run again, or pass --on-error continue to accept the empty label")),
     (2, ("2 images could not be decoded and have an empty label in the kaggle file out.csv: a.jpg, b.jpg; replace "
-         "or remove them and run again, or pass --allow-errors to accept the empty labels")),
+         "or remove them and run again, or pass --on-error continue to accept the empty labels")),
 ])
 def test_kaggle_message_agrees_with_the_number_of_images(errors: int, expected: str) -> None:
     from garmentcv.infer.rows import kaggle_empty_labels_message
@@ -129,7 +129,7 @@ def test_kaggle_run_with_one_unreadable_image_says_has(tmp_path: Path, onnx_mode
     write_image(folder / "1.png")
     (folder / "2.jpg").write_bytes(b"\xff\xd8 not really")
     out = tmp_path / "k.csv"
-    result = CliRunner().invoke(classify_main, [str(folder), "--model", str(onnx_model), "--provider", "cpu",
+    result = CliRunner().invoke(classify_main, [str(folder), "--model", str(onnx_model), "--device", "cpu",
                                                 "--format", "kaggle", "-q", "--out", str(out)])
     assert result.exit_code == 1, result.output
     assert (f"Error: 1 image could not be decoded and has an empty label in the kaggle file {out}: 2.jpg; replace "

@@ -88,12 +88,12 @@ def test_kaggle_indexes_shared_by_two_files_exit_1_unless_allowed(tmp_path: Path
     write_image(folder / "10.jpg", seed=1)
     write_image(folder / "10.png", seed=2)
     write_image(folder / "11.jpg", seed=3)
-    args = [str(folder), "--model", str(onnx_model), "--provider", "cpu", "--format", "kaggle", "-q"]
+    args = [str(folder), "--model", str(onnx_model), "--device", "cpu", "--format", "kaggle", "-q"]
     result = CliRunner().invoke(classify_main, [*args, "--out", str(tmp_path / "s.csv")])
     assert result.exit_code == 1, result.output
     assert "1 index is shared by several files: 10 (10.jpg, 10.png)" in result.output
     assert [line.split(",")[0] for line in (tmp_path / "s.csv").read_text().splitlines()] == ["index", "10", "10", "11"]
-    allowed = CliRunner().invoke(classify_main, [*args, "--out", str(tmp_path / "t.csv"), "--allow-errors"])
+    allowed = CliRunner().invoke(classify_main, [*args, "--out", str(tmp_path / "t.csv"), "--on-error", "continue"])
     assert allowed.exit_code == 0, allowed.output
 
 

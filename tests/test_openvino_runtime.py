@@ -261,11 +261,11 @@ def test_classify_rows_and_summary_match_across_runtimes(onnx_model: Path, tmp_p
             assert float(a[column]) == pytest.approx(float(b[column]), abs=1e-5)
 
     result = CliRunner().invoke(classify_main, [str(folder), "--model", str(onnx_model), "--out", str(tmp_path / "c.csv"),
-                                                "--runtime", "openvino", "--provider", "cpu", "-q"])
+                                                "--runtime", "openvino", "--device", "cpu", "-q"])
     assert result.exit_code == 0, result.output
     assert "images/s on cpu (openvino, f32) -> " in result.stderr
-    result = CliRunner().invoke(evaluate_main, ["--model", str(onnx_model), "--data", str(folder), "--out",
-                                                str(tmp_path / "ev"), "--runtime", "openvino", "--provider", "cpu", "-q"])
+    result = CliRunner().invoke(evaluate_main, ["--model", str(onnx_model), str(folder), "--out",
+                                                str(tmp_path / "ev"), "--runtime", "openvino", "--device", "cpu", "-q"])
     assert result.exit_code == 0, result.output
     assert result.stdout.splitlines()[-1] == "runtime openvino on cpu, inference precision f32"
     metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())

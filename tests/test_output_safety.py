@@ -94,7 +94,7 @@ def test_full_disk_mid_run_says_rows_saved_and_resume(tmp_path: Path, onnx_model
         return path, _FullDisk(handle, rows=4)
 
     monkeypatch.setattr(_Partial, "new_segment", filling)
-    args = [str(folder), "--out", str(out), "--model", str(onnx_model), "--provider", "cpu", "--batch-size", "2", "-q"]
+    args = [str(folder), "--out", str(out), "--model", str(onnx_model), "--device", "cpu", "--batch-size", "2", "-q"]
     result = CliRunner().invoke(classify_main, args)
     assert result.exit_code == 1, result.output
     segment = tmp_path / "out.csv.partial" / "run-000.jsonl"
@@ -121,7 +121,7 @@ def test_a_file_size_limit_of_the_process_is_a_storage_error(tmp_path: Path, onn
         resource.setrlimit(resource.RLIMIT_FSIZE, (1024, 1024))
 
     code = "import sys; from garmentcv.infer.cli import classify_main; sys.exit(classify_main())"
-    args = [str(folder), "--out", str(out), "--model", str(onnx_model), "--provider", "cpu", "--batch-size", "1",
+    args = [str(folder), "--out", str(out), "--model", str(onnx_model), "--device", "cpu", "--batch-size", "1",
             "--format", "jsonl", "-q"]
     proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120,
                           env=python_env(), preexec_fn=limit, check=False)
@@ -138,7 +138,7 @@ def test_a_file_size_limit_of_the_process_is_a_storage_error(tmp_path: Path, onn
 # outputs that would destroy or pollute the inputs ------------------------------------------------------------------
 
 def _invoke(*args: str | Path) -> Any:
-    return CliRunner().invoke(classify_main, [str(a) for a in args] + ["--provider", "cpu", "-q"])
+    return CliRunner().invoke(classify_main, [str(a) for a in args] + ["--device", "cpu", "-q"])
 
 
 def test_out_cannot_be_the_model_or_the_manifest(tmp_path: Path, onnx_model: Path) -> None:

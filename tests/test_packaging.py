@@ -88,7 +88,7 @@ def test_commands_without_a_runtime_say_which_extra_to_install(command: str, tmp
     (tmp_path / "imgs").mkdir()
     main, args = {
         "classify": (classify_main, [str(tmp_path / "imgs"), "--out", str(tmp_path / "r.csv")]),
-        "evaluate": (evaluate_main, ["--data", str(tmp_path / "imgs")]),
+        "evaluate": (evaluate_main, [str(tmp_path / "imgs")]),
         "export": (export_main, [str(tmp_path / "best.pt")]),
     }[command]
     result = CliRunner().invoke(main, args)

@@ -51,7 +51,7 @@ def test_classify_report_option(tmp_path: Path, model: Path) -> None:
     (photos / "broken.jpg").write_bytes(b"\xff\xd8 not really")
     out, page = tmp_path / "out.csv", tmp_path / "pages" / "check.html"
     result = CliRunner().invoke(classify_main, [str(photos), "--out", str(out), "--model", str(model),
-                                                "--provider", "cpu", "--report", str(page), "-q"])
+                                                "--device", "cpu", "--report", str(page), "-q"])
     assert result.exit_code == 0, result.output
     assert f"report -> {page}" in result.output
     with open(out, newline="") as handle:

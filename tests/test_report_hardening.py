@@ -185,7 +185,7 @@ def test_classify_report_header_of_a_folder_counts_every_file(tmp_path: Path, on
         write_image(folder / f"{i}.png", seed=i)
     (folder / "notes").write_text("no extension")
     page = tmp_path / "page.html"
-    result = CliRunner().invoke(classify_main, [str(folder), "--model", str(onnx_model), "--provider", "cpu", "-q",
+    result = CliRunner().invoke(classify_main, [str(folder), "--model", str(onnx_model), "--device", "cpu", "-q",
                                                 "--out", str(tmp_path / "out.csv"), "--report", str(page)])
     assert result.exit_code == 0, result.output
     assert ("<p>4 files: 3 images (3 classified, 0 not read), 1 skipped (1 not an image)</p>"

@@ -92,7 +92,7 @@ def test_bad_sources_are_refused_with_what_to_do(tmp_path: Path, onnx_model: Pat
     assert result.exit_code == 2 and "--num-workers only go with --engine ray" in result.stderr
     result = CliRunner().invoke(classify_main, [str(tmp_path), "--out", str(tmp_path / "o.csv"), "--model",
                                                 str(onnx_model), "--engine", "ray", "--threads", "2"])
-    assert result.exit_code == 2 and "--threads and --workers are for --engine local" in result.stderr
+    assert result.exit_code == 2 and "--threads and --decode-threads are for --engine local" in result.stderr
     result = CliRunner().invoke(classify_main, [str(tmp_path), "--out", str(tmp_path / "o.csv"), "--model",
                                                 str(onnx_model), "--engine", "ray", "--runtime", "openvino"])
     assert result.exit_code == 2 and "--engine ray runs onnxruntime in its workers" in result.stderr

@@ -136,7 +136,7 @@ def test_cli_summary_counts_rows_needing_review(tmp_path: Path, models) -> None:
     _, model = models
     folder = folder_of(tmp_path / "imgs", 3)
     result = CliRunner().invoke(classify_main, [str(folder), "--out", str(tmp_path / "o.csv"), "--model", str(model),
-                                                "--provider", "cpu", "--min-confidence", "1.0", "-q"])
+                                                "--device", "cpu", "--min-confidence", "1.0", "-q"])
     assert result.exit_code == 0, result.output
     assert "3 need review (confidence below 1)" in result.output
     assert "temperature 2" in result.output
@@ -222,8 +222,8 @@ def test_evaluate_coverage_target_and_per_image_rows(tmp_path: Path, models) -> 
 
     raw_model, model = models
     data = lamoda(tmp_path / "data")
-    result = CliRunner().invoke(evaluate_main, ["--model", str(model), "--data", str(data), "--out",
-                                                str(tmp_path / "ev"), "--provider", "cpu", "--target-accuracy", "0.5",
+    result = CliRunner().invoke(evaluate_main, ["--model", str(model), str(data), "--out",
+                                                str(tmp_path / "ev"), "--device", "cpu", "--target-accuracy", "0.5",
                                                 "-q"])
     assert result.exit_code == 0, result.output
     files = sorted(data.iterdir())

@@ -8,46 +8,66 @@ from pathlib import Path
 import click
 from tqdm import tqdm
 
-from garmentcv.cli_utils import handle_errors, quiet_option, setup_logging, version_option
+from garmentcv.cli_utils import (
+    docs_epilog,
+    handle_errors,
+    quiet_option,
+    setup_logging,
+    verbose_option,
+    version_option,
+)
 from garmentcv.data.fashion_mnist import DEFAULT_SOURCE, write_fashion_mnist
 from garmentcv.data.inspect import inspect_dataset, render_text
 from garmentcv.data.layouts import Layout
+from garmentcv.errors import GarmentCVError
 from garmentcv.fsutil import check_writable_output, write_json
 
 #: Exit code of ``gcv-data inspect`` when the dataset has problems to fix before training.
 EXIT_NOT_READY = 3
+_CONTEXT = {"help_option_names": ["-h", "--help"], "show_default": True}
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
+class DatasetNotReadyError(GarmentCVError):
+    """``gcv-data inspect`` found problems to fix before training (exit code :data:`EXIT_NOT_READY`); the report's
+    verdict line names them."""
+
+    exit_code = EXIT_NOT_READY
+
+
+@click.group(context_settings=_CONTEXT, epilog=docs_epilog("data"))
 @version_option("gcv-data")
-def main() -> None:
+@quiet_option
+@verbose_option
+def main(quiet: bool, verbose: bool) -> None:
     """Build and check datasets for gcv-train."""
 
 
-@main.command("fashion-mnist", short_help="Write a Lamoda-layout stand-in from Fashion-MNIST.")
+@main.command("fashion-mnist", short_help="Write a Lamoda-layout stand-in from Fashion-MNIST.",
+              context_settings=_CONTEXT, epilog=docs_epilog("data"))
+@version_option("gcv-data fashion-mnist")
 @click.option(
     "--out", type=click.Path(file_okay=False, path_type=Path), required=True,
     help="Folder to write train/, test/ and test_labels.csv into.",
 )
 @click.option(
     "--source", type=click.Path(exists=True, file_okay=False, path_type=Path), default=DEFAULT_SOURCE,
-    help="Folder with the Fashion-MNIST IDX files (Debian's dataset-fashion-mnist installs them here).",
+    help="Folder of the Fashion-MNIST IDX files.",
 )
 @click.option(
-    "--max-per-class", type=click.IntRange(min=1), default=None,
-    help="Keep at most N images per class in each split (in file order). Default: all.",
+    "--max-per-class", type=click.IntRange(min=1), default=None, show_default="all",
+    help="Keep at most N images per class in each split, in file order.",
 )
 @click.option("--all-classes", is_flag=True, help="Keep the ten Fashion-MNIST classes instead of bryuki/bluzy.")
 @click.option(
     "--pretraining-set", is_flag=True,
-    help="Also write OUT/pretrain (lamoda layout): the seven classes that are neither blouse nor trousers, from "
-    "the training file, at most --max-per-class each; an image whose file equals one of train/ or test/ "
-    "(SHA-256) is left out and counted.",
+    help="Also write OUT/pretrain: the seven other classes, sharing no image with OUT.",
 )
 @quiet_option
+@verbose_option
 @handle_errors
 def fashion_mnist(
-    out: Path, source: Path, max_per_class: int | None, all_classes: bool, pretraining_set: bool, quiet: bool
+    out: Path, source: Path, max_per_class: int | None, all_classes: bool, pretraining_set: bool, quiet: bool,
+    verbose: bool,
 ) -> None:
     """Write a Lamoda-layout stand-in from Fashion-MNIST.
 
@@ -56,7 +76,7 @@ def fashion_mnist(
     solution; with --pretraining-set, OUT/pretrain the seven other classes, sharing no file with the target
     set. The same input always gives the same bytes.
     """
-    setup_logging(quiet)
+    setup_logging(quiet, verbose)
     check_writable_output(out / "test_labels.csv", "--out")  # before any image is written
     with tqdm(desc="writing images", unit="img", file=sys.stderr, disable=True if quiet else None) as bar:
         summary = write_fashion_mnist(
@@ -71,23 +91,27 @@ def fashion_mnist(
         )
 
 
-@main.command("inspect", short_help="Report on a dataset before training; never modifies it.")
+@main.command("inspect", short_help="Report on a dataset before training; never modifies it.",
+              context_settings=_CONTEXT, epilog=docs_epilog("data"))
+@version_option("gcv-data inspect")
 @click.argument("root", type=click.Path(exists=True, path_type=Path))
 @click.option(
-    "--layout", type=click.Choice([layout.value for layout in Layout]), default=None,
-    help="Dataset layout. Default: detected (a .csv is a manifest, flat files lamoda, sub-folders folders).",
+    "--layout", type=click.Choice([layout.value for layout in Layout]), default=None, show_default="detected",
+    help="Dataset layout.",
 )
 @click.option(
     "--test", "test", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
-    help="Test folder (labelled or not, searched recursively): report training files that also appear there.",
+    help="Test folder (searched recursively): report training files also found there.",
 )
 @click.option(
     "--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
-    help="Also write the report as JSON to this file (written atomically).",
+    help="Also write the report as JSON to this file.",
 )
 @quiet_option
+@verbose_option
 @handle_errors
-def inspect(root: Path, layout: str | None, test: Path | None, json_path: Path | None, quiet: bool) -> None:
+def inspect(root: Path, layout: str | None, test: Path | None, json_path: Path | None, quiet: bool,
+            verbose: bool) -> None:
     """Report on the dataset ROOT before training; never modifies it.
 
     ROOT is a dataset folder or a path,label CSV manifest (UTF-8, with or without a byte-order mark), in any
@@ -107,7 +131,7 @@ def inspect(root: Path, layout: str | None, test: Path | None, json_path: Path |
       70   internal error (a bug: rerun with --debug, report the traceback)
       130  interrupted
     """
-    setup_logging(quiet)
+    setup_logging(quiet, verbose)
     if json_path is not None:
         check_writable_output(json_path, "--json")  # before the scan, not after it
     with tqdm(desc="inspecting", unit="img", file=sys.stderr, disable=True if quiet else None) as bar:
@@ -121,4 +145,5 @@ def inspect(root: Path, layout: str | None, test: Path | None, json_path: Path |
     if json_path is not None:
         write_json(json_path, report.to_dict())
     if not report.ready:
-        sys.exit(EXIT_NOT_READY)
+        raise DatasetNotReadyError(f"{root} is not ready for training: fix what the verdict line names, then run "
+                                   "gcv-data inspect again")

@@ -60,12 +60,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from tqdm import tqdm
 
 from garmentcv.artifact import ModelInfo
-from garmentcv.cli_utils import plural
 from garmentcv.data.layouts import SkippedFile
 from garmentcv.errors import GarmentCVError
 from garmentcv.fsutil import (
@@ -83,12 +82,13 @@ from garmentcv.infer.pipeline import Prediction, predict_batches, split_cpus
 from garmentcv.infer.rows import (
     OutputFormat,
     Row,
+    kaggle_empty_labels_message,
     needs_review,
     require_pyarrow,
     sort_key,
     write_output,
 )
-from garmentcv.infer.runtimes import Model, OpeningModel, open_planned, plan_runtime
+from garmentcv.infer.runtimes import RUNTIMES, Model, OpeningModel, open_planned, plan_runtime
 from garmentcv.infer.sources import (
     DEFAULT_READ_RETRY,
     File,
@@ -97,9 +97,14 @@ from garmentcv.infer.sources import (
     Source,
     StorageReadError,
     is_read_error,
+    is_uri,
     load_file,
     open_source,
 )
+from garmentcv.text import plural
+
+if TYPE_CHECKING:
+    from garmentcv.infer.ray_engine import RayOptions
 
 logger = logging.getLogger(__name__)
 
@@ -223,6 +228,158 @@ def check_options(fmt: OutputFormat, min_confidence: float | None, topk: int | N
         raise ClassifyUsageError(f"--topk {topk}: give at least 1")
     if OutputFormat(fmt) is OutputFormat.PARQUET:
         require_pyarrow()
+
+
+#: The engines that run a classification: this process, or a pool of Ray Data workers.
+ENGINES = ("local", "ray")
+#: ``check_error_policy`` values: exit 1 on error rows with kaggle only (``auto``), always (``fail``) or never.
+ON_ERROR = ("auto", "fail", "continue")
+#: Output formats a report page can be made from: they carry the confidence and error columns.
+_REPORT_FORMATS = (OutputFormat.CSV, OutputFormat.JSONL)
+
+
+def _choose(option: str, value: object, choices: Iterable[str]) -> None:
+    """Refuse ``value`` of ``option`` unless it is one of ``choices``.
+
+    Raises:
+        ClassifyUsageError: it is not.
+    """
+    choices = tuple(choices)
+    if value not in choices:
+        raise ClassifyUsageError(f"{option} {value!r}: choose {', '.join(choices[:-1])} or {choices[-1]}")
+
+
+def _at_least_one(option: str, value: int | None) -> None:
+    """Refuse a count below 1 (``None``, not given, passes).
+
+    Raises:
+        ClassifyUsageError: it is below 1.
+    """
+    if value is not None and value < 1:
+        raise ClassifyUsageError(f"{option} {value}: give at least 1")
+
+
+def check_config(cfg: ClassifyConfig, engine: str = "local", ray: RayOptions | None = None,
+                 report: Path | None = None) -> None:
+    """Refuse settings of a run that are out of range or do not go together, before any work.
+
+    :func:`classify_folder` calls it (the local engine); a command calls it with everything it was given. Messages
+    name the command's options (``--device`` is ``cfg.provider``, ``--decode-threads`` ``cfg.workers``).
+
+    Args:
+        cfg: the run's settings.
+        engine: ``local`` or ``ray`` (:func:`garmentcv.infer.ray_engine.classify_ray`).
+        ray: the Ray engine's options, or ``None``; with ``engine="local"``, any that differs from its default is
+            refused.
+        report: the report page to write after the run (:func:`garmentcv.report.write_classify_report`), or
+            ``None``; it is checked like ``cfg.out`` (:func:`check_output_apart`) and must be writable.
+
+    Raises:
+        ClassifyUsageError: an unknown engine, device or runtime; a batch size or thread count below 1; Ray options
+            with the local engine, or with the Ray engine ``cfg.threads``/``cfg.workers`` (each worker gets
+            ``cpus_per_worker`` of both), ``runtime="openvino"`` or ``provider="cuda"`` (its workers run onnxruntime on
+            CPUs); see :func:`check_options`; a report whose source is not a local folder, whose format has no
+            confidence and error columns (kaggle, parquet), that is ``cfg.out``, the model or the manifest, or lies
+            inside the source folder.
+        PathNotFoundError, DatasetError: with ``report``, the source cannot be opened (:func:`open_source`).
+        OutputPathError: ``report`` or its thumbnails folder cannot be written.
+        MissingRuntimeError: the parquet format without pyarrow installed.
+    """
+    from garmentcv.infer.session import PROVIDERS  # imports onnxruntime, which importing this module does not
+
+    _choose("--engine", engine, ENGINES)
+    _choose("--device", cfg.provider, PROVIDERS)
+    _choose("--runtime", cfg.runtime, RUNTIMES)
+    _at_least_one("--batch-size", cfg.batch_size)
+    _at_least_one("--threads", cfg.threads)
+    _at_least_one("--decode-threads", cfg.workers)
+    if engine == "local":
+        if ray is not None:
+            given = [name for name, value in (("--address", ray.address), ("--num-workers", ray.num_workers),
+                                              ("--cpus-per-worker", ray.cpus_per_worker if ray.cpus_per_worker != 1
+                                               else None)) if value is not None]
+            if given:
+                raise ClassifyUsageError(f"{', '.join(given)} only go with --engine ray")
+    else:
+        if cfg.threads is not None or cfg.workers is not None:
+            raise ClassifyUsageError("--threads and --decode-threads are for --engine local; with --engine ray each "
+                                     "worker gets --cpus-per-worker threads of both")
+        if cfg.runtime == "openvino":
+            raise ClassifyUsageError("--engine ray runs onnxruntime in its workers; --runtime openvino works with the "
+                                     "local engine")
+        if cfg.provider == "cuda":
+            raise ClassifyUsageError("--engine ray runs its workers on CPUs; use --device auto or cpu")
+        if ray is not None and (ray.cpus_per_worker < 1 or (ray.num_workers is not None and ray.num_workers < 1)):
+            raise ClassifyUsageError("--num-workers and --cpus-per-worker must be at least 1")
+    check_options(cfg.format, cfg.min_confidence, cfg.topk, cfg.calibration)
+    if report is not None:
+        _check_report(cfg, Path(report))
+
+
+def _check_report(cfg: ClassifyConfig, report: Path) -> None:
+    """The checks of :func:`check_config` for a report page (see there)."""
+    from garmentcv.report import check_report_output, files_folder  # the report package is needed only here
+
+    if is_uri(cfg.folder) or not Path(cfg.folder).is_dir():
+        raise ClassifyUsageError("--report shows the images of a local folder; SOURCE is not one")
+    if OutputFormat(cfg.format) not in _REPORT_FORMATS:
+        raise ClassifyUsageError(f"--report needs the confidence and error columns of --format csv or jsonl, not "
+                                 f"{OutputFormat(cfg.format).value}")
+    if report.resolve() == Path(cfg.out).resolve():
+        raise ClassifyUsageError(f"--report {report} is the results file --out; give the page another name")
+    check_output_apart(report, "--report", Path(cfg.model), open_source(cfg.folder), thumbnails=files_folder(report))
+    check_report_output(report, "--report")
+
+
+class ErrorRowsError(GarmentCVError):
+    """The results file is written, but some rows have an error (or, with kaggle, share an index) and the error
+    policy does not accept it (exit code 1).
+
+    Attributes:
+        summary: the run's :class:`ClassifySummary`.
+    """
+
+    def __init__(self, message: str, summary: ClassifySummary) -> None:
+        super().__init__(message)
+        self.summary = summary
+
+
+def check_error_policy(summary: ClassifySummary, fmt: OutputFormat | str, on_error: str = "auto") -> None:
+    """Decide whether a finished run counts as failed because of its error rows.
+
+    ``auto``: a kaggle file with an empty label (an image that could not be decoded) or an index shared by several
+    files (``10.jpg``, ``10.png``) fails, as the submission would be refused or scored wrong; other formats keep the
+    error in a column and pass. ``fail``: any error row fails (and a shared kaggle index). ``continue``: nothing
+    fails. Rows of objects that could not be read are not decided here: :func:`classify_folder` raises
+    :class:`~garmentcv.infer.sources.StorageReadError` for them whatever the policy.
+
+    Raises:
+        ClassifyUsageError: ``on_error`` is not one of :data:`ON_ERROR`.
+        ErrorRowsError: the run fails; the message names the files (a few) and what to do.
+    """
+    _choose("--on-error", on_error, ON_ERROR)
+    kaggle = OutputFormat(fmt) is OutputFormat.KAGGLE
+    if on_error == "continue":
+        return
+    shared = summary.duplicate_indexes
+    if shared:
+        shown = "; ".join(f"{index} ({', '.join(paths)})" for index, paths in list(shared.items())[:ERROR_EXAMPLES])
+        more = len(shared) - ERROR_EXAMPLES
+        raise ErrorRowsError(
+            f"{'1 index is' if len(shared) == 1 else f'{len(shared)} indexes are'} shared by several files: "
+            f"{shown}{f' and {more} more' if more > 0 else ''}; the kaggle file {summary.out} has a row for each, so "
+            "its index column is not unique. Rename or remove the extra files, or pass --on-error continue to accept "
+            "it", summary,
+        )
+    if not summary.errors:
+        return
+    failed = ", ".join(summary.error_examples) + (f" and {summary.errors - len(summary.error_examples)} more"
+                                                  if summary.errors > len(summary.error_examples) else "")
+    if on_error == "fail":
+        raise ErrorRowsError(f"{plural(summary.errors, 'image')} could not be decoded: {failed} (see the error column "
+                             f"of {summary.out})", summary)
+    if kaggle:
+        raise ErrorRowsError(kaggle_empty_labels_message(summary.errors, failed, summary.out), summary)
 
 
 def check_topk(topk: int | None, info: ModelInfo, model: Path) -> None:
@@ -613,13 +770,14 @@ def open_checked_source(cfg: ClassifyConfig) -> Source:
     Raises:
         PathNotFoundError: a local source that does not exist.
         DatasetError: a file that is not a manifest.
-        ClassifyUsageError: see :func:`check_options`; ``cfg.out`` or ``cfg.list_skipped`` is the model or the
-            manifest, or lies inside the source folder (:func:`check_output_apart`); the two are one file.
+        ClassifyUsageError: see :func:`check_config` (the local engine's checks); ``cfg.out`` or ``cfg.list_skipped``
+            is the model or the manifest, or lies inside the source folder (:func:`check_output_apart`); the two are
+            one file.
         OutputPathError: ``cfg.out`` or ``cfg.list_skipped`` cannot be written.
         MissingRuntimeError: parquet or an object store without pyarrow.
     """
     source = open_source(cfg.folder)
-    check_options(cfg.format, cfg.min_confidence, cfg.topk, cfg.calibration)
+    check_config(cfg)
     outputs = [("--out", Path(cfg.out))] + ([("--list-skipped", Path(cfg.list_skipped))] if cfg.list_skipped else [])
     for option, path in outputs:
         check_output_apart(path, option, Path(cfg.model), source)
@@ -1012,8 +1170,8 @@ def classify_folder(cfg: ClassifyConfig, on_batch: Callable[[int], None] | None 
         ProviderError: ``cuda`` asked for but not usable.
         RuntimeUnavailableError: ``openvino`` asked for but not installed or not able to run the file.
         GarmentCVError: ``resume`` with partial results from another model, folder or options.
-        ClassifyUsageError: see :func:`check_options` and :func:`check_output_apart`; ``topk`` above the model's
-            number of classes (before the model is opened).
+        ClassifyUsageError: see :func:`check_config` (with ``engine="local"``) and :func:`check_output_apart`;
+            ``topk`` above the model's number of classes (before the model is opened).
         RunLockedError: another run is writing ``cfg.out`` (before any other work).
         EmptySourceError: no image file found, without ``cfg.allow_empty``.
         ClassifyStorageError: the partial results or the output cannot be written (full disk, permissions).

@@ -136,6 +136,45 @@ class EvaluateResult:
     inference_precision: str = "fp32"
 
 
+class EvaluateUsageError(GarmentCVError, ValueError):
+    """Settings that are out of range or do not go together (exit code 2, like click's usage errors)."""
+
+    exit_code = 2
+
+
+def _refuse_unless(ok: bool, message: str) -> None:
+    if not ok:
+        raise EvaluateUsageError(message)
+
+
+def check_config(cfg: EvaluateConfig) -> None:
+    """Refuse settings that are out of range or do not go together, before any work (:func:`evaluate_model` calls
+    it first). Messages name the command's options (``--device`` is ``cfg.provider``, ``--decode-threads``
+    ``cfg.workers``).
+
+    Raises:
+        EvaluateUsageError: an unknown calibration, device, runtime or layout; a batch size or thread count below 1;
+            a target accuracy outside 0..1; a layout with ``labels`` (the labels file then names the images).
+    """
+    from garmentcv.data.layouts import Layout
+    from garmentcv.infer.runtimes import RUNTIMES
+    from garmentcv.infer.session import PROVIDERS
+
+    for option, value, choices in (("--calibration", cfg.calibration, ("temperature", "none")),
+                                   ("--device", cfg.provider, PROVIDERS), ("--runtime", cfg.runtime, RUNTIMES),
+                                   ("--layout", cfg.layout, (None, *(m.value for m in Layout)))):
+        shown = [c for c in choices if c is not None]
+        _refuse_unless(value in choices, f"{option} {value!r}: choose {', '.join(shown[:-1])} or {shown[-1]}")
+    for option, count in (("--batch-size", cfg.batch_size), ("--threads", cfg.threads),
+                          ("--decode-threads", cfg.workers)):
+        _refuse_unless(count is None or count >= 1, f"{option} {count}: give at least 1")
+    _refuse_unless(cfg.target_accuracy is None or 0.0 <= cfg.target_accuracy <= 1.0,
+                   f"--target-accuracy {cfg.target_accuracy}: give an accuracy within 0..1")
+    _refuse_unless(cfg.layout is None or cfg.labels is None,
+                   "--layout is for labelled data; with --labels DATA is a folder of <index>.<ext> images named in "
+                   "the labels file: leave --layout out")
+
+
 def samples_from_labels(folder: Path, labels: Path) -> list[Sample]:
     """Pair the rows of an ``index,label`` CSV with the images ``<index>.<ext>`` directly in ``folder``.
 
@@ -212,7 +251,9 @@ def evaluate_model(cfg: EvaluateConfig) -> EvaluateResult:
         DatasetError: unreadable data, or labels that are not classes of the model.
         ModelFileError, ProviderError: as :func:`garmentcv.infer.session.open_model`.
         RuntimeUnavailableError: as :func:`garmentcv.infer.runtimes.open_runtime`.
+        EvaluateUsageError: see :func:`check_config` (before anything is written).
     """
+    check_config(cfg)
     out = Path(cfg.out)
     missing = [p for p in (out, *out.parents) if not p.exists()]
     try:
@@ -240,8 +281,6 @@ def _evaluate(cfg: EvaluateConfig) -> EvaluateResult:
             f"gcv-evaluate needs scikit-learn and matplotlib ({exc}); install them with pip install 'garmentcv[eval]'"
         ) from exc
 
-    if cfg.calibration not in ("temperature", "none"):
-        raise GarmentCVError(f"calibration {cfg.calibration!r}: choose temperature or none")
     start = time.perf_counter()
     out = Path(cfg.out)
     check_writable_output(out / "metrics.json", "--out")

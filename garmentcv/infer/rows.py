@@ -220,13 +220,13 @@ def write_rows(handle: IO[str], rows: Iterable[Row], classes: Sequence[str], fmt
 
 def kaggle_empty_labels_message(errors: int, failed: str, out: str | Path) -> str:
     """What to say when ``errors`` images (``failed`` names some of them) have an empty label in the kaggle file
-    ``out``: the submission would be refused or scored wrong, so the command fails unless ``--allow-errors``."""
-    from garmentcv.cli_utils import plural
+    ``out``: the submission would be refused or scored wrong, so the command fails unless ``--on-error continue``."""
+    from garmentcv.text import plural
 
     one = errors == 1
     return (f"{plural(errors, 'image')} could not be decoded and {'has' if one else 'have'} an empty label in the "
             f"kaggle file {out}: {failed}; replace or remove {'it' if one else 'them'} and run again, or pass "
-            f"--allow-errors to accept the empty label{'' if one else 's'}")
+            f"--on-error continue to accept the empty label{'' if one else 's'}")
 
 
 #: Rows per parquet row group (and per batch held in memory while writing).

@@ -22,10 +22,10 @@ import onnxruntime as ort
 
 from garmentcv import cpus as _cpus
 from garmentcv.artifact import INPUT_NAME, OUTPUT_NAME, ModelInfo
-from garmentcv.cli_utils import plural
 from garmentcv.errors import GarmentCVError, ModelFileError
-from garmentcv.installs import runtime_conflict
 from garmentcv.infer.model_file import check_input_type, check_model_path
+from garmentcv.installs import runtime_conflict
+from garmentcv.text import plural
 
 logger = logging.getLogger(__name__)
 
@@ -114,10 +114,10 @@ def _no_cuda_message() -> str:
     conflict = runtime_conflict()
     offered = f"onnxruntime {ort.__version__} offers {ort.get_available_providers()}, not CUDA"
     if conflict:
-        return f"{offered}: {conflict}; or use --provider cpu"
+        return f"{offered}: {conflict}; or use --device cpu"
     return (
         f"{offered}; install onnxruntime-gpu instead of onnxruntime (pip install 'garmentcv[gpu]') or use "
-        "--provider cpu"
+        "--device cpu"
     )
 
 
@@ -131,16 +131,16 @@ def _cuda_session(path: Path, info: ModelInfo, threads: int | None) -> ort.Infer
     try:
         session = ort.InferenceSession(str(path), sess_options=_session_options(threads), providers=[_CUDA, _CPU])
     except Exception as exc:  # onnxruntime raises its own unrelated types; the model itself opened on the CPU
-        raise ProviderError(f"onnxruntime could not create a CUDA session ({exc}); use --provider cpu") from exc
+        raise ProviderError(f"onnxruntime could not create a CUDA session ({exc}); use --device cpu") from exc
     if session.get_providers()[0] != _CUDA:
         raise ProviderError(
             "onnxruntime could not start its CUDA provider (see its messages above: CUDA or cuDNN libraries, "
-            "driver); use --provider cpu"
+            "driver); use --device cpu"
         )
     try:
         session.run([OUTPUT_NAME], {INPUT_NAME: np.zeros(info.input_shape(1), info.input_dtype)})
     except Exception as exc:  # any failure of the warm-up run means CUDA does not really work
-        raise ProviderError(f"the CUDA provider failed on a warm-up batch ({exc}); use --provider cpu") from exc
+        raise ProviderError(f"the CUDA provider failed on a warm-up batch ({exc}); use --device cpu") from exc
     return session
 
 
