@@ -296,10 +296,7 @@ def _imports(path: Path) -> set[str]:
 
 
 #: Library modules that still import ``plural`` from ``garmentcv.cli_utils`` instead of ``garmentcv.text``.
-STILL_IMPORTING_CLI_UTILS = {
-    "data/inspect.py", "data/layouts.py", "export/bf16_gate.py", "export/checks.py", "export/exporter.py",
-    "infer/ray_engine.py", "infer/sources.py", "train/data.py", "train/loop.py",
-}
+STILL_IMPORTING_CLI_UTILS = {"export/bf16_gate.py", "export/checks.py", "export/exporter.py"}
 
 
 def test_library_modules_do_not_import_the_click_layer() -> None:

@@ -207,14 +207,14 @@ def test_ctrl_c_says_how_to_continue_with_resume(make_lamoda, tmp_path: Path, mo
     _interrupt_in_epoch(monkeypatch, 2)
     result = CliRunner().invoke(train_main, [str(data), "--out", str(out), *TINY, "--epochs", "2", "-q"])
     assert result.exit_code == 130
-    assert f"Interrupted; {out} keeps every finished epoch. Continue the run with: gcv-train {data} --out {out} " \
+    assert f"Interrupted: {out} keeps every finished epoch. Continue the run with: gcv-train {data} --out {out} " \
            "[the same options] --resume" in result.stderr  # fmt: skip
     assert load_checkpoint(out / "resnet18" / "last.pt")["epoch"] == 1
 
     _interrupt_in_epoch(monkeypatch, 1)  # before any checkpoint: nothing to continue
     result = CliRunner().invoke(train_main, [str(data), "--out", str(tmp_path / "new"), *TINY, "--epochs", "2", "-q"])
     assert result.exit_code == 130 and "--resume" not in result.output
-    assert "Interrupted before the first epoch was saved; run the command again to start over" in result.stderr
+    assert "Interrupted: no epoch was saved yet; run the command again to start over" in result.stderr
     assert not (tmp_path / "new").exists()
 
 

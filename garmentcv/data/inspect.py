@@ -31,10 +31,10 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from garmentcv.cli_utils import plural
 from garmentcv.data.layouts import Layout, SkippedFile, load_dataset, scan_images
 from garmentcv.errors import ImageDecodeError
 from garmentcv.image import decode_image_bytes, decoded_formats
+from garmentcv.text import plural
 
 logger = logging.getLogger(__name__)
 

@@ -25,9 +25,9 @@ from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 
-from garmentcv.cli_utils import plural
 from garmentcv.errors import DatasetError
 from garmentcv.image import is_image_file
+from garmentcv.text import plural
 
 logger = logging.getLogger(__name__)
 

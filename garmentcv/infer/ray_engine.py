@@ -52,21 +52,27 @@ import numpy as np
 from tqdm import tqdm
 
 from garmentcv import cpus as _cpus
-from garmentcv.cli_utils import plural
 from garmentcv.errors import GarmentCVError
 from garmentcv.infer.classify import (
     WORKER_DIED,
     ClassifyConfig,
     ClassifyRun,
     ClassifySummary,
-    ClassifyUsageError,
+    check_config,
     open_checked_source,
 )
 from garmentcv.infer.model_file import read_model_info
 from garmentcv.infer.pipeline import Prediction, predict_batches
 from garmentcv.infer.rows import Row
-from garmentcv.infer.sources import DEFAULT_READ_RETRY, File, ReadRetry, decode_file, encode_file
+from garmentcv.infer.sources import (
+    DEFAULT_READ_RETRY,
+    File,
+    ReadRetry,
+    decode_file,
+    encode_file,
+)
 from garmentcv.installs import MissingRuntimeError
+from garmentcv.text import plural
 
 logger = logging.getLogger(__name__)
 
@@ -538,14 +544,13 @@ def classify_ray(cfg: ClassifyConfig, options: RayOptions = RayOptions(),
         MissingRuntimeError: Ray is not installed.
         RayEngineError: Ray cannot be reached; the workers failed (an error opening the model) or keep dying
             (:func:`deaths_allowed`); the rows so far are saved for ``--resume``.
-        ClassifyUsageError: ``provider="cuda"``; and everything :func:`classify_folder` raises before any work.
+        ClassifyUsageError: see :func:`~garmentcv.infer.classify.check_config` (``engine="ray"``: no ``cfg.threads``,
+            ``cfg.workers``, ``runtime="openvino"`` or ``provider="cuda"``); and everything :func:`classify_folder`
+            raises before any work.
         KeyboardInterrupt: passed on after the rows so far are saved.
     """
     start = time.perf_counter()
-    if cfg.provider == "cuda":
-        raise ClassifyUsageError("--engine ray runs its workers on CPUs; use --provider auto or cpu")
-    if options.cpus_per_worker < 1 or (options.num_workers is not None and options.num_workers < 1):
-        raise ClassifyUsageError("--num-workers and --cpus-per-worker must be at least 1")
+    check_config(cfg, engine="ray", ray=options)
     ray = import_ray()
     source = open_checked_source(cfg)
     run = ClassifyRun(cfg, source, read_model_info(Path(cfg.model)))

@@ -46,12 +46,17 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from garmentcv.cli_utils import plural
-from garmentcv.data.layouts import MANIFEST_ENCODING, SkippedFile, scan_images
-from garmentcv.errors import DatasetError, GarmentCVError, ImageDecodeError, PathNotFoundError
 from garmentcv.artifact import INPUT_FLOAT32, INPUT_FORMATS, INPUT_UINT8
+from garmentcv.data.layouts import MANIFEST_ENCODING, SkippedFile, scan_images
+from garmentcv.errors import (
+    DatasetError,
+    GarmentCVError,
+    ImageDecodeError,
+    PathNotFoundError,
+)
 from garmentcv.image import Preprocessing, is_image_file, load_crop, load_input
 from garmentcv.infer.rows import sort_key
+from garmentcv.text import plural
 
 logger = logging.getLogger(__name__)
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import shlex
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -15,7 +14,6 @@ import click
 from click.core import ParameterSource
 
 from garmentcv.cli_utils import (
-    EXIT_INTERRUPTED,
     handle_errors,
     plural,
     quiet_option,
@@ -235,11 +233,9 @@ def main(
     cfg = TrainConfig(data=data, out=out or _default_out(), archs=chosen, **options)
     try:
         result = train(cfg, progress=not quiet)
-    except KeyboardInterrupt:
-        if primary:
-            prog = "torchrun [the same launch options] -m garmentcv.train" if launch_info().distributed else "gcv-train"
-            click.echo(_interrupted_message(cfg, prog), err=True)
-        sys.exit(EXIT_INTERRUPTED)
+    except KeyboardInterrupt:  # handle_errors prints "Interrupted: <how to go on>" and exits 130
+        prog = "torchrun [the same launch options] -m garmentcv.train" if launch_info().distributed else "gcv-train"
+        raise TrainInterrupted(_interrupted_message(cfg, prog) if primary else "") from None
     if not primary:
         return
     if result.already_complete:
@@ -249,14 +245,18 @@ def main(
         click.echo(f"{r.arch}: best epoch {r.best_epoch} -> {r.run_dir / 'best.pt'}")
 
 
+class TrainInterrupted(KeyboardInterrupt):
+    """Ctrl-C during training; the message says how to continue the run (empty on ranks other than the primary)."""
+
+
 def _interrupted_message(cfg: TrainConfig, prog: str = "gcv-train") -> str:
     """What Ctrl-C says: how to continue the run when an epoch was saved (a ``last.pt``), else to start over."""
     if any((cfg.out / arch / "last.pt").is_file() for arch in cfg.archs):
         return (
-            f"Interrupted; {cfg.out} keeps every finished epoch. Continue the run with: {prog} "
+            f"{cfg.out} keeps every finished epoch. Continue the run with: {prog} "
             f"{shlex.quote(str(cfg.data))} --out {shlex.quote(str(cfg.out))} [the same options] --resume"
         )
-    return "Interrupted before the first epoch was saved; run the command again to start over."
+    return "no epoch was saved yet; run the command again to start over."
 
 
 def _complete_message(result: TrainResult, cfg: TrainConfig) -> str:

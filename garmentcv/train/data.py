@@ -25,11 +25,11 @@ from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 from torchvision import transforms as T
 from tqdm import tqdm
 
-from garmentcv.data.layouts import LabelledDataset, Sample
-from garmentcv.cli_utils import plural
 from garmentcv.cpus import available_cpus
+from garmentcv.data.layouts import LabelledDataset, Sample
 from garmentcv.errors import DatasetError, ImageDecodeError
 from garmentcv.image import Preprocessing, decode_image, load_input, load_region
+from garmentcv.text import plural
 from garmentcv.train.config import TrainConfig
 from garmentcv.train.recipe import sampler_weights
 

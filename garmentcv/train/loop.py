@@ -26,18 +26,34 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from garmentcv.cli_utils import plural
 from garmentcv.data.layouts import LabelledDataset, Sample, load_dataset
-from garmentcv.errors import CheckpointError, GarmentCVError, OutputPathError, PathNotFoundError
+from garmentcv.errors import (
+    CheckpointError,
+    GarmentCVError,
+    OutputPathError,
+    PathNotFoundError,
+)
 from garmentcv.fsutil import atomic_write, check_writable_output, write_json
 from garmentcv.image import Preprocessing
 from garmentcv.metrics import ClassificationMetrics, classification_metrics
-from garmentcv.models.registry import check_input_size, default_preprocessing, ensure_imagenet_weights, get_spec
+from garmentcv.models.registry import (
+    check_input_size,
+    default_preprocessing,
+    ensure_imagenet_weights,
+    get_spec,
+)
+from garmentcv.text import plural
 from garmentcv.train import distributed
 from garmentcv.train.amp import AmpPlan, plan_for
 from garmentcv.train.checkpoint import load_checkpoint, save_checkpoint, writing
 from garmentcv.train.config import RESUME_AUTO, TrainConfig
-from garmentcv.train.data import Split, build_loaders, drop_bad_images, given_split, split_dataset
+from garmentcv.train.data import (
+    Split,
+    build_loaders,
+    drop_bad_images,
+    given_split,
+    split_dataset,
+)
 from garmentcv.train.distributed import Dist
 from garmentcv.train.health import TrainingWarning, epoch_warnings, run_warnings
 from garmentcv.train.recipe import (
