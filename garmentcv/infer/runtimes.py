@@ -181,7 +181,7 @@ def openvino_allowed(info: ModelInfo, precision: str) -> tuple[bool, str]:
         if info.precision == "int8":
             return False, ("the file predates per-runtime gates, so OpenVINO's INT8 kernels never ran on its "
                            "validation images (export it again with garmentcv[openvino] installed to gate them)")
-        return True, "an FP32 or FP16 file of a release before per-runtime gates: OpenVINO at f32 as then"
+        return True, f"the file predates per-runtime gates; OpenVINO at f32 stays allowed for {info.precision.upper()} files"
     gate = info.gate("openvino", precision)
     if gate is None:
         return False, (f"the file has no gate result for OpenVINO at {precision} (exported without "
