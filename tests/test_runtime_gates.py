@@ -224,3 +224,14 @@ def test_asking_for_a_pair_that_failed_its_gate_warns(int8_sized: Path, tmp_path
     assert [r.getMessage() for r in warned] == [
         f"--runtime openvino runs {model} at f32, which auto would not: the file's gate for OpenVINO at f32 failed at "
         f"export: {KERNELS}: accuracy ..."]
+
+
+def test_a_pair_openvino_cannot_run_fails_with_the_reason(onnx_model: Path) -> None:
+    """OpenVINO refusing the inputs (here: the wrong image size) fails that pair, naming OpenVINO; no exception."""
+    from garmentcv.export import runtime_gates
+
+    seen = runtime_gates.GateInputs(np.zeros((2, 2), np.float32), ("a.jpg", "b.jpg"), np.array([0, 1]))
+    (gate,) = runtime_gates.gate_openvino(onnx_model.read_bytes(), "fp32", ["f32"],
+                                          [np.zeros((2, 3, 31, 17), np.float32)], seen, 1.0)
+    assert (gate.key, gate.passed, gate.images) == (("openvino", "f32"), False, 0)
+    assert gate.note.startswith("OpenVINO cannot run this file at f32: ")

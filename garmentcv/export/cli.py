@@ -131,7 +131,6 @@ def main(checkpoint: Path | None, quiet: bool, verbose: bool, **options: object)
         accuracy += f"; calibrated on {plural(r.calibration_images, 'image')}"
         if r.info.quantization is not None:
             accuracy += f" ({r.info.quantization.activations} activations)"
-    lines.append(accuracy)
     for g in r.info.runtime_gates:
         lines.append(f"{g.precision} on {g.version}: {'passed' if g.passed else 'not passed'}, {g.describe()}"
                      + ("" if g.passed else f" ({g.note})"))
@@ -139,4 +138,5 @@ def main(checkpoint: Path | None, quiet: bool, verbose: bool, **options: object)
         c = r.runs_on
         lines.append(f"gcv-classify --runtime auto on this CPU: {c.runtime} at {c.inference_precision or r.info.precision}"
                      f" ({c.reason})")
+    lines.append(accuracy)  # the accuracy line stays last
     click.echo("\n".join(lines))

@@ -168,7 +168,8 @@ def run_openvino(model: bytes, precisions: Sequence[str], batches: Iterable[np.n
     """Compile the serialized ONNX ``model`` once per inference precision and run every batch through each, in one
     pass over ``batches`` (the file's inputs, in the order of the reference's rows).
 
-    A model OpenVINO cannot compile gives each precision an :class:`OpenVINORun` with the error, not an exception.
+    A model OpenVINO cannot compile or run gives that precision an :class:`OpenVINORun` with the error, not an
+    exception.
     """
     from garmentcv.infer.openvino_runtime import compile_file
     from garmentcv.infer.runtimes import RuntimeUnavailableError
@@ -186,8 +187,13 @@ def run_openvino(model: bytes, precisions: Sequence[str], batches: Iterable[np.n
     parts: dict[str, list[np.ndarray]] = {p: [] for p in requests}
     if requests:
         for inputs in batches:
-            for precision, request in requests.items():
-                request.infer({0: inputs})  # type: ignore[attr-defined]
+            for precision, request in list(requests.items()):
+                try:
+                    request.infer({0: inputs})  # type: ignore[attr-defined]
+                except Exception as exc:  # OpenVINO raises its own RuntimeError subclasses
+                    runs[precision] = OpenVINORun(precision, None, error=f"OpenVINO cannot run this file at {precision}: {exc}")
+                    del requests[precision], parts[precision]
+                    continue
                 parts[precision].append(np.array(request.get_output_tensor(0).data, dtype=np.float32, copy=True))  # type: ignore[attr-defined]
     for precision, chunks in parts.items():
         logits = np.concatenate(chunks) if chunks else np.empty((0, classes), np.float32)

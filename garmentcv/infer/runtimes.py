@@ -270,7 +270,7 @@ def choose_runtime(
     if file_precision == "fp32":
         why = ("without AMX bf16 is slower than FP32" if not amx else "bf16 is not allowed for this file")
         return RuntimeChoice("onnxruntime", None, f"FP32: OpenVINO at f32 is no faster than onnxruntime and {why}")
-    return RuntimeChoice("onnxruntime", None, f"a {file_precision.upper()} file on this CPU: onnxruntime")
+    return RuntimeChoice("onnxruntime", None, f"an {file_precision.upper()} file on this CPU: onnxruntime")
 
 
 @dataclass(frozen=True)
