@@ -44,7 +44,7 @@ logger = logging.getLogger(__name__)
 #: 2026.4 with AMX) 0.0095 of the scale, so 0.05 (FP16's tolerance) leaves a 5x margin.
 BF16_TOLERANCE = 5e-2
 #: Largest difference accepted between an OpenVINO pair's and FP32's probabilities (confidences feed
-#: --min-confidence and the calibration figures; the issue measured at most 0.012 for bf16 on the demo's trained
+#: --min-confidence and the calibration figures; measured at most 0.012 for bf16 on the demo's trained
 #: models). Not applied to INT8 files, which are judged on accuracy.
 PROBABILITY_TOLERANCE = 2e-2
 #: ISA flags with which OpenVINO's CPU plugin runs bf16 natively.
