@@ -83,8 +83,9 @@ class Quantization:
 class ReducedPrecisionCheck:
     """Whether a reduced inference precision (bf16 on OpenVINO) matched the file's own logits at export.
 
-    The gate of :mod:`garmentcv.export.bf16_gate`: the file run by OpenVINO at ``precision`` against onnxruntime
-    running the same file, on the validation images: every image's largest logit difference within ``tolerance``
+    The form of the bf16 gate in files of releases before :class:`RuntimeGate` (and, for FP32 files, of their OpenVINO
+    bf16 pair since, for releases that read only this): the file run by OpenVINO at ``precision`` against the file's
+    own logits, on the validation images: every image's largest logit difference within ``tolerance``
     x its logit scale ``max(1, largest |logit|)``, the same top-1 class except near ties within it, calibrated
     probabilities within a stated tolerance, and the accuracy at most ``max_accuracy_drop`` points lower. Consumers use the precision only when ``passed``.
 
@@ -143,6 +144,111 @@ class ReducedPrecisionCheck:
                    float(data.get("max_probability_diff", 0.0)))
 
 
+#: The runtimes a :class:`RuntimeGate` names.
+GATED_RUNTIMES = ("onnxruntime", "openvino")
+
+
+@dataclass(frozen=True)
+class RuntimeGate:
+    """One (runtime, inference precision) pair run on the validation images at export and judged against FP32.
+
+    Written by :mod:`garmentcv.export.runtime_gates`: the file run by ``runtime`` at ``precision`` against PyTorch's
+    FP32 logits of the same images (the reference of every export gate), by the rule the file's own precision is
+    held to: FP32 and FP16 files (and bf16 on them) within ``tolerance`` x each image's logit scale ``max(1,
+    largest |logit|)`` with the same top-1 class except near ties and calibrated probabilities within a stated
+    tolerance; INT8 files (``tolerance`` ``None``) on their accuracy; every pair with finite logits and an
+    accuracy at most ``max_accuracy_drop`` points below FP32's. ``gcv-classify --runtime auto`` runs only a pair
+    that ``passed``.
+
+    Attributes:
+        runtime: ``onnxruntime`` or ``openvino``.
+        precision: onnxruntime: the file's ``fp32``, ``fp16`` or ``int8``; OpenVINO: its inference precision
+            ``f32`` or ``bf16`` (the float parts of an INT8 file).
+        passed: whether every condition held.
+        images: validation images compared.
+        top1_agreement: share of images with FP32's top-1 class, 0..1.
+        max_abs_diff: largest absolute logit difference from FP32.
+        tolerance: the largest difference allowed per unit of an image's logit scale; ``None``: judged on accuracy
+            (INT8).
+        accuracy: top-1 accuracy on the validation images, 0..1.
+        accuracy_drop: accuracy points below FP32's.
+        max_probability_diff: largest difference from FP32 of the probabilities consumers use (``softmax(logits /
+            T)`` with the file's temperature, the raw softmax without one).
+        note: why it failed, naming the cause (``""`` when it passed).
+        version: the runtime and version that ran it, e.g. ``openvino 2026.4.1``.
+        cpu_model: the CPU it ran on (``model name`` of ``/proc/cpuinfo``; ``""`` when unknown).
+    """
+
+    runtime: str
+    precision: str
+    passed: bool
+    images: int
+    top1_agreement: float
+    max_abs_diff: float
+    tolerance: float | None
+    accuracy: float
+    accuracy_drop: float
+    max_probability_diff: float = 0.0
+    note: str = ""
+    version: str = ""
+    cpu_model: str = ""
+
+    @property
+    def key(self) -> tuple[str, str]:
+        """``(runtime, precision)``."""
+        return self.runtime, self.precision
+
+    def describe(self) -> str:
+        """E.g. ``top-1 agreement 100.00% on 24 images, largest logit difference 0.012 (tolerance 0.05 x logit
+        scale), largest probability difference 0.003, accuracy drop 0.00 points``; INT8 pairs name their accuracy."""
+        tolerance = ("no logit tolerance: INT8 is judged on accuracy" if self.tolerance is None
+                     else f"tolerance {self.tolerance:g} x logit scale")
+        text = (f"top-1 agreement {self.top1_agreement:.2%} on {self.images} images, largest logit difference "
+                f"{self.max_abs_diff:.3g} ({tolerance}), largest probability difference "
+                f"{self.max_probability_diff:.3g}, accuracy drop {self.accuracy_drop:.2f} points")
+        return text if self.tolerance is not None else f"accuracy {self.accuracy:.2%}, {text}"
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able types."""
+        return {"runtime": self.runtime, "precision": self.precision, "passed": self.passed, "images": self.images,
+                "top1_agreement": self.top1_agreement, "max_abs_diff": self.max_abs_diff,
+                "tolerance": self.tolerance, "accuracy": self.accuracy, "accuracy_drop": self.accuracy_drop,
+                "max_probability_diff": self.max_probability_diff, "note": self.note, "version": self.version,
+                "cpu_model": self.cpu_model}  # fmt: skip
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> RuntimeGate:
+        """Inverse of :meth:`to_dict`.
+
+        Raises:
+            ValueError: a malformed entry or an unknown runtime.
+        """
+        if (not isinstance(data, Mapping) or data.get("runtime") not in GATED_RUNTIMES
+                or not isinstance(data.get("passed"), bool)):
+            raise ValueError(f"bad runtime gate {data!r}")
+        tolerance = data.get("tolerance")
+        return cls(str(data["runtime"]), str(data["precision"]), data["passed"], int(data["images"]),
+                   float(data["top1_agreement"]), float(data["max_abs_diff"]),
+                   None if tolerance is None else float(tolerance), float(data["accuracy"]),
+                   float(data["accuracy_drop"]), float(data.get("max_probability_diff", 0.0)),
+                   str(data.get("note", "")), str(data.get("version", "")), str(data.get("cpu_model", "")))
+
+    def as_bf16_check(self) -> ReducedPrecisionCheck:
+        """The same result in the form releases before per-runtime gates read (``garmentcv.bf16``).
+
+        Raises:
+            ValueError: not a pair with a logit tolerance (releases before would not read ``None``).
+        """
+        if self.tolerance is None:
+            raise ValueError("a pair judged on accuracy has no bf16 check form")
+        return ReducedPrecisionCheck(
+            precision=self.precision, passed=self.passed, images=self.images, top1_agreement=self.top1_agreement,
+            max_abs_diff=self.max_abs_diff, tolerance=self.tolerance, accuracy_drop=self.accuracy_drop,
+            note=self.note, runtime=self.version, cpu_model=self.cpu_model,
+            max_probability_diff=self.max_probability_diff,
+        )  # fmt: skip
+
+
 @dataclass(frozen=True)
 class ModelInfo:
     """The self-description of an exported model.
@@ -165,7 +271,12 @@ class ModelInfo:
             ``softmax(logits / T)``, see :mod:`garmentcv.calibration`); ``None`` in files without one, which are
             used uncalibrated (``T = 1``). The ``logits`` output itself is never scaled.
         bf16: the bf16 gate's result (:class:`ReducedPrecisionCheck`); ``None`` when it was not run (files of
-            releases before it, exports without OpenVINO or on a CPU without native bf16): then bf16 is never used.
+            releases before it, exports without OpenVINO or on a CPU without native bf16, INT8 files since
+            :attr:`runtime_gates`). Files with :attr:`runtime_gates` carry here their OpenVINO bf16 pair, for releases
+            that read only this.
+        runtime_gates: each (runtime, inference precision) pair gated at export (:class:`RuntimeGate`); empty in
+            files of releases before them, for which :func:`garmentcv.infer.runtimes.openvino_allowed` states the
+            fallback.
     """
 
     arch: str
@@ -181,6 +292,19 @@ class ModelInfo:
     temperature: float | None = None
     input_format: str = INPUT_FLOAT32
     bf16: ReducedPrecisionCheck | None = None
+    runtime_gates: tuple[RuntimeGate, ...] = ()
+
+    def gate(self, runtime: str, precision: str) -> RuntimeGate | None:
+        """The :class:`RuntimeGate` of ``(runtime, precision)``, ``None`` when that pair was not gated."""
+        return next((g for g in self.runtime_gates if g.key == (runtime, precision)), None)
+
+    @property
+    def temperature_note(self) -> str:
+        """Why the file has no temperature (``metrics["export"]["temperature_note"]``, written by gcv-export); ``""``
+        when it has one, or when it was exported before the reason was recorded."""
+        export = self.metrics.get("export") if isinstance(self.metrics, Mapping) else None
+        note = export.get("temperature_note", "") if isinstance(export, Mapping) else ""
+        return "" if self.temperature is not None else str(note or "")
 
     @property
     def format_version(self) -> int:
@@ -225,6 +349,8 @@ class ModelInfo:
             props[f"{_PREFIX}input"] = self.input_format
         if self.bf16 is not None:
             props[f"{_PREFIX}bf16"] = json.dumps(self.bf16.to_dict(), ensure_ascii=False)
+        if self.runtime_gates:
+            props[f"{_PREFIX}runtime_gates"] = json.dumps([g.to_dict() for g in self.runtime_gates], ensure_ascii=False)
         return props
 
     @classmethod
@@ -276,11 +402,26 @@ class ModelInfo:
                     ReducedPrecisionCheck.from_dict(json.loads(props[f"{_PREFIX}bf16"]))
                     if f"{_PREFIX}bf16" in props else None
                 ),
+                runtime_gates=_runtime_gates(props.get(f"{_PREFIX}runtime_gates")),
             )
         except ModelFileError:
             raise
         except (KeyError, ValueError, TypeError) as exc:
             raise ModelFileError(f"{source}: damaged GarmentCV metadata ({exc}); export the model again") from exc
+
+
+def _runtime_gates(text: str | None) -> tuple[RuntimeGate, ...]:
+    """Parse the ``runtime_gates`` property: ``()`` when absent.
+
+    Raises:
+        ValueError: not a JSON list of :meth:`RuntimeGate.to_dict` entries.
+    """
+    if text is None:
+        return ()
+    entries = json.loads(text)
+    if not isinstance(entries, list):
+        raise ValueError(f"runtime_gates must be a list, got {type(entries).__name__}")
+    return tuple(RuntimeGate.from_dict(e) for e in entries)
 
 
 def _temperature(text: str | None) -> float | None:

@@ -12,6 +12,10 @@ Figures (the same paper, section 2):
 * negative log-likelihood (NLL): ``-mean(log p[target])``, natural log;
 * Brier score: ``mean over images of sum_c (p_c - 1[c = target])^2`` (0 best, 2 worst).
 
+When a temperature is stored: :func:`decide_temperature` fits one only on a model that beats chance, on enough
+images with enough errors, and stores none (consumers then use the raw softmax) when the fit ends at a bound of
+its search.
+
 Thresholds: an image is kept (trusted) when its confidence is ``>= threshold``; coverage is the share kept
 and their accuracy the share of those that are right.
 """
@@ -26,8 +30,18 @@ import numpy as np
 
 #: Guo et al. 2017 use 15 equal-width confidence bins for ECE.
 ECE_BINS = 15
-#: Range of the fitted temperature; a fit at either end is clipped there (logged by the caller).
+#: Range of the temperature search; a fit at either end is not stored (see :func:`decide_temperature`).
 T_MIN, T_MAX = 0.01, 100.0
+#: A fitted temperature within this relative distance of ``T_MIN`` or ``T_MAX`` is at a bound of the search.
+BOUND_MARGIN = 1e-3
+#: Fewest validation images a temperature is fitted on.
+MIN_FIT_IMAGES = 20
+#: Fewest misclassified validation images a temperature is fitted on. Only a wrong prediction bounds the fit from
+#: below: the NLL of a right one falls monotonically as ``T`` shrinks, however unsure it is, so with no error the
+#: minimum lies at ``T -> 0`` and with one or two the fitted ``T`` is set by those few images alone.
+MIN_FIT_ERRORS = 3
+#: Least margin (accuracy, 0..1) by which a model must beat chance for a temperature to be fitted.
+CHANCE_MARGIN = 0.05
 #: Thresholds of :func:`coverage_table`: 0.00, 0.01, ..., 1.00.
 COVERAGE_STEPS = 101
 
@@ -142,6 +156,88 @@ def fit_temperature(logits: np.ndarray, targets: np.ndarray, iterations: int = 8
             b = lo + ratio * (hi - lo)
             fb = nll(b)
     return float(min(max(math.exp((lo + hi) / 2), T_MIN), T_MAX))
+
+
+def chance_accuracy(targets: np.ndarray, classes: int) -> float:
+    """Accuracy of guessing without looking, 0..1: the larger of ``1 / classes`` and the largest class's share of
+    ``targets`` (always answering the majority class)."""
+    targets = np.asarray(targets).astype(np.int64)
+    share = float(np.bincount(targets, minlength=classes).max() / len(targets)) if len(targets) else 0.0
+    return max(1.0 / classes, share)
+
+
+def chance_margin(chance: float, images: int) -> float:
+    """How far above ``chance`` an accuracy on ``images`` images must be to count as better than chance: the larger
+    of :data:`CHANCE_MARGIN` and two standard errors of a chance-level accuracy, ``2 sqrt(chance (1 - chance) / n)``
+    (a one-sided test at about the 2.5% level)."""
+    return max(CHANCE_MARGIN, 2.0 * math.sqrt(chance * (1.0 - chance) / max(images, 1)))
+
+
+@dataclass(frozen=True)
+class TemperatureDecision:
+    """Whether a temperature is stored, and why (see :func:`decide_temperature`).
+
+    Attributes:
+        temperature: the temperature to store; ``None``: none (consumers use the raw softmax).
+        fitted: the fit's result where the fit ran (also when it was refused at a bound), else ``None``.
+        note: why no temperature is stored (``""`` when one is).
+        problem: the reason points at the model, not at the validation set (at or near chance, or the fit at its
+            upper bound): callers warn.
+    """
+
+    temperature: float | None
+    fitted: float | None
+    note: str = ""
+    problem: bool = False
+
+
+def decide_temperature(logits: np.ndarray, targets: np.ndarray) -> TemperatureDecision:
+    """Fit the temperature of ``(N, C)`` labelled logits, or say why none should be stored.
+
+    The rule, in order:
+
+    1. a model whose accuracy is not above :func:`chance_accuracy` by :func:`chance_margin` has nothing to calibrate
+       (it has not learned, or its training diverged): no temperature, a problem;
+    2. fewer than :data:`MIN_FIT_IMAGES` images, or fewer than :data:`MIN_FIT_ERRORS` misclassified ones: too few or
+       too clean to fit one (see :data:`MIN_FIT_ERRORS`): no temperature;
+    3. the fit (:func:`fit_temperature`) ends within :data:`BOUND_MARGIN` of ``T_MIN`` (sharper is always better on
+       these images: no temperature) or of ``T_MAX`` (uniform probabilities fit better than any the model gives:
+       no temperature, a problem).
+
+    Raises:
+        ValueError: no rows, or targets that are not class indices of the logits.
+    """
+    values, targets = _check(logits, targets)
+    n, classes = values.shape
+    accuracy = float((values.argmax(axis=1) == targets).mean())
+    chance = chance_accuracy(targets, classes)
+    margin = chance_margin(chance, n)
+    if accuracy <= chance + margin:
+        return TemperatureDecision(None, None, (
+            f"validation accuracy {accuracy:.2%} on {n} images is not above chance ({chance:.2%}, the larger of 1/{classes} "
+            f"and the largest class's share) by more than {100 * margin:.1f} points (the larger of "
+            f"{100 * CHANCE_MARGIN:g} points and two standard errors of chance accuracy on {n} images): the model has "
+            "not learned to tell the classes apart, or its training diverged; its probabilities mean nothing and no "
+            "temperature can mend that"), problem=True)  # fmt: skip
+    errors = int((values.argmax(axis=1) != targets).sum())
+    if n < MIN_FIT_IMAGES:
+        return TemperatureDecision(None, None, f"{n} validation images, fewer than the {MIN_FIT_IMAGES} a temperature "
+                                               "is fitted on")
+    if errors < MIN_FIT_ERRORS:
+        return TemperatureDecision(None, None, (
+            f"{errors} of {n} validation images misclassified, fewer than the {MIN_FIT_ERRORS} a temperature is fitted "
+            "on (only wrong predictions keep the fit from running to its lower bound)"))
+    fitted = fit_temperature(values, targets)
+    if abs(math.log(fitted / T_MIN)) < BOUND_MARGIN:
+        return TemperatureDecision(None, fitted, (
+            f"the fit reached the lower bound of its search (T = {T_MIN:g}): sharper probabilities fit these "
+            f"validation images ever better, so they cannot set a temperature"))
+    if abs(math.log(fitted / T_MAX)) < BOUND_MARGIN:
+        return TemperatureDecision(None, fitted, (
+            f"the fit reached the upper bound of its search (T = {T_MAX:g}): uniform probabilities fit these "
+            "validation images better than any the model gives, so it is confidently wrong; its training may have "
+            "diverged"), problem=True)  # fmt: skip
+    return TemperatureDecision(fitted, fitted)
 
 
 @dataclass(frozen=True)

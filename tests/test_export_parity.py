@@ -128,3 +128,21 @@ def test_fp16_accuracy_gate_refuses_a_drop(tmp_path: Path, monkeypatch: pytest.M
 def test_help_says_max_accuracy_drop_gates_fp16_and_int8() -> None:
     text = " ".join(CliRunner().invoke(export_cli.main, ["--help"]).output.split())
     assert "--max-accuracy-drop" in text and "FP16 and INT8: fail when validation accuracy falls more than" in text
+
+
+def test_fp16_gate_refuses_an_untrained_regnet_x_saying_what_its_tolerance_is_relative_to(tmp_path: Path) -> None:
+    """Random-init regnet_x_400mf: float16 rounding, amplified by batch-norm channels of near-zero variance, moves
+    its logits by far more than 5% of their scale. The gate keeps its tolerance (it is not widened to pass untrained
+    models) and says what it is relative to, why such a model exceeds it, and what to do."""
+    ckpt = make_run(tmp_path / "run", "regnet_x_400mf", per_class=2)
+    out = tmp_path / "fp16.onnx"
+    with pytest.raises(ExportError) as refused:
+        export_checkpoint(ExportConfig(checkpoint=ckpt, out=out, precision="fp16", bf16_check="off"), progress=False)
+    message = str(refused.value)
+    assert message.startswith("FP16 parity failed: ") and " = 0.05 x its logit scale " in message
+    assert ("The tolerance is relative to each image's logit scale, max(1, its largest |logit|): float16 rounds every "
+            "weight and activation to about 3 significant digits, and a network can amplify those errors layer by "
+            "layer, an untrained or briefly trained one especially (batch-norm channels of near-zero variance, logits "
+            "small next to the values inside the network). Check the model's accuracy, or export it in fp32 or int8. "
+            "The file was not written") in message
+    assert "(top-1 agreement with PyTorch " in message and not out.exists()  # FP32's own gate passed before it

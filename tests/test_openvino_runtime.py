@@ -218,17 +218,17 @@ def test_openvino_runs_a_uint8_file_as_onnxruntime_does(uint8_onnx_model: Path, 
 
 def test_bf16_gate_feeds_a_uint8_file_its_crops(uint8_onnx_model: Path) -> None:
     """The gate runs a format-2 file on uint8 crops, as onnxruntime did for the reference logits."""
-    from garmentcv.export import bf16_gate
+    from garmentcv.export import runtime_gates
 
     rng = np.random.default_rng(6)
     batches = [rng.integers(0, 256, (3, 32, 32, 3), dtype=np.uint8) for _ in range(2)]
     reference = _reference(uint8_onnx_model, batches)
-    seen = bf16_gate.GateInputs(reference, tuple(f"img{i}" for i in range(6)), reference.argmax(axis=1))
-    result = bf16_gate.check_bf16(uint8_onnx_model.read_bytes(), batches, seen)
-    assert result.images == 6
-    if bf16_gate.can_check() is None:
+    seen = runtime_gates.GateInputs(reference, tuple(f"img{i}" for i in range(6)), reference.argmax(axis=1))
+    (result,) = runtime_gates.gate_openvino(uint8_onnx_model.read_bytes(), "fp32", ["bf16"], batches, seen, 1.0)
+    assert result.images == 6 and result.key == ("openvino", "bf16")
+    if runtime_gates.can_check() is None:
         assert result.passed, result.note
-        assert 0 < result.max_abs_diff <= bf16_gate.BF16_TOLERANCE
+        assert 0 < result.max_abs_diff <= runtime_gates.BF16_TOLERANCE
     else:
         assert not result.passed and "OpenVINO ran f32, not bf16" in result.note
         assert result.max_abs_diff <= F32_PARITY * max(1.0, float(np.abs(reference).max()))
@@ -348,34 +348,35 @@ def _reference(model: Path, batches: list[np.ndarray]) -> np.ndarray:
 
 
 def test_bf16_gate_passes_and_refuses(onnx_model: Path) -> None:
-    from garmentcv.export import bf16_gate
+    from garmentcv.export import runtime_gates
 
     rng = np.random.default_rng(5)
     batches = [rng.standard_normal((4, 3, 32, 32), dtype=np.float32) for _ in range(2)]
     reference = _reference(onnx_model, batches)
-    seen = bf16_gate.GateInputs(reference, tuple(f"img{i}" for i in range(8)), reference.argmax(axis=1))
+    seen = runtime_gates.GateInputs(reference, tuple(f"img{i}" for i in range(8)), reference.argmax(axis=1))
     model = onnx_model.read_bytes()
-    ok = bf16_gate.check_bf16(model, batches, seen, cpu_model="test CPU")
+    (ok,) = runtime_gates.gate_openvino(model, "fp32", ["bf16"], batches, seen, 1.0, cpu_model="test CPU")
     assert ok.images == 8 and ok.precision == "bf16" and ok.cpu_model == "test CPU"
-    assert ok.runtime.startswith("openvino ") and ok.tolerance == bf16_gate.BF16_TOLERANCE
-    if bf16_gate.can_check() is None:  # a CPU with native bf16 (this workplace's Xeon with AMX)
+    assert ok.version.startswith("openvino ") and ok.tolerance == runtime_gates.BF16_TOLERANCE
+    if runtime_gates.can_check() is None:  # a CPU with native bf16 (AMX, or AVX-512 BF16)
         assert ok.passed, ok.note
         assert ok.note == "" and ok.top1_agreement == 1.0 and ok.accuracy_drop == 0.0
-        assert 0 < ok.max_abs_diff <= bf16_gate.BF16_TOLERANCE  # bf16 really ran: not bit-identical to FP32
-        assert 0 < ok.max_probability_diff <= bf16_gate.BF16_PROBABILITY_TOLERANCE
+        assert 0 < ok.max_abs_diff <= runtime_gates.BF16_TOLERANCE  # bf16 really ran: not bit-identical to FP32
+        assert 0 < ok.max_probability_diff <= runtime_gates.PROBABILITY_TOLERANCE
     else:  # OpenVINO runs f32 here: the gate cannot prove bf16 and must not pass
         assert not ok.passed and "OpenVINO ran f32, not bf16" in ok.note
-    refused = bf16_gate.check_bf16(model, batches, seen, tolerance=0.0, max_accuracy_drop=-1.0, temperature=0.5,
-                                   probability_tolerance=0.0)
+    bf16_logits = runtime_gates.run_openvino(model, ["bf16"], batches, 2)["bf16"].logits
+    refused = runtime_gates.judge("openvino", "bf16", bf16_logits, seen, tolerance=0.0, max_accuracy_drop=-1.0,
+                                  temperature=0.5, probability_tolerance=0.0)
     assert not refused.passed and refused.tolerance == 0.0
-    assert "accuracy 100.00% is 0.00 points below 100.00%, more than -1" in refused.note
-    if bf16_gate.can_check() is None:
-        assert "of 8 images differ by more than their tolerance" in refused.note
-        assert "calibrated probabilities (temperature 0.5) differ by up to " in refused.note
+    assert "accuracy 100.00% is 0.00 points below FP32's 100.00%, more than -1" in refused.note
+    if runtime_gates.can_check() is None:
+        assert "of 8 images differ from FP32 by more than their tolerance" in refused.note
+        assert "calibrated probabilities (temperature 0.5) differ from FP32's by up to " in refused.note
 
 
 def test_export_records_the_bf16_gate(tmp_path: Path) -> None:
-    from garmentcv.export import bf16_gate
+    from garmentcv.export import runtime_gates
     from garmentcv.export.cli import main as export_main
     from garmentcv.infer.model_file import read_model_info
     from tests.test_export import make_run
@@ -384,20 +385,24 @@ def test_export_records_the_bf16_gate(tmp_path: Path) -> None:
     result = CliRunner().invoke(export_main, [str(ckpt), "--out", str(tmp_path / "m.onnx"), "-q"])
     assert result.exit_code == 0, result.output
     info = read_model_info(tmp_path / "m.onnx")
-    if bf16_gate.can_check() is None:
-        assert info.bf16 is not None and info.bf16.images == 6 and info.bf16.tolerance == bf16_gate.BF16_TOLERANCE
+    if runtime_gates.can_check() is None:
+        assert info.bf16 is not None and info.bf16.images == 6 and info.bf16.tolerance == runtime_gates.BF16_TOLERANCE
         assert info.bf16.passed, info.bf16.note
+        assert info.bf16 == info.gate("openvino", "bf16").as_bf16_check()  # what releases before the gates read
         line = next(x for x in result.stdout.splitlines() if x.startswith("bf16 on openvino "))
         assert line.endswith(f": passed, {info.bf16.describe()}")
     else:
         assert info.bf16 is None and "bf16 on" not in result.stdout
-    # off, and FP16 files (made for CUDA): no gate, nothing decoded or compiled
+    # off: OpenVINO at f32 only; FP16 files (made for CUDA): onnxruntime only, nothing decoded or compiled
     untouched = iter(())
-    seen = bf16_gate.GateInputs(np.zeros((1, 3), np.float32), ("x",), np.zeros(1, int))
-    assert bf16_gate.gate_for_export("off", "fp32", b"", untouched, seen, 1.0) is None
-    assert bf16_gate.gate_for_export("auto", "fp16", b"", untouched, seen, 1.0) is None
+    seen = runtime_gates.GateInputs(np.zeros((1, 3), np.float32), ("x",), np.zeros(1, int))
+    fp16 = runtime_gates.gate_runtimes("auto", "fp16", b"", untouched, seen, np.zeros((1, 3), np.float32), 1.0)
+    assert [g.key for g in fp16] == [("onnxruntime", "fp16")] and fp16[0].passed
+    off = runtime_gates.gate_runtimes("off", "fp32", (tmp_path / "m.onnx").read_bytes(), [np.zeros((1, 32, 32, 3), np.uint8)],
+                                      seen, np.zeros((1, 3), np.float32), 1.0)
+    assert [g.key for g in off] == [("onnxruntime", "fp32"), ("openvino", "f32")]
     with pytest.raises(ValueError, match="bf16 check must be one of"):
-        bf16_gate.gate_for_export("on", "fp32", b"", untouched, seen, 1.0)
+        runtime_gates.gate_runtimes("on", "fp32", b"", untouched, seen, np.zeros((1, 3), np.float32), 1.0)
     assert "--bf16-check [auto|off]" in CliRunner().invoke(export_main, ["--help"]).output
 
 

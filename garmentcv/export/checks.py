@@ -26,7 +26,9 @@ from garmentcv.errors import ExportError
 #: (float32 reorderings differ by about 1e-6 of the scale; 1e-3 leaves a wide margin).
 FP32_TOLERANCE = 1e-3
 #: Largest absolute logit difference accepted for an FP16 file, per unit of logit scale (float16 keeps
-#: ~3 significant digits).
+#: ~3 significant digits of every weight and activation; an untrained network can amplify those errors, e.g. a
+#: random-init regnet_x_400mf through batch-norm channels of near-zero variance: the gate then refuses, saying so,
+#: rather than widen the tolerance to pass such models).
 FP16_TOLERANCE = 5e-2
 #: Largest difference accepted between a row run alone and inside a batch, same file, per unit of the row's
 #: logit scale (kernels may
@@ -165,6 +167,9 @@ def compare(reference: np.ndarray, candidate: np.ndarray, files: Sequence[str], 
 def require_parity(parity: Parity, what: str) -> None:
     """Raise :class:`ExportError` on non-finite logits (always), and with a tolerance on a row over it or a top-1 mismatch.
 
+    ``what`` names the precision gated (``FP32``, ``FP16``); FP16's message also says what its tolerance is relative
+    to and why an untrained model can exceed it.
+
     Raises:
         ExportError: the message names the file and gives the figures; nothing has been written.
     """
@@ -190,7 +195,14 @@ def require_parity(parity: Parity, what: str) -> None:
             f"{parity.mismatch_file}"
         )
     if problems:
-        raise ExportError(f"{what} parity failed: {'; '.join(problems)}. The file was not written")
+        why = ""
+        if what.upper() == "FP16":
+            why = (f" (top-1 agreement with PyTorch {parity.top1_agreement:.2%}). The tolerance is relative to each "
+                   "image's logit scale, max(1, its largest |logit|): float16 rounds every weight and activation to "
+                   "about 3 significant digits, and a network can amplify those errors layer by layer, an untrained or "
+                   "briefly trained one especially (batch-norm channels of near-zero variance, logits small next to "
+                   "the values inside the network). Check the model's accuracy, or export it in fp32 or int8")
+        raise ExportError(f"{what} parity failed: {'; '.join(problems)}{why}. The file was not written")
 
 
 def check_batch_behaviour(

@@ -56,10 +56,8 @@ DEFAULT_OPSET = 18
     "releases before format 2.",
 )
 @click.option("--bf16-check", type=click.Choice(["auto", "off"]), default="auto",
-              help="auto: with garmentcv[openvino] on a CPU with native bf16, run the file in OpenVINO at bf16 on the "
-              "validation images and record in the file whether it matches (logits within 0.05 x each image's logit "
-              "scale, same top-1, accuracy within --max-accuracy-drop); gcv-classify uses bf16 only then. A failed "
-              "check does not fail the export. off: skip it (bf16 is then never used).")
+              help="auto: with garmentcv[openvino] on a CPU with native bf16, also gate OpenVINO at bf16 (as at f32, "
+              "which is gated whenever OpenVINO is installed); off: skip bf16 (then never used).")
 @quiet_option
 @verbose_option
 @handle_errors
@@ -72,9 +70,22 @@ def main(checkpoint: Path | None, quiet: bool, verbose: bool, **options: object)
     logit difference of each image <= 1e-3 per unit of its logit scale max(1, largest |logit| of the image),
     the same top-1 class except near ties within that tolerance; FP16: <= 5e-2 per unit; any NaN or Inf fails),
     the FP16 or INT8 accuracy drop (--max-accuracy-drop), the dynamic batch axis, determinism and the metadata
-    have been checked. A temperature T is fitted on the same validation images (minimum negative log-likelihood of
-    softmax(logits / T), Guo et al. 2017) and stored in the file for calibrated probabilities; the logits output
-    is unchanged. Images are read --batch-size at a time, so memory does not grow with their number.
+    have been checked.
+
+    Each runtime and inference precision the file may run at (onnxruntime at the file's precision; with
+    garmentcv[openvino], OpenVINO at f32 and, on a CPU with native bf16, at bf16) is run on the validation images
+    and judged against PyTorch's FP32 logits by the file's own rule (FP32: 1e-3 per unit of logit scale, bf16: 5e-2,
+    same top-1, probabilities within 0.02; INT8: accuracy within --max-accuracy-drop at every runtime). Each result
+    is stored in the file; gcv-classify --runtime auto runs only a pair that passed, and the summary says which it
+    picks on this CPU and why.
+
+    A temperature T is fitted on the same validation images (minimum negative log-likelihood of softmax(logits / T),
+    Guo et al. 2017) and stored in the file for calibrated probabilities; the logits output is unchanged. None is
+    stored (consumers use the raw softmax; the summary and the file say why) when the validation accuracy is not
+    above chance (the larger of 1/classes and the largest class's share) by the larger of 5 points and two standard
+    errors, when there are fewer than 20 validation images or fewer than 3 misclassified ones, or when the fit
+    ends at a bound of its search (0.01 or 100). Images are read --batch-size at a time, so memory does not grow
+    with their number.
     """
     setup_logging(quiet, verbose)
     require_onnxruntime()  # a clear message, not an ImportError, when neither [cpu] nor [gpu] is installed
@@ -105,12 +116,14 @@ def main(checkpoint: Path | None, quiet: bool, verbose: bool, **options: object)
             f"parity {r.info.precision.upper()}: largest logit difference {r.parity.max_abs_diff:.3g}{tol}, "
             f"top-1 agreement {r.parity.top1_agreement:.2%}"
         )
-    if r.uncalibrated is not None and r.calibrated is not None:
+    if r.uncalibrated is not None and r.calibrated is not None and r.temperature is not None:
         lines.append(
             f"temperature {r.temperature:.4g} fitted on the validation images (stored in the file; gcv-classify and "
             f"gcv-evaluate divide the logits by it): NLL {r.uncalibrated.nll:.4f} -> {r.calibrated.nll:.4f}, "
             f"ECE {r.uncalibrated.ece:.4f} -> {r.calibrated.ece:.4f}"
         )
+    elif r.temperature is None:
+        lines.append(f"temperature: none stored, gcv-classify and gcv-evaluate use the raw softmax: {r.temperature_note}")
     accuracy = f"validation accuracy: FP32 {r.fp32_accuracy:.2%}"
     if r.info.precision != "fp32":
         accuracy += f" | {r.info.precision.upper()} {r.accuracy:.2%} (drop {r.accuracy_drop:.2f} points)"
@@ -118,9 +131,12 @@ def main(checkpoint: Path | None, quiet: bool, verbose: bool, **options: object)
         accuracy += f"; calibrated on {plural(r.calibration_images, 'image')}"
         if r.info.quantization is not None:
             accuracy += f" ({r.info.quantization.activations} activations)"
-    lines.append(accuracy)
-    if r.info.bf16 is not None:
-        b = r.info.bf16
-        lines.append(f"bf16 on {b.runtime}: {'passed' if b.passed else 'failed'}, {b.describe()}"
-                     + ("" if b.passed else f" ({b.note}); gcv-classify will run it at f32"))
+    for g in r.info.runtime_gates:
+        lines.append(f"{g.precision} on {g.version}: {'passed' if g.passed else 'not passed'}, {g.describe()}"
+                     + ("" if g.passed else f" ({g.note})"))
+    if r.runs_on is not None:
+        c = r.runs_on
+        lines.append(f"gcv-classify --runtime auto on this CPU: {c.runtime} at {c.inference_precision or r.info.precision}"
+                     f" ({c.reason})")
+    lines.append(accuracy)  # the accuracy line stays last
     click.echo("\n".join(lines))

@@ -4,9 +4,11 @@ Order of work: resolve and validate the checkpoint and the output path (cheap fa
 convert to the requested precision (INT8: calibration images streamed batch by batch), then one pass over
 the validation images through the shared preprocessing that keeps only logits (PyTorch, the FP32 graph, the
 converted graph: ``N x C`` each), file names and targets, never the images; gate both graphs, fit the
-temperature of calibrated probabilities on the written graph's logits of the same images (minimum NLL, see
-:mod:`garmentcv.calibration`; stored in the metadata, the logits output unchanged), then write the
-file atomically and check the written file (batch sizes, determinism, metadata) before it replaces ``out``.
+temperature of calibrated probabilities on the written graph's logits of the same images (minimum NLL, where the
+images can fit one: :func:`garmentcv.calibration.decide_temperature`; stored in the metadata, the logits output
+unchanged), gate each (runtime, inference precision) pair the file may run at against FP32
+(:mod:`garmentcv.export.runtime_gates`), then write the file atomically and check the written file (batch sizes,
+determinism, metadata) before it replaces ``out``.
 Memory therefore grows with the number of validation images only by ``3 x C`` floats per image.
 """
 
@@ -29,14 +31,15 @@ from tqdm import tqdm
 
 import garmentcv
 from garmentcv.artifact import INPUT_FORMATS, INPUT_UINT8, INT8_ACTIVATIONS, PRECISIONS, ModelInfo, Quantization
-from garmentcv.calibration import T_MAX, T_MIN, CalibrationFigures, calibration_figures, fit_temperature, softmax
+from garmentcv.calibration import CalibrationFigures, calibration_figures, decide_temperature, softmax
 from garmentcv.cli_utils import plural
 from garmentcv.data.layouts import load_dataset, scan_images
 from garmentcv.errors import CheckpointError, ExportError, ImageDecodeError, PathNotFoundError
-from garmentcv.export import bf16_gate, checks, convert
+from garmentcv.export import checks, convert, runtime_gates
 from garmentcv.export.uint8_input import Uint8Input
 from garmentcv.fsutil import atomic_path, check_writable_output, sha256_of
 from garmentcv.image import Preprocessing, load_crop, load_input
+from garmentcv.infer import runtimes
 from garmentcv.infer.model_file import DEFAULT_MODEL_PATH, read_model_info
 from garmentcv.metrics import classification_metrics
 from garmentcv.models.registry import build_model
@@ -78,8 +81,9 @@ class ExportConfig:
         input_format: ``uint8-nhwc`` (format 2: uint8 crops in, normalisation in the graph; the default) or
             ``float32-nchw`` (format 1: normalised float32, readable by releases before format 2); see
             :mod:`garmentcv.artifact`.
-        bf16_check: ``auto`` runs the bf16 gate (:mod:`garmentcv.export.bf16_gate`) where OpenVINO and a CPU
-            with native bf16 are present and records its result in the file; ``off`` skips it.
+        bf16_check: ``auto`` gates OpenVINO's bf16 (:mod:`garmentcv.export.runtime_gates`) where OpenVINO and a
+            CPU with native bf16 are present; ``off`` skips that pair (OpenVINO at f32 is gated whenever OpenVINO
+            is installed). Each result is recorded in the file.
     """
 
     checkpoint: Path | None = None
@@ -116,10 +120,13 @@ class ExportResult:
         calibration_images: calibration images used (INT8), else 0.
         seconds: wall time of the export, s.
         temperature: the temperature fitted on the validation images and stored in the file (see
-            :mod:`garmentcv.calibration`).
+            :mod:`garmentcv.calibration`); ``None``: none stored (consumers use the raw softmax), see
+            ``temperature_note``.
         uncalibrated: ECE, NLL and Brier score of the written file's raw softmax on the validation images.
         calibrated: the same with ``softmax(logits / temperature)`` (fitted on these very images, so an
-            optimistic figure; ``gcv-evaluate`` on other images gives the honest one).
+            optimistic figure; ``gcv-evaluate`` on other images gives the honest one); ``None`` without a temperature.
+        temperature_note: why no temperature is stored (``""`` when one is).
+        runs_on: what ``gcv-classify --runtime auto`` chooses for the file on this machine's CPU, and why.
     """
 
     out: Path
@@ -135,9 +142,11 @@ class ExportResult:
     calibration_images: int
     skipped_images: int
     seconds: float
-    temperature: float = 1.0
+    temperature: float | None = None
     uncalibrated: CalibrationFigures | None = None
     calibrated: CalibrationFigures | None = None
+    temperature_note: str = ""
+    runs_on: runtimes.RuntimeChoice | None = None
 
 
 @dataclass(frozen=True)
@@ -410,9 +419,14 @@ def export_checkpoint(cfg: ExportConfig, progress: bool = True) -> ExportResult:
     most ``cfg.max_accuracy_drop`` points below FP32; then on the written file: batch sizes 1 and 3 (traced
     at 2), two identical runs, rows independent of their batch, metadata read back equal. ``cfg.out`` is
     replaced only when every gate passes. The temperature of calibrated probabilities is then fitted on the
-    written graph's validation logits (:func:`garmentcv.calibration.fit_temperature`, minimum NLL) and stored in
-    the metadata; the logits output is unchanged. Images are decoded ``cfg.batch_size`` at a time and only logits
-    are kept, so memory does not grow with the images' size or (beyond ``3 x C`` floats each) their number.
+    written graph's validation logits (minimum NLL) and stored in the metadata, unless the model is at or near
+    chance, the images are too few or too clean, or the fit ends at a bound of its search
+    (:func:`garmentcv.calibration.decide_temperature`: then none is stored, and the metadata says why); the logits
+    output is unchanged. Each (runtime, inference precision) pair the file may run at is gated against FP32
+    (:func:`garmentcv.export.runtime_gates.gate_runtimes`) and its result stored; a failed OpenVINO pair does not
+    fail the export, it only keeps ``gcv-classify --runtime auto`` from running the file there. Images are decoded
+    ``cfg.batch_size`` at a time and only logits are kept, so memory does not grow with the images' size or
+    (beyond ``3 x C`` floats each) their number.
 
     Raises:
         PathNotFoundError: ``cfg.checkpoint`` does not exist.
@@ -472,33 +486,46 @@ def export_checkpoint(cfg: ExportConfig, progress: bool = True) -> ExportResult:
     if cfg.precision != "fp32":
         drop = checks.require_accuracy_drop(fp32_accuracy, accuracy, cfg.max_accuracy_drop, cfg.precision.upper())
 
-    temperature = fit_temperature(seen.final, seen.targets)
-    bf16 = bf16_gate.gate_for_export(
+    decision = decide_temperature(seen.final, seen.targets)
+    temperature = decision.temperature
+    uncalibrated = calibration_figures(softmax(seen.final), seen.targets)
+    calibrated = None if temperature is None else calibration_figures(softmax(seen.final, temperature), seen.targets)
+    if calibrated is not None:
+        logger.info("temperature %.4g fitted on %s: NLL %.4f -> %.4f, ECE %.4f -> %.4f", temperature,
+                    plural(len(seen.files), "validation image"), uncalibrated.nll, calibrated.nll, uncalibrated.ece,
+                    calibrated.ece)
+    else:
+        (logger.warning if decision.problem else logger.info)(
+            "no temperature stored (gcv-classify and gcv-evaluate will use the raw softmax): %s", decision.note)
+    gates = runtime_gates.gate_runtimes(
         cfg.bf16_check, cfg.precision, final.SerializeToString(),
         (b.inputs for b in ImageStream(val, pp, cfg.batch_size, progress=False, warn=False, uint8=uint8)),
-        bf16_gate.GateInputs(seen.final, seen.files, seen.targets), cfg.max_accuracy_drop, convert.cpu_facts()[0],
-        temperature,
-    )
-    if temperature in (T_MIN, T_MAX):
-        logger.warning("the fitted temperature reached the end of its range (%g); the validation images may be too "
-                       "few or all predicted right", temperature)
-    uncalibrated = calibration_figures(softmax(seen.final), seen.targets)
-    calibrated = calibration_figures(softmax(seen.final, temperature), seen.targets)
-    logger.info("temperature %.4g fitted on %s: NLL %.4f -> %.4f, ECE %.4f -> %.4f", temperature,
-                plural(len(seen.files), "validation image"), uncalibrated.nll, calibrated.nll, uncalibrated.ece,
-                calibrated.ece)
+        runtime_gates.GateInputs(seen.reference, tuple(Path(f).name for f in seen.files), seen.targets, fp32_accuracy),
+        seen.final, cfg.max_accuracy_drop, convert.cpu_facts()[0], temperature,
+    )  # fmt: skip
+    bf16_pair = next((g for g in gates if g.key == ("openvino", "bf16")), None)
+    applied = uncalibrated if calibrated is None else calibrated
+    calibration_metrics: dict[str, Any] = {"temperature": temperature, "ece": applied.ece, "ece_uncalibrated": uncalibrated.ece,
+                                           "nll": applied.nll, "nll_uncalibrated": uncalibrated.nll}
+    if temperature is None:
+        calibration_metrics["temperature_note"] = decision.note
+        if decision.fitted is not None:
+            calibration_metrics["temperature_fit"] = decision.fitted
     trained = {k: state["metrics"][k] for k in _METRIC_KEYS if k in state["metrics"]}
     quantization = None if cpu is None else Quantization(cfg.int8_activations, "int8", cpu[0], cpu[1])
     info = ModelInfo(
         arch=state["arch"], classes=classes, preprocessing=pp, precision=cfg.precision,
         weights_source=public_weights_source(str(state["weights_source"])),
         metrics={**trained, "export": {"images": len(seen.files), "accuracy": accuracy, "fp32_accuracy": fp32_accuracy,
-                                       "max_abs_logit_diff": parity.max_abs_diff, "temperature": temperature,
-                                       "ece": calibrated.ece, "ece_uncalibrated": uncalibrated.ece,
-                                       "nll": calibrated.nll, "nll_uncalibrated": uncalibrated.nll}},
+                                       "max_abs_logit_diff": parity.max_abs_diff, **calibration_metrics}},
         checkpoint_sha256=sha256_of(checkpoint), garmentcv_version=garmentcv.__version__, opset=cfg.opset,
-        quantization=quantization, temperature=temperature, input_format=cfg.input_format, bf16=bf16,
+        quantization=quantization, temperature=temperature, input_format=cfg.input_format,
+        bf16=bf16_pair.as_bf16_check() if bf16_pair is not None and bf16_pair.tolerance is not None else None,
+        runtime_gates=gates,
     )  # fmt: skip
+    runs_on, _ = runtimes.choose_for_file(info, "auto")
+    logger.info("on this machine's CPU, gcv-classify --runtime auto will run this file on %s at %s: %s", runs_on.runtime,
+                runs_on.inference_precision or cfg.precision, runs_on.reason)
     convert.finalize(final, info)
     convert.check_graph(final)
     convert.check_opset(final, cfg.opset)
@@ -521,5 +548,5 @@ def export_checkpoint(cfg: ExportConfig, progress: bool = True) -> ExportResult:
         fp32_accuracy=fp32_accuracy, accuracy=accuracy, accuracy_drop=drop, val_images=len(seen.files),
         calibration_images=0 if calibration is None else calibration.decoded,
         skipped_images=seen.skipped, seconds=time.perf_counter() - started, temperature=temperature,
-        uncalibrated=uncalibrated, calibrated=calibrated,
+        uncalibrated=uncalibrated, calibrated=calibrated, temperature_note=decision.note, runs_on=runs_on,
     )  # fmt: skip

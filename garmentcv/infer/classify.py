@@ -824,7 +824,8 @@ class ClassifyRun:
         self.classes = list(info.classes)
         self.temperature = info.applied_temperature if cfg.calibration == "temperature" else 1.0
         if cfg.calibration == "temperature" and info.temperature is None:
-            logger.info("%s has no fitted temperature (exported before calibration): using the raw softmax", cfg.model)
+            logger.info("%s has no fitted temperature (%s): using the raw softmax", cfg.model,
+                        info.temperature_note or "exported before calibration")
         self.header = {
             "format": _PARTIAL_FORMAT,
             "folder": source.identity,

@@ -8,7 +8,8 @@ metadata comes from the onnxruntime reading of the same file (:class:`garmentcv.
 Settings (OpenVINO's CPU plugin properties, https://docs.openvino.ai/ "CPU Device"):
 
 * ``INFERENCE_PRECISION_HINT`` is always set explicitly: the plugin's default on CPUs with AVX-512 BF16 or AMX
-  is ``bf16``, which GarmentCV uses only when the file's bf16 gate passed (:mod:`garmentcv.infer.runtimes`).
+  is ``bf16``, which GarmentCV uses only when the file's gate for OpenVINO at bf16 passed
+  (:mod:`garmentcv.infer.runtimes`).
   The precision the compiled model reports back is the one recorded, never the one asked for.
 * ``PERFORMANCE_HINT=LATENCY`` with one stream and ``INFERENCE_NUM_THREADS`` threads: one batch at a time, as
   the pipeline calls it; ``ENABLE_CPU_PINNING`` off, as the decoding threads share the cores.

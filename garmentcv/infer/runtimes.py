@@ -1,8 +1,9 @@
 """Which runtime runs a model file on this machine: onnxruntime or OpenVINO, and at which inference precision.
 
 ``--runtime auto`` takes the fastest runtime installed for this CPU and file by :func:`choose_runtime`, a pure
-function of the file's precision, its bf16 gate (:class:`garmentcv.artifact.ReducedPrecisionCheck`), the CPU's
-ISA flags and what is installed. The rule follows measurements of resnet18 at 224 px, batch 32, 2 threads, on
+function of the file's precision, its runtime gates (:class:`garmentcv.artifact.RuntimeGate`: each (runtime,
+inference precision) pair judged against FP32 at export; ``auto`` runs only a pair that passed, see
+:func:`openvino_allowed`), the CPU's ISA flags and what is installed. The rule follows measurements of resnet18 at 224 px, batch 32, 2 threads, on
 the 2-core Intel Xeon with AMX (``amx_bf16``, ``amx_int8``) and on the same CPU with oneDNN held below AMX
 (``ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16``: AVX-512 with VNNI and BF16 instructions, like an AMD EPYC Zen 4),
 model only, images/s and the ratio to onnxruntime on the same file (``python -m benchmarks.openvino_rows``,
@@ -20,8 +21,9 @@ INT8, OpenVINO, f32 (float parts)           766.5 (4.00)        268.8 (1.46)
 INT8, OpenVINO, bf16 (float parts)          766.6 (4.00)        272.6 (1.48)        614 / 278
 =========================================  ==================  ==================  ===============
 
-Hence: bf16 only with AMX (``amx_bf16``) and only when the file's bf16 gate passed; OpenVINO for INT8 files on
-CPUs with 8-bit dot products (VNNI or AMX); onnxruntime otherwise (FP32 on OpenVINO at f32: 0.97-1.00x, within
+Hence: bf16 only with AMX (``amx_bf16``) and only when the file's gate for OpenVINO at bf16 passed; OpenVINO for
+INT8 files on CPUs with 8-bit dot products (VNNI or AMX), at an inference precision whose gate passed;
+onnxruntime otherwise (FP32 on OpenVINO at f32: 0.97-1.00x, within
 noise, and 0.96x in the issue's run; FP16
 files are made for CUDA; CPUs without VNNI were not measured). CUDA stays onnxruntime's CUDA provider.
 
@@ -158,8 +160,41 @@ def openvino_installed() -> bool:
     return installed_version(OPENVINO_DIST) is not None
 
 
+def openvino_allowed(info: ModelInfo, precision: str) -> tuple[bool, str]:
+    """Whether the file's gates let ``auto`` run it on OpenVINO at inference ``precision`` (``f32`` or ``bf16``), and
+    a note saying why (not).
+
+    A file with runtime gates (:attr:`ModelInfo.runtime_gates`): only a pair that passed. A file exported before
+    them: bf16 as its bf16 gate says (:func:`bf16_allowed`; that gate compared OpenVINO with the file's own
+    onnxruntime logits); f32 on FP32 and FP16 files (where ``auto`` never runs OpenVINO at f32) yes, on INT8 files
+    no: OpenVINO's integer kernels never ran on their validation images, so they run where their INT8 gate ran,
+    on onnxruntime.
+
+    Raises:
+        ValueError: an unknown ``precision``.
+    """
+    if precision not in INFERENCE_PRECISIONS:
+        raise ValueError(f"inference precision must be one of {INFERENCE_PRECISIONS}, got {precision!r}")
+    if not info.runtime_gates:
+        if precision == "bf16":
+            return bf16_allowed(info)
+        if info.precision == "int8":
+            return False, ("the file predates per-runtime gates, so OpenVINO's INT8 kernels never ran on its "
+                           "validation images (export it again with garmentcv[openvino] installed to gate them)")
+        return True, f"the file predates per-runtime gates; OpenVINO at f32 stays allowed for {info.precision.upper()} files"
+    gate = info.gate("openvino", precision)
+    if gate is None:
+        return False, (f"the file has no gate result for OpenVINO at {precision} (exported without "
+                       f"garmentcv[openvino]{', on a CPU without native bf16, or with --bf16-check off' if precision == 'bf16' else ''})")
+    if not gate.passed:
+        return False, f"the file's gate for OpenVINO at {precision} failed at export: {gate.note}"
+    return True, f"the file's gate for OpenVINO at {precision} passed at export ({gate.describe()})"
+
+
 def bf16_allowed(info: ModelInfo) -> tuple[bool, str]:
     """Whether the file's bf16 gate lets OpenVINO run it in bf16, and a note saying why (not)."""
+    if info.runtime_gates:
+        return openvino_allowed(info, "bf16")
     check = info.bf16
     if check is None:
         return False, ("the file has no bf16 gate result (export it again with garmentcv[openvino] installed on a CPU "
@@ -171,7 +206,7 @@ def bf16_allowed(info: ModelInfo) -> tuple[bool, str]:
 
 def choose_runtime(
     requested: str, file_precision: str, flags: Iterable[str], openvino: bool, bf16_passed: bool, cuda: bool = False,
-    input_size: int | None = None,
+    input_size: int | None = None, f32_passed: bool = True, f32_note: str = "",
 ) -> RuntimeChoice:
     """Pick the runtime and OpenVINO inference precision (a pure function; see the module docstring).
 
@@ -180,10 +215,12 @@ def choose_runtime(
         file_precision: the file's ``fp32``, ``fp16`` or ``int8``.
         flags: the CPU's usable ISA flags (:func:`this_cpu_flags`).
         openvino: whether OpenVINO is installed.
-        bf16_passed: whether the file's bf16 gate passed (:func:`bf16_allowed`).
+        bf16_passed: whether the file's gate lets OpenVINO run it at bf16 (:func:`bf16_allowed`).
         cuda: the model is to run on CUDA (``--provider cuda``, or ``auto`` with onnxruntime offering CUDA).
         input_size: the model's input side in px (``preprocessing.crop``); under ``auto``, below
             :data:`OPENVINO_MIN_INPUT` onnxruntime runs the file. ``None``: not considered.
+        f32_passed: whether the file's gate lets OpenVINO run it at f32 (:func:`openvino_allowed`); under ``auto``
+            an OpenVINO choice at f32 that did not pass runs on onnxruntime instead. ``f32_note`` says why not.
 
     Raises:
         RuntimeUnavailableError: ``openvino`` asked for but not installed, or together with CUDA.
@@ -225,11 +262,15 @@ def choose_runtime(
                 "still runs it"))
         if not openvino:
             return RuntimeChoice("onnxruntime", None, f"OpenVINO is not installed ({faster.reason}; {OPENVINO_INSTALL})")
+        if faster.inference_precision == "f32" and not f32_passed:
+            return RuntimeChoice("onnxruntime", None, (
+                f"an {file_precision.upper()} file runs where it passed its gate, as OpenVINO at f32 did not: "
+                f"{f32_note or 'not gated'}"))
         return faster
     if file_precision == "fp32":
         why = ("without AMX bf16 is slower than FP32" if not amx else "bf16 is not allowed for this file")
         return RuntimeChoice("onnxruntime", None, f"FP32: OpenVINO at f32 is no faster than onnxruntime and {why}")
-    return RuntimeChoice("onnxruntime", None, f"a {file_precision.upper()} file on this CPU: onnxruntime")
+    return RuntimeChoice("onnxruntime", None, f"an {file_precision.upper()} file on this CPU: onnxruntime")
 
 
 @dataclass(frozen=True)
@@ -273,11 +314,34 @@ def plan_runtime(path: Path, runtime: str = "auto", provider: str = "auto") -> R
     if runtime == "openvino":  # refused before any work when OpenVINO is missing or CUDA is asked for too
         choose_runtime(runtime, "fp32", (), openvino_installed(), False, cuda=provider == "cuda")
     info = read_model_info(Path(path))
-    allowed, note = bf16_allowed(info)
-    choice = choose_runtime(runtime, info.precision, this_cpu_flags(), openvino_installed(), allowed,
-                            cuda=provider == "cuda" or (provider == runtime == "auto" and _onnxruntime_offers_cuda()),
-                            input_size=info.preprocessing.crop)
-    return RuntimePlan(Path(path), runtime, provider, info, choice, "" if allowed else note)
+    choice, bf16_note = choose_for_file(
+        info, runtime, cuda=provider == "cuda" or (provider == runtime == "auto" and _onnxruntime_offers_cuda()))
+    return RuntimePlan(Path(path), runtime, provider, info, choice, bf16_note)
+
+
+def choose_for_file(info: ModelInfo, runtime: str = "auto", cuda: bool = False, flags: Iterable[str] | None = None,
+                    openvino: bool | None = None) -> tuple[RuntimeChoice, str]:
+    """:func:`choose_runtime` for a file described by ``info`` (its precision, gates and input size).
+
+    Args:
+        info: the file's metadata.
+        runtime: ``auto``, ``onnxruntime`` or ``openvino``.
+        cuda: the model is to run on CUDA.
+        flags: the CPU's usable flags; ``None``: :func:`this_cpu_flags`.
+        openvino: whether OpenVINO is installed; ``None``: :func:`openvino_installed`.
+
+    Returns:
+        The choice, and why bf16 is not allowed for the file (``""`` when it is).
+
+    Raises:
+        RuntimeUnavailableError, ValueError: as :func:`choose_runtime`.
+    """
+    bf16, bf16_note = bf16_allowed(info)
+    f32, f32_note = openvino_allowed(info, "f32")
+    choice = choose_runtime(runtime, info.precision, this_cpu_flags() if flags is None else flags,
+                            openvino_installed() if openvino is None else openvino, bf16, cuda=cuda,
+                            input_size=info.preprocessing.crop, f32_passed=f32, f32_note=f32_note)
+    return choice, "" if bf16 else bf16_note
 
 
 def open_planned(plan: RuntimePlan, threads: int | None = None) -> Model:
@@ -312,6 +376,11 @@ def open_planned(plan: RuntimePlan, threads: int | None = None) -> Model:
         logger.info("runtime onnxruntime %s on %s, %s file (%s)", _version("onnxruntime"), onnx_model.device,
                     info.precision, choice.reason)
         return onnx_model
+    allowed, why = openvino_allowed(info, model.inference_precision)
+    if not allowed and plan.requested == "openvino":
+        # asked for explicitly: it runs, but its rows are not what the file was gated on
+        (logger.warning if info.gate("openvino", model.inference_precision) else logger.info)(
+            "--runtime openvino runs %s at %s, which auto would not: %s", path, model.inference_precision, why)
     if model.inference_precision != "bf16" and info.precision in ("fp32", "int8"):
         what = "" if info.precision == "fp32" else "the float parts of "
         logger.info("OpenVINO runs %s%s at f32: %s", what, path, plan.bf16_note or "this CPU has no usable AMX")

@@ -1,0 +1,297 @@
+"""The runtime gates: at which (runtime, inference precision) may this file run? Measured at export, kept in the file.
+
+Every pair that ``gcv-classify --runtime auto`` may run a file at is run on the validation images and judged
+against PyTorch's FP32 logits of the same images (the reference of every export gate,
+:mod:`garmentcv.export.checks`) by the rule the file's own precision is held to:
+
+* FP32 and FP16 files: every image's largest logit difference within the pair's tolerance x its logit scale
+  ``max(1, largest |logit|)`` (:func:`checks.compare`): :data:`checks.FP32_TOLERANCE` at f32,
+  :data:`BF16_TOLERANCE` at bf16, :data:`checks.FP16_TOLERANCE` for FP16; the same top-1 class except near ties
+  within it; for OpenVINO also the probabilities consumers use (``softmax(logits / T)`` with the file's
+  temperature, the raw softmax without one) within :data:`PROBABILITY_TOLERANCE` of FP32's;
+* INT8 files, at any runtime and inference precision: the accuracy, as the INT8 file itself (an INT8 file's
+  logits differ from FP32's by more than any float tolerance, whichever runtime's integer kernels run it);
+* every pair: finite logits and an accuracy at most ``max_accuracy_drop`` points below FP32's.
+
+The pairs: onnxruntime at the file's precision (the export's own gate, which fails the export when it fails);
+OpenVINO at f32 (with ``garmentcv[openvino]``) and at bf16 (also a CPU with native bf16, ``avx512_bf16`` or
+``amx_bf16``: elsewhere OpenVINO quietly runs f32 and the check would prove nothing). FP16 files are made for CUDA
+and gated on onnxruntime only. A failed pair does not fail the export: each result is written into the file
+(:class:`garmentcv.artifact.RuntimeGate`), ``auto`` runs only a pair that passed, and the note of a failed pair
+names its cause: when OpenVINO fails at f32 as well as at bf16, bf16 is not the cause (for INT8 files, OpenVINO's
+integer kernels differ from onnxruntime's).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from garmentcv.artifact import RuntimeGate
+from garmentcv.calibration import softmax
+from garmentcv.cli_utils import plural
+from garmentcv.export import checks
+from garmentcv.infer.runtimes import OPENVINO_DIST, OPENVINO_INSTALL, openvino_installed, this_cpu_flags
+from garmentcv.installs import installed_version
+
+logger = logging.getLogger(__name__)
+
+#: Largest logit difference accepted for bf16 per unit of an image's logit scale. bf16 keeps 8 significant
+#: bits (relative rounding 2^-8 = 0.0039 per value); measured on resnet18 at 224 px (random init, OpenVINO
+#: 2026.4 with AMX) 0.0095 of the scale, so 0.05 (FP16's tolerance) leaves a 5x margin.
+BF16_TOLERANCE = 5e-2
+#: Largest difference accepted between an OpenVINO pair's and FP32's probabilities (confidences feed
+#: --min-confidence and the calibration figures; measured at most 0.012 for bf16 on the demo's trained
+#: models). Not applied to INT8 files, which are judged on accuracy.
+PROBABILITY_TOLERANCE = 2e-2
+#: ISA flags with which OpenVINO's CPU plugin runs bf16 natively.
+BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
+#: ``ExportConfig.bf16_check`` values: ``auto`` gates OpenVINO's bf16 where it can (see :func:`can_check`), ``off`` never.
+BF16_CHECKS = ("auto", "off")
+
+
+@dataclass(frozen=True)
+class GateInputs:
+    """What every pair is judged against: PyTorch's FP32 logits ``reference`` ``(N, C)`` float32 of the validation
+    images, their names ``files`` row by row, their class indices ``targets`` ``(N,)`` and the FP32 accuracy the
+    accuracy gates use (``None``: the reference's own)."""
+
+    reference: np.ndarray
+    files: tuple[str, ...]
+    targets: np.ndarray
+    reference_accuracy: float | None = None
+
+    @property
+    def accuracy(self) -> float:
+        """FP32 accuracy, 0..1 (0 when no image is labelled)."""
+        if self.reference_accuracy is not None:
+            return self.reference_accuracy
+        return _accuracy(self.reference, self.targets)
+
+
+def _accuracy(logits: np.ndarray, targets: np.ndarray) -> float:
+    labelled = targets >= 0
+    return float((logits.argmax(axis=1) == targets)[labelled].mean()) if labelled.any() else 0.0
+
+
+def can_check(flags: Iterable[str] | None = None) -> str | None:
+    """``None`` when OpenVINO's bf16 can be gated here, else the reason it cannot (for the log)."""
+    if not openvino_installed():
+        return f"OpenVINO is not installed ({OPENVINO_INSTALL})"
+    usable = this_cpu_flags() if flags is None else frozenset(flags)
+    if not BF16_FLAGS & usable:
+        return "this CPU has no native bf16 (avx512_bf16 or amx_bf16), where OpenVINO would run f32 instead"
+    return None
+
+
+def tolerance_for(file_precision: str, precision: str) -> float | None:
+    """The logit tolerance (per unit of logit scale) of a pair running a ``file_precision`` file at inference
+    ``precision`` (onnxruntime's ``fp32``/``fp16``/``int8``, OpenVINO's ``f32``/``bf16``); ``None`` for INT8 files.
+
+    Raises:
+        ValueError: an unknown precision.
+    """
+    if file_precision == "int8":
+        return None
+    if file_precision == "fp16":
+        return checks.FP16_TOLERANCE
+    tolerances = {"fp32": checks.FP32_TOLERANCE, "f32": checks.FP32_TOLERANCE, "bf16": BF16_TOLERANCE}
+    if file_precision != "fp32" or precision not in tolerances:
+        raise ValueError(f"no tolerance for a {file_precision} file at {precision}")
+    return tolerances[precision]
+
+
+def judge(
+    runtime: str, precision: str, logits: np.ndarray, seen: GateInputs, tolerance: float | None,
+    max_accuracy_drop: float, temperature: float | None = None, probability_tolerance: float | None = None,
+    version: str = "", cpu_model: str = "", problems: Sequence[str] = (),
+) -> RuntimeGate:
+    """Judge one pair's logits ``(N, C)`` against ``seen`` (see the module docstring); pure numpy.
+
+    Args:
+        runtime, precision: the pair.
+        logits: its logits of the images of ``seen``, row by row.
+        tolerance: per unit of logit scale; ``None``: judged on accuracy only (INT8).
+        max_accuracy_drop: accuracy points the pair may lose against FP32.
+        temperature: the file's temperature (``None``: none, the raw softmax).
+        probability_tolerance: the largest probability difference accepted; ``None``: not a condition.
+        version, cpu_model: recorded.
+        problems: problems found before judging (e.g. OpenVINO ran another precision), listed first.
+
+    Raises:
+        ExportError: ``logits`` are not the shape of the reference.
+    """
+    parity = checks.compare(seen.reference, logits, seen.files, tolerance)
+    accuracy = _accuracy(logits, seen.targets)
+    drop = 100.0 * (seen.accuracy - accuracy)
+    finite = np.isfinite(logits).all(axis=1) & np.isfinite(seen.reference).all(axis=1)
+    t = 1.0 if temperature is None else temperature
+    prob_diff = float(np.abs(softmax(logits[finite], t) - softmax(seen.reference[finite], t)).max(initial=0.0))
+    found = list(problems)
+    if parity.nonfinite_rows:
+        found.append(f"non-finite logits for {plural(parity.nonfinite_rows, 'image')}, first {parity.nonfinite_file}")
+    if parity.rows_over_tolerance:
+        found.append(f"{parity.rows_over_tolerance} of {plural(parity.images, 'image')} differ from FP32 by more than "
+                     f"their tolerance, {parity.describe_tolerance()}")
+    if tolerance is not None and parity.top1_mismatches:
+        found.append(f"{plural(parity.top1_mismatches, 'image')} with another top-1 class than FP32 beyond a near "
+                     f"tie, first {parity.mismatch_file}")
+    if probability_tolerance is not None and prob_diff > probability_tolerance:
+        what = "raw softmax" if temperature is None else f"calibrated probabilities (temperature {temperature:.4g})"
+        found.append(f"{what} differ from FP32's by up to {prob_diff:.3g}, more than {probability_tolerance:g}")
+    if drop > max_accuracy_drop:
+        found.append(f"accuracy {accuracy:.2%} is {drop:.2f} points below FP32's {seen.accuracy:.2%}, more than "
+                     f"{max_accuracy_drop:g}")
+    return RuntimeGate(
+        runtime=runtime, precision=precision, passed=not found, images=parity.images,
+        top1_agreement=parity.top1_agreement, max_abs_diff=parity.max_abs_diff, tolerance=tolerance,
+        accuracy=accuracy, accuracy_drop=drop, max_probability_diff=prob_diff, note="; ".join(found),
+        version=version, cpu_model=cpu_model,
+    )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class OpenVINORun:
+    """OpenVINO's logits ``(N, C)`` of the validation images at one inference precision, the precision the compiled
+    model reported (``used``), or why it could not run (``error``, with ``logits`` ``None``)."""
+
+    precision: str
+    logits: np.ndarray | None
+    used: str = ""
+    error: str = ""
+
+
+def run_openvino(model: bytes, precisions: Sequence[str], batches: Iterable[np.ndarray], classes: int) -> dict[str, OpenVINORun]:
+    """Compile the serialized ONNX ``model`` once per inference precision and run every batch through each, in one
+    pass over ``batches`` (the file's inputs, in the order of the reference's rows).
+
+    A model OpenVINO cannot compile or run gives that precision an :class:`OpenVINORun` with the error, not an
+    exception.
+    """
+    from garmentcv.infer.openvino_runtime import compile_file
+    from garmentcv.infer.runtimes import RuntimeUnavailableError
+
+    requests: dict[str, object] = {}
+    runs: dict[str, OpenVINORun] = {}
+    for precision in precisions:
+        try:
+            compiled, used = compile_file(model, precision)
+        except RuntimeUnavailableError as exc:
+            runs[precision] = OpenVINORun(precision, None, error=str(exc).removesuffix("; use --runtime onnxruntime"))
+            continue
+        requests[precision] = compiled.create_infer_request()
+        runs[precision] = OpenVINORun(precision, None, used)
+    parts: dict[str, list[np.ndarray]] = {p: [] for p in requests}
+    if requests:
+        for inputs in batches:
+            for precision, request in list(requests.items()):
+                try:
+                    request.infer({0: inputs})  # type: ignore[attr-defined]
+                except Exception as exc:  # OpenVINO raises its own RuntimeError subclasses
+                    runs[precision] = OpenVINORun(precision, None, error=f"OpenVINO cannot run this file at {precision}: {exc}")
+                    del requests[precision], parts[precision]
+                    continue
+                parts[precision].append(np.array(request.get_output_tensor(0).data, dtype=np.float32, copy=True))  # type: ignore[attr-defined]
+    for precision, chunks in parts.items():
+        logits = np.concatenate(chunks) if chunks else np.empty((0, classes), np.float32)
+        runs[precision] = OpenVINORun(precision, logits, runs[precision].used)
+    return runs
+
+
+def _name_causes(file_precision: str, gates: dict[str, RuntimeGate], ran: set[str]) -> dict[str, RuntimeGate]:
+    """The failed OpenVINO pairs among ``gates`` (by inference precision) with notes that name the cause; ``ran``:
+    the precisions OpenVINO compiled and ran as asked (the others' notes already say what went wrong)."""
+    import dataclasses
+
+    named = dict(gates)
+    f32, bf16 = gates.get("f32"), gates.get("bf16")
+    kernels = ("OpenVINO's INT8 kernels differ from onnxruntime's, which passed the same gate" if file_precision == "int8"
+               else "OpenVINO's f32 kernels differ from PyTorch's")
+    if f32 is not None and not f32.passed and "f32" in ran:
+        named["f32"] = dataclasses.replace(f32, note=f"{kernels}: {f32.note}")
+    if bf16 is not None and not bf16.passed and "bf16" in ran:
+        if f32 is not None and not f32.passed and "f32" in ran:
+            cause = f"not bf16: OpenVINO fails at f32 too ({kernels})"
+        elif file_precision == "int8":
+            cause = "bf16 in the float parts of this INT8 file (OpenVINO passed at f32)"
+        else:
+            cause = "bf16 rounding (OpenVINO passed at f32)"
+        named["bf16"] = dataclasses.replace(bf16, note=f"{cause}: {bf16.note}")
+    return named
+
+
+def gate_openvino(
+    model: bytes, file_precision: str, precisions: Sequence[str], batches: Iterable[np.ndarray], seen: GateInputs,
+    max_accuracy_drop: float, cpu_model: str = "", temperature: float | None = None,
+) -> tuple[RuntimeGate, ...]:
+    """Gate OpenVINO at each inference precision of ``precisions`` (``f32``, ``bf16``) on a ``file_precision`` file:
+    run (:func:`run_openvino`, one pass over ``batches``), judge (:func:`judge`, with :func:`tolerance_for` and, for
+    FP32 and FP16 files, :data:`PROBABILITY_TOLERANCE`), and name the cause of each failure. A precision OpenVINO
+    cannot compile, or runs at another precision, fails saying so.
+
+    Raises:
+        ExportError: OpenVINO's logits are not the shape of the reference.
+    """
+    runs = run_openvino(model, precisions, batches, seen.reference.shape[1])
+    version = f"openvino {installed_version(OPENVINO_DIST) or '?'}"
+    judged: dict[str, RuntimeGate] = {}
+    for precision, ran in runs.items():
+        tolerance = tolerance_for(file_precision, precision)
+        if ran.logits is None:
+            judged[precision] = RuntimeGate("openvino", precision, False, 0, 0.0, 0.0, tolerance, 0.0, 0.0, 0.0,
+                                            ran.error, version, cpu_model)
+            continue
+        problems = [f"OpenVINO ran {ran.used}, not {precision}, on this CPU"] if ran.used != precision else []
+        judged[precision] = judge(
+            "openvino", precision, ran.logits, seen, tolerance, max_accuracy_drop, temperature,
+            None if file_precision == "int8" else PROBABILITY_TOLERANCE, version, cpu_model, problems,
+        )  # fmt: skip
+    ran_as_asked = {p for p, r in runs.items() if r.logits is not None and r.used == p}
+    return tuple(_name_causes(file_precision, judged, ran_as_asked).values())
+
+
+def gate_runtimes(
+    mode: str, file_precision: str, model: bytes, batches: Iterable[np.ndarray], seen: GateInputs,
+    own_logits: np.ndarray, max_accuracy_drop: float, cpu_model: str = "", temperature: float | None = None,
+) -> tuple[RuntimeGate, ...]:
+    """The gates as gcv-export runs them: onnxruntime at ``file_precision`` from its logits ``own_logits``, then
+    OpenVINO at f32 and (``mode`` ``auto``, a CPU with native bf16) at bf16 on ``batches``, each judged against
+    ``seen``; each result logged at INFO (a failed OpenVINO pair only keeps ``auto`` from running the file there).
+
+    ``batches`` (the file's inputs in the order of ``seen``'s rows) is iterated at most once, and not at all for
+    FP16 files or without OpenVINO.
+
+    Raises:
+        ValueError: an unknown ``mode``.
+        ExportError: OpenVINO's logits are not the shape of the reference.
+    """
+    if mode not in BF16_CHECKS:
+        raise ValueError(f"bf16 check must be one of {BF16_CHECKS}, got {mode!r}")
+    ort_version = f"onnxruntime {installed_version('onnxruntime') or '?'}"
+    own = judge("onnxruntime", file_precision, own_logits, seen, tolerance_for(file_precision, file_precision),
+                max_accuracy_drop, temperature, None, ort_version, cpu_model)
+    gates = [own]
+    if file_precision == "fp16":
+        logger.info("OpenVINO not gated: FP16 files are made for CUDA, where onnxruntime runs them")
+    elif not openvino_installed():
+        logger.info("OpenVINO not gated: it is not installed (%s); gcv-classify will not choose it for this file",
+                    OPENVINO_INSTALL)
+    else:
+        precisions = ["f32"]
+        reason = "--bf16-check off" if mode == "off" else can_check()
+        if reason is None:
+            precisions.append("bf16")
+        else:
+            logger.info("OpenVINO's bf16 not gated: %s; gcv-classify will not run this file in bf16", reason)
+        gates.extend(gate_openvino(model, file_precision, precisions, batches, seen, max_accuracy_drop, cpu_model,
+                                   temperature))
+    for gate in gates:
+        if gate.passed:
+            logger.info("runtime gate %s at %s: passed, %s", gate.version, gate.precision, gate.describe())
+        else:
+            logger.info("runtime gate %s at %s: not passed, so gcv-classify --runtime auto will not run this file "
+                        "there: %s", gate.version, gate.precision, gate.note)
+    return tuple(gates)
