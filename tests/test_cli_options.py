@@ -296,7 +296,7 @@ def _imports(path: Path) -> set[str]:
 
 
 #: Library modules that still import ``plural`` from ``garmentcv.cli_utils`` instead of ``garmentcv.text``.
-STILL_IMPORTING_CLI_UTILS = {"export/bf16_gate.py", "export/checks.py", "export/exporter.py"}
+STILL_IMPORTING_CLI_UTILS: set[str] = set()
 
 
 def test_library_modules_do_not_import_the_click_layer() -> None:

@@ -64,7 +64,7 @@ def test_auto_rule_over_cpus_and_files(requested, precision, flags, openvino, bf
 
 def test_cuda_stays_onnxruntime_and_openvino_with_cuda_is_refused() -> None:
     assert choose_runtime("auto", "int8", AMX, True, True, cuda=True).runtime == "onnxruntime"
-    with pytest.raises(RuntimeUnavailableError, match="--runtime openvino runs on the CPU only; use --provider cpu"):
+    with pytest.raises(RuntimeUnavailableError, match="--runtime openvino runs on the CPU only; use --device cpu"):
         choose_runtime("openvino", "fp32", AMX, True, True, cuda=True)
     with pytest.raises(ValueError, match="runtime must be one of"):
         choose_runtime("tensorrt", "fp32", AMX, True, True)

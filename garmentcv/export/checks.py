@@ -19,8 +19,8 @@ import numpy as np
 import onnxruntime as ort
 
 from garmentcv.artifact import INPUT_NAME
-from garmentcv.cli_utils import plural
 from garmentcv.errors import ExportError
+from garmentcv.text import plural
 
 #: Largest absolute logit difference accepted between an FP32 file and PyTorch, per unit of logit scale
 #: (float32 reorderings differ by about 1e-6 of the scale; 1e-3 leaves a wide margin).

@@ -8,7 +8,14 @@ from pathlib import Path
 import click
 
 from garmentcv.artifact import INPUT_FORMATS, INPUT_UINT8, INT8_ACTIVATIONS, PRECISIONS
-from garmentcv.cli_utils import handle_errors, plural, quiet_option, setup_logging, verbose_option, version_option
+from garmentcv.cli_utils import (
+    handle_errors,
+    plural,
+    quiet_option,
+    setup_logging,
+    verbose_option,
+    version_option,
+)
 from garmentcv.infer.model_file import DEFAULT_MODEL_PATH
 from garmentcv.installs import require_onnxruntime, require_torch
 

@@ -30,11 +30,27 @@ from torch import nn
 from tqdm import tqdm
 
 import garmentcv
-from garmentcv.artifact import INPUT_FORMATS, INPUT_UINT8, INT8_ACTIVATIONS, PRECISIONS, ModelInfo, Quantization
-from garmentcv.calibration import CalibrationFigures, calibration_figures, decide_temperature, softmax
-from garmentcv.cli_utils import plural
+from garmentcv.artifact import (
+    INPUT_FORMATS,
+    INPUT_UINT8,
+    INT8_ACTIVATIONS,
+    PRECISIONS,
+    ModelInfo,
+    Quantization,
+)
+from garmentcv.calibration import (
+    CalibrationFigures,
+    calibration_figures,
+    decide_temperature,
+    softmax,
+)
 from garmentcv.data.layouts import load_dataset, scan_images
-from garmentcv.errors import CheckpointError, ExportError, ImageDecodeError, PathNotFoundError
+from garmentcv.errors import (
+    CheckpointError,
+    ExportError,
+    ImageDecodeError,
+    PathNotFoundError,
+)
 from garmentcv.export import checks, convert, runtime_gates
 from garmentcv.export.uint8_input import Uint8Input
 from garmentcv.fsutil import atomic_path, check_writable_output, sha256_of
@@ -43,8 +59,9 @@ from garmentcv.infer import runtimes
 from garmentcv.infer.model_file import DEFAULT_MODEL_PATH, read_model_info
 from garmentcv.metrics import classification_metrics
 from garmentcv.models.registry import build_model
+from garmentcv.paths import RUNS_DIR
+from garmentcv.text import plural
 from garmentcv.train.checkpoint import load_checkpoint
-from garmentcv.train.cli import RUNS_DIR
 
 logger = logging.getLogger(__name__)
 

@@ -32,10 +32,15 @@ import numpy as np
 
 from garmentcv.artifact import RuntimeGate
 from garmentcv.calibration import softmax
-from garmentcv.cli_utils import plural
 from garmentcv.export import checks
-from garmentcv.infer.runtimes import OPENVINO_DIST, OPENVINO_INSTALL, openvino_installed, this_cpu_flags
+from garmentcv.infer.runtimes import (
+    OPENVINO_DIST,
+    OPENVINO_INSTALL,
+    openvino_installed,
+    this_cpu_flags,
+)
 from garmentcv.installs import installed_version
+from garmentcv.text import plural
 
 logger = logging.getLogger(__name__)
 

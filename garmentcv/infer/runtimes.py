@@ -37,7 +37,7 @@ the convolution kernels OpenVINO reports change from ``brgconv_avx512_amx_bf16``
 bf16 becomes slower than f32); the rule therefore reads the flags through
 :func:`effective_flags`. Asking for a runtime that is not installed or cannot run is a :class:`RuntimeUnavailableError`
 naming what to install, never a silent fallback; under ``auto`` a file OpenVINO cannot compile runs on onnxruntime
-with a warning that gives the cause (as ``--provider auto`` does for CUDA).
+with a warning that gives the cause (as ``--device auto`` does for CUDA).
 """
 
 from __future__ import annotations
@@ -216,7 +216,7 @@ def choose_runtime(
         flags: the CPU's usable ISA flags (:func:`this_cpu_flags`).
         openvino: whether OpenVINO is installed.
         bf16_passed: whether the file's gate lets OpenVINO run it at bf16 (:func:`bf16_allowed`).
-        cuda: the model is to run on CUDA (``--provider cuda``, or ``auto`` with onnxruntime offering CUDA).
+        cuda: the model is to run on CUDA (``--device cuda``, or ``auto`` with onnxruntime offering CUDA).
         input_size: the model's input side in px (``preprocessing.crop``); under ``auto``, below
             :data:`OPENVINO_MIN_INPUT` onnxruntime runs the file. ``None``: not considered.
         f32_passed: whether the file's gate lets OpenVINO run it at f32 (:func:`openvino_allowed`); under ``auto``
@@ -236,7 +236,7 @@ def choose_runtime(
             raise RuntimeUnavailableError(f"--runtime openvino: OpenVINO is not installed; install it with "
                                           f"{OPENVINO_INSTALL}, or use --runtime onnxruntime")
         if cuda:
-            raise RuntimeUnavailableError("--runtime openvino runs on the CPU only; use --provider cpu, or --runtime "
+            raise RuntimeUnavailableError("--runtime openvino runs on the CPU only; use --device cpu, or --runtime "
                                           "onnxruntime for CUDA")
         return RuntimeChoice("openvino", bf16, "asked for")
     if requested == "onnxruntime":
@@ -365,7 +365,7 @@ def open_planned(plan: RuntimePlan, threads: int | None = None) -> Model:
         except RuntimeUnavailableError as exc:
             if plan.requested != "auto":
                 raise
-            # auto, like --provider auto for CUDA: say why, then run the file where it runs (measured: OpenVINO
+            # auto, like --device auto for CUDA: say why, then run the file where it runs (measured: OpenVINO
             # 2026.4 compiles no S8S8 QOperator INT8 file, "No suitable implementations")
             logger.warning("OpenVINO cannot run %s, using onnxruntime: %s", path, exc)
             choice = RuntimeChoice("onnxruntime", None, f"OpenVINO failed: {exc}")
@@ -458,7 +458,7 @@ class OpeningModel:
 
 
 def _onnxruntime_offers_cuda() -> bool:
-    """Whether onnxruntime offers its CUDA provider (``--provider auto`` then tries CUDA first)."""
+    """Whether onnxruntime offers its CUDA provider (``--device auto`` then tries CUDA first)."""
     import onnxruntime as ort
 
     return "CUDAExecutionProvider" in ort.get_available_providers()

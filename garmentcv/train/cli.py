@@ -23,15 +23,20 @@ from garmentcv.cli_utils import (
 )
 from garmentcv.data.layouts import Layout
 from garmentcv.installs import require_torch
+from garmentcv.paths import RUNS_DIR
 from garmentcv.train import config as defaults
 from garmentcv.train.amp import AMP_MODES
-from garmentcv.train.config import RESUME_AUTO, TrainConfig, setting_default, setting_help
+from garmentcv.train.config import (
+    RESUME_AUTO,
+    TrainConfig,
+    setting_default,
+    setting_help,
+)
 
 if TYPE_CHECKING:
     from garmentcv.train.loop import TrainResult
 
 #: Parent of the timestamped run folders written when --out is not given; gcv-export looks here.
-RUNS_DIR = Path("runs") / "train"
 
 
 class BatchSize(click.IntRange):
