@@ -53,7 +53,9 @@ def _commands() -> dict[str, click.Command]:
     from garmentcv.infer.cli import classify_main, evaluate_main
     from garmentcv.train.cli import main as train_main
 
-    commands: dict[str, click.Command] = {"gcv-train": train_main, "gcv-export": export_main,
+    from garmentcv.cli import main as gcv_main
+
+    commands: dict[str, click.Command] = {"gcv": gcv_main, "gcv-train": train_main, "gcv-export": export_main,
                                           "gcv-classify": classify_main, "gcv-evaluate": evaluate_main}
     assert isinstance(data_main, click.Group)
     commands.update({f"gcv-data {name}": sub for name, sub in data_main.commands.items()})
@@ -61,15 +63,20 @@ def _commands() -> dict[str, click.Command]:
 
 
 def test_cli_reference_is_generated_from_every_option_of_every_command(site: Path) -> None:
+    """Every option is on the page; a hidden one (an old name kept for one release) is named in the table of old
+    names rather than generated, so only the visible options' help must be rendered."""
     text = _text(site / "cli" / "index.html")
     assert "Sentinel" not in text and "UNSET" not in text
     assert "<id>_<label>.jpg" in text  # placeholders of the help text are shown, not swallowed as HTML tags
+    for name in ("gcv data fashion-mnist", "gcv data inspect", "gcv train", "gcv export", "gcv classify",
+                 "gcv evaluate"):
+        assert f'id="{name.replace(" ", "-")}"' in (site / "cli" / "index.html").read_text(encoding="utf-8"), name
     for name, command in _commands().items():
         for param in command.params:
             for opt in [*param.opts, *param.secondary_opts]:
                 if opt.startswith("-"):
                     assert opt in text, f"{name} {opt} is missing from the CLI reference"
-            if isinstance(param, click.Option) and param.help:
+            if isinstance(param, click.Option) and param.help and not param.hidden:
                 first_words = " ".join(param.help.split()[:4])
                 assert first_words in " ".join(text.split()), f"{name} {param.opts}: help not rendered"
 
