@@ -199,7 +199,7 @@ def test_cli_errors_have_meaningful_exit_codes(tmp_path: Path, make_lamoda, monk
 def test_help_shows_every_default() -> None:
     text = " ".join(CliRunner().invoke(train_main, ["--help"]).output.split())
     for expected in ("--epochs INTEGER RANGE Passes over the training split. [default: 5; x>=1]", "[default: 0.01; x>0]",
-                     "[default: 0.8; 0<x<=1]", "training batch of one is dropped). [default: 32; x>=2]", "[default: 0.2; 0<x<1]",
+                     "[default: 0.8; 0<x<=1]", "(at least 2: BatchNorm cannot train on one). [default: 32; x>=2]", "[default: 0.2; 0<x<1]",
                      "[default: imagenet]", "[default: resnet18]", "[default: auto]"):
         assert expected in text, expected
 

@@ -256,7 +256,7 @@ def test_resume_is_a_flag_with_an_optional_auto(make_lamoda, tmp_path: Path, mon
     bad = CliRunner().invoke(train_main, [str(data), "--out", "r", "--resume=later"])
     assert bad.exit_code == 2 and "'later'" in bad.output and "auto" in bad.output
     text = " ".join(CliRunner().invoke(train_main, ["--help"]).output.split())
-    assert "--resume [auto]" in text and "'auto': continue the run there if there is one, else start it" in text
+    assert "--resume [auto]" in text and "'auto': continue it or start it" in text
     assert "Restarts (torchrun --max-restarts N): give --out RUN and --resume auto; the first attempt starts the run" in text
 
 
