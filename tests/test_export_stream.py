@@ -1,4 +1,4 @@
-"""gcv-export streams its validation and calibration images (issue 12): memory does not grow with their number."""
+"""gcv-export streams its validation and INT8 range images: memory does not grow with their number."""
 
 from __future__ import annotations
 

@@ -228,7 +228,7 @@ def test_split_gives_every_class_of_two_or_more_a_validation_image(tmp_path: Pat
 @pytest.mark.parametrize(("counts", "fraction"), [({"a": 3, "b": 3, "c": 3}, 0.2), ({"a": 2, "b": 2}, 0.9)])
 def test_split_of_few_images_per_class_still_puts_every_class_on_both_sides(
         tmp_path: Path, counts: dict[str, int], fraction: float) -> None:
-    """sklearn refuses a test (or train) side with fewer images than classes; the split must not (issue 12)."""
+    """sklearn refuses a test (or train) side with fewer images than classes; the split must not."""
     ds = _dataset_of(counts, tmp_path)
     split = split_dataset(ds, fraction, seed=0)
     for name, n in counts.items():

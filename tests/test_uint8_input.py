@@ -1,4 +1,4 @@
-"""Issue 13, ask 3: model files of format 2 take uint8 crops; every export gate holds; format-1 files still classify.
+"""Model files of format 2 take uint8 crops; every export gate holds; format-1 files still classify.
 
 Also the shared decode path seen by all consumers: training validation, export parity and classification get
 identical pixels for the same file (the DCT-scaled JPEG shortcut included).
