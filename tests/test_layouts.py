@@ -122,7 +122,7 @@ def test_detect_layout_errors(tmp_path: Path) -> None:
     with pytest.raises(DatasetError, match="no such file or folder"):
         detect_layout(tmp_path / "missing")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(DatasetError, match="no images and no class folders"):
+    with pytest.raises(DatasetError, match="no images and no class folders found; the dataset layouts: docs/data.md"):
         detect_layout(tmp_path / "empty")
 
 
