@@ -73,7 +73,7 @@ def image_extensions() -> frozenset[str]:
 
 
 def extensions_markdown() -> str:
-    """README's line of accepted extensions, per format (``python -m garmentcv.image --extensions``)."""
+    """docs/data.md's line of accepted extensions per format (``python -m garmentcv.image --extensions``)."""
     registered = Image.registered_extensions()
     extensions = image_extensions()
     parts = []
@@ -604,12 +604,12 @@ def load_crop(
     JPEG whose shorter side is at least twice ``pp.resize`` is decoded at a reduced DCT scale (1/2, 1/4 or
     1/8, Pillow's ``draft``; :func:`dct_denominator` of the shorter side over ``pp.resize``), which keeps the
     shorter side >= ``pp.resize``, and then only the crop is resampled from its source box
-    (:func:`_resample_crop_box`). A 600x866 photo for a 256 px resize decodes at 300x433 and resamples 224x224
-    pixels, a few times faster than the full decode and resize (``benchmarks/decode.py``). The scaled decode
-    keeps only the lower frequencies of each 8x8 block: on smooth photos its pixels are within a few grey
-    levels of torchvision's, but fine textures (stripes or knits a few px apart) that the full decode and
-    resize alias into visible patterns come out smooth, tens of grey levels away. That is why training decodes
-    its views by the same rule; ``benchmarks/decode_textures.py`` measures both decodes' pixels and predictions.
+    (:func:`_resample_crop_box`): a 600x866 photo for a 256 px resize decodes at 300x433 and resamples only the
+    224x224 crop, which is faster than the full decode and resize (docs/performance.md). The scaled decode
+    keeps only the lower frequencies of each 8x8 block: on smooth photos its pixels stay close to
+    torchvision's, but fine textures (stripes or knits a few px apart) that the full decode and resize alias
+    into visible patterns come out smooth. That is why training decodes its views by the same rule; how the
+    two decodes' pixels and predictions compare: docs/performance.md.
 
     Args:
         path: the image file.
@@ -726,7 +726,7 @@ def load_input(path: str | Path, pp: Preprocessing, data: bytes | None = None) -
 
 
 def _main(argv: list[str]) -> int:
-    """``python -m garmentcv.image --extensions``: print :func:`extensions_markdown` (README's list)."""
+    """``python -m garmentcv.image --extensions``: print :func:`extensions_markdown` (docs/data.md's list)."""
     if argv != ["--extensions"]:
         print("usage: python -m garmentcv.image --extensions", file=sys.stderr)
         return 2

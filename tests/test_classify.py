@@ -163,7 +163,7 @@ def test_resume_after_ctrl_c_equals_uninterrupted_run(tmp_path: Path, onnx_model
     with pytest.raises(KeyboardInterrupt):
         classify_folder(resumed, on_batch=stop_after(5))
     summary = classify_folder(resumed)
-    # the second run saved 2 reused + 4 new rows: reused rows count toward --batch-size (issue 12), so its
+    # the second run saved 2 reused + 4 new rows: reused rows count toward --batch-size, so its
     # batches were [reused, reused, new] and [new, new, new] when the hook stopped it at 6 >= 5 rows
     assert summary.reused == 6 and summary.files == 9
     assert out.read_bytes() == (tmp_path / "full.csv").read_bytes()

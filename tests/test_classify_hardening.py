@@ -1,5 +1,5 @@
-"""gcv-classify hardening (issue 12): bounded resume batches, stale rows, kept partial results, provider
-fallback and install conflicts, thread split, kaggle errors, unwritable --out, missing model."""
+"""gcv-classify when inputs, storage or installs go wrong: bounded resume batches, stale rows, kept partial results, provider
+fallback and install conflicts, thread split, kaggle errors, unwritable --out, missing model, non-UTF-8 file names in jsonl."""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ from garmentcv.infer.classify import ClassifyConfig, classify_folder
 from garmentcv.infer.cli import classify_main
 from garmentcv.infer.model_file import read_model_info
 from garmentcv.infer.pipeline import predict_batches, split_cpus
+from garmentcv.infer.rows import OutputFormat
 from garmentcv.infer.session import ProviderError, open_model
 
 from .conftest import write_image
@@ -302,3 +303,14 @@ def test_missing_model_is_exit_2_with_the_export_hint(tmp_path: Path) -> None:
     (tmp_path / "dir.onnx").mkdir()
     with pytest.raises(ModelFileError, match="is a folder"):
         open_model(tmp_path / "dir.onnx", "cpu")
+
+
+def test_jsonl_rows_of_non_utf8_file_names_are_valid_json(tmp_path: Path, onnx_model: Path) -> None:
+    folder = tmp_path / "imgs"
+    write_image(folder / os.fsdecode(b"caf\xe9.jpg"), seed=1)
+    out = tmp_path / "rows.jsonl"
+    classify_folder(ClassifyConfig(folder=folder, out=out, model=onnx_model, provider="cpu",
+                                   format=OutputFormat.JSONL, progress=False))
+    line = out.read_bytes().splitlines()[0]
+    row = json.loads(line)  # the raw byte 0xE9 made this line invalid UTF-8 and invalid JSON
+    assert os.fsencode(row["path"]) == b"caf\xe9.jpg"

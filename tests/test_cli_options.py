@@ -81,12 +81,14 @@ DOCS_PAGES = {
     ("gcv", "data"): "data",
     ("gcv", "data", "fashion-mnist"): "data",
     ("gcv", "data", "inspect"): "data",
+    ("gcv", "train"): "training",
+    ("gcv", "export"): "export",
     ("gcv", "classify"): "classify",
     ("gcv", "evaluate"): "evaluate",
 }
 #: Options whose absence turns something off: no default to show.
 OFF_WHEN_ABSENT = {"--report", "--list-skipped", "--min-confidence", "--topk", "--labels", "--target-accuracy",
-                   "--json", "--test"}
+                   "--json", "--test", "--config"}
 
 
 @pytest.mark.parametrize("path", sorted(DOCS_PAGES), ids=" ".join)
@@ -311,3 +313,40 @@ def test_library_modules_do_not_import_the_click_layer() -> None:
             offenders.add(name)
     assert offenders <= STILL_IMPORTING_CLI_UTILS, offenders - STILL_IMPORTING_CLI_UTILS
     assert "infer/classify.py" not in offenders and "infer/evaluate.py" not in offenders
+
+
+# --quantization-data / --quantization-images (INT8 ranges; "calibration" means the temperature only) --------------
+
+def test_export_quantization_options_and_their_old_calibration_names(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    import garmentcv.export.exporter
+    from garmentcv.errors import GarmentCVError
+    from garmentcv.export.cli import main as export_main
+
+    configs = []
+
+    def captured(cfg: object, progress: bool = True) -> None:
+        configs.append(cfg)
+        raise GarmentCVError("stopped by the test")
+
+    monkeypatch.setattr(garmentcv.export.exporter, "export_checkpoint", captured)
+    images = tmp_path / "images"
+    images.mkdir()
+    args = [str(tmp_path / "best.pt"), "--out", str(tmp_path / "m.onnx"), "--precision", "int8", "-q"]
+    new = CliRunner().invoke(export_main, [*args, "--quantization-data", str(images), "--quantization-images", "7"])
+    assert new.exit_code == 1 and new.stderr == "Error: stopped by the test\n", new.output
+    old = CliRunner().invoke(export_main, [*args, "--calibration-data", str(images), "--calibration-images", "7"])
+    assert old.exit_code == 1, old.output
+    assert old.stderr.splitlines() == ["Warning: --calibration-data is deprecated; use --quantization-data",
+                                       "Warning: --calibration-images is deprecated; use --quantization-images",
+                                       "Error: stopped by the test"]
+    assert [(c.calibration_data, c.calibration_images) for c in configs] == [(images, 7), (images, 7)]
+    default = CliRunner().invoke(export_main, args)
+    assert default.exit_code == 1 and (configs[-1].calibration_data, configs[-1].calibration_images) == (None, 200)
+    both = CliRunner().invoke(export_main, [*args, "--quantization-images", "7", "--calibration-images", "8"])
+    assert both.exit_code == 2 and "disagree; give --quantization-images only" in both.stderr
+    bad = CliRunner().invoke(export_main, [*args, "--calibration-images", "0"])
+    assert bad.exit_code == 2 and "--calibration-images" in bad.stderr
+    help_text = CliRunner().invoke(export_main, ["--help"]).stdout
+    assert "--quantization-data" in help_text and "--quantization-images" in help_text
+    assert "--calibration" not in help_text

@@ -1,4 +1,4 @@
-"""Issue 13, ask 4: the one decode path (``load_crop``), its DCT-scaled shortcut and its copies."""
+"""The one decode path (``load_crop``), its DCT-scaled shortcut and its copies."""
 
 from __future__ import annotations
 

@@ -112,9 +112,9 @@ def test_cli_end_to_end(tmp_path: Path, model_and_torch) -> None:
     assert result.stdout.startswith("6 images (0 could not be decoded): accuracy ")
     assert sorted(p.name for p in (tmp_path / "ev").iterdir()) == [
         "confusion_matrix.json", "confusion_matrix.png", "coverage.png", "errors.csv", "metrics.json",
-        "misclassified.csv", "predictions.csv", "reliability.png", "report.html", "report_files"]  # issue 10
+        "misclassified.csv", "predictions.csv", "reliability.png", "report.html", "report_files"]
     result = CliRunner().invoke(evaluate_main, ["--model", str(tmp_path / "none.onnx"), str(data)])
-    # a model file that does not exist is wrong usage, exit 2 as README says (issue 12; it was 1)
+    # a model file that does not exist is wrong usage: exit 2
     assert result.exit_code == 2 and "model file not found" in result.stderr
 
 

@@ -1,5 +1,5 @@
-"""gcv-evaluate hardening (issue 12): non-UTF-8 file names, labels CSV with a byte-order mark, unwritable --out,
-missing paths exit 2, --decode-threads, plural summaries."""
+"""gcv-evaluate when inputs go wrong: non-UTF-8 file names, labels CSV with a byte-order mark, unwritable --out,
+missing paths exit 2, --decode-threads, plural summaries, no --out folder left by a refused run."""
 
 from __future__ import annotations
 
@@ -112,7 +112,7 @@ def test_workers_reach_the_pool_and_summary_uses_plurals(tmp_path: Path, model_a
     assert result.exit_code == 0, result.output
     assert pools.sizes == [3]
     assert result.stdout.startswith("1 image (1 could not be decoded): accuracy ")
-    # issue 10: a calibration line follows the headline, which still ends with where the reports went
+    # a calibration line follows the headline, which still ends with where the reports went
     assert result.stdout.splitlines()[0].endswith(f"misclassified -> {tmp_path / 'ev'}")
     assert result.stdout.splitlines()[1].startswith("calibration: raw softmax ECE ")
     result = CliRunner().invoke(evaluate_main, [*args, "--out", str(tmp_path / "ev2")])
@@ -145,3 +145,27 @@ def test_macro_averages_are_over_the_classes_present_and_the_reports_say_which(
     p, r, f1, _ = precision_recall_fscore_support(y_true, y_pred, labels=[0, 1], average="macro", zero_division=0)
     assert (report["precision"], report["recall"], report["f1"]) == pytest.approx((p, r, f1), abs=1e-12)
     assert "macro averages over 2 of 3 classes (no images of shorty)" in result.stdout
+
+
+def test_evaluate_failures_leave_no_out_folder_and_messages_say_what_to_do(tmp_path: Path, onnx_model: Path) -> None:
+    from garmentcv.errors import DatasetError
+    from garmentcv.infer.evaluate import EvaluateConfig, evaluate_model
+
+    test = tmp_path / "test"
+    for name in ("10.jpg", "10.png", "11.jpg"):
+        write_image(test / name, seed=len(name))
+    out = tmp_path / "nested" / "ev"
+    with pytest.raises(DatasetError, match=r"no label.*--labels"):  # an unlabelled folder without --labels
+        evaluate_model(EvaluateConfig(data=test, out=out, model=onnx_model, provider="cpu", progress=False))
+    assert not out.exists()
+    labels = tmp_path / "labels.csv"
+    labels.write_text("index,label\n10,bluzy\n", encoding="utf-8")
+    with pytest.raises(DatasetError) as raised:
+        evaluate_model(EvaluateConfig(data=test, labels=labels, out=out, model=onnx_model, provider="cpu",
+                                      progress=False))
+    assert "matches several files: 10.jpg, 10.png; keep one" in str(raised.value) and "PosixPath" not in str(raised.value)
+    assert not out.exists()
+    labels.write_text("index,label\n12,bluzy\n", encoding="utf-8")
+    with pytest.raises(DatasetError, match=r"1 index has no image <index>\.<ext> in .*; add the images or remove"):
+        evaluate_model(EvaluateConfig(data=test, labels=labels, out=out, model=onnx_model, provider="cpu",
+                                      progress=False))

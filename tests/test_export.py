@@ -97,7 +97,7 @@ EXTRA_ARCHS = ["mobilenet_v3_small", "convnext_tiny"]
 @pytest.fixture(scope="module", params=list(MODELS) + EXTRA_ARCHS)
 def exported(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
     """Per arch: a run folder, its checkpoint and the FP32 export of it (one trace per arch), float32 input
-    (format 1; format 2, gcv-export's default since issue 13, is tested in tests/test_uint8_input.py)."""
+    (format 1; format 2, gcv-export's default, is tested in tests/test_uint8_input.py)."""
     arch = request.param
     root = tmp_path_factory.mktemp(arch)
     ckpt = make_run(root / "run", arch)
@@ -141,7 +141,7 @@ def test_fp32_file_is_self_contained_checked_and_declared(exported) -> None:
     assert out_dims == [in_dims[0], len(CLASSES)]
     assert r.val_images == 12 and r.calibration_images == 0 and r.skipped_images == 0
     assert r.parity == r.fp32_parity and r.parity.images == 12 and r.parity.top1_mismatches == 0
-    assert r.parity.tolerance == checks.FP32_TOLERANCE and r.parity.rows_over_tolerance == 0  # per row since issue 12
+    assert r.parity.tolerance == checks.FP32_TOLERANCE and r.parity.rows_over_tolerance == 0  # judged per row
     assert r.parity.worst_diff <= r.parity.worst_allowed == checks.FP32_TOLERANCE * r.parity.worst_scale
     assert r.parity.nonfinite_rows == 0 and 0 < r.parity.max_abs_diff
     assert r.accuracy == r.fp32_accuracy and r.accuracy_drop == 0.0
@@ -278,7 +278,7 @@ def test_accuracy_drop_gate() -> None:
 def test_parity_tolerance_follows_each_rows_logit_scale() -> None:
     """Float32 rounding grows with the values: logits in the thousands differ by more than 1e-3 legitimately.
 
-    Since issue 12 the scale is each row's own (it was the largest |logit| of the whole set)."""
+    The scale is each row's own, not the largest |logit| of the whole set."""
     reference = np.array([[4000.0, -2500.0], [-3000.0, 3500.0]], dtype=np.float32)
     files = ["a.jpg", "b.jpg"]
     rounding = checks.compare(reference, reference + 0.004, files, checks.FP32_TOLERANCE)
@@ -356,7 +356,7 @@ def test_bad_checkpoints_exit_1_with_clear_message(small_run: Path, tmp_path: Pa
     foreign = tmp_path / "foreign.pt"
     torch.save({"weights": torch.zeros(2)}, foreign)
     newer = _resave(small_run, tmp_path / "newer.pt", format_version=FORMAT_VERSION + 1)
-    cases = {  # a checkpoint that does not exist is usage, exit 2, since issue 12: tests/test_export_inputs.py
+    cases = {  # a checkpoint that does not exist is usage, exit 2: tests/test_export_inputs.py
         truncated: "truncated or corrupt",
         foreign: "not a GarmentCV checkpoint",
         newer: f"format version {FORMAT_VERSION + 1} is newer",

@@ -1,7 +1,7 @@
-"""gcv-export on a damaged checkpoint: a plain message, the raw torch detail only with --debug (issue 12).
+"""gcv-export on a damaged checkpoint: a plain message, the raw torch detail only with --debug.
 
-The message comes from garmentcv.train.checkpoint.load_checkpoint (the train area); this test passes once that
-loader words its CheckpointError without torch's raw "... failed finding central directory (105)".
+The message comes from garmentcv.train.checkpoint.load_checkpoint, whose CheckpointError is worded without torch's
+raw "... failed finding central directory (105)".
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
-"""gcv-export's inputs and outputs (issue 12): no local paths in the file, exit 2 for a missing checkpoint,
-an unwritable --out refused before any work."""
+"""gcv-export's inputs and outputs: no local paths in the file, exit 2 for a missing checkpoint,
+an unwritable --out refused before any work, an opset below the exporter's."""
 
 from __future__ import annotations
 
@@ -72,3 +72,8 @@ def test_out_under_a_file_is_refused_before_any_work(tmp_path: Path, monkeypatch
     result = CliRunner().invoke(export_cli.main, [str(ckpt), "--out", str(out), "-q"])
     assert result.exit_code == 1 and "is not a folder but a file; choose another place" in result.stderr
     assert "Traceback" not in result.output and blocker.read_text() == "x"
+
+
+def test_export_opset_below_the_exporters_is_a_usage_error() -> None:
+    result = CliRunner().invoke(export_cli.main, ["missing.pt", "--opset", "7"])
+    assert result.exit_code == 2 and "7 is not in the range x>=18" in result.output

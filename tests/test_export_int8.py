@@ -1,4 +1,4 @@
-"""INT8 export records the CPU it was calibrated and gated on and offers S8S8 activations (issue 12)."""
+"""INT8 export records the CPU it was calibrated and gated on and offers S8S8 activations ."""
 
 from __future__ import annotations
 

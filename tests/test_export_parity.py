@@ -1,4 +1,4 @@
-"""Export parity gates (issue 12): per-row tolerances, finite logits, the near-tie rule, FP16 accuracy gate."""
+"""Export parity gates: per-row tolerances, finite logits, the near-tie rule, FP16 accuracy gate."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""gcv-export streams its validation and calibration images (issue 12): memory does not grow with their number."""
+"""gcv-export streams its validation and INT8 range images: memory does not grow with their number."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from tests.test_export import CLASSES, SIZE, _torch_model, make_run
 
 
 def test_images_are_decoded_batch_by_batch_and_results_unchanged(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    ckpt = make_run(tmp_path / "run", "resnet18", per_class=4)  # 12 validation and 12 calibration images
+    ckpt = make_run(tmp_path / "run", "resnet18", per_class=4)  # 12 validation and 12 INT8 range images
     alive: set[int] = set()
     peak = [0]
     tokens = itertools.count()

@@ -94,7 +94,7 @@ def test_cli_writes_and_summarises(tmp_path: Path) -> None:
 
 
 def test_unwritable_out_is_a_clear_error_before_any_work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """--out under a file: exit 1 naming the file, and not one image is written or even read (issue 12)."""
+    """--out under a file: exit 1 naming the file, and not one image is written or even read."""
     import garmentcv.data.cli as data_cli
 
     monkeypatch.setattr(data_cli, "write_fashion_mnist", lambda *a, **k: pytest.fail("work started"))

@@ -98,7 +98,7 @@ def test_exif_orientation_is_applied(tmp_path: Path) -> None:
     ("content", "reason"),
     [
         (b"this is not an image", "not a recognised image format"),
-        (b"", "empty file (0 bytes)"),  # was "not a recognised image format" before issue 12
+        (b"", "empty file (0 bytes)"),
     ],
 )
 def test_non_images_raise_decode_error_naming_the_file(tmp_path: Path, content: bytes, reason: str) -> None:
@@ -177,11 +177,11 @@ def test_decode_reads_the_first_frame_of_an_animated_gif(tmp_path: Path) -> None
     assert decode_image(tmp_path / "anim.gif")[1, 1].tolist() == [255, 0, 0]
 
 
-# --- issue 12: hardening -----------------------------------------------------------------------------------
+# --- unreadable input, unwritable output -----------------------------------------------------------------------------------
 
 
 def _old_full_resize_crop(image: np.ndarray, pp: Preprocessing) -> np.ndarray:
-    """The pre-issue-12 path (torchvision's Resize(int) + CenterCrop): resize the whole image, then crop."""
+    """The reference path (torchvision's Resize(int) + CenterCrop): resize the whole image, then crop."""
     pil = Image.fromarray(image)
     width, height = pil.size
     short, long = (width, height) if width <= height else (height, width)

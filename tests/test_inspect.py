@@ -350,7 +350,7 @@ def test_report_to_dict_is_json_ready(planted: tuple[Path, Path]) -> None:
     assert data["verdict"] == report.verdict
 
 
-# --- issue 12: hardening -----------------------------------------------------------------------------------
+# --- unreadable input, unwritable output -----------------------------------------------------------------------------------
 
 
 def test_non_utf8_file_names_are_written_escaped_in_json_and_text(tmp_path: Path) -> None:
@@ -422,7 +422,7 @@ def test_jfif_jpe_and_avif_are_counted_like_jpg(tmp_path: Path) -> None:
 
 
 def test_unwritable_json_is_refused_before_the_scan(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """--json under a file used to fail only after the whole scan, as an internal error (issue 12)."""
+    """--json under a file is refused before the scan, as an error naming the file (not an internal error)."""
     from click.testing import CliRunner
 
     import garmentcv.data.cli as data_cli

@@ -134,3 +134,20 @@ def test_kaggle_run_with_one_unreadable_image_says_has(tmp_path: Path, onnx_mode
     assert result.exit_code == 1, result.output
     assert (f"Error: 1 image could not be decoded and has an empty label in the kaggle file {out}: 2.jpg; replace "
             "or remove it and run again") in result.stderr
+
+
+def test_kaggle_indexes_shared_by_two_files_exit_1_unless_allowed(tmp_path: Path, onnx_model: Path) -> None:
+    """10.jpg and 10.png both become index 10: a submission with a duplicate id must not pass silently."""
+    from garmentcv.infer.cli import classify_main
+
+    folder = tmp_path / "imgs"
+    write_image(folder / "10.jpg", seed=1)
+    write_image(folder / "10.png", seed=2)
+    write_image(folder / "11.jpg", seed=3)
+    args = [str(folder), "--model", str(onnx_model), "--device", "cpu", "--format", "kaggle", "-q"]
+    result = CliRunner().invoke(classify_main, [*args, "--out", str(tmp_path / "s.csv")])
+    assert result.exit_code == 1, result.output
+    assert "1 index is shared by several files: 10 (10.jpg, 10.png)" in result.output
+    assert [line.split(",")[0] for line in (tmp_path / "s.csv").read_text().splitlines()] == ["index", "10", "10", "11"]
+    allowed = CliRunner().invoke(classify_main, [*args, "--out", str(tmp_path / "t.csv"), "--on-error", "continue"])
+    assert allowed.exit_code == 0, allowed.output

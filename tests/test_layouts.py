@@ -122,7 +122,7 @@ def test_detect_layout_errors(tmp_path: Path) -> None:
     with pytest.raises(DatasetError, match="no such file or folder"):
         detect_layout(tmp_path / "missing")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(DatasetError, match="no images and no class folders"):
+    with pytest.raises(DatasetError, match="no images and no class folders found; the dataset layouts: docs/data.md"):
         detect_layout(tmp_path / "empty")
 
 
@@ -139,7 +139,7 @@ def test_scan_images_never_follows_symlink_loops(tmp_path: Path, image_writer) -
     assert [p.relative_to(tmp_path).as_posix() for p in scan_images(tmp_path)] == ["a/1.jpg"]
 
 
-# --- issue 12: hardening -----------------------------------------------------------------------------------
+# --- unreadable input, unwritable output -----------------------------------------------------------------------------------
 
 
 def test_csv_manifest_with_a_utf8_byte_order_mark_loads(tmp_path: Path, image_writer) -> None:

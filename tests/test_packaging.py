@@ -7,6 +7,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
 from garmentcv import installs
 from garmentcv.errors import GarmentCVError
@@ -94,3 +95,20 @@ def test_commands_without_a_runtime_say_which_extra_to_install(command: str, tmp
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 1
     assert "pip install 'garmentcv[cpu]'" in result.output and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("command", ["train", "export"])
+def test_torch_commands_without_torch_say_which_extra_to_install(command: str, tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """A [cpu]-only install: gcv-train/gcv-export exit 1 naming [train,cpu], not 70 'a bug'."""
+    from garmentcv.export.cli import main as export_main
+    from garmentcv.train.cli import main as train_main
+
+    real = installs.installed_version
+    monkeypatch.setattr(installs, "installed_version", lambda name: None if name == "torch" else real(name))
+    (tmp_path / "data").mkdir()
+    main, args = {"train": (train_main, [str(tmp_path / "data")]),
+                  "export": (export_main, [str(tmp_path / "best.pt")])}[command]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 1, result.output
+    assert "pip install 'garmentcv[train,cpu]'" in result.output and "Internal error" not in result.output

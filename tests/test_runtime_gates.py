@@ -155,7 +155,7 @@ def untrained_int8_export(tmp_path_factory: pytest.TempPathFactory):
     ckpt = make_run(root / "run", "resnet18", per_class=4)
     out = root / "int8.onnx"
     result = CliRunner().invoke(export_main, [str(ckpt), "--out", str(out), "--precision", "int8",
-                                              "--calibration-images", "6", "--max-accuracy-drop", "100"])
+                                              "--quantization-images", "6", "--max-accuracy-drop", "100"])
     assert result.exit_code == 0, result.output
     return result, out, ckpt
 
@@ -198,6 +198,7 @@ def test_export_says_at_info_where_the_file_will_run(untrained_int8_export, monk
     result, out, _ = untrained_int8_export
     warnings = [line for line in result.stderr.splitlines() if line.startswith("WARNING garmentcv")]
     assert len(warnings) == 1 and "is not above chance" in warnings[0], warnings
+    assert result.stdout.rstrip().splitlines()[-1].endswith("; INT8 ranges set on 6 images (uint8 activations)")
     plan = runtimes.plan_runtime(out, "auto", "cpu")
     runtime, precision = plan.rows_runtime
     assert (f"INFO garmentcv.export.exporter: on this machine's CPU, gcv-classify --runtime auto will run this file on "

@@ -199,7 +199,7 @@ def test_cli_errors_have_meaningful_exit_codes(tmp_path: Path, make_lamoda, monk
 def test_help_shows_every_default() -> None:
     text = " ".join(CliRunner().invoke(train_main, ["--help"]).output.split())
     for expected in ("--epochs INTEGER RANGE Passes over the training split. [default: 5; x>=1]", "[default: 0.01; x>0]",
-                     "[default: 0.8; 0<x<=1]", "training batch of one is dropped). [default: 32; x>=2]", "[default: 0.2; 0<x<1]",
+                     "[default: 0.8; 0<x<=1]", "(at least 2: BatchNorm cannot train on one). [default: 32; x>=2]", "[default: 0.2; 0<x<1]",
                      "[default: imagenet]", "[default: resnet18]", "[default: auto]"):
         assert expected in text, expected
 
@@ -228,7 +228,7 @@ def test_split_gives_every_class_of_two_or_more_a_validation_image(tmp_path: Pat
 @pytest.mark.parametrize(("counts", "fraction"), [({"a": 3, "b": 3, "c": 3}, 0.2), ({"a": 2, "b": 2}, 0.9)])
 def test_split_of_few_images_per_class_still_puts_every_class_on_both_sides(
         tmp_path: Path, counts: dict[str, int], fraction: float) -> None:
-    """sklearn refuses a test (or train) side with fewer images than classes; the split must not (issue 12)."""
+    """sklearn refuses a test (or train) side with fewer images than classes; the split must not."""
     ds = _dataset_of(counts, tmp_path)
     split = split_dataset(ds, fraction, seed=0)
     for name, n in counts.items():

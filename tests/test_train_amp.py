@@ -55,22 +55,22 @@ def test_auto_on_the_cpu_follows_the_measured_rule(cpu, arch, size, dtype, chann
     assert plan.reason.startswith("auto: FP32") == (dtype is None)
 
 
-def test_the_reason_names_the_cpu_tier_the_sizes_and_where_it_was_measured() -> None:
+def test_the_reason_names_the_cpu_tier_the_sizes_and_the_docs_page_of_the_rule() -> None:
     assert choose_amp("auto", "cpu", "resnet18", 224, AMX).reason == (
         "auto: CPU with AMX (amx_bf16), resnet18 at 224 px >= 64 px, where bf16 with channels_last trains fastest "
-        "(benchmarks/results/train_amp.md)"
+        "(docs/amp.md)"
     )
     assert choose_amp("auto", "cpu", "resnet18", 32, AMX).reason == (
         "auto: FP32, resnet18 at 32 px < 64 px, below which bf16 was not measured faster on a CPU with AMX (amx_bf16) "
-        "(benchmarks/results/train_amp.md)"
+        "(docs/amp.md)"
     )
     assert choose_amp("auto", "cpu", "efficientnet_b0", 32, AVX512_BF16).reason == (
         "auto: FP32 with channels_last, efficientnet_b0 at 32 px < 224 px, below which bf16 was not measured faster on "
-        "a CPU with avx512_bf16 without AMX (benchmarks/results/train_amp.md)"
+        "a CPU with avx512_bf16 without AMX (docs/amp.md)"
     )
     assert choose_amp("auto", "cpu", "resnet18", 224, AVX512_BF16).reason == (
         "auto: FP32 with channels_last, bf16 not measured faster than FP32 with channels_last for resnet18 on a CPU "
-        "with avx512_bf16 without AMX (benchmarks/results/train_amp.md)"
+        "with avx512_bf16 without AMX (docs/amp.md)"
     )
     assert "AMX masked by AVX512_CORE_BF16" in choose_amp("auto", "cpu", "resnet18", 224, AMX_MASKED).reason
     assert choose_amp("auto", "cpu", "resnet18", 224, NO_BF16).reason == (

@@ -18,7 +18,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from garmentcv.errors import CheckpointError, OutputPathError
+from garmentcv.errors import CheckpointError, OutputPathError, PathNotFoundError
 from garmentcv.train import checkpoint, distributed, loop
 from garmentcv.train.checkpoint import load_checkpoint, save_checkpoint
 from garmentcv.train.cli import main as train_main
@@ -28,6 +28,8 @@ from tests.conftest import write_image
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["--weights", "none", "--image-size", "32", "--batch-size", "4"]
+#: The same tiny run as TrainConfig settings, one epoch.
+TINY_SETTINGS = {"image_size": 32, "weights": "none", "batch_size": 4, "epochs": 1}
 CLASSES = ("a", "b", "c")
 
 
@@ -256,7 +258,7 @@ def test_resume_is_a_flag_with_an_optional_auto(make_lamoda, tmp_path: Path, mon
     bad = CliRunner().invoke(train_main, [str(data), "--out", "r", "--resume=later"])
     assert bad.exit_code == 2 and "'later'" in bad.output and "auto" in bad.output
     text = " ".join(CliRunner().invoke(train_main, ["--help"]).output.split())
-    assert "--resume [auto]" in text and "'auto': continue the run there if there is one, else start it" in text
+    assert "--resume [auto]" in text and "'auto': continue it or start it" in text
     assert "Restarts (torchrun --max-restarts N): give --out RUN and --resume auto; the first attempt starts the run" in text
 
 
@@ -330,3 +332,56 @@ def test_quiet_hides_pillows_decompression_bomb_warning(make_lamoda, tmp_path: P
     assert refused.returncode == 1
     assert "6 images cannot be decoded" in refused.stderr and "oversized" in refused.stderr
     assert "DecompressionBomb" not in refused.stderr
+
+
+def test_resume_refuses_another_arch_list(make_lamoda, tmp_path: Path) -> None:
+    """--resume with other --arch values rewrote comparison.md without the earlier arch; refuse like other settings."""
+    data, out = make_lamoda(per_class=3), tmp_path / "run"
+    loop.train(TrainConfig(data=data, out=out, **TINY_SETTINGS), progress=False)
+    with pytest.raises(CheckpointError, match=r"archs: \('resnet18',\) -> \('resnet34',\)"):
+        loop.train(TrainConfig(data=data, out=out, resume=True, archs=("resnet34",), **TINY_SETTINGS), progress=False)
+
+
+def test_a_missing_weights_file_is_usage_exit_2_before_any_image_is_read(make_lamoda, tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    import garmentcv.train.distributed as train_distributed
+
+    # images are checked through the (DDP-sharded) checker, which calls find_bad_images in garmentcv.train.distributed
+    monkeypatch.setattr(train_distributed, "find_bad_images", lambda *a, **k: pytest.fail("images read first"))
+    with pytest.raises(PathNotFoundError, match="no-such.pth"):
+        loop.train(TrainConfig(data=make_lamoda(per_class=3), out=tmp_path / "r1",
+                               **{**TINY_SETTINGS, "weights": str(tmp_path / "no-such.pth")}), progress=False)
+    result = CliRunner().invoke(train_main, [str(make_lamoda(per_class=3, name="d2")), "--out", str(tmp_path / "r2"),
+                                             "--weights", str(tmp_path / "no-such.pth")])
+    assert result.exit_code == 2 and "no-such.pth" in result.output
+    assert not (tmp_path / "r1").exists() and not (tmp_path / "r2").exists()
+
+
+def test_imagenet_weights_of_every_arch_are_fetched_before_any_work(make_lamoda, tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """With --arch resnet18 --arch resnet34 offline and only resnet18 cached, resnet34's missing file used to stop
+    the run after resnet18 had trained; now it stops before any image is read, naming the file."""
+    import urllib.error
+
+    import torch
+
+    import garmentcv.train.distributed as train_distributed
+    from garmentcv.errors import WeightsError
+    from garmentcv.models.registry import get_spec
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    cached = get_spec("resnet18").cache_file
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(b"present")  # only its presence matters before training
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("network is unreachable")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    # images are checked through the (DDP-sharded) checker, which calls find_bad_images in garmentcv.train.distributed
+    monkeypatch.setattr(train_distributed, "find_bad_images", lambda *a, **k: pytest.fail("images read first"))
+    out = tmp_path / "run"
+    with pytest.raises(WeightsError, match=r"resnet34.*resnet34-b627a593\.pth"):
+        loop.train(TrainConfig(data=make_lamoda(per_class=3), out=out, archs=("resnet18", "resnet34"),
+                               **{**TINY_SETTINGS, "weights": "imagenet"}), progress=False)
+    assert not out.exists()

@@ -1,4 +1,4 @@
-"""Issue 13, ask 3: model files of format 2 take uint8 crops; every export gate holds; format-1 files still classify.
+"""Model files of format 2 take uint8 crops; every export gate holds; format-1 files still classify.
 
 Also the shared decode path seen by all consumers: training validation, export parity and classification get
 identical pixels for the same file (the DCT-scaled JPEG shortcut included).
@@ -73,7 +73,7 @@ def test_uint8_file_gives_the_logits_of_the_float_file(both_formats) -> None:
 
 @pytest.mark.parametrize("precision", ["fp16", "int8"])
 def test_fp16_and_int8_export_with_uint8_input(both_formats, tmp_path: Path, precision: str) -> None:
-    """Every gate of gcv-export runs on the uint8 input: FP16 parity within its tolerance, INT8 calibrated on crops."""
+    """Every gate of gcv-export runs on the uint8 input: FP16 parity within its tolerance, INT8 ranges set on crops."""
     ckpt, _, _ = both_formats
     r = export_checkpoint(ExportConfig(checkpoint=ckpt, out=tmp_path / f"{precision}.onnx", precision=precision,
                                        calibration_images=6, max_accuracy_drop=100.0), progress=False)

@@ -7,9 +7,8 @@ files per class and the balance, skipped files, undecodable files, formats and c
 files, image sizes, exact duplicates (and those that carry different labels) and, given a test folder,
 training files that also appear there (leakage). Nothing is ever written to the dataset.
 
-The checks follow the data study that preceded the original project (corrupt files, extensions, sizes,
-class balance) plus duplicate and train/test leakage checks, limited to byte-identical files (SHA-256);
-near-duplicates (re-encoded or resized copies) are not detected.
+The checks cover corrupt files, extensions, sizes and class balance, plus duplicates and train/test leakage
+limited to byte-identical files (SHA-256); near-duplicates (re-encoded or resized copies) are not detected.
 
 Paths in the text report and in :meth:`DatasetReport.to_dict` go through :func:`display_path`: bytes of a file
 name that are not valid UTF-8 are written as ``\\xNN`` (backslash, ``x``, two hex digits), so the report is

@@ -178,7 +178,7 @@ def detect_layout(root: Path) -> Layout:
         return Layout.LAMODA
     if has_dirs:
         return Layout.FOLDERS
-    raise DatasetError(f"{root}: no images and no class folders found; see README.md for the dataset layouts")
+    raise DatasetError(f"{root}: no images and no class folders found; the dataset layouts: docs/data.md")
 
 
 def lamoda_label(path: Path) -> str:

@@ -248,7 +248,8 @@ def require_accuracy_drop(reference_accuracy: float, accuracy: float, max_drop_p
     drop = 100.0 * (reference_accuracy - accuracy)
     if drop > max_drop_points:
         if what.upper() == "INT8":
-            remedy = ("calibrate with more or more representative images (--calibration-data, --calibration-images), "
+            remedy = ("set the INT8 ranges on more or more representative images (--quantization-data, "
+                      "--quantization-images), "
                       "try --int8-activations int8, or export fp32/fp16")  # fmt: skip
         else:
             remedy = "export fp32, or allow a larger drop with --max-accuracy-drop"

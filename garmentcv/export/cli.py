@@ -9,6 +9,8 @@ import click
 
 from garmentcv.artifact import INPUT_FORMATS, INPUT_UINT8, INT8_ACTIVATIONS, PRECISIONS
 from garmentcv.cli_utils import (
+    deprecated_alias,
+    docs_epilog,
     handle_errors,
     plural,
     quiet_option,
@@ -23,76 +25,52 @@ from garmentcv.installs import require_onnxruntime, require_torch
 DEFAULT_OPSET = 18
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
+_INT8_ACTIVATIONS = click.Choice(INT8_ACTIVATIONS)
+_QUANTIZATION_DATA = click.Path(exists=True, path_type=Path)
+_QUANTIZATION_IMAGES = click.IntRange(min=1)
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"], "show_default": True},
+               epilog=docs_epilog("export"))
 @version_option("gcv-export")
 @click.argument("checkpoint", required=False, type=click.Path(dir_okay=False, path_type=Path))
-@click.option(
-    "--out", type=click.Path(dir_okay=False, path_type=Path), default=DEFAULT_MODEL_PATH,
-    help="ONNX file to write (replaced only when every check passes); gcv-classify reads this path by default.",
-)
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=DEFAULT_MODEL_PATH,
+              help="ONNX file to write, replaced only when every check passes.")
 @click.option("--precision", type=click.Choice(PRECISIONS), default="fp32",
-              help="fp32; fp16 (for the CUDA provider, float32 in and out); int8 (static QDQ, per-channel weights).")
+              help="fp32; fp16 (for CUDA, float32 in and out); int8 (static QDQ, per-channel weights).")
 @click.option("--opset", type=click.IntRange(min=DEFAULT_OPSET), default=DEFAULT_OPSET,
-              help="ONNX opset of the default domain (18, the lowest torch's exporter writes, and up); the export fails "
-              "rather than write another.")
-@click.option(
-    "--val-data", type=click.Path(exists=True, path_type=Path), default=None,
-    help="Labelled images (folder or path,label CSV) for the parity and accuracy checks. Default: the run's val.csv.",
-)
+              help="ONNX opset of the default domain; the export fails rather than write another.")
+@click.option("--val-data", type=click.Path(exists=True, path_type=Path), default=None,
+              show_default="the run's val.csv",
+              help="Labelled images (folder or path,label CSV) for the parity and accuracy checks.")
 @click.option("--val-images", type=click.IntRange(min=0), default=0,
-              help="Use at most this many validation images (seeded random subset); 0 uses all.")
-@click.option(
-    "--calibration-data", type=click.Path(exists=True, path_type=Path), default=None,
-    help="INT8 only: images (any folder or path,label CSV) that set activation ranges. Default: the run's train.csv.",
-)
-@click.option("--calibration-images", type=click.IntRange(min=1), default=200,
-              help="INT8 only: calibration images used (seeded random subset).")
+              help="Use at most this many validation images (seeded random subset); 0: all.")
+@click.option("--quantization-data", "calibration_data", type=_QUANTIZATION_DATA, default=None,
+              show_default="the run's train.csv",
+              help="INT8: images (folder or path,label CSV) that set the activation ranges.")
+@click.option("--quantization-images", "calibration_images", type=_QUANTIZATION_IMAGES, default=200,
+              help="INT8: use at most this many images for the ranges (seeded random subset).")
 @click.option("--max-accuracy-drop", type=click.FloatRange(min=0), default=1.0,
-              help="FP16 and INT8: fail when validation accuracy falls more than this many points below FP32.")
-@click.option(
-    "--int8-activations", type=click.Choice(INT8_ACTIVATIONS), default="uint8",
-    help="INT8 only: activation type. uint8 (U8S8) is fastest on x86 CPUs with VNNI; int8 (S8S8) is safe on CPUs "
-    "without VNNI, where U8S8 can saturate. The file records this and the CPU it was calibrated on.",
-)
+              help="FP16 and INT8: fail when validation accuracy falls more points than this below FP32.")
+@click.option("--int8-activations", type=_INT8_ACTIVATIONS, default="uint8",
+              help="INT8 activation type: uint8 (U8S8, fastest with VNNI) or int8 (S8S8, safe without VNNI).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=32,
-              help="Images decoded and run at a time in the checks and the INT8 calibration (bounds memory).")
-@click.option(
-    "--input-format", type=click.Choice(INPUT_FORMATS), default=INPUT_UINT8,
-    help="uint8-nhwc (file format 2): the model takes uint8 RGB crops and normalises inside the graph, a quarter of "
-    "the bytes and no float pass while decoding; float32-nchw (format 1): normalised float32, for garmentcv "
-    "releases before format 2.",
-)
+              help="Images decoded and run at a time in the checks and the INT8 ranges (bounds memory).")
+@click.option("--input-format", type=click.Choice(INPUT_FORMATS), default=INPUT_UINT8,
+              help="uint8-nhwc: uint8 crops, normalised in the graph; float32-nchw: format 1, for older releases.")
 @click.option("--bf16-check", type=click.Choice(["auto", "off"]), default="auto",
-              help="auto: with garmentcv[openvino] on a CPU with native bf16, also gate OpenVINO at bf16 (as at f32, "
-              "which is gated whenever OpenVINO is installed); off: skip bf16 (then never used).")
+              help="auto: also gate OpenVINO at bf16 on a CPU with native bf16; off: never run bf16.")
+@deprecated_alias("--calibration-data", "calibration_data", type=_QUANTIZATION_DATA)
+@deprecated_alias("--calibration-images", "calibration_images", type=_QUANTIZATION_IMAGES)
 @quiet_option
 @verbose_option
 @handle_errors
 def main(checkpoint: Path | None, quiet: bool, verbose: bool, **options: object) -> None:
-    """Export CHECKPOINT (a gcv-train best.pt) to one ONNX file that describes itself and check it.
+    """Export CHECKPOINT (a gcv-train best.pt) to one self-describing ONNX file, after checking it.
 
-    Without CHECKPOINT the newest run folder under runs/train is used; when it trained several archs, the
-    best.pt with the highest validation accuracy is taken (the choice is logged). The file is written only
-    after the ONNX checker, the opset, parity with PyTorch on the run's validation images (FP32: largest
-    logit difference of each image <= 1e-3 per unit of its logit scale max(1, largest |logit| of the image),
-    the same top-1 class except near ties within that tolerance; FP16: <= 5e-2 per unit; any NaN or Inf fails),
-    the FP16 or INT8 accuracy drop (--max-accuracy-drop), the dynamic batch axis, determinism and the metadata
-    have been checked.
-
-    Each runtime and inference precision the file may run at (onnxruntime at the file's precision; with
-    garmentcv[openvino], OpenVINO at f32 and, on a CPU with native bf16, at bf16) is run on the validation images
-    and judged against PyTorch's FP32 logits by the file's own rule (FP32: 1e-3 per unit of logit scale, bf16: 5e-2,
-    same top-1, probabilities within 0.02; INT8: accuracy within --max-accuracy-drop at every runtime). Each result
-    is stored in the file; gcv-classify --runtime auto runs only a pair that passed, and the summary says which it
-    picks on this CPU and why.
-
-    A temperature T is fitted on the same validation images (minimum negative log-likelihood of softmax(logits / T),
-    Guo et al. 2017) and stored in the file for calibrated probabilities; the logits output is unchanged. None is
-    stored (consumers use the raw softmax; the summary and the file say why) when the validation accuracy is not
-    above chance (the larger of 1/classes and the largest class's share) by the larger of 5 points and two standard
-    errors, when there are fewer than 20 validation images or fewer than 3 misclassified ones, or when the fit
-    ends at a bound of its search (0.01 or 100). Images are read --batch-size at a time, so memory does not grow
-    with their number.
+    Without CHECKPOINT the best.pt of the newest run under runs/train is used. The file is written only when the
+    ONNX checker, parity with PyTorch on the validation images, the FP16 or INT8 accuracy drop and each runtime's
+    gate pass. A temperature for calibrated probabilities is fitted on the same images where they can fit one.
     """
     setup_logging(quiet, verbose)
     require_onnxruntime()  # a clear message, not an ImportError, when neither [cpu] nor [gpu] is installed
@@ -135,7 +113,7 @@ def main(checkpoint: Path | None, quiet: bool, verbose: bool, **options: object)
     if r.info.precision != "fp32":
         accuracy += f" | {r.info.precision.upper()} {r.accuracy:.2%} (drop {r.accuracy_drop:.2f} points)"
     if r.calibration_images:
-        accuracy += f"; calibrated on {plural(r.calibration_images, 'image')}"
+        accuracy += f"; INT8 ranges set on {plural(r.calibration_images, 'image')}"
         if r.info.quantization is not None:
             accuracy += f" ({r.info.quantization.activations} activations)"
     for g in r.info.runtime_gates:

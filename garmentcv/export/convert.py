@@ -8,8 +8,8 @@
   unsigned uint8 activations (U8S8) by default, after ``quant_pre_process`` (shape inference and graph
   optimisation), calibrated with MinMax on real images streamed batch by batch
   (https://onnxruntime.ai/docs/performance/model-optimizations/quantization.html). U8S8 is what
-  onnxruntime's x86 integer GEMM/conv kernels are fastest at: on the 2-core AVX-512 VNNI machine of
-  benchmarks/RESULTS.md, resnet18 at 224 px ran 3.4x FP32 with U8S8 and only 1.2x with S8S8. On x86 CPUs
+  onnxruntime's x86 integer GEMM/conv kernels are fastest at on CPUs with AVX-512 VNNI (S8S8 runs much
+  slower there; the measured figures: docs/performance.md). On x86 CPUs
   without VNNI those kernels use ``VPMADDUBSW``, whose 16-bit intermediate sums can saturate; onnxruntime's
   docs recommend ``reduce_range`` or S8S8 there, so ``activations="int8"`` (S8S8) is offered and the CPU the
   calibration and the gate ran on is recorded in the file (:class:`garmentcv.artifact.Quantization`).

@@ -86,14 +86,16 @@ class ExportConfig:
         val_data: images for parity and accuracy (labelled folder or ``path,label`` CSV); ``None`` uses the
             run's ``val.csv`` beside the checkpoint (``RUN/<arch>/best.pt`` -> ``RUN/val.csv``).
         val_images: at most this many validation images (a seeded random subset); 0 uses all.
-        calibration_data: INT8 calibration images (any image folder or ``path,label`` CSV); ``None`` uses
-            the run's ``train.csv``.
-        calibration_images: at most this many calibration images (a seeded random subset).
+        calibration_data: INT8 only: the images that set the activation ranges (onnxruntime's MinMax
+            calibrator; any image folder or ``path,label`` CSV; gcv-export's ``--quantization-data``); ``None``
+            uses the run's ``train.csv``. Not the temperature, which is fitted on the validation images.
+        calibration_images: at most this many of those images (a seeded random subset;
+            ``--quantization-images``).
         max_accuracy_drop: FP16 and INT8 may lose at most this many accuracy points (0..100 scale) against
             FP32 on the validation images.
         int8_activations: INT8 activation type: ``uint8`` (U8S8, fastest on CPUs with VNNI) or ``int8``
             (S8S8, safe on CPUs without VNNI).
-        batch_size: images decoded and run at a time, in the checks and the calibration; bounds memory.
+        batch_size: images decoded and run at a time, in the checks and the INT8 ranges; bounds memory.
         runs_dir: where gcv-train's run folders are looked for when ``checkpoint`` is ``None``.
         input_format: ``uint8-nhwc`` (format 2: uint8 crops in, normalisation in the graph; the default) or
             ``float32-nchw`` (format 1: normalised float32, readable by releases before format 2); see
@@ -134,7 +136,7 @@ class ExportResult:
         accuracy: top-1 accuracy of the written file on the same images, 0..1.
         accuracy_drop: ``100 * (fp32_accuracy - accuracy)``, accuracy points.
         val_images: validation images used; ``skipped_images`` could not be decoded.
-        calibration_images: calibration images used (INT8), else 0.
+        calibration_images: images that set the INT8 activation ranges, else 0.
         seconds: wall time of the export, s.
         temperature: the temperature fitted on the validation images and stored in the file (see
             :mod:`garmentcv.calibration`); ``None``: none stored (consumers use the raw softmax), see
@@ -478,8 +480,8 @@ def export_checkpoint(cfg: ExportConfig, progress: bool = True) -> ExportResult:
     val = select_images(val_source, classes, cfg.val_images, True, "validation")
     calibration: ImageStream | None = None
     if cfg.precision == "int8":
-        cal_source = _data_source(cfg.calibration_data, checkpoint, "train.csv", "--calibration-data")
-        cal = select_images(cal_source, classes, cfg.calibration_images, False, "calibration")
+        cal_source = _data_source(cfg.calibration_data, checkpoint, "train.csv", "--quantization-data")
+        cal = select_images(cal_source, classes, cfg.calibration_images, False, "quantization")
         calibration = ImageStream(cal, pp, cfg.batch_size, progress, uint8=uint8)
 
     first = next(iter(ImageStream(val, pp, TRACE_BATCH, progress=False, warn=False, uint8=uint8)))  # the traced example

@@ -4,7 +4,7 @@ Each :class:`ModelSpec` names a torchvision builder, its ImageNet weights enum m
 download URL, the file name in the ``TORCH_HOME`` cache and the evaluation preprocessing), and the dotted
 name of the classification head that is replaced for N classes.
 
-:data:`MODELS` holds the three archs of the original study, the tested defaults (``--arch all``). Any other
+:data:`MODELS` holds the three tested default archs (``--arch all``). Any other
 classification model of torchvision's model registry (``torchvision.models.list_models(module=
 torchvision.models)``: convnext_tiny, mobilenet_v3_small, regnet_y_400mf, ...) is looked up by its builder
 name (:func:`get_spec`), with the weights entry torchvision marks ``DEFAULT`` and the last 1000-output

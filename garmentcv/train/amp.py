@@ -5,13 +5,12 @@ input size and the CPU's features (:class:`CpuFeatures`, read by :func:`cpu_feat
 and oneDNN's ``ONEDNN_MAX_CPU_ISA``). The decision (:class:`AmpPlan`) is logged and recorded in the run's
 ``config.json`` and checkpoints, with its reason.
 
-The CPU rule is measured, not assumed (``benchmarks/train_amp.py``, figures in ``benchmarks/results/train_amp.md``):
-training step images/s with ``torch.autocast("cpu", torch.bfloat16)`` over FP32, batch 32, on an Intel Xeon with
-AMX (``amx_bf16``) and on the same CPU with oneDNN held to AVX-512 BF16 without AMX. :data:`RULES` holds, per
-CPU tier and arch, from which input size bf16 pays and where channels_last does; without any bf16 instructions
-(``avx512_bf16``/``amx_bf16``) bf16 is emulated and never chosen.
+The CPU rule is measured, not assumed: :data:`RULES` holds, per CPU tier (AMX, AVX-512 BF16 without AMX) and
+arch, from which input size bf16 autocast (``torch.autocast("cpu", torch.bfloat16)``) trains faster than FP32 and
+where channels_last does; without any bf16 instructions (``avx512_bf16``/``amx_bf16``) bf16 is emulated and never
+chosen. How it was measured and the figures: docs/amp.md (:data:`RULE_DOCS`).
 
-On CUDA, ``auto`` keeps what gcv-train always did: float16 autocast with a gradient scaler.
+On CUDA, ``auto`` takes float16 autocast with a gradient scaler.
 """
 
 from __future__ import annotations
@@ -40,17 +39,9 @@ TIER_AMX, TIER_AVX512_BF16, TIER_NONE = "amx", "avx512_bf16", "none"
 
 #: The measured rule of ``auto`` on the CPU: per (CPU tier, arch), steps ``(from_px, dtype, channels_last)`` in
 #: increasing ``from_px``; an input of ``image_size`` px takes the last step with ``from_px <= image_size``. A
-#: (tier, arch) absent here trains in FP32 with the default memory format. Read from benchmarks/train_amp.py
-#: (batch 32, one Xeon with AMX, and the same CPU with AMX masked; the quiet run in train_amp.md, efficientnet_b0 at
-#: 224 px confirmed by a second quiet run, train_amp_efficientnet_b0_224.md), where each choice was the fastest:
-#: resnet18 with AMX: bf16 + channels_last from 64 px (x1.3 at 64, x2.4 at 128, x3.4 at 224 over FP32), FP32 at
-#: 32 px (bf16 x0.94). Without AMX bf16 is slower at every size (x0.84-0.92), and channels_last pays from 128 px
-#: (x1.10 at 128, x1.20 at 224, in a busy and the quiet run alike; x0.91 at 64). efficientnet_b0: FP32 with
-#: channels_last beat NCHW at every size on both tiers (x1.2-2.0); at 224 px bf16 + channels_last beat that by
-#: x1.29-1.37 with AMX and x1.14-1.16 without (at 128 px it lost, x0.84 and x0.73; sizes in between not measured).
-#: resnet34 (resnet18's BasicBlocks, twice as many) follows resnet18's rule; measured quiet at 64 and 224 px
-#: (train_amp_resnet34.md): with AMX bf16 + channels_last x1.33 and x3.90, without AMX bf16 x0.86-0.93 and
-#: channels_last x0.89 at 64, x1.19 at 224.
+#: (tier, arch) absent here trains in FP32 with the default memory format. Each step is the fastest setting measured
+#: for that tier, arch and size (training steps per second, batch 32; docs/amp.md has the figures and how to
+#: measure a new arch). resnet34 (resnet18's BasicBlocks, twice as many) follows resnet18's rule.
 RULES: dict[tuple[str, str], tuple[tuple[int, str | None, bool], ...]] = {
     (TIER_AMX, "resnet18"): ((0, None, False), (64, "bfloat16", True)),
     (TIER_AMX, "resnet34"): ((0, None, False), (64, "bfloat16", True)),
@@ -60,8 +51,8 @@ RULES: dict[tuple[str, str], tuple[tuple[int, str | None, bool], ...]] = {
     (TIER_AVX512_BF16, "efficientnet_b0"): ((0, None, True), (224, "bfloat16", True)),
 }
 
-#: Where the measurements behind :data:`RULES` are.
-MEASURED_IN = "benchmarks/results/train_amp.md"
+#: The docs page of :data:`RULES`: how they were measured and the figures; every ``auto`` reason names it.
+RULE_DOCS = "docs/amp.md"
 
 
 @dataclass(frozen=True)
@@ -186,17 +177,17 @@ def choose_amp(
     step = next((st for st in reversed(steps) if st[0] <= image_size), None)
     if step is None:
         return AmpPlan(requested, None, "cpu", False, False,
-                       f"auto: FP32, bf16 not measured faster than FP32 for {arch} on a CPU with {where} ({MEASURED_IN})")  # fmt: skip
+                       f"auto: FP32, bf16 not measured faster than FP32 for {arch} on a CPU with {where} ({RULE_DOCS})")  # fmt: skip
     from_px, dtype, channels_last = step
     layout = " with channels_last" if channels_last else ""
     if dtype is not None:
         why = f"{arch} at {image_size} px >= {from_px} px, where bf16{layout} trains fastest"
-        return AmpPlan(requested, dtype, "cpu", channels_last, False, f"auto: CPU with {where}, {why} ({MEASURED_IN})")
+        return AmpPlan(requested, dtype, "cpu", channels_last, False, f"auto: CPU with {where}, {why} ({RULE_DOCS})")
     bf16_from = next((st[0] for st in steps if st[1] is not None), None)
     why = (f"{arch} at {image_size} px < {bf16_from} px, below which bf16 was not measured faster" if bf16_from is not None
            else f"bf16 not measured faster than FP32{layout} for {arch}")  # fmt: skip
     return AmpPlan(requested, None, "cpu", channels_last, False,
-                   f"auto: FP32{layout}, {why} on a CPU with {where} ({MEASURED_IN})")  # fmt: skip
+                   f"auto: FP32{layout}, {why} on a CPU with {where} ({RULE_DOCS})")  # fmt: skip
 
 
 def _choose_cuda(requested: str, cuda_bf16: bool) -> AmpPlan:

@@ -14,6 +14,7 @@ import click
 from click.core import ParameterSource
 
 from garmentcv.cli_utils import (
+    docs_epilog,
     handle_errors,
     plural,
     quiet_option,
@@ -139,32 +140,32 @@ def _given(ctx: click.Context, name: str) -> bool:
     return source is not None and source not in (ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP)
 
 
-@click.command(cls=TrainCommand, context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
+@click.command(cls=TrainCommand, context_settings={"help_option_names": ["-h", "--help"], "show_default": True},
+               epilog=docs_epilog("training"))
 @version_option("gcv-train")
 @click.argument("data", type=click.Path(exists=True, path_type=Path), required=False)
 @click.option(
     "--config", "config_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
-    help="Rerun the settings of RUN/config.json (DATA included); options given on the command line override them. "
-    "--out and --resume are never taken from it.",
+    help="Rerun the settings of RUN/config.json (DATA included); options given here override them.",
 )
 @click.option(
     "--out", type=click.Path(file_okay=False, path_type=Path), default=None,
-    help=f"Run folder, new or empty (a folder with files is refused unless --resume). Default: "
-    f"{RUNS_DIR}/<YYYYmmdd-HHMMSS>.",
+    show_default=f"{RUNS_DIR}/<YYYYmmdd-HHMMSS>",
+    help="Run folder, new or empty (a folder with files is refused unless --resume).",
 )
 @setting("archs", multiple=True, metavar="ARCH")
 @setting("weights")
-@setting("layout", type=click.Choice([m.value for m in Layout]))
+@setting("layout", type=click.Choice([m.value for m in Layout]), show_default="detected")
 @setting("epochs", type=click.IntRange(min=1))
 @setting("batch_size", type=BatchSize())
 @setting("lr", type=click.FloatRange(min=0, min_open=True))
 @setting("lr_gamma", type=click.FloatRange(0, 1, min_open=True))
 @setting("weight_decay", type=click.FloatRange(min=0))
 @setting("val_fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True))
-@setting("val_data", type=click.Path(exists=True, path_type=Path))
-@setting("preset", type=click.Choice(list(defaults.PRESETS)))
+@setting("val_data", type=click.Path(exists=True, path_type=Path), show_default="--val-fraction of DATA")
+@setting("preset", type=click.Choice(list(defaults.PRESETS)), show_default="none")
 @setting("seed", type=int)
-@setting("image_size", type=click.IntRange(min=16))
+@setting("image_size", type=click.IntRange(min=16), show_default="the weights' size, 224")
 @setting("rotation", type=click.FloatRange(0, 180))
 @setting("crop_scale", type=click.FloatRange(0, 1, min_open=True))
 @setting("jitter", type=click.FloatRange(0, 1))
@@ -189,23 +190,17 @@ def _given(ctx: click.Context, name: str) -> bool:
 def main(
     data: Path | None, config_file: Path | None, out: Path | None, quiet: bool, verbose: bool, **options: Any
 ) -> None:
-    """Fine-tune ImageNet CNNs on the labelled images in DATA and report validation metrics.
+    """Fine-tune torchvision CNNs on the labelled images in DATA and report validation metrics.
 
-    DATA is a folder of <id>_<label>.jpg files (the Lamoda/Kaggle layout), a folder with one sub-folder per
-    class, or a path,label CSV manifest; with --config it defaults to the run's DATA. Every image is decoded
-    once before training. The run folder (new or empty unless --resume) receives config.json, the split
-    (train.csv, val.csv), comparison.md, with --skip-bad-images skipped_images.csv, and per arch best.pt,
-    last.pt, metrics.json, confusion_matrix.png, curves.png.
-
-    Data-parallel on several processes or machines: torchrun --nproc_per_node=N -m garmentcv.train DATA ...
-    (same options; --batch-size is per process; rank 0 writes the run folder).
+    DATA is a folder of <id>_<label>.jpg files, a folder with one sub-folder per class, or a path,label CSV
+    manifest. The run folder receives config.json, the split (train.csv, val.csv), comparison.md and, per arch,
+    best.pt (for gcv-export), last.pt and metrics.json. Ctrl-C keeps every finished epoch and says how to continue.
 
     \b
+    Data-parallel: torchrun --nproc_per_node=N -m garmentcv.train DATA ...
+    (the same options; --batch-size is per process).
     Restarts (torchrun --max-restarts N): give --out RUN and --resume auto;
     the first attempt starts the run, every restart continues it.
-
-    A run that ends at chance or diverged says so in a WARNING and in metrics.json ("warnings"). Ctrl-C keeps
-    every finished epoch and says how to continue; resuming a finished run trains nothing and says so.
     """
     setup_logging(quiet, verbose)
     require_torch()  # exit 1 naming the extra on a [cpu]-only install, not an ImportError

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-#: The recipe the original project used and users know: AdamW at lr 0.01 decaying x0.8 per epoch, 5 epochs.
+#: The fine-tuning recipe: AdamW at lr 0.01 decaying x0.8 per epoch, 5 epochs.
 DEFAULT_EPOCHS = 5
 DEFAULT_LR = 0.01
 DEFAULT_LR_GAMMA = 0.8
@@ -18,19 +18,16 @@ DEFAULT_VAL_FRACTION = 0.2
 ARCHS: tuple[str, ...] = ("efficientnet_b0", "resnet18", "resnet34")
 
 
-#: ``--preset scratch``: chosen on validation only (scripts/scratch_preset.py, resnet18 from scratch at 32 px on 8,000
-#: ten-class Fashion-MNIST training images): 10 epochs instead of 5 gave 0.839 validation accuracy against 0.769
-#: (the learning rate keeps decaying x0.8 per epoch), while milder augmentation (no rotation or colour jitter, crops
-#: of at least 85%) lost 1.6 points (0.823), so the augmentation stays. On all 48,000 images: 0.880 validation, 0.879
-#: test, against 0.859 / 0.853 for the 5-epoch defaults. Random init (``weights="none"``), as it was measured.
+#: ``--preset scratch``: training from random init (``weights="none"``) for 10 epochs instead of 5, the learning rate
+#: still decaying x0.8 per epoch, with the default augmentation. Chosen on the validation split only (never on test
+#: images); how it was chosen and its results: docs/training.md.
 PRESET_SCRATCH: dict[str, Any] = {"epochs": 10, "weights": "none"}
 
 #: ``TrainConfig.resume`` (``--resume auto``): continue the run in ``out`` when it has one, else start it.
 RESUME_AUTO = "auto"
 
 #: Named sets of settings (``gcv-train --preset NAME``): each replaces the defaults it names; options given on the
-#: command line still override it. ``scratch`` was chosen on the validation split of the ten-class Fashion-MNIST
-#: stand-in (scripts/scratch_preset.py; README "Training from scratch" has the table and its test accuracy).
+#: command line still override it. ``scratch``: :data:`PRESET_SCRATCH` (docs/training.md).
 PRESETS: dict[str, dict[str, Any]] = {
     "scratch": PRESET_SCRATCH,
 }
@@ -53,102 +50,62 @@ class TrainConfig:
     data: Path
     out: Path
     archs: tuple[str, ...] = _setting(
-        ("resnet18",),
-        "Model(s) to train, by torchvision builder name: efficientnet_b0, resnet18, resnet34 (the tested defaults; "
-        "'all' trains these three and compares them) or any other torchvision classification model, e.g. "
-        "mobilenet_v3_small, regnet_y_400mf, convnext_tiny. Repeat the option to train several.",
+        ("resnet18",), "Model(s) to train, by torchvision builder name ('all': the tested three); repeat for several."
     )
     weights: str = _setting(
-        "imagenet",
-        "Backbone weights: 'imagenet' (torchvision's, from the TORCH_HOME cache or downloaded), 'none' (from "
-        "scratch), the path of a torchvision state dict file, or a GarmentCV checkpoint (best.pt of another run "
-        "of the same arch, other classes allowed: its backbone is kept, the head replaced).",
+        "imagenet", "Backbone weights: imagenet (downloaded or cached), none, a state dict or another run's best.pt."
     )
     layout: str | None = _setting(
-        None,
-        "Dataset layout; detected when not given: a .csv file is a manifest, a folder of <id>_<label>.jpg files "
-        "is lamoda, a folder of class folders is folders.",
+        None, "Dataset layout: lamoda (<id>_<label>.jpg files), folders (one per class) or csv (a manifest)."
     )
     epochs: int = _setting(DEFAULT_EPOCHS, "Passes over the training split.")
     batch_size: int = _setting(
-        DEFAULT_BATCH_SIZE,
-        "Images per step in each process (under torchrun a step trains on this x the world size, both recorded in "
-        "config.json; at least 2: BatchNorm cannot train on one; a last training batch of one is dropped).",
+        DEFAULT_BATCH_SIZE, "Images per step in each process (at least 2: BatchNorm cannot train on one)."
     )
     lr: float = _setting(DEFAULT_LR, "AdamW learning rate.")
-    lr_gamma: float = _setting(DEFAULT_LR_GAMMA, "Learning rate factor applied after each epoch (exponential decay, after any warm-up).")
+    lr_gamma: float = _setting(
+        DEFAULT_LR_GAMMA, "Learning rate factor applied after each epoch (exponential decay, after any warm-up)."
+    )
     weight_decay: float = _setting(0.01, "AdamW decoupled weight decay.")
     val_fraction: float = _setting(DEFAULT_VAL_FRACTION, "Share of each class held out for validation (stratified).")
     preset: str | None = _setting(
-        None,
-        "Start from a named set of settings instead of the fine-tuning defaults: 'scratch' (--weights none and 10 "
-        "epochs instead of 5, chosen on validation; see README). Options given on the command line override it; "
-        "config.json records the resulting values.",
+        None, "Start from a named set of settings (scratch: --weights none, 10 epochs); options override it."
     )
     val_data: Path | None = _setting(
-        None,
-        "Validation images from this labelled folder or path,label CSV (same classes as DATA, no shared file) "
-        "instead of a --val-fraction split: every image of DATA then trains.",
+        None, "Labelled validation images (folder or CSV, same classes) instead of splitting DATA."
     )
     seed: int = _setting(0, "Seed of the split, the head's init and the augmentation.")
-    image_size: int | None = _setting(
-        None, "Model input side in px (resize scaled in the weights' ratio, 256/224). Default: the weights' 224."
-    )
+    image_size: int | None = _setting(None, "Model input side in px (resized in the weights' ratio, 256/224).")
     rotation: float = _setting(15.0, "Largest random rotation, degrees.")
     crop_scale: float = _setting(0.7, "Smallest image area kept by the random resized crop.")
     jitter: float = _setting(0.2, "Brightness/contrast/saturation jitter; 0 disables.")
     hflip: float = _setting(0.5, "Probability of a horizontal flip.")
-    workers: int = _setting(
-        0, "DataLoader worker processes (0: main process). Changes the augmentation stream, so --resume needs the same."
-    )
-    device: str = _setting("auto", "auto: CUDA (with AMP) when present.")
+    workers: int = _setting(0, "DataLoader worker processes (0: the main process); --resume needs the same number.")
+    device: str = _setting("auto", "auto: CUDA when present, else CPU.")
     amp: str = _setting(
-        "auto",
-        "Mixed precision of the training passes (validation stays FP32): auto takes bf16 autocast on a CPU only "
-        "where it was measured faster than FP32 for this CPU (AMX or not), arch and image size, with channels_last "
-        "where that helps, and fp16 with a gradient scaler on CUDA; bf16 or fp16 (CUDA only) force one; off "
-        "trains in FP32. The choice and its reason are logged and saved in config.json (amp_chosen).",
+        "auto", "Mixed precision of training: auto (where faster: bf16 on CPU, fp16 on CUDA), bf16, fp16 or off."
     )
     resume: bool | str = _setting(
-        False,
-        "Continue the run in --out from each arch's last.pt; refused if the settings or the data differ (a larger "
-        "epoch count trains it longer). 'auto': continue the run there if there is one, else start it (one command "
-        "line for every restart of torchrun).",
+        False, "Continue the run in --out from each arch's last.pt; 'auto': continue it or start it."
     )
     skip_bad_images: bool = _setting(
-        False,
-        "Train without images that cannot be decoded (listed in skipped_images.csv of the run folder) instead of "
-        "stopping with their names. Every image is checked once before training.",
+        False, "Train without images that cannot be decoded (skipped_images.csv) instead of stopping."
     )
 
     freeze_backbone_epochs: int = _setting(
-        0,
-        "Train only the head for the first N epochs (linear probe), then the whole network; 0: never frozen. "
-        "Frozen parameters do not move (BatchNorm running statistics still adapt).",
+        0, "Train only the head for the first N epochs (linear probe); 0: never frozen."
     )
-    backbone_lr_factor: float = _setting(
-        1.0, "Backbone learning rate = --lr x this factor; the head keeps --lr (e.g. 0.1 fine-tunes gently)."
-    )
-    warmup_epochs: int = _setting(
-        0,
-        "Linear learning-rate warm-up: epoch e <= N trains at lr x e/(N+1), then lr x gamma^(e-1-N); 0: none "
-        "(epoch e at lr x gamma^(e-1)).",
-    )
+    backbone_lr_factor: float = _setting(1.0, "Backbone learning rate = --lr x this factor; the head keeps --lr.")
+    warmup_epochs: int = _setting(0, "Epochs of linear learning-rate warm-up before the decay; 0: none.")
     label_smoothing: float = _setting(0.0, "Label smoothing of the training cross-entropy (validation loss is plain).")
-    decay_norm_bias: bool = _setting(
-        True, "Apply weight decay to normalisation and bias parameters too; --no-decay-norm-bias exempts them."
-    )
+    decay_norm_bias: bool = _setting(True, "Apply weight decay to normalisation and bias parameters too.")
     early_stopping_patience: int = _setting(
-        0,
-        "Stop when --early-stopping-metric has not improved for N epochs (best.pt stays the best validation "
-        "accuracy's epoch); 0: train every epoch.",
+        0, "Stop when --early-stopping-metric has not improved for N epochs; 0: never."
     )
     early_stopping_metric: str = _setting("val_loss", "What early stopping watches: val_loss (lower is better) or accuracy.")
-    class_weights: bool = _setting(
-        False, "Weight the training loss per class by n/(C x n_c) (training split counts) for imbalanced classes."
-    )
+    class_weights: bool = _setting(False, "Weight the training loss per class by n/(C x n_c), for imbalanced classes.")
     balanced_sampler: bool = _setting(
-        False, "Draw training images with probability 1/n_c per class (with replacement, same epoch size)."
+        False, "Draw training images with probability 1/n_c per class (with replacement)."
     )
 
     @classmethod
