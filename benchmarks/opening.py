@@ -30,7 +30,7 @@ import numpy as np
 
 from benchmarks import onnx_models, photos
 from benchmarks.machine import machine_info
-from garmentcv.infer import classify as classify_module
+from garmentcv.infer.engines import local as classify_module
 from garmentcv.infer.runtimes import Model, OpeningModel, RuntimePlan, open_planned
 
 

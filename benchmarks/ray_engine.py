@@ -28,7 +28,7 @@ from benchmarks import onnx_models, photos
 from benchmarks.machine import machine_info
 from garmentcv.cpus import available_cpus
 from garmentcv.infer.classify import ClassifyConfig, classify_folder
-from garmentcv.infer.ray_engine import RayOptions, classify_ray
+from garmentcv.infer.engines.ray import RayOptions, classify_ray
 
 
 def _configs(cpus: int) -> list[tuple[str, RayOptions | None]]:

@@ -29,7 +29,7 @@ from benchmarks.machine import MachineInfo, machine_info
 from benchmarks.model_only import TimingPlan
 from benchmarks.onnx_models import Int8Settings
 from benchmarks.report import Row
-from garmentcv.infer.session import open_model
+from garmentcv.infer.runtimes.onnxruntime import open_model
 from garmentcv.models import MODELS, default_preprocessing
 
 logger = logging.getLogger("benchmarks")

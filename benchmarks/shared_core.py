@@ -34,7 +34,7 @@ from benchmarks.photos import write_photo_folder
 from garmentcv.artifact import INPUT_FLOAT32, INPUT_UINT8
 from garmentcv.image import load_crop, load_input
 from garmentcv.infer.pipeline import predict_batches
-from garmentcv.infer.session import LoadedModel, open_model
+from garmentcv.infer.runtimes.onnxruntime import LoadedModel, open_model
 
 
 @dataclass(frozen=True)

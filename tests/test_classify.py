@@ -23,7 +23,7 @@ from garmentcv.infer.cli import classify_main
 from garmentcv.infer.model_file import DEFAULT_MODEL_PATH, read_model_info
 from garmentcv.infer.pipeline import predict_batches
 from garmentcv.infer.rows import OutputFormat
-from garmentcv.infer.session import ProviderError, open_model
+from garmentcv.infer.runtimes.onnxruntime import ProviderError, open_model
 
 from .conftest import write_image
 
@@ -244,7 +244,7 @@ def test_provider_cuda_is_never_a_silent_fallback(onnx_model: Path, monkeypatch:
         with pytest.raises(ProviderError, match="onnxruntime-gpu"):
             open_model(onnx_model, "cuda")
     # onnxruntime claims CUDA but cannot start it (no GPU, no libraries): cuda fails, auto falls back to the CPU
-    import garmentcv.infer.session as session
+    import garmentcv.infer.runtimes.onnxruntime as session
 
     real = ort.InferenceSession
 

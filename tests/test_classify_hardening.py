@@ -17,14 +17,14 @@ from click.testing import CliRunner
 
 import garmentcv.cpus
 import garmentcv.infer.pipeline
-import garmentcv.infer.session
+import garmentcv.infer.runtimes.onnxruntime
 from garmentcv.errors import ModelFileError, OutputPathError, PathNotFoundError
 from garmentcv.infer.classify import ClassifyConfig, classify_folder
 from garmentcv.infer.cli import classify_main
 from garmentcv.infer.model_file import read_model_info
 from garmentcv.infer.pipeline import predict_batches, split_cpus
 from garmentcv.infer.rows import OutputFormat
-from garmentcv.infer.session import ProviderError, open_model
+from garmentcv.infer.runtimes.onnxruntime import ProviderError, open_model
 
 from .conftest import write_image
 from .test_classify import Interrupt, expected_probs, make_folder, run
@@ -140,8 +140,8 @@ def test_cuda_session_failure_under_auto_falls_back_to_cpu(onnx_model: Path, mon
             raise RuntimeError("CUDA failure 100: no CUDA-capable device is detected")
         return real(path, sess_options=sess_options, providers=providers)
 
-    monkeypatch.setattr(garmentcv.infer.session.ort, "get_available_providers", lambda: CUDA_AND_CPU)
-    monkeypatch.setattr(garmentcv.infer.session.ort, "InferenceSession", cuda_fails)
+    monkeypatch.setattr(garmentcv.infer.runtimes.onnxruntime.ort, "get_available_providers", lambda: CUDA_AND_CPU)
+    monkeypatch.setattr(garmentcv.infer.runtimes.onnxruntime.ort, "InferenceSession", cuda_fails)
     with caplog.at_level("INFO"):
         assert open_model(onnx_model, "auto").provider == "cpu"
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
@@ -169,7 +169,7 @@ FIX = "pip uninstall -y onnxruntime onnxruntime-gpu && pip install onnxruntime-g
 
 def test_both_runtimes_installed_is_named_with_its_fix(onnx_model: Path, monkeypatch: pytest.MonkeyPatch,
                                                        caplog: pytest.LogCaptureFixture) -> None:
-    monkeypatch.setattr(garmentcv.infer.session.ort, "get_available_providers", lambda: ["CPUExecutionProvider"])
+    monkeypatch.setattr(garmentcv.infer.runtimes.onnxruntime.ort, "get_available_providers", lambda: ["CPUExecutionProvider"])
     _installed(monkeypatch, {"onnxruntime": "1.22.0", "onnxruntime-gpu": "1.22.1"})
     with pytest.raises(ProviderError) as raised:
         open_model(onnx_model, "cuda")
@@ -223,8 +223,8 @@ def test_thread_defaults_follow_available_cpus_and_workers_reach_the_pool(
     monkeypatch.setattr(os, "cpu_count", lambda: 64)  # never the machine's core count
     pools = PoolSpy(monkeypatch)
     sessions: list[int] = []
-    real_options = garmentcv.infer.session._session_options
-    monkeypatch.setattr(garmentcv.infer.session, "_session_options",
+    real_options = garmentcv.infer.runtimes.onnxruntime._session_options
+    monkeypatch.setattr(garmentcv.infer.runtimes.onnxruntime, "_session_options",
                         lambda threads: sessions.append(threads) or real_options(threads))
     summary = run(folder, tmp_path / "a.csv", onnx_model)
     assert (summary.threads, summary.workers) == (8, 8)

@@ -23,11 +23,11 @@ from garmentcv.errors import GarmentCVError, ModelFileError
 from garmentcv.infer.classify import (
     ClassifyConfig,
     ClassifyRun,
-    _Partial,
     classify_folder,
     open_checked_source,
 )
 from garmentcv.infer.cli import classify_main
+from garmentcv.infer.partial import PartialResults
 from garmentcv.infer.model_file import read_model_info
 from garmentcv.infer.pipeline import Prediction
 
@@ -182,10 +182,10 @@ def test_finishing_run_removes_only_what_it_wrote_or_merged(tmp_path: Path, onnx
 
 
 def test_segments_are_created_exclusively(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    partial = _Partial(tmp_path / "out.csv", {"format": "x"})
+    partial = PartialResults(tmp_path / "out.csv", {"format": "x"})
     partial.dir.mkdir()
     (partial.dir / "run-000.jsonl").write_text("another process's segment\n")
-    monkeypatch.setattr(_Partial, "segments", lambda self: [])  # listed before the other process created its file
+    monkeypatch.setattr(PartialResults, "segments", lambda self: [])  # listed before the other process created its file
     path, handle = partial.new_segment()
     handle.close()
     assert path.name == "run-001.jsonl"

@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 import garmentcv
-import garmentcv.infer.classify
+import garmentcv.infer.engines.local
 import garmentcv.infer.evaluate
 from garmentcv.cli import main as gcv
 from garmentcv.infer.classify import ClassifyConfig, ClassifySummary
@@ -125,7 +125,7 @@ class _Captured:
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.configs: list[object] = []
-        monkeypatch.setattr(garmentcv.infer.classify, "classify_folder", self.classify)
+        monkeypatch.setattr(garmentcv.infer.engines.local, "classify_folder", self.classify)
         monkeypatch.setattr(garmentcv.infer.evaluate, "evaluate_model", self.evaluate)
 
     def classify(self, cfg: ClassifyConfig) -> ClassifySummary:
@@ -179,7 +179,7 @@ def test_evaluate_takes_data_first_and_its_old_options_still_work(tmp_path: Path
 def test_command_choices_are_the_library_values() -> None:
     from garmentcv.infer.classify import ENGINES, ON_ERROR
     from garmentcv.infer.runtimes import RUNTIMES
-    from garmentcv.infer.session import PROVIDERS
+    from garmentcv.infer.runtimes.onnxruntime import PROVIDERS
 
     def choices(command: click.Command, name: str) -> tuple[str, ...]:
         return tuple(next(p for p in command.params if p.name == name).type.choices)  # type: ignore[attr-defined]
@@ -200,9 +200,9 @@ def test_train_keeps_workers_as_dataloader_processes() -> None:
 
 def test_cuda_errors_name_the_device_option(tmp_path: Path, onnx_model: Path, monkeypatch: pytest.MonkeyPatch
                                             ) -> None:
-    import garmentcv.infer.session
+    import garmentcv.infer.runtimes.onnxruntime
 
-    monkeypatch.setattr(garmentcv.infer.session.ort, "get_available_providers", lambda: ["CPUExecutionProvider"])
+    monkeypatch.setattr(garmentcv.infer.runtimes.onnxruntime.ort, "get_available_providers", lambda: ["CPUExecutionProvider"])
     write_image(tmp_path / "imgs" / "a.jpg")
     result = CliRunner().invoke(classify_main, [str(tmp_path / "imgs"), "--out", str(tmp_path / "o.csv"), "--model",
                                                 str(onnx_model), "--device", "cuda", "-q"])

@@ -85,7 +85,7 @@ def test_api_reference_renders_the_library_functions(site: Path) -> None:
     text = re.sub(r"\s*\.\s*", ".", _text(site / "api" / "index.html"))  # a.b.c is rendered as spans
     for name in ("garmentcv.train.loop.train", "garmentcv.export.exporter.export_checkpoint",
                  "garmentcv.infer.classify.classify_folder", "garmentcv.infer.evaluate.evaluate_model",
-                 "garmentcv.infer.ray_engine.classify_ray", "garmentcv.image.load_crop"):
+                 "garmentcv.infer.engines.ray.classify_ray", "garmentcv.image.load_crop"):
         assert name in text, name
     assert "ClassifyUsageError" in text or "GarmentCVError" in text
 

@@ -140,7 +140,7 @@ def test_masked_amx_turns_bf16_off(monkeypatch: pytest.MonkeyPatch, tmp_path: Pa
 
 def test_openvino_not_installed_is_an_error_naming_the_extra(monkeypatch: pytest.MonkeyPatch, onnx_model: Path,
                                                              tmp_path: Path) -> None:
-    from garmentcv.infer import openvino_runtime
+    from garmentcv.infer.runtimes import openvino as openvino_runtime
     from garmentcv.infer.cli import classify_main
 
     monkeypatch.setitem(sys.modules, "openvino", None)  # import openvino raises ImportError
@@ -161,7 +161,7 @@ def test_openvino_not_installed_is_an_error_naming_the_extra(monkeypatch: pytest
 
 
 def test_openvino_f32_matches_onnxruntime_on_the_same_file(onnx_model: Path) -> None:
-    from garmentcv.infer.openvino_runtime import OpenVINOModel
+    from garmentcv.infer.runtimes.openvino import OpenVINOModel
 
     ort_model = runtimes.open_runtime(onnx_model, "onnxruntime", "cpu", threads=1)
     ov_model = runtimes.open_runtime(onnx_model, "openvino", "cpu", threads=1)
@@ -182,7 +182,7 @@ def test_openvino_runs_a_uint8_file_as_onnxruntime_does(uint8_onnx_model: Path, 
     """A format-2 file (uint8 NHWC crops in): OpenVINO's input follows the file; logits within F32_PARITY of
     onnxruntime's, and a classified folder gives onnxruntime's labels and probabilities (1e-5)."""
     from garmentcv.infer.classify import ClassifyConfig, classify_folder
-    from garmentcv.infer.openvino_runtime import OpenVINOModel
+    from garmentcv.infer.runtimes.openvino import OpenVINOModel
 
     ort_model = runtimes.open_runtime(uint8_onnx_model, "onnxruntime", "cpu", threads=1)
     ov_model = runtimes.open_runtime(uint8_onnx_model, "openvino", "cpu", threads=1)
@@ -191,7 +191,7 @@ def test_openvino_runs_a_uint8_file_as_onnxruntime_does(uint8_onnx_model: Path, 
     (port,) = ov_model.compiled.inputs
     assert port.get_element_type().get_type_name() == "u8" and str(port.get_partial_shape()) == "[?,32,32,3]"
     from garmentcv.errors import ModelFileError
-    from garmentcv.infer.openvino_runtime import _check_ports
+    from garmentcv.infer.runtimes.openvino import _check_ports
 
     wrong = dataclasses.replace(ov_model.info, input_format="float32-nchw")  # metadata contradicting the graph
     with pytest.raises(ModelFileError, match=r"declares input float32-nchw, so the input must be float32 \(N, 3, H, W\)"
@@ -513,7 +513,7 @@ def test_resume_never_mixes_rows_of_two_runtimes(onnx_model: Path, tmp_path: Pat
 def test_auto_falls_back_with_a_warning_when_openvino_cannot_compile(openvino_sized_model: Path, tmp_path: Path,
                                                                      monkeypatch: pytest.MonkeyPatch,
                                                                      caplog: pytest.LogCaptureFixture) -> None:
-    from garmentcv.infer import openvino_runtime
+    from garmentcv.infer.runtimes import openvino as openvino_runtime
 
     def fails(*args, **kwargs):  # noqa: ANN002, ANN003
         raise RuntimeUnavailableError("OpenVINO 2026.4.1 cannot compile x.onnx for the CPU (No suitable implementations)")
@@ -563,7 +563,7 @@ def test_decoding_starts_while_the_model_is_still_opening(onnx_model: Path, tmp_
 
 def test_a_fallback_after_opening_in_the_background_labels_and_resumes_its_rows(
         openvino_sized_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from garmentcv.infer import openvino_runtime
+    from garmentcv.infer.runtimes import openvino as openvino_runtime
     from garmentcv.infer.classify import ClassifyConfig, classify_folder
 
     folder = tmp_path / "imgs"

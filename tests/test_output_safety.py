@@ -17,9 +17,9 @@ import pytest
 from click.testing import CliRunner
 
 from garmentcv.cli_utils import handle_errors
-from garmentcv.infer.classify import _Partial
 from garmentcv.infer.cli import classify_main
 from garmentcv.infer.model_file import read_model_info
+from garmentcv.infer.partial import PartialResults
 from garmentcv.infer.rows import OutputFormat
 
 from .conftest import write_image
@@ -87,13 +87,13 @@ def test_full_disk_mid_run_says_rows_saved_and_resume(tmp_path: Path, onnx_model
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     folder = make_folder(tmp_path / "imgs")
     out = tmp_path / "out.csv"
-    new_segment = _Partial.new_segment
+    new_segment = PartialResults.new_segment
 
-    def filling(self: _Partial) -> tuple[Path, Any]:
+    def filling(self: PartialResults) -> tuple[Path, Any]:
         path, handle = new_segment(self)
         return path, _FullDisk(handle, rows=4)
 
-    monkeypatch.setattr(_Partial, "new_segment", filling)
+    monkeypatch.setattr(PartialResults, "new_segment", filling)
     args = [str(folder), "--out", str(out), "--model", str(onnx_model), "--device", "cpu", "--batch-size", "2", "-q"]
     result = CliRunner().invoke(classify_main, args)
     assert result.exit_code == 1, result.output

@@ -18,7 +18,7 @@ from click.testing import CliRunner
 
 from garmentcv.infer.classify import ClassifyConfig, classify_folder
 from garmentcv.infer.cli import classify_main
-from garmentcv.infer.ray_engine import RayOptions, classify_ray
+from garmentcv.infer.engines.ray import RayOptions, classify_ray
 
 from .conftest import write_image
 from .s3_server import moto_s3, upload
@@ -133,7 +133,7 @@ def test_resume_after_the_driver_is_killed(tmp_path: Path, onnx_model: Path, ray
         import os, signal
         from pathlib import Path
         from garmentcv.infer.classify import ClassifyConfig
-        from garmentcv.infer.ray_engine import RayOptions, classify_ray
+        from garmentcv.infer.engines.ray import RayOptions, classify_ray
         cfg = ClassifyConfig(folder=Path({str(folder)!r}), out=Path({str(out)!r}), model=Path({str(onnx_model)!r}),
                              provider="cpu", batch_size=2, progress=False)
         def hook(saved):

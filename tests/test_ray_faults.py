@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from garmentcv.infer.classify import ClassifyRun, classify_folder
-from garmentcv.infer import ray_engine
-from garmentcv.infer.ray_engine import WORKER_DIED, RayOptions, classify_ray
+from garmentcv.infer.engines import ray as ray_engine
+from garmentcv.infer.engines.ray import WORKER_DIED, RayOptions, classify_ray
 
 from .conftest import write_image
 from .test_ray_engine import assert_same_rows, config, read_csv
@@ -33,7 +33,8 @@ FAULTY_WORKERS = textwrap.dedent("""
     import ray
 
     def faulty_worker():
-        from garmentcv.infer import pipeline, session
+        from garmentcv.infer import pipeline
+        from garmentcv.infer.runtimes import onnxruntime as session
         load_file, open_model = pipeline.load_file, session.open_model
 
         def crashing_load_file(path, *args, **kwargs):
@@ -76,7 +77,7 @@ def run_faulty(address: str, folder: Path, out: Path, model: Path, env: dict[str
         from pathlib import Path
         from garmentcv.errors import GarmentCVError
         from garmentcv.infer.classify import ClassifyConfig
-        from garmentcv.infer.ray_engine import RayOptions, classify_ray
+        from garmentcv.infer.engines.ray import RayOptions, classify_ray
         logging.basicConfig(level=logging.INFO)
         cfg = ClassifyConfig(folder=Path({str(folder)!r}), out=Path({str(out)!r}), model=Path({str(model)!r}),
                              provider="cpu", progress=False, **{kw!r})
@@ -169,7 +170,7 @@ def test_a_healthy_run_prints_no_ray_warnings(tmp_path: Path, onnx_model: Path) 
 def test_an_unreachable_cluster_releases_the_run_lock(tmp_path: Path, onnx_model: Path, make_lamoda,
                                                       monkeypatch) -> None:
     from garmentcv.infer.classify import LOCK_FILE, ClassifyConfig
-    from garmentcv.infer.ray_engine import RayEngineError
+    from garmentcv.infer.engines.ray import RayEngineError
 
     def unreachable(self):
         raise RayEngineError("cannot connect to the Ray cluster at 127.0.0.1:1")
@@ -185,7 +186,7 @@ def test_an_unreachable_cluster_releases_the_run_lock(tmp_path: Path, onnx_model
 
 
 def test_workers_read_objects_with_the_run_s_retry_and_fetch_threads(onnx_model: Path, monkeypatch) -> None:
-    from garmentcv.infer import ray_engine
+    from garmentcv.infer.engines import ray as ray_engine
     from garmentcv.infer.sources import ReadRetry
 
     seen: dict[str, object] = {}

@@ -164,7 +164,7 @@ def test_int8_export_gates_each_runtime_against_fp32(untrained_int8_export) -> N
     from garmentcv.export import runtime_gates
     from garmentcv.export.exporter import ImageStream, _restore_model, select_images, torch_logits
     from garmentcv.export.uint8_input import Uint8Input
-    from garmentcv.infer.openvino_runtime import compile_file
+    from garmentcv.infer.runtimes.openvino import compile_file
     from garmentcv.train.checkpoint import load_checkpoint
     from tests.test_export import CLASSES
 

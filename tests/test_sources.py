@@ -161,7 +161,7 @@ def test_local_engine_imports_neither_ray_nor_pyarrow(tmp_path: Path, onnx_model
                 if name.split(".")[0] in ("ray", "pyarrow", "torch"):
                     raise ImportError(name + " is not installed here")
         sys.meta_path.insert(0, Blocked())
-        import garmentcv.infer.ray_engine, garmentcv.infer.sources
+        import garmentcv.infer.engines.ray, garmentcv.infer.sources
         from garmentcv.infer.cli import classify_main
         try:
             classify_main([{str(folder)!r}, "--out", {str(out)!r}, "--model", {str(onnx_model)!r}, "-q"])

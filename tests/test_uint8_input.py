@@ -23,7 +23,7 @@ from garmentcv.export.exporter import ExportConfig, ImageStream, export_checkpoi
 from garmentcv.image import Preprocessing, load_crop, load_input, normalize
 from garmentcv.infer.model_file import read_model_info
 from garmentcv.infer.pipeline import predict_batches
-from garmentcv.infer.session import open_model
+from garmentcv.infer.runtimes.onnxruntime import open_model
 from garmentcv.train.data import EvalImages
 from tests.test_export import CLASSES, make_run
 

@@ -176,7 +176,7 @@ def run_openvino(model: bytes, precisions: Sequence[str], batches: Iterable[np.n
     A model OpenVINO cannot compile or run gives that precision an :class:`OpenVINORun` with the error, not an
     exception.
     """
-    from garmentcv.infer.openvino_runtime import compile_file
+    from garmentcv.infer.runtimes.openvino import compile_file
     from garmentcv.infer.runtimes import RuntimeUnavailableError
 
     requests: dict[str, object] = {}

@@ -1,41 +1,15 @@
-"""``gcv-classify`` as a library function: every image below a folder -> one row each, safely.
+"""``gcv-classify`` as a library: the run's settings, their checks, and the bookkeeping both engines share.
 
-The folder may also be a manifest or an object-storage prefix (:mod:`garmentcv.infer.sources`); this module
-is the local engine, and :class:`ClassifyRun` (partial results, resume, final file, summary) is shared with the
-Ray engine (:mod:`garmentcv.infer.ray_engine`), so both write the same rows in the same order.
+:class:`ClassifyConfig` holds a run's settings and :func:`check_config` checks them before any work;
+:class:`ClassifyRun` is one run (the stream of files, the rows saved to the partial results, the final file, the
+summary), shared by the local engine (:func:`garmentcv.infer.engines.local.classify_folder`, also importable from
+here) and the Ray engine (:mod:`garmentcv.infer.engines.ray`), so both write the same rows in the same order. The
+partial results, the run lock and resuming are :mod:`garmentcv.infer.partial`.
 
-Streaming: :func:`garmentcv.data.layouts.scan_images` yields files folder by folder in sorted order, rows
-are written in that order as batches finish, so memory does not grow with the number of files (only with
-the number of entries of the largest single folder, whose names are sorted: about 100 B each).
+The folder may also be a manifest or an object-storage prefix (:mod:`garmentcv.infer.sources`).
 
-Nothing lost: rows go, flushed batch by batch, to numbered segment files ``run-NNN.jsonl`` in the folder
-``<out>.partial`` (one JSON row per line, a header line first). Only when every file has a row is ``<out>``
-written (atomically) from the last segment and the partial folder removed. After Ctrl-C or a kill,
-``resume=True`` merges the rows of all segments of a run with the same model, folder and options (each is
-sorted), reuses those of files still present and unchanged, and classifies the rest, writing a new complete
-segment, so the final file is byte for byte the one an uninterrupted run writes (an image's probabilities do
-not depend on its batch).
-
-Unchanged means the same size and modification time (ns) as when the row was made: each partial row stores
-them (``size``, ``mtime_ns``; the final output does not), so a file replaced between runs is classified again.
-Reused rows flow through the pipeline in batches like new ones, in bounded memory.
-
-A run without ``resume`` never deletes earlier partial results up front: it writes its own segment beside
-them, and they are removed only when it completes. Interrupted as well, every segment is still there for a
-later ``resume``; segments of a run with another model, folder or options are then ignored with a warning (and
-refused when no segment matches).
-
-One run at a time: a run holds an exclusive lock, ``<out>.partial/lock`` (:class:`RunLock`, ``flock``, naming
-its pid, host and start time), from before any work to its end, and a second run on the same ``<out>`` is
-refused (:class:`RunLockedError`). Segments are created exclusively (``open(..., "x")``). A completing run removes
-only its own segment and those present when it started (earlier runs, all ended), then the folder if nothing else
-is left; a run that stops early removes only what holds nothing (its segment without rows).
-
-A file that kills the process decoding it (a decoder crash, the OOM killer): the local engine records the files
-it hands to the decoders, batch by batch, in ``<out>.partial/in-flight.json``; the next run decodes each recorded
-file it must classify alone in a child process first, and a file whose child dies gets the error row
-:data:`WORKER_DIED` instead of killing the run again (:meth:`ClassifyRun.decoding`).
-
+A completing run removes only its own segment and those present when it started (earlier runs, all ended), then the
+folder if nothing else is left; a run that stops early removes only what holds nothing (its segment without rows).
 A full, read-only or failing disk stops the run with :class:`ClassifyStorageError` (Ctrl-C with
 :class:`RunInterrupted`), saying how many rows are saved for ``resume``.
 """
@@ -44,41 +18,36 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import errno
-import heapq
 import itertools
 import json
 import logging
-import multiprocessing
 import os
-import socket
-import sys
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
-from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
-
-from tqdm import tqdm
 
 from garmentcv.artifact import ModelInfo
 from garmentcv.data.layouts import SkippedFile
 from garmentcv.errors import GarmentCVError
-from garmentcv.fsutil import (
-    AtomicFile,
-    FileLock,
-    check_writable_output,
-    lock_owner,
-    sha256_of,
-    storage_problem,
-    try_lock,
-)
-from garmentcv.image import Preprocessing
+from garmentcv.fsutil import AtomicFile, check_writable_output, sha256_of, storage_problem
 from garmentcv.infer.model_file import DEFAULT_MODEL_PATH
-from garmentcv.infer.pipeline import Prediction, predict_batches, split_cpus
+from garmentcv.infer.partial import (
+    IN_FLIGHT_FILE,
+    LOCK_FILE,
+    PARTIAL_FORMAT,
+    WORKER_DIED,
+    InFlight,
+    PartialResults,
+    Reuse,
+    RunLock,
+    RunLockedError,
+    decodes_alone,
+    partial_dir,
+)
+from garmentcv.infer.pipeline import Prediction
 from garmentcv.infer.rows import (
     OutputFormat,
     Row,
@@ -88,7 +57,7 @@ from garmentcv.infer.rows import (
     sort_key,
     write_output,
 )
-from garmentcv.infer.runtimes import RUNTIMES, Model, OpeningModel, open_planned, plan_runtime
+from garmentcv.infer.runtimes import RUNTIMES
 from garmentcv.infer.sources import (
     DEFAULT_READ_RETRY,
     File,
@@ -98,26 +67,23 @@ from garmentcv.infer.sources import (
     StorageReadError,
     is_read_error,
     is_uri,
-    load_file,
     open_source,
 )
 from garmentcv.text import plural
 
 if TYPE_CHECKING:
-    from garmentcv.infer.ray_engine import RayOptions
+    from garmentcv.infer.engines.local import classify_folder as classify_folder
+    from garmentcv.infer.engines.ray import RayOptions
+
+__all__ = [
+    "CALIBRATIONS", "ENGINES", "ERROR_EXAMPLES", "IN_FLIGHT_FILE", "LOCK_FILE", "ON_ERROR", "WORKER_DIED",
+    "ClassifyConfig", "ClassifyRun", "ClassifyStorageError", "ClassifySummary", "ClassifyUsageError",
+    "EmptySourceError", "ErrorRowsError", "RunInterrupted", "RunLockedError", "check_config", "check_error_policy",
+    "check_options", "check_output_apart", "check_topk", "classify_folder", "open_checked_source", "partial_dir",
+]
 
 logger = logging.getLogger(__name__)
 
-_PARTIAL_FORMAT = "garmentcv-classify-partial"
-_IN_FLIGHT_FORMAT = "garmentcv-classify-in-flight"
-_ENCODING = {"encoding": "utf-8", "errors": "surrogateescape"}
-#: In ``<out>.partial``: the lock file of the run writing ``<out>`` and the record of the files it is decoding.
-LOCK_FILE = "lock"
-IN_FLIGHT_FILE = "in-flight.json"
-#: The error of a row whose file killed the process decoding it (a decoder crash, the OOM killer).
-WORKER_DIED = "worker died while decoding"
-#: ``errno`` values of a file system without locks: a run there goes on unlocked, with a warning.
-_NO_LOCKS = frozenset({errno.ENOLCK, errno.ENOSYS, errno.EOPNOTSUPP})
 #: How many failed files a summary names (the rest are counted).
 ERROR_EXAMPLES = 5
 
@@ -132,7 +98,7 @@ class ClassifyConfig:
         out: the results file.
         model: the GarmentCV ONNX file (classes and preprocessing are read from it).
         batch_size: images per model run.
-        provider: ``auto``, ``cpu`` or ``cuda`` (see :mod:`garmentcv.infer.session`).
+        provider: ``auto``, ``cpu`` or ``cuda`` (see :mod:`garmentcv.infer.runtimes.onnxruntime`).
         threads: onnxruntime intra-op threads; ``None``: see :func:`garmentcv.infer.pipeline.split_cpus`.
         workers: image decoding threads; ``None``: see :func:`~garmentcv.infer.pipeline.split_cpus`.
         recursive: also classify images in sub-folders.
@@ -187,10 +153,6 @@ class ClassifyUsageError(GarmentCVError, ValueError):
     usage errors)."""
 
     exit_code = 2
-
-
-class RunLockedError(GarmentCVError):
-    """Another run is writing the same results file (exit code 1); the message names it."""
 
 
 class EmptySourceError(GarmentCVError, ValueError):
@@ -268,7 +230,7 @@ def check_config(cfg: ClassifyConfig, engine: str = "local", ray: RayOptions | N
 
     Args:
         cfg: the run's settings.
-        engine: ``local`` or ``ray`` (:func:`garmentcv.infer.ray_engine.classify_ray`).
+        engine: ``local`` or ``ray`` (:func:`garmentcv.infer.engines.ray.classify_ray`).
         ray: the Ray engine's options, or ``None``; with ``engine="local"``, any that differs from its default is
             refused.
         report: the report page to write after the run (:func:`garmentcv.report.write_classify_report`), or
@@ -285,7 +247,7 @@ def check_config(cfg: ClassifyConfig, engine: str = "local", ray: RayOptions | N
         OutputPathError: ``report`` or its thumbnails folder cannot be written.
         MissingRuntimeError: the parquet format without pyarrow installed.
     """
-    from garmentcv.infer.session import PROVIDERS  # imports onnxruntime, which importing this module does not
+    from garmentcv.infer.runtimes.onnxruntime import PROVIDERS  # imports onnxruntime, which importing this module does not
 
     _choose("--engine", engine, ENGINES)
     _choose("--device", cfg.provider, PROVIDERS)
@@ -514,251 +476,6 @@ class _SkipCounter(list):  # type: ignore[type-arg]
             self.write(item)
 
 
-def partial_dir(out: Path) -> Path:
-    """The folder of the partial results of the run writing ``out``: ``<out>.partial``."""
-    return out.with_name(out.name + ".partial")
-
-
-class RunLock:
-    """The exclusive lock of the run writing ``out``: ``<out>.partial/lock``, held from before any work to the end.
-
-    The file says who holds it (pid, host, start time), for the message that refuses a second run. The lock is
-    ``flock`` (:func:`garmentcv.fsutil.try_lock`): a killed run releases it; on a file system without locks the
-    run goes on unlocked, with a warning.
-
-    Raises:
-        RunLockedError: another run holds it.
-        OSError: the folder cannot be created or written.
-    """
-
-    def __init__(self, out: Path) -> None:
-        self.out = Path(out)
-        self.dir = partial_dir(self.out)
-        path = self.dir / LOCK_FILE
-        owner = {"pid": os.getpid(), "host": socket.gethostname(),
-                 "started": datetime.now().astimezone().isoformat(timespec="seconds")}
-        self.lock: FileLock | None = None
-        for attempt in itertools.count():
-            self.dir.mkdir(parents=True, exist_ok=True)
-            try:
-                self.lock = try_lock(path, owner)
-            except FileNotFoundError:  # the folder went with a run finishing just now
-                if attempt < 3:
-                    continue
-                raise
-            except OSError as exc:
-                if exc.errno not in _NO_LOCKS:
-                    raise
-                logger.warning("%s: this file system cannot lock files (%s); nothing keeps another run from writing "
-                               "%s at the same time", path, exc.strerror, self.out)
-                return
-            break
-        if self.lock is None:
-            held = lock_owner(path)
-            who = (f"pid {held.get('pid')} on {held.get('host')}, started {held.get('started')}" if held
-                   else "its details are not written yet")
-            raise RunLockedError(f"{self.out} is being written by another run ({who}); wait until it ends, or give "
-                                 "another --out")
-
-    def release(self) -> None:
-        """Remove the lock file and release the lock, then the folder if nothing else is left in it (idempotent)."""
-        if self.lock is not None:
-            self.lock.release()
-            self.lock = None
-        try:
-            self.dir.rmdir()
-        except OSError:  # not empty (partial results, another run's lock) or already gone
-            pass
-
-
-def _decode_in_child(file: File, pp: Preprocessing, input_format: str, done: Connection) -> None:
-    """The child process of :func:`decodes_alone`: decode ``file``, then say so (a failure to decode is an
-    ordinary error row of the main run: only dying matters here)."""
-    try:
-        load_file(file, pp, input_format=input_format)
-        outcome = "decoded"
-    except Exception as exc:
-        outcome = f"{type(exc).__name__}: {exc}"
-    done.send(outcome)
-    done.close()
-
-
-def decodes_alone(file: File, info: ModelInfo) -> bool:
-    """Whether decoding ``file`` leaves its process alive: it is decoded (into ``info``'s input) in a fresh child
-    process, forked from multiprocessing's fork server (single-threaded, so safe to fork), which must report back.
-
-    Returns:
-        False when the child died first (a decoder crash, ``os._exit``, the OOM killer); True otherwise, also when
-        the file cannot be decoded (that is an error row of its own).
-    """
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload([__name__])  # children fork with the decoder already imported
-    reader, writer = context.Pipe(duplex=False)
-    child = context.Process(target=_decode_in_child, args=(file, info.preprocessing, info.input_format, writer),
-                            name="gcv-decode-alone", daemon=True)
-    child.start()
-    writer.close()
-    child.join()
-    try:
-        outcome = reader.recv() if reader.poll() else None
-    except EOFError:
-        outcome = None
-    finally:
-        reader.close()
-    logger.debug("%s decoded alone: %s (exit code %s)", file, outcome or "died", child.exitcode)
-    return outcome is not None
-
-
-class _InFlight:
-    """The files the local engine is decoding, recorded in ``<out>.partial/in-flight.json`` before they are decoded.
-
-    The record names the files of the batches handed to the decoders and not yet saved (at most ``prefetch + 1``
-    batches of :func:`~garmentcv.infer.pipeline.predict_batches`), rewritten (atomically) once per batch. A process
-    killed while decoding leaves it behind; the next run on the same ``out`` decodes each recorded file that it must
-    classify alone first (:func:`decodes_alone`) and gives a file whose child died the error row :data:`WORKER_DIED`.
-    """
-
-    def __init__(self, folder: Path) -> None:
-        self.path = folder / IN_FLIGHT_FILE
-        #: Files of a dead run's record not reached yet by this run.
-        self.suspects: set[str] = self._read()
-
-    def _read(self) -> set[str]:
-        try:
-            record = json.loads(self.path.read_text(**_ENCODING))
-        except FileNotFoundError:
-            return set()
-        except (OSError, ValueError) as exc:
-            logger.warning("%s: cannot read the files a stopped run was decoding (%s); ignored", self.path, exc)
-            return set()
-        if not (isinstance(record, dict) and record.get("format") == _IN_FLIGHT_FORMAT
-                and isinstance(record.get("paths"), list)):
-            logger.warning("%s: not a record of the files a run was decoding; ignored", self.path)
-            return set()
-        suspects = {p for p in record["paths"] if isinstance(p, str)}
-        if suspects:
-            logger.info("%s: a run died while decoding one of %s; each is decoded alone first", self.path,
-                        plural(len(suspects), "file"))
-        return suspects
-
-    def write(self, paths: Iterable[str]) -> None:
-        """Record ``paths`` (and the suspects not reached yet) as being decoded; flushed before this returns."""
-        tmp = self.path.with_name(f".{IN_FLIGHT_FILE}.tmp")
-        with tmp.open("w", **_ENCODING) as handle:
-            json.dump({"format": _IN_FLIGHT_FORMAT, "paths": [*self.suspects, *paths]}, handle)
-        os.replace(tmp, self.path)
-
-    def settle(self) -> None:
-        """After a run that stopped alive: nothing it decoded killed it; keep only the suspects it did not reach."""
-        if self.suspects:
-            self.write(())
-        else:
-            self.path.unlink(missing_ok=True)
-
-
-class _Partial:
-    """The ``<out>.partial`` folder of segment files (see the module docstring)."""
-
-    def __init__(self, out: Path, header: dict[str, Any]) -> None:
-        self.dir = partial_dir(out)
-        self.header = header
-
-    def segments(self) -> list[Path]:
-        return sorted(self.dir.glob("run-*.jsonl")) if self.dir.is_dir() else []
-
-    @staticmethod
-    def _number(segment: Path) -> int:
-        try:
-            return int(segment.stem.split("-", 1)[1])
-        except ValueError:
-            return -1
-
-    @staticmethod
-    def header_of(segment: Path) -> dict[str, Any] | None:
-        """The header of a segment; ``None`` when it is empty or torn (killed as it started)."""
-        with segment.open(**_ENCODING) as handle:
-            first = handle.readline()
-        try:
-            header = json.loads(first) if first.endswith("\n") else None
-        except json.JSONDecodeError:
-            return None
-        return header if isinstance(header, dict) else None
-
-    def rows(self, segment: Path) -> Iterator[Row]:
-        """Complete rows of one segment, header skipped; stops at a torn last line (a kill mid-write)."""
-        with segment.open(**_ENCODING) as handle:
-            handle.readline()
-            for line in handle:
-                if not line.endswith("\n"):
-                    return
-                try:
-                    yield json.loads(line)
-                except json.JSONDecodeError:
-                    return
-
-    def previous_rows(self, segments: list[Path]) -> Iterator[Row]:
-        """Rows of ``segments`` merged in row order (duplicates possible, rows of one path adjacent)."""
-        return heapq.merge(*(self.rows(s) for s in segments), key=lambda r: sort_key(r["path"]))
-
-    def reusable(self, resume: bool) -> list[Path]:
-        """The segments whose rows a run may reuse: with ``resume``, those made with this run's header.
-
-        Raises:
-            GarmentCVError: ``resume`` and every segment with rows is of another model, folder or options.
-        """
-        segments = self.segments()
-        if not segments:
-            return []
-        if not resume:
-            logger.warning(
-                "%s holds partial results of an earlier run; they are kept until this run completes "
-                "(use --resume to reuse them)", self.dir,
-            )
-            return []
-        headers = {s: self.header_of(s) for s in segments}
-        matching = [s for s in segments if headers[s] == self.header]
-        others = [s for s in segments if headers[s] is not None and headers[s] != self.header]
-        if others and not matching:
-            raise GarmentCVError(
-                f"{others[0]}: partial results of a run with another model, folder or options; run with the "
-                f"same ones, or without --resume to start again ({self.dir} is removed when that run completes)"
-            )
-        if others:
-            logger.warning("ignoring %s of a run with another model, folder or options in %s",
-                           plural(len(others), "partial segment"), self.dir)
-        return matching
-
-    def new_segment(self) -> tuple[Path, IO[str]]:
-        """A new segment, numbered after the last one, created exclusively (a name taken meanwhile: the next one),
-        open for writing."""
-        self.dir.mkdir(parents=True, exist_ok=True)
-        number = max(map(self._number, self.segments()), default=-1) + 1
-        while True:
-            segment = self.dir / f"run-{number:03d}.jsonl"
-            try:
-                return segment, segment.open("x", **_ENCODING)
-            except FileExistsError:
-                number += 1
-
-
-class _Reuse:
-    """Merge-join of the sorted previous rows against the sorted stream of files."""
-
-    def __init__(self, rows: Iterator[Row]) -> None:
-        self.rows = rows
-        self.head = next(rows, None)
-
-    def take(self, key: tuple[str, ...]) -> list[Row]:
-        """The previous rows of the path with ``key`` (several after repeated interruptions), oldest first."""
-        while self.head is not None and sort_key(self.head["path"]) < key:
-            self.head = next(self.rows, None)
-        found = []
-        while self.head is not None and sort_key(self.head["path"]) == key:
-            found.append(self.head)
-            self.head = next(self.rows, None)
-        return found
-
-
 def _reason_kind(reason: str) -> str:
     """The kind of a decode failure, e.g. ``truncated file`` or ``oversized`` (the text before any colon)."""
     return reason.split(":", 1)[0]
@@ -790,7 +507,7 @@ def open_checked_source(cfg: ClassifyConfig) -> Source:
 
 
 class ClassifyRun:
-    """One run's bookkeeping, shared by the local engine and the Ray engine (:mod:`garmentcv.infer.ray_engine`):
+    """One run's bookkeeping, shared by the local engine and the Ray engine (:mod:`garmentcv.infer.engines.ray`):
     the partial results (resume), the stream of files to do, the rows saved, the final file and the summary.
 
     Use: :meth:`items` gives ``(file or None, row)`` in row order (``None``: a row reused from an interrupted
@@ -827,7 +544,7 @@ class ClassifyRun:
             logger.info("%s has no fitted temperature (%s): using the raw softmax", cfg.model,
                         info.temperature_note or "exported before calibration")
         self.header = {
-            "format": _PARTIAL_FORMAT,
+            "format": PARTIAL_FORMAT,
             "folder": source.identity,
             "recursive": cfg.recursive,
             "model_sha256": sha256_of(cfg.model),
@@ -836,15 +553,15 @@ class ClassifyRun:
             # rows of another runtime or inference precision (bf16) differ in the last digits: never mixed by --resume
             "runtime": list(self.runtime),
         }
-        self.partial = _Partial(Path(cfg.out), self.header)
+        self.partial = PartialResults(Path(cfg.out), self.header)
         #: The segments of earlier runs, all ended (this run holds the lock): removed when this run completes.
         self.earlier = self.partial.segments()
-        self.in_flight = _InFlight(self.partial.dir)
+        self.in_flight = InFlight(self.partial.dir)
         self.died: dict[int, Row] = {}  # id -> row of the files that killed the child decoding them
-        self.reuse: _Reuse | None = None
+        self.reuse: Reuse | None = None
         reusable = self.partial.reusable(cfg.resume)
         if reusable:
-            self.reuse = _Reuse(self.partial.previous_rows(reusable))
+            self.reuse = Reuse(self.partial.previous_rows(reusable))
             logger.info("resuming from the partial results in %s", self.partial.dir)
         self.skip_list: AtomicFile | None = None
         if cfg.list_skipped is not None:
@@ -903,7 +620,7 @@ class ClassifyRun:
         """The local engine's ``items``, guarded against files that kill the process decoding them.
 
         Items pass in groups of ``batch_size``, as :func:`~garmentcv.infer.pipeline.predict_batches` makes its
-        batches, so the files of each batch are recorded (:class:`_InFlight`) before the decoders get them. A file
+        batches, so the files of each batch are recorded (:class:`~garmentcv.infer.partial.InFlight`) before the decoders get them. A file
         of a dead run's record that must be classified is first decoded alone in a child process
         (:func:`decodes_alone`); if the child dies, the file is passed on as done and :meth:`save` gives it the
         error row :data:`WORKER_DIED`.
@@ -1153,63 +870,11 @@ class ClassifyRun:
         self.lock.release()
 
 
-def classify_folder(cfg: ClassifyConfig, on_batch: Callable[[int], None] | None = None) -> ClassifySummary:
-    """Classify every image of ``cfg.folder`` (a folder, a manifest or an object-storage prefix,
-    :mod:`garmentcv.infer.sources`) into ``cfg.out`` on this machine; see the module docstring.
+def __getattr__(name: str) -> Any:
+    """``classify_folder``: the local engine (:func:`garmentcv.infer.engines.local.classify_folder`), imported from
+    here as before; loaded on first use, as the engine imports this module."""
+    if name == "classify_folder":
+        from garmentcv.infer.engines.local import classify_folder
 
-    Args:
-        cfg: the run's settings.
-        on_batch: called after each batch is saved to the partial results with the number of rows saved so
-            far in this run (progress hooks; tests use it to interrupt a run).
-
-    Raises:
-        PathNotFoundError: the source does not exist (exit code 2).
-        DatasetError: the source is not a folder or manifest, or cannot be listed.
-        OutputPathError: ``cfg.out`` cannot be written (checked before any other work).
-        ModelFileNotFoundError: the model file does not exist.
-        ModelFileError: the model file is unreadable or lacks GarmentCV metadata.
-        ProviderError: ``cuda`` asked for but not usable.
-        RuntimeUnavailableError: ``openvino`` asked for but not installed or not able to run the file.
-        GarmentCVError: ``resume`` with partial results from another model, folder or options.
-        ClassifyUsageError: see :func:`check_config` (with ``engine="local"``) and :func:`check_output_apart`;
-            ``topk`` above the model's number of classes (before the model is opened).
-        RunLockedError: another run is writing ``cfg.out`` (before any other work).
-        EmptySourceError: no image file found, without ``cfg.allow_empty``.
-        ClassifyStorageError: the partial results or the output cannot be written (full disk, permissions).
-        RunInterrupted: Ctrl-C, passed on after the partial results are saved.
-    """
-    start = time.perf_counter()
-    source = open_checked_source(cfg)
-    lock = RunLock(Path(cfg.out))
-    run: ClassifyRun | None = None
-    try:
-        threads, workers = split_cpus(cfg.threads, cfg.workers)
-        plan = plan_runtime(cfg.model, cfg.runtime, cfg.provider)
-        check_topk(cfg.topk, plan.info, cfg.model)  # before the model opens: its error comes alone
-        model: Model
-        if cfg.resume:  # partial results are matched against the runtime that really runs (auto may fall back)
-            model = open_planned(plan, threads)
-        else:  # the first batches decode while the model opens (see OpeningModel)
-            model = OpeningModel(plan, threads)
-        rows_runtime = (model.runtime, model.inference_precision) if cfg.resume else plan.rows_runtime
-        run = ClassifyRun(cfg, source, plan.info, rows_runtime, lock=lock)
-        bar = tqdm(desc="classify", unit="img", file=sys.stderr, disable=None if cfg.progress else True,
-                   dynamic_ncols=True)
-        try:
-            items = run.decoding(run.items(), cfg.batch_size)
-            batches = predict_batches(model, items, cfg.batch_size, workers, temperature=run.temperature,
-                                      fetch_threads=cfg.fetch_threads, read_retry=cfg.read_retry)
-            try:
-                first = next(batches, None)  # the model is open after the first batch: errors opening it come first
-                run.ran_on((model.runtime, model.inference_precision))
-                run.save(itertools.chain([] if first is None else [first], batches), on_batch, progress=bar.update)
-            finally:
-                batches.close()  # a run stopped early: reads and decodes not begun are dropped, not done
-        finally:
-            bar.close()
-        return run.finish(start, model.provider, threads, workers)
-    except BaseException:
-        if run is not None:
-            run.close()
-        lock.release()
-        raise
+        return classify_folder
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

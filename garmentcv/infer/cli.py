@@ -29,7 +29,7 @@ from garmentcv.text import plural
 
 _CONTEXT = {"help_option_names": ["-h", "--help"], "show_default": True}
 _LAYOUTS = ("lamoda", "folders", "csv")  # garmentcv.data.layouts.Layout values
-_DEVICES = click.Choice(["auto", "cpu", "cuda"])  # garmentcv.infer.session.PROVIDERS
+_DEVICES = click.Choice(["auto", "cpu", "cuda"])  # garmentcv.infer.runtimes.onnxruntime.PROVIDERS
 _CPUS = "the CPUs this process may use"
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -120,8 +120,9 @@ def classify_main(source: str, out: Path, model: Path, batch_size: int, device: 
     """
     setup_logging(quiet, verbose)
     require_onnxruntime()  # a clear message, not an ImportError, when neither [cpu] nor [gpu] is installed
-    from garmentcv.infer.classify import ClassifyConfig, check_config, check_error_policy, classify_folder
-    from garmentcv.infer.ray_engine import RayOptions
+    from garmentcv.infer.classify import ClassifyConfig, check_config, check_error_policy
+    from garmentcv.infer.engines.local import classify_folder
+    from garmentcv.infer.engines.ray import RayOptions
     from garmentcv.infer.sources import is_uri
     from garmentcv.report import write_classify_report
 
@@ -133,7 +134,7 @@ def classify_main(source: str, out: Path, model: Path, batch_size: int, device: 
     ray = RayOptions(address=address, num_workers=num_workers, cpus_per_worker=cpus_per_worker)
     check_config(cfg, engine, ray, report)
     if engine == "ray":
-        from garmentcv.infer.ray_engine import classify_ray, import_ray
+        from garmentcv.infer.engines.ray import classify_ray, import_ray
 
         import_ray()  # says how to install Ray when it is missing
         s = classify_ray(cfg, ray)

@@ -158,7 +158,7 @@ def check_config(cfg: EvaluateConfig) -> None:
     """
     from garmentcv.data.layouts import Layout
     from garmentcv.infer.runtimes import RUNTIMES
-    from garmentcv.infer.session import PROVIDERS
+    from garmentcv.infer.runtimes.onnxruntime import PROVIDERS
 
     for option, value, choices in (("--calibration", cfg.calibration, ("temperature", "none")),
                                    ("--device", cfg.provider, PROVIDERS), ("--runtime", cfg.runtime, RUNTIMES),
@@ -249,7 +249,7 @@ def evaluate_model(cfg: EvaluateConfig) -> EvaluateResult:
         GarmentCVError: scikit-learn or matplotlib is not installed.
         OutputPathError: ``cfg.out`` cannot be written (checked before the model is opened).
         DatasetError: unreadable data, or labels that are not classes of the model.
-        ModelFileError, ProviderError: as :func:`garmentcv.infer.session.open_model`.
+        ModelFileError, ProviderError: as :func:`garmentcv.infer.runtimes.onnxruntime.open_model`.
         RuntimeUnavailableError: as :func:`garmentcv.infer.runtimes.open_runtime`.
         EvaluateUsageError: see :func:`check_config` (before anything is written).
     """

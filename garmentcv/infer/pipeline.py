@@ -118,9 +118,8 @@ def split_cpus(threads: int | None, workers: int | None, cpus: int | None = None
     a 64-core host running a 2-CPU container would start 64 threads in each pool. Both pools get all ``N``
     because they mostly take turns: the decoders fill the next batches while the model runs and then wait
     (bounded read-ahead), and onnxruntime's idle threads sleep instead of spinning (see
-    :mod:`garmentcv.infer.session`). Measured with ``python -m benchmarks.threads`` (resnet18, 224 px,
-    150 photos, 2-CPU Intel Xeon with AMX, median of 3 interleaved runs): (threads, workers) = (2, 2) ran
-    69.1 images/s FP32 and 174.6 INT8, against 40.5 and 117.5 for a (1, 1) split, 65.1 and 166.6 for (2, 1).
+    :mod:`garmentcv.infer.runtimes.onnxruntime`). That split was measured fastest on small machines, ahead of
+    dividing the CPUs between the pools (see docs/performance.md).
 
     Args:
         threads: onnxruntime intra-op threads asked for, or ``None``.

@@ -54,7 +54,6 @@ from tqdm import tqdm
 from garmentcv import cpus as _cpus
 from garmentcv.errors import GarmentCVError
 from garmentcv.infer.classify import (
-    WORKER_DIED,
     ClassifyConfig,
     ClassifyRun,
     ClassifySummary,
@@ -62,6 +61,7 @@ from garmentcv.infer.classify import (
     open_checked_source,
 )
 from garmentcv.infer.model_file import read_model_info
+from garmentcv.infer.partial import WORKER_DIED
 from garmentcv.infer.pipeline import Prediction, predict_batches
 from garmentcv.infer.rows import Row
 from garmentcv.infer.sources import (
@@ -146,7 +146,7 @@ class ClassifyWorker:
 
     def __init__(self, model_bytes: bytes, threads: int, temperature: float,
                  read_retry: ReadRetry = DEFAULT_READ_RETRY, fetch_threads: int | None = None) -> None:
-        from garmentcv.infer.session import open_model
+        from garmentcv.infer.runtimes.onnxruntime import open_model
 
         with tempfile.TemporaryDirectory(prefix="gcv-ray-") as tmp:  # onnxruntime keeps the model in memory
             path = Path(tmp) / "model.onnx"

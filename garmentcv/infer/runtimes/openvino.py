@@ -1,6 +1,6 @@
 """The same GarmentCV ONNX file on OpenVINO's CPU plugin, with the interface of the onnxruntime model.
 
-:class:`OpenVINOModel` has what :class:`garmentcv.infer.session.LoadedModel` has (``path``, ``info``,
+:class:`OpenVINOModel` has what :class:`garmentcv.infer.runtimes.onnxruntime.LoadedModel` has (``path``, ``info``,
 ``provider``, ``logits(batch)``, ``runtime``, ``device``, ``inference_precision``), so the pipeline, classify and
 evaluate do not care which runtime runs the file. OpenVINO reads the ONNX file itself (its ONNX frontend); the
 metadata comes from the onnxruntime reading of the same file (:class:`garmentcv.artifact.ModelInfo`).
@@ -30,7 +30,7 @@ import numpy as np
 from garmentcv import cpus as _cpus
 from garmentcv.artifact import INPUT_NAME, OUTPUT_NAME, ModelInfo
 from garmentcv.infer.model_file import check_input_type
-from garmentcv.infer.runtimes import (
+from garmentcv.infer.runtimes.base import (
     INFERENCE_PRECISIONS,
     OPENVINO_INSTALL,
     RuntimeUnavailableError,
@@ -173,7 +173,7 @@ def open_openvino(path: Path, info: ModelInfo, precision: str = "f32", threads: 
 
     Args:
         path: the ``.onnx`` file.
-        info: its metadata (:func:`garmentcv.infer.session.open_model` read it).
+        info: its metadata (:func:`garmentcv.infer.runtimes.onnxruntime.open_model` read it).
         precision: ``f32`` or ``bf16`` (the inference precision hint).
         threads: inference threads; ``None``: every available CPU.
         cache_dir: OpenVINO's compiled-model cache folder, or ``None`` for none.

@@ -61,7 +61,7 @@ class LoadedModel:
 
     @property
     def runtime(self) -> str:
-        """``onnxruntime`` (the other runtime: :mod:`garmentcv.infer.openvino_runtime`)."""
+        """``onnxruntime`` (the other runtime: :mod:`garmentcv.infer.runtimes.openvino`)."""
         return "onnxruntime"
 
     @property

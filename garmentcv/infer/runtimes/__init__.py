@@ -1,43 +1,31 @@
 """Which runtime runs a model file on this machine: onnxruntime or OpenVINO, and at which inference precision.
 
+The runtimes themselves live in :mod:`garmentcv.infer.runtimes.onnxruntime` and
+:mod:`garmentcv.infer.runtimes.openvino`; both import only :mod:`garmentcv.infer.runtimes.base` (the
+:class:`Model` protocol, the runtime names and :class:`RuntimeUnavailableError`, re-exported here), and this module
+imports each of them only when it opens a model.
+
 ``--runtime auto`` takes the fastest runtime installed for this CPU and file by :func:`choose_runtime`, a pure
 function of the file's precision, its runtime gates (:class:`garmentcv.artifact.RuntimeGate`: each (runtime,
 inference precision) pair judged against FP32 at export; ``auto`` runs only a pair that passed, see
-:func:`openvino_allowed`), the CPU's ISA flags and what is installed. The rule follows measurements of resnet18 at 224 px, batch 32, 2 threads, on
-the 2-core Intel Xeon with AMX (``amx_bf16``, ``amx_int8``) and on the same CPU with oneDNN held below AMX
-(``ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16``: AVX-512 with VNNI and BF16 instructions, like an AMD EPYC Zen 4),
-model only, images/s and the ratio to onnxruntime on the same file (``python -m benchmarks.openvino_rows``,
-benchmarks/RESULTS.md "OpenVINO"; a quiet machine, gcv-export's uint8-input files, a batch of real photos,
-medians of 3 interleaved rounds), beside the issue's figures:
+:func:`openvino_allowed`), the CPU's ISA flags, the model's input size and what is installed. The rule:
 
-=========================================  ==================  ==================  ===============
-file, runtime, inference precision          with AMX            AMX masked          issue (AMX/mask)
-=========================================  ==================  ==================  ===============
-FP32, onnxruntime                           77.9 (1.00)         75.1 (1.00)         78 / 79
-FP32, OpenVINO, f32                         75.4 (0.97)         74.9 (1.00)         75 / 78
-FP32, OpenVINO, bf16                        435.8 (5.60)        50.5 (0.67)         373 / 53
-INT8, onnxruntime                           191.8 (1.00)        184.2 (1.00)        199 / 204
-INT8, OpenVINO, f32 (float parts)           766.5 (4.00)        268.8 (1.46)
-INT8, OpenVINO, bf16 (float parts)          766.6 (4.00)        272.6 (1.48)        614 / 278
-=========================================  ==================  ==================  ===============
+* OpenVINO at bf16 only on CPUs with AMX (``amx_bf16``), and only when the file's gate for OpenVINO at bf16 passed;
+* OpenVINO for INT8 files on CPUs with 8-bit dot products (VNNI or AMX), at an inference precision whose gate
+  passed;
+* onnxruntime otherwise: FP32 files without AMX bf16 (OpenVINO at f32 is no faster), FP16 files (made for CUDA),
+  CPUs without VNNI; CUDA stays onnxruntime's CUDA provider;
+* onnxruntime for inputs smaller than :data:`OPENVINO_MIN_INPUT` (per file precision): there decoding photos
+  limits the run, and end to end OpenVINO loses what its faster model gains.
 
-Hence: bf16 only with AMX (``amx_bf16``) and only when the file's gate for OpenVINO at bf16 passed; OpenVINO for
-INT8 files on CPUs with 8-bit dot products (VNNI or AMX), at an inference precision whose gate passed;
-onnxruntime otherwise (FP32 on OpenVINO at f32: 0.97-1.00x, within
-noise, and 0.96x in the issue's run; FP16
-files are made for CUDA; CPUs without VNNI were not measured). CUDA stays onnxruntime's CUDA provider.
+The measurements behind the rule, per CPU condition, are in the documentation: docs/runtimes.md (the rule and
+how to override it) and docs/performance.md (the figures, rendered from the benchmarks' results data files).
 
-Model-only speed is not the whole story for small inputs: there decoding limits the run, and end to end OpenVINO
-loses what its faster model gains (at 32 px INT8 0.84x onnxruntime). So ``auto`` also weighs the model's input
-size, with thresholds per file precision measured end to end at 32, 64, 96, 128 and 224 px
-(:data:`OPENVINO_MIN_INPUT`).
-
-``ONEDNN_MAX_CPU_ISA`` caps the instruction sets oneDNN uses, and OpenVINO's CPU plugin honours it (measured:
-the convolution kernels OpenVINO reports change from ``brgconv_avx512_amx_bf16`` to ``brgconv_avx512_bf16``, and
-bf16 becomes slower than f32); the rule therefore reads the flags through
-:func:`effective_flags`. Asking for a runtime that is not installed or cannot run is a :class:`RuntimeUnavailableError`
-naming what to install, never a silent fallback; under ``auto`` a file OpenVINO cannot compile runs on onnxruntime
-with a warning that gives the cause (as ``--device auto`` does for CUDA).
+``ONEDNN_MAX_CPU_ISA`` caps the instruction sets oneDNN uses, and OpenVINO's CPU plugin honours it (its convolution
+kernels change from ``brgconv_avx512_amx_bf16`` to ``brgconv_avx512_bf16``, and bf16 becomes slower than f32); the
+rule therefore reads the flags through :func:`effective_flags`. Asking for a runtime that is not installed or cannot
+run is a :class:`RuntimeUnavailableError` naming what to install, never a silent fallback; under ``auto`` a file
+OpenVINO cannot compile runs on onnxruntime with a warning that gives the cause (as ``--device auto`` does for CUDA).
 """
 
 from __future__ import annotations
@@ -47,65 +35,38 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
 import numpy as np
 
 from garmentcv import cpus as _cpus
 from garmentcv.artifact import ModelInfo
-from garmentcv.errors import GarmentCVError
+from garmentcv.infer.runtimes.base import (
+    INFERENCE_PRECISIONS,
+    OPENVINO_DIST,
+    OPENVINO_INSTALL,
+    RUNTIMES,
+    Model,
+    RuntimeUnavailableError,
+)
 from garmentcv.installs import installed_version
+
+__all__ = [
+    "AMX_FLAGS", "INFERENCE_PRECISIONS", "OPENVINO_DIST", "OPENVINO_INSTALL", "OPENVINO_MIN_INPUT", "RUNTIMES",
+    "VNNI_FLAGS", "Model", "OpeningModel", "RuntimeChoice", "RuntimePlan", "RuntimeUnavailableError",
+    "bf16_allowed", "choose_for_file", "choose_runtime", "cpu_flags", "effective_flags", "open_planned",
+    "open_runtime", "openvino_allowed", "openvino_installed", "plan_runtime", "this_cpu_flags",
+]
 
 logger = logging.getLogger(__name__)
 
-RUNTIMES = ("auto", "onnxruntime", "openvino")
-#: OpenVINO inference precisions GarmentCV uses (``INFERENCE_PRECISION_HINT``).
-INFERENCE_PRECISIONS = ("f32", "bf16")
-OPENVINO_DIST = "openvino"
-OPENVINO_INSTALL = "pip install 'garmentcv[openvino]'"
 #: ISA flags of ``/proc/cpuinfo`` that decide the rule.
 AMX_FLAGS = frozenset({"amx_tile", "amx_bf16", "amx_int8"})
 VNNI_FLAGS = frozenset({"avx512_vnni", "avx_vnni", "amx_int8"})
 #: Smallest input side (px) at which ``auto`` runs a file of this precision on OpenVINO. With smaller inputs decoding
-#: photos limits the run, and there OpenVINO's INT8 runs reach 60-67% of the shared-core bound end to end (32-64 px)
-#: against onnxruntime's 85-91%, which costs more than its faster model gains. Measured end to end in one run (``classify_folder``, resnet18,
-#: batch 32, 400 photos, quiet 2-core Xeon, as is / AMX masked; ``python -m benchmarks.openvino_rows --size 32 64
-#: 96 128 --files 400 --name openvino_sizes``, benchmarks/results/openvino_sizes.md; 224 px from
-#: benchmarks/results/openvino.md), OpenVINO against onnxruntime on the same file:
-#: INT8 0.84x/0.87x at 32 px, 0.95x/0.82x at 64, 1.31x/1.00x at 96, 1.54x/1.14x at 128, 1.96x/1.19x at 224;
-#: FP32 in bf16 (AMX only) 1.02x at 32 px (a tie: onnxruntime keeps exact FP32), 1.55x at 64, 2.25x at 96, 2.68x
-#: at 128, 3.32x at 224. Sizes between those were not measured: each threshold is the smallest measured size where
-#: OpenVINO was at least as fast on every CPU condition where the rule uses it (FP32: AMX only). Ratios of
-#: 0.95-1.05x are within these runs' noise, so the INT8 threshold lies between 64 and 96 px. Other archs, and images
-#: that cost next to nothing to decode (the demo's 28x28 ones: OpenVINO INT8 1.07x at 32 px), were not measured.
+#: photos limits the run and OpenVINO, end to end, is no faster than onnxruntime. Each threshold is the smallest
+#: measured input size where OpenVINO was at least as fast end to end on every CPU condition where the rule uses it
+#: (FP32: AMX only); sizes between the measured ones were not measured (see docs/performance.md).
 OPENVINO_MIN_INPUT = {"int8": 96, "fp32": 64}
-
-
-class RuntimeUnavailableError(GarmentCVError, RuntimeError):
-    """A runtime (or inference precision) was asked for explicitly but is not installed or cannot run here."""
-
-
-class Model(Protocol):
-    """What the pipeline, classify and evaluate need of an open model, whichever runtime runs it.
-
-    Implemented by :class:`garmentcv.infer.session.LoadedModel` (onnxruntime) and
-    :class:`garmentcv.infer.openvino_runtime.OpenVINOModel`.
-    """
-
-    path: Path
-    info: ModelInfo
-    provider: str
-
-    @property
-    def runtime(self) -> str: ...  # ``onnxruntime`` or ``openvino``
-
-    @property
-    def device(self) -> str: ...  # ``cpu`` or ``cuda``
-
-    @property
-    def inference_precision(self) -> str: ...  # ``fp32``, ``fp16``, ``int8`` (the file's), or OpenVINO's ``f32``/``bf16``
-
-    def logits(self, batch: np.ndarray) -> np.ndarray: ...
 
 
 @dataclass(frozen=True)
@@ -245,12 +206,11 @@ def choose_runtime(
         return RuntimeChoice("onnxruntime", None, "CUDA runs on onnxruntime's CUDA provider")
     if file_precision == "int8" and VNNI_FLAGS & flags:
         faster = RuntimeChoice("openvino", bf16, (
-            "an INT8 file on a CPU with 8-bit dot products (VNNI/AMX): OpenVINO measured 1.46x (AVX-512 VNNI) to 4.0x "
-            "(AMX) onnxruntime at 224 px, model only"))
+            "an INT8 file on a CPU with 8-bit dot products (VNNI/AMX): OpenVINO runs it faster than onnxruntime"))
     elif file_precision == "fp32" and amx and bf16_passed:
         faster = RuntimeChoice("openvino", "bf16", (
-            "an FP32 file that passed its bf16 gate on a CPU with AMX: OpenVINO bf16 measured 5.6x onnxruntime at "
-            "224 px, model only"))
+            "an FP32 file that passed its bf16 gate on a CPU with AMX: OpenVINO at bf16 runs it faster than "
+            "onnxruntime"))
     else:
         faster = None
     if faster is not None:
@@ -352,25 +312,25 @@ def open_planned(plan: RuntimePlan, threads: int | None = None) -> Model:
         threads: CPU threads of the runtime; ``None``: every available CPU.
 
     Raises:
-        ModelFileError, ProviderError: as :func:`garmentcv.infer.session.open_model`.
+        ModelFileError, ProviderError: as :func:`garmentcv.infer.runtimes.onnxruntime.open_model`.
         RuntimeUnavailableError: OpenVINO asked for but failing to compile the file (under ``auto`` the file
             runs on onnxruntime instead, with a warning giving the cause).
     """
     path, info, choice = plan.path, plan.info, plan.choice
     if choice.runtime == "openvino":
-        from garmentcv.infer.openvino_runtime import open_openvino
+        from garmentcv.infer.runtimes.openvino import open_openvino
 
         try:
             model = open_openvino(path, info, choice.inference_precision or "f32", threads)
         except RuntimeUnavailableError as exc:
             if plan.requested != "auto":
                 raise
-            # auto, like --device auto for CUDA: say why, then run the file where it runs (measured: OpenVINO
-            # 2026.4 compiles no S8S8 QOperator INT8 file, "No suitable implementations")
+            # auto, like --device auto for CUDA: say why, then run the file where it runs (e.g. an OpenVINO that
+            # compiles no S8S8 QOperator INT8 file: "No suitable implementations")
             logger.warning("OpenVINO cannot run %s, using onnxruntime: %s", path, exc)
             choice = RuntimeChoice("onnxruntime", None, f"OpenVINO failed: {exc}")
     if choice.runtime == "onnxruntime":
-        from garmentcv.infer.session import open_model
+        from garmentcv.infer.runtimes.onnxruntime import open_model
 
         onnx_model = open_model(path, plan.provider, threads)
         logger.info("runtime onnxruntime %s on %s, %s file (%s)", _version("onnxruntime"), onnx_model.device,
@@ -397,11 +357,11 @@ def open_runtime(path: Path, runtime: str = "auto", provider: str = "auto", thre
     Args:
         path: a GarmentCV ONNX file.
         runtime: ``auto``, ``onnxruntime`` or ``openvino``.
-        provider: onnxruntime's ``auto``, ``cpu`` or ``cuda`` (:func:`garmentcv.infer.session.open_model`).
+        provider: onnxruntime's ``auto``, ``cpu`` or ``cuda`` (:func:`garmentcv.infer.runtimes.onnxruntime.open_model`).
         threads: CPU threads of the runtime; ``None``: every available CPU.
 
     Raises:
-        ModelFileNotFoundError, ModelFileError, ProviderError: as :func:`garmentcv.infer.session.open_model`.
+        ModelFileNotFoundError, ModelFileError, ProviderError: as :func:`garmentcv.infer.runtimes.onnxruntime.open_model`.
         RuntimeUnavailableError: see :func:`choose_runtime`; OpenVINO installed but failing to compile the file.
     """
     return open_planned(plan_runtime(path, runtime, provider), threads)
@@ -411,11 +371,8 @@ class OpeningModel:
     """A :class:`Model` being opened in a background thread, so that decoding starts while it compiles.
 
     :attr:`info` is there at once (the file's metadata); :meth:`logits` and the runtime's attributes wait for the
-    opening and raise what it raised. Measured with ``python -m benchmarks.opening`` (quiet 2-core Xeon with AMX,
-    resnet18 224 px, 200 photos, uint8 files, median of 3 interleaved rounds; benchmarks/results/opening.md), against
-    opening first: OpenVINO 1.13x (INT8) and 1.08x (FP32 in bf16), whose compile takes 0.10-0.17 s; onnxruntime
-    1.02x and 0.98x (within noise). A warm-up batch of zeros after opening, also in the background, was measured
-    too: 0.87x and 0.93x on onnxruntime (it takes the cores from decoding), no gain on OpenVINO, so it is not used.
+    opening and raise what it raised. Opening in the background gains most where compiling takes long (OpenVINO);
+    a warm-up batch after opening is not run, as it takes the cores from decoding (see docs/performance.md).
     """
 
     def __init__(self, plan: RuntimePlan, threads: int | None = None) -> None:
