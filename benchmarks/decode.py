@@ -39,7 +39,14 @@ from PIL import Image, ImageOps
 from benchmarks import options, results
 from benchmarks.photos import LARGE_SIZE, write_photo_folder
 from garmentcv.fsutil import atomic_write
-from garmentcv.image import Preprocessing, _resample_crop_box, _resize_crop_pil, load_crop, load_input, normalize
+from garmentcv.image import (
+    Preprocessing,
+    _resample_crop_box,
+    _resize_crop_pil,
+    load_crop,
+    load_input,
+    normalize,
+)
 
 
 def _pillow_dct_image(data: bytes, short: int) -> Image.Image:

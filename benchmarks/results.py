@@ -2,7 +2,8 @@
 
 Every suite writes through :func:`write`: a JSON document with exactly the keys :data:`KEYS`, stored per machine
 as ``OUT/<machine slug>/<suite>[-NAME].json`` (the commit is a field of the document), with an optional markdown
-rendering beside it (same stem, ``.md``). ``rows`` is a list of flat dicts, one per measured figure.
+rendering beside it (same stem, ``.md``). ``rows`` is a list of dicts, one per measured figure (flat), or one per
+measured condition where a suite nests its tables (``openvino_rows``: one per CPU condition and input size).
 """
 
 from __future__ import annotations
@@ -19,9 +20,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from garmentcv.fsutil import atomic_write
-
 from benchmarks.machine import MachineInfo, machine_info
+from garmentcv.fsutil import atomic_write
 
 #: Version of the document's layout; bumped when a key changes meaning.
 SCHEMA = 1

@@ -21,7 +21,17 @@ from typing import Any
 import click
 
 from benchmarks import accuracy as acc
-from benchmarks import ceiling, end_to_end, model_only, onnx_models, options, photos, report, results, targets
+from benchmarks import (
+    ceiling,
+    end_to_end,
+    model_only,
+    onnx_models,
+    options,
+    photos,
+    report,
+    results,
+    targets,
+)
 from benchmarks.machine import MachineInfo, machine_info
 from benchmarks.model_only import TimingPlan
 from benchmarks.onnx_models import Int8Settings
