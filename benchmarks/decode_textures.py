@@ -21,8 +21,8 @@ The photos: Fashion-MNIST items (Debian's ``dataset-fashion-mnist``; ``--classes
 photos in a random colour, half of the training photos and a copy of every test photo overlaid with a fine texture
 (light stripes 3 px apart, diagonal stripes 4 px apart, or a 3x4 px knit), saved as quality-90 JPEGs.
 
-Run: ``python -m benchmarks.decode_textures --out benchmarks/results`` (writes ``decode_textures.json`` and
-``decode_textures.md``; a few minutes on 2 quiet cores).
+Run: ``python -m benchmarks decode_textures`` (writes ``decode_textures.json`` and ``.md`` to
+``benchmarks/results/<machine>/``; a few minutes on 2 quiet cores).
 """
 
 from __future__ import annotations

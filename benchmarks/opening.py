@@ -12,7 +12,7 @@ Per file (gcv-export FP32 and INT8, default uint8 input, random-init ``--arch``)
 Each variant's rate includes opening, as a user's run does; variants take turns in every round, and the median of
 ``--rounds`` is reported. Writes ``opening.csv`` and ``opening.md`` into ``--out``::
 
-    python -m benchmarks.opening --out benchmarks/results          # about 2 min on 2 cores
+    python -m benchmarks opening                                     # about 2 min on 2 cores
 """
 
 from __future__ import annotations

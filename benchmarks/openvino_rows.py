@@ -24,8 +24,8 @@ The child's environment carries the mask, since oneDNN reads ``ONEDNN_MAX_CPU_IS
 ``NAME.md`` (tables) and ``NAME.json`` (every figure, the machine on each condition) into ``--out``; ``--name``
 defaults to ``openvino``.
 
-    python -m benchmarks.openvino_rows --out benchmarks/results [--mask AVX512_CORE_BF16] [--files 200] [--rounds 3]
-    python -m benchmarks.openvino_rows --size 32 64 96 128 --files 400 --name openvino_sizes   # where auto switches
+    python -m benchmarks openvino_rows [--mask AVX512_CORE_BF16] [--files 200] [--repeats 3]
+    python -m benchmarks openvino_rows --size 32 64 96 128 --files 400 --name sizes   # where auto switches
 
 With several ``--size`` values the report starts with a table by input size: OpenVINO's and ``auto``'s end-to-end
 rate against onnxruntime's, the measurements behind ``auto``'s input-size thresholds

@@ -42,11 +42,13 @@ def suite_parser(doc: str | None, repeats: int | None = 3) -> argparse.ArgumentP
     return argparse.ArgumentParser(description=(doc or "").split("\n\n")[0], parents=[shared_parser(repeats)])
 
 
-def click_shared(repeats: int | None = 3) -> Callable[[F], F]:
-    """The shared options for a click command (parameters ``out``, ``name``, ``repeats``, ``quiet``)."""
+def click_shared(repeats: int | None = 3, quiet: bool = True) -> Callable[[F], F]:
+    """The shared options for a click command (parameters ``out``, ``name``, ``repeats``, ``quiet``);
+    ``repeats=None`` or ``quiet=False`` leave that option out (a command with garmentcv's own -q/-v)."""
 
     def decorate(func: F) -> F:
-        func = click.option("-q", "--quiet", is_flag=True, help=QUIET_HELP[0].upper() + QUIET_HELP[1:] + ".")(func)
+        if quiet:
+            func = click.option("-q", "--quiet", is_flag=True, help=QUIET_HELP[0].upper() + QUIET_HELP[1:] + ".")(func)
         if repeats is not None:
             func = click.option("--repeats", type=click.IntRange(min=1), default=repeats,
                                 help=REPEATS_HELP[0].upper() + REPEATS_HELP[1:] + ".")(func)  # fmt: skip

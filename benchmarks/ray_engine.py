@@ -12,7 +12,7 @@ that drift of a shared machine hits every configuration alike:
 Reports the median images/s of each configuration (files / wall time of the library call) and its ratio to the
 local engine, and writes a markdown table. Usage:
 
-    python -m benchmarks.ray_engine --out benchmarks/results/ray_engine.md [--files 200] [--size 224] [--repeats 3]
+    python -m benchmarks ray_engine [--files 200] [--size 224] [--repeats 3]
 """
 
 from __future__ import annotations

@@ -58,7 +58,7 @@ INT8_VARIANTS: tuple[Int8Settings, ...] = (
 
 @dataclass(frozen=True)
 class BenchConfig:
-    """Settings of one benchmark run (see ``python -m benchmarks.run --help``)."""
+    """Settings of one benchmark run (see ``python -m benchmarks run --help``)."""
 
     out: Path
     archs: tuple[str, ...] = tuple(MODELS)

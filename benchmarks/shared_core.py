@@ -12,7 +12,7 @@ for gcv-export's FP32 and INT8 files of one arch, in format 1 (float32 input, ``
 
 and reports end to end as a share of the bound. Random-init models (speed does not depend on the weights).
 
-Run: ``python -m benchmarks.shared_core --out benchmarks/results`` (writes ``shared_core.csv``, ``shared_core.md``).
+Run: ``python -m benchmarks shared_core`` (writes ``shared_core.json``, ``.md``, ``.csv`` to ``benchmarks/results/<machine>/``).
 """
 
 from __future__ import annotations

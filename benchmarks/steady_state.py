@@ -14,8 +14,8 @@ If the marginal rate reaches the bound and the N-photo rate does not, the miss i
 run cannot hide. Files as :mod:`benchmarks.openvino_rows` writes them (gcv-export, uint8 input, random init);
 configurations interleaved in ``--rounds`` rounds, medians of ``t``. Writes ``NAME.md`` and ``NAME.json``::
 
-    python -m benchmarks.steady_state --out benchmarks/results          # about 2.5 min on 2 cores (224 px)
-    ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16 python -m benchmarks.steady_state --name steady_state_amx_masked
+    python -m benchmarks steady_state                                     # about 2.5 min on 2 cores (224 px)
+    ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16 python -m benchmarks steady_state --name amx_masked
 """
 
 from __future__ import annotations

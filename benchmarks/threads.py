@@ -5,7 +5,7 @@ one exported model for each ``(threads, workers)`` pair, the pairs interleaved a
 a shared machine hits every pair alike; reports the median images/s of each pair and its ratio to the
 default split (:func:`garmentcv.infer.pipeline.split_cpus`).
 
-    python -m benchmarks.threads --out benchmarks/results/threads.md [--arch resnet18] [--size 224] \
+    python -m benchmarks threads [--arch resnet18] [--size 224] \
         [--precision fp32 int8] [--files 200] [--repeats 3]
 """
 
