@@ -111,3 +111,22 @@ def test_shared_parser_lets_a_suite_set_its_repeats() -> None:
     args = parser.parse_args(["--out", "x", "-q"])
     assert (args.out, args.name, args.repeats, args.quiet) == (Path("x"), None, 15, True)
     assert parser.description == "Title."
+
+
+def test_a_suite_run_through_the_entry_point_writes_its_document(tmp_path: Path) -> None:
+    argv = ["decode", "--files", "5", "--repeats", "1", "--out", str(tmp_path / "results"), "--work", str(tmp_path / "work"),
+            "--name", "tiny", "-q"]  # fmt: skip
+    result = subprocess.run([sys.executable, "-m", "benchmarks", *argv], cwd=REPO, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout == ""  # --quiet: no report on stdout
+    (path,) = (tmp_path / "results").glob("*/decode-tiny.json")
+    document = json.loads(path.read_text())
+    assert tuple(document) == results.KEYS and document["command"] == "python -m benchmarks " + " ".join(argv)
+    assert path.parent.name == document["machine"]["slug"]
+    paths = [r["path"] for r in document["rows"]]
+    assert paths[0] == "decode-only (Pillow DCT 1/2)" and "load_crop" in paths
+    assert all(r["images"] == 4 and r["repeats"] == 1 and r["cpu_ms_per_image"] > 0 for r in document["rows"])
+    assert document["rows"][0]["ratio_to_decode_only"] == 1.0
+    assert path.with_suffix(".md").read_text().startswith("# Decoding at the floor")
+    assert path.with_suffix(".csv").read_text().splitlines()[0].startswith("path,cpu_ms_per_image,")
