@@ -1,5 +1,5 @@
 """GarmentCV benchmarks: model-only latency/throughput, end to end on a folder, the FLOP ceiling.
 
-Run ``python -m benchmarks.run --help`` from the repository root; see ``benchmarks/README.md``. This package
-is not installed with garmentcv and not part of the default test run (its smoke test is).
+Run ``python -m benchmarks --help`` from the repository root; see ``benchmarks/README.md``. This package
+is not installed with garmentcv; its ``--tiny`` smoke run is a test marked ``benchmark``, outside the default run.
 """

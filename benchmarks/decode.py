@@ -19,12 +19,11 @@ than wall time; wall time is recorded beside it):
 * ``full-resize load_input``: the earlier path (rebuilt here): DCT-scaled decode, two full-size copies
   (EXIF transpose, convert), the full resize, crop, normalisation.
 
-Run: ``python -m benchmarks.decode --out benchmarks/results`` (writes ``decode.csv`` and ``decode.md``).
+Run: ``python -m benchmarks decode`` (writes ``decode.json``, ``.md`` and ``.csv`` to ``benchmarks/results/<machine>/``).
 """
 
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import math
@@ -37,9 +36,17 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-from benchmarks.machine import machine_info
+from benchmarks import options, results
 from benchmarks.photos import LARGE_SIZE, write_photo_folder
-from garmentcv.image import Preprocessing, _resample_crop_box, _resize_crop_pil, load_crop, load_input, normalize
+from garmentcv.fsutil import atomic_write
+from garmentcv.image import (
+    Preprocessing,
+    _resample_crop_box,
+    _resize_crop_pil,
+    load_crop,
+    load_input,
+    normalize,
+)
 
 
 def _pillow_dct_image(data: bytes, short: int) -> Image.Image:
@@ -124,26 +131,22 @@ def simplejpeg_equal(paths: Sequence[Path], pp: Preprocessing) -> bool | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"), help="folder for decode.csv and decode.md")
-    parser.add_argument("--work", type=Path, default=Path("/tmp/gcv-bench-decode"), help="folder for the photos")
-    parser.add_argument("--files", type=int, default=40, help="photos written (4 of 5 are 600x866; only those are timed)")
-    parser.add_argument("--repeats", type=int, default=15, help="interleaved repeats; the median is reported")
+    """Time every path, write ``decode[-NAME].json``/``.md``/``.csv`` to ``OUT/<machine>/``; return 0."""
+    parser = options.suite_parser(__doc__, repeats=15)
+    parser.add_argument("--work", type=Path, default=Path("/tmp/gcv-bench-decode"), help="folder for the photos (default: %(default)s)")
+    parser.add_argument("--files", type=int, default=40, help="photos written, 4 of 5 at 600x866 and only those timed (default: %(default)s)")
     args = parser.parse_args(argv)
+    begun = results.start("decode", argv)
     folder = write_photo_folder(args.work / "photos", args.files)
     paths = [p for p in sorted(folder.path.glob("*.jpg")) if Image.open(p).size == LARGE_SIZE]
     pp = Preprocessing(resize=256, crop=224)
     figures = measure(paths, pp, args.repeats)
     floor = figures["decode-only (Pillow DCT 1/2)"][0]
-    machine = machine_info()
+    machine = begun.machine
     load = os.getloadavg()
-    args.out.mkdir(parents=True, exist_ok=True)
-    with open(args.out / "decode.csv", "w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["path", "cpu_ms_per_image", "wall_ms_per_image", "ratio_to_decode_only", "images", "repeats", "machine", "load_avg"])
-        for name, (cpu_ms, wall_ms) in figures.items():
-            writer.writerow([name, f"{cpu_ms:.4f}", f"{wall_ms:.4f}", f"{cpu_ms / floor:.3f}", len(paths), args.repeats,
-                             machine.summary(), " ".join(f"{x:.2f}" for x in load)])
+    rows = [{"path": name, "cpu_ms_per_image": round(cpu_ms, 4), "wall_ms_per_image": round(wall_ms, 4),
+             "ratio_to_decode_only": round(cpu_ms / floor, 3), "images": len(paths), "repeats": args.repeats}
+            for name, (cpu_ms, wall_ms) in figures.items()]  # fmt: skip
     lines = [
         "# Decoding at the floor", "",
         f"{len(paths)} photos of 600x866 px (benchmarks/photos.py), resize 256, crop 224, one thread, median of "
@@ -163,8 +166,13 @@ def main(argv: list[str] | None = None) -> int:
     same = simplejpeg_equal(paths, pp)
     if same is not None:
         lines += ["", f"simplejpeg's pixels equal Pillow's at the same DCT scale on every file: {same}."]
-    (args.out / "decode.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    print("\n".join(lines))
+    text = "\n".join(lines) + "\n"
+    path = results.write(begun, rows, args.out, args.name, markdown=text)
+    with atomic_write(path.with_suffix(".csv"), newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    options.report(text, args.quiet)
     return 0
 
 

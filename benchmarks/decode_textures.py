@@ -21,17 +21,14 @@ The photos: Fashion-MNIST items (Debian's ``dataset-fashion-mnist``; ``--classes
 photos in a random colour, half of the training photos and a copy of every test photo overlaid with a fine texture
 (light stripes 3 px apart, diagonal stripes 4 px apart, or a 3x4 px knit), saved as quality-90 JPEGs.
 
-Run: ``python -m benchmarks.decode_textures --out benchmarks/results`` (writes ``decode_textures.json`` and
-``decode_textures.md``; a few minutes on 2 quiet cores).
+Run: ``python -m benchmarks decode_textures`` (writes ``decode_textures.json`` and ``.md`` to
+``benchmarks/results/<machine>/``; a few minutes on 2 quiet cores).
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -46,7 +43,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from torchvision import transforms as T
 
-from benchmarks.machine import machine_info
+from benchmarks import options, results
 from garmentcv.data.fashion_mnist import (
     DEFAULT_SOURCE,
     FASHION_MNIST_CLASSES,
@@ -365,21 +362,30 @@ def markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def to_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """:func:`run`'s figures as flat rows, each with its ``section``: settings, pixels, pixels-training-now,
+    predictions, speed (``decode``, ``ms_per_image``)."""
+    return ([{"section": "settings", **result["settings"]}]
+            + [{"section": "pixels", **r} for r in result["pixels"]]
+            + [{"section": "pixels-training-now", **result["pixels_training_now"]}]
+            + [{"section": "predictions", **r} for r in result["predictions"]]
+            + [{"section": "speed", "decode": name, "ms_per_image": ms} for name, ms in result["speed_ms_per_image"].items()])  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"), help="folder for NAME.json and NAME.md")
-    parser.add_argument("--name", default="decode_textures", help="base name of the files written")
+    """Measure, write ``decode_textures[-NAME].json``/``.md`` to ``OUT/<machine>/``; return 0 (2: unknown class)."""
+    parser = options.suite_parser(__doc__, repeats=5)
     parser.add_argument("--work", type=Path, default=None, help="folder for the photos (default: a temporary one)")
-    parser.add_argument("--classes", default="tshirt-top,trouser,pullover,dress", help="Fashion-MNIST classes, comma-separated")
-    parser.add_argument("--train-per-class", type=int, default=40, help="training photos per class")
-    parser.add_argument("--test-per-class", type=int, default=50, help="test items per class (each textured and plain)")
-    parser.add_argument("--seeds", default="0,1,2", help="training seeds, comma-separated")
-    parser.add_argument("--epochs", type=int, default=6, help="training epochs per model")
-    parser.add_argument("--batch-size", type=int, default=16, help="training batch size")
-    parser.add_argument("--lr", type=float, default=3e-3, help="AdamW learning rate (cosine decay to 0)")
-    parser.add_argument("--repeats", type=int, default=5, help="interleaved repeats of the speed section")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads for training and prediction")
+    parser.add_argument("--classes", default="tshirt-top,trouser,pullover,dress", help="Fashion-MNIST classes, comma-separated (default: %(default)s)")
+    parser.add_argument("--train-per-class", type=int, default=40, help="training photos per class (default: %(default)s)")
+    parser.add_argument("--test-per-class", type=int, default=50, help="test items per class, each textured and plain (default: %(default)s)")
+    parser.add_argument("--seeds", default="0,1,2", help="training seeds, comma-separated (default: %(default)s)")
+    parser.add_argument("--epochs", type=int, default=6, help="training epochs per model (default: %(default)s)")
+    parser.add_argument("--batch-size", type=int, default=16, help="training batch size (default: %(default)s)")
+    parser.add_argument("--lr", type=float, default=3e-3, help="AdamW learning rate, cosine decay to 0 (default: %(default)s)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads for training and prediction (default: %(default)s)")
     args = parser.parse_args(argv)
+    begun = results.start("decode_textures", argv)
     classes = tuple(args.classes.split(","))
     unknown = sorted(set(classes) - set(FASHION_MNIST_CLASSES))
     if unknown:
@@ -388,15 +394,11 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="gcv-decode-textures-") as tmp:
         result = run(args.work or Path(tmp), classes, args.train_per_class, args.test_per_class,
                      [int(s) for s in args.seeds.split(",")], args.epochs, args.batch_size, args.lr, args.repeats)  # fmt: skip
-    machine = machine_info()
-    result |= {"command": "python -m benchmarks.decode_textures " + " ".join(argv if argv is not None else sys.argv[1:]),
-               "machine": machine.to_dict(), "machine_summary": machine.summary(),
+    result |= {"command": begun.command, "machine_summary": begun.machine.summary(),
                "load_avg_end": " ".join(f"{x:.2f}" for x in os.getloadavg())}  # fmt: skip
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"{args.name}.json").write_text(json.dumps(result, indent=1), encoding="utf-8")
     text = markdown(result)
-    (args.out / f"{args.name}.md").write_text(text, encoding="utf-8")
-    print(text)
+    results.write(begun, to_rows(result), args.out, args.name, markdown=text)
+    options.report(text, args.quiet)
     return 0
 
 

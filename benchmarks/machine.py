@@ -15,7 +15,8 @@ ISA_FLAGS: tuple[str, ...] = (
     "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx_vnni", "avx512_bf16",
     "amx_tile", "amx_int8", "amx_bf16",
 )
-_PACKAGES: tuple[str, ...] = ("garmentcv", "torch", "torchvision", "onnx", "onnxruntime", "onnxruntime-gpu", "numpy", "pillow")
+_PACKAGES: tuple[str, ...] = ("garmentcv", "torch", "torchvision", "onnx", "onnxruntime", "onnxruntime-gpu", "openvino", "numpy",
+                             "pillow")
 
 
 @dataclass(frozen=True)

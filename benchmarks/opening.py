@@ -12,7 +12,7 @@ Per file (gcv-export FP32 and INT8, default uint8 input, random-init ``--arch``)
 Each variant's rate includes opening, as a user's run does; variants take turns in every round, and the median of
 ``--rounds`` is reported. Writes ``opening.csv`` and ``opening.md`` into ``--out``::
 
-    python -m benchmarks.opening --out benchmarks/results          # about 2 min on 2 cores
+    python -m benchmarks opening                                     # about 2 min on 2 cores
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks import onnx_models, photos
-from benchmarks.machine import machine_info
+from benchmarks import onnx_models, options, photos, results
+from garmentcv.fsutil import atomic_write
 from garmentcv.infer.engines import local as classify_module
 from garmentcv.infer.runtimes import Model, OpeningModel, RuntimePlan, open_planned
 
@@ -100,37 +100,36 @@ def report(rows: list[dict], header: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"),
-                        help="folder for opening.csv and opening.md")
-    parser.add_argument("--arch", default="resnet18", help="registered arch (random init)")
-    parser.add_argument("--size", type=int, default=224, help="input size, px")
-    parser.add_argument("--files", type=int, default=200, help="photos in the folder (4 of 5 at 600x866)")
-    parser.add_argument("--batch", type=int, default=32, help="batch size")
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; the median is reported")
+    """Measure, write ``opening[-NAME].json``/``.md``/``.csv`` to ``OUT/<machine>/``; return 0."""
+    parser = options.suite_parser(__doc__, repeats=3)
+    parser.add_argument("--arch", default="resnet18", help="registered arch, random init (default: %(default)s)")
+    parser.add_argument("--size", type=int, default=224, help="input size, px (default: %(default)s)")
+    parser.add_argument("--files", type=int, default=200, help="photos in the folder, 4 of 5 at 600x866 (default: %(default)s)")
+    parser.add_argument("--batch", type=int, default=32, help="batch size (default: %(default)s)")
+    parser.add_argument("--rounds", dest="repeats", type=int, help=argparse.SUPPRESS)  # the former name of --repeats
     args = parser.parse_args(argv)
+    args.rounds = args.repeats
+    begun = results.start("opening", argv)
     with tempfile.TemporaryDirectory(prefix="gcv-opening-") as tmp:
         work = Path(tmp)
         folder = photos.write_photo_folder(work / "photos", args.files)
         _, files = onnx_models.speed_files(args.arch, args.size, sorted(folder.path.glob("*.jpg")), work,
                                            input_format="uint8-nhwc")
         rows = measure(files, folder.path, work, args.batch, args.rounds)
-    machine = machine_info()
+    machine = begun.machine
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     header = (f"{args.arch} {args.size} px, {args.files} photos, batch {args.batch}, uint8 files, `classify_folder` in "
               f"process (opening included), median of {args.rounds} interleaved rounds. Machine: {machine.summary()}; "
               f"load average {load} at the end.")
-    args.out.mkdir(parents=True, exist_ok=True)
-    with open(args.out / "opening.csv", "w", newline="", encoding="utf-8") as handle:
+    text = report(rows, header)
+    path = results.write(begun, rows, args.out, args.name, markdown=text)
+    with atomic_write(path.with_suffix(".csv"), newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["file", "runtime", "ran_on", "variant", "images_per_s", "rounds", "machine", "load_avg"])
+        writer.writerow(["file", "runtime", "ran_on", "variant", "images_per_s", "rounds"])
         for r in rows:
             writer.writerow([r["file"], r["runtime"], r["ran_on"], r["variant"], f"{r['images_per_s']:.2f}",
-                             " ".join(map(str, r["rounds"])), machine.summary(), load])
-    text = report(rows, header)
-    (args.out / "opening.md").write_text(text, encoding="utf-8")
-    print(text)
+                             " ".join(map(str, r["rounds"]))])
+    options.report(text, args.quiet)
     return 0
 
 

@@ -24,8 +24,8 @@ The child's environment carries the mask, since oneDNN reads ``ONEDNN_MAX_CPU_IS
 ``NAME.md`` (tables) and ``NAME.json`` (every figure, the machine on each condition) into ``--out``; ``--name``
 defaults to ``openvino``.
 
-    python -m benchmarks.openvino_rows --out benchmarks/results [--mask AVX512_CORE_BF16] [--files 200] [--rounds 3]
-    python -m benchmarks.openvino_rows --size 32 64 96 128 --files 400 --name openvino_sizes   # where auto switches
+    python -m benchmarks openvino_rows [--mask AVX512_CORE_BF16] [--files 200] [--repeats 3]
+    python -m benchmarks openvino_rows --size 32 64 96 128 --files 400 --name sizes   # where auto switches
 
 With several ``--size`` values the report starts with a table by input size: OpenVINO's and ``auto``'s end-to-end
 rate against onnxruntime's, the measurements behind ``auto``'s input-size thresholds
@@ -48,7 +48,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks import onnx_models, photos
+from benchmarks import onnx_models, options, photos, results
 from benchmarks.machine import machine_info
 from benchmarks.timing import time_call
 from garmentcv.artifact import INPUT_FORMATS, INPUT_UINT8
@@ -133,7 +133,12 @@ def _eager_baseline(checkpoint: Path, folder: Path, work: Path, batch_size: int)
     Raises:
         RuntimeError: the command failed (its stderr is in the message).
     """
-    from benchmarks.end_to_end import REPO_ROOT, baseline_command, reported_rate, run_measured
+    from benchmarks.end_to_end import (
+        REPO_ROOT,
+        baseline_command,
+        reported_rate,
+        run_measured,
+    )
 
     proc = run_measured(baseline_command(folder, checkpoint, work / "eager_baseline.csv", batch_size), cwd=REPO_ROOT)
     rate = reported_rate(proc.stderr_tail)
@@ -307,26 +312,28 @@ def report(conditions: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"), help="folder for NAME.md/.json (default: %(default)s)")
+def main(argv: list[str] | None = None) -> int:
+    """Measure each CPU condition in a child process; write ``openvino_rows[-NAME].json``/``.md`` to
+    ``OUT/<machine>/`` (one row per condition and size); return 0."""
+    parser = options.suite_parser(__doc__, repeats=3)
     parser.add_argument("--mask", nargs="*", default=["AVX512_CORE_BF16"],
                         help="ONEDNN_MAX_CPU_ISA values measured besides the machine as is (default: %(default)s)")
     parser.add_argument("--arch", default="resnet18", help="registered arch (default: %(default)s)")
     parser.add_argument("--size", type=int, nargs="+", default=[224],
                         help="input sizes, px; several measure where `auto` should switch runtimes (default: %(default)s)")
-    parser.add_argument("--name", default="openvino", help="report file names, NAME.md/.json (default: %(default)s)")
     parser.add_argument("--batch", type=int, default=32, help="batch size (default: %(default)s)")
     parser.add_argument("--files", type=int, default=200, help="photos in the end-to-end folder (default: %(default)s)")
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default: %(default)s)")
+    parser.add_argument("--rounds", dest="repeats", type=int, help=argparse.SUPPRESS)  # the former name of --repeats
     parser.add_argument("--input-format", choices=INPUT_FORMATS, default=INPUT_UINT8,
                         help="model input of the exported files, as gcv-export's option (default: %(default)s)")
     parser.add_argument("--child", type=Path, default=None, help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    args.rounds = args.repeats
     if args.child is not None:
         (args.size,) = args.size
         args.child.write_text(json.dumps(measure(args)), encoding="utf-8")
-        return
+        return 0
+    begun = results.start("openvino_rows", argv)
     conditions = []
     with tempfile.TemporaryDirectory(prefix="gcv-ov-run-") as tmp:
         for size in args.size:
@@ -337,15 +344,14 @@ def main() -> None:
                 result = Path(tmp) / f"{size}-{mask or 'as-is'}.json"
                 command = [sys.executable, "-m", "benchmarks.openvino_rows", "--child", str(result), "--arch",
                            args.arch, "--size", str(size), "--batch", str(args.batch), "--files", str(args.files),
-                           "--rounds", str(args.rounds), "--input-format", args.input_format]  # fmt: skip
+                           "--repeats", str(args.repeats), "--input-format", args.input_format]  # fmt: skip
                 subprocess.run(command, env=env, check=True)
                 conditions.append(json.loads(result.read_text(encoding="utf-8")))
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"{args.name}.json").write_text(json.dumps(conditions, indent=1), encoding="utf-8")
     text = report(conditions)
-    (args.out / f"{args.name}.md").write_text(text, encoding="utf-8")
-    print(text)
+    results.write(begun, conditions, args.out, args.name, markdown=text)
+    options.report(text, args.quiet)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

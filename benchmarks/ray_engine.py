@@ -12,20 +12,21 @@ that drift of a shared machine hits every configuration alike:
 Reports the median images/s of each configuration (files / wall time of the library call) and its ratio to the
 local engine, and writes a markdown table. Usage:
 
-    python -m benchmarks.ray_engine --out benchmarks/results/ray_engine.md [--files 200] [--size 224] [--repeats 3]
+    python -m benchmarks ray_engine [--files 200] [--size 224] [--repeats 3]
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
-from benchmarks import onnx_models, photos
-from benchmarks.machine import machine_info
+from benchmarks import onnx_models, photos, results
+from benchmarks import options as shared
+from benchmarks.machine import MachineInfo
 from garmentcv.cpus import available_cpus
 from garmentcv.infer.classify import ClassifyConfig, classify_folder
 from garmentcv.infer.engines.ray import RayOptions, classify_ray
@@ -46,8 +47,8 @@ def _startup_seconds(ray: object, cpus: int) -> float:
     return time.perf_counter() - started
 
 
-def run(out: Path, arch: str, size: int, files: int, repeats: int) -> str:
-    """Measure and write a markdown table to ``out``; returns it."""
+def run(arch: str, size: int, files: int, repeats: int, machine: MachineInfo) -> tuple[str, list[dict[str, Any]]]:
+    """Measure every engine; return the markdown table and its rows (engine, images/s, vs local, runs; Ray's start-up)."""
     import ray
 
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -77,7 +78,7 @@ def run(out: Path, arch: str, size: int, files: int, repeats: int) -> str:
     base = statistics.median(rates["local"])
     lines = [
         f"# gcv-classify --engine ray vs local, {arch} {size} px FP32, {files} photos", "",
-        f"Machine: {machine_info().summary()}; available CPUs {cpus}; ray {ray.__version__}.",
+        f"Machine: {machine.summary()}; available CPUs {cpus}; ray {ray.__version__}.",
         f"Load average (1, 5, 15 min) {tuple(round(x, 2) for x in load_before)} before, "
         f"{tuple(round(x, 2) for x in load_after)} after.",
         f"Median of {repeats} interleaved runs; images/s = files / wall time of the library call (Ray runs include "
@@ -89,23 +90,28 @@ def run(out: Path, arch: str, size: int, files: int, repeats: int) -> str:
         lines.append(f"| {name} | {median:.1f} | {median / base:.2f} | {', '.join(f'{v:.1f}' for v in values)} |")
     lines += ["", f"Ray start-up (`ray.init(num_cpus={cpus})` + `ray.shutdown()` of a local instance): median "
               f"{statistics.median(startups):.1f} s (runs: {', '.join(f'{s:.1f}' for s in startups)})."]
-    text = "\n".join(lines) + "\n"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text, encoding="utf-8")
-    return text
+    rows: list[dict[str, Any]] = [
+        {"section": "engine", "engine": name, "images_per_s": round(statistics.median(values), 1),
+         "vs_local": round(statistics.median(values) / base, 2), "runs": [round(v, 1) for v in values]}
+        for name, values in rates.items()]  # fmt: skip
+    rows.append({"section": "ray-startup", "seconds": round(statistics.median(startups), 1),
+                 "runs": [round(s, 1) for s in startups], "ray": ray.__version__})  # fmt: skip
+    return "\n".join(lines) + "\n", rows
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/ray_engine.md"),
-                        help="markdown table (default: %(default)s)")
+def main(argv: list[str] | None = None) -> int:
+    """Measure, write ``ray_engine[-NAME].json``/``.md`` to ``OUT/<machine>/``; return 0."""
+    parser = shared.suite_parser(__doc__, repeats=3)
     parser.add_argument("--arch", default="resnet18", help="registered arch (default: %(default)s)")
     parser.add_argument("--size", type=int, default=224, help="input size, px (default: %(default)s)")
     parser.add_argument("--files", type=int, default=200, help="photos in the folder (default: %(default)s)")
-    parser.add_argument("--repeats", type=int, default=3, help="interleaved repeats (default: %(default)s)")
-    args = parser.parse_args()
-    print(run(args.out, args.arch, args.size, args.files, args.repeats))
+    args = parser.parse_args(argv)
+    begun = results.start("ray_engine", argv)
+    text, rows = run(args.arch, args.size, args.files, args.repeats, begun.machine)
+    results.write(begun, rows, args.out, args.name, markdown=text)
+    shared.report(text, args.quiet)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

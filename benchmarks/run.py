@@ -1,19 +1,16 @@
-"""``python -m benchmarks.run``: every figure of benchmarks/README.md in one run, on this machine.
+"""``python -m benchmarks run``: every figure of benchmarks/README.md in one run, on this machine.
 
 Order: machine record, FP32 matmul rate and FLOP ceilings, model files, model-only timings, end to end on a
 folder of photos (gcv-classify against torchvision eager + DataLoader), peak memory against folder size, INT8 and
-session settings, INT8 accuracy on the real test split. Writes ``results.csv``, ``results.md``,
-``throughput.png`` and ``machine.json`` to ``--out``.
+session settings, INT8 accuracy on the real test split. Writes ``run[-NAME].json`` (the result document, one
+row per figure), ``.md`` (the report), ``.csv`` (every figure) and ``.png`` (the chart) to ``OUT/<machine>/``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import logging
-import shlex
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -24,7 +21,17 @@ from typing import Any
 import click
 
 from benchmarks import accuracy as acc
-from benchmarks import ceiling, end_to_end, model_only, onnx_models, photos, report, targets
+from benchmarks import (
+    ceiling,
+    end_to_end,
+    model_only,
+    onnx_models,
+    options,
+    photos,
+    report,
+    results,
+    targets,
+)
 from benchmarks.machine import MachineInfo, machine_info
 from benchmarks.model_only import TimingPlan
 from benchmarks.onnx_models import Int8Settings
@@ -51,7 +58,7 @@ INT8_VARIANTS: tuple[Int8Settings, ...] = (
 
 @dataclass(frozen=True)
 class BenchConfig:
-    """Settings of one benchmark run (see ``python -m benchmarks.run --help``)."""
+    """Settings of one benchmark run (see ``python -m benchmarks run --help``)."""
 
     out: Path
     archs: tuple[str, ...] = tuple(MODELS)
@@ -70,6 +77,7 @@ class BenchConfig:
     matmul_sizes: tuple[int, ...] = ceiling.MATMUL_SIZES
     work: Path | None = None
     command: str = ""
+    name: str | None = None
 
 
 @dataclass
@@ -294,13 +302,15 @@ def _preamble(cfg: BenchConfig, machine: MachineInfo, end_load: tuple[float, flo
 
 
 def run_benchmarks(cfg: BenchConfig) -> list[Row]:
-    """Run every step of ``cfg``; write ``results.csv``, ``results.md``, ``throughput.png``, ``machine.json``.
+    """Run every step of ``cfg``; write the result document, its report, CSV and chart to ``cfg.out/<machine>/``.
 
     Returns the rows written. A step that cannot run here yields rows marked ``not measured`` or
     ``skipped``, never nothing.
     """
-    cfg.out.mkdir(parents=True, exist_ok=True)
-    machine = machine_info()
+    begun = results.start("run", machine=machine_info())
+    machine = begun.machine
+    if not cfg.command:
+        cfg = dataclasses.replace(cfg, command=begun.command)
     if machine.load_avg[0] > 0.5:
         logger.warning("load average %s: the machine is busy, timings will be low and noisy", machine.load_avg)
     with tempfile.TemporaryDirectory(prefix="gcv-bench-", dir=cfg.work) as tmp:
@@ -336,13 +346,12 @@ def run_benchmarks(cfg: BenchConfig) -> list[Row]:
         minutes = (time.perf_counter() - run.start) / 60
     end = machine_info()
     rows = [dataclasses.replace(r, machine=machine.summary(), load_avg_1m=machine.load_avg[0]) for r in run.rows]
-    report.write_csv(rows, cfg.out / "results.csv")
     verdicts = targets.judge(rows, cfg.archs, cfg.sizes)
     text = report.markdown(rows, "GarmentCV benchmarks", _preamble(cfg, machine, end.load_avg, minutes), verdicts)
-    report.write_markdown(text, cfg.out / "results.md")
-    report.plot_throughput(rows, cfg.out / "throughput.png")
-    (cfg.out / "machine.json").write_text(json.dumps({"start": machine.to_dict(), "end_load_avg": end.load_avg}, indent=2))
-    logger.info("%d rows in %.1f min -> %s", len(rows), minutes, cfg.out)
+    path = results.write(begun, [dataclasses.asdict(r) for r in rows], cfg.out, cfg.name, markdown=text)
+    report.write_csv(rows, path.with_suffix(".csv"))
+    report.plot_throughput(rows, path.with_suffix(".png"))
+    logger.info("%d rows in %.1f min -> %s", len(rows), minutes, path)
     return rows
 
 
@@ -365,7 +374,6 @@ def _sizes(text: str) -> tuple[int, ...]:
 @click.option("--sizes", default="default,demo", help="Input sizes: default (224 px), demo (32 px) or px values.")
 @click.option("--batch-sizes", default="1,8,32", help="Model-only batch sizes.")
 @click.option("--warmup", type=click.IntRange(min=0), default=2, help="Untimed runs per configuration.")
-@click.option("--repeats", type=click.IntRange(min=1), default=5, help="Timed runs per configuration, at least.")
 @click.option("--budget", type=click.FloatRange(min=0), default=1.0, help="Keep timing a configuration until this many s.")
 @click.option("--folder-files", type=click.IntRange(min=1), default=200, help="Photos in the end-to-end folder.")
 @click.option("--small-folder-files", type=click.IntRange(min=1), default=2000,
@@ -380,15 +388,15 @@ def _sizes(text: str) -> tuple[int, ...]:
 @click.option("--accuracy-per-class", type=click.IntRange(min=5), default=400, help="Training images per class.")
 @click.option("--accuracy-epochs", type=click.IntRange(min=1), default=3, help="Training epochs.")
 @click.option("--max-minutes", type=click.FloatRange(min=0), default=14.0, help="Skip (with a row saying so) what starts later.")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/benchmarks"), help="Output folder.")
 @click.option("--tiny", is_flag=True, help="Smoke test: resnet18, 32 px, batches 1,2, 2 runs, 10 files, tiny accuracy.")
+@options.click_shared(repeats=5)
 def main(archs: str, sizes: str, batch_sizes: str, warmup: int, repeats: int, budget: float, folder_files: int,
          small_folder_files: int,
          distinct_files: int, memory_files: str, e2e_batch: int, baseline_workers: int, int8_variants: bool,
-         accuracy: bool, accuracy_per_class: int, accuracy_epochs: int, max_minutes: float, out: Path, tiny: bool) -> None:
+         accuracy: bool, accuracy_per_class: int, accuracy_epochs: int, max_minutes: float, tiny: bool, out: Path,
+         name: str | None, quiet: bool) -> None:
     """Measure GarmentCV's models and commands on this machine (see benchmarks/README.md)."""
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s: %(message)s", stream=sys.stderr)
-    logging.getLogger("benchmarks").setLevel(logging.INFO)
+    options.setup_logging(quiet)
     unknown = [a for a in archs.split(",") if a not in MODELS]
     if unknown:
         raise click.BadParameter(f"unknown arch(s) {unknown}; choose from {list(MODELS)}", param_hint="--archs")
@@ -399,7 +407,7 @@ def main(archs: str, sizes: str, batch_sizes: str, warmup: int, repeats: int, bu
         distinct_files=distinct_files, memory_files=_ints(memory_files) if memory_files else (), e2e_batch=e2e_batch,
         baseline_workers=baseline_workers, int8_variants=int8_variants,
         accuracy=acc.AccuracyPlan(train_per_class=accuracy_per_class, epochs=accuracy_epochs) if accuracy else None,
-        max_minutes=max_minutes, command=shlex.join(["python", "-m", "benchmarks.run", *sys.argv[1:]]),
+        max_minutes=max_minutes, command=results.command_line("run"), name=name,
     )
     if tiny:
         cfg = dataclasses.replace(

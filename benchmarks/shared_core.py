@@ -12,12 +12,11 @@ for gcv-export's FP32 and INT8 files of one arch, in format 1 (float32 input, ``
 
 and reports end to end as a share of the bound. Random-init models (speed does not depend on the weights).
 
-Run: ``python -m benchmarks.shared_core --out benchmarks/results`` (writes ``shared_core.csv``, ``shared_core.md``).
+Run: ``python -m benchmarks shared_core`` (writes ``shared_core.json``, ``.md``, ``.csv`` to ``benchmarks/results/<machine>/``).
 """
 
 from __future__ import annotations
 
-import argparse
 import csv
 import os
 import statistics
@@ -28,10 +27,10 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks import onnx_models
-from benchmarks.machine import machine_info
+from benchmarks import onnx_models, options, results
 from benchmarks.photos import write_photo_folder
 from garmentcv.artifact import INPUT_FLOAT32, INPUT_UINT8
+from garmentcv.fsutil import atomic_write
 from garmentcv.image import load_crop, load_input
 from garmentcv.infer.pipeline import predict_batches
 from garmentcv.infer.runtimes.onnxruntime import LoadedModel, open_model
@@ -112,17 +111,17 @@ def measure(files: dict[str, Path], paths: list[Path], splits: list[tuple[int, i
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"), help="folder for the CSV and markdown")
-    parser.add_argument("--work", type=Path, default=Path("/tmp/gcv-bench-shared"), help="folder for photos and models")
-    parser.add_argument("--arch", default="resnet18", help="registered arch")
-    parser.add_argument("--size", type=int, default=224, help="input size, px")
-    parser.add_argument("--files", type=int, default=200, help="photos in the folder (4 of 5 at 600x866, 1 of 5 at 46x66)")
-    parser.add_argument("--batch-size", type=int, default=32, help="batch size of model-only and end to end")
-    parser.add_argument("--splits", default="2:2,2:1,1:1", help="threads:workers pairs (onnxruntime : decoding)")
-    parser.add_argument("--precisions", default="fp32,int8", help="gcv-export precisions measured")
-    parser.add_argument("--repeats", type=int, default=3, help="interleaved repeats; the median is reported")
+    """Measure, write ``shared_core[-NAME].json``/``.md``/``.csv`` to ``OUT/<machine>/``; return 0."""
+    parser = options.suite_parser(__doc__, repeats=3)
+    parser.add_argument("--work", type=Path, default=Path("/tmp/gcv-bench-shared"), help="folder for photos and models (default: %(default)s)")
+    parser.add_argument("--arch", default="resnet18", help="registered arch (default: %(default)s)")
+    parser.add_argument("--size", type=int, default=224, help="input size, px (default: %(default)s)")
+    parser.add_argument("--files", type=int, default=200, help="photos in the folder, 4 of 5 at 600x866 (default: %(default)s)")
+    parser.add_argument("--batch-size", type=int, default=32, help="batch size of model-only and end to end (default: %(default)s)")
+    parser.add_argument("--splits", default="2:2,2:1,1:1", help="threads:workers pairs, onnxruntime:decoding (default: %(default)s)")
+    parser.add_argument("--precisions", default="fp32,int8", help="gcv-export precisions measured (default: %(default)s)")
     args = parser.parse_args(argv)
+    begun = results.start("shared_core", argv)
     folder = write_photo_folder(args.work / "photos", args.files)
     paths = sorted(folder.path.glob("*.jpg"))
     ckpt = onnx_models.write_random_checkpoint(args.arch, args.size, args.work / "random.pt")
@@ -136,16 +135,11 @@ def main(argv: list[str] | None = None) -> int:
                 input_format=fmt)
     splits = [tuple(int(v) for v in s.split(":")) for s in args.splits.split(",")]
     figures = measure(files, paths, splits, args.batch_size, args.repeats)  # type: ignore[arg-type]
-    machine, load = machine_info(), os.getloadavg()
-    args.out.mkdir(parents=True, exist_ok=True)
-    with open(args.out / "shared_core.csv", "w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["arch", "size", "file", "threads", "workers", "batch", "model_only_ips", "decode_only_ips",
-                         "bound_ips", "end_to_end_ips", "share_of_bound", "images", "repeats", "machine", "load_avg"])
-        for f in figures:
-            writer.writerow([args.arch, args.size, f.label, f.threads, f.workers, f.batch_size, f"{f.model:.1f}",
-                             f"{f.decode:.1f}", f"{f.bound:.1f}", f"{f.end_to_end:.1f}", f"{f.share:.3f}", len(paths),
-                             args.repeats, machine.summary(), " ".join(f"{x:.2f}" for x in load)])
+    machine, load = begun.machine, os.getloadavg()
+    rows = [{"arch": args.arch, "size": args.size, "file": f.label, "threads": f.threads, "workers": f.workers,
+             "batch": f.batch_size, "model_only_ips": round(f.model, 1), "decode_only_ips": round(f.decode, 1),
+             "bound_ips": round(f.bound, 1), "end_to_end_ips": round(f.end_to_end, 1), "share_of_bound": round(f.share, 3),
+             "images": len(paths), "repeats": args.repeats} for f in figures]  # fmt: skip
     lines = [
         "# End to end against the shared-core bound", "",
         f"{args.arch} at {args.size} px, {len(paths)} photos (4 of 5 at 600x866), batch {args.batch_size}, median of "
@@ -157,8 +151,13 @@ def main(argv: list[str] | None = None) -> int:
     for f in figures:
         lines.append(f"| {f.label} | {f.threads}:{f.workers} | {f.model:.1f} | {f.decode:.1f} | {f.bound:.1f} | "
                      f"{f.end_to_end:.1f} | {f.share:.0%} |")
-    (args.out / "shared_core.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    print("\n".join(lines))
+    text = "\n".join(lines) + "\n"
+    path = results.write(begun, rows, args.out, args.name, markdown=text)
+    with atomic_write(path.with_suffix(".csv"), newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    options.report(text, args.quiet)
     return 0
 
 

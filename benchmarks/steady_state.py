@@ -14,14 +14,13 @@ If the marginal rate reaches the bound and the N-photo rate does not, the miss i
 run cannot hide. Files as :mod:`benchmarks.openvino_rows` writes them (gcv-export, uint8 input, random init);
 configurations interleaved in ``--rounds`` rounds, medians of ``t``. Writes ``NAME.md`` and ``NAME.json``::
 
-    python -m benchmarks.steady_state --out benchmarks/results          # about 2.5 min on 2 cores (224 px)
-    ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16 python -m benchmarks.steady_state --name steady_state_amx_masked
+    python -m benchmarks steady_state                                     # about 2.5 min on 2 cores (224 px)
+    ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16 python -m benchmarks steady_state --name amx_masked
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import tempfile
@@ -29,8 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks import onnx_models, photos
-from benchmarks.machine import machine_info
+from benchmarks import onnx_models, options, photos, results
 from benchmarks.openvino_rows import decode_rate, model_only_rows, shared_core_bound
 
 RUNTIMES = ("onnxruntime", "auto")
@@ -107,16 +105,16 @@ def report(result: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"), help="folder for NAME.md/.json")
-    parser.add_argument("--name", default="steady_state", help="report file names")
-    parser.add_argument("--arch", default="resnet18", help="registered arch (random init)")
-    parser.add_argument("--size", type=int, default=224, help="input size, px")
-    parser.add_argument("--files", type=int, default=200, help="N: photos of the short run (3N in the long one)")
-    parser.add_argument("--batch", type=int, default=32, help="batch size")
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; medians of the times")
+    """Measure, write ``steady_state[-NAME].json``/``.md`` to ``OUT/<machine>/``; return 0."""
+    parser = options.suite_parser(__doc__, repeats=3)
+    parser.add_argument("--arch", default="resnet18", help="registered arch, random init (default: %(default)s)")
+    parser.add_argument("--size", type=int, default=224, help="input size, px (default: %(default)s)")
+    parser.add_argument("--files", type=int, default=200, help="N: photos of the short run, 3N in the long one (default: %(default)s)")
+    parser.add_argument("--batch", type=int, default=32, help="batch size (default: %(default)s)")
+    parser.add_argument("--rounds", dest="repeats", type=int, help=argparse.SUPPRESS)  # the former name of --repeats
     args = parser.parse_args(argv)
+    args.rounds = args.repeats
+    begun = results.start("steady_state", argv)
     with tempfile.TemporaryDirectory(prefix="gcv-steady-") as tmp:
         work = Path(tmp)
         small = photos.write_photo_folder(work / "small", args.files).path
@@ -130,15 +128,14 @@ def main(argv: list[str] | None = None) -> int:
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     header = (f"{args.arch} {args.size} px, {args.files} and {3 * args.files} photos (4 of 5 at 600x866), batch "
               f"{args.batch}, uint8 files, `classify_folder` in process (opening included), medians of {args.rounds} "
-              f"interleaved rounds. Command: `python -m benchmarks.steady_state --size {args.size} --files "
-              f"{args.files}`. Machine: {machine_info().summary()}; "
+              f"interleaved rounds. Command: `{begun.command}`. Machine: {begun.machine.summary()}; "
               f"ONEDNN_MAX_CPU_ISA={os.environ.get('ONEDNN_MAX_CPU_ISA') or 'unset'}; load average {load} at the end.")
     result = {"header": header, "model_only": model_only, "decode_images_per_s": decode, "rows": rows}
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"{args.name}.json").write_text(json.dumps(result, indent=1), encoding="utf-8")
     text = report(result)
-    (args.out / f"{args.name}.md").write_text(text, encoding="utf-8")
-    print(text)
+    flat = ([{"section": "runs", **r} for r in rows] + [{"section": "model-only", **r} for r in model_only]
+            + [{"section": "decode-only", "file": k, "images_per_s": v} for k, v in decode.items()])  # fmt: skip
+    results.write(begun, flat, args.out, args.name, markdown=text)
+    options.report(text, args.quiet)
     return 0
 
 

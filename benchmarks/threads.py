@@ -5,20 +5,20 @@ one exported model for each ``(threads, workers)`` pair, the pairs interleaved a
 a shared machine hits every pair alike; reports the median images/s of each pair and its ratio to the
 default split (:func:`garmentcv.infer.pipeline.split_cpus`).
 
-    python -m benchmarks.threads --out benchmarks/results/threads.md [--arch resnet18] [--size 224] \
+    python -m benchmarks threads [--arch resnet18] [--size 224] \
         [--precision fp32 int8] [--files 200] [--repeats 3]
 """
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
-from benchmarks import onnx_models, photos
-from benchmarks.machine import machine_info
+from benchmarks import onnx_models, options, photos, results
+from benchmarks.machine import MachineInfo
 from garmentcv.cpus import available_cpus
 from garmentcv.infer.classify import ClassifyConfig, classify_folder
 from garmentcv.infer.pipeline import split_cpus
@@ -31,12 +31,13 @@ def _pairs(cpus: int) -> list[tuple[int, int]]:
     return sorted(pairs)
 
 
-def run(out: Path, arch: str, size: int, precisions: list[str], files: int, repeats: int) -> str:
-    """Measure and write a markdown table to ``out``; returns it."""
+def run(arch: str, size: int, precisions: list[str], files: int, repeats: int, machine: MachineInfo) -> tuple[str, list[dict[str, Any]]]:
+    """Measure every split; return the markdown table and its rows (precision, threads, workers, images/s, vs default)."""
+    rows: list[dict[str, Any]] = []
     cpus = available_cpus()
     default = split_cpus(None, None, cpus)
     lines = [f"# gcv-classify thread split, {arch} {size} px, {files} photos", "",
-             f"Machine: {machine_info().summary()}; available CPUs {cpus}; default split (threads, workers) {default}.",
+             f"Machine: {machine.summary()}; available CPUs {cpus}; default split (threads, workers) {default}.",
              f"Median of {repeats} interleaved runs; images/s of this run (wall time of classify_folder).", "",
              "| precision | threads | workers | images/s | vs default |", "|---|---:|---:|---:|---:|"]
     with tempfile.TemporaryDirectory(prefix="gcv-threads-") as tmp:
@@ -60,23 +61,25 @@ def run(out: Path, arch: str, size: int, precisions: list[str], files: int, repe
                 median = statistics.median(values)
                 mark = " (default)" if (threads, workers) == default else ""
                 lines.append(f"| {precision} | {threads} | {workers}{mark} | {median:.1f} | {median / base:.2f} |")
-    text = "\n".join(lines) + "\n"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text, encoding="utf-8")
-    return text
+                rows.append({"precision": precision, "threads": threads, "workers": workers, "default": bool(mark),
+                             "images_per_s": round(median, 1), "vs_default": round(median / base, 2), "repeats": repeats})
+    return "\n".join(lines) + "\n", rows
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/threads.md"), help="markdown table (default: %(default)s)")
+def main(argv: list[str] | None = None) -> int:
+    """Measure, write ``threads[-NAME].json``/``.md`` to ``OUT/<machine>/``; return 0."""
+    parser = options.suite_parser(__doc__, repeats=3)
     parser.add_argument("--arch", default="resnet18", help="registered arch (default: %(default)s)")
     parser.add_argument("--size", type=int, default=224, help="input size, px (default: %(default)s)")
     parser.add_argument("--precision", nargs="+", default=["fp32", "int8"], help="exported precisions (default: %(default)s)")
     parser.add_argument("--files", type=int, default=200, help="photos in the folder (default: %(default)s)")
-    parser.add_argument("--repeats", type=int, default=3, help="interleaved repeats per pair (default: %(default)s)")
-    args = parser.parse_args()
-    print(run(args.out, args.arch, args.size, args.precision, args.files, args.repeats))
+    args = parser.parse_args(argv)
+    begun = results.start("threads", argv)
+    text, rows = run(args.arch, args.size, args.precision, args.files, args.repeats, begun.machine)
+    results.write(begun, rows, args.out, args.name, markdown=text)
+    options.report(text, args.quiet)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -1,4 +1,4 @@
-"""``python -m benchmarks.train_amp``: training images/s in FP32 against bf16 autocast on this CPU, and gcv-train's.
+"""``python -m benchmarks train_amp``: training images/s in FP32 against bf16 autocast on this CPU, and gcv-train's.
 
 Two sections, written to ``--out`` as ``train_amp.csv`` (one row per figure, the machine on every row),
 ``train_amp.md`` and ``train_amp.json``:
@@ -24,7 +24,6 @@ import csv
 import json
 import logging
 import os
-import shlex
 import statistics
 import subprocess
 import sys
@@ -36,7 +35,7 @@ from typing import Any
 
 import click
 
-from benchmarks.machine import machine_info
+from benchmarks import options, results
 
 logger = logging.getLogger("benchmarks")
 
@@ -275,7 +274,6 @@ def _make_subset(per_class: int, work: Path) -> Path:
 @click.option("--sizes", default="32,64,128,224", help="Comma-separated input sides, px.")
 @click.option("--batch-size", type=click.IntRange(min=2), default=32, help="Images per step.")
 @click.option("--warmup", type=click.IntRange(min=0), default=2, help="Untimed steps per variant first.")
-@click.option("--repeats", type=click.IntRange(min=1), default=5, help="Timed samples per variant (median taken).")
 @click.option("--min-sample-s", type=click.FloatRange(min=0), default=0.5, help="Steps per sample: enough for this long.")
 @click.option("--isa", "isas", default="native,no-amx", help=f"Comma-separated, of {', '.join(ISA_CAPS)}.")
 @click.option("--steps/--no-steps", default=True, help="Run the steps section.")
@@ -290,17 +288,16 @@ def _make_subset(per_class: int, work: Path) -> Path:
 @click.option("--acc-epochs", type=click.IntRange(min=1), default=3, help="gcv-train accuracy runs: epochs.")
 @click.option("--acc-archs", default="resnet18,efficientnet_b0", help="gcv-train accuracy runs: archs.")
 @click.option("--acc-amps", default="off,bf16,auto", help="gcv-train accuracy runs: --amp values, comma-separated (off first).")
-@click.option("--name", default="train_amp", help="Stem of the files written to --out.")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/benchmarks"), help="Output folder.")
 @click.option("--rerender", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
-              help="Measure nothing: rewrite NAME.md/.csv from this NAME.json with the current rule's picks.")
+              help="Measure nothing: rewrite a stored NAME.json's .md/.csv in OUT with the current rule's picks.")
+@options.click_shared(repeats=5)
 @click.option("--worker", default=None, hidden=True)
-def main(archs: str, sizes: str, batch_size: int, warmup: int, repeats: int, min_sample_s: float, isas: str,
+def main(archs: str, sizes: str, batch_size: int, warmup: int, min_sample_s: float, isas: str,
          steps: bool, e2e_size: int, e2e_per_class: int, e2e_epochs: int, e2e_weights: str, e2e_amps: str, acc_per_class: int,
-         acc_epochs: int, acc_archs: str, acc_amps: str, name: str, out: Path, rerender: Path | None, worker: str | None) -> None:  # fmt: skip
+         acc_epochs: int, acc_archs: str, acc_amps: str, rerender: Path | None, worker: str | None, out: Path,
+         name: str | None, repeats: int, quiet: bool) -> None:  # fmt: skip
     """Training images/s, FP32 against bf16 autocast (and channels_last), and gcv-train's accuracy with each."""
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s: %(message)s", stream=sys.stderr)
-    logging.getLogger("benchmarks").setLevel(logging.INFO)
+    options.setup_logging(quiet)
     if worker is not None:
         plan = json.loads(worker)
         rows = _step_rows(StepPlan(**{**plan, "archs": tuple(plan["archs"]), "sizes": tuple(plan["sizes"])}))
@@ -310,10 +307,12 @@ def main(archs: str, sizes: str, batch_size: int, warmup: int, repeats: int, min
         stored = json.loads(rerender.read_text(encoding="utf-8"))
         rows = [{**r, "amp_auto_chooses": _auto_choice(r["arch"], r["size"], ISA_CAPS[r["isa"]])} if r["section"] == "steps"
                 else r for r in stored["rows"]]  # fmt: skip
-        _write(out, name, rows, stored["machine"], stored["command"], tuple(stored.get("load_end", ())))
+        _write(out, name or rerender.stem, rows, stored["machine"], stored["command"], tuple(stored.get("load_end", ())),
+               quiet=quiet)  # fmt: skip
         return
-    machine = machine_info()
-    command = shlex.join(["python", "-m", "benchmarks.train_amp", *sys.argv[1:]])
+    begun = results.start("train_amp")
+    machine = begun.machine
+    command = begun.command
     plan = StepPlan(tuple(archs.split(",")), tuple(int(s) for s in sizes.split(",")), batch_size, warmup, repeats,
                     min_sample_s)  # fmt: skip
     rows: list[dict[str, Any]] = []
@@ -331,19 +330,23 @@ def main(archs: str, sizes: str, batch_size: int, warmup: int, repeats: int, min
             data = _make_subset(acc_per_class, work)
             rows += _train_rows(data, 32, acc_epochs, tuple(acc_amps.split(",")), tuple(acc_archs.split(",")), work, batch_size,
                                 "accuracy", 0.2)  # fmt: skip
-    _write(out, name, rows, machine.to_dict(), command, os.getloadavg())
+    _write(out, name, rows, machine.to_dict(), command, os.getloadavg(), begun=begun, quiet=quiet)
 
 
-def _write(out: Path, name: str, rows: list[dict[str, Any]], machine: dict[str, Any], command: str,
-           load_end: tuple[float, ...]) -> None:  # fmt: skip
-    """``NAME.csv``, ``NAME.md`` and ``NAME.json`` in ``out``; the markdown is echoed."""
-    out.mkdir(parents=True, exist_ok=True)
+def _write(out: Path, name: str | None, rows: list[dict[str, Any]], machine: dict[str, Any], command: str,
+           load_end: tuple[float, ...], begun: results.Run | None = None, quiet: bool = False) -> None:  # fmt: skip
+    """The result document (``begun``: ``OUT/<machine>/train_amp[-NAME].json``) with its ``.md`` and ``.csv``; without
+    ``begun`` (re-rendering a stored file) ``NAME.csv`` and ``NAME.md`` in ``out``. The markdown is echoed unless ``quiet``."""
     line = f"{machine['cpu_model']}; {machine['logical_cpus']} CPUs; {' '.join(machine['isa'])}; torch {machine['versions'].get('torch', '?')}"
-    _csv(out / f"{name}.csv", rows, line)
-    (out / f"{name}.md").write_text(_markdown(rows, machine, command, load_end), encoding="utf-8")
-    (out / f"{name}.json").write_text(json.dumps({"machine": machine, "command": command, "load_end": list(load_end),
-                                                  "rows": rows}, indent=1), encoding="utf-8")  # fmt: skip
-    click.echo((out / f"{name}.md").read_text(encoding="utf-8"))
+    text = _markdown(rows, machine, command, load_end)
+    if begun is not None:
+        path = results.write(begun, rows, out, name, markdown=text)
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+        path = out / f"{name}.json"
+        (out / f"{name}.md").write_text(text, encoding="utf-8")
+    _csv(path.with_suffix(".csv"), rows, line)
+    options.report(text, quiet)
 
 
 if __name__ == "__main__":

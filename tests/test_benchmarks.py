@@ -1,11 +1,13 @@
 """Smoke test of the benchmark runner (benchmarks/, not installed): ``--tiny`` end to end, outputs checked.
 
 Not a timing test: it checks that every section produces its rows, with real figures where something was
-measured and an explicit status where nothing could be.
+measured and an explicit status where nothing could be. The ``--tiny`` run takes about a minute on 2 cores, so its
+tests are marked ``benchmark`` and left out of the default run (``pytest -m benchmark`` runs them).
 """
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -15,25 +17,27 @@ import pytest
 from benchmarks.end_to_end import REPO_ROOT, gcv_classify_available, reported_rate, run_measured
 from benchmarks.model_only import cuda_available
 from benchmarks.report import FIELDS, read_csv
+from benchmarks.results import KEYS
 from benchmarks.timing import Timing, time_call
 
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("bench")
-    result = subprocess.run([sys.executable, "-m", "benchmarks.run", "--tiny", "--out", str(out)], cwd=REPO_ROOT,
+    result = subprocess.run([sys.executable, "-m", "benchmarks", "run", "--tiny", "--out", str(out)], cwd=REPO_ROOT,
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
-    return out
+    (document,) = out.glob("*/run.json")  # OUT/<machine>/run.json
+    return document
 
 
 def _numbers(row: dict[str, str], *names: str) -> list[float]:
     return [float(row[n]) for n in names]
 
 
-@pytest.mark.slow
+@pytest.mark.benchmark
 def test_tiny_run_writes_every_section(tiny_run: Path) -> None:
-    rows = read_csv(tiny_run / "results.csv")
+    rows = read_csv(tiny_run.with_suffix(".csv"))
     assert tuple(rows[0].keys()) == FIELDS
     sections = [r["section"] for r in rows]
     assert sections.count("matmul") == 4  # --tiny: 2 sizes x numpy, torch
@@ -85,16 +89,27 @@ def test_tiny_run_writes_every_section(tiny_run: Path) -> None:
         assert r["status"] == "ok" and r["files"] == "80" and 0.0 <= float(r["accuracy"]) <= 1.0
 
 
-@pytest.mark.slow
+@pytest.mark.benchmark
 def test_tiny_run_writes_report_and_chart(tiny_run: Path) -> None:
-    text = (tiny_run / "results.md").read_text()
-    assert "Command: `python -m benchmarks.run --tiny" in text
+    text = tiny_run.with_suffix(".md").read_text()
+    assert "Command: `python -m benchmarks run --tiny" in text
     for heading in ("## FP32 matmul rate", "## FLOP ceiling", "## Model only", "## End to end", "## Peak memory",
                     "## Top-1 accuracy"):
         assert heading in text
     assert "not measured (no GPU in this run)" in text or cuda_available()
-    assert (tiny_run / "throughput.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert '"logical_cpus"' in (tiny_run / "machine.json").read_text()
+    assert tiny_run.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.benchmark
+def test_tiny_run_writes_result_document(tiny_run: Path) -> None:
+    document = json.loads(tiny_run.read_text())
+    assert tuple(document) == KEYS and document["suite"] == "run" and document["schema"] == 1
+    assert tiny_run.parent.name == document["machine"]["slug"]
+    assert document["command"].startswith("python -m benchmarks run --tiny --out ")
+    assert document["machine"]["cores"] >= 1 and len(document["machine"]["load_after"]) == 3
+    csv_rows = read_csv(tiny_run.with_suffix(".csv"))
+    assert [r["section"] for r in document["rows"]] == [r["section"] for r in csv_rows]
+    assert tuple(document["rows"][0]) == FIELDS
 
 
 def test_timing_statistics() -> None:

@@ -35,21 +35,28 @@ def test_a_tiny_run_writes_every_figure_with_the_machine(tmp_path: Path) -> None
     argv = ["--out", str(out), "--work", str(tmp_path / "work"), "--classes", "trouser,dress", "--train-per-class", "3",
             "--test-per-class", "3", "--seeds", "0", "--epochs", "1", "--batch-size", "2", "--repeats", "1"]
     assert decode_textures.main(argv) == 0
-    result = json.loads((out / "decode_textures.json").read_text())
-    assert result["machine"]["cpu_model"] and result["command"] == "python -m benchmarks.decode_textures " + " ".join(argv)
+    (path,) = out.glob("*/decode_textures.json")  # OUT/<machine>/
+    document = json.loads(path.read_text())
+    assert document["suite"] == "decode_textures" and document["machine"]["cpu_model"]
+    assert path.parent.name == document["machine"]["slug"]
+    assert document["command"] == "python -m benchmarks decode_textures " + " ".join(argv)
+    sections: dict[str, list[dict]] = {}
+    for row in document["rows"]:
+        sections.setdefault(row.pop("section"), []).append(row)
+    assert sections["settings"][0]["classes"] == ["trouser", "dress"]
     photos = sorted((tmp_path / "work" / "photos").glob("*.jpg"))
     assert len(photos) == 2 * 3 + 2 * 3 * 2  # training photos, and every test item textured and plain
     assert all(Image.open(p).size == (600, 866) for p in photos)
-    pixels = {r["variant"]: r for r in result["pixels"]}
+    pixels = {r["variant"]: r for r in sections["pixels"]}
     assert pixels["textured"]["images"] == pixels["plain"]["images"] == 6
     assert pixels["textured"]["mean"] > 2 * pixels["plain"]["mean"]  # the decodes part on the textures
-    assert result["pixels_training_now"] == {"images": 6, "mean": 0.0, "max": 0}
-    rows = result["predictions"]
+    assert sections["pixels-training-now"] == [{"images": 6, "mean": 0.0, "max": 0}]
+    rows = sections["predictions"]
     assert {(r["training_decode"], r["variant"]) for r in rows} == {
         (d, v) for d in ("full", "serving-rule") for v in ("textured", "plain")}
     assert all(0 <= r["accuracy_serving"] <= 1 and 0 <= r["flips"] <= 6 and 0 <= r["max_probability_change"] <= 1
                for r in rows)  # fmt: skip
-    assert set(result["speed_ms_per_image"]) == {
+    assert {r["decode"] for r in sections["speed"]} == {
         "serving: load_crop (DCT-scaled)", "serving without the shortcut: resize_and_crop(decode_image)",
         "training view: serving's rule", "training view: full decode"}
-    assert "## Predictions through each decode" in (out / "decode_textures.md").read_text()
+    assert "## Predictions through each decode" in path.with_suffix(".md").read_text()

@@ -11,7 +11,7 @@ chosen preset's test accuracy is measured once, afterwards, on the full data (do
 Writes OUT/data, OUT/runs/<candidate>/ (gcv-train run folders), OUT/selection.csv (every epoch of every candidate)
 and OUT/selection.md. Usage::
 
-    python -m benchmarks.experiments.scratch_preset --out experiments/scratch-selection
+    python -m benchmarks scratch_preset --work experiments/scratch-selection
 """
 
 from __future__ import annotations
@@ -25,7 +25,13 @@ from typing import Any
 
 import click
 
-from garmentcv.cli_utils import handle_errors, quiet_option, setup_logging, verbose_option
+from benchmarks import options, results
+from garmentcv.cli_utils import (
+    handle_errors,
+    quiet_option,
+    setup_logging,
+    verbose_option,
+)
 from garmentcv.data.fashion_mnist import DEFAULT_SOURCE, write_fashion_mnist
 from garmentcv.fsutil import atomic_write
 from garmentcv.train.config import TrainConfig
@@ -40,8 +46,8 @@ CANDIDATES: dict[str, dict[str, Any]] = {
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("experiments/scratch-selection"),
-              help="Folder for the data (reused when present), the runs (replaced) and the table.")
+@click.option("--work", type=click.Path(file_okay=False, path_type=Path), default=Path("experiments/scratch-selection"),
+              help="Folder for the data (reused when present) and the runs (replaced).")
 @click.option("--per-class", type=click.IntRange(min=10), default=1000,
               help="Fashion-MNIST training images per class (80% train, 20% validation).")
 @click.option("--epochs", type=click.IntRange(min=1), default=10, help="Epochs of each candidate's curve.")
@@ -49,41 +55,44 @@ CANDIDATES: dict[str, dict[str, Any]] = {
               default=tuple(CANDIDATES), help="Candidates to run; repeat the option.")
 @click.option("--source", type=click.Path(file_okay=False, path_type=Path), default=DEFAULT_SOURCE,
               help="Fashion-MNIST IDX files (Debian's dataset-fashion-mnist).")
+@options.click_shared(repeats=None, quiet=False)
 @quiet_option
 @verbose_option
 @handle_errors
-def main(out: Path, per_class: int, epochs: int, candidates: tuple[str, ...], source: Path, quiet: bool,
-         verbose: bool) -> None:
+def main(work: Path, per_class: int, epochs: int, candidates: tuple[str, ...], source: Path, out: Path, name: str | None,
+         quiet: bool, verbose: bool) -> None:
     """Train each candidate from scratch on ten Fashion-MNIST classes; print validation accuracy per candidate."""
     setup_logging(quiet, verbose)
-    data = out / "data"
+    begun = results.start("scratch_preset")
+    data = work / "data"
     if not (data / "train").is_dir():
         write_fashion_mnist(data, source, max_per_class=per_class, all_classes=True)
-    shutil.rmtree(out / "runs", ignore_errors=True)
+    shutil.rmtree(work / "runs", ignore_errors=True)
     rows, lines = [], ["| candidate | settings | best val accuracy (epoch) | train accuracy then | val at epoch 5 | "
                        "seconds per epoch |", "|---|---|---:|---:|---:|---:|"]  # fmt: skip
-    for name in candidates:
+    for candidate in candidates:
         started = time.perf_counter()
-        cfg = TrainConfig(data=data / "train", out=out / "runs" / name, archs=("resnet18",), weights="none",
-                          image_size=32, epochs=epochs, **CANDIDATES[name])
+        cfg = TrainConfig(data=data / "train", out=work / "runs" / candidate, archs=("resnet18",), weights="none",
+                          image_size=32, epochs=epochs, **CANDIDATES[candidate])
         result = train(cfg, progress=not quiet).archs[0]
         history = result.history
-        rows += [(name, h["epoch"], f"{h['train_accuracy']:.4f}", f"{h['accuracy']:.4f}", f"{h['seconds']:.1f}")
-                 for h in history]  # fmt: skip
+        rows += [{"candidate": candidate, "epoch": h["epoch"], "train_accuracy": round(h["train_accuracy"], 4),
+                  "val_accuracy": round(h["accuracy"], 4), "seconds": round(h["seconds"], 1)} for h in history]  # fmt: skip
         best = history[result.best_epoch - 1]
         at5 = f"{history[4]['accuracy']:.4f}" if len(history) >= 5 else "-"
-        settings = ", ".join(f"{k}={v}" for k, v in CANDIDATES[name].items()) or "gcv-train's defaults"
-        lines.append(f"| {name} | {settings} | {best['accuracy']:.4f} ({result.best_epoch}) | "
+        settings = ", ".join(f"{k}={v}" for k, v in CANDIDATES[candidate].items()) or "gcv-train's defaults"
+        lines.append(f"| {candidate} | {settings} | {best['accuracy']:.4f} ({result.best_epoch}) | "
                      f"{best['train_accuracy']:.4f} | {at5} | {result.train_seconds / len(history):.0f} |")
-        click.echo(f"{name}: best validation accuracy {best['accuracy']:.4f} at epoch {result.best_epoch} "
+        click.echo(f"{candidate}: best validation accuracy {best['accuracy']:.4f} at epoch {result.best_epoch} "
                    f"({time.perf_counter() - started:.0f} s)", err=True)
-    with atomic_write(out / "selection.csv", mode="w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["candidate", "epoch", "train_accuracy", "val_accuracy", "seconds"])
-        writer.writerows(rows)
     text = "\n".join(lines) + "\n"
-    (out / "selection.md").write_text(text, encoding="utf-8")
-    click.echo(text)
+    path = results.write(begun, rows, out, name, markdown=text)
+    with atomic_write(path.with_suffix(".csv"), mode="w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["candidate", "epoch", "train_accuracy", "val_accuracy", "seconds"])
+        writer.writeheader()
+        writer.writerows(rows)
+    if not quiet:
+        click.echo(text)
 
 
 if __name__ == "__main__":

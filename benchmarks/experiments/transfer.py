@@ -18,12 +18,13 @@ Writes into OUT: ``data/`` (the images, reused when present), ``sets/`` (the man
 training images per class, init and epoch: validation and test top-1 accuracy), ``summary.md`` (the table
 docs/training.md shows) and ``transfer.png`` (accuracy per epoch). Usage::
 
-    python -m benchmarks.experiments.transfer --out experiments/transfer    # wall time: see summary.md
+    python -m benchmarks transfer --work experiments/transfer    # wall time: see the report
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import logging
 import shutil
 import sys
@@ -35,7 +36,13 @@ import click
 import torch
 from torch.utils.data import DataLoader
 
-from garmentcv.cli_utils import handle_errors, quiet_option, setup_logging, verbose_option
+from benchmarks import options, results
+from garmentcv.cli_utils import (
+    handle_errors,
+    quiet_option,
+    setup_logging,
+    verbose_option,
+)
 from garmentcv.data.fashion_mnist import DEFAULT_SOURCE, write_fashion_mnist
 from garmentcv.data.layouts import Sample, load_dataset
 from garmentcv.fsutil import atomic_write
@@ -217,8 +224,8 @@ def _int_list(ctx: click.Context, param: click.Parameter, value: str) -> list[in
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("experiments/transfer"),
-              help="Folder for the data, the runs and the results (data/ is reused when present).")
+@click.option("--work", type=click.Path(file_okay=False, path_type=Path), default=Path("experiments/transfer"),
+              help="Folder for the data (data/ is reused when present), the runs and every epoch's figures.")
 @click.option("--arch", "archs", multiple=True, default=ARCHS, help="Arch(s) to compare; repeat the option.")
 @click.option("--sizes", default="20,100,1000", callback=_int_list, help="Training images per class, comma-separated.")
 @click.option("--init", "inits", multiple=True, type=click.Choice(list(INITS)), default=tuple(INITS),
@@ -232,22 +239,25 @@ def _int_list(ctx: click.Context, param: click.Parameter, value: str) -> list[in
 @click.option("--seed", type=int, default=0, help="Seed of every run.")
 @click.option("--source", type=click.Path(file_okay=False, path_type=Path), default=DEFAULT_SOURCE,
               help="Fashion-MNIST IDX files (Debian's dataset-fashion-mnist).")
+@options.click_shared(repeats=None, quiet=False)
 @quiet_option
 @verbose_option
 @handle_errors
-def main(out: Path, archs: tuple[str, ...], sizes: list[int], inits: tuple[str, ...], epochs: int, pretrain_epochs: int, pretrain_per_class: int,
-         val_per_class: int, test_per_class: int, image_size: int, seed: int, source: Path, quiet: bool,
-         verbose: bool) -> None:
+def main(work: Path, archs: tuple[str, ...], sizes: list[int], inits: tuple[str, ...], epochs: int, pretrain_epochs: int,
+         pretrain_per_class: int, val_per_class: int, test_per_class: int, image_size: int, seed: int, source: Path,
+         out: Path, name: str | None, quiet: bool, verbose: bool) -> None:
     """Pretrain on 7 Fashion-MNIST classes, fine-tune on bluzy/bryuki vs train from scratch; print the table."""
     setup_logging(quiet, verbose)
+    begun = results.start("transfer")
     started = time.perf_counter()
-    rows = run_experiment(out, tuple(archs), sizes, tuple(inits), epochs, pretrain_epochs, pretrain_per_class, val_per_class,
+    rows = run_experiment(work, tuple(archs), sizes, tuple(inits), epochs, pretrain_epochs, pretrain_per_class, val_per_class,
                           test_per_class, image_size, seed, source, progress=not quiet)
-    plot(rows, out / "transfer.png")
     minutes = (time.perf_counter() - started) / 60
     text = summary_table(rows) + f"\nWall time {minutes:.1f} min ({torch.get_num_threads()} torch threads).\n"
-    (out / "summary.md").write_text(text, encoding="utf-8")
-    click.echo(text)
+    path = results.write(begun, [dataclasses.asdict(r) for r in rows], out, name, markdown=text)
+    plot(rows, path.with_suffix(".png"))
+    if not quiet:
+        click.echo(text)
 
 
 if __name__ == "__main__":
