@@ -5,7 +5,7 @@ For each CPU condition (this machine as it is, and each ``--mask`` value of ``ON
 file written by gcv-export's library function (random-init speed models, ``benchmarks.onnx_models``):
 
 * model only, one batch of ``--batch`` real photos in the file's input: onnxruntime (gcv-classify's session) and OpenVINO at f32 and bf16
-  (gcv-classify's compile settings, :mod:`garmentcv.infer.openvino_runtime`), median images/s of the medians of
+  (gcv-classify's compile settings, :mod:`garmentcv.infer.runtimes.openvino`), median images/s of the medians of
   interleaved rounds, and the convolution kernels OpenVINO picked (its performance counters: ``..._amx_...``
   proves AMX in use, so whether a mask is honoured is measured, not assumed);
 * end to end: :func:`garmentcv.infer.classify.classify_folder` on the photo folder (``benchmarks.photos``) with

@@ -4,7 +4,7 @@ One photo folder (benchmarks.photos) and one gcv-export FP32 model; in one proce
 that drift of a shared machine hits every configuration alike:
 
 * ``local``: :func:`garmentcv.infer.classify.classify_folder` with its default threads (all CPUs);
-* ``ray N x K``: :func:`garmentcv.infer.ray_engine.classify_ray` with N workers of K CPUs each on a Ray instance
+* ``ray N x K``: :func:`garmentcv.infer.engines.ray.classify_ray` with N workers of K CPUs each on a Ray instance
   started once for the benchmark (``ray.init(num_cpus=<available CPUs>)``), so these rates include each run's
   actor start (model session opened in every worker) and Ray's task scheduling, not Ray's own start-up;
 * Ray's start-up: ``ray.init`` + ``ray.shutdown`` of a local instance, timed separately (median of the repeats).

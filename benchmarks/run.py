@@ -179,7 +179,7 @@ def _model_only_step(run: _Run, arch: str, size: int, files: ModelFiles) -> None
 
 
 def _session_timer(run: _Run, path: Path, provider: str) -> Callable[[Any], Any]:
-    """Time the very session gcv-classify runs (``garmentcv.infer.session.open_model``: its threads, its
+    """Time the very session gcv-classify runs (``garmentcv.infer.runtimes.onnxruntime.open_model``: its threads, its
     spinning setting, its graph optimisation level)."""
     session = open_model(path, "cpu" if provider == model_only.CPU else "cuda").session
     return lambda batch: model_only.time_session(session, batch, run.cfg.plan)
@@ -290,7 +290,7 @@ def _preamble(cfg: BenchConfig, machine: MachineInfo, end_load: tuple[float, flo
         "",
         "Models for speed figures are random-init (speed does not depend on the weights); accuracy figures come "
         "from models trained in this run on real data. Model only: onnxruntime through the session gcv-classify "
-        "opens (garmentcv.infer.session.open_model: one intra-op thread per core, idle threads sleep); warm-up, then at least "
+        "opens (garmentcv.infer.runtimes.onnxruntime.open_model: one intra-op thread per core, idle threads sleep); warm-up, then at least "
         f"{cfg.plan.min_repeats} timed runs and more until {cfg.plan.budget_s} s per configuration; the median and "
         "p90 are of batch latency, images/s = batch / median. End to end: each command in a fresh process on a folder "
         f"of {cfg.folder_files} JPEG photos ({cfg.small_folder_files} for inputs up to {SMALL_SIZE} px; "

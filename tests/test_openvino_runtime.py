@@ -422,7 +422,7 @@ def test_benchmark_report_judges_the_targets_with_ratios_and_bounds_per_conditio
     condition = {
         "mask": "AVX512_CORE_BF16", "machine": machine, "effective_flags": ["avx512_bf16"], "arch": "resnet18",
         "size": 224, "files": 200, "input_format": "uint8-nhwc", "decode_images_per_s": {"fp32": 300.0, "int8": 400.0},
-        "original_way": [10.0, 12.0, 11.0], "bf16_gates": {"fp32": {"passed": True}, "int8": None},
+        "eager_baseline": [10.0, 12.0, 11.0], "bf16_gates": {"fp32": {"passed": True}, "int8": None},
         "model_only": [model("fp32", "onnxruntime", "fp32", 80.0, []),
                        model("fp32", "openvino", "bf16", 40.0, ["brgconv_avx512_bf16"]),
                        model("int8", "onnxruntime", "int8", 200.0, []),
@@ -433,20 +433,20 @@ def test_benchmark_report_judges_the_targets_with_ratios_and_bounds_per_conditio
     lines = report([condition]).splitlines()
     assert "## ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16" in lines
     assert "| fp32 | openvino | bf16 | 40.0 | 0.50 | [40.0] | brgconv_avx512_bf16 |" in lines
-    # bounds: fp32 1 / (1/80 + 1/300) = 63.2, int8 on OpenVINO f32 1 / (1/240 + 1/400) = 150; original way median 11
+    # bounds: fp32 1 / (1/80 + 1/300) = 63.2, int8 on OpenVINO f32 1 / (1/240 + 1/400) = 150; torchvision eager + DataLoader median 11
     assert "| fp32 | onnxruntime | onnxruntime | fp32 | 60.0 | 1.00 | 5.45x | 63.2 | 95% | [60.0] |" in lines
     assert "| int8 | auto | openvino | f32 | 126.0 | 1.05 | 11.45x | 150.0 | 84% | [126.0] |" in lines
-    # without AMX: INT8 >= 5.5x the original way; FP32 at least onnxruntime's (3% noise)
-    assert "| INT8 file, --runtime auto >= 5.5x the original way end to end | 11.45x (126.0 vs 11.0 images/s; ran on openvino f32) | met |" in lines
+    # without AMX: INT8 >= 5.5x torchvision eager + DataLoader; FP32 at least onnxruntime's (3% noise)
+    assert "| INT8 file, --runtime auto >= 5.5x torchvision eager + DataLoader end to end | 11.45x (126.0 vs 11.0 images/s; ran on openvino f32) | met |" in lines
     assert "| INT8 file, --runtime auto >= 85% of its shared-core bound | 84% (126.0 of 150.0 images/s; decode only 400.0) | **missed** |" in lines
     assert "| INT8 file, --runtime auto never slower than onnxruntime (3% noise allowed) | 1.05x (126.0 vs 120.0 images/s) | met |" in lines
-    assert "| FP32 file, --runtime auto at least onnxruntime's 5.45x the original way | 5.36x (59.0 vs 11.0 images/s) | met |" in lines
+    assert "| FP32 file, --runtime auto at least onnxruntime's 5.45x torchvision eager + DataLoader | 5.36x (59.0 vs 11.0 images/s) | met |" in lines
     assert "| FP32 file, --runtime auto >= 85% of its shared-core bound | 93% (59.0 of 63.2 images/s; decode only 300.0) | met |" in lines
     assert "bf16 gates of the two files at export: fp32: passed, int8: not run." in lines
     # with AMX the bars are 8x (INT8) and 5x (FP32)
     judged = {t: ok for t, _, ok in targets({**condition, "mask": "", "effective_flags": ["amx_bf16", "amx_int8"]})}
-    assert judged["INT8 file, --runtime auto >= 8.0x the original way end to end"] is True
-    assert judged["FP32 file, --runtime auto >= 5.0x the original way end to end"] is True  # 59 / 11 = 5.36x
+    assert judged["INT8 file, --runtime auto >= 8.0x torchvision eager + DataLoader end to end"] is True
+    assert judged["FP32 file, --runtime auto >= 5.0x torchvision eager + DataLoader end to end"] is True  # 59 / 11 = 5.36x
     assert sum(not ok for ok in judged.values()) == 1  # only the INT8 share of its bound
     # auto chose onnxruntime for FP32: both rows are the same runs, so their ratio is noise, never "slower"
     assert ("| FP32 file, --runtime auto never slower than onnxruntime (3% noise allowed) | 0.98x (59.0 vs 60.0 "
