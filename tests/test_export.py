@@ -20,21 +20,24 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
-from garmentcv.artifact import INPUT_FLOAT32, INPUT_NAME, OUTPUT_NAME, ModelInfo
+from garmentcv.artifact import INPUT_FLOAT32, INPUT_NAME, OUTPUT_NAME, ModelInfo, Quantization
 from garmentcv.errors import CheckpointError, ExportError, ModelFileError, OutputPathError
 from garmentcv.export import checks, convert
 from garmentcv.export import cli as export_cli
-from garmentcv.artifact import Quantization
 from garmentcv.export.exporter import (
-    ExportConfig, ImageStream, export_checkpoint, find_latest_checkpoint, select_images, torch_logits,
+    ExportConfig,
+    ImageStream,
+    export_checkpoint,
+    find_latest_checkpoint,
+    select_images,
+    torch_logits,
 )
+from garmentcv.fsutil import sha256_of
 from garmentcv.image import load_input, normalize
 from garmentcv.infer.model_file import DEFAULT_MODEL_PATH, read_model_info
 from garmentcv.models import MODELS, UnknownArchError, build_model, default_preprocessing, get_spec
 from garmentcv.train import cli as train_cli
-from garmentcv.fsutil import sha256_of
 from garmentcv.train.checkpoint import FORMAT_VERSION, save_checkpoint
-
 from tests.conftest import COLOURS
 
 CLASSES = ("bluzy", "bryuki", "platya")  # three classes: nothing may assume two

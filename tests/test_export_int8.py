@@ -12,8 +12,8 @@ from click.testing import CliRunner
 
 from garmentcv.artifact import ModelInfo, Quantization
 from garmentcv.errors import ModelFileError
-from garmentcv.export import convert
 from garmentcv.export import cli as export_cli
+from garmentcv.export import convert
 from garmentcv.models import default_preprocessing
 
 CPUINFO = """processor\t: 0

@@ -116,7 +116,7 @@ def test_fp16_accuracy_gate_refuses_a_drop(tmp_path: Path, monkeypatch: pytest.M
         labels[0] = CLASSES[(predicted[0] + 1) % len(CLASSES)]
     val = tmp_path / "val_as_predicted.csv"
     with open(val, "w", newline="", encoding="utf-8") as handle:
-        csv.writer(handle).writerows([("path", "label"), *zip(files, labels)])
+        csv.writer(handle).writerows([("path", "label"), *zip(files, labels, strict=True)])
     monkeypatch.setattr(convert, "to_fp16", _damaging_fp16)
     monkeypatch.setattr(checks, "FP16_TOLERANCE", 1e9)  # let parity pass: the accuracy gate alone must refuse
     out = tmp_path / "fp16.onnx"

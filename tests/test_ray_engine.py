@@ -65,9 +65,9 @@ def assert_same_rows(got: Path, want: Path) -> None:
     """Same header, paths, labels and errors in the same order; probabilities within :data:`TOLERANCE`."""
     a, b = read_csv(got), read_csv(want)
     assert a[0] == b[0] and [r[0] for r in a] == [r[0] for r in b]
-    for x, y in zip(a[1:], b[1:]):
+    for x, y in zip(a[1:], b[1:], strict=True):
         assert (x[0], x[1], x[-1]) == (y[0], y[1], y[-1])
-        assert all(abs(float(p) - float(q)) <= TOLERANCE + 1e-12 for p, q in zip(x[2:-1], y[2:-1]) if p or q)
+        assert all(abs(float(p) - float(q)) <= TOLERANCE + 1e-12 for p, q in zip(x[2:-1], y[2:-1], strict=True) if p or q)
 
 
 def many_images(folder: Path, count: int) -> Path:

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from garmentcv.infer.classify import ClassifyRun, classify_folder
 from garmentcv.infer import ray_engine
+from garmentcv.infer.classify import ClassifyRun, classify_folder
 from garmentcv.infer.ray_engine import WORKER_DIED, RayOptions, classify_ray
 
 from .conftest import write_image

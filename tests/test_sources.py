@@ -197,7 +197,8 @@ def test_load_file_gives_what_the_model_file_declares_from_a_file_or_its_bytes(t
     Image.fromarray(rng.integers(0, 256, (40, 33, 3), dtype=np.uint8)).save(small)
     for path in (photo, small):
         crop, chw = load_crop(path, pp), load_input(path, pp)
-        monkeypatch.setattr(RemoteFile, "read", lambda self, data=path.read_bytes(): data)
+        data = path.read_bytes()
+        monkeypatch.setattr(RemoteFile, "read", lambda self, data=data: data)
         remote = RemoteFile(f"s3://shop/{path.name}")
         for file in (path, remote):
             rows = np.full((2, 32, 32, 3), 9, np.uint8)

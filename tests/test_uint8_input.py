@@ -111,7 +111,7 @@ def test_both_formats_classify_a_folder_alike(both_formats, tmp_path: Path) -> N
         results[name] = [p for batch in predict_batches(model, items, batch_size=3, workers=2) for p in batch]
     assert [p.item for p in results["new"]] == [p.item for p in results["old"]] == [name for _, name in items]
     assert results["new"][3].error == results["old"][3].error and results["new"][3].error
-    for a, b in zip(results["old"], results["new"]):
+    for a, b in zip(results["old"], results["new"], strict=True):
         if a.error is None:
             np.testing.assert_allclose(a.probs, b.probs, rtol=0, atol=1e-4)
             assert a.probs.argmax() == b.probs.argmax()
@@ -186,7 +186,7 @@ def test_training_validation_export_and_classification_see_identical_pixels(tmp_
     validation = EvalImages([Sample(f, "a") for f in files], ["a"], pp)
     images = select_images(tmp_path, ("a",), 0, False, "val")
     assert [p for p, _ in images.pairs] == sorted(files)
-    export_inputs = {p: x for (p, _), x in zip(images.pairs, next(iter(ImageStream(images, pp, 2, progress=False))).inputs)}
+    export_inputs = {p: x for (p, _), x in zip(images.pairs, next(iter(ImageStream(images, pp, 2, progress=False))).inputs, strict=True)}
     info = ModelInfo("resnet18", ("a", "b"), pp, "fp32", "none")
     floats, crops = _Recorder(info), _Recorder(dataclasses.replace(info, input_format=INPUT_UINT8))
     for recorder in (floats, crops):

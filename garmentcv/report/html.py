@@ -202,7 +202,7 @@ def calibration_section(block: Mapping[str, Any]) -> str:
 
 def coverage_section(block: Mapping[str, Any], target: Mapping[str, Any] | None) -> str:
     """Share kept and its accuracy at :data:`COVERAGE_SHOWN` thresholds, and the ``--target-accuracy`` answer."""
-    at = {round(float(t), 6): (k, a) for t, k, a in zip(block["thresholds"], block["kept"], block["accuracy"])}
+    at = {round(float(t), 6): (k, a) for t, k, a in zip(block["thresholds"], block["kept"], block["accuracy"], strict=True)}
     rows = "".join(
         f"<tr><td>{t:.2f}</td><td>{at[t][0]:.1%}</td><td>{'' if at[t][1] is None else f'{at[t][1]:.2%}'}</td></tr>"
         for t in COVERAGE_SHOWN if t in at
@@ -232,7 +232,7 @@ def matrix_section(classes: Sequence[str], matrix: Sequence[Sequence[int]]) -> s
     """The confusion matrix (rows true, columns predicted); each non-zero cell links to ``#cell-<i>-<j>``."""
     head = "<tr><th>true \\ predicted</th>" + "".join(f"<th>{esc(c)}</th>" for c in classes) + "<th>total</th></tr>"
     rows = []
-    for i, (name, line) in enumerate(zip(classes, matrix)):
+    for i, (name, line) in enumerate(zip(classes, matrix, strict=True)):
         total = sum(line)
         cells = []
         for j, n in enumerate(line):

@@ -81,7 +81,7 @@ def find_bad_images(samples: Sequence[Sample], progress: bool = True) -> list[Ba
     bad: list[BadImage] = []
     bar = tqdm(total=len(samples), desc="check images", unit="img", file=sys.stderr, disable=None if progress else True)
     with ThreadPoolExecutor(max_workers=threads) as pool:
-        for sample, problem in zip(samples, pool.map(_decode_problem, samples, chunksize=16)):
+        for sample, problem in zip(samples, pool.map(_decode_problem, samples, chunksize=16), strict=True):
             if problem is not None:
                 bad.append(BadImage(sample, problem))
             bar.update()

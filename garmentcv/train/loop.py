@@ -719,7 +719,7 @@ def _finished_run(cfg: TrainConfig) -> TrainResult | None:
         return None
     _check_finished_run_data(cfg)  # as a resume would: a changed dataset is refused, not called complete
     classes, results = tuple(states[0]["classes"]), []
-    for arch, state in zip(cfg.archs, states):
+    for arch, state in zip(cfg.archs, states, strict=True):
         run_dir, history, best_epoch = cfg.out / arch, list(state["history"]), int(state["best_epoch"])
         if not all((run_dir / name).is_file() for name in ("confusion_matrix.png", "curves.png")):
             _save_plots(arch, classes, history, best_epoch, run_dir)
