@@ -251,7 +251,8 @@ def test_provider_cuda_is_never_a_silent_fallback(onnx_model: Path, monkeypatch:
     def no_cuda(path: str, sess_options=None, providers=None):  # noqa: ANN001
         return real(path, sess_options=sess_options, providers=["CPUExecutionProvider"])
 
-    monkeypatch.setattr(session.ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    monkeypatch.setattr(session.ort, "get_available_providers",
+                        lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
     monkeypatch.setattr(session.ort, "InferenceSession", no_cuda)
     with pytest.raises(ProviderError, match="could not start"):
         open_model(onnx_model, "cuda")

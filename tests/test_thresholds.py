@@ -233,7 +233,8 @@ def test_evaluate_coverage_target_and_per_image_rows(tmp_path: Path, models) -> 
     correct = np.array([CLASSES[i] == label for i, label in zip(p.argmax(axis=1), labels, strict=True)])
     rows = read_csv(tmp_path / "ev" / "predictions.csv")
     assert rows[0] == ["path", "label", "predicted", "confidence"]
-    assert rows[1:] == [[str(f), label, CLASSES[int(q.argmax())], f"{q.max():.6f}"] for f, label, q in zip(files, labels, p, strict=True)]
+    assert rows[1:] == [[str(f), label, CLASSES[int(q.argmax())], f"{q.max():.6f}"]
+                        for f, label, q in zip(files, labels, p, strict=True)]
     metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())
     want = coverage_table(p.max(axis=1), correct)
     assert metrics["coverage"]["thresholds"] == list(want.thresholds)
@@ -243,7 +244,8 @@ def test_evaluate_coverage_target_and_per_image_rows(tmp_path: Path, models) -> 
     assert metrics["target_accuracy"] == pytest.approx(choice.to_dict())
     assert (tmp_path / "ev" / "coverage.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     if choice.reachable:
-        assert f"target accuracy 50.00%: confidence >= {choice.threshold:.6f} keeps {choice.coverage:.2%}" in result.output
+        assert (f"target accuracy 50.00%: confidence >= {choice.threshold:.6f} keeps {choice.coverage:.2%}"
+                in result.output)
     else:
         assert "target accuracy 50.00% is not reachable" in result.output
     assert "ECE" in result.output and "temperature 2" in result.output
