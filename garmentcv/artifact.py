@@ -76,7 +76,8 @@ class Quantization:
         flags = data.get("cpu_flags", [])
         if not isinstance(flags, list) or not all(isinstance(f, str) for f in flags):
             raise ValueError(f"bad cpu_flags {flags!r}")
-        return cls(str(data["activations"]), str(data.get("weights", "int8")), str(data.get("cpu_model", "")), tuple(flags))
+        return cls(str(data["activations"]), str(data.get("weights", "int8")), str(data.get("cpu_model", "")),
+                   tuple(flags))
 
 
 @dataclass(frozen=True)
@@ -87,7 +88,8 @@ class ReducedPrecisionCheck:
     bf16 pair since, for releases that read only this): the file run by OpenVINO at ``precision`` against the file's
     own logits, on the validation images: every image's largest logit difference within ``tolerance``
     x its logit scale ``max(1, largest |logit|)``, the same top-1 class except near ties within it, calibrated
-    probabilities within a stated tolerance, and the accuracy at most ``max_accuracy_drop`` points lower. Consumers use the precision only when ``passed``.
+    probabilities within a stated tolerance, and the accuracy at most ``max_accuracy_drop`` points lower. Consumers
+    use the precision only when ``passed``.
 
     Attributes:
         precision: the inference precision checked, ``bf16``.

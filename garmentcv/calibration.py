@@ -122,7 +122,8 @@ def reliability_bins(probs: np.ndarray, targets: np.ndarray, bins: int = ECE_BIN
 def expected_calibration_error(probs: np.ndarray, targets: np.ndarray, bins: int = ECE_BINS) -> float:
     """ECE over ``bins`` equal-width confidence bins (Guo et al. 2017, eq. 3), 0..1."""
     total = len(np.asarray(probs))
-    return float(sum(b.count / total * abs(b.accuracy - b.confidence) for b in reliability_bins(probs, targets, bins) if b.count))
+    binned = reliability_bins(probs, targets, bins)
+    return float(sum(b.count / total * abs(b.accuracy - b.confidence) for b in binned if b.count))
 
 
 def fit_temperature(logits: np.ndarray, targets: np.ndarray, iterations: int = 80) -> float:
@@ -214,8 +215,8 @@ def decide_temperature(logits: np.ndarray, targets: np.ndarray) -> TemperatureDe
     margin = chance_margin(chance, n)
     if accuracy <= chance + margin:
         return TemperatureDecision(None, None, (
-            f"validation accuracy {accuracy:.2%} on {n} images is not above chance ({chance:.2%}, the larger of 1/{classes} "
-            f"and the largest class's share) by more than {100 * margin:.1f} points (the larger of "
+            f"validation accuracy {accuracy:.2%} on {n} images is not above chance ({chance:.2%}, the larger of "
+            f"1/{classes} and the largest class's share) by more than {100 * margin:.1f} points (the larger of "
             f"{100 * CHANCE_MARGIN:g} points and two standard errors of chance accuracy on {n} images): the model has "
             "not learned to tell the classes apart, or its training diverged; its probabilities mean nothing and no "
             "temperature can mend that"), problem=True)  # fmt: skip

@@ -104,7 +104,8 @@ def check_writable_output(path: str | Path, option: str = "--out") -> None:
         reason = exc.strerror or str(exc)
         if isinstance(exc, PermissionError):
             reason += ": the folder is not writable"
-        raise OutputPathError(f"{option} {path}: cannot write in {path.parent} ({reason}); choose a writable place") from exc
+        raise OutputPathError(f"{option} {path}: cannot write in {path.parent} ({reason}); "
+                              "choose a writable place") from exc
 
 
 class AtomicFile:

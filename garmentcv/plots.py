@@ -88,7 +88,7 @@ def save_coverage_curve(table: CoverageTable, path: Path, title: str, choice: Th
     """
     fig, ax = plt.subplots(figsize=(6, 4.5))
     ax.plot(table.thresholds, table.kept, color="tab:blue", label="coverage (share kept)")
-    accuracy = [(t, a) for t, a in zip(table.thresholds, table.accuracy) if a is not None]
+    accuracy = [(t, a) for t, a in zip(table.thresholds, table.accuracy, strict=True) if a is not None]
     right = ax.twinx()
     right.plot([t for t, _ in accuracy], [a for _, a in accuracy], color="tab:green", label="accuracy of the kept")
     right.set_ylim(*accuracy_axis_limits([a for _, a in accuracy]))

@@ -44,7 +44,7 @@ def make_lamoda(tmp_path: Path) -> Callable[..., Path]:
         root = tmp_path / name
         number = 0
         for c, label in enumerate(classes):
-            for i in range(per_class):
+            for _ in range(per_class):
                 number += 1
                 write_image(root / f"{number:04d}_{label}.jpg", size, COLOURS[c % len(COLOURS)], seed=number)
         return root

@@ -56,7 +56,8 @@ _epochs = {"n": 0}
 def _faulty_train_one_epoch(*args: Any, **kwargs: Any) -> Any:
     _epochs["n"] += 1
     fault = os.environ.get("GCV_TEST_FAULT")
-    if fault and RANK == int(os.environ.get("GCV_TEST_FAULT_RANK", "1")) and _epochs["n"] == int(os.environ.get("GCV_TEST_FAULT_EPOCH", "2")):
+    at_rank = RANK == int(os.environ.get("GCV_TEST_FAULT_RANK", "1"))
+    if fault and at_rank and _epochs["n"] == int(os.environ.get("GCV_TEST_FAULT_EPOCH", "2")):
         once = os.environ.get("GCV_TEST_FAULT_ONCE")
         if once:
             if os.path.exists(once):

@@ -128,7 +128,7 @@ def upload(folder: Path, bucket: str, prefix: str) -> int:
     client = boto3.client("s3")
     client.create_bucket(Bucket=bucket)
     count = 0
-    for root, dirs, files in os.walk(folder):  # os.walk does not follow symlinked folders
+    for root, _dirs, files in os.walk(folder):  # os.walk does not follow symlinked folders
         for name in files:
             path = Path(root) / name
             if path.is_symlink() or not path.is_file():

@@ -124,7 +124,7 @@ def test_jsonl_and_kaggle_formats(tmp_path: Path, onnx_model: Path) -> None:
     rows = list(csv.DictReader((tmp_path / "out.csv").open(newline="")))
     records = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text(encoding="utf-8").splitlines()]
     assert [r["path"] for r in records] == [r["path"] for r in rows]
-    for row, rec in zip(rows, records):
+    for row, rec in zip(rows, records, strict=True):
         if row["error"]:
             assert rec == {"path": row["path"], "label": None, "confidence": None, "probs": None, "error": row["error"]}
         else:
@@ -251,7 +251,8 @@ def test_provider_cuda_is_never_a_silent_fallback(onnx_model: Path, monkeypatch:
     def no_cuda(path: str, sess_options=None, providers=None):  # noqa: ANN001
         return real(path, sess_options=sess_options, providers=["CPUExecutionProvider"])
 
-    monkeypatch.setattr(session.ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    monkeypatch.setattr(session.ort, "get_available_providers",
+                        lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
     monkeypatch.setattr(session.ort, "InferenceSession", no_cuda)
     with pytest.raises(ProviderError, match="could not start"):
         open_model(onnx_model, "cuda")

@@ -47,7 +47,8 @@ def test_importing_garmentcv_image_does_not_initialise_every_pillow_plugin() -> 
 
 
 def _docs_extensions() -> str:
-    match = re.search(r"<!-- image-extensions -->\n(.*?)\n<!-- /image-extensions -->", DATA_PAGE.read_text("utf-8"), re.S)
+    match = re.search(r"<!-- image-extensions -->\n(.*?)\n<!-- /image-extensions -->", DATA_PAGE.read_text("utf-8"),
+                      re.S)
     assert match, "docs/data.md lacks the <!-- image-extensions --> block"
     return match.group(1)
 
@@ -106,7 +107,8 @@ finally:
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines() == [
-        "gcv-data (garmentcv) 0.1.0|gcv-export (garmentcv) 0.1.0|gcv-evaluate (garmentcv) 0.1.0|gcv-train (garmentcv) 0.1.0",
+        "gcv-data (garmentcv) 0.1.0|gcv-export (garmentcv) 0.1.0|gcv-evaluate (garmentcv) 0.1.0|"
+        "gcv-train (garmentcv) 0.1.0",
         "False False",
         "gcv-classify (garmentcv) 0.1.0",
         "False False",

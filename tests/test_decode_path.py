@@ -22,7 +22,8 @@ def _photo(path: Path, size: tuple[int, int], seed: int = 0, fmt: str | None = N
 
 
 @pytest.mark.parametrize(
-    ("size", "fmt"), [((600, 866), "PNG"), ((866, 600), "PNG"), ((300, 433), "JPEG"), ((50, 70), "JPEG"), ((40, 40), "PNG")]
+    ("size", "fmt"),
+    [((600, 866), "PNG"), ((866, 600), "PNG"), ((300, 433), "JPEG"), ((50, 70), "JPEG"), ((40, 40), "PNG")],
 )
 def test_crop_equals_resize_and_crop_of_the_full_decode(tmp_path: Path, size, fmt: str) -> None:
     """Without the DCT shortcut (PNG, or a JPEG under twice the resize), the crop is torchvision's pixels:

@@ -173,7 +173,9 @@ def test_json_rows_several_files_and_nested_columns(tmp_path: Path) -> None:
     (tmp_path / "a.json").write_text(json.dumps({"accuracy": 0.5, "cal": {"t": 2}}), encoding="utf-8")
     (tmp_path / "b.json").write_text(json.dumps({"accuracy": 0.75, "cal": {"t": 1}}), encoding="utf-8")
     spec = docs_tables.parse_spec("a.json + b.json; rows: .; cols: _file=file, accuracy:.2f, cal.t=T")
-    assert docs_tables.render(spec, tmp_path) == "| file | accuracy | T |\n|---|---:|---|\n| a | 0.50 | 2 |\n| b | 0.75 | 1 |\n"
+    assert docs_tables.render(spec, tmp_path) == (
+        "| file | accuracy | T |\n|---|---:|---|\n| a | 0.50 | 2 |\n| b | 0.75 | 1 |\n"
+    )
 
 
 @pytest.mark.parametrize("marker, message", [
@@ -193,8 +195,10 @@ def test_no_team_talk_in_readme_docs_scripts_benchmarks_and_ci() -> None:
                        re.I)
     files = [README, REPO / ".ci" / "run", REPO / "constraints.txt", REPO / "pyproject.toml", REPO / "mkdocs.yml",
              *(REPO / "docs").rglob("*.md"), *(p for p in (REPO / "scripts").iterdir() if p.is_file()),
-             *(p for p in (REPO / "benchmarks").rglob("*") if p.is_file() and p.suffix in {".py", ".md", ".csv", ".json"})]
-    found = [f"{p.relative_to(REPO)}: {m.group(0)}" for p in files for m in words.finditer(p.read_text(errors="replace"))]
+             *(p for p in (REPO / "benchmarks").rglob("*")
+               if p.is_file() and p.suffix in {".py", ".md", ".csv", ".json"})]
+    found = [f"{p.relative_to(REPO)}: {m.group(0)}"
+             for p in files for m in words.finditer(p.read_text(errors="replace"))]
     assert found == []
 
 

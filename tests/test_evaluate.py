@@ -33,7 +33,7 @@ def lamoda_folder(root: Path, per_class: int = 5) -> Path:
     """``<id>_<label>.jpg`` files; each class a different brightness so a random model splits them unevenly."""
     n = 0
     for c, label in enumerate(CLASSES):
-        for i in range(per_class):
+        for _ in range(per_class):
             rng = np.random.default_rng(n)
             pixels = np.clip(rng.normal(60 + 70 * c, 40, (48, 36, 3)), 0, 255).astype(np.uint8)
             root.mkdir(parents=True, exist_ok=True)

@@ -38,7 +38,8 @@ def test_file_names_that_are_not_utf8_are_reported_as_their_bytes(tmp_path: Path
                                            progress=False))
     assert (result.count, result.errors) == (3, 1)
     raw = (tmp_path / "ev" / "errors.csv").read_bytes()
-    assert raw == b"path,label,error\n" + os.fsencode(data) + b"/\xff3_shorty.jpg,shorty,not a recognised image format\n"
+    assert raw == (b"path,label,error\n" + os.fsencode(data)
+                   + b"/\xff3_shorty.jpg,shorty,not a recognised image format\n")
     wrong = list(csv.reader((tmp_path / "ev" / "misclassified.csv").open(newline="", **ENC)))
     paths = [row[0] for row in wrong[1:]]
     assert len(paths) == 2 and set(paths) < {str(data / name) for name in same}
@@ -60,7 +61,8 @@ def test_labels_csv_with_a_byte_order_mark_is_read(tmp_path: Path, model_and_tor
     for i in range(4):
         write_image(test / f"{i}.jpg", seed=i)
     labels = tmp_path / "labels.csv"
-    labels.write_bytes(b"\xef\xbb\xbfindex,label\r\n" + b"".join(f"{i},{CLASSES[i % 3]}\r\n".encode() for i in range(4)))
+    labels.write_bytes(b"\xef\xbb\xbfindex,label\r\n"
+                       + b"".join(f"{i},{CLASSES[i % 3]}\r\n".encode() for i in range(4)))
     result = evaluate_model(EvaluateConfig(data=test, labels=labels, out=tmp_path / "ev", model=model_path,
                                            provider="cpu", progress=False))
     assert (result.count, result.errors) == (4, 0)

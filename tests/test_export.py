@@ -1,8 +1,8 @@
 """Tests for gcv-export: every arch (random init, 32 px) exported, gated and read back.
 
 Models are random-init with BatchNorm statistics re-estimated on 96 images like the generated ones (one
-train-mode forward pass), so that logits have a realistic scale instead of collapsing towards zero (EfficientNet-B0's are ~1e-13
-at random init).
+train-mode forward pass), so that logits have a realistic scale instead of collapsing towards zero
+(EfficientNet-B0's are ~1e-13 at random init).
 """
 
 from __future__ import annotations
@@ -20,21 +20,24 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
-from garmentcv.artifact import INPUT_FLOAT32, INPUT_NAME, OUTPUT_NAME, ModelInfo
+from garmentcv.artifact import INPUT_FLOAT32, INPUT_NAME, OUTPUT_NAME, ModelInfo, Quantization
 from garmentcv.errors import CheckpointError, ExportError, ModelFileError, OutputPathError
 from garmentcv.export import checks, convert
 from garmentcv.export import cli as export_cli
-from garmentcv.artifact import Quantization
 from garmentcv.export.exporter import (
-    ExportConfig, ImageStream, export_checkpoint, find_latest_checkpoint, select_images, torch_logits,
+    ExportConfig,
+    ImageStream,
+    export_checkpoint,
+    find_latest_checkpoint,
+    select_images,
+    torch_logits,
 )
+from garmentcv.fsutil import sha256_of
 from garmentcv.image import load_input, normalize
 from garmentcv.infer.model_file import DEFAULT_MODEL_PATH, read_model_info
 from garmentcv.models import MODELS, UnknownArchError, build_model, default_preprocessing, get_spec
 from garmentcv.train import cli as train_cli
-from garmentcv.fsutil import sha256_of
 from garmentcv.train.checkpoint import FORMAT_VERSION, save_checkpoint
-
 from tests.conftest import COLOURS
 
 CLASSES = ("bluzy", "bryuki", "platya")  # three classes: nothing may assume two
@@ -211,7 +214,8 @@ def test_int8_every_arch(exported) -> None:
     assert not ops & {"DynamicQuantizeLinear", "ConvInteger", "MatMulInteger"}  # not dynamic quantization
     inits = {t.name: t for t in int8.graph.initializer}
     weight_scales = [inits[n.input[1]] for n in int8.graph.node
-                     if n.op_type == "DequantizeLinear" and n.input[0] in inits and inits[n.input[0]].data_type == onnx.TensorProto.INT8]
+                     if n.op_type == "DequantizeLinear" and n.input[0] in inits
+                     and inits[n.input[0]].data_type == onnx.TensorProto.INT8]
     assert weight_scales and max(len(s.dims) and s.dims[0] for s in weight_scales) > 1  # per-channel weights
     activation_zero_points = [inits[n.input[2]] for n in int8.graph.node if n.op_type == "QuantizeLinear"]
     assert activation_zero_points  # U8S8: activations quantized to uint8, the fast x86 kernels
@@ -282,11 +286,13 @@ def test_parity_tolerance_follows_each_rows_logit_scale() -> None:
     reference = np.array([[4000.0, -2500.0], [-3000.0, 3500.0]], dtype=np.float32)
     files = ["a.jpg", "b.jpg"]
     rounding = checks.compare(reference, reference + 0.004, files, checks.FP32_TOLERANCE)
-    assert rounding.worst_file == "b.jpg" and rounding.worst_scale == 3500.0 and rounding.worst_allowed == pytest.approx(3.5)
+    assert rounding.worst_file == "b.jpg" and rounding.worst_scale == 3500.0
+    assert rounding.worst_allowed == pytest.approx(3.5)
     checks.require_parity(rounding, "FP32")
     wrong = reference.copy()
     wrong[0, 1] += 50.0
-    with pytest.raises(ExportError, match=r"at a\.jpg: logit difference 50 \(tolerance 4 = 0\.001 x its logit scale 4e\+03\)"):
+    with pytest.raises(ExportError,
+                       match=r"at a\.jpg: logit difference 50 \(tolerance 4 = 0\.001 x its logit scale 4e\+03\)"):
         checks.require_parity(checks.compare(reference, wrong, files, checks.FP32_TOLERANCE), "FP32")
     small = np.array([[0.01, -0.02]], dtype=np.float32)  # below 1 the scale is 1, never shrinking the tolerance
     assert checks.compare(small, small, ["c.jpg"], checks.FP32_TOLERANCE).worst_allowed == checks.FP32_TOLERANCE
@@ -302,13 +308,16 @@ def test_parity_gate_names_largest_difference_and_worst_file() -> None:
     bad[1, 2] += 0.01
     parity = checks.compare(reference, bad, files, checks.FP32_TOLERANCE)
     assert parity.worst_file == "b.jpg" and parity.max_abs_diff == pytest.approx(0.01, rel=1e-3)
-    assert parity.worst_scale == 3.0 and parity.worst_allowed == pytest.approx(0.003)  # 1e-3 per unit of the row's largest |logit|
+    # 1e-3 per unit of the row's largest |logit|
+    assert parity.worst_scale == 3.0 and parity.worst_allowed == pytest.approx(0.003)
     with pytest.raises(
-        ExportError, match=r"1 of 3 images .* at b\.jpg: logit difference 0\.01 \(tolerance 0\.003 = 0\.001 x its logit scale 3\)"
+        ExportError,
+        match=r"1 of 3 images .* at b\.jpg: logit difference 0\.01 \(tolerance 0\.003 = 0\.001 x its logit scale 3\)",
     ):
         checks.require_parity(parity, "FP32")
     flipped = reference[[1, 0, 2]]  # rows 0 and 1 change top-1 beyond any tie
-    assert checks.compare(reference, flipped, files, 0.1).top1_mismatches == 2  # margins 2 and 3 > 0.1 x row scales 2, 3
+    # margins 2 and 3 > 0.1 x row scales 2, 3
+    assert checks.compare(reference, flipped, files, 0.1).top1_mismatches == 2
     tie = reference.copy()
     tie[2] = [0.4999, 0.5, 0.0]  # a near tie within the tolerance may flip
     assert checks.compare(reference, tie, files, checks.FP32_TOLERANCE).top1_mismatches == 0
@@ -323,11 +332,13 @@ def test_opset_not_honoured_fails_and_keeps_old_file(tmp_path: Path) -> None:
     out.write_bytes(b"previous model")
     with pytest.raises(ExportError, match=r"opset 17 was asked for but the exporter wrote opset 18"):
         export_checkpoint(ExportConfig(checkpoint=ckpt, out=out, opset=17), progress=False)
-    assert out.read_bytes() == b"previous model" and [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+    assert out.read_bytes() == b"previous model"
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
 
 def test_check_opset_directly() -> None:
-    model = onnx.helper.make_model(onnx.helper.make_graph([], "g", [], []), opset_imports=[onnx.helper.make_opsetid("", 20)])
+    model = onnx.helper.make_model(onnx.helper.make_graph([], "g", [], []),
+                                   opset_imports=[onnx.helper.make_opsetid("", 20)])
     convert.check_opset(model, 20)
     with pytest.raises(ExportError, match="opset 19 was asked for but the exporter wrote opset 20"):
         convert.check_opset(model, 19)
@@ -371,7 +382,8 @@ def test_bad_checkpoints_exit_1_with_clear_message(small_run: Path, tmp_path: Pa
 
 def test_unknown_arch_and_misfit_weights(small_run: Path, tmp_path: Path) -> None:
     unknown = _resave(small_run, tmp_path / "vgg.pt", arch="resnet19")
-    with pytest.raises(UnknownArchError, match="unknown arch 'resnet19'; choose one of efficientnet_b0, resnet18, resnet34"):
+    with pytest.raises(UnknownArchError,
+                       match="unknown arch 'resnet19'; choose one of efficientnet_b0, resnet18, resnet34"):
         export_checkpoint(ExportConfig(checkpoint=unknown, out=tmp_path / "m.onnx"), progress=False)
     assert _cli([str(unknown), "--out", str(tmp_path / "m.onnx")]).exit_code == 1
     misfit = _resave(small_run, tmp_path / "misfit.pt", arch="resnet34")
@@ -415,5 +427,6 @@ def test_reader_is_torch_free_and_cli_defaults_agree() -> None:
     subprocess.run([sys.executable, "-c", code], check=True)
     assert export_cli.DEFAULT_OPSET == convert.DEFAULT_OPSET
     help_text = CliRunner().invoke(export_cli.main, ["--help"]).output
-    assert f"[default: {DEFAULT_MODEL_PATH}]" in help_text.replace("\n", "").replace("  ", " ") or str(DEFAULT_MODEL_PATH) in help_text
+    assert (f"[default: {DEFAULT_MODEL_PATH}]" in help_text.replace("\n", "").replace("  ", " ")
+            or str(DEFAULT_MODEL_PATH) in help_text)
     assert str(train_cli.RUNS_DIR) in help_text and "[default: fp32]" in help_text

@@ -38,7 +38,8 @@ def test_public_weights_source_keeps_file_names_only(source: str, public: str) -
 def test_exported_file_holds_no_absolute_weights_path(tmp_path: Path) -> None:
     ckpt = make_run(tmp_path / "run", "resnet18", per_class=1)
     data = torch.load(ckpt, weights_only=True)
-    data["weights_source"] = "imagenet:ResNet18_Weights.IMAGENET1K_V1 (/home/u/.cache/torch/hub/checkpoints/resnet18-f37072fd.pth)"
+    data["weights_source"] = ("imagenet:ResNet18_Weights.IMAGENET1K_V1 "
+                              "(/home/u/.cache/torch/hub/checkpoints/resnet18-f37072fd.pth)")
     torch.save(data, ckpt)
     out = tmp_path / "m.onnx"
     export_checkpoint(ExportConfig(checkpoint=ckpt, out=out), progress=False)

@@ -12,8 +12,8 @@ from click.testing import CliRunner
 
 from garmentcv.artifact import ModelInfo, Quantization
 from garmentcv.errors import ModelFileError
-from garmentcv.export import convert
 from garmentcv.export import cli as export_cli
+from garmentcv.export import convert
 from garmentcv.models import default_preprocessing
 
 CPUINFO = """processor\t: 0
@@ -37,7 +37,8 @@ def test_cpu_facts_from_proc_cpuinfo(tmp_path: Path) -> None:
 
 
 def test_quantization_metadata_round_trip_and_old_files_read() -> None:
-    q = Quantization(activations="int8", weights="int8", cpu_model="Intel(R) Xeon(R) Processor", cpu_flags=("avx2", "amx_int8"))
+    q = Quantization(activations="int8", weights="int8", cpu_model="Intel(R) Xeon(R) Processor",
+                     cpu_flags=("avx2", "amx_int8"))
     info = ModelInfo(arch="resnet18", classes=("a", "b"), preprocessing=default_preprocessing("resnet18", 32),
                      precision="int8", weights_source="none (random init)", quantization=q)  # fmt: skip
     props = info.to_metadata()

@@ -28,7 +28,8 @@ def test_one_large_row_does_not_loosen_a_small_row() -> None:
     assert parity.max_abs_diff == pytest.approx(0.5) and parity.rows_over_tolerance == 1
     assert parity.worst_file == "small.jpg" and parity.worst_diff == pytest.approx(0.01, rel=1e-4)
     assert parity.worst_scale == 1.0
-    with pytest.raises(ExportError, match=r"FP32 parity failed.*1 of 2 images.*small\.jpg.*0\.01 .*0\.001 x its logit scale 1\b"):
+    with pytest.raises(ExportError,
+                       match=r"FP32 parity failed.*1 of 2 images.*small\.jpg.*0\.01 .*0\.001 x its logit scale 1\b"):
         checks.require_parity(parity, "FP32")
     only_big = reference.copy()
     only_big[0, 0] += 0.5
@@ -59,7 +60,8 @@ def test_non_finite_logits_fail_naming_the_file(bad_value: float) -> None:
     for tolerance, what in [(checks.FP16_TOLERANCE, "FP16"), (None, "INT8")]:  # INT8's gate is accuracy, NaN fails too
         parity = checks.compare(reference, candidate, files, tolerance)
         assert parity.nonfinite_rows == 1 and parity.nonfinite_file == "b.jpg"
-        with pytest.raises(ExportError, match=rf"{what} model gave non-finite logits \(NaN or Inf\) for 1 of 3 images, first b\.jpg"):
+        with pytest.raises(ExportError, match=rf"{what} model gave non-finite logits \(NaN or Inf\) "
+                                              r"for 1 of 3 images, first b\.jpg"):
             checks.require_parity(parity, what)
 
 
@@ -88,7 +90,9 @@ def test_top1_flip_allowed_only_within_the_rows_tolerance() -> None:
 
 def test_accuracy_drop_gate_names_fp16_and_its_remedy() -> None:
     assert checks.require_accuracy_drop(0.90, 0.90, 0.0, "FP16") == 0.0
-    with pytest.raises(ExportError, match=r"FP16 accuracy 80\.00% is 10\.00 points below FP32's 90\.00%.*--max-accuracy-drop 1\b.*fp32"):
+    with pytest.raises(ExportError,
+                       match=r"FP16 accuracy 80\.00% is 10\.00 points below FP32's 90\.00%"
+                             r".*--max-accuracy-drop 1\b.*fp32"):
         checks.require_accuracy_drop(0.90, 0.80, 1.0, "FP16")
 
 
@@ -116,11 +120,12 @@ def test_fp16_accuracy_gate_refuses_a_drop(tmp_path: Path, monkeypatch: pytest.M
         labels[0] = CLASSES[(predicted[0] + 1) % len(CLASSES)]
     val = tmp_path / "val_as_predicted.csv"
     with open(val, "w", newline="", encoding="utf-8") as handle:
-        csv.writer(handle).writerows([("path", "label"), *zip(files, labels)])
+        csv.writer(handle).writerows([("path", "label"), *zip(files, labels, strict=True)])
     monkeypatch.setattr(convert, "to_fp16", _damaging_fp16)
     monkeypatch.setattr(checks, "FP16_TOLERANCE", 1e9)  # let parity pass: the accuracy gate alone must refuse
     out = tmp_path / "fp16.onnx"
-    with pytest.raises(ExportError, match=r"FP16 accuracy 0\.00% is \d+\.\d\d points below FP32's .*--max-accuracy-drop 1\b"):
+    with pytest.raises(ExportError,
+                       match=r"FP16 accuracy 0\.00% is \d+\.\d\d points below FP32's .*--max-accuracy-drop 1\b"):
         export_checkpoint(ExportConfig(checkpoint=ckpt, out=out, precision="fp16", val_data=val), progress=False)
     assert not out.exists()
 

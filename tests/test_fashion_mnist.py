@@ -19,7 +19,8 @@ from garmentcv.image import decode_image
 
 
 def _digest(folder: Path) -> dict[str, str]:
-    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 def test_debian_files_are_present() -> None:
@@ -86,10 +87,11 @@ def test_read_idx_rejects_truncated_files(tmp_path: Path) -> None:
 
 
 def test_cli_writes_and_summarises(tmp_path: Path) -> None:
-    result = CliRunner().invoke(data_main, ["fashion-mnist", "--out", str(tmp_path / "fm"), "--max-per-class", "3", "-q"])
+    args = ["fashion-mnist", "--out", str(tmp_path / "fm"), "--max-per-class", "3", "-q"]
+    result = CliRunner().invoke(data_main, args)
     assert result.exit_code == 0, result.output
     assert "train: {'bluzy': 3, 'bryuki': 3}" in result.output
-    again = CliRunner().invoke(data_main, ["fashion-mnist", "--out", str(tmp_path / "fm"), "--max-per-class", "3", "-q"])
+    again = CliRunner().invoke(data_main, args)
     assert again.exit_code == 1 and "not empty" in again.output
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
 import json
+import os
 import shutil
 from collections import Counter
 from pathlib import Path
@@ -404,7 +404,8 @@ def test_decode_reasons_and_counts_read_naturally(tmp_path: Path) -> None:
     report = inspect_dataset(tmp_path, layout="lamoda")
     assert [f.reason for f in report.decode_failures] == [
         "empty file (0 bytes)",
-        "format PPM is not one GarmentCV decodes (only JPEG, PNG, BMP, GIF, WEBP, TIFF, AVIF); convert the file or remove it",
+        "format PPM is not one GarmentCV decodes (only JPEG, PNG, BMP, GIF, WEBP, TIFF, AVIF); "
+        "convert the file or remove it",
     ]
     assert report.problems[-1] == "only 1 class with a decodable image ['bluzy']; training needs at least 2"
 

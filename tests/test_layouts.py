@@ -18,7 +18,9 @@ def test_lamoda_layout_reads_labels_after_the_last_underscore(make_lamoda) -> No
     assert ds.layout is Layout.LAMODA
     assert ds.classes == ("bluzy", "bryuki")
     assert ds.class_counts() == {"bluzy": 3, "bryuki": 4}
-    assert [s.path.name for s in ds.samples][:4] == ["0001_bluzy.jpg", "0002_bluzy.jpg", "0003_bluzy.jpg", "0004_bryuki.jpg"]
+    assert [s.path.name for s in ds.samples][:4] == [
+        "0001_bluzy.jpg", "0002_bluzy.jpg", "0003_bluzy.jpg", "0004_bryuki.jpg",
+    ]
     assert ds.targets == [0, 0, 0, 1, 1, 1, 1]
 
 

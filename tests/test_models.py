@@ -65,7 +65,9 @@ def test_imagenet_weights_come_from_the_torch_home_cache_without_network(
     assert built.weights_source.startswith("imagenet:") and spec.cache_file.name in built.weights_source
 
 
-def test_offline_without_cache_names_the_cache_file_and_alternatives(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_offline_without_cache_names_the_cache_file_and_alternatives(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
 
     def offline(*args, **kwargs):
@@ -127,7 +129,8 @@ def test_any_torchvision_classifier_is_found_by_builder_name_with_its_weights_en
     assert get_spec("resnet18").weights is tvm.ResNet18_Weights.IMAGENET1K_V1
     pp = default_preprocessing("regnet_y_400mf")
     assert (pp.resize, pp.crop, pp.interpolation) == (232, 224, "bilinear")
-    assert (default_preprocessing("convnext_tiny").resize, default_preprocessing("convnext_tiny", 64).resize) == (236, 67)
+    resizes = (default_preprocessing("convnext_tiny").resize, default_preprocessing("convnext_tiny", 64).resize)
+    assert resizes == (236, 67)
     assert get_spec("mobilenet_v3_small").cache_file.name == "mobilenet_v3_small-047dcff4.pth"
 
 

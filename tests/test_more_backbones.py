@@ -1,5 +1,6 @@
 """Backbones beyond the study's three, by torchvision builder name: gcv-train, gcv-export (FP32 and INT8; every
-precision's gates for these archs are in tests/test_export.py) and gcv-classify end to end, with classify's probabilities checked against PyTorch on the same pixels."""
+precision's gates for these archs are in tests/test_export.py) and gcv-classify end to end, with classify's
+probabilities checked against PyTorch on the same pixels."""
 
 from __future__ import annotations
 
@@ -22,7 +23,9 @@ SIZE = 32
 
 @pytest.mark.slow
 @pytest.mark.parametrize("arch", ["mobilenet_v3_small", "convnext_tiny"])
-def test_another_family_trains_exports_at_every_precision_and_classifies(arch: str, make_lamoda, tmp_path: Path) -> None:
+def test_another_family_trains_exports_at_every_precision_and_classifies(
+    arch: str, make_lamoda, tmp_path: Path
+) -> None:
     data = make_lamoda(per_class=6)
     run = tmp_path / "run"
     result = CliRunner().invoke(train_main, [str(data), "--arch", arch, "--weights", "none", "--image-size", str(SIZE),
@@ -43,8 +46,10 @@ def test_another_family_trains_exports_at_every_precision_and_classifies(arch: s
 
     for precision in ("fp32", "int8"):  # FP16's gates for these archs: tests/test_export.py (EXTRA_ARCHS)
         onnx_file = tmp_path / f"{arch}-{precision}.onnx"
-        exported = export_checkpoint(ExportConfig(checkpoint=run / arch / "best.pt", out=onnx_file, precision=precision),
-                                     progress=False)
+        exported = export_checkpoint(
+            ExportConfig(checkpoint=run / arch / "best.pt", out=onnx_file, precision=precision),
+            progress=False,
+        )
         assert exported.out == onnx_file and onnx_file.is_file()
         out = tmp_path / f"{precision}.csv"
         summary = classify_folder(ClassifyConfig(folder=data, out=out, model=onnx_file, provider="cpu",

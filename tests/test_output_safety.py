@@ -182,7 +182,8 @@ def test_outputs_cannot_lie_inside_the_source_folder(tmp_path: Path, onnx_model:
     assert result.exit_code == 2
     assert (f"Error: --report {tmp_path / 'page.html'}: its thumbnails folder {shots} is SOURCE or holds it; give the "
             "page another name") in result.stderr
-    assert sorted(p.name for p in folder.iterdir()) == ["a.jpg"] and sorted(p.name for p in shots.iterdir()) == ["b.jpg"]
+    assert sorted(p.name for p in folder.iterdir()) == ["a.jpg"]
+    assert sorted(p.name for p in shots.iterdir()) == ["b.jpg"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["imgs", "page_files", "via"]
 
 

@@ -65,9 +65,10 @@ def assert_same_rows(got: Path, want: Path) -> None:
     """Same header, paths, labels and errors in the same order; probabilities within :data:`TOLERANCE`."""
     a, b = read_csv(got), read_csv(want)
     assert a[0] == b[0] and [r[0] for r in a] == [r[0] for r in b]
-    for x, y in zip(a[1:], b[1:]):
+    for x, y in zip(a[1:], b[1:], strict=True):
         assert (x[0], x[1], x[-1]) == (y[0], y[1], y[-1])
-        assert all(abs(float(p) - float(q)) <= TOLERANCE + 1e-12 for p, q in zip(x[2:-1], y[2:-1]) if p or q)
+        assert all(abs(float(p) - float(q)) <= TOLERANCE + 1e-12
+                   for p, q in zip(x[2:-1], y[2:-1], strict=True) if p or q)
 
 
 def many_images(folder: Path, count: int) -> Path:
@@ -88,8 +89,10 @@ def test_rows_equal_the_local_engine_with_bad_files(tmp_path: Path, onnx_model: 
     rows = {r[0]: r for r in read_csv(tmp_path / "ray.csv")}
     assert rows["corrupt.jpg"][1:] == ["", "", "", "", "not a recognised image format"]
     assert rows["trunc.jpg"][1:] == ["", "", "", "", "truncated file"]
-    assert "9 image files: 7 classified, 2 errors; skipped 2 hidden, 2 not an image, 1 symlinked folder" in result.stderr
-    ray_summary = classify_ray(config(folder, tmp_path / "ray.jsonl", onnx_model, format="jsonl"), RayOptions(num_workers=1))
+    assert ("9 image files: 7 classified, 2 errors; skipped 2 hidden, 2 not an image, 1 symlinked folder"
+            in result.stderr)
+    ray_summary = classify_ray(config(folder, tmp_path / "ray.jsonl", onnx_model, format="jsonl"),
+                               RayOptions(num_workers=1))
     assert (ray_summary.files, ray_summary.errors, ray_summary.skipped) == (local.files, local.errors, local.skipped)
     assert not (tmp_path / "ray.csv.partial").exists() and not (tmp_path / "ray.jsonl.partial").exists()
 

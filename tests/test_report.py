@@ -90,7 +90,8 @@ def test_optional_figures_show_when_present(tmp_path: Path) -> None:
     plot = write_image(tmp_path / "plots" / "reliability.png", (40, 30))
     coverage = write_image(tmp_path / "plots" / "coverage.png", (40, 30))
     figures = {"accuracy": 0.6667, "calibration": {"raw": {"ece": 0.1234}, "calibrated": {"ece": 0.0456}},
-               "coverage": [{"threshold": 0.5, "kept": 0.9, "accuracy": 0.95}, {"threshold": 0.9, "kept": 0.4, "accuracy": 1.0}]}
+               "coverage": [{"threshold": 0.5, "kept": 0.9, "accuracy": 0.95},
+                            {"threshold": 0.9, "kept": 0.4, "accuracy": 1.0}]}
     _, html = _evaluate(tmp_path, figures=figures, plots={"Reliability diagram": plot, "Coverage": coverage})
     metrics = _section(html, "metrics")
     assert re.search(r"<th>calibration raw ece</th><td>0\.1234</td>", metrics)
@@ -111,7 +112,8 @@ def test_optional_figures_absent_when_not_given(tmp_path: Path) -> None:
 
 
 def _results_csv(path: Path, rows: list[dict], review: bool) -> Path:
-    fields = ["path", "label", "confidence", "prob_bluzy", "prob_bryuki", *(["needs_review"] if review else []), "error"]
+    fields = ["path", "label", "confidence", "prob_bluzy", "prob_bryuki", *(["needs_review"] if review else []),
+              "error"]
     with open(path, "w", newline="", encoding="utf-8", errors="surrogateescape") as handle:
         writer = csv.DictWriter(handle, fields, lineterminator="\n", extrasaction="ignore")
         writer.writeheader()
@@ -157,7 +159,8 @@ def test_classify_page_without_review_column_and_from_jsonl(tmp_path: Path) -> N
     html = write_classify_report(tmp_path / "page.html", results, folder).read_text(encoding="utf-8")
     main = html[html.index("<main>"):]
     assert 'id="needs-review"' not in html and "review" not in main.lower()
-    assert re.findall(r'<figcaption title="([^"]+)"', _section(html, "class-bluzy")) == ["sub/1.png", "sub/3.png", "sub/0.png"]
+    assert re.findall(r'<figcaption title="([^"]+)"', _section(html, "class-bluzy")) == [
+        "sub/1.png", "sub/3.png", "sub/0.png"]
     assert "empty file (0 bytes)" in _section(html, "not-read")
 
 
@@ -217,7 +220,8 @@ def test_100000_rows_are_quick_capped_and_bounded(tmp_path: Path, monkeypatch: p
     for i in range(20):
         write_image(folder / f"{i:06d}.png", (16, 16), seed=i)
     classes = [f"c{k}" for k in range(10)]
-    rows = [{"path": f"{i:06d}.png", "label": classes[i % 10], "confidence": f"{0.1 + (i * 7919 % 100000) / 111112:.6f}",
+    rows = [{"path": f"{i:06d}.png", "label": classes[i % 10],
+             "confidence": f"{0.1 + (i * 7919 % 100000) / 111112:.6f}",
              "needs_review": "true" if i % 3 else "false", "error": ""} for i in range(100_000)]
     for i in range(0, 100_000, 50):
         rows[i].update(label="", confidence="", needs_review="", error="truncated file")
@@ -226,7 +230,8 @@ def test_100000_rows_are_quick_capped_and_bounded(tmp_path: Path, monkeypatch: p
     real = thumbnails.decode_image
     monkeypatch.setattr(thumbnails, "decode_image", lambda path: decoded.append(path) or real(path))
     start = time.perf_counter()
-    page = write_classify_report(tmp_path / "page.html", results, folder, Limits(gallery=200, grouped=2000, listed=1000))
+    page = write_classify_report(tmp_path / "page.html", results, folder,
+                                 Limits(gallery=200, grouped=2000, listed=1000))
     seconds = time.perf_counter() - start
     html = page.read_text(encoding="utf-8")
     assert seconds < 5, seconds
@@ -244,7 +249,8 @@ def test_100000_rows_are_quick_capped_and_bounded(tmp_path: Path, monkeypatch: p
 def test_evaluate_page_of_100000_rows_is_quick_and_capped(tmp_path: Path) -> None:
     classes = [f"c{k}" for k in range(10)]
     rows = [Prediction(path=f"{i:06d}.png", source=tmp_path / f"{i:06d}.png", label=classes[i % 10],
-                       predicted=classes[(i * 7) % 10 if i % 4 == 0 else i % 10], confidence=(i * 7919 % 100000) / 100000)
+                       predicted=classes[(i * 7) % 10 if i % 4 == 0 else i % 10],
+                       confidence=(i * 7919 % 100000) / 100000)
             for i in range(100_000)]
     matrix = [[0] * 10 for _ in classes]
     for r in rows:
@@ -268,7 +274,8 @@ def test_evaluate_page_of_100000_rows_is_quick_and_capped(tmp_path: Path) -> Non
 
 def test_gcv_evaluates_calibration_and_coverage_read_as_compact_tables(tmp_path: Path) -> None:
     """metrics.json's calibration block, 101-step coverage lists and target become three small tables, not dumps."""
-    bins = [{"lower": i / 15, "upper": (i + 1) / 15, "count": 0, "confidence": None, "accuracy": None} for i in range(15)]
+    bins = [{"lower": i / 15, "upper": (i + 1) / 15, "count": 0, "confidence": None, "accuracy": None}
+            for i in range(15)]
     thresholds = [round(i / 100, 10) for i in range(101)]
     figures = {
         "accuracy": 0.9867,

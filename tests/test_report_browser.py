@@ -26,10 +26,12 @@ CHECK = """<script>
 window.addEventListener("load", () => {
   const images = [...document.images];
   const broken = images.filter(i => !i.complete || i.naturalWidth === 0).map(i => i.getAttribute("src"));
-  const dangling = [...document.querySelectorAll('a[href^="#"]')].filter(a => !document.getElementById(a.getAttribute("href").slice(1)));
+  const dangling = [...document.querySelectorAll('a[href^="#"]')]
+    .filter(a => !document.getElementById(a.getAttribute("href").slice(1)));
   const out = document.createElement("div");
   out.id = "gcv-check";
-  out.textContent = `images=${images.length} broken=${broken.length} dangling=${dangling.length} ${broken.slice(0, 3).join(" ")}`;
+  out.textContent = `images=${images.length} broken=${broken.length} dangling=${dangling.length} `
+    + broken.slice(0, 3).join(" ");
   document.body.appendChild(out);
 });
 </script>"""
@@ -67,7 +69,8 @@ def _check(page: Path) -> str:
     assert _console(log) == []
     assert "<script" not in dom.lower()
     checked = page.with_name("check-" + page.name)
-    text = page.read_text(encoding="utf-8").replace("default-src 'none';", "default-src 'none'; script-src 'unsafe-inline';")
+    text = page.read_text(encoding="utf-8").replace("default-src 'none';",
+                                                    "default-src 'none'; script-src 'unsafe-inline';")
     checked.write_text(text.replace("</body>", CHECK + "</body>"), encoding="utf-8")
     os.symlink(page.with_name(page.stem + "_files"), checked.with_name(checked.stem + "_files"))
     dom, log = _chromium(checked)
@@ -113,7 +116,8 @@ def test_evaluate_page_of_200_images_stays_short_in_chromium(tmp_path: Path) -> 
     _evaluate_200(tmp_path)
     page = tmp_path / "ev" / "report.html"
     measured = page.with_name("height-" + page.name)
-    text = page.read_text(encoding="utf-8").replace("default-src 'none';", "default-src 'none'; script-src 'unsafe-inline';")
+    text = page.read_text(encoding="utf-8").replace("default-src 'none';",
+                                                    "default-src 'none'; script-src 'unsafe-inline';")
     measured.write_text(text.replace("</body>", HEIGHT + "</body>"), encoding="utf-8")
     os.symlink(page.with_name(page.stem + "_files"), measured.with_name(measured.stem + "_files"))
     dom, log = _chromium(measured, "--window-size=1280,900")

@@ -32,7 +32,8 @@ def test_evaluate_writes_report_html(tmp_path: Path, model: Path) -> None:
     html = (out / "report.html").read_text(encoding="utf-8")
     assert result.misclassified == len(re.findall(r"<figure", re.search(
         r'<section id="misclassified".*?</section>', html, re.S).group(0)))
-    assert len(re.findall(r"<figure", re.search(r'<section id="least-confident".*?</section>', html, re.S).group(0))) == 9
+    least_confident = re.search(r'<section id="least-confident".*?</section>', html, re.S).group(0)
+    assert len(re.findall(r"<figure", least_confident)) == 9
     cells = {(int(i), int(j)) for i, j in re.findall(r'<section id="cell-(\d)-(\d)"', html)}
     assert cells == {(i, j) for i, row in enumerate(result.confusion_matrix) for j, n in enumerate(row) if n}
     assert re.search(r'<td class="text">0100_bluzy\.jpg</td><td class="text">bluzy</td><td class="text">empty file',

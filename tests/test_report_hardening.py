@@ -83,7 +83,8 @@ def test_report_of_50000_rows_is_streamed_into_capped_galleries_with_exact_count
 
 def test_jsonl_results_show_classes_in_the_model_order_they_give(tmp_path: Path) -> None:
     lines = [{"path": "0.png", "label": None, "confidence": None, "probs": None, "error": "empty file (0 bytes)"},
-             {"path": "1.png", "label": "alpha", "confidence": 0.6, "probs": {"zeta": 0.4, "alpha": 0.6}, "error": None},
+             {"path": "1.png", "label": "alpha", "confidence": 0.6, "probs": {"zeta": 0.4, "alpha": 0.6},
+              "error": None},
              {"path": "2.png", "label": "zeta", "confidence": 0.9, "probs": {"zeta": 0.9, "alpha": 0.1}, "error": None}]
     results = tmp_path / "out.jsonl"
     results.write_text("".join(json.dumps(line) + "\n" for line in lines), encoding="utf-8")

@@ -207,7 +207,8 @@ def test_export_says_at_info_where_the_file_will_run(untrained_int8_export, monk
     info = read_model_info(out)
     for gate in info.runtime_gates:
         assert f"{gate.precision} on {gate.version}: passed, {gate.describe()}" in result.stdout
-        assert f"INFO garmentcv.export.runtime_gates: runtime gate {gate.version} at {gate.precision}: passed" in result.stderr
+        assert (f"INFO garmentcv.export.runtime_gates: runtime gate {gate.version} at {gate.precision}: passed"
+                in result.stderr)
     # where OpenVINO is the faster choice, auto takes the gated OpenVINO pair
     monkeypatch.setattr(runtimes, "this_cpu_flags", lambda: AVX512_BF16)
     monkeypatch.setitem(runtimes.OPENVINO_MIN_INPUT, "int8", info.preprocessing.crop)

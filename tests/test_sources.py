@@ -79,7 +79,8 @@ def test_manifests_with_a_byte_order_mark_and_padded_lines_are_read_as_gcv_train
 
 def test_bad_sources_are_refused_with_what_to_do(tmp_path: Path, onnx_model: Path) -> None:
     (tmp_path / "list.csv").write_text("file,label\na.jpg,x\n")
-    with pytest.raises(DatasetError, match=r"list\.csv: a CSV manifest needs a 'path' column; its columns are \['file', 'label'\]"):
+    with pytest.raises(DatasetError,
+                       match=r"list\.csv: a CSV manifest needs a 'path' column; its columns are \['file', 'label'\]"):
         run(tmp_path / "list.csv", tmp_path / "out.csv", onnx_model)
     (tmp_path / "photo.jpg").write_bytes(b"x")
     with pytest.raises(DatasetError, match=r"photo\.jpg: not a folder and not a manifest"):
@@ -197,7 +198,8 @@ def test_load_file_gives_what_the_model_file_declares_from_a_file_or_its_bytes(t
     Image.fromarray(rng.integers(0, 256, (40, 33, 3), dtype=np.uint8)).save(small)
     for path in (photo, small):
         crop, chw = load_crop(path, pp), load_input(path, pp)
-        monkeypatch.setattr(RemoteFile, "read", lambda self, data=path.read_bytes(): data)
+        data = path.read_bytes()
+        monkeypatch.setattr(RemoteFile, "read", lambda self, data=data: data)
         remote = RemoteFile(f"s3://shop/{path.name}")
         for file in (path, remote):
             rows = np.full((2, 32, 32, 3), 9, np.uint8)
@@ -207,7 +209,8 @@ def test_load_file_gives_what_the_model_file_declares_from_a_file_or_its_bytes(t
             assert np.array_equal(load_file(file, pp, input_format=INPUT_UINT8), crop)
             floats = np.zeros((2, 3, 32, 32), np.float32)
             load_file(file, pp, out=floats[0])
-            assert np.array_equal(floats[0], chw) and np.array_equal(load_file(file, pp, input_format=INPUT_FLOAT32), chw)
+            assert np.array_equal(floats[0], chw)
+            assert np.array_equal(load_file(file, pp, input_format=INPUT_FLOAT32), chw)
             assert np.array_equal(load_file(file, pp), chw)  # no buffer, no format: float32, format 1's input
     with pytest.raises(ValueError, match="unknown input format 'rgb'"):
         load_file(small, pp, input_format="rgb")

@@ -163,6 +163,7 @@ def test_help_states_the_rule_with_the_constants() -> None:
     from garmentcv.export.cli import main as export_main
 
     text = " ".join(CliRunner().invoke(export_main, ["--help"]).output.split())
-    assert (f"when there are fewer than {MIN_FIT_IMAGES} validation images or fewer than {MIN_FIT_ERRORS} misclassified "
+    assert (f"when there are fewer than {MIN_FIT_IMAGES} validation images or fewer than {MIN_FIT_ERRORS} "
+            f"misclassified "
             f"ones, or when the fit ends at a bound of its search ({T_MIN:g} or {T_MAX:g})") in text
     assert "not above chance (the larger of 1/classes and the largest class's share) by the larger of 5 points" in text

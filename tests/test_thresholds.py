@@ -84,7 +84,7 @@ def test_classify_divides_logits_by_the_files_temperature_unless_told_not_to(tmp
     cal, raw = read_csv(tmp_path / "cal.csv"), read_csv(tmp_path / "raw.csv")
     assert cal[0] == raw[0] == ["path", "label", "confidence", *(f"prob_{c}" for c in CLASSES), "error"]
     assert (tmp_path / "old.csv").read_bytes() == (tmp_path / "raw.csv").read_bytes()
-    for row_c, row_r in zip(cal[1:], raw[1:]):
+    for row_c, row_r in zip(cal[1:], raw[1:], strict=True):
         z = logits_of(raw_model, folder / row_c[0])
         for row, t in ((row_c, TEMPERATURE), (row_r, 1.0)):
             p = softmax_t(z, t)
@@ -108,7 +108,7 @@ def test_min_confidence_marks_rows_for_review_in_csv_and_jsonl(tmp_path: Path, m
     assert s.needs_review == 4 and s.errors == 1
     rows = read_csv(tmp_path / "out.csv")
     assert rows[0] == ["path", "label", "confidence", "needs_review", *(f"prob_{c}" for c in CLASSES), "error"]
-    for row, before in zip(rows[1:], plain[1:]):
+    for row, before in zip(rows[1:], plain[1:], strict=True):
         if before[-1]:  # an error row: nothing to review, no label
             assert row == [before[0], "", "", "", "", "", "", before[-1]]
             continue
@@ -155,7 +155,7 @@ def test_topk_columns_and_lists(tmp_path: Path, models) -> None:
     top = read_csv(tmp_path / "top.csv")
     assert top[0] == ["path", "label", "confidence", "top1_label", "top1_prob", "top2_label", "top2_prob", "error"]
     records = [json.loads(line) for line in (tmp_path / "top.jsonl").read_text(encoding="utf-8").splitlines()]
-    for row, before, rec in zip(top[1:], plain[1:], records):
+    for row, before, rec in zip(top[1:], plain[1:], records, strict=True):
         if before[-1]:
             assert row == [before[0], "", "", "", "", "", "", before[-1]]
             assert rec["top_labels"] is None and rec["top_probs"] is None
@@ -230,10 +230,11 @@ def test_evaluate_coverage_target_and_per_image_rows(tmp_path: Path, models) -> 
     z = np.stack([logits_of(raw_model, f) for f in files])
     p = softmax(z, TEMPERATURE)
     labels = [f.stem.split("_")[1] for f in files]
-    correct = np.array([CLASSES[i] == l for i, l in zip(p.argmax(axis=1), labels)])
+    correct = np.array([CLASSES[i] == label for i, label in zip(p.argmax(axis=1), labels, strict=True)])
     rows = read_csv(tmp_path / "ev" / "predictions.csv")
     assert rows[0] == ["path", "label", "predicted", "confidence"]
-    assert rows[1:] == [[str(f), l, CLASSES[int(q.argmax())], f"{q.max():.6f}"] for f, l, q in zip(files, labels, p)]
+    assert rows[1:] == [[str(f), label, CLASSES[int(q.argmax())], f"{q.max():.6f}"]
+                        for f, label, q in zip(files, labels, p, strict=True)]
     metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())
     want = coverage_table(p.max(axis=1), correct)
     assert metrics["coverage"]["thresholds"] == list(want.thresholds)
@@ -243,7 +244,8 @@ def test_evaluate_coverage_target_and_per_image_rows(tmp_path: Path, models) -> 
     assert metrics["target_accuracy"] == pytest.approx(choice.to_dict())
     assert (tmp_path / "ev" / "coverage.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     if choice.reachable:
-        assert f"target accuracy 50.00%: confidence >= {choice.threshold:.6f} keeps {choice.coverage:.2%}" in result.output
+        assert (f"target accuracy 50.00%: confidence >= {choice.threshold:.6f} keeps {choice.coverage:.2%}"
+                in result.output)
     else:
         assert "target accuracy 50.00% is not reachable" in result.output
     assert "ECE" in result.output and "temperature 2" in result.output

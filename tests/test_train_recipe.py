@@ -48,7 +48,8 @@ def test_no_decay_norm_bias_exempts_exactly_the_norm_and_bias_parameters() -> No
     names = {id(p): n for n, p in model.named_parameters()}
     exempt = {names[id(p)] for g in opt.param_groups if g["weight_decay"] == 0 for p in g["params"]}
     decayed = {names[id(p)] for g in opt.param_groups if g["weight_decay"] == 0.05 for p in g["params"]}
-    expected = {n for n, m in model.named_modules() if isinstance(m, nn.BatchNorm2d) for n in (f"{n}.weight", f"{n}.bias")}
+    expected = {n for n, m in model.named_modules() if isinstance(m, nn.BatchNorm2d)
+                for n in (f"{n}.weight", f"{n}.bias")}
     assert exempt == expected | {"fc.bias"}
     assert decayed == {n for n, _ in model.named_parameters()} - exempt and "fc.weight" in decayed
     default = make_optimizer(model, "fc", lr=0.01, weight_decay=0.05, backbone_lr_factor=1.0, decay_norm_bias=True)

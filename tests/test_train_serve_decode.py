@@ -56,7 +56,8 @@ def _to_model_input(pil: Image.Image) -> torch.Tensor:
 def test_training_view_of_a_large_textured_jpeg_is_resampled_from_the_serving_decode(tmp_path: Path) -> None:
     """With crop scale 1 the random resized crop of a 600x866 photo is torchvision's fallback box (0, 33)-(600, 833),
     600 px across: training decodes it at 1/2 DCT scale (300x433, as serving does) and resamples the box (halved)
-    to 224 px; bit for bit. The same box from the full decode differs by over 8 grey levels on average (the striped garment fills about half the view)."""
+    to 224 px; bit for bit. The same box from the full decode differs by over 8 grey levels on average (the
+    striped garment fills about half the view)."""
     path = _textured(tmp_path / "striped.jpg")
     torch.manual_seed(0)
     tensor, label = TrainImages([Sample(path, "a")], ["a"], train_transform(PP, _cfg(tmp_path, 1.0)))[0]

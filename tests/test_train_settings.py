@@ -56,7 +56,8 @@ def test_a_rerun_from_config_json_writes_the_same_config(make_lamoda, tmp_path: 
 
 def test_options_on_the_command_line_override_the_config(make_lamoda, tmp_path: Path) -> None:
     data = make_lamoda(per_class=3)
-    stored = TrainConfig(data=data, out=tmp_path / "old", weights="none", image_size=32, epochs=1, batch_size=4, lr=0.003)
+    stored = TrainConfig(data=data, out=tmp_path / "old", weights="none", image_size=32, epochs=1, batch_size=4,
+                         lr=0.003)
     (tmp_path / "config.json").write_text(json.dumps(stored.to_dict()))
     args = ["--config", str(tmp_path / "config.json"), "--out", str(tmp_path / "new"), "--lr", "0.02", "-q"]
     result = CliRunner().invoke(train_main, args)
@@ -89,7 +90,9 @@ def _captured_config(monkeypatch, args: list[str]) -> TrainConfig:
     return seen[0]
 
 
-def test_a_preset_replaces_the_defaults_it_names_and_given_options_win(make_lamoda, tmp_path: Path, monkeypatch) -> None:
+def test_a_preset_replaces_the_defaults_it_names_and_given_options_win(
+    make_lamoda, tmp_path: Path, monkeypatch
+) -> None:
     from garmentcv.train.config import PRESETS
 
     data = make_lamoda(per_class=3)
@@ -101,12 +104,14 @@ def test_a_preset_replaces_the_defaults_it_names_and_given_options_win(make_lamo
     untouched = TrainConfig(data=data, out=tmp_path / "a")
     assert all(getattr(cfg, f.name) == getattr(untouched, f.name)
                for f in dataclasses.fields(TrainConfig) if f.name not in {*PRESETS["scratch"], "preset"})
-    cfg = _captured_config(monkeypatch, [str(data), "--out", str(tmp_path / "b"), "--preset", "scratch", "--epochs", "2"])
+    cfg = _captured_config(monkeypatch,
+                           [str(data), "--out", str(tmp_path / "b"), "--preset", "scratch", "--epochs", "2"])
     assert cfg.epochs == 2 and cfg.preset == "scratch"  # the given option wins over the preset's 10
     cfg_weights = _captured_config(monkeypatch, [str(data), "--out", str(tmp_path / "c"), "--preset", "scratch",
                                                  "--weights", "imagenet"])
     assert (cfg_weights.weights, cfg_weights.epochs) == ("imagenet", 10)
-    assert TrainConfig.with_preset("scratch", data=data, out=tmp_path, epochs=2) == dataclasses.replace(cfg, out=tmp_path)
+    assert (TrainConfig.with_preset("scratch", data=data, out=tmp_path, epochs=2)
+            == dataclasses.replace(cfg, out=tmp_path))
 
 
 def test_a_preset_run_reruns_from_its_config_json_and_unknown_presets_are_refused(make_lamoda, tmp_path: Path) -> None:
@@ -116,7 +121,8 @@ def test_a_preset_run_reruns_from_its_config_json_and_unknown_presets_are_refuse
     assert CliRunner().invoke(train_main, args).exit_code == 0
     stored = json.loads((tmp_path / "a" / "config.json").read_text())
     assert stored["preset"] == "scratch" and stored["epochs"] == 1
-    again = CliRunner().invoke(train_main, ["--config", str(tmp_path / "a" / "config.json"), "--out", str(tmp_path / "b"), "-q"])
+    again = CliRunner().invoke(train_main, ["--config", str(tmp_path / "a" / "config.json"),
+                                            "--out", str(tmp_path / "b"), "-q"])
     assert again.exit_code == 0, again.output
     rerun = json.loads((tmp_path / "b" / "config.json").read_text())
     assert {k: v for k, v in rerun.items() if k != "out"} == {k: v for k, v in stored.items() if k != "out"}

@@ -41,7 +41,8 @@ def test_the_backbone_comes_from_the_checkpoint_and_the_head_is_new(pretrained: 
 
 
 def test_a_checkpoint_of_another_arch_is_refused(pretrained: Path) -> None:
-    with pytest.raises(WeightsError, match=r"best.pt: a GarmentCV checkpoint of resnet18, not resnet34.*--arch resnet18"):
+    with pytest.raises(WeightsError,
+                       match=r"best.pt: a GarmentCV checkpoint of resnet18, not resnet34.*--arch resnet18"):
         build_for_training("resnet34", 2, str(pretrained))
 
 

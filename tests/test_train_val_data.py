@@ -38,7 +38,8 @@ def test_val_data_validates_on_the_given_set_and_trains_on_all_of_data(make_lamo
     assert "10 train / 6 validation images" in (run / "comparison.md").read_text()
     # --resume compares it like every other setting
     other = make_lamoda(per_class=2, name="val2")
-    again = CliRunner().invoke(train_main, [str(data), "--val-data", str(other), "--out", str(run), "--resume", *COMMON])
+    again = CliRunner().invoke(train_main, [str(data), "--val-data", str(other), "--out", str(run), "--resume",
+                                            *COMMON])
     assert again.exit_code == 1 and "val_data" in again.output
 
 
@@ -47,12 +48,14 @@ def test_val_data_with_an_unknown_class_or_a_shared_file_is_refused(make_lamoda,
     odd = make_lamoda(classes=("bluzy", "platya"), per_class=2, name="odd")
     cfg = TrainConfig(data=data, out=tmp_path / "a", archs=("resnet18",), weights="none", image_size=32, epochs=1,
                       batch_size=4, val_data=odd)
-    with pytest.raises(DatasetError, match=r"odd: validation class\(es\) platya are not among the training classes bluzy, bryuki"):
+    with pytest.raises(DatasetError,
+                       match=r"odd: validation class\(es\) platya are not among the training classes bluzy, bryuki"):
         train(cfg, progress=False)
     shared = tmp_path / "shared.csv"
     first = sorted(data.iterdir())[0]
     own = make_lamoda(per_class=1, name="own")
-    shared.write_text("path,label\n" + "".join(f"{p},{p.stem.split('_')[1]}\n" for p in [first, *sorted(own.iterdir())]),
+    shared.write_text("path,label\n"
+                      + "".join(f"{p},{p.stem.split('_')[1]}\n" for p in [first, *sorted(own.iterdir())]),
                       encoding="utf-8")
     cfg = TrainConfig(data=data, out=tmp_path / "b", archs=("resnet18",), weights="none", image_size=32, epochs=1,
                       batch_size=4, val_data=shared)

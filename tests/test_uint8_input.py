@@ -33,7 +33,8 @@ def both_formats(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, 
     """One resnet18 checkpoint exported FP32 twice: format 1 (float32 input) and format 2 (uint8, the default)."""
     root = tmp_path_factory.mktemp("formats")
     ckpt = make_run(root / "run", "resnet18")
-    old = export_checkpoint(ExportConfig(checkpoint=ckpt, out=root / "f32.onnx", input_format=INPUT_FLOAT32), progress=False)
+    old = export_checkpoint(ExportConfig(checkpoint=ckpt, out=root / "f32.onnx", input_format=INPUT_FLOAT32),
+                            progress=False)
     new = export_checkpoint(ExportConfig(checkpoint=ckpt, out=root / "u8.onnx"), progress=False)
     assert new.info.input_format == INPUT_UINT8 and old.info.input_format == INPUT_FLOAT32
     return ckpt, old.out, new.out
@@ -45,11 +46,13 @@ def test_uint8_file_declares_format_2_and_passes_the_gates(both_formats) -> None
     (inp,) = model.graph.input
     assert inp.name == INPUT_NAME and inp.type.tensor_type.elem_type == onnx.TensorProto.UINT8
     assert [d.dim_param or d.dim_value for d in inp.type.tensor_type.shape.dim][1:] == [32, 32, 3]
-    assert [n.op_type for n in model.graph.node][:4] == ["Transpose", "Cast", "Mul", "Sub"]  # preprocessing in the graph
+    # preprocessing in the graph
+    assert [n.op_type for n in model.graph.node][:4] == ["Transpose", "Cast", "Mul", "Sub"]
     props = {p.key: p.value for p in model.metadata_props}
     assert props["garmentcv.format_version"] == "2" and props["garmentcv.input"] == INPUT_UINT8
     old_props = {p.key: p.value for p in onnx.load(old).metadata_props}
-    assert old_props["garmentcv.format_version"] == "1" and "garmentcv.input" not in old_props  # readable by old releases
+    # readable by old releases
+    assert old_props["garmentcv.format_version"] == "1" and "garmentcv.input" not in old_props
     info = read_model_info(new)
     assert info.input_format == INPUT_UINT8 and info.input_shape(5) == (5, 32, 32, 3) and info.input_dtype == "uint8"
 
@@ -87,7 +90,8 @@ def test_fp16_and_int8_export_with_uint8_input(both_formats, tmp_path: Path, pre
         from garmentcv.export import convert
 
         chain = convert.input_preprocessing_nodes(onnx.load(r.out))
-        assert [n.op_type for n in onnx.load(r.out).graph.node if n.name in chain] == ["Transpose", "Cast", "Mul", "Sub"]
+        assert [n.op_type for n in onnx.load(r.out).graph.node if n.name in chain] == [
+            "Transpose", "Cast", "Mul", "Sub"]
     else:
         assert r.parity.tolerance == checks.FP16_TOLERANCE and r.parity.rows_over_tolerance == 0
         assert r.parity.top1_mismatches == 0
@@ -111,7 +115,7 @@ def test_both_formats_classify_a_folder_alike(both_formats, tmp_path: Path) -> N
         results[name] = [p for batch in predict_batches(model, items, batch_size=3, workers=2) for p in batch]
     assert [p.item for p in results["new"]] == [p.item for p in results["old"]] == [name for _, name in items]
     assert results["new"][3].error == results["old"][3].error and results["new"][3].error
-    for a, b in zip(results["old"], results["new"]):
+    for a, b in zip(results["old"], results["new"], strict=True):
         if a.error is None:
             np.testing.assert_allclose(a.probs, b.probs, rtol=0, atol=1e-4)
             assert a.probs.argmax() == b.probs.argmax()
@@ -182,11 +186,13 @@ def test_training_validation_export_and_classification_see_identical_pixels(tmp_
     from tests.test_decode_path import _photo
 
     pp = Preprocessing(resize=256, crop=224)
-    files = [_photo(tmp_path / "big.jpg", (600, 866), fmt="JPEG"), _photo(tmp_path / "small.png", (230, 300), fmt="PNG")]
+    files = [_photo(tmp_path / "big.jpg", (600, 866), fmt="JPEG"),
+             _photo(tmp_path / "small.png", (230, 300), fmt="PNG")]
     validation = EvalImages([Sample(f, "a") for f in files], ["a"], pp)
     images = select_images(tmp_path, ("a",), 0, False, "val")
     assert [p for p, _ in images.pairs] == sorted(files)
-    export_inputs = {p: x for (p, _), x in zip(images.pairs, next(iter(ImageStream(images, pp, 2, progress=False))).inputs)}
+    first_batch = next(iter(ImageStream(images, pp, 2, progress=False))).inputs
+    export_inputs = {p: x for (p, _), x in zip(images.pairs, first_batch, strict=True)}
     info = ModelInfo("resnet18", ("a", "b"), pp, "fp32", "none")
     floats, crops = _Recorder(info), _Recorder(dataclasses.replace(info, input_format=INPUT_UINT8))
     for recorder in (floats, crops):

@@ -213,9 +213,11 @@ def write_fashion_mnist(
         writer.writerow(["index", "label"])
         writer.writerows(rows)
     logger.info("wrote %s: train %s, test %s", out, train_counts, test_counts)
-    pre_counts, shared = _write_pretraining_set(pre_dir, data["train"], target, max_per_class, progress) if pretraining_set else ({}, 0)
+    pre_counts, shared = (_write_pretraining_set(pre_dir, data["train"], target, max_per_class, progress)
+                          if pretraining_set else ({}, 0))
     return FashionMnistSummary(
-        out, dict(sorted(train_counts.items())), dict(sorted(test_counts.items())), dict(sorted(pre_counts.items())), shared
+        out, dict(sorted(train_counts.items())), dict(sorted(test_counts.items())), dict(sorted(pre_counts.items())),
+        shared,
     )
 
 

@@ -99,11 +99,13 @@ class Parity:
 
     @property
     def worst_allowed(self) -> float | None:
-        """The largest difference the worst row was allowed (``tolerance x worst_scale``), ``None`` without tolerance."""
+        """The largest difference the worst row was allowed (``tolerance x worst_scale``); ``None`` without a
+        tolerance."""
         return None if self.tolerance is None else self.tolerance * self.worst_scale
 
     def describe_tolerance(self) -> str:
-        """E.g. ``worst row 0.002 at a.jpg (tolerance 0.004 = 0.001 x its logit scale 4)``; ``no tolerance`` for INT8."""
+        """E.g. ``worst row 0.002 at a.jpg (tolerance 0.004 = 0.001 x its logit scale 4)``; ``no tolerance`` for
+        INT8."""
         if self.tolerance is None:
             return "no tolerance"
         return (
@@ -118,7 +120,8 @@ class Parity:
 
 
 def logit_scale(reference: np.ndarray) -> np.ndarray:
-    """Per row of logits ``(N, C)``: ``max(1, largest |logit| of the row)``, float64 ``(N,)``; the unit of tolerances."""
+    """Per row of logits ``(N, C)``: ``max(1, largest |logit| of the row)``, float64 ``(N,)``; the unit of
+    tolerances."""
     reference = np.asarray(reference, dtype=np.float64)
     if reference.shape[-1] == 0:
         return np.ones(reference.shape[:-1])
@@ -136,7 +139,8 @@ def compare(reference: np.ndarray, candidate: np.ndarray, files: Sequence[str], 
     ref = np.asarray(reference, dtype=np.float64)
     cand = np.asarray(candidate, dtype=np.float64)
     if ref.shape != cand.shape or ref.ndim != 2 or len(ref) != len(files):
-        raise ExportError(f"cannot compare logits {cand.shape} with PyTorch's {ref.shape} for {plural(len(files), 'image')}")
+        raise ExportError(f"cannot compare logits {cand.shape} with PyTorch's {ref.shape} "
+                          f"for {plural(len(files), 'image')}")
     finite = np.isfinite(ref).all(axis=1) & np.isfinite(cand).all(axis=1)
     nonfinite = np.flatnonzero(~finite)
     scale = logit_scale(np.where(np.isfinite(ref), ref, 0.0))
@@ -165,7 +169,8 @@ def compare(reference: np.ndarray, candidate: np.ndarray, files: Sequence[str], 
 
 
 def require_parity(parity: Parity, what: str) -> None:
-    """Raise :class:`ExportError` on non-finite logits (always), and with a tolerance on a row over it or a top-1 mismatch.
+    """Raise :class:`ExportError` on non-finite logits (always), and with a tolerance on a row over it or a top-1
+    mismatch.
 
     ``what`` names the precision gated (``FP32``, ``FP16``); FP16's message also says what its tolerance is relative
     to and why an untrained model can exceed it.
@@ -226,13 +231,15 @@ def check_batch_behaviour(
         try:
             out = run_logits(session, inputs, size)
         except Exception as exc:  # onnxruntime's own types when a shape is refused
-            raise ExportError(f"the exported model refuses batch size {size}; its batch axis is not dynamic ({exc})") from exc
+            raise ExportError(f"the exported model refuses batch size {size}; "
+                              f"its batch axis is not dynamic ({exc})") from exc
         relative = np.abs(out - reference).max(axis=1) / logit_scale(reference)
         row = int(relative.argmax())
         if relative[row] > tolerance:
             raise ExportError(
-                f"logits at batch size {size} differ from other batch sizes by {relative[row] * logit_scale(reference)[row]:.3g} "
-                f"in row {row} (tolerance {tolerance:g} x its logit scale {logit_scale(reference)[row]:.3g}); "
+                f"logits at batch size {size} differ from other batch sizes by "
+                f"{relative[row] * logit_scale(reference)[row]:.3g} in row {row} "
+                f"(tolerance {tolerance:g} x its logit scale {logit_scale(reference)[row]:.3g}); "
                 "a row's output depends on its batch"
             )
 

@@ -260,7 +260,8 @@ def _restore_model(state: dict[str, Any], path: Path) -> nn.Module:
     try:
         built.model.load_state_dict(state["state_dict"])
     except (RuntimeError, TypeError) as exc:
-        raise CheckpointError(f"{path}: its weights do not fit {state['arch']} with {len(state['classes'])} classes ({exc})") from exc
+        raise CheckpointError(f"{path}: its weights do not fit {state['arch']} "
+                              f"with {len(state['classes'])} classes ({exc})") from exc
     return built.model.eval()
 
 
@@ -318,7 +319,8 @@ class ImageStream:
         files: list[str] = []
         targets: list[int] = []
         what = self.images.what
-        bar = tqdm(self.images.pairs, desc=what, unit="img", leave=False, file=sys.stderr, disable=None if self.progress else True)
+        bar = tqdm(self.images.pairs, desc=what, unit="img", leave=False, file=sys.stderr,
+                   disable=None if self.progress else True)
         for path, target in bar:
             try:
                 inputs.append(self.load(path, self.pp))
@@ -334,7 +336,8 @@ class ImageStream:
         if inputs:
             yield self._flush(inputs, files, targets)
         if not self.decoded:
-            raise ExportError(f"{self.images.source}: none of {plural(len(self.images.pairs), what + ' image')} could be read")
+            raise ExportError(f"{self.images.source}: none of {plural(len(self.images.pairs), what + ' image')} "
+                              "could be read")
         if self.warn:
             unreadable = f" ({self.skipped} unreadable)" if self.skipped else ""
             logger.info("%s: %s from %s%s", what, plural(self.decoded, "image"), self.images.source, unreadable)
@@ -398,7 +401,8 @@ def validation_logits(
             kept += len(head[-1])
     reference, fp32_logits = np.concatenate(parts["reference"]), np.concatenate(parts["fp32"])
     return ValidationLogits(
-        reference=reference, fp32=fp32_logits, final=np.concatenate(parts["final"]) if final is not None else fp32_logits,
+        reference=reference, fp32=fp32_logits,
+        final=np.concatenate(parts["final"]) if final is not None else fp32_logits,
         files=tuple(files), targets=np.concatenate(targets), head_inputs=np.concatenate(head), skipped=stream.skipped,
     )  # fmt: skip
 
@@ -461,7 +465,8 @@ def export_checkpoint(cfg: ExportConfig, progress: bool = True) -> ExportResult:
     if cfg.input_format not in INPUT_FORMATS:
         raise ExportError(f"unknown input format {cfg.input_format!r}; choose one of {', '.join(INPUT_FORMATS)}")
     if cfg.int8_activations not in INT8_ACTIVATIONS:
-        raise ExportError(f"unknown INT8 activation type {cfg.int8_activations!r}; choose one of {', '.join(INT8_ACTIVATIONS)}")
+        raise ExportError(f"unknown INT8 activation type {cfg.int8_activations!r}; "
+                          f"choose one of {', '.join(INT8_ACTIVATIONS)}")
     if cfg.checkpoint is not None:
         _check_checkpoint_exists(cfg.checkpoint, cfg.runs_dir)
     checkpoint = cfg.checkpoint if cfg.checkpoint is not None else find_latest_checkpoint(cfg.runs_dir)
@@ -489,10 +494,12 @@ def export_checkpoint(cfg: ExportConfig, progress: bool = True) -> ExportResult:
     fp32 = convert.trace_to_onnx(model, example, cfg.opset)
     convert.check_graph(fp32)
     cpu = convert.cpu_facts() if cfg.precision == "int8" else None
-    final = convert.convert(fp32, cfg.precision, None if calibration is None else calibration.inputs(), cfg.int8_activations, cpu)
+    calibration_inputs = None if calibration is None else calibration.inputs()
+    final = convert.convert(fp32, cfg.precision, calibration_inputs, cfg.int8_activations, cpu)
     fp32_session = checks.open_session(fp32.SerializeToString())
     final_session = None if cfg.precision == "fp32" else checks.open_session(final.SerializeToString())
-    seen = validation_logits(model, fp32_session, final_session, ImageStream(val, pp, cfg.batch_size, progress, uint8=uint8))
+    seen = validation_logits(model, fp32_session, final_session,
+                             ImageStream(val, pp, cfg.batch_size, progress, uint8=uint8))
 
     fp32_parity = checks.compare(seen.reference, seen.fp32, seen.files, checks.FP32_TOLERANCE)
     checks.require_parity(fp32_parity, "FP32")
@@ -524,8 +531,10 @@ def export_checkpoint(cfg: ExportConfig, progress: bool = True) -> ExportResult:
     )  # fmt: skip
     bf16_pair = next((g for g in gates if g.key == ("openvino", "bf16")), None)
     applied = uncalibrated if calibrated is None else calibrated
-    calibration_metrics: dict[str, Any] = {"temperature": temperature, "ece": applied.ece, "ece_uncalibrated": uncalibrated.ece,
-                                           "nll": applied.nll, "nll_uncalibrated": uncalibrated.nll}
+    calibration_metrics: dict[str, Any] = {
+        "temperature": temperature, "ece": applied.ece, "ece_uncalibrated": uncalibrated.ece,
+        "nll": applied.nll, "nll_uncalibrated": uncalibrated.nll,
+    }
     if temperature is None:
         calibration_metrics["temperature_note"] = decision.note
         if decision.fitted is not None:
@@ -543,8 +552,8 @@ def export_checkpoint(cfg: ExportConfig, progress: bool = True) -> ExportResult:
         runtime_gates=gates,
     )  # fmt: skip
     runs_on, _ = runtimes.choose_for_file(info, "auto")
-    logger.info("on this machine's CPU, gcv-classify --runtime auto will run this file on %s at %s: %s", runs_on.runtime,
-                runs_on.inference_precision or cfg.precision, runs_on.reason)
+    logger.info("on this machine's CPU, gcv-classify --runtime auto will run this file on %s at %s: %s",
+                runs_on.runtime, runs_on.inference_precision or cfg.precision, runs_on.reason)
     convert.finalize(final, info)
     convert.check_graph(final)
     convert.check_opset(final, cfg.opset)

@@ -54,7 +54,8 @@ BF16_TOLERANCE = 5e-2
 PROBABILITY_TOLERANCE = 2e-2
 #: ISA flags with which OpenVINO's CPU plugin runs bf16 natively.
 BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
-#: ``ExportConfig.bf16_check`` values: ``auto`` gates OpenVINO's bf16 where it can (see :func:`can_check`), ``off`` never.
+#: ``ExportConfig.bf16_check`` values: ``auto`` gates OpenVINO's bf16 where it can (see :func:`can_check`), ``off``
+#: never.
 BF16_CHECKS = ("auto", "off")
 
 
@@ -169,7 +170,9 @@ class OpenVINORun:
     error: str = ""
 
 
-def run_openvino(model: bytes, precisions: Sequence[str], batches: Iterable[np.ndarray], classes: int) -> dict[str, OpenVINORun]:
+def run_openvino(
+    model: bytes, precisions: Sequence[str], batches: Iterable[np.ndarray], classes: int
+) -> dict[str, OpenVINORun]:
     """Compile the serialized ONNX ``model`` once per inference precision and run every batch through each, in one
     pass over ``batches`` (the file's inputs, in the order of the reference's rows).
 
@@ -196,7 +199,8 @@ def run_openvino(model: bytes, precisions: Sequence[str], batches: Iterable[np.n
                 try:
                     request.infer({0: inputs})  # type: ignore[attr-defined]
                 except Exception as exc:  # OpenVINO raises its own RuntimeError subclasses
-                    runs[precision] = OpenVINORun(precision, None, error=f"OpenVINO cannot run this file at {precision}: {exc}")
+                    runs[precision] = OpenVINORun(precision, None,
+                                                  error=f"OpenVINO cannot run this file at {precision}: {exc}")
                     del requests[precision], parts[precision]
                     continue
                 parts[precision].append(np.array(request.get_output_tensor(0).data, dtype=np.float32, copy=True))  # type: ignore[attr-defined]
@@ -213,8 +217,8 @@ def _name_causes(file_precision: str, gates: dict[str, RuntimeGate], ran: set[st
 
     named = dict(gates)
     f32, bf16 = gates.get("f32"), gates.get("bf16")
-    kernels = ("OpenVINO's INT8 kernels differ from onnxruntime's, which passed the same gate" if file_precision == "int8"
-               else "OpenVINO's f32 kernels differ from PyTorch's")
+    kernels = ("OpenVINO's INT8 kernels differ from onnxruntime's, which passed the same gate"
+               if file_precision == "int8" else "OpenVINO's f32 kernels differ from PyTorch's")
     if f32 is not None and not f32.passed and "f32" in ran:
         named["f32"] = dataclasses.replace(f32, note=f"{kernels}: {f32.note}")
     if bf16 is not None and not bf16.passed and "bf16" in ran:

@@ -18,7 +18,8 @@ from garmentcv.image import Preprocessing
 
 
 def normalisation_constants(pp: Preprocessing) -> tuple[np.ndarray, np.ndarray]:
-    """``(scale, offset)``, float32 ``(3,)`` each: ``1 / (255 std)`` and ``mean / std``, as :func:`garmentcv.image.normalize`."""
+    """``(scale, offset)``, float32 ``(3,)`` each: ``1 / (255 std)`` and ``mean / std``, as
+    :func:`garmentcv.image.normalize`."""
     std = np.asarray(pp.std, dtype=np.float64)
     scale = (1.0 / (255.0 * std)).astype(np.float32)
     offset = (np.asarray(pp.mean, dtype=np.float64) / std).astype(np.float32)

@@ -110,9 +110,10 @@ def _torchvision_spec(arch: str) -> ModelSpec:
     if arch in UNSUPPORTED:
         raise UnknownArchError(f"arch {arch!r} is not supported: it {UNSUPPORTED[arch]}")
     if arch not in torchvision_archs():
+        others = (a for a in torchvision_archs() if a not in MODELS and a not in UNSUPPORTED)
         raise UnknownArchError(
             f"unknown arch {arch!r}; choose one of {', '.join(MODELS)} (the tested defaults) or another torchvision "
-            f"classification builder: {', '.join(a for a in torchvision_archs() if a not in MODELS and a not in UNSUPPORTED)}"
+            f"classification builder: {', '.join(others)}"
         )
     builder = tvm.get_model_builder(arch)
     try:  # on the meta device: no memory for the weights, milliseconds even for vit_h_14

@@ -176,20 +176,24 @@ COVERAGE_SHOWN = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
 
 def is_calibration_block(value: Any) -> bool:
     """Whether ``value`` is gcv-evaluate's ``calibration`` block (raw and calibrated ECE, NLL, Brier)."""
-    return (isinstance(value, Mapping) and all(isinstance(value.get(k), Mapping) for k in ("uncalibrated", "calibrated"))
+    return (isinstance(value, Mapping)
+            and all(isinstance(value.get(k), Mapping) for k in ("uncalibrated", "calibrated"))
             and all(m in value[k] for k in ("uncalibrated", "calibrated") for m in ("ece", "nll", "brier")))
 
 
 def is_coverage_block(value: Any) -> bool:
     """Whether ``value`` is gcv-evaluate's ``coverage`` block (parallel lists thresholds, kept, accuracy)."""
-    return isinstance(value, Mapping) and all(isinstance(value.get(k), list) for k in ("thresholds", "kept", "accuracy"))
+    return isinstance(value, Mapping) and all(
+        isinstance(value.get(k), list) for k in ("thresholds", "kept", "accuracy")
+    )
 
 
 def calibration_section(block: Mapping[str, Any]) -> str:
     """ECE, NLL and Brier of the raw softmax and of ``softmax(logits / T)``, one row each (Guo et al. 2017)."""
     temperature = block.get("temperature")
     used = block.get("applied") == "temperature"
-    head = (f"temperature T = {_value(float(temperature))} ({'confidences use it' if used else 'confidences use the raw softmax'})"
+    use = "confidences use it" if used else "confidences use the raw softmax"
+    head = (f"temperature T = {_value(float(temperature))} ({use})"
             if temperature is not None else "the model file has no temperature (T = 1)")
     rows = "".join(
         f"<tr><th>{name}</th>{_td(block[k]['ece'])}{_td(block[k]['nll'])}{_td(block[k]['brier'])}</tr>"
@@ -202,7 +206,8 @@ def calibration_section(block: Mapping[str, Any]) -> str:
 
 def coverage_section(block: Mapping[str, Any], target: Mapping[str, Any] | None) -> str:
     """Share kept and its accuracy at :data:`COVERAGE_SHOWN` thresholds, and the ``--target-accuracy`` answer."""
-    at = {round(float(t), 6): (k, a) for t, k, a in zip(block["thresholds"], block["kept"], block["accuracy"])}
+    columns = zip(block["thresholds"], block["kept"], block["accuracy"], strict=True)
+    at = {round(float(t), 6): (k, a) for t, k, a in columns}
     rows = "".join(
         f"<tr><td>{t:.2f}</td><td>{at[t][0]:.1%}</td><td>{'' if at[t][1] is None else f'{at[t][1]:.2%}'}</td></tr>"
         for t in COVERAGE_SHOWN if t in at
@@ -232,7 +237,7 @@ def matrix_section(classes: Sequence[str], matrix: Sequence[Sequence[int]]) -> s
     """The confusion matrix (rows true, columns predicted); each non-zero cell links to ``#cell-<i>-<j>``."""
     head = "<tr><th>true \\ predicted</th>" + "".join(f"<th>{esc(c)}</th>" for c in classes) + "<th>total</th></tr>"
     rows = []
-    for i, (name, line) in enumerate(zip(classes, matrix)):
+    for i, (name, line) in enumerate(zip(classes, matrix, strict=True)):
         total = sum(line)
         cells = []
         for j, n in enumerate(line):

@@ -37,7 +37,8 @@ table.matrix td.zero { color: #bbb; }
 .gallery figure { margin: 0; width: 128px; background: #fff; border: 1px solid #ddd; padding: 4px; font-size: 11px; }
 .gallery figure.wrong { border-color: rgb(var(--bad)); }
 .gallery figure.review { border: 2px solid var(--review); }
-.gallery .pic { width: 120px; height: 104px; display: flex; align-items: center; justify-content: center; background: #eee; }
+.gallery .pic { width: 120px; height: 104px; display: flex; align-items: center; justify-content: center;
+  background: #eee; }
 .gallery img { max-width: 104px; max-height: 104px; }
 .gallery .nopic { color: #888; font-size: 11px; text-align: center; padding: 4px; }
 details.more { margin-top: 8px; }
@@ -63,7 +64,8 @@ PAGE = """<!DOCTYPE html>
 <main>
 {body}
 </main>
-<footer>Written by GarmentCV {version}. Thumbnails and plots are in the folder {folder}/ beside this page; copy both together.</footer>
+<footer>Written by GarmentCV {version}. Thumbnails and plots are in the folder {folder}/ beside this page;
+copy both together.</footer>
 </body>
 </html>
 """

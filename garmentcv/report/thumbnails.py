@@ -73,4 +73,4 @@ def make_thumbnails(sources: Sequence[Path], folder: Path, size: int = THUMBNAIL
     if not sources:
         return []
     with ThreadPoolExecutor(max_workers=workers or available_cpus()) as pool:
-        return list(pool.map(lambda pair: _thumbnail(pair[0], pair[1], size), zip(sources, targets)))
+        return list(pool.map(lambda pair: _thumbnail(pair[0], pair[1], size), zip(sources, targets, strict=True)))

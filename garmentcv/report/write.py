@@ -308,7 +308,8 @@ class ResultsFile:
             if len(cells) < width:
                 raise GarmentCVError(f"{self.path}, line {self._csv.line_num}: {len(cells)} fields where the header "
                                      f"has {width}; give the results file gcv-classify wrote")
-            yield Prediction(path=cells[path], predicted=cells[label] or None, confidence=_confidence(cells[confidence]),
+            yield Prediction(path=cells[path], predicted=cells[label] or None,
+                             confidence=_confidence(cells[confidence]),
                              needs_review=review is not None and _flag(cells[review]), error=cells[error] or None)
 
     def close(self) -> None:

@@ -33,7 +33,8 @@ REQUIRED_KEYS = ("arch", "classes", "preprocessing", "state_dict", "epoch", "met
 
 def versions() -> dict[str, str]:
     """Versions of the libraries that produced an artifact."""
-    return {"garmentcv": garmentcv.__version__, "torch": str(torch.__version__), "torchvision": str(torchvision.__version__)}
+    return {"garmentcv": garmentcv.__version__, "torch": str(torch.__version__),
+            "torchvision": str(torchvision.__version__)}
 
 
 #: Words of the RuntimeError torch raises when its stream writer cannot write a file it was given by path
@@ -130,7 +131,8 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
             "written by gcv-train (copy it again if it was cut short), or train again"
         ) from exc
     if not isinstance(data, dict) or data.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: not a GarmentCV checkpoint (no format {FORMAT!r}); use a file written by gcv-train")
+        raise CheckpointError(f"{path}: not a GarmentCV checkpoint (no format {FORMAT!r}); "
+                              "use a file written by gcv-train")
     version = data.get("format_version")
     if not isinstance(version, int) or version > FORMAT_VERSION:
         raise CheckpointError(

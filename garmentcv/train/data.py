@@ -44,7 +44,8 @@ class Split:
         train: training samples.
         val: validation samples.
         no_val_classes: classes without a validation image (a single image, kept for training; or absent from
-            ``--val-data``), so their validation figures are absent (see :class:`garmentcv.metrics.ClassificationMetrics`).
+            ``--val-data``), so their validation figures are absent (see
+            :class:`garmentcv.metrics.ClassificationMetrics`).
     """
 
     train: tuple[Sample, ...]
@@ -81,7 +82,7 @@ def find_bad_images(samples: Sequence[Sample], progress: bool = True) -> list[Ba
     bad: list[BadImage] = []
     bar = tqdm(total=len(samples), desc="check images", unit="img", file=sys.stderr, disable=None if progress else True)
     with ThreadPoolExecutor(max_workers=threads) as pool:
-        for sample, problem in zip(samples, pool.map(_decode_problem, samples, chunksize=16)):
+        for sample, problem in zip(samples, pool.map(_decode_problem, samples, chunksize=16), strict=True):
             if problem is not None:
                 bad.append(BadImage(sample, problem))
             bar.update()
@@ -153,7 +154,8 @@ def split_dataset(dataset: LabelledDataset, val_fraction: float, seed: int) -> S
     # then ask for the nearest size it accepts, and the step below puts every class on both sides.
     n, n_classes = len(splittable), len(counts) - len(small)
     n_val = math.ceil(val_fraction * n)  # sklearn's own rounding of a fractional test_size
-    test_size: float | int = val_fraction if n_classes <= n_val <= n - n_classes else min(max(n_val, n_classes), n - n_classes)
+    test_size: float | int = (val_fraction if n_classes <= n_val <= n - n_classes
+                              else min(max(n_val, n_classes), n - n_classes))
     try:
         train_idx, val_idx = train_test_split(
             splittable, test_size=test_size, random_state=seed, stratify=[targets[i] for i in splittable]
@@ -185,8 +187,8 @@ def given_split(dataset: LabelledDataset, val_set: LabelledDataset) -> Split:
     if shared:
         raise DatasetError(
             f"{val_set.root}: {plural(len(shared), 'validation image')} also in the training data {dataset.root} "
-            f"({', '.join(shared[:3])}{', ...' if len(shared) > 3 else ''}); validation must not score images the model "
-            "trains on"
+            f"({', '.join(shared[:3])}{', ...' if len(shared) > 3 else ''}); "
+            "validation must not score images the model trains on"
         )
     present = {s.label for s in val_set.samples}
     missing = tuple(c for c in dataset.classes if c not in present)

@@ -110,7 +110,8 @@ def launch_info(environ: Mapping[str, str] | None = None) -> LaunchInfo:
         try:
             values[name] = default if raw in (None, "") else int(raw)
         except ValueError:
-            raise DistributedError(f"environment variable {name}={raw!r} is not an integer; start gcv-train with torchrun") from None
+            raise DistributedError(f"environment variable {name}={raw!r} is not an integer; "
+                                   "start gcv-train with torchrun") from None
     rank, world, local = values["RANK"], values["WORLD_SIZE"], values["LOCAL_RANK"]
     if world < 1 or not 0 <= rank < world or local < 0:
         raise DistributedError(
@@ -301,7 +302,8 @@ def process_group(device: torch.device, environ: Mapping[str, str] | None = None
             "address and that every node runs the same command"
         ) from exc
     dist = Dist(info.rank, info.world_size, info.local_rank, device, backend, timeout)
-    logger.info("data-parallel: %d processes over %s, this is rank %d on %s", info.world_size, backend, info.rank, device)
+    logger.info("data-parallel: %d processes over %s, this is rank %d on %s",
+                info.world_size, backend, info.rank, device)
     try:
         yield dist
     except (torch_dist.DistError, RuntimeError) as exc:
@@ -401,7 +403,8 @@ class DistributedWeightedSampler(Sampler[int]):
 
     def __iter__(self) -> Iterator[int]:
         generator = torch.Generator().manual_seed(self.seed + self.epoch)
-        drawn = torch.multinomial(self.weights, self.num_samples * self.world_size, replacement=True, generator=generator)
+        drawn = torch.multinomial(self.weights, self.num_samples * self.world_size, replacement=True,
+                                  generator=generator)
         return iter(drawn[self.rank :: self.world_size].tolist())
 
     def __len__(self) -> int:
@@ -527,7 +530,8 @@ def check_resume_world_size(config_json: Path, world_size: int) -> None:
     """
     stored = json.loads(config_json.read_text(encoding="utf-8")).get("world_size", 1)
     if stored != world_size:
-        how = "plain gcv-train (no torchrun)" if stored == 1 else f"torchrun with {stored} processes in all (--nnodes x --nproc_per_node)"
+        how = ("plain gcv-train (no torchrun)" if stored == 1
+               else f"torchrun with {stored} processes in all (--nnodes x --nproc_per_node)")
         raise CheckpointError(
             f"{config_json.parent}: the run was trained by {stored} process(es) (world size {stored}), this job has "
             f"{world_size}; the batches depend on the world size, so resume with {how}, or start a new --out"

@@ -331,7 +331,8 @@ def fit_arch(
         result = EpochResult(epoch, lr, train_loss, train_acc, val_loss, val, seconds)
         history.append(result.to_dict())
         logger.info(
-            "%s epoch %d/%d: lr %.5f | train loss %.4f acc %.4f | val loss %.4f acc %.4f P %.4f R %.4f F1 %.4f | %.1f s",
+            "%s epoch %d/%d: lr %.5f | train loss %.4f acc %.4f | "
+            "val loss %.4f acc %.4f P %.4f R %.4f F1 %.4f | %.1f s",
             arch, epoch, cfg.epochs, lr, train_loss, train_acc, val_loss, val.accuracy,
             val.precision, val.recall, val.f1, seconds,
         )  # fmt: skip
@@ -386,7 +387,9 @@ def _write_json(path: Path, data: Any) -> None:
         write_json(path, data)
 
 
-def _save_plots(arch: str, classes: Sequence[str], history: list[dict[str, Any]], best_epoch: int, run_dir: Path) -> None:
+def _save_plots(
+    arch: str, classes: Sequence[str], history: list[dict[str, Any]], best_epoch: int, run_dir: Path
+) -> None:
     """``confusion_matrix.png`` of the best epoch and ``curves.png`` of the whole history, in ``run_dir``."""
     best = history[best_epoch - 1]
     with writing(run_dir / "confusion_matrix.png"):
@@ -402,7 +405,8 @@ def _stopped_early_after(history: list[dict[str, Any]], cfg: TrainConfig) -> int
     """The epoch after which early stopping ends the run (the last of ``history``), or None to go on."""
     metric = cfg.early_stopping_metric
     values = [float(h[metric]) for h in history]
-    return len(history) if early_stop(values, cfg.early_stopping_patience, higher_is_better=metric != "val_loss") else None
+    stop = early_stop(values, cfg.early_stopping_patience, higher_is_better=metric != "val_loss")
+    return len(history) if stop else None
 
 
 def _check_recipe(cfg: TrainConfig) -> None:
@@ -499,7 +503,8 @@ def _remove_unfinished_run(out: Path) -> None:
 def _read_split_csv(path: Path) -> dict[str, str]:
     """``path -> label`` of a split file written by :func:`_write_split_csv` (surrogateescape, like the writer)."""
     if not path.is_file():
-        raise CheckpointError(f"{path}: missing, so the run's split is unknown; resume cannot continue, start a new --out")
+        raise CheckpointError(f"{path}: missing, so the run's split is unknown; "
+                              "resume cannot continue, start a new --out")
     with open(path, newline="", encoding="utf-8", errors="surrogateescape") as handle:
         return {row["path"]: row["label"] for row in csv.DictReader(handle)}
 
@@ -511,7 +516,8 @@ def _check_resume_data(cfg: TrainConfig, split: Split) -> None:
         CheckpointError: files were added, removed or relabelled, or the same files split differently.
     """
     saved_train, saved_val = _read_split_csv(cfg.out / "train.csv"), _read_split_csv(cfg.out / "val.csv")
-    _check_same_files(cfg, {str(s.path.resolve()): s.label for s in (*split.train, *split.val)}, {**saved_train, **saved_val})
+    now = {str(s.path.resolve()): s.label for s in (*split.train, *split.val)}
+    _check_same_files(cfg, now, {**saved_train, **saved_val})
     now_train = {str(s.path.resolve()) for s in split.train}
     if now_train != saved_train.keys():
         raise CheckpointError(
@@ -593,7 +599,8 @@ def train(cfg: TrainConfig, progress: bool = True, on_epoch_end: EpochCallback |
         DatasetError: the data cannot be read or split.
         WeightsError, UnknownArchError, CheckpointError: see :func:`fit_arch`.
         DistributedError: under torchrun, the processes cannot join or a collective failed or timed out.
-        InputSizeError: an arch cannot take ``cfg.image_size`` px input (:func:`~garmentcv.models.registry.check_input_size`).
+        InputSizeError: an arch cannot take ``cfg.image_size`` px input
+            (:func:`~garmentcv.models.registry.check_input_size`).
     """
     for arch in cfg.archs:  # refuse an unknown arch, or a size it cannot take, before any work
         check_input_size(arch, default_preprocessing(arch, cfg.image_size).crop)
@@ -632,7 +639,8 @@ def _train_into(cfg: TrainConfig, progress: bool, dist: Dist, on_epoch_end: Epoc
         return finished
     device = dist.device
     # --amp (garmentcv/train/amp.py): decided before any work (fp16 on a CPU is refused here), saved in config.json
-    amp = {arch: plan_for(cfg.amp, device, arch, default_preprocessing(arch, cfg.image_size).crop) for arch in cfg.archs}
+    amp = {arch: plan_for(cfg.amp, device, arch, default_preprocessing(arch, cfg.image_size).crop)
+           for arch in cfg.archs}
     dataset = load_dataset(cfg.data, cfg.layout)
     if cfg.weights == "imagenet":  # every arch's file before any work: a later arch's must not fail after hours
         with dist.local_primary_first():  # DDP: one download per node
@@ -660,12 +668,15 @@ def _train_into(cfg: TrainConfig, progress: bool, dist: Dist, on_epoch_end: Epoc
         _write_split_csv(cfg.out / "train.csv", split.train)
         _write_split_csv(cfg.out / "val.csv", split.val)
         if bad:
-            _write_csv(cfg.out / "skipped_images.csv", ["path", "reason"], [(str(b.sample.path.resolve()), b.reason) for b in bad])
+            _write_csv(cfg.out / "skipped_images.csv", ["path", "reason"],
+                       [(str(b.sample.path.resolve()), b.reason) for b in bad])
 
-    results = [fit_arch(arch, cfg, dataset, split, device, progress, dist, on_epoch_end, amp[arch]) for arch in cfg.archs]
+    results = [fit_arch(arch, cfg, dataset, split, device, progress, dist, on_epoch_end, amp[arch])
+               for arch in cfg.archs]
     comparison = cfg.out / "comparison.md"
     if dist.is_primary:
-        text = _comparison_markdown(cfg, dataset.classes, len(split.train), len(split.val), split.no_val_classes, results)
+        text = _comparison_markdown(cfg, dataset.classes, len(split.train), len(split.val), split.no_val_classes,
+                                    results)
         with writing(comparison), atomic_write(comparison) as handle:
             handle.write(text)
     dist.barrier()  # DDP: every process ends when rank 0's files are written
@@ -678,7 +689,8 @@ def _comparison_markdown(
 ) -> str:
     """``comparison.md``: the data and settings, the warnings of each arch, then its best epoch in a table."""
     rows = [
-        {"arch": r.arch, "best_epoch": r.best_epoch, **{k: r.best[k] for k in ("accuracy", "precision", "recall", "f1")},
+        {"arch": r.arch, "best_epoch": r.best_epoch,
+         **{k: r.best[k] for k in ("accuracy", "precision", "recall", "f1")},
          "params_m": r.params / 1e6, "train_seconds": r.train_seconds}
         for r in results
     ]  # fmt: skip
@@ -719,7 +731,7 @@ def _finished_run(cfg: TrainConfig) -> TrainResult | None:
         return None
     _check_finished_run_data(cfg)  # as a resume would: a changed dataset is refused, not called complete
     classes, results = tuple(states[0]["classes"]), []
-    for arch, state in zip(cfg.archs, states):
+    for arch, state in zip(cfg.archs, states, strict=True):
         run_dir, history, best_epoch = cfg.out / arch, list(state["history"]), int(state["best_epoch"])
         if not all((run_dir / name).is_file() for name in ("confusion_matrix.png", "curves.png")):
             _save_plots(arch, classes, history, best_epoch, run_dir)

@@ -79,7 +79,8 @@ def class_weights(counts: Sequence[int]) -> list[float]:
 
 
 def sampler_weights(targets: Sequence[int]) -> list[float]:
-    """Per-image sampling weights ``1 / n_c`` (``n_c``: images of that image's class), so each class is drawn equally."""
+    """Per-image sampling weights ``1 / n_c`` (``n_c``: images of that image's class), so each class is drawn
+    equally."""
     counts = Counter(targets)
     return [1.0 / counts[t] for t in targets]
 
