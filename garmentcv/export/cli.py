@@ -70,7 +70,13 @@ def main(checkpoint: Path | None, quiet: bool, verbose: bool, **options: object)
 
     Without CHECKPOINT the best.pt of the newest run under runs/train is used. The file is written only when the
     ONNX checker, parity with PyTorch on the validation images, the FP16 or INT8 accuracy drop and each runtime's
-    gate pass. A temperature for calibrated probabilities is fitted on the same images where they can fit one.
+    gate pass.
+
+    A temperature T for calibrated probabilities is fitted on the same images (Guo et al. 2017). None is stored
+    (consumers use the raw softmax; the summary and the file say why) when the validation accuracy is not above
+    chance (the larger of 1/classes and the largest class's share) by the larger of 5 points and two standard
+    errors, when there are fewer than 20 validation images or fewer than 3 misclassified ones, or when the fit ends
+    at a bound of its search (0.01 or 100).
     """
     setup_logging(quiet, verbose)
     require_onnxruntime()  # a clear message, not an ImportError, when neither [cpu] nor [gpu] is installed
