@@ -98,7 +98,13 @@ def quantize_variant(fp32: Path, out: Path, calibration: np.ndarray, settings: I
         calibration: ``float32 (N, 3, H, W)`` preprocessed images, fed 8 at a time.
         settings: see :class:`Int8Settings`.
     """
-    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     class Reader(CalibrationDataReader):

@@ -79,8 +79,8 @@ def model_only_rows(files: dict[str, Path], photo_paths: list[Path], batch_size:
     import openvino as ov
 
     from garmentcv.cpus import available_cpus
-    from garmentcv.infer.runtimes.openvino import compile_config
     from garmentcv.infer.runtimes.onnxruntime import open_model
+    from garmentcv.infer.runtimes.openvino import compile_config
 
     threads = available_cpus()
     runners: dict[tuple[str, str, str], Any] = {}

@@ -140,8 +140,8 @@ def test_masked_amx_turns_bf16_off(monkeypatch: pytest.MonkeyPatch, tmp_path: Pa
 
 def test_openvino_not_installed_is_an_error_naming_the_extra(monkeypatch: pytest.MonkeyPatch, onnx_model: Path,
                                                              tmp_path: Path) -> None:
-    from garmentcv.infer.runtimes import openvino as openvino_runtime
     from garmentcv.infer.cli import classify_main
+    from garmentcv.infer.runtimes import openvino as openvino_runtime
 
     monkeypatch.setitem(sys.modules, "openvino", None)  # import openvino raises ImportError
     with pytest.raises(RuntimeUnavailableError, match=r"OpenVINO is not installed .*pip install 'garmentcv\[openvino\]'"):
@@ -563,8 +563,8 @@ def test_decoding_starts_while_the_model_is_still_opening(onnx_model: Path, tmp_
 
 def test_a_fallback_after_opening_in_the_background_labels_and_resumes_its_rows(
         openvino_sized_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from garmentcv.infer.runtimes import openvino as openvino_runtime
     from garmentcv.infer.classify import ClassifyConfig, classify_folder
+    from garmentcv.infer.runtimes import openvino as openvino_runtime
 
     folder = tmp_path / "imgs"
     for i in range(4):

@@ -247,7 +247,9 @@ def check_config(cfg: ClassifyConfig, engine: str = "local", ray: RayOptions | N
         OutputPathError: ``report`` or its thumbnails folder cannot be written.
         MissingRuntimeError: the parquet format without pyarrow installed.
     """
-    from garmentcv.infer.runtimes.onnxruntime import PROVIDERS  # imports onnxruntime, which importing this module does not
+    from garmentcv.infer.runtimes.onnxruntime import (
+        PROVIDERS,  # imports onnxruntime, which importing this module does not
+    )
 
     _choose("--engine", engine, ENGINES)
     _choose("--device", cfg.provider, PROVIDERS)

@@ -39,8 +39,7 @@ import os
 import re
 from collections.abc import Iterable, Sequence
 from enum import Enum
-from pathlib import PurePosixPath
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
 Row = dict[str, Any]
