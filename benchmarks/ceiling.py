@@ -59,7 +59,9 @@ def _best_seconds(fn, repeats: int) -> float:  # type: ignore[no-untyped-def]
     return best
 
 
-def best_matmul_rate(sizes: Sequence[int] = MATMUL_SIZES, budget_s: float = 0.5, threads: int | None = None) -> MatmulRate:
+def best_matmul_rate(
+    sizes: Sequence[int] = MATMUL_SIZES, budget_s: float = 0.5, threads: int | None = None
+) -> MatmulRate:
     """Measure FP32 ``n x n @ n x n`` with torch and numpy for each ``n`` in ``sizes``; keep the fastest.
 
     Each size is run for about ``budget_s`` s (at least 3 repeats) and its best run kept, then the best over

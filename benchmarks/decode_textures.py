@@ -150,7 +150,11 @@ class SmallNet(nn.Module):
         super().__init__()
 
         def block(cin: int, cout: int, kernel: int) -> list[nn.Module]:
-            return [nn.Conv2d(cin, cout, kernel, stride=2, padding=kernel // 2, bias=False), nn.BatchNorm2d(cout), nn.ReLU()]
+            return [
+                nn.Conv2d(cin, cout, kernel, stride=2, padding=kernel // 2, bias=False),
+                nn.BatchNorm2d(cout),
+                nn.ReLU(),
+            ]
 
         self.features = nn.Sequential(*block(3, 16, 7), nn.MaxPool2d(3, 2, 1), *block(16, 32, 3), *block(32, 64, 3),
                                       *block(64, 64, 3), nn.Flatten())  # fmt: skip
@@ -178,7 +182,9 @@ def training_transform(pp: Preprocessing, cfg: TrainConfig, decode: str) -> T.Co
     return transform
 
 
-def fit(photos: PhotoSet, pp: Preprocessing, decode: str, seed: int, epochs: int, batch_size: int, lr: float) -> SmallNet:
+def fit(
+    photos: PhotoSet, pp: Preprocessing, decode: str, seed: int, epochs: int, batch_size: int, lr: float
+) -> SmallNet:
     """Train :class:`SmallNet` from scratch on ``photos.train`` with the training decode ``decode`` (AdamW, cosine)."""
     cfg = TrainConfig(data=Path("."), out=Path("."), seed=seed)
     torch.manual_seed(seed)
@@ -213,7 +219,9 @@ def probabilities(model: SmallNet, crops: np.ndarray, pp: Preprocessing) -> np.n
         return torch.softmax(model(x), dim=1).numpy()
 
 
-def prediction_row(model: SmallNet, crops: dict[str, np.ndarray], targets: np.ndarray, pp: Preprocessing) -> dict[str, Any]:
+def prediction_row(
+    model: SmallNet, crops: dict[str, np.ndarray], targets: np.ndarray, pp: Preprocessing
+) -> dict[str, Any]:
     """Accuracy per decode, label flips between them, and the largest and mean change of any class probability."""
     probs = {name: probabilities(model, crops[name], pp) for name in DECODES}
     labels = {name: p.argmax(axis=1) for name, p in probs.items()}
@@ -346,8 +354,13 @@ def markdown(result: dict[str, Any]) -> str:
     lines += [f"| {r['variant']} | {r['images']} | {r['mean']:.2f} | {r['largest_image_mean']:.2f} | {r['max']} |"
               for r in result["pixels"]]  # fmt: skip
     now = result["pixels_training_now"]
-    lines += ["", (f"Training's decode now of the region serving shows, then serving's resample, against `load_crop` on "
-                   f"the {now['images']} textured test photos: mean {now['mean']:.2f}, max {now['max']} grey levels.")]
+    lines += [
+        "",
+        (
+            f"Training's decode now of the region serving shows, then serving's resample, against `load_crop` on "
+            f"the {now['images']} textured test photos: mean {now['mean']:.2f}, max {now['max']} grey levels."
+        ),
+    ]
     lines += [
         "", "## Predictions through each decode (mean over seeds; flips summed)", "",
         ("| training decode | test photos | accuracy, serving decode | accuracy, full decode | labels flipped | "
@@ -376,14 +389,29 @@ def main(argv: list[str] | None = None) -> int:
     """Measure, write ``decode_textures[-NAME].json``/``.md`` to ``OUT/<machine>/``; return 0 (2: unknown class)."""
     parser = options.suite_parser(__doc__, repeats=5)
     parser.add_argument("--work", type=Path, default=None, help="folder for the photos (default: a temporary one)")
-    parser.add_argument("--classes", default="tshirt-top,trouser,pullover,dress", help="Fashion-MNIST classes, comma-separated (default: %(default)s)")
-    parser.add_argument("--train-per-class", type=int, default=40, help="training photos per class (default: %(default)s)")
-    parser.add_argument("--test-per-class", type=int, default=50, help="test items per class, each textured and plain (default: %(default)s)")
+    parser.add_argument(
+        "--classes",
+        default="tshirt-top,trouser,pullover,dress",
+        help="Fashion-MNIST classes, comma-separated (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--train-per-class", type=int, default=40, help="training photos per class (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--test-per-class",
+        type=int,
+        default=50,
+        help="test items per class, each textured and plain (default: %(default)s)",
+    )
     parser.add_argument("--seeds", default="0,1,2", help="training seeds, comma-separated (default: %(default)s)")
     parser.add_argument("--epochs", type=int, default=6, help="training epochs per model (default: %(default)s)")
     parser.add_argument("--batch-size", type=int, default=16, help="training batch size (default: %(default)s)")
-    parser.add_argument("--lr", type=float, default=3e-3, help="AdamW learning rate, cosine decay to 0 (default: %(default)s)")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads for training and prediction (default: %(default)s)")
+    parser.add_argument(
+        "--lr", type=float, default=3e-3, help="AdamW learning rate, cosine decay to 0 (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch threads for training and prediction (default: %(default)s)"
+    )
     args = parser.parse_args(argv)
     begun = results.start("decode_textures", argv)
     classes = tuple(args.classes.split(","))

@@ -117,7 +117,11 @@ def quantize_variant(fp32: Path, out: Path, calibration: np.ndarray, settings: I
 
     pre = out.with_suffix(".pre.onnx")
     quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
-    methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy, "percentile": CalibrationMethod.Percentile}
+    methods = {
+        "minmax": CalibrationMethod.MinMax,
+        "entropy": CalibrationMethod.Entropy,
+        "percentile": CalibrationMethod.Percentile,
+    }
     quantize_static(
         str(pre), str(out), Reader(),
         quant_format=QuantFormat.QDQ if settings.quant_format == "qdq" else QuantFormat.QOperator,

@@ -73,7 +73,9 @@ def _real_batch(path: Path, photo_paths: list[Path], batch_size: int) -> np.ndar
     return batch
 
 
-def model_only_rows(files: dict[str, Path], photo_paths: list[Path], batch_size: int, rounds: int) -> list[dict[str, Any]]:
+def model_only_rows(
+    files: dict[str, Path], photo_paths: list[Path], batch_size: int, rounds: int
+) -> list[dict[str, Any]]:
     """Interleaved rounds of every (file, runtime, precision) on one batch of real photos in the file's input;
     rows with median images/s."""
     import openvino as ov
@@ -104,8 +106,18 @@ def model_only_rows(files: dict[str, Path], photo_paths: list[Path], batch_size:
     for _ in range(rounds):
         for key, run in runners.items():
             rates[key].append(time_call(run, batch_size, warmup=2, min_repeats=5, budget_s=1.0).images_per_second)
-    return [{"file": k[0], "runtime": k[1], "precision": k[2], "batch": batch_size, "images_per_s": statistics.median(v),
-             "rounds": [round(x, 1) for x in v], "kernels": kernels.get(k, [])} for k, v in rates.items()]
+    return [
+        {
+            "file": k[0],
+            "runtime": k[1],
+            "precision": k[2],
+            "batch": batch_size,
+            "images_per_s": statistics.median(v),
+            "rounds": [round(x, 1) for x in v],
+            "kernels": kernels.get(k, []),
+        }
+        for k, v in rates.items()
+    ]
 
 
 def decode_rate(path: Path, paths: list[Path]) -> float:
@@ -186,7 +198,10 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         from garmentcv.infer.model_file import read_model_info
         from garmentcv.infer.runtimes import this_cpu_flags
 
-        gates = {p: (None if read_model_info(f).bf16 is None else read_model_info(f).bf16.to_dict()) for p, f in files.items()}
+        gates = {
+            p: (None if read_model_info(f).bf16 is None else read_model_info(f).bf16.to_dict())
+            for p, f in files.items()
+        }
         photo_paths = sorted(folder.path.glob("*.jpg"))
         model_rows = model_only_rows(files, photo_paths, args.batch, args.rounds)
         e2e_rows, decode, baseline = _end_to_end(files, checkpoint, folder.path, work, args.rounds, args.batch)
@@ -226,9 +241,14 @@ def targets(c: dict[str, Any]) -> list[tuple[str, str, bool]]:
                         f"{ratio:.2f}x ({auto['images_per_s']:.1f} vs {original:.1f} images/s; ran on {auto['used']} "
                         f"{auto['inference_precision']})", ratio >= factor))
         else:
-            out.append((f"{file.upper()} file, --runtime auto at least onnxruntime's {ort['images_per_s'] / original:.2f}x "
-                        "torchvision eager + DataLoader", f"{ratio:.2f}x ({auto['images_per_s']:.1f} vs {original:.1f} images/s)",
-                        auto["images_per_s"] >= 0.97 * ort["images_per_s"]))
+            out.append(
+                (
+                    f"{file.upper()} file, --runtime auto at least onnxruntime's {ort['images_per_s'] / original:.2f}x "
+                    "torchvision eager + DataLoader",
+                    f"{ratio:.2f}x ({auto['images_per_s']:.1f} vs {original:.1f} images/s)",
+                    auto["images_per_s"] >= 0.97 * ort["images_per_s"],
+                )
+            )
         precision = auto["inference_precision"] if auto["used"] == "openvino" else file
         decode = c["decode_images_per_s"][file]
         bound = shared_core_bound(model_rate.get((file, auto["used"], precision)), decode)
@@ -276,15 +296,26 @@ def report(conditions: list[dict[str, Any]]) -> str:
         if len(sizes) > 1:
             label = f"{c['size']} px, {label}"
         original = statistics.median(c["eager_baseline"])
-        lines += [f"## {label}", "",
-                  f"{m['cpu_model']}, {m['logical_cpus']} CPUs, flags {' '.join(m['isa'])}; usable by oneDNN under this "
-                  f"condition: {' '.join(c['effective_flags']) or 'none of AMX/VNNI/BF16'}; load average at the end "
-                  f"{m['load_avg']}; {c['arch']} {c['size']} px; files in {c['input_format']} input.", "",
-                  "Targets (ratios from this run):", "", "| target | measured | verdict |", "|---|---|---|"]
+        lines += [
+            f"## {label}",
+            "",
+            f"{m['cpu_model']}, {m['logical_cpus']} CPUs, flags {' '.join(m['isa'])}; usable by oneDNN under this "
+            f"condition: {' '.join(c['effective_flags']) or 'none of AMX/VNNI/BF16'}; load average at the end "
+            f"{m['load_avg']}; {c['arch']} {c['size']} px; files in {c['input_format']} input.",
+            "",
+            "Targets (ratios from this run):",
+            "",
+            "| target | measured | verdict |",
+            "|---|---|---|",
+        ]
         lines += [f"| {t} | {v} | {'met' if ok else '**missed**'} |" for t, v, ok in targets(c)]
-        lines += ["", "Model only (a batch of real photos in the file's input), median images/s of interleaved rounds:", "",
-                  "| file | runtime | inference precision | images/s | vs onnxruntime | rounds | OpenVINO conv kernels |",
-                  "|---|---|---|---:|---:|---|---|"]
+        lines += [
+            "",
+            "Model only (a batch of real photos in the file's input), median images/s of interleaved rounds:",
+            "",
+            "| file | runtime | inference precision | images/s | vs onnxruntime | rounds | OpenVINO conv kernels |",
+            "|---|---|---|---:|---:|---|---|",
+        ]
         base = {r["file"]: r["images_per_s"] for r in c["model_only"] if r["runtime"] == "onnxruntime"}
         model_rate = {}
         for r in c["model_only"]:
@@ -292,12 +323,17 @@ def report(conditions: list[dict[str, Any]]) -> str:
             lines.append(f"| {r['file']} | {r['runtime']} | {r['precision']} | {r['images_per_s']:.1f} | "
                          f"{r['images_per_s'] / base[r['file']]:.2f} | {r['rounds']} | {', '.join(r['kernels'])} |")
         decode = c["decode_images_per_s"]
-        lines += ["", f"End to end, `classify_folder` on {c['files']} photos (4 of 5 at 600x866), median images/s; "
-                  f"decode only {', '.join(f'{k} file {v:.1f}' for k, v in decode.items())} images/s; bound = "
-                  "1 / (1/model only + 1/decode only) of the runtime and precision used; torchvision eager + DataLoader (torchvision "
-                  f"transforms, DataLoader, eager FP32) {original:.1f} images/s, rounds {c['eager_baseline']}:", "",
-                  "| file | --runtime | ran on | inference precision | images/s | vs onnxruntime | vs torchvision eager + DataLoader | "
-                  "bound | of bound | rounds |", "|---|---|---|---|---:|---:|---:|---:|---:|---|"]
+        lines += [
+            "",
+            f"End to end, `classify_folder` on {c['files']} photos (4 of 5 at 600x866), median images/s; "
+            f"decode only {', '.join(f'{k} file {v:.1f}' for k, v in decode.items())} images/s; bound = "
+            "1 / (1/model only + 1/decode only) of the runtime and precision used; torchvision eager + DataLoader (torchvision "
+            f"transforms, DataLoader, eager FP32) {original:.1f} images/s, rounds {c['eager_baseline']}:",
+            "",
+            "| file | --runtime | ran on | inference precision | images/s | vs onnxruntime | vs torchvision eager + DataLoader | "
+            "bound | of bound | rounds |",
+            "|---|---|---|---|---:|---:|---:|---:|---:|---|",
+        ]
         e2e_base = {r["file"]: r["images_per_s"] for r in c["end_to_end"] if r["runtime"] == "onnxruntime"}
         for r in c["end_to_end"]:
             precision = r["inference_precision"] if r["used"] == "openvino" else r["file"]
@@ -319,8 +355,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mask", nargs="*", default=["AVX512_CORE_BF16"],
                         help="ONEDNN_MAX_CPU_ISA values measured besides the machine as is (default: %(default)s)")
     parser.add_argument("--arch", default="resnet18", help="registered arch (default: %(default)s)")
-    parser.add_argument("--size", type=int, nargs="+", default=[224],
-                        help="input sizes, px; several measure where `auto` should switch runtimes (default: %(default)s)")
+    parser.add_argument(
+        "--size",
+        type=int,
+        nargs="+",
+        default=[224],
+        help="input sizes, px; several measure where `auto` should switch runtimes (default: %(default)s)",
+    )
     parser.add_argument("--batch", type=int, default=32, help="batch size (default: %(default)s)")
     parser.add_argument("--files", type=int, default=200, help="photos in the end-to-end folder (default: %(default)s)")
     parser.add_argument("--rounds", dest="repeats", type=int, help=argparse.SUPPRESS)  # the former name of --repeats

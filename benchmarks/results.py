@@ -57,7 +57,9 @@ def machine_slug(cpu_model: str, isa: Sequence[str]) -> str:
 def git_commit(repo: Path = REPO_ROOT) -> dict[str, Any]:
     """``{"rev": <full hash>, "dirty": <uncommitted changes to tracked files>}``; ``rev`` is ``""`` outside git."""
     try:
-        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, check=True).stdout.strip()
+        rev = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, check=True
+        ).stdout.strip()
         status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo, capture_output=True,
                                 text=True, check=True).stdout  # fmt: skip
     except (OSError, subprocess.CalledProcessError):

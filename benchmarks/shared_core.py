@@ -83,7 +83,9 @@ def measure(files: dict[str, Path], paths: list[Path], splits: list[tuple[int, i
             repeats: int) -> list[Figures]:
     """Figures for every ``(label, file)`` and ``(threads, workers)`` split, repeats interleaved."""
     runs: dict[tuple[str, int, int], dict[str, list[float]]] = {}
-    models = {(label, t): open_model(path, "cpu", threads=t) for label, path in files.items() for t in {s[0] for s in splits}}
+    models = {
+        (label, t): open_model(path, "cpu", threads=t) for label, path in files.items() for t in {s[0] for s in splits}
+    }
     batches = {key: _real_batch(m, paths, batch_size) for key, m in models.items()}
     for key, m in models.items():  # warm-up
         m.logits(batches[key])
@@ -113,13 +115,26 @@ def measure(files: dict[str, Path], paths: list[Path], splits: list[tuple[int, i
 def main(argv: list[str] | None = None) -> int:
     """Measure, write ``shared_core[-NAME].json``/``.md``/``.csv`` to ``OUT/<machine>/``; return 0."""
     parser = options.suite_parser(__doc__, repeats=3)
-    parser.add_argument("--work", type=Path, default=Path("/tmp/gcv-bench-shared"), help="folder for photos and models (default: %(default)s)")
+    parser.add_argument(
+        "--work",
+        type=Path,
+        default=Path("/tmp/gcv-bench-shared"),
+        help="folder for photos and models (default: %(default)s)",
+    )
     parser.add_argument("--arch", default="resnet18", help="registered arch (default: %(default)s)")
     parser.add_argument("--size", type=int, default=224, help="input size, px (default: %(default)s)")
-    parser.add_argument("--files", type=int, default=200, help="photos in the folder, 4 of 5 at 600x866 (default: %(default)s)")
-    parser.add_argument("--batch-size", type=int, default=32, help="batch size of model-only and end to end (default: %(default)s)")
-    parser.add_argument("--splits", default="2:2,2:1,1:1", help="threads:workers pairs, onnxruntime:decoding (default: %(default)s)")
-    parser.add_argument("--precisions", default="fp32,int8", help="gcv-export precisions measured (default: %(default)s)")
+    parser.add_argument(
+        "--files", type=int, default=200, help="photos in the folder, 4 of 5 at 600x866 (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--batch-size", type=int, default=32, help="batch size of model-only and end to end (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--splits", default="2:2,2:1,1:1", help="threads:workers pairs, onnxruntime:decoding (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--precisions", default="fp32,int8", help="gcv-export precisions measured (default: %(default)s)"
+    )
     args = parser.parse_args(argv)
     begun = results.start("shared_core", argv)
     folder = write_photo_folder(args.work / "photos", args.files)
@@ -141,10 +156,12 @@ def main(argv: list[str] | None = None) -> int:
              "bound_ips": round(f.bound, 1), "end_to_end_ips": round(f.end_to_end, 1), "share_of_bound": round(f.share, 3),
              "images": len(paths), "repeats": args.repeats} for f in figures]  # fmt: skip
     lines = [
-        "# End to end against the shared-core bound", "",
+        "# End to end against the shared-core bound",
+        "",
         f"{args.arch} at {args.size} px, {len(paths)} photos (4 of 5 at 600x866), batch {args.batch_size}, median of "
         f"{args.repeats} interleaved repeats, images/s, in process (no start-up). Machine: {machine.summary()}; load "
-        f"average {' '.join(f'{x:.2f}' for x in load)} at the end.", "",
+        f"average {' '.join(f'{x:.2f}' for x in load)} at the end.",
+        "",
         "| file (precision, input) | threads:workers | model only | decode only | bound | end to end | share of bound |",
         "|---|---|---:|---:|---:|---:|---:|",
     ]

@@ -204,7 +204,9 @@ def _markdown(rows: list[dict[str, Any]], machine: dict[str, Any], command: str,
     steps = [r for r in rows if r["section"] == "steps"]
     if steps:
         lines += [
-            "## One training step, batch " + str(steps[0]["batch"]) + " (median images/s; ratio to FP32 NCHW in the same run)",
+            "## One training step, batch "
+            + str(steps[0]["batch"])
+            + " (median images/s; ratio to FP32 NCHW in the same run)",
             "",
             "`native`: as the CPU is; `no-amx`: `ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16`, AVX-512 BF16 without AMX.",
             "",
@@ -257,7 +259,9 @@ def _csv(path: Path, rows: list[dict[str, Any]], machine_line: str) -> None:
         writer = csv.DictWriter(handle, fieldnames=keys)
         writer.writeheader()
         for r in rows:
-            writer.writerow({**{k: json.dumps(v) if isinstance(v, list) else v for k, v in r.items()}, "machine": machine_line})
+            writer.writerow(
+                {**{k: json.dumps(v) if isinstance(v, list) else v for k, v in r.items()}, "machine": machine_line}
+            )
 
 
 def _make_subset(per_class: int, work: Path) -> Path:
@@ -270,24 +274,43 @@ def _make_subset(per_class: int, work: Path) -> Path:
 
 
 @click.command(context_settings={"show_default": True})
-@click.option("--archs", default="resnet18,resnet34,efficientnet_b0", help="Comma-separated archs of the steps section.")
+@click.option(
+    "--archs", default="resnet18,resnet34,efficientnet_b0", help="Comma-separated archs of the steps section."
+)
 @click.option("--sizes", default="32,64,128,224", help="Comma-separated input sides, px.")
 @click.option("--batch-size", type=click.IntRange(min=2), default=32, help="Images per step.")
 @click.option("--warmup", type=click.IntRange(min=0), default=2, help="Untimed steps per variant first.")
-@click.option("--min-sample-s", type=click.FloatRange(min=0), default=0.5, help="Steps per sample: enough for this long.")
+@click.option(
+    "--min-sample-s", type=click.FloatRange(min=0), default=0.5, help="Steps per sample: enough for this long."
+)
 @click.option("--isa", "isas", default="native,no-amx", help=f"Comma-separated, of {', '.join(ISA_CAPS)}.")
 @click.option("--steps/--no-steps", default=True, help="Run the steps section.")
 @click.option("--e2e-size", type=click.IntRange(min=16), default=224, help="gcv-train speed runs: input side, px.")
-@click.option("--e2e-per-class", type=click.IntRange(min=0), default=0, help="gcv-train speed runs: Fashion-MNIST images per class, half of them for validation (0: skip).")
+@click.option(
+    "--e2e-per-class",
+    type=click.IntRange(min=0),
+    default=0,
+    help="gcv-train speed runs: Fashion-MNIST images per class, half of them for validation (0: skip).",
+)
 @click.option("--e2e-epochs", type=click.IntRange(min=1), default=2, help="gcv-train speed runs: epochs.")
-@click.option("--e2e-weights", default="none",
-              help="gcv-train speed runs: --weights (none: from scratch, which does not learn at 224 px in 2 epochs; a "
-                   "GarmentCV best.pt, e.g. the transfer experiment's pretrained backbone, so accuracy can be compared).")
+@click.option(
+    "--e2e-weights",
+    default="none",
+    help="gcv-train speed runs: --weights (none: from scratch, which does not learn at 224 px in 2 epochs; a "
+    "GarmentCV best.pt, e.g. the transfer experiment's pretrained backbone, so accuracy can be compared).",
+)
 @click.option("--e2e-amps", default="off,bf16", help="gcv-train speed runs: --amp values, comma-separated (off first).")
-@click.option("--acc-per-class", type=click.IntRange(min=0), default=0, help="gcv-train accuracy runs at 32 px: images per class (0: skip).")
+@click.option(
+    "--acc-per-class",
+    type=click.IntRange(min=0),
+    default=0,
+    help="gcv-train accuracy runs at 32 px: images per class (0: skip).",
+)
 @click.option("--acc-epochs", type=click.IntRange(min=1), default=3, help="gcv-train accuracy runs: epochs.")
 @click.option("--acc-archs", default="resnet18,efficientnet_b0", help="gcv-train accuracy runs: archs.")
-@click.option("--acc-amps", default="off,bf16,auto", help="gcv-train accuracy runs: --amp values, comma-separated (off first).")
+@click.option(
+    "--acc-amps", default="off,bf16,auto", help="gcv-train accuracy runs: --amp values, comma-separated (off first)."
+)
 @click.option("--rerender", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="Measure nothing: rewrite a stored NAME.json's .md/.csv in OUT with the current rule's picks.")
 @options.click_shared(repeats=5)

@@ -144,19 +144,28 @@ def test_openvino_not_installed_is_an_error_naming_the_extra(monkeypatch: pytest
     from garmentcv.infer.runtimes import openvino as openvino_runtime
 
     monkeypatch.setitem(sys.modules, "openvino", None)  # import openvino raises ImportError
-    with pytest.raises(RuntimeUnavailableError, match=r"OpenVINO is not installed .*pip install 'garmentcv\[openvino\]'"):
+    with pytest.raises(
+        RuntimeUnavailableError, match=r"OpenVINO is not installed .*pip install 'garmentcv\[openvino\]'"
+    ):
         openvino_runtime.import_openvino()
     monkeypatch.setattr(runtimes, "installed_version", lambda dist: None if dist == "openvino" else "1.0")
-    with pytest.raises(RuntimeUnavailableError, match=r"pip install 'garmentcv\[openvino\]', or use --runtime onnxruntime"):
+    with pytest.raises(
+        RuntimeUnavailableError, match=r"pip install 'garmentcv\[openvino\]', or use --runtime onnxruntime"
+    ):
         runtimes.open_runtime(onnx_model, "openvino", "cpu")
     # auto quietly takes onnxruntime: the fastest *installed* runtime
     assert runtimes.open_runtime(onnx_model, "auto", "cpu").runtime == "onnxruntime"
     folder = tmp_path / "imgs"
     write_image(folder / "a.jpg")
-    result = CliRunner().invoke(classify_main, [str(folder), "--model", str(onnx_model), "--out", str(tmp_path / "o.csv"),
-                                                "--runtime", "openvino", "-q"])
+    result = CliRunner().invoke(
+        classify_main,
+        [str(folder), "--model", str(onnx_model), "--out", str(tmp_path / "o.csv"), "--runtime", "openvino", "-q"],
+    )
     assert result.exit_code == 1
-    assert "Error: --runtime openvino: OpenVINO is not installed; install it with pip install 'garmentcv[openvino]'" in result.stderr
+    assert (
+        "Error: --runtime openvino: OpenVINO is not installed; install it with pip install 'garmentcv[openvino]'"
+        in result.stderr
+    )
     assert not (tmp_path / "o.csv").exists()
 
 
@@ -210,7 +219,9 @@ def test_openvino_runs_a_uint8_file_as_onnxruntime_does(uint8_onnx_model: Path, 
         classify_folder(ClassifyConfig(folder=folder, out=tmp_path / f"{runtime}.csv", model=uint8_onnx_model,
                                        provider="cpu", runtime=runtime, batch_size=2, progress=False))
     ort_rows, ov_rows = _rows(tmp_path / "onnxruntime.csv"), _rows(tmp_path / "openvino.csv")
-    assert [(r["path"], r["label"]) for r in ov_rows] == [(r["path"], r["label"]) for r in ort_rows] and len(ov_rows) == 5
+    assert [(r["path"], r["label"]) for r in ov_rows] == [(r["path"], r["label"]) for r in ort_rows] and len(
+        ov_rows
+    ) == 5
     for x, y in zip(ort_rows, ov_rows):
         for column in ("confidence", "prob_bluzy", "prob_bryuki"):
             assert float(x[column]) == pytest.approx(float(y[column]), abs=1e-5)
@@ -260,8 +271,21 @@ def test_classify_rows_and_summary_match_across_runtimes(onnx_model: Path, tmp_p
         for column in ("confidence", "prob_bluzy", "prob_bryuki"):
             assert float(a[column]) == pytest.approx(float(b[column]), abs=1e-5)
 
-    result = CliRunner().invoke(classify_main, [str(folder), "--model", str(onnx_model), "--out", str(tmp_path / "c.csv"),
-                                                "--runtime", "openvino", "--device", "cpu", "-q"])
+    result = CliRunner().invoke(
+        classify_main,
+        [
+            str(folder),
+            "--model",
+            str(onnx_model),
+            "--out",
+            str(tmp_path / "c.csv"),
+            "--runtime",
+            "openvino",
+            "--device",
+            "cpu",
+            "-q",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "images/s on cpu (openvino, f32) -> " in result.stderr
     result = CliRunner().invoke(evaluate_main, ["--model", str(onnx_model), str(folder), "--out",
@@ -398,8 +422,15 @@ def test_export_records_the_bf16_gate(tmp_path: Path) -> None:
     seen = runtime_gates.GateInputs(np.zeros((1, 3), np.float32), ("x",), np.zeros(1, int))
     fp16 = runtime_gates.gate_runtimes("auto", "fp16", b"", untouched, seen, np.zeros((1, 3), np.float32), 1.0)
     assert [g.key for g in fp16] == [("onnxruntime", "fp16")] and fp16[0].passed
-    off = runtime_gates.gate_runtimes("off", "fp32", (tmp_path / "m.onnx").read_bytes(), [np.zeros((1, 32, 32, 3), np.uint8)],
-                                      seen, np.zeros((1, 3), np.float32), 1.0)
+    off = runtime_gates.gate_runtimes(
+        "off",
+        "fp32",
+        (tmp_path / "m.onnx").read_bytes(),
+        [np.zeros((1, 32, 32, 3), np.uint8)],
+        seen,
+        np.zeros((1, 3), np.float32),
+        1.0,
+    )
     assert [g.key for g in off] == [("onnxruntime", "fp32"), ("openvino", "f32")]
     with pytest.raises(ValueError, match="bf16 check must be one of"):
         runtime_gates.gate_runtimes("on", "fp32", b"", untouched, seen, np.zeros((1, 3), np.float32), 1.0)
@@ -437,16 +468,33 @@ def test_benchmark_report_judges_the_targets_with_ratios_and_bounds_per_conditio
     assert "| fp32 | onnxruntime | onnxruntime | fp32 | 60.0 | 1.00 | 5.45x | 63.2 | 95% | [60.0] |" in lines
     assert "| int8 | auto | openvino | f32 | 126.0 | 1.05 | 11.45x | 150.0 | 84% | [126.0] |" in lines
     # without AMX: INT8 >= 5.5x torchvision eager + DataLoader; FP32 at least onnxruntime's (3% noise)
-    assert "| INT8 file, --runtime auto >= 5.5x torchvision eager + DataLoader end to end | 11.45x (126.0 vs 11.0 images/s; ran on openvino f32) | met |" in lines
-    assert "| INT8 file, --runtime auto >= 85% of its shared-core bound | 84% (126.0 of 150.0 images/s; decode only 400.0) | **missed** |" in lines
-    assert "| INT8 file, --runtime auto never slower than onnxruntime (3% noise allowed) | 1.05x (126.0 vs 120.0 images/s) | met |" in lines
-    assert "| FP32 file, --runtime auto at least onnxruntime's 5.45x torchvision eager + DataLoader | 5.36x (59.0 vs 11.0 images/s) | met |" in lines
-    assert "| FP32 file, --runtime auto >= 85% of its shared-core bound | 93% (59.0 of 63.2 images/s; decode only 300.0) | met |" in lines
+    assert (
+        "| INT8 file, --runtime auto >= 5.5x torchvision eager + DataLoader end to end | 11.45x (126.0 vs 11.0 images/s; ran on openvino f32) | met |"
+        in lines
+    )
+    assert (
+        "| INT8 file, --runtime auto >= 85% of its shared-core bound | 84% (126.0 of 150.0 images/s; decode only 400.0) | **missed** |"
+        in lines
+    )
+    assert (
+        "| INT8 file, --runtime auto never slower than onnxruntime (3% noise allowed) | 1.05x (126.0 vs 120.0 images/s) | met |"
+        in lines
+    )
+    assert (
+        "| FP32 file, --runtime auto at least onnxruntime's 5.45x torchvision eager + DataLoader | 5.36x (59.0 vs 11.0 images/s) | met |"
+        in lines
+    )
+    assert (
+        "| FP32 file, --runtime auto >= 85% of its shared-core bound | 93% (59.0 of 63.2 images/s; decode only 300.0) | met |"
+        in lines
+    )
     assert "bf16 gates of the two files at export: fp32: passed, int8: not run." in lines
     # with AMX the bars are 8x (INT8) and 5x (FP32)
     judged = {t: ok for t, _, ok in targets({**condition, "mask": "", "effective_flags": ["amx_bf16", "amx_int8"]})}
     assert judged["INT8 file, --runtime auto >= 8.0x torchvision eager + DataLoader end to end"] is True
-    assert judged["FP32 file, --runtime auto >= 5.0x torchvision eager + DataLoader end to end"] is True  # 59 / 11 = 5.36x
+    assert (
+        judged["FP32 file, --runtime auto >= 5.0x torchvision eager + DataLoader end to end"] is True
+    )  # 59 / 11 = 5.36x
     assert sum(not ok for ok in judged.values()) == 1  # only the INT8 share of its bound
     # auto chose onnxruntime for FP32: both rows are the same runs, so their ratio is noise, never "slower"
     assert ("| FP32 file, --runtime auto never slower than onnxruntime (3% noise allowed) | 0.98x (59.0 vs 60.0 "
@@ -516,7 +564,9 @@ def test_auto_falls_back_with_a_warning_when_openvino_cannot_compile(openvino_si
     from garmentcv.infer.runtimes import openvino as openvino_runtime
 
     def fails(*args, **kwargs):  # noqa: ANN002, ANN003
-        raise RuntimeUnavailableError("OpenVINO 2026.4.1 cannot compile x.onnx for the CPU (No suitable implementations)")
+        raise RuntimeUnavailableError(
+            "OpenVINO 2026.4.1 cannot compile x.onnx for the CPU (No suitable implementations)"
+        )
 
     passed = _with_gate(openvino_sized_model, tmp_path / "passed.onnx", True)
     monkeypatch.setattr(runtimes, "this_cpu_flags", lambda: AMX)  # auto would pick OpenVINO bf16
@@ -587,7 +637,12 @@ def test_a_fallback_after_opening_in_the_background_labels_and_resumes_its_rows(
     (segment,) = sorted((tmp_path / "o.csv.partial").glob("*"))
     assert json.loads(segment.read_text().splitlines()[0])["runtime"] == ["onnxruntime", "fp32"]  # what ran
     summary = classify_folder(dataclasses.replace(cfg, resume=True))
-    assert (summary.runtime, summary.inference_precision, summary.reused, summary.files) == ("onnxruntime", "fp32", 2, 4)
+    assert (summary.runtime, summary.inference_precision, summary.reused, summary.files) == (
+        "onnxruntime",
+        "fp32",
+        2,
+        4,
+    )
 
 
 def test_opening_benchmark_reports_each_variant_against_opening_first() -> None:

@@ -59,8 +59,17 @@ CANDIDATES: dict[str, dict[str, Any]] = {
 @quiet_option
 @verbose_option
 @handle_errors
-def main(work: Path, per_class: int, epochs: int, candidates: tuple[str, ...], source: Path, out: Path, name: str | None,
-         quiet: bool, verbose: bool) -> None:
+def main(
+    work: Path,
+    per_class: int,
+    epochs: int,
+    candidates: tuple[str, ...],
+    source: Path,
+    out: Path,
+    name: str | None,
+    quiet: bool,
+    verbose: bool,
+) -> None:
     """Train each candidate from scratch on ten Fashion-MNIST classes; print validation accuracy per candidate."""
     setup_logging(quiet, verbose)
     begun = results.start("scratch_preset")

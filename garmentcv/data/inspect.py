@@ -181,7 +181,10 @@ class DatasetReport:
         """Plain JSON-compatible form with the same facts as the text report (paths as :func:`display_path`)."""
 
         def group(g: DuplicateGroup) -> dict[str, Any]:
-            return {"sha256": g.sha256, "files": [{"path": display_path(p), "label": lab} for p, lab in zip(g.paths, g.labels)]}
+            return {
+                "sha256": g.sha256,
+                "files": [{"path": display_path(p), "label": lab} for p, lab in zip(g.paths, g.labels)],
+            }
 
         return {
             "root": display_path(self.root),

@@ -232,7 +232,9 @@ def _read_csv(manifest: Path, skipped: list[SkippedFile]) -> list[Sample]:
     with manifest.open(newline="", **MANIFEST_ENCODING) as handle:
         reader = csv.DictReader(handle)
         if reader.fieldnames is None or not {"path", "label"} <= set(reader.fieldnames):
-            raise DatasetError(f"{manifest}: expected a header with 'path' and 'label' columns, got {reader.fieldnames}")
+            raise DatasetError(
+                f"{manifest}: expected a header with 'path' and 'label' columns, got {reader.fieldnames}"
+            )
         for line, row in enumerate(reader, start=2):
             raw, label = (row["path"] or "").strip(), (row["label"] or "").strip()
             if not raw:

@@ -393,7 +393,9 @@ def check_output_apart(path: Path, option: str, model: Path, source: Source, thu
     if _same_file(path, model):
         raise ClassifyUsageError(f"{option} {path} is the model file --model; give the {what} another name")
     if isinstance(source, ManifestSource) and _same_file(path, source.manifest):
-        raise ClassifyUsageError(f"{option} {path} is the manifest SOURCE {source.manifest}; give the {what} another name")
+        raise ClassifyUsageError(
+            f"{option} {path} is the manifest SOURCE {source.manifest}; give the {what} another name"
+        )
     folder = source.folder
     if folder is None:
         return
@@ -825,8 +827,14 @@ class ClassifyRun:
         )
         logger.debug(
             "%d image files: %d classified, %d errors, %d other files skipped, %d rows reused; %.1f s, %.1f images/s (%s)",
-            summary.files, summary.classified, summary.errors, summary.skipped_total, self.reused, seconds,
-            summary.images_per_second, provider,
+            summary.files,
+            summary.classified,
+            summary.errors,
+            summary.skipped_total,
+            self.reused,
+            seconds,
+            summary.images_per_second,
+            provider,
         )
         if self.unread_count:
             n = self.unread_count

@@ -237,7 +237,9 @@ def predict_batches(
             if path is None:
                 out.append(Prediction(item, passed=True))
                 continue
-            out.append(Prediction(item, error=reason) if reason else Prediction(item, probs=probs[slot], logits=logits[slot]))
+            out.append(
+                Prediction(item, error=reason) if reason else Prediction(item, probs=probs[slot], logits=logits[slot])
+            )
             slot += 1
         return out
 

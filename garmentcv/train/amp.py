@@ -160,7 +160,11 @@ def choose_amp(
             "--amp fp16 is for CUDA; on the CPU use --amp bf16 (or auto, which takes bf16 where it is measured faster)"
         )
     tier = cpu.tier
-    features = {TIER_AMX: "AMX (amx_bf16)", TIER_AVX512_BF16: "avx512_bf16 without AMX", TIER_NONE: "no bf16 instructions"}
+    features = {
+        TIER_AMX: "AMX (amx_bf16)",
+        TIER_AVX512_BF16: "avx512_bf16 without AMX",
+        TIER_NONE: "no bf16 instructions",
+    }
     where = features[tier] + (
         f", AMX masked by {cpu.isa_limit}" if cpu.amx_bf16 and not cpu.amx_usable else ""
     )
