@@ -307,18 +307,34 @@ def run(work: Path, classes: Sequence[str], train_per_class: int, test_per_class
             model = fit(photos, pp, decode, seed, epochs, batch_size, lr)
             seconds = time.perf_counter() - started
             for variant, decoded in crops.items():
-                predictions.append({"training_decode": decode, "seed": seed, "variant": variant, "train_s": round(seconds, 1),
-                                    **prediction_row(model, decoded, targets[variant], pp)})  # fmt: skip
+                predictions.append(
+                    {
+                        "training_decode": decode,
+                        "seed": seed,
+                        "variant": variant,
+                        "train_s": round(seconds, 1),
+                        **prediction_row(model, decoded, targets[variant], pp),
+                    }
+                )
     speed_paths = [s.path for s in photos.test["textured"][:20]]
     return {
-        "settings": {"classes": list(classes), "train_images": len(photos.train), "test_images_per_variant":
-                     len(photos.test["textured"]), "seeds": list(seeds), "epochs": epochs, "batch_size": batch_size,
-                     "lr": lr, "photo_size": list(PHOTO_SIZE), "preprocessing": pp.to_dict(), "textures": list(TEXTURES)},
+        "settings": {
+            "classes": list(classes),
+            "train_images": len(photos.train),
+            "test_images_per_variant": len(photos.test["textured"]),
+            "seeds": list(seeds),
+            "epochs": epochs,
+            "batch_size": batch_size,
+            "lr": lr,
+            "photo_size": list(PHOTO_SIZE),
+            "preprocessing": pp.to_dict(),
+            "textures": list(TEXTURES),
+        },
         "pixels": pixel_rows(crops, photos.test_textures),
         "pixels_training_now": training_now_difference(photos.test["textured"], pp),
         "predictions": predictions,
         "speed_ms_per_image": speed(speed_paths, pp, repeats),
-    }  # fmt: skip
+    }
 
 
 def _summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -341,16 +357,24 @@ def markdown(result: dict[str, Any]) -> str:
     """The figures as tables, with the machine and the command."""
     s = result["settings"]
     lines = [
-        "# Textured garments: DCT-scaled against full JPEG decode", "",
-        f"`{result['command']}`", "",
-        f"Machine: {result['machine_summary']}; load average {result['load_avg_end']} at the end.", "",
-        (f"{s['train_images']} training photos (half textured), {s['test_images_per_variant']} test items each textured "
-         f"and plain, {s['photo_size'][0]}x{s['photo_size'][1]} px quality-90 JPEGs of Fashion-MNIST "
-         f"{', '.join(s['classes'])}; resize {s['preprocessing']['resize']}, crop {s['preprocessing']['crop']}; "
-         f"SmallNet, {s['epochs']} epochs, seeds {s['seeds']}."), "",
-        "## Pixels: serving's crop against the full decode's (grey levels)", "",
-        "| test photos | images | mean | largest per-image mean | max |", "|---|---:|---:|---:|---:|",
-    ]  # fmt: skip
+        "# Textured garments: DCT-scaled against full JPEG decode",
+        "",
+        f"`{result['command']}`",
+        "",
+        f"Machine: {result['machine_summary']}; load average {result['load_avg_end']} at the end.",
+        "",
+        (
+            f"{s['train_images']} training photos (half textured), {s['test_images_per_variant']} test items each textured "
+            f"and plain, {s['photo_size'][0]}x{s['photo_size'][1]} px quality-90 JPEGs of Fashion-MNIST "
+            f"{', '.join(s['classes'])}; resize {s['preprocessing']['resize']}, crop {s['preprocessing']['crop']}; "
+            f"SmallNet, {s['epochs']} epochs, seeds {s['seeds']}."
+        ),
+        "",
+        "## Pixels: serving's crop against the full decode's (grey levels)",
+        "",
+        "| test photos | images | mean | largest per-image mean | max |",
+        "|---|---:|---:|---:|---:|",
+    ]
     lines += [f"| {r['variant']} | {r['images']} | {r['mean']:.2f} | {r['largest_image_mean']:.2f} | {r['max']} |"
               for r in result["pixels"]]  # fmt: skip
     now = result["pixels_training_now"]
@@ -367,8 +391,10 @@ def markdown(result: dict[str, Any]) -> str:
          "largest probability change | mean of each image's largest change |"), "|---|---|---:|---:|---:|---:|---:|",
     ]  # fmt: skip
     for r in _summary(result["predictions"]):
-        lines.append(f"| {r['training_decode']} | {r['variant']} | {r['accuracy_serving']:.3f} | {r['accuracy_full']:.3f} | "
-                     f"{r['flips']} | {r['max_probability_change']:.3f} | {r['mean_probability_change']:.3f} |")  # fmt: skip
+        lines.append(
+            f"| {r['training_decode']} | {r['variant']} | {r['accuracy_serving']:.3f} | {r['accuracy_full']:.3f} | "
+            f"{r['flips']} | {r['max_probability_change']:.3f} | {r['mean_probability_change']:.3f} |"
+        )
     lines += ["", "## Speed (ms/image, thread CPU time, median of interleaved repeats, one thread)", "",
               "| decode | ms/image |", "|---|---:|"]  # fmt: skip
     lines += [f"| {name} | {ms:.2f} |" for name, ms in result["speed_ms_per_image"].items()]
@@ -378,11 +404,16 @@ def markdown(result: dict[str, Any]) -> str:
 def to_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
     """:func:`run`'s figures as flat rows, each with its ``section``: settings, pixels, pixels-training-now,
     predictions, speed (``decode``, ``ms_per_image``)."""
-    return ([{"section": "settings", **result["settings"]}]
-            + [{"section": "pixels", **r} for r in result["pixels"]]
-            + [{"section": "pixels-training-now", **result["pixels_training_now"]}]
-            + [{"section": "predictions", **r} for r in result["predictions"]]
-            + [{"section": "speed", "decode": name, "ms_per_image": ms} for name, ms in result["speed_ms_per_image"].items()])  # fmt: skip
+    return (
+        [{"section": "settings", **result["settings"]}]
+        + [{"section": "pixels", **r} for r in result["pixels"]]
+        + [{"section": "pixels-training-now", **result["pixels_training_now"]}]
+        + [{"section": "predictions", **r} for r in result["predictions"]]
+        + [
+            {"section": "speed", "decode": name, "ms_per_image": ms}
+            for name, ms in result["speed_ms_per_image"].items()
+        ]
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -421,7 +452,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory(prefix="gcv-decode-textures-") as tmp:
         result = run(args.work or Path(tmp), classes, args.train_per_class, args.test_per_class,
-                     [int(s) for s in args.seeds.split(",")], args.epochs, args.batch_size, args.lr, args.repeats)  # fmt: skip
+                     [int(s) for s in args.seeds.split(",")], args.epochs, args.batch_size, args.lr, args.repeats)
     result |= {"command": begun.command, "machine_summary": begun.machine.summary(),
                "load_avg_end": " ".join(f"{x:.2f}" for x in os.getloadavg())}  # fmt: skip
     text = markdown(result)

@@ -205,11 +205,22 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         photo_paths = sorted(folder.path.glob("*.jpg"))
         model_rows = model_only_rows(files, photo_paths, args.batch, args.rounds)
         e2e_rows, decode, baseline = _end_to_end(files, checkpoint, folder.path, work, args.rounds, args.batch)
-    return {"mask": os.environ.get("ONEDNN_MAX_CPU_ISA", ""), "machine": machine_info().to_dict(),
-            "effective_flags": sorted(this_cpu_flags() & {"amx_bf16", "amx_int8", "avx512_bf16", "avx512_vnni", "avx_vnni"}),
-            "bf16_gates": gates, "model_only": model_rows, "end_to_end": e2e_rows, "decode_images_per_s": decode,
-            "eager_baseline": baseline, "files": args.files, "arch": args.arch, "size": args.size,
-            "input_format": args.input_format}  # fmt: skip
+    return {
+        "mask": os.environ.get("ONEDNN_MAX_CPU_ISA", ""),
+        "machine": machine_info().to_dict(),
+        "effective_flags": sorted(
+            this_cpu_flags() & {"amx_bf16", "amx_int8", "avx512_bf16", "avx512_vnni", "avx_vnni"}
+        ),
+        "bf16_gates": gates,
+        "model_only": model_rows,
+        "end_to_end": e2e_rows,
+        "decode_images_per_s": decode,
+        "eager_baseline": baseline,
+        "files": args.files,
+        "arch": args.arch,
+        "size": args.size,
+        "input_format": args.input_format,
+    }
 
 
 #: The end-to-end targets for ``--runtime auto`` against torchvision eager + DataLoader (resnet18 224 px): with AMX, and

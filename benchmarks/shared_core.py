@@ -151,10 +151,24 @@ def main(argv: list[str] | None = None) -> int:
     splits = [tuple(int(v) for v in s.split(":")) for s in args.splits.split(",")]
     figures = measure(files, paths, splits, args.batch_size, args.repeats)  # type: ignore[arg-type]
     machine, load = begun.machine, os.getloadavg()
-    rows = [{"arch": args.arch, "size": args.size, "file": f.label, "threads": f.threads, "workers": f.workers,
-             "batch": f.batch_size, "model_only_ips": round(f.model, 1), "decode_only_ips": round(f.decode, 1),
-             "bound_ips": round(f.bound, 1), "end_to_end_ips": round(f.end_to_end, 1), "share_of_bound": round(f.share, 3),
-             "images": len(paths), "repeats": args.repeats} for f in figures]  # fmt: skip
+    rows = [
+        {
+            "arch": args.arch,
+            "size": args.size,
+            "file": f.label,
+            "threads": f.threads,
+            "workers": f.workers,
+            "batch": f.batch_size,
+            "model_only_ips": round(f.model, 1),
+            "decode_only_ips": round(f.decode, 1),
+            "bound_ips": round(f.bound, 1),
+            "end_to_end_ips": round(f.end_to_end, 1),
+            "share_of_bound": round(f.share, 3),
+            "images": len(paths),
+            "repeats": args.repeats,
+        }
+        for f in figures
+    ]
     lines = [
         "# End to end against the shared-core bound",
         "",

@@ -142,7 +142,7 @@ def _auto_choice(arch: str, size: int, cap: str) -> str:
 
 
 def _train_rows(data: Path, size: int, epochs: int, amps: tuple[str, ...], archs: tuple[str, ...], work: Path,
-                batch_size: int, purpose: str, val_fraction: float, weights: str = "none") -> list[dict[str, Any]]:  # fmt: skip
+                batch_size: int, purpose: str, val_fraction: float, weights: str = "none") -> list[dict[str, Any]]:
     """gcv-train's library function once per ``amps`` value: training images/s and best validation accuracy.
     ``weights`` is gcv-train's ``--weights`` (``none``: from scratch; a GarmentCV ``best.pt``: fine-tuned from it)."""
     from garmentcv.train import loop
@@ -162,24 +162,44 @@ def _train_rows(data: Path, size: int, epochs: int, amps: tuple[str, ...], archs
 
             loop.train_one_epoch = counting
             try:
-                cfg = TrainConfig(data=data, out=work / f"{purpose}-{arch}-{size}-{amp}", archs=(arch,), weights=weights,
-                                  image_size=size, epochs=epochs, batch_size=batch_size, amp=amp, val_fraction=val_fraction)  # fmt: skip
+                cfg = TrainConfig(
+                    data=data,
+                    out=work / f"{purpose}-{arch}-{size}-{amp}",
+                    archs=(arch,),
+                    weights=weights,
+                    image_size=size,
+                    epochs=epochs,
+                    batch_size=batch_size,
+                    amp=amp,
+                    val_fraction=val_fraction,
+                )
                 result = loop.train(cfg, progress=False)
             finally:
                 loop.train_one_epoch = real
             (arch_result,) = result.archs
             chosen = json.loads((cfg.out / "config.json").read_text())["amp_chosen"][arch]
             last_s, last_n = timed[-1]  # the last epoch's rate: the first one also pays kernel set-up
-            rows.append({
-                "section": "gcv-train", "purpose": purpose, "arch": arch, "size": size, "amp": amp, "weights": weights,
-                "precision": chosen["dtype"] or "float32", "memory_format": "channels_last" if chosen["channels_last"] else "nchw",
-                "epochs": epochs, "batch": batch_size, "train_images": last_n,
-                "val_images": sum(arch_result.best["confusion_matrix"][0]) + sum(arch_result.best["confusion_matrix"][1]),
-                "images_per_s": round(last_n / last_s, 2),
-                "images_per_s_by_epoch": [round(n / t, 2) for t, n in timed],
-                "best_val_accuracy": arch_result.best["accuracy"],
-                "val_accuracy_by_epoch": [round(h["accuracy"], 4) for h in arch_result.history],
-            })  # fmt: skip
+            rows.append(
+                {
+                    "section": "gcv-train",
+                    "purpose": purpose,
+                    "arch": arch,
+                    "size": size,
+                    "amp": amp,
+                    "weights": weights,
+                    "precision": chosen["dtype"] or "float32",
+                    "memory_format": "channels_last" if chosen["channels_last"] else "nchw",
+                    "epochs": epochs,
+                    "batch": batch_size,
+                    "train_images": last_n,
+                    "val_images": sum(arch_result.best["confusion_matrix"][0])
+                    + sum(arch_result.best["confusion_matrix"][1]),
+                    "images_per_s": round(last_n / last_s, 2),
+                    "images_per_s_by_epoch": [round(n / t, 2) for t, n in timed],
+                    "best_val_accuracy": arch_result.best["accuracy"],
+                    "val_accuracy_by_epoch": [round(h["accuracy"], 4) for h in arch_result.history],
+                }
+            )
             logger.info("gcv-train %s %s %d px --amp %s: %.1f images/s, best val accuracy %.4f", purpose, arch, size,
                         amp, rows[-1]["images_per_s"], rows[-1]["best_val_accuracy"])  # fmt: skip
     base = {(r["purpose"], r["arch"]): r for r in rows if r["amp"] == "off"}
@@ -248,7 +268,7 @@ def _markdown(rows: list[dict[str, Any]], machine: dict[str, Any], command: str,
                 f"{r['epochs']} | {r['train_images']} / {r['val_images']} | {r['images_per_s']:.1f} | "
                 f"x{r.get('vs_off', 1.0):.2f} | {r['best_val_accuracy']:.4f} | {r.get('accuracy_minus_off_points', 0.0):+.2f} | "
                 f"{' '.join(f'{a:.4f}' for a in r['val_accuracy_by_epoch'])} |"
-            )  # fmt: skip
+            )
         lines.append("")
     return "\n".join(lines)
 
@@ -328,10 +348,21 @@ def main(archs: str, sizes: str, batch_size: int, warmup: int, min_sample_s: flo
         return
     if rerender is not None:
         stored = json.loads(rerender.read_text(encoding="utf-8"))
-        rows = [{**r, "amp_auto_chooses": _auto_choice(r["arch"], r["size"], ISA_CAPS[r["isa"]])} if r["section"] == "steps"
-                else r for r in stored["rows"]]  # fmt: skip
-        _write(out, name or rerender.stem, rows, stored["machine"], stored["command"], tuple(stored.get("load_end", ())),
-               quiet=quiet)  # fmt: skip
+        rows = [
+            {**r, "amp_auto_chooses": _auto_choice(r["arch"], r["size"], ISA_CAPS[r["isa"]])}
+            if r["section"] == "steps"
+            else r
+            for r in stored["rows"]
+        ]
+        _write(
+            out,
+            name or rerender.stem,
+            rows,
+            stored["machine"],
+            stored["command"],
+            tuple(stored.get("load_end", ())),
+            quiet=quiet,
+        )
         return
     begun = results.start("train_amp")
     machine = begun.machine
@@ -351,8 +382,17 @@ def main(archs: str, sizes: str, batch_size: int, warmup: int, min_sample_s: flo
                                 "speed", 0.5, e2e_weights)  # fmt: skip
         if acc_per_class:
             data = _make_subset(acc_per_class, work)
-            rows += _train_rows(data, 32, acc_epochs, tuple(acc_amps.split(",")), tuple(acc_archs.split(",")), work, batch_size,
-                                "accuracy", 0.2)  # fmt: skip
+            rows += _train_rows(
+                data,
+                32,
+                acc_epochs,
+                tuple(acc_amps.split(",")),
+                tuple(acc_archs.split(",")),
+                work,
+                batch_size,
+                "accuracy",
+                0.2,
+            )
     _write(out, name, rows, machine.to_dict(), command, os.getloadavg(), begun=begun, quiet=quiet)
 
 

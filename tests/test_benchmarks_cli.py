@@ -126,8 +126,20 @@ def test_shared_parser_lets_a_suite_set_its_repeats() -> None:
 
 
 def test_a_suite_run_through_the_entry_point_writes_its_document(tmp_path: Path) -> None:
-    argv = ["decode", "--files", "5", "--repeats", "1", "--out", str(tmp_path / "results"), "--work", str(tmp_path / "work"),
-            "--name", "tiny", "-q"]  # fmt: skip
+    argv = [
+        "decode",
+        "--files",
+        "5",
+        "--repeats",
+        "1",
+        "--out",
+        str(tmp_path / "results"),
+        "--work",
+        str(tmp_path / "work"),
+        "--name",
+        "tiny",
+        "-q",
+    ]
     result = subprocess.run([sys.executable, "-m", "benchmarks", *argv], cwd=REPO, capture_output=True, text=True,
                             timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]

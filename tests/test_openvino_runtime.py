@@ -451,16 +451,29 @@ def test_benchmark_report_judges_the_targets_with_ratios_and_bounds_per_conditio
                 "kernels": kernels}
 
     condition = {
-        "mask": "AVX512_CORE_BF16", "machine": machine, "effective_flags": ["avx512_bf16"], "arch": "resnet18",
-        "size": 224, "files": 200, "input_format": "uint8-nhwc", "decode_images_per_s": {"fp32": 300.0, "int8": 400.0},
-        "eager_baseline": [10.0, 12.0, 11.0], "bf16_gates": {"fp32": {"passed": True}, "int8": None},
-        "model_only": [model("fp32", "onnxruntime", "fp32", 80.0, []),
-                       model("fp32", "openvino", "bf16", 40.0, ["brgconv_avx512_bf16"]),
-                       model("int8", "onnxruntime", "int8", 200.0, []),
-                       model("int8", "openvino", "f32", 240.0, ["brgconv_avx512_I8"])],
-        "end_to_end": [e2e("fp32", "onnxruntime", "onnxruntime", "fp32", 60.0), e2e("fp32", "auto", "onnxruntime", "fp32", 59.0),
-                       e2e("int8", "onnxruntime", "onnxruntime", "int8", 120.0), e2e("int8", "auto", "openvino", "f32", 126.0)],
-    }  # fmt: skip
+        "mask": "AVX512_CORE_BF16",
+        "machine": machine,
+        "effective_flags": ["avx512_bf16"],
+        "arch": "resnet18",
+        "size": 224,
+        "files": 200,
+        "input_format": "uint8-nhwc",
+        "decode_images_per_s": {"fp32": 300.0, "int8": 400.0},
+        "eager_baseline": [10.0, 12.0, 11.0],
+        "bf16_gates": {"fp32": {"passed": True}, "int8": None},
+        "model_only": [
+            model("fp32", "onnxruntime", "fp32", 80.0, []),
+            model("fp32", "openvino", "bf16", 40.0, ["brgconv_avx512_bf16"]),
+            model("int8", "onnxruntime", "int8", 200.0, []),
+            model("int8", "openvino", "f32", 240.0, ["brgconv_avx512_I8"]),
+        ],
+        "end_to_end": [
+            e2e("fp32", "onnxruntime", "onnxruntime", "fp32", 60.0),
+            e2e("fp32", "auto", "onnxruntime", "fp32", 59.0),
+            e2e("int8", "onnxruntime", "onnxruntime", "int8", 120.0),
+            e2e("int8", "auto", "openvino", "f32", 126.0),
+        ],
+    }
     lines = report([condition]).splitlines()
     assert "## ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16" in lines
     assert "| fp32 | openvino | bf16 | 40.0 | 0.50 | [40.0] | brgconv_avx512_bf16 |" in lines

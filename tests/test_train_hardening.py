@@ -297,7 +297,7 @@ def test_resume_of_a_finished_run_says_it_is_complete_and_how_to_train_longer(
         done = CliRunner().invoke(train_main, [str(data), "--out", str(run), *TINY, "--epochs", "1", mode, "-q"])
         assert done.exit_code == 0, done.output
         assert f"{run}: the run is already complete (resnet18: all 1 epoch done); nothing was trained. To train " \
-               "longer, run the same command with a larger --epochs (e.g. --epochs 2) and --resume" in done.stdout  # fmt: skip
+               "longer, run the same command with a larger --epochs (e.g. --epochs 2) and --resume" in done.stdout
         assert f"resnet18: best epoch 1 -> {run / 'resnet18' / 'best.pt'}" in done.stdout
         assert {p: p.stat().st_mtime_ns for p in run.rglob("*")} == files  # nothing rewritten
 

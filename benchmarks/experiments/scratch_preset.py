@@ -86,7 +86,7 @@ def main(
         result = train(cfg, progress=not quiet).archs[0]
         history = result.history
         rows += [{"candidate": candidate, "epoch": h["epoch"], "train_accuracy": round(h["train_accuracy"], 4),
-                  "val_accuracy": round(h["accuracy"], 4), "seconds": round(h["seconds"], 1)} for h in history]  # fmt: skip
+                  "val_accuracy": round(h["accuracy"], 4), "seconds": round(h["seconds"], 1)} for h in history]
         best = history[result.best_epoch - 1]
         at5 = f"{history[4]['accuracy']:.4f}" if len(history) >= 5 else "-"
         settings = ", ".join(f"{k}={v}" for k, v in CANDIDATES[candidate].items()) or "gcv-train's defaults"

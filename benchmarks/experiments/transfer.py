@@ -149,8 +149,17 @@ def run_experiment(out: Path, archs: tuple[str, ...], sizes: list[int], inits: t
     rows: list[Row] = []
     for arch in archs:
         started = time.perf_counter()
-        pre = train(TrainConfig(data=sets["pretrain"], out=out / "runs" / f"{arch}-pretrain", archs=(arch,), weights="none",
-                                epochs=pretrain_epochs, **common), progress=progress).archs[0]  # fmt: skip
+        pre = train(
+            TrainConfig(
+                data=sets["pretrain"],
+                out=out / "runs" / f"{arch}-pretrain",
+                archs=(arch,),
+                weights="none",
+                epochs=pretrain_epochs,
+                **common,
+            ),
+            progress=progress,
+        ).archs[0]
         logger.info("%s pretrained on 7 classes: validation accuracy %.4f (epoch %d), %.0f s", arch,
                     pre.best["accuracy"], pre.best_epoch, time.perf_counter() - started)
         for n in sizes:
@@ -160,7 +169,7 @@ def run_experiment(out: Path, archs: tuple[str, ...], sizes: list[int], inits: t
                 result = train(TrainConfig(data=sets[f"train_{n}"], out=out / "runs" / f"{arch}-{n}-{init}",
                                            archs=(arch,), weights=weights, epochs=epochs, val_data=sets["val"],
                                            **common, **INITS[init]),
-                               progress=progress, on_epoch_end=_test_scorer(sets["test"], image_size, scores)).archs[0]  # fmt: skip
+                               progress=progress, on_epoch_end=_test_scorer(sets["test"], image_size, scores)).archs[0]
                 rows += [Row(arch, n, init, h["epoch"], h["accuracy"], scores[(arch, h["epoch"])], h["seconds"])
                          for h in result.history]  # fmt: skip
                 last = rows[-1]

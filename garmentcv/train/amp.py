@@ -181,15 +181,18 @@ def choose_amp(
     step = next((st for st in reversed(steps) if st[0] <= image_size), None)
     if step is None:
         return AmpPlan(requested, None, "cpu", False, False,
-                       f"auto: FP32, bf16 not measured faster than FP32 for {arch} on a CPU with {where} ({RULE_DOCS})")  # fmt: skip
+                       f"auto: FP32, bf16 not measured faster than FP32 for {arch} on a CPU with {where} ({RULE_DOCS})")
     from_px, dtype, channels_last = step
     layout = " with channels_last" if channels_last else ""
     if dtype is not None:
         why = f"{arch} at {image_size} px >= {from_px} px, where bf16{layout} trains fastest"
         return AmpPlan(requested, dtype, "cpu", channels_last, False, f"auto: CPU with {where}, {why} ({RULE_DOCS})")
     bf16_from = next((st[0] for st in steps if st[1] is not None), None)
-    why = (f"{arch} at {image_size} px < {bf16_from} px, below which bf16 was not measured faster" if bf16_from is not None
-           else f"bf16 not measured faster than FP32{layout} for {arch}")  # fmt: skip
+    why = (
+        f"{arch} at {image_size} px < {bf16_from} px, below which bf16 was not measured faster"
+        if bf16_from is not None
+        else f"bf16 not measured faster than FP32{layout} for {arch}"
+    )
     return AmpPlan(requested, None, "cpu", channels_last, False,
                    f"auto: FP32{layout}, {why} on a CPU with {where} ({RULE_DOCS})")  # fmt: skip
 
