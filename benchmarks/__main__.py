@@ -35,7 +35,8 @@ def _parser() -> argparse.ArgumentParser:
         prog="python -m benchmarks",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Run one benchmark suite on this machine; results go to OUT/<machine>/SUITE[-NAME].json.",
-        epilog=f"suites:\n{lines}\n\n'python -m benchmarks SUITE --help' shows a suite's options; see benchmarks/README.md.",
+        epilog=f"suites:\n{lines}\n\n"
+        "'python -m benchmarks SUITE --help' shows a suite's options; see benchmarks/README.md.",
         usage="python -m benchmarks [-h] SUITE [options]",
     )
     parser.add_argument("suite", metavar="SUITE", choices=list(SUITES), help="one of the suites below")

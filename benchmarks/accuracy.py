@@ -48,8 +48,8 @@ class AccuracyPlan:
 
 @dataclass(frozen=True)
 class AccuracyResult:
-    """Top-1 accuracy (0..1) of one arch at FP32, gcv-export's INT8 (U8 activations) and the S8-activation variant on ``count``
-    test images."""
+    """Top-1 accuracy (0..1) of one arch at FP32, gcv-export's INT8 (U8 activations) and the S8-activation variant on
+    ``count`` test images."""
 
     arch: str
     fp32: float

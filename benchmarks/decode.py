@@ -19,7 +19,8 @@ than wall time; wall time is recorded beside it):
 * ``full-resize load_input``: the earlier path (rebuilt here): DCT-scaled decode, two full-size copies
   (EXIF transpose, convert), the full resize, crop, normalisation.
 
-Run: ``python -m benchmarks decode`` (writes ``decode.json``, ``.md`` and ``.csv`` to ``benchmarks/results/<machine>/``).
+Run: ``python -m benchmarks decode`` (writes ``decode.json``, ``.md`` and ``.csv`` to
+``benchmarks/results/<machine>/``).
 """
 
 from __future__ import annotations

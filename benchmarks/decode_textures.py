@@ -364,8 +364,9 @@ def markdown(result: dict[str, Any]) -> str:
         f"Machine: {result['machine_summary']}; load average {result['load_avg_end']} at the end.",
         "",
         (
-            f"{s['train_images']} training photos (half textured), {s['test_images_per_variant']} test items each textured "
-            f"and plain, {s['photo_size'][0]}x{s['photo_size'][1]} px quality-90 JPEGs of Fashion-MNIST "
+            f"{s['train_images']} training photos (half textured), "
+            f"{s['test_images_per_variant']} test items each textured and plain, "
+            f"{s['photo_size'][0]}x{s['photo_size'][1]} px quality-90 JPEGs of Fashion-MNIST "
             f"{', '.join(s['classes'])}; resize {s['preprocessing']['resize']}, crop {s['preprocessing']['crop']}; "
             f"SmallNet, {s['epochs']} epochs, seeds {s['seeds']}."
         ),

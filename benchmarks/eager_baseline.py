@@ -42,7 +42,8 @@ class FolderImages(Dataset):
 
 
 def classify_eager_baseline(checkpoint: Path, folder: Path, out: Path, batch_size: int, workers: int) -> int:
-    """Classify every image in ``folder`` torchvision eager + DataLoader; write ``path,label,confidence`` rows; return the count."""
+    """Classify every image in ``folder`` torchvision eager + DataLoader; write ``path,label,confidence`` rows; return
+    the count."""
     model, pp, classes = load_eager(checkpoint)
     transform = T.Compose([
         T.Resize(pp.resize, interpolation=T.InterpolationMode(pp.interpolation)),

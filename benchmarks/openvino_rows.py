@@ -4,10 +4,10 @@ For each CPU condition (this machine as it is, and each ``--mask`` value of ``ON
 ``AVX512_CORE_BF16`` to hold oneDNN below AMX) a child process of this module measures, on one FP32 and one INT8
 file written by gcv-export's library function (random-init speed models, ``benchmarks.onnx_models``):
 
-* model only, one batch of ``--batch`` real photos in the file's input: onnxruntime (gcv-classify's session) and OpenVINO at f32 and bf16
-  (gcv-classify's compile settings, :mod:`garmentcv.infer.runtimes.openvino`), median images/s of the medians of
-  interleaved rounds, and the convolution kernels OpenVINO picked (its performance counters: ``..._amx_...``
-  proves AMX in use, so whether a mask is honoured is measured, not assumed);
+* model only, one batch of ``--batch`` real photos in the file's input: onnxruntime (gcv-classify's session) and
+  OpenVINO at f32 and bf16 (gcv-classify's compile settings, :mod:`garmentcv.infer.runtimes.openvino`), median
+  images/s of the medians of interleaved rounds, and the convolution kernels OpenVINO picked (its performance
+  counters: ``..._amx_...`` proves AMX in use, so whether a mask is honoured is measured, not assumed);
 * end to end: :func:`garmentcv.infer.classify.classify_folder` on the photo folder (``benchmarks.photos``) with
   ``--runtime onnxruntime``, ``openvino`` and ``auto``, interleaved, median images/s; the decode-only rate
   (the decode the file's input needs, :func:`garmentcv.infer.sources.load_file`, on every CPU) and each
@@ -55,7 +55,8 @@ from garmentcv.artifact import INPUT_FORMATS, INPUT_UINT8
 
 
 def _conv_kernels(compiled: Any, batch: np.ndarray) -> list[str]:
-    """The distinct exec types of OpenVINO's convolution nodes after one profiled run (e.g. ``brgconv_avx512_amx_bf16``)."""
+    """The distinct exec types of OpenVINO's convolution nodes after one profiled run (e.g.
+    ``brgconv_avx512_amx_bf16``)."""
     request = compiled.create_infer_request()
     request.infer({0: batch})
     return sorted({p.exec_type for p in request.profiling_info if "conv" in p.node_type.lower()})
@@ -161,8 +162,8 @@ def _eager_baseline(checkpoint: Path, folder: Path, work: Path, batch_size: int)
 
 def _end_to_end(files: dict[str, Path], checkpoint: Path, folder: Path, work: Path, rounds: int,
                 batch_size: int) -> tuple[list[dict[str, Any]], dict[str, float], list[float]]:
-    """Interleaved rounds of classify_folder per (file, runtime) and of torchvision eager + DataLoader; returns the rows, the
-    decode-only images/s per file and torchvision eager + DataLoader's images/s per round."""
+    """Interleaved rounds of classify_folder per (file, runtime) and of torchvision eager + DataLoader; returns the
+    rows, the decode-only images/s per file and torchvision eager + DataLoader's images/s per round."""
     from garmentcv.infer.classify import ClassifyConfig, classify_folder
 
     paths = sorted(folder.glob("*.jpg"))
@@ -338,11 +339,12 @@ def report(conditions: list[dict[str, Any]]) -> str:
             "",
             f"End to end, `classify_folder` on {c['files']} photos (4 of 5 at 600x866), median images/s; "
             f"decode only {', '.join(f'{k} file {v:.1f}' for k, v in decode.items())} images/s; bound = "
-            "1 / (1/model only + 1/decode only) of the runtime and precision used; torchvision eager + DataLoader (torchvision "
+            "1 / (1/model only + 1/decode only) of the runtime and precision used; "
+            "torchvision eager + DataLoader (torchvision "
             f"transforms, DataLoader, eager FP32) {original:.1f} images/s, rounds {c['eager_baseline']}:",
             "",
-            "| file | --runtime | ran on | inference precision | images/s | vs onnxruntime | vs torchvision eager + DataLoader | "
-            "bound | of bound | rounds |",
+            "| file | --runtime | ran on | inference precision | images/s | vs onnxruntime | "
+            "vs torchvision eager + DataLoader | bound | of bound | rounds |",
             "|---|---|---|---|---:|---:|---:|---:|---:|---|",
         ]
         e2e_base = {r["file"]: r["images_per_s"] for r in c["end_to_end"] if r["runtime"] == "onnxruntime"}

@@ -23,7 +23,8 @@ class Row:
         section: one of :data:`SECTIONS`.
         arch: model name, or ``""`` (matmul).
         image_size: model input side, px.
-        runtime: ``pytorch-eager``, ``onnxruntime``, ``gcv-classify``, ``torchvision-eager-dataloader``, ``torch``/``numpy`` (matmul).
+        runtime: ``pytorch-eager``, ``onnxruntime``, ``gcv-classify``, ``torchvision-eager-dataloader``,
+            ``torch``/``numpy`` (matmul).
         provider: ``cpu`` or ``cuda``.
         precision: ``fp32``, ``fp16``, ``int8``.
         batch_size: images per model run.

@@ -374,19 +374,23 @@ def _preamble(cfg: BenchConfig, machine: MachineInfo, end_load: tuple[float, flo
         [
             f"Command: `{cfg.command}` (from the repository root), {minutes:.1f} minutes.",
             "",
-            f"Machine: {machine.cpu_model}, {machine.logical_cpus} CPUs, {machine.memory_gb} GB, ISA {' '.join(machine.isa)}; "
+            f"Machine: {machine.cpu_model}, {machine.logical_cpus} CPUs, {machine.memory_gb} GB, "
+            f"ISA {' '.join(machine.isa)}; "
             f"{machine.platform}; Python {machine.python}; {versions}. GPU: {machine.gpu or 'none'}.",
             f"Load average (1, 5, 15 min) at the start {machine.load_avg}, at the end {end_load}.",
             "",
             "Models for speed figures are random-init (speed does not depend on the weights); accuracy figures come "
             "from models trained in this run on real data. Model only: onnxruntime through the session gcv-classify "
-            "opens (garmentcv.infer.runtimes.onnxruntime.open_model: one intra-op thread per core, idle threads sleep); warm-up, then at least "
+            "opens (garmentcv.infer.runtimes.onnxruntime.open_model: one intra-op thread per core, "
+            "idle threads sleep); warm-up, then at least "
             f"{cfg.plan.min_repeats} timed runs and more until {cfg.plan.budget_s} s per configuration; the median and "
-            "p90 are of batch latency, images/s = batch / median. End to end: each command in a fresh process on a folder "
+            "p90 are of batch latency, images/s = batch / median. "
+            "End to end: each command in a fresh process on a folder "
             f"of {cfg.folder_files} JPEG photos ({cfg.small_folder_files} for inputs up to {SMALL_SIZE} px; "
             f"{cfg.distinct_files} distinct, the rest hard links; 4 of 5 at 600x866, 1 of 5 at 46x66, crops of "
             "scikit-learn's sample photographs), wall time including start-up, peak RSS from the OS; decode-only is "
-            "garmentcv.image.load_input over the same folder on one thread per core, no model. The FLOP ceiling is the best FP32 matmul "
+            "garmentcv.image.load_input over the same folder on one thread per core, no model. "
+            "The FLOP ceiling is the best FP32 matmul "
             "rate measured in this run divided by the model's FLOPs per image (torch.utils.flop_counter).",
         ]
     )

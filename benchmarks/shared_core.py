@@ -12,7 +12,8 @@ for gcv-export's FP32 and INT8 files of one arch, in format 1 (float32 input, ``
 
 and reports end to end as a share of the bound. Random-init models (speed does not depend on the weights).
 
-Run: ``python -m benchmarks shared_core`` (writes ``shared_core.json``, ``.md``, ``.csv`` to ``benchmarks/results/<machine>/``).
+Run: ``python -m benchmarks shared_core`` (writes ``shared_core.json``, ``.md``, ``.csv`` to
+``benchmarks/results/<machine>/``).
 """
 
 from __future__ import annotations
@@ -176,7 +177,8 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.repeats} interleaved repeats, images/s, in process (no start-up). Machine: {machine.summary()}; load "
         f"average {' '.join(f'{x:.2f}' for x in load)} at the end.",
         "",
-        "| file (precision, input) | threads:workers | model only | decode only | bound | end to end | share of bound |",
+        "| file (precision, input) | threads:workers | model only | decode only | bound | end to end "
+        "| share of bound |",
         "|---|---|---:|---:|---:|---:|---:|",
     ]
     for f in figures:

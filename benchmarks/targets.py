@@ -99,7 +99,10 @@ def _end_to_end(rows: Sequence[Row], archs: Sequence[str], sizes: Sequence[int])
                     bound = ""
                     if decode and decode.images_per_s:  # both sharing the same cores: 1 / (1/model + 1/decode)
                         limit = 1 / (1 / model.images_per_s + 1 / decode.images_per_s)
-                        bound = f"; decode alone {decode.images_per_s:.0f}/s, shared-core bound {limit:.0f}/s = {limit / model.images_per_s:.0%}"
+                        bound = (
+                            f"; decode alone {decode.images_per_s:.0f}/s, shared-core bound {limit:.0f}/s "
+                            f"= {limit / model.images_per_s:.0%}"
+                        )
                     out.append(
                         (
                             f"gcv-classify >= {E2E_OF_MODEL_ONLY:.0%} of model-only, {arch} {size} px {precision} "
@@ -114,8 +117,8 @@ def _end_to_end(rows: Sequence[Row], archs: Sequence[str], sizes: Sequence[int])
                     out.append(
                         (
                             f"gcv-classify {precision} >= {goal}x torchvision eager + DataLoader, {arch} {size} px",
-                            f"{ratio:.2f}x ({gcv.command_images_per_s:.1f} vs {original.command_images_per_s:.1f} images/s; "
-                            f"wall {wall:.2f}x)",
+                            f"{ratio:.2f}x ({gcv.command_images_per_s:.1f} vs "
+                            f"{original.command_images_per_s:.1f} images/s; wall {wall:.2f}x)",
                             _verdict(ratio >= goal),
                         )
                     )

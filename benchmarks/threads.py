@@ -34,7 +34,8 @@ def _pairs(cpus: int) -> list[tuple[int, int]]:
 def run(
     arch: str, size: int, precisions: list[str], files: int, repeats: int, machine: MachineInfo
 ) -> tuple[str, list[dict[str, Any]]]:
-    """Measure every split; return the markdown table and its rows (precision, threads, workers, images/s, vs default)."""
+    """Measure every split; return the markdown table and its rows (precision, threads, workers, images/s, vs
+    default)."""
     rows: list[dict[str, Any]] = []
     cpus = available_cpus()
     default = split_cpus(None, None, cpus)

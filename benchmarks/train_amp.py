@@ -258,7 +258,8 @@ def _markdown(rows: list[dict[str, Any]], machine: dict[str, Any], command: str,
             "included, validation excluded; the first epoch also pays kernel set-up); accuracy is the best epoch's on "
             "the validation split. `--weights none` trains from scratch; a checkpoint path fine-tunes its backbone.",
             "",
-            "| purpose | arch | px | --weights | --amp | ran as | epochs | train / val images | images/s | vs off | best val accuracy | vs off, points | per epoch |",
+            "| purpose | arch | px | --weights | --amp | ran as | epochs | train / val images | images/s | vs off "
+            "| best val accuracy | vs off, points | per epoch |",
             "|---|---|---:|---|---|---|---:|---|---:|---:|---:|---:|---|",
         ]
         for r in train:
@@ -266,7 +267,8 @@ def _markdown(rows: list[dict[str, Any]], machine: dict[str, Any], command: str,
                 f"| {r['purpose']} | {r['arch']} | {r['size']} | {r.get('weights', 'none')} | {r['amp']} | "
                 f"{r['precision']} {r['memory_format']} | "
                 f"{r['epochs']} | {r['train_images']} / {r['val_images']} | {r['images_per_s']:.1f} | "
-                f"x{r.get('vs_off', 1.0):.2f} | {r['best_val_accuracy']:.4f} | {r.get('accuracy_minus_off_points', 0.0):+.2f} | "
+                f"x{r.get('vs_off', 1.0):.2f} | {r['best_val_accuracy']:.4f} | "
+                f"{r.get('accuracy_minus_off_points', 0.0):+.2f} | "
                 f"{' '.join(f'{a:.4f}' for a in r['val_accuracy_by_epoch'])} |"
             )
         lines.append("")
@@ -336,9 +338,9 @@ def _make_subset(per_class: int, work: Path) -> Path:
 @options.click_shared(repeats=5)
 @click.option("--worker", default=None, hidden=True)
 def main(archs: str, sizes: str, batch_size: int, warmup: int, min_sample_s: float, isas: str,
-         steps: bool, e2e_size: int, e2e_per_class: int, e2e_epochs: int, e2e_weights: str, e2e_amps: str, acc_per_class: int,
-         acc_epochs: int, acc_archs: str, acc_amps: str, rerender: Path | None, worker: str | None, out: Path,
-         name: str | None, repeats: int, quiet: bool) -> None:  # fmt: skip
+         steps: bool, e2e_size: int, e2e_per_class: int, e2e_epochs: int, e2e_weights: str, e2e_amps: str,
+         acc_per_class: int, acc_epochs: int, acc_archs: str, acc_amps: str, rerender: Path | None,
+         worker: str | None, out: Path, name: str | None, repeats: int, quiet: bool) -> None:  # fmt: skip
     """Training images/s, FP32 against bf16 autocast (and channels_last), and gcv-train's accuracy with each."""
     options.setup_logging(quiet)
     if worker is not None:
@@ -399,8 +401,10 @@ def main(archs: str, sizes: str, batch_size: int, warmup: int, min_sample_s: flo
 def _write(out: Path, name: str | None, rows: list[dict[str, Any]], machine: dict[str, Any], command: str,
            load_end: tuple[float, ...], begun: results.Run | None = None, quiet: bool = False) -> None:  # fmt: skip
     """The result document (``begun``: ``OUT/<machine>/train_amp[-NAME].json``) with its ``.md`` and ``.csv``; without
-    ``begun`` (re-rendering a stored file) ``NAME.csv`` and ``NAME.md`` in ``out``. The markdown is echoed unless ``quiet``."""
-    line = f"{machine['cpu_model']}; {machine['logical_cpus']} CPUs; {' '.join(machine['isa'])}; torch {machine['versions'].get('torch', '?')}"
+    ``begun`` (re-rendering a stored file) ``NAME.csv`` and ``NAME.md`` in ``out``. The markdown is echoed unless
+    ``quiet``."""
+    torch_version = machine["versions"].get("torch", "?")
+    line = f"{machine['cpu_model']}; {machine['logical_cpus']} CPUs; {' '.join(machine['isa'])}; torch {torch_version}"
     text = _markdown(rows, machine, command, load_end)
     if begun is not None:
         path = results.write(begun, rows, out, name, markdown=text)

@@ -14,9 +14,10 @@ subsets are nested: the 20 are among the 100, the 100 among the 1,000) and, per 
 Seeds are fixed, but the figures change with the number of torch threads (float sums in another order;
 docs/training.md shows by how much).
 
-Writes into OUT: ``data/`` (the images, reused when present), ``sets/`` (the manifests of every image set), ``runs/`` (every gcv-train run folder, replaced), ``results.csv`` (one row per arch,
-training images per class, init and epoch: validation and test top-1 accuracy), ``summary.md`` (the table
-docs/training.md shows) and ``transfer.png`` (accuracy per epoch). Usage::
+Writes into OUT: ``data/`` (the images, reused when present), ``sets/`` (the manifests of every image set),
+``runs/`` (every gcv-train run folder, replaced), ``results.csv`` (one row per arch, training images per class, init
+and epoch: validation and test top-1 accuracy), ``summary.md`` (the table docs/training.md shows) and
+``transfer.png`` (accuracy per epoch). Usage::
 
     python -m benchmarks transfer --work experiments/transfer    # wall time: see the report
 """
