@@ -381,7 +381,8 @@ def inspect_dataset(
         )
     if len(usable) < 2:
         problems.append(
-            f"only {_irregular(len(usable), 'class', 'classes')} with a decodable image {usable}; training needs at least 2"
+            f"only {_irregular(len(usable), 'class', 'classes')} with a decodable image {usable}; "
+            "training needs at least 2"
         )
     warnings: list[str] = []
     if duplicates:

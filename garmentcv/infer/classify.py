@@ -624,9 +624,9 @@ class ClassifyRun:
         """The local engine's ``items``, guarded against files that kill the process decoding them.
 
         Items pass in groups of ``batch_size``, as :func:`~garmentcv.infer.pipeline.predict_batches` makes its
-        batches, so the files of each batch are recorded (:class:`~garmentcv.infer.partial.InFlight`) before the decoders get them. A file
-        of a dead run's record that must be classified is first decoded alone in a child process
-        (:func:`decodes_alone`); if the child dies, the file is passed on as done and :meth:`save` gives it the
+        batches, so the files of each batch are recorded (:class:`~garmentcv.infer.partial.InFlight`) before the
+        decoders get them. A file of a dead run's record that must be classified is first decoded alone in a child
+        process (:func:`decodes_alone`); if the child dies, the file is passed on as done and :meth:`save` gives it the
         error row :data:`WORKER_DIED`.
         """
         flight = self.in_flight
@@ -826,7 +826,8 @@ class ClassifyRun:
             skipped_list=Path(cfg.list_skipped) if cfg.list_skipped is not None else None,
         )
         logger.debug(
-            "%d image files: %d classified, %d errors, %d other files skipped, %d rows reused; %.1f s, %.1f images/s (%s)",
+            "%d image files: %d classified, %d errors, %d other files skipped, %d rows reused; "
+            "%.1f s, %.1f images/s (%s)",
             summary.files,
             summary.classified,
             summary.errors,

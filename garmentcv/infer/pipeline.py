@@ -67,7 +67,8 @@ class Prediction(Generic[T]):
 
 
 def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-    """Row-wise ``softmax(logits / temperature)`` of ``(N, C)`` logits in float64 (:func:`garmentcv.calibration.softmax`)."""
+    """Row-wise ``softmax(logits / temperature)`` of ``(N, C)`` logits in float64
+    (:func:`garmentcv.calibration.softmax`)."""
     return calibration.softmax(logits, temperature)
 
 

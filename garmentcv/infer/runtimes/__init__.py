@@ -148,9 +148,10 @@ def openvino_allowed(info: ModelInfo, precision: str) -> tuple[bool, str]:
         )
     gate = info.gate("openvino", precision)
     if gate is None:
+        bf16_reasons = ", on a CPU without native bf16, or with --bf16-check off"
         return False, (
             f"the file has no gate result for OpenVINO at {precision} (exported without "
-            f"garmentcv[openvino]{', on a CPU without native bf16, or with --bf16-check off' if precision == 'bf16' else ''})"
+            f"garmentcv[openvino]{bf16_reasons if precision == 'bf16' else ''})"
         )
     if not gate.passed:
         return False, f"the file's gate for OpenVINO at {precision} failed at export: {gate.note}"
@@ -368,7 +369,8 @@ def open_runtime(path: Path, runtime: str = "auto", provider: str = "auto", thre
         threads: CPU threads of the runtime; ``None``: every available CPU.
 
     Raises:
-        ModelFileNotFoundError, ModelFileError, ProviderError: as :func:`garmentcv.infer.runtimes.onnxruntime.open_model`.
+        ModelFileNotFoundError, ModelFileError, ProviderError: as
+            :func:`garmentcv.infer.runtimes.onnxruntime.open_model`.
         RuntimeUnavailableError: see :func:`choose_runtime`; OpenVINO installed but failing to compile the file.
     """
     return open_planned(plan_runtime(path, runtime, provider), threads)
