@@ -1,5 +1,6 @@
-"""gcv-classify when inputs, storage or installs go wrong: bounded resume batches, stale rows, kept partial results, provider
-fallback and install conflicts, thread split, kaggle errors, unwritable --out, missing model, non-UTF-8 file names in jsonl."""
+"""gcv-classify when inputs, storage or installs go wrong: bounded resume batches, stale rows, kept partial results,
+provider fallback and install conflicts, thread split, kaggle errors, unwritable --out, missing model, non-UTF-8 file
+names in jsonl."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """OpenVINO as a second runtime: the auto rule, errors when it is missing, parity with onnxruntime, the bf16 gate
-and what the summaries report (issue 13, asks 1 and 2). Tiny models, 32 px (64 px where ``auto`` must choose OpenVINO)."""
+and what the summaries report. Tiny models, 32 px (64 px where ``auto`` must choose OpenVINO)."""
 
 from __future__ import annotations
 
@@ -38,7 +38,8 @@ F32_PARITY = 1e-5
         ("auto", "fp32", AMX, True, False, ("onnxruntime", None)),
         ("auto", "fp32", AVX512_BF16, True, True, ("onnxruntime", None)),  # without AMX bf16 is slower than FP32
         ("auto", "fp32", AVX2_ONLY, True, True, ("onnxruntime", None)),
-        # INT8 file: OpenVINO on CPUs with 8-bit dot products (measured 1.4-3x), its float parts in bf16 only with AMX + gate
+        # INT8 file: OpenVINO on CPUs with 8-bit dot products (measured 1.4-3x), its float parts in bf16 only with
+        # AMX + gate
         ("auto", "int8", AMX, True, True, ("openvino", "bf16")),
         ("auto", "int8", AMX, True, False, ("openvino", "f32")),
         ("auto", "int8", AVX512_BF16, True, True, ("openvino", "f32")),
@@ -477,28 +478,34 @@ def test_benchmark_report_judges_the_targets_with_ratios_and_bounds_per_conditio
     lines = report([condition]).splitlines()
     assert "## ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16" in lines
     assert "| fp32 | openvino | bf16 | 40.0 | 0.50 | [40.0] | brgconv_avx512_bf16 |" in lines
-    # bounds: fp32 1 / (1/80 + 1/300) = 63.2, int8 on OpenVINO f32 1 / (1/240 + 1/400) = 150; torchvision eager + DataLoader median 11
+    # bounds: fp32 1 / (1/80 + 1/300) = 63.2, int8 on OpenVINO f32 1 / (1/240 + 1/400) = 150;
+    # torchvision eager + DataLoader median 11
     assert "| fp32 | onnxruntime | onnxruntime | fp32 | 60.0 | 1.00 | 5.45x | 63.2 | 95% | [60.0] |" in lines
     assert "| int8 | auto | openvino | f32 | 126.0 | 1.05 | 11.45x | 150.0 | 84% | [126.0] |" in lines
     # without AMX: INT8 >= 5.5x torchvision eager + DataLoader; FP32 at least onnxruntime's (3% noise)
     assert (
-        "| INT8 file, --runtime auto >= 5.5x torchvision eager + DataLoader end to end | 11.45x (126.0 vs 11.0 images/s; ran on openvino f32) | met |"
+        "| INT8 file, --runtime auto >= 5.5x torchvision eager + DataLoader end to end "
+        "| 11.45x (126.0 vs 11.0 images/s; ran on openvino f32) | met |"
         in lines
     )
     assert (
-        "| INT8 file, --runtime auto >= 85% of its shared-core bound | 84% (126.0 of 150.0 images/s; decode only 400.0) | **missed** |"
+        "| INT8 file, --runtime auto >= 85% of its shared-core bound "
+        "| 84% (126.0 of 150.0 images/s; decode only 400.0) | **missed** |"
         in lines
     )
     assert (
-        "| INT8 file, --runtime auto never slower than onnxruntime (3% noise allowed) | 1.05x (126.0 vs 120.0 images/s) | met |"
+        "| INT8 file, --runtime auto never slower than onnxruntime (3% noise allowed) "
+        "| 1.05x (126.0 vs 120.0 images/s) | met |"
         in lines
     )
     assert (
-        "| FP32 file, --runtime auto at least onnxruntime's 5.45x torchvision eager + DataLoader | 5.36x (59.0 vs 11.0 images/s) | met |"
+        "| FP32 file, --runtime auto at least onnxruntime's 5.45x torchvision eager + DataLoader "
+        "| 5.36x (59.0 vs 11.0 images/s) | met |"
         in lines
     )
     assert (
-        "| FP32 file, --runtime auto >= 85% of its shared-core bound | 93% (59.0 of 63.2 images/s; decode only 300.0) | met |"
+        "| FP32 file, --runtime auto >= 85% of its shared-core bound "
+        "| 93% (59.0 of 63.2 images/s; decode only 300.0) | met |"
         in lines
     )
     assert "bf16 gates of the two files at export: fp32: passed, int8: not run." in lines

@@ -109,7 +109,8 @@ def test_impossible_requests_are_refused_with_what_to_do() -> None:
 def test_cpu_features_read_cpuinfo_and_onednns_isa_cap(tmp_path: Path) -> None:
     info = tmp_path / "cpuinfo"
     info.write_text(
-        "processor\t: 0\nmodel name\t: Intel(R) Xeon(R) Processor\nflags\t\t: fpu avx512f avx512_bf16 amx_tile amx_bf16\n\n"
+        "processor\t: 0\nmodel name\t: Intel(R) Xeon(R) Processor\n"
+        "flags\t\t: fpu avx512f avx512_bf16 amx_tile amx_bf16\n\n"
         "processor\t: 1\nmodel name\t: other\nflags\t\t: fpu\n"
     )
     assert cpu_features(info, {}) == CpuFeatures("Intel(R) Xeon(R) Processor", True, True, "")

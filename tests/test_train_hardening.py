@@ -157,7 +157,8 @@ class _FullDisk(io.RawIOBase):
 
 
 def test_checkpoints_are_written_through_a_file_that_reports_the_real_errno(tmp_path: Path, monkeypatch) -> None:
-    """torch.save given a path turns a full disk into 'unexpected pos'; given an unbuffered file it raises the OSError."""
+    """torch.save given a path turns a full disk into 'unexpected pos'; given an unbuffered file it raises the
+    OSError."""
     real_open = open
 
     def full_disk(path, mode="r", *args, **kwargs):
@@ -264,7 +265,8 @@ def test_resume_is_a_flag_with_an_optional_auto(make_lamoda, tmp_path: Path, mon
     seen: list[TrainConfig] = []
     monkeypatch.setattr(loop, "train", lambda cfg, progress=True: (seen.append(cfg), sys.exit(0)))
     for args, expected in (([str(data), "--out", "r", "--resume"], True), (["--resume", str(data), "--out", "r"], True),
-                           ([str(data), "--resume", "auto", "--out", "r"], "auto"), ([str(data), "--resume=auto", "--out", "r"], "auto"),
+                           ([str(data), "--resume", "auto", "--out", "r"], "auto"),
+                           ([str(data), "--resume=auto", "--out", "r"], "auto"),
                            ([str(data), "--out", "r"], False)):  # fmt: skip
         result = CliRunner().invoke(train_main, args)
         assert result.exit_code == 0, result.output
