@@ -217,7 +217,7 @@ def test_resume_with_another_world_size_is_refused(straight_run: dict[str, Path]
                       epochs=2, batch_size=4, lr=0.001, freeze_backbone_epochs=1)  # fmt: skip
     with pytest.raises(
         CheckpointError,
-        match=r"trained by 2 process\(es\) \(world size 2\), this job has 1; .*torchrun " r"with 2 processes in all",
+        match=r"trained by 2 process\(es\) \(world size 2\), this job has 1; .*torchrun with 2 processes in all",
     ):
         loop.train(cfg, progress=False)
     assert _files(out) == ["config.json"]
