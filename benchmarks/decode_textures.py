@@ -123,7 +123,7 @@ def write_photos(folder: Path, classes: Sequence[str], train_per_class: int, tes
     test_textures: list[str] = []
     for split, per_class in (("train", train_per_class), ("test", test_per_class)):
         images, targets = _load_split(source, split)
-        for label, name in zip(labels, classes):
+        for label, name in zip(labels, classes, strict=True):
             for n, index in enumerate(np.flatnonzero(targets == label)[:per_class]):
                 colour = rng.uniform(30, 160, size=3)
                 kind = TEXTURES[n % len(TEXTURES)]

@@ -56,7 +56,7 @@ def classify_eager_baseline(checkpoint: Path, folder: Path, out: Path, batch_siz
     with torch.inference_mode():
         for images, paths in loader:
             probs = torch.softmax(model(images), dim=1)
-            for path, p in zip(paths, probs):
+            for path, p in zip(paths, probs, strict=True):
                 index = int(p.argmax().item())
                 rows.append((path, classes[index], float(p[index].item())))
     with open(out, "w", newline="") as handle:

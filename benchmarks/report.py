@@ -266,7 +266,7 @@ def plot_throughput(rows: Sequence[Row], path: Path) -> None:
     measured = [r for r in rows if r.section == "model-only" and r.images_per_s]
     sizes = sorted({r.image_size for r in measured}, reverse=True) or [0]
     fig, axes = plt.subplots(1, len(sizes), figsize=(7 * len(sizes), 4.8), squeeze=False)
-    for ax, size in zip(axes[0], sizes):
+    for ax, size in zip(axes[0], sizes, strict=True):
         panel = [r for r in measured if r.image_size == size]
         archs = list(dict.fromkeys(r.arch for r in panel))
         series = list(dict.fromkeys((r.runtime, r.provider, r.precision, r.batch_size) for r in panel))

@@ -220,10 +220,9 @@ def test_openvino_runs_a_uint8_file_as_onnxruntime_does(uint8_onnx_model: Path, 
         classify_folder(ClassifyConfig(folder=folder, out=tmp_path / f"{runtime}.csv", model=uint8_onnx_model,
                                        provider="cpu", runtime=runtime, batch_size=2, progress=False))
     ort_rows, ov_rows = _rows(tmp_path / "onnxruntime.csv"), _rows(tmp_path / "openvino.csv")
-    assert [(r["path"], r["label"]) for r in ov_rows] == [(r["path"], r["label"]) for r in ort_rows] and len(
-        ov_rows
-    ) == 5
-    for x, y in zip(ort_rows, ov_rows):
+    assert [(r["path"], r["label"]) for r in ov_rows] == [(r["path"], r["label"]) for r in ort_rows]
+    assert len(ov_rows) == 5
+    for x, y in zip(ort_rows, ov_rows, strict=True):
         for column in ("confidence", "prob_bluzy", "prob_bryuki"):
             assert float(x[column]) == pytest.approx(float(y[column]), abs=1e-5)
 
@@ -268,7 +267,7 @@ def test_classify_rows_and_summary_match_across_runtimes(onnx_model: Path, tmp_p
     assert summaries["openvino"].provider == "cpu" and summaries["openvino"].classified == 5
     ort_rows, ov_rows = _rows(tmp_path / "onnxruntime.csv"), _rows(tmp_path / "openvino.csv")
     assert [(r["path"], r["label"]) for r in ov_rows] == [(r["path"], r["label"]) for r in ort_rows]
-    for a, b in zip(ort_rows, ov_rows):
+    for a, b in zip(ort_rows, ov_rows, strict=True):
         for column in ("confidence", "prob_bluzy", "prob_bryuki"):
             assert float(a[column]) == pytest.approx(float(b[column]), abs=1e-5)
 

@@ -234,7 +234,7 @@ def predict_batches(
         free.append(job.buffer)  # the model has read it; the logits are the runtime's own arrays
         out: list[Prediction[T]] = []
         slot = 0
-        for (path, item), reason in zip(job.items, reasons):
+        for (path, item), reason in zip(job.items, reasons, strict=True):
             if path is None:
                 out.append(Prediction(item, passed=True))
                 continue
