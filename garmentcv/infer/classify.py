@@ -192,7 +192,7 @@ def check_options(fmt: OutputFormat, min_confidence: float | None, topk: int | N
         require_pyarrow()
 
 
-#: The engines that run a classification: this process, or a pool of Ray Data workers.
+#: The engines that run a classification: this process, or a pool of Ray worker actors.
 ENGINES = ("local", "ray")
 #: ``check_error_policy`` values: exit 1 on error rows with kaggle only (``auto``), always (``fail``) or never.
 ON_ERROR = ("auto", "fail", "continue")
