@@ -12,7 +12,10 @@ SUITES: dict[str, tuple[str, str]] = {
     "run": ("benchmarks.run", "the main suite: matmul, FLOP ceiling, model only, end to end, memory, INT8, accuracy"),
     "decode": ("benchmarks.decode", "JPEG decoding per photo against the decode-only floor"),
     "decode_textures": ("benchmarks.decode_textures", "DCT-scaled against full JPEG decode on textured garments"),
-    "shared_core": ("benchmarks.shared_core", "end to end against the shared-core bound, per file format and thread split"),
+    "shared_core": (
+        "benchmarks.shared_core",
+        "end to end against the shared-core bound, per file format and thread split",
+    ),
     "steady_state": ("benchmarks.steady_state", "classify_folder's steady rate against its fixed start"),
     "opening": ("benchmarks.opening", "opening the model while the first batches decode, against opening it first"),
     "openvino_rows": ("benchmarks.openvino_rows", "OpenVINO against onnxruntime, model only and end to end"),
@@ -29,9 +32,11 @@ def _parser() -> argparse.ArgumentParser:
     width = max(len(n) for n in SUITES)
     lines = "\n".join(f"  {name:<{width}}  {desc}" for name, (_, desc) in SUITES.items())
     parser = argparse.ArgumentParser(
-        prog="python -m benchmarks", formatter_class=argparse.RawDescriptionHelpFormatter,
+        prog="python -m benchmarks",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Run one benchmark suite on this machine; results go to OUT/<machine>/SUITE[-NAME].json.",
-        epilog=f"suites:\n{lines}\n\n'python -m benchmarks SUITE --help' shows a suite's options; see benchmarks/README.md.",
+        epilog=f"suites:\n{lines}\n\n"
+        "'python -m benchmarks SUITE --help' shows a suite's options; see benchmarks/README.md.",
         usage="python -m benchmarks [-h] SUITE [options]",
     )
     parser.add_argument("suite", metavar="SUITE", choices=list(SUITES), help="one of the suites below")

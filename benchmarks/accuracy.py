@@ -48,8 +48,8 @@ class AccuracyPlan:
 
 @dataclass(frozen=True)
 class AccuracyResult:
-    """Top-1 accuracy (0..1) of one arch at FP32, gcv-export's INT8 (U8 activations) and the S8-activation variant on ``count``
-    test images."""
+    """Top-1 accuracy (0..1) of one arch at FP32, gcv-export's INT8 (U8 activations) and the S8-activation variant on
+    ``count`` test images."""
 
     arch: str
     fp32: float
@@ -117,8 +117,10 @@ def measure_accuracy(archs: Sequence[str], work: Path, plan: AccuracyPlan) -> li
                                    max_accuracy_drop=100.0)
         fp32 = export("fp32", work / f"{arch_result.arch}-acc.fp32.onnx")
         int8_path = export("int8", work / f"{arch_result.arch}-acc.int8.onnx")
-        calibration = calibration_batch(_manifest_paths(arch_result.run_dir.parent / "train.csv", plan.calibration_images),
-                                        default_preprocessing(arch_result.arch, plan.image_size))
+        calibration = calibration_batch(
+            _manifest_paths(arch_result.run_dir.parent / "train.csv", plan.calibration_images),
+            default_preprocessing(arch_result.arch, plan.image_size),
+        )
         variant = quantize_variant(fp32, work / f"{arch_result.arch}-acc.int8-variant.onnx", calibration, VARIANT_INT8)
         fp32_accuracy, count = score_onnx(fp32, data, work / f"{arch_result.arch}-eval-fp32")
         int8_accuracy, _ = score_onnx(int8_path, data, work / f"{arch_result.arch}-eval-int8")
@@ -127,5 +129,7 @@ def measure_accuracy(archs: Sequence[str], work: Path, plan: AccuracyPlan) -> li
             arch=arch_result.arch, fp32=fp32_accuracy, int8=int8_accuracy, int8_variant=variant_accuracy, count=count,
             val_accuracy=float(arch_result.best["accuracy"]), train_images=train_images,
         ))
-        logger.info("accuracy %s: fp32 %.4f int8 %.4f on %d test images", arch_result.arch, out[-1].fp32, out[-1].int8, count)
+        logger.info(
+            "accuracy %s: fp32 %.4f int8 %.4f on %d test images", arch_result.arch, out[-1].fp32, out[-1].int8, count
+        )
     return out

@@ -19,7 +19,8 @@ than wall time; wall time is recorded beside it):
 * ``full-resize load_input``: the earlier path (rebuilt here): DCT-scaled decode, two full-size copies
   (EXIF transpose, convert), the full resize, crop, normalisation.
 
-Run: ``python -m benchmarks decode`` (writes ``decode.json``, ``.md`` and ``.csv`` to ``benchmarks/results/<machine>/``).
+Run: ``python -m benchmarks decode`` (writes ``decode.json``, ``.md`` and ``.csv`` to
+``benchmarks/results/<machine>/``).
 """
 
 from __future__ import annotations
@@ -88,7 +89,9 @@ def _simplejpeg() -> Callable[[bytes, int], np.ndarray] | None:
     def decode(data: bytes, short: int) -> np.ndarray:
         height, width, _, _ = simplejpeg.decode_jpeg_header(data)
         scale = short / min(width, height)
-        return simplejpeg.decode_jpeg(data, "RGB", min_height=math.ceil(height * scale), min_width=math.ceil(width * scale))
+        return simplejpeg.decode_jpeg(
+            data, "RGB", min_height=math.ceil(height * scale), min_width=math.ceil(width * scale)
+        )
 
     return decode
 
@@ -133,8 +136,15 @@ def simplejpeg_equal(paths: Sequence[Path], pp: Preprocessing) -> bool | None:
 def main(argv: list[str] | None = None) -> int:
     """Time every path, write ``decode[-NAME].json``/``.md``/``.csv`` to ``OUT/<machine>/``; return 0."""
     parser = options.suite_parser(__doc__, repeats=15)
-    parser.add_argument("--work", type=Path, default=Path("/tmp/gcv-bench-decode"), help="folder for the photos (default: %(default)s)")
-    parser.add_argument("--files", type=int, default=40, help="photos written, 4 of 5 at 600x866 and only those timed (default: %(default)s)")
+    parser.add_argument(
+        "--work", type=Path, default=Path("/tmp/gcv-bench-decode"), help="folder for the photos (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--files",
+        type=int,
+        default=40,
+        help="photos written, 4 of 5 at 600x866 and only those timed (default: %(default)s)",
+    )
     args = parser.parse_args(argv)
     begun = results.start("decode", argv)
     folder = write_photo_folder(args.work / "photos", args.files)
@@ -156,13 +166,18 @@ def main(argv: list[str] | None = None) -> int:
     ]
     for name, (cpu_ms, wall_ms) in figures.items():
         lines.append(f"| {name} | {cpu_ms:.3f} ({wall_ms:.3f}) | {cpu_ms / floor:.2f}x |")
-    floor_pixels = all(np.array_equal(_resample_crop_box(_pillow_dct_image(p.read_bytes(), pp.resize), pp), load_crop(p, pp))
-                       for p in paths)
+    floor_pixels = all(
+        np.array_equal(_resample_crop_box(_pillow_dct_image(p.read_bytes(), pp.resize), pp), load_crop(p, pp))
+        for p in paths
+    )
     resample = figures["decode + crop-box resample"][0]
-    lines += ["", f"`decode + crop-box resample` gives `load_crop`'s pixels on every file: {floor_pixels}. With Pillow's "
-              f"resampler no path can go below it: {resample / floor:.2f}x the decode alone, so `load_crop` <= 1.3x is "
-              f"{'within reach' if resample / floor <= 1.3 else 'out of reach'} with it; `load_crop` (checks, EXIF, the copy "
-              f"into the batch besides) is {figures['load_crop'][0] / resample:.2f}x that floor in this run."]
+    lines += [
+        "",
+        f"`decode + crop-box resample` gives `load_crop`'s pixels on every file: {floor_pixels}. With Pillow's "
+        f"resampler no path can go below it: {resample / floor:.2f}x the decode alone, so `load_crop` <= 1.3x is "
+        f"{'within reach' if resample / floor <= 1.3 else 'out of reach'} with it; `load_crop` (checks, EXIF, the copy "
+        f"into the batch besides) is {figures['load_crop'][0] / resample:.2f}x that floor in this run.",
+    ]
     same = simplejpeg_equal(paths, pp)
     if same is not None:
         lines += ["", f"simplejpeg's pixels equal Pillow's at the same DCT scale on every file: {same}."]

@@ -123,7 +123,7 @@ def write_photos(folder: Path, classes: Sequence[str], train_per_class: int, tes
     test_textures: list[str] = []
     for split, per_class in (("train", train_per_class), ("test", test_per_class)):
         images, targets = _load_split(source, split)
-        for label, name in zip(labels, classes):
+        for label, name in zip(labels, classes, strict=True):
             for n, index in enumerate(np.flatnonzero(targets == label)[:per_class]):
                 colour = rng.uniform(30, 160, size=3)
                 kind = TEXTURES[n % len(TEXTURES)]
@@ -150,7 +150,11 @@ class SmallNet(nn.Module):
         super().__init__()
 
         def block(cin: int, cout: int, kernel: int) -> list[nn.Module]:
-            return [nn.Conv2d(cin, cout, kernel, stride=2, padding=kernel // 2, bias=False), nn.BatchNorm2d(cout), nn.ReLU()]
+            return [
+                nn.Conv2d(cin, cout, kernel, stride=2, padding=kernel // 2, bias=False),
+                nn.BatchNorm2d(cout),
+                nn.ReLU(),
+            ]
 
         self.features = nn.Sequential(*block(3, 16, 7), nn.MaxPool2d(3, 2, 1), *block(16, 32, 3), *block(32, 64, 3),
                                       *block(64, 64, 3), nn.Flatten())  # fmt: skip
@@ -178,7 +182,9 @@ def training_transform(pp: Preprocessing, cfg: TrainConfig, decode: str) -> T.Co
     return transform
 
 
-def fit(photos: PhotoSet, pp: Preprocessing, decode: str, seed: int, epochs: int, batch_size: int, lr: float) -> SmallNet:
+def fit(
+    photos: PhotoSet, pp: Preprocessing, decode: str, seed: int, epochs: int, batch_size: int, lr: float
+) -> SmallNet:
     """Train :class:`SmallNet` from scratch on ``photos.train`` with the training decode ``decode`` (AdamW, cosine)."""
     cfg = TrainConfig(data=Path("."), out=Path("."), seed=seed)
     torch.manual_seed(seed)
@@ -213,7 +219,9 @@ def probabilities(model: SmallNet, crops: np.ndarray, pp: Preprocessing) -> np.n
         return torch.softmax(model(x), dim=1).numpy()
 
 
-def prediction_row(model: SmallNet, crops: dict[str, np.ndarray], targets: np.ndarray, pp: Preprocessing) -> dict[str, Any]:
+def prediction_row(
+    model: SmallNet, crops: dict[str, np.ndarray], targets: np.ndarray, pp: Preprocessing
+) -> dict[str, Any]:
     """Accuracy per decode, label flips between them, and the largest and mean change of any class probability."""
     probs = {name: probabilities(model, crops[name], pp) for name in DECODES}
     labels = {name: p.argmax(axis=1) for name, p in probs.items()}
@@ -299,18 +307,34 @@ def run(work: Path, classes: Sequence[str], train_per_class: int, test_per_class
             model = fit(photos, pp, decode, seed, epochs, batch_size, lr)
             seconds = time.perf_counter() - started
             for variant, decoded in crops.items():
-                predictions.append({"training_decode": decode, "seed": seed, "variant": variant, "train_s": round(seconds, 1),
-                                    **prediction_row(model, decoded, targets[variant], pp)})  # fmt: skip
+                predictions.append(
+                    {
+                        "training_decode": decode,
+                        "seed": seed,
+                        "variant": variant,
+                        "train_s": round(seconds, 1),
+                        **prediction_row(model, decoded, targets[variant], pp),
+                    }
+                )
     speed_paths = [s.path for s in photos.test["textured"][:20]]
     return {
-        "settings": {"classes": list(classes), "train_images": len(photos.train), "test_images_per_variant":
-                     len(photos.test["textured"]), "seeds": list(seeds), "epochs": epochs, "batch_size": batch_size,
-                     "lr": lr, "photo_size": list(PHOTO_SIZE), "preprocessing": pp.to_dict(), "textures": list(TEXTURES)},
+        "settings": {
+            "classes": list(classes),
+            "train_images": len(photos.train),
+            "test_images_per_variant": len(photos.test["textured"]),
+            "seeds": list(seeds),
+            "epochs": epochs,
+            "batch_size": batch_size,
+            "lr": lr,
+            "photo_size": list(PHOTO_SIZE),
+            "preprocessing": pp.to_dict(),
+            "textures": list(TEXTURES),
+        },
         "pixels": pixel_rows(crops, photos.test_textures),
         "pixels_training_now": training_now_difference(photos.test["textured"], pp),
         "predictions": predictions,
         "speed_ms_per_image": speed(speed_paths, pp, repeats),
-    }  # fmt: skip
+    }
 
 
 def _summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -333,29 +357,45 @@ def markdown(result: dict[str, Any]) -> str:
     """The figures as tables, with the machine and the command."""
     s = result["settings"]
     lines = [
-        "# Textured garments: DCT-scaled against full JPEG decode", "",
-        f"`{result['command']}`", "",
-        f"Machine: {result['machine_summary']}; load average {result['load_avg_end']} at the end.", "",
-        (f"{s['train_images']} training photos (half textured), {s['test_images_per_variant']} test items each textured "
-         f"and plain, {s['photo_size'][0]}x{s['photo_size'][1]} px quality-90 JPEGs of Fashion-MNIST "
-         f"{', '.join(s['classes'])}; resize {s['preprocessing']['resize']}, crop {s['preprocessing']['crop']}; "
-         f"SmallNet, {s['epochs']} epochs, seeds {s['seeds']}."), "",
-        "## Pixels: serving's crop against the full decode's (grey levels)", "",
-        "| test photos | images | mean | largest per-image mean | max |", "|---|---:|---:|---:|---:|",
-    ]  # fmt: skip
+        "# Textured garments: DCT-scaled against full JPEG decode",
+        "",
+        f"`{result['command']}`",
+        "",
+        f"Machine: {result['machine_summary']}; load average {result['load_avg_end']} at the end.",
+        "",
+        (
+            f"{s['train_images']} training photos (half textured), "
+            f"{s['test_images_per_variant']} test items each textured and plain, "
+            f"{s['photo_size'][0]}x{s['photo_size'][1]} px quality-90 JPEGs of Fashion-MNIST "
+            f"{', '.join(s['classes'])}; resize {s['preprocessing']['resize']}, crop {s['preprocessing']['crop']}; "
+            f"SmallNet, {s['epochs']} epochs, seeds {s['seeds']}."
+        ),
+        "",
+        "## Pixels: serving's crop against the full decode's (grey levels)",
+        "",
+        "| test photos | images | mean | largest per-image mean | max |",
+        "|---|---:|---:|---:|---:|",
+    ]
     lines += [f"| {r['variant']} | {r['images']} | {r['mean']:.2f} | {r['largest_image_mean']:.2f} | {r['max']} |"
               for r in result["pixels"]]  # fmt: skip
     now = result["pixels_training_now"]
-    lines += ["", (f"Training's decode now of the region serving shows, then serving's resample, against `load_crop` on "
-                   f"the {now['images']} textured test photos: mean {now['mean']:.2f}, max {now['max']} grey levels.")]
+    lines += [
+        "",
+        (
+            f"Training's decode now of the region serving shows, then serving's resample, against `load_crop` on "
+            f"the {now['images']} textured test photos: mean {now['mean']:.2f}, max {now['max']} grey levels."
+        ),
+    ]
     lines += [
         "", "## Predictions through each decode (mean over seeds; flips summed)", "",
         ("| training decode | test photos | accuracy, serving decode | accuracy, full decode | labels flipped | "
          "largest probability change | mean of each image's largest change |"), "|---|---|---:|---:|---:|---:|---:|",
     ]  # fmt: skip
     for r in _summary(result["predictions"]):
-        lines.append(f"| {r['training_decode']} | {r['variant']} | {r['accuracy_serving']:.3f} | {r['accuracy_full']:.3f} | "
-                     f"{r['flips']} | {r['max_probability_change']:.3f} | {r['mean_probability_change']:.3f} |")  # fmt: skip
+        lines.append(
+            f"| {r['training_decode']} | {r['variant']} | {r['accuracy_serving']:.3f} | {r['accuracy_full']:.3f} | "
+            f"{r['flips']} | {r['max_probability_change']:.3f} | {r['mean_probability_change']:.3f} |"
+        )
     lines += ["", "## Speed (ms/image, thread CPU time, median of interleaved repeats, one thread)", "",
               "| decode | ms/image |", "|---|---:|"]  # fmt: skip
     lines += [f"| {name} | {ms:.2f} |" for name, ms in result["speed_ms_per_image"].items()]
@@ -365,25 +405,45 @@ def markdown(result: dict[str, Any]) -> str:
 def to_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
     """:func:`run`'s figures as flat rows, each with its ``section``: settings, pixels, pixels-training-now,
     predictions, speed (``decode``, ``ms_per_image``)."""
-    return ([{"section": "settings", **result["settings"]}]
-            + [{"section": "pixels", **r} for r in result["pixels"]]
-            + [{"section": "pixels-training-now", **result["pixels_training_now"]}]
-            + [{"section": "predictions", **r} for r in result["predictions"]]
-            + [{"section": "speed", "decode": name, "ms_per_image": ms} for name, ms in result["speed_ms_per_image"].items()])  # fmt: skip
+    return (
+        [{"section": "settings", **result["settings"]}]
+        + [{"section": "pixels", **r} for r in result["pixels"]]
+        + [{"section": "pixels-training-now", **result["pixels_training_now"]}]
+        + [{"section": "predictions", **r} for r in result["predictions"]]
+        + [
+            {"section": "speed", "decode": name, "ms_per_image": ms}
+            for name, ms in result["speed_ms_per_image"].items()
+        ]
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     """Measure, write ``decode_textures[-NAME].json``/``.md`` to ``OUT/<machine>/``; return 0 (2: unknown class)."""
     parser = options.suite_parser(__doc__, repeats=5)
     parser.add_argument("--work", type=Path, default=None, help="folder for the photos (default: a temporary one)")
-    parser.add_argument("--classes", default="tshirt-top,trouser,pullover,dress", help="Fashion-MNIST classes, comma-separated (default: %(default)s)")
-    parser.add_argument("--train-per-class", type=int, default=40, help="training photos per class (default: %(default)s)")
-    parser.add_argument("--test-per-class", type=int, default=50, help="test items per class, each textured and plain (default: %(default)s)")
+    parser.add_argument(
+        "--classes",
+        default="tshirt-top,trouser,pullover,dress",
+        help="Fashion-MNIST classes, comma-separated (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--train-per-class", type=int, default=40, help="training photos per class (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--test-per-class",
+        type=int,
+        default=50,
+        help="test items per class, each textured and plain (default: %(default)s)",
+    )
     parser.add_argument("--seeds", default="0,1,2", help="training seeds, comma-separated (default: %(default)s)")
     parser.add_argument("--epochs", type=int, default=6, help="training epochs per model (default: %(default)s)")
     parser.add_argument("--batch-size", type=int, default=16, help="training batch size (default: %(default)s)")
-    parser.add_argument("--lr", type=float, default=3e-3, help="AdamW learning rate, cosine decay to 0 (default: %(default)s)")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads for training and prediction (default: %(default)s)")
+    parser.add_argument(
+        "--lr", type=float, default=3e-3, help="AdamW learning rate, cosine decay to 0 (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch threads for training and prediction (default: %(default)s)"
+    )
     args = parser.parse_args(argv)
     begun = results.start("decode_textures", argv)
     classes = tuple(args.classes.split(","))
@@ -393,7 +453,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory(prefix="gcv-decode-textures-") as tmp:
         result = run(args.work or Path(tmp), classes, args.train_per_class, args.test_per_class,
-                     [int(s) for s in args.seeds.split(",")], args.epochs, args.batch_size, args.lr, args.repeats)  # fmt: skip
+                     [int(s) for s in args.seeds.split(",")], args.epochs, args.batch_size, args.lr, args.repeats)
     result |= {"command": begun.command, "machine_summary": begun.machine.summary(),
                "load_avg_end": " ".join(f"{x:.2f}" for x in os.getloadavg())}  # fmt: skip
     text = markdown(result)

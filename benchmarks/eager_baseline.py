@@ -42,7 +42,8 @@ class FolderImages(Dataset):
 
 
 def classify_eager_baseline(checkpoint: Path, folder: Path, out: Path, batch_size: int, workers: int) -> int:
-    """Classify every image in ``folder`` torchvision eager + DataLoader; write ``path,label,confidence`` rows; return the count."""
+    """Classify every image in ``folder`` torchvision eager + DataLoader; write ``path,label,confidence`` rows; return
+    the count."""
     model, pp, classes = load_eager(checkpoint)
     transform = T.Compose([
         T.Resize(pp.resize, interpolation=T.InterpolationMode(pp.interpolation)),
@@ -55,7 +56,7 @@ def classify_eager_baseline(checkpoint: Path, folder: Path, out: Path, batch_siz
     with torch.inference_mode():
         for images, paths in loader:
             probs = torch.softmax(model(images), dim=1)
-            for path, p in zip(paths, probs):
+            for path, p in zip(paths, probs, strict=True):
                 index = int(p.argmax().item())
                 rows.append((path, classes[index], float(p[index].item())))
     with open(out, "w", newline="") as handle:

@@ -15,8 +15,17 @@ ISA_FLAGS: tuple[str, ...] = (
     "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx_vnni", "avx512_bf16",
     "amx_tile", "amx_int8", "amx_bf16",
 )
-_PACKAGES: tuple[str, ...] = ("garmentcv", "torch", "torchvision", "onnx", "onnxruntime", "onnxruntime-gpu", "openvino", "numpy",
-                             "pillow")
+_PACKAGES: tuple[str, ...] = (
+    "garmentcv",
+    "torch",
+    "torchvision",
+    "onnx",
+    "onnxruntime",
+    "onnxruntime-gpu",
+    "openvino",
+    "numpy",
+    "pillow",
+)
 
 
 @dataclass(frozen=True)
@@ -47,7 +56,9 @@ class MachineInfo:
 
     def summary(self) -> str:
         """One line for every CSV row, e.g. ``AMD EPYC; 2 CPUs; avx2 avx512f avx512_vnni; torch 2.14.1 ...``."""
-        versions = " ".join(f"{k} {v}" for k, v in self.versions.items() if k in ("torch", "onnxruntime", "onnxruntime-gpu", "numpy"))
+        versions = " ".join(
+            f"{k} {v}" for k, v in self.versions.items() if k in ("torch", "onnxruntime", "onnxruntime-gpu", "numpy")
+        )
         gpu = f"; GPU {self.gpu}" if self.gpu else ""
         return f"{self.cpu_model}; {self.logical_cpus} CPUs; {' '.join(self.isa) or 'no AVX2'}; {versions}{gpu}"
 

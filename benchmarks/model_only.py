@@ -59,7 +59,9 @@ def time_eager(model: torch.nn.Module, batch: np.ndarray, plan: TimingPlan) -> T
     return time_call(run, len(batch), plan.warmup, plan.min_repeats, plan.budget_s, plan.max_repeats)
 
 
-def open_session(path: Path, provider: str = CPU, threads: int | None = None, spinning: bool = True) -> ort.InferenceSession:
+def open_session(
+    path: Path, provider: str = CPU, threads: int | None = None, spinning: bool = True
+) -> ort.InferenceSession:
     """An onnxruntime session with explicit settings, for comparing settings (the model-only rows use
     gcv-classify's own session instead): ``threads`` intra-op threads (default :func:`cpu_threads`).
 

@@ -98,7 +98,13 @@ def quantize_variant(fp32: Path, out: Path, calibration: np.ndarray, settings: I
         calibration: ``float32 (N, 3, H, W)`` preprocessed images, fed 8 at a time.
         settings: see :class:`Int8Settings`.
     """
-    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     class Reader(CalibrationDataReader):
@@ -111,7 +117,11 @@ def quantize_variant(fp32: Path, out: Path, calibration: np.ndarray, settings: I
 
     pre = out.with_suffix(".pre.onnx")
     quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
-    methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy, "percentile": CalibrationMethod.Percentile}
+    methods = {
+        "minmax": CalibrationMethod.MinMax,
+        "entropy": CalibrationMethod.Entropy,
+        "percentile": CalibrationMethod.Percentile,
+    }
     quantize_static(
         str(pre), str(out), Reader(),
         quant_format=QuantFormat.QDQ if settings.quant_format == "qdq" else QuantFormat.QOperator,

@@ -104,7 +104,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = options.suite_parser(__doc__, repeats=3)
     parser.add_argument("--arch", default="resnet18", help="registered arch, random init (default: %(default)s)")
     parser.add_argument("--size", type=int, default=224, help="input size, px (default: %(default)s)")
-    parser.add_argument("--files", type=int, default=200, help="photos in the folder, 4 of 5 at 600x866 (default: %(default)s)")
+    parser.add_argument(
+        "--files", type=int, default=200, help="photos in the folder, 4 of 5 at 600x866 (default: %(default)s)"
+    )
     parser.add_argument("--batch", type=int, default=32, help="batch size (default: %(default)s)")
     parser.add_argument("--rounds", dest="repeats", type=int, help=argparse.SUPPRESS)  # the former name of --repeats
     args = parser.parse_args(argv)

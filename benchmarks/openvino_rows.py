@@ -4,10 +4,10 @@ For each CPU condition (this machine as it is, and each ``--mask`` value of ``ON
 ``AVX512_CORE_BF16`` to hold oneDNN below AMX) a child process of this module measures, on one FP32 and one INT8
 file written by gcv-export's library function (random-init speed models, ``benchmarks.onnx_models``):
 
-* model only, one batch of ``--batch`` real photos in the file's input: onnxruntime (gcv-classify's session) and OpenVINO at f32 and bf16
-  (gcv-classify's compile settings, :mod:`garmentcv.infer.runtimes.openvino`), median images/s of the medians of
-  interleaved rounds, and the convolution kernels OpenVINO picked (its performance counters: ``..._amx_...``
-  proves AMX in use, so whether a mask is honoured is measured, not assumed);
+* model only, one batch of ``--batch`` real photos in the file's input: onnxruntime (gcv-classify's session) and
+  OpenVINO at f32 and bf16 (gcv-classify's compile settings, :mod:`garmentcv.infer.runtimes.openvino`), median
+  images/s of the medians of interleaved rounds, and the convolution kernels OpenVINO picked (its performance
+  counters: ``..._amx_...`` proves AMX in use, so whether a mask is honoured is measured, not assumed);
 * end to end: :func:`garmentcv.infer.classify.classify_folder` on the photo folder (``benchmarks.photos``) with
   ``--runtime onnxruntime``, ``openvino`` and ``auto``, interleaved, median images/s; the decode-only rate
   (the decode the file's input needs, :func:`garmentcv.infer.sources.load_file`, on every CPU) and each
@@ -55,7 +55,8 @@ from garmentcv.artifact import INPUT_FORMATS, INPUT_UINT8
 
 
 def _conv_kernels(compiled: Any, batch: np.ndarray) -> list[str]:
-    """The distinct exec types of OpenVINO's convolution nodes after one profiled run (e.g. ``brgconv_avx512_amx_bf16``)."""
+    """The distinct exec types of OpenVINO's convolution nodes after one profiled run (e.g.
+    ``brgconv_avx512_amx_bf16``)."""
     request = compiled.create_infer_request()
     request.infer({0: batch})
     return sorted({p.exec_type for p in request.profiling_info if "conv" in p.node_type.lower()})
@@ -73,14 +74,16 @@ def _real_batch(path: Path, photo_paths: list[Path], batch_size: int) -> np.ndar
     return batch
 
 
-def model_only_rows(files: dict[str, Path], photo_paths: list[Path], batch_size: int, rounds: int) -> list[dict[str, Any]]:
+def model_only_rows(
+    files: dict[str, Path], photo_paths: list[Path], batch_size: int, rounds: int
+) -> list[dict[str, Any]]:
     """Interleaved rounds of every (file, runtime, precision) on one batch of real photos in the file's input;
     rows with median images/s."""
     import openvino as ov
 
     from garmentcv.cpus import available_cpus
-    from garmentcv.infer.runtimes.openvino import compile_config
     from garmentcv.infer.runtimes.onnxruntime import open_model
+    from garmentcv.infer.runtimes.openvino import compile_config
 
     threads = available_cpus()
     runners: dict[tuple[str, str, str], Any] = {}
@@ -104,8 +107,18 @@ def model_only_rows(files: dict[str, Path], photo_paths: list[Path], batch_size:
     for _ in range(rounds):
         for key, run in runners.items():
             rates[key].append(time_call(run, batch_size, warmup=2, min_repeats=5, budget_s=1.0).images_per_second)
-    return [{"file": k[0], "runtime": k[1], "precision": k[2], "batch": batch_size, "images_per_s": statistics.median(v),
-             "rounds": [round(x, 1) for x in v], "kernels": kernels.get(k, [])} for k, v in rates.items()]
+    return [
+        {
+            "file": k[0],
+            "runtime": k[1],
+            "precision": k[2],
+            "batch": batch_size,
+            "images_per_s": statistics.median(v),
+            "rounds": [round(x, 1) for x in v],
+            "kernels": kernels.get(k, []),
+        }
+        for k, v in rates.items()
+    ]
 
 
 def decode_rate(path: Path, paths: list[Path]) -> float:
@@ -149,8 +162,8 @@ def _eager_baseline(checkpoint: Path, folder: Path, work: Path, batch_size: int)
 
 def _end_to_end(files: dict[str, Path], checkpoint: Path, folder: Path, work: Path, rounds: int,
                 batch_size: int) -> tuple[list[dict[str, Any]], dict[str, float], list[float]]:
-    """Interleaved rounds of classify_folder per (file, runtime) and of torchvision eager + DataLoader; returns the rows, the
-    decode-only images/s per file and torchvision eager + DataLoader's images/s per round."""
+    """Interleaved rounds of classify_folder per (file, runtime) and of torchvision eager + DataLoader; returns the
+    rows, the decode-only images/s per file and torchvision eager + DataLoader's images/s per round."""
     from garmentcv.infer.classify import ClassifyConfig, classify_folder
 
     paths = sorted(folder.glob("*.jpg"))
@@ -186,15 +199,29 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         from garmentcv.infer.model_file import read_model_info
         from garmentcv.infer.runtimes import this_cpu_flags
 
-        gates = {p: (None if read_model_info(f).bf16 is None else read_model_info(f).bf16.to_dict()) for p, f in files.items()}
+        gates = {
+            p: (None if read_model_info(f).bf16 is None else read_model_info(f).bf16.to_dict())
+            for p, f in files.items()
+        }
         photo_paths = sorted(folder.path.glob("*.jpg"))
         model_rows = model_only_rows(files, photo_paths, args.batch, args.rounds)
         e2e_rows, decode, baseline = _end_to_end(files, checkpoint, folder.path, work, args.rounds, args.batch)
-    return {"mask": os.environ.get("ONEDNN_MAX_CPU_ISA", ""), "machine": machine_info().to_dict(),
-            "effective_flags": sorted(this_cpu_flags() & {"amx_bf16", "amx_int8", "avx512_bf16", "avx512_vnni", "avx_vnni"}),
-            "bf16_gates": gates, "model_only": model_rows, "end_to_end": e2e_rows, "decode_images_per_s": decode,
-            "eager_baseline": baseline, "files": args.files, "arch": args.arch, "size": args.size,
-            "input_format": args.input_format}  # fmt: skip
+    return {
+        "mask": os.environ.get("ONEDNN_MAX_CPU_ISA", ""),
+        "machine": machine_info().to_dict(),
+        "effective_flags": sorted(
+            this_cpu_flags() & {"amx_bf16", "amx_int8", "avx512_bf16", "avx512_vnni", "avx_vnni"}
+        ),
+        "bf16_gates": gates,
+        "model_only": model_rows,
+        "end_to_end": e2e_rows,
+        "decode_images_per_s": decode,
+        "eager_baseline": baseline,
+        "files": args.files,
+        "arch": args.arch,
+        "size": args.size,
+        "input_format": args.input_format,
+    }
 
 
 #: The end-to-end targets for ``--runtime auto`` against torchvision eager + DataLoader (resnet18 224 px): with AMX, and
@@ -226,9 +253,14 @@ def targets(c: dict[str, Any]) -> list[tuple[str, str, bool]]:
                         f"{ratio:.2f}x ({auto['images_per_s']:.1f} vs {original:.1f} images/s; ran on {auto['used']} "
                         f"{auto['inference_precision']})", ratio >= factor))
         else:
-            out.append((f"{file.upper()} file, --runtime auto at least onnxruntime's {ort['images_per_s'] / original:.2f}x "
-                        "torchvision eager + DataLoader", f"{ratio:.2f}x ({auto['images_per_s']:.1f} vs {original:.1f} images/s)",
-                        auto["images_per_s"] >= 0.97 * ort["images_per_s"]))
+            out.append(
+                (
+                    f"{file.upper()} file, --runtime auto at least onnxruntime's {ort['images_per_s'] / original:.2f}x "
+                    "torchvision eager + DataLoader",
+                    f"{ratio:.2f}x ({auto['images_per_s']:.1f} vs {original:.1f} images/s)",
+                    auto["images_per_s"] >= 0.97 * ort["images_per_s"],
+                )
+            )
         precision = auto["inference_precision"] if auto["used"] == "openvino" else file
         decode = c["decode_images_per_s"][file]
         bound = shared_core_bound(model_rate.get((file, auto["used"], precision)), decode)
@@ -276,15 +308,26 @@ def report(conditions: list[dict[str, Any]]) -> str:
         if len(sizes) > 1:
             label = f"{c['size']} px, {label}"
         original = statistics.median(c["eager_baseline"])
-        lines += [f"## {label}", "",
-                  f"{m['cpu_model']}, {m['logical_cpus']} CPUs, flags {' '.join(m['isa'])}; usable by oneDNN under this "
-                  f"condition: {' '.join(c['effective_flags']) or 'none of AMX/VNNI/BF16'}; load average at the end "
-                  f"{m['load_avg']}; {c['arch']} {c['size']} px; files in {c['input_format']} input.", "",
-                  "Targets (ratios from this run):", "", "| target | measured | verdict |", "|---|---|---|"]
+        lines += [
+            f"## {label}",
+            "",
+            f"{m['cpu_model']}, {m['logical_cpus']} CPUs, flags {' '.join(m['isa'])}; usable by oneDNN under this "
+            f"condition: {' '.join(c['effective_flags']) or 'none of AMX/VNNI/BF16'}; load average at the end "
+            f"{m['load_avg']}; {c['arch']} {c['size']} px; files in {c['input_format']} input.",
+            "",
+            "Targets (ratios from this run):",
+            "",
+            "| target | measured | verdict |",
+            "|---|---|---|",
+        ]
         lines += [f"| {t} | {v} | {'met' if ok else '**missed**'} |" for t, v, ok in targets(c)]
-        lines += ["", "Model only (a batch of real photos in the file's input), median images/s of interleaved rounds:", "",
-                  "| file | runtime | inference precision | images/s | vs onnxruntime | rounds | OpenVINO conv kernels |",
-                  "|---|---|---|---:|---:|---|---|"]
+        lines += [
+            "",
+            "Model only (a batch of real photos in the file's input), median images/s of interleaved rounds:",
+            "",
+            "| file | runtime | inference precision | images/s | vs onnxruntime | rounds | OpenVINO conv kernels |",
+            "|---|---|---|---:|---:|---|---|",
+        ]
         base = {r["file"]: r["images_per_s"] for r in c["model_only"] if r["runtime"] == "onnxruntime"}
         model_rate = {}
         for r in c["model_only"]:
@@ -292,12 +335,18 @@ def report(conditions: list[dict[str, Any]]) -> str:
             lines.append(f"| {r['file']} | {r['runtime']} | {r['precision']} | {r['images_per_s']:.1f} | "
                          f"{r['images_per_s'] / base[r['file']]:.2f} | {r['rounds']} | {', '.join(r['kernels'])} |")
         decode = c["decode_images_per_s"]
-        lines += ["", f"End to end, `classify_folder` on {c['files']} photos (4 of 5 at 600x866), median images/s; "
-                  f"decode only {', '.join(f'{k} file {v:.1f}' for k, v in decode.items())} images/s; bound = "
-                  "1 / (1/model only + 1/decode only) of the runtime and precision used; torchvision eager + DataLoader (torchvision "
-                  f"transforms, DataLoader, eager FP32) {original:.1f} images/s, rounds {c['eager_baseline']}:", "",
-                  "| file | --runtime | ran on | inference precision | images/s | vs onnxruntime | vs torchvision eager + DataLoader | "
-                  "bound | of bound | rounds |", "|---|---|---|---|---:|---:|---:|---:|---:|---|"]
+        lines += [
+            "",
+            f"End to end, `classify_folder` on {c['files']} photos (4 of 5 at 600x866), median images/s; "
+            f"decode only {', '.join(f'{k} file {v:.1f}' for k, v in decode.items())} images/s; bound = "
+            "1 / (1/model only + 1/decode only) of the runtime and precision used; "
+            "torchvision eager + DataLoader (torchvision "
+            f"transforms, DataLoader, eager FP32) {original:.1f} images/s, rounds {c['eager_baseline']}:",
+            "",
+            "| file | --runtime | ran on | inference precision | images/s | vs onnxruntime | "
+            "vs torchvision eager + DataLoader | bound | of bound | rounds |",
+            "|---|---|---|---|---:|---:|---:|---:|---:|---|",
+        ]
         e2e_base = {r["file"]: r["images_per_s"] for r in c["end_to_end"] if r["runtime"] == "onnxruntime"}
         for r in c["end_to_end"]:
             precision = r["inference_precision"] if r["used"] == "openvino" else r["file"]
@@ -319,8 +368,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mask", nargs="*", default=["AVX512_CORE_BF16"],
                         help="ONEDNN_MAX_CPU_ISA values measured besides the machine as is (default: %(default)s)")
     parser.add_argument("--arch", default="resnet18", help="registered arch (default: %(default)s)")
-    parser.add_argument("--size", type=int, nargs="+", default=[224],
-                        help="input sizes, px; several measure where `auto` should switch runtimes (default: %(default)s)")
+    parser.add_argument(
+        "--size",
+        type=int,
+        nargs="+",
+        default=[224],
+        help="input sizes, px; several measure where `auto` should switch runtimes (default: %(default)s)",
+    )
     parser.add_argument("--batch", type=int, default=32, help="batch size (default: %(default)s)")
     parser.add_argument("--files", type=int, default=200, help="photos in the end-to-end folder (default: %(default)s)")
     parser.add_argument("--rounds", dest="repeats", type=int, help=argparse.SUPPRESS)  # the former name of --repeats

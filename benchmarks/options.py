@@ -61,7 +61,9 @@ def click_shared(repeats: int | None = 3, quiet: bool = True) -> Callable[[F], F
 
 def setup_logging(quiet: bool = False) -> None:
     """Warnings on stderr; the benchmarks' own progress at INFO unless ``quiet``."""
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s: %(message)s", stream=sys.stderr)
+    logging.basicConfig(
+        level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s: %(message)s", stream=sys.stderr
+    )
     logging.getLogger("benchmarks").setLevel(logging.WARNING if quiet else logging.INFO)
 
 

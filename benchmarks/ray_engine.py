@@ -48,7 +48,8 @@ def _startup_seconds(ray: object, cpus: int) -> float:
 
 
 def run(arch: str, size: int, files: int, repeats: int, machine: MachineInfo) -> tuple[str, list[dict[str, Any]]]:
-    """Measure every engine; return the markdown table and its rows (engine, images/s, vs local, runs; Ray's start-up)."""
+    """Measure every engine; return the markdown table and its rows (engine, images/s, vs local, runs; Ray's
+    start-up)."""
     import ray
 
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")

@@ -23,7 +23,8 @@ class Row:
         section: one of :data:`SECTIONS`.
         arch: model name, or ``""`` (matmul).
         image_size: model input side, px.
-        runtime: ``pytorch-eager``, ``onnxruntime``, ``gcv-classify``, ``torchvision-eager-dataloader``, ``torch``/``numpy`` (matmul).
+        runtime: ``pytorch-eager``, ``onnxruntime``, ``gcv-classify``, ``torchvision-eager-dataloader``,
+            ``torch``/``numpy`` (matmul).
         provider: ``cpu`` or ``cuda``.
         precision: ``fp32``, ``fp16``, ``int8``.
         batch_size: images per model run.
@@ -128,28 +129,97 @@ def markdown(rows: Sequence[Row], title: str, preamble: str, targets: Sequence[t
                          [[r.runtime, str(r.batch_size), _fmt(r.gflops), _status(r)] for r in by["matmul"]]) + "\n")
     if by["ceiling"]:
         out.write("## FLOP ceiling (best matmul rate / FLOPs per image)\n\n")
-        out.write(_table(["arch", "px", "GFLOP/image", "ceiling images/s"],
-                         [[r.arch, str(r.image_size), _fmt(r.gflops, 3), _fmt(r.ceiling_images_per_s)] for r in by["ceiling"]]) + "\n")
+        out.write(
+            _table(
+                ["arch", "px", "GFLOP/image", "ceiling images/s"],
+                [[r.arch, str(r.image_size), _fmt(r.gflops, 3), _fmt(r.ceiling_images_per_s)] for r in by["ceiling"]],
+            )
+            + "\n"
+        )
     if by["model-only"]:
         out.write("## Model only (preprocessed batch in, logits out)\n\n")
-        out.write(_table(
-            ["arch", "px", "runtime", "provider", "precision", "batch", "median ms", "p90 ms", "images/s", "of ceiling", "runs", "status"],
-            [[r.arch, str(r.image_size), r.runtime, r.provider, r.precision, _cell(r.batch_size), _fmt(r.median_ms, 2),
-              _fmt(r.p90_ms, 2), _fmt(r.images_per_s), _fmt(None if r.fraction_of_ceiling is None else r.fraction_of_ceiling * 100, 0)
-              + ("%" if r.fraction_of_ceiling is not None else ""), _cell(r.repeats), _status(r)] for r in by["model-only"]],
-        ) + "\n")
-    for section, heading in (("end-to-end", "End to end on a folder of photos (fresh process each; wall time includes start-up)"),
-                             ("memory", "Peak memory against folder size")):
+        out.write(
+            _table(
+                [
+                    "arch",
+                    "px",
+                    "runtime",
+                    "provider",
+                    "precision",
+                    "batch",
+                    "median ms",
+                    "p90 ms",
+                    "images/s",
+                    "of ceiling",
+                    "runs",
+                    "status",
+                ],
+                [
+                    [
+                        r.arch,
+                        str(r.image_size),
+                        r.runtime,
+                        r.provider,
+                        r.precision,
+                        _cell(r.batch_size),
+                        _fmt(r.median_ms, 2),
+                        _fmt(r.p90_ms, 2),
+                        _fmt(r.images_per_s),
+                        _fmt(None if r.fraction_of_ceiling is None else r.fraction_of_ceiling * 100, 0)
+                        + ("%" if r.fraction_of_ceiling is not None else ""),
+                        _cell(r.repeats),
+                        _status(r),
+                    ]
+                    for r in by["model-only"]
+                ],
+            )
+            + "\n"
+        )
+    for section, heading in (
+        ("end-to-end", "End to end on a folder of photos (fresh process each; wall time includes start-up)"),
+        ("memory", "Peak memory against folder size"),
+    ):
         if by[section]:
             out.write(f"## {heading}\n\n")
-            out.write(_table(
-                ["arch", "px", "command", "precision", "batch", "files", "wall s", "images/s (wall)",
-                 "images/s (command)", "of ceiling", "peak MB", "note", "status"],
-                [[r.arch, str(r.image_size), r.runtime, r.precision, _cell(r.batch_size), _cell(r.files), _fmt(r.seconds),
-                  _fmt(r.images_per_s), _fmt(r.command_images_per_s), _fmt(None if r.fraction_of_ceiling is None else r.fraction_of_ceiling * 100, 0)
-                  + ("%" if r.fraction_of_ceiling is not None else ""), _fmt(r.peak_rss_mb, 0), r.note, _status(r)]
-                 for r in by[section]],
-            ) + "\n")
+            out.write(
+                _table(
+                    [
+                        "arch",
+                        "px",
+                        "command",
+                        "precision",
+                        "batch",
+                        "files",
+                        "wall s",
+                        "images/s (wall)",
+                        "images/s (command)",
+                        "of ceiling",
+                        "peak MB",
+                        "note",
+                        "status",
+                    ],
+                    [
+                        [
+                            r.arch,
+                            str(r.image_size),
+                            r.runtime,
+                            r.precision,
+                            _cell(r.batch_size),
+                            _cell(r.files),
+                            _fmt(r.seconds),
+                            _fmt(r.images_per_s),
+                            _fmt(r.command_images_per_s),
+                            _fmt(None if r.fraction_of_ceiling is None else r.fraction_of_ceiling * 100, 0)
+                            + ("%" if r.fraction_of_ceiling is not None else ""),
+                            _fmt(r.peak_rss_mb, 0),
+                            r.note,
+                            _status(r),
+                        ]
+                        for r in by[section]
+                    ],
+                )
+                + "\n"
+            )
     if by["int8-settings"]:
         out.write("## INT8 and session settings (model only)\n\n")
         out.write(_table(["arch", "px", "precision", "batch", "settings", "median ms", "images/s", "status"],
@@ -157,9 +227,25 @@ def markdown(rows: Sequence[Row], title: str, preamble: str, targets: Sequence[t
                            _fmt(r.images_per_s), _status(r)] for r in by["int8-settings"]]) + "\n")
     if by["accuracy"]:
         out.write("## Top-1 accuracy on the Fashion-MNIST test split (trained here, see the note)\n\n")
-        out.write(_table(["arch", "px", "precision", "test images", "accuracy", "note", "status"],
-                         [[r.arch, str(r.image_size), r.precision, _cell(r.files), _fmt(None if r.accuracy is None else r.accuracy * 100, 2)
-                           + ("%" if r.accuracy is not None else ""), r.note, _status(r)] for r in by["accuracy"]]) + "\n")
+        out.write(
+            _table(
+                ["arch", "px", "precision", "test images", "accuracy", "note", "status"],
+                [
+                    [
+                        r.arch,
+                        str(r.image_size),
+                        r.precision,
+                        _cell(r.files),
+                        _fmt(None if r.accuracy is None else r.accuracy * 100, 2)
+                        + ("%" if r.accuracy is not None else ""),
+                        r.note,
+                        _status(r),
+                    ]
+                    for r in by["accuracy"]
+                ],
+            )
+            + "\n"
+        )
     return out.getvalue()
 
 
@@ -180,13 +266,15 @@ def plot_throughput(rows: Sequence[Row], path: Path) -> None:
     measured = [r for r in rows if r.section == "model-only" and r.images_per_s]
     sizes = sorted({r.image_size for r in measured}, reverse=True) or [0]
     fig, axes = plt.subplots(1, len(sizes), figsize=(7 * len(sizes), 4.8), squeeze=False)
-    for ax, size in zip(axes[0], sizes):
+    for ax, size in zip(axes[0], sizes, strict=True):
         panel = [r for r in measured if r.image_size == size]
         archs = list(dict.fromkeys(r.arch for r in panel))
         series = list(dict.fromkeys((r.runtime, r.provider, r.precision, r.batch_size) for r in panel))
         width = 0.8 / max(1, len(series))
         for j, key in enumerate(series):
-            values = {r.arch: r.images_per_s for r in panel if (r.runtime, r.provider, r.precision, r.batch_size) == key}
+            values = {
+                r.arch: r.images_per_s for r in panel if (r.runtime, r.provider, r.precision, r.batch_size) == key
+            }
             xs = [i + (j - (len(series) - 1) / 2) * width for i in range(len(archs))]
             label = f"{key[0].replace('onnxruntime', 'ort')} {key[1]} {key[2]} b{key[3]}"
             ax.bar(xs, [values.get(a, 0) for a in archs], width, label=label)

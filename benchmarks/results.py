@@ -31,8 +31,17 @@ KEYS: tuple[str, ...] = ("schema", "suite", "machine", "commit", "started", "com
 MACHINE_KEYS: tuple[str, ...] = ("cpu_model", "slug", "flags", "cores", "memory_gb", "platform", "gpu", "versions",
                                  "load_before", "load_after")  # fmt: skip
 #: Versions recorded (``python`` first); absent packages are left out.
-VERSION_KEYS: tuple[str, ...] = ("python", "numpy", "onnxruntime", "onnxruntime-gpu", "openvino", "torch", "torchvision",
-                                 "pillow", "garmentcv")  # fmt: skip
+VERSION_KEYS: tuple[str, ...] = (
+    "python",
+    "numpy",
+    "onnxruntime",
+    "onnxruntime-gpu",
+    "openvino",
+    "torch",
+    "torchvision",
+    "pillow",
+    "garmentcv",
+)
 REPO_ROOT = Path(__file__).resolve().parent.parent
 #: Where results go unless ``--out`` says otherwise.
 DEFAULT_ROOT = Path("benchmarks/results")
@@ -57,7 +66,9 @@ def machine_slug(cpu_model: str, isa: Sequence[str]) -> str:
 def git_commit(repo: Path = REPO_ROOT) -> dict[str, Any]:
     """``{"rev": <full hash>, "dirty": <uncommitted changes to tracked files>}``; ``rev`` is ``""`` outside git."""
     try:
-        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, check=True).stdout.strip()
+        rev = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, check=True
+        ).stdout.strip()
         status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo, capture_output=True,
                                 text=True, check=True).stdout  # fmt: skip
     except (OSError, subprocess.CalledProcessError):
@@ -75,9 +86,18 @@ def machine_record(before: MachineInfo, load_after: Sequence[float] | None = Non
     versions = {"python": before.python} | {k: before.versions[k] for k in VERSION_KEYS if k in before.versions}
     if load_after is None:
         load_after = _load()
-    return {"cpu_model": before.cpu_model, "slug": machine_slug(before.cpu_model, before.isa), "flags": list(before.isa),
-            "cores": before.logical_cpus, "memory_gb": before.memory_gb, "platform": before.platform, "gpu": before.gpu,
-            "versions": versions, "load_before": list(before.load_avg), "load_after": [round(x, 2) for x in load_after]}  # fmt: skip
+    return {
+        "cpu_model": before.cpu_model,
+        "slug": machine_slug(before.cpu_model, before.isa),
+        "flags": list(before.isa),
+        "cores": before.logical_cpus,
+        "memory_gb": before.memory_gb,
+        "platform": before.platform,
+        "gpu": before.gpu,
+        "versions": versions,
+        "load_before": list(before.load_avg),
+        "load_after": [round(x, 2) for x in load_after],
+    }
 
 
 def _load() -> tuple[float, float, float]:
@@ -113,7 +133,7 @@ def start(suite: str, argv: Sequence[str] | None = None, machine: MachineInfo | 
 def document(run: Run, rows: Sequence[Mapping[str, Any]], load_after: Sequence[float] | None = None) -> dict[str, Any]:
     """The result document (keys :data:`KEYS`) of ``run`` with ``rows``; the load after is taken now unless given."""
     return {"schema": SCHEMA, "suite": run.suite, "machine": machine_record(run.machine, load_after),
-            "commit": git_commit(), "started": run.started, "command": run.command, "rows": [dict(r) for r in rows]}  # fmt: skip
+            "commit": git_commit(), "started": run.started, "command": run.command, "rows": [dict(r) for r in rows]}
 
 
 def result_path(root: Path, suite: str, slug: str, name: str | None = None) -> Path:

@@ -96,7 +96,9 @@ class _Run:
     def add(self, row: Row) -> None:
         self.rows.append(row)
         if row.status.startswith(("skipped", "failed")):
-            logger.warning("%s %s %s px %s %s: %s", row.section, row.arch, row.image_size, row.runtime, row.precision, row.status)
+            logger.warning(
+                "%s %s %s px %s %s: %s", row.section, row.arch, row.image_size, row.runtime, row.precision, row.status
+            )
 
     def fraction(self, arch: str, size: int, images_per_s: float | None) -> tuple[float | None, float | None]:
         ceiling_ips = self.ceilings.get((arch, size))
@@ -125,8 +127,17 @@ def _ceiling_step(run: _Run) -> None:
         for size in run.cfg.sizes:
             flops = ceiling.count_flops(arch, size)
             run.ceilings[(arch, size)] = ceiling.ceiling_images_per_second(flops, rate)
-            run.add(Row("ceiling", arch=arch, image_size=size, precision="fp32", gflops=flops / 1e9,
-                        ceiling_images_per_s=run.ceilings[(arch, size)], note=f"{rate.gflops:.1f} GFLOP/s ({rate.library}, n={rate.size})"))
+            run.add(
+                Row(
+                    "ceiling",
+                    arch=arch,
+                    image_size=size,
+                    precision="fp32",
+                    gflops=flops / 1e9,
+                    ceiling_images_per_s=run.ceilings[(arch, size)],
+                    note=f"{rate.gflops:.1f} GFLOP/s ({rate.library}, n={rate.size})",
+                )
+            )
 
 
 def _make_models(run: _Run, arch: str, size: int, folder: photos.PhotoFolder) -> ModelFiles:
@@ -137,7 +148,9 @@ def _make_models(run: _Run, arch: str, size: int, folder: photos.PhotoFolder) ->
                                max_accuracy_drop=100.0)  # random weights: the accuracy gate means nothing here
     fp32 = export("fp32", stem.with_suffix(".fp32.onnx"))
     calibration = onnx_models.calibration_batch(sorted(labelled.glob("*.jpg")), default_preprocessing(arch, size))
-    variant = onnx_models.quantize_variant(fp32, stem.with_suffix(".int8-variant.onnx"), calibration, onnx_models.VARIANT_INT8)
+    variant = onnx_models.quantize_variant(
+        fp32, stem.with_suffix(".int8-variant.onnx"), calibration, onnx_models.VARIANT_INT8
+    )
     return ModelFiles(checkpoint, fp32, export("int8", stem.with_suffix(".int8.onnx")), variant, labelled)
 
 
@@ -149,16 +162,44 @@ def _model_only_step(run: _Run, arch: str, size: int, files: ModelFiles) -> None
         ("pytorch-eager", "cpu", "fp32", lambda: lambda batch: model_only.time_eager(eager, batch, run.cfg.plan), ""),
         ("onnxruntime", "cpu", "fp32", lambda: _session_timer(run, files.fp32, model_only.CPU), ""),
         ("onnxruntime", "cpu", "int8", lambda: _session_timer(run, files.int8, model_only.CPU), ""),
-        ("onnxruntime", "cpu", onnx_models.VARIANT_LABEL, lambda: _session_timer(run, files.int8_variant, model_only.CPU),
-         f"gcv-export's FP32 re-quantized {onnx_models.VARIANT_INT8.label()} (its former setting)"),
+        (
+            "onnxruntime",
+            "cpu",
+            onnx_models.VARIANT_LABEL,
+            lambda: _session_timer(run, files.int8_variant, model_only.CPU),
+            f"gcv-export's FP32 re-quantized {onnx_models.VARIANT_INT8.label()} (its former setting)",
+        ),
     ]
     gpu = model_only.cuda_available()
     runtimes += [
-        ("onnxruntime", "cuda", "fp32", (lambda: _session_timer(run, files.fp32, model_only.CUDA)) if gpu else None, ""),
-        ("onnxruntime", "cuda", "fp16", (lambda: _session_timer(run, onnx_models.export_model(
-            files.checkpoint, "fp16", files.fp32.with_suffix(".fp16.onnx"), val_data=files.photos,
-            max_accuracy_drop=100.0), model_only.CUDA))  # random weights: gcv-export now gates FP16 accuracy too
-         if gpu else None, ""),
+        (
+            "onnxruntime",
+            "cuda",
+            "fp32",
+            (lambda: _session_timer(run, files.fp32, model_only.CUDA)) if gpu else None,
+            "",
+        ),
+        (
+            "onnxruntime",
+            "cuda",
+            "fp16",
+            (
+                lambda: _session_timer(
+                    run,
+                    onnx_models.export_model(
+                        files.checkpoint,
+                        "fp16",
+                        files.fp32.with_suffix(".fp16.onnx"),
+                        val_data=files.photos,
+                        max_accuracy_drop=100.0,
+                    ),
+                    model_only.CUDA,
+                )
+            )  # random weights: gcv-export now gates FP16 accuracy too
+            if gpu
+            else None,
+            "",
+        ),
     ]
     for runtime, provider, precision, make_timer, note in runtimes:
         timer = make_timer() if make_timer is not None and not run.out_of_time() else None
@@ -168,10 +209,18 @@ def _model_only_step(run: _Run, arch: str, size: int, files: ModelFiles) -> None
             if make_timer is None:
                 run.add(Row("model-only", **common, status="not measured (no GPU in this run)"))
             elif timer is None or run.out_of_time():
-                run.add(Row("model-only", **common, status=f"skipped: too slow (run past --max-minutes {run.cfg.max_minutes})"))
+                run.add(
+                    Row(
+                        "model-only",
+                        **common,
+                        status=f"skipped: too slow (run past --max-minutes {run.cfg.max_minutes})",
+                    )
+                )
             else:
                 timing = timer(model_only.random_batch(batch_size, size))
-                ceiling_ips, fraction = run.fraction(arch, size, timing.images_per_second) if provider == "cpu" else (None, None)
+                ceiling_ips, fraction = (
+                    run.fraction(arch, size, timing.images_per_second) if provider == "cpu" else (None, None)
+                )
                 run.add(Row("model-only", **common, median_ms=timing.median_ms, p90_ms=timing.p90_ms,
                             images_per_s=timing.images_per_second, repeats=timing.repeats,
                             ceiling_images_per_s=ceiling_ips, fraction_of_ceiling=fraction))
@@ -190,7 +239,9 @@ def _process_row(run: _Run, section: str, proc: end_to_end.ProcessRun, files: in
     images_per_s = files / proc.seconds if ok else None
     command_rate = end_to_end.reported_rate(proc.stderr_tail) if ok else None
     arch, size = str(common["arch"]), int(common["image_size"])  # type: ignore[call-overload]
-    ceiling_ips, fraction = run.fraction(arch, size, command_rate) if common.get("precision") == "fp32" else (None, None)
+    ceiling_ips, fraction = (
+        run.fraction(arch, size, command_rate) if common.get("precision") == "fp32" else (None, None)
+    )
     return Row(section, **common, files=files, seconds=proc.seconds, images_per_s=images_per_s,  # type: ignore[arg-type]
                command_images_per_s=command_rate,
                peak_rss_mb=proc.peak_rss_mb, ceiling_images_per_s=ceiling_ips, fraction_of_ceiling=fraction,
@@ -203,10 +254,18 @@ def _end_to_end_step(run: _Run, arch: str, size: int, files: ModelFiles, folder:
     commands = [
         ("gcv-classify", "fp32", end_to_end.classify_command(folder.path, files.fp32, rows_csv, batch), ""),
         ("gcv-classify", "int8", end_to_end.classify_command(folder.path, files.int8, rows_csv, batch), ""),
-        ("gcv-classify", onnx_models.VARIANT_LABEL, end_to_end.classify_command(folder.path, files.int8_variant, rows_csv, batch),
-         f"former export setting {onnx_models.VARIANT_INT8.label()}"),
-        ("torchvision-eager-dataloader", "fp32", end_to_end.baseline_command(folder.path, files.checkpoint, rows_csv, batch, run.cfg.baseline_workers),
-         f"DataLoader num_workers={run.cfg.baseline_workers}"),
+        (
+            "gcv-classify",
+            onnx_models.VARIANT_LABEL,
+            end_to_end.classify_command(folder.path, files.int8_variant, rows_csv, batch),
+            f"former export setting {onnx_models.VARIANT_INT8.label()}",
+        ),
+        (
+            "torchvision-eager-dataloader",
+            "fp32",
+            end_to_end.baseline_command(folder.path, files.checkpoint, rows_csv, batch, run.cfg.baseline_workers),
+            f"DataLoader num_workers={run.cfg.baseline_workers}",
+        ),
     ]
     if not run.out_of_time():
         seconds = end_to_end.decode_seconds(sorted(folder.path.glob("*.jpg")), default_preprocessing(arch, size))
@@ -214,11 +273,28 @@ def _end_to_end_step(run: _Run, arch: str, size: int, files: ModelFiles, folder:
                     seconds=seconds, images_per_s=folder.files / seconds, command_images_per_s=folder.files / seconds,
                     note=f"load_input, {model_only.cpu_threads()} threads, no model"))
     for runtime, precision, command, note in commands:
-        common = dict(arch=arch, image_size=size, runtime=runtime, provider="cpu", precision=precision, batch_size=batch, note=note)
+        common = dict(
+            arch=arch,
+            image_size=size,
+            runtime=runtime,
+            provider="cpu",
+            precision=precision,
+            batch_size=batch,
+            note=note,
+        )
         if runtime == "gcv-classify" and not end_to_end.gcv_classify_available():
-            run.add(Row("end-to-end", **common, files=folder.files, status="not measured: gcv-classify is not installed"))
+            run.add(
+                Row("end-to-end", **common, files=folder.files, status="not measured: gcv-classify is not installed")
+            )
         elif run.out_of_time():
-            run.add(Row("end-to-end", **common, files=folder.files, status=f"skipped: too slow (run past --max-minutes {run.cfg.max_minutes})"))
+            run.add(
+                Row(
+                    "end-to-end",
+                    **common,
+                    files=folder.files,
+                    status=f"skipped: too slow (run past --max-minutes {run.cfg.max_minutes})",
+                )
+            )
         else:
             proc = end_to_end.run_measured(command, cwd=end_to_end.REPO_ROOT)
             run.add(_process_row(run, "end-to-end", proc, folder.files, **common))
@@ -232,10 +308,19 @@ def _memory_step(run: _Run, arch: str, size: int, files: ModelFiles) -> None:
             run.add(Row("memory", **common, files=count, status="not measured: gcv-classify is not installed"))
             continue
         if run.out_of_time():
-            run.add(Row("memory", **common, files=count, status=f"skipped: too slow (run past --max-minutes {run.cfg.max_minutes})"))
+            run.add(
+                Row(
+                    "memory",
+                    **common,
+                    files=count,
+                    status=f"skipped: too slow (run past --max-minutes {run.cfg.max_minutes})",
+                )
+            )
             continue
         folder = photos.write_photo_folder(run.work / f"memory-{count}", count, min(count, run.cfg.distinct_files))
-        command = end_to_end.classify_command(folder.path, files.fp32, run.work / f"memory-{count}.csv", run.cfg.e2e_batch)
+        command = end_to_end.classify_command(
+            folder.path, files.fp32, run.work / f"memory-{count}.csv", run.cfg.e2e_batch
+        )
         row = _process_row(run, "memory", end_to_end.run_measured(command), count, **common)
         run.add(dataclasses.replace(row, note=f"{folder.distinct} distinct photos, the rest hard links"))
 
@@ -273,7 +358,11 @@ def _accuracy_step(run: _Run, plan: acc.AccuracyPlan) -> None:
             run.add(Row("accuracy", arch=arch, image_size=plan.image_size, status="skipped: too slow", note=note))
         return
     for result in acc.measure_accuracy(run.cfg.archs, run.work / "accuracy", plan):
-        for precision, value in (("fp32", result.fp32), ("int8", result.int8), (onnx_models.VARIANT_LABEL, result.int8_variant)):
+        for precision, value in (
+            ("fp32", result.fp32),
+            ("int8", result.int8),
+            (onnx_models.VARIANT_LABEL, result.int8_variant),
+        ):
             run.add(Row("accuracy", arch=result.arch, image_size=plan.image_size, runtime="onnxruntime", provider="cpu",
                         precision=precision, files=result.count, accuracy=value,
                         note=f"{note}; validation accuracy at training {result.val_accuracy:.4f}"))
@@ -281,24 +370,30 @@ def _accuracy_step(run: _Run, plan: acc.AccuracyPlan) -> None:
 
 def _preamble(cfg: BenchConfig, machine: MachineInfo, end_load: tuple[float, float, float], minutes: float) -> str:
     versions = ", ".join(f"{k} {v}" for k, v in machine.versions.items())
-    return "\n".join([
-        f"Command: `{cfg.command}` (from the repository root), {minutes:.1f} minutes.",
-        "",
-        f"Machine: {machine.cpu_model}, {machine.logical_cpus} CPUs, {machine.memory_gb} GB, ISA {' '.join(machine.isa)}; "
-        f"{machine.platform}; Python {machine.python}; {versions}. GPU: {machine.gpu or 'none'}.",
-        f"Load average (1, 5, 15 min) at the start {machine.load_avg}, at the end {end_load}.",
-        "",
-        "Models for speed figures are random-init (speed does not depend on the weights); accuracy figures come "
-        "from models trained in this run on real data. Model only: onnxruntime through the session gcv-classify "
-        "opens (garmentcv.infer.runtimes.onnxruntime.open_model: one intra-op thread per core, idle threads sleep); warm-up, then at least "
-        f"{cfg.plan.min_repeats} timed runs and more until {cfg.plan.budget_s} s per configuration; the median and "
-        "p90 are of batch latency, images/s = batch / median. End to end: each command in a fresh process on a folder "
-        f"of {cfg.folder_files} JPEG photos ({cfg.small_folder_files} for inputs up to {SMALL_SIZE} px; "
-        f"{cfg.distinct_files} distinct, the rest hard links; 4 of 5 at 600x866, 1 of 5 at 46x66, crops of "
-        "scikit-learn's sample photographs), wall time including start-up, peak RSS from the OS; decode-only is "
-        "garmentcv.image.load_input over the same folder on one thread per core, no model. The FLOP ceiling is the best FP32 matmul "
-        "rate measured in this run divided by the model's FLOPs per image (torch.utils.flop_counter).",
-    ])
+    return "\n".join(
+        [
+            f"Command: `{cfg.command}` (from the repository root), {minutes:.1f} minutes.",
+            "",
+            f"Machine: {machine.cpu_model}, {machine.logical_cpus} CPUs, {machine.memory_gb} GB, "
+            f"ISA {' '.join(machine.isa)}; "
+            f"{machine.platform}; Python {machine.python}; {versions}. GPU: {machine.gpu or 'none'}.",
+            f"Load average (1, 5, 15 min) at the start {machine.load_avg}, at the end {end_load}.",
+            "",
+            "Models for speed figures are random-init (speed does not depend on the weights); accuracy figures come "
+            "from models trained in this run on real data. Model only: onnxruntime through the session gcv-classify "
+            "opens (garmentcv.infer.runtimes.onnxruntime.open_model: one intra-op thread per core, "
+            "idle threads sleep); warm-up, then at least "
+            f"{cfg.plan.min_repeats} timed runs and more until {cfg.plan.budget_s} s per configuration; the median and "
+            "p90 are of batch latency, images/s = batch / median. "
+            "End to end: each command in a fresh process on a folder "
+            f"of {cfg.folder_files} JPEG photos ({cfg.small_folder_files} for inputs up to {SMALL_SIZE} px; "
+            f"{cfg.distinct_files} distinct, the rest hard links; 4 of 5 at 600x866, 1 of 5 at 46x66, crops of "
+            "scikit-learn's sample photographs), wall time including start-up, peak RSS from the OS; decode-only is "
+            "garmentcv.image.load_input over the same folder on one thread per core, no model. "
+            "The FLOP ceiling is the best FP32 matmul "
+            "rate measured in this run divided by the model's FLOPs per image (torch.utils.flop_counter).",
+        ]
+    )
 
 
 def run_benchmarks(cfg: BenchConfig) -> list[Row]:
@@ -317,7 +412,9 @@ def run_benchmarks(cfg: BenchConfig) -> list[Row]:
         run = _Run(cfg, Path(tmp))
         logger.info("matmul rate and FLOP ceilings")
         _ceiling_step(run)
-        folder = photos.write_photo_folder(run.work / "photos", cfg.folder_files, min(cfg.folder_files, cfg.distinct_files))
+        folder = photos.write_photo_folder(
+            run.work / "photos", cfg.folder_files, min(cfg.folder_files, cfg.distinct_files)
+        )
         small_folder = photos.write_photo_folder(run.work / "photos-small", cfg.small_folder_files,
                                                  min(cfg.small_folder_files, cfg.distinct_files))
         focus = "resnet18" if "resnet18" in cfg.archs else cfg.archs[0]  # the arch of the settings and memory steps
@@ -374,20 +471,31 @@ def _sizes(text: str) -> tuple[int, ...]:
 @click.option("--sizes", default="default,demo", help="Input sizes: default (224 px), demo (32 px) or px values.")
 @click.option("--batch-sizes", default="1,8,32", help="Model-only batch sizes.")
 @click.option("--warmup", type=click.IntRange(min=0), default=2, help="Untimed runs per configuration.")
-@click.option("--budget", type=click.FloatRange(min=0), default=1.0, help="Keep timing a configuration until this many s.")
+@click.option(
+    "--budget", type=click.FloatRange(min=0), default=1.0, help="Keep timing a configuration until this many s."
+)
 @click.option("--folder-files", type=click.IntRange(min=1), default=200, help="Photos in the end-to-end folder.")
 @click.option("--small-folder-files", type=click.IntRange(min=1), default=2000,
               help=f"Photos in the end-to-end folder for inputs up to {SMALL_SIZE} px.")
-@click.option("--distinct-files", type=click.IntRange(min=1), default=200, help="Distinct photos; more files are hard links.")
+@click.option(
+    "--distinct-files", type=click.IntRange(min=1), default=200, help="Distinct photos; more files are hard links."
+)
 @click.option("--memory-files", default="2000,20000", help="Folder sizes for the peak-memory comparison ('' to skip).")
 @click.option("--e2e-batch", type=click.IntRange(min=1), default=32, help="Batch size of the end-to-end commands.")
-@click.option("--baseline-workers", type=click.IntRange(min=0), default=0, help="DataLoader workers of torchvision eager + DataLoader.")
+@click.option(
+    "--baseline-workers",
+    type=click.IntRange(min=0),
+    default=0,
+    help="DataLoader workers of torchvision eager + DataLoader.",
+)
 @click.option("--int8-variants/--no-int8-variants", default=True,
               help="Time INT8/session variants (resnet18, or the first arch; first size).")
 @click.option("--accuracy/--no-accuracy", default=True, help="Train, export and score FP32 vs INT8 on Fashion-MNIST.")
 @click.option("--accuracy-per-class", type=click.IntRange(min=5), default=400, help="Training images per class.")
 @click.option("--accuracy-epochs", type=click.IntRange(min=1), default=3, help="Training epochs.")
-@click.option("--max-minutes", type=click.FloatRange(min=0), default=14.0, help="Skip (with a row saying so) what starts later.")
+@click.option(
+    "--max-minutes", type=click.FloatRange(min=0), default=14.0, help="Skip (with a row saying so) what starts later."
+)
 @click.option("--tiny", is_flag=True, help="Smoke test: resnet18, 32 px, batches 1,2, 2 runs, 10 files, tiny accuracy.")
 @options.click_shared(repeats=5)
 def main(archs: str, sizes: str, batch_sizes: str, warmup: int, repeats: int, budget: float, folder_files: int,
@@ -411,9 +519,21 @@ def main(archs: str, sizes: str, batch_sizes: str, warmup: int, repeats: int, bu
     )
     if tiny:
         cfg = dataclasses.replace(
-            cfg, archs=("resnet18",), sizes=(32,), batch_sizes=(1, 2), plan=TimingPlan(warmup=1, min_repeats=2, budget_s=0.0),
-            folder_files=10, small_folder_files=10, distinct_files=5, memory_files=(10, 20), e2e_batch=4, int8_variants=False, matmul_sizes=(256, 512),
-            accuracy=acc.AccuracyPlan(train_per_class=10, epochs=1, calibration_images=8, source_per_class=40) if accuracy else None,
+            cfg,
+            archs=("resnet18",),
+            sizes=(32,),
+            batch_sizes=(1, 2),
+            plan=TimingPlan(warmup=1, min_repeats=2, budget_s=0.0),
+            folder_files=10,
+            small_folder_files=10,
+            distinct_files=5,
+            memory_files=(10, 20),
+            e2e_batch=4,
+            int8_variants=False,
+            matmul_sizes=(256, 512),
+            accuracy=acc.AccuracyPlan(train_per_class=10, epochs=1, calibration_images=8, source_per_class=40)
+            if accuracy
+            else None,
         )
     run_benchmarks(cfg)
 

@@ -12,7 +12,8 @@ for gcv-export's FP32 and INT8 files of one arch, in format 1 (float32 input, ``
 
 and reports end to end as a share of the bound. Random-init models (speed does not depend on the weights).
 
-Run: ``python -m benchmarks shared_core`` (writes ``shared_core.json``, ``.md``, ``.csv`` to ``benchmarks/results/<machine>/``).
+Run: ``python -m benchmarks shared_core`` (writes ``shared_core.json``, ``.md``, ``.csv`` to
+``benchmarks/results/<machine>/``).
 """
 
 from __future__ import annotations
@@ -83,7 +84,9 @@ def measure(files: dict[str, Path], paths: list[Path], splits: list[tuple[int, i
             repeats: int) -> list[Figures]:
     """Figures for every ``(label, file)`` and ``(threads, workers)`` split, repeats interleaved."""
     runs: dict[tuple[str, int, int], dict[str, list[float]]] = {}
-    models = {(label, t): open_model(path, "cpu", threads=t) for label, path in files.items() for t in {s[0] for s in splits}}
+    models = {
+        (label, t): open_model(path, "cpu", threads=t) for label, path in files.items() for t in {s[0] for s in splits}
+    }
     batches = {key: _real_batch(m, paths, batch_size) for key, m in models.items()}
     for key, m in models.items():  # warm-up
         m.logits(batches[key])
@@ -113,13 +116,26 @@ def measure(files: dict[str, Path], paths: list[Path], splits: list[tuple[int, i
 def main(argv: list[str] | None = None) -> int:
     """Measure, write ``shared_core[-NAME].json``/``.md``/``.csv`` to ``OUT/<machine>/``; return 0."""
     parser = options.suite_parser(__doc__, repeats=3)
-    parser.add_argument("--work", type=Path, default=Path("/tmp/gcv-bench-shared"), help="folder for photos and models (default: %(default)s)")
+    parser.add_argument(
+        "--work",
+        type=Path,
+        default=Path("/tmp/gcv-bench-shared"),
+        help="folder for photos and models (default: %(default)s)",
+    )
     parser.add_argument("--arch", default="resnet18", help="registered arch (default: %(default)s)")
     parser.add_argument("--size", type=int, default=224, help="input size, px (default: %(default)s)")
-    parser.add_argument("--files", type=int, default=200, help="photos in the folder, 4 of 5 at 600x866 (default: %(default)s)")
-    parser.add_argument("--batch-size", type=int, default=32, help="batch size of model-only and end to end (default: %(default)s)")
-    parser.add_argument("--splits", default="2:2,2:1,1:1", help="threads:workers pairs, onnxruntime:decoding (default: %(default)s)")
-    parser.add_argument("--precisions", default="fp32,int8", help="gcv-export precisions measured (default: %(default)s)")
+    parser.add_argument(
+        "--files", type=int, default=200, help="photos in the folder, 4 of 5 at 600x866 (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--batch-size", type=int, default=32, help="batch size of model-only and end to end (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--splits", default="2:2,2:1,1:1", help="threads:workers pairs, onnxruntime:decoding (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--precisions", default="fp32,int8", help="gcv-export precisions measured (default: %(default)s)"
+    )
     args = parser.parse_args(argv)
     begun = results.start("shared_core", argv)
     folder = write_photo_folder(args.work / "photos", args.files)
@@ -136,16 +152,33 @@ def main(argv: list[str] | None = None) -> int:
     splits = [tuple(int(v) for v in s.split(":")) for s in args.splits.split(",")]
     figures = measure(files, paths, splits, args.batch_size, args.repeats)  # type: ignore[arg-type]
     machine, load = begun.machine, os.getloadavg()
-    rows = [{"arch": args.arch, "size": args.size, "file": f.label, "threads": f.threads, "workers": f.workers,
-             "batch": f.batch_size, "model_only_ips": round(f.model, 1), "decode_only_ips": round(f.decode, 1),
-             "bound_ips": round(f.bound, 1), "end_to_end_ips": round(f.end_to_end, 1), "share_of_bound": round(f.share, 3),
-             "images": len(paths), "repeats": args.repeats} for f in figures]  # fmt: skip
+    rows = [
+        {
+            "arch": args.arch,
+            "size": args.size,
+            "file": f.label,
+            "threads": f.threads,
+            "workers": f.workers,
+            "batch": f.batch_size,
+            "model_only_ips": round(f.model, 1),
+            "decode_only_ips": round(f.decode, 1),
+            "bound_ips": round(f.bound, 1),
+            "end_to_end_ips": round(f.end_to_end, 1),
+            "share_of_bound": round(f.share, 3),
+            "images": len(paths),
+            "repeats": args.repeats,
+        }
+        for f in figures
+    ]
     lines = [
-        "# End to end against the shared-core bound", "",
+        "# End to end against the shared-core bound",
+        "",
         f"{args.arch} at {args.size} px, {len(paths)} photos (4 of 5 at 600x866), batch {args.batch_size}, median of "
         f"{args.repeats} interleaved repeats, images/s, in process (no start-up). Machine: {machine.summary()}; load "
-        f"average {' '.join(f'{x:.2f}' for x in load)} at the end.", "",
-        "| file (precision, input) | threads:workers | model only | decode only | bound | end to end | share of bound |",
+        f"average {' '.join(f'{x:.2f}' for x in load)} at the end.",
+        "",
+        "| file (precision, input) | threads:workers | model only | decode only | bound | end to end "
+        "| share of bound |",
         "|---|---|---:|---:|---:|---:|---:|",
     ]
     for f in figures:

@@ -89,9 +89,15 @@ def report(result: dict[str, Any]) -> str:
     model_rate = {(r["file"], r["runtime"], r["precision"]): r["images_per_s"] for r in result["model_only"]}
     rows = result["rows"]
     n, n_large = rows[0]["files"], rows[0]["files_large"]
-    lines = ["# Steady state and fixed start of gcv-classify", "", result["header"], "",
-             f"| file | --runtime | ran on | {n} photos, images/s | {n_large} photos | marginal images/s | fixed start, s "
-             f"| bound | {n} photos, of bound | marginal, of bound |", "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        "# Steady state and fixed start of gcv-classify",
+        "",
+        result["header"],
+        "",
+        f"| file | --runtime | ran on | {n} photos, images/s | {n_large} photos | marginal images/s | fixed start, s "
+        f"| bound | {n} photos, of bound | marginal, of bound |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for r in rows:
         precision = r["inference_precision"] if r["ran_on"] == "openvino" else r["file"]
         d = derive(r, model_rate.get((r["file"], r["ran_on"], precision)), result["decode_images_per_s"][r["file"]])
@@ -109,7 +115,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = options.suite_parser(__doc__, repeats=3)
     parser.add_argument("--arch", default="resnet18", help="registered arch, random init (default: %(default)s)")
     parser.add_argument("--size", type=int, default=224, help="input size, px (default: %(default)s)")
-    parser.add_argument("--files", type=int, default=200, help="N: photos of the short run, 3N in the long one (default: %(default)s)")
+    parser.add_argument(
+        "--files", type=int, default=200, help="N: photos of the short run, 3N in the long one (default: %(default)s)"
+    )
     parser.add_argument("--batch", type=int, default=32, help="batch size (default: %(default)s)")
     parser.add_argument("--rounds", dest="repeats", type=int, help=argparse.SUPPRESS)  # the former name of --repeats
     args = parser.parse_args(argv)

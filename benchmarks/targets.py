@@ -38,7 +38,14 @@ def _int8_speed(rows: Sequence[Row], archs: Sequence[str], sizes: Sequence[int])
     for kind in INT8_KINDS:
         for arch in archs:
             for size in sizes:
-                common = dict(section="model-only", arch=arch, image_size=size, runtime="onnxruntime", provider="cpu", batch_size=32)
+                common = dict(
+                    section="model-only",
+                    arch=arch,
+                    image_size=size,
+                    runtime="onnxruntime",
+                    provider="cpu",
+                    batch_size=32,
+                )
                 fp32, int8 = _find(rows, precision="fp32", **common), _find(rows, precision=kind, **common)
                 if fp32 and int8 and fp32.images_per_s and int8.images_per_s:
                     ratio = int8.images_per_s / fp32.images_per_s
@@ -67,30 +74,54 @@ def _end_to_end(rows: Sequence[Row], archs: Sequence[str], sizes: Sequence[int])
     out = []
     for arch in archs:
         for size in sizes:
-            original = _find(rows, section="end-to-end", arch=arch, image_size=size, runtime="torchvision-eager-dataloader")
+            original = _find(
+                rows, section="end-to-end", arch=arch, image_size=size, runtime="torchvision-eager-dataloader"
+            )
             for precision, goal in (("fp32", FP32_VS_EAGER), ("int8", INT8_VS_EAGER), ("int8-s8s8", INT8_VS_EAGER)):
-                gcv = _find(rows, section="end-to-end", arch=arch, image_size=size, runtime="gcv-classify", precision=precision)
+                gcv = _find(
+                    rows, section="end-to-end", arch=arch, image_size=size, runtime="gcv-classify", precision=precision
+                )
                 if gcv is None or not gcv.command_images_per_s:
                     continue
-                model = _find(rows, section="model-only", arch=arch, image_size=size, runtime="onnxruntime", provider="cpu",
-                              precision=precision, batch_size=gcv.batch_size)
+                model = _find(
+                    rows,
+                    section="model-only",
+                    arch=arch,
+                    image_size=size,
+                    runtime="onnxruntime",
+                    provider="cpu",
+                    precision=precision,
+                    batch_size=gcv.batch_size,
+                )
                 if model and model.images_per_s:
                     share = gcv.command_images_per_s / model.images_per_s
                     decode = _find(rows, section="end-to-end", arch=arch, image_size=size, runtime="decode-only")
                     bound = ""
                     if decode and decode.images_per_s:  # both sharing the same cores: 1 / (1/model + 1/decode)
                         limit = 1 / (1 / model.images_per_s + 1 / decode.images_per_s)
-                        bound = f"; decode alone {decode.images_per_s:.0f}/s, shared-core bound {limit:.0f}/s = {limit / model.images_per_s:.0%}"
-                    out.append((f"gcv-classify >= {E2E_OF_MODEL_ONLY:.0%} of model-only, {arch} {size} px {precision} "
-                                f"batch {gcv.batch_size}",
-                                f"{share:.0%} ({gcv.command_images_per_s:.1f} vs {model.images_per_s:.1f} images/s{bound})",
-                                _verdict(share >= E2E_OF_MODEL_ONLY)))
+                        bound = (
+                            f"; decode alone {decode.images_per_s:.0f}/s, shared-core bound {limit:.0f}/s "
+                            f"= {limit / model.images_per_s:.0%}"
+                        )
+                    out.append(
+                        (
+                            f"gcv-classify >= {E2E_OF_MODEL_ONLY:.0%} of model-only, {arch} {size} px {precision} "
+                            f"batch {gcv.batch_size}",
+                            f"{share:.0%} ({gcv.command_images_per_s:.1f} vs {model.images_per_s:.1f} images/s{bound})",
+                            _verdict(share >= E2E_OF_MODEL_ONLY),
+                        )
+                    )
                 if original and original.command_images_per_s:
                     ratio = gcv.command_images_per_s / original.command_images_per_s
                     wall = (gcv.images_per_s or 0) / (original.images_per_s or 1)
-                    out.append((f"gcv-classify {precision} >= {goal}x torchvision eager + DataLoader, {arch} {size} px",
-                                f"{ratio:.2f}x ({gcv.command_images_per_s:.1f} vs {original.command_images_per_s:.1f} images/s; "
-                                f"wall {wall:.2f}x)", _verdict(ratio >= goal)))
+                    out.append(
+                        (
+                            f"gcv-classify {precision} >= {goal}x torchvision eager + DataLoader, {arch} {size} px",
+                            f"{ratio:.2f}x ({gcv.command_images_per_s:.1f} vs "
+                            f"{original.command_images_per_s:.1f} images/s; wall {wall:.2f}x)",
+                            _verdict(ratio >= goal),
+                        )
+                    )
     return out
 
 
@@ -103,20 +134,32 @@ def _ceiling(rows: Sequence[Row], sizes: Sequence[int]) -> list[Verdict]:
                           and r.precision == "fp32" and r.fraction_of_ceiling is not None]
             if candidates:
                 best = max(candidates, key=lambda r: r.fraction_of_ceiling or 0.0)
-                out.append((f"FP32 onnxruntime within 25% of the FLOP ceiling, {arch} {size} px (best batch)",
-                            f"{best.fraction_of_ceiling:.0%} at batch {best.batch_size} ({best.images_per_s:.1f} of "
-                            f"{best.ceiling_images_per_s:.1f} images/s)", _verdict((best.fraction_of_ceiling or 0) >= CEILING_FRACTION)))
+                out.append(
+                    (
+                        f"FP32 onnxruntime within 25% of the FLOP ceiling, {arch} {size} px (best batch)",
+                        f"{best.fraction_of_ceiling:.0%} at batch {best.batch_size} ({best.images_per_s:.1f} of "
+                        f"{best.ceiling_images_per_s:.1f} images/s)",
+                        _verdict((best.fraction_of_ceiling or 0) >= CEILING_FRACTION),
+                    )
+                )
     return out
 
 
 def _memory(rows: Sequence[Row]) -> list[Verdict]:
-    runs = sorted((r for r in rows if r.section == "memory" and r.status == "ok" and r.peak_rss_mb), key=lambda r: r.files or 0)
+    runs = sorted(
+        (r for r in rows if r.section == "memory" and r.status == "ok" and r.peak_rss_mb), key=lambda r: r.files or 0
+    )
     if len(runs) < 2:
         return []
     small, large = runs[0], runs[-1]
     growth = (large.peak_rss_mb or 0) / (small.peak_rss_mb or 1)
-    return [(f"gcv-classify peak memory on {large.files:,} files <= {MEMORY_GROWTH}x on {small.files:,}",
-             f"{growth:.2f}x ({large.peak_rss_mb:.0f} vs {small.peak_rss_mb:.0f} MB)", _verdict(growth <= MEMORY_GROWTH))]
+    return [
+        (
+            f"gcv-classify peak memory on {large.files:,} files <= {MEMORY_GROWTH}x on {small.files:,}",
+            f"{growth:.2f}x ({large.peak_rss_mb:.0f} vs {small.peak_rss_mb:.0f} MB)",
+            _verdict(growth <= MEMORY_GROWTH),
+        )
+    ]
 
 
 def judge(rows: Sequence[Row], archs: Sequence[str], sizes: Sequence[int]) -> list[Verdict]:

@@ -31,8 +31,11 @@ def _pairs(cpus: int) -> list[tuple[int, int]]:
     return sorted(pairs)
 
 
-def run(arch: str, size: int, precisions: list[str], files: int, repeats: int, machine: MachineInfo) -> tuple[str, list[dict[str, Any]]]:
-    """Measure every split; return the markdown table and its rows (precision, threads, workers, images/s, vs default)."""
+def run(
+    arch: str, size: int, precisions: list[str], files: int, repeats: int, machine: MachineInfo
+) -> tuple[str, list[dict[str, Any]]]:
+    """Measure every split; return the markdown table and its rows (precision, threads, workers, images/s, vs
+    default)."""
     rows: list[dict[str, Any]] = []
     cpus = available_cpus()
     default = split_cpus(None, None, cpus)
@@ -61,8 +64,17 @@ def run(arch: str, size: int, precisions: list[str], files: int, repeats: int, m
                 median = statistics.median(values)
                 mark = " (default)" if (threads, workers) == default else ""
                 lines.append(f"| {precision} | {threads} | {workers}{mark} | {median:.1f} | {median / base:.2f} |")
-                rows.append({"precision": precision, "threads": threads, "workers": workers, "default": bool(mark),
-                             "images_per_s": round(median, 1), "vs_default": round(median / base, 2), "repeats": repeats})
+                rows.append(
+                    {
+                        "precision": precision,
+                        "threads": threads,
+                        "workers": workers,
+                        "default": bool(mark),
+                        "images_per_s": round(median, 1),
+                        "vs_default": round(median / base, 2),
+                        "repeats": repeats,
+                    }
+                )
     return "\n".join(lines) + "\n", rows
 
 
@@ -71,7 +83,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = options.suite_parser(__doc__, repeats=3)
     parser.add_argument("--arch", default="resnet18", help="registered arch (default: %(default)s)")
     parser.add_argument("--size", type=int, default=224, help="input size, px (default: %(default)s)")
-    parser.add_argument("--precision", nargs="+", default=["fp32", "int8"], help="exported precisions (default: %(default)s)")
+    parser.add_argument(
+        "--precision", nargs="+", default=["fp32", "int8"], help="exported precisions (default: %(default)s)"
+    )
     parser.add_argument("--files", type=int, default=200, help="photos in the folder (default: %(default)s)")
     args = parser.parse_args(argv)
     begun = results.start("threads", argv)

@@ -142,7 +142,7 @@ def _auto_choice(arch: str, size: int, cap: str) -> str:
 
 
 def _train_rows(data: Path, size: int, epochs: int, amps: tuple[str, ...], archs: tuple[str, ...], work: Path,
-                batch_size: int, purpose: str, val_fraction: float, weights: str = "none") -> list[dict[str, Any]]:  # fmt: skip
+                batch_size: int, purpose: str, val_fraction: float, weights: str = "none") -> list[dict[str, Any]]:
     """gcv-train's library function once per ``amps`` value: training images/s and best validation accuracy.
     ``weights`` is gcv-train's ``--weights`` (``none``: from scratch; a GarmentCV ``best.pt``: fine-tuned from it)."""
     from garmentcv.train import loop
@@ -162,24 +162,44 @@ def _train_rows(data: Path, size: int, epochs: int, amps: tuple[str, ...], archs
 
             loop.train_one_epoch = counting
             try:
-                cfg = TrainConfig(data=data, out=work / f"{purpose}-{arch}-{size}-{amp}", archs=(arch,), weights=weights,
-                                  image_size=size, epochs=epochs, batch_size=batch_size, amp=amp, val_fraction=val_fraction)  # fmt: skip
+                cfg = TrainConfig(
+                    data=data,
+                    out=work / f"{purpose}-{arch}-{size}-{amp}",
+                    archs=(arch,),
+                    weights=weights,
+                    image_size=size,
+                    epochs=epochs,
+                    batch_size=batch_size,
+                    amp=amp,
+                    val_fraction=val_fraction,
+                )
                 result = loop.train(cfg, progress=False)
             finally:
                 loop.train_one_epoch = real
             (arch_result,) = result.archs
             chosen = json.loads((cfg.out / "config.json").read_text())["amp_chosen"][arch]
             last_s, last_n = timed[-1]  # the last epoch's rate: the first one also pays kernel set-up
-            rows.append({
-                "section": "gcv-train", "purpose": purpose, "arch": arch, "size": size, "amp": amp, "weights": weights,
-                "precision": chosen["dtype"] or "float32", "memory_format": "channels_last" if chosen["channels_last"] else "nchw",
-                "epochs": epochs, "batch": batch_size, "train_images": last_n,
-                "val_images": sum(arch_result.best["confusion_matrix"][0]) + sum(arch_result.best["confusion_matrix"][1]),
-                "images_per_s": round(last_n / last_s, 2),
-                "images_per_s_by_epoch": [round(n / t, 2) for t, n in timed],
-                "best_val_accuracy": arch_result.best["accuracy"],
-                "val_accuracy_by_epoch": [round(h["accuracy"], 4) for h in arch_result.history],
-            })  # fmt: skip
+            rows.append(
+                {
+                    "section": "gcv-train",
+                    "purpose": purpose,
+                    "arch": arch,
+                    "size": size,
+                    "amp": amp,
+                    "weights": weights,
+                    "precision": chosen["dtype"] or "float32",
+                    "memory_format": "channels_last" if chosen["channels_last"] else "nchw",
+                    "epochs": epochs,
+                    "batch": batch_size,
+                    "train_images": last_n,
+                    "val_images": sum(arch_result.best["confusion_matrix"][0])
+                    + sum(arch_result.best["confusion_matrix"][1]),
+                    "images_per_s": round(last_n / last_s, 2),
+                    "images_per_s_by_epoch": [round(n / t, 2) for t, n in timed],
+                    "best_val_accuracy": arch_result.best["accuracy"],
+                    "val_accuracy_by_epoch": [round(h["accuracy"], 4) for h in arch_result.history],
+                }
+            )
             logger.info("gcv-train %s %s %d px --amp %s: %.1f images/s, best val accuracy %.4f", purpose, arch, size,
                         amp, rows[-1]["images_per_s"], rows[-1]["best_val_accuracy"])  # fmt: skip
     base = {(r["purpose"], r["arch"]): r for r in rows if r["amp"] == "off"}
@@ -204,7 +224,9 @@ def _markdown(rows: list[dict[str, Any]], machine: dict[str, Any], command: str,
     steps = [r for r in rows if r["section"] == "steps"]
     if steps:
         lines += [
-            "## One training step, batch " + str(steps[0]["batch"]) + " (median images/s; ratio to FP32 NCHW in the same run)",
+            "## One training step, batch "
+            + str(steps[0]["batch"])
+            + " (median images/s; ratio to FP32 NCHW in the same run)",
             "",
             "`native`: as the CPU is; `no-amx`: `ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16`, AVX-512 BF16 without AMX.",
             "",
@@ -236,7 +258,8 @@ def _markdown(rows: list[dict[str, Any]], machine: dict[str, Any], command: str,
             "included, validation excluded; the first epoch also pays kernel set-up); accuracy is the best epoch's on "
             "the validation split. `--weights none` trains from scratch; a checkpoint path fine-tunes its backbone.",
             "",
-            "| purpose | arch | px | --weights | --amp | ran as | epochs | train / val images | images/s | vs off | best val accuracy | vs off, points | per epoch |",
+            "| purpose | arch | px | --weights | --amp | ran as | epochs | train / val images | images/s | vs off "
+            "| best val accuracy | vs off, points | per epoch |",
             "|---|---|---:|---|---|---|---:|---|---:|---:|---:|---:|---|",
         ]
         for r in train:
@@ -244,9 +267,10 @@ def _markdown(rows: list[dict[str, Any]], machine: dict[str, Any], command: str,
                 f"| {r['purpose']} | {r['arch']} | {r['size']} | {r.get('weights', 'none')} | {r['amp']} | "
                 f"{r['precision']} {r['memory_format']} | "
                 f"{r['epochs']} | {r['train_images']} / {r['val_images']} | {r['images_per_s']:.1f} | "
-                f"x{r.get('vs_off', 1.0):.2f} | {r['best_val_accuracy']:.4f} | {r.get('accuracy_minus_off_points', 0.0):+.2f} | "
+                f"x{r.get('vs_off', 1.0):.2f} | {r['best_val_accuracy']:.4f} | "
+                f"{r.get('accuracy_minus_off_points', 0.0):+.2f} | "
                 f"{' '.join(f'{a:.4f}' for a in r['val_accuracy_by_epoch'])} |"
-            )  # fmt: skip
+            )
         lines.append("")
     return "\n".join(lines)
 
@@ -257,7 +281,9 @@ def _csv(path: Path, rows: list[dict[str, Any]], machine_line: str) -> None:
         writer = csv.DictWriter(handle, fieldnames=keys)
         writer.writeheader()
         for r in rows:
-            writer.writerow({**{k: json.dumps(v) if isinstance(v, list) else v for k, v in r.items()}, "machine": machine_line})
+            writer.writerow(
+                {**{k: json.dumps(v) if isinstance(v, list) else v for k, v in r.items()}, "machine": machine_line}
+            )
 
 
 def _make_subset(per_class: int, work: Path) -> Path:
@@ -270,32 +296,51 @@ def _make_subset(per_class: int, work: Path) -> Path:
 
 
 @click.command(context_settings={"show_default": True})
-@click.option("--archs", default="resnet18,resnet34,efficientnet_b0", help="Comma-separated archs of the steps section.")
+@click.option(
+    "--archs", default="resnet18,resnet34,efficientnet_b0", help="Comma-separated archs of the steps section."
+)
 @click.option("--sizes", default="32,64,128,224", help="Comma-separated input sides, px.")
 @click.option("--batch-size", type=click.IntRange(min=2), default=32, help="Images per step.")
 @click.option("--warmup", type=click.IntRange(min=0), default=2, help="Untimed steps per variant first.")
-@click.option("--min-sample-s", type=click.FloatRange(min=0), default=0.5, help="Steps per sample: enough for this long.")
+@click.option(
+    "--min-sample-s", type=click.FloatRange(min=0), default=0.5, help="Steps per sample: enough for this long."
+)
 @click.option("--isa", "isas", default="native,no-amx", help=f"Comma-separated, of {', '.join(ISA_CAPS)}.")
 @click.option("--steps/--no-steps", default=True, help="Run the steps section.")
 @click.option("--e2e-size", type=click.IntRange(min=16), default=224, help="gcv-train speed runs: input side, px.")
-@click.option("--e2e-per-class", type=click.IntRange(min=0), default=0, help="gcv-train speed runs: Fashion-MNIST images per class, half of them for validation (0: skip).")
+@click.option(
+    "--e2e-per-class",
+    type=click.IntRange(min=0),
+    default=0,
+    help="gcv-train speed runs: Fashion-MNIST images per class, half of them for validation (0: skip).",
+)
 @click.option("--e2e-epochs", type=click.IntRange(min=1), default=2, help="gcv-train speed runs: epochs.")
-@click.option("--e2e-weights", default="none",
-              help="gcv-train speed runs: --weights (none: from scratch, which does not learn at 224 px in 2 epochs; a "
-                   "GarmentCV best.pt, e.g. the transfer experiment's pretrained backbone, so accuracy can be compared).")
+@click.option(
+    "--e2e-weights",
+    default="none",
+    help="gcv-train speed runs: --weights (none: from scratch, which does not learn at 224 px in 2 epochs; a "
+    "GarmentCV best.pt, e.g. the transfer experiment's pretrained backbone, so accuracy can be compared).",
+)
 @click.option("--e2e-amps", default="off,bf16", help="gcv-train speed runs: --amp values, comma-separated (off first).")
-@click.option("--acc-per-class", type=click.IntRange(min=0), default=0, help="gcv-train accuracy runs at 32 px: images per class (0: skip).")
+@click.option(
+    "--acc-per-class",
+    type=click.IntRange(min=0),
+    default=0,
+    help="gcv-train accuracy runs at 32 px: images per class (0: skip).",
+)
 @click.option("--acc-epochs", type=click.IntRange(min=1), default=3, help="gcv-train accuracy runs: epochs.")
 @click.option("--acc-archs", default="resnet18,efficientnet_b0", help="gcv-train accuracy runs: archs.")
-@click.option("--acc-amps", default="off,bf16,auto", help="gcv-train accuracy runs: --amp values, comma-separated (off first).")
+@click.option(
+    "--acc-amps", default="off,bf16,auto", help="gcv-train accuracy runs: --amp values, comma-separated (off first)."
+)
 @click.option("--rerender", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="Measure nothing: rewrite a stored NAME.json's .md/.csv in OUT with the current rule's picks.")
 @options.click_shared(repeats=5)
 @click.option("--worker", default=None, hidden=True)
 def main(archs: str, sizes: str, batch_size: int, warmup: int, min_sample_s: float, isas: str,
-         steps: bool, e2e_size: int, e2e_per_class: int, e2e_epochs: int, e2e_weights: str, e2e_amps: str, acc_per_class: int,
-         acc_epochs: int, acc_archs: str, acc_amps: str, rerender: Path | None, worker: str | None, out: Path,
-         name: str | None, repeats: int, quiet: bool) -> None:  # fmt: skip
+         steps: bool, e2e_size: int, e2e_per_class: int, e2e_epochs: int, e2e_weights: str, e2e_amps: str,
+         acc_per_class: int, acc_epochs: int, acc_archs: str, acc_amps: str, rerender: Path | None,
+         worker: str | None, out: Path, name: str | None, repeats: int, quiet: bool) -> None:  # fmt: skip
     """Training images/s, FP32 against bf16 autocast (and channels_last), and gcv-train's accuracy with each."""
     options.setup_logging(quiet)
     if worker is not None:
@@ -305,10 +350,21 @@ def main(archs: str, sizes: str, batch_size: int, warmup: int, min_sample_s: flo
         return
     if rerender is not None:
         stored = json.loads(rerender.read_text(encoding="utf-8"))
-        rows = [{**r, "amp_auto_chooses": _auto_choice(r["arch"], r["size"], ISA_CAPS[r["isa"]])} if r["section"] == "steps"
-                else r for r in stored["rows"]]  # fmt: skip
-        _write(out, name or rerender.stem, rows, stored["machine"], stored["command"], tuple(stored.get("load_end", ())),
-               quiet=quiet)  # fmt: skip
+        rows = [
+            {**r, "amp_auto_chooses": _auto_choice(r["arch"], r["size"], ISA_CAPS[r["isa"]])}
+            if r["section"] == "steps"
+            else r
+            for r in stored["rows"]
+        ]
+        _write(
+            out,
+            name or rerender.stem,
+            rows,
+            stored["machine"],
+            stored["command"],
+            tuple(stored.get("load_end", ())),
+            quiet=quiet,
+        )
         return
     begun = results.start("train_amp")
     machine = begun.machine
@@ -328,16 +384,27 @@ def main(archs: str, sizes: str, batch_size: int, warmup: int, min_sample_s: flo
                                 "speed", 0.5, e2e_weights)  # fmt: skip
         if acc_per_class:
             data = _make_subset(acc_per_class, work)
-            rows += _train_rows(data, 32, acc_epochs, tuple(acc_amps.split(",")), tuple(acc_archs.split(",")), work, batch_size,
-                                "accuracy", 0.2)  # fmt: skip
+            rows += _train_rows(
+                data,
+                32,
+                acc_epochs,
+                tuple(acc_amps.split(",")),
+                tuple(acc_archs.split(",")),
+                work,
+                batch_size,
+                "accuracy",
+                0.2,
+            )
     _write(out, name, rows, machine.to_dict(), command, os.getloadavg(), begun=begun, quiet=quiet)
 
 
 def _write(out: Path, name: str | None, rows: list[dict[str, Any]], machine: dict[str, Any], command: str,
            load_end: tuple[float, ...], begun: results.Run | None = None, quiet: bool = False) -> None:  # fmt: skip
     """The result document (``begun``: ``OUT/<machine>/train_amp[-NAME].json``) with its ``.md`` and ``.csv``; without
-    ``begun`` (re-rendering a stored file) ``NAME.csv`` and ``NAME.md`` in ``out``. The markdown is echoed unless ``quiet``."""
-    line = f"{machine['cpu_model']}; {machine['logical_cpus']} CPUs; {' '.join(machine['isa'])}; torch {machine['versions'].get('torch', '?')}"
+    ``begun`` (re-rendering a stored file) ``NAME.csv`` and ``NAME.md`` in ``out``. The markdown is echoed unless
+    ``quiet``."""
+    torch_version = machine["versions"].get("torch", "?")
+    line = f"{machine['cpu_model']}; {machine['logical_cpus']} CPUs; {' '.join(machine['isa'])}; torch {torch_version}"
     text = _markdown(rows, machine, command, load_end)
     if begun is not None:
         path = results.write(begun, rows, out, name, markdown=text)

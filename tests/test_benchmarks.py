@@ -43,7 +43,9 @@ def test_tiny_run_writes_every_section(tiny_run: Path) -> None:
     assert sections.count("matmul") == 4  # --tiny: 2 sizes x numpy, torch
     assert sections.count("ceiling") == 1  # resnet18 at 32 px
     assert sections.count("model-only") == 12  # (eager, ort fp32, int8, int8-s8s8) x batch 1, 2 + CUDA fp32/fp16 x 1, 2
-    assert sections.count("end-to-end") == 5  # decode only, gcv-classify fp32, int8, int8-s8s8, torchvision eager + DataLoader
+    assert (
+        sections.count("end-to-end") == 5
+    )  # decode only, gcv-classify fp32, int8, int8-s8s8, torchvision eager + DataLoader
     assert sections.count("memory") == 2  # 10 and 20 files
     assert sections.count("accuracy") == 3  # fp32, int8 (gcv-export), int8-s8s8 (former export setting)
     assert sections.count("int8-settings") == 0  # off in --tiny
@@ -71,9 +73,13 @@ def test_tiny_run_writes_every_section(tiny_run: Path) -> None:
     assert gcv_classify_available(), "gcv-classify is a console script of garmentcv: pip install -e ."
     e2e = [r for r in rows if r["section"] in ("end-to-end", "memory") and r["runtime"] != "decode-only"]
     assert sorted((r["section"], r["runtime"], r["precision"], r["files"]) for r in e2e) == [
-        ("end-to-end", "gcv-classify", "fp32", "10"), ("end-to-end", "gcv-classify", "int8", "10"),
-        ("end-to-end", "gcv-classify", "int8-s8s8", "10"), ("end-to-end", "torchvision-eager-dataloader", "fp32", "10"), ("memory", "gcv-classify", "fp32", "10"),
-        ("memory", "gcv-classify", "fp32", "20")]
+        ("end-to-end", "gcv-classify", "fp32", "10"),
+        ("end-to-end", "gcv-classify", "int8", "10"),
+        ("end-to-end", "gcv-classify", "int8-s8s8", "10"),
+        ("end-to-end", "torchvision-eager-dataloader", "fp32", "10"),
+        ("memory", "gcv-classify", "fp32", "10"),
+        ("memory", "gcv-classify", "fp32", "20"),
+    ]
     for r in e2e:
         assert r["status"] == "ok", r
         assert float(r["peak_rss_mb"]) > 20 and float(r["seconds"]) > 0

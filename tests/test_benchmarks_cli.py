@@ -31,9 +31,19 @@ def _suite_modules() -> dict[str, str]:
     return found
 
 
-def _machine(cpu_model: str = "AMD EPYC 9R14 96-Core Processor", isa: tuple[str, ...] = ("avx2", "avx512f", "avx512_bf16")) -> MachineInfo:
-    return MachineInfo(cpu_model=cpu_model, logical_cpus=2, isa=isa, memory_gb=8.0, load_avg=(0.25, 0.5, 0.75),
-                       python="3.12.1", platform="Linux", versions={"numpy": "2.1.0", "torch": "2.5.0", "onnx": "1.17.0"})
+def _machine(
+    cpu_model: str = "AMD EPYC 9R14 96-Core Processor", isa: tuple[str, ...] = ("avx2", "avx512f", "avx512_bf16")
+) -> MachineInfo:
+    return MachineInfo(
+        cpu_model=cpu_model,
+        logical_cpus=2,
+        isa=isa,
+        memory_gb=8.0,
+        load_avg=(0.25, 0.5, 0.75),
+        python="3.12.1",
+        platform="Linux",
+        versions={"numpy": "2.1.0", "torch": "2.5.0", "onnx": "1.17.0"},
+    )
 
 
 def test_help_lists_every_suite_module() -> None:
@@ -82,7 +92,9 @@ def test_machine_slug_names_vendor_family_and_widest_isa(cpu_model: str, isa: tu
 
 def test_writer_produces_the_schema(tmp_path: Path) -> None:
     run = results.start("decode", ["--files", "4"], machine=_machine())
-    path = results.write(run, [{"path": "load_crop", "cpu_ms_per_image": 1.5}], tmp_path, name="quick", markdown="# t\n")
+    path = results.write(
+        run, [{"path": "load_crop", "cpu_ms_per_image": 1.5}], tmp_path, name="quick", markdown="# t\n"
+    )
     assert path == tmp_path / "amd-epyc-avx512bf16" / "decode-quick.json"
     assert path.with_suffix(".md").read_text() == "# t\n"
     document = json.loads(path.read_text())
@@ -114,8 +126,20 @@ def test_shared_parser_lets_a_suite_set_its_repeats() -> None:
 
 
 def test_a_suite_run_through_the_entry_point_writes_its_document(tmp_path: Path) -> None:
-    argv = ["decode", "--files", "5", "--repeats", "1", "--out", str(tmp_path / "results"), "--work", str(tmp_path / "work"),
-            "--name", "tiny", "-q"]  # fmt: skip
+    argv = [
+        "decode",
+        "--files",
+        "5",
+        "--repeats",
+        "1",
+        "--out",
+        str(tmp_path / "results"),
+        "--work",
+        str(tmp_path / "work"),
+        "--name",
+        "tiny",
+        "-q",
+    ]
     result = subprocess.run([sys.executable, "-m", "benchmarks", *argv], cwd=REPO, capture_output=True, text=True,
                             timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]

@@ -1,5 +1,6 @@
-"""gcv-classify when inputs, storage or installs go wrong: bounded resume batches, stale rows, kept partial results, provider
-fallback and install conflicts, thread split, kaggle errors, unwritable --out, missing model, non-UTF-8 file names in jsonl."""
+"""gcv-classify when inputs, storage or installs go wrong: bounded resume batches, stale rows, kept partial results,
+provider fallback and install conflicts, thread split, kaggle errors, unwritable --out, missing model, non-UTF-8 file
+names in jsonl."""
 
 from __future__ import annotations
 
@@ -169,7 +170,9 @@ FIX = "pip uninstall -y onnxruntime onnxruntime-gpu && pip install onnxruntime-g
 
 def test_both_runtimes_installed_is_named_with_its_fix(onnx_model: Path, monkeypatch: pytest.MonkeyPatch,
                                                        caplog: pytest.LogCaptureFixture) -> None:
-    monkeypatch.setattr(garmentcv.infer.runtimes.onnxruntime.ort, "get_available_providers", lambda: ["CPUExecutionProvider"])
+    monkeypatch.setattr(
+        garmentcv.infer.runtimes.onnxruntime.ort, "get_available_providers", lambda: ["CPUExecutionProvider"]
+    )
     _installed(monkeypatch, {"onnxruntime": "1.22.0", "onnxruntime-gpu": "1.22.1"})
     with pytest.raises(ProviderError) as raised:
         open_model(onnx_model, "cuda")

@@ -27,8 +27,8 @@ from garmentcv.infer.classify import (
     open_checked_source,
 )
 from garmentcv.infer.cli import classify_main
-from garmentcv.infer.partial import PartialResults
 from garmentcv.infer.model_file import read_model_info
+from garmentcv.infer.partial import PartialResults
 from garmentcv.infer.pipeline import Prediction
 
 from .conftest import write_image

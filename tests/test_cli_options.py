@@ -202,7 +202,9 @@ def test_cuda_errors_name_the_device_option(tmp_path: Path, onnx_model: Path, mo
                                             ) -> None:
     import garmentcv.infer.runtimes.onnxruntime
 
-    monkeypatch.setattr(garmentcv.infer.runtimes.onnxruntime.ort, "get_available_providers", lambda: ["CPUExecutionProvider"])
+    monkeypatch.setattr(
+        garmentcv.infer.runtimes.onnxruntime.ort, "get_available_providers", lambda: ["CPUExecutionProvider"]
+    )
     write_image(tmp_path / "imgs" / "a.jpg")
     result = CliRunner().invoke(classify_main, [str(tmp_path / "imgs"), "--out", str(tmp_path / "o.csv"), "--model",
                                                 str(onnx_model), "--device", "cuda", "-q"])

@@ -18,9 +18,9 @@ from garmentcv.infer.classify import (
     classify_folder,
 )
 from garmentcv.infer.cli import classify_main, evaluate_main
+from garmentcv.infer.engines.ray import RayOptions
 from garmentcv.infer.evaluate import EvaluateConfig, EvaluateUsageError, evaluate_model
 from garmentcv.infer.evaluate import check_config as check_evaluate_config
-from garmentcv.infer.engines.ray import RayOptions
 from garmentcv.infer.rows import OutputFormat
 from tests.conftest import write_image
 

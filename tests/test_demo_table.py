@@ -45,8 +45,10 @@ def test_table_has_one_exact_row_per_model_and_precision(tmp_path: Path) -> None
     assert lines[4] == ""
     assert lines[5].startswith("| model | precision | temperature T | ECE raw | ECE calibrated |")
     assert lines[7:] == [
-        "| resnet18 | fp32 | 1.500 | 0.0310 | 0.0120 | 0.1200 | 0.0900 | 0.0500 | 0.0450 | 91.25% (confidence >= 0.8750) |",
-        "| resnet18 | int8 | 1.500 | 0.0310 | 0.0120 | 0.1200 | 0.0900 | 0.0500 | 0.0450 | not reachable (best 100.00%) |",
+        "| resnet18 | fp32 | 1.500 | 0.0310 | 0.0120 | 0.1200 | 0.0900 | 0.0500 | 0.0450 "
+        "| 91.25% (confidence >= 0.8750) |",
+        "| resnet18 | int8 | 1.500 | 0.0310 | 0.0120 | 0.1200 | 0.0900 | 0.0500 | 0.0450 "
+        "| not reachable (best 100.00%) |",
     ]
 
 

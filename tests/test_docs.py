@@ -48,12 +48,11 @@ def test_site_builds_strict_with_every_page_of_the_docs_folder(site: Path) -> No
 
 
 def _commands() -> dict[str, click.Command]:
+    from garmentcv.cli import main as gcv_main
     from garmentcv.data.cli import main as data_main
     from garmentcv.export.cli import main as export_main
     from garmentcv.infer.cli import classify_main, evaluate_main
     from garmentcv.train.cli import main as train_main
-
-    from garmentcv.cli import main as gcv_main
 
     commands: dict[str, click.Command] = {"gcv": gcv_main, "gcv-train": train_main, "gcv-export": export_main,
                                           "gcv-classify": classify_main, "gcv-evaluate": evaluate_main}

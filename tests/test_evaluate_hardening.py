@@ -165,7 +165,9 @@ def test_evaluate_failures_leave_no_out_folder_and_messages_say_what_to_do(tmp_p
     with pytest.raises(DatasetError) as raised:
         evaluate_model(EvaluateConfig(data=test, labels=labels, out=out, model=onnx_model, provider="cpu",
                                       progress=False))
-    assert "matches several files: 10.jpg, 10.png; keep one" in str(raised.value) and "PosixPath" not in str(raised.value)
+    assert "matches several files: 10.jpg, 10.png; keep one" in str(raised.value) and "PosixPath" not in str(
+        raised.value
+    )
     assert not out.exists()
     labels.write_text("index,label\n12,bluzy\n", encoding="utf-8")
     with pytest.raises(DatasetError, match=r"1 index has no image <index>\.<ext> in .*; add the images or remove"):

@@ -18,7 +18,9 @@ from garmentcv.models import default_preprocessing
 from tests.test_export import CLASSES, SIZE, _torch_model, make_run
 
 
-def test_images_are_decoded_batch_by_batch_and_results_unchanged(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_images_are_decoded_batch_by_batch_and_results_unchanged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     ckpt = make_run(tmp_path / "run", "resnet18", per_class=4)  # 12 validation and 12 INT8 range images
     alive: set[int] = set()
     peak = [0]
@@ -37,8 +39,15 @@ def test_images_are_decoded_batch_by_batch_and_results_unchanged(tmp_path: Path,
     out = tmp_path / "int8.onnx"
     # format 1 (float32 input, load_input), as the figures below are computed on float inputs; format 2's streaming
     # is the same ImageStream with load_crop (tests/test_uint8_input.py)
-    cfg = ExportConfig(checkpoint=ckpt, out=out, precision="int8", calibration_images=12, max_accuracy_drop=100.0, batch_size=4,
-                       input_format=INPUT_FLOAT32)
+    cfg = ExportConfig(
+        checkpoint=ckpt,
+        out=out,
+        precision="int8",
+        calibration_images=12,
+        max_accuracy_drop=100.0,
+        batch_size=4,
+        input_format=INPUT_FLOAT32,
+    )
     r = export_checkpoint(cfg, progress=False)
     assert next(tokens) >= 24  # every validation and calibration image was decoded ...
     assert peak[0] <= 4  # ... but never more than one batch of them at a time (was all 12)

@@ -177,7 +177,7 @@ def test_decode_reads_the_first_frame_of_an_animated_gif(tmp_path: Path) -> None
     assert decode_image(tmp_path / "anim.gif")[1, 1].tolist() == [255, 0, 0]
 
 
-# --- unreadable input, unwritable output -----------------------------------------------------------------------------------
+# --- unreadable input, unwritable output ------------------------------------------------------------------------------
 
 
 def _old_full_resize_crop(image: np.ndarray, pp: Preprocessing) -> np.ndarray:

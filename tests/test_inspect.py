@@ -350,7 +350,7 @@ def test_report_to_dict_is_json_ready(planted: tuple[Path, Path]) -> None:
     assert data["verdict"] == report.verdict
 
 
-# --- unreadable input, unwritable output -----------------------------------------------------------------------------------
+# --- unreadable input, unwritable output ------------------------------------------------------------------------------
 
 
 def test_non_utf8_file_names_are_written_escaped_in_json_and_text(tmp_path: Path) -> None:

@@ -32,7 +32,9 @@ def _imports(path: Path) -> set[str]:
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:
-                base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else []))
+                base = ".".join(
+                    package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else [])
+                )
             found.add(base)
             found.update(f"{base}.{alias.name}" for alias in node.names)
     return found
@@ -111,7 +113,9 @@ def test_engines_and_partial_results_have_modules_of_their_own() -> None:
     assert not {m for m in graph["garmentcv.infer.partial"]
                 if m.startswith(("garmentcv.infer.engines", RUNTIMES, "garmentcv.infer.classify"))}
     # each engine is reached only through the command line or the classify module's re-export
-    users = {name for name, imported in graph.items() if any(m.startswith("garmentcv.infer.engines.") for m in imported)}
+    users = {
+        name for name, imported in graph.items() if any(m.startswith("garmentcv.infer.engines.") for m in imported)
+    }
     assert users <= {"garmentcv.infer.cli", "garmentcv.infer.classify", "garmentcv.infer.engines.local",
                      "garmentcv.infer.engines.ray"}, users
 

@@ -141,7 +141,7 @@ def test_scan_images_never_follows_symlink_loops(tmp_path: Path, image_writer) -
     assert [p.relative_to(tmp_path).as_posix() for p in scan_images(tmp_path)] == ["a/1.jpg"]
 
 
-# --- unreadable input, unwritable output -----------------------------------------------------------------------------------
+# --- unreadable input, unwritable output ------------------------------------------------------------------------------
 
 
 def test_csv_manifest_with_a_utf8_byte_order_mark_loads(tmp_path: Path, image_writer) -> None:

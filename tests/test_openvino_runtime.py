@@ -1,5 +1,5 @@
 """OpenVINO as a second runtime: the auto rule, errors when it is missing, parity with onnxruntime, the bf16 gate
-and what the summaries report (issue 13, asks 1 and 2). Tiny models, 32 px (64 px where ``auto`` must choose OpenVINO)."""
+and what the summaries report. Tiny models, 32 px (64 px where ``auto`` must choose OpenVINO)."""
 
 from __future__ import annotations
 
@@ -38,7 +38,8 @@ F32_PARITY = 1e-5
         ("auto", "fp32", AMX, True, False, ("onnxruntime", None)),
         ("auto", "fp32", AVX512_BF16, True, True, ("onnxruntime", None)),  # without AMX bf16 is slower than FP32
         ("auto", "fp32", AVX2_ONLY, True, True, ("onnxruntime", None)),
-        # INT8 file: OpenVINO on CPUs with 8-bit dot products (measured 1.4-3x), its float parts in bf16 only with AMX + gate
+        # INT8 file: OpenVINO on CPUs with 8-bit dot products (measured 1.4-3x), its float parts in bf16 only with
+        # AMX + gate
         ("auto", "int8", AMX, True, True, ("openvino", "bf16")),
         ("auto", "int8", AMX, True, False, ("openvino", "f32")),
         ("auto", "int8", AVX512_BF16, True, True, ("openvino", "f32")),
@@ -140,23 +141,32 @@ def test_masked_amx_turns_bf16_off(monkeypatch: pytest.MonkeyPatch, tmp_path: Pa
 
 def test_openvino_not_installed_is_an_error_naming_the_extra(monkeypatch: pytest.MonkeyPatch, onnx_model: Path,
                                                              tmp_path: Path) -> None:
-    from garmentcv.infer.runtimes import openvino as openvino_runtime
     from garmentcv.infer.cli import classify_main
+    from garmentcv.infer.runtimes import openvino as openvino_runtime
 
     monkeypatch.setitem(sys.modules, "openvino", None)  # import openvino raises ImportError
-    with pytest.raises(RuntimeUnavailableError, match=r"OpenVINO is not installed .*pip install 'garmentcv\[openvino\]'"):
+    with pytest.raises(
+        RuntimeUnavailableError, match=r"OpenVINO is not installed .*pip install 'garmentcv\[openvino\]'"
+    ):
         openvino_runtime.import_openvino()
     monkeypatch.setattr(runtimes, "installed_version", lambda dist: None if dist == "openvino" else "1.0")
-    with pytest.raises(RuntimeUnavailableError, match=r"pip install 'garmentcv\[openvino\]', or use --runtime onnxruntime"):
+    with pytest.raises(
+        RuntimeUnavailableError, match=r"pip install 'garmentcv\[openvino\]', or use --runtime onnxruntime"
+    ):
         runtimes.open_runtime(onnx_model, "openvino", "cpu")
     # auto quietly takes onnxruntime: the fastest *installed* runtime
     assert runtimes.open_runtime(onnx_model, "auto", "cpu").runtime == "onnxruntime"
     folder = tmp_path / "imgs"
     write_image(folder / "a.jpg")
-    result = CliRunner().invoke(classify_main, [str(folder), "--model", str(onnx_model), "--out", str(tmp_path / "o.csv"),
-                                                "--runtime", "openvino", "-q"])
+    result = CliRunner().invoke(
+        classify_main,
+        [str(folder), "--model", str(onnx_model), "--out", str(tmp_path / "o.csv"), "--runtime", "openvino", "-q"],
+    )
     assert result.exit_code == 1
-    assert "Error: --runtime openvino: OpenVINO is not installed; install it with pip install 'garmentcv[openvino]'" in result.stderr
+    assert (
+        "Error: --runtime openvino: OpenVINO is not installed; install it with pip install 'garmentcv[openvino]'"
+        in result.stderr
+    )
     assert not (tmp_path / "o.csv").exists()
 
 
@@ -210,8 +220,9 @@ def test_openvino_runs_a_uint8_file_as_onnxruntime_does(uint8_onnx_model: Path, 
         classify_folder(ClassifyConfig(folder=folder, out=tmp_path / f"{runtime}.csv", model=uint8_onnx_model,
                                        provider="cpu", runtime=runtime, batch_size=2, progress=False))
     ort_rows, ov_rows = _rows(tmp_path / "onnxruntime.csv"), _rows(tmp_path / "openvino.csv")
-    assert [(r["path"], r["label"]) for r in ov_rows] == [(r["path"], r["label"]) for r in ort_rows] and len(ov_rows) == 5
-    for x, y in zip(ort_rows, ov_rows):
+    assert [(r["path"], r["label"]) for r in ov_rows] == [(r["path"], r["label"]) for r in ort_rows]
+    assert len(ov_rows) == 5
+    for x, y in zip(ort_rows, ov_rows, strict=True):
         for column in ("confidence", "prob_bluzy", "prob_bryuki"):
             assert float(x[column]) == pytest.approx(float(y[column]), abs=1e-5)
 
@@ -256,12 +267,25 @@ def test_classify_rows_and_summary_match_across_runtimes(onnx_model: Path, tmp_p
     assert summaries["openvino"].provider == "cpu" and summaries["openvino"].classified == 5
     ort_rows, ov_rows = _rows(tmp_path / "onnxruntime.csv"), _rows(tmp_path / "openvino.csv")
     assert [(r["path"], r["label"]) for r in ov_rows] == [(r["path"], r["label"]) for r in ort_rows]
-    for a, b in zip(ort_rows, ov_rows):
+    for a, b in zip(ort_rows, ov_rows, strict=True):
         for column in ("confidence", "prob_bluzy", "prob_bryuki"):
             assert float(a[column]) == pytest.approx(float(b[column]), abs=1e-5)
 
-    result = CliRunner().invoke(classify_main, [str(folder), "--model", str(onnx_model), "--out", str(tmp_path / "c.csv"),
-                                                "--runtime", "openvino", "--device", "cpu", "-q"])
+    result = CliRunner().invoke(
+        classify_main,
+        [
+            str(folder),
+            "--model",
+            str(onnx_model),
+            "--out",
+            str(tmp_path / "c.csv"),
+            "--runtime",
+            "openvino",
+            "--device",
+            "cpu",
+            "-q",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "images/s on cpu (openvino, f32) -> " in result.stderr
     result = CliRunner().invoke(evaluate_main, ["--model", str(onnx_model), str(folder), "--out",
@@ -398,8 +422,15 @@ def test_export_records_the_bf16_gate(tmp_path: Path) -> None:
     seen = runtime_gates.GateInputs(np.zeros((1, 3), np.float32), ("x",), np.zeros(1, int))
     fp16 = runtime_gates.gate_runtimes("auto", "fp16", b"", untouched, seen, np.zeros((1, 3), np.float32), 1.0)
     assert [g.key for g in fp16] == [("onnxruntime", "fp16")] and fp16[0].passed
-    off = runtime_gates.gate_runtimes("off", "fp32", (tmp_path / "m.onnx").read_bytes(), [np.zeros((1, 32, 32, 3), np.uint8)],
-                                      seen, np.zeros((1, 3), np.float32), 1.0)
+    off = runtime_gates.gate_runtimes(
+        "off",
+        "fp32",
+        (tmp_path / "m.onnx").read_bytes(),
+        [np.zeros((1, 32, 32, 3), np.uint8)],
+        seen,
+        np.zeros((1, 3), np.float32),
+        1.0,
+    )
     assert [g.key for g in off] == [("onnxruntime", "fp32"), ("openvino", "f32")]
     with pytest.raises(ValueError, match="bf16 check must be one of"):
         runtime_gates.gate_runtimes("on", "fp32", b"", untouched, seen, np.zeros((1, 3), np.float32), 1.0)
@@ -420,33 +451,69 @@ def test_benchmark_report_judges_the_targets_with_ratios_and_bounds_per_conditio
                 "kernels": kernels}
 
     condition = {
-        "mask": "AVX512_CORE_BF16", "machine": machine, "effective_flags": ["avx512_bf16"], "arch": "resnet18",
-        "size": 224, "files": 200, "input_format": "uint8-nhwc", "decode_images_per_s": {"fp32": 300.0, "int8": 400.0},
-        "eager_baseline": [10.0, 12.0, 11.0], "bf16_gates": {"fp32": {"passed": True}, "int8": None},
-        "model_only": [model("fp32", "onnxruntime", "fp32", 80.0, []),
-                       model("fp32", "openvino", "bf16", 40.0, ["brgconv_avx512_bf16"]),
-                       model("int8", "onnxruntime", "int8", 200.0, []),
-                       model("int8", "openvino", "f32", 240.0, ["brgconv_avx512_I8"])],
-        "end_to_end": [e2e("fp32", "onnxruntime", "onnxruntime", "fp32", 60.0), e2e("fp32", "auto", "onnxruntime", "fp32", 59.0),
-                       e2e("int8", "onnxruntime", "onnxruntime", "int8", 120.0), e2e("int8", "auto", "openvino", "f32", 126.0)],
-    }  # fmt: skip
+        "mask": "AVX512_CORE_BF16",
+        "machine": machine,
+        "effective_flags": ["avx512_bf16"],
+        "arch": "resnet18",
+        "size": 224,
+        "files": 200,
+        "input_format": "uint8-nhwc",
+        "decode_images_per_s": {"fp32": 300.0, "int8": 400.0},
+        "eager_baseline": [10.0, 12.0, 11.0],
+        "bf16_gates": {"fp32": {"passed": True}, "int8": None},
+        "model_only": [
+            model("fp32", "onnxruntime", "fp32", 80.0, []),
+            model("fp32", "openvino", "bf16", 40.0, ["brgconv_avx512_bf16"]),
+            model("int8", "onnxruntime", "int8", 200.0, []),
+            model("int8", "openvino", "f32", 240.0, ["brgconv_avx512_I8"]),
+        ],
+        "end_to_end": [
+            e2e("fp32", "onnxruntime", "onnxruntime", "fp32", 60.0),
+            e2e("fp32", "auto", "onnxruntime", "fp32", 59.0),
+            e2e("int8", "onnxruntime", "onnxruntime", "int8", 120.0),
+            e2e("int8", "auto", "openvino", "f32", 126.0),
+        ],
+    }
     lines = report([condition]).splitlines()
     assert "## ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16" in lines
     assert "| fp32 | openvino | bf16 | 40.0 | 0.50 | [40.0] | brgconv_avx512_bf16 |" in lines
-    # bounds: fp32 1 / (1/80 + 1/300) = 63.2, int8 on OpenVINO f32 1 / (1/240 + 1/400) = 150; torchvision eager + DataLoader median 11
+    # bounds: fp32 1 / (1/80 + 1/300) = 63.2, int8 on OpenVINO f32 1 / (1/240 + 1/400) = 150;
+    # torchvision eager + DataLoader median 11
     assert "| fp32 | onnxruntime | onnxruntime | fp32 | 60.0 | 1.00 | 5.45x | 63.2 | 95% | [60.0] |" in lines
     assert "| int8 | auto | openvino | f32 | 126.0 | 1.05 | 11.45x | 150.0 | 84% | [126.0] |" in lines
     # without AMX: INT8 >= 5.5x torchvision eager + DataLoader; FP32 at least onnxruntime's (3% noise)
-    assert "| INT8 file, --runtime auto >= 5.5x torchvision eager + DataLoader end to end | 11.45x (126.0 vs 11.0 images/s; ran on openvino f32) | met |" in lines
-    assert "| INT8 file, --runtime auto >= 85% of its shared-core bound | 84% (126.0 of 150.0 images/s; decode only 400.0) | **missed** |" in lines
-    assert "| INT8 file, --runtime auto never slower than onnxruntime (3% noise allowed) | 1.05x (126.0 vs 120.0 images/s) | met |" in lines
-    assert "| FP32 file, --runtime auto at least onnxruntime's 5.45x torchvision eager + DataLoader | 5.36x (59.0 vs 11.0 images/s) | met |" in lines
-    assert "| FP32 file, --runtime auto >= 85% of its shared-core bound | 93% (59.0 of 63.2 images/s; decode only 300.0) | met |" in lines
+    assert (
+        "| INT8 file, --runtime auto >= 5.5x torchvision eager + DataLoader end to end "
+        "| 11.45x (126.0 vs 11.0 images/s; ran on openvino f32) | met |"
+        in lines
+    )
+    assert (
+        "| INT8 file, --runtime auto >= 85% of its shared-core bound "
+        "| 84% (126.0 of 150.0 images/s; decode only 400.0) | **missed** |"
+        in lines
+    )
+    assert (
+        "| INT8 file, --runtime auto never slower than onnxruntime (3% noise allowed) "
+        "| 1.05x (126.0 vs 120.0 images/s) | met |"
+        in lines
+    )
+    assert (
+        "| FP32 file, --runtime auto at least onnxruntime's 5.45x torchvision eager + DataLoader "
+        "| 5.36x (59.0 vs 11.0 images/s) | met |"
+        in lines
+    )
+    assert (
+        "| FP32 file, --runtime auto >= 85% of its shared-core bound "
+        "| 93% (59.0 of 63.2 images/s; decode only 300.0) | met |"
+        in lines
+    )
     assert "bf16 gates of the two files at export: fp32: passed, int8: not run." in lines
     # with AMX the bars are 8x (INT8) and 5x (FP32)
     judged = {t: ok for t, _, ok in targets({**condition, "mask": "", "effective_flags": ["amx_bf16", "amx_int8"]})}
     assert judged["INT8 file, --runtime auto >= 8.0x torchvision eager + DataLoader end to end"] is True
-    assert judged["FP32 file, --runtime auto >= 5.0x torchvision eager + DataLoader end to end"] is True  # 59 / 11 = 5.36x
+    assert (
+        judged["FP32 file, --runtime auto >= 5.0x torchvision eager + DataLoader end to end"] is True
+    )  # 59 / 11 = 5.36x
     assert sum(not ok for ok in judged.values()) == 1  # only the INT8 share of its bound
     # auto chose onnxruntime for FP32: both rows are the same runs, so their ratio is noise, never "slower"
     assert ("| FP32 file, --runtime auto never slower than onnxruntime (3% noise allowed) | 0.98x (59.0 vs 60.0 "
@@ -516,7 +583,9 @@ def test_auto_falls_back_with_a_warning_when_openvino_cannot_compile(openvino_si
     from garmentcv.infer.runtimes import openvino as openvino_runtime
 
     def fails(*args, **kwargs):  # noqa: ANN002, ANN003
-        raise RuntimeUnavailableError("OpenVINO 2026.4.1 cannot compile x.onnx for the CPU (No suitable implementations)")
+        raise RuntimeUnavailableError(
+            "OpenVINO 2026.4.1 cannot compile x.onnx for the CPU (No suitable implementations)"
+        )
 
     passed = _with_gate(openvino_sized_model, tmp_path / "passed.onnx", True)
     monkeypatch.setattr(runtimes, "this_cpu_flags", lambda: AMX)  # auto would pick OpenVINO bf16
@@ -563,8 +632,8 @@ def test_decoding_starts_while_the_model_is_still_opening(onnx_model: Path, tmp_
 
 def test_a_fallback_after_opening_in_the_background_labels_and_resumes_its_rows(
         openvino_sized_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from garmentcv.infer.runtimes import openvino as openvino_runtime
     from garmentcv.infer.classify import ClassifyConfig, classify_folder
+    from garmentcv.infer.runtimes import openvino as openvino_runtime
 
     folder = tmp_path / "imgs"
     for i in range(4):
@@ -587,7 +656,12 @@ def test_a_fallback_after_opening_in_the_background_labels_and_resumes_its_rows(
     (segment,) = sorted((tmp_path / "o.csv.partial").glob("*"))
     assert json.loads(segment.read_text().splitlines()[0])["runtime"] == ["onnxruntime", "fp32"]  # what ran
     summary = classify_folder(dataclasses.replace(cfg, resume=True))
-    assert (summary.runtime, summary.inference_precision, summary.reused, summary.files) == ("onnxruntime", "fp32", 2, 4)
+    assert (summary.runtime, summary.inference_precision, summary.reused, summary.files) == (
+        "onnxruntime",
+        "fp32",
+        2,
+        4,
+    )
 
 
 def test_opening_benchmark_reports_each_variant_against_opening_first() -> None:

@@ -77,19 +77,39 @@ def test_every_arch_trains_on_a_batch_ending_in_one_image(arch: str, make_lamoda
 def test_run_folder_holds_exactly_the_promised_files(make_lamoda, tmp_path: Path) -> None:
     data = make_lamoda(per_class=5)
     out = tmp_path / "run"
-    result = loop.train(TrainConfig(data=data, out=out, archs=("resnet18", "resnet34"), **{**TINY, "epochs": 2}), progress=False)
+    result = loop.train(
+        TrainConfig(data=data, out=out, archs=("resnet18", "resnet34"), **{**TINY, "epochs": 2}), progress=False
+    )
     files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
     per_arch = ["best.pt", "confusion_matrix.png", "curves.png", "last.pt", "metrics.json"]
-    assert files == ["comparison.md", "config.json", *[f"{a}/{f}" for a in ("resnet18", "resnet34") for f in per_arch], "train.csv", "val.csv"]
+    assert files == [
+        "comparison.md",
+        "config.json",
+        *[f"{a}/{f}" for a in ("resnet18", "resnet34") for f in per_arch],
+        "train.csv",
+        "val.csv",
+    ]
 
     assert TrainConfig.from_dict(json.loads((out / "config.json").read_text())) == result_config(result, data, out)
     assert (out / "val.csv").read_text().splitlines()[0] == "path,label"
-    assert len((out / "train.csv").read_text().splitlines()) == 1 + 8 and len((out / "val.csv").read_text().splitlines()) == 1 + 2
+    assert (
+        len((out / "train.csv").read_text().splitlines()) == 1 + 8
+        and len((out / "val.csv").read_text().splitlines()) == 1 + 2
+    )
 
     metrics = json.loads((out / "resnet18" / "metrics.json").read_text())
     assert [h["epoch"] for h in metrics["history"]] == [1, 2]
     assert [round(h["lr"], 6) for h in metrics["history"]] == [0.01, 0.008]  # x0.8 per epoch
-    assert set(metrics["history"][0]) >= {"train_loss", "train_accuracy", "val_loss", "accuracy", "precision", "recall", "f1", "confusion_matrix"}
+    assert set(metrics["history"][0]) >= {
+        "train_loss",
+        "train_accuracy",
+        "val_loss",
+        "accuracy",
+        "precision",
+        "recall",
+        "f1",
+        "confusion_matrix",
+    }
     assert sum(map(sum, metrics["history"][0]["confusion_matrix"])) == 2
 
     ckpt = torch.load(out / "resnet18" / "best.pt", weights_only=True)  # plain types only
@@ -113,7 +133,9 @@ def _final_weights(path: Path) -> dict[str, torch.Tensor]:
     return load_checkpoint(path)["state_dict"]
 
 
-def test_resume_ends_where_an_uninterrupted_run_would(make_lamoda, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_resume_ends_where_an_uninterrupted_run_would(
+    make_lamoda, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     data = make_lamoda(per_class=5)
     settings = {**TINY, "epochs": 3}
     loop.train(TrainConfig(data=data, out=tmp_path / "straight", **settings), progress=False)
@@ -182,7 +204,10 @@ def test_cli_errors_have_meaningful_exit_codes(tmp_path: Path, make_lamoda, monk
     runner = CliRunner()
     data = make_lamoda(per_class=3)
     unknown = runner.invoke(train_main, [str(data), "--arch", "resnet19"])
-    assert unknown.exit_code == 2 and "Invalid value for '--arch': unknown arch 'resnet19'; choose one of" in unknown.output
+    assert (
+        unknown.exit_code == 2
+        and "Invalid value for '--arch': unknown arch 'resnet19'; choose one of" in unknown.output
+    )
     too_small = runner.invoke(train_main, [str(data), "--arch", "vit_b_16", "--image-size", "32", "--weights", "none",
                                            "--out", str(tmp_path / "vit")])
     assert too_small.exit_code == 1 and "vit_b_16 cannot take 32 px input" in too_small.output
@@ -198,9 +223,16 @@ def test_cli_errors_have_meaningful_exit_codes(tmp_path: Path, make_lamoda, monk
 
 def test_help_shows_every_default() -> None:
     text = " ".join(CliRunner().invoke(train_main, ["--help"]).output.split())
-    for expected in ("--epochs INTEGER RANGE Passes over the training split. [default: 5; x>=1]", "[default: 0.01; x>0]",
-                     "[default: 0.8; 0<x<=1]", "(at least 2: BatchNorm cannot train on one). [default: 32; x>=2]", "[default: 0.2; 0<x<1]",
-                     "[default: imagenet]", "[default: resnet18]", "[default: auto]"):
+    for expected in (
+        "--epochs INTEGER RANGE Passes over the training split. [default: 5; x>=1]",
+        "[default: 0.01; x>0]",
+        "[default: 0.8; 0<x<=1]",
+        "(at least 2: BatchNorm cannot train on one). [default: 32; x>=2]",
+        "[default: 0.2; 0<x<1]",
+        "[default: imagenet]",
+        "[default: resnet18]",
+        "[default: auto]",
+    ):
         assert expected in text, expected
 
 
@@ -237,7 +269,9 @@ def test_split_of_few_images_per_class_still_puts_every_class_on_both_sides(
     assert len(split.train) + len(split.val) == sum(counts.values())
 
 
-def test_split_keeps_a_one_image_class_for_training_and_says_so(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_split_keeps_a_one_image_class_for_training_and_says_so(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     ds = _dataset_of({"big": 10, "lone": 1}, tmp_path)
     split = split_dataset(ds, 0.2, seed=0)
     assert split.no_val_classes == ("lone",)
@@ -313,7 +347,9 @@ def test_a_used_run_folder_is_refused_without_resume(make_lamoda, tmp_path: Path
     with pytest.raises(OutputPathError) as info:
         loop.train(TrainConfig(data=data, out=out, **{**TINY, "seed": 1}), progress=False)
     message = str(info.value)
-    assert str(out) in message and "already holds" in message and "choose a new --out" in message and "--resume" in message
+    assert (
+        str(out) in message and "already holds" in message and "choose a new --out" in message and "--resume" in message
+    )
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == before
     result = CliRunner().invoke(train_main, [str(data), "--out", str(out), "--weights", "none", "--image-size", "32"])
     assert result.exit_code == 1 and "choose a new --out" in result.output
@@ -331,17 +367,23 @@ def test_a_failed_run_leaves_no_run_folder(tmp_path: Path, make_lamoda, monkeypa
     monkeypatch.setattr(torch.hub, "download_url_to_file", lambda *a, **k: (_ for _ in ()).throw(OSError("offline")))
     data = make_lamoda(per_class=3, name="two")
     with pytest.raises(WeightsError):
-        loop.train(TrainConfig(data=data, out=tmp_path / "runs" / "b", **{**TINY, "weights": "imagenet"}), progress=False)
+        loop.train(
+            TrainConfig(data=data, out=tmp_path / "runs" / "b", **{**TINY, "weights": "imagenet"}), progress=False
+        )
     assert not (tmp_path / "runs" / "b").exists()
     assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == []
 
 
-def test_an_unwritable_out_is_refused_before_any_work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, make_lamoda) -> None:
+def test_an_unwritable_out_is_refused_before_any_work(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, make_lamoda
+) -> None:
     (tmp_path / "file").write_text("x")
     monkeypatch.setattr(loop, "load_dataset", lambda *a, **k: pytest.fail("read the data before checking --out"))
     with pytest.raises(OutputPathError, match=r"--out .*file is not a folder but a file; choose another place"):
         loop.train(TrainConfig(data=tmp_path, out=tmp_path / "file" / "run", **TINY), progress=False)
-    result = CliRunner().invoke(train_main, [str(tmp_path), "--out", str(tmp_path / "file" / "run"), "--weights", "none"])
+    result = CliRunner().invoke(
+        train_main, [str(tmp_path), "--out", str(tmp_path / "file" / "run"), "--weights", "none"]
+    )
     assert result.exit_code == 1 and "is not a folder but a file" in result.output and "Traceback" not in result.output
 
 
@@ -367,11 +409,15 @@ def test_an_undecodable_image_stops_training_up_front_with_its_name(workers: int
     assert result.exit_code == 1 and str(bad) in result.output and "RuntimeError" not in result.output
 
 
-def test_skip_bad_images_trains_without_them_and_records_them(make_lamoda, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_skip_bad_images_trains_without_them_and_records_them(
+    make_lamoda, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     data, bad = _with_a_corrupt_image(make_lamoda)
     out = tmp_path / "run"
     loop.train(TrainConfig(data=data, out=out, skip_bad_images=True, **TINY), progress=False)
-    split_paths = [line.split(",")[0] for name in ("train.csv", "val.csv") for line in (out / name).read_text().splitlines()[1:]]
+    split_paths = [
+        line.split(",")[0] for name in ("train.csv", "val.csv") for line in (out / name).read_text().splitlines()[1:]
+    ]
     assert len(split_paths) == 9 and str(bad.resolve()) not in split_paths
     rows = (out / "skipped_images.csv").read_text().splitlines()
     assert rows[0] == "path,reason" and len(rows) == 2 and rows[1].startswith(f"{bad.resolve()},")
@@ -434,7 +480,9 @@ def test_resume_refuses_other_workers(make_lamoda, tmp_path: Path) -> None:
     loop.train(TrainConfig(data=data, out=out, **TINY), progress=False)
     with pytest.raises(CheckpointError, match=r"workers: 0 -> 1"):
         loop.train(TrainConfig(data=data, out=out, resume=True, **{**TINY, "workers": 1}), progress=False)
-    loop.train(TrainConfig(data=data, out=out, resume=True, **TINY), progress=False)  # the same data and settings resume
+    loop.train(
+        TrainConfig(data=data, out=out, resume=True, **TINY), progress=False
+    )  # the same data and settings resume
 
 
 def test_a_class_without_validation_images_is_named_in_the_run_reports(tmp_path: Path) -> None:

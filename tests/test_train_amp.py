@@ -109,7 +109,8 @@ def test_impossible_requests_are_refused_with_what_to_do() -> None:
 def test_cpu_features_read_cpuinfo_and_onednns_isa_cap(tmp_path: Path) -> None:
     info = tmp_path / "cpuinfo"
     info.write_text(
-        "processor\t: 0\nmodel name\t: Intel(R) Xeon(R) Processor\nflags\t\t: fpu avx512f avx512_bf16 amx_tile amx_bf16\n\n"
+        "processor\t: 0\nmodel name\t: Intel(R) Xeon(R) Processor\n"
+        "flags\t\t: fpu avx512f avx512_bf16 amx_tile amx_bf16\n\n"
         "processor\t: 1\nmodel name\t: other\nflags\t\t: fpu\n"
     )
     assert cpu_features(info, {}) == CpuFeatures("Intel(R) Xeon(R) Processor", True, True, "")
@@ -168,8 +169,10 @@ def test_a_bf16_run_finishes_with_finite_loss_and_records_the_choice(
         "efficientnet_b0": choose_amp("auto", "cpu", "efficientnet_b0", 64, AMX).to_dict(),
     }
     assert stored["amp_chosen"]["resnet18"]["dtype"] == "bfloat16"
-    assert (stored["amp_chosen"]["efficientnet_b0"]["dtype"], stored["amp_chosen"]["efficientnet_b0"]["channels_last"]) == (
-        None, True)
+    assert (
+        stored["amp_chosen"]["efficientnet_b0"]["dtype"],
+        stored["amp_chosen"]["efficientnet_b0"]["channels_last"],
+    ) == (None, True)
     metrics = json.loads((tmp_path / "run" / "resnet18" / "metrics.json").read_text())
     assert all(math.isfinite(h["train_loss"]) and math.isfinite(h["val_loss"]) for h in metrics["history"])
     best = torch.load(tmp_path / "run" / "resnet18" / "best.pt", weights_only=True)
@@ -203,5 +206,7 @@ def test_benchmark_table_says_which_weights_each_gcv_train_row_started_from() ->
            "train_images": 1000, "val_images": 1000, "images_per_s": 45.25, "vs_off": 2.5, "best_val_accuracy": 0.981,
            "accuracy_minus_off_points": -0.2, "val_accuracy_by_epoch": [0.97, 0.981]}  # fmt: skip
     lines = _markdown([row], machine, "python -m benchmarks.train_amp", (0.2, 0.1, 0.1)).splitlines()
-    assert ("| speed | resnet18 | 224 | pre/resnet18/best.pt | bf16 | bfloat16 channels_last | 2 | 1000 / 1000 | 45.2 | "
-            "x2.50 | 0.9810 | -0.20 | 0.9700 0.9810 |") in lines
+    assert (
+        "| speed | resnet18 | 224 | pre/resnet18/best.pt | bf16 | bfloat16 channels_last | 2 | 1000 / 1000 | 45.2 | "
+        "x2.50 | 0.9810 | -0.20 | 0.9700 0.9810 |"
+    ) in lines

@@ -60,7 +60,9 @@ def make_data(root: Path, per_class: int = 8) -> Path:
     return root
 
 
-def torchrun(args: Sequence[str], cwd: Path, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+def torchrun(
+    args: Sequence[str], cwd: Path, env: dict[str, str] | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess:
     """Run ``torchrun --nproc_per_node=2 --standalone ARGS`` (gloo, 2 processes) with this checkout first on the path.
 
     A job that does not end within ``timeout`` seconds fails the test (subprocess.TimeoutExpired): never a hang.
@@ -93,7 +95,9 @@ def straight_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 @pytest.mark.slow
 def test_two_processes_train_every_arch_and_only_rank_0_writes(straight_run: dict[str, Path]) -> None:
     run = straight_run["run"]
-    expected = sorted(["comparison.md", "config.json", "train.csv", "val.csv", *[f"{a}/{f}" for a in ARCHS for f in PER_ARCH]])
+    expected = sorted(
+        ["comparison.md", "config.json", "train.csv", "val.csv", *[f"{a}/{f}" for a in ARCHS for f in PER_ARCH]]
+    )
     assert _files(run) == expected
     assert _files(straight_run["root"]) == sorted(
         [*(f"run/{f}" for f in expected), *(f"data/{p.name}" for p in straight_run["data"].iterdir()), "writes.tsv",
@@ -124,7 +128,9 @@ def test_two_processes_train_every_arch_and_only_rank_0_writes(straight_run: dic
 
 
 @pytest.mark.slow
-def test_validation_figures_equal_single_process_and_gcv_evaluate(straight_run: dict[str, Path], tmp_path: Path) -> None:
+def test_validation_figures_equal_single_process_and_gcv_evaluate(
+    straight_run: dict[str, Path], tmp_path: Path
+) -> None:
     """metrics.json of the 2-process run == one process evaluating best.pt == gcv-evaluate of the exported model."""
     run = straight_run["run"]
     metrics = json.loads((run / "resnet18" / "metrics.json").read_text())
@@ -143,7 +149,9 @@ def test_validation_figures_equal_single_process_and_gcv_evaluate(straight_run: 
         recorded["accuracy"], recorded["precision"], recorded["recall"], recorded["f1"])  # fmt: skip
     assert loss == pytest.approx(recorded["val_loss"], rel=1e-6)  # a sum in another order
 
-    exported = export_checkpoint(ExportConfig(checkpoint=run / "resnet18" / "best.pt", out=tmp_path / "m.onnx"), progress=False)
+    exported = export_checkpoint(
+        ExportConfig(checkpoint=run / "resnet18" / "best.pt", out=tmp_path / "m.onnx"), progress=False
+    )
     evaluated = evaluate_model(EvaluateConfig(data=run / "val.csv", out=tmp_path / "ev", model=exported.out,
                                               provider="cpu", batch_size=2, progress=False))  # fmt: skip
     assert evaluated.count == 5
@@ -177,7 +185,16 @@ def test_a_failing_rank_ends_the_job_and_resume_continues_from_last_pt(straight_
 def test_torchrun_restarts_continue_the_run_with_resume_auto(straight_run: dict[str, Path], tmp_path: Path) -> None:
     """One command line for every attempt: the first starts the run, rank 1 dies in epoch 2, the restart continues."""
     once = tmp_path / "rank-1-failed"
-    args = [str(straight_run["data"]), "--out", str(tmp_path / "run"), "--arch", "resnet18", *OPTIONS, "--resume", "auto"]
+    args = [
+        str(straight_run["data"]),
+        "--out",
+        str(tmp_path / "run"),
+        "--arch",
+        "resnet18",
+        *OPTIONS,
+        "--resume",
+        "auto",
+    ]
     job = torchrun(["--max-restarts", "1", "-m", "tests.ddp_worker", *args], cwd=tmp_path,
                    env={"GCV_TEST_FAULT": "raise", "GCV_TEST_FAULT_ONCE": str(once)}, timeout=300)  # fmt: skip
     assert job.returncode == 0, job.stdout + job.stderr
@@ -198,8 +215,10 @@ def test_resume_with_another_world_size_is_refused(straight_run: dict[str, Path]
     (out / "config.json").write_text((straight_run["run"] / "config.json").read_text())
     cfg = TrainConfig(data=straight_run["data"], out=out, archs=ARCHS, resume=True, weights="none", image_size=32,
                       epochs=2, batch_size=4, lr=0.001, freeze_backbone_epochs=1)  # fmt: skip
-    with pytest.raises(CheckpointError, match=r"trained by 2 process\(es\) \(world size 2\), this job has 1; .*torchrun "
-                       r"with 2 processes in all"):  # fmt: skip
+    with pytest.raises(
+        CheckpointError,
+        match=r"trained by 2 process\(es\) \(world size 2\), this job has 1; .*torchrun with 2 processes in all",
+    ):
         loop.train(cfg, progress=False)
     assert _files(out) == ["config.json"]
 
@@ -250,7 +269,9 @@ def test_balanced_sampler_shards_one_weighted_draw_per_epoch() -> None:
     drawn = [list(s) for s in ranks]
     assert [len(d) for d in drawn] == [len(s) for s in ranks] == [5, 5]
     generator = torch.Generator().manual_seed(7 + 3)
-    whole = torch.multinomial(torch.tensor(weights, dtype=torch.float64), 10, replacement=True, generator=generator).tolist()
+    whole = torch.multinomial(
+        torch.tensor(weights, dtype=torch.float64), 10, replacement=True, generator=generator
+    ).tolist()
     assert drawn == [whole[0::2], whole[1::2]]
     ranks[0].set_epoch(4)
     assert list(ranks[0]) != drawn[0]
@@ -258,10 +279,14 @@ def test_balanced_sampler_shards_one_weighted_draw_per_epoch() -> None:
 
 def test_python_dash_m_garmentcv_train_has_the_options_of_gcv_train() -> None:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)}
-    module = subprocess.run([sys.executable, "-m", "garmentcv.train", "--help"], capture_output=True, text=True, env=env, timeout=60)
+    module = subprocess.run(
+        [sys.executable, "-m", "garmentcv.train", "--help"], capture_output=True, text=True, env=env, timeout=60
+    )
     assert module.returncode == 0, module.stderr
     text = CliRunner().invoke(train_main, ["--help"]).output
     options = lambda help_text: re.findall(r"(?m)^  (?:-\w, )?(--[a-z][\w-]*)",  # noqa: E731
                                            help_text.split("\nOptions:\n", 1)[1])  # the option list, not the prose
     assert options(module.stdout) == options(text)
-    assert {"--arch", "--batch-size", "--resume", "--out"} <= set(options(text)) and "Images per step in each process (at least 2" in " ".join(text.split())
+    assert {"--arch", "--batch-size", "--resume", "--out"} <= set(
+        options(text)
+    ) and "Images per step in each process (at least 2" in " ".join(text.split())

@@ -54,7 +54,10 @@ def test_chance_and_divergence_rules() -> None:
     constant = [[0, 2, 0], [0, 2, 0], [0, 1, 0]]
     small = _entry(1, constant)
     (warning,) = epoch_warnings(small, CLASSES)
-    assert warning.limit == pytest.approx(0.4 + math.sqrt(0.24 / 5)) and "it answers 'b' for every image" in warning.message
+    assert (
+        warning.limit == pytest.approx(0.4 + math.sqrt(0.24 / 5))
+        and "it answers 'b' for every image" in warning.message
+    )
     assert epoch_warnings(_entry(1, [[2, 0, 0], [0, 2, 0], [0, 0, 1]]), CLASSES) == []  # 5 of 5 is not chance
     # diverged: above 10 x ln 3 = 10.99, or not finite
     good = [[2, 0, 0], [0, 2, 0], [0, 0, 1]]
@@ -75,7 +78,12 @@ def _unlearnable(root: Path, per_class: int = 8) -> Path:
     for label in CLASSES:
         for _ in range(per_class):
             number += 1
-            write_image(root / f"{number:04d}_{label}.jpg", (24, 32), tuple(int(v) for v in rng.integers(0, 255, 3)), seed=number)
+            write_image(
+                root / f"{number:04d}_{label}.jpg",
+                (24, 32),
+                tuple(int(v) for v in rng.integers(0, 255, 3)),
+                seed=number,
+            )
     return root
 
 
@@ -149,7 +157,8 @@ class _FullDisk(io.RawIOBase):
 
 
 def test_checkpoints_are_written_through_a_file_that_reports_the_real_errno(tmp_path: Path, monkeypatch) -> None:
-    """torch.save given a path turns a full disk into 'unexpected pos'; given an unbuffered file it raises the OSError."""
+    """torch.save given a path turns a full disk into 'unexpected pos'; given an unbuffered file it raises the
+    OSError."""
     real_open = open
 
     def full_disk(path, mode="r", *args, **kwargs):
@@ -183,7 +192,9 @@ def test_a_full_disk_during_training_exits_1_naming_the_file(make_lamoda, tmp_pa
     assert load_checkpoint(out / "resnet18" / "last.pt")["epoch"] == 1
     assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")]
 
-    monkeypatch.setattr(loop, "write_json", lambda path, data: (_ for _ in ()).throw(OSError(errno.ENOSPC, "No space left on device")))
+    monkeypatch.setattr(
+        loop, "write_json", lambda path, data: (_ for _ in ()).throw(OSError(errno.ENOSPC, "No space left on device"))
+    )
     result = CliRunner().invoke(train_main, [str(data), "--out", str(out), *TINY, "--epochs", "2", "--resume", "-q"])
     assert result.exit_code == 1, result.output
     assert f"Error: {out / 'config.json'}: cannot write (No space left on device: the disk is full)" in result.stderr
@@ -235,13 +246,17 @@ def test_resume_auto_starts_a_missing_or_empty_run_and_continues_a_started_one(
     assert [h["epoch"] for h in json.loads((out / "resnet18" / "metrics.json").read_text())["history"]] == [1, 2]
 
     (tmp_path / "empty").mkdir()
-    cfg = TrainConfig(data=data, out=tmp_path / "empty", resume="auto", image_size=32, weights="none", batch_size=4, epochs=1)
+    cfg = TrainConfig(
+        data=data, out=tmp_path / "empty", resume="auto", image_size=32, weights="none", batch_size=4, epochs=1
+    )
     assert [len(r.history) for r in loop.train(cfg, progress=False).archs] == [1]
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "notes.txt").write_text("not a run")
     with pytest.raises(OutputPathError, match="already holds files"):
         loop.train(dataclasses.replace(cfg, out=tmp_path / "other"), progress=False)
-    with pytest.raises(CheckpointError, match="no config.json, so there is no run to resume"):  # --resume alone: as before
+    with pytest.raises(
+        CheckpointError, match="no config.json, so there is no run to resume"
+    ):  # --resume alone: as before
         loop.train(dataclasses.replace(cfg, out=tmp_path / "missing", resume=True), progress=False)
 
 
@@ -250,7 +265,8 @@ def test_resume_is_a_flag_with_an_optional_auto(make_lamoda, tmp_path: Path, mon
     seen: list[TrainConfig] = []
     monkeypatch.setattr(loop, "train", lambda cfg, progress=True: (seen.append(cfg), sys.exit(0)))
     for args, expected in (([str(data), "--out", "r", "--resume"], True), (["--resume", str(data), "--out", "r"], True),
-                           ([str(data), "--resume", "auto", "--out", "r"], "auto"), ([str(data), "--resume=auto", "--out", "r"], "auto"),
+                           ([str(data), "--resume", "auto", "--out", "r"], "auto"),
+                           ([str(data), "--resume=auto", "--out", "r"], "auto"),
                            ([str(data), "--out", "r"], False)):  # fmt: skip
         result = CliRunner().invoke(train_main, args)
         assert result.exit_code == 0, result.output
@@ -259,24 +275,31 @@ def test_resume_is_a_flag_with_an_optional_auto(make_lamoda, tmp_path: Path, mon
     assert bad.exit_code == 2 and "'later'" in bad.output and "auto" in bad.output
     text = " ".join(CliRunner().invoke(train_main, ["--help"]).output.split())
     assert "--resume [auto]" in text and "'auto': continue it or start it" in text
-    assert "Restarts (torchrun --max-restarts N): give --out RUN and --resume auto; the first attempt starts the run" in text
+    assert (
+        "Restarts (torchrun --max-restarts N): give --out RUN and --resume auto; the first attempt starts the run"
+        in text
+    )
 
 
 def test_resume_of_a_finished_run_says_it_is_complete_and_how_to_train_longer(
         make_lamoda, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     data = make_lamoda(per_class=4)
     straight, run = tmp_path / "straight", tmp_path / "run"
-    assert CliRunner().invoke(train_main, [str(data), "--out", str(straight), *TINY, "--epochs", "2", "-q"]).exit_code == 0
+    assert (
+        CliRunner().invoke(train_main, [str(data), "--out", str(straight), *TINY, "--epochs", "2", "-q"]).exit_code == 0
+    )
     assert CliRunner().invoke(train_main, [str(data), "--out", str(run), *TINY, "--epochs", "1", "-q"]).exit_code == 0
     files = {p: p.stat().st_mtime_ns for p in run.rglob("*")}
 
-    monkeypatch.setattr(distributed, "find_bad_images_sharded", lambda *a, **k: pytest.fail("decoded the images of a finished run"))
+    monkeypatch.setattr(
+        distributed, "find_bad_images_sharded", lambda *a, **k: pytest.fail("decoded the images of a finished run")
+    )
     monkeypatch.setattr(loop, "train_one_epoch", lambda *a, **k: pytest.fail("trained a finished run"))
     for mode in ("--resume", "--resume=auto"):
         done = CliRunner().invoke(train_main, [str(data), "--out", str(run), *TINY, "--epochs", "1", mode, "-q"])
         assert done.exit_code == 0, done.output
         assert f"{run}: the run is already complete (resnet18: all 1 epoch done); nothing was trained. To train " \
-               "longer, run the same command with a larger --epochs (e.g. --epochs 2) and --resume" in done.stdout  # fmt: skip
+               "longer, run the same command with a larger --epochs (e.g. --epochs 2) and --resume" in done.stdout
         assert f"resnet18: best epoch 1 -> {run / 'resnet18' / 'best.pt'}" in done.stdout
         assert {p: p.stat().st_mtime_ns for p in run.rglob("*")} == files  # nothing rewritten
 
@@ -284,7 +307,9 @@ def test_resume_of_a_finished_run_says_it_is_complete_and_how_to_train_longer(
     longer = CliRunner().invoke(train_main, [str(data), "--out", str(run), *TINY, "--epochs", "2", "--resume", "-q"])
     assert longer.exit_code == 0, longer.output
     one, two = (load_checkpoint(r / "resnet18" / "last.pt") for r in (straight, run))
-    assert all(torch.equal(one["state_dict"][k], two["state_dict"][k]) for k in one["state_dict"])  # = 2 epochs straight
+    assert all(
+        torch.equal(one["state_dict"][k], two["state_dict"][k]) for k in one["state_dict"]
+    )  # = 2 epochs straight
     fewer = CliRunner().invoke(train_main, [str(data), "--out", str(run), *TINY, "--epochs", "1", "--resume", "-q"])
     assert fewer.exit_code == 1 and "epochs: 2 -> 1" in fewer.output
 
@@ -299,7 +324,11 @@ def test_a_collective_that_fails_because_another_rank_exited_says_so_not_a_wait(
                         "[127.0.0.1]:64642. This is typically caused by a remote worker crashing.")  # fmt: skip
     message = collective_failure_message("rank 0 of 2", gone, 1800)
     assert message.startswith("rank 0 of 2: another process of the job exited or failed (Connection closed by peer")
-    assert "The other's own error, in its output or log, says why" in message and "1800" not in message and "waited" not in message
+    assert (
+        "The other's own error, in its output or log, says why" in message
+        and "1800" not in message
+        and "waited" not in message
+    )
     reset = RuntimeError("[../gloo/transport/tcp/pair.cc:598] Read error [10.0.0.2]:40386: Connection reset by peer")
     assert "another process of the job exited or failed" in collective_failure_message("rank 3 of 4", reset, 60)
     slow = RuntimeError("[../gloo/transport/tcp/unbound_buffer.cc:81] Timed out waiting 1800000ms for recv operation")

@@ -6,7 +6,8 @@ stays below validation accuracy. Each candidate trains resnet18 from scratch at 
 (``gcv-data fashion-mnist --all-classes --max-per-class N``, 80/20 split, seed 0) for ``--epochs`` epochs. The
 learning rate decays per epoch (``lr x gamma^(e-1)``) whatever the number of epochs, so epoch k of a long run is the
 run of k epochs, and one curve per candidate also chooses the number of epochs. No test image is read here: the
-chosen preset's test accuracy is measured once, afterwards, on the full data (docs/training.md, "Training from scratch").
+chosen preset's test accuracy is measured once, afterwards, on the full data (docs/training.md, "Training from
+scratch").
 
 Writes OUT/data, OUT/runs/<candidate>/ (gcv-train run folders), OUT/selection.csv (every epoch of every candidate)
 and OUT/selection.md. Usage::
@@ -59,8 +60,17 @@ CANDIDATES: dict[str, dict[str, Any]] = {
 @quiet_option
 @verbose_option
 @handle_errors
-def main(work: Path, per_class: int, epochs: int, candidates: tuple[str, ...], source: Path, out: Path, name: str | None,
-         quiet: bool, verbose: bool) -> None:
+def main(
+    work: Path,
+    per_class: int,
+    epochs: int,
+    candidates: tuple[str, ...],
+    source: Path,
+    out: Path,
+    name: str | None,
+    quiet: bool,
+    verbose: bool,
+) -> None:
     """Train each candidate from scratch on ten Fashion-MNIST classes; print validation accuracy per candidate."""
     setup_logging(quiet, verbose)
     begun = results.start("scratch_preset")
@@ -77,7 +87,7 @@ def main(work: Path, per_class: int, epochs: int, candidates: tuple[str, ...], s
         result = train(cfg, progress=not quiet).archs[0]
         history = result.history
         rows += [{"candidate": candidate, "epoch": h["epoch"], "train_accuracy": round(h["train_accuracy"], 4),
-                  "val_accuracy": round(h["accuracy"], 4), "seconds": round(h["seconds"], 1)} for h in history]  # fmt: skip
+                  "val_accuracy": round(h["accuracy"], 4), "seconds": round(h["seconds"], 1)} for h in history]
         best = history[result.best_epoch - 1]
         at5 = f"{history[4]['accuracy']:.4f}" if len(history) >= 5 else "-"
         settings = ", ".join(f"{k}={v}" for k, v in CANDIDATES[candidate].items()) or "gcv-train's defaults"

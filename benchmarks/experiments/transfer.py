@@ -14,9 +14,10 @@ subsets are nested: the 20 are among the 100, the 100 among the 1,000) and, per 
 Seeds are fixed, but the figures change with the number of torch threads (float sums in another order;
 docs/training.md shows by how much).
 
-Writes into OUT: ``data/`` (the images, reused when present), ``sets/`` (the manifests of every image set), ``runs/`` (every gcv-train run folder, replaced), ``results.csv`` (one row per arch,
-training images per class, init and epoch: validation and test top-1 accuracy), ``summary.md`` (the table
-docs/training.md shows) and ``transfer.png`` (accuracy per epoch). Usage::
+Writes into OUT: ``data/`` (the images, reused when present), ``sets/`` (the manifests of every image set),
+``runs/`` (every gcv-train run folder, replaced), ``results.csv`` (one row per arch, training images per class, init
+and epoch: validation and test top-1 accuracy), ``summary.md`` (the table docs/training.md shows) and
+``transfer.png`` (accuracy per epoch). Usage::
 
     python -m benchmarks transfer --work experiments/transfer    # wall time: see the report
 """
@@ -55,7 +56,11 @@ logger = logging.getLogger(__name__)
 
 #: How each run starts: the pretrained backbone (the default recipe), from scratch, or the pretrained backbone with
 #: its learning rate x0.1 (``--backbone-lr-factor 0.1``, the recipe option this experiment tests as a default).
-INITS: dict[str, dict[str, float]] = {"pretrained": {}, "scratch": {}, "pretrained-backbone-lr-0.1": {"backbone_lr_factor": 0.1}}
+INITS: dict[str, dict[str, float]] = {
+    "pretrained": {},
+    "scratch": {},
+    "pretrained-backbone-lr-0.1": {"backbone_lr_factor": 0.1},
+}
 COLOURS = {"pretrained": "tab:blue", "scratch": "tab:orange", "pretrained-backbone-lr-0.1": "tab:green"}
 
 
@@ -145,8 +150,17 @@ def run_experiment(out: Path, archs: tuple[str, ...], sizes: list[int], inits: t
     rows: list[Row] = []
     for arch in archs:
         started = time.perf_counter()
-        pre = train(TrainConfig(data=sets["pretrain"], out=out / "runs" / f"{arch}-pretrain", archs=(arch,), weights="none",
-                                epochs=pretrain_epochs, **common), progress=progress).archs[0]  # fmt: skip
+        pre = train(
+            TrainConfig(
+                data=sets["pretrain"],
+                out=out / "runs" / f"{arch}-pretrain",
+                archs=(arch,),
+                weights="none",
+                epochs=pretrain_epochs,
+                **common,
+            ),
+            progress=progress,
+        ).archs[0]
         logger.info("%s pretrained on 7 classes: validation accuracy %.4f (epoch %d), %.0f s", arch,
                     pre.best["accuracy"], pre.best_epoch, time.perf_counter() - started)
         for n in sizes:
@@ -156,7 +170,7 @@ def run_experiment(out: Path, archs: tuple[str, ...], sizes: list[int], inits: t
                 result = train(TrainConfig(data=sets[f"train_{n}"], out=out / "runs" / f"{arch}-{n}-{init}",
                                            archs=(arch,), weights=weights, epochs=epochs, val_data=sets["val"],
                                            **common, **INITS[init]),
-                               progress=progress, on_epoch_end=_test_scorer(sets["test"], image_size, scores)).archs[0]  # fmt: skip
+                               progress=progress, on_epoch_end=_test_scorer(sets["test"], image_size, scores)).archs[0]
                 rows += [Row(arch, n, init, h["epoch"], h["accuracy"], scores[(arch, h["epoch"])], h["seconds"])
                          for h in result.history]  # fmt: skip
                 last = rows[-1]
@@ -230,11 +244,17 @@ def _int_list(ctx: click.Context, param: click.Parameter, value: str) -> list[in
 @click.option("--sizes", default="20,100,1000", callback=_int_list, help="Training images per class, comma-separated.")
 @click.option("--init", "inits", multiple=True, type=click.Choice(list(INITS)), default=tuple(INITS),
               help="How the compared runs start; repeat the option.")
-@click.option("--epochs", type=click.IntRange(min=1), default=5, help="Fine-tuning / from-scratch epochs (the recipe's 5).")
-@click.option("--pretrain-epochs", type=click.IntRange(min=1), default=3, help="Epochs of pretraining on the 7 classes.")
+@click.option(
+    "--epochs", type=click.IntRange(min=1), default=5, help="Fine-tuning / from-scratch epochs (the recipe's 5)."
+)
+@click.option(
+    "--pretrain-epochs", type=click.IntRange(min=1), default=3, help="Epochs of pretraining on the 7 classes."
+)
 @click.option("--pretrain-per-class", type=click.IntRange(min=2), default=600, help="Pretraining images per class.")
 @click.option("--val-per-class", type=click.IntRange(min=1), default=200, help="Fixed validation images per class.")
-@click.option("--test-per-class", type=click.IntRange(min=1), default=400, help="Test images per class, scored every epoch.")
+@click.option(
+    "--test-per-class", type=click.IntRange(min=1), default=400, help="Test images per class, scored every epoch."
+)
 @click.option("--image-size", type=click.IntRange(min=16), default=32, help="Model input side in px (as the demo).")
 @click.option("--seed", type=int, default=0, help="Seed of every run.")
 @click.option("--source", type=click.Path(file_okay=False, path_type=Path), default=DEFAULT_SOURCE,
@@ -243,15 +263,43 @@ def _int_list(ctx: click.Context, param: click.Parameter, value: str) -> list[in
 @quiet_option
 @verbose_option
 @handle_errors
-def main(work: Path, archs: tuple[str, ...], sizes: list[int], inits: tuple[str, ...], epochs: int, pretrain_epochs: int,
-         pretrain_per_class: int, val_per_class: int, test_per_class: int, image_size: int, seed: int, source: Path,
-         out: Path, name: str | None, quiet: bool, verbose: bool) -> None:
+def main(
+    work: Path,
+    archs: tuple[str, ...],
+    sizes: list[int],
+    inits: tuple[str, ...],
+    epochs: int,
+    pretrain_epochs: int,
+    pretrain_per_class: int,
+    val_per_class: int,
+    test_per_class: int,
+    image_size: int,
+    seed: int,
+    source: Path,
+    out: Path,
+    name: str | None,
+    quiet: bool,
+    verbose: bool,
+) -> None:
     """Pretrain on 7 Fashion-MNIST classes, fine-tune on bluzy/bryuki vs train from scratch; print the table."""
     setup_logging(quiet, verbose)
     begun = results.start("transfer")
     started = time.perf_counter()
-    rows = run_experiment(work, tuple(archs), sizes, tuple(inits), epochs, pretrain_epochs, pretrain_per_class, val_per_class,
-                          test_per_class, image_size, seed, source, progress=not quiet)
+    rows = run_experiment(
+        work,
+        tuple(archs),
+        sizes,
+        tuple(inits),
+        epochs,
+        pretrain_epochs,
+        pretrain_per_class,
+        val_per_class,
+        test_per_class,
+        image_size,
+        seed,
+        source,
+        progress=not quiet,
+    )
     minutes = (time.perf_counter() - started) / 60
     text = summary_table(rows) + f"\nWall time {minutes:.1f} min ({torch.get_num_threads()} torch threads).\n"
     path = results.write(begun, [dataclasses.asdict(r) for r in rows], out, name, markdown=text)

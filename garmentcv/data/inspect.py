@@ -181,8 +181,12 @@ class DatasetReport:
         """Plain JSON-compatible form with the same facts as the text report (paths as :func:`display_path`)."""
 
         def group(g: DuplicateGroup) -> dict[str, Any]:
-            return {"sha256": g.sha256, "files": [{"path": display_path(p), "label": lab} for p, lab in zip(g.paths, g.labels)]}
+            return {
+                "sha256": g.sha256,
+                "files": [{"path": display_path(p), "label": lab} for p, lab in zip(g.paths, g.labels, strict=True)],
+            }
 
+        stats = ("min", "median", "max")
         return {
             "root": display_path(self.root),
             "layout": self.layout.value,
@@ -200,10 +204,8 @@ class DatasetReport:
                 "distinct": self.sizes.distinct,
                 "summarised": self.sizes.summarised,
                 "counts": [{"width": w, "height": h, "files": n} for (w, h), n in self.sizes.counts],
-                "width": None if self.sizes.width is None else dict(zip(("min", "median", "max"), self.sizes.width)),
-                "height": None
-                if self.sizes.height is None
-                else dict(zip(("min", "median", "max"), self.sizes.height)),
+                "width": None if self.sizes.width is None else dict(zip(stats, self.sizes.width, strict=True)),
+                "height": None if self.sizes.height is None else dict(zip(stats, self.sizes.height, strict=True)),
             },
             "duplicates": [group(g) for g in self.duplicates],
             "label_conflicts": [group(g) for g in self.label_conflicts],
@@ -378,7 +380,8 @@ def inspect_dataset(
         )
     if len(usable) < 2:
         problems.append(
-            f"only {_irregular(len(usable), 'class', 'classes')} with a decodable image {usable}; training needs at least 2"
+            f"only {_irregular(len(usable), 'class', 'classes')} with a decodable image {usable}; "
+            "training needs at least 2"
         )
     warnings: list[str] = []
     if duplicates:
@@ -471,7 +474,7 @@ def render_text(report: DatasetReport, limit: int = 20) -> str:
                           ("duplicates with different labels", report.label_conflicts)):
         lines.append(f"{title}: {plural(len(groups), 'group')}, {sum(len(g.paths) for g in groups)} files")
         lines += _listed(
-            [", ".join(f"{rel(p)} [{lab}]" for p, lab in zip(g.paths, g.labels)) for g in groups], limit
+            [", ".join(f"{rel(p)} [{lab}]" for p, lab in zip(g.paths, g.labels, strict=True)) for g in groups], limit
         )
     if report.test_root is not None:
         test_root = report.test_root

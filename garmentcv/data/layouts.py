@@ -232,7 +232,9 @@ def _read_csv(manifest: Path, skipped: list[SkippedFile]) -> list[Sample]:
     with manifest.open(newline="", **MANIFEST_ENCODING) as handle:
         reader = csv.DictReader(handle)
         if reader.fieldnames is None or not {"path", "label"} <= set(reader.fieldnames):
-            raise DatasetError(f"{manifest}: expected a header with 'path' and 'label' columns, got {reader.fieldnames}")
+            raise DatasetError(
+                f"{manifest}: expected a header with 'path' and 'label' columns, got {reader.fieldnames}"
+            )
         for line, row in enumerate(reader, start=2):
             raw, label = (row["path"] or "").strip(), (row["label"] or "").strip()
             if not raw:
@@ -282,13 +284,15 @@ def load_dataset(root: str | Path, layout: Layout | str | None = None) -> Labell
     if bad:
         examples = [str(next(s.path for s in samples if s.label == label)) for label in bad[:5]]
         raise DatasetError(
-            f"{root}: {'an invalid class name' if len(bad) == 1 else 'invalid class names'} {bad[:5]} (e.g. {', '.join(examples)}); a class name starts with a "
+            f"{root}: {'an invalid class name' if len(bad) == 1 else 'invalid class names'} {bad[:5]} "
+            f"(e.g. {', '.join(examples)}); a class name starts with a "
             "letter or digit and holds only letters, digits, '.', '-', '_' or spaces (64 characters at most)"
         )
     classes = tuple(sorted({s.label for s in samples}))
     if len(classes) < 2:
         raise DatasetError(
-            f"{root}: found {plural(len(samples), 'image')} in {len(classes)} {_classes(len(classes))} {list(classes)}; "
+            f"{root}: found {plural(len(samples), 'image')} in "
+            f"{len(classes)} {_classes(len(classes))} {list(classes)}; "
             "training needs at least 2 classes"
         )
     if skipped:

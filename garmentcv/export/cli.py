@@ -114,7 +114,9 @@ def main(checkpoint: Path | None, quiet: bool, verbose: bool, **options: object)
             f"ECE {r.uncalibrated.ece:.4f} -> {r.calibrated.ece:.4f}"
         )
     elif r.temperature is None:
-        lines.append(f"temperature: none stored, gcv-classify and gcv-evaluate use the raw softmax: {r.temperature_note}")
+        lines.append(
+            f"temperature: none stored, gcv-classify and gcv-evaluate use the raw softmax: {r.temperature_note}"
+        )
     accuracy = f"validation accuracy: FP32 {r.fp32_accuracy:.2%}"
     if r.info.precision != "fp32":
         accuracy += f" | {r.info.precision.upper()} {r.accuracy:.2%} (drop {r.accuracy_drop:.2f} points)"
@@ -127,7 +129,9 @@ def main(checkpoint: Path | None, quiet: bool, verbose: bool, **options: object)
                      + ("" if g.passed else f" ({g.note})"))
     if r.runs_on is not None:
         c = r.runs_on
-        lines.append(f"gcv-classify --runtime auto on this CPU: {c.runtime} at {c.inference_precision or r.info.precision}"
-                     f" ({c.reason})")
+        lines.append(
+            f"gcv-classify --runtime auto on this CPU: {c.runtime} at {c.inference_precision or r.info.precision}"
+            f" ({c.reason})"
+        )
     lines.append(accuracy)  # the accuracy line stays last
     click.echo("\n".join(lines))

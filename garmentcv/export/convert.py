@@ -143,7 +143,8 @@ def has_vnni(flags: Iterable[str]) -> bool:
 
 
 class _ImageReader(CalibrationDataReader):
-    """Feeds calibration batches ``(B, 3, H, W)`` float32 to onnxruntime's calibrator as they come (one batch at a time)."""
+    """Feeds calibration batches ``(B, 3, H, W)`` float32 to onnxruntime's calibrator as they come (one batch at a
+    time)."""
 
     def __init__(self, batches: Iterable[np.ndarray]) -> None:
         self._batches: Iterator[np.ndarray] = iter(batches)

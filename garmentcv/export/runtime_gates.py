@@ -179,8 +179,8 @@ def run_openvino(
     A model OpenVINO cannot compile or run gives that precision an :class:`OpenVINORun` with the error, not an
     exception.
     """
-    from garmentcv.infer.runtimes.openvino import compile_file
     from garmentcv.infer.runtimes import RuntimeUnavailableError
+    from garmentcv.infer.runtimes.openvino import compile_file
 
     requests: dict[str, object] = {}
     runs: dict[str, OpenVINORun] = {}

@@ -192,7 +192,7 @@ def check_options(fmt: OutputFormat, min_confidence: float | None, topk: int | N
         require_pyarrow()
 
 
-#: The engines that run a classification: this process, or a pool of Ray Data workers.
+#: The engines that run a classification: this process, or a pool of Ray worker actors.
 ENGINES = ("local", "ray")
 #: ``check_error_policy`` values: exit 1 on error rows with kaggle only (``auto``), always (``fail``) or never.
 ON_ERROR = ("auto", "fail", "continue")
@@ -247,7 +247,9 @@ def check_config(cfg: ClassifyConfig, engine: str = "local", ray: RayOptions | N
         OutputPathError: ``report`` or its thumbnails folder cannot be written.
         MissingRuntimeError: the parquet format without pyarrow installed.
     """
-    from garmentcv.infer.runtimes.onnxruntime import PROVIDERS  # imports onnxruntime, which importing this module does not
+    from garmentcv.infer.runtimes.onnxruntime import (
+        PROVIDERS,  # imports onnxruntime, which importing this module does not
+    )
 
     _choose("--engine", engine, ENGINES)
     _choose("--device", cfg.provider, PROVIDERS)
@@ -391,7 +393,9 @@ def check_output_apart(path: Path, option: str, model: Path, source: Source, thu
     if _same_file(path, model):
         raise ClassifyUsageError(f"{option} {path} is the model file --model; give the {what} another name")
     if isinstance(source, ManifestSource) and _same_file(path, source.manifest):
-        raise ClassifyUsageError(f"{option} {path} is the manifest SOURCE {source.manifest}; give the {what} another name")
+        raise ClassifyUsageError(
+            f"{option} {path} is the manifest SOURCE {source.manifest}; give the {what} another name"
+        )
     folder = source.folder
     if folder is None:
         return
@@ -620,9 +624,9 @@ class ClassifyRun:
         """The local engine's ``items``, guarded against files that kill the process decoding them.
 
         Items pass in groups of ``batch_size``, as :func:`~garmentcv.infer.pipeline.predict_batches` makes its
-        batches, so the files of each batch are recorded (:class:`~garmentcv.infer.partial.InFlight`) before the decoders get them. A file
-        of a dead run's record that must be classified is first decoded alone in a child process
-        (:func:`decodes_alone`); if the child dies, the file is passed on as done and :meth:`save` gives it the
+        batches, so the files of each batch are recorded (:class:`~garmentcv.infer.partial.InFlight`) before the
+        decoders get them. A file of a dead run's record that must be classified is first decoded alone in a child
+        process (:func:`decodes_alone`); if the child dies, the file is passed on as done and :meth:`save` gives it the
         error row :data:`WORKER_DIED`.
         """
         flight = self.in_flight
@@ -822,9 +826,16 @@ class ClassifyRun:
             skipped_list=Path(cfg.list_skipped) if cfg.list_skipped is not None else None,
         )
         logger.debug(
-            "%d image files: %d classified, %d errors, %d other files skipped, %d rows reused; %.1f s, %.1f images/s (%s)",
-            summary.files, summary.classified, summary.errors, summary.skipped_total, self.reused, seconds,
-            summary.images_per_second, provider,
+            "%d image files: %d classified, %d errors, %d other files skipped, %d rows reused; "
+            "%.1f s, %.1f images/s (%s)",
+            summary.files,
+            summary.classified,
+            summary.errors,
+            summary.skipped_total,
+            self.reused,
+            seconds,
+            summary.images_per_second,
+            provider,
         )
         if self.unread_count:
             n = self.unread_count

@@ -56,7 +56,8 @@ class EvaluateConfig:
         labels: an ``index,label`` CSV naming the label of each image in ``data`` by file stem.
         layout: force the layout of ``data`` (``lamoda``, ``folders``, ``csv``); detected when ``None``.
         out: folder receiving the reports.
-        model, batch_size, provider, threads, workers, progress: as for :class:`~garmentcv.infer.classify.ClassifyConfig`.
+        model, batch_size, provider, threads, workers, progress: as for
+            :class:`~garmentcv.infer.classify.ClassifyConfig`.
         calibration: ``temperature``: predicted confidences (``predictions.csv``, ``misclassified.csv``, the
             coverage table) are ``softmax(logits / T)`` with the model file's temperature; ``none``: the raw
             softmax. The calibration figures are reported for both either way.

@@ -72,8 +72,8 @@ def read_model_info(path: Path) -> ModelInfo:
 
     Raises:
         ModelFileNotFoundError: the file does not exist (a :class:`ModelFileError` with exit code 2).
-        ModelFileError: the file is a folder, a training checkpoint, is not a readable ONNX model, has no (or a newer or damaged)
-            GarmentCV metadata, or lacks exactly the input ``input`` its metadata declares and the output
+        ModelFileError: the file is a folder, a training checkpoint, is not a readable ONNX model, has no (or a newer or
+            damaged) GarmentCV metadata, or lacks exactly the input ``input`` its metadata declares and the output
             ``logits`` float32 ``(N, C)``. The message names the file.
     """
     import onnxruntime as ort  # heavy; only when a model is actually read
@@ -110,7 +110,8 @@ def check_input_type(input_type: str, input_shape: list, output_type: str, outpu
     if input_type != expected or output_type != "tensor(float)" or len(input_shape) != 4:
         layout = "(N, 3, H, W)" if info.input_dtype == "float32" else "(N, H, W, 3)"
         raise ModelFileError(
-            f"{path}: its metadata declares input {info.input_format}, so the input must be {info.input_dtype} {layout} "
-            f"and the output float32 (N, C); found {input_type} {input_shape} -> {output_type} {output_shape}; "
+            f"{path}: its metadata declares input {info.input_format}, "
+            f"so the input must be {info.input_dtype} {layout} and the output float32 (N, C); "
+            f"found {input_type} {input_shape} -> {output_type} {output_shape}; "
             "export the model again"
         )

@@ -67,7 +67,8 @@ class Prediction(Generic[T]):
 
 
 def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-    """Row-wise ``softmax(logits / temperature)`` of ``(N, C)`` logits in float64 (:func:`garmentcv.calibration.softmax`)."""
+    """Row-wise ``softmax(logits / temperature)`` of ``(N, C)`` logits in float64
+    (:func:`garmentcv.calibration.softmax`)."""
     return calibration.softmax(logits, temperature)
 
 
@@ -233,11 +234,13 @@ def predict_batches(
         free.append(job.buffer)  # the model has read it; the logits are the runtime's own arrays
         out: list[Prediction[T]] = []
         slot = 0
-        for (path, item), reason in zip(job.items, reasons):
+        for (path, item), reason in zip(job.items, reasons, strict=True):
             if path is None:
                 out.append(Prediction(item, passed=True))
                 continue
-            out.append(Prediction(item, error=reason) if reason else Prediction(item, probs=probs[slot], logits=logits[slot]))
+            out.append(
+                Prediction(item, error=reason) if reason else Prediction(item, probs=probs[slot], logits=logits[slot])
+            )
             slot += 1
         return out
 

@@ -39,8 +39,7 @@ import os
 import re
 from collections.abc import Iterable, Sequence
 from enum import Enum
-from pathlib import PurePosixPath
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
 Row = dict[str, Any]
@@ -177,7 +176,10 @@ def write_rows(handle: IO[str], rows: Iterable[Row], classes: Sequence[str], fmt
             if review:
                 record["needs_review"] = needs_review(probs, min_confidence)
             if topk is None:
-                record["probs"] = None if probs is None else {c: round(p, 6) for c, p in zip(classes, probs)}
+                # not strict: rows are not checked against ``classes`` here, as in the csv branch below
+                record["probs"] = (
+                    None if probs is None else {c: round(p, 6) for c, p in zip(classes, probs, strict=False)}
+                )
             else:
                 best = None if probs is None else top_k(probs, topk)
                 record["top_labels"] = None if best is None else [classes[i] for i in best]

@@ -74,7 +74,9 @@ def import_pyarrow_fs() -> Any:
     try:
         from pyarrow import fs
     except ImportError as exc:
-        raise MissingPyarrowError(f"object-storage sources need pyarrow, which is not installed: {PYARROW_HINT}") from exc
+        raise MissingPyarrowError(
+            f"object-storage sources need pyarrow, which is not installed: {PYARROW_HINT}"
+        ) from exc
     return fs
 
 

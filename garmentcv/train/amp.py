@@ -160,7 +160,11 @@ def choose_amp(
             "--amp fp16 is for CUDA; on the CPU use --amp bf16 (or auto, which takes bf16 where it is measured faster)"
         )
     tier = cpu.tier
-    features = {TIER_AMX: "AMX (amx_bf16)", TIER_AVX512_BF16: "avx512_bf16 without AMX", TIER_NONE: "no bf16 instructions"}
+    features = {
+        TIER_AMX: "AMX (amx_bf16)",
+        TIER_AVX512_BF16: "avx512_bf16 without AMX",
+        TIER_NONE: "no bf16 instructions",
+    }
     where = features[tier] + (
         f", AMX masked by {cpu.isa_limit}" if cpu.amx_bf16 and not cpu.amx_usable else ""
     )
@@ -177,15 +181,18 @@ def choose_amp(
     step = next((st for st in reversed(steps) if st[0] <= image_size), None)
     if step is None:
         return AmpPlan(requested, None, "cpu", False, False,
-                       f"auto: FP32, bf16 not measured faster than FP32 for {arch} on a CPU with {where} ({RULE_DOCS})")  # fmt: skip
+                       f"auto: FP32, bf16 not measured faster than FP32 for {arch} on a CPU with {where} ({RULE_DOCS})")
     from_px, dtype, channels_last = step
     layout = " with channels_last" if channels_last else ""
     if dtype is not None:
         why = f"{arch} at {image_size} px >= {from_px} px, where bf16{layout} trains fastest"
         return AmpPlan(requested, dtype, "cpu", channels_last, False, f"auto: CPU with {where}, {why} ({RULE_DOCS})")
     bf16_from = next((st[0] for st in steps if st[1] is not None), None)
-    why = (f"{arch} at {image_size} px < {bf16_from} px, below which bf16 was not measured faster" if bf16_from is not None
-           else f"bf16 not measured faster than FP32{layout} for {arch}")  # fmt: skip
+    why = (
+        f"{arch} at {image_size} px < {bf16_from} px, below which bf16 was not measured faster"
+        if bf16_from is not None
+        else f"bf16 not measured faster than FP32{layout} for {arch}"
+    )
     return AmpPlan(requested, None, "cpu", channels_last, False,
                    f"auto: FP32{layout}, {why} on a CPU with {where} ({RULE_DOCS})")  # fmt: skip
 

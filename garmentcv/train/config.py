@@ -102,7 +102,9 @@ class TrainConfig:
     early_stopping_patience: int = _setting(
         0, "Stop when --early-stopping-metric has not improved for N epochs; 0: never."
     )
-    early_stopping_metric: str = _setting("val_loss", "What early stopping watches: val_loss (lower is better) or accuracy.")
+    early_stopping_metric: str = _setting(
+        "val_loss", "What early stopping watches: val_loss (lower is better) or accuracy."
+    )
     class_weights: bool = _setting(False, "Weight the training loss per class by n/(C x n_c), for imbalanced classes.")
     balanced_sampler: bool = _setting(
         False, "Draw training images with probability 1/n_c per class (with replacement)."

@@ -320,8 +320,8 @@ def _init_process_group(backend: str, timeout: timedelta, environ: Mapping[str, 
     torchrun (``--max-restarts``) keeps one rendezvous store for every attempt of the job
     (``TORCHELASTIC_USE_AGENT_STORE``), and the addresses the processes of an earlier attempt left in it can
     be read by the next one before they are replaced, so a restarted process connects to a process that is
-    gone (https://github.com/pytorch/pytorch/issues/135712). With one torchrun agent every process of an attempt has the same
-    ``TORCHELASTIC_RESTART_COUNT``, so the keys go under a prefix of that count. Several agents can count
+    gone (https://github.com/pytorch/pytorch/issues/135712). With one torchrun agent every process of an attempt has
+    the same ``TORCHELASTIC_RESTART_COUNT``, so the keys go under a prefix of that count. Several agents can count
     restarts differently; there the store stays as torch shares it (``TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1``
     in torchrun's environment gives every attempt a fresh store).
     """

@@ -251,13 +251,13 @@ class _Block:
         """
         if len(errors) != len(probs) or lo + len(errors) > len(self.files):
             raise RayEngineError(f"a Ray worker returned {len(errors)} results for other files (a bug)")
-        for k, (p, error) in enumerate(zip(probs, errors), lo):
+        for k, (p, error) in enumerate(zip(probs, errors, strict=True), lo):
             self.probs[k], self.errors[k] = p, error
         self.left -= len(errors)
 
     def predictions(self) -> Iterator[Prediction[Row]]:
         """The block's predictions in order (reused rows passed through); only once every file has its result."""
-        results = iter(zip(self.probs, self.errors))
+        results = iter(zip(self.probs, self.errors, strict=True))
         for file, row in self.items:
             if file is None:
                 yield Prediction(row, passed=True)

@@ -142,11 +142,17 @@ def openvino_allowed(info: ModelInfo, precision: str) -> tuple[bool, str]:
         if info.precision == "int8":
             return False, ("the file predates per-runtime gates, so OpenVINO's INT8 kernels never ran on its "
                            "validation images (export it again with garmentcv[openvino] installed to gate them)")
-        return True, f"the file predates per-runtime gates; OpenVINO at f32 stays allowed for {info.precision.upper()} files"
+        return (
+            True,
+            f"the file predates per-runtime gates; OpenVINO at f32 stays allowed for {info.precision.upper()} files",
+        )
     gate = info.gate("openvino", precision)
     if gate is None:
-        return False, (f"the file has no gate result for OpenVINO at {precision} (exported without "
-                       f"garmentcv[openvino]{', on a CPU without native bf16, or with --bf16-check off' if precision == 'bf16' else ''})")
+        bf16_reasons = ", on a CPU without native bf16, or with --bf16-check off"
+        return False, (
+            f"the file has no gate result for OpenVINO at {precision} (exported without "
+            f"garmentcv[openvino]{bf16_reasons if precision == 'bf16' else ''})"
+        )
     if not gate.passed:
         return False, f"the file's gate for OpenVINO at {precision} failed at export: {gate.note}"
     return True, f"the file's gate for OpenVINO at {precision} passed at export ({gate.describe()})"
@@ -221,7 +227,9 @@ def choose_runtime(
                 f"measured slower end to end than onnxruntime on {file_precision.upper()} files; --runtime openvino "
                 "still runs it"))
         if not openvino:
-            return RuntimeChoice("onnxruntime", None, f"OpenVINO is not installed ({faster.reason}; {OPENVINO_INSTALL})")
+            return RuntimeChoice(
+                "onnxruntime", None, f"OpenVINO is not installed ({faster.reason}; {OPENVINO_INSTALL})"
+            )
         if faster.inference_precision == "f32" and not f32_passed:
             return RuntimeChoice("onnxruntime", None, (
                 f"an {file_precision.upper()} file runs where it passed its gate, as OpenVINO at f32 did not: "
@@ -361,7 +369,8 @@ def open_runtime(path: Path, runtime: str = "auto", provider: str = "auto", thre
         threads: CPU threads of the runtime; ``None``: every available CPU.
 
     Raises:
-        ModelFileNotFoundError, ModelFileError, ProviderError: as :func:`garmentcv.infer.runtimes.onnxruntime.open_model`.
+        ModelFileNotFoundError, ModelFileError, ProviderError: as
+            :func:`garmentcv.infer.runtimes.onnxruntime.open_model`.
         RuntimeUnavailableError: see :func:`choose_runtime`; OpenVINO installed but failing to compile the file.
     """
     return open_planned(plan_runtime(path, runtime, provider), threads)

@@ -44,6 +44,8 @@ class Model(Protocol):
     def device(self) -> str: ...  # ``cpu`` or ``cuda``
 
     @property
-    def inference_precision(self) -> str: ...  # ``fp32``, ``fp16``, ``int8`` (the file's), or OpenVINO's ``f32``/``bf16``
+    def inference_precision(
+        self,
+    ) -> str: ...  # ``fp32``, ``fp16``, ``int8`` (the file's), or OpenVINO's ``f32``/``bf16``
 
     def logits(self, batch: np.ndarray) -> np.ndarray: ...

@@ -178,7 +178,14 @@ def open_model(path: Path, provider: str = "auto", threads: int | None = None) -
         del cpu_session
     logger.info(
         "model %s: %s, %d classes %s, input %d px %s, %s; provider %s (%s)",
-        path, info.arch, len(info.classes), list(info.classes), info.preprocessing.crop, info.input_format, info.precision,
-        used, "GPU" if used == "cuda" else plural(threads or _cpus.available_cpus(), "thread"),
+        path,
+        info.arch,
+        len(info.classes),
+        list(info.classes),
+        info.preprocessing.crop,
+        info.input_format,
+        info.precision,
+        used,
+        "GPU" if used == "cuda" else plural(threads or _cpus.available_cpus(), "thread"),
     )
     return LoadedModel(path=path, info=info, provider=used, session=session)

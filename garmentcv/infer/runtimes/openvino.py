@@ -109,7 +109,9 @@ def compile_config(precision: str, threads: int, cache_dir: Path | None = None) 
     return config
 
 
-def compile_file(source: Path | bytes, precision: str, threads: int | None = None, cache_dir: Path | None = None) -> tuple[Any, str]:
+def compile_file(
+    source: Path | bytes, precision: str, threads: int | None = None, cache_dir: Path | None = None
+) -> tuple[Any, str]:
     """Compile an ONNX file (path or serialized bytes) for OpenVINO's CPU plugin at ``precision``.
 
     Returns:
@@ -190,5 +192,12 @@ def open_openvino(path: Path, info: ModelInfo, precision: str = "f32", threads: 
             f"OpenVINO runs {path} at {used}, not the {precision} asked for: this CPU has no native {precision}"
         )
     _check_ports(compiled, info, path)
-    return OpenVINOModel(path=path, info=info, provider="cpu", compiled=compiled, request=compiled.create_infer_request(),
-                         inference_precision=used, threads=threads)
+    return OpenVINOModel(
+        path=path,
+        info=info,
+        provider="cpu",
+        compiled=compiled,
+        request=compiled.create_infer_request(),
+        inference_precision=used,
+        threads=threads,
+    )
