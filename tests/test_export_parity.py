@@ -132,7 +132,8 @@ def test_fp16_accuracy_gate_refuses_a_drop(tmp_path: Path, monkeypatch: pytest.M
 
 def test_help_says_max_accuracy_drop_gates_fp16_and_int8() -> None:
     text = " ".join(CliRunner().invoke(export_cli.main, ["--help"]).output.split())
-    assert "--max-accuracy-drop" in text and "FP16 and INT8: fail when validation accuracy falls more points than this below FP32." in text
+    assert "--max-accuracy-drop" in text
+    assert "FP16 and INT8: fail when validation accuracy falls more points than this below FP32." in text
 
 
 def test_fp16_gate_refuses_an_untrained_regnet_x_saying_what_its_tolerance_is_relative_to(tmp_path: Path) -> None:
