@@ -11,7 +11,7 @@ than wall time; wall time is recorded beside it):
   measured to choose the decoder, and its pixels are compared with Pillow's);
 * ``decode-only (Pillow full)``: the full-size decode, for scale;
 * ``decode + crop-box resample``: that decode and then only the one Pillow resize of the crop's source box that
-  ``load_crop`` does (:func:`garmentcv.image._resample_crop_box`), with none of its checks, EXIF handling or copies:
+  ``load_crop`` does (:func:`garmentcv.image.resample_crop_box`), with none of its checks, EXIF handling or copies:
   the floor of any path that gives ``load_crop``'s pixels with Pillow's resampler;
 * ``crop-box resample alone``: that resize on the already decoded images;
 * ``load_crop``: the shared decode path, uint8 crop (format-2 models);
@@ -42,11 +42,11 @@ from benchmarks.photos import LARGE_SIZE, write_photo_folder
 from garmentcv.fsutil import atomic_write
 from garmentcv.image import (
     Preprocessing,
-    _resample_crop_box,
-    _resize_crop_pil,
     load_crop,
     load_input,
     normalize,
+    resample_crop_box,
+    resize_crop_pil,
 )
 
 
@@ -77,7 +77,7 @@ def _full_resize_load_input(path: Path, pp: Preprocessing) -> np.ndarray:
             image.draft(None, (math.ceil(width * scale), math.ceil(height * scale)))
         image.load()
         rgb = (ImageOps.exif_transpose(image) or image).convert("RGB")
-    return normalize(_resize_crop_pil(rgb, pp), pp)
+    return normalize(resize_crop_pil(rgb, pp), pp)
 
 
 def _simplejpeg() -> Callable[[bytes, int], np.ndarray] | None:
@@ -104,8 +104,8 @@ def measure(paths: Sequence[Path], pp: Preprocessing, repeats: int) -> dict[str,
     ways: dict[str, Callable[[int], object]] = {
         "decode-only (Pillow DCT 1/2)": lambda i: _pillow_dct(data[i], pp.resize),
         "decode-only (Pillow full)": lambda i: _pillow_full(data[i]),
-        "decode + crop-box resample": lambda i: _resample_crop_box(_pillow_dct_image(data[i], pp.resize), pp),
-        "crop-box resample alone": lambda i: _resample_crop_box(decoded[i], pp),
+        "decode + crop-box resample": lambda i: resample_crop_box(_pillow_dct_image(data[i], pp.resize), pp),
+        "crop-box resample alone": lambda i: resample_crop_box(decoded[i], pp),
         "load_crop": lambda i: load_crop(paths[i], pp, out=buffer),
         "load_input": lambda i: load_input(paths[i], pp),
         "full-resize load_input": lambda i: _full_resize_load_input(paths[i], pp),
@@ -167,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, (cpu_ms, wall_ms) in figures.items():
         lines.append(f"| {name} | {cpu_ms:.3f} ({wall_ms:.3f}) | {cpu_ms / floor:.2f}x |")
     floor_pixels = all(
-        np.array_equal(_resample_crop_box(_pillow_dct_image(p.read_bytes(), pp.resize), pp), load_crop(p, pp))
+        np.array_equal(resample_crop_box(_pillow_dct_image(p.read_bytes(), pp.resize), pp), load_crop(p, pp))
         for p in paths
     )
     resample = figures["decode + crop-box resample"][0]

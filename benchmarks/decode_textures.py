@@ -47,17 +47,17 @@ from benchmarks import options, results
 from garmentcv.data.fashion_mnist import (
     DEFAULT_SOURCE,
     FASHION_MNIST_CLASSES,
-    _load_split,
+    load_split,
 )
 from garmentcv.data.layouts import Sample
 from garmentcv.image import (
     Preprocessing,
-    _crop_geometry,
-    _resample_crop_box,
+    crop_geometry,
     decode_image,
     decode_region,
     load_crop,
     normalize,  # fmt: skip
+    resample_crop_box,
     resize_and_crop,
 )
 from garmentcv.train.config import TrainConfig
@@ -122,7 +122,7 @@ def write_photos(folder: Path, classes: Sequence[str], train_per_class: int, tes
     test: dict[str, list[Sample]] = {"textured": [], "plain": []}
     test_textures: list[str] = []
     for split, per_class in (("train", train_per_class), ("test", test_per_class)):
-        images, targets = _load_split(source, split)
+        images, targets = load_split(source, split)
         for label, name in zip(labels, classes, strict=True):
             for n, index in enumerate(np.flatnonzero(targets == label)[:per_class]):
                 colour = rng.uniform(30, 160, size=3)
@@ -278,17 +278,17 @@ def pixel_rows(crops: dict[str, dict[str, np.ndarray]], textures: Sequence[str])
 
 def training_now_difference(samples: Sequence[Sample], pp: Preprocessing) -> dict[str, float]:
     """Largest and mean difference (grey levels) between ``load_crop`` and training's decode now of the region serving
-    shows followed by serving's resample (:func:`garmentcv.image.decode_region`, :func:`_resample_crop_box`)."""
+    shows followed by serving's resample (:func:`garmentcv.image.decode_region`, :func:`resample_crop_box`)."""
     differences = []
     for sample in samples:
 
         def serving_box(width: int, height: int) -> tuple[float, float, float, float]:
-            new_w, new_h, top, left = _crop_geometry(width, height, pp)
+            new_w, new_h, top, left = crop_geometry(width, height, pp)
             sx, sy = width / new_w, height / new_h
             return left * sx, top * sy, (left + pp.crop) * sx, (top + pp.crop) * sy
 
         decoded, _ = decode_region(sample.path, pp.crop, serving_box)
-        differences.append(np.abs(_resample_crop_box(decoded, pp).astype(np.int16) - load_crop(sample.path, pp)))
+        differences.append(np.abs(resample_crop_box(decoded, pp).astype(np.int16) - load_crop(sample.path, pp)))
     stacked = np.stack(differences)
     return {"images": len(stacked), "mean": float(stacked.mean()), "max": int(stacked.max())}
 

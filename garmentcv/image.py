@@ -14,7 +14,7 @@ reduced DCT scale wherever the view made from it keeps at least one decoded pixe
 that covers what serving shows is made from the same decoded pixels.
 The resize and centre crop follow torchvision's ``Resize(int)`` and ``CenterCrop`` on PIL images
 (torchvision/transforms/functional.py), which is what the ImageNet weights entries use, pixel for pixel; a
-very thin image is resized only where the crop keeps it, so memory stays bounded (:func:`_resize_crop_pil`).
+very thin image is resized only where the crop keeps it, so memory stays bounded (:func:`resize_crop_pil`).
 Only :func:`decoded_formats` are ever decoded, whatever a file's extension says; :func:`image_extensions`,
 the files discovery treats as images, are the extensions Pillow registers for those formats.
 """
@@ -393,7 +393,7 @@ def decode_image_bytes(data: bytes, name: str | Path) -> np.ndarray:
 #: torchvision's ``Resize``); about 16 MiB as Pillow stores RGB in 4 bytes a pixel. Any image up to 64:1 at
 #: a 256 px resize is under it. A larger one (a 1x1500 px image resized to 256 px would be 256x384000 px,
 #: about 900 MB with Pillow's intermediates) is only computed where the centre crop keeps it; see
-#: :func:`_resize_crop_pil`.
+#: :func:`resize_crop_pil`.
 FULL_RESIZE_MAX_PIXELS: int = 4 * 1024 * 1024
 
 # Pillow's filter supports (src/libImaging/Resample.c) and its fixed-point precision for 8-bit images.
@@ -475,7 +475,7 @@ def _resample_axis(pixels: np.ndarray, index: np.ndarray, weight: np.ndarray, ax
     return np.moveaxis(out, 0, axis)
 
 
-def _resize_crop_pil(pil: Image.Image, pp: Preprocessing, full_max_pixels: int | None = None) -> np.ndarray:
+def resize_crop_pil(pil: Image.Image, pp: Preprocessing, full_max_pixels: int | None = None) -> np.ndarray:
     """Resize the shorter side to ``pp.resize`` px, then centre-crop ``pp.crop`` px: RGB ``uint8`` array.
 
     The same arithmetic as torchvision's ``Resize(int)`` (long side ``int(resize * long / short)``) and
@@ -495,7 +495,7 @@ def _resize_crop_pil(pil: Image.Image, pp: Preprocessing, full_max_pixels: int |
     if full_max_pixels is None:
         full_max_pixels = FULL_RESIZE_MAX_PIXELS
     width, height = pil.size
-    new_w, new_h, top, left = _crop_geometry(width, height, pp)
+    new_w, new_h, top, left = crop_geometry(width, height, pp)
     if (new_w, new_h) == (width, height):
         return np.asarray(pil)[top : top + pp.crop, left : left + pp.crop]
     resample = _INTERPOLATIONS[pp.interpolation]
@@ -530,7 +530,7 @@ def resize_and_crop(image: np.ndarray, pp: Preprocessing) -> np.ndarray:
     Returns:
         RGB ``uint8`` array ``(pp.crop, pp.crop, 3)``.
     """
-    return _resize_crop_pil(Image.fromarray(image), pp)
+    return resize_crop_pil(Image.fromarray(image), pp)
 
 
 def normalize(image: np.ndarray, pp: Preprocessing) -> np.ndarray:
@@ -560,7 +560,7 @@ def preprocess(image: np.ndarray, pp: Preprocessing) -> np.ndarray:
     return normalize(resize_and_crop(image, pp), pp)
 
 
-def _crop_geometry(width: int, height: int, pp: Preprocessing) -> tuple[int, int, int, int]:
+def crop_geometry(width: int, height: int, pp: Preprocessing) -> tuple[int, int, int, int]:
     """torchvision's ``Resize(int)`` size and ``CenterCrop`` offsets: ``(new_w, new_h, top, left)`` px."""
     short, long = (width, height) if width <= height else (height, width)
     new_short, new_long = pp.resize, int(pp.resize * long / short)
@@ -568,7 +568,7 @@ def _crop_geometry(width: int, height: int, pp: Preprocessing) -> tuple[int, int
     return new_w, new_h, int(round((new_h - pp.crop) / 2.0)), int(round((new_w - pp.crop) / 2.0))
 
 
-def _resample_crop_box(pil: Image.Image, pp: Preprocessing) -> np.ndarray:
+def resample_crop_box(pil: Image.Image, pp: Preprocessing) -> np.ndarray:
     """The centre crop of a ``pp.resize`` resize, resampled from its source box only: RGB ``uint8`` ``(crop, crop, 3)``.
 
     One Pillow ``resize`` to ``(crop, crop)`` of the source rectangle that the crop's pixels cover in the full
@@ -577,11 +577,11 @@ def _resample_crop_box(pil: Image.Image, pp: Preprocessing) -> np.ndarray:
     the full resize; the sample positions agree only to float rounding and Pillow may run the two passes in
     the other order, so a pixel can differ from the full resize of the same decoded image by a grey level or two
     (tests/test_decode_path.py). Used for DCT-scaled JPEGs only, whose decoded pixels are already not torchvision's
-    (fine textures differ most; see :func:`load_crop`); every other image keeps :func:`_resize_crop_pil`,
+    (fine textures differ most; see :func:`load_crop`); every other image keeps :func:`resize_crop_pil`,
     torchvision's pixels.
     """
     width, height = pil.size
-    new_w, new_h, top, left = _crop_geometry(width, height, pp)
+    new_w, new_h, top, left = crop_geometry(width, height, pp)
     if (new_w, new_h) == (width, height):
         return np.asarray(pil)[top : top + pp.crop, left : left + pp.crop]
     sx, sy = width / new_w, height / new_h
@@ -604,7 +604,7 @@ def load_crop(
     JPEG whose shorter side is at least twice ``pp.resize`` is decoded at a reduced DCT scale (1/2, 1/4 or
     1/8, Pillow's ``draft``; :func:`dct_denominator` of the shorter side over ``pp.resize``), which keeps the
     shorter side >= ``pp.resize``, and then only the crop is resampled from its source box
-    (:func:`_resample_crop_box`): a 600x866 photo for a 256 px resize decodes at 300x433 and resamples only the
+    (:func:`resample_crop_box`): a 600x866 photo for a 256 px resize decodes at 300x433 and resamples only the
     224x224 crop, which is faster than the full decode and resize (docs/performance.md). The scaled decode
     keeps only the lower frequencies of each 8x8 block: on smooth photos its pixels stay close to
     torchvision's, but fine textures (stripes or knits a few px apart) that the full decode and resize alias
@@ -630,7 +630,7 @@ def load_crop(
     )
     if min(rgb.size) < 1:
         raise ImageDecodeError(path, f"unexpected decoded size {rgb.size}")
-    crop = _resample_crop_box(rgb, pp) if scaled else _resize_crop_pil(rgb, pp)
+    crop = resample_crop_box(rgb, pp) if scaled else resize_crop_pil(rgb, pp)
     if out is None:
         return crop
     out[...] = crop
@@ -648,7 +648,7 @@ def decode_region(
     rule :func:`load_crop` follows for its centre crop, so a region as large as serving's is decoded as serving
     decodes it; a region under twice ``size`` across, and any other format, is decoded in full. The region is
     returned in the decoded image's px, scaled by decoded over full size on each axis as
-    :func:`_resample_crop_box` scales serving's.
+    :func:`resample_crop_box` scales serving's.
 
     Args:
         path: the image file (only names it in errors when ``data`` is given).
@@ -695,7 +695,7 @@ def load_region(
     Decoded by :func:`decode_region` (the DCT-scale rule :func:`load_crop` follows). From a full decode the region
     is cropped and then resized, exactly as torchvision's ``RandomResizedCrop`` does on a PIL image (integer
     boxes, as it picks them); from a DCT-scaled decode the region (then fractional) is resampled in one Pillow
-    ``resize(box=...)``, as :func:`_resample_crop_box` resamples serving's crop.
+    ``resize(box=...)``, as :func:`resample_crop_box` resamples serving's crop.
 
     Raises:
         ImageDecodeError: as :func:`decode_image`.

@@ -169,3 +169,15 @@ def test_no_team_talk_in_the_library_or_its_tests() -> None:
              for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
              if _TEAM_TALK.search(line)]
     assert found == []
+
+
+def test_benchmarks_use_public_functions_of_the_library_only() -> None:
+    """A benchmark measures what users call: it imports no private (underscored) name of garmentcv."""
+    import ast
+
+    private = []
+    for path in sorted((Path(__file__).resolve().parents[1] / "benchmarks").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("garmentcv"):
+                private += [f"{path.name}: {node.module}.{a.name}" for a in node.names if a.name.startswith("_")]
+    assert private == []

@@ -49,7 +49,7 @@ def test_large_jpeg_is_dct_scaled_and_only_the_crop_is_resampled(tmp_path: Path,
         reference.draft("RGB", (size[0] // scale, size[1] // scale))
         reference.load()
         assert reference.size == ((size[0] + scale - 1) // scale, (size[1] + scale - 1) // scale)
-        new_w, new_h, top, left = gimage._crop_geometry(*reference.size, pp)
+        new_w, new_h, top, left = gimage.crop_geometry(*reference.size, pp)
         sx, sy = reference.size[0] / new_w, reference.size[1] / new_h
         box = (left * sx, top * sy, (left + 224) * sx, (top + 224) * sy)
         expected = np.asarray(reference.resize((224, 224), gimage._INTERPOLATIONS[interpolation], box=box))
@@ -68,7 +68,7 @@ def test_crop_box_resample_is_close_to_the_full_resize(tmp_path: Path) -> None:
         pil = Image.open(_photo(tmp_path / f"{width}.png", (width, height), seed=width)).convert("RGB")
         for interpolation in ("bilinear", "bicubic", "lanczos"):
             pp = Preprocessing(resize=256, crop=224, interpolation=interpolation)
-            difference = np.abs(gimage._resample_crop_box(pil, pp).astype(np.int16) - gimage._resize_crop_pil(pil, pp))
+            difference = np.abs(gimage.resample_crop_box(pil, pp).astype(np.int16) - gimage.resize_crop_pil(pil, pp))
             assert difference.max() <= 2 and difference.mean() < 0.4, (width, height, interpolation)
 
 

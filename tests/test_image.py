@@ -211,7 +211,7 @@ def test_crop_only_resize_equals_pillows_two_pass_resize(size, interpolation: st
     and centre crop exactly, on noise (the hardest case)."""
     image = _noise(size)
     pp = Preprocessing(resize=resize, crop=crop, interpolation=interpolation)
-    ours = gimage._resize_crop_pil(Image.fromarray(image), pp, full_max_pixels=0)
+    ours = gimage.resize_crop_pil(Image.fromarray(image), pp, full_max_pixels=0)
     pil, resample = Image.fromarray(image), gimage._INTERPOLATIONS[interpolation]
     old = _old_full_resize_crop(image, pp)  # only for the geometry
     width, height = pil.size
@@ -235,7 +235,7 @@ def test_crop_only_resize_is_close_to_the_full_resize(size, interpolation: str) 
     noise = np.random.default_rng(1).normal(0, 4, smooth.shape)
     image = np.clip(smooth + noise, 0, 255).astype(np.uint8)
     pp = Preprocessing(resize=37, crop=32, interpolation=interpolation)
-    ours = gimage._resize_crop_pil(Image.fromarray(image), pp, full_max_pixels=0).astype(np.int16)
+    ours = gimage.resize_crop_pil(Image.fromarray(image), pp, full_max_pixels=0).astype(np.int16)
     old = _old_full_resize_crop(image, pp).astype(np.int16)
     difference = np.abs(ours - old)
     if interpolation == "nearest":

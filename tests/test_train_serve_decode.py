@@ -75,7 +75,7 @@ def test_training_decode_of_the_serving_region_then_the_serving_resample_is_load
     """Training's decode of the region serving shows, followed by serving's resample, gives ``load_crop``'s pixels
     exactly; the full decode followed by the same resize is over 15 grey levels away on average on 3 px stripes."""
     path = _textured(tmp_path / "striped.jpg")
-    new_w, new_h, top, left = gimage._crop_geometry(600, 866, PP)
+    new_w, new_h, top, left = gimage.crop_geometry(600, 866, PP)
     sx, sy = 600 / new_w, 866 / new_h
     serving_box = (left * sx, top * sy, (left + PP.crop) * sx, (top + PP.crop) * sy)
     seen: list[tuple[int, int]] = []
@@ -88,7 +88,7 @@ def test_training_decode_of_the_serving_region_then_the_serving_resample_is_load
     assert seen == [(600, 866)] and decoded.size == (300, 433)
     assert box == pytest.approx(tuple(v / 2 for v in serving_box))
     served = load_crop(path, PP)
-    assert np.array_equal(gimage._resample_crop_box(decoded, PP), served)
+    assert np.array_equal(gimage.resample_crop_box(decoded, PP), served)
     full = resize_and_crop(decode_image(path), PP).astype(np.int16)
     assert np.abs(full - served).mean() > 15
 

@@ -103,7 +103,20 @@ def read_idx(path: Path) -> np.ndarray:
     return data.reshape(shape)
 
 
-def _load_split(source: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
+def load_split(source: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """One split of the Fashion-MNIST IDX files in ``source`` (``.gz`` or plain).
+
+    Args:
+        source: the folder of the IDX files (Debian's ``dataset-fashion-mnist`` installs them in
+            :data:`DEFAULT_SOURCE`).
+        split: ``train`` or ``test``.
+
+    Returns:
+        ``(images uint8 (N, 28, 28), labels uint8 (N,))`` in file order, labels 0-9 as Fashion-MNIST numbers them.
+
+    Raises:
+        DatasetError: a file is missing, or the images and labels differ in count.
+    """
     prefix = _SPLITS[split]
     found = []
     for kind in ("images-idx3-ubyte", "labels-idx1-ubyte"):
@@ -183,7 +196,7 @@ def write_fashion_mnist(
     for folder in (train_dir, test_dir, *((pre_dir,) if pretraining_set else ())):
         if folder.exists() and any(folder.iterdir()):
             raise DatasetError(f"{folder}: not empty; choose another --out or remove it first")
-    data = {split: _load_split(source, split) for split in _SPLITS}
+    data = {split: load_split(source, split) for split in _SPLITS}
     train_dir.mkdir(parents=True, exist_ok=True)
     test_dir.mkdir(parents=True, exist_ok=True)
 
