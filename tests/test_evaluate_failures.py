@@ -19,7 +19,7 @@ from garmentcv.infer.cli import evaluate_main
 from garmentcv.infer.evaluate import EvaluateConfig, evaluate_model
 
 from .conftest import write_image
-from .test_classify_hardening import PoolSpy
+from .test_classify_failures import PoolSpy
 from .test_evaluate import CLASSES, model_and_torch  # noqa: F401  (module-scoped fixture)
 
 ENC = {"encoding": "utf-8", "errors": "surrogateescape"}

@@ -111,7 +111,7 @@ def test_classify_page_with_hostile_names_loads_in_chromium(tmp_path: Path) -> N
 
 def test_evaluate_page_of_200_images_stays_short_in_chromium(tmp_path: Path) -> None:
     """200 least confident images and two cells of 100: each gallery opens with its first thumbnails only."""
-    from .test_report_hardening import _evaluate_200
+    from .test_report_scale import _evaluate_200
 
     _evaluate_200(tmp_path)
     page = tmp_path / "ev" / "report.html"
