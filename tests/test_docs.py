@@ -189,18 +189,6 @@ def test_a_wrong_marker_fails_the_build_with_what_is_wrong(tmp_path: Path, marke
         docs_tables.render(docs_tables.parse_spec(marker), tmp_path)
 
 
-def test_no_team_talk_in_readme_docs_scripts_benchmarks_and_ci() -> None:
-    words = re.compile(r"\bissue[ -]?\d+|\bissue's\b|newcomer|original way|original-way|workplace|package mirror",
-                       re.I)
-    files = [README, REPO / ".ci" / "run", REPO / "constraints.txt", REPO / "pyproject.toml", REPO / "mkdocs.yml",
-             *(REPO / "docs").rglob("*.md"), *(p for p in (REPO / "scripts").iterdir() if p.is_file()),
-             *(p for p in (REPO / "benchmarks").rglob("*")
-               if p.is_file() and p.suffix in {".py", ".md", ".csv", ".json"})]
-    found = [f"{p.relative_to(REPO)}: {m.group(0)}"
-             for p in files for m in words.finditer(p.read_text(errors="replace"))]
-    assert found == []
-
-
 def test_placeholders_in_help_text_are_shown_not_swallowed_as_tags() -> None:
     html = "<p>csv: path,label,prob_<class>...,error; <code>x</code> <index>.jpg</p><br>"
     assert docs_tables.escape_placeholders(html) == (

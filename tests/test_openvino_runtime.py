@@ -356,7 +356,7 @@ def test_gate_result_travels_in_the_file_and_decides_bf16(onnx_model: Path, open
     assert (choice.runtime, choice.inference_precision) == ("openvino", "bf16")
     assert runtimes.open_runtime(failed, "auto", "cpu").runtime == "onnxruntime"
     model = runtimes.open_runtime(passed, "auto", "cpu")
-    if "amx_bf16" in runtimes.this_cpu_flags():  # this workplace's Xeon: really compiled for bf16
+    if "amx_bf16" in runtimes.this_cpu_flags():  # a CPU with AMX: really compiled for bf16
         assert (model.runtime, model.inference_precision) == ("openvino", "bf16")
     else:
         assert (model.runtime, model.inference_precision) == ("onnxruntime", "fp32")
