@@ -25,7 +25,6 @@ Run: ``python -m benchmarks decode`` (writes ``decode.json``, ``.md`` and ``.csv
 
 from __future__ import annotations
 
-import csv
 import io
 import math
 import os
@@ -39,7 +38,6 @@ from PIL import Image, ImageOps
 
 from benchmarks import options, results
 from benchmarks.photos import LARGE_SIZE, write_photo_folder
-from garmentcv.fsutil import atomic_write
 from garmentcv.image import (
     Preprocessing,
     load_crop,
@@ -182,11 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     if same is not None:
         lines += ["", f"simplejpeg's pixels equal Pillow's at the same DCT scale on every file: {same}."]
     text = "\n".join(lines) + "\n"
-    path = results.write(begun, rows, args.out, args.name, markdown=text)
-    with atomic_write(path.with_suffix(".csv"), newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    results.write(begun, rows, args.out, args.name, markdown=text, with_csv=True)
     options.report(text, args.quiet)
     return 0
 

@@ -8,6 +8,7 @@ measured condition where a suite nests its tables (``openvino_rows``: one per CP
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import re
@@ -142,8 +143,9 @@ def result_path(root: Path, suite: str, slug: str, name: str | None = None) -> P
 
 
 def write(run: Run, rows: Sequence[Mapping[str, Any]], root: Path = DEFAULT_ROOT, name: str | None = None,
-          markdown: str | None = None) -> Path:  # fmt: skip
-    """Write ``run``'s document (and ``markdown`` beside it, ``.md``) atomically; return the JSON's path.
+          markdown: str | None = None, with_csv: bool = False) -> Path:  # fmt: skip
+    """Write ``run``'s document (and ``markdown`` beside it, ``.md``; with ``with_csv`` the rows as ``.csv``, the
+    first row's keys as the header) atomically; return the JSON's path.
 
     Raises:
         TypeError: a row value JSON cannot hold (nothing is written).
@@ -157,6 +159,11 @@ def write(run: Run, rows: Sequence[Mapping[str, Any]], root: Path = DEFAULT_ROOT
     if markdown is not None:
         with atomic_write(path.with_suffix(".md")) as handle:
             handle.write(markdown)
+    if with_csv and rows:
+        with atomic_write(path.with_suffix(".csv"), newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
     return path
 
 

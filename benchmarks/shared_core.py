@@ -18,7 +18,6 @@ Run: ``python -m benchmarks shared_core`` (writes ``shared_core.json``, ``.md``,
 
 from __future__ import annotations
 
-import csv
 import os
 import statistics
 import time
@@ -31,7 +30,6 @@ import numpy as np
 from benchmarks import onnx_models, options, results
 from benchmarks.photos import write_photo_folder
 from garmentcv.artifact import INPUT_FLOAT32, INPUT_UINT8
-from garmentcv.fsutil import atomic_write
 from garmentcv.image import load_crop, load_input
 from garmentcv.infer.pipeline import predict_batches
 from garmentcv.infer.runtimes.onnxruntime import LoadedModel, open_model
@@ -185,11 +183,7 @@ def main(argv: list[str] | None = None) -> int:
         lines.append(f"| {f.label} | {f.threads}:{f.workers} | {f.model:.1f} | {f.decode:.1f} | {f.bound:.1f} | "
                      f"{f.end_to_end:.1f} | {f.share:.0%} |")
     text = "\n".join(lines) + "\n"
-    path = results.write(begun, rows, args.out, args.name, markdown=text)
-    with atomic_write(path.with_suffix(".csv"), newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    results.write(begun, rows, args.out, args.name, markdown=text, with_csv=True)
     options.report(text, args.quiet)
     return 0
 

@@ -111,6 +111,14 @@ def test_writer_produces_the_schema(tmp_path: Path) -> None:
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
     assert document["commit"]["rev"] == head and isinstance(document["commit"]["dirty"], bool)
     assert document["started"].endswith("+00:00")
+    assert not path.with_suffix(".csv").exists()
+
+
+def test_writer_puts_the_rows_in_a_csv_beside_the_document_when_asked(tmp_path: Path) -> None:
+    run = results.start("shared_core", [], machine=_machine())
+    rows = [{"label": "fp32", "share": 0.91}, {"label": "int8", "share": 0.85}]
+    path = results.write(run, rows, tmp_path, with_csv=True)
+    assert path.with_suffix(".csv").read_text().splitlines() == ["label,share", "fp32,0.91", "int8,0.85"]
 
 
 def test_writer_without_a_name_uses_the_suite(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@ corrupt, truncated and non-image files; a worker killed mid-run; --resume after 
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import os
 import shutil
@@ -37,9 +38,9 @@ def s3_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     env.undo()
 
 
-@pytest.fixture(scope="module")
-def ray_instance(s3_env: None) -> Iterator[str]:
-    """One local Ray instance for the module (2 CPUs, no dashboard, no usage stats); yields its GCS address."""
+@contextlib.contextmanager
+def local_ray() -> Iterator[str]:
+    """A local Ray instance (2 CPUs, no dashboard, no usage stats) while the block runs; yields its GCS address."""
     import ray
 
     env = pytest.MonkeyPatch()
@@ -50,6 +51,13 @@ def ray_instance(s3_env: None) -> Iterator[str]:
     finally:
         ray.shutdown()
         env.undo()
+
+
+@pytest.fixture(scope="module")
+def ray_instance(s3_env: None) -> Iterator[str]:
+    """One local Ray instance for the module, started after the S3 test server's environment."""
+    with local_ray() as address:
+        yield address
 
 
 def config(source: Path | str, out: Path, model: Path, **kw: object) -> ClassifyConfig:

@@ -20,7 +20,7 @@ from garmentcv.infer.engines import ray as ray_engine
 from garmentcv.infer.engines.ray import WORKER_DIED, RayOptions, classify_ray
 
 from .conftest import write_image
-from .test_ray_engine import assert_same_rows, config, read_csv
+from .test_ray_engine import assert_same_rows, config, local_ray, read_csv
 
 #: Seconds a faulty run may take here before it counts as hung (a healthy one takes a few).
 HUNG = 90
@@ -56,17 +56,9 @@ FAULTY_WORKERS = textwrap.dedent("""
 
 @pytest.fixture(scope="module")
 def ray_instance() -> Iterator[str]:
-    """One local Ray instance for the module (2 CPUs, no dashboard, no usage stats); yields its GCS address."""
-    import ray
-
-    env = pytest.MonkeyPatch()
-    env.setenv("RAY_USAGE_STATS_ENABLED", "0")
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
-    try:
-        yield ray.get_runtime_context().gcs_address
-    finally:
-        ray.shutdown()
-        env.undo()
+    """One local Ray instance for the module; yields its GCS address."""
+    with local_ray() as address:
+        yield address
 
 
 def run_faulty(address: str, folder: Path, out: Path, model: Path, env: dict[str, str] | None = None,

@@ -17,7 +17,6 @@ and OUT/selection.md. Usage::
 
 from __future__ import annotations
 
-import csv
 import shutil
 import sys
 import time
@@ -34,7 +33,6 @@ from garmentcv.cli_utils import (
     verbose_option,
 )
 from garmentcv.data.fashion_mnist import DEFAULT_SOURCE, write_fashion_mnist
-from garmentcv.fsutil import atomic_write
 from garmentcv.train.config import TrainConfig
 from garmentcv.train.loop import train
 
@@ -96,11 +94,7 @@ def main(
         click.echo(f"{candidate}: best validation accuracy {best['accuracy']:.4f} at epoch {result.best_epoch} "
                    f"({time.perf_counter() - started:.0f} s)", err=True)
     text = "\n".join(lines) + "\n"
-    path = results.write(begun, rows, out, name, markdown=text)
-    with atomic_write(path.with_suffix(".csv"), mode="w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=["candidate", "epoch", "train_accuracy", "val_accuracy", "seconds"])
-        writer.writeheader()
-        writer.writerows(rows)
+    results.write(begun, rows, out, name, markdown=text, with_csv=True)
     if not quiet:
         click.echo(text)
 
