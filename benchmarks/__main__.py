@@ -22,6 +22,7 @@ SUITES: dict[str, tuple[str, str]] = {
     "threads": ("benchmarks.threads", "decoding threads against runtime threads on a shared CPU"),
     "ray_engine": ("benchmarks.ray_engine", "gcv-classify --engine ray against the local engine"),
     "train_amp": ("benchmarks.train_amp", "training images/s in FP32 against bf16 autocast, and gcv-train's"),
+    "peers": ("benchmarks.peers", "gcv-classify and gcv-train against timm's and Ultralytics' own pipelines"),
     "eager_baseline": ("benchmarks.eager_baseline", "the baseline command: torchvision eager with a DataLoader"),
     "transfer": ("benchmarks.experiments.transfer", "experiment: pretraining against training from scratch, offline"),
     "scratch_preset": ("benchmarks.experiments.scratch_preset", "experiment: the candidates behind --preset scratch"),

@@ -141,10 +141,12 @@ def _auto_choice(arch: str, size: int, cap: str) -> str:
     return f"{plan.dtype or 'float32'}{' channels_last' if plan.channels_last else ''}"
 
 
-def _train_rows(data: Path, size: int, epochs: int, amps: tuple[str, ...], archs: tuple[str, ...], work: Path,
-                batch_size: int, purpose: str, val_fraction: float, weights: str = "none") -> list[dict[str, Any]]:
+def train_rows(data: Path, size: int, epochs: int, amps: tuple[str, ...], archs: tuple[str, ...], work: Path,
+               batch_size: int, purpose: str, val_fraction: float, weights: str = "none", val_data: Path | None = None,
+               workers: int = 0) -> list[dict[str, Any]]:  # fmt: skip
     """gcv-train's library function once per ``amps`` value: training images/s and best validation accuracy.
-    ``weights`` is gcv-train's ``--weights`` (``none``: from scratch; a GarmentCV ``best.pt``: fine-tuned from it)."""
+    ``weights`` is gcv-train's ``--weights`` (``none``: from scratch; a GarmentCV ``best.pt``: fine-tuned from it);
+    ``val_data`` and ``workers`` are its ``--val-data`` and ``--workers``."""
     from garmentcv.train import loop
     from garmentcv.train.config import TrainConfig
 
@@ -172,6 +174,8 @@ def _train_rows(data: Path, size: int, epochs: int, amps: tuple[str, ...], archs
                     batch_size=batch_size,
                     amp=amp,
                     val_fraction=val_fraction,
+                    val_data=val_data,
+                    workers=workers,
                 )
                 result = loop.train(cfg, progress=False)
             finally:
@@ -286,7 +290,8 @@ def _csv(path: Path, rows: list[dict[str, Any]], machine_line: str) -> None:
             )
 
 
-def _make_subset(per_class: int, work: Path) -> Path:
+def make_subset(per_class: int, work: Path) -> Path:
+    """A Fashion-MNIST stand-in of ``per_class`` images per class in ``work`` (written once); its ``train`` folder."""
     from garmentcv.data.fashion_mnist import write_fashion_mnist
 
     out = work / f"fm{per_class}"
@@ -379,12 +384,12 @@ def main(archs: str, sizes: str, batch_size: int, warmup: int, min_sample_s: flo
     with tempfile.TemporaryDirectory(prefix="gcv-amp-") as tmp:
         work = Path(tmp)
         if e2e_per_class:
-            data = _make_subset(e2e_per_class, work)
-            rows += _train_rows(data, e2e_size, e2e_epochs, tuple(e2e_amps.split(",")), ("resnet18",), work, batch_size,
+            data = make_subset(e2e_per_class, work)
+            rows += train_rows(data, e2e_size, e2e_epochs, tuple(e2e_amps.split(",")), ("resnet18",), work, batch_size,
                                 "speed", 0.5, e2e_weights)  # fmt: skip
         if acc_per_class:
-            data = _make_subset(acc_per_class, work)
-            rows += _train_rows(
+            data = make_subset(acc_per_class, work)
+            rows += train_rows(
                 data,
                 32,
                 acc_epochs,
