@@ -212,7 +212,8 @@ def write_corrections(rows: Iterable[Correction], handle: io.TextIOBase | None =
     Writes to ``handle`` when given; returns the text either way.
 
     Raises:
-        CorrectionsError: a row has an unknown action or an empty path (what :func:`read_corrections` refuses).
+        CorrectionsError: a row has an unknown action, an empty path, or a relabel to a label that is not a class
+            name (what :func:`read_corrections` refuses).
     """
     out = io.StringIO(newline="")
     writer = csv.writer(out)
@@ -220,6 +221,8 @@ def write_corrections(rows: Iterable[Correction], handle: io.TextIOBase | None =
     for row in rows:
         if row.action not in ACTIONS or not row.path:
             raise CorrectionsError(f"cannot write a correction of {row.path!r} with action {row.action!r}")
+        if row.action == RELABEL and not CLASS_NAME_PATTERN.match(row.label):
+            raise CorrectionsError(f"cannot relabel {row.path} to {row.label!r}: not a class name")
         writer.writerow([row.path, row.label if row.action == RELABEL else "", row.action])
     text = out.getvalue()
     if handle is not None:
