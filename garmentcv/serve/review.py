@@ -15,7 +15,8 @@ Routes, relative to the mount point:
 * ``GET /api/folders?path=``: a folder under ``root``: its sub-folders, image count and rows files.
 * ``GET /api/thumbnail?path=``: a JPEG thumbnail of an image under ``root``, re-encoded (never the file's bytes).
 * ``GET /api/rows?path=&images=``: a rows file under ``root`` as review items.
-* ``POST /api/classify/upload`` (multipart ``model``, ``files``), ``POST /api/classify/folder`` (JSON ``model``,
+* ``POST /api/classify/upload`` (multipart ``model``, ``files``, optional ``names``: a JSON list of the files'
+  names as they are), ``POST /api/classify/folder`` (JSON ``model``,
   ``path``, ``recursive``): photos classified by the model; ``POST /api/rows/upload`` (multipart ``file``,
   ``images``): an uploaded rows file; ``POST /api/export`` (JSON ``decisions``): the corrections file.
 
@@ -61,7 +62,8 @@ TOKEN_HEADER = "X-GarmentCV-Review"
 CONTENT_SECURITY_POLICY = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob:; "
                            "connect-src 'self'; form-action 'none'; base-uri 'none'; frame-ancestors 'none'")
 #: Files the page loads from ``static/`` (nothing else there is served).
-STATIC_FILES: dict[str, str] = {"review.js": "text/javascript", "review.css": "text/css"}
+STATIC_FILES: dict[str, str] = {"review.js": "text/javascript", "review.css": "text/css",
+                                "favicon.svg": "image/svg+xml"}
 #: Largest photo accepted by an upload or read from a folder, bytes.
 MAX_IMAGE_BYTES = 32 * 1024 * 1024
 #: Most photos classified by one request (an upload or a folder).
@@ -318,6 +320,24 @@ def _read_limited(upload: UploadFile, limit: int) -> bytes:
     return data
 
 
+def _upload_names(names: str | None, count: int) -> list[str] | None:
+    """The file names the page sent beside an upload (a JSON list, one per file): browsers percent-encode some
+    characters of the multipart file name (``"`` as ``%22``), so the page sends them as they are.
+
+    Raises:
+        HTTPException: 422 when ``names`` is not a list of ``count`` non-empty strings.
+    """
+    if names is None:
+        return None
+    try:
+        parsed = json.loads(names)
+    except json.JSONDecodeError:
+        parsed = None
+    if not (isinstance(parsed, list) and len(parsed) == count and all(isinstance(n, str) and n for n in parsed)):
+        raise _refuse(422, f"'names' must be a JSON list of {count} file names, one per file")
+    return parsed
+
+
 def _folder_images(folder: Path, root: Path, recursive: bool) -> Iterator[Path]:
     """Image files of ``folder`` (sorted as gcv classify lists them), skipping any that resolve outside ``root``."""
     for path in scan_images(folder, recursive=recursive):
@@ -466,10 +486,13 @@ def create_review_router(*, open_model: Callable[[Path], Classifier], models_dir
                 for (name, _), row, image in zip(items, rows, images, strict=True)]
 
     @router.post("/api/classify/upload", dependencies=guarded)
-    def classify_upload(model: str = Form(...), files: list[UploadFile] = File(...)) -> dict[str, Any]:  # noqa: B008
+    def classify_upload(model: str = Form(...), files: list[UploadFile] = File(...),  # noqa: B008
+                        names: str | None = Form(None)) -> dict[str, Any]:
         if len(files) > MAX_IMAGES:
             raise _refuse(413, f"{len(files)} photos in one request; send at most {MAX_IMAGES}")
-        items = [(f.filename or f"photo-{i + 1}", _read_limited(f, MAX_IMAGE_BYTES)) for i, f in enumerate(files)]
+        given = _upload_names(names, len(files))
+        items = [(given[i] if given else f.filename or f"photo-{i + 1}", _read_limited(f, MAX_IMAGE_BYTES))
+                 for i, f in enumerate(files)]
         result = classified(model, items, [None] * len(items))
         return {"source": "upload", "classes": list(registry.get(model).class_names), "items": result,
                 "truncated": False, "folder": None}

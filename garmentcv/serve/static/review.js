@@ -90,6 +90,7 @@
     const form = new FormData();
     form.append("model", model);
     for (const file of images) form.append("files", file, file.name);
+    form.append("names", JSON.stringify(images.map((f) => f.name))); // multipart file names lose some characters
     say(`Classifying ${images.length} photo(s)…`);
     try {
       const result = await (await api("api/classify/upload", { method: "POST", body: form })).json();
