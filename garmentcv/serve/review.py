@@ -34,6 +34,7 @@ import hmac
 import io
 import json
 import logging
+import os
 import secrets
 import threading
 from collections import OrderedDict
@@ -42,6 +43,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path, PurePosixPath
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Depends, File, Form, HTTPException, Request, UploadFile
 from fastapi.responses import HTMLResponse, Response
@@ -338,6 +340,26 @@ def _upload_names(names: str | None, count: int) -> list[str] | None:
     return parsed
 
 
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _row_image(root: Path | None, folder: Path | None, raw: str) -> str | None:
+    """The root-relative path of a rows file's photo ``raw`` (relative to ``folder``, or absolute) when it is a file
+    inside ``root``; else ``None`` (no thumbnail)."""
+    if root is None or folder is None or not raw:
+        return None
+    try:
+        found = Path(raw).resolve() if PurePosixPath(raw).is_absolute() else resolve_under(folder, raw)
+    except HTTPException:
+        return None
+    return _relative(root, found) if found.is_relative_to(root) and found.is_file() else None
+
+
 def _folder_images(folder: Path, root: Path, recursive: bool) -> Iterator[Path]:
     """Image files of ``folder`` (sorted as gcv classify lists them), skipping any that resolve outside ``root``."""
     for path in scan_images(folder, recursive=recursive):
@@ -369,8 +391,8 @@ def create_review_router(*, open_model: Callable[[Path], Classifier], models_dir
         if not hmac.compare_digest(given.encode(), secret.encode()):
             raise _refuse(403, f"missing or wrong {TOKEN_HEADER} header: send requests from the review page")
         origin = request.headers.get("origin")
-        own = f"{request.url.scheme}://{request.headers.get('host', '')}"
-        if origin is not None and origin != own:
+        # the host only: behind a TLS proxy the page's scheme is https while this server sees http
+        if origin is not None and urlsplit(origin).netloc != request.headers.get("host", ""):
             raise _refuse(403, f"cross-site request from {origin} refused")
         if request.headers.get("sec-fetch-site") == "cross-site":
             raise _refuse(403, "cross-site request refused")
@@ -418,7 +440,7 @@ def create_review_router(*, open_model: Callable[[Path], Classifier], models_dir
         folder = under_root(path, "folder")
         folders, rows_files, images = [], [], 0
         for entry in sorted(folder.iterdir(), key=lambda p: p.name)[:MAX_ENTRIES]:
-            if entry.name.startswith(".") or not entry.resolve().is_relative_to(base):
+            if entry.name.startswith(".") or not _is_utf8(entry.name) or not entry.resolve().is_relative_to(base):
                 continue
             if entry.is_dir():
                 folders.append(entry.name)
@@ -447,17 +469,7 @@ def create_review_router(*, open_model: Callable[[Path], Classifier], models_dir
         folder = None
         if images is not None and root_dir is not None:
             folder = under_root(images, "folder")
-        items = []
-        for row in rows:
-            image = None
-            if folder is not None and row.get("path"):
-                try:
-                    found = resolve_under(folder, str(row["path"]))
-                except HTTPException:
-                    found = None
-                if found is not None and found.is_relative_to(root_dir) and found.is_file():  # type: ignore[arg-type]
-                    image = _relative(root_dir, found)  # type: ignore[arg-type]
-            items.append(review_item(row, image))
+        items = [review_item(row, _row_image(root_dir, folder, str(row.get("path") or ""))) for row in rows]
         labels = sorted({i.label for i in items if i.label} | {i.given for i in items if i.given})
         return {"source": name, "classes": classes or labels, "items": items, "truncated": truncated,
                 "folder": images}
@@ -491,9 +503,11 @@ def create_review_router(*, open_model: Callable[[Path], Classifier], models_dir
         if len(files) > MAX_IMAGES:
             raise _refuse(413, f"{len(files)} photos in one request; send at most {MAX_IMAGES}")
         given = _upload_names(names, len(files))
-        items = [(given[i] if given else f.filename or f"photo-{i + 1}", _read_limited(f, MAX_IMAGE_BYTES))
-                 for i, f in enumerate(files)]
-        result = classified(model, items, [None] * len(items))
+        result: list[ReviewItem] = []
+        for start in range(0, len(files), CHUNK):  # CHUNK photos' bytes in memory at a time
+            items = [(given[i] if given else files[i].filename or f"photo-{i + 1}",
+                      _read_limited(files[i], MAX_IMAGE_BYTES)) for i in range(start, min(start + CHUNK, len(files)))]
+            result += classified(model, items, [None] * len(items))
         return {"source": "upload", "classes": list(registry.get(model).class_names), "items": result,
                 "truncated": False, "folder": None}
 
@@ -510,20 +524,31 @@ def create_review_router(*, open_model: Callable[[Path], Classifier], models_dir
         result: list[ReviewItem] = []
         for start in range(0, len(paths), CHUNK):
             chunk = paths[start:start + CHUNK]
-            items = []
-            for path in chunk:
+            items, images, odd = [], [], {}
+            for i, path in enumerate(chunk):
+                name = path.relative_to(folder).as_posix()
+                if not _is_utf8(name):  # cannot travel in JSON as it is, nor be named in a corrections file
+                    odd[i] = ReviewItem(os.fsencode(name).decode("utf-8", "replace"),
+                                        error="the file name is not valid UTF-8; rename the file to review it")
+                    continue
                 if path.stat().st_size > MAX_IMAGE_BYTES:
                     raise _refuse(413, f"{_relative(base, path)}: larger than {MAX_IMAGE_BYTES // (1024 * 1024)} MB")
-                items.append((path.relative_to(folder).as_posix(), path.read_bytes()))
-            result += classified(body.model, items, [_relative(base, p) for p in chunk])
+                items.append((name, path.read_bytes()))
+                images.append(_relative(base, path))
+            done = iter(classified(body.model, items, images) if items else [])
+            result += [odd[i] if i in odd else next(done) for i in range(len(chunk))]
         return {"source": body.path, "classes": list(registry.get(body.model).class_names), "items": result,
                 "truncated": False, "folder": body.path}
 
     @router.post("/api/export", dependencies=guarded)
     def export(body: ExportRequest) -> Response:
+        seen: set[str] = set()
         for d in body.decisions:
             if d.action not in ACTIONS:
                 raise _refuse(422, f"{d.path}: action {d.action!r}; use one of {', '.join(ACTIONS)}")
+            if d.path in seen:
+                raise _refuse(422, f"{d.path}: two decisions for one path; keep one")
+            seen.add(d.path)
         try:
             text = write_corrections(Correction(d.path, d.label if d.action == RELABEL else "", d.action)
                                      for d in body.decisions)
