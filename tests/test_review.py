@@ -16,6 +16,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from garmentcv.data.corrections import read_corrections
+from garmentcv.errors import PathNotFoundError
 from garmentcv.infer.classify import ClassifyConfig
 from garmentcv.infer.engines.local import classify_folder
 from garmentcv.infer.rows import OutputFormat
@@ -240,6 +241,13 @@ def test_an_uploaded_rows_file_needs_the_token_and_a_bad_one_names_its_line(site
     assert client.post("/review/api/rows/upload", files=files).status_code == 403
     response = client.post("/review/api/rows/upload", files=files, headers=GUARD)
     assert response.status_code == 422 and response.json()["detail"].startswith("run.jsonl, line 2: not JSON")
+
+
+def test_a_root_or_models_folder_that_is_not_a_folder_is_refused_up_front(site, tmp_path: Path) -> None:
+    with pytest.raises(PathNotFoundError, match=r"nowhere: the review root is not a folder"):
+        create_review_router(open_model=OnnxClassifier, models_dir=None, root=tmp_path / "nowhere")
+    with pytest.raises(PathNotFoundError, match=r"shop.onnx: the models folder is not a folder"):
+        create_review_router(open_model=OnnxClassifier, models_dir=site["model"], root=None)
 
 
 def test_without_a_root_only_uploads_work(site) -> None:
