@@ -275,10 +275,11 @@ class _Models:
         self.open: OrderedDict[str, Classifier] = OrderedDict()
 
     def files(self) -> dict[str, Path]:
-        """Name -> file: the given models, then ``*.onnx`` of the folder and of its sub-folders, sorted."""
+        """Name -> file: the given models, then the ``.onnx`` files directly in the folder, sorted (as the service
+        lists them)."""
         found = dict(self.extra)
         if self.folder is not None and self.folder.is_dir():
-            for path in sorted([*self.folder.glob("*.onnx"), *self.folder.glob("*/*.onnx")]):
+            for path in sorted(self.folder.glob("*.onnx")):
                 name = _relative(self.folder, path)
                 if path.is_file() and path.resolve().is_relative_to(self.folder) and not name.startswith("."):
                     found.setdefault(name, path)
@@ -374,7 +375,7 @@ class ReviewApp:
 
     Args:
         open_model: opens a model file (called once per model, on first use, from a worker thread).
-        models_dir: the folder whose ``.onnx`` files (and those one folder down) the page offers; ``None``: none.
+        models_dir: the folder whose ``.onnx`` files the page offers; ``None``: none.
         root: the folder whose photos and rows files the page may open; ``None``: photos can only be uploaded.
         models: more models to offer, name -> file (the service's own model), listed first.
 
@@ -585,7 +586,7 @@ def create_review_router(*, open_model: Callable[[Path], Classifier], models_dir
     def list_models() -> dict[str, Any]:
         return {"models": list(app.models.files()), "root": app.root is not None}
 
-    @router.get("/api/models/{name:path}")
+    @router.get("/api/models/{name}")
     def model_info(name: str) -> dict[str, Any]:
         return app.model_info(name)
 

@@ -69,7 +69,7 @@
     $("model-note").textContent = "";
     if (!name) return;
     try {
-      const info = await (await api("api/models/" + name.split("/").map(encodeURIComponent).join("/"))).json();
+      const info = await (await api("api/models/" + encodeURIComponent(name))).json();
       $("model-note").textContent = `${info.arch}, ${info.precision}, ${info.classes.length} classes`;
       if (!state.items.length) setClasses(info.classes);
     } catch (error) {
