@@ -556,7 +556,10 @@ def create_review_router(*, open_model: Callable[[Path], Classifier], models_dir
     """The review app's routes (see the module docstring), to mount on the service's app.
 
     Args:
-        open_model, models_dir, root, models: see :class:`ReviewApp`.
+        open_model: opens a model file (called once per model, on first use, from a worker thread).
+        models_dir: the folder whose ``.onnx`` files the page offers; ``None``: none.
+        root: the folder whose photos and rows files the page may open; ``None``: photos can only be uploaded.
+        models: more models to offer, name -> file (the service's own model), listed first.
         token: the token POST requests must carry (:data:`TOKEN_HEADER`); ``None``: a random one.
 
     Returns:
