@@ -362,6 +362,7 @@ def main(files: int, size: int, batch_size: int, threads: int, workers: int, pee
 
         from benchmarks.photos import write_photo_folder
 
+        shutil.rmtree(root / "photos", ignore_errors=True)  # a kept --work folder's earlier photos
         folder = write_photo_folder(root / "photos", files)
         photos = sorted(folder.path.glob("img_*.jpg"))
         configs = _prepare(root, photos, size, batch_size, threads, workers, wanted)
