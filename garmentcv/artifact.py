@@ -194,6 +194,9 @@ class RuntimeGate:
         note: why it failed, naming the cause (``""`` when it passed).
         version: the runtime and version that ran it, e.g. ``openvino 2026.4.1``.
         cpu_model: the CPU it ran on (``model name`` of ``/proc/cpuinfo``; ``""`` when unknown).
+        embedding_min_cosine: files with an ``embedding`` output: the smallest per-image cosine similarity of the
+            pair's embedding to PyTorch's FP32 one (a condition of ``passed``, bound
+            :data:`garmentcv.export.checks.EMBEDDING_MIN_COSINE`); ``None`` without one.
     """
 
     runtime: str
@@ -209,6 +212,7 @@ class RuntimeGate:
     note: str = ""
     version: str = ""
     cpu_model: str = ""
+    embedding_min_cosine: float | None = None
 
     @property
     def key(self) -> tuple[str, str]:
@@ -223,6 +227,8 @@ class RuntimeGate:
         text = (f"top-1 agreement {self.top1_agreement:.2%} on {self.images} images, largest logit difference "
                 f"{self.max_abs_diff:.3g} ({tolerance}), largest probability difference "
                 f"{self.max_probability_diff:.3g}, accuracy drop {self.accuracy_drop:.2f} points")
+        if self.embedding_min_cosine is not None:
+            text += f", embedding cosine to FP32 at least {self.embedding_min_cosine:.6g}"
         return text if self.tolerance is not None else f"accuracy {self.accuracy:.2%}, {text}"
 
     def to_dict(self) -> dict[str, Any]:
@@ -231,7 +237,8 @@ class RuntimeGate:
                 "top1_agreement": self.top1_agreement, "max_abs_diff": self.max_abs_diff,
                 "tolerance": self.tolerance, "accuracy": self.accuracy, "accuracy_drop": self.accuracy_drop,
                 "max_probability_diff": self.max_probability_diff, "note": self.note, "version": self.version,
-                "cpu_model": self.cpu_model}  # fmt: skip
+                "cpu_model": self.cpu_model,
+                **({} if self.embedding_min_cosine is None else {"embedding_min_cosine": self.embedding_min_cosine})}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> RuntimeGate:
@@ -248,7 +255,8 @@ class RuntimeGate:
                    float(data["top1_agreement"]), float(data["max_abs_diff"]),
                    None if tolerance is None else float(tolerance), float(data["accuracy"]),
                    float(data["accuracy_drop"]), float(data.get("max_probability_diff", 0.0)),
-                   str(data.get("note", "")), str(data.get("version", "")), str(data.get("cpu_model", "")))
+                   str(data.get("note", "")), str(data.get("version", "")), str(data.get("cpu_model", "")),
+                   None if data.get("embedding_min_cosine") is None else float(data["embedding_min_cosine"]))
 
     def as_bf16_check(self) -> ReducedPrecisionCheck:
         """The same result in the form releases before per-runtime gates read (``garmentcv.bf16``).
