@@ -159,6 +159,8 @@ def judge(
     cosine = None
     if embedding is not None and seen.reference_embedding is not None:
         bound = checks.EMBEDDING_MIN_COSINE.get(precision, checks.EMBEDDING_MIN_COSINE["fp32"])
+        if tolerance is None:  # an INT8 file: its integer parts set the bound, whatever the float precision
+            bound = min(bound, checks.EMBEDDING_MIN_COSINE["int8"])
         embedded = checks.compare_embeddings(seen.reference_embedding, embedding, seen.files, bound)
         cosine = embedded.min_cosine
         if not embedded.passed:
