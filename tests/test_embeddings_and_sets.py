@@ -273,3 +273,29 @@ def test_metadata_of_unknown_detector_and_outputs_round_trips_and_is_checked(exp
     old = {k: v for k, v in props.items() if k not in ("garmentcv.outputs", "garmentcv.embedding_dim")}
     old["garmentcv.format_version"] = "1"
     assert ModelInfo.from_metadata(old).outputs == (OUTPUT_NAME,)
+
+
+def test_evaluate_reports_empirical_coverage_and_set_size_overall_and_per_class(exported, tmp_path: Path) -> None:
+    from garmentcv.infer.evaluate import EvaluateConfig, evaluate_model
+
+    _, r, val, _ = exported
+    data = tmp_path / "val.csv"
+    with open(data, "w", newline="", encoding="utf-8") as handle:
+        csv.writer(handle).writerows([("path", "label"), *((str(p), label) for p, label in val)])
+    result = evaluate_model(EvaluateConfig(data=data, out=tmp_path / "ev", model=r.out, provider="cpu",
+                                           runtime="onnxruntime", progress=False))
+    model = open_runtime(r.out, "onnxruntime", "cpu")
+    inputs = np.stack([load_input(p, r.info.preprocessing) for p, _ in val])
+    targets = np.array([CLASSES.index(label) for _, label in val])
+    inside = r.info.conformal.contains(softmax(model.logits(inputs), r.info.applied_temperature))
+    covered = inside[np.arange(12), targets]
+    assert result.sets_coverage == COVERAGE and result.prediction_sets.images == 12
+    assert result.prediction_sets.coverage == pytest.approx(covered.mean())
+    assert result.prediction_sets.mean_size == pytest.approx(inside.sum(axis=1).mean())
+    for c, name in enumerate(CLASSES):
+        assert result.prediction_sets_per_class[name].coverage == pytest.approx(covered[targets == c].mean())
+    metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text(encoding="utf-8"))
+    assert metrics["prediction_sets"]["coverage"] == pytest.approx(covered.mean())
+    assert metrics["prediction_sets"]["target_coverage"] == COVERAGE
+    assert set(metrics["prediction_sets"]["per_class"]) == set(CLASSES)
+    assert "prediction_sets" in (tmp_path / "ev" / "report.html").read_text(encoding="utf-8")

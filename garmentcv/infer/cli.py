@@ -244,5 +244,12 @@ def evaluate_main(data: Path, model: Path, labels: Path | None, layout: str | No
         else:
             lines.append(f"target accuracy {t.target:.2%} is not reachable on these images: no confidence threshold "
                          f"gets above {t.best_accuracy:.2%}")
+    if r.prediction_sets is not None and r.sets_coverage is not None:
+        ps = r.prediction_sets
+        per_class = ", ".join(f"{c} {f.coverage:.2%} ({f.mean_size:.2f})"
+                              for c, f in r.prediction_sets_per_class.items())
+        lines.append(f"prediction sets at {r.sets_coverage:.0%} coverage: empirical coverage {ps.coverage:.2%}, mean "
+                     f"size {ps.mean_size:.2f} ({ps.ambiguous} with two or more labels, {ps.empty} empty); per class "
+                     f"coverage (mean size): {per_class}")
     lines.append(f"runtime {r.runtime} on {r.device}, inference precision {r.inference_precision}")
     click.echo("\n".join(lines))
