@@ -299,3 +299,27 @@ def test_evaluate_reports_empirical_coverage_and_set_size_overall_and_per_class(
     assert metrics["prediction_sets"]["target_coverage"] == COVERAGE
     assert set(metrics["prediction_sets"]["per_class"]) == set(CLASSES)
     assert "prediction_sets" in (tmp_path / "ev" / "report.html").read_text(encoding="utf-8")
+
+
+def test_classify_report_has_an_unknown_gallery(tmp_path: Path) -> None:
+    import io
+
+    from garmentcv.report import write_classify_report
+    from tests.conftest import write_image
+
+    folder = tmp_path / "photos"
+    for name in ("a.png", "b.png", "c.png"):
+        write_image(folder / name)
+    rows = [{"path": "a.png", "label": "x", "probs": [0.9, 0.1], "error": None, "ood_score": 3.0},
+            {"path": "b.png", "label": "y", "probs": [0.2, 0.8], "error": None, "ood_score": 0.5},
+            {"path": "c.png", "label": "x", "probs": [0.6, 0.4], "error": None, "ood_score": 2.5}]
+    handle = io.StringIO()
+    write_rows(handle, rows, ["x", "y"], "csv", unknown_threshold=1.0)
+    results = tmp_path / "rows.csv"
+    results.write_text(handle.getvalue(), encoding="utf-8")
+    page = write_classify_report(tmp_path / "page.html", results, folder).read_text(encoding="utf-8")
+    section = page[page.index('<section id="unknown">'):]
+    section = section[:section.index("</section>")]
+    assert "Unknown (none of the classes)" in section and "2 images" in section
+    assert "a.png" in section and "c.png" in section and "b.png" not in section
+    assert "<th>unknown</th><td>2</td>" in page.replace("\n", "")
