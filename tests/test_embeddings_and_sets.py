@@ -323,3 +323,22 @@ def test_classify_report_has_an_unknown_gallery(tmp_path: Path) -> None:
     assert "Unknown (none of the classes)" in section and "2 images" in section
     assert "a.png" in section and "c.png" in section and "b.png" not in section
     assert "<th>unknown</th><td>2</td>" in page.replace("\n", "")
+
+
+def test_ray_engine_gives_the_local_rows_sets_and_embeddings(exported, tmp_path: Path) -> None:
+    pytest.importorskip("ray", reason="the Ray engine needs garmentcv[ray]")
+    from garmentcv.infer.engines.ray import RayOptions, classify_ray
+    from tests.test_ray_engine import local_ray
+
+    _, r, _, folder = exported
+    local = ClassifyConfig(folder=folder, out=tmp_path / "local.csv", model=r.out, provider="cpu", progress=False,
+                           embeddings=tmp_path / "local.npy")
+    classify_folder(local)
+    with local_ray() as address:
+        classify_ray(ClassifyConfig(folder=folder, out=tmp_path / "ray.csv", model=r.out, progress=False,
+                                    embeddings=tmp_path / "ray.npy"), RayOptions(address=address, num_workers=1))
+    local_rows = list(csv.DictReader((tmp_path / "local.csv").open(encoding="utf-8")))
+    ray_rows = list(csv.DictReader((tmp_path / "ray.csv").open(encoding="utf-8")))
+    assert [(a["path"], a["prediction_set"], a["needs_review"]) for a in local_rows] == [
+        (b["path"], b["prediction_set"], b["needs_review"]) for b in ray_rows]
+    np.testing.assert_allclose(np.load(tmp_path / "ray.npy"), np.load(tmp_path / "local.npy"), rtol=1e-5, atol=1e-5)

@@ -304,8 +304,6 @@ def check_config(cfg: ClassifyConfig, engine: str = "local", ray: RayOptions | N
         if Path(cfg.embeddings).suffix.lower() not in EMBEDDING_SUFFIXES:
             raise ClassifyUsageError(f"--embeddings {cfg.embeddings}: give a file name ending in .npy (an array, with "
                                      "a .paths.csv row index beside it) or .parquet (path and embedding columns)")
-        if engine == "ray":
-            raise ClassifyUsageError("--embeddings works with --engine local")
         if Path(cfg.embeddings).suffix.lower() == ".parquet":
             require_pyarrow()
     if report is not None:
