@@ -27,6 +27,8 @@ echo "==> installing garmentcv[cpu,train,eval,dev] with the pins of constraints.
 .venv/bin/python -m pip install -q -c constraints.txt -e '.[cpu,train,eval,dev]'
 echo "==> installing the Ray engine, object storage and parquet (garmentcv[ray,s3,parquet]) and the S3 test server"
 .venv/bin/python -m pip install -q -c constraints.txt -e '.[ray,s3,parquet,cluster-test]'
+echo "==> installing garmentcv[serve] (gcv serve and its review app: FastAPI, uvicorn, python-multipart)"
+.venv/bin/python -m pip install -q -c constraints.txt -e '.[serve]'
 echo "==> installing garmentcv[openvino] (the second CPU runtime: --runtime openvino, gcv-export's bf16 check)"
 .venv/bin/python -m pip install -q -c constraints.txt -e '.[openvino]'
 echo "==> installing garmentcv[docs] (MkDocs: the documentation site, built by the tests with --strict)"

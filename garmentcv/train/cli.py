@@ -163,6 +163,7 @@ def _given(ctx: click.Context, name: str) -> bool:
 @setting("weight_decay", type=click.FloatRange(min=0))
 @setting("val_fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True))
 @setting("val_data", type=click.Path(exists=True, path_type=Path), show_default="--val-fraction of DATA")
+@setting("corrections", type=click.Path(exists=True, dir_okay=False, path_type=Path), show_default="none")
 @setting("preset", type=click.Choice(list(defaults.PRESETS)), show_default="none")
 @setting("seed", type=int)
 @setting("image_size", type=click.IntRange(min=16), show_default="the weights' size, 224")

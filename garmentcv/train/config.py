@@ -74,6 +74,9 @@ class TrainConfig:
     val_data: Path | None = _setting(
         None, "Labelled validation images (folder or CSV, same classes) instead of splitting DATA."
     )
+    corrections: Path | None = _setting(
+        None, "Corrections CSV (path,label,action: relabel or drop) applied to DATA's labels; images untouched."
+    )
     seed: int = _setting(0, "Seed of the split, the head's init and the augmentation.")
     image_size: int | None = _setting(None, "Model input side in px (resized in the weights' ratio, 256/224).")
     rotation: float = _setting(15.0, "Largest random rotation, degrees.")
@@ -133,8 +136,9 @@ class TrainConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         kwargs = {k: v for k, v in data.items() if k in names}
         kwargs["data"], kwargs["out"] = Path(kwargs["data"]), Path(kwargs["out"])
-        if kwargs.get("val_data") is not None:
-            kwargs["val_data"] = Path(kwargs["val_data"])
+        for name in ("val_data", "corrections"):
+            if kwargs.get(name) is not None:
+                kwargs[name] = Path(kwargs[name])
         kwargs["archs"] = tuple(kwargs.get("archs", ("resnet18",)))
         return cls(**kwargs)
 

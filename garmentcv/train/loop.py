@@ -26,6 +26,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from garmentcv.data.corrections import Corrections, apply_corrections, read_corrections
 from garmentcv.data.layouts import LabelledDataset, Sample, load_dataset
 from garmentcv.errors import (
     CheckpointError,
@@ -445,14 +446,24 @@ def _check_resume_config(cfg: TrainConfig) -> None:
     stored_path = cfg.out / "config.json"
     if not stored_path.is_file():
         raise CheckpointError(f"{cfg.out}: no config.json, so there is no run to resume; drop --resume")
-    stored = TrainConfig.from_dict(json.loads(stored_path.read_text(encoding="utf-8")))
-    keys = ("data", "layout", "batch_size", "lr", "lr_gamma", "weight_decay", "val_fraction", "val_data", "seed",
-            "image_size", "weights", "rotation", "crop_scale", "jitter", "hflip", "workers", "freeze_backbone_epochs",
-            "backbone_lr_factor", "warmup_epochs", "label_smoothing", "decay_norm_bias", "early_stopping_patience",
-            "early_stopping_metric", "class_weights", "balanced_sampler", "archs", "amp")  # fmt: skip
+    record = json.loads(stored_path.read_text(encoding="utf-8"))
+    stored = TrainConfig.from_dict(record)
+    keys = ("data", "layout", "corrections", "batch_size", "lr", "lr_gamma", "weight_decay", "val_fraction",
+            "val_data", "seed", "image_size", "weights", "rotation", "crop_scale", "jitter", "hflip", "workers",
+            "freeze_backbone_epochs", "backbone_lr_factor", "warmup_epochs", "label_smoothing", "decay_norm_bias",
+            "early_stopping_patience", "early_stopping_metric", "class_weights", "balanced_sampler", "archs",
+            "amp")  # fmt: skip
     changed = {k: (getattr(stored, k), getattr(cfg, k)) for k in keys if getattr(stored, k) != getattr(cfg, k)}
     if cfg.epochs < stored.epochs:
         changed["epochs"] = (stored.epochs, cfg.epochs)
+    if "corrections" not in changed and cfg.corrections is not None:
+        now = read_corrections(cfg.corrections).sha256
+        if now != record.get("corrections_sha256"):
+            raise CheckpointError(
+                f"{cfg.out}: --resume, but the corrections file {cfg.corrections} changed since the run started "
+                f"(sha256 {record.get('corrections_sha256')} -> {now}); restore it as it was, or train with the new "
+                "corrections into a new --out"
+            )
     if changed:
         detail = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changed.items())
         raise CheckpointError(
@@ -534,7 +545,7 @@ def _check_finished_run_data(cfg: TrainConfig) -> None:
         CheckpointError: files were added, removed or relabelled.
         DatasetError: the data cannot be read.
     """
-    listed = load_dataset(cfg.data, cfg.layout).samples
+    listed = training_dataset(cfg)[0].samples
     if cfg.val_data is not None:
         listed += load_dataset(cfg.val_data).samples
     skipped = set()
@@ -544,6 +555,21 @@ def _check_finished_run_data(cfg: TrainConfig) -> None:
     current = {str(s.path.resolve()): s.label for s in listed if str(s.path.resolve()) not in skipped}
     saved = {**_read_split_csv(cfg.out / "train.csv"), **_read_split_csv(cfg.out / "val.csv")}
     _check_same_files(cfg, current, saved)
+
+
+def training_dataset(cfg: TrainConfig) -> tuple[LabelledDataset, Corrections | None]:
+    """The labelled images of ``cfg.data`` with ``cfg.corrections`` applied (:mod:`garmentcv.data.corrections`),
+    and the corrections file as read (``None`` without one). Lists files only; no image is decoded.
+
+    Raises:
+        DatasetError: the data cannot be read; CorrectionsError (a DatasetError): the corrections file cannot be
+            read or does not fit the data.
+    """
+    corrections = read_corrections(cfg.corrections) if cfg.corrections is not None else None
+    dataset = load_dataset(cfg.data, cfg.layout)
+    if corrections is not None:
+        dataset, _ = apply_corrections(dataset, corrections)
+    return dataset, corrections
 
 
 def _check_same_files(cfg: TrainConfig, current: dict[str, str], saved: dict[str, str]) -> None:
@@ -591,7 +617,8 @@ def train(cfg: TrainConfig, progress: bool = True, on_epoch_end: EpochCallback |
 
     Under torchrun (``WORLD_SIZE > 1``) every process calls this; they train data-parallel and only rank 0
     writes ``cfg.out`` and shows progress (:mod:`garmentcv.train.distributed`). ``config.json`` records the
-    world size and the global batch (``batch_size x world_size``).
+    world size and the global batch (``batch_size x world_size``), and ``corrections_sha256``, the SHA-256 of
+    ``cfg.corrections`` (applied to the data's labels before the split, :func:`training_dataset`).
 
     Raises:
         OutputPathError: ``cfg.out`` cannot be written, or holds files and ``cfg.resume`` is not set.
@@ -641,7 +668,7 @@ def _train_into(cfg: TrainConfig, progress: bool, dist: Dist, on_epoch_end: Epoc
     # --amp (garmentcv/train/amp.py): decided before any work (fp16 on a CPU is refused here), saved in config.json
     amp = {arch: plan_for(cfg.amp, device, arch, default_preprocessing(arch, cfg.image_size).crop)
            for arch in cfg.archs}
-    dataset = load_dataset(cfg.data, cfg.layout)
+    dataset, corrections = training_dataset(cfg)
     if cfg.weights == "imagenet":  # every arch's file before any work: a later arch's must not fail after hours
         with dist.local_primary_first():  # DDP: one download per node
             for arch in cfg.archs:
@@ -664,6 +691,7 @@ def _train_into(cfg: TrainConfig, progress: bool, dist: Dist, on_epoch_end: Epoc
         if cfg.resume and any((cfg.out / arch / "last.pt").is_file() for arch in cfg.archs):  # else nothing trained yet
             _check_resume_data(cfg, split)
         _write_json(cfg.out / "config.json", {**cfg.to_dict(), **dist.run_record(cfg.batch_size),
+                                             "corrections_sha256": corrections.sha256 if corrections else None,
                                              "amp_chosen": {a: p.to_dict() for a, p in amp.items()}})
         _write_split_csv(cfg.out / "train.csv", split.train)
         _write_split_csv(cfg.out / "val.csv", split.val)

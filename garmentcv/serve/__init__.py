@@ -1,0 +1,1 @@
+"""The HTTP service: classification requests and the review app in the browser."""

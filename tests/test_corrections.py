@@ -1,0 +1,153 @@
+"""Corrections files: reading and its errors, applying relabels and drops, gcv train --corrections and --resume."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from garmentcv.data.corrections import (
+    Correction,
+    CorrectionsError,
+    apply_corrections,
+    read_corrections,
+    write_corrections,
+)
+from garmentcv.data.layouts import load_dataset
+from garmentcv.errors import CheckpointError
+from garmentcv.train import loop
+from garmentcv.train.cli import main as train_main
+from garmentcv.train.config import TrainConfig
+
+TINY = {"image_size": 32, "weights": "none", "batch_size": 4, "epochs": 1}
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8", newline="")
+    return path
+
+
+def _split_rows(out: Path) -> dict[str, str]:
+    """``file name -> label`` of every image the run trained or validated on (its train.csv and val.csv)."""
+    rows: dict[str, str] = {}
+    for name in ("train.csv", "val.csv"):
+        with open(out / name, newline="", encoding="utf-8") as handle:
+            rows.update({Path(r["path"]).name: r["label"] for r in csv.DictReader(handle)})
+    return rows
+
+
+def test_read_corrections_keeps_rows_in_order_and_ignores_extra_columns(tmp_path: Path) -> None:
+    path = _write(tmp_path / "c.csv", 'path,label,action,note\r\n"a,b.jpg",bryuki,relabel,x\r\nc.jpg,,DROP,\r\n')
+    read = read_corrections(path)
+    assert read.rows == (Correction("a,b.jpg", "bryuki", "relabel", 2), Correction("c.jpg", "", "drop", 3))
+    assert read.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert read.source == path
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("path,label\r\na.jpg,x\r\n", r"c.csv, line 1: expected a header with the columns path,label,action.*missing "
+                                  r"action"),
+    ("path,label,action\r\n,x,relabel\r\n", r"c.csv, line 2: empty path"),
+    ("path,label,action\r\na.jpg,x,rename\r\n", r"c.csv, line 2: action 'rename' for a.jpg; use one of relabel, drop"),
+    ("path,label,action\r\na.jpg,,relabel\r\n", r"c.csv, line 2: relabel of a.jpg to '', which is not a class name"),
+    ("path,label,action\r\na.jpg,x,drop\r\n./a.jpg,y,relabel\r\n", r"c.csv, line 3: \./a.jpg was already corrected "
+                                                                  r"on line 2"),
+    ("path,label,action\r\na,b.jpg,x,drop\r\n", r"c.csv, line 2: more cells than the header has columns"),
+])
+def test_a_bad_corrections_file_is_refused_naming_file_and_line(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(CorrectionsError, match=message):
+        read_corrections(_write(tmp_path / "c.csv", text))
+
+
+def test_a_missing_corrections_file_is_refused_with_its_name(tmp_path: Path) -> None:
+    with pytest.raises(CorrectionsError, match=r"nothing.csv: cannot read the corrections file"):
+        read_corrections(tmp_path / "nothing.csv")
+
+
+def test_write_corrections_round_trips_through_read(tmp_path: Path) -> None:
+    rows = [Correction('odd, "name".jpg', "bluzy", "relabel"), Correction("sub/b.jpg", "", "drop")]
+    path = tmp_path / "c.csv"
+    with open(path, "w", encoding="utf-8", newline="") as handle:
+        text = write_corrections(rows, handle)
+    assert text == 'path,label,action\r\n"odd, ""name"".jpg",bluzy,relabel\r\nsub/b.jpg,,drop\r\n'
+    assert [(r.path, r.label, r.action) for r in read_corrections(path).rows] == [
+        ('odd, "name".jpg', "bluzy", "relabel"), ("sub/b.jpg", "", "drop")]
+
+
+def test_apply_corrections_relabels_and_drops_exactly_the_named_samples(make_lamoda, tmp_path: Path) -> None:
+    data = make_lamoda(per_class=3)
+    path = _write(tmp_path / "c.csv", f"path,label,action\r\n0001_bluzy.jpg,bryuki,relabel\r\n"
+                                      f"{data / '0005_bryuki.jpg'},,drop\r\n")
+    before = load_dataset(data)
+    after, applied = apply_corrections(before, read_corrections(path))
+    assert [(s.path.name, s.label) for s in after.samples] == [
+        ("0001_bluzy.jpg", "bryuki"), ("0002_bluzy.jpg", "bluzy"), ("0003_bluzy.jpg", "bluzy"),
+        ("0004_bryuki.jpg", "bryuki"), ("0006_bryuki.jpg", "bryuki")]
+    assert applied.relabelled == ((data / "0001_bluzy.jpg", "bluzy", "bryuki"),)
+    assert applied.dropped == (data / "0005_bryuki.jpg",)
+    assert after.classes == before.classes
+
+
+@pytest.mark.parametrize(("rows", "message"), [
+    ("9999_bluzy.jpg,,drop", r"c.csv, line 2: 9999_bluzy.jpg is not an image of the dataset"),
+    ("0001_bluzy.jpg,shorty,relabel", r"c.csv, line 2: relabel of 0001_bluzy.jpg to 'shorty', which is not a class"),
+    ("0001_bluzy.jpg,,drop\r\n0002_bluzy.jpg,,drop\r\n0003_bluzy.jpg,,drop",
+     r"c.csv: after its corrections, class\(es\) bluzy of .* have no image left"),
+])
+def test_corrections_that_do_not_fit_the_dataset_are_refused(make_lamoda, tmp_path: Path, rows: str,
+                                                              message: str) -> None:
+    data = make_lamoda(per_class=3)
+    path = _write(tmp_path / "c.csv", f"path,label,action\r\n{rows}\r\n")
+    with pytest.raises(CorrectionsError, match=message):
+        apply_corrections(load_dataset(data), read_corrections(path))
+
+
+def test_train_with_corrections_sees_exactly_the_corrected_samples_and_records_the_file(
+    make_lamoda, tmp_path: Path
+) -> None:
+    data = make_lamoda(per_class=4)
+    before = {p.name: p.read_bytes() for p in data.iterdir()}
+    corrections = _write(tmp_path / "c.csv", "path,label,action\r\n0002_bluzy.jpg,bryuki,relabel\r\n"
+                                             "0007_bryuki.jpg,,drop\r\n")
+    out = tmp_path / "run"
+    loop.train(TrainConfig(data=data, out=out, corrections=corrections, **TINY), progress=False)
+    expected = {f"{i:04d}_{'bluzy' if i <= 4 else 'bryuki'}.jpg": "bluzy" if i <= 4 else "bryuki" for i in range(1, 9)}
+    expected["0002_bluzy.jpg"] = "bryuki"
+    del expected["0007_bryuki.jpg"]
+    assert _split_rows(out) == expected
+    assert {p.name: p.read_bytes() for p in data.iterdir()} == before  # images untouched
+    config = json.loads((out / "config.json").read_text(encoding="utf-8"))
+    assert config["corrections"] == str(corrections)
+    assert config["corrections_sha256"] == hashlib.sha256(corrections.read_bytes()).hexdigest()
+
+
+def test_resume_refuses_another_or_a_changed_corrections_file(make_lamoda, tmp_path: Path) -> None:
+    data, out = make_lamoda(per_class=4), tmp_path / "run"
+    first = _write(tmp_path / "c.csv", "path,label,action\r\n0007_bryuki.jpg,,drop\r\n")
+    loop.train(TrainConfig(data=data, out=out, corrections=first, **TINY), progress=False)
+    other = _write(tmp_path / "other.csv", "path,label,action\r\n0008_bryuki.jpg,,drop\r\n")
+    with pytest.raises(CheckpointError, match=r"settings that differ from the run's \(corrections: .*c.csv'\) -> "
+                                              r".*other.csv'\)\)"):
+        loop.train(TrainConfig(data=data, out=out, corrections=other, resume=True, **TINY), progress=False)
+    with pytest.raises(CheckpointError, match=r"corrections: .*c.csv'\) -> None"):
+        loop.train(TrainConfig(data=data, out=out, resume=True, **TINY), progress=False)
+    _write(first, "path,label,action\r\n0008_bryuki.jpg,,drop\r\n")
+    with pytest.raises(CheckpointError, match=r"the corrections file .*c.csv changed since the run started \(sha256 "):
+        loop.train(TrainConfig(data=data, out=out, corrections=first, resume=True, **TINY), progress=False)
+    _write(first, "path,label,action\r\n0007_bryuki.jpg,,drop\r\n")
+    done = loop.train(TrainConfig(data=data, out=out, corrections=first, resume=True, **TINY), progress=False)
+    assert done.already_complete
+
+
+def test_cli_takes_corrections_and_a_bad_file_exits_1_naming_its_line(make_lamoda, tmp_path: Path) -> None:
+    data = make_lamoda(per_class=3)
+    bad = _write(tmp_path / "c.csv", "path,label,action\r\n0001_bluzy.jpg,nope,relabel\r\n")
+    result = CliRunner().invoke(train_main, [str(data), "--out", str(tmp_path / "run"), "--corrections", str(bad),
+                                             "--weights", "none", "--image-size", "32", "--epochs", "1"])
+    assert result.exit_code == 1, result.output
+    assert "c.csv, line 2: relabel of 0001_bluzy.jpg to 'nope', which is not a class of" in result.output
+    assert not (tmp_path / "run").exists()
