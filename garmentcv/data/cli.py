@@ -223,3 +223,69 @@ def corrections(fix_list: Path, out: Path, issues: tuple[str, ...], quiet: bool,
     check_writable_output(out, "--out")
     written = write_corrections_file(fix_list, out, issues)
     click.echo(f"{written} corrections -> {out}")
+
+
+@main.command("label-next", short_help="Choose the unlabelled images to label next.",
+              context_settings=_CONTEXT, epilog=docs_epilog("curate"))
+@version_option("gcv-data label-next")
+@click.argument("pool", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--model", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True,
+              help="Model file exported with gcv export --embedding.")
+@click.option("-n", "n", type=click.IntRange(min=1), required=True, help="How many images to choose.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Folder for label_next.csv and the Label Studio tasks and config.")
+@click.option("--labelled", type=click.Path(exists=True, path_type=Path), default=None, show_default="none",
+              help="Labelled dataset already in hand: picks keep away from it.")
+@click.option("--seed", type=int, default=0, help="Seed of the tie-breaking order.")
+@click.option("--duplicate-cosine", type=click.FloatRange(0.0, 1.0, min_open=True), default=0.95,
+              help="Cosine similarity from which two images are near-duplicates (never both chosen).")
+@click.option("--url-prefix", default="/data/local-files/?d=",
+              help="Prefix of the image URLs in the Label Studio tasks (then the path under POOL).")
+@click.option("--runtime", type=click.Choice(["auto", "onnxruntime", "openvino"]), default="auto",
+              help="Runtime that runs the model file.")
+@quiet_option
+@verbose_option
+@handle_errors
+def label_next_command(pool: Path, model: Path, n: int, out: Path, labelled: Path | None, seed: int,
+                       duplicate_cosine: float, url_prefix: str, runtime: str, quiet: bool, verbose: bool) -> None:
+    """Choose N images of the unlabelled folder POOL whose labels would teach the model most.
+
+    Uncertain images (margin, entropy, prediction-set size, unknown score) spread over the embedding space
+    (uncertainty-weighted k-center greedy), never two near-duplicates. Writes label_next.csv, a Label Studio import
+    file and its labelling config; 'gcv data from-label-studio' reads the labelled export back as a manifest.
+    """
+    from garmentcv.curate.label_next import LabelNextConfig, label_next
+
+    setup_logging(quiet, verbose)
+    check_writable_output(out / "label_next.csv", "--out")
+    cfg = LabelNextConfig(pool=pool, model=model, n=n, out=out, labelled=labelled, seed=seed,
+                          duplicate_cosine=duplicate_cosine, url_prefix=url_prefix, runtime=runtime)
+    with tqdm(desc="embedding", unit="img", file=sys.stderr, disable=True if quiet else None) as bar:
+        result = label_next(cfg, progress=bar.update)
+    click.echo(f"chose {len(result.picks)} of {result.pool_images} images")
+    for name, path in result.files.items():
+        click.echo(f"{name}: {path}")
+
+
+@main.command("from-label-studio", short_help="Read a Label Studio JSON export back as a path,label manifest.",
+              context_settings=_CONTEXT, epilog=docs_epilog("curate"))
+@version_option("gcv-data from-label-studio")
+@click.argument("export", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--pool", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True,
+              help="The folder the tasks' image paths are relative to (label-next's POOL).")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="Manifest to write (path,label; paths relative to its folder).")
+@click.option("--url-prefix", default="/data/local-files/?d=", help="Prefix of the image URLs in the tasks.")
+@quiet_option
+@verbose_option
+@handle_errors
+def from_label_studio(export: Path, pool: Path, out: Path, url_prefix: str, quiet: bool, verbose: bool) -> None:
+    """Read the Label Studio JSON export EXPORT of label-next's tasks and write the labelled ones as a manifest
+    gcv train reads (the csv layout)."""
+    from garmentcv.curate.label_next import label_studio_to_manifest
+
+    setup_logging(quiet, verbose)
+    check_writable_output(out, "--out")
+    summary = label_studio_to_manifest(export, pool, out, url_prefix)
+    click.echo(f"{summary.rows} labelled images -> {out}; left out: {summary.unlabelled} without an annotation, "
+               f"{summary.unmatched} naming no image of {pool}")
