@@ -9,17 +9,19 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from garmentcv.artifact import EMBEDDING_NAME, INPUT_NAME, OUTPUT_NAME, ModelInfo
+from garmentcv.artifact import EMBEDDING_NAME, INPUT_NAME, OOD_SCORE_NAME, OUTPUT_NAME, ModelInfo, UnknownDetector
 
 #: Two clearly different colour classes: a linear head on the embeddings separates them.
 CLASS_COLOURS = {"bluzy": (210, 40, 40), "bryuki": (40, 60, 210)}
 SIZE = 32
 
 
-def build_embedding_model(path: Path, classes: tuple[str, ...] = ("bluzy", "bryuki"), seed: int = 0) -> Path:
+def build_embedding_model(path: Path, classes: tuple[str, ...] = ("bluzy", "bryuki"), seed: int = 0,
+                          unknown_threshold: float | None = None) -> Path:
     """A random-init resnet18 at 32 px exported with outputs ``logits`` and ``embedding`` (512 floats) and GarmentCV
     metadata declaring them, as ``gcv export --embedding`` writes; BatchNorm statistics from 64 coloured images so
-    the embeddings carry the colour."""
+    the embeddings carry the colour. With ``unknown_threshold``, a third output ``ood_score``, the energy score
+    ``-logsumexp(logits)`` (Liu et al. 2020), and an unknown-item detector with that threshold."""
     import onnx
     import torch
 
@@ -41,22 +43,61 @@ def build_embedding_model(path: Path, classes: tuple[str, ...] = ("bluzy", "bryu
     with torch.no_grad():
         network(batch)
     wrapped = WithEmbedding(network.eval(), get_spec("resnet18").head).eval()
+    names = [OUTPUT_NAME, EMBEDDING_NAME]
+    exported: torch.nn.Module = wrapped
+    if unknown_threshold is not None:
+        exported = _with_energy(wrapped).eval()
+        names.append(OOD_SCORE_NAME)
     raw = path.with_suffix(".raw.onnx")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         torch.onnx.export(
-            wrapped, (torch.zeros(2, 3, SIZE, SIZE),), str(raw), input_names=[INPUT_NAME],
-            output_names=[OUTPUT_NAME, EMBEDDING_NAME], opset_version=17, dynamo=False,
-            dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}, EMBEDDING_NAME: {0: "batch"}},
+            exported, (torch.zeros(2, 3, SIZE, SIZE),), str(raw), input_names=[INPUT_NAME],
+            output_names=names, opset_version=17, dynamo=False,
+            dynamic_axes={INPUT_NAME: {0: "batch"}, **{name: {0: "batch"} for name in names}},
         )
     proto = onnx.load(str(raw))
     raw.unlink()
     info = ModelInfo(arch="resnet18", classes=tuple(classes), preprocessing=pp, precision="fp32",
                      weights_source="none (random init)", metrics={}, opset=17,
-                     outputs=(OUTPUT_NAME, EMBEDDING_NAME), embedding_dim=wrapped.dim)
+                     outputs=tuple(names), embedding_dim=wrapped.dim,
+                     unknown=None if unknown_threshold is None else UnknownDetector("energy", unknown_threshold, 0.95))
     onnx.helper.set_model_props(proto, info.to_metadata())
     onnx.save_model(proto, str(path))
     return path
+
+
+def _with_energy(wrapped):  # a class made on demand, so that importing this module needs no torch
+    import torch
+
+    class WithEnergy(torch.nn.Module):
+        """``(logits, embedding, -logsumexp(logits))``."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = wrapped
+
+        def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+            logits, embedding = self.inner(x)
+            return logits, embedding, -torch.logsumexp(logits, dim=1)
+
+    return WithEnergy()
+
+
+def set_unknown_threshold(path: Path, threshold: float) -> None:
+    """Rewrite the unknown detector's threshold in the metadata of the model file ``path``."""
+    import dataclasses
+
+    import onnx
+
+    from garmentcv.infer.model_file import read_model_info
+
+    info = read_model_info(path)
+    info = dataclasses.replace(info, unknown=dataclasses.replace(info.unknown, threshold=threshold))
+    proto = onnx.load(str(path))
+    del proto.metadata_props[:]
+    onnx.helper.set_model_props(proto, info.to_metadata())
+    onnx.save_model(proto, str(path))
 
 
 def colour_image(path: Path, colour: tuple[int, int, int], seed: int, size: tuple[int, int] = (28, 36)) -> Path:

@@ -27,7 +27,7 @@ from garmentcv.curate.label_next import (
 from garmentcv.data.cli import main as data_main
 from garmentcv.data.corrections import DROP, RELABEL, Correction, apply_corrections, read_corrections
 from garmentcv.data.layouts import Layout, load_dataset
-from tests.curate_fixtures import CLASS_COLOURS, build_embedding_model, colour_image
+from tests.curate_fixtures import CLASS_COLOURS, build_embedding_model, colour_image, set_unknown_threshold
 
 PER_CLASS = 30
 #: Images given the other class's label: (class index, image number).
@@ -139,6 +139,25 @@ def test_audit_page_has_a_gallery_per_issue_and_loads_in_chromium(audited) -> No
     assert "the model file has no unknown-item detector" in dom
     shown = len(_rows(out / "fix_list.csv"))
     assert _check(out / "audit.html") == f"images={shown} broken=0 dangling=0"
+
+
+def test_audit_flags_exactly_the_images_above_the_unknown_detectors_threshold(audited, tmp_path: Path) -> None:
+    data, _, _ = audited
+    model = build_embedding_model(tmp_path / "with-detector.onnx", unknown_threshold=0.0)
+    paths = sorted(p for p in data.iterdir())
+    scores = embed_images(model, paths).ood_scores
+    threshold = float(np.median(scores))
+    set_unknown_threshold(model, threshold)
+    out = tmp_path / "audit"
+    done = CliRunner().invoke(data_main, ["audit", str(data), "--model", str(model), "--out", str(out), "-q",
+                                          "--no-report"])
+    assert done.exit_code == 0, done.output
+    unknown = {r["path"]: float(r["score"]) for r in _rows(out / "fix_list.csv") if r["issue"] == "unknown"}
+    expected = {p.name: float(s) for p, s in zip(paths, scores, strict=True) if s > threshold}
+    assert unknown.keys() == expected.keys() and 0 < len(expected) < len(paths)
+    assert all(abs(unknown[k] - expected[k]) <= 1e-6 for k in expected)
+    assert json.loads((out / "audit.json").read_text(encoding="utf-8"))["unknown_detector"] is True
+    assert not (out / "audit.html").exists()
 
 
 def test_duplicates_pair_each_copy_with_its_most_similar_earlier_image() -> None:
