@@ -166,7 +166,7 @@ def test_torch_module_equals_the_numpy_score(method: str) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.filterwarnings("ignore:The axis name. batch will not be used:UserWarning")
+@pytest.mark.filterwarnings("ignore:.*axis name. batch will not be used:UserWarning")
 @pytest.mark.parametrize("method", scores.METHODS)
 def test_onnx_export_of_the_module_equals_the_numpy_score(method: str) -> None:
     """Exported as garmentcv.export does (dynamo exporter, opset 18, dynamic batch), run on another batch size."""
