@@ -4,6 +4,8 @@ ONNX export) against the numpy scores."""
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -138,6 +140,13 @@ def test_score_refuses_unknown_methods_missing_embeddings_and_references() -> No
         scores.score("vim", logits, None, {"origin": 0, "residual_basis": 0, "alpha": 0})
     with pytest.raises(ValueError, match="temperature must be a positive number"):
         scores.score("msp", logits, None, {}, temperature=0.0)
+
+
+def test_scores_module_imports_neither_torch_nor_sklearn() -> None:
+    code = ("import sys; import garmentcv.unknowns.scores; "
+            "print('torch' in sys.modules, 'sklearn' in sys.modules)")  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", "False"]
 
 
 def _fitted(method: str, seed: int = 0) -> tuple[dict, np.ndarray, np.ndarray]:
