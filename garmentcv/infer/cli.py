@@ -99,7 +99,7 @@ _CALIBRATION = click.option(
               help="auto: unknown and ood_score columns when the model file has a detector; off: never.")
 @click.option("--exclude-unknown", is_flag=True,
               help="kaggle: give rows called unknown an empty label.")
-@click.option("--embeddings", type=click.Path(dir_okay=False, path_type=Path), default=None,
+@click.option("--embeddings", type=click.Path(dir_okay=False, path_type=Path), default=None, show_default="none",
               help="Also write each row's embedding to this .npy (with a .paths.csv index) or .parquet file.")
 @click.option("--on-error", type=click.Choice(["auto", "fail", "continue"]), default="auto",
               help="Exit 1 on error rows: auto (with kaggle only), fail (always), continue (never).")
