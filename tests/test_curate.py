@@ -42,6 +42,8 @@ def _name(c: int, i: int) -> str:
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The graph gcv export --embedding writes (WithEmbedding: logits and the head's input) and its metadata, from a
+    random-init resnet18 at 32 px whose BatchNorm statistics come from the two classes' colours."""
     return build_embedding_model(tmp_path_factory.mktemp("curate-model") / "model.onnx")
 
 
@@ -158,6 +160,24 @@ def test_audit_flags_exactly_the_images_above_the_unknown_detectors_threshold(au
     assert all(abs(unknown[k] - expected[k]) <= 1e-6 for k in expected)
     assert json.loads((out / "audit.json").read_text(encoding="utf-8"))["unknown_detector"] is True
     assert not (out / "audit.html").exists()
+
+
+def test_audit_runs_on_a_file_gcv_export_writes_with_embedding_in_the_uint8_format(audited, tmp_path: Path) -> None:
+    from garmentcv.export.exporter import ExportConfig, export_checkpoint
+    from tests.test_export import make_run
+
+    data, test, _ = audited
+    cfg = ExportConfig(checkpoint=make_run(tmp_path / "run", "resnet18"), out=tmp_path / "model.onnx",
+                       embedding=True, coverage=None)
+    model = export_checkpoint(cfg, progress=False).out
+    out = tmp_path / "audit"
+    done = CliRunner().invoke(data_main, ["audit", str(data), "--model", str(model), "--out", str(out), "-q",
+                                          "--split", str(test), "--no-report"])
+    assert done.exit_code == 0, done.output
+    exact = {r["path"] for r in _rows(out / "fix_list.csv") if r["issue"] == "exact_duplicate"}
+    assert exact == {"9000_bluzy.png", _name(0, 12)}
+    summary = json.loads((out / "audit.json").read_text(encoding="utf-8"))
+    assert summary["images"] == 2 * PER_CLASS + 2 and summary["out_of_sample_accuracy"] > 0.8
 
 
 def test_duplicates_pair_each_copy_with_its_most_similar_earlier_image() -> None:
