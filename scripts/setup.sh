@@ -31,6 +31,8 @@ echo "==> installing garmentcv[serve] (gcv serve and its review app: FastAPI, uv
 .venv/bin/python -m pip install -q -c constraints.txt -e '.[serve]'
 echo "==> installing garmentcv[openvino] (the second CPU runtime: --runtime openvino, gcv-export's bf16 check)"
 .venv/bin/python -m pip install -q -c constraints.txt -e '.[openvino]'
+echo "==> installing garmentcv[curate] (gcv data audit and label-next: scikit-learn and cleanlab)"
+.venv/bin/python -m pip install -q -c constraints.txt -e '.[curate]'
 echo "==> installing garmentcv[docs] (MkDocs: the documentation site, built by the tests with --strict)"
 .venv/bin/python -m pip install -q -c constraints.txt -e '.[docs]'
 .venv/bin/python -c "import garmentcv, torch, torchvision, onnxruntime, openvino; print('garmentcv', garmentcv.__version__, '| torch', torch.__version__, '| torchvision', torchvision.__version__, '| onnxruntime', onnxruntime.__version__, '| openvino', openvino.__version__)"

@@ -16,6 +16,7 @@ from garmentcv.cli_utils import (
     verbose_option,
     version_option,
 )
+from garmentcv.curate.fixes import DEFAULT_ACTIONS, ISSUES, write_corrections_file
 from garmentcv.data.fashion_mnist import DEFAULT_SOURCE, write_fashion_mnist
 from garmentcv.data.inspect import inspect_dataset, render_text
 from garmentcv.data.layouts import Layout
@@ -147,3 +148,144 @@ def inspect(root: Path, layout: str | None, test: Path | None, json_path: Path |
     if not report.ready:
         raise DatasetNotReadyError(f"{root} is not ready for training: fix what the verdict line names, then run "
                                    "gcv-data inspect again")
+
+
+@main.command("audit", short_help="Find likely label errors, duplicates and outliers with a model file.",
+              context_settings=_CONTEXT, epilog=docs_epilog("curate"))
+@version_option("gcv-data audit")
+@click.argument("data", type=click.Path(exists=True, path_type=Path))
+@click.option("--model", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True,
+              help="Model file exported with gcv export --embedding.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("audit"),
+              help="Folder for fix_list.csv, duplicates.csv, out_of_sample.csv, audit.json and audit.html.")
+@click.option("--split", "splits", type=click.Path(exists=True, path_type=Path), multiple=True,
+              help="Another split (folder or path,label manifest) to find copies of DATA's images in; repeatable.")
+@click.option("--layout", type=click.Choice([layout.value for layout in Layout]), default=None,
+              show_default="detected", help="Dataset layout.")
+@click.option("--folds", type=click.IntRange(min=2), default=5, help="K of the K-fold out-of-sample probabilities.")
+@click.option("--seed", type=int, default=0, help="Seed of the fold split.")
+@click.option("--duplicate-cosine", type=click.FloatRange(0.0, 1.0, min_open=True), default=0.95,
+              help="Cosine similarity from which two images are near-duplicates.")
+@click.option("--neighbours", type=click.IntRange(min=1), default=5, help="Nearest neighbours of the outlier score.")
+@click.option("--outlier-iqr", type=click.FloatRange(min=0.0), default=3.0,
+              help="Outlier fence, in inter-quartile ranges above the third quartile.")
+@click.option("--runtime", type=click.Choice(["auto", "onnxruntime", "openvino"]), default="auto",
+              help="Runtime that runs the model file.")
+@click.option("--no-report", is_flag=True, help="Do not write audit.html.")
+@quiet_option
+@verbose_option
+@handle_errors
+def audit(data: Path, model: Path, out: Path, splits: tuple[Path, ...], layout: str | None, folds: int, seed: int,
+          duplicate_cosine: float, neighbours: int, outlier_iqr: float, runtime: str, no_report: bool, quiet: bool,
+          verbose: bool) -> None:
+    """Audit the labelled dataset DATA with the embeddings of a model file; never modifies it.
+
+    Out-of-sample probabilities come from a linear head fitted on the embeddings in K folds; cleanlab's confident
+    learning flags likely label errors; byte-identical files and embeddings above --duplicate-cosine are
+    duplicates (within DATA and with each --split); images far from their neighbours are outliers; a model file
+    with an unknown-item detector also flags images of none of the classes. The fix list turns into a corrections
+    file with 'gcv data corrections'.
+    """
+    from garmentcv.curate.audit import AuditConfig, audit_dataset
+
+    setup_logging(quiet, verbose)
+    check_writable_output(out / "fix_list.csv", "--out")
+    cfg = AuditConfig(data=data, model=model, out=out, splits=splits, layout=layout, folds=folds, seed=seed,
+                      duplicate_cosine=duplicate_cosine, neighbours=neighbours, outlier_iqr=outlier_iqr,
+                      runtime=runtime, report=not no_report)
+    with tqdm(desc="embedding", unit="img", file=sys.stderr, disable=True if quiet else None) as bar:
+        result = audit_dataset(cfg, progress=bar.update)
+    flagged = ", ".join(f"{n} {issue}" for issue, n in result.counts.items())
+    click.echo(f"{result.images} images, out-of-sample accuracy {result.out_of_sample_accuracy:.4f} ({result.folds} "
+               f"folds); flagged: {flagged}")
+    for name, path in result.files.items():
+        click.echo(f"{name}: {path}")
+
+
+@main.command("corrections", short_help="Turn an audit's fix list into a corrections file for gcv train.",
+              context_settings=_CONTEXT, epilog=docs_epilog("curate"))
+@version_option("gcv-data corrections")
+@click.argument("fix_list", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="Corrections file to write (path,label,action).")
+@click.option("--issue", "issues", type=click.Choice(list(ISSUES)), multiple=True,
+              default=tuple(DEFAULT_ACTIONS), help="Issues to act on (label: relabel, others: drop); repeatable.")
+@quiet_option
+@verbose_option
+@handle_errors
+def corrections(fix_list: Path, out: Path, issues: tuple[str, ...], quiet: bool, verbose: bool) -> None:
+    """Turn the fix list FIX_LIST of gcv data audit into a corrections file for gcv train --corrections.
+
+    A label issue becomes a relabel to the suggested label; a duplicate, unknown or outlier a drop. Edit the fix
+    list first (delete rows you disagree with) or pick issues with --issue.
+    """
+    setup_logging(quiet, verbose)
+    check_writable_output(out, "--out")
+    written = write_corrections_file(fix_list, out, issues)
+    click.echo(f"{written} corrections -> {out}")
+
+
+@main.command("label-next", short_help="Choose the unlabelled images to label next.",
+              context_settings=_CONTEXT, epilog=docs_epilog("curate"))
+@version_option("gcv-data label-next")
+@click.argument("pool", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--model", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True,
+              help="Model file exported with gcv export --embedding.")
+@click.option("-n", "n", type=click.IntRange(min=1), required=True, help="How many images to choose.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Folder for label_next.csv and the Label Studio tasks and config.")
+@click.option("--labelled", type=click.Path(exists=True, path_type=Path), default=None, show_default="none",
+              help="Labelled dataset already in hand: picks keep away from it.")
+@click.option("--seed", type=int, default=0, help="Seed of the tie-breaking order.")
+@click.option("--duplicate-cosine", type=click.FloatRange(0.0, 1.0, min_open=True), default=0.95,
+              help="Cosine similarity from which two images are near-duplicates (never both chosen).")
+@click.option("--url-prefix", default="/data/local-files/?d=",
+              help="Prefix of the image URLs in the Label Studio tasks (then the path under POOL).")
+@click.option("--runtime", type=click.Choice(["auto", "onnxruntime", "openvino"]), default="auto",
+              help="Runtime that runs the model file.")
+@quiet_option
+@verbose_option
+@handle_errors
+def label_next_command(pool: Path, model: Path, n: int, out: Path, labelled: Path | None, seed: int,
+                       duplicate_cosine: float, url_prefix: str, runtime: str, quiet: bool, verbose: bool) -> None:
+    """Choose N images of the unlabelled folder POOL whose labels would teach the model most.
+
+    Uncertain images (margin, entropy, prediction-set size, unknown score) spread over the embedding space
+    (uncertainty-weighted k-center greedy), never two near-duplicates. Writes label_next.csv, a Label Studio import
+    file and its labelling config; 'gcv data from-label-studio' reads the labelled export back as a manifest.
+    """
+    from garmentcv.curate.label_next import LabelNextConfig, label_next
+
+    setup_logging(quiet, verbose)
+    check_writable_output(out / "label_next.csv", "--out")
+    cfg = LabelNextConfig(pool=pool, model=model, n=n, out=out, labelled=labelled, seed=seed,
+                          duplicate_cosine=duplicate_cosine, url_prefix=url_prefix, runtime=runtime)
+    with tqdm(desc="embedding", unit="img", file=sys.stderr, disable=True if quiet else None) as bar:
+        result = label_next(cfg, progress=bar.update)
+    click.echo(f"chose {len(result.picks)} of {result.pool_images} images")
+    for name, path in result.files.items():
+        click.echo(f"{name}: {path}")
+
+
+@main.command("from-label-studio", short_help="Read a Label Studio JSON export back as a path,label manifest.",
+              context_settings=_CONTEXT, epilog=docs_epilog("curate"))
+@version_option("gcv-data from-label-studio")
+@click.argument("export", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--pool", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True,
+              help="The folder the tasks' image paths are relative to (label-next's POOL).")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="Manifest to write (path,label; paths relative to its folder).")
+@click.option("--url-prefix", default="/data/local-files/?d=", help="Prefix of the image URLs in the tasks.")
+@quiet_option
+@verbose_option
+@handle_errors
+def from_label_studio(export: Path, pool: Path, out: Path, url_prefix: str, quiet: bool, verbose: bool) -> None:
+    """Read the Label Studio JSON export EXPORT of label-next's tasks and write the labelled ones as a manifest
+    gcv train reads (the csv layout)."""
+    from garmentcv.curate.label_next import label_studio_to_manifest
+
+    setup_logging(quiet, verbose)
+    check_writable_output(out, "--out")
+    summary = label_studio_to_manifest(export, pool, out, url_prefix)
+    click.echo(f"{summary.rows} labelled images -> {out}; left out: {summary.unlabelled} without an annotation, "
+               f"{summary.unmatched} naming no image of {pool}")

@@ -1,0 +1,406 @@
+"""``gcv data audit``: likely label errors, duplicates, outliers and images of none of the classes in a labelled
+dataset, from a model file's ``embedding`` output (numpy, scikit-learn, cleanlab; no torch).
+
+Steps (:func:`audit_dataset`):
+
+1. Embeddings of every image of the dataset and of the compared splits (:func:`garmentcv.curate.embed.embed_images`,
+   the classify pipeline on either runtime).
+2. Out-of-sample predicted probabilities (:func:`out_of_sample_probs`): a linear head (scikit-learn's
+   ``LogisticRegression`` on standardised, L2-normalised embeddings) fitted in K stratified folds
+   (``cross_val_predict``), so every image is scored by a head that never saw its label. This is the cheap method:
+   one pass of the network over the images, then seconds of CPU, instead of K trainings of the network.
+3. Label errors (:func:`find_label_errors`): confident learning (Northcutt et al. 2021) with
+   ``cleanlab.filter.find_label_issues`` on those probabilities.
+4. Duplicates (:func:`find_duplicates`): byte-identical files (SHA-256), and pairs whose normalised embeddings have
+   a cosine similarity of at least :attr:`AuditConfig.duplicate_cosine` (scikit-learn ``NearestNeighbors``), within
+   the dataset and between it and every compared split (train/validation/test leaks).
+5. Outliers (:func:`find_outliers`): the mean cosine distance of each image to its K nearest neighbours in the
+   dataset, flagged beyond Tukey's far-out fence ``Q3 + outlier_iqr * IQR``.
+6. Unknowns: images whose ``ood_score`` is above the threshold of the model file's unknown-item detector, when
+   the file has one.
+
+Writes, in the ``out`` folder: :data:`FIX_LIST` (:mod:`garmentcv.curate.fixes`), :data:`DUPLICATES`,
+:data:`PROBABILITIES`, :data:`SUMMARY` and the report page :data:`REPORT`.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from garmentcv.curate.embed import embed_images, normalise
+from garmentcv.curate.fixes import (
+    EXACT_DUPLICATE,
+    ISSUES,
+    LABEL,
+    NEAR_DUPLICATE,
+    OUTLIER,
+    UNKNOWN,
+    Fix,
+    sort_fixes,
+    write_fix_list,
+)
+from garmentcv.data.corrections import dataset_base
+from garmentcv.data.layouts import Layout, load_dataset, scan_images
+from garmentcv.errors import DatasetError, GarmentCVError
+from garmentcv.fsutil import atomic_write, sha256_of, write_json
+
+logger = logging.getLogger(__name__)
+
+#: Files the audit writes in its ``out`` folder.
+FIX_LIST = "fix_list.csv"
+DUPLICATES = "duplicates.csv"
+PROBABILITIES = "out_of_sample.csv"
+SUMMARY = "audit.json"
+REPORT = "audit.html"
+
+#: The name of the audited dataset's split in :data:`DUPLICATES`.
+DATA_SPLIT = "data"
+
+
+class MissingExtraError(GarmentCVError, ImportError):
+    """A package of the ``[curate]`` extra is not installed (the message says what to install)."""
+
+
+@dataclass(frozen=True)
+class AuditConfig:
+    """Settings of :func:`audit_dataset`.
+
+    Attributes:
+        data: the labelled dataset (a folder or a ``path,label`` manifest, any layout gcv train reads).
+        model: a GarmentCV ONNX file exported with ``--embedding`` (any classes: only its embeddings are used, and
+            its unknown-item detector when it has one).
+        out: the folder the results are written to (created).
+        splits: other splits (folders searched recursively, or ``path,label`` manifests) whose copies of the
+            dataset's images are reported, e.g. the validation and test sets.
+        layout: the dataset's layout; ``None`` detects it.
+        folds: K of the K-fold out-of-sample probabilities (lowered to the smallest class's size).
+        seed: the fold split's seed.
+        duplicate_cosine: two images at least this cosine-similar (normalised embeddings) are near-duplicates.
+        neighbours: K of the outliers' K nearest neighbours.
+        outlier_iqr: the outliers' fence, in inter-quartile ranges above the third quartile.
+        runtime: ``auto``, ``onnxruntime`` or ``openvino``.
+        batch_size: images per model run.
+        report: write the report page.
+    """
+
+    data: Path
+    model: Path
+    out: Path
+    splits: tuple[Path, ...] = ()
+    layout: str | None = None
+    folds: int = 5
+    seed: int = 0
+    duplicate_cosine: float = 0.95
+    neighbours: int = 5
+    outlier_iqr: float = 3.0
+    runtime: str = "auto"
+    batch_size: int = 32
+    report: bool = True
+
+    def __post_init__(self) -> None:
+        if self.folds < 2:
+            raise ValueError(f"folds must be at least 2, got {self.folds}")
+        if not 0.0 < self.duplicate_cosine <= 1.0:
+            raise ValueError(f"duplicate_cosine must be in (0, 1], got {self.duplicate_cosine}")
+        if self.neighbours < 1 or self.outlier_iqr < 0:
+            raise ValueError(f"neighbours must be >= 1 and outlier_iqr >= 0, got {self.neighbours}, "
+                             f"{self.outlier_iqr}")
+
+
+@dataclass(frozen=True)
+class Duplicate:
+    """A copy: ``path`` (in ``split``) is a copy of ``original`` (in ``original_split``), listed before it.
+
+    Attributes:
+        cosine: cosine similarity of the two normalised embeddings.
+        exact: the two files are byte-identical.
+    """
+
+    path: str
+    split: str
+    original: str
+    original_split: str
+    cosine: float
+    exact: bool
+
+
+@dataclass(frozen=True)
+class AuditResult:
+    """What :func:`audit_dataset` found and wrote.
+
+    Attributes:
+        images: images of the dataset scored (decoded).
+        not_decoded: ``(path, reason)`` of dataset and split images that could not be decoded.
+        classes: the dataset's classes (columns of the probabilities).
+        folds: K used.
+        out_of_sample_accuracy: accuracy of the out-of-sample probabilities' argmax against the given labels.
+        fixes: the fix list's rows, in its order.
+        duplicates: every copy found, in the dataset and across splits.
+        counts: images flagged per issue (:data:`~garmentcv.curate.fixes.ISSUES` order).
+        files: the files written, by name.
+    """
+
+    images: int
+    not_decoded: tuple[tuple[str, str], ...]
+    classes: tuple[str, ...]
+    folds: int
+    out_of_sample_accuracy: float
+    fixes: tuple[Fix, ...]
+    duplicates: tuple[Duplicate, ...]
+    counts: dict[str, int] = field(default_factory=dict)
+    files: dict[str, Path] = field(default_factory=dict)
+
+
+def out_of_sample_probs(embeddings: np.ndarray, labels: np.ndarray, classes: int, folds: int = 5,
+                        seed: int = 0) -> tuple[np.ndarray, int]:
+    """Out-of-sample probabilities of a linear head on embeddings, by stratified K-fold cross-validation.
+
+    The head is scikit-learn's ``LogisticRegression`` (L2, ``C=1``) after ``StandardScaler``, on L2-normalised
+    embeddings; ``cross_val_predict`` scores each image with the head fitted on the other folds.
+
+    Args:
+        embeddings: ``(N, D)`` embeddings.
+        labels: ``(N,)`` class indices in ``0..classes-1``.
+        classes: C, the number of classes (columns of the result).
+        folds: K; lowered to the smallest class's count.
+        seed: the seed of the folds' shuffle.
+
+    Returns:
+        ``float64 (N, C)`` probabilities (a class absent from ``labels`` gets 0), and the K used.
+
+    Raises:
+        DatasetError: fewer than 2 classes, or a class with a single image (nothing to score it against).
+    """
+    try:
+        from sklearn.linear_model import LogisticRegression
+    except ImportError as exc:
+        raise MissingExtraError("the out-of-sample probabilities need scikit-learn: pip install "
+                                "'garmentcv[curate]'") from exc
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    labels = np.asarray(labels)
+    present, counts = np.unique(labels, return_counts=True)
+    if len(present) < 2 or counts.min() < 2:
+        raise DatasetError(f"out-of-sample probabilities need at least 2 classes of at least 2 images each, got "
+                           f"{dict(zip(present.tolist(), counts.tolist(), strict=True))}; add images")
+    k = int(min(folds, counts.min()))
+    head = make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=2000))
+    cv = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
+    found = cross_val_predict(head, normalise(embeddings), labels, cv=cv, method="predict_proba")
+    probs = np.zeros((len(labels), classes), dtype=np.float64)
+    probs[:, present] = found
+    return probs, k
+
+
+def find_label_errors(labels: np.ndarray, probs: np.ndarray) -> np.ndarray:
+    """Indices of likely label errors, most likely first: ``cleanlab.filter.find_label_issues`` (confident
+    learning, ``prune_by_noise_rate``) ranked by self-confidence.
+
+    Args:
+        labels: ``(N,)`` given class indices.
+        probs: ``(N, C)`` out-of-sample probabilities.
+    """
+    try:
+        from cleanlab.filter import find_label_issues
+    except ImportError as exc:
+        raise MissingExtraError("finding label errors needs cleanlab: pip install 'garmentcv[curate]'") from exc
+
+    labels = np.asarray(labels)
+    present = np.unique(labels)
+    if len(present) < probs.shape[1]:  # cleanlab wants every column's class given to some image
+        remap = {int(c): i for i, c in enumerate(present)}
+        sub = probs[:, present]
+        sub = sub / np.clip(sub.sum(axis=1, keepdims=True), 1e-12, None)
+        return find_label_issues(np.asarray([remap[int(c)] for c in labels]), sub, filter_by="prune_by_noise_rate",
+                                 return_indices_ranked_by="self_confidence")
+    return find_label_issues(labels, probs, filter_by="prune_by_noise_rate", return_indices_ranked_by="self_confidence")
+
+
+def suggested_labels(labels: np.ndarray, probs: np.ndarray) -> np.ndarray:
+    """For each image, the most probable class other than its given one, ``(N,)`` class indices."""
+    others = np.array(probs, dtype=np.float64, copy=True)
+    others[np.arange(len(labels)), labels] = -1.0
+    return others.argmax(axis=1)
+
+
+def find_duplicates(normalised: np.ndarray, hashes: Sequence[str], threshold: float) -> list[tuple[int, int, float]]:
+    """Pairs ``(original, copy, cosine)`` with ``original < copy``: byte-identical (same hash) or at least
+    ``threshold`` cosine-similar. Each copy is paired with its most similar earlier image.
+
+    Args:
+        normalised: ``(N, D)`` unit-norm embeddings, in listing order.
+        hashes: the files' SHA-256, in the same order.
+        threshold: the cosine similarity from which two images are near-duplicates.
+    """
+    from sklearn.neighbors import NearestNeighbors
+
+    pairs: dict[int, tuple[int, float]] = {}
+    first: dict[str, int] = {}
+    for j, digest in enumerate(hashes):
+        if digest in first:
+            pairs[j] = (first[digest], 1.0)
+        else:
+            first[digest] = j
+    if len(normalised) > 1:
+        index = NearestNeighbors(radius=max(0.0, 1.0 - threshold) + 1e-6, metric="cosine", algorithm="brute")
+        index.fit(normalised)
+        distances, neighbours = index.radius_neighbors(normalised, sort_results=True)
+        for j, (dist, near) in enumerate(zip(distances, neighbours, strict=True)):
+            if j in pairs:
+                continue
+            earlier = [(int(i), 1.0 - float(d)) for i, d in zip(near, dist, strict=True) if i < j]
+            if earlier:
+                pairs[j] = earlier[0]
+    return sorted(((i, j, cos) for j, (i, cos) in pairs.items()), key=lambda t: (t[1], t[0]))
+
+
+def find_outliers(normalised: np.ndarray, neighbours: int = 5, iqr: float = 3.0) -> tuple[np.ndarray, np.ndarray]:
+    """Mean cosine distance of each image to its ``neighbours`` nearest others, and which lie beyond Tukey's fence
+    ``Q3 + iqr * (Q3 - Q1)`` of those distances.
+
+    Returns:
+        ``float64 (N,)`` distances and a ``bool (N,)`` mask of the outliers (none with fewer than 4 images).
+    """
+    from sklearn.neighbors import NearestNeighbors
+
+    n = len(normalised)
+    if n < 4:
+        return np.zeros(n), np.zeros(n, dtype=bool)
+    k = min(neighbours, n - 1)
+    index = NearestNeighbors(n_neighbors=k + 1, metric="cosine", algorithm="brute").fit(normalised)
+    distances, near = index.kneighbors(normalised)
+    own = near == np.arange(n)[:, None]  # drop each image itself (or, among copies, the farthest one)
+    keep = np.where(own.any(axis=1, keepdims=True), ~own, np.arange(k + 1)[None, :] < k)
+    mean = np.asarray([d[m][:k].mean() for d, m in zip(distances, keep, strict=True)])
+    q1, q3 = np.percentile(mean, [25, 75])
+    return mean, mean > q3 + iqr * (q3 - q1)
+
+
+def _split_files(path: Path) -> list[Path]:
+    if path.is_file():
+        return [s.path for s in load_dataset(path, Layout.CSV).samples]
+    return list(scan_images(path))
+
+
+def _relative(path: Path, base: Path) -> str:
+    try:
+        return path.resolve().relative_to(base.resolve()).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def audit_dataset(cfg: AuditConfig, progress: Callable[[int], None] | None = None) -> AuditResult:
+    """Audit the dataset ``cfg.data`` with the model file ``cfg.model`` (steps: module docstring) and write the
+    results into ``cfg.out``.
+
+    Raises:
+        DatasetError: the dataset cannot be read, or has a class with fewer than 2 decodable images.
+        NoEmbeddingError: the model file has no ``embedding`` output.
+        ModelFileError, RuntimeUnavailableError: the model file cannot be opened.
+    """
+    dataset = load_dataset(cfg.data, cfg.layout)
+    base = dataset_base(dataset)
+    split_names = [DATA_SPLIT] + [p.name for p in cfg.splits]
+    listing: list[tuple[int, Path]] = [(0, s.path) for s in dataset.samples]
+    seen = {s.path.resolve() for s in dataset.samples}
+    for number, split in enumerate(cfg.splits, start=1):
+        for path in _split_files(Path(split)):
+            if path.resolve() not in seen:  # a split given twice, or the dataset itself, is not its own copy
+                seen.add(path.resolve())
+                listing.append((number, path))
+    label_of = {s.path: dataset.classes.index(s.label) for s in dataset.samples}
+    logger.info("embedding %d images of %s and %d of the compared splits", len(dataset.samples), cfg.data,
+                len(listing) - len(dataset.samples))
+    embedded = embed_images(cfg.model, [p for _, p in listing], runtime=cfg.runtime, batch_size=cfg.batch_size,
+                            progress=progress)
+    split_of = {p: s for s, p in listing}
+    kept = list(embedded.paths)
+    in_data = np.asarray([split_of[p] == 0 for p in kept], dtype=bool)
+    x_all = embedded.normalised
+    x = x_all[in_data]
+    data_paths = [p for p, d in zip(kept, in_data, strict=True) if d]
+    labels = np.asarray([label_of[p] for p in data_paths], dtype=np.int64)
+    rel = {p: (_relative(p, base) if split_of[p] == 0 else str(p)) for p in kept}
+
+    probs, k = out_of_sample_probs(x, labels, len(dataset.classes), cfg.folds, cfg.seed)
+    accuracy = float((probs.argmax(axis=1) == labels).mean())
+    fixes: list[Fix] = []
+    suggested = suggested_labels(labels, probs)
+    for i in find_label_errors(labels, probs):
+        fixes.append(Fix(rel[data_paths[i]], dataset.classes[labels[i]], dataset.classes[suggested[i]], LABEL,
+                         float(1.0 - probs[i, labels[i]])))
+
+    hashes = [sha256_of(p) for p in kept]
+    duplicates: list[Duplicate] = []
+    for i, j, cosine in find_duplicates(x_all, hashes, cfg.duplicate_cosine):
+        exact = hashes[i] == hashes[j]
+        a, b = kept[i], kept[j]
+        if split_of[a] == 0 and split_of[b] != 0:  # flag the dataset's copy: that is the one a correction can drop
+            a, b = b, a
+        duplicates.append(Duplicate(rel[b], split_names[split_of[b]], rel[a], split_names[split_of[a]],
+                                    float(cosine), exact))
+        if split_of[b] == 0:
+            fixes.append(Fix(rel[b], dataset.classes[label_of[b]], "", EXACT_DUPLICATE if exact else NEAR_DUPLICATE,
+                             float(cosine)))
+
+    distances, outlying = find_outliers(x, cfg.neighbours, cfg.outlier_iqr)
+    for i in np.flatnonzero(outlying):
+        fixes.append(Fix(rel[data_paths[i]], dataset.classes[labels[i]], "", OUTLIER, float(distances[i])))
+    detector = embedded.info.unknown
+    if embedded.ood_scores is not None and detector is not None:
+        scores = embedded.ood_scores[in_data]
+        for i in np.flatnonzero(scores > detector.threshold):
+            fixes.append(Fix(rel[data_paths[i]], dataset.classes[labels[i]], "", UNKNOWN, float(scores[i])))
+
+    ordered = tuple(sort_fixes(fixes))
+    counts = {issue: sum(f.issue == issue for f in ordered) for issue in ISSUES}
+    not_decoded = tuple((str(p), reason) for p, reason in embedded.failed)
+    result = AuditResult(len(data_paths), not_decoded, dataset.classes, k, accuracy, ordered, tuple(duplicates),
+                         counts)
+    has_unknown = embedded.ood_scores is not None and detector is not None
+    files = _write(cfg, result, data_paths, labels, probs, rel, base, has_unknown)
+    return replace(result, files=files)
+
+
+def _write(cfg: AuditConfig, result: AuditResult, paths: list[Path], labels: np.ndarray, probs: np.ndarray,
+           rel: dict[Path, str], base: Path, has_unknown: bool) -> dict[str, Path]:
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    files = {"fix_list": write_fix_list(out / FIX_LIST, result.fixes)}
+    with atomic_write(out / DUPLICATES, newline="", errors="surrogateescape") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "split", "copy_of", "copy_of_split", "cosine", "exact"])
+        for d in result.duplicates:
+            writer.writerow([d.path, d.split, d.original, d.original_split, f"{d.cosine:.6f}",
+                             "true" if d.exact else "false"])
+    files["duplicates"] = out / DUPLICATES
+    with atomic_write(out / PROBABILITIES, newline="", errors="surrogateescape") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "given_label", *(f"prob_{c}" for c in result.classes)])
+        for path, label, row in zip(paths, labels, probs, strict=True):
+            writer.writerow([rel[path], result.classes[label], *(f"{p:.6f}" for p in row)])
+    files["probabilities"] = out / PROBABILITIES
+    summary = {
+        "data": str(cfg.data), "model": str(cfg.model), "splits": [str(s) for s in cfg.splits],
+        "images": result.images, "not_decoded": len(result.not_decoded), "classes": list(result.classes),
+        "method": "linear head on embeddings, stratified K-fold cross_val_predict", "folds": result.folds,
+        "out_of_sample_accuracy": result.out_of_sample_accuracy, "flagged": result.counts,
+        "duplicates": len(result.duplicates), "unknown_detector": has_unknown,
+        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()
+                     if k not in ("data", "model", "out", "splits")},
+    }
+    write_json(out / SUMMARY, summary)
+    files["summary"] = out / SUMMARY
+    if cfg.report:
+        from garmentcv.curate.report import write_audit_report
+
+        files["report"] = write_audit_report(out / REPORT, result, base, has_unknown)
+    return files

@@ -1,0 +1,341 @@
+"""``gcv data label-next``: the unlabelled images whose labels would teach the model most, and Label Studio files
+(numpy; no torch).
+
+Each pool image gets an uncertainty in 0..1 (:func:`uncertainty`): the mean of ``1 - margin`` (top probability
+minus the second), the entropy over ``log C``, and, when the model file has them, the prediction set's size over
+``C`` and the rank of the unknown score. The choice (:func:`choose`) is k-center greedy on the normalised embeddings
+(Sener & Savarese 2018, "Active learning for convolutional neural networks: a core-set approach") weighted by that
+uncertainty: each step takes the image with the largest ``uncertainty * distance to the nearest chosen or labelled
+image`` (cosine distance), so picks are uncertain and spread over the embedding space. An image at least
+``duplicate_cosine`` similar to a chosen or labelled one is never chosen, so no two picks are near-duplicates.
+Ties are broken by a seeded permutation: the same inputs and seed give the same picks.
+
+Label Studio: :func:`write_label_studio_tasks` writes an import file (a JSON list of tasks whose ``data.image`` is
+the image's URL, with the model's guess as a prediction) and a labelling config for the classes;
+:func:`label_studio_to_manifest` reads Label Studio's JSON export back as a ``path,label`` manifest, the csv
+layout of :mod:`garmentcv.data.layouts` that gcv train reads.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import unquote
+
+import numpy as np
+
+from garmentcv.curate.embed import embed_images
+from garmentcv.data.layouts import CLASS_NAME_PATTERN, MANIFEST_ENCODING, load_dataset, scan_images
+from garmentcv.errors import DatasetError
+from garmentcv.fsutil import atomic_write
+
+logger = logging.getLogger(__name__)
+
+#: Files ``gcv data label-next`` writes in its ``--out`` folder.
+CHOICE = "label_next.csv"
+TASKS = "label_studio_tasks.json"
+LABEL_CONFIG = "label_studio_config.xml"
+
+#: The columns of :data:`CHOICE`, in this order.
+CHOICE_COLUMNS: tuple[str, ...] = ("rank", "path", "score", "uncertainty", "distance", "predicted", "confidence",
+                                   "margin", "entropy", "set_size", "ood_score")
+
+#: Label Studio serves files of its local storage under this URL, the path relative to its document root after it.
+DEFAULT_URL_PREFIX = "/data/local-files/?d="
+
+
+@dataclass(frozen=True)
+class LabelNextConfig:
+    """Settings of :func:`label_next`.
+
+    Attributes:
+        pool: the folder of unlabelled images (searched recursively).
+        model: a GarmentCV ONNX file exported with ``--embedding``.
+        n: how many images to choose.
+        out: the folder :data:`CHOICE`, :data:`TASKS` and :data:`LABEL_CONFIG` are written to (created).
+        labelled: a labelled dataset already in hand (any layout): picks keep away from it, and never copy it.
+        seed: the seed of the tie-breaking permutation.
+        duplicate_cosine: images at least this cosine-similar are near-duplicates; never two among the picks.
+        url_prefix: what goes before an image's path (relative to ``pool``) in the tasks' URLs.
+        runtime: ``auto``, ``onnxruntime`` or ``openvino``.
+        batch_size: images per model run.
+    """
+
+    pool: Path
+    model: Path
+    n: int
+    out: Path
+    labelled: Path | None = None
+    seed: int = 0
+    duplicate_cosine: float = 0.95
+    url_prefix: str = DEFAULT_URL_PREFIX
+    runtime: str = "auto"
+    batch_size: int = 32
+
+    def __post_init__(self) -> None:
+        if self.n < 1:
+            raise ValueError(f"n must be at least 1, got {self.n}")
+        if not 0.0 < self.duplicate_cosine <= 1.0:
+            raise ValueError(f"duplicate_cosine must be in (0, 1], got {self.duplicate_cosine}")
+
+
+@dataclass(frozen=True)
+class Pick:
+    """One chosen image: its path relative to the pool, the combined ``score``, its ``uncertainty`` and
+    ``distance`` to the nearest chosen-before or labelled image, and the model's guess."""
+
+    rank: int
+    path: str
+    score: float
+    uncertainty: float
+    distance: float
+    predicted: str
+    confidence: float
+    margin: float
+    entropy: float
+    set_size: int | None = None
+    ood_score: float | None = None
+
+
+@dataclass(frozen=True)
+class LabelNextResult:
+    """The picks, in order, the pool's size and the files written."""
+
+    picks: tuple[Pick, ...]
+    pool_images: int
+    files: dict[str, Path] = field(default_factory=dict)
+
+
+def uncertainty(probs: np.ndarray, set_sizes: np.ndarray | None = None,
+                ood_scores: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Uncertainty measures of each row of ``probs`` ``(N, C)``, each in 0..1 (1 = most uncertain).
+
+    Returns:
+        ``margin`` (top minus second probability), ``entropy`` (natural log, over ``log C``), and ``combined``:
+        the mean of ``1 - margin``, ``entropy``, ``set_sizes / C`` (when given) and the rank of ``ood_scores``
+        scaled to 0..1 (when given).
+    """
+    probs = np.asarray(probs, dtype=np.float64)
+    n, c = probs.shape
+    top2 = -np.sort(-probs, axis=1)[:, :2] if c > 1 else np.hstack([probs, np.zeros((n, 1))])
+    margin = top2[:, 0] - top2[:, 1]
+    entropy = -(probs * np.log(np.clip(probs, 1e-12, 1.0))).sum(axis=1) / np.log(max(c, 2))
+    parts = [1.0 - margin, entropy]
+    if set_sizes is not None:
+        parts.append(np.asarray(set_sizes, dtype=np.float64) / c)
+    if ood_scores is not None and n > 1:
+        order = np.argsort(np.argsort(np.asarray(ood_scores, dtype=np.float64), kind="stable"), kind="stable")
+        parts.append(order / (n - 1))
+    return {"margin": margin, "entropy": entropy, "combined": np.mean(parts, axis=0)}
+
+
+def choose(normalised: np.ndarray, scores: np.ndarray, n: int, labelled: np.ndarray | None = None,
+           duplicate_cosine: float = 0.95, seed: int = 0) -> list[tuple[int, float]]:
+    """Uncertainty-weighted k-center greedy (Sener & Savarese 2018) without near-duplicates.
+
+    Args:
+        normalised: ``(N, D)`` unit-norm embeddings of the pool.
+        scores: ``(N,)`` uncertainties in 0..1.
+        n: how many to choose (fewer when the pool runs out of images that are not near-duplicates).
+        labelled: ``(M, D)`` unit-norm embeddings of images already labelled, or ``None``.
+        duplicate_cosine: an image at least this similar to a chosen or labelled one is not eligible.
+        seed: ties are broken by a permutation drawn with this seed.
+
+    Returns:
+        ``(index, distance)`` of each pick in order; ``distance`` is the cosine distance to the nearest earlier pick
+        or labelled image at the time of the pick (1.0 for a first pick without labelled images).
+    """
+    x = np.asarray(normalised, dtype=np.float32)
+    count = len(x)
+    nearest = np.ones(count, dtype=np.float64)  # cosine distance to the nearest centre; 1.0 before any centre
+    eligible = np.ones(count, dtype=bool)
+    limit = 1.0 - duplicate_cosine + 1e-6
+    if labelled is not None and len(labelled):
+        for start in range(0, len(labelled), 4096):
+            sims = x @ np.asarray(labelled[start:start + 4096], dtype=np.float32).T
+            nearest = np.minimum(nearest, 1.0 - sims.max(axis=1))
+        eligible &= nearest > limit
+    tie = np.random.default_rng(seed).permutation(count)  # lower value wins a tie
+    weights = np.asarray(scores, dtype=np.float64)
+    picks: list[tuple[int, float]] = []
+    while len(picks) < n and eligible.any():
+        gain = np.where(eligible, weights * np.maximum(nearest, 0.0), -np.inf)
+        best = gain.max()
+        candidates = np.flatnonzero(gain == best)
+        index = int(candidates[np.argmin(tie[candidates])])
+        picks.append((index, float(nearest[index])))
+        distance = 1.0 - x @ x[index]
+        nearest = np.minimum(nearest, distance)
+        eligible &= nearest > limit
+        eligible[index] = False
+    return picks
+
+
+def label_next(cfg: LabelNextConfig, progress: Callable[[int], None] | None = None) -> LabelNextResult:
+    """Choose ``cfg.n`` images of ``cfg.pool`` to label next and write the choice and the Label Studio files.
+
+    Raises:
+        DatasetError: the pool has no image that decodes, or the labelled dataset cannot be read.
+        NoEmbeddingError: the model file has no ``embedding`` output.
+        ModelFileError, RuntimeUnavailableError: the model file cannot be opened.
+    """
+    pool = Path(cfg.pool)
+    paths = list(scan_images(pool))
+    embedded = embed_images(cfg.model, paths, runtime=cfg.runtime, batch_size=cfg.batch_size, progress=progress)
+    if not embedded.paths:
+        raise DatasetError(f"{pool}: no image could be decoded; give a folder of images")
+    known = None
+    if cfg.labelled is not None:
+        dataset = load_dataset(cfg.labelled)
+        known = embed_images(cfg.model, [s.path for s in dataset.samples], runtime=cfg.runtime,
+                             batch_size=cfg.batch_size).normalised
+    info = embedded.info
+    sets = None
+    if info.conformal is not None:
+        sets = np.asarray([len(s) for s in info.conformal.sets(embedded.probs)])
+    measures = uncertainty(embedded.probs, sets, embedded.ood_scores)
+    chosen = choose(embedded.normalised, measures["combined"], cfg.n, known, cfg.duplicate_cosine, cfg.seed)
+    picks = []
+    for rank, (i, distance) in enumerate(chosen, start=1):
+        top = int(embedded.probs[i].argmax())
+        picks.append(Pick(
+            rank, embedded.paths[i].relative_to(pool).as_posix(), float(measures["combined"][i] * distance),
+            float(measures["combined"][i]), distance, info.classes[top], float(embedded.probs[i, top]),
+            float(measures["margin"][i]), float(measures["entropy"][i]),
+            None if sets is None else int(sets[i]),
+            None if embedded.ood_scores is None else float(embedded.ood_scores[i]),
+        ))
+    if len(picks) < cfg.n:
+        logger.warning("%s: only %d images are not near-duplicates of each other or of the labelled set; chose %d",
+                       pool, len(picks), len(picks))
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    files = {"choice": write_choice(out / CHOICE, picks),
+             "tasks": write_label_studio_tasks(out / TASKS, picks, cfg.url_prefix),
+             "config": write_label_config(out / LABEL_CONFIG, info.classes)}
+    return LabelNextResult(tuple(picks), len(embedded.paths), files)
+
+
+def _number(value: float | int | None) -> str:
+    if value is None:
+        return ""
+    return str(value) if isinstance(value, int) else f"{value:.6f}"
+
+
+def write_choice(path: Path, picks: Sequence[Pick]) -> Path:
+    """Write the picks as a CSV with :data:`CHOICE_COLUMNS` (empty ``set_size``/``ood_score`` without them)."""
+    with atomic_write(path, newline="", errors="surrogateescape") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(CHOICE_COLUMNS)
+        for p in picks:
+            writer.writerow([p.rank, p.path, _number(p.score), _number(p.uncertainty), _number(p.distance), p.predicted,
+                             _number(p.confidence), _number(p.margin), _number(p.entropy), _number(p.set_size),
+                             _number(p.ood_score)])
+    return path
+
+
+def write_label_studio_tasks(path: Path, picks: Sequence[Pick], url_prefix: str = DEFAULT_URL_PREFIX) -> Path:
+    """Write a Label Studio import file: one task per pick, in rank order.
+
+    Each task is ``{"data": {"image": url_prefix + path, "gcv_path": path}, "predictions": [...]}``, the prediction
+    being the model's guess as a ``choices`` result of :func:`write_label_config`'s config (``from_name``
+    ``label``, ``to_name`` ``image``) with its confidence as the score.
+    """
+    tasks = [{
+        "data": {"image": url_prefix + p.path, "gcv_path": p.path, "gcv_rank": p.rank},
+        "predictions": [{"model_version": "garmentcv", "score": round(p.confidence, 6), "result": [
+            {"from_name": "label", "to_name": "image", "type": "choices", "value": {"choices": [p.predicted]}}]}],
+    } for p in picks]
+    with atomic_write(path, errors="surrogateescape") as handle:
+        json.dump(tasks, handle, ensure_ascii=False, indent=1)
+    return path
+
+
+def write_label_config(path: Path, classes: Sequence[str]) -> Path:
+    """Write the Label Studio labelling config: an image and one choice per class (single choice)."""
+    from xml.sax.saxutils import quoteattr
+
+    choices = "\n".join(f"    <Choice value={quoteattr(c)}/>" for c in classes)
+    with atomic_write(path) as handle:
+        handle.write(f'<View>\n  <Image name="image" value="$image"/>\n  <Choices name="label" toName="image" '
+                     f'choice="single" showInline="true">\n{choices}\n  </Choices>\n</View>\n')
+    return path
+
+
+def _task_path(task: dict, url_prefix: str) -> str | None:
+    data = task.get("data") or {}
+    if data.get("gcv_path"):
+        return str(data["gcv_path"])
+    image = str(data.get("image") or "")
+    if image.startswith(url_prefix):
+        return unquote(image[len(url_prefix):])
+    return None
+
+
+def _task_label(task: dict) -> str | None:
+    for annotation in reversed(task.get("annotations") or []):  # the latest annotation wins
+        if annotation.get("was_cancelled"):
+            continue
+        for result in annotation.get("result") or []:
+            choices = (result.get("value") or {}).get("choices")
+            if result.get("type") == "choices" and choices:
+                return str(choices[0])
+    return None
+
+
+@dataclass(frozen=True)
+class ManifestSummary:
+    """What :func:`label_studio_to_manifest` wrote: rows, and tasks left out (no annotation, cancelled or a path
+    it could not find)."""
+
+    rows: int
+    unlabelled: int
+    unmatched: int
+
+
+def label_studio_to_manifest(export: Path, pool: Path, out: Path,
+                             url_prefix: str = DEFAULT_URL_PREFIX) -> ManifestSummary:
+    """Read a Label Studio JSON export of tasks made by :func:`write_label_studio_tasks` and write a ``path,label``
+    manifest (gcv's csv layout; paths relative to the manifest's folder) of the annotated ones.
+
+    A task's image is its ``data.gcv_path`` (relative to ``pool``), or its ``data.image`` URL after ``url_prefix``.
+    Its label is the first choice of its latest annotation that was not cancelled; a task without one is left
+    out and counted.
+
+    Raises:
+        DatasetError: the export is not a JSON list of tasks, or a label is not a valid class name.
+    """
+    try:
+        tasks = json.loads(Path(export).read_text(**MANIFEST_ENCODING))
+    except (OSError, ValueError) as exc:
+        raise DatasetError(f"{export}: cannot read a Label Studio JSON export ({exc}); export the project as "
+                           "JSON") from exc
+    if not isinstance(tasks, list):
+        raise DatasetError(f"{export}: expected a JSON list of tasks (Label Studio's JSON export)")
+    out = Path(out)
+    base = out.parent.resolve()
+    rows: list[tuple[str, str]] = []
+    unlabelled = unmatched = 0
+    for task in tasks:
+        relative, label = _task_path(task, url_prefix), _task_label(task)
+        if label is None:
+            unlabelled += 1
+            continue
+        if relative is None or not (Path(pool) / relative).is_file():
+            unmatched += 1
+            logger.warning("%s: task %s names no image of %s; left out", export, task.get("id", "?"), pool)
+            continue
+        if not CLASS_NAME_PATTERN.match(label):
+            raise DatasetError(f"{export}: task {task.get('id', '?')} has label {label!r}, not a class name; fix "
+                               "the labelling config's choices")
+        rows.append((Path(os.path.relpath((Path(pool) / relative).resolve(), base)).as_posix(), label))
+    with atomic_write(out, newline="", errors="surrogateescape") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "label"])
+        writer.writerows(rows)
+    return ManifestSummary(len(rows), unlabelled, unmatched)

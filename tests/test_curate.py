@@ -1,0 +1,270 @@
+"""gcv data audit, the fix list's round trip into gcv train --corrections, gcv data label-next and the Label Studio
+files, end to end on a tiny random-init resnet18 at 32 px with the embedding output and generated two-colour
+images."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from garmentcv.curate.audit import find_duplicates, find_outliers
+from garmentcv.curate.embed import embed_images
+from garmentcv.curate.fixes import FIX_COLUMNS, Fix, fixes_to_corrections
+from garmentcv.curate.label_next import (
+    CHOICE_COLUMNS,
+    Pick,
+    choose,
+    label_studio_to_manifest,
+    write_label_studio_tasks,
+)
+from garmentcv.data.cli import main as data_main
+from garmentcv.data.corrections import DROP, RELABEL, Correction, apply_corrections, read_corrections
+from garmentcv.data.layouts import Layout, load_dataset
+from tests.curate_fixtures import CLASS_COLOURS, build_embedding_model, colour_image, set_unknown_threshold
+
+PER_CLASS = 30
+#: Images given the other class's label: (class index, image number).
+FLIPPED = ((0, 3), (0, 7), (1, 2), (1, 5))
+
+
+def _name(c: int, i: int) -> str:
+    names = list(CLASS_COLOURS)
+    label = names[1 - c] if (c, i) in FLIPPED else names[c]
+    return f"{c}{i:03d}_{label}.png"
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The graph gcv export --embedding writes (WithEmbedding: logits and the head's input) and its metadata, from a
+    random-init resnet18 at 32 px whose BatchNorm statistics come from the two classes' colours."""
+    return build_embedding_model(tmp_path_factory.mktemp("curate-model") / "model.onnx")
+
+
+@pytest.fixture(scope="module")
+def audited(tmp_path_factory: pytest.TempPathFactory, model: Path) -> tuple[Path, Path, Path]:
+    """A lamoda-layout set of 2 x 30 images with 4 planted flips, an exact copy and a resized copy; a test split
+    holding an exact copy of a training image; the audit run through the CLI. Returns (data, test split, out)."""
+    root = tmp_path_factory.mktemp("curate-audit")
+    data = root / "data"
+    for c, colour in enumerate(CLASS_COLOURS.values()):
+        for i in range(PER_CLASS):
+            colour_image(data / _name(c, i), colour, seed=100 * c + i)
+    shutil.copy(data / _name(0, 5), data / "9000_bluzy.png")  # exact copy, same label
+    Image.open(data / _name(1, 10)).resize((56, 72)).save(data / "9001_bryuki.png")  # resized copy
+    test = root / "test"
+    test.mkdir()
+    shutil.copy(data / _name(0, 12), test / "t1.png")  # a training image leaked into the test split
+    colour_image(test / "t2.png", list(CLASS_COLOURS.values())[1], seed=777)
+    out = root / "audit"
+    done = CliRunner().invoke(data_main, ["audit", str(data), "--model", str(model), "--out", str(out),
+                                          "--split", str(test), "-q"])
+    assert done.exit_code == 0, done.output
+    return data, test, out
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_audit_flags_exactly_the_planted_label_flips_with_the_true_class_suggested(audited) -> None:
+    _, _, out = audited
+    found = {(r["path"], r["given_label"], r["suggested_label"]) for r in _rows(out / "fix_list.csv")
+             if r["issue"] == "label"}
+    names = list(CLASS_COLOURS)
+    assert found == {(_name(c, i), names[1 - c], names[c]) for c, i in FLIPPED}
+
+
+def test_audit_finds_exact_and_resized_copies_within_and_across_splits(audited) -> None:
+    _, test, out = audited
+    fixes = {(r["path"], r["issue"]) for r in _rows(out / "fix_list.csv") if r["issue"].endswith("duplicate")}
+    assert fixes == {("9000_bluzy.png", "exact_duplicate"), (_name(0, 12), "exact_duplicate"),
+                     ("9001_bryuki.png", "near_duplicate")}
+    copies = {(r["path"], r["split"], r["copy_of"], r["copy_of_split"], r["exact"])
+              for r in _rows(out / "duplicates.csv")}
+    assert copies == {("9000_bluzy.png", "data", _name(0, 5), "data", "true"),
+                      ("9001_bryuki.png", "data", _name(1, 10), "data", "false"),
+                      (_name(0, 12), "data", str(test / "t1.png"), "test", "true")}
+    near = next(r for r in _rows(out / "fix_list.csv") if r["issue"] == "near_duplicate")
+    assert 0.95 <= float(near["score"]) < 1.0
+
+
+def test_fix_list_has_exactly_its_columns_in_order_and_rows_by_issue_then_score(audited) -> None:
+    _, _, out = audited
+    lines = (out / "fix_list.csv").read_text(encoding="utf-8").splitlines()
+    assert lines[0] == "path,given_label,suggested_label,issue,score" == ",".join(FIX_COLUMNS)
+    rows = _rows(out / "fix_list.csv")
+    order = ["label", "exact_duplicate", "near_duplicate", "unknown", "outlier"]
+    keys = [(order.index(r["issue"]), -float(r["score"]), r["path"]) for r in rows]
+    assert keys == sorted(keys)
+    assert all(len(r["score"].split(".")[1]) == 6 for r in rows)
+    summary = json.loads((out / "audit.json").read_text(encoding="utf-8"))
+    assert summary["images"] == 2 * PER_CLASS + 2 and summary["folds"] == 5
+    assert summary["flagged"]["label"] == 4 and summary["unknown_detector"] is False
+
+
+def test_fix_list_round_trips_into_the_corrections_gcv_train_applies(audited, tmp_path: Path) -> None:
+    data, _, out = audited
+    corrections = tmp_path / "corrections.csv"
+    done = CliRunner().invoke(data_main, ["corrections", str(out / "fix_list.csv"), "--out", str(corrections)])
+    assert done.exit_code == 0, done.output
+    dataset, applied = apply_corrections(load_dataset(data), read_corrections(corrections))
+    names = list(CLASS_COLOURS)
+    assert {(p.name, old, new) for p, old, new in applied.relabelled} == {
+        (_name(c, i), names[1 - c], names[c]) for c, i in FLIPPED}
+    assert {p.name for p in applied.dropped} == {"9000_bluzy.png", "9001_bryuki.png", _name(0, 12)}
+    assert len(dataset.samples) == 2 * PER_CLASS + 2 - 3
+
+
+def test_a_relabelled_duplicate_is_dropped_and_outliers_only_when_asked() -> None:
+    fixes = [Fix("a.png", "x", "y", "label", 0.9), Fix("a.png", "x", "", "near_duplicate", 0.97),
+             Fix("b.png", "x", "y", "label", 0.8), Fix("c.png", "x", "", "outlier", 0.5)]
+    assert fixes_to_corrections(fixes) == [Correction("a.png", "", DROP), Correction("b.png", "y", RELABEL)]
+    assert fixes_to_corrections(fixes, ["outlier"]) == [Correction("c.png", "", DROP)]
+
+
+def test_audit_page_has_a_gallery_per_issue_and_loads_in_chromium(audited) -> None:
+    from tests.test_report_browser import _check, _chromium
+
+    _, _, out = audited
+    dom, _ = _chromium(out / "audit.html")
+    for ident in ("summary", "issue-label", "issue-exact-duplicate", "issue-near-duplicate", "issue-unknown",
+                  "issue-outlier"):
+        assert f'id="{ident}"' in dom, ident
+    assert "the model file has no unknown-item detector" in dom
+    shown = len(_rows(out / "fix_list.csv"))
+    assert _check(out / "audit.html") == f"images={shown} broken=0 dangling=0"
+
+
+def test_audit_flags_exactly_the_images_above_the_unknown_detectors_threshold(audited, tmp_path: Path) -> None:
+    data, _, _ = audited
+    model = build_embedding_model(tmp_path / "with-detector.onnx", unknown_threshold=0.0)
+    paths = sorted(p for p in data.iterdir())
+    scores = embed_images(model, paths).ood_scores
+    threshold = float(np.median(scores))
+    set_unknown_threshold(model, threshold)
+    out = tmp_path / "audit"
+    done = CliRunner().invoke(data_main, ["audit", str(data), "--model", str(model), "--out", str(out), "-q",
+                                          "--no-report"])
+    assert done.exit_code == 0, done.output
+    unknown = {r["path"]: float(r["score"]) for r in _rows(out / "fix_list.csv") if r["issue"] == "unknown"}
+    expected = {p.name: float(s) for p, s in zip(paths, scores, strict=True) if s > threshold}
+    assert unknown.keys() == expected.keys() and 0 < len(expected) < len(paths)
+    assert all(abs(unknown[k] - expected[k]) <= 1e-6 for k in expected)
+    assert json.loads((out / "audit.json").read_text(encoding="utf-8"))["unknown_detector"] is True
+    assert not (out / "audit.html").exists()
+
+
+def test_audit_runs_on_a_file_gcv_export_writes_with_embedding_in_the_uint8_format(audited, tmp_path: Path) -> None:
+    from garmentcv.export.exporter import ExportConfig, export_checkpoint
+    from tests.test_export import make_run
+
+    data, test, _ = audited
+    cfg = ExportConfig(checkpoint=make_run(tmp_path / "run", "resnet18"), out=tmp_path / "model.onnx",
+                       embedding=True, coverage=None)
+    model = export_checkpoint(cfg, progress=False).out
+    out = tmp_path / "audit"
+    done = CliRunner().invoke(data_main, ["audit", str(data), "--model", str(model), "--out", str(out), "-q",
+                                          "--split", str(test), "--no-report"])
+    assert done.exit_code == 0, done.output
+    exact = {r["path"] for r in _rows(out / "fix_list.csv") if r["issue"] == "exact_duplicate"}
+    assert exact == {"9000_bluzy.png", _name(0, 12)}
+    summary = json.loads((out / "audit.json").read_text(encoding="utf-8"))
+    assert summary["images"] == 2 * PER_CLASS + 2 and summary["out_of_sample_accuracy"] > 0.8
+
+
+def test_duplicates_pair_each_copy_with_its_most_similar_earlier_image() -> None:
+    x = np.asarray([[1, 0, 0], [0, 1, 0], [0.999, 0.04, 0], [0, 0, 1]], dtype=np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    assert [(i, j) for i, j, _ in find_duplicates(x, ["a", "b", "c", "b"], 0.95)] == [(0, 2), (1, 3)]
+
+
+def test_outliers_lie_beyond_the_far_out_fence() -> None:
+    rng = np.random.default_rng(0)
+    axes = np.eye(16)
+    x = np.vstack([axes[0] + rng.normal(0, 0.05, (30, 16)), axes[1:2]]).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    _, outlying = find_outliers(x, 5, 3.0)
+    assert np.flatnonzero(outlying).tolist() == [30]
+
+
+def test_k_center_takes_one_image_per_cluster_before_a_second_and_skips_near_duplicates() -> None:
+    centres = np.eye(4, dtype=np.float32)
+    rng = np.random.default_rng(1)
+    x = np.vstack([c + rng.normal(0, 0.1, (5, 4)) for c in centres]).astype(np.float32)
+    x = np.vstack([x, x[:1]])  # index 20: an exact copy of image 0
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    picks = choose(x, np.ones(len(x)), 4, seed=0)
+    assert sorted(i // 5 for i, _ in picks) == [0, 1, 2, 3]
+    everything = [i for i, _ in choose(x, np.ones(len(x)), len(x), duplicate_cosine=0.999, seed=0)]
+    assert not ({0, 20} <= set(everything)) and len(everything) == 20
+    assert choose(x, np.ones(len(x)), 6, seed=3) == choose(x, np.ones(len(x)), 6, seed=3)
+    labelled = x[:5]  # the first cluster is labelled: its images come last
+    assert all(i >= 5 for i, _ in choose(x, np.ones(len(x)), 3, labelled=labelled, seed=0))
+
+
+def test_label_next_is_deterministic_for_a_seed_and_never_picks_two_near_duplicates(model: Path,
+                                                                                    tmp_path: Path) -> None:
+    pool = tmp_path / "pool"
+    for c, colour in enumerate(CLASS_COLOURS.values()):
+        for i in range(8):
+            colour_image(pool / f"p{c}{i}.png", colour, seed=500 + 10 * c + i)
+    shutil.copy(pool / "p00.png", pool / "copy.png")
+    Image.open(pool / "p13.png").resize((56, 72)).save(pool / "resized.png")
+    runs = []
+    for name in ("a", "b"):
+        done = CliRunner().invoke(data_main, ["label-next", str(pool), "--model", str(model), "-n", "17",
+                                              "--out", str(tmp_path / name), "--seed", "4", "-q"])
+        assert done.exit_code == 0, done.output
+        runs.append((tmp_path / name / "label_next.csv").read_text(encoding="utf-8"))
+    assert runs[0] == runs[1]
+    rows = list(csv.DictReader(runs[0].splitlines()))
+    assert runs[0].splitlines()[0] == ",".join(CHOICE_COLUMNS)
+    chosen = [r["path"] for r in rows]
+    assert len(chosen) == len(set(chosen)) == 16  # 18 images, two of them copies: at most 16 picks
+    assert not {"p00.png", "copy.png"} <= set(chosen) and not {"p13.png", "resized.png"} <= set(chosen)
+    x = embed_images(model, [pool / p for p in chosen]).normalised
+    similar = x @ x.T
+    np.fill_diagonal(similar, 0)
+    assert similar.max() < 0.95
+    tasks = json.loads((tmp_path / "a" / "label_studio_tasks.json").read_text(encoding="utf-8"))
+    assert [t["data"]["image"] for t in tasks] == [f"/data/local-files/?d={p}" for p in chosen]
+
+
+def test_label_studio_export_reads_back_as_a_manifest_gcv_train_loads(tmp_path: Path) -> None:
+    pool = tmp_path / "pool"
+    for i, name in enumerate(["a.png", "sub/b c.png", "d.png", "e.png"]):
+        colour_image(pool / name, (200, 40, 40), seed=i)
+    picks = [Pick(i + 1, name, 0.5, 0.5, 1.0, "bluzy", 0.6, 0.2, 0.9)
+             for i, name in enumerate(["a.png", "sub/b c.png", "d.png", "e.png"])]
+    tasks_file = write_label_studio_tasks(tmp_path / "tasks.json", picks)
+    tasks = json.loads(tasks_file.read_text(encoding="utf-8"))
+    assert tasks[1]["data"]["image"] == "/data/local-files/?d=sub/b c.png"
+    assert tasks[0]["predictions"][0]["result"][0]["value"] == {"choices": ["bluzy"]}
+    exported = []  # what Label Studio's JSON export gives: ids, annotations, the task data kept
+    for i, task in enumerate(tasks):
+        annotations = [{"was_cancelled": False, "result": [{"type": "choices", "from_name": "label",
+                                                            "to_name": "image", "value": {"choices": [label]}}]}
+                       for label in [["bluzy"], ["bluzy", "bryuki"], [], ["bluzy"]][i]]
+        if i == 3:
+            annotations[0]["was_cancelled"] = True
+        data = {"image": task["data"]["image"]} if i == 1 else task["data"]  # a task without gcv_path: the URL
+        exported.append({"id": i + 1, "data": data, "annotations": annotations})
+    export = tmp_path / "export.json"
+    export.write_text(json.dumps(exported), encoding="utf-8")
+    out = tmp_path / "labels" / "manifest.csv"
+    done = CliRunner().invoke(data_main, ["from-label-studio", str(export), "--pool", str(pool), "--out", str(out)])
+    assert done.exit_code == 0, done.output
+    assert out.read_text(encoding="utf-8").splitlines() == [
+        "path,label", "../pool/a.png,bluzy", "../pool/sub/b c.png,bryuki"]  # the latest annotation of b wins
+    summary = label_studio_to_manifest(export, pool, out)
+    assert (summary.rows, summary.unlabelled, summary.unmatched) == (2, 2, 0)
+    samples = load_dataset(out, Layout.CSV).samples
+    assert [(s.path.name, s.label) for s in samples] == [("a.png", "bluzy"), ("b c.png", "bryuki")]
