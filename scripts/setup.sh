@@ -29,8 +29,8 @@ echo "==> installing the Ray engine, object storage and parquet (garmentcv[ray,s
 .venv/bin/python -m pip install -q -c constraints.txt -e '.[ray,s3,parquet,cluster-test]'
 echo "==> installing garmentcv[openvino] (the second CPU runtime: --runtime openvino, gcv-export's bf16 check)"
 .venv/bin/python -m pip install -q -c constraints.txt -e '.[openvino]'
-echo "==> installing garmentcv[serve] (gcv serve: FastAPI, uvicorn, prometheus-client, python-multipart)"
-.venv/bin/python -m pip install -q -c constraints.txt -e '.[serve]'
+echo "==> installing garmentcv[serve,ray-serve] (gcv serve: FastAPI, uvicorn, prometheus-client, python-multipart; Ray Serve)"
+.venv/bin/python -m pip install -q -c constraints.txt -e '.[serve,ray-serve]'
 echo "==> installing garmentcv[docs] (MkDocs: the documentation site, built by the tests with --strict)"
 .venv/bin/python -m pip install -q -c constraints.txt -e '.[docs]'
 .venv/bin/python -c "import garmentcv, torch, torchvision, onnxruntime, openvino; print('garmentcv', garmentcv.__version__, '| torch', torch.__version__, '| torchvision', torchvision.__version__, '| onnxruntime', onnxruntime.__version__, '| openvino', openvino.__version__)"

@@ -85,11 +85,16 @@ def check_serve_settings(settings: ServeSettings) -> None:
         ServeUsageError: a host other than loopback without an API key; a key shorter than
             :data:`MIN_API_KEY_LENGTH`; a count, size or time below its minimum; ``max_queue`` below
             ``max_images`` (a full request could never fit); an unknown engine; ``models_dir`` not a folder; see
-            :func:`~garmentcv.serve.handler.check_handler_settings`.
+            :func:`~garmentcv.serve.handler.check_handler_settings`; ``replicas`` or ``ray_address`` with the local
+            engine, ``models_dir`` with Ray.
     """
     check_handler_settings(settings.handler)
     if settings.engine not in ENGINES:
         raise ServeUsageError(f"--engine {settings.engine!r}: choose one of {', '.join(ENGINES)}")
+    if settings.engine == "local" and (settings.replicas != 1 or settings.ray_address is not None):
+        raise ServeUsageError("--replicas and --address only go with --engine ray")
+    if settings.engine == "ray" and settings.models_dir is not None:
+        raise ServeUsageError("--models works with --engine local; a Ray Serve deployment serves one model file")
     if settings.api_key is not None and len(settings.api_key) < MIN_API_KEY_LENGTH:
         raise ServeUsageError(f"the API key has {len(settings.api_key)} characters; use at least "
                               f"{MIN_API_KEY_LENGTH} random ones (python -c 'import secrets; "

@@ -1,0 +1,124 @@
+"""``gcv serve --engine ray``: the same app and handler as a Ray Serve deployment, one model per replica.
+
+Each replica opens the model once (:func:`garmentcv.serve.handler.open_handler`, in the replica's constructor, so
+Ray counts it as started only when the model is open and warmed) and serves the app of
+:func:`garmentcv.serve.app.create_app` around it: the same routes, limits, API key, micro-batching and metrics (per
+replica). Ray Serve's HTTP proxy spreads requests over the replicas (``settings.replicas``, each reserving
+``settings.handler.threads`` CPUs, 1 when unset). docs/serve.md shows a cluster deployment and autoscaling.
+
+Ray is imported only when a deployment is built (``pip install 'garmentcv[ray-serve]'``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from garmentcv.installs import MissingRuntimeError
+from garmentcv.serve.settings import ServeSettings
+
+__all__ = ["APP_NAME", "RAY_SERVE_INSTALL", "build_deployment", "run_ray_app", "serve_ray"]
+
+logger = logging.getLogger(__name__)
+
+#: The Ray Serve application and deployment name.
+APP_NAME = "garmentcv"
+RAY_SERVE_INSTALL = "pip install 'garmentcv[ray-serve]'"
+
+
+def _import_serve() -> Any:
+    """``ray.serve``, or a :class:`MissingRuntimeError` naming the extra."""
+    try:
+        from ray import serve
+    except ImportError as exc:
+        raise MissingRuntimeError(f"--engine ray needs Ray Serve, which is not installed: {RAY_SERVE_INSTALL} "
+                                  "(or use the default --engine local)") from exc
+    return serve
+
+
+class GarmentCVReplica:
+    """One Ray Serve replica: the model opened in the constructor, the app built around it."""
+
+    def __init__(self, settings: ServeSettings) -> None:
+        from garmentcv.serve.handler import open_handler
+
+        self.settings = settings
+        self.handler = open_handler(settings.handler)
+
+    def __serve_build_asgi_app__(self) -> Any:
+        """The ASGI app Ray Serve runs in this replica (called after the constructor)."""
+        from garmentcv.serve.app import create_app
+
+        return create_app(self.settings, self.handler)
+
+
+def build_deployment(settings: ServeSettings) -> Any:
+    """The Ray Serve deployment of :class:`GarmentCVReplica` with ``settings.replicas`` replicas; bind it with
+    ``settings`` (``build_deployment(s).bind(s)``).
+
+    Each replica reserves ``settings.handler.threads`` CPUs (1 when unset) and takes at most ``settings.max_queue``
+    requests at once (Ray Serve's ``max_ongoing_requests``; beyond it the proxy queues them).
+
+    Raises:
+        MissingRuntimeError: Ray Serve is not installed.
+    """
+    serve = _import_serve()
+    ingress = serve.ingress()(GarmentCVReplica)
+    return serve.deployment(
+        ingress, name=APP_NAME, num_replicas=settings.replicas,
+        ray_actor_options={"num_cpus": settings.handler.threads or 1},
+        max_ongoing_requests=settings.max_queue, graceful_shutdown_timeout_s=settings.shutdown_timeout_s,
+    )
+
+
+def run_ray_app(settings: ServeSettings, ready_timeout_s: float = 300.0) -> None:
+    """Deploy the service on the Ray cluster this process is connected to (``ray.init`` first) and return once
+    every replica runs; Ray Serve's proxy listens on ``settings.host:settings.port``.
+
+    Raises:
+        MissingRuntimeError: Ray Serve is not installed.
+        RuntimeError: the application did not start within ``ready_timeout_s`` (the message has Ray's status).
+    """
+    serve = _import_serve()
+    serve.start(http_options={"host": settings.host, "port": settings.port})
+    serve.run(build_deployment(settings).bind(settings), name=APP_NAME, route_prefix="/", blocking=False)
+    deadline = time.monotonic() + ready_timeout_s
+    while True:
+        status = serve.status().applications[APP_NAME]
+        if str(status.status).endswith("RUNNING"):
+            return
+        if time.monotonic() > deadline or str(status.status).endswith(("DEPLOY_FAILED", "UNHEALTHY")):
+            raise RuntimeError(f"the Ray Serve application did not start: {status.status}: {status.message}")
+        time.sleep(0.5)
+
+
+def serve_ray(settings: ServeSettings) -> None:
+    """Serve on Ray until interrupted: join ``settings.ray_address`` (``None``: ``RAY_ADDRESS``, else start a local
+    Ray), deploy (:func:`run_ray_app`), wait for Ctrl-C or SIGTERM, then shut Ray Serve's application down.
+
+    Raises:
+        MissingRuntimeError: Ray Serve is not installed.
+        RuntimeError: the application did not start.
+    """
+    import signal
+    import threading
+
+    serve = _import_serve()
+    import ray
+
+    ray.init(address=settings.ray_address, logging_level="WARNING")
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        run_ray_app(settings)
+        logger.info("serving %s on http://%s:%d with %d Ray Serve replicas", settings.handler.model, settings.host,
+                    settings.port, settings.replicas)
+        while not stop.wait(1.0):
+            pass
+    except KeyboardInterrupt:
+        pass
+    finally:
+        serve.delete(APP_NAME)
+        serve.shutdown()
+        ray.shutdown()

@@ -1,0 +1,65 @@
+"""gcv serve --engine ray: the same app and handler as a Ray Serve deployment with 2 replicas on a local Ray."""
+
+from __future__ import annotations
+
+import concurrent.futures
+from pathlib import Path
+
+import httpx
+import pytest
+
+from garmentcv.serve.handler import HandlerSettings, ServeUsageError, open_handler
+from garmentcv.serve.ray_serve import APP_NAME, run_ray_app
+from garmentcv.serve.settings import ServeSettings, check_serve_settings
+
+from .conftest import COLOURS, write_image
+from .test_ray_engine import local_ray
+from .test_serve import KEY, assert_rows_match
+from .test_serve_server import free_port
+
+
+def test_two_ray_serve_replicas_answer_with_the_local_handlers_rows(onnx_model: Path, tmp_path: Path) -> None:
+    from ray import serve
+
+    images = {f"{i}.jpg": write_image(tmp_path / f"{i}.jpg", colour=COLOURS[i % 5], seed=i).read_bytes()
+              for i in range(8)}
+    handler = open_handler(HandlerSettings(model=onnx_model, provider="cpu", threads=1))
+    want = {name: handler.classify_bytes([(name, data)])[0] for name, data in images.items()}
+    port = free_port()
+    settings = ServeSettings(handler=HandlerSettings(model=onnx_model, provider="cpu", threads=1), port=port,
+                             host="0.0.0.0", api_key=KEY, engine="ray", replicas=2, decode_threads=1)
+    auth = {"Authorization": f"Bearer {KEY}", "Content-Type": "image/jpeg"}
+    with local_ray():
+        try:
+            run_ray_app(settings, ready_timeout_s=120)
+            deployment = serve.status().applications[APP_NAME].deployments[APP_NAME]
+            assert deployment.replica_states == {"RUNNING": 2}
+            url = f"http://127.0.0.1:{port}"
+            assert httpx.get(f"{url}/readyz", timeout=30).status_code == 200
+            assert httpx.post(f"{url}/v1/classify", content=images["0.jpg"], timeout=30,
+                              headers={"Content-Type": "image/jpeg"}).status_code == 401
+
+            def post(name: str) -> httpx.Response:
+                return httpx.post(f"{url}/v1/classify", params={"name": name}, content=images[name], headers=auth,
+                                  timeout=60)
+
+            with concurrent.futures.ThreadPoolExecutor(8) as pool:
+                answers = dict(zip(images, pool.map(post, images), strict=True))
+            for name, response in answers.items():
+                assert response.status_code == 200, response.text
+                assert_rows_match(response.json()["rows"], [want[name]])
+            multipart = httpx.post(f"{url}/v1/classify", headers={"Authorization": f"Bearer {KEY}"}, timeout=60,
+                                   files=[("image", (n, images[n], "image/jpeg")) for n in images])
+            assert_rows_match(multipart.json()["rows"], [want[n] for n in images])
+        finally:
+            serve.shutdown()
+
+
+@pytest.mark.parametrize(("changes", "message"), [
+    ({"replicas": 2}, "--replicas and --address only go with --engine ray"),
+    ({"ray_address": "auto"}, "--replicas and --address only go with --engine ray"),
+    ({"engine": "ray", "models_dir": Path(".")}, "--models works with --engine local"),
+])
+def test_ray_options_are_refused_where_they_do_not_apply(onnx_model: Path, changes: dict, message: str) -> None:
+    with pytest.raises(ServeUsageError, match=message):
+        check_serve_settings(ServeSettings(handler=HandlerSettings(model=onnx_model), **changes))
