@@ -63,3 +63,20 @@ def test_two_ray_serve_replicas_answer_with_the_local_handlers_rows(onnx_model: 
 def test_ray_options_are_refused_where_they_do_not_apply(onnx_model: Path, changes: dict, message: str) -> None:
     with pytest.raises(ServeUsageError, match=message):
         check_serve_settings(ServeSettings(handler=HandlerSettings(model=onnx_model), **changes))
+
+
+def test_build_app_makes_the_deployment_of_a_serve_config_file(onnx_model: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    from ray.serve import Application
+
+    from garmentcv.serve.ray_serve import build_app
+
+    monkeypatch.setenv("MY_KEY", KEY)
+    app = build_app({"model": str(onnx_model), "replicas": 2, "threads": 1, "max_wait_ms": 2, "max_image_mb": 1,
+                     "api_key_env": "MY_KEY"})
+    assert isinstance(app, Application)
+    with pytest.raises(ServeUsageError, match="unknown colour"):
+        build_app({"model": str(onnx_model), "colour": "red"})
+    with pytest.raises(ServeUsageError, match="accepts connections from other machines"):
+        build_app({"model": str(onnx_model)})  # the proxy binds 0.0.0.0 unless told otherwise: a key is required
+    assert isinstance(build_app({"model": str(onnx_model), "host": "127.0.0.1"}), Application)

@@ -12,13 +12,16 @@ Ray is imported only when a deployment is built (``pip install 'garmentcv[ray-se
 from __future__ import annotations
 
 import logging
+import os
 import time
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from garmentcv.installs import MissingRuntimeError
 from garmentcv.serve.settings import ServeSettings
 
-__all__ = ["APP_NAME", "RAY_SERVE_INSTALL", "build_deployment", "run_ray_app", "serve_ray"]
+__all__ = ["APP_NAME", "RAY_SERVE_INSTALL", "build_app", "build_deployment", "run_ray_app", "serve_ray"]
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +73,54 @@ def build_deployment(settings: ServeSettings) -> Any:
         ray_actor_options={"num_cpus": settings.handler.threads or 1},
         max_ongoing_requests=settings.max_queue, graceful_shutdown_timeout_s=settings.shutdown_timeout_s,
     )
+
+
+#: ``build_app`` arguments that set :class:`~garmentcv.serve.settings.ServeSettings` fields of the same name.
+_SETTINGS_ARGS = ("max_batch_size", "max_wait_ms", "max_queue", "max_images", "decode_threads", "replicas")
+#: ``build_app`` arguments that set :class:`~garmentcv.serve.handler.HandlerSettings` fields of the same name.
+_HANDLER_ARGS = ("runtime", "threads", "calibration", "min_confidence", "topk")
+
+
+def build_app(args: Mapping[str, Any]) -> Any:
+    """Ray Serve's application builder for a Serve config file (``import_path:
+    garmentcv.serve.ray_serve:build_app``), see docs/serve.md.
+
+    ``args`` holds the options of ``gcv serve`` by their Python names: ``model`` (required), ``device``,
+    ``runtime``, ``threads``, ``calibration``, ``min_confidence``, ``topk``, ``max_batch_size``, ``max_wait_ms``,
+    ``max_queue``, ``max_images``, ``max_image_mb``, ``max_request_mb``, ``request_timeout``, ``shutdown_timeout``,
+    ``decode_threads``, ``replicas``, ``api_key_env`` (the variable holding the API key, read on the machine that
+    builds the app) and ``host``, the address Ray Serve's proxy binds (default ``0.0.0.0``: the key is required
+    unless it is loopback).
+
+    Raises:
+        ServeUsageError: an unknown argument, no ``model``, or settings :func:`check_serve_settings` refuses.
+        MissingRuntimeError: Ray Serve is not installed.
+    """
+    from dataclasses import replace
+
+    from garmentcv.serve.handler import HandlerSettings, ServeUsageError
+    from garmentcv.serve.settings import MIB, check_serve_settings
+
+    known = {"model", "device", "host", "api_key_env", "max_image_mb", "max_request_mb", "request_timeout",
+             "shutdown_timeout", *_SETTINGS_ARGS, *_HANDLER_ARGS}
+    unknown = sorted(set(args) - known)
+    if unknown or "model" not in args:
+        raise ServeUsageError(f"build_app arguments: {'unknown ' + ', '.join(unknown) if unknown else 'no model'}; "
+                              f"give model and any of {', '.join(sorted(known - {'model'}))}")
+    handler = HandlerSettings(model=Path(args["model"]), provider=args.get("device", "auto"),
+                              **{k: args[k] for k in _HANDLER_ARGS if k in args})
+    env = args.get("api_key_env")
+    settings = ServeSettings(handler=handler, host=args.get("host", "0.0.0.0"), engine="ray",
+                             api_key=(os.environ.get(env) or None) if env else None,
+                             **{k: args[k] for k in _SETTINGS_ARGS if k in args})
+    for name, field, scale in (("max_image_mb", "max_image_bytes", MIB), ("max_request_mb", "max_request_bytes", MIB),
+                               ("request_timeout", "request_timeout_s", 1), ("shutdown_timeout", "shutdown_timeout_s",
+                                                                              1)):
+        if name in args:
+            value = args[name] * scale
+            settings = replace(settings, **{field: int(value) if scale != 1 else float(value)})
+    check_serve_settings(settings)
+    return build_deployment(settings).bind(settings)
 
 
 def run_ray_app(settings: ServeSettings, ready_timeout_s: float = 300.0) -> None:
