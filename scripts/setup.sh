@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Set up a machine for GarmentCV: Debian's Fashion-MNIST files, Debian's chromium (the report pages' browser
-# tests) and a pinned virtual environment in .venv.
+# tests), Debian's wrk (the serve benchmark's load generator) and a pinned virtual environment in .venv.
 # Idempotent: re-running it only installs what is missing. Usage: bash scripts/setup.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,6 +16,11 @@ if ! dpkg -s chromium >/dev/null 2>&1; then
   echo "==> installing Debian's chromium (tests/test_report_browser.py opens the report pages in it, headless)"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
+fi
+if ! command -v wrk >/dev/null 2>&1; then
+  echo "==> installing Debian's wrk (the HTTP load generator of python -m benchmarks serve and its test)"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq wrk >/dev/null
 fi
 
 PYTHON="${PYTHON:-python3}"

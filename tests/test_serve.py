@@ -356,3 +356,39 @@ def test_gcv_serve_refuses_a_public_host_without_a_key_before_reading_the_model(
     assert "--host 0.0.0.0 accepts connections from other machines" in result.output
     missing = CliRunner().invoke(main, ["serve", str(tmp_path / "missing.onnx")])
     assert missing.exit_code == 2 and "model file not found" in missing.output
+
+
+def test_the_batcher_waits_only_for_images_on_their_way() -> None:
+    import asyncio
+
+    import numpy as np
+
+    from garmentcv.serve.batching import MicroBatcher, QueueFullError
+
+    calls: list[int] = []
+
+    def predict(batch: np.ndarray) -> np.ndarray:
+        calls.append(len(batch))
+        return batch * 10
+
+    async def scenario() -> tuple[float, list[np.ndarray]]:
+        batcher = MicroBatcher(predict, max_batch_size=8, max_wait_s=5.0, max_queue=3)
+        batcher.start()
+        started = time.perf_counter()
+        [alone] = batcher.submit([np.zeros(2)])
+        await alone
+        lone = time.perf_counter() - started  # nothing else on its way: it ran at once, not after 5 s
+        with batcher.incoming(2):  # two images decoding: the first to arrive waits for the second
+            [first] = batcher.submit([np.ones(2)])
+            await asyncio.sleep(0.2)
+            [second] = batcher.submit([np.full(2, 2.0)])
+        values = await asyncio.gather(first, second)
+        with pytest.raises(QueueFullError):
+            batcher.submit([np.zeros(2)] * 4)
+        await batcher.close()
+        return lone, values
+
+    lone, values = asyncio.run(scenario())
+    assert lone < 1.0
+    assert calls == [1, 2]
+    assert [v.tolist() for v in values] == [[10.0, 10.0], [20.0, 20.0]]

@@ -204,3 +204,18 @@ def test_gcv_serve_serves_until_sigterm(onnx_model: Path, tmp_path: Path) -> Non
     # uvicorn shuts down gracefully, then lets SIGTERM end the process as it would have (status -SIGTERM)
     assert proc.returncode == -signal.SIGTERM, err
     assert "Traceback" not in err and "ERROR" not in err
+
+
+def test_the_serve_benchmarks_wrk_script_posts_every_photo_and_reports_latency(handler: ModelHandler,
+                                                                               tmp_path: Path) -> None:
+    from benchmarks.serve import run_wrk, wrk_script
+
+    paths = [write_image(tmp_path / f"{i}.jpg", seed=i) for i in range(3)]
+    script = wrk_script(paths, tmp_path / "post.lua")
+    with running(settings_for(handler), handler) as (url, _, _):
+        figures = run_wrk(f"{url}/v1/classify", script, connections=2, seconds=1)
+        text = httpx.get(f"{url}/metrics").text
+    assert figures["requests"] >= 3 and figures["non_2xx"] == figures["socket_errors"] == 0
+    assert 0 < figures["p50_us"] <= figures["p95_us"] <= figures["p99_us"]
+    served = metric(text, "gcv_serve_images_total", outcome="classified")
+    assert served >= figures["requests"]  # every answered request was one photo classified (and a few in flight)

@@ -432,14 +432,15 @@ def create_app(settings: ServeSettings, handler: ModelHandler | None = None) -> 
             except ImageDecodeError as exc:
                 return exc.reason
 
-        decoded = await asyncio.gather(*(loop.run_in_executor(service.pool, decode, item) for item in items))
-        arrays = [d for d in decoded if not isinstance(d, str)]
-        try:
-            futures = served.batcher.submit(arrays)
-        except QueueFullError:
-            raise _busy("queue_full", "the queue is full; try again later") from None
-        except BatcherClosedError:
-            raise _busy("shutting_down", "the service is shutting down; try again later") from None
+        with served.batcher.incoming(len(items)):
+            decoded = await asyncio.gather(*(loop.run_in_executor(service.pool, decode, item) for item in items))
+            arrays = [d for d in decoded if not isinstance(d, str)]
+            try:
+                futures = served.batcher.submit(arrays)
+            except QueueFullError:
+                raise _busy("queue_full", "the queue is full; try again later") from None
+            except BatcherClosedError:
+                raise _busy("shutting_down", "the service is shutting down; try again later") from None
         try:
             probs = await asyncio.gather(*futures)
         except BatcherClosedError:

@@ -6,6 +6,9 @@ at most ``max_wait_s`` after the oldest arrived for more to come, and runs them 
 own (the event loop stays free to read and decode other requests). Each image's probabilities do not depend on the
 batch it falls in, so rows never mix between requests.
 
+It waits only for images on their way: a request announces its images while they decode (:meth:`MicroBatcher.incoming`),
+and when none is announced the queued images run at once, so a lone request never pays ``max_wait_s``.
+
 Back-pressure: the queue holds at most ``max_queue`` images; a request whose images do not all fit is refused at
 once (:class:`QueueFullError`, the service answers 503 with Retry-After), so memory never grows with the load.
 """
@@ -17,7 +20,7 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -73,6 +76,7 @@ class MicroBatcher:
         self._task: asyncio.Task[None] | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._closing = False
+        self._incoming = 0
 
     @property
     def depth(self) -> int:
@@ -90,6 +94,18 @@ class MicroBatcher:
     def has_room(self, images: int = 1) -> bool:
         """Whether ``images`` more would fit in the queue now."""
         return not self._closing and len(self._items) + images <= self.max_queue
+
+    @contextlib.contextmanager
+    def incoming(self, images: int) -> Iterator[None]:
+        """Announce ``images`` on their way (decoding) for the block: a batch waits for them, up to ``max_wait_s``;
+        submit them inside the block."""
+        self._incoming += images
+        try:
+            yield
+        finally:
+            self._incoming -= images
+            if self._arrived is not None:
+                self._arrived.set()  # a batch waiting for them need not wait any longer
 
     def submit(self, arrays: list[np.ndarray]) -> list[asyncio.Future[np.ndarray]]:
         """Queue decoded images (each one model input, without the batch axis); all or none.
@@ -118,12 +134,13 @@ class MicroBatcher:
         return futures
 
     async def _next_batch(self) -> list[_Item]:
-        """Wait for an image, then for up to ``max_batch_size`` or until the oldest has waited ``max_wait_s``."""
+        """Wait for an image, then, while more are on their way, for up to ``max_batch_size`` or until the oldest has
+        waited ``max_wait_s``."""
         assert self._arrived is not None
         while not self._items:
             self._arrived.clear()
             await self._arrived.wait()
-        while len(self._items) < self.max_batch_size:
+        while len(self._items) < self.max_batch_size and self._incoming > 0:
             remaining = self._items[0].queued + self.max_wait_s - time.perf_counter()
             if remaining <= 0:
                 break

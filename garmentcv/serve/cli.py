@@ -31,7 +31,7 @@ MIB = 1024 * 1024
 @click.option("--max-batch-size", type=click.IntRange(min=1), default=32,
               help="Images per model call, from one or several requests.")
 @click.option("--max-wait-ms", type=click.FloatRange(min=0), default=5.0,
-              help="How long an image waits for others to share its model call, ms.")
+              help="How long an image waits for others being decoded to share its model call, ms.")
 @click.option("--max-queue", type=click.IntRange(min=1), default=256,
               help="Images waiting for the model at most; more get 503 with Retry-After.")
 @click.option("--max-images", type=click.IntRange(min=1), default=64, help="Images per request at most (413).")

@@ -43,7 +43,8 @@ class ServeSettings:
         api_key: the bearer token callers must send to ``/v1/...`` and ``/metrics``; ``None``: none required
             (loopback only). Never shown in logs or ``repr``.
         max_batch_size: images per model call, from one or several requests.
-        max_wait_ms: how long the first image of a batch waits for others before the model runs, ms.
+        max_wait_ms: how long the first image of a batch waits for others still being decoded before the model
+            runs, ms (with none being decoded it runs at once).
         max_queue: images waiting for the model at most; a request that would pass it gets 503 with Retry-After.
         max_images: images per request at most (413 above).
         max_image_bytes: bytes per image at most (413 above), the raw body or one multipart part.
