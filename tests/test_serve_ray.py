@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import time
 from pathlib import Path
 
 import httpx
@@ -80,3 +81,37 @@ def test_build_app_makes_the_deployment_of_a_serve_config_file(onnx_model: Path,
     with pytest.raises(ServeUsageError, match="accepts connections from other machines"):
         build_app({"model": str(onnx_model)})  # the proxy binds 0.0.0.0 unless told otherwise: a key is required
     assert isinstance(build_app({"model": str(onnx_model), "host": "127.0.0.1"}), Application)
+
+
+def test_gcv_serve_engine_ray_serves_until_sigterm(onnx_model: Path, tmp_path: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    port = free_port()
+    image = write_image(tmp_path / "a.jpg").read_bytes()
+    command = [sys.executable, "-c", "from garmentcv.cli import main; main()", "serve", str(onnx_model), "--engine",
+               "ray", "--replicas", "1", "--threads", "1", "--port", str(port), "--device", "cpu", "-q"]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "RAY_USAGE_STATS_ENABLED": "0"}
+    env.pop("RAY_ADDRESS", None)
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert proc.poll() is None, proc.communicate()[1][-3000:]
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "gcv serve --engine ray was not ready within 120 s"
+            time.sleep(0.5)
+        r = httpx.post(f"http://127.0.0.1:{port}/v1/classify?name=a.jpg", content=image, timeout=60,
+                       headers={"Content-Type": "image/jpeg"})
+        handler = open_handler(HandlerSettings(model=onnx_model, provider="cpu", threads=1))
+        assert_rows_match(r.json()["rows"], handler.classify_bytes([("a.jpg", image)]))
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err[-3000:]

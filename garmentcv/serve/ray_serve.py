@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -123,9 +125,9 @@ def build_app(args: Mapping[str, Any]) -> Any:
     return build_deployment(settings).bind(settings)
 
 
-def run_ray_app(settings: ServeSettings, ready_timeout_s: float = 300.0) -> None:
+def run_ray_app(settings: ServeSettings, ready_timeout_s: float = 300.0, stop: threading.Event | None = None) -> None:
     """Deploy the service on the Ray cluster this process is connected to (``ray.init`` first) and return once
-    every replica runs; Ray Serve's proxy listens on ``settings.host:settings.port``.
+    every replica runs (or ``stop`` is set); Ray Serve's proxy listens on ``settings.host:settings.port``.
 
     Raises:
         MissingRuntimeError: Ray Serve is not installed.
@@ -135,7 +137,7 @@ def run_ray_app(settings: ServeSettings, ready_timeout_s: float = 300.0) -> None
     serve.start(http_options={"host": settings.host, "port": settings.port})
     serve.run(build_deployment(settings).bind(settings), name=APP_NAME, route_prefix="/", blocking=False)
     deadline = time.monotonic() + ready_timeout_s
-    while True:
+    while stop is None or not stop.is_set():
         status = serve.status().applications[APP_NAME]
         if str(status.status).endswith("RUNNING"):
             return
@@ -146,30 +148,28 @@ def run_ray_app(settings: ServeSettings, ready_timeout_s: float = 300.0) -> None
 
 def serve_ray(settings: ServeSettings) -> None:
     """Serve on Ray until interrupted: join ``settings.ray_address`` (``None``: ``RAY_ADDRESS``, else start a local
-    Ray), deploy (:func:`run_ray_app`), wait for Ctrl-C or SIGTERM, then shut Ray Serve's application down.
+    Ray), deploy (:func:`run_ray_app`), wait for Ctrl-C or SIGTERM, then shut Ray Serve down (its replicas finish
+    the requests they hold, at most ``settings.shutdown_timeout_s``) and disconnect.
 
     Raises:
         MissingRuntimeError: Ray Serve is not installed.
         RuntimeError: the application did not start.
     """
-    import signal
-    import threading
-
     serve = _import_serve()
     import ray
 
     ray.init(address=settings.ray_address, logging_level="WARNING")
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())  # after ray.init, which sets its own
     try:
-        run_ray_app(settings)
-        logger.info("serving %s on http://%s:%d with %d Ray Serve replicas", settings.handler.model, settings.host,
-                    settings.port, settings.replicas)
+        run_ray_app(settings, stop=stop)
+        if not stop.is_set():
+            logger.info("serving %s on http://%s:%d with %d Ray Serve replicas", settings.handler.model,
+                        settings.host, settings.port, settings.replicas)
         while not stop.wait(1.0):
             pass
     except KeyboardInterrupt:
         pass
     finally:
-        serve.delete(APP_NAME)
         serve.shutdown()
         ray.shutdown()
