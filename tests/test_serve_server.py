@@ -206,16 +206,26 @@ def test_gcv_serve_serves_until_sigterm(onnx_model: Path, tmp_path: Path) -> Non
     assert "Traceback" not in err and "ERROR" not in err
 
 
-def test_the_serve_benchmarks_wrk_script_posts_every_photo_and_reports_latency(handler: ModelHandler,
-                                                                               tmp_path: Path) -> None:
-    from benchmarks.serve import run_wrk, wrk_script
+def test_the_serve_benchmarks_wrk_scripts_post_photos_and_bad_bodies_and_count_answers(handler: ModelHandler,
+                                                                                       tmp_path: Path) -> None:
+    from benchmarks.serve import Service, bad_inputs, run_wrk, soak, wrk_script
 
     paths = [write_image(tmp_path / f"{i}.jpg", seed=i) for i in range(3)]
     script = wrk_script(paths, tmp_path / "post.lua")
+    bad = bad_inputs(tmp_path / "bad", paths[0])
+    mixed = wrk_script([*paths, *(b[0] for b in bad)], tmp_path / "mixed.lua", ["image/jpeg"] * 3 + [b[1] for b in bad])
     with running(settings_for(handler), handler) as (url, _, _):
         figures = run_wrk(f"{url}/v1/classify", script, connections=2, seconds=1)
         text = httpx.get(f"{url}/metrics").text
-    assert figures["requests"] >= 3 and figures["non_2xx"] == figures["socket_errors"] == 0
+        soaked = soak(Service(url, os.getpid()), mixed, connections=2, seconds=2, every_s=0.5)
+    assert figures["requests"] >= 3 and figures["non_2xx"] == figures["socket_errors"] == figures["status_5xx"] == 0
+    assert figures["status_2xx"] == figures["requests"]
     assert 0 < figures["p50_us"] <= figures["p95_us"] <= figures["p99_us"]
     served = metric(text, "gcv_serve_images_total", outcome="classified")
     assert served >= figures["requests"]  # every answered request was one photo classified (and a few in flight)
+    # the bad bodies: every one answered 4xx, never 5xx; the photos 2xx
+    assert soaked["status_5xx"] == soaked["socket_errors"] == 0
+    assert soaked["status_4xx"] > 0 and soaked["status_2xx"] > 0
+    assert soaked["status_2xx"] + soaked["status_4xx"] == soaked["requests"]
+    assert soaked["status_4xx"] == soaked["non_2xx"]
+    assert 0 < soaked["rss_mb_first"] <= soaked["rss_mb_max"]
