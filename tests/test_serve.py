@@ -392,3 +392,14 @@ def test_the_batcher_waits_only_for_images_on_their_way() -> None:
     assert lone < 1.0
     assert calls == [1, 2]
     assert [v.tolist() for v in values] == [[10.0, 10.0], [20.0, 20.0]]
+
+
+def test_the_handler_imports_no_web_framework_and_no_torch() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys; import garmentcv.serve.handler, garmentcv.serve.settings, garmentcv.serve.batching, "
+            "garmentcv.serve.cli; print(sorted(m for m in ('torch', 'fastapi', 'starlette', 'uvicorn', 'ray', "
+            "'onnxruntime') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
