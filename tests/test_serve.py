@@ -15,6 +15,7 @@ from pathlib import Path
 import onnx
 import pytest
 from click.testing import CliRunner
+from fastapi import Request
 from fastapi.testclient import TestClient
 
 from garmentcv.infer.classify import ClassifyConfig, classify_folder
@@ -225,7 +226,16 @@ def test_an_api_key_is_required_off_loopback_and_enforced(handler: ModelHandler,
         create_app(settings_for(model, host="0.0.0.0", api_key="short"))
     create_app(settings_for(model, host="::1"))  # loopback needs none
     image = write_image(tmp_path / "a.jpg").read_bytes()
-    with TestClient(create_app(settings_for(model, host="0.0.0.0", api_key=KEY), handler)) as c:
+    app = create_app(settings_for(model, host="0.0.0.0", api_key=KEY), handler)
+
+    @app.get("/extra")
+    async def extra(request: Request) -> dict:  # a route another module adds, under the same key
+        app.state.authorize(request)
+        return {"ok": True}
+
+    with TestClient(app) as c:
+        assert c.get("/extra").status_code == 401
+        assert c.get("/extra", headers={"Authorization": f"Bearer {KEY}"}).json() == {"ok": True}
         for headers in ({}, {"Authorization": "Bearer " + KEY[:-1] + "X"}, {"Authorization": KEY},
                         {"Authorization": "Basic " + KEY}):
             for method, path in (("POST", "/v1/classify"), ("GET", "/metrics"), ("GET", "/v1/models")):

@@ -319,6 +319,9 @@ def create_app(settings: ServeSettings, handler: ModelHandler | None = None) -> 
         handler: an open model to serve as ``settings.handler.model``; ``None`` opens it in the background when the
             app starts (``/readyz`` says when it is ready).
 
+    Other modules may add routes to the app; ``app.state.authorize(request)`` applies the same API key check
+    (raising :class:`Refused`, answered 401), and ``app.state.service`` holds the served models.
+
     Raises:
         ServeUsageError: see :func:`garmentcv.serve.settings.check_serve_settings` (a host other than loopback
             without an API key, among others).
@@ -339,6 +342,8 @@ def create_app(settings: ServeSettings, handler: ModelHandler | None = None) -> 
     app = FastAPI(title="GarmentCV classification service", version=__version__, lifespan=lifespan,
                   docs_url=None, redoc_url=None, swagger_ui_oauth2_redirect_url=None)
     app.state.service = service
+    #: the API key check of /v1/... (raises :class:`Refused` 401), for routes added to this app by other modules
+    app.state.authorize = authorize
 
     @app.exception_handler(Refused)
     async def refused(request: Request, exc: Refused) -> JSONResponse:
