@@ -58,22 +58,24 @@ class GarmentCVReplica:
         return create_app(self.settings, self.handler)
 
 
-def build_deployment(settings: ServeSettings) -> Any:
-    """The Ray Serve deployment of :class:`GarmentCVReplica` with ``settings.replicas`` replicas; bind it with
-    ``settings`` (``build_deployment(s).bind(s)``).
+def build_deployment(settings: ServeSettings, fixed_replicas: bool = True) -> Any:
+    """The Ray Serve deployment of :class:`GarmentCVReplica`; bind it with ``settings``
+    (``build_deployment(s).bind(s)``).
 
     Each replica reserves ``settings.handler.threads`` CPUs (1 when unset) and takes at most ``settings.max_queue``
-    requests at once (Ray Serve's ``max_ongoing_requests``; beyond it the proxy queues them).
+    requests at once (Ray Serve's ``max_ongoing_requests``; beyond it the proxy queues them). With
+    ``fixed_replicas`` it has ``settings.replicas`` replicas; without, the number is left to Ray Serve (one, or what
+    a config file's ``autoscaling_config`` decides: Ray refuses a fixed number beside autoscaling).
 
     Raises:
         MissingRuntimeError: Ray Serve is not installed.
     """
     serve = _import_serve()
     ingress = serve.ingress()(GarmentCVReplica)
+    options: dict[str, Any] = {"num_replicas": settings.replicas} if fixed_replicas else {}
     return serve.deployment(
-        ingress, name=APP_NAME, num_replicas=settings.replicas,
-        ray_actor_options={"num_cpus": settings.handler.threads or 1},
-        max_ongoing_requests=settings.max_queue, graceful_shutdown_timeout_s=settings.shutdown_timeout_s,
+        ingress, name=APP_NAME, ray_actor_options={"num_cpus": settings.handler.threads or 1},
+        max_ongoing_requests=settings.max_queue, graceful_shutdown_timeout_s=settings.shutdown_timeout_s, **options,
     )
 
 
@@ -90,9 +92,10 @@ def build_app(args: Mapping[str, Any]) -> Any:
     ``args`` holds the options of ``gcv serve`` by their Python names: ``model`` (required), ``device``,
     ``runtime``, ``threads``, ``calibration``, ``min_confidence``, ``topk``, ``max_batch_size``, ``max_wait_ms``,
     ``max_queue``, ``max_images``, ``max_image_mb``, ``max_request_mb``, ``request_timeout``, ``shutdown_timeout``,
-    ``decode_threads``, ``replicas``, ``api_key_env`` (the variable holding the API key, read on the machine that
-    builds the app) and ``host``, the address Ray Serve's proxy binds (default ``0.0.0.0``: the key is required
-    unless it is loopback).
+    ``decode_threads``, ``replicas`` (a fixed number; leave it out to autoscale with the config file's
+    ``autoscaling_config``), ``api_key_env`` (the variable holding the API key, read on the machine that builds the
+    app) and ``host``, the address Ray Serve's proxy binds (default ``0.0.0.0``: the key is required unless it is
+    loopback).
 
     Raises:
         ServeUsageError: an unknown argument, no ``model``, or settings :func:`check_serve_settings` refuses.
@@ -122,7 +125,7 @@ def build_app(args: Mapping[str, Any]) -> Any:
             value = args[name] * scale
             settings = replace(settings, **{field: int(value) if scale != 1 else float(value)})
     check_serve_settings(settings)
-    return build_deployment(settings).bind(settings)
+    return build_deployment(settings, fixed_replicas="replicas" in args).bind(settings)
 
 
 def run_ray_app(settings: ServeSettings, ready_timeout_s: float = 300.0, stop: threading.Event | None = None) -> None:
