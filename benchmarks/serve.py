@@ -378,7 +378,7 @@ def _report(rows: list[dict[str, Any]], plan: Plan, machine: MachineInfo) -> str
             lines.append(f"- one image's decode + model call, {r['precision']}: {r['ms']} ms")
         elif r["section"] == "soak":
             lines.append(f"- soak: {r['status_2xx']} answers 2xx, {r['status_4xx']} 4xx (the bad inputs), "
-                         f"{r['status_5xx']} 5xx; service memory {r['rss_mb_first']} MB after {5} s, at most "
+                         f"{r['status_5xx']} 5xx; service memory {r['rss_mb_first']} MB at the first sample, at most "
                          f"{r['rss_mb_max']} MB, {r['rss_mb_last']} MB at the end")
     for r in _with_targets(rows):
         if r["section"] == "target":
