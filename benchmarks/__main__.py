@@ -21,6 +21,7 @@ SUITES: dict[str, tuple[str, str]] = {
     "openvino_rows": ("benchmarks.openvino_rows", "OpenVINO against onnxruntime, model only and end to end"),
     "threads": ("benchmarks.threads", "decoding threads against runtime threads on a shared CPU"),
     "ray_engine": ("benchmarks.ray_engine", "gcv-classify --engine ray against the local engine"),
+    "serve": ("benchmarks.serve", "gcv serve under wrk at several concurrencies against gcv classify"),
     "train_amp": ("benchmarks.train_amp", "training images/s in FP32 against bf16 autocast, and gcv-train's"),
     "peers": ("benchmarks.peers", "gcv-classify and gcv-train against timm's and Ultralytics' own pipelines"),
     "eager_baseline": ("benchmarks.eager_baseline", "the baseline command: torchvision eager with a DataLoader"),

@@ -1,5 +1,5 @@
 """``gcv``: one entry point with a sub-command per task (``gcv train``, ``gcv export``, ``gcv classify``,
-``gcv evaluate``, ``gcv data ...``), as click, litgpt and Ultralytics users expect.
+``gcv evaluate``, ``gcv serve``, ``gcv data ...``), as click, litgpt and Ultralytics users expect.
 
 Each sub-command is the same click command as its ``gcv-*`` script, so options, defaults and exit codes are
 identical; the ``gcv-*`` names keep working.
@@ -13,15 +13,17 @@ from garmentcv.cli_utils import docs_epilog, quiet_option, verbose_option, versi
 from garmentcv.data.cli import main as data_main
 from garmentcv.export.cli import main as export_main
 from garmentcv.infer.cli import classify_main, evaluate_main
+from garmentcv.serve.cli import main as serve_main
 from garmentcv.train.cli import main as train_main
 
-#: Sub-command name -> click command, in the order of the work: data, train, export, classify, evaluate.
+#: Sub-command name -> click command, in the order of the work: data, train, export, classify, evaluate, serve.
 COMMANDS: dict[str, click.Command] = {
     "data": data_main,
     "train": train_main,
     "export": export_main,
     "classify": classify_main,
     "evaluate": evaluate_main,
+    "serve": serve_main,
 }
 
 

@@ -16,7 +16,7 @@ def test_gcv_help_lists_every_sub_command_in_order_of_the_work() -> None:
     result = CliRunner().invoke(main, ["--help"])
     assert result.exit_code == 0, result.output
     listed = result.stdout.split("Commands:")[1].split()
-    assert [word for word in listed if word in COMMANDS] == ["data", "train", "export", "classify", "evaluate"]
+    assert [word for word in listed if word in COMMANDS] == ["data", "train", "export", "classify", "evaluate", "serve"]
 
 
 def test_gcv_version() -> None:

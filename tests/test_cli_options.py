@@ -48,7 +48,7 @@ def test_every_command_and_sub_command_has_version_quiet_and_verbose() -> None:
         assert result.exit_code == 0, (path, result.output)
         assert result.stdout.endswith(f" (garmentcv) {garmentcv.__version__}\n"), path
     assert paths == ["gcv", "gcv data", "gcv data fashion-mnist", "gcv data inspect", "gcv train", "gcv export",
-                     "gcv classify", "gcv evaluate"]
+                     "gcv classify", "gcv evaluate", "gcv serve"]
 
 
 def test_data_sub_commands_name_themselves_in_version() -> None:
@@ -85,10 +85,11 @@ DOCS_PAGES = {
     ("gcv", "export"): "export",
     ("gcv", "classify"): "classify",
     ("gcv", "evaluate"): "evaluate",
+    ("gcv", "serve"): "serve",
 }
 #: Options whose absence turns something off: no default to show.
 OFF_WHEN_ABSENT = {"--report", "--list-skipped", "--min-confidence", "--topk", "--labels", "--target-accuracy",
-                   "--json", "--test", "--config"}
+                   "--json", "--test", "--config", "--models"}
 
 
 @pytest.mark.parametrize("path", sorted(DOCS_PAGES), ids=" ".join)
@@ -284,7 +285,7 @@ def _calls(path: Path) -> set[str]:
 
 def test_no_command_calls_sys_exit() -> None:
     modules = [PACKAGE / "cli.py", *sorted(PACKAGE.glob("*/cli.py"))]
-    assert len(modules) == 5
+    assert len(modules) == 6
     for module in modules:
         assert not {"sys.exit", "exit", "quit", "os._exit"} & _calls(module), module
 

@@ -69,13 +69,15 @@ def _commands():
     from garmentcv.data.cli import main as data_main
     from garmentcv.export.cli import main as export_main
     from garmentcv.infer.cli import classify_main, evaluate_main
+    from garmentcv.serve.cli import main as serve_main
     from garmentcv.train.cli import main as train_main
 
     return {"gcv-data": data_main, "gcv-train": train_main, "gcv-export": export_main,
-            "gcv-classify": classify_main, "gcv-evaluate": evaluate_main}
+            "gcv-classify": classify_main, "gcv-evaluate": evaluate_main, "gcv-serve": serve_main}
 
 
-@pytest.mark.parametrize("name", ["gcv-data", "gcv-train", "gcv-export", "gcv-classify", "gcv-evaluate"])
+@pytest.mark.parametrize("name", ["gcv-data", "gcv-train", "gcv-export", "gcv-classify", "gcv-evaluate",
+                                  "gcv-serve"])
 def test_version_on_every_command(name: str) -> None:
     command = _commands()[name]
     result = CliRunner().invoke(command, ["--version"])
@@ -93,8 +95,9 @@ from click.testing import CliRunner
 from garmentcv.data.cli import main as data_main
 from garmentcv.export.cli import main as export_main
 from garmentcv.infer.cli import classify_main, evaluate_main
+from garmentcv.serve.cli import main as serve_main
 from garmentcv.train.cli import main as train_main
-commands = (data_main, export_main, evaluate_main, train_main)
+commands = (data_main, export_main, evaluate_main, train_main, serve_main)
 outs = [CliRunner().invoke(c, ["--version"]).stdout.strip() for c in commands]
 print("|".join(outs))
 print("torch" in sys.modules, "onnxruntime" in sys.modules)
@@ -108,7 +111,7 @@ finally:
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines() == [
         "gcv-data (garmentcv) 0.1.0|gcv-export (garmentcv) 0.1.0|gcv-evaluate (garmentcv) 0.1.0|"
-        "gcv-train (garmentcv) 0.1.0",
+        "gcv-train (garmentcv) 0.1.0|gcv-serve (garmentcv) 0.1.0",
         "False False",
         "gcv-classify (garmentcv) 0.1.0",
         "False False",

@@ -52,10 +52,12 @@ def _commands() -> dict[str, click.Command]:
     from garmentcv.data.cli import main as data_main
     from garmentcv.export.cli import main as export_main
     from garmentcv.infer.cli import classify_main, evaluate_main
+    from garmentcv.serve.cli import main as serve_main
     from garmentcv.train.cli import main as train_main
 
     commands: dict[str, click.Command] = {"gcv": gcv_main, "gcv-train": train_main, "gcv-export": export_main,
-                                          "gcv-classify": classify_main, "gcv-evaluate": evaluate_main}
+                                          "gcv-classify": classify_main, "gcv-evaluate": evaluate_main,
+                                          "gcv-serve": serve_main}
     assert isinstance(data_main, click.Group)
     commands.update({f"gcv-data {name}": sub for name, sub in data_main.commands.items()})
     return commands
@@ -68,7 +70,7 @@ def test_cli_reference_is_generated_from_every_option_of_every_command(site: Pat
     assert "Sentinel" not in text and "UNSET" not in text
     assert "<id>_<label>.jpg" in text  # placeholders of the help text are shown, not swallowed as HTML tags
     for name in ("gcv data fashion-mnist", "gcv data inspect", "gcv train", "gcv export", "gcv classify",
-                 "gcv evaluate"):
+                 "gcv evaluate", "gcv serve"):
         assert f'id="{name.replace(" ", "-")}"' in (site / "cli" / "index.html").read_text(encoding="utf-8"), name
     for name, command in _commands().items():
         for param in command.params:

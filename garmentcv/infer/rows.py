@@ -123,6 +123,43 @@ def top_k(probs: Sequence[float], k: int) -> list[int]:
     return sorted(range(len(probs)), key=lambda i: (-probs[i], i))[:k]
 
 
+def json_record(row: Row, classes: Sequence[str], min_confidence: float | None = None,
+                topk: int | None = None, *, sets: ConformalPredictor | None = None,
+                unknown_threshold: float | None = None) -> dict[str, Any]:
+    """One row as the jsonl format writes it (see the module docstring): ``path``, ``label``, ``confidence``
+    (6 decimals), ``prediction_set`` with ``sets``, ``needs_review`` with ``min_confidence`` or ``sets``, ``probs``
+    (class -> probability) or, with ``topk``, ``top_labels`` and ``top_probs``, ``unknown`` and ``ood_score`` with
+    ``unknown_threshold`` (the row's ``ood_score`` against it), then ``error``; ``None`` for what an error row lacks.
+
+    The one definition of a JSON row: ``gcv classify --format jsonl`` writes it line by line and ``gcv serve``
+    answers with it (:mod:`garmentcv.serve`). Fields added later come in new keys, so readers ignore keys they do
+    not know.
+    """
+    probs = row["probs"]
+    record: dict[str, Any] = {
+        "path": row["path"],
+        "label": row["label"],
+        "confidence": None if probs is None else round(max(probs), 6),
+    }
+    if sets is not None:
+        chosen = prediction_set(probs, sets)
+        record["prediction_set"] = None if chosen is None else [classes[i] for i in chosen]
+    if min_confidence is not None or sets is not None:
+        record["needs_review"] = review_needed(probs, min_confidence, sets)
+    if topk is None:
+        # not strict: rows are not checked against ``classes`` here, as in write_rows' csv branch
+        record["probs"] = None if probs is None else {c: round(p, 6) for c, p in zip(classes, probs, strict=False)}
+    else:
+        best = None if probs is None else top_k(probs, topk)
+        record["top_labels"] = None if best is None else [classes[i] for i in best]
+        record["top_probs"] = None if best is None else [round(probs[i], 6) for i in best]
+    if unknown_threshold is not None:
+        record["unknown"] = is_unknown(row, unknown_threshold)
+        record["ood_score"] = None if record["unknown"] is None else round(float(row["ood_score"]), 6)
+    record["error"] = row["error"]
+    return record
+
+
 def _json_line(record: dict[str, Any]) -> str:
     """One JSON line, UTF-8 text as is; a file name that is not valid UTF-8 (surrogate-escaped bytes) is written
     with ASCII escapes instead, so the line stays valid JSON and ``os.fsencode(json.loads(line)["path"])`` gives
@@ -213,31 +250,8 @@ def write_rows(handle: IO[str], rows: Iterable[Row], classes: Sequence[str], fmt
     count = 0
     if fmt is OutputFormat.JSONL:
         for row in rows:
-            probs = row["probs"]
-            record: dict[str, Any] = {
-                "path": row["path"],
-                "label": row["label"],
-                "confidence": None if probs is None else round(max(probs), 6),
-            }
-            if sets is not None:
-                chosen = prediction_set(probs, sets)
-                record["prediction_set"] = None if chosen is None else [classes[i] for i in chosen]
-            if review:
-                record["needs_review"] = review_needed(probs, min_confidence, sets)
-            if topk is None:
-                # not strict: rows are not checked against ``classes`` here, as in the csv branch below
-                record["probs"] = (
-                    None if probs is None else {c: round(p, 6) for c, p in zip(classes, probs, strict=False)}
-                )
-            else:
-                best = None if probs is None else top_k(probs, topk)
-                record["top_labels"] = None if best is None else [classes[i] for i in best]
-                record["top_probs"] = None if best is None else [round(probs[i], 6) for i in best]
-            if unknowns:
-                record["unknown"] = is_unknown(row, unknown_threshold)
-                record["ood_score"] = None if record["unknown"] is None else round(float(row["ood_score"]), 6)
-            record["error"] = row["error"]
-            handle.write(_json_line(record))
+            handle.write(_json_line(json_record(row, classes, min_confidence, topk, sets=sets,
+                                                unknown_threshold=unknown_threshold)))
             count += 1
         return count
     writer = csv.writer(handle, lineterminator="\n")
