@@ -448,6 +448,35 @@ def check_output_apart(path: Path, option: str, model: Path, source: Source, thu
                                  f"the {what} another name")
 
 
+def rows_prediction_sets(info: ModelInfo, prediction_sets: str, calibration: str,
+                         model: Path | str) -> ConformalPredictor | None:
+    """The prediction sets rows get (``gcv classify``, ``gcv serve``): the file's, unless ``prediction_sets`` is
+    ``off`` or the probabilities are not the ones they were fitted on (``calibration`` ``none`` on a file with a
+    temperature); the reason is logged."""
+    if prediction_sets == "off" or info.conformal is None:
+        if prediction_sets == "auto" and info.conformal is None:
+            export = info.metrics.get("export", {}) if isinstance(info.metrics, dict) else {}
+            note = export.get("conformal_note", "") if isinstance(export, dict) else ""
+            logger.info("%s has no prediction sets%s", model, f" ({note})" if note else "")
+        return None
+    if calibration == "none" and info.temperature is not None:
+        logger.warning("no prediction sets: they were fitted on the probabilities with the file's temperature, "
+                       "not the raw softmax of --calibration none")
+        return None
+    return info.conformal
+
+
+def rows_unknown_threshold(info: ModelInfo, unknown: str, model: Path | str) -> float | None:
+    """The ``ood_score`` threshold above which rows are called unknown (``gcv classify``, ``gcv serve``): the
+    file's detector's with ``unknown`` ``auto``; ``None`` with ``off`` or a file without one (logged)."""
+    if unknown == "auto" and info.unknown is not None and info.has_ood_score:
+        return info.unknown.threshold
+    if unknown == "auto":
+        logger.info("%s has no unknown-item detector: the rows say nothing about unknown items (export one with "
+                    "gcv-export --unknown)", model)
+    return None
+
+
 @dataclass(frozen=True)
 class ClassifySummary:
     """What a run did.
@@ -610,13 +639,8 @@ class ClassifyRun:
             # rows of another runtime or inference precision (bf16) differ in the last digits: never mixed by --resume
             "runtime": list(self.runtime),
         }
-        self.sets = self._sets(cfg, info)
-        self.unknown_threshold = None
-        if cfg.unknown == "auto" and info.unknown is not None and info.has_ood_score:
-            self.unknown_threshold = info.unknown.threshold
-        elif cfg.unknown == "auto":
-            logger.info("%s has no unknown-item detector: the rows say nothing about unknown items (export one with "
-                        "gcv-export --unknown)", cfg.model)
+        self.sets = rows_prediction_sets(info, cfg.prediction_sets, cfg.calibration, cfg.model)
+        self.unknown_threshold = rows_unknown_threshold(info, cfg.unknown, cfg.model)
         #: the extra outputs kept in each row (the partial results too), by name
         self.kept = tuple(name for name, wanted in ((EMBEDDING_NAME, cfg.embeddings is not None),
                                                     (OOD_SCORE_NAME, self.unknown_threshold is not None)) if wanted)
@@ -645,22 +669,6 @@ class ClassifyRun:
         self.unread_count = 0
         self.segment: Path | None = None
         self.closed = False
-
-    @staticmethod
-    def _sets(cfg: ClassifyConfig, info: ModelInfo) -> ConformalPredictor | None:
-        """The prediction sets the rows get: the file's, unless ``off`` or the probabilities are not the ones they
-        were fitted on (``--calibration none`` on a file with a temperature); the reason is logged."""
-        if cfg.prediction_sets == "off" or info.conformal is None:
-            if cfg.prediction_sets == "auto" and info.conformal is None:
-                export = info.metrics.get("export", {}) if isinstance(info.metrics, dict) else {}
-                note = export.get("conformal_note", "") if isinstance(export, dict) else ""
-                logger.info("%s has no prediction sets%s", cfg.model, f" ({note})" if note else "")
-            return None
-        if cfg.calibration == "none" and info.temperature is not None:
-            logger.warning("no prediction sets: they were fitted on the probabilities with the file's temperature, "
-                           "not the raw softmax of --calibration none")
-            return None
-        return info.conformal
 
     def _list_skipped(self, item: SkippedFile) -> None:
         """One line of the ``list_skipped`` file: the path named as rows name files (relative to a source folder,
