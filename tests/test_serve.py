@@ -86,7 +86,7 @@ def assert_rows_match(got: list[dict], want: list[dict]) -> None:
     for g, w in zip(got, want, strict=True):
         assert list(g) == list(w), (g, w)
         for key in w:
-            if key in ("confidence", "top_probs") and w[key] is not None:
+            if key in ("confidence", "top_probs", "ood_score") and w[key] is not None:
                 assert g[key] == pytest.approx(w[key], abs=TOLERANCE), key
             elif key == "probs" and w[key] is not None:
                 assert list(g[key]) == list(w[key])
@@ -117,19 +117,39 @@ def files(folder: Path, names: list[str]) -> list[tuple[str, tuple[str, bytes, s
     return [("image", (name, (folder / name).read_bytes(), "application/octet-stream")) for name in names]
 
 
-@pytest.mark.parametrize("variant", ["float32", "uint8 file, temperature, --min-confidence, --topk"])
+@pytest.fixture(scope="module")
+def sets_and_detector_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A file with prediction sets and an energy-score unknown-item detector (the ``ood_score`` output), as gcv export
+    writes them."""
+    from garmentcv.export.exporter import ExportConfig, export_checkpoint
+    from tests.test_export import make_run
+
+    root = tmp_path_factory.mktemp("detector")
+    ckpt = make_run(root / "run", "resnet18")
+    cfg = ExportConfig(checkpoint=ckpt, out=root / "model.onnx", unknown="energy", unknown_recall=0.75, coverage=0.8)
+    return export_checkpoint(cfg, progress=False).out
+
+
+@pytest.mark.parametrize("variant", ["float32", "uint8 file, temperature, --min-confidence, --topk",
+                                     "prediction sets and unknown items"])  # fmt: skip
 def test_service_rows_equal_gcv_classify_rows_for_the_same_files(variant: str, tmp_path: Path, onnx_model: Path,
-                                                                   uint8_onnx_model: Path) -> None:
+                                                                   uint8_onnx_model: Path,
+                                                                   request: pytest.FixtureRequest) -> None:
     folder = photo_folder(tmp_path / "photos")
     names = sorted(p.name for p in folder.iterdir())
     if variant == "float32":
         model, options = onnx_model, {}
+    elif variant == "prediction sets and unknown items":
+        model, options = request.getfixturevalue("sets_and_detector_model"), {}
     else:
         model = with_temperature(uint8_onnx_model, tmp_path / "t.onnx", 2.5)
         options = {"min_confidence": 0.6, "topk": 2}
     want = classify_jsonl(folder, model, tmp_path / "out.jsonl", **options)
     assert [r["path"] for r in want] == names
     assert [r["error"] is None for r in want] == [True] * 4 + [False] * 5
+    if variant == "prediction sets and unknown items":
+        assert {"prediction_set", "needs_review", "unknown", "ood_score"} <= set(want[0])
+        assert all(isinstance(r["prediction_set"], list) and isinstance(r["unknown"], bool) for r in want[:4])
     handler_settings = HandlerSettings(model=model, provider="cpu", threads=1, **options)  # type: ignore[arg-type]
     app = create_app(ServeSettings(handler=handler_settings, max_images=16, max_queue=16))
     with TestClient(app) as c:
@@ -144,7 +164,8 @@ def test_service_rows_equal_gcv_classify_rows_for_the_same_files(variant: str, t
             assert_rows_match(raw.json()["rows"], [row])
     handler = open_handler(handler_settings)
     assert isinstance(handler, RowClassifier)
-    assert handler.class_names == ("bluzy", "bryuki")
+    three = variant == "prediction sets and unknown items"  # tests/test_export.py's run has a third class
+    assert handler.class_names == (("bluzy", "bryuki", "platya") if three else ("bluzy", "bryuki"))
     assert_rows_match(handler.classify_bytes([(n, (folder / n).read_bytes()) for n in names]), want)
 
 
@@ -413,3 +434,33 @@ def test_the_handler_imports_no_web_framework_and_no_torch() -> None:
             "'onnxruntime') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_the_service_mounts_the_review_app_on_its_own_model_behind_its_key(handler: ModelHandler,
+                                                                            tmp_path: Path) -> None:
+    from garmentcv.serve.review import TOKEN_HEADER
+
+    model = handler.settings.model
+    folder = photo_folder(tmp_path / "root" / "photos")
+    good = sorted(p.name for p in folder.iterdir())[:4]  # photo_folder's first four decode
+    app = create_app(settings_for(model, review_root=tmp_path / "root"), handler)
+    with TestClient(app) as c:
+        wait_ready(c)
+        page = c.get("/review/")
+        assert page.status_code == 200
+        token = re.search(r'name="gcv-review-token" content="([^"]+)"', page.text).group(1)
+        assert c.get("/review/api/models").json()["models"][0] == model.name
+        listed = c.post("/review/api/classify/folder", json={"model": model.name, "path": "photos"},
+                        headers={TOKEN_HEADER: token})
+        assert listed.status_code == 200, listed.text
+        items = {i["path"]: i for i in listed.json()["items"]}
+        want = handler.classify_bytes([(n, (folder / n).read_bytes()) for n in good])
+        assert [(items[n]["label"], items[n]["confidence"]) for n in good] == [
+            (w["label"], w["confidence"]) for w in want]
+        assert c.post("/review/api/classify/folder", json={"model": model.name, "path": "photos"}).status_code == 403
+    keyed = create_app(settings_for(model, host="0.0.0.0", api_key=KEY), handler)
+    with TestClient(keyed) as c:
+        assert c.get("/review/").status_code == 401
+        assert c.get("/review/", headers={"Authorization": f"Bearer {KEY}"}).status_code == 200
+    with pytest.raises(ServeUsageError, match="--root"):
+        create_app(settings_for(model, engine="ray", review_root=tmp_path / "root"))

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
@@ -132,7 +132,7 @@ class _Service:
 
     def _attach(self, name: str, handler: ModelHandler) -> _Served:
         s = self.settings
-        batcher = MicroBatcher(handler.probabilities, s.max_batch_size, s.max_wait_ms / 1000, s.max_queue,
+        batcher = MicroBatcher(handler.predict, s.max_batch_size, s.max_wait_ms / 1000, s.max_queue,
                                on_batch=self.metrics.observe_batch)
         batcher.start()
         served = self.served[name] = _Served(handler, batcher)
@@ -311,6 +311,23 @@ _CLASSIFY_BODY = {
 }
 
 
+def _review_router(settings: ServeSettings, service: _Service) -> APIRouter:
+    """The review app (:mod:`garmentcv.serve.review`) on this service's models: the served model is offered first
+    and, once open, reused rather than opened again; ``--models`` files and ``settings.review_root`` as given."""
+    from garmentcv.serve.review import create_review_router
+
+    default = Path(settings.handler.model)
+
+    def open_model(path: Path) -> ModelHandler:
+        served = service.served.get(service.default)
+        if served is not None and path.resolve() == default.resolve():
+            return served.handler
+        return open_handler(replace(settings.handler, model=path))
+
+    return create_review_router(open_model=open_model, models_dir=settings.models_dir, root=settings.review_root,
+                                models={default.name: default})
+
+
 def create_app(settings: ServeSettings, handler: ModelHandler | None = None) -> FastAPI:
     """The service as an ASGI app (see the module docstring); run it with uvicorn (:func:`garmentcv.serve.run.serve`).
 
@@ -344,6 +361,7 @@ def create_app(settings: ServeSettings, handler: ModelHandler | None = None) -> 
     app.state.service = service
     #: the API key check of /v1/... (raises :class:`Refused` 401), for routes added to this app by other modules
     app.state.authorize = authorize
+    app.include_router(_review_router(settings, service), prefix="/review", dependencies=[Depends(authorize)])
 
     @app.exception_handler(Refused)
     async def refused(request: Request, exc: Refused) -> JSONResponse:

@@ -61,6 +61,12 @@ MIB = 1024 * 1024
               help="Rows below this confidence get needs_review true.")
 @click.option("--topk", type=click.IntRange(min=1), default=None,
               help="Rows list the K most probable labels instead of every class.")
+@click.option("--prediction-sets", type=click.Choice(["auto", "off"]), default="auto",
+              help="auto: each row's prediction set when the model file has them; off: never.")
+@click.option("--unknown", type=click.Choice(["auto", "off"]), default="auto",
+              help="auto: unknown and ood_score fields when the model file has a detector; off: never.")
+@click.option("--root", "review_root", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None,
+              help="Folder whose photos and rows files the review app (/review/) may open.")
 @click.option("--engine", type=click.Choice(["local", "ray"]), default="local",
               help="local: uvicorn in this process; ray: a Ray Serve deployment (garmentcv[ray-serve]).")
 @click.option("--replicas", type=click.IntRange(min=1), default=1, help="--engine ray: replicas, each with the model.")
@@ -72,14 +78,15 @@ MIB = 1024 * 1024
 def main(model: Path, host: str, port: int, api_key_env: str, max_batch_size: int, max_wait_ms: float, max_queue: int,
          max_images: int, max_image_mb: float, max_request_mb: float, request_timeout: float, shutdown_timeout: float,
          max_connections: int, models_dir: Path | None, device: str, runtime: str, threads: int | None,
-         decode_threads: int | None, calibration: str, min_confidence: float | None, topk: int | None, engine: str,
-         replicas: int, address: str | None, quiet: bool, verbose: bool) -> None:
+         decode_threads: int | None, calibration: str, min_confidence: float | None, topk: int | None,
+         prediction_sets: str, unknown: str, review_root: Path | None, engine: str, replicas: int, address: str | None,
+         quiet: bool, verbose: bool) -> None:
     """Serve MODEL.onnx over HTTP: POST /v1/classify with one image (raw body) or several (multipart) and get one
     row per image as JSON, with the fields and values gcv classify writes (--format jsonl).
 
-    /healthz, /readyz, /metrics (Prometheus) and /docs (offline) come with it. Bound to 127.0.0.1 unless --host says
-    otherwise, which needs an API key in the environment variable --api-key-env names. Ctrl-C or SIGTERM stops it
-    after requests in flight are answered.
+    /healthz, /readyz, /metrics (Prometheus), /docs (offline) and the review app (/review/) come with it. Bound
+    to 127.0.0.1 unless --host says otherwise, which needs an API key in the environment variable --api-key-env
+    names. Ctrl-C or SIGTERM stops it after requests in flight are answered.
     """
     setup_logging(quiet, verbose)
     require_onnxruntime()
@@ -88,13 +95,14 @@ def main(model: Path, host: str, port: int, api_key_env: str, max_batch_size: in
     from garmentcv.serve.settings import ServeSettings
 
     handler = HandlerSettings(model=model, runtime=runtime, provider=device, threads=threads, calibration=calibration,
-                              min_confidence=min_confidence, topk=topk)
+                              min_confidence=min_confidence, topk=topk, prediction_sets=prediction_sets,
+                              unknown=unknown)
     settings = ServeSettings(
         handler=handler, host=host, port=port, api_key=os.environ.get(api_key_env) or None,
         max_batch_size=max_batch_size, max_wait_ms=max_wait_ms, max_queue=max_queue, max_images=max_images,
         max_image_bytes=int(max_image_mb * MIB), max_request_bytes=int(max_request_mb * MIB),
         request_timeout_s=request_timeout, decode_threads=decode_threads, max_connections=max_connections,
-        shutdown_timeout_s=shutdown_timeout, models_dir=models_dir, engine=engine, replicas=replicas,
-        ray_address=address,
+        shutdown_timeout_s=shutdown_timeout, models_dir=models_dir, review_root=review_root, engine=engine,
+        replicas=replicas, ray_address=address,
     )
     serve(settings, log_level="debug" if verbose else "warning" if quiet else "info")

@@ -28,13 +28,14 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from garmentcv import calibration
-from garmentcv.artifact import INPUT_UINT8, ModelInfo
+from garmentcv.artifact import INPUT_UINT8, OOD_SCORE_NAME, OUTPUT_NAME, ModelInfo
 from garmentcv.errors import GarmentCVError, ImageDecodeError
 from garmentcv.image import load_crop, load_input
+from garmentcv.infer.classify import rows_prediction_sets, rows_unknown_threshold
 from garmentcv.infer.rows import Row, json_record
 
-__all__ = ["CALIBRATIONS", "HandlerSettings", "ModelHandler", "RowClassifier", "ServeUsageError", "open_handler",
-           "reason_kind"]
+__all__ = ["CALIBRATIONS", "HandlerSettings", "ModelHandler", "RowClassifier", "Scores", "ServeUsageError",
+           "open_handler", "reason_kind"]
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +64,15 @@ class RowClassifier(Protocol):
 
 
 @dataclass(frozen=True)
+class Scores:
+    """One classified image's model results: ``probs``, float64 ``(C,)`` after the temperature, and the
+    ``ood_score`` output (``None`` when rows do not say which images are unknown)."""
+
+    probs: np.ndarray
+    ood_score: float | None = None
+
+
+@dataclass(frozen=True)
 class HandlerSettings:
     """How a model file is opened and what its rows carry (the options of ``gcv classify`` that shape rows).
 
@@ -75,6 +85,10 @@ class HandlerSettings:
             keeps the raw softmax.
         min_confidence: rows get ``needs_review`` (true below it); ``None``: no such field.
         topk: rows list the K most probable classes (``top_labels``, ``top_probs``) instead of ``probs``.
+        prediction_sets: ``auto`` gives each row its prediction set when the file has them (``gcv classify
+            --prediction-sets``); ``off`` never.
+        unknown: ``auto`` adds ``unknown`` and ``ood_score`` when the file has an unknown-item detector (``gcv
+            classify --unknown``); ``off`` never.
     """
 
     model: Path
@@ -84,6 +98,8 @@ class HandlerSettings:
     calibration: str = "temperature"
     min_confidence: float | None = None
     topk: int | None = None
+    prediction_sets: str = "auto"
+    unknown: str = "auto"
 
 
 def check_handler_settings(settings: HandlerSettings) -> None:
@@ -93,11 +109,14 @@ def check_handler_settings(settings: HandlerSettings) -> None:
         ServeUsageError: an unknown runtime, device or calibration; ``threads`` or ``topk`` below 1;
             ``min_confidence`` outside 0..1.
     """
+    from garmentcv.infer.classify import AUTO_OFF
     from garmentcv.infer.runtimes import RUNTIMES
     from garmentcv.infer.runtimes.onnxruntime import PROVIDERS
 
     for option, value, choices in (("--runtime", settings.runtime, RUNTIMES), ("--device", settings.provider,
-                                   PROVIDERS), ("--calibration", settings.calibration, CALIBRATIONS)):
+                                   PROVIDERS), ("--calibration", settings.calibration, CALIBRATIONS),
+                                   ("--prediction-sets", settings.prediction_sets, AUTO_OFF),
+                                   ("--unknown", settings.unknown, AUTO_OFF)):  # fmt: skip
         if value not in choices:
             raise ServeUsageError(f"{option} {value!r}: choose one of {', '.join(choices)}")
     for option, number in (("--threads", settings.threads), ("--topk", settings.topk)):
@@ -150,6 +169,8 @@ class ModelHandler:
             raise ServeUsageError(f"--topk {settings.topk}: the model {settings.model} has only "
                                   f"{len(self.info.classes)} classes; give at most {len(self.info.classes)}")
         self.temperature = self.info.applied_temperature if settings.calibration == "temperature" else 1.0
+        self.sets = rows_prediction_sets(self.info, settings.prediction_sets, settings.calibration, settings.model)
+        self.unknown_threshold = rows_unknown_threshold(self.info, settings.unknown, settings.model)
 
     @property
     def class_names(self) -> tuple[str, ...]:
@@ -202,15 +223,37 @@ class ModelHandler:
         """
         return calibration.softmax(self.model.logits(batch), self.temperature)
 
-    def row(self, name: str, probs: Sequence[float] | np.ndarray | None, error: str | None = None) -> dict[str, Any]:
-        """The JSON row of one image: ``probs`` (float64 ``(C,)``) when it was classified, else ``error``."""
-        if probs is None:
+    def predict(self, batch: np.ndarray) -> list[Scores]:
+        """What the rows of a batch of decoded images need, per image: the probabilities (as
+        :meth:`probabilities`) and, when rows say which images are unknown, the ``ood_score`` output.
+
+        Args:
+            batch: ``(N, *input_shape)`` of the model's input dtype, N >= 1.
+        """
+        if self.unknown_threshold is None:
+            return [Scores(p) for p in self.probabilities(batch)]
+        outputs = self.model.outputs(batch)
+        probs = calibration.softmax(outputs[OUTPUT_NAME], self.temperature)
+        return [Scores(p, float(score)) for p, score in zip(probs, outputs[OOD_SCORE_NAME], strict=True)]
+
+    def row(self, name: str, scores: Scores | Sequence[float] | np.ndarray | None,
+            error: str | None = None) -> dict[str, Any]:  # fmt: skip
+        """The JSON row of one image: its :class:`Scores` (or probabilities, float64 ``(C,)``) when it was
+        classified, else ``error``."""
+        if scores is None:
             raw: Row = {"path": name, "label": None, "probs": None, "error": error or "cannot decode"}
+            if self.unknown_threshold is not None:
+                raw["ood_score"] = None
         else:
-            values = np.asarray(probs, dtype=np.float64)
+            if not isinstance(scores, Scores):
+                scores = Scores(np.asarray(scores, dtype=np.float64))
+            values = np.asarray(scores.probs, dtype=np.float64)
             raw = {"path": name, "label": self.info.classes[int(values.argmax())], "probs": values.tolist(),
                    "error": None}
-        return json_record(raw, self.info.classes, self.settings.min_confidence, self.settings.topk)
+            if self.unknown_threshold is not None:
+                raw["ood_score"] = scores.ood_score
+        return json_record(raw, self.info.classes, self.settings.min_confidence, self.settings.topk, sets=self.sets,
+                           unknown_threshold=self.unknown_threshold)
 
     def classify_bytes(self, items: list[tuple[str, bytes]]) -> list[dict[str, Any]]:
         """Rows for ``(name, bytes)`` pairs, in order, in one model call; an image that cannot be decoded gets an
@@ -225,7 +268,7 @@ class ModelHandler:
                 decoded.append(None)
                 reasons.append(exc.reason)
         good = [array for array in decoded if array is not None]
-        probs = self.probabilities(np.stack(good)) if good else np.empty((0, len(self.class_names)))
+        probs = self.predict(np.stack(good)) if good else []
         rows, slot = [], 0
         for (name, _), array, reason in zip(items, decoded, reasons, strict=True):
             if array is None:

@@ -54,6 +54,8 @@ class ServeSettings:
         max_connections: connections served at once; more get 503 from the server. ``None``: no limit.
         shutdown_timeout_s: on shutdown, how long requests in flight may take to finish, s.
         models_dir: a folder of model files a caller may pick by name (``?model=NAME``); ``None``: only ``handler``.
+        review_root: the folder whose photos and rows files the review app (``/review/``) may open; ``None``: the
+            page takes uploaded photos only.
         engine: ``local`` (this process) or ``ray`` (a Ray Serve deployment).
         replicas: Ray Serve replicas, each holding the model (``engine="ray"``).
         ray_address: the Ray cluster to join (``engine="ray"``); ``None``: ``RAY_ADDRESS`` or a new local Ray.
@@ -74,6 +76,7 @@ class ServeSettings:
     max_connections: int | None = 256
     shutdown_timeout_s: float = 30.0
     models_dir: Path | None = None
+    review_root: Path | None = None
     engine: str = "local"
     replicas: int = 1
     ray_address: str | None = None
@@ -87,7 +90,7 @@ def check_serve_settings(settings: ServeSettings) -> None:
             :data:`MIN_API_KEY_LENGTH`; a count, size or time below its minimum; ``max_queue`` below
             ``max_images`` (a full request could never fit); an unknown engine; ``models_dir`` not a folder; see
             :func:`~garmentcv.serve.handler.check_handler_settings`; ``replicas`` or ``ray_address`` with the local
-            engine, ``models_dir`` with Ray.
+            engine, ``models_dir`` or ``review_root`` with Ray.
     """
     check_handler_settings(settings.handler)
     if settings.engine not in ENGINES:
@@ -96,6 +99,9 @@ def check_serve_settings(settings: ServeSettings) -> None:
         raise ServeUsageError("--replicas and --address only go with --engine ray")
     if settings.engine == "ray" and settings.models_dir is not None:
         raise ServeUsageError("--models works with --engine local; a Ray Serve deployment serves one model file")
+    if settings.engine == "ray" and settings.review_root is not None:
+        raise ServeUsageError("--root (the review app's folder) works with --engine local; the review app is not "
+                              "part of a Ray Serve deployment")
     if settings.api_key is not None and len(settings.api_key) < MIN_API_KEY_LENGTH:
         raise ServeUsageError(f"the API key has {len(settings.api_key)} characters; use at least "
                               f"{MIN_API_KEY_LENGTH} random ones (python -c 'import secrets; "
