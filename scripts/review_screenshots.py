@@ -1,6 +1,6 @@
 """Screenshot the review app for the docs (docs/review-app.png), in Debian's chromium driven by Playwright.
 
-Serves the review router on loopback with ``--root`` as the review root, classifies ``--folder`` with ``--model``,
+Runs ``gcv serve --model ... --root ...`` on loopback (the review app at ``/review/``), classifies ``--folder``,
 marks the photos below ``--min-confidence`` as needing review, makes three decisions from the keyboard (accept,
 relabel, drop) and saves the window as a small palette PNG. How the docs' screenshot was made: docs/review.md.
 
@@ -10,19 +10,47 @@ Run from the repository root: ``python scripts/review_screenshots.py --model MOD
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
+import socket
+import subprocess
 import sys
+import time
+import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
-from fastapi import FastAPI
 from PIL import Image
 from playwright.sync_api import expect, sync_playwright
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+#: Debian's chromium (never a browser Playwright downloads).
+CHROMIUM = "/usr/bin/chromium"
 
-from garmentcv.serve.review import create_review_router  # noqa: E402
-from tests.onnx_classifier import OnnxClassifier  # noqa: E402
-from tests.test_review_browser import CHROMIUM, serving  # noqa: E402
+
+@contextlib.contextmanager
+def gcv_serve(model: Path, root: Path) -> Iterator[str]:
+    """``gcv serve MODEL --root ROOT`` on a free loopback port until the block ends; yields its base URL once ready."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [sys.executable, "-c", "from garmentcv.cli import main; main()", "serve", str(model), "--root",
+               str(root), "--port", str(port), "-q"]  # fmt: skip
+    server = subprocess.Popen(command)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            with contextlib.suppress(OSError):
+                with urllib.request.urlopen(f"{base}/readyz", timeout=2) as answer:
+                    if answer.status == 200:
+                        break
+            if time.monotonic() > deadline or server.poll() is not None:
+                raise RuntimeError("gcv serve did not become ready")
+            time.sleep(0.2)
+        yield base
+    finally:
+        server.terminate()
+        server.wait(30)
 
 
 def main() -> None:
@@ -35,11 +63,7 @@ def main() -> None:
     parser.add_argument("--size", default="1280x860", help="Window size WIDTHxHEIGHT in px (default 1280x860).")
     args = parser.parse_args()
     width, height = map(int, args.size.split("x"))
-    models = {args.model.name: args.model.resolve()}
-    app = FastAPI()
-    app.include_router(create_review_router(open_model=OnnxClassifier, models_dir=None, root=args.root,
-                                            models=models), prefix="/review")
-    with serving(app) as base, sync_playwright() as playwright:
+    with gcv_serve(args.model, args.root) as base, sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
         page = browser.new_page(viewport={"width": width, "height": height})
         page.goto(f"{base}/review/")
