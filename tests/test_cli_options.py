@@ -47,14 +47,15 @@ def test_every_command_and_sub_command_has_version_quiet_and_verbose() -> None:
         result = CliRunner().invoke(command, ["--version"])
         assert result.exit_code == 0, (path, result.output)
         assert result.stdout.endswith(f" (garmentcv) {garmentcv.__version__}\n"), path
-    assert paths == ["gcv", "gcv data", "gcv data fashion-mnist", "gcv data inspect", "gcv train", "gcv export",
-                     "gcv classify", "gcv evaluate", "gcv serve"]
+    assert paths == ["gcv", "gcv data", "gcv data fashion-mnist", "gcv data inspect", "gcv data audit",
+                     "gcv data corrections", "gcv data label-next", "gcv data from-label-studio", "gcv train",
+                     "gcv export", "gcv classify", "gcv evaluate", "gcv serve"]
 
 
 def test_data_sub_commands_name_themselves_in_version() -> None:
     from garmentcv.data.cli import main as data_main
 
-    for name in ("fashion-mnist", "inspect"):
+    for name in ("fashion-mnist", "inspect", "audit", "corrections", "label-next", "from-label-studio"):
         result = CliRunner().invoke(data_main, [name, "--version"])
         assert result.stdout == f"gcv-data {name} (garmentcv) {garmentcv.__version__}\n"
 

@@ -66,7 +66,7 @@ MIB = 1024 * 1024
 @click.option("--unknown", type=click.Choice(["auto", "off"]), default="auto",
               help="auto: unknown and ood_score fields when the model file has a detector; off: never.")
 @click.option("--root", "review_root", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None,
-              help="Folder whose photos and rows files the review app (/review/) may open.")
+              show_default="none: uploads only", help="Folder whose photos and rows files the review app may open.")
 @click.option("--engine", type=click.Choice(["local", "ray"]), default="local",
               help="local: uvicorn in this process; ray: a Ray Serve deployment (garmentcv[ray-serve]).")
 @click.option("--replicas", type=click.IntRange(min=1), default=1, help="--engine ray: replicas, each with the model.")
