@@ -244,7 +244,8 @@ def summary_table(rows: list[Row], timing: dict[str, float]) -> str:
 @verbose_option
 @handle_errors
 def main(work: Path, per_class: int, pretrain_per_class: int, epochs: int, image_size: int, seeds: int, folds: int,
-         kfold_epochs: int | None, tiny: bool, source: Path, out: Path, name: str | None, quiet: bool, verbose: bool) -> None:
+         kfold_epochs: int | None, tiny: bool, source: Path, out: Path, name: str | None, quiet: bool,
+         verbose: bool) -> None:
     """Flip a known share of the stand-in's labels, run the audit's label-error step, report precision and recall."""
     setup_logging(quiet, verbose)
     if tiny:
