@@ -151,3 +151,17 @@ def test_cli_takes_corrections_and_a_bad_file_exits_1_naming_its_line(make_lamod
     assert result.exit_code == 1, result.output
     assert "c.csv, line 2: relabel of 0001_bluzy.jpg to 'nope', which is not a class of" in result.output
     assert not (tmp_path / "run").exists()
+
+
+def test_paths_of_a_csv_manifest_dataset_start_at_the_manifests_folder(tmp_path: Path) -> None:
+    from tests.conftest import write_image
+
+    for name in ("a.jpg", "b.jpg", "c.jpg", "d.jpg"):
+        write_image(tmp_path / "data" / "img" / name, seed=ord(name[0]))
+    manifest = _write(tmp_path / "data" / "labels.csv",
+                      "path,label\nimg/a.jpg,bluzy\nimg/b.jpg,bluzy\nimg/c.jpg,bryuki\nimg/d.jpg,bryuki\n")
+    corrections = _write(tmp_path / "c.csv", "path,label,action\nimg/b.jpg,bryuki,relabel\n")
+    after, applied = apply_corrections(load_dataset(manifest), read_corrections(corrections))
+    assert [(s.path.name, s.label) for s in after.samples] == [
+        ("a.jpg", "bluzy"), ("b.jpg", "bryuki"), ("c.jpg", "bryuki"), ("d.jpg", "bryuki")]
+    assert applied.relabelled == ((tmp_path / "data" / "img" / "b.jpg", "bluzy", "bryuki"),)

@@ -16,6 +16,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from garmentcv.data.corrections import read_corrections
+from garmentcv.errors import PathNotFoundError
 from garmentcv.infer.classify import ClassifyConfig
 from garmentcv.infer.engines.local import classify_folder
 from garmentcv.infer.rows import OutputFormat
@@ -242,6 +243,13 @@ def test_an_uploaded_rows_file_needs_the_token_and_a_bad_one_names_its_line(site
     assert response.status_code == 422 and response.json()["detail"].startswith("run.jsonl, line 2: not JSON")
 
 
+def test_a_root_or_models_folder_that_is_not_a_folder_is_refused_up_front(site, tmp_path: Path) -> None:
+    with pytest.raises(PathNotFoundError, match=r"nowhere: the review root is not a folder"):
+        create_review_router(open_model=OnnxClassifier, models_dir=None, root=tmp_path / "nowhere")
+    with pytest.raises(PathNotFoundError, match=r"shop.onnx: the models folder is not a folder"):
+        create_review_router(open_model=OnnxClassifier, models_dir=site["model"], root=None)
+
+
 def test_without_a_root_only_uploads_work(site) -> None:
     app = FastAPI()
     app.include_router(create_review_router(open_model=OnnxClassifier, models_dir=site["models"], root=None,
@@ -250,3 +258,61 @@ def test_without_a_root_only_uploads_work(site) -> None:
     assert client.get("/review/api/models").json() == {"models": ["shop.onnx"], "root": False}
     assert client.get("/review/api/folders").status_code == 404
 
+
+
+def test_the_mount_point_without_a_slash_redirects_to_the_page(site) -> None:
+    response = _client(site).get("/review", follow_redirects=False)
+    assert response.status_code in (307, 308) and response.headers["location"].endswith("/review/")
+
+
+def test_the_origin_check_compares_the_host_so_a_tls_proxy_in_front_passes(site) -> None:
+    body = {"decisions": [{"path": "a.jpg", "action": "drop"}]}
+    headers = {**GUARD, "Origin": "https://testserver"}  # the page on https, this server behind the proxy on http
+    assert _client(site).post("/review/api/export", json=body, headers=headers).status_code == 200
+    headers = {**GUARD, "Origin": "null"}
+    assert _client(site).post("/review/api/export", json=body, headers=headers).status_code == 403
+
+
+def test_two_decisions_for_one_path_are_refused(site) -> None:
+    body = {"decisions": [{"path": "a.jpg", "action": "drop"}, {"path": "a.jpg", "action": "relabel", "label": "x"}]}
+    response = _client(site).post("/review/api/export", json=body, headers=GUARD)
+    assert response.status_code == 422 and response.json()["detail"] == "a.jpg: two decisions for one path; keep one"
+
+
+def test_photos_over_the_limits_are_refused_with_413(site, monkeypatch: pytest.MonkeyPatch) -> None:
+    from garmentcv.serve import review
+
+    client = _client(site)
+    photo = (site["root"] / "lamoda" / "0001_bluzy.jpg").read_bytes()
+    monkeypatch.setattr(review, "MAX_IMAGE_BYTES", len(photo) - 1)
+    files = [("files", ("a.jpg", photo, "image/jpeg"))]
+    response = client.post("/review/api/classify/upload", data={"model": "shop.onnx"}, files=files, headers=GUARD)
+    assert response.status_code == 413 and response.json()["detail"].startswith("a.jpg: larger than")
+    response = client.post("/review/api/classify/folder", json={"model": "shop.onnx", "path": "lamoda"}, headers=GUARD)
+    assert response.status_code == 413 and response.json()["detail"].startswith("lamoda/0001_bluzy.jpg: larger than")
+    monkeypatch.setattr(review, "MAX_IMAGE_BYTES", 1 << 20)
+    monkeypatch.setattr(review, "MAX_IMAGES", 5)
+    response = client.post("/review/api/classify/folder", json={"model": "shop.onnx", "path": "lamoda"}, headers=GUARD)
+    assert response.status_code == 413 and "holds more than 5 photos" in response.json()["detail"]
+
+
+def test_a_file_name_that_is_not_utf8_gets_an_error_row_in_its_place(site) -> None:
+    folder = site["root"] / "odd"
+    write_image(folder / "a.jpg", seed=1)
+    write_image(Path(os.fsdecode(bytes(folder) + b"/b\xff.jpg")), seed=2)
+    write_image(folder / "c.jpg", seed=3)
+    response = _client(site).post("/review/api/classify/folder", json={"model": "shop.onnx", "path": "odd"},
+                                  headers=GUARD)
+    assert response.status_code == 200, response.text
+    items = response.json()["items"]
+    assert [i["path"] for i in items] == ["a.jpg", "b\ufffd.jpg", "c.jpg"]
+    assert items[1]["error"] == "the file name is not valid UTF-8; rename the file to review it"
+    assert items[1]["image"] is None and items[0]["label"] and items[2]["label"]
+
+
+def test_a_rows_file_with_absolute_paths_gets_thumbnails_only_inside_the_root(site) -> None:
+    inside = site["root"] / "lamoda" / "0001_bluzy.jpg"
+    text = f"path,label\n{inside},bluzy\n{site['outside'] / 'secret.jpg'},bluzy\n"
+    (site["root"] / "abs.csv").write_text(text, encoding="utf-8")
+    items = _client(site).get("/review/api/rows", params={"path": "abs.csv"}).json()["items"]
+    assert [i["image"] for i in items] == ["lamoda/0001_bluzy.jpg", None]

@@ -50,10 +50,10 @@ def review_app(tmp_path: Path, onnx_model: Path) -> FastAPI:
     models = tmp_path / "models"
     models.mkdir()
     shutil.copy(onnx_model, models / "shop.onnx")
+    (tmp_path / "root").mkdir()
     app = FastAPI()
     app.include_router(create_review_router(open_model=OnnxClassifier, models_dir=models, root=tmp_path / "root"),
                        prefix="/review")
-    (tmp_path / "root").mkdir()
     return app
 
 

@@ -34,6 +34,7 @@ import hmac
 import io
 import json
 import logging
+import os
 import secrets
 import threading
 from collections import OrderedDict
@@ -42,6 +43,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path, PurePosixPath
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Depends, File, Form, HTTPException, Request, UploadFile
 from fastapi.responses import HTMLResponse, Response
@@ -51,7 +53,7 @@ from pydantic import BaseModel
 from garmentcv.artifact import ModelInfo
 from garmentcv.data.corrections import ACTIONS, RELABEL, Correction, CorrectionsError, write_corrections
 from garmentcv.data.layouts import scan_images
-from garmentcv.errors import ImageDecodeError
+from garmentcv.errors import ImageDecodeError, PathNotFoundError
 from garmentcv.image import decode_image, is_image_file
 
 logger = logging.getLogger(__name__)
@@ -273,10 +275,11 @@ class _Models:
         self.open: OrderedDict[str, Classifier] = OrderedDict()
 
     def files(self) -> dict[str, Path]:
-        """Name -> file: the given models, then ``*.onnx`` of the folder and of its sub-folders, sorted."""
+        """Name -> file: the given models, then the ``.onnx`` files directly in the folder, sorted (as the service
+        lists them)."""
         found = dict(self.extra)
         if self.folder is not None and self.folder.is_dir():
-            for path in sorted([*self.folder.glob("*.onnx"), *self.folder.glob("*/*.onnx")]):
+            for path in sorted(self.folder.glob("*.onnx")):
                 name = _relative(self.folder, path)
                 if path.is_file() and path.resolve().is_relative_to(self.folder) and not name.startswith("."):
                     found.setdefault(name, path)
@@ -338,11 +341,214 @@ def _upload_names(names: str | None, count: int) -> list[str] | None:
     return parsed
 
 
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _row_image(root: Path | None, folder: Path | None, raw: str) -> str | None:
+    """The root-relative path of a rows file's photo ``raw`` (relative to ``folder``, or absolute) when it is a file
+    inside ``root``; else ``None`` (no thumbnail)."""
+    if root is None or folder is None or not raw:
+        return None
+    try:
+        found = Path(raw).resolve() if PurePosixPath(raw).is_absolute() else resolve_under(folder, raw)
+    except HTTPException:
+        return None
+    return _relative(root, found) if found.is_relative_to(root) and found.is_file() else None
+
+
 def _folder_images(folder: Path, root: Path, recursive: bool) -> Iterator[Path]:
     """Image files of ``folder`` (sorted as gcv classify lists them), skipping any that resolve outside ``root``."""
     for path in scan_images(folder, recursive=recursive):
         if path.resolve().is_relative_to(root):
             yield path
+
+
+class ReviewApp:
+    """The review app's work, apart from HTTP: each method takes plain values and returns what its route sends.
+
+    Errors are :class:`fastapi.HTTPException` with the status and a message for the page.
+
+    Args:
+        open_model: opens a model file (called once per model, on first use, from a worker thread).
+        models_dir: the folder whose ``.onnx`` files the page offers; ``None``: none.
+        root: the folder whose photos and rows files the page may open; ``None``: photos can only be uploaded.
+        models: more models to offer, name -> file (the service's own model), listed first.
+
+    Raises:
+        PathNotFoundError: ``models_dir`` or ``root`` is given but is not a folder.
+    """
+
+    def __init__(self, open_model: Callable[[Path], Classifier], models_dir: Path | None, root: Path | None,
+                 models: Mapping[str, Path] | None = None) -> None:
+        for option, folder in (("models folder", models_dir), ("review root", root)):
+            if folder is not None and not Path(folder).is_dir():
+                raise PathNotFoundError(f"{folder}: the {option} is not a folder; give an existing folder")
+        self.root = Path(root).resolve() if root is not None else None
+        self.models = _Models(open_model, models_dir, models or {})
+
+    def need_root(self) -> Path:
+        """The root. Raises: HTTPException 404 without one."""
+        if self.root is None:
+            raise _refuse(404, "the server was started without a review root; upload photos instead")
+        return self.root
+
+    def under_root(self, relative: str, kind: str) -> Path:
+        """:func:`resolve_under` the root, then a ``folder`` or ``file`` that exists (404 otherwise)."""
+        target = resolve_under(self.need_root(), relative)
+        if kind == "folder" and not target.is_dir():
+            raise _refuse(404, f"{relative!r}: no such folder under the review root")
+        if kind == "file" and not target.is_file():
+            raise _refuse(404, f"{relative!r}: no such file under the review root")
+        return target
+
+    def model_info(self, name: str) -> dict[str, Any]:
+        """Model ``name``'s arch, precision and classes (opening it)."""
+        model = self.models.get(name)
+        return {"name": name, "arch": model.info.arch, "precision": model.info.precision,
+                "classes": list(model.class_names)}
+
+    def list_folder(self, path: str) -> dict[str, Any]:
+        """Folder ``path`` of the root: its sub-folders, number of images and rows files (sorted names; hidden
+        entries, names that are not UTF-8 and links leading out of the root are left out; at most
+        :data:`MAX_ENTRIES` entries looked at)."""
+        base = self.need_root()
+        folder = self.under_root(path, "folder")
+        folders, rows_files, images = [], [], 0
+        for entry in sorted(folder.iterdir(), key=lambda p: p.name)[:MAX_ENTRIES]:
+            if entry.name.startswith(".") or not _is_utf8(entry.name) or not entry.resolve().is_relative_to(base):
+                continue
+            if entry.is_dir():
+                folders.append(entry.name)
+            elif entry.is_file() and is_image_file(entry):
+                images += 1
+            elif entry.is_file() and entry.suffix.lower() in ROWS_SUFFIXES:
+                rows_files.append(entry.name)
+        parent = None if folder == base else _relative(base, folder.parent)
+        return {"path": _relative(base, folder), "parent": parent, "folders": folders, "images": images,
+                "rows_files": rows_files}
+
+    def thumbnail(self, path: str) -> bytes:
+        """A JPEG thumbnail of image ``path`` of the root (:func:`_thumbnail`); 422 when it cannot be decoded."""
+        image = self.under_root(path, "file")
+        if not is_image_file(image):
+            raise _refuse(404, f"{path!r} is not an image file")
+        try:
+            return _thumbnail(image)
+        except (ImageDecodeError, OSError) as exc:
+            raise _refuse(422, f"{path}: cannot decode ({getattr(exc, 'reason', None) or exc})") from exc
+
+    def rows(self, text: str, name: str, images: str | None) -> dict[str, Any]:
+        """The review items of a rows file's ``text``; photos are looked up in folder ``images`` of the root."""
+        rows, classes, truncated = read_rows(text, name)
+        folder = self.under_root(images, "folder") if images is not None and self.root is not None else None
+        items = [review_item(row, _row_image(self.root, folder, str(row.get("path") or ""))) for row in rows]
+        labels = sorted({i.label for i in items if i.label} | {i.given for i in items if i.given})
+        return {"source": name, "classes": classes or labels, "items": items, "truncated": truncated,
+                "folder": images}
+
+    def open_rows(self, path: str, images: str | None) -> dict[str, Any]:
+        """Rows file ``path`` of the root; its photos in ``images`` (default: the rows file's folder)."""
+        file = self.under_root(path, "file")
+        if file.suffix.lower() not in ROWS_SUFFIXES:
+            raise _refuse(422, f"{path}: not a rows file ({', '.join(ROWS_SUFFIXES)})")
+        text = file.read_text(encoding="utf-8-sig", errors="replace")
+        return self.rows(text, path, images if images is not None else _relative(self.need_root(), file.parent))
+
+    def classify(self, model_name: str, items: Sequence[tuple[str, bytes]],
+                 images: Sequence[str | None]) -> list[ReviewItem]:
+        """Review items of ``(name, bytes)`` photos classified by model ``model_name``, each with its thumbnail path
+        (``images``, or ``None``)."""
+        rows = self.models.get(model_name).classify_bytes(list(items))
+        if len(rows) != len(items):
+            raise _refuse(500, f"the model returned {len(rows)} rows for {len(items)} photos")
+        return [review_item({**row, "path": name}, image)
+                for (name, _), row, image in zip(items, rows, images, strict=True)]
+
+    def classify_uploads(self, model_name: str, files: Sequence[UploadFile], names: str | None) -> dict[str, Any]:
+        """Uploaded photos classified, :data:`CHUNK` at a time (bounded memory); 413 over the limits."""
+        if len(files) > MAX_IMAGES:
+            raise _refuse(413, f"{len(files)} photos in one request; send at most {MAX_IMAGES}")
+        given = _upload_names(names, len(files))
+        result: list[ReviewItem] = []
+        for start in range(0, len(files), CHUNK):
+            items = [(given[i] if given else files[i].filename or f"photo-{i + 1}",
+                      _read_limited(files[i], MAX_IMAGE_BYTES)) for i in range(start, min(start + CHUNK, len(files)))]
+            result += self.classify(model_name, items, [None] * len(items))
+        return {"source": "upload", "classes": list(self.models.get(model_name).class_names), "items": result,
+                "truncated": False, "folder": None}
+
+    def classify_folder(self, model_name: str, path: str, recursive: bool) -> dict[str, Any]:
+        """The photos of folder ``path`` of the root, in gcv classify's order and with its relative paths, classified
+        :data:`CHUNK` at a time; a name that is not UTF-8 gets an error row in its place; 413 over the limits."""
+        base = self.need_root()
+        folder = self.under_root(path, "folder")
+        paths = []
+        for image in _folder_images(folder, base, recursive):
+            if len(paths) == MAX_IMAGES:
+                raise _refuse(413, f"{path or 'the root'} holds more than {MAX_IMAGES} photos; classify it with "
+                                   "gcv classify and open its rows file here")
+            paths.append(image)
+        result: list[ReviewItem] = []
+        for start in range(0, len(paths), CHUNK):
+            chunk = paths[start:start + CHUNK]
+            items, images, odd = [], [], {}
+            for i, image in enumerate(chunk):
+                name = image.relative_to(folder).as_posix()
+                if not _is_utf8(name):  # cannot travel in JSON as it is, nor be named in a corrections file
+                    odd[i] = ReviewItem(os.fsencode(name).decode("utf-8", "replace"),
+                                        error="the file name is not valid UTF-8; rename the file to review it")
+                    continue
+                if image.stat().st_size > MAX_IMAGE_BYTES:
+                    raise _refuse(413, f"{_relative(base, image)}: larger than {MAX_IMAGE_BYTES // (1024 * 1024)} MB")
+                items.append((name, image.read_bytes()))
+                images.append(_relative(base, image))
+            done = iter(self.classify(model_name, items, images) if items else [])
+            result += [odd[i] if i in odd else next(done) for i in range(len(chunk))]
+        return {"source": path, "classes": list(self.models.get(model_name).class_names), "items": result,
+                "truncated": False, "folder": path}
+
+
+def export_corrections(decisions: Sequence[Decision]) -> str:
+    """The corrections file of ``decisions`` (:func:`garmentcv.data.corrections.write_corrections`).
+
+    Raises:
+        HTTPException: 422 for an unknown action, two decisions for one path, or a label that is not a class name.
+    """
+    seen: set[str] = set()
+    for d in decisions:
+        if d.action not in ACTIONS:
+            raise _refuse(422, f"{d.path}: action {d.action!r}; use one of {', '.join(ACTIONS)}")
+        if d.path in seen:
+            raise _refuse(422, f"{d.path}: two decisions for one path; keep one")
+        seen.add(d.path)
+    try:
+        return write_corrections(Correction(d.path, d.label if d.action == RELABEL else "", d.action)
+                                 for d in decisions)
+    except CorrectionsError as exc:
+        raise _refuse(422, str(exc)) from exc
+
+
+def _same_site_guard(secret: str) -> Callable[[Request], None]:
+    """The check every POST passes: the page's token in :data:`TOKEN_HEADER`, no ``Origin`` of another host and no
+    ``Sec-Fetch-Site: cross-site``; 403 otherwise."""
+
+    def same_site(request: Request) -> None:
+        given = request.headers.get(TOKEN_HEADER, "")
+        if not hmac.compare_digest(given.encode(), secret.encode()):
+            raise _refuse(403, f"missing or wrong {TOKEN_HEADER} header: send requests from the review page")
+        origin = request.headers.get("origin")
+        # the host only: behind a TLS proxy the page's scheme is https while this server sees http
+        if origin is not None and urlsplit(origin).netloc != request.headers.get("host", ""):
+            raise _refuse(403, f"cross-site request from {origin} refused")
+        if request.headers.get("sec-fetch-site") == "cross-site":
+            raise _refuse(403, "cross-site request refused")
+
+    return same_site
 
 
 def create_review_router(*, open_model: Callable[[Path], Classifier], models_dir: Path | None, root: Path | None,
@@ -351,44 +557,21 @@ def create_review_router(*, open_model: Callable[[Path], Classifier], models_dir
 
     Args:
         open_model: opens a model file (called once per model, on first use, from a worker thread).
-        models_dir: the folder whose ``.onnx`` files (and those one folder down) the page offers; ``None``: none.
+        models_dir: the folder whose ``.onnx`` files the page offers; ``None``: none.
         root: the folder whose photos and rows files the page may open; ``None``: photos can only be uploaded.
         models: more models to offer, name -> file (the service's own model), listed first.
         token: the token POST requests must carry (:data:`TOKEN_HEADER`); ``None``: a random one.
 
     Returns:
         A router with no prefix; mount it with ``app.include_router(router, prefix="/review")``.
+
+    Raises:
+        PathNotFoundError: ``models_dir`` or ``root`` is given but is not a folder.
     """
-    router = APIRouter()
+    app = ReviewApp(open_model, models_dir, root, models)
     secret = token or secrets.token_urlsafe(32)
-    root_dir = root.resolve() if root is not None else None
-    registry = _Models(open_model, models_dir, models or {})
-
-    def same_site(request: Request) -> None:
-        given = request.headers.get(TOKEN_HEADER, "")
-        if not hmac.compare_digest(given.encode(), secret.encode()):
-            raise _refuse(403, f"missing or wrong {TOKEN_HEADER} header: send requests from the review page")
-        origin = request.headers.get("origin")
-        own = f"{request.url.scheme}://{request.headers.get('host', '')}"
-        if origin is not None and origin != own:
-            raise _refuse(403, f"cross-site request from {origin} refused")
-        if request.headers.get("sec-fetch-site") == "cross-site":
-            raise _refuse(403, "cross-site request refused")
-
-    guarded = [Depends(same_site)]
-
-    def need_root() -> Path:
-        if root_dir is None:
-            raise _refuse(404, "the server was started without a review root; upload photos instead")
-        return root_dir
-
-    def under_root(relative: str, kind: str) -> Path:
-        target = resolve_under(need_root(), relative)
-        if kind == "folder" and not target.is_dir():
-            raise _refuse(404, f"{relative!r}: no such folder under the review root")
-        if kind == "file" and not target.is_file():
-            raise _refuse(404, f"{relative!r}: no such file under the review root")
-        return target
+    router = APIRouter()
+    guarded = [Depends(_same_site_guard(secret))]
 
     @router.get("/", response_class=HTMLResponse, include_in_schema=False)
     def page() -> HTMLResponse:
@@ -404,132 +587,42 @@ def create_review_router(*, open_model: Callable[[Path], Classifier], models_dir
 
     @router.get("/api/models")
     def list_models() -> dict[str, Any]:
-        return {"models": list(registry.files()), "root": root_dir is not None}
+        return {"models": list(app.models.files()), "root": app.root is not None}
 
-    @router.get("/api/models/{name:path}")
+    @router.get("/api/models/{name}")
     def model_info(name: str) -> dict[str, Any]:
-        model = registry.get(name)
-        return {"name": name, "arch": model.info.arch, "precision": model.info.precision,
-                "classes": list(model.class_names)}
+        return app.model_info(name)
 
     @router.get("/api/folders")
     def list_folder(path: str = "") -> dict[str, Any]:
-        base = need_root()
-        folder = under_root(path, "folder")
-        folders, rows_files, images = [], [], 0
-        for entry in sorted(folder.iterdir(), key=lambda p: p.name)[:MAX_ENTRIES]:
-            if entry.name.startswith(".") or not entry.resolve().is_relative_to(base):
-                continue
-            if entry.is_dir():
-                folders.append(entry.name)
-            elif entry.is_file() and is_image_file(entry):
-                images += 1
-            elif entry.is_file() and entry.suffix.lower() in ROWS_SUFFIXES:
-                rows_files.append(entry.name)
-        parent = None if folder == base else _relative(base, folder.parent)
-        return {"path": _relative(base, folder), "parent": parent, "folders": folders, "images": images,
-                "rows_files": rows_files}
+        return app.list_folder(path)
 
     @router.get("/api/thumbnail")
     def thumbnail(path: str) -> Response:
-        image = under_root(path, "file")
-        if not is_image_file(image):
-            raise _refuse(404, f"{path!r} is not an image file")
-        try:
-            body = _thumbnail(image)
-        except (ImageDecodeError, OSError) as exc:
-            raise _refuse(422, f"{path}: cannot decode ({getattr(exc, 'reason', None) or exc})") from exc
-        return Response(body, media_type="image/jpeg",
+        return Response(app.thumbnail(path), media_type="image/jpeg",
                         headers={"Cache-Control": "private, max-age=300", "X-Content-Type-Options": "nosniff"})
-
-    def rows_response(text: str, name: str, images: str | None) -> dict[str, Any]:
-        rows, classes, truncated = read_rows(text, name)
-        folder = None
-        if images is not None and root_dir is not None:
-            folder = under_root(images, "folder")
-        items = []
-        for row in rows:
-            image = None
-            if folder is not None and row.get("path"):
-                try:
-                    found = resolve_under(folder, str(row["path"]))
-                except HTTPException:
-                    found = None
-                if found is not None and found.is_relative_to(root_dir) and found.is_file():  # type: ignore[arg-type]
-                    image = _relative(root_dir, found)  # type: ignore[arg-type]
-            items.append(review_item(row, image))
-        labels = sorted({i.label for i in items if i.label} | {i.given for i in items if i.given})
-        return {"source": name, "classes": classes or labels, "items": items, "truncated": truncated,
-                "folder": images}
 
     @router.get("/api/rows")
     def open_rows(path: str, images: str | None = None) -> dict[str, Any]:
-        file = under_root(path, "file")
-        if file.suffix.lower() not in ROWS_SUFFIXES:
-            raise _refuse(422, f"{path}: not a rows file ({', '.join(ROWS_SUFFIXES)})")
-        text = file.read_text(encoding="utf-8-sig", errors="replace")
-        folder = images if images is not None else _relative(need_root(), file.parent)
-        return rows_response(text, path, folder)
+        return app.open_rows(path, images)
 
     @router.post("/api/rows/upload", dependencies=guarded)
     def upload_rows(file: UploadFile = File(...), images: str | None = Form(None)) -> dict[str, Any]:  # noqa: B008
         text = _read_limited(file, MAX_ROWS_BYTES).decode("utf-8-sig", errors="replace")
-        return rows_response(text, file.filename or "rows", images or None)
-
-    def classified(model_name: str, items: Sequence[tuple[str, bytes]],
-                   images: Sequence[str | None]) -> list[ReviewItem]:
-        model = registry.get(model_name)
-        rows = model.classify_bytes(list(items))
-        if len(rows) != len(items):
-            raise _refuse(500, f"the model returned {len(rows)} rows for {len(items)} photos")
-        return [review_item({**row, "path": name}, image)
-                for (name, _), row, image in zip(items, rows, images, strict=True)]
+        return app.rows(text, file.filename or "rows", images or None)
 
     @router.post("/api/classify/upload", dependencies=guarded)
     def classify_upload(model: str = Form(...), files: list[UploadFile] = File(...),  # noqa: B008
                         names: str | None = Form(None)) -> dict[str, Any]:
-        if len(files) > MAX_IMAGES:
-            raise _refuse(413, f"{len(files)} photos in one request; send at most {MAX_IMAGES}")
-        given = _upload_names(names, len(files))
-        items = [(given[i] if given else f.filename or f"photo-{i + 1}", _read_limited(f, MAX_IMAGE_BYTES))
-                 for i, f in enumerate(files)]
-        result = classified(model, items, [None] * len(items))
-        return {"source": "upload", "classes": list(registry.get(model).class_names), "items": result,
-                "truncated": False, "folder": None}
+        return app.classify_uploads(model, files, names)
 
     @router.post("/api/classify/folder", dependencies=guarded)
     def classify_folder(body: FolderRequest) -> dict[str, Any]:
-        base = need_root()
-        folder = under_root(body.path, "folder")
-        paths = []
-        for path in _folder_images(folder, base, body.recursive):
-            if len(paths) == MAX_IMAGES:
-                raise _refuse(413, f"{body.path or 'the root'} holds more than {MAX_IMAGES} photos; classify it with "
-                                   "gcv classify and open its rows file here")
-            paths.append(path)
-        result: list[ReviewItem] = []
-        for start in range(0, len(paths), CHUNK):
-            chunk = paths[start:start + CHUNK]
-            items = []
-            for path in chunk:
-                if path.stat().st_size > MAX_IMAGE_BYTES:
-                    raise _refuse(413, f"{_relative(base, path)}: larger than {MAX_IMAGE_BYTES // (1024 * 1024)} MB")
-                items.append((path.relative_to(folder).as_posix(), path.read_bytes()))
-            result += classified(body.model, items, [_relative(base, p) for p in chunk])
-        return {"source": body.path, "classes": list(registry.get(body.model).class_names), "items": result,
-                "truncated": False, "folder": body.path}
+        return app.classify_folder(body.model, body.path, body.recursive)
 
     @router.post("/api/export", dependencies=guarded)
     def export(body: ExportRequest) -> Response:
-        for d in body.decisions:
-            if d.action not in ACTIONS:
-                raise _refuse(422, f"{d.path}: action {d.action!r}; use one of {', '.join(ACTIONS)}")
-        try:
-            text = write_corrections(Correction(d.path, d.label if d.action == RELABEL else "", d.action)
-                                     for d in body.decisions)
-        except CorrectionsError as exc:
-            raise _refuse(422, str(exc)) from exc
-        return Response(text.encode("utf-8"), media_type="text/csv; charset=utf-8",
+        return Response(export_corrections(body.decisions).encode("utf-8"), media_type="text/csv; charset=utf-8",
                         headers={"Content-Disposition": 'attachment; filename="corrections.csv"'})
 
     return router

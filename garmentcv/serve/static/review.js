@@ -69,7 +69,7 @@
     $("model-note").textContent = "";
     if (!name) return;
     try {
-      const info = await (await api("api/models/" + name.split("/").map(encodeURIComponent).join("/"))).json();
+      const info = await (await api("api/models/" + encodeURIComponent(name))).json();
       $("model-note").textContent = `${info.arch}, ${info.precision}, ${info.classes.length} classes`;
       if (!state.items.length) setClasses(info.classes);
     } catch (error) {
@@ -262,6 +262,7 @@
     const relabel = el("select", { "aria-label": `Relabel ${item.path}` });
     relabel.append(el("option", { value: "", text: "relabel…" }));
     state.classes.forEach((name) => relabel.append(el("option", { value: name, text: name })));
+    if (decision && decision.action === "relabel") relabel.value = decision.label;
     relabel.addEventListener("change", () => {
       if (relabel.value) { select(index); decide("relabel", relabel.value); }
     });
@@ -270,7 +271,7 @@
     actions.append(accept, relabel, drop);
     li.append(actions);
     li.append(el("div", { class: "decision", text: decisionText(decision) }));
-    if (decision) li.classList.add("decided", decision.action);
+    if (decision) li.classList.add("decided", `is-${decision.action}`);
     if (flags.length) li.classList.add("flagged");
     li.addEventListener("click", (event) => {
       if (!event.target.closest("button, select")) select(index);
@@ -398,6 +399,14 @@
   // ---- wiring --------------------------------------------------------------------------------------------------
 
   document.addEventListener("keydown", onKey);
+  $("items").addEventListener("focusin", (event) => { // Tab or a click moves the current photo too
+    const li = event.target.closest("li.item");
+    const index = li ? [...$("items").children].indexOf(li) : -1;
+    if (index >= 0 && index !== state.current) {
+      state.current = index;
+      for (const node of $("items").children) node.setAttribute("tabindex", node === li ? "0" : "-1");
+    }
+  });
   $("help-button").addEventListener("click", toggleHelp);
   $("help-close").addEventListener("click", () => $("help").close());
   $("model").addEventListener("change", chooseModel);
