@@ -224,6 +224,12 @@ def test_embeddings_refused_for_a_file_without_that_output_and_for_other_suffixe
     with pytest.raises(ClassifyUsageError, match=r"\.npy.*\.parquet"):
         classify_folder(ClassifyConfig(folder=folder, out=tmp_path / "r.csv", model=model, provider="cpu",
                                        progress=False, embeddings=tmp_path / "e.csv"))
+    from garmentcv.errors import OutputPathError
+
+    (tmp_path / "blocker").write_text("a file, not a folder", encoding="utf-8")
+    with pytest.raises(OutputPathError, match="--embeddings"):  # refused before any work
+        classify_folder(ClassifyConfig(folder=folder, out=tmp_path / "r.csv", model=model, provider="cpu",
+                                       progress=False, embeddings=tmp_path / "blocker" / "e.npy"))
 
 
 def test_embedding_gate_refuses_a_drifting_embedding() -> None:
