@@ -356,7 +356,7 @@ def with_detector(exported, tmp_path_factory: pytest.TempPathFactory):
     (uint8 input)."""
     ckpt, _, _, _ = exported
     out = tmp_path_factory.mktemp("ood") / "model.onnx"
-    return export_checkpoint(ExportConfig(checkpoint=ckpt, out=out, unknown="energy", unknown_recall=0.75,
+    return export_checkpoint(ExportConfig(checkpoint=ckpt, out=out, unknown_score="energy", unknown_recall=0.75,
                                           coverage=COVERAGE), progress=False)
 
 

@@ -126,7 +126,8 @@ def sets_and_detector_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     root = tmp_path_factory.mktemp("detector")
     ckpt = make_run(root / "run", "resnet18")
-    cfg = ExportConfig(checkpoint=ckpt, out=root / "model.onnx", unknown="energy", unknown_recall=0.75, coverage=0.8)
+    cfg = ExportConfig(checkpoint=ckpt, out=root / "model.onnx", unknown_score="energy", unknown_recall=0.75,
+                       coverage=0.8)
     return export_checkpoint(cfg, progress=False).out
 
 

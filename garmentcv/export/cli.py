@@ -72,7 +72,7 @@ _QUANTIZATION_IMAGES = click.IntRange(min=1)
               help="Score of the prediction sets: lac (smallest sets) or aps (adaptive, rarely empty).")
 @click.option("--class-conditional/--marginal", default=False,
               help="One prediction-set threshold per class (coverage per class) instead of one overall.")
-@click.option("--unknown", type=click.Choice(UNKNOWN_METHODS), default=None, show_default="none",
+@click.option("--unknown-score", type=click.Choice(UNKNOWN_METHODS), default=None, show_default="none",
               help="Add an unknown-item detector with this score, computed in the graph as the ood_score output.")
 @click.option("--unknown-recall", type=click.FloatRange(min=0, max=1, min_open=True), default=0.95,
               help="The detector's threshold keeps this share of the validation images.")

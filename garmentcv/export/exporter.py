@@ -133,7 +133,7 @@ class ExportConfig:
             validation images the temperature is not fitted on; ``None``: no sets.
         conformal_method: the sets' score, ``lac`` or ``aps``.
         class_conditional: one threshold per class (coverage per class; needs enough images of every class).
-        unknown: add an unknown-item detector with this score method (:data:`garmentcv.unknowns.scores.METHODS`)
+        unknown_score: add an unknown-item detector with this score method (:data:`garmentcv.unknowns.scores.METHODS`)
             as the ``ood_score`` output, computed in the graph (:mod:`garmentcv.export.unknown_output`); ``None``:
             none.
         unknown_recall: the detector's threshold keeps this share of the validation images (in-distribution
@@ -161,7 +161,7 @@ class ExportConfig:
     coverage: float | None = DEFAULT_COVERAGE
     conformal_method: str = "lac"
     class_conditional: bool = False
-    unknown: str | None = None
+    unknown_score: str | None = None
     unknown_recall: float = 0.95
     unknown_data: Path | None = None
     unknown_images: int = 2000
@@ -548,9 +548,9 @@ def _attach_detector(
     network: nn.Module, head: str, seen: ValidationLogits, val: ImageSet, pp: Preprocessing, uint8: bool,
     temperature: float | None, progress: bool, classes: Sequence[str],
 ) -> tuple[onnx.ModelProto, UnknownDetector, float]:
-    """Fit ``cfg.unknown``'s reference on the reference images from the converted graph's own outputs, join the score
-    to ``final``, check the joined graph's ``ood_score`` against the numpy score of its own outputs on the validation
-    images, and fit the threshold on those ``ood_score`` values (what consumers compare with it).
+    """Fit ``cfg.unknown_score``'s reference on the reference images from the converted graph's own outputs, join
+    the score to ``final``, check the joined graph's ``ood_score`` against the numpy score of its own outputs on the
+    validation images, and fit the threshold on those ``ood_score`` values (what consumers compare with it).
 
     Returns:
         The joined graph, the detector for the metadata, and the largest relative score difference.
@@ -559,7 +559,7 @@ def _attach_detector(
         ExportError: the score cannot be fitted, exported or joined, or differs by more than
             :data:`~garmentcv.export.unknown_output.SCORE_TOLERANCE`.
     """
-    method, t = str(cfg.unknown), 1.0 if temperature is None else temperature
+    method, t = str(cfg.unknown_score), 1.0 if temperature is None else temperature
     session = final_session if final_session is not None else checks.open_session(final.SerializeToString())
     source = _data_source(cfg.unknown_data, checkpoint, "train.csv", "--unknown-data")
     images = select_images(source, classes, cfg.unknown_images, True, "unknown reference")
@@ -597,7 +597,7 @@ def _attach_detector(
     if worst > unknown_output.SCORE_TOLERANCE:
         raise ExportError(f"the {method} ood_score output differs from the score of the file's own outputs by "
                           f"{worst:.3g} x max(1, |score|), more than {unknown_output.SCORE_TOLERANCE:g}; choose "
-                          "another --unknown method. The file was not written")
+                          "another --unknown-score method. The file was not written")
     in_scores = np.concatenate(file_scores)  # the file's own float32 scores: what classify compares with
     try:
         threshold = unknown_scores.fit_threshold(in_scores, cfg.unknown_recall)
@@ -648,8 +648,9 @@ def export_checkpoint(cfg: ExportConfig, progress: bool = True) -> ExportResult:
         raise ExportError(f"unknown conformal method {cfg.conformal_method!r}; choose one of {', '.join(METHODS)}")
     if cfg.coverage is not None and not 0.0 < cfg.coverage < 1.0:
         raise ExportError(f"--coverage {cfg.coverage}: give a probability strictly between 0 and 1, e.g. 0.95")
-    if cfg.unknown is not None and cfg.unknown not in unknown_scores.METHODS:
-        raise ExportError(f"unknown score method {cfg.unknown!r}; choose one of {', '.join(unknown_scores.METHODS)}")
+    if cfg.unknown_score is not None and cfg.unknown_score not in unknown_scores.METHODS:
+        raise ExportError(f"unknown score method {cfg.unknown_score!r}; choose one of "
+                          f"{', '.join(unknown_scores.METHODS)}")
     if not 0.0 < cfg.unknown_recall <= 1.0:
         raise ExportError(f"--unknown-recall {cfg.unknown_recall}: give a share within (0, 1], e.g. 0.95")
     if cfg.int8_activations not in INT8_ACTIVATIONS:
@@ -665,7 +666,7 @@ def export_checkpoint(cfg: ExportConfig, progress: bool = True) -> ExportResult:
     classes = tuple(state["classes"])
     pp = Preprocessing.from_dict(state["preprocessing"])
     model = network = _restore_model(state, checkpoint)
-    embeds = cfg.embedding or cfg.unknown is not None  # the score reads the embedding inside the graph
+    embeds = cfg.embedding or cfg.unknown_score is not None  # the score reads the embedding inside the graph
     head = get_spec(state["arch"]).head
     if embeds:
         model = WithEmbedding(network, head).eval()
@@ -777,7 +778,7 @@ def export_checkpoint(cfg: ExportConfig, progress: bool = True) -> ExportResult:
         embedding_dim=int(seen.embeddings["final"].shape[1]) if embeds else 0, conformal=conformal,
     )  # fmt: skip
     detector, score_diff = None, None
-    if cfg.unknown is not None:
+    if cfg.unknown_score is not None:
         final, detector, score_diff = _attach_detector(
             cfg, checkpoint, final, final_session, network if not uint8 else network.network, head, seen, val, pp,
             uint8, temperature, progress, classes)

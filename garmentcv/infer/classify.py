@@ -473,7 +473,7 @@ def rows_unknown_threshold(info: ModelInfo, unknown: str, model: Path | str) -> 
         return info.unknown.threshold
     if unknown == "auto":
         logger.info("%s has no unknown-item detector: the rows say nothing about unknown items (export one with "
-                    "gcv-export --unknown)", model)
+                    "gcv-export --unknown-score)", model)
     return None
 
 
