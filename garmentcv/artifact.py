@@ -11,8 +11,15 @@ model file is all they need. The ONNX graph has one input ``input`` and one outp
   scaling to 0..1, normalisation and the layout change run inside the graph, so decoding threads hand over a
   quarter of the bytes and no float pass runs in Python.
 
+Format version 3 adds outputs after ``logits`` (declared in :attr:`ModelInfo.outputs`): ``embedding``, float32
+``(N, D)``, the pooled features the classification head takes (:data:`EMBEDDING_NAME`), and ``ood_score``, float32
+``(N,)``, the score of an unknown-item detector computed in the graph (:data:`OOD_SCORE_NAME`, higher = more
+unknown, with its threshold in :attr:`ModelInfo.unknown`). Releases before version 3 refuse a graph with more than
+one output, so such files say they need a newer release rather than fail on the graph.
+
 A file is written at the lowest version that describes it (float32 files stay version 1, readable by older
-releases); readers accept both.
+releases; files without extra outputs stay at 1 or 2); readers accept all of them. Prediction sets
+(:attr:`ModelInfo.conformal`) are metadata only: a release that does not read them still classifies the file.
 """
 
 from __future__ import annotations
@@ -23,18 +30,26 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from garmentcv.conformal import ConformalPredictor
 from garmentcv.errors import ModelFileError
 from garmentcv.image import Preprocessing
 
 FORMAT = "garmentcv-onnx"
-#: The newest metadata format this release reads and writes (2: the input format is recorded).
-FORMAT_VERSION = 2
+#: The newest metadata format this release reads and writes (2: the input format is recorded; 3: outputs after
+#: ``logits``).
+FORMAT_VERSION = 3
 #: Model inputs: float32 normalised NCHW (format 1) or uint8 pixels NHWC normalised in the graph (format 2).
 INPUT_FLOAT32 = "float32-nchw"
 INPUT_UINT8 = "uint8-nhwc"
 INPUT_FORMATS = (INPUT_FLOAT32, INPUT_UINT8)
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
+#: The optional output of pooled penultimate features, float32 ``(N, D)``: the input of the final linear layer.
+EMBEDDING_NAME = "embedding"
+#: The optional output of an unknown-item detector's score, float32 ``(N,)``, higher = more unknown.
+OOD_SCORE_NAME = "ood_score"
+#: Every output a GarmentCV file may have, in graph order (``logits`` always first).
+OUTPUT_NAMES = (OUTPUT_NAME, EMBEDDING_NAME, OOD_SCORE_NAME)
 PRECISIONS = ("fp32", "fp16", "int8")
 
 _PREFIX = "garmentcv."
@@ -179,6 +194,9 @@ class RuntimeGate:
         note: why it failed, naming the cause (``""`` when it passed).
         version: the runtime and version that ran it, e.g. ``openvino 2026.4.1``.
         cpu_model: the CPU it ran on (``model name`` of ``/proc/cpuinfo``; ``""`` when unknown).
+        embedding_min_cosine: files with an ``embedding`` output: the smallest per-image cosine similarity of the
+            pair's embedding to PyTorch's FP32 one (a condition of ``passed``, bound
+            :data:`garmentcv.export.checks.EMBEDDING_MIN_COSINE`); ``None`` without one.
     """
 
     runtime: str
@@ -194,6 +212,7 @@ class RuntimeGate:
     note: str = ""
     version: str = ""
     cpu_model: str = ""
+    embedding_min_cosine: float | None = None
 
     @property
     def key(self) -> tuple[str, str]:
@@ -208,6 +227,8 @@ class RuntimeGate:
         text = (f"top-1 agreement {self.top1_agreement:.2%} on {self.images} images, largest logit difference "
                 f"{self.max_abs_diff:.3g} ({tolerance}), largest probability difference "
                 f"{self.max_probability_diff:.3g}, accuracy drop {self.accuracy_drop:.2f} points")
+        if self.embedding_min_cosine is not None:
+            text += f", embedding cosine to FP32 at least {self.embedding_min_cosine:.6g}"
         return text if self.tolerance is not None else f"accuracy {self.accuracy:.2%}, {text}"
 
     def to_dict(self) -> dict[str, Any]:
@@ -216,7 +237,8 @@ class RuntimeGate:
                 "top1_agreement": self.top1_agreement, "max_abs_diff": self.max_abs_diff,
                 "tolerance": self.tolerance, "accuracy": self.accuracy, "accuracy_drop": self.accuracy_drop,
                 "max_probability_diff": self.max_probability_diff, "note": self.note, "version": self.version,
-                "cpu_model": self.cpu_model}  # fmt: skip
+                "cpu_model": self.cpu_model,
+                **({} if self.embedding_min_cosine is None else {"embedding_min_cosine": self.embedding_min_cosine})}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> RuntimeGate:
@@ -233,7 +255,8 @@ class RuntimeGate:
                    float(data["top1_agreement"]), float(data["max_abs_diff"]),
                    None if tolerance is None else float(tolerance), float(data["accuracy"]),
                    float(data["accuracy_drop"]), float(data.get("max_probability_diff", 0.0)),
-                   str(data.get("note", "")), str(data.get("version", "")), str(data.get("cpu_model", "")))
+                   str(data.get("note", "")), str(data.get("version", "")), str(data.get("cpu_model", "")),
+                   None if data.get("embedding_min_cosine") is None else float(data["embedding_min_cosine"]))
 
     def as_bf16_check(self) -> ReducedPrecisionCheck:
         """The same result in the form releases before per-runtime gates read (``garmentcv.bf16``).
@@ -249,6 +272,46 @@ class RuntimeGate:
             note=self.note, runtime=self.version, cpu_model=self.cpu_model,
             max_probability_diff=self.max_probability_diff,
         )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class UnknownDetector:
+    """The unknown-item detector stored in a file: a score computed in the graph (the ``ood_score`` output) and the
+    threshold above which an image is called unknown (none of the model's classes).
+
+    Attributes:
+        method: the score's name (e.g. ``energy``, ``knn``), as the code that fitted it names it.
+        threshold: images with ``ood_score > threshold`` are unknown.
+        recall: the share of in-distribution held-out images at or below the threshold when it was fitted, 0..1.
+        reference_size: rows of reference data the score carries in the graph (class means, a bank of
+            embeddings; 0 when it needs none).
+        images: held-out images the threshold was fitted on.
+    """
+
+    method: str
+    threshold: float
+    recall: float
+    reference_size: int = 0
+    images: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able types."""
+        return {"method": self.method, "threshold": self.threshold, "recall": self.recall,
+                "reference_size": self.reference_size, "images": self.images}  # fmt: skip
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> UnknownDetector:
+        """Inverse of :meth:`to_dict`.
+
+        Raises:
+            ValueError: a malformed entry, a non-finite threshold or a recall outside 0..1.
+        """
+        if not isinstance(data, Mapping) or not isinstance(data.get("method"), str):
+            raise ValueError(f"bad unknown detector {data!r}")
+        threshold, recall = float(data["threshold"]), float(data["recall"])
+        if not math.isfinite(threshold) or not 0.0 <= recall <= 1.0:
+            raise ValueError(f"bad unknown detector threshold {threshold!r} or recall {recall!r}")
+        return cls(data["method"], threshold, recall, int(data.get("reference_size", 0)), int(data.get("images", 0)))
 
 
 @dataclass(frozen=True)
@@ -279,6 +342,14 @@ class ModelInfo:
         runtime_gates: each (runtime, inference precision) pair gated at export (:class:`RuntimeGate`); empty in
             files of releases before them, for which :func:`garmentcv.infer.runtimes.openvino_allowed` states the
             fallback.
+        outputs: the graph's outputs in order, :data:`OUTPUT_NAME` first, then any of :data:`EMBEDDING_NAME` and
+            :data:`OOD_SCORE_NAME` (format version 3); ``("logits",)`` in files without extra outputs.
+        embedding_dim: ``D`` of the ``embedding`` output (0 without one).
+        conformal: the split conformal predictor fitted at export (:class:`garmentcv.conformal.ConformalPredictor`:
+            prediction sets with a coverage guarantee); ``None`` when none was fitted (files of releases before it,
+            exports with too few held-out images for the coverage asked).
+        unknown: the unknown-item detector whose score is the ``ood_score`` output (:class:`UnknownDetector`);
+            ``None`` without one.
     """
 
     arch: str
@@ -295,6 +366,20 @@ class ModelInfo:
     input_format: str = INPUT_FLOAT32
     bf16: ReducedPrecisionCheck | None = None
     runtime_gates: tuple[RuntimeGate, ...] = ()
+    outputs: tuple[str, ...] = (OUTPUT_NAME,)
+    embedding_dim: int = 0
+    conformal: ConformalPredictor | None = None
+    unknown: UnknownDetector | None = None
+
+    @property
+    def has_embedding(self) -> bool:
+        """Whether the graph has the ``embedding`` output."""
+        return EMBEDDING_NAME in self.outputs
+
+    @property
+    def has_ood_score(self) -> bool:
+        """Whether the graph has the ``ood_score`` output (and the file an :attr:`unknown` detector)."""
+        return OOD_SCORE_NAME in self.outputs
 
     def gate(self, runtime: str, precision: str) -> RuntimeGate | None:
         """The :class:`RuntimeGate` of ``(runtime, precision)``, ``None`` when that pair was not gated."""
@@ -310,7 +395,10 @@ class ModelInfo:
 
     @property
     def format_version(self) -> int:
-        """The metadata format version written for this model: 1 for float32 input, 2 for uint8 input."""
+        """The metadata format version written for this model: 3 with outputs after ``logits``; otherwise 1 for
+        float32 input, 2 for uint8 input."""
+        if self.outputs != (OUTPUT_NAME,):
+            return 3
         return 1 if self.input_format == INPUT_FLOAT32 else 2
 
     @property
@@ -353,6 +441,14 @@ class ModelInfo:
             props[f"{_PREFIX}bf16"] = json.dumps(self.bf16.to_dict(), ensure_ascii=False)
         if self.runtime_gates:
             props[f"{_PREFIX}runtime_gates"] = json.dumps([g.to_dict() for g in self.runtime_gates], ensure_ascii=False)
+        if self.outputs != (OUTPUT_NAME,):
+            props[f"{_PREFIX}outputs"] = json.dumps(list(self.outputs))
+        if self.has_embedding:
+            props[f"{_PREFIX}embedding_dim"] = str(self.embedding_dim)
+        if self.conformal is not None:
+            props[f"{_PREFIX}conformal"] = json.dumps(self.conformal.to_dict())
+        if self.unknown is not None:
+            props[f"{_PREFIX}unknown"] = json.dumps(self.unknown.to_dict(), ensure_ascii=False)
         return props
 
     @classmethod
@@ -381,6 +477,7 @@ class ModelInfo:
             input_format = props.get(f"{_PREFIX}input", INPUT_FLOAT32) if version >= 2 else INPUT_FLOAT32
             if input_format not in INPUT_FORMATS:
                 raise ValueError(f"unknown input format {input_format!r}")
+            outputs = _outputs(props.get(f"{_PREFIX}outputs") if version >= 3 else None)
             classes = tuple(json.loads(props[f"{_PREFIX}classes"]))
             if len(classes) < 2 or not all(isinstance(c, str) for c in classes):
                 raise ValueError(f"bad class list {classes!r}")
@@ -405,6 +502,16 @@ class ModelInfo:
                     if f"{_PREFIX}bf16" in props else None
                 ),
                 runtime_gates=_runtime_gates(props.get(f"{_PREFIX}runtime_gates")),
+                outputs=outputs,
+                embedding_dim=int(props.get(f"{_PREFIX}embedding_dim", "0")) if EMBEDDING_NAME in outputs else 0,
+                conformal=(
+                    ConformalPredictor.from_dict(json.loads(props[f"{_PREFIX}conformal"]), len(classes))
+                    if f"{_PREFIX}conformal" in props else None
+                ),
+                unknown=(
+                    UnknownDetector.from_dict(json.loads(props[f"{_PREFIX}unknown"]))
+                    if f"{_PREFIX}unknown" in props and OOD_SCORE_NAME in outputs else None
+                ),
             )
         except ModelFileError:
             raise
@@ -424,6 +531,21 @@ def _runtime_gates(text: str | None) -> tuple[RuntimeGate, ...]:
     if not isinstance(entries, list):
         raise ValueError(f"runtime_gates must be a list, got {type(entries).__name__}")
     return tuple(RuntimeGate.from_dict(e) for e in entries)
+
+
+def _outputs(text: str | None) -> tuple[str, ...]:
+    """Parse the ``outputs`` property: ``("logits",)`` when absent.
+
+    Raises:
+        ValueError: not a JSON list starting with ``logits`` of distinct names of :data:`OUTPUT_NAMES`.
+    """
+    if text is None:
+        return (OUTPUT_NAME,)
+    names = json.loads(text)
+    if (not isinstance(names, list) or not names or names[0] != OUTPUT_NAME or len(set(names)) != len(names)
+            or not set(names) <= set(OUTPUT_NAMES)):
+        raise ValueError(f"outputs must be a list starting with {OUTPUT_NAME!r} of {list(OUTPUT_NAMES)}, got {text!r}")
+    return tuple(names)
 
 
 def _temperature(text: str | None) -> float | None:

@@ -36,6 +36,14 @@ FP16_TOLERANCE = 5e-2
 #: quantization step differently at another batch size; measured up to 0.047 on a random-init resnet18 and
 #: under 1e-4 on the trained models, so 0.1 (the accuracy gate is INT8's real check).
 BATCH_TOLERANCE = {"fp32": 1e-4, "fp16": 1e-2, "int8": 1e-1}
+#: Smallest cosine similarity accepted between an image's ``embedding`` output and PyTorch's FP32 one, by the
+#: precision it was computed at (the file's ``fp32``/``fp16``/``int8``, OpenVINO's ``f32``/``bf16``). Uses of the
+#: embedding (nearest neighbours, distances to class means, unknown-item scores) depend on its direction, and a
+#: cosine bound is independent of the features' scale. float32 reorderings change the direction by about 1e-12
+#: (bound 1 - 1e-5); FP16 and bf16 keep about 3 and 2 significant digits of every activation, each a
+#: relative error of 1e-3 and 4e-3 that moves the cosine by about half its square (bounds 0.999 and 0.99, wide
+#: margins for networks that amplify rounding); INT8 rounds every activation to one of 256 levels (0.95).
+EMBEDDING_MIN_COSINE = {"fp32": 1 - 1e-5, "f32": 1 - 1e-5, "fp16": 0.999, "bf16": 0.99, "int8": 0.95}
 
 
 def open_session(model: str | Path | bytes) -> ort.InferenceSession:
@@ -57,6 +65,110 @@ def run_logits(session: ort.InferenceSession, inputs: np.ndarray, batch_size: in
     if out.dtype != np.float32 or out.shape[0] != len(inputs):
         raise ExportError(f"the model returned {out.dtype} {out.shape} for {inputs.shape}; expected float32 (N, C)")
     return out
+
+
+def run_outputs(session: ort.InferenceSession, inputs: np.ndarray, batch_size: int = 32) -> dict[str, np.ndarray]:
+    """Every output of the session by name (``logits`` ``(N, C)``, ``embedding`` ``(N, D)``, ...), float32, run
+    ``batch_size`` rows at a time.
+
+    Raises:
+        ExportError: an output is not float32 or not one row per input.
+    """
+    names = [o.name for o in session.get_outputs()]
+    parts: dict[str, list[np.ndarray]] = {name: [] for name in names}
+    for i in range(0, len(inputs), batch_size):
+        for name, out in zip(names, session.run(names, {INPUT_NAME: inputs[i : i + batch_size]}), strict=True):
+            parts[name].append(out)
+    result = {name: np.concatenate(chunks, axis=0) for name, chunks in parts.items()}
+    for name, out in result.items():
+        if out.dtype != np.float32 or out.shape[0] != len(inputs):
+            raise ExportError(f"the model's {name} output is {out.dtype} {out.shape} for {inputs.shape}; expected "
+                              "float32 with one row per image")
+    return result
+
+
+def cosine_similarity(reference: np.ndarray, candidate: np.ndarray) -> np.ndarray:
+    """Per row of ``(N, D)`` arrays: the cosine similarity, float64 ``(N,)``; 1 where both rows are zero, 0 where
+    one is; NaN where a row is not finite."""
+    a = np.asarray(reference, dtype=np.float64)
+    b = np.asarray(candidate, dtype=np.float64)
+    norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+    both_zero = (np.abs(a).max(axis=1, initial=0.0) == 0) & (np.abs(b).max(axis=1, initial=0.0) == 0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cosine = np.where(norms > 0, (a * b).sum(axis=1) / np.where(norms > 0, norms, 1.0), 0.0)
+    cosine = np.where(both_zero, 1.0, cosine)
+    return np.where(np.isfinite(a).all(axis=1) & np.isfinite(b).all(axis=1), cosine, np.nan)
+
+
+@dataclass(frozen=True)
+class EmbeddingParity:
+    """How a file's ``embedding`` output compares with PyTorch's FP32 one, image by image.
+
+    Attributes:
+        min_cosine: the smallest cosine similarity over the finite rows (1.0 for no row).
+        bound: the smallest accepted (:data:`EMBEDDING_MIN_COSINE`).
+        images: images compared.
+        rows_below: rows under the bound.
+        worst_file: the row with the smallest cosine (``""`` for none).
+        nonfinite_rows: rows with a NaN or infinite value.
+    """
+
+    min_cosine: float
+    bound: float
+    images: int
+    rows_below: int
+    worst_file: str
+    nonfinite_rows: int = 0
+
+    @property
+    def passed(self) -> bool:
+        """No row under the bound and none non-finite."""
+        return not self.rows_below and not self.nonfinite_rows
+
+    def describe(self) -> str:
+        """E.g. ``embedding cosine similarity to FP32 at least 0.9991 (bound 0.999) on 24 images``, or the
+        failures."""
+        text = f"embedding cosine similarity to FP32 at least {self.min_cosine:.6g} (bound {self.bound:g})"
+        if self.rows_below:
+            text += f", {self.rows_below} of {plural(self.images, 'image')} below it, worst {self.worst_file}"
+        else:
+            text += f" on {plural(self.images, 'image')}"
+        if self.nonfinite_rows:
+            text += f", {plural(self.nonfinite_rows, 'image')} with non-finite values"
+        return text
+
+
+def compare_embeddings(reference: np.ndarray, candidate: np.ndarray, files: Sequence[str],
+                       bound: float) -> EmbeddingParity:
+    """Compare embeddings ``(N, D)`` of PyTorch FP32 (``reference``) and a file (``candidate``), row ``i`` from
+    ``files[i]``, by per-row cosine similarity against ``bound``.
+
+    Raises:
+        ExportError: the shapes differ.
+    """
+    if np.shape(reference) != np.shape(candidate) or np.ndim(reference) != 2 or len(reference) != len(files):
+        raise ExportError(f"cannot compare embeddings {np.shape(candidate)} with PyTorch's {np.shape(reference)} "
+                          f"for {plural(len(files), 'image')}")
+    cosine = cosine_similarity(reference, candidate)
+    finite = np.isfinite(cosine)
+    shown = np.where(finite, cosine, np.inf)
+    worst = int(shown.argmin()) if finite.any() else -1
+    return EmbeddingParity(
+        min_cosine=float(cosine[worst]) if worst >= 0 else 1.0, bound=bound, images=len(files),
+        rows_below=int((finite & (cosine < bound)).sum()), worst_file=files[worst] if worst >= 0 else "",
+        nonfinite_rows=int((~finite).sum()),
+    )  # fmt: skip
+
+
+def require_embedding(parity: EmbeddingParity, what: str) -> None:
+    """Raise :class:`ExportError` when the embedding of the ``what`` (``FP16``) file drifts past its bound.
+
+    Raises:
+        ExportError: the message gives the smallest cosine, the bound and the worst image; nothing is written.
+    """
+    if not parity.passed:
+        raise ExportError(f"{what} embedding parity failed: {parity.describe()}; export it in another precision, or "
+                          "without --embedding. The file was not written")
 
 
 @dataclass(frozen=True)

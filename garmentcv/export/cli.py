@@ -60,12 +60,22 @@ _QUANTIZATION_IMAGES = click.IntRange(min=1)
               help="uint8-nhwc: uint8 crops, normalised in the graph; float32-nchw: format 1, for older releases.")
 @click.option("--bf16-check", type=click.Choice(["auto", "off"]), default="auto",
               help="auto: also gate OpenVINO at bf16 on a CPU with native bf16; off: never run bf16.")
+@click.option("--embedding/--no-embedding", default=False,
+              help="Add the pooled features the head takes as a second output, embedding (N, D), gated like logits.")
+@click.option("--coverage", type=click.FloatRange(min=0, max=1, min_open=True, max_open=True), default=0.95,
+              help="Fit prediction sets holding the true class with this probability, on held-out validation images.")
+@click.option("--no-prediction-sets", "no_sets", is_flag=True, default=False,
+              help="Fit no prediction sets (the temperature then uses every validation image).")
+@click.option("--conformal-method", type=click.Choice(["lac", "aps"]), default="lac",
+              help="Score of the prediction sets: lac (smallest sets) or aps (adaptive, rarely empty).")
+@click.option("--class-conditional/--marginal", default=False,
+              help="One prediction-set threshold per class (coverage per class) instead of one overall.")
 @deprecated_alias("--calibration-data", "calibration_data", type=_QUANTIZATION_DATA)
 @deprecated_alias("--calibration-images", "calibration_images", type=_QUANTIZATION_IMAGES)
 @quiet_option
 @verbose_option
 @handle_errors
-def main(checkpoint: Path | None, quiet: bool, verbose: bool, **options: object) -> None:
+def main(checkpoint: Path | None, quiet: bool, verbose: bool, no_sets: bool, **options: object) -> None:
     """Export CHECKPOINT (a gcv-train best.pt) to one self-describing ONNX file, after checking it.
 
     Without CHECKPOINT the best.pt of the newest run under runs/train is used. The file is written only when the
@@ -77,6 +87,9 @@ def main(checkpoint: Path | None, quiet: bool, verbose: bool, **options: object)
     chance (the larger of 1/classes and the largest class's share) by the larger of 5 points and two standard
     errors, when there are fewer than 20 validation images or fewer than 3 misclassified ones, or when the fit ends
     at a bound of its search (0.01 or 100).
+
+    Prediction sets (split conformal prediction) are fitted at --coverage on half of the validation images, the
+    temperature on the other half, so that the coverage holds; with too few images no sets are stored.
     """
     setup_logging(quiet, verbose)
     require_onnxruntime()  # a clear message, not an ImportError, when neither [cpu] nor [gpu] is installed
@@ -89,6 +102,8 @@ def main(checkpoint: Path | None, quiet: bool, verbose: bool, **options: object)
         export_checkpoint,
     )
 
+    if no_sets:
+        options["coverage"] = None
     cfg = ExportConfig(checkpoint=checkpoint, **options)  # type: ignore[arg-type]
     if cfg.out == DEFAULT_MODEL_PATH:
         logging.getLogger(__name__).info("no --out given; writing %s, where gcv-classify looks by default", cfg.out)
@@ -117,6 +132,12 @@ def main(checkpoint: Path | None, quiet: bool, verbose: bool, **options: object)
         lines.append(
             f"temperature: none stored, gcv-classify and gcv-evaluate use the raw softmax: {r.temperature_note}"
         )
+    if r.embedding_parity is not None:
+        lines.append(f"embedding output, {r.info.embedding_dim} features: {r.embedding_parity.describe()}")
+    if r.conformal is not None:
+        lines.append(f"prediction sets: {r.conformal.describe()} (gcv-classify writes each row's set)")
+    elif r.conformal_note:
+        lines.append(f"prediction sets: {r.conformal_note}")
     accuracy = f"validation accuracy: FP32 {r.fp32_accuracy:.2%}"
     if r.info.precision != "fp32":
         accuracy += f" | {r.info.precision.upper()} {r.accuracy:.2%} (drop {r.accuracy_drop:.2f} points)"

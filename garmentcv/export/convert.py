@@ -20,7 +20,7 @@ from __future__ import annotations
 import itertools
 import logging
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -89,17 +89,20 @@ def check_graph(model: onnx.ModelProto) -> None:
         raise ExportError(f"the exported graph holds {bad} nodes; it must be exported from eval mode")
 
 
-def trace_to_onnx(model: nn.Module, example: torch.Tensor, opset: int) -> onnx.ModelProto:
+def trace_to_onnx(model: nn.Module, example: torch.Tensor, opset: int,
+                  outputs: Sequence[str] = (OUTPUT_NAME,)) -> onnx.ModelProto:
     """Export ``model`` (put in eval mode) to an in-memory ONNX model at ``opset``.
 
     Args:
-        model: a classifier taking float32 ``(N, 3, H, W)`` and returning logits ``(N, C)``.
+        model: a classifier taking float32 ``(N, 3, H, W)`` (or uint8 crops) and returning logits ``(N, C)``, or
+            a tuple whose tensors are named by ``outputs`` (logits first).
         example: float32 ``(B, 3, H, W)`` with ``B >= 2``, the traced input; the batch axis is exported
             dynamic (named ``batch``) and callers prove it with other batch sizes.
         opset: default-domain opset to write.
+        outputs: the graph's output names, in the order the model returns them.
 
     Returns:
-        The model with input ``input`` and output ``logits`` and every weight inside the proto.
+        The model with input ``input``, the ``outputs`` and every weight inside the proto.
 
     Raises:
         ExportError: the exporter fails or writes another opset than ``opset``.
@@ -110,7 +113,7 @@ def trace_to_onnx(model: nn.Module, example: torch.Tensor, opset: int) -> onnx.M
     try:
         with torch.no_grad():
             program = torch.onnx.export(
-                model, (example,), None, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                model, (example,), None, input_names=[INPUT_NAME], output_names=list(outputs),
                 opset_version=opset, dynamic_shapes=({0: batch},), dynamo=True, external_data=False,
                 optimize=True, verbose=False,
             )  # fmt: skip
@@ -122,7 +125,7 @@ def trace_to_onnx(model: nn.Module, example: torch.Tensor, opset: int) -> onnx.M
 
 
 def to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Convert weights and compute to float16, keeping float32 ``input`` and ``logits`` (Cast nodes at the edges)."""
+    """Convert weights and compute to float16, keeping float32 ``input`` and outputs (Cast nodes at the edges)."""
     converted = convert_float_to_float16(model, keep_io_types=True)
     OnnxModel(converted).topological_sort()  # the converter appends the output Casts last; the checker wants order
     return converted

@@ -9,7 +9,15 @@ images can fit one: :func:`garmentcv.calibration.decide_temperature`; stored in 
 unchanged), gate each (runtime, inference precision) pair the file may run at against FP32
 (:mod:`garmentcv.export.runtime_gates`), then write the file atomically and check the written file (batch sizes,
 determinism, metadata) before it replaces ``out``.
-Memory therefore grows with the number of validation images only by ``3 x C`` floats per image.
+Memory therefore grows with the number of validation images only by ``3 x C`` floats per image (``3 x (C + D)``
+with the ``embedding`` output of ``D`` features).
+
+Prediction sets (:mod:`garmentcv.conformal`) need held-out images that nothing else was fitted on: the temperature
+is a parameter fitted on the validation images, and scores computed with it on those same images are no longer
+exchangeable with a new image's. So when ``coverage`` is set and the validation images are enough, they are split
+deterministically (:func:`split_held_out`: within each class, alternate images in file order): the temperature is
+fitted on one part, the conformal threshold on the other. With too few images for the coverage asked, no sets are
+fitted, the temperature uses every image as before, and the metadata says why.
 """
 
 from __future__ import annotations
@@ -19,7 +27,7 @@ import re
 import sys
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,9 +39,11 @@ from tqdm import tqdm
 
 import garmentcv
 from garmentcv.artifact import (
+    EMBEDDING_NAME,
     INPUT_FORMATS,
     INPUT_UINT8,
     INT8_ACTIVATIONS,
+    OUTPUT_NAME,
     PRECISIONS,
     ModelInfo,
     Quantization,
@@ -44,6 +54,14 @@ from garmentcv.calibration import (
     decide_temperature,
     softmax,
 )
+from garmentcv.conformal import (
+    DEFAULT_COVERAGE,
+    METHODS,
+    ConformalFitError,
+    ConformalPredictor,
+    fit_conformal,
+    min_images,
+)
 from garmentcv.data.layouts import load_dataset, scan_images
 from garmentcv.errors import (
     CheckpointError,
@@ -52,13 +70,14 @@ from garmentcv.errors import (
     PathNotFoundError,
 )
 from garmentcv.export import checks, convert, runtime_gates
+from garmentcv.export.embedding import WithEmbedding, check_same_logits
 from garmentcv.export.uint8_input import Uint8Input
 from garmentcv.fsutil import atomic_path, check_writable_output, sha256_of
 from garmentcv.image import Preprocessing, load_crop, load_input
 from garmentcv.infer import runtimes
 from garmentcv.infer.model_file import DEFAULT_MODEL_PATH, read_model_info
 from garmentcv.metrics import classification_metrics
-from garmentcv.models.registry import build_model
+from garmentcv.models.registry import build_model, get_spec
 from garmentcv.paths import RUNS_DIR
 from garmentcv.text import plural
 from garmentcv.train.checkpoint import load_checkpoint
@@ -103,6 +122,12 @@ class ExportConfig:
         bf16_check: ``auto`` gates OpenVINO's bf16 (:mod:`garmentcv.export.runtime_gates`) where OpenVINO and a
             CPU with native bf16 are present; ``off`` skips that pair (OpenVINO at f32 is gated whenever OpenVINO
             is installed). Each result is recorded in the file.
+        embedding: add the ``embedding`` output (the pooled features the head takes, float32 ``(N, D)``), gated
+            like the logits by cosine similarity (:data:`garmentcv.export.checks.EMBEDDING_MIN_COSINE`).
+        coverage: fit prediction sets with this coverage (``1 - alpha``, :mod:`garmentcv.conformal`) on held-out
+            validation images the temperature is not fitted on; ``None``: no sets.
+        conformal_method: the sets' score, ``lac`` or ``aps``.
+        class_conditional: one threshold per class (coverage per class; needs enough images of every class).
     """
 
     checkpoint: Path | None = None
@@ -119,6 +144,10 @@ class ExportConfig:
     runs_dir: Path = RUNS_DIR
     input_format: str = INPUT_UINT8
     bf16_check: str = "auto"
+    embedding: bool = False
+    coverage: float | None = DEFAULT_COVERAGE
+    conformal_method: str = "lac"
+    class_conditional: bool = False
 
 
 @dataclass(frozen=True)
@@ -146,6 +175,9 @@ class ExportResult:
             optimistic figure; ``gcv-evaluate`` on other images gives the honest one); ``None`` without a temperature.
         temperature_note: why no temperature is stored (``""`` when one is).
         runs_on: what ``gcv-classify --runtime auto`` chooses for the file on this machine's CPU, and why.
+        embedding_parity: the written file's ``embedding`` against PyTorch's (``None`` without one).
+        conformal: the prediction sets fitted (``None``: none, see ``conformal_note``).
+        conformal_note: why none were fitted (``""`` when they were, or were not asked for).
     """
 
     out: Path
@@ -166,6 +198,9 @@ class ExportResult:
     calibrated: CalibrationFigures | None = None
     temperature_note: str = ""
     runs_on: runtimes.RuntimeChoice | None = None
+    embedding_parity: checks.EmbeddingParity | None = None
+    conformal: ConformalPredictor | None = None
+    conformal_note: str = ""
 
 
 @dataclass(frozen=True)
@@ -365,6 +400,8 @@ class ValidationLogits:
         files: the images, row by row; ``targets`` their class indices.
         head_inputs: the first (at most :data:`CHECK_ROWS`) inputs, for the written file's batch checks.
         skipped: undecodable images left out.
+        embeddings: with the ``embedding`` output: ``(N, D)`` float32 of PyTorch, the FP32 graph and the converted
+            graph under the same keys (``reference``, ``fp32``, ``final``); empty without it.
     """
 
     reference: np.ndarray
@@ -374,6 +411,7 @@ class ValidationLogits:
     targets: np.ndarray
     head_inputs: np.ndarray
     skipped: int
+    embeddings: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def validation_logits(
@@ -385,25 +423,34 @@ def validation_logits(
         ExportError: no image could be read; a session returned the wrong shape or type.
     """
     parts: dict[str, list[np.ndarray]] = {"reference": [], "fp32": [], "final": []}
+    embedded: dict[str, list[np.ndarray]] = {"reference": [], "fp32": [], "final": []}
     files: list[str] = []
     targets: list[np.ndarray] = []
     head: list[np.ndarray] = []
     kept = 0
     for batch in stream:
-        parts["reference"].append(torch_logits(model, batch.inputs, len(batch.inputs)))
-        parts["fp32"].append(checks.run_logits(fp32, batch.inputs, len(batch.inputs)))
+        runs = {"reference": torch_outputs(model, batch.inputs, len(batch.inputs)),
+                "fp32": checks.run_outputs(fp32, batch.inputs, len(batch.inputs))}
         if final is not None:
-            parts["final"].append(checks.run_logits(final, batch.inputs, len(batch.inputs)))
+            runs["final"] = checks.run_outputs(final, batch.inputs, len(batch.inputs))
+        for key, out in runs.items():
+            parts[key].append(out[OUTPUT_NAME])
+            if EMBEDDING_NAME in out:
+                embedded[key].append(out[EMBEDDING_NAME])
         files.extend(batch.files)
         targets.append(batch.targets)
         if kept < CHECK_ROWS:
             head.append(batch.inputs[: CHECK_ROWS - kept].copy())
             kept += len(head[-1])
     reference, fp32_logits = np.concatenate(parts["reference"]), np.concatenate(parts["fp32"])
+    embeddings = {key: np.concatenate(chunks) for key, chunks in embedded.items() if chunks}
+    if embeddings and "final" not in embeddings:
+        embeddings["final"] = embeddings["fp32"]
     return ValidationLogits(
         reference=reference, fp32=fp32_logits,
         final=np.concatenate(parts["final"]) if final is not None else fp32_logits,
         files=tuple(files), targets=np.concatenate(targets), head_inputs=np.concatenate(head), skipped=stream.skipped,
+        embeddings=embeddings,
     )  # fmt: skip
 
 
@@ -420,16 +467,60 @@ def _data_source(given: Path | None, checkpoint: Path, manifest: str, option: st
 
 
 @torch.inference_mode()
-def torch_logits(model: nn.Module, inputs: np.ndarray, batch_size: int = 32) -> np.ndarray:
-    """PyTorch logits ``(N, C)`` float32 of ``model`` in eval mode for its inputs (float32 ``(N, 3, H, W)``, or
-    uint8 ``(N, H, W, 3)`` for a :class:`~garmentcv.export.uint8_input.Uint8Input`)."""
+def torch_outputs(model: nn.Module, inputs: np.ndarray, batch_size: int = 32) -> dict[str, np.ndarray]:
+    """PyTorch outputs of ``model`` in eval mode for its inputs (float32 ``(N, 3, H, W)``, or uint8 ``(N, H, W, 3)``
+    for a :class:`~garmentcv.export.uint8_input.Uint8Input`), float32 by name: ``logits`` ``(N, C)`` and, for a
+    :class:`~garmentcv.export.embedding.WithEmbedding` inside, ``embedding`` ``(N, D)``."""
     model.eval()
-    parts = [model(torch.from_numpy(inputs[i : i + batch_size])).numpy() for i in range(0, len(inputs), batch_size)]
-    return np.concatenate(parts).astype(np.float32)
+    parts: dict[str, list[np.ndarray]] = {}
+    for i in range(0, len(inputs), batch_size):
+        out = model(torch.from_numpy(inputs[i : i + batch_size]))
+        named = dict(zip((OUTPUT_NAME, EMBEDDING_NAME), out, strict=True)) if isinstance(out, tuple) else {
+            OUTPUT_NAME: out}
+        for name, tensor in named.items():
+            parts.setdefault(name, []).append(tensor.numpy())
+    return {name: np.concatenate(chunks).astype(np.float32) for name, chunks in parts.items()}
+
+
+def torch_logits(model: nn.Module, inputs: np.ndarray, batch_size: int = 32) -> np.ndarray:
+    """PyTorch logits ``(N, C)`` float32 of ``model`` (see :func:`torch_outputs`)."""
+    return torch_outputs(model, inputs, batch_size)[OUTPUT_NAME]
 
 
 def _accuracy(logits: np.ndarray, targets: np.ndarray) -> float:
     return classification_metrics(targets, logits.argmax(axis=1), logits.shape[1]).accuracy
+
+
+def split_held_out(targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Split validation rows into two disjoint parts, deterministically and stratified: within each class, the
+    rows in file order alternate (first, third, ... to the temperature; second, fourth, ... to the prediction
+    sets). Returns the two index arrays, each in row order."""
+    y = np.asarray(targets)
+    second = np.zeros(len(y), dtype=bool)
+    for c in np.unique(y):
+        rows = np.flatnonzero(y == c)
+        second[rows[1::2]] = True
+    return np.flatnonzero(~second), np.flatnonzero(second)
+
+
+def plan_conformal(cfg: ExportConfig, targets: np.ndarray, classes: int) -> tuple[np.ndarray, np.ndarray | None, str]:
+    """``(temperature rows, conformal rows or None, note)``: the split of :func:`split_held_out` when ``cfg.coverage``
+    is set and the conformal part has enough images (of every class, with ``cfg.class_conditional``); otherwise all
+    rows for the temperature, no conformal rows, and why (``""`` when sets were not asked for)."""
+    every = np.arange(len(targets))
+    if cfg.coverage is None:
+        return every, None, ""
+    first, second = split_held_out(targets)
+    need = min_images(cfg.coverage)
+    y = np.asarray(targets)[second]
+    counts = [int((y == c).sum()) for c in range(classes)] if cfg.class_conditional else [len(y)]
+    if min(counts) < need:
+        which = "of some class " if cfg.class_conditional else ""
+        note = (f"no prediction sets: coverage {cfg.coverage:g} needs at least {need} held-out images {which}apart "
+                f"from the temperature's, and half of the {len(targets)} validation images give {min(counts)}; "
+                "give more validation images (--val-data) or a lower --coverage")
+        return every, None, note
+    return first, second, ""
 
 
 def export_checkpoint(cfg: ExportConfig, progress: bool = True) -> ExportResult:
@@ -464,6 +555,10 @@ def export_checkpoint(cfg: ExportConfig, progress: bool = True) -> ExportResult:
         raise ExportError(f"unknown precision {cfg.precision!r}; choose one of {', '.join(PRECISIONS)}")
     if cfg.input_format not in INPUT_FORMATS:
         raise ExportError(f"unknown input format {cfg.input_format!r}; choose one of {', '.join(INPUT_FORMATS)}")
+    if cfg.conformal_method not in METHODS:
+        raise ExportError(f"unknown conformal method {cfg.conformal_method!r}; choose one of {', '.join(METHODS)}")
+    if cfg.coverage is not None and not 0.0 < cfg.coverage < 1.0:
+        raise ExportError(f"--coverage {cfg.coverage}: give a probability strictly between 0 and 1, e.g. 0.95")
     if cfg.int8_activations not in INT8_ACTIVATIONS:
         raise ExportError(f"unknown INT8 activation type {cfg.int8_activations!r}; "
                           f"choose one of {', '.join(INT8_ACTIVATIONS)}")
@@ -476,10 +571,13 @@ def export_checkpoint(cfg: ExportConfig, progress: bool = True) -> ExportResult:
     state = load_checkpoint(checkpoint)
     classes = tuple(state["classes"])
     pp = Preprocessing.from_dict(state["preprocessing"])
-    model = _restore_model(state, checkpoint)
+    model = network = _restore_model(state, checkpoint)
+    if cfg.embedding:
+        model = WithEmbedding(network, get_spec(state["arch"]).head).eval()
     uint8 = cfg.input_format == INPUT_UINT8
     if uint8:
-        model = Uint8Input(model, pp).eval()
+        model, network = Uint8Input(model, pp).eval(), Uint8Input(network, pp).eval()
+    outputs = (OUTPUT_NAME, EMBEDDING_NAME) if cfg.embedding else (OUTPUT_NAME,)
 
     val_source = _data_source(cfg.val_data, checkpoint, "val.csv", "--val-data")
     val = select_images(val_source, classes, cfg.val_images, True, "validation")
@@ -491,7 +589,9 @@ def export_checkpoint(cfg: ExportConfig, progress: bool = True) -> ExportResult:
 
     first = next(iter(ImageStream(val, pp, TRACE_BATCH, progress=False, warn=False, uint8=uint8)))  # the traced example
     example = torch.from_numpy(np.resize(first.inputs, (TRACE_BATCH, *first.inputs.shape[1:])))
-    fp32 = convert.trace_to_onnx(model, example, cfg.opset)
+    if cfg.embedding:
+        check_same_logits(network, model, example, state["arch"])
+    fp32 = convert.trace_to_onnx(model, example, cfg.opset, outputs)
     convert.check_graph(fp32)
     cpu = convert.cpu_facts() if cfg.precision == "int8" else None
     calibration_inputs = None if calibration is None else calibration.inputs()
@@ -511,23 +611,46 @@ def export_checkpoint(cfg: ExportConfig, progress: bool = True) -> ExportResult:
     drop = 100.0 * (fp32_accuracy - accuracy)
     if cfg.precision != "fp32":
         drop = checks.require_accuracy_drop(fp32_accuracy, accuracy, cfg.max_accuracy_drop, cfg.precision.upper())
+    embedding_parity = None
+    if cfg.embedding:
+        fp32_embedding = checks.compare_embeddings(seen.embeddings["reference"], seen.embeddings["fp32"], seen.files,
+                                                   checks.EMBEDDING_MIN_COSINE["fp32"])
+        checks.require_embedding(fp32_embedding, "FP32")
+        embedding_parity = checks.compare_embeddings(seen.embeddings["reference"], seen.embeddings["final"],
+                                                     seen.files, checks.EMBEDDING_MIN_COSINE[cfg.precision])
+        checks.require_embedding(embedding_parity, cfg.precision.upper())
+        logger.info("%s", embedding_parity.describe())
 
-    decision = decide_temperature(seen.final, seen.targets)
+    fit_rows, conformal_rows, conformal_note = plan_conformal(cfg, seen.targets, len(classes))
+    decision = decide_temperature(seen.final[fit_rows], seen.targets[fit_rows])
     temperature = decision.temperature
     uncalibrated = calibration_figures(softmax(seen.final), seen.targets)
     calibrated = None if temperature is None else calibration_figures(softmax(seen.final, temperature), seen.targets)
     if calibrated is not None:
         logger.info("temperature %.4g fitted on %s: NLL %.4f -> %.4f, ECE %.4f -> %.4f", temperature,
-                    plural(len(seen.files), "validation image"), uncalibrated.nll, calibrated.nll, uncalibrated.ece,
+                    plural(len(fit_rows), "validation image"), uncalibrated.nll, calibrated.nll, uncalibrated.ece,
                     calibrated.ece)
     else:
         (logger.warning if decision.problem else logger.info)(
             "no temperature stored (gcv-classify and gcv-evaluate will use the raw softmax): %s", decision.note)
+    conformal = None
+    if conformal_rows is not None:
+        held = softmax(seen.final[conformal_rows], 1.0 if temperature is None else temperature)
+        try:
+            conformal = fit_conformal(held, seen.targets[conformal_rows], cfg.coverage, cfg.conformal_method,
+                                      cfg.class_conditional)  # type: ignore[arg-type]
+        except ConformalFitError as exc:  # plan_conformal counted the images; kept for safety of the message
+            conformal_note = f"no prediction sets: {exc}"
+        else:
+            logger.info("%s", conformal.describe())
+    if conformal_note:  # the summary says it too; too few images is not a fault of the model
+        logger.info("%s", conformal_note)
     gates = runtime_gates.gate_runtimes(
         cfg.bf16_check, cfg.precision, final.SerializeToString(),
         (b.inputs for b in ImageStream(val, pp, cfg.batch_size, progress=False, warn=False, uint8=uint8)),
-        runtime_gates.GateInputs(seen.reference, tuple(Path(f).name for f in seen.files), seen.targets, fp32_accuracy),
-        seen.final, cfg.max_accuracy_drop, convert.cpu_facts()[0], temperature,
+        runtime_gates.GateInputs(seen.reference, tuple(Path(f).name for f in seen.files), seen.targets, fp32_accuracy,
+                                 seen.embeddings.get("reference")),
+        seen.final, cfg.max_accuracy_drop, convert.cpu_facts()[0], temperature, seen.embeddings.get("final"),
     )  # fmt: skip
     bf16_pair = next((g for g in gates if g.key == ("openvino", "bf16")), None)
     applied = uncalibrated if calibrated is None else calibrated
@@ -535,6 +658,12 @@ def export_checkpoint(cfg: ExportConfig, progress: bool = True) -> ExportResult:
         "temperature": temperature, "ece": applied.ece, "ece_uncalibrated": uncalibrated.ece,
         "nll": applied.nll, "nll_uncalibrated": uncalibrated.nll,
     }
+    if len(fit_rows) != len(seen.files):
+        calibration_metrics["temperature_images"] = len(fit_rows)
+    if conformal_note:
+        calibration_metrics["conformal_note"] = conformal_note
+    if embedding_parity is not None:
+        calibration_metrics["embedding_min_cosine"] = embedding_parity.min_cosine
     if temperature is None:
         calibration_metrics["temperature_note"] = decision.note
         if decision.fitted is not None:
@@ -549,7 +678,8 @@ def export_checkpoint(cfg: ExportConfig, progress: bool = True) -> ExportResult:
         checkpoint_sha256=sha256_of(checkpoint), garmentcv_version=garmentcv.__version__, opset=cfg.opset,
         quantization=quantization, temperature=temperature, input_format=cfg.input_format,
         bf16=bf16_pair.as_bf16_check() if bf16_pair is not None and bf16_pair.tolerance is not None else None,
-        runtime_gates=gates,
+        runtime_gates=gates, outputs=outputs,
+        embedding_dim=int(seen.embeddings["final"].shape[1]) if cfg.embedding else 0, conformal=conformal,
     )  # fmt: skip
     runs_on, _ = runtimes.choose_for_file(info, "auto")
     logger.info("on this machine's CPU, gcv-classify --runtime auto will run this file on %s at %s: %s",
@@ -577,4 +707,5 @@ def export_checkpoint(cfg: ExportConfig, progress: bool = True) -> ExportResult:
         calibration_images=0 if calibration is None else calibration.decoded,
         skipped_images=seen.skipped, seconds=time.perf_counter() - started, temperature=temperature,
         uncalibrated=uncalibrated, calibrated=calibrated, temperature_note=decision.note, runs_on=runs_on,
+        embedding_parity=embedding_parity, conformal=conformal, conformal_note=conformal_note,
     )  # fmt: skip

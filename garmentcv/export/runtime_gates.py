@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from garmentcv.artifact import RuntimeGate
+from garmentcv.artifact import EMBEDDING_NAME, OUTPUT_NAME, RuntimeGate
 from garmentcv.calibration import softmax
 from garmentcv.export import checks
 from garmentcv.infer.runtimes import (
@@ -62,13 +62,15 @@ BF16_CHECKS = ("auto", "off")
 @dataclass(frozen=True)
 class GateInputs:
     """What every pair is judged against: PyTorch's FP32 logits ``reference`` ``(N, C)`` float32 of the validation
-    images, their names ``files`` row by row, their class indices ``targets`` ``(N,)`` and the FP32 accuracy the
-    accuracy gates use (``None``: the reference's own)."""
+    images, their names ``files`` row by row, their class indices ``targets`` ``(N,)``, the FP32 accuracy the
+    accuracy gates use (``None``: the reference's own) and, for files with an ``embedding`` output, PyTorch's FP32
+    embeddings ``(N, D)`` (``None`` without)."""
 
     reference: np.ndarray
     files: tuple[str, ...]
     targets: np.ndarray
     reference_accuracy: float | None = None
+    reference_embedding: np.ndarray | None = None
 
     @property
     def accuracy(self) -> float:
@@ -113,7 +115,7 @@ def tolerance_for(file_precision: str, precision: str) -> float | None:
 def judge(
     runtime: str, precision: str, logits: np.ndarray, seen: GateInputs, tolerance: float | None,
     max_accuracy_drop: float, temperature: float | None = None, probability_tolerance: float | None = None,
-    version: str = "", cpu_model: str = "", problems: Sequence[str] = (),
+    version: str = "", cpu_model: str = "", problems: Sequence[str] = (), embedding: np.ndarray | None = None,
 ) -> RuntimeGate:
     """Judge one pair's logits ``(N, C)`` against ``seen`` (see the module docstring); pure numpy.
 
@@ -126,9 +128,12 @@ def judge(
         probability_tolerance: the largest probability difference accepted; ``None``: not a condition.
         version, cpu_model: recorded.
         problems: problems found before judging (e.g. OpenVINO ran another precision), listed first.
+        embedding: the pair's ``embedding`` output ``(N, D)`` for a file with one, judged against
+            ``seen.reference_embedding`` by per-image cosine similarity at least
+            :data:`checks.EMBEDDING_MIN_COSINE` of ``precision``; ``None``: not a condition.
 
     Raises:
-        ExportError: ``logits`` are not the shape of the reference.
+        ExportError: ``logits`` (or ``embedding``) are not the shape of the reference.
     """
     parity = checks.compare(seen.reference, logits, seen.files, tolerance)
     accuracy = _accuracy(logits, seen.targets)
@@ -151,30 +156,42 @@ def judge(
     if drop > max_accuracy_drop:
         found.append(f"accuracy {accuracy:.2%} is {drop:.2f} points below FP32's {seen.accuracy:.2%}, more than "
                      f"{max_accuracy_drop:g}")
+    cosine = None
+    if embedding is not None and seen.reference_embedding is not None:
+        bound = checks.EMBEDDING_MIN_COSINE.get(precision, checks.EMBEDDING_MIN_COSINE["fp32"])
+        if tolerance is None:  # an INT8 file: its integer parts set the bound, whatever the float precision
+            bound = min(bound, checks.EMBEDDING_MIN_COSINE["int8"])
+        embedded = checks.compare_embeddings(seen.reference_embedding, embedding, seen.files, bound)
+        cosine = embedded.min_cosine
+        if not embedded.passed:
+            found.append(embedded.describe())
     return RuntimeGate(
         runtime=runtime, precision=precision, passed=not found, images=parity.images,
         top1_agreement=parity.top1_agreement, max_abs_diff=parity.max_abs_diff, tolerance=tolerance,
         accuracy=accuracy, accuracy_drop=drop, max_probability_diff=prob_diff, note="; ".join(found),
-        version=version, cpu_model=cpu_model,
+        version=version, cpu_model=cpu_model, embedding_min_cosine=cosine,
     )  # fmt: skip
 
 
 @dataclass(frozen=True)
 class OpenVINORun:
     """OpenVINO's logits ``(N, C)`` of the validation images at one inference precision, the precision the compiled
-    model reported (``used``), or why it could not run (``error``, with ``logits`` ``None``)."""
+    model reported (``used``), or why it could not run (``error``, with ``logits`` ``None``); ``embedding``
+    ``(N, D)`` for a file with that output (else ``None``)."""
 
     precision: str
     logits: np.ndarray | None
     used: str = ""
     error: str = ""
+    embedding: np.ndarray | None = None
 
 
 def run_openvino(
-    model: bytes, precisions: Sequence[str], batches: Iterable[np.ndarray], classes: int
+    model: bytes, precisions: Sequence[str], batches: Iterable[np.ndarray], classes: int, embeds: bool = False
 ) -> dict[str, OpenVINORun]:
     """Compile the serialized ONNX ``model`` once per inference precision and run every batch through each, in one
-    pass over ``batches`` (the file's inputs, in the order of the reference's rows).
+    pass over ``batches`` (the file's inputs, in the order of the reference's rows); with ``embeds``, the
+    ``embedding`` output too.
 
     A model OpenVINO cannot compile or run gives that precision an :class:`OpenVINORun` with the error, not an
     exception.
@@ -193,6 +210,7 @@ def run_openvino(
         requests[precision] = compiled.create_infer_request()
         runs[precision] = OpenVINORun(precision, None, used)
     parts: dict[str, list[np.ndarray]] = {p: [] for p in requests}
+    embedded: dict[str, list[np.ndarray]] = {p: [] for p in requests}
     if requests:
         for inputs in batches:
             for precision, request in list(requests.items()):
@@ -203,10 +221,14 @@ def run_openvino(
                                                   error=f"OpenVINO cannot run this file at {precision}: {exc}")
                     del requests[precision], parts[precision]
                     continue
-                parts[precision].append(np.array(request.get_output_tensor(0).data, dtype=np.float32, copy=True))  # type: ignore[attr-defined]
+                parts[precision].append(np.array(request.get_tensor(OUTPUT_NAME).data, dtype=np.float32, copy=True))  # type: ignore[attr-defined]
+                if embeds:
+                    embedded[precision].append(np.array(request.get_tensor(EMBEDDING_NAME).data,  # type: ignore[attr-defined]
+                                                        dtype=np.float32, copy=True))
     for precision, chunks in parts.items():
         logits = np.concatenate(chunks) if chunks else np.empty((0, classes), np.float32)
-        runs[precision] = OpenVINORun(precision, logits, runs[precision].used)
+        embedding = np.concatenate(embedded[precision]) if embedded.get(precision) else None
+        runs[precision] = OpenVINORun(precision, logits, runs[precision].used, embedding=embedding)
     return runs
 
 
@@ -244,7 +266,7 @@ def gate_openvino(
     Raises:
         ExportError: OpenVINO's logits are not the shape of the reference.
     """
-    runs = run_openvino(model, precisions, batches, seen.reference.shape[1])
+    runs = run_openvino(model, precisions, batches, seen.reference.shape[1], seen.reference_embedding is not None)
     version = f"openvino {installed_version(OPENVINO_DIST) or '?'}"
     judged: dict[str, RuntimeGate] = {}
     for precision, ran in runs.items():
@@ -256,7 +278,7 @@ def gate_openvino(
         problems = [f"OpenVINO ran {ran.used}, not {precision}, on this CPU"] if ran.used != precision else []
         judged[precision] = judge(
             "openvino", precision, ran.logits, seen, tolerance, max_accuracy_drop, temperature,
-            None if file_precision == "int8" else PROBABILITY_TOLERANCE, version, cpu_model, problems,
+            None if file_precision == "int8" else PROBABILITY_TOLERANCE, version, cpu_model, problems, ran.embedding,
         )  # fmt: skip
     ran_as_asked = {p for p, r in runs.items() if r.logits is not None and r.used == p}
     return tuple(_name_causes(file_precision, judged, ran_as_asked).values())
@@ -265,10 +287,13 @@ def gate_openvino(
 def gate_runtimes(
     mode: str, file_precision: str, model: bytes, batches: Iterable[np.ndarray], seen: GateInputs,
     own_logits: np.ndarray, max_accuracy_drop: float, cpu_model: str = "", temperature: float | None = None,
+    own_embedding: np.ndarray | None = None,
 ) -> tuple[RuntimeGate, ...]:
     """The gates as gcv-export runs them: onnxruntime at ``file_precision`` from its logits ``own_logits``, then
     OpenVINO at f32 and (``mode`` ``auto``, a CPU with native bf16) at bf16 on ``batches``, each judged against
-    ``seen``; each result logged at INFO (a failed OpenVINO pair only keeps ``auto`` from running the file there).
+    ``seen`` (with ``own_embedding``, the file's ``embedding`` output, and OpenVINO's, by cosine similarity to
+    ``seen.reference_embedding``); each result logged at INFO (a failed OpenVINO pair only keeps ``auto`` from
+    running the file there).
 
     ``batches`` (the file's inputs in the order of ``seen``'s rows) is iterated at most once, and not at all for
     FP16 files or without OpenVINO.
@@ -281,7 +306,7 @@ def gate_runtimes(
         raise ValueError(f"bf16 check must be one of {BF16_CHECKS}, got {mode!r}")
     ort_version = f"onnxruntime {installed_version('onnxruntime') or '?'}"
     own = judge("onnxruntime", file_precision, own_logits, seen, tolerance_for(file_precision, file_precision),
-                max_accuracy_drop, temperature, None, ort_version, cpu_model)
+                max_accuracy_drop, temperature, None, ort_version, cpu_model, embedding=own_embedding)
     gates = [own]
     if file_precision == "fp16":
         logger.info("OpenVINO not gated: FP16 files are made for CUDA, where onnxruntime runs them")

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from garmentcv.artifact import ModelInfo
+from garmentcv.artifact import EMBEDDING_NAME, OOD_SCORE_NAME, ModelInfo
 from garmentcv.data.layouts import SkippedFile
 from garmentcv.errors import GarmentCVError
 from garmentcv.fsutil import AtomicFile, check_writable_output, sha256_of, storage_problem
@@ -51,10 +51,13 @@ from garmentcv.infer.pipeline import Prediction
 from garmentcv.infer.rows import (
     OutputFormat,
     Row,
+    is_unknown,
     kaggle_empty_labels_message,
-    needs_review,
+    prediction_set,
     require_pyarrow,
+    review_needed,
     sort_key,
+    write_embeddings,
     write_output,
 )
 from garmentcv.infer.runtimes import RUNTIMES
@@ -72,6 +75,7 @@ from garmentcv.infer.sources import (
 from garmentcv.text import plural
 
 if TYPE_CHECKING:
+    from garmentcv.conformal import ConformalPredictor
     from garmentcv.infer.engines.local import classify_folder as classify_folder
     from garmentcv.infer.engines.ray import RayOptions
 
@@ -120,6 +124,13 @@ class ClassifyConfig:
             :class:`EmptySourceError`.
         list_skipped: also write this CSV file (``path,reason``, paths as in the rows) naming every file or folder
             passed over (hidden, not an image, ...), written as the source is listed and renamed into place at the end.
+        prediction_sets: ``auto`` writes each row's prediction set when the model file has them
+            (:mod:`garmentcv.conformal`; rows whose set holds other than one label need review); ``off`` never.
+        unknown: ``auto`` adds ``unknown`` and ``ood_score`` to every row when the model file has an unknown-item
+            detector; ``off`` keeps the rows without them.
+        exclude_unknown: the kaggle format gives rows called unknown an empty label.
+        embeddings: also write every row's ``embedding`` output to this file (:func:`write_embeddings`:
+            ``.npy`` with a ``.paths.csv`` index beside it, or ``.parquet``); the model file must have that output.
     """
 
     folder: Path | str
@@ -142,10 +153,18 @@ class ClassifyConfig:
     max_consecutive_read_errors: int | None = 20
     allow_empty: bool = False
     list_skipped: Path | None = None
+    prediction_sets: str = "auto"
+    unknown: str = "auto"
+    exclude_unknown: bool = False
+    embeddings: Path | None = None
 
 
 #: ``ClassifyConfig.calibration`` values.
 CALIBRATIONS = ("temperature", "none")
+#: ``ClassifyConfig.prediction_sets`` and ``ClassifyConfig.unknown`` values.
+AUTO_OFF = ("auto", "off")
+#: File name endings ``--embeddings`` writes: a numpy array (with a row index beside it) or a parquet table.
+EMBEDDING_SUFFIXES = (".npy", ".parquet")
 
 
 class ClassifyUsageError(GarmentCVError, ValueError):
@@ -276,6 +295,17 @@ def check_config(cfg: ClassifyConfig, engine: str = "local", ray: RayOptions | N
         if ray is not None and (ray.cpus_per_worker < 1 or (ray.num_workers is not None and ray.num_workers < 1)):
             raise ClassifyUsageError("--num-workers and --cpus-per-worker must be at least 1")
     check_options(cfg.format, cfg.min_confidence, cfg.topk, cfg.calibration)
+    _choose("--prediction-sets", cfg.prediction_sets, AUTO_OFF)
+    _choose("--unknown", cfg.unknown, AUTO_OFF)
+    if cfg.exclude_unknown and OutputFormat(cfg.format) is not OutputFormat.KAGGLE:
+        raise ClassifyUsageError("--exclude-unknown empties the labels of unknown rows in --format kaggle; other "
+                                 "formats keep the label and say unknown in a column of their own")
+    if cfg.embeddings is not None:
+        if Path(cfg.embeddings).suffix.lower() not in EMBEDDING_SUFFIXES:
+            raise ClassifyUsageError(f"--embeddings {cfg.embeddings}: give a file name ending in .npy (an array, with "
+                                     "a .paths.csv row index beside it) or .parquet (path and embedding columns)")
+        if Path(cfg.embeddings).suffix.lower() == ".parquet":
+            require_pyarrow()
     if report is not None:
         _check_report(cfg, Path(report))
 
@@ -344,6 +374,17 @@ def check_error_policy(summary: ClassifySummary, fmt: OutputFormat | str, on_err
                              f"of {summary.out})", summary)
     if kaggle:
         raise ErrorRowsError(kaggle_empty_labels_message(summary.errors, failed, summary.out), summary)
+
+
+def check_model_outputs(cfg: ClassifyConfig, info: ModelInfo) -> None:
+    """Refuse options that need an output the model file lacks (read from its metadata, before it is opened).
+
+    Raises:
+        ClassifyUsageError: ``cfg.embeddings`` for a file without the ``embedding`` output.
+    """
+    if cfg.embeddings is not None and not info.has_embedding:
+        raise ClassifyUsageError(f"--embeddings: the model {cfg.model} has no embedding output; export it again with "
+                                 "'gcv-export CHECKPOINT --embedding'")
 
 
 def check_topk(topk: int | None, info: ModelInfo, model: Path) -> None:
@@ -435,6 +476,12 @@ class ClassifySummary:
         read_errors: error rows whose object could not be read (``cannot read``; counted in ``errors`` too). A run
             with any raises :class:`~garmentcv.infer.sources.StorageReadError` carrying this summary.
         skipped_list: the file naming every skipped file (``list_skipped``), or ``None``.
+        coverage: the coverage of the prediction sets written (``None``: no sets).
+        unclear_sets: classified rows whose prediction set holds other than one label (counted in
+            ``needs_review`` too).
+        unknown: classified rows called unknown (``ood_score`` above the file's threshold).
+        unknown_checked: whether the rows carry ``unknown`` (the file has a detector and ``unknown`` is ``auto``).
+        embeddings: the embeddings file written, or ``None``.
     """
 
     out: Path
@@ -458,6 +505,11 @@ class ClassifySummary:
     inference_precision: str = "fp32"
     read_errors: int = 0
     skipped_list: Path | None = None
+    coverage: float | None = None
+    unclear_sets: int = 0
+    unknown: int = 0
+    unknown_checked: bool = False
+    embeddings: Path | None = None
 
     @property
     def skipped_total(self) -> int:
@@ -530,6 +582,7 @@ class ClassifyRun:
         Raises: ClassifyUsageError (``topk`` above the number of classes); RunLockedError (another run writes
         ``cfg.out``); GarmentCVError (``resume`` with partial results of another model, source or options)."""
         check_topk(cfg.topk, info, cfg.model)
+        check_model_outputs(cfg, info)
         self.lock = lock if lock is not None else RunLock(Path(cfg.out))
         try:
             self._start(cfg, source, info, runtime)
@@ -557,6 +610,18 @@ class ClassifyRun:
             # rows of another runtime or inference precision (bf16) differ in the last digits: never mixed by --resume
             "runtime": list(self.runtime),
         }
+        self.sets = self._sets(cfg, info)
+        self.unknown_threshold = None
+        if cfg.unknown == "auto" and info.unknown is not None and info.has_ood_score:
+            self.unknown_threshold = info.unknown.threshold
+        elif cfg.unknown == "auto":
+            logger.info("%s has no unknown-item detector: the rows say nothing about unknown items (export one with "
+                        "gcv-export --unknown)", cfg.model)
+        #: the extra outputs kept in each row (the partial results too), by name
+        self.kept = tuple(name for name, wanted in ((EMBEDDING_NAME, cfg.embeddings is not None),
+                                                    (OOD_SCORE_NAME, self.unknown_threshold is not None)) if wanted)
+        for name in self.kept:  # rows without them cannot be reused
+            self.header[name] = True
         self.partial = PartialResults(Path(cfg.out), self.header)
         #: The segments of earlier runs, all ended (this run holds the lock): removed when this run completes.
         self.earlier = self.partial.segments()
@@ -573,13 +638,29 @@ class ClassifyRun:
             self.skip_writer = csv.writer(self.skip_list.handle)
             self.skip_writer.writerow(["path", "reason"])
         self.skipped = _SkipCounter(self._list_skipped if self.skip_list is not None else None)
-        self.files = self.reused = self.review = 0
+        self.files = self.reused = self.review = self.unclear = self.unknown = 0
         self.reasons: Counter[str] = Counter()
         self.examples: list[str] = []
         self.unread: list[str] = []  # paths of the rows whose object could not be read, at most ERROR_EXAMPLES
         self.unread_count = 0
         self.segment: Path | None = None
         self.closed = False
+
+    @staticmethod
+    def _sets(cfg: ClassifyConfig, info: ModelInfo) -> ConformalPredictor | None:
+        """The prediction sets the rows get: the file's, unless ``off`` or the probabilities are not the ones they
+        were fitted on (``--calibration none`` on a file with a temperature); the reason is logged."""
+        if cfg.prediction_sets == "off" or info.conformal is None:
+            if cfg.prediction_sets == "auto" and info.conformal is None:
+                export = info.metrics.get("export", {}) if isinstance(info.metrics, dict) else {}
+                note = export.get("conformal_note", "") if isinstance(export, dict) else ""
+                logger.info("%s has no prediction sets%s", cfg.model, f" ({note})" if note else "")
+            return None
+        if cfg.calibration == "none" and info.temperature is not None:
+            logger.warning("no prediction sets: they were fitted on the probabilities with the file's temperature, "
+                           "not the raw softmax of --calibration none")
+            return None
+        return info.conformal
 
     def _list_skipped(self, item: SkippedFile) -> None:
         """One line of the ``list_skipped`` file: the path named as rows name files (relative to a source folder,
@@ -690,7 +771,7 @@ class ClassifyRun:
                             if row["error"]:
                                 self.reasons[_reason_kind(row["error"])] += 1
                         elif error is not None:
-                            row.update(label=None, probs=None, error=error)
+                            row.update(label=None, probs=None, error=error, **dict.fromkeys(self.kept))
                             self.reasons[_reason_kind(error)] += 1
                             unread_in_a_row = unread_in_a_row + 1 if is_read_error(error) else 0
                             if is_read_error(error):
@@ -703,8 +784,15 @@ class ClassifyRun:
                             unread_in_a_row = 0
                             probs = p.probs  # an ndarray whenever error is None and not passed
                             row.update(label=classes[int(probs.argmax())], probs=probs.tolist(), error=None)  # type: ignore[union-attr]
-                        if needs_review(row["probs"], min_confidence):
+                            for name in self.kept:
+                                row[name] = p.extras[name].tolist()
+                        if review_needed(row["probs"], min_confidence, self.sets):
                             self.review += 1
+                        chosen = prediction_set(row["probs"], self.sets)
+                        if chosen is not None and len(chosen) != 1:
+                            self.unclear += 1
+                        if is_unknown(row, self.unknown_threshold):
+                            self.unknown += 1
                         if row["error"] and len(self.examples) < ERROR_EXAMPLES:
                             self.examples.append(row["path"])
                         lines.append(json.dumps(row) + "\n")
@@ -803,7 +891,11 @@ class ClassifyRun:
             if self.skip_list is not None:
                 self.skip_list.commit()
             write_output(cfg.out, self.partial.rows(self.segment), self.classes, cfg.format, cfg.min_confidence,
-                         cfg.topk, duplicates)
+                         cfg.topk, duplicates, sets=self.sets, unknown_threshold=self.unknown_threshold,
+                         exclude_unknown=cfg.exclude_unknown)
+            if cfg.embeddings is not None:
+                write_embeddings(Path(cfg.embeddings), self.partial.rows(self.segment), self.files,
+                                 self.info.embedding_dim)
         except BaseException as exc:
             stopped = self._stopped(exc, f"write {cfg.out} from them")
             if stopped is exc:
@@ -824,6 +916,9 @@ class ClassifyRun:
             duplicate_indexes=duplicates, runtime=self.runtime[0], inference_precision=self.runtime[1],
             read_errors=self.unread_count,
             skipped_list=Path(cfg.list_skipped) if cfg.list_skipped is not None else None,
+            coverage=None if self.sets is None else self.sets.coverage, unclear_sets=self.unclear,
+            unknown=self.unknown, unknown_checked=self.unknown_threshold is not None,
+            embeddings=None if cfg.embeddings is None else Path(cfg.embeddings),
         )
         logger.debug(
             "%d image files: %d classified, %d errors, %d other files skipped, %d rows reused; "

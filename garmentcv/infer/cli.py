@@ -93,6 +93,14 @@ _CALIBRATION = click.option(
               help="Mark rows below this confidence as needing review (not with kaggle).")
 @click.option("--topk", type=click.IntRange(min=1), default=None,
               help="Write the K most probable labels instead of every class (not with kaggle).")
+@click.option("--prediction-sets", type=click.Choice(["auto", "off"]), default="auto",
+              help="auto: write each row's prediction set when the model file has them; off: never.")
+@click.option("--unknown", type=click.Choice(["auto", "off"]), default="auto",
+              help="auto: unknown and ood_score columns when the model file has a detector; off: never.")
+@click.option("--exclude-unknown", is_flag=True,
+              help="kaggle: give rows called unknown an empty label.")
+@click.option("--embeddings", type=click.Path(dir_okay=False, path_type=Path), default=None, show_default="none",
+              help="Also write each row's embedding to this .npy (with a .paths.csv index) or .parquet file.")
 @click.option("--on-error", type=click.Choice(["auto", "fail", "continue"]), default="auto",
               help="Exit 1 on error rows: auto (with kaggle only), fail (always), continue (never).")
 @deprecated_alias("--fail-on-error", "on_error", flag_value="fail")
@@ -110,7 +118,8 @@ def classify_main(source: str, out: Path, model: Path, batch_size: int, device: 
                   threads: int | None, decode_threads: int | None, recursive: bool, fmt: str, engine: str,
                   address: str | None, num_workers: int | None, cpus_per_worker: int, resume: bool, calibration: str,
                   min_confidence: float | None, topk: int | None, on_error: str, report: Path | None,
-                  allow_empty: bool, list_skipped: Path | None, quiet: bool, verbose: bool) -> None:
+                  allow_empty: bool, list_skipped: Path | None, prediction_sets: str, unknown: str,
+                  exclude_unknown: bool, embeddings: Path | None, quiet: bool, verbose: bool) -> None:
     """Classify every image in SOURCE with an exported model: one row per image file in --out.
 
     SOURCE is a folder, a manifest (a .txt or .lst file of paths, or a .csv file with a path column) or an
@@ -130,7 +139,8 @@ def classify_main(source: str, out: Path, model: Path, batch_size: int, device: 
                          batch_size=batch_size, provider=device, threads=threads, workers=decode_threads,
                          recursive=recursive, format=OutputFormat(fmt), resume=resume, progress=not quiet,
                          calibration=calibration, min_confidence=min_confidence, topk=topk, runtime=runtime,
-                         allow_empty=allow_empty, list_skipped=list_skipped)
+                         allow_empty=allow_empty, list_skipped=list_skipped, prediction_sets=prediction_sets,
+                         unknown=unknown, exclude_unknown=exclude_unknown, embeddings=embeddings)
     ray = RayOptions(address=address, num_workers=num_workers, cpus_per_worker=cpus_per_worker)
     check_config(cfg, engine, ray, report)
     if engine == "ray":
@@ -152,12 +162,24 @@ def classify_main(source: str, out: Path, model: Path, batch_size: int, device: 
         f"{s.seconds:.1f} s, {s.images_per_second:.1f} images/s on {s.provider} ({s.runtime}, "
         f"{s.inference_precision})"
         + (f" ({s.reused} rows from the interrupted run)" if s.reused else "") + f" -> {s.out}"
-        + (f"; {s.needs_review} need review (confidence below {s.min_confidence:g})" if s.min_confidence is not None
-           else "")
+        + _review_text(s)
+        + (f"; {s.unknown} unknown" if s.unknown_checked else "")
+        + (f"; embeddings -> {s.embeddings}" if s.embeddings is not None else "")
         + ("; calibrated with temperature " + f"{s.temperature:.4g}" if s.temperature != 1.0 else "; raw softmax"),
         err=True,
     )
     check_error_policy(s, cfg.format, on_error)
+
+
+def _review_text(s: Any) -> str:
+    """``; 5 need review (confidence below 0.8; 3 prediction sets of other than one label at 95% coverage)``, or
+    ``""`` without either rule (``s``: a :class:`garmentcv.infer.classify.ClassifySummary`)."""
+    why = []
+    if s.min_confidence is not None:
+        why.append(f"confidence below {s.min_confidence:g}")
+    if s.coverage is not None:
+        why.append(f"{plural(s.unclear_sets, 'prediction set')} of other than one label at {s.coverage:.0%} coverage")
+    return f"; {s.needs_review} need review ({'; '.join(why)})" if why else ""
 
 
 @click.command(context_settings=_CONTEXT, epilog=docs_epilog("evaluate"),
@@ -222,5 +244,12 @@ def evaluate_main(data: Path, model: Path, labels: Path | None, layout: str | No
         else:
             lines.append(f"target accuracy {t.target:.2%} is not reachable on these images: no confidence threshold "
                          f"gets above {t.best_accuracy:.2%}")
+    if r.prediction_sets is not None and r.sets_coverage is not None:
+        ps = r.prediction_sets
+        per_class = ", ".join(f"{c} {f.coverage:.2%} ({f.mean_size:.2f})"
+                              for c, f in r.prediction_sets_per_class.items())
+        lines.append(f"prediction sets at {r.sets_coverage:.0%} coverage: empirical coverage {ps.coverage:.2%}, mean "
+                     f"size {ps.mean_size:.2f} ({ps.ambiguous} with two or more labels, {ps.empty} empty); per class "
+                     f"coverage (mean size): {per_class}")
     lines.append(f"runtime {r.runtime} on {r.device}, inference precision {r.inference_precision}")
     click.echo("\n".join(lines))

@@ -17,7 +17,7 @@ import csv
 import logging
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +32,7 @@ from garmentcv.calibration import (
     softmax,
     threshold_for_accuracy,
 )
+from garmentcv.conformal import SetFigures, per_class_figures, set_figures
 from garmentcv.data.layouts import Sample, load_dataset, scan_images
 from garmentcv.errors import DatasetError, GarmentCVError
 from garmentcv.fsutil import atomic_write, check_writable_output, write_json
@@ -111,6 +112,11 @@ class EvaluateResult:
     image in data order and ``failures`` ``(path, label, reason)`` of those that could not be decoded (the
     galleries of a report page). ``runtime``, ``device`` and ``inference_precision`` say what ran the model (see
     :class:`~garmentcv.infer.classify.ClassifySummary`).
+
+    Prediction sets (a model file with them, :mod:`garmentcv.conformal`): ``prediction_sets`` holds the empirical
+    coverage (share of images whose set holds the true class) and the mean set size over every image, and
+    ``prediction_sets_per_class`` the same over the images of each true class; both ``None``/empty without sets.
+    They always use the file's temperature, which the sets were fitted with, whatever ``applied`` says.
     """
 
     out: Path
@@ -135,6 +141,9 @@ class EvaluateResult:
     runtime: str = "onnxruntime"
     device: str = "cpu"
     inference_precision: str = "fp32"
+    prediction_sets: SetFigures | None = None
+    prediction_sets_per_class: dict[str, SetFigures] = field(default_factory=dict)
+    sets_coverage: float | None = None
 
 
 class EvaluateUsageError(GarmentCVError, ValueError):
@@ -343,6 +352,13 @@ def _evaluate(cfg: EvaluateConfig) -> EvaluateResult:
     coverage = coverage_table(confidence, correct)
     target = None if cfg.target_accuracy is None else threshold_for_accuracy(confidence, correct, cfg.target_accuracy)
 
+    sets = model.info.conformal
+    set_overall, set_per_class = None, {}
+    if sets is not None:
+        inside = sets.contains(softmax(logits, temperature))
+        set_overall, set_per_class = set_figures(inside, targets), per_class_figures(inside, targets, classes)
+        logger.info("prediction sets at %.0f%% coverage: empirical coverage %.4f, mean size %.3f on %d images",
+                    100 * sets.coverage, set_overall.coverage, set_overall.mean_size, set_overall.images)
     metrics = classification_metrics(y_true, y_pred, len(classes))
     report = classification_report(
         y_true, y_pred, labels=list(range(len(classes))), target_names=list(classes), output_dict=True, zero_division=0
@@ -365,6 +381,9 @@ def _evaluate(cfg: EvaluateConfig) -> EvaluateResult:
         },
         "coverage": coverage.to_dict(),
         "target_accuracy": None if target is None else target.to_dict(),
+        **({} if sets is None or set_overall is None else {"prediction_sets": {
+            "method": sets.method, "target_coverage": sets.coverage, "class_conditional": sets.class_conditional,
+            **set_overall.to_dict(), "per_class": {c: f.to_dict() for c, f in set_per_class.items()}}}),
         "seconds": round(time.perf_counter() - start, 3),
         "runtime": {"name": model.runtime, "device": model.device, "inference_precision": model.inference_precision},
     })
@@ -401,5 +420,6 @@ def _evaluate(cfg: EvaluateConfig) -> EvaluateResult:
         temperature=temperature, applied=cfg.calibration, uncalibrated=uncalibrated,
         calibrated=calibrated, coverage=coverage, target=target, predictions=tuple(scored),
         failures=tuple((a, b, c) for a, b, c in failed), runtime=model.runtime, device=model.device,
-        inference_precision=model.inference_precision,
+        inference_precision=model.inference_precision, prediction_sets=set_overall,
+        prediction_sets_per_class=set_per_class, sets_coverage=None if sets is None else sets.coverage,
     )

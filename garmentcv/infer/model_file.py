@@ -10,7 +10,7 @@ from __future__ import annotations
 import zipfile
 from pathlib import Path
 
-from garmentcv.artifact import INPUT_NAME, OUTPUT_NAME, ModelInfo
+from garmentcv.artifact import INPUT_NAME, ModelInfo
 from garmentcv.errors import ModelFileError, PathNotFoundError
 
 #: Where ``gcv-export`` writes its model unless told otherwise; ``gcv-classify`` reads it from here by default.
@@ -89,10 +89,10 @@ def read_model_info(path: Path) -> ModelInfo:
         raise ModelFileError(f"{path}: not a readable ONNX model ({exc}); export it again with gcv-export") from exc
     info = ModelInfo.from_metadata(session.get_modelmeta().custom_metadata_map, source=str(path))
     inputs, outputs = session.get_inputs(), session.get_outputs()
-    if [i.name for i in inputs] != [INPUT_NAME] or [o.name for o in outputs] != [OUTPUT_NAME]:
+    if [i.name for i in inputs] != [INPUT_NAME] or [o.name for o in outputs] != list(info.outputs):
         raise ModelFileError(
-            f"{path}: expected one input {INPUT_NAME!r} and one output {OUTPUT_NAME!r}, found inputs "
-            f"{[i.name for i in inputs]} and outputs {[o.name for o in outputs]}; export the model again"
+            f"{path}: expected one input {INPUT_NAME!r} and the outputs {list(info.outputs)} its metadata declares, "
+            f"found inputs {[i.name for i in inputs]} and outputs {[o.name for o in outputs]}; export the model again"
         )
     check_input_type(inputs[0].type, inputs[0].shape, outputs[0].type, outputs[0].shape, info, path)
     return info

@@ -23,13 +23,14 @@ import logging
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 import numpy as np
 
 from garmentcv import calibration
 from garmentcv import cpus as _cpus
+from garmentcv.artifact import OUTPUT_NAME
 from garmentcv.errors import ImageDecodeError
 from garmentcv.image import Preprocessing
 from garmentcv.infer.runtimes import Model
@@ -57,6 +58,8 @@ class Prediction(Generic[T]):
         error: why the image could not be classified; ``None`` when it was (or was passed through).
         passed: True for an item given without a path, handed back untouched in its place.
         logits: the model's raw logits ``float32 (C,)``; ``None`` with ``probs``.
+        extras: the file's other outputs for the image by name (``embedding`` ``float32 (D,)``, ``ood_score`` a
+            ``float32`` scalar array), when the model file has them; empty otherwise.
     """
 
     item: T
@@ -64,6 +67,7 @@ class Prediction(Generic[T]):
     error: str | None = None
     passed: bool = False
     logits: np.ndarray | None = None
+    extras: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
@@ -229,7 +233,14 @@ def predict_batches(
 
     def finish(job: _Job[T]) -> list[Prediction[T]]:
         reasons = [f.result() if f is not None else None for f in job.futures]
-        logits = model.logits(job.batch) if len(job.batch) else np.empty((0, 0), dtype=np.float32)
+        extras: dict[str, np.ndarray] = {}
+        if not len(job.batch):
+            logits = np.empty((0, 0), dtype=np.float32)
+        elif len(model.info.outputs) > 1:
+            extras = model.outputs(job.batch)
+            logits = extras.pop(OUTPUT_NAME)
+        else:
+            logits = model.logits(job.batch)
         probs = softmax(logits, temperature) if len(job.batch) else np.empty((0, 0))
         free.append(job.buffer)  # the model has read it; the logits are the runtime's own arrays
         out: list[Prediction[T]] = []
@@ -239,7 +250,8 @@ def predict_batches(
                 out.append(Prediction(item, passed=True))
                 continue
             out.append(
-                Prediction(item, error=reason) if reason else Prediction(item, probs=probs[slot], logits=logits[slot])
+                Prediction(item, error=reason) if reason else Prediction(
+                    item, probs=probs[slot], logits=logits[slot], extras={k: v[slot] for k, v in extras.items()})
             )
             slot += 1
         return out

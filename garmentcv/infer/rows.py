@@ -28,6 +28,16 @@ Options (csv and jsonl only; kaggle must carry a label for every row and takes n
   ``top1_label,top1_prob,...,topK_label,topK_prob``; jsonl lists ``top_labels`` and ``top_probs`` in place
   of ``probs`` (ties: the lower class index first).
 
+* ``sets=ConformalPredictor`` (a model file with prediction sets, :mod:`garmentcv.conformal`): a
+  ``prediction_set`` column after ``confidence``: the labels of the set, most probable first, joined with ``|`` in
+  csv (empty for an empty set and on an error row), a list in jsonl and parquet (``null`` on an error row). The row
+  also gets ``needs_review``, true when the set does not hold exactly one label (two or more: the model cannot
+  tell them apart at the coverage asked; none: no class is likely enough), or when the confidence is below
+  ``min_confidence`` if that is given too.
+* ``unknown_threshold=T`` (a model file with an unknown-item detector, whose score the rows carry as
+  ``ood_score``): ``unknown`` (true when ``ood_score > T``) and ``ood_score`` (6 decimals) columns before
+  ``error``. The kaggle format gives an unknown row an empty label only with ``exclude_unknown``.
+
 File names that are not valid UTF-8 are written as their original bytes (``surrogateescape``).
 """
 
@@ -40,7 +50,10 @@ import re
 from collections.abc import Iterable, Sequence
 from enum import Enum
 from pathlib import Path, PurePosixPath
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from garmentcv.conformal import ConformalPredictor
 
 Row = dict[str, Any]
 
@@ -73,6 +86,36 @@ def needs_review(probs: Sequence[float] | None, min_confidence: float | None) ->
     if probs is None or min_confidence is None:
         return None
     return max(probs) < min_confidence
+
+
+def prediction_set(probs: Sequence[float] | None, sets: ConformalPredictor | None) -> list[int] | None:
+    """The class indices of a row's prediction set, most probable first; ``None`` for an error row or without
+    ``sets``."""
+    if probs is None or sets is None:
+        return None
+    import numpy as np  # the rows module itself stays standard-library only
+
+    return sets.sets(np.asarray(probs, dtype=np.float64)[None, :])[0]
+
+
+def review_needed(probs: Sequence[float] | None, min_confidence: float | None,
+                  sets: ConformalPredictor | None) -> bool | None:
+    """A row's ``needs_review``: its confidence below ``min_confidence``, or a prediction set of other than one
+    label; ``None`` for an error row or with neither rule."""
+    if probs is None or (min_confidence is None and sets is None):
+        return None
+    low = min_confidence is not None and max(probs) < min_confidence
+    chosen = prediction_set(probs, sets)
+    return low or (chosen is not None and len(chosen) != 1)
+
+
+def is_unknown(row: Row, threshold: float | None) -> bool | None:
+    """Whether a row's ``ood_score`` is above ``threshold``; ``None`` for an error row, a row without a score or
+    without a threshold."""
+    score = row.get("ood_score")
+    if threshold is None or score is None or row.get("probs") is None:
+        return None
+    return float(score) > threshold
 
 
 def top_k(probs: Sequence[float], k: int) -> list[int]:
@@ -142,15 +185,17 @@ class SharedIndexes:
 
 def write_rows(handle: IO[str], rows: Iterable[Row], classes: Sequence[str], fmt: OutputFormat | str,
                min_confidence: float | None = None, topk: int | None = None,
-               duplicates: dict[str, list[str]] | None = None) -> int:
+               duplicates: dict[str, list[str]] | None = None, *, sets: ConformalPredictor | None = None,
+               unknown_threshold: float | None = None, exclude_unknown: bool = False) -> int:
     """Write ``rows`` (in order) to an open text file in format ``fmt``. Returns the number of rows.
 
     With the kaggle format, an index given by several files (``10.jpg`` and ``10.png``) is recorded in
     ``duplicates`` (index -> paths) when a dict is passed; the rows are written all the same. They must come
     in row order (see :class:`SharedIndexes`).
 
-    ``min_confidence`` adds ``needs_review``; ``topk`` replaces the per-class probabilities by the K best
-    (see the module docstring).
+    ``min_confidence`` adds ``needs_review``; ``topk`` replaces the per-class probabilities by the K best;
+    ``sets`` adds ``prediction_set`` (and ``needs_review``); ``unknown_threshold`` adds ``unknown`` and
+    ``ood_score``; ``exclude_unknown`` empties the kaggle label of unknown rows (see the module docstring).
 
     Raises:
         ValueError: ``min_confidence`` or ``topk`` with the kaggle format, ``topk`` outside 1..len(classes), or
@@ -163,7 +208,8 @@ def write_rows(handle: IO[str], rows: Iterable[Row], classes: Sequence[str], fmt
         raise ValueError("the kaggle format has a label column only: no needs_review, no top-k")
     if topk is not None and not 1 <= topk <= len(classes):
         raise ValueError(f"topk must be within 1..{len(classes)}, got {topk}")
-    review = min_confidence is not None
+    review = min_confidence is not None or sets is not None
+    unknowns = unknown_threshold is not None
     count = 0
     if fmt is OutputFormat.JSONL:
         for row in rows:
@@ -173,8 +219,11 @@ def write_rows(handle: IO[str], rows: Iterable[Row], classes: Sequence[str], fmt
                 "label": row["label"],
                 "confidence": None if probs is None else round(max(probs), 6),
             }
+            if sets is not None:
+                chosen = prediction_set(probs, sets)
+                record["prediction_set"] = None if chosen is None else [classes[i] for i in chosen]
             if review:
-                record["needs_review"] = needs_review(probs, min_confidence)
+                record["needs_review"] = review_needed(probs, min_confidence, sets)
             if topk is None:
                 # not strict: rows are not checked against ``classes`` here, as in the csv branch below
                 record["probs"] = (
@@ -184,6 +233,9 @@ def write_rows(handle: IO[str], rows: Iterable[Row], classes: Sequence[str], fmt
                 best = None if probs is None else top_k(probs, topk)
                 record["top_labels"] = None if best is None else [classes[i] for i in best]
                 record["top_probs"] = None if best is None else [round(probs[i], 6) for i in best]
+            if unknowns:
+                record["unknown"] = is_unknown(row, unknown_threshold)
+                record["ood_score"] = None if record["unknown"] is None else round(float(row["ood_score"]), 6)
             record["error"] = row["error"]
             handle.write(_json_line(record))
             count += 1
@@ -196,26 +248,35 @@ def write_rows(handle: IO[str], rows: Iterable[Row], classes: Sequence[str], fmt
             index, first = indexes.add(row["path"])
             if first is not None and duplicates is not None:
                 duplicates.setdefault(index, [first]).append(row["path"])
-            writer.writerow([index, row["label"] or ""])
+            label = "" if exclude_unknown and is_unknown(row, unknown_threshold) else row["label"] or ""
+            writer.writerow([index, label])
             count += 1
         return count
     if topk is None:
         prob_columns = [f"prob_{c}" for c in classes]
     else:
         prob_columns = [f"top{i}_{part}" for i in range(1, topk + 1) for part in ("label", "prob")]
-    writer.writerow(["path", "label", "confidence", *(["needs_review"] if review else []), *prob_columns, "error"])
+    set_column = ["prediction_set"] if sets is not None else []
+    unknown_columns = ["unknown", "ood_score"] if unknowns else []
+    writer.writerow(["path", "label", "confidence", *set_column, *(["needs_review"] if review else []), *prob_columns,
+                     *unknown_columns, "error"])
     for row in rows:
         probs = row["probs"]
         if probs is None:
-            writer.writerow([row["path"], "", "", *([""] if review else []), *([""] * len(prob_columns)),
-                             row["error"] or ""])
+            writer.writerow([row["path"], "", "", *([""] * len(set_column)), *([""] if review else []),
+                             *([""] * len(prob_columns)), *([""] * len(unknown_columns)), row["error"] or ""])
         else:
-            flag = ["true" if needs_review(probs, min_confidence) else "false"] if review else []
+            chosen = prediction_set(probs, sets)
+            shown = [] if chosen is None else ["|".join(classes[i] for i in chosen)]
+            flag = ["true" if review_needed(probs, min_confidence, sets) else "false"] if review else []
             if topk is None:
                 values = list(map(_fmt, probs))
             else:
                 values = [v for i in top_k(probs, topk) for v in (classes[i], _fmt(probs[i]))]
-            writer.writerow([row["path"], row["label"], _fmt(max(probs)), *flag, *values, ""])
+            unknown = is_unknown(row, unknown_threshold)
+            extra = [] if not unknowns else (["", ""] if unknown is None else
+                                             ["true" if unknown else "false", _fmt(float(row["ood_score"]))])
+            writer.writerow([row["path"], row["label"], _fmt(max(probs)), *shown, *flag, *values, *extra, ""])
         count += 1
     return count
 
@@ -248,12 +309,14 @@ def require_pyarrow() -> None:
                                   "pip install 'garmentcv[parquet]'")
 
 
-def _column_names(classes: Sequence[str], review: bool, topk: int | None) -> list[str]:
+def _column_names(classes: Sequence[str], review: bool, topk: int | None, sets: bool = False,
+                  unknowns: bool = False) -> list[str]:
     if topk is None:
         prob_columns = [f"prob_{c}" for c in classes]
     else:
         prob_columns = [f"top{i}_{part}" for i in range(1, topk + 1) for part in ("label", "prob")]
-    return ["path", "label", "confidence", *(["needs_review"] if review else []), *prob_columns, "error"]
+    return ["path", "label", "confidence", *(["prediction_set"] if sets else []), *(["needs_review"] if review else []),
+            *prob_columns, *(["unknown", "ood_score"] if unknowns else []), "error"]
 
 
 def _utf8(text: str) -> str:
@@ -262,7 +325,8 @@ def _utf8(text: str) -> str:
 
 
 def write_parquet(path: str | Path, rows: Iterable[Row], classes: Sequence[str],
-                  min_confidence: float | None = None, topk: int | None = None) -> int:
+                  min_confidence: float | None = None, topk: int | None = None, *,
+                  sets: ConformalPredictor | None = None, unknown_threshold: float | None = None) -> int:
     """Write ``rows`` (in order) to a new parquet file ``path`` (see the module docstring). Returns the number of rows.
 
     Raises:
@@ -275,11 +339,14 @@ def write_parquet(path: str | Path, rows: Iterable[Row], classes: Sequence[str],
 
     if topk is not None and not 1 <= topk <= len(classes):
         raise ValueError(f"topk must be within 1..{len(classes)}, got {topk}")
-    review = min_confidence is not None
-    names = _column_names(classes, review, topk)
-    types = {"confidence": pa.float64(), "needs_review": pa.bool_()}
+    review = min_confidence is not None or sets is not None
+    unknowns = unknown_threshold is not None
+    names = _column_names(classes, review, topk, sets is not None, unknowns)
+    types = {"confidence": pa.float64(), "needs_review": pa.bool_(), "prediction_set": pa.list_(pa.string()),
+             "unknown": pa.bool_(), "ood_score": pa.float64()}
     for name in names[3:-1]:
         types.setdefault(name, pa.string() if name.endswith("_label") else pa.float64())
+    prob_names = [n for n in names[3:-1] if n.startswith("prob_")]
     schema = pa.schema([(name, types.get(name, pa.string())) for name in names])
     count = 0
     with pq.ParquetWriter(str(path), schema) as writer:
@@ -296,10 +363,17 @@ def write_parquet(path: str | Path, rows: Iterable[Row], classes: Sequence[str],
             columns["path"].append(_utf8(row["path"]))
             columns["label"].append(row["label"])
             columns["confidence"].append(None if probs is None else round(max(probs), 6))
+            if sets is not None:
+                chosen = prediction_set(probs, sets)
+                columns["prediction_set"].append(None if chosen is None else [classes[i] for i in chosen])
             if review:
-                columns["needs_review"].append(needs_review(probs, min_confidence))
+                columns["needs_review"].append(review_needed(probs, min_confidence, sets))
+            if unknowns:
+                unknown = is_unknown(row, unknown_threshold)
+                columns["unknown"].append(unknown)
+                columns["ood_score"].append(None if unknown is None else round(float(row["ood_score"]), 6))
             if topk is None:
-                for c, name in enumerate(names[4 if review else 3:-1]):
+                for c, name in enumerate(prob_names):
                     columns[name].append(None if probs is None else round(probs[c], 6))
             else:
                 best = None if probs is None else top_k(probs, topk)
@@ -316,7 +390,8 @@ def write_parquet(path: str | Path, rows: Iterable[Row], classes: Sequence[str],
 
 def write_output(out: str | Path, rows: Iterable[Row], classes: Sequence[str], fmt: OutputFormat | str,
                  min_confidence: float | None = None, topk: int | None = None,
-                 duplicates: dict[str, list[str]] | None = None) -> int:
+                 duplicates: dict[str, list[str]] | None = None, *, sets: ConformalPredictor | None = None,
+                 unknown_threshold: float | None = None, exclude_unknown: bool = False) -> int:
     """Write ``rows`` to the file ``out`` in format ``fmt``, atomically (a crash leaves the old file or none).
 
     Text formats go through :func:`write_rows` (UTF-8, names that are not UTF-8 as their bytes), parquet
@@ -331,6 +406,74 @@ def write_output(out: str | Path, rows: Iterable[Row], classes: Sequence[str], f
 
     if OutputFormat(fmt) is OutputFormat.PARQUET:
         with atomic_path(out) as tmp:
-            return write_parquet(tmp, rows, classes, min_confidence, topk)
+            return write_parquet(tmp, rows, classes, min_confidence, topk, sets=sets,
+                                 unknown_threshold=unknown_threshold)
     with atomic_write(out, newline="", encoding="utf-8", errors="surrogateescape") as handle:
-        return write_rows(handle, rows, classes, fmt, min_confidence, topk, duplicates)
+        return write_rows(handle, rows, classes, fmt, min_confidence, topk, duplicates, sets=sets,
+                          unknown_threshold=unknown_threshold, exclude_unknown=exclude_unknown)
+
+
+def write_embeddings(out: str | Path, rows: Iterable[Row], count: int, dim: int) -> int:
+    """Write the ``embedding`` of each of ``count`` rows (in the order of the results file) to ``out``, atomically.
+
+    * ``.npy``: a float32 ``(count, dim)`` array (NaN on a row without one: an error row), written through a memory
+      map so memory does not grow with the rows, and beside it ``<stem>.paths.csv`` with one ``path`` per array
+      row, in the same order (the row-order index).
+    * ``.parquet``: columns ``path`` (string) and ``embedding`` (list of float32, null on an error row), in row
+      groups of :data:`PARQUET_ROW_GROUP` rows. Needs pyarrow.
+
+    Returns the number of rows written.
+
+    Raises:
+        ValueError: a suffix other than ``.npy``/``.parquet``, or rows that are not ``count`` or not ``dim`` wide.
+        MissingRuntimeError: parquet without pyarrow.
+        OSError: ``out`` cannot be written.
+    """
+    import numpy as np
+
+    from garmentcv.fsutil import atomic_path, atomic_write
+
+    out = Path(out)
+    suffix = out.suffix.lower()
+    if suffix == ".parquet":
+        require_pyarrow()
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        schema = pa.schema([("path", pa.string()), ("embedding", pa.list_(pa.float32()))])
+        written = 0
+        with atomic_path(out) as tmp, pq.ParquetWriter(str(tmp), schema) as writer:
+            columns: dict[str, list[Any]] = {"path": [], "embedding": []}
+            for row in rows:
+                vector = row.get("embedding")
+                if vector is not None and len(vector) != dim:
+                    raise ValueError(f"row {row['path']!r}: embedding of {len(vector)} values, expected {dim}")
+                columns["path"].append(_utf8(row["path"]))
+                columns["embedding"].append(vector)
+                written += 1
+                if len(columns["path"]) >= PARQUET_ROW_GROUP:
+                    writer.write_table(pa.table(columns, schema=schema))
+                    columns = {"path": [], "embedding": []}
+            if columns["path"]:
+                writer.write_table(pa.table(columns, schema=schema))
+        return written
+    if suffix != ".npy":
+        raise ValueError(f"{out}: embeddings are written to a .npy or .parquet file")
+    index = out.with_name(out.stem + ".paths.csv")
+    written = 0
+    with atomic_path(out) as tmp, atomic_write(index, newline="", encoding="utf-8", errors="surrogateescape") as handle:
+        array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(count, dim))
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(["path"])
+        for row in rows:
+            if written >= count:
+                raise ValueError(f"more than the {count} rows expected")
+            vector = row.get("embedding")
+            array[written] = np.nan if vector is None else np.asarray(vector, dtype=np.float32)
+            writer.writerow([row["path"]])
+            written += 1
+        if written != count:
+            raise ValueError(f"{written} rows, {count} expected")
+        array.flush()
+        del array
+    return written

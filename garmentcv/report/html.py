@@ -28,8 +28,10 @@ class Prediction:
         label: the true label (evaluation) or ``None``.
         predicted: the model's label, ``None`` for a file that could not be read.
         confidence: the probability of ``predicted``, 0..1.
-        needs_review: the results marked the row as needing review (``--min-confidence``).
+        needs_review: the results marked the row as needing review (``--min-confidence``, a prediction set of
+            other than one label).
         error: why the file could not be read.
+        unknown: the results called the image unknown (none of the model's classes).
     """
 
     path: str
@@ -39,6 +41,7 @@ class Prediction:
     confidence: float | None = None
     needs_review: bool = False
     error: str | None = None
+    unknown: bool = False
 
 
 @dataclass(frozen=True)

@@ -239,6 +239,7 @@ class ResultsFile:
         path: the file.
         columns: its columns (csv header; the keys of the first jsonl record).
         review: whether it has a ``needs_review`` column.
+        unknown: whether it has an ``unknown`` column (a model file with an unknown-item detector).
         classes: the class names in the model's order where the file tells it (``prob_<class>`` columns, or
             the keys of the first jsonl ``probs`` object: known once the rows up to it are read), else empty.
 
@@ -276,6 +277,7 @@ class ResultsFile:
             self._handle.close()
             raise
         self.review = "needs_review" in self.columns
+        self.unknown = "unknown" in self.columns
 
     def _next_record(self) -> dict[str, Any] | None:
         for line in self._handle:
@@ -295,12 +297,14 @@ class ResultsFile:
                     self.classes = list(record["probs"])
                 yield Prediction(path=record["path"], predicted=record.get("label") or None,
                                  confidence=_confidence(record.get("confidence")),
-                                 needs_review=_flag(record.get("needs_review")), error=record.get("error") or None)
+                                 needs_review=_flag(record.get("needs_review")), error=record.get("error") or None,
+                                 unknown=_flag(record.get("unknown")))
                 record = self._next_record()
             return
         at = self._at
         path, label, confidence, error = at["path"], at["label"], at["confidence"], at["error"]
         review = at.get("needs_review")
+        unknown = at.get("unknown")
         width = self._width
         for cells in self._csv:
             if not cells:
@@ -310,7 +314,8 @@ class ResultsFile:
                                      f"has {width}; give the results file gcv-classify wrote")
             yield Prediction(path=cells[path], predicted=cells[label] or None,
                              confidence=_confidence(cells[confidence]),
-                             needs_review=review is not None and _flag(cells[review]), error=cells[error] or None)
+                             needs_review=review is not None and _flag(cells[review]), error=cells[error] or None,
+                             unknown=unknown is not None and _flag(cells[unknown]))
 
     def close(self) -> None:
         """Close the file."""
@@ -384,6 +389,8 @@ class ResultsTally:
         by_class: per predicted class, its least confident rows; each keeps ``limits.per_group(classes so far)``,
             so all of them together keep about ``limits.grouped`` rows.
         review: the least confident ``limits.gallery`` rows marked ``needs_review``.
+        unknown: the least confident ``limits.gallery`` rows called unknown.
+        unknown_column: whether the results have an ``unknown`` column.
     """
 
     limits: Limits
@@ -393,9 +400,12 @@ class ResultsTally:
     failed_total: int = 0
     by_class: dict[str, Lowest] = field(default_factory=dict)
     review: Lowest = field(init=False)
+    unknown: Lowest = field(init=False)
+    unknown_column: bool = False
 
     def __post_init__(self) -> None:
         self.review = Lowest(self.limits.gallery, _least_key)
+        self.unknown = Lowest(self.limits.gallery, _least_key)
 
     def add(self, row: Prediction) -> None:
         """Count ``row`` and keep it where it is among the rows shown so far."""
@@ -417,6 +427,8 @@ class ResultsTally:
         heap.add(row)
         if row.needs_review:
             self.review.add(row)
+        if row.unknown:
+            self.unknown.add(row)
 
 
 def read_results(results: Path, limits: Limits = Limits()) -> tuple[ResultsTally, list[str], bool]:
@@ -434,6 +446,7 @@ def read_results(results: Path, limits: Limits = Limits()) -> tuple[ResultsTally
         for row in reader:
             tally.add(row)
         classes, review = reader.classes, reader.review
+        tally.unknown_column = reader.unknown
     return tally, classes, review
 
 
@@ -446,7 +459,8 @@ def write_classify_report(page: Path, results: Path, folder: Path, limits: Limit
     """Write the page for the unlabelled results of ``gcv-classify`` (and ``<stem>_files/``).
 
     Shows, per predicted class, its images sorted by confidence, lowest first (the ones to check); the rows
-    that need review when the results have a ``needs_review`` column; and the files that could not be read,
+    that need review when the results have a ``needs_review`` column; the rows called unknown when they have an
+    ``unknown`` column; and the files that could not be read,
     each with its reason. The results are read once, row by row, keeping only the rows shown (see
     :class:`Limits`), so a file of millions of rows takes little memory.
 
@@ -474,25 +488,32 @@ def write_classify_report(page: Path, results: Path, folder: Path, limits: Limit
                                tally.by_class[c].total) for c in order]
     flagged = tally.review
     review_gallery = Gallery("needs-review", "Needing review", _with_source(flagged.rows(), folder), flagged.total)
+    unknowns = tally.unknown_column
+    unknown_gallery = Gallery("unknown", "Unknown (none of the classes)", _with_source(tally.unknown.rows(), folder),
+                              tally.unknown.total)
     passed = dict(sorted((skipped or {}).items()))
 
     def build(files: _FilesFolder) -> str:
-        thumb = _thumbnails([*class_galleries, *([review_gallery] if review else [])], files, limits)
+        thumb = _thumbnails([*class_galleries, *([review_gallery] if review else []),
+                             *([unknown_gallery] if unknowns else [])], files, limits)
         counts = "".join(f'<tr><th><a href="#{g.ident}">{h.esc(g.title)}</a></th><td>{g.total}</td></tr>'
                          for g in class_galleries)
         summary = [("results", Path(results).name), ("rows", tally.rows), ("classified", tally.classified),
-                   *([("needing review", flagged.total)] if review else []), ("not read", tally.failed_total),
+                   *([("needing review", flagged.total)] if review else []),
+                   *([("unknown", unknown_gallery.total)] if unknowns else []), ("not read", tally.failed_total),
                    *((f"skipped: {reason}", n) for reason, n in passed.items())]
         body = [
             '<section id="summary"><h2>Summary</h2><div class="tables">' + h.summary_table(summary)
             + f"<table><tr><th>predicted class</th><th>images</th></tr>{counts}</table></div></section>",
             h.gallery_section(review_gallery, thumb, show_review=False, unfolded=limits.unfolded) if review else "",
+            h.gallery_section(unknown_gallery, thumb, show_review=review, unfolded=limits.unfolded) if unknowns else "",
             '<section id="classes"><h2>By predicted class</h2>'
             + "".join(h.gallery_section(g, thumb, level=3, show_predicted=False, show_review=review,
                                         unfolded=limits.unfolded) for g in class_galleries) + "</section>",
             h.errors_section("not-read", "Not read", tally.failed, tally.failed_total, show_label=False),
         ]
         nav = [("summary", "Summary"), *([("needs-review", "Needing review")] if review else []),
+               *([("unknown", "Unknown")] if unknowns else []),
                ("classes", "By class"), ("not-read", "Not read")]
         read = f"{tally.classified:,} classified, {tally.failed_total:,} not read"
         if skipped is None:

@@ -21,7 +21,14 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from garmentcv.infer.classify import ClassifyConfig, ClassifyRun, ClassifySummary, check_topk, open_checked_source
+from garmentcv.infer.classify import (
+    ClassifyConfig,
+    ClassifyRun,
+    ClassifySummary,
+    check_model_outputs,
+    check_topk,
+    open_checked_source,
+)
 from garmentcv.infer.partial import RunLock
 from garmentcv.infer.pipeline import predict_batches, split_cpus
 from garmentcv.infer.runtimes import Model, OpeningModel, open_planned, plan_runtime
@@ -63,6 +70,7 @@ def classify_folder(cfg: ClassifyConfig, on_batch: Callable[[int], None] | None 
         threads, workers = split_cpus(cfg.threads, cfg.workers)
         plan = plan_runtime(cfg.model, cfg.runtime, cfg.provider)
         check_topk(cfg.topk, plan.info, cfg.model)  # before the model opens: its error comes alone
+        check_model_outputs(cfg, plan.info)
         model: Model
         if cfg.resume:  # partial results are matched against the runtime that really runs (auto may fall back)
             model = open_planned(plan, threads)

@@ -161,12 +161,14 @@ class ClassifyWorker:
     def ready(self) -> None:
         """Returns once the model is open (the constructor has run)."""
 
-    def classify(self, files: list[bytes]) -> tuple[np.ndarray, list[str]]:
+    def classify(self, files: list[bytes]) -> tuple[np.ndarray, list[str], list[dict[str, np.ndarray]]]:
         """Files (:func:`garmentcv.infer.sources.encode_file`) -> ``(probs float64 (N, C)`` (NaN on an error row),
-        ``errors`` (``""`` when classified)) in the order given."""
+        ``errors`` (``""`` when classified), ``extras`` (each file's other outputs by name, as
+        :attr:`garmentcv.infer.pipeline.Prediction.extras`; empty on an error row)) in the order given."""
         items: list[tuple[File | None, int]] = [(decode_file(b), i) for i, b in enumerate(files)]
         probs = np.full((len(items), self.width), np.nan)
         errors = [""] * len(items)
+        extras: list[dict[str, np.ndarray]] = [{} for _ in items]
         for predictions in predict_batches(self.model, items, batch_size=max(1, len(items)), workers=self.threads,
                                            temperature=self.temperature, fetch_threads=self.fetch_threads,
                                            read_retry=self.read_retry):
@@ -175,7 +177,8 @@ class ClassifyWorker:
                     errors[p.item] = p.error
                 else:
                     probs[p.item] = p.probs
-        return probs, errors
+                    extras[p.item] = {name: np.array(value) for name, value in p.extras.items()}
+        return probs, errors, extras
 
 
 class _TokenAuthNotice(logging.Filter):
@@ -225,6 +228,7 @@ class _Block:
         self.files: list[int] = []  # indexes into items of the files to classify
         self.probs: list[np.ndarray | None] = []
         self.errors: list[str | None] = []
+        self.extras: list[dict[str, np.ndarray]] = []
         self.left = 0  # files without a result yet
 
     def add(self, file: File | None, row: Row) -> None:
@@ -232,6 +236,7 @@ class _Block:
             self.files.append(len(self.items))
             self.probs.append(None)
             self.errors.append(None)
+            self.extras.append({})
             self.left += 1
         self.items.append((file, row))
 
@@ -243,8 +248,9 @@ class _Block:
         """The row name of the file at ``position`` among the block's files."""
         return str(self.items[self.files[position]][1]["path"])
 
-    def set(self, lo: int, probs: np.ndarray, errors: list[str]) -> None:
-        """The results of files ``lo:lo + len(errors)``.
+    def set(self, lo: int, probs: np.ndarray, errors: list[str],
+            extras: list[dict[str, np.ndarray]] | None = None) -> None:
+        """The results of files ``lo:lo + len(errors)`` (``extras``: their other outputs, or ``None`` for none).
 
         Raises:
             RayEngineError: as many results as files were not returned (a bug).
@@ -253,17 +259,18 @@ class _Block:
             raise RayEngineError(f"a Ray worker returned {len(errors)} results for other files (a bug)")
         for k, (p, error) in enumerate(zip(probs, errors, strict=True), lo):
             self.probs[k], self.errors[k] = p, error
+            self.extras[k] = extras[k - lo] if extras is not None else {}
         self.left -= len(errors)
 
     def predictions(self) -> Iterator[Prediction[Row]]:
         """The block's predictions in order (reused rows passed through); only once every file has its result."""
-        results = iter(zip(self.probs, self.errors, strict=True))
+        results = iter(zip(self.probs, self.errors, self.extras, strict=True))
         for file, row in self.items:
             if file is None:
                 yield Prediction(row, passed=True)
                 continue
-            probs, error = next(results)
-            yield Prediction(row, error=error) if error else Prediction(row, probs=np.asarray(probs))
+            probs, error, extras = next(results)
+            yield Prediction(row, error=error) if error else Prediction(row, probs=np.asarray(probs), extras=extras)
 
 
 @dataclass

@@ -422,6 +422,10 @@ class OpeningModel:
         """As :meth:`Model.logits`, after the opening."""
         return self.result().logits(batch)
 
+    def outputs(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        """As :meth:`Model.outputs`, after the opening."""
+        return self.result().outputs(batch)
+
 
 def _onnxruntime_offers_cuda() -> bool:
     """Whether onnxruntime offers its CUDA provider (``--device auto`` then tries CUDA first)."""

@@ -49,3 +49,5 @@ class Model(Protocol):
     ) -> str: ...  # ``fp32``, ``fp16``, ``int8`` (the file's), or OpenVINO's ``f32``/``bf16``
 
     def logits(self, batch: np.ndarray) -> np.ndarray: ...
+
+    def outputs(self, batch: np.ndarray) -> dict[str, np.ndarray]: ...  # every output of ``info.outputs`` by name

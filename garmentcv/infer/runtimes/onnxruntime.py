@@ -59,6 +59,12 @@ class LoadedModel:
         normalised ``float32 (N, 3, H, W)`` (format 1) or the uint8 crops ``(N, H, W, 3)`` (format 2)."""
         return self.session.run([OUTPUT_NAME], {INPUT_NAME: batch})[0]
 
+    def outputs(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        """Run one batch -> every output the file declares (``info.outputs``) by name: ``logits`` ``float32 (N, C)``,
+        ``embedding`` ``float32 (N, D)``, ``ood_score`` ``float32 (N,)``, each present only in files that have it."""
+        names = list(self.info.outputs)
+        return dict(zip(names, self.session.run(names, {INPUT_NAME: batch}), strict=True))
+
     @property
     def runtime(self) -> str:
         """``onnxruntime`` (the other runtime: :mod:`garmentcv.infer.runtimes.openvino`)."""
@@ -96,10 +102,10 @@ def _create(path: Path, providers: list[str], threads: int | None) -> ort.Infere
 def _check_graph(session: ort.InferenceSession, info: ModelInfo, path: Path) -> None:
     inputs = [i.name for i in session.get_inputs()]
     outputs = [o.name for o in session.get_outputs()]
-    if inputs != [INPUT_NAME] or OUTPUT_NAME not in outputs:
+    if inputs != [INPUT_NAME] or outputs != list(info.outputs):
         raise ModelFileError(
-            f"{path}: graph has inputs {inputs} and outputs {outputs}, expected input {INPUT_NAME!r} and output "
-            f"{OUTPUT_NAME!r}; export the model with gcv-export"
+            f"{path}: graph has inputs {inputs} and outputs {outputs}, expected input {INPUT_NAME!r} and outputs "
+            f"{list(info.outputs)} as its metadata declares; export the model with gcv-export"
         )
     out = session.get_outputs()[outputs.index(OUTPUT_NAME)]
     check_input_type(session.get_inputs()[0].type, session.get_inputs()[0].shape, out.type, out.shape, info, path)

@@ -92,6 +92,13 @@ class OpenVINOModel:
         self.request.infer({INPUT_NAME: batch})
         return np.array(self.request.get_tensor(OUTPUT_NAME).data, dtype=np.float32, copy=True)
 
+    def outputs(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        """Run one batch -> every output the file declares (``info.outputs``) by name, as
+        :meth:`garmentcv.infer.runtimes.onnxruntime.LoadedModel.outputs`."""
+        self.request.infer({INPUT_NAME: batch})
+        return {name: np.array(self.request.get_tensor(name).data, dtype=np.float32, copy=True)
+                for name in self.info.outputs}
+
 
 def compile_config(precision: str, threads: int, cache_dir: Path | None = None) -> dict[str, str]:
     """The CPU plugin properties GarmentCV compiles with (see the module docstring)."""
