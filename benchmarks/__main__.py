@@ -26,6 +26,7 @@ SUITES: dict[str, tuple[str, str]] = {
     "eager_baseline": ("benchmarks.eager_baseline", "the baseline command: torchvision eager with a DataLoader"),
     "transfer": ("benchmarks.experiments.transfer", "experiment: pretraining against training from scratch, offline"),
     "scratch_preset": ("benchmarks.experiments.scratch_preset", "experiment: the candidates behind --preset scratch"),
+    "unknowns": ("benchmarks.experiments.unknowns", "experiment: unknown-item scores, with and without exposure"),
 }
 
 

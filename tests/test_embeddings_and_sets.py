@@ -342,3 +342,53 @@ def test_ray_engine_gives_the_local_rows_sets_and_embeddings(exported, tmp_path:
     assert [(a["path"], a["prediction_set"], a["needs_review"]) for a in local_rows] == [
         (b["path"], b["prediction_set"], b["needs_review"]) for b in ray_rows]
     np.testing.assert_allclose(np.load(tmp_path / "ray.npy"), np.load(tmp_path / "local.npy"), rtol=1e-5, atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def with_detector(exported, tmp_path_factory: pytest.TempPathFactory):
+    """The same checkpoint exported with an energy-score detector (no embedding output), as gcv-export writes it
+    (uint8 input)."""
+    ckpt, _, _, _ = exported
+    out = tmp_path_factory.mktemp("ood") / "model.onnx"
+    return export_checkpoint(ExportConfig(checkpoint=ckpt, out=out, unknown="energy", unknown_recall=0.75,
+                                          coverage=COVERAGE), progress=False)
+
+
+def test_export_unknown_adds_a_gated_ood_score_and_its_threshold(with_detector, exported) -> None:
+    from garmentcv.unknowns import scores
+
+    _, _, val, _ = exported
+    r = with_detector
+    info = read_model_info(r.out)
+    assert info == r.info and info.outputs == (OUTPUT_NAME, OOD_SCORE_NAME) and info.format_version == 3
+    assert info.unknown.method == "energy" and info.unknown.images == 12 and info.unknown.reference_size == 0
+    assert r.unknown_score_diff is not None and r.unknown_score_diff <= 1e-3
+    model = open_runtime(r.out, "onnxruntime", "cpu")
+    from garmentcv.image import load_crop
+
+    out = model.outputs(np.stack([load_crop(p, info.preprocessing) for p, _ in val]))
+    expected = scores.score("energy", out[OUTPUT_NAME], None, {}, info.applied_temperature)
+    np.testing.assert_allclose(out[OOD_SCORE_NAME], expected, rtol=1e-5, atol=1e-5)
+    assert info.unknown.threshold == float(np.sort(out[OOD_SCORE_NAME])[8])  # ceil(0.75 * 12) = 9th of its own scores
+    assert info.unknown.recall == pytest.approx(0.75)
+
+
+def test_classify_rows_say_unknown_from_the_files_score(with_detector, exported, tmp_path: Path) -> None:
+    _, _, _, folder = exported
+    r = with_detector
+    out = tmp_path / "rows.csv"
+    summary = classify_folder(ClassifyConfig(folder=folder, out=out, model=r.out, provider="cpu", progress=False))
+    rows = list(csv.DictReader(out.open(encoding="utf-8")))
+    assert list(rows[0])[-3:] == ["unknown", "ood_score", "error"]
+    flagged = [row["path"] for row in rows if row["unknown"] == "true"]
+    assert flagged == [row["path"] for row in rows if float(row["ood_score"]) > r.info.unknown.threshold + 1e-6]
+    assert summary.unknown_checked and summary.unknown == len(flagged) == 3  # 12 images at 75% recall
+    off = tmp_path / "off.csv"
+    classify_folder(ClassifyConfig(folder=folder, out=off, model=r.out, provider="cpu", progress=False,
+                                   unknown="off"))
+    assert "unknown" not in off.read_text(encoding="utf-8").splitlines()[0]
+    kaggle = tmp_path / "kaggle.csv"
+    classify_folder(ClassifyConfig(folder=folder, out=kaggle, model=r.out, provider="cpu", progress=False,
+                                   format="kaggle", exclude_unknown=True))  # type: ignore[arg-type]
+    empty = [row["index"] for row in csv.DictReader(kaggle.open(encoding="utf-8")) if not row["label"]]
+    assert empty == [Path(p).stem for p in flagged]

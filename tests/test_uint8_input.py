@@ -130,8 +130,8 @@ def test_reading_metadata_of_either_format() -> None:
     props = new.to_metadata()
     assert props["garmentcv.format_version"] == "2" and ModelInfo.from_metadata(props) == new
     assert ModelInfo.from_metadata({**props, "garmentcv.format_version": "1"}).input_format == INPUT_FLOAT32
-    with pytest.raises(ModelFileError, match="metadata format 3 is newer than this garmentcv reads"):
-        ModelInfo.from_metadata({**props, "garmentcv.format_version": "3"}, source="m.onnx")
+    with pytest.raises(ModelFileError, match="metadata format 4 is newer than this garmentcv reads"):
+        ModelInfo.from_metadata({**props, "garmentcv.format_version": "4"}, source="m.onnx")
     with pytest.raises(ModelFileError, match=r"m.onnx: damaged GarmentCV metadata \(unknown input format 'rgb16'\)"):
         ModelInfo.from_metadata({**props, "garmentcv.input": "rgb16"}, source="m.onnx")
 

@@ -1,1 +1,2 @@
-"""Experiments behind training defaults: transfer learning offline and the ``--preset scratch`` choice."""
+"""Experiments behind training defaults: transfer learning offline, the ``--preset scratch`` choice and the
+unknown-item scores."""

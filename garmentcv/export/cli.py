@@ -23,6 +23,8 @@ from garmentcv.installs import require_onnxruntime, require_torch
 
 #: Same as garmentcv.export.convert.DEFAULT_OPSET, repeated so that --help loads no torch (a test checks it).
 DEFAULT_OPSET = 18
+#: Same as garmentcv.unknowns.scores.METHODS (numpy only, but kept apart from --help's imports like the opset).
+UNKNOWN_METHODS = ("msp", "energy", "maxlogit", "knn", "mahalanobis", "vim")
 
 
 _INT8_ACTIVATIONS = click.Choice(INT8_ACTIVATIONS)
@@ -70,6 +72,15 @@ _QUANTIZATION_IMAGES = click.IntRange(min=1)
               help="Score of the prediction sets: lac (smallest sets) or aps (adaptive, rarely empty).")
 @click.option("--class-conditional/--marginal", default=False,
               help="One prediction-set threshold per class (coverage per class) instead of one overall.")
+@click.option("--unknown", type=click.Choice(UNKNOWN_METHODS), default=None, show_default="none",
+              help="Add an unknown-item detector with this score, computed in the graph as the ood_score output.")
+@click.option("--unknown-recall", type=click.FloatRange(min=0, max=1, min_open=True), default=0.95,
+              help="The detector's threshold keeps this share of the validation images.")
+@click.option("--unknown-data", type=click.Path(exists=True, path_type=Path), default=None,
+              show_default="the run's train.csv",
+              help="Images of the classes (folder or path,label CSV) the detector's reference is fitted on.")
+@click.option("--unknown-images", type=click.IntRange(min=0), default=2000,
+              help="Use at most this many of those images (seeded random subset); 0: all.")
 @deprecated_alias("--calibration-data", "calibration_data", type=_QUANTIZATION_DATA)
 @deprecated_alias("--calibration-images", "calibration_images", type=_QUANTIZATION_IMAGES)
 @quiet_option
@@ -138,6 +149,11 @@ def main(checkpoint: Path | None, quiet: bool, verbose: bool, no_sets: bool, **o
         lines.append(f"prediction sets: {r.conformal.describe()} (gcv-classify writes each row's set)")
     elif r.conformal_note:
         lines.append(f"prediction sets: {r.conformal_note}")
+    if r.info.unknown is not None:
+        u = r.info.unknown
+        lines.append(f"unknown items: {u.method} score in the graph (ood_score), threshold {u.threshold:.6g} keeps "
+                     f"{u.recall:.2%} of {plural(u.images, 'validation image')}, reference of {u.reference_size} rows; "
+                     f"largest difference from the numpy score {r.unknown_score_diff:.3g} x max(1, |score|)")
     accuracy = f"validation accuracy: FP32 {r.fp32_accuracy:.2%}"
     if r.info.precision != "fp32":
         accuracy += f" | {r.info.precision.upper()} {r.accuracy:.2%} (drop {r.accuracy_drop:.2f} points)"

@@ -22,6 +22,7 @@ fitted, the temperature uses every image as before, and the metadata says why.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 import sys
@@ -32,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import torch
 from torch import nn
@@ -43,10 +45,12 @@ from garmentcv.artifact import (
     INPUT_FORMATS,
     INPUT_UINT8,
     INT8_ACTIVATIONS,
+    OOD_SCORE_NAME,
     OUTPUT_NAME,
     PRECISIONS,
     ModelInfo,
     Quantization,
+    UnknownDetector,
 )
 from garmentcv.calibration import (
     CalibrationFigures,
@@ -69,7 +73,7 @@ from garmentcv.errors import (
     ImageDecodeError,
     PathNotFoundError,
 )
-from garmentcv.export import checks, convert, runtime_gates
+from garmentcv.export import checks, convert, runtime_gates, unknown_output
 from garmentcv.export.embedding import WithEmbedding, check_same_logits
 from garmentcv.export.uint8_input import Uint8Input
 from garmentcv.fsutil import atomic_path, check_writable_output, sha256_of
@@ -81,6 +85,7 @@ from garmentcv.models.registry import build_model, get_spec
 from garmentcv.paths import RUNS_DIR
 from garmentcv.text import plural
 from garmentcv.train.checkpoint import load_checkpoint
+from garmentcv.unknowns import scores as unknown_scores
 
 logger = logging.getLogger(__name__)
 
@@ -128,6 +133,14 @@ class ExportConfig:
             validation images the temperature is not fitted on; ``None``: no sets.
         conformal_method: the sets' score, ``lac`` or ``aps``.
         class_conditional: one threshold per class (coverage per class; needs enough images of every class).
+        unknown: add an unknown-item detector with this score method (:data:`garmentcv.unknowns.scores.METHODS`)
+            as the ``ood_score`` output, computed in the graph (:mod:`garmentcv.export.unknown_output`); ``None``:
+            none.
+        unknown_recall: the detector's threshold keeps this share of the validation images (in-distribution
+            recall).
+        unknown_data: images of the classes its reference data (class means, a bank of embeddings) is fitted on
+            (folder or ``path,label`` CSV); ``None`` uses the run's ``train.csv``.
+        unknown_images: at most this many of those images (a seeded random subset).
     """
 
     checkpoint: Path | None = None
@@ -148,6 +161,10 @@ class ExportConfig:
     coverage: float | None = DEFAULT_COVERAGE
     conformal_method: str = "lac"
     class_conditional: bool = False
+    unknown: str | None = None
+    unknown_recall: float = 0.95
+    unknown_data: Path | None = None
+    unknown_images: int = 2000
 
 
 @dataclass(frozen=True)
@@ -178,6 +195,8 @@ class ExportResult:
         embedding_parity: the written file's ``embedding`` against PyTorch's (``None`` without one).
         conformal: the prediction sets fitted (``None``: none, see ``conformal_note``).
         conformal_note: why none were fitted (``""`` when they were, or were not asked for).
+        unknown_score_diff: with a detector: the largest difference of the file's ``ood_score`` from the numpy
+            score of its own outputs, per unit of ``max(1, |score|)``; ``None`` without one.
     """
 
     out: Path
@@ -201,6 +220,7 @@ class ExportResult:
     embedding_parity: checks.EmbeddingParity | None = None
     conformal: ConformalPredictor | None = None
     conformal_note: str = ""
+    unknown_score_diff: float | None = None
 
 
 @dataclass(frozen=True)
@@ -523,6 +543,75 @@ def plan_conformal(cfg: ExportConfig, targets: np.ndarray, classes: int) -> tupl
     return first, second, ""
 
 
+def _attach_detector(
+    cfg: ExportConfig, checkpoint: Path, final: onnx.ModelProto, final_session: ort.InferenceSession | None,
+    network: nn.Module, head: str, seen: ValidationLogits, val: ImageSet, pp: Preprocessing, uint8: bool,
+    temperature: float | None, progress: bool, classes: Sequence[str],
+) -> tuple[onnx.ModelProto, UnknownDetector, float]:
+    """Fit ``cfg.unknown``'s reference on the reference images from the converted graph's own outputs, join the score
+    to ``final``, check the joined graph's ``ood_score`` against the numpy score of its own outputs on the validation
+    images, and fit the threshold on those ``ood_score`` values (what consumers compare with it).
+
+    Returns:
+        The joined graph, the detector for the metadata, and the largest relative score difference.
+
+    Raises:
+        ExportError: the score cannot be fitted, exported or joined, or differs by more than
+            :data:`~garmentcv.export.unknown_output.SCORE_TOLERANCE`.
+    """
+    method, t = str(cfg.unknown), 1.0 if temperature is None else temperature
+    session = final_session if final_session is not None else checks.open_session(final.SerializeToString())
+    source = _data_source(cfg.unknown_data, checkpoint, "train.csv", "--unknown-data")
+    images = select_images(source, classes, cfg.unknown_images, True, "unknown reference")
+    stream = ImageStream(images, pp, cfg.batch_size, progress, uint8=uint8)
+    parts: dict[str, list[np.ndarray]] = {OUTPUT_NAME: [], EMBEDDING_NAME: []}
+    labels: list[np.ndarray] = []
+    for batch in stream:
+        out = checks.run_outputs(session, batch.inputs, len(batch.inputs))
+        parts[OUTPUT_NAME].append(out[OUTPUT_NAME])
+        parts[EMBEDDING_NAME].append(out[EMBEDDING_NAME])
+        labels.append(batch.targets)
+    linear = network.get_submodule(head)
+    try:
+        reference = unknown_scores.fit_reference(
+            method, np.concatenate(parts[EMBEDDING_NAME]), np.concatenate(labels), np.concatenate(parts[OUTPUT_NAME]),
+            linear.weight.detach().numpy().astype(np.float32), linear.bias.detach().numpy().astype(np.float32))
+    except ValueError as exc:
+        raise ExportError(f"cannot fit the {method} unknown score: {exc}") from exc
+    joined = unknown_output.attach_score(
+        final, unknown_output.score_graph(method, reference, t, seen.reference.shape[1],
+                                          seen.embeddings["final"].shape[1], cfg.opset), cfg.embedding)
+    convert.check_graph(joined)
+    joined_session = checks.open_session(joined.SerializeToString())
+    worst = 0.0
+    file_scores: list[np.ndarray] = []
+    for batch in ImageStream(val, pp, cfg.batch_size, progress=False, warn=False, uint8=uint8):
+        out = checks.run_outputs(joined_session, batch.inputs, len(batch.inputs))
+        own = checks.run_outputs(session, batch.inputs, len(batch.inputs))
+        expected = unknown_scores.score(method, own[OUTPUT_NAME], own[EMBEDDING_NAME], reference, t)
+        got = out[OOD_SCORE_NAME].astype(np.float64)
+        if got.shape != expected.shape or not np.isfinite(got).all():
+            raise ExportError(f"the {method} ood_score output is {got.shape} or not finite; expected {expected.shape}")
+        worst = max(worst, float((np.abs(got - expected) / np.maximum(1.0, np.abs(expected))).max(initial=0.0)))
+        file_scores.append(got)
+    if worst > unknown_output.SCORE_TOLERANCE:
+        raise ExportError(f"the {method} ood_score output differs from the score of the file's own outputs by "
+                          f"{worst:.3g} x max(1, |score|), more than {unknown_output.SCORE_TOLERANCE:g}; choose "
+                          "another --unknown method. The file was not written")
+    in_scores = np.concatenate(file_scores)  # the file's own float32 scores: what classify compares with
+    try:
+        threshold = unknown_scores.fit_threshold(in_scores, cfg.unknown_recall)
+    except ValueError as exc:
+        raise ExportError(f"cannot fit the {method} unknown threshold: {exc}") from exc
+    sizes = [len(v) for v in reference.values() if np.ndim(v) >= 2]
+    recall = float((in_scores <= threshold).mean())
+    detector = UnknownDetector(method, threshold, recall, max(sizes, default=0), len(in_scores))
+    logger.info("%s unknown score in the graph: threshold %.6g keeps %.2f%% of %s; reference fitted on %s from %s",
+                method, threshold, 100 * recall, plural(len(in_scores), "validation image"),
+                plural(stream.decoded, "image"), source)
+    return joined, detector, worst
+
+
 def export_checkpoint(cfg: ExportConfig, progress: bool = True) -> ExportResult:
     """Export a checkpoint to one self-contained ONNX file at ``cfg.precision`` and check it before success.
 
@@ -559,6 +648,10 @@ def export_checkpoint(cfg: ExportConfig, progress: bool = True) -> ExportResult:
         raise ExportError(f"unknown conformal method {cfg.conformal_method!r}; choose one of {', '.join(METHODS)}")
     if cfg.coverage is not None and not 0.0 < cfg.coverage < 1.0:
         raise ExportError(f"--coverage {cfg.coverage}: give a probability strictly between 0 and 1, e.g. 0.95")
+    if cfg.unknown is not None and cfg.unknown not in unknown_scores.METHODS:
+        raise ExportError(f"unknown score method {cfg.unknown!r}; choose one of {', '.join(unknown_scores.METHODS)}")
+    if not 0.0 < cfg.unknown_recall <= 1.0:
+        raise ExportError(f"--unknown-recall {cfg.unknown_recall}: give a share within (0, 1], e.g. 0.95")
     if cfg.int8_activations not in INT8_ACTIVATIONS:
         raise ExportError(f"unknown INT8 activation type {cfg.int8_activations!r}; "
                           f"choose one of {', '.join(INT8_ACTIVATIONS)}")
@@ -572,12 +665,14 @@ def export_checkpoint(cfg: ExportConfig, progress: bool = True) -> ExportResult:
     classes = tuple(state["classes"])
     pp = Preprocessing.from_dict(state["preprocessing"])
     model = network = _restore_model(state, checkpoint)
-    if cfg.embedding:
-        model = WithEmbedding(network, get_spec(state["arch"]).head).eval()
+    embeds = cfg.embedding or cfg.unknown is not None  # the score reads the embedding inside the graph
+    head = get_spec(state["arch"]).head
+    if embeds:
+        model = WithEmbedding(network, head).eval()
     uint8 = cfg.input_format == INPUT_UINT8
     if uint8:
         model, network = Uint8Input(model, pp).eval(), Uint8Input(network, pp).eval()
-    outputs = (OUTPUT_NAME, EMBEDDING_NAME) if cfg.embedding else (OUTPUT_NAME,)
+    outputs = (OUTPUT_NAME, EMBEDDING_NAME) if embeds else (OUTPUT_NAME,)
 
     val_source = _data_source(cfg.val_data, checkpoint, "val.csv", "--val-data")
     val = select_images(val_source, classes, cfg.val_images, True, "validation")
@@ -589,7 +684,7 @@ def export_checkpoint(cfg: ExportConfig, progress: bool = True) -> ExportResult:
 
     first = next(iter(ImageStream(val, pp, TRACE_BATCH, progress=False, warn=False, uint8=uint8)))  # the traced example
     example = torch.from_numpy(np.resize(first.inputs, (TRACE_BATCH, *first.inputs.shape[1:])))
-    if cfg.embedding:
+    if embeds:
         check_same_logits(network, model, example, state["arch"])
     fp32 = convert.trace_to_onnx(model, example, cfg.opset, outputs)
     convert.check_graph(fp32)
@@ -612,7 +707,7 @@ def export_checkpoint(cfg: ExportConfig, progress: bool = True) -> ExportResult:
     if cfg.precision != "fp32":
         drop = checks.require_accuracy_drop(fp32_accuracy, accuracy, cfg.max_accuracy_drop, cfg.precision.upper())
     embedding_parity = None
-    if cfg.embedding:
+    if embeds:
         fp32_embedding = checks.compare_embeddings(seen.embeddings["reference"], seen.embeddings["fp32"], seen.files,
                                                    checks.EMBEDDING_MIN_COSINE["fp32"])
         checks.require_embedding(fp32_embedding, "FP32")
@@ -679,8 +774,15 @@ def export_checkpoint(cfg: ExportConfig, progress: bool = True) -> ExportResult:
         quantization=quantization, temperature=temperature, input_format=cfg.input_format,
         bf16=bf16_pair.as_bf16_check() if bf16_pair is not None and bf16_pair.tolerance is not None else None,
         runtime_gates=gates, outputs=outputs,
-        embedding_dim=int(seen.embeddings["final"].shape[1]) if cfg.embedding else 0, conformal=conformal,
+        embedding_dim=int(seen.embeddings["final"].shape[1]) if embeds else 0, conformal=conformal,
     )  # fmt: skip
+    detector, score_diff = None, None
+    if cfg.unknown is not None:
+        final, detector, score_diff = _attach_detector(
+            cfg, checkpoint, final, final_session, network if not uint8 else network.network, head, seen, val, pp,
+            uint8, temperature, progress, classes)
+        info = dataclasses.replace(info, outputs=(*outputs[: 2 if cfg.embedding else 1], OOD_SCORE_NAME),
+                                   unknown=detector, embedding_dim=info.embedding_dim if cfg.embedding else 0)
     runs_on, _ = runtimes.choose_for_file(info, "auto")
     logger.info("on this machine's CPU, gcv-classify --runtime auto will run this file on %s at %s: %s",
                 runs_on.runtime, runs_on.inference_precision or cfg.precision, runs_on.reason)
@@ -708,4 +810,5 @@ def export_checkpoint(cfg: ExportConfig, progress: bool = True) -> ExportResult:
         skipped_images=seen.skipped, seconds=time.perf_counter() - started, temperature=temperature,
         uncalibrated=uncalibrated, calibrated=calibrated, temperature_note=decision.note, runs_on=runs_on,
         embedding_parity=embedding_parity, conformal=conformal, conformal_note=conformal_note,
+        unknown_score_diff=score_diff,
     )  # fmt: skip

@@ -184,6 +184,8 @@ def _given(ctx: click.Context, name: str) -> bool:
 @setting("early_stopping_metric", type=click.Choice(["val_loss", "accuracy"]))
 @setting("class_weights", is_flag=True)
 @setting("balanced_sampler", is_flag=True)
+@setting("other_data", type=click.Path(exists=True, file_okay=False, path_type=Path), show_default="none")
+@setting("other_weight", type=click.FloatRange(min=0, min_open=True))
 @quiet_option
 @verbose_option
 @handle_errors

@@ -13,6 +13,8 @@ DEFAULT_LR = 0.01
 DEFAULT_LR_GAMMA = 0.8
 DEFAULT_BATCH_SIZE = 32
 DEFAULT_VAL_FRACTION = 0.2
+#: Weight lambda of the outlier-exposure term (Hendrycks, Mazeika and Dietterich 2019 use 0.5 for classifiers).
+DEFAULT_OTHER_WEIGHT = 0.5
 #: The tested default archs (garmentcv.models.registry.MODELS, in its order; what --arch all trains), named here so
 #: that the CLI's --help and --version load no torch; a test keeps the two equal.
 ARCHS: tuple[str, ...] = ("efficientnet_b0", "resnet18", "resnet34")
@@ -109,6 +111,12 @@ class TrainConfig:
     balanced_sampler: bool = _setting(
         False, "Draw training images with probability 1/n_c per class (with replacement)."
     )
+    other_data: Path | None = _setting(
+        None, "Images of none of the classes (a folder, searched recursively) pushed toward a uniform prediction."
+    )
+    other_weight: float = _setting(
+        DEFAULT_OTHER_WEIGHT, "Weight of the --other-data loss (cross-entropy to uniform) beside the class loss."
+    )
 
     @classmethod
     def with_preset(cls, name: str, **settings: Any) -> TrainConfig:
@@ -133,8 +141,9 @@ class TrainConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         kwargs = {k: v for k, v in data.items() if k in names}
         kwargs["data"], kwargs["out"] = Path(kwargs["data"]), Path(kwargs["out"])
-        if kwargs.get("val_data") is not None:
-            kwargs["val_data"] = Path(kwargs["val_data"])
+        for name in ("val_data", "other_data"):
+            if kwargs.get(name) is not None:
+                kwargs[name] = Path(kwargs[name])
         kwargs["archs"] = tuple(kwargs.get("archs", ("resnet18",)))
         return cls(**kwargs)
 

@@ -12,7 +12,7 @@ import dataclasses
 import logging
 import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +26,7 @@ from torchvision import transforms as T
 from tqdm import tqdm
 
 from garmentcv.cpus import available_cpus
-from garmentcv.data.layouts import LabelledDataset, Sample
+from garmentcv.data.layouts import LabelledDataset, Sample, scan_images
 from garmentcv.errors import DatasetError, ImageDecodeError
 from garmentcv.image import Preprocessing, decode_image, load_input, load_region
 from garmentcv.text import plural
@@ -297,6 +297,66 @@ class EvalImages(Dataset):
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         sample = self.samples[i]
         return torch.from_numpy(load_input(sample.path, self.pp)), self.index[sample.label]
+
+
+def load_other_images(folder: Path, split: Split, skip_bad: bool, progress: bool = True) -> tuple[Path, ...]:
+    """The images of ``folder`` (searched recursively, sorted) for outlier exposure (``gcv-train --other-data``).
+
+    Every image is decoded once, as the training images are; one that cannot be decoded is an error, or left out
+    with ``skip_bad`` (logged).
+
+    Raises:
+        DatasetError: ``folder`` is not a folder or holds no image; an image is also a training or validation image
+            (the same resolved path); an image cannot be decoded and not ``skip_bad``.
+    """
+    paths = tuple(scan_images(folder))
+    if not paths:
+        raise DatasetError(f"--other-data {folder}: no image found; give a folder of images of none of the classes")
+    labelled = {s.path.resolve() for s in (*split.train, *split.val)}
+    shared = [str(p) for p in paths if p.resolve() in labelled]
+    if shared:
+        raise DatasetError(
+            f"--other-data {folder}: {plural(len(shared), 'image')} also labelled in the training data "
+            f"({', '.join(shared[:3])}{', ...' if len(shared) > 3 else ''}); other images must be none of the classes"
+        )
+    bad = find_bad_images([Sample(p, "") for p in paths], progress)
+    if bad:
+        shown = ", ".join(f"{b.sample.path} ({b.reason})" for b in bad[:5])
+        if not skip_bad:
+            raise DatasetError(f"--other-data {folder}: {plural(len(bad), 'image')} cannot be decoded: {shown}; fix "
+                               "or remove them, or pass --skip-bad-images to train without them")
+        logger.warning("--other-data: skipping %s that cannot be decoded: %s", plural(len(bad), "image"), shown)
+        dropped = {b.sample.path for b in bad}
+        paths = tuple(p for p in paths if p not in dropped)
+        if not paths:
+            raise DatasetError(f"--other-data {folder}: no image can be decoded")
+    return paths
+
+
+class OtherImages(Dataset):
+    """Images of none of the classes, augmented as training images (``transform``). Items: tensor ``(3, S, S)``."""
+
+    def __init__(self, paths: Sequence[Path], transform: T.Compose) -> None:
+        self.paths = list(paths)
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return self.transform(self.paths[i])
+
+
+def other_batches(paths: Sequence[Path], pp: Preprocessing, cfg: TrainConfig, seed: int) -> Iterator[torch.Tensor]:
+    """Endless shuffled batches ``(B, 3, S, S)`` of other images for outlier exposure, ``B <= cfg.batch_size``
+    (a pass's last batch may be smaller; each joins a training batch, so BatchNorm never sees one image alone).
+    Each pass over ``paths`` is reshuffled by a generator seeded with ``seed``."""
+    loader = DataLoader(
+        OtherImages(paths, train_transform(pp, cfg)), batch_size=cfg.batch_size, shuffle=True,
+        generator=torch.Generator().manual_seed(seed), num_workers=cfg.workers,
+    )  # fmt: skip
+    while True:
+        yield from loader
 
 
 def build_loaders(

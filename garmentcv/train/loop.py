@@ -16,7 +16,7 @@ import logging
 import shutil
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -52,6 +52,8 @@ from garmentcv.train.data import (
     build_loaders,
     drop_bad_images,
     given_split,
+    load_other_images,
+    other_batches,
     split_dataset,
 )
 from garmentcv.train.distributed import Dist
@@ -62,6 +64,7 @@ from garmentcv.train.recipe import (
     lr_factor,
     make_criterion,
     make_optimizer,
+    outlier_exposure_loss,
     set_backbone_trainable,
     set_epoch_lr,
 )
@@ -158,11 +161,19 @@ def train_one_epoch(
     progress: bool = True,
     criterion: nn.Module | None = None,
     amp: AmpPlan | None = None,
+    other: Iterator[torch.Tensor] | None = None,
+    other_weight: float = 0.5,
 ) -> tuple[float, float]:
     """One pass over ``loader``: ``criterion`` (plain cross-entropy when None), backward, optimizer step.
 
     Autocast and memory format as ``amp`` says (:mod:`garmentcv.train.amp`); without ``amp``, float16 autocast
     on CUDA when ``scaler``. The loss reported is ``criterion``'s (smoothed or weighted if it is).
+
+    Outlier exposure (Hendrycks, Mazeika and Dietterich 2019): with ``other`` (batches of images of none of the
+    classes, :func:`garmentcv.train.data.other_batches`) each training batch is joined by the next other batch in
+    one forward pass (BatchNorm sees both, as in the paper's code) and the loss becomes ``criterion + other_weight
+    x`` :func:`~garmentcv.train.recipe.outlier_exposure_loss` of the other images' logits; the loss reported is
+    that sum, the accuracy that of the training images alone.
 
     Returns:
         ``(mean loss per image, top-1 accuracy 0..1)`` over the images seen.
@@ -173,6 +184,9 @@ def train_one_epoch(
     bar = tqdm(loader, desc=desc, unit="batch", leave=False, file=sys.stderr, disable=None if progress else True)
     for images, targets in bar:
         images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
+        n_in = len(images)
+        if other is not None:
+            images = torch.cat([images, next(other).to(device, non_blocking=True)])
         optimizer.zero_grad(set_to_none=True)
         # --amp (garmentcv/train/amp.py): the plan's autocast and memory format
         if amp is not None and amp.channels_last:
@@ -182,8 +196,11 @@ def train_one_epoch(
         else:
             autocast = torch.autocast("cuda", dtype=torch.float16) if scaler else contextlib.nullcontext()
         with autocast:
-            logits = model(images)
+            outputs = model(images)
+            logits = outputs[:n_in]
             loss = criterion(logits, targets)
+            if other is not None:
+                loss = loss + other_weight * outlier_exposure_loss(outputs[n_in:])
         if scaler:
             scaler.scale(loss).backward()
             scaler.step(optimizer)
@@ -238,8 +255,12 @@ def fit_arch(
     dist: Dist | None = None,
     on_epoch_end: EpochCallback | None = None,
     amp: AmpPlan | None = None,
+    others: Sequence[Path] = (),
 ) -> ArchResult:
     """Train one arch into ``cfg.out / arch``: checkpoints, metrics.json and plots.
+
+    ``others``: images of none of the classes (``cfg.other_data``, :func:`~garmentcv.train.data.load_other_images`)
+    for outlier exposure, ``cfg.other_weight`` the weight of their loss (:func:`train_one_epoch`).
 
     With ``cfg.resume`` and an existing ``last.pt`` the run continues after its last finished epoch.
     ``amp`` is the precision plan (:func:`garmentcv.train.amp.plan_for` of ``cfg.amp`` when None).
@@ -309,12 +330,15 @@ def fit_arch(
             train_loader, val_loader = distributed.build_loaders(split, classes, pp, cfg, epoch, epoch_seed, dist)
         else:
             train_loader, val_loader = build_loaders(split, classes, pp, cfg, epoch_seed)
+        # --other-data: seeded by the epoch (and rank), so a resumed run draws the same other batches
+        other = other_batches(others, pp, cfg, distributed.rank_seed(epoch_seed, dist.rank) + 1) if others else None
         set_backbone_trainable(model, head, trainable=epoch > cfg.freeze_backbone_epochs)
         net = dist.wrap(model)  # DDP over the parameters trainable this epoch; the model itself without torchrun
         lr = cfg.lr * lr_factor(epoch, cfg.lr_gamma, cfg.warmup_epochs)
         set_epoch_lr(optimizer, cfg.lr, lr_factor(epoch, cfg.lr_gamma, cfg.warmup_epochs))
         train_loss, train_acc = train_one_epoch(
-            net, train_loader, optimizer, device, scaler, f"{arch} {epoch}/{cfg.epochs}", progress, criterion, amp
+            net, train_loader, optimizer, device, scaler, f"{arch} {epoch}/{cfg.epochs}", progress, criterion, amp,
+            other, cfg.other_weight,
         )
         del net
         if dist.enabled:  # DDP: every rank saw as many images, so the mean of means is the mean
@@ -426,6 +450,7 @@ def _check_recipe(cfg: TrainConfig) -> None:
             ("freeze_backbone_epochs", cfg.freeze_backbone_epochs, cfg.freeze_backbone_epochs >= 0, ">= 0"),
             ("early_stopping_patience", cfg.early_stopping_patience, cfg.early_stopping_patience >= 0, ">= 0"),
             ("resume", cfg.resume, cfg.resume in (False, True, RESUME_AUTO), f"true, false or {RESUME_AUTO!r}"),
+            ("other_weight", cfg.other_weight, cfg.other_weight > 0, "> 0"),
         )
         if not ok
     ]  # fmt: skip
@@ -449,7 +474,8 @@ def _check_resume_config(cfg: TrainConfig) -> None:
     keys = ("data", "layout", "batch_size", "lr", "lr_gamma", "weight_decay", "val_fraction", "val_data", "seed",
             "image_size", "weights", "rotation", "crop_scale", "jitter", "hflip", "workers", "freeze_backbone_epochs",
             "backbone_lr_factor", "warmup_epochs", "label_smoothing", "decay_norm_bias", "early_stopping_patience",
-            "early_stopping_metric", "class_weights", "balanced_sampler", "archs", "amp")  # fmt: skip
+            "early_stopping_metric", "class_weights", "balanced_sampler", "archs", "amp", "other_data",
+            "other_weight")  # fmt: skip
     changed = {k: (getattr(stored, k), getattr(cfg, k)) for k in keys if getattr(stored, k) != getattr(cfg, k)}
     if cfg.epochs < stored.epochs:
         changed["epochs"] = (stored.epochs, cfg.epochs)
@@ -523,6 +549,28 @@ def _check_resume_data(cfg: TrainConfig, split: Split) -> None:
         raise CheckpointError(
             f"{cfg.out}: --resume, but the same files now split differently from the run's train.csv/val.csv "
             "(another scikit-learn version?); resume with the versions that started the run, or use a new --out"
+        )
+
+
+def _check_resume_others(cfg: TrainConfig, others: Sequence[Path]) -> None:
+    """Refuse to resume when the ``--other-data`` images differ from the run's ``other.csv``.
+
+    Raises:
+        CheckpointError: images were added or removed.
+    """
+    saved_path = cfg.out / "other.csv"
+    saved = set()
+    if saved_path.is_file():
+        with open(saved_path, newline="", encoding="utf-8", errors="surrogateescape") as handle:
+            saved = {row["path"] for row in csv.DictReader(handle)}
+    now = {str(p.resolve()) for p in others}
+    if now != saved:
+        added, removed = sorted(now - saved), sorted(saved - now)
+        detail = "; ".join(f"{plural(len(names), 'image')} {what} ({', '.join(names[:3])})"
+                           for names, what in ((added, "added"), (removed, "removed")) if names)  # fmt: skip
+        raise CheckpointError(
+            f"{cfg.out}: --resume, but the --other-data images changed since the run started: {detail}; restore "
+            "them as they were, or train with the new ones into a new --out"
         )
 
 
@@ -655,6 +703,11 @@ def _train_into(cfg: TrainConfig, progress: bool, dist: Dist, on_epoch_end: Epoc
     else:  # --val-data: a fixed validation set, every image of DATA trains
         split = given_split(dataset, drop_bad_images(val_set, bad, cfg.skip_bad_images))
     dist.check_same("the split (files and labels)", distributed.split_digest(split))  # DDP: every rank, same data
+    others: tuple[Path, ...] = ()
+    if cfg.other_data is not None:  # outlier exposure: images of none of the classes
+        others = load_other_images(cfg.other_data, split, cfg.skip_bad_images, progress)
+        logger.info("%s: %s of none of the classes for outlier exposure (weight %g)", cfg.other_data,
+                    plural(len(others), "image"), cfg.other_weight)
     logger.info(
         "%s (%s layout): %d images in %d classes %s; %d train / %d validation; device %s",
         cfg.data, dataset.layout.value, len(dataset.samples), len(dataset.classes), dataset.class_counts(),
@@ -663,15 +716,18 @@ def _train_into(cfg: TrainConfig, progress: bool, dist: Dist, on_epoch_end: Epoc
     if dist.is_primary:  # DDP: only rank 0 reads and writes the run folder
         if cfg.resume and any((cfg.out / arch / "last.pt").is_file() for arch in cfg.archs):  # else nothing trained yet
             _check_resume_data(cfg, split)
+            _check_resume_others(cfg, others)
         _write_json(cfg.out / "config.json", {**cfg.to_dict(), **dist.run_record(cfg.batch_size),
                                              "amp_chosen": {a: p.to_dict() for a, p in amp.items()}})
         _write_split_csv(cfg.out / "train.csv", split.train)
         _write_split_csv(cfg.out / "val.csv", split.val)
+        if others:
+            _write_csv(cfg.out / "other.csv", ["path"], ((str(p.resolve()),) for p in others))
         if bad:
             _write_csv(cfg.out / "skipped_images.csv", ["path", "reason"],
                        [(str(b.sample.path.resolve()), b.reason) for b in bad])
 
-    results = [fit_arch(arch, cfg, dataset, split, device, progress, dist, on_epoch_end, amp[arch])
+    results = [fit_arch(arch, cfg, dataset, split, device, progress, dist, on_epoch_end, amp[arch], others)
                for arch in cfg.archs]
     comparison = cfg.out / "comparison.md"
     if dist.is_primary:

@@ -69,6 +69,17 @@ def make_criterion(label_smoothing: float, weight: torch.Tensor | None) -> nn.Cr
     return nn.CrossEntropyLoss(weight=weight, label_smoothing=label_smoothing)
 
 
+def outlier_exposure_loss(logits: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy from the uniform distribution to ``softmax(logits)`` of ``(M, C)`` logits of other images.
+
+    ``-(1/C) sum_c log softmax(z)_c = logsumexp(z) - mean_c z_c`` per image; ``log C`` for a uniform prediction,
+    its minimum. Outlier exposure (Hendrycks, Mazeika and Dietterich 2019, "Deep Anomaly Detection with Outlier
+    Exposure", ICLR, section 3) adds ``lambda`` times this to the classification loss of each batch.
+    """
+    logits = logits.float()
+    return (torch.logsumexp(logits, dim=1) - logits.mean(dim=1)).mean()
+
+
 def class_weights(counts: Sequence[int]) -> list[float]:
     """Per-class loss weights ``n / (C * n_c)`` from training counts ``n_c`` (``n`` their sum, ``C`` classes).
 

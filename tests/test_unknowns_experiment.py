@@ -1,0 +1,45 @@
+"""benchmarks/experiments/unknowns.py: its image sets (the unseen classes reach no training or fitting stage) and its
+table."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+from benchmarks.experiments import unknowns as experiment
+from garmentcv.data.fashion_mnist import DEFAULT_SOURCE, write_fashion_mnist
+
+
+def _read(path: Path) -> list[tuple[str, str]]:
+    with open(path, newline="", encoding="utf-8") as handle:
+        return [(row["path"], row["label"]) for row in csv.DictReader(handle)]
+
+
+def test_sets_keep_the_unseen_classes_out_of_training_exposure_and_fitting(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    write_fashion_mnist(data, DEFAULT_SOURCE, max_per_class=9, all_classes=True)
+    sets = experiment.make_sets(data, ("dress", "sandal"), train_per_class=4, val_per_class=3, test_per_class=2,
+                                exposure_per_class=5, out=tmp_path / "sets")  # fmt: skip
+    train, val, test = _read(sets.train), _read(sets.val), _read(sets.test)
+    fashion = lambda p: Path(p).stem.split("_", 1)[1]  # noqa: E731 (train/ files: <id>_<fashion-mnist class>.jpg)
+    assert sorted(fashion(p) for p, _ in train) == ["shirt"] * 4 + ["trouser"] * 4 + ["tshirt-top"] * 4
+    assert {(fashion(p), label) for p, label in train + val} == {
+        ("shirt", "bluzy"), ("tshirt-top", "bluzy"), ("trouser", "bryuki")}
+    assert len(val) == 9 and not {p for p, _ in train} & {p for p, _ in val}
+    assert sorted(label for _, label in test) == ["bluzy"] * 4 + ["bryuki"] * 2
+    exposure = sorted(p.relative_to(sets.exposure).parts[0] for p in sets.exposure.rglob("*.jpg"))
+    assert exposure == ["dress"] * 5 + ["sandal"] * 5
+    labels = {row["index"]: row["label"] for row in csv.DictReader(open(data / "test_labels.csv", encoding="utf-8"))}
+    assert {name: [labels[p.stem] for p in paths] for name, paths in sets.others.items()} == {
+        name: [name, name] for name in (*experiment.NEAR, *experiment.FAR)}
+    assert all(p.parent == data / "test" for paths in sets.others.values() for p in paths)  # test file only
+
+
+def test_table_has_a_line_per_method_and_one_per_model() -> None:
+    row = {"arch": "resnet18", "exposure": True, "method": "energy", "auroc_near": 0.81234, "auroc_far": 0.9,
+           "let_through_near": 0.5, "let_through_far": 0.125, "let_through_exposed": 0.01, "test_recall": 0.95,
+           "ms_per_image": 0.0012, "reference_kb": 0.0, "val_accuracy": 0.99, "test_accuracy": 0.98,
+           "temperature": 1.25, "train_seconds": 60.0}  # fmt: skip
+    lines = experiment.table([row]).splitlines()
+    assert lines[2] == "| resnet18 | yes | energy | 0.812 | 0.900 | 50.0% | 12.5% | 1.0% | 95.0% | 0.0012 | 0 |"
+    assert lines[-1] == "| resnet18 | yes | 0.9900 | 0.9800 | 1.250 | 60 |"
