@@ -23,10 +23,10 @@ import copy
 import torch
 from torch import nn
 
+from garmentcv.artifact import CAM_NAME
 from garmentcv.errors import ExportError
 
-#: The output's name in the ONNX graph: float32 ``(N, C, h, w)``.
-CAM_NAME = "cam"
+__all__ = ["CAM_NAME", "SAME_LOGITS_TOLERANCE", "WithCam", "cam_unavailable", "check_cam"]
 #: Largest difference accepted between the wrapped network's logits and the network's own on the traced example,
 #: per unit of the logit scale (float32 summation order: the pooled map is summed in another order than the
 #: network's pooling).
@@ -40,6 +40,24 @@ def _pool_name(network: nn.Module) -> str | None:
     for name, module in network.named_modules():
         if isinstance(module, nn.AdaptiveAvgPool2d) and module.output_size in (1, (1, 1)):
             found = name
+    return found
+
+
+#: Modules that may stand between the pooling and the head: they keep each position's features as they are.
+_PASS_THROUGH = (nn.Dropout, nn.Flatten, nn.Identity)
+
+
+def _between(network: nn.Module, pool: str, head: str) -> list[str]:
+    """The leaf modules registered after the pooling and before the head that are not :data:`_PASS_THROUGH`, as
+    ``name (Type)`` (torchvision registers its classifiers' modules in the order they run). With such a module the
+    maps would be those of another layer, which a check of the logits cannot see when the last feature map is 1x1
+    (small inputs)."""
+    names = [name for name, _ in network.named_modules()]
+    start, stop = names.index(pool), names.index(head) if head in names else len(names)
+    found = []
+    for name, module in list(network.named_modules())[start + 1 : stop]:
+        if not list(module.children()) and not isinstance(module, _PASS_THROUGH):
+            found.append(f"{name} ({type(module).__name__})")
     return found
 
 
@@ -62,7 +80,8 @@ class WithCam(nn.Module):
 
     Raises:
         ExportError: no global average pooling, ``head`` is not an ``nn.Linear``, or the network does not end in
-            pooling, flatten and head (see :func:`cam_unavailable`).
+            pooling, flatten and head: layers other than dropout and flatten between them (see
+            :func:`cam_unavailable`).
     """
 
     def __init__(self, network: nn.Module, head: str, image_size: int) -> None:
@@ -70,6 +89,10 @@ class WithCam(nn.Module):
         pool = _pool_name(network)
         if pool is None:
             raise ExportError("the network has no global average pooling module, so it has no class activation maps")
+        extra = _between(network, pool, head)
+        if extra:
+            raise ExportError(f"layers between the pooling ({pool!r}) and the head ({head!r}) need the pooled "
+                              f"features ({', '.join(extra)}), so the network has no class activation maps")
         features = copy.deepcopy(network).eval()
         linear = _replace(features, head, nn.Identity())
         if not isinstance(linear, nn.Linear):

@@ -1,0 +1,102 @@
+"""The ``cam`` output end to end on a tiny random-init resnet18 at 32 px: gcv-export adds it (with the embedding),
+gates it like the logits in FP32 and INT8, declares it in the metadata and refuses backbones without class
+activation maps."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from garmentcv.artifact import EMBEDDING_NAME, INPUT_FLOAT32, OUTPUT_NAME, ModelInfo
+from garmentcv.errors import ExportError
+from garmentcv.export import checks, runtime_gates
+from garmentcv.export.cam import CAM_NAME
+from garmentcv.export.exporter import ExportConfig, export_checkpoint
+from garmentcv.image import load_input
+from garmentcv.infer.model_file import read_model_info
+from garmentcv.infer.runtimes import open_runtime
+from garmentcv.models import build_model
+from tests.test_export import CLASSES, SIZE, make_run
+
+
+def _hooked_cam(ckpt: Path, inputs: np.ndarray) -> np.ndarray:
+    """Zhou et al.'s maps of the checkpoint's network from a forward hook on its pooling's input (the reference)."""
+    state = torch.load(ckpt, weights_only=True)
+    model = build_model("resnet18", len(CLASSES), "none").model
+    model.load_state_dict(state["state_dict"])
+    captured = {}
+    model.avgpool.register_forward_hook(lambda m, args, out: captured.update(fmap=args[0]))
+    with torch.no_grad():
+        model.eval()(torch.from_numpy(inputs))
+        return torch.einsum("ndyx,cd->ncyx", captured["fmap"], model.fc.weight).numpy()
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_run(tmp_path_factory.mktemp("cam") / "run", "resnet18")
+
+
+def _val_inputs(ckpt: Path, info: ModelInfo) -> np.ndarray:
+    with open(ckpt.parent.parent / "val.csv", encoding="utf-8") as handle:
+        return np.stack([load_input(Path(r["path"]), info.preprocessing) for r in csv.DictReader(handle)])
+
+
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_exported_cam_equals_the_hooked_pytorch_maps_and_passes_its_gates(run: Path, tmp_path: Path,
+                                                                           precision: str) -> None:
+    r = export_checkpoint(ExportConfig(checkpoint=run, out=tmp_path / "m.onnx", precision=precision,
+                                       input_format=INPUT_FLOAT32, cam=True, coverage=None), progress=False)
+    info = read_model_info(r.out)
+    assert info == r.info and info.has_cam and info.has_embedding
+    assert info.outputs == (OUTPUT_NAME, EMBEDDING_NAME, CAM_NAME) and info.format_version == 3
+    bound = checks.CAM_MIN_COSINE[precision]
+    assert r.cam_parity is not None and r.cam_parity.passed and r.cam_parity.images == 12
+    assert r.cam_parity.min_cosine >= bound
+    assert info.metrics["export"]["cam_min_cosine"] == r.cam_parity.min_cosine
+    own = info.gate("onnxruntime", precision)
+    assert own is not None and own.passed and own.cam_min_cosine == pytest.approx(r.cam_parity.min_cosine)
+    assert all(g.cam_min_cosine is not None for g in info.runtime_gates)
+
+    inputs = _val_inputs(run, info)
+    got = open_runtime(r.out, "onnxruntime", "cpu").outputs(inputs)[CAM_NAME]
+    want = _hooked_cam(run, inputs)
+    assert got.shape == want.shape == (12, len(CLASSES), SIZE // 32, SIZE // 32)
+    cosine = checks.cosine_similarity(want.reshape(12, -1), got.reshape(12, -1))
+    assert cosine.min() >= bound
+    if precision == "fp32":  # float32 reorderings only: each image's maps within 1e-3 of its map scale
+        scale = np.abs(want).reshape(12, -1).max(axis=1)
+        assert (np.abs(got - want).reshape(12, -1).max(axis=1) <= checks.FP32_TOLERANCE * scale).all()
+
+
+def test_cam_refused_for_a_backbone_without_pooling_and_one_linear_head(tmp_path: Path) -> None:
+    ckpt = make_run(tmp_path / "run", "mobilenet_v3_small")
+    with pytest.raises(ExportError, match=r"--cam: mobilenet_v3_small has no class activation maps: layers between "
+                                          r"the pooling .* export without --cam"):
+        export_checkpoint(ExportConfig(checkpoint=ckpt, out=tmp_path / "m.onnx", cam=True, coverage=None),
+                          progress=False)
+    assert not (tmp_path / "m.onnx").exists()
+
+
+def test_cam_gate_refuses_drifting_maps_and_records_the_cosine() -> None:
+    rng = np.random.default_rng(0)
+    reference = rng.normal(size=(3, 2, 2, 2)).astype(np.float32)
+    drifted = reference.copy()
+    drifted[1, 0] = -drifted[1, 0]  # one image's map of one class turned over
+    files = ("a", "b", "c")
+    parity = checks.compare_embeddings(reference, drifted, files, checks.CAM_MIN_COSINE["int8"],
+                                       "class activation map")
+    assert not parity.passed and parity.rows_below == 1 and parity.worst_file == "b"
+    with pytest.raises(ExportError, match="INT8 class activation map parity failed.*worst b.*without --cam"):
+        checks.require_embedding(parity, "INT8", "--cam")
+    logits = rng.normal(size=(3, 2)).astype(np.float32)
+    seen = runtime_gates.GateInputs(logits, files, np.array([0, 1, 0]), None, None, reference)
+    gate = runtime_gates.judge("openvino", "f32", logits, seen, checks.FP32_TOLERANCE, 1.0, cam=drifted)
+    assert not gate.passed and "class activation map cosine similarity" in gate.note
+    assert gate.cam_min_cosine == pytest.approx(parity.min_cosine) and gate.embedding_min_cosine is None
+    ok = runtime_gates.judge("openvino", "f32", logits, seen, checks.FP32_TOLERANCE, 1.0, cam=reference)
+    assert ok.passed and ok.cam_min_cosine == pytest.approx(1.0)
+    assert type(ok).from_dict(ok.to_dict()) == ok
