@@ -224,6 +224,12 @@ def test_embeddings_refused_for_a_file_without_that_output_and_for_other_suffixe
     with pytest.raises(ClassifyUsageError, match=r"\.npy.*\.parquet"):
         classify_folder(ClassifyConfig(folder=folder, out=tmp_path / "r.csv", model=model, provider="cpu",
                                        progress=False, embeddings=tmp_path / "e.csv"))
+    from garmentcv.errors import OutputPathError
+
+    (tmp_path / "blocker").write_text("a file, not a folder", encoding="utf-8")
+    with pytest.raises(OutputPathError, match="--embeddings"):  # refused before any work
+        classify_folder(ClassifyConfig(folder=folder, out=tmp_path / "r.csv", model=model, provider="cpu",
+                                       progress=False, embeddings=tmp_path / "blocker" / "e.npy"))
 
 
 def test_embedding_gate_refuses_a_drifting_embedding() -> None:
@@ -392,3 +398,50 @@ def test_classify_rows_say_unknown_from_the_files_score(with_detector, exported,
                                    format="kaggle", exclude_unknown=True))  # type: ignore[arg-type]
     empty = [row["index"] for row in csv.DictReader(kaggle.open(encoding="utf-8")) if not row["label"]]
     assert empty == [Path(p).stem for p in flagged]
+
+
+@pytest.mark.skipif(not openvino_installed(), reason="OpenVINO is not installed (garmentcv[openvino])")
+def test_both_runtimes_give_the_same_ood_score_within_their_precision(with_detector, exported) -> None:
+    """OpenVINO at f32 (or bf16 where this CPU runs it) against onnxruntime: the energy score is ``-T logsumexp
+    (logits / T)``, so it moves at most as far as the logits, within the pair's logit tolerance x the logit scale."""
+    from garmentcv.image import load_crop
+
+    _, _, val, _ = exported
+    r = with_detector
+    inputs = np.stack([load_crop(p, r.info.preprocessing) for p, _ in val])
+    ort_out = open_runtime(r.out, "onnxruntime", "cpu").outputs(inputs)
+    openvino = open_runtime(r.out, "openvino", "cpu")
+    ov_out = openvino.outputs(inputs)
+    assert set(ov_out) == {OUTPUT_NAME, OOD_SCORE_NAME}
+    tolerance = runtime_gates.tolerance_for("fp32", openvino.inference_precision)
+    scale = checks.logit_scale(ort_out[OUTPUT_NAME])
+    assert (np.abs(ov_out[OOD_SCORE_NAME] - ort_out[OOD_SCORE_NAME]) <= tolerance * scale + 1e-6).all()
+
+
+def test_evaluate_reports_auroc_and_let_through_of_other_images(with_detector, exported, tmp_path: Path) -> None:
+    from garmentcv.image import load_crop
+    from garmentcv.infer.evaluate import EvaluateConfig, EvaluateUsageError, evaluate_model
+    from garmentcv.unknowns import scores
+    from tests.conftest import write_image
+
+    _, plain, val, _ = exported
+    r = with_detector
+    data = tmp_path / "val.csv"
+    with open(data, "w", newline="", encoding="utf-8") as handle:
+        csv.writer(handle).writerows([("path", "label"), *((str(p), label) for p, label in val)])
+    other = tmp_path / "other"
+    files = [write_image(other / f"o{i}.png", colour=(128, 128, 128), seed=50 + i) for i in range(5)]
+    result = evaluate_model(EvaluateConfig(data=data, out=tmp_path / "ev", model=r.out, provider="cpu",
+                                           runtime="onnxruntime", progress=False, other_data=other))
+    model = open_runtime(r.out, "onnxruntime", "cpu")
+    s_in = model.outputs(np.stack([load_crop(p, r.info.preprocessing) for p, _ in val]))[OOD_SCORE_NAME]
+    s_out = model.outputs(np.stack([load_crop(p, r.info.preprocessing) for p in files]))[OOD_SCORE_NAME]
+    u = result.unknown
+    assert (u["images"], u["other_images"], u["method"]) == (12, 5, "energy")
+    assert u["auroc"] == pytest.approx(scores.auroc(s_in, s_out), abs=1e-9)
+    assert u["let_through"] == pytest.approx((s_out <= r.info.unknown.threshold).mean())
+    metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text(encoding="utf-8"))
+    assert metrics["unknown"]["auroc"] == pytest.approx(u["auroc"])
+    with pytest.raises(EvaluateUsageError, match="no unknown-item detector"):
+        evaluate_model(EvaluateConfig(data=data, out=tmp_path / "ev2", model=plain.out, provider="cpu",
+                                      progress=False, other_data=other))

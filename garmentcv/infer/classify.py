@@ -413,7 +413,7 @@ def _within(path: Path, folder: Path) -> bool:
     return path == folder or folder in path.parents
 
 
-_WHAT = {"--out": "results", "--report": "page", "--list-skipped": "list"}
+_WHAT = {"--out": "results", "--report": "page", "--list-skipped": "list", "--embeddings": "embeddings file"}
 
 
 def check_output_apart(path: Path, option: str, model: Path, source: Source, thumbnails: Path | None = None) -> None:
@@ -552,11 +552,14 @@ def open_checked_source(cfg: ClassifyConfig) -> Source:
     source = open_source(cfg.folder)
     check_config(cfg)
     outputs = [("--out", Path(cfg.out))] + ([("--list-skipped", Path(cfg.list_skipped))] if cfg.list_skipped else [])
+    outputs += [("--embeddings", Path(cfg.embeddings))] if cfg.embeddings is not None else []
     for option, path in outputs:
         check_output_apart(path, option, Path(cfg.model), source)
     if cfg.list_skipped is not None and _same_file(Path(cfg.list_skipped), Path(cfg.out)):
         raise ClassifyUsageError(f"--list-skipped {cfg.list_skipped} is the results file --out; give the list "
                                  "another name")
+    if cfg.embeddings is not None and _same_file(Path(cfg.embeddings), Path(cfg.out)):
+        raise ClassifyUsageError(f"--embeddings {cfg.embeddings} is the results file --out; give it another name")
     for option, path in outputs:
         check_writable_output(path, option)
     return source

@@ -200,12 +200,14 @@ def _review_text(s: Any) -> str:
 @_CALIBRATION
 @click.option("--target-accuracy", type=click.FloatRange(0.0, 1.0), default=None,
               help="Report the lowest confidence threshold whose kept images reach this accuracy.")
+@click.option("--other-data", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              show_default="none", help="Images of none of the classes: report the unknown detector's AUROC.")
 @quiet_option
 @verbose_option
 @handle_errors
 def evaluate_main(data: Path, model: Path, labels: Path | None, layout: str | None, out: Path, batch_size: int,
                   device: str, runtime: str, threads: int | None, decode_threads: int | None, calibration: str,
-                  target_accuracy: float | None, quiet: bool, verbose: bool) -> None:
+                  target_accuracy: float | None, other_data: Path | None, quiet: bool, verbose: bool) -> None:
     """Measure an exported model on the labelled images DATA: accuracy, macro precision/recall/F1, confusion
     matrix, calibration (ECE, NLL, Brier score; raw and with the model file's temperature) and coverage against
     accuracy by confidence threshold, with plots and a report page in --out.
@@ -218,7 +220,8 @@ def evaluate_main(data: Path, model: Path, labels: Path | None, layout: str | No
 
     cfg = EvaluateConfig(model=model, data=data, labels=labels, layout=layout, out=out, batch_size=batch_size,
                          provider=device, threads=threads, workers=decode_threads, progress=not quiet,
-                         calibration=calibration, target_accuracy=target_accuracy, runtime=runtime)
+                         calibration=calibration, target_accuracy=target_accuracy, runtime=runtime,
+                         other_data=other_data)
     r = evaluate_model(cfg)
     absent = (
         f" (macro averages over {len(r.classes) - len(r.absent_classes)} of {len(r.classes)} classes (no images of "
@@ -252,5 +255,10 @@ def evaluate_main(data: Path, model: Path, labels: Path | None, layout: str | No
         lines.append(f"prediction sets at {r.sets_coverage:.0%} coverage: empirical coverage {ps.coverage:.2%}, mean "
                      f"size {ps.mean_size:.2f} ({ps.ambiguous} with two or more labels, {ps.empty} empty); per class "
                      f"coverage (mean size): {per_class}")
+    if r.unknown is not None:
+        u = r.unknown
+        lines.append(f"unknown items ({u['method']}): AUROC {u['auroc']:.4f}; at threshold {u['threshold']:.6g} "
+                     f"{u['let_through']:.2%} of {u['other_images']} other images let through, {u['recall']:.2%} of "
+                     f"{u['images']} images of the classes kept")
     lines.append(f"runtime {r.runtime} on {r.device}, inference precision {r.inference_precision}")
     click.echo("\n".join(lines))

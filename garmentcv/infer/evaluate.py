@@ -19,10 +19,12 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from tqdm import tqdm
 
+from garmentcv.artifact import OOD_SCORE_NAME
 from garmentcv.calibration import (
     CalibrationFigures,
     CoverageTable,
@@ -38,7 +40,7 @@ from garmentcv.errors import DatasetError, GarmentCVError
 from garmentcv.fsutil import atomic_write, check_writable_output, write_json
 from garmentcv.infer.model_file import DEFAULT_MODEL_PATH
 from garmentcv.infer.pipeline import predict_batches, split_cpus
-from garmentcv.infer.runtimes import open_runtime
+from garmentcv.infer.runtimes import Model, open_runtime
 from garmentcv.report import EVALUATE_PAGE, check_report_output, write_evaluate_page
 
 logger = logging.getLogger(__name__)
@@ -64,6 +66,9 @@ class EvaluateConfig:
             softmax. The calibration figures are reported for both either way.
         target_accuracy: also report the lowest confidence threshold whose kept images reach this accuracy.
         runtime: ``auto``, ``onnxruntime`` or ``openvino`` (see :mod:`garmentcv.infer.runtimes`).
+        other_data: a folder of images of none of the model's classes: with a model file that has an unknown-item
+            detector, report how well its score separates them from ``data`` (AUROC) and the share of them its
+            threshold lets through.
     """
 
     data: Path
@@ -79,6 +84,7 @@ class EvaluateConfig:
     calibration: str = "temperature"
     target_accuracy: float | None = None
     runtime: str = "auto"
+    other_data: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -117,6 +123,10 @@ class EvaluateResult:
     coverage (share of images whose set holds the true class) and the mean set size over every image, and
     ``prediction_sets_per_class`` the same over the images of each true class; both ``None``/empty without sets.
     They always use the file's temperature, which the sets were fitted with, whatever ``applied`` says.
+
+    ``unknown`` (with :attr:`EvaluateConfig.other_data`): the detector's method and threshold, ``auroc`` (its score
+    separating the other images from ``data``'s), ``let_through`` (share of other images at or below the threshold,
+    so kept as one of the classes), ``recall`` (share of ``data``'s images kept) and both image counts.
     """
 
     out: Path
@@ -144,6 +154,7 @@ class EvaluateResult:
     prediction_sets: SetFigures | None = None
     prediction_sets_per_class: dict[str, SetFigures] = field(default_factory=dict)
     sets_coverage: float | None = None
+    unknown: dict[str, Any] | None = None
 
 
 class EvaluateUsageError(GarmentCVError, ValueError):
@@ -298,6 +309,9 @@ def _evaluate(cfg: EvaluateConfig) -> EvaluateResult:
     threads, workers = split_cpus(cfg.threads, cfg.workers)
     model = open_runtime(cfg.model, cfg.runtime, cfg.provider, threads)
     classes = model.info.classes
+    if cfg.other_data is not None and model.info.unknown is None:
+        raise EvaluateUsageError(f"--other-data: the model {cfg.model} has no unknown-item detector; export one with "
+                                 "'gcv-export CHECKPOINT --unknown METHOD'")
     if cfg.labels is not None:
         if not Path(cfg.data).is_dir():
             raise DatasetError(f"{cfg.data}: with --labels, --data must be the folder of <index>.<ext> images")
@@ -324,6 +338,7 @@ def _evaluate(cfg: EvaluateConfig) -> EvaluateResult:
 
     y_true: list[int] = []
     y_pred: list[int] = []
+    in_scores: list[float] = []
     scored: list[ImagePrediction] = []
     failed: list[list[str]] = []
     bar = tqdm(total=len(samples), desc="evaluate", unit="img", file=sys.stderr, disable=None if cfg.progress else True)
@@ -337,6 +352,8 @@ def _evaluate(cfg: EvaluateConfig) -> EvaluateResult:
             predicted = int(p.probs.argmax())
             y_true.append(index[sample.label])
             y_pred.append(predicted)
+            if OOD_SCORE_NAME in p.extras:
+                in_scores.append(float(p.extras[OOD_SCORE_NAME]))
             scored.append(ImagePrediction(sample.path, sample.label, classes[predicted], float(p.probs[predicted]),
                                           p.logits))  # type: ignore[arg-type]
         bar.update(len(predictions))
@@ -359,6 +376,7 @@ def _evaluate(cfg: EvaluateConfig) -> EvaluateResult:
         set_overall, set_per_class = set_figures(inside, targets), per_class_figures(inside, targets, classes)
         logger.info("prediction sets at %.0f%% coverage: empirical coverage %.4f, mean size %.3f on %d images",
                     100 * sets.coverage, set_overall.coverage, set_overall.mean_size, set_overall.images)
+    unknown = None if cfg.other_data is None else _unknown_figures(model, cfg, workers, in_scores)
     metrics = classification_metrics(y_true, y_pred, len(classes))
     report = classification_report(
         y_true, y_pred, labels=list(range(len(classes))), target_names=list(classes), output_dict=True, zero_division=0
@@ -384,6 +402,7 @@ def _evaluate(cfg: EvaluateConfig) -> EvaluateResult:
         **({} if sets is None or set_overall is None else {"prediction_sets": {
             "method": sets.method, "target_coverage": sets.coverage, "class_conditional": sets.class_conditional,
             **set_overall.to_dict(), "per_class": {c: f.to_dict() for c, f in set_per_class.items()}}}),
+        **({} if unknown is None else {"unknown": unknown}),
         "seconds": round(time.perf_counter() - start, 3),
         "runtime": {"name": model.runtime, "device": model.device, "inference_precision": model.inference_precision},
     })
@@ -423,4 +442,33 @@ def _evaluate(cfg: EvaluateConfig) -> EvaluateResult:
         failures=tuple((a, b, c) for a, b, c in failed), runtime=model.runtime, device=model.device,
         inference_precision=model.inference_precision, prediction_sets=set_overall,
         prediction_sets_per_class=set_per_class, sets_coverage=None if sets is None else sets.coverage,
+        unknown=unknown,
     )
+
+
+def _unknown_figures(model: Model, cfg: EvaluateConfig, workers: int, in_scores: list[float]) -> dict[str, Any]:
+    """The detector's figures on ``cfg.other_data`` against the evaluated images' scores ``in_scores`` (see
+    :attr:`EvaluateResult.unknown`).
+
+    Raises:
+        DatasetError: the folder holds no image that could be decoded.
+    """
+    from garmentcv.unknowns.scores import auroc, let_through
+
+    detector = model.info.unknown
+    assert detector is not None  # checked before any work
+    files = list(scan_images(Path(cfg.other_data)))  # type: ignore[arg-type]
+    out_scores = [float(p.extras[OOD_SCORE_NAME]) for batch in predict_batches(model, ((f, f) for f in files),
+                                                                               cfg.batch_size, workers)
+                  for p in batch if p.error is None]
+    if not out_scores:
+        raise DatasetError(f"{cfg.other_data}: no image of other items could be decoded (of {len(files)} files)")
+    figures = {"method": detector.method, "threshold": detector.threshold,
+               "auroc": auroc(np.asarray(in_scores), np.asarray(out_scores)),
+               "let_through": let_through(np.asarray(out_scores), detector.threshold),
+               "recall": float((np.asarray(in_scores) <= detector.threshold).mean()),
+               "images": len(in_scores), "other_images": len(out_scores)}
+    logger.info("unknown items (%s): AUROC %.4f, %.2f%% of %d other images let through at %.2f%% recall",
+                detector.method, figures["auroc"], 100 * figures["let_through"], len(out_scores),
+                100 * figures["recall"])
+    return figures
