@@ -5,6 +5,7 @@ activation maps."""
 from __future__ import annotations
 
 import csv
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,7 @@ from garmentcv.artifact import EMBEDDING_NAME, INPUT_FLOAT32, OUTPUT_NAME, Model
 from garmentcv.errors import ExportError
 from garmentcv.export import checks, runtime_gates
 from garmentcv.export.cam import CAM_NAME
-from garmentcv.export.exporter import ExportConfig, export_checkpoint
+from garmentcv.export.exporter import ExportConfig, ExportResult, export_checkpoint
 from garmentcv.image import load_input
 from garmentcv.infer.model_file import read_model_info
 from garmentcv.infer.runtimes import open_runtime
@@ -45,11 +46,25 @@ def _val_inputs(ckpt: Path, info: ModelInfo) -> np.ndarray:
         return np.stack([load_input(Path(r["path"]), info.preprocessing) for r in csv.DictReader(handle)])
 
 
+@pytest.fixture(scope="module")
+def exports(run: Path, tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], ExportResult]:
+    """The run exported with --cam at a precision (float32 input, no prediction sets), once per precision."""
+    made: dict[str, ExportResult] = {}
+
+    def export(precision: str) -> ExportResult:
+        if precision not in made:
+            out = tmp_path_factory.mktemp(precision) / "m.onnx"
+            made[precision] = export_checkpoint(ExportConfig(checkpoint=run, out=out, precision=precision,
+                                                             input_format=INPUT_FLOAT32, cam=True, coverage=None),
+                                                progress=False)
+        return made[precision]
+
+    return export
+
+
 @pytest.mark.parametrize("precision", ["fp32", "int8"])
-def test_exported_cam_equals_the_hooked_pytorch_maps_and_passes_its_gates(run: Path, tmp_path: Path,
-                                                                           precision: str) -> None:
-    r = export_checkpoint(ExportConfig(checkpoint=run, out=tmp_path / "m.onnx", precision=precision,
-                                       input_format=INPUT_FLOAT32, cam=True, coverage=None), progress=False)
+def test_exported_cam_equals_the_hooked_pytorch_maps_and_passes_its_gates(run: Path, exports, precision: str) -> None:
+    r = exports(precision)
     info = read_model_info(r.out)
     assert info == r.info and info.has_cam and info.has_embedding
     assert info.outputs == (OUTPUT_NAME, EMBEDDING_NAME, CAM_NAME) and info.format_version == 3
@@ -70,6 +85,24 @@ def test_exported_cam_equals_the_hooked_pytorch_maps_and_passes_its_gates(run: P
     if precision == "fp32":  # float32 reorderings only: each image's maps within 1e-3 of its map scale
         scale = np.abs(want).reshape(12, -1).max(axis=1)
         assert (np.abs(got - want).reshape(12, -1).max(axis=1) <= checks.FP32_TOLERANCE * scale).all()
+
+
+def test_evaluate_page_shows_a_heatmap_for_each_misclassified_image(run: Path, exports, tmp_path: Path) -> None:
+    from garmentcv.infer.evaluate import EvaluateConfig, evaluate_model
+    from garmentcv.report import files_folder
+
+    r = exports("fp32")
+    result = evaluate_model(EvaluateConfig(data=run.parent.parent / "val.csv", out=tmp_path / "ev", model=r.out,
+                                           provider="cpu", runtime="onnxruntime", progress=False))
+    assert 0 < result.misclassified <= 12  # a random-init model: most of the 12 images
+    page = (tmp_path / "ev" / "report.html").read_text(encoding="utf-8")
+    wrong = page[page.index('<section id="misclassified">'):]
+    wrong = wrong[: wrong.index("</section>")]
+    assert wrong.count('class="heatmap"') == result.misclassified == page.count('class="heatmap"')
+    assert len(list(files_folder(tmp_path / "ev" / "report.html").glob("h*.jpg"))) == result.misclassified
+    with open(tmp_path / "ev" / "misclassified.csv", encoding="utf-8") as handle:
+        predicted = sorted(r["predicted"] for r in csv.DictReader(handle))
+    assert sorted(c for c in CLASSES for _ in range(wrong.count(f"heatmap of {c}</span>"))) == predicted
 
 
 def test_cam_refused_for_a_backbone_without_pooling_and_one_linear_head(tmp_path: Path) -> None:
