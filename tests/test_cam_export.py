@@ -133,3 +133,23 @@ def test_cam_gate_refuses_drifting_maps_and_records_the_cosine() -> None:
     ok = runtime_gates.judge("openvino", "f32", logits, seen, checks.FP32_TOLERANCE, 1.0, cam=reference)
     assert ok.passed and ok.cam_min_cosine == pytest.approx(1.0)
     assert type(ok).from_dict(ok.to_dict()) == ok
+
+
+def test_cam_stays_last_behind_an_unknown_detector_and_every_runtime_returns_it(run: Path, tmp_path: Path) -> None:
+    from garmentcv.artifact import OOD_SCORE_NAME
+    from garmentcv.infer.runtimes import openvino_installed
+
+    r = export_checkpoint(ExportConfig(checkpoint=run, out=tmp_path / "m.onnx", input_format=INPUT_FLOAT32, cam=True,
+                                       coverage=None, unknown="energy"), progress=False)
+    info = read_model_info(r.out)
+    assert info.outputs == (OUTPUT_NAME, EMBEDDING_NAME, OOD_SCORE_NAME, CAM_NAME) and info.unknown is not None
+    inputs = _val_inputs(run, info)
+    want = _hooked_cam(run, inputs)
+    for runtime in ("onnxruntime", *(["openvino"] if openvino_installed() else [])):
+        model = open_runtime(r.out, runtime, "cpu")
+        got = model.outputs(inputs)
+        assert list(got) == list(info.outputs)
+        cosine = checks.cosine_similarity(want.reshape(12, -1), got[CAM_NAME].reshape(12, -1))
+        assert cosine.min() >= checks.CAM_MIN_COSINE[model.inference_precision], (runtime, model.inference_precision)
+        gate = info.gate(runtime, model.inference_precision)
+        assert gate is not None and gate.passed and gate.cam_min_cosine >= checks.CAM_MIN_COSINE[gate.precision]

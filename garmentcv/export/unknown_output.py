@@ -73,5 +73,9 @@ def attach_score(model: onnx.ModelProto, score: onnx.ModelProto, keep_embedding:
         merged = compose.merge_models(model, renamed, io_map=io_map, outputs=outputs)
     except Exception as exc:  # onnx raises ValueError and checker errors
         raise ExportError(f"cannot join the unknown score to the classifier's graph: {exc}") from exc
+    by_name = {o.name: o for o in merged.graph.output}  # merge_models keeps the first graph's outputs first
+    ordered = [by_name[name] for name in outputs]
+    del merged.graph.output[:]
+    merged.graph.output.extend(ordered)
     merged.metadata_props.extend(model.metadata_props)
     return merged
