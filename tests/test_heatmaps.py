@@ -118,3 +118,11 @@ def test_evaluate_report_overlays_heatmaps_on_misclassified_rows(cam_model: Path
     assert wrong.count("heatmap of y</span>") == 1
     assert page.count('class="heatmap"') == 3  # least-confident and cell galleries keep plain thumbnails
     assert len(list(files_folder(tmp_path / "ev.html").glob("h*.jpg"))) == 3
+
+
+def test_classify_page_with_heatmaps_loads_in_chromium(cam_model: Path, tmp_path: Path) -> None:
+    from tests.test_report_browser import _check
+
+    _classify_page(tmp_path, cam_model)
+    # 5 thumbnails in the class galleries, 2 heatmaps needing review, 2 unknown: every one decoded
+    assert _check(tmp_path / "page.html") == "images=9 broken=0 dangling=0"
