@@ -445,3 +445,23 @@ def test_evaluate_reports_auroc_and_let_through_of_other_images(with_detector, e
     with pytest.raises(EvaluateUsageError, match="no unknown-item detector"):
         evaluate_model(EvaluateConfig(data=data, out=tmp_path / "ev2", model=plain.out, provider="cpu",
                                       progress=False, other_data=other))
+
+
+def test_export_cli_summary_names_the_embedding_and_the_sets(exported, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from garmentcv.export import cli as export_cli
+
+    ckpt, _, _, _ = exported
+    out = tmp_path / "cli.onnx"
+    result = CliRunner().invoke(export_cli.main, [str(ckpt), "--out", str(out), "--embedding", "--coverage", "0.8",
+                                                  "--conformal-method", "aps", "-q"])
+    assert result.exit_code == 0, result.output
+    info = read_model_info(out)
+    assert info.has_embedding and info.conformal is not None and info.conformal.method == "aps"
+    assert "embedding output, 512 features: embedding cosine similarity to FP32 at least" in result.output
+    assert f"prediction sets: {info.conformal.describe()} (gcv-classify writes each row's set)" in result.output
+    none = tmp_path / "none.onnx"
+    result = CliRunner().invoke(export_cli.main, [str(ckpt), "--out", str(none), "--no-prediction-sets", "-q"])
+    assert result.exit_code == 0, result.output
+    assert read_model_info(none).conformal is None and "prediction sets" not in result.output
