@@ -153,3 +153,20 @@ def test_cam_stays_last_behind_an_unknown_detector_and_every_runtime_returns_it(
         assert cosine.min() >= checks.CAM_MIN_COSINE[model.inference_precision], (runtime, model.inference_precision)
         gate = info.gate(runtime, model.inference_precision)
         assert gate is not None and gate.passed and gate.cam_min_cosine >= checks.CAM_MIN_COSINE[gate.precision]
+
+
+def test_export_cli_cam_on_uint8_input_says_it_implies_the_embedding(run: Path, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from garmentcv.artifact import INPUT_UINT8
+    from garmentcv.export import cli as export_cli
+
+    assert "implies --embedding" in CliRunner().invoke(export_cli.main, ["--help"]).output
+    out = tmp_path / "cli.onnx"
+    result = CliRunner().invoke(export_cli.main, [str(run), "--out", str(out), "--cam", "--no-prediction-sets", "-q"])
+    assert result.exit_code == 0, result.output
+    info = read_model_info(out)
+    assert info.input_format == INPUT_UINT8 and info.outputs == (OUTPUT_NAME, EMBEDDING_NAME, CAM_NAME)
+    assert "cam output (class activation maps): class activation map cosine similarity to FP32 at least" in (
+        result.output)
+    assert f"embedding output, {info.embedding_dim} features" in result.output
