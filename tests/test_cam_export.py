@@ -170,3 +170,12 @@ def test_export_cli_cam_on_uint8_input_says_it_implies_the_embedding(run: Path, 
     assert "cam output (class activation maps): class activation map cosine similarity to FP32 at least" in (
         result.output)
     assert f"embedding output, {info.embedding_dim} features" in result.output
+    # the report's heatmaps feed a uint8-input file its crops as they are
+    from garmentcv.report.heatmap import class_heatmaps
+
+    with open(run.parent.parent / "val.csv", encoding="utf-8") as handle:
+        first = Path(next(csv.DictReader(handle))["path"])
+    made = class_heatmaps(out, [(first, CLASSES[1]), (tmp_path / "gone.png", None)], tmp_path, 96)
+    assert made[0].name == "h00000.jpg" and made[0].explains == CLASSES[1] and (tmp_path / "h00000.jpg").is_file()
+    assert (made[0].width, made[0].height) == (SIZE * 3, SIZE * 3)  # the 32 px crop enlarged 3x, as thumbnails are
+    assert made[1].name is None and made[1].reason

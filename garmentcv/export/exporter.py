@@ -648,7 +648,9 @@ def export_checkpoint(cfg: ExportConfig, progress: bool = True) -> ExportResult:
     (:func:`garmentcv.export.runtime_gates.gate_runtimes`) and its result stored; a failed OpenVINO pair does not
     fail the export, it only keeps ``gcv-classify --runtime auto`` from running the file there. Images are decoded
     ``cfg.batch_size`` at a time and only logits are kept, so memory does not grow with the images' size or
-    (beyond ``3 x C`` floats each) their number.
+    (beyond ``3 x C`` floats each) their number. With ``cfg.embedding`` or ``cfg.cam`` the extra outputs pass the
+    same gates by per-image cosine similarity to PyTorch's (:data:`checks.EMBEDDING_MIN_COSINE`,
+    :data:`checks.CAM_MIN_COSINE`).
 
     Raises:
         PathNotFoundError: ``cfg.checkpoint`` does not exist.
@@ -656,7 +658,8 @@ def export_checkpoint(cfg: ExportConfig, progress: bool = True) -> ExportResult:
         UnknownArchError: the checkpoint's arch is not registered.
         DatasetError: validation or calibration data cannot be read.
         OutputPathError: ``cfg.out`` cannot be written (a folder, under a file, read-only).
-        ExportError: a wrong output name, or a failed gate (the message gives the figures).
+        ExportError: a wrong output name, or a failed gate (the message gives the figures); ``cfg.cam`` for a
+            network without class activation maps (the message says why).
     """
     started = time.perf_counter()
     if cfg.precision not in PRECISIONS:
