@@ -12,10 +12,12 @@ model file is all they need. The ONNX graph has one input ``input`` and one outp
   quarter of the bytes and no float pass runs in Python.
 
 Format version 3 adds outputs after ``logits`` (declared in :attr:`ModelInfo.outputs`): ``embedding``, float32
-``(N, D)``, the pooled features the classification head takes (:data:`EMBEDDING_NAME`), and ``ood_score``, float32
+``(N, D)``, the pooled features the classification head takes (:data:`EMBEDDING_NAME`); ``ood_score``, float32
 ``(N,)``, the score of an unknown-item detector computed in the graph (:data:`OOD_SCORE_NAME`, higher = more
-unknown, with its threshold in :attr:`ModelInfo.unknown`). Releases before version 3 refuse a graph with more than
-one output, so such files say they need a newer release rather than fail on the graph.
+unknown, with its threshold in :attr:`ModelInfo.unknown`); and ``cam``, float32 ``(N, C, h, w)``, the class
+activation maps of each class at the last feature map's resolution (:data:`CAM_NAME`, Zhou et al. 2016), always
+with ``embedding``. Releases before version 3 refuse a graph with more than one output, so such files say they
+need a newer release rather than fail on the graph.
 
 A file is written at the lowest version that describes it (float32 files stay version 1, readable by older
 releases; files without extra outputs stay at 1 or 2); readers accept all of them. Prediction sets
@@ -48,8 +50,11 @@ OUTPUT_NAME = "logits"
 EMBEDDING_NAME = "embedding"
 #: The optional output of an unknown-item detector's score, float32 ``(N,)``, higher = more unknown.
 OOD_SCORE_NAME = "ood_score"
+#: The optional output of class activation maps, float32 ``(N, C, h, w)`` at the last feature map's resolution
+#: (Zhou et al. 2016; :mod:`garmentcv.export.cam`).
+CAM_NAME = "cam"
 #: Every output a GarmentCV file may have, in graph order (``logits`` always first).
-OUTPUT_NAMES = (OUTPUT_NAME, EMBEDDING_NAME, OOD_SCORE_NAME)
+OUTPUT_NAMES = (OUTPUT_NAME, EMBEDDING_NAME, OOD_SCORE_NAME, CAM_NAME)
 PRECISIONS = ("fp32", "fp16", "int8")
 
 _PREFIX = "garmentcv."
@@ -197,6 +202,8 @@ class RuntimeGate:
         embedding_min_cosine: files with an ``embedding`` output: the smallest per-image cosine similarity of the
             pair's embedding to PyTorch's FP32 one (a condition of ``passed``, bound
             :data:`garmentcv.export.checks.EMBEDDING_MIN_COSINE`); ``None`` without one.
+        cam_min_cosine: files with a ``cam`` output: the same for each image's class activation maps (all classes,
+            flattened; bound :data:`garmentcv.export.checks.CAM_MIN_COSINE`); ``None`` without one.
     """
 
     runtime: str
@@ -213,6 +220,7 @@ class RuntimeGate:
     version: str = ""
     cpu_model: str = ""
     embedding_min_cosine: float | None = None
+    cam_min_cosine: float | None = None
 
     @property
     def key(self) -> tuple[str, str]:
@@ -229,6 +237,8 @@ class RuntimeGate:
                 f"{self.max_probability_diff:.3g}, accuracy drop {self.accuracy_drop:.2f} points")
         if self.embedding_min_cosine is not None:
             text += f", embedding cosine to FP32 at least {self.embedding_min_cosine:.6g}"
+        if self.cam_min_cosine is not None:
+            text += f", class activation map cosine to FP32 at least {self.cam_min_cosine:.6g}"
         return text if self.tolerance is not None else f"accuracy {self.accuracy:.2%}, {text}"
 
     def to_dict(self) -> dict[str, Any]:
@@ -238,7 +248,8 @@ class RuntimeGate:
                 "tolerance": self.tolerance, "accuracy": self.accuracy, "accuracy_drop": self.accuracy_drop,
                 "max_probability_diff": self.max_probability_diff, "note": self.note, "version": self.version,
                 "cpu_model": self.cpu_model,
-                **({} if self.embedding_min_cosine is None else {"embedding_min_cosine": self.embedding_min_cosine})}
+                **({} if self.embedding_min_cosine is None else {"embedding_min_cosine": self.embedding_min_cosine}),
+                **({} if self.cam_min_cosine is None else {"cam_min_cosine": self.cam_min_cosine})}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> RuntimeGate:
@@ -256,7 +267,8 @@ class RuntimeGate:
                    None if tolerance is None else float(tolerance), float(data["accuracy"]),
                    float(data["accuracy_drop"]), float(data.get("max_probability_diff", 0.0)),
                    str(data.get("note", "")), str(data.get("version", "")), str(data.get("cpu_model", "")),
-                   None if data.get("embedding_min_cosine") is None else float(data["embedding_min_cosine"]))
+                   None if data.get("embedding_min_cosine") is None else float(data["embedding_min_cosine"]),
+                   None if data.get("cam_min_cosine") is None else float(data["cam_min_cosine"]))
 
     def as_bf16_check(self) -> ReducedPrecisionCheck:
         """The same result in the form releases before per-runtime gates read (``garmentcv.bf16``).
@@ -342,8 +354,9 @@ class ModelInfo:
         runtime_gates: each (runtime, inference precision) pair gated at export (:class:`RuntimeGate`); empty in
             files of releases before them, for which :func:`garmentcv.infer.runtimes.openvino_allowed` states the
             fallback.
-        outputs: the graph's outputs in order, :data:`OUTPUT_NAME` first, then any of :data:`EMBEDDING_NAME` and
-            :data:`OOD_SCORE_NAME` (format version 3); ``("logits",)`` in files without extra outputs.
+        outputs: the graph's outputs in order, :data:`OUTPUT_NAME` first, then any of :data:`EMBEDDING_NAME`,
+            :data:`OOD_SCORE_NAME` and :data:`CAM_NAME` in that order (format version 3); ``("logits",)`` in files
+            without extra outputs.
         embedding_dim: ``D`` of the ``embedding`` output (0 without one).
         conformal: the split conformal predictor fitted at export (:class:`garmentcv.conformal.ConformalPredictor`:
             prediction sets with a coverage guarantee); ``None`` when none was fitted (files of releases before it,
@@ -375,6 +388,11 @@ class ModelInfo:
     def has_embedding(self) -> bool:
         """Whether the graph has the ``embedding`` output."""
         return EMBEDDING_NAME in self.outputs
+
+    @property
+    def has_cam(self) -> bool:
+        """Whether the graph has the ``cam`` output (class activation maps)."""
+        return CAM_NAME in self.outputs
 
     @property
     def has_ood_score(self) -> bool:

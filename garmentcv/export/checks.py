@@ -44,6 +44,14 @@ BATCH_TOLERANCE = {"fp32": 1e-4, "fp16": 1e-2, "int8": 1e-1}
 #: relative error of 1e-3 and 4e-3 that moves the cosine by about half its square (bounds 0.999 and 0.99, wide
 #: margins for networks that amplify rounding); INT8 rounds every activation to one of 256 levels (0.95).
 EMBEDDING_MIN_COSINE = {"fp32": 1 - 1e-5, "f32": 1 - 1e-5, "fp16": 0.999, "bf16": 0.99, "int8": 0.95}
+#: Smallest cosine similarity accepted between an image's class activation maps (the ``cam`` output ``(C, h, w)``,
+#: every class's map flattened into one vector) and PyTorch's FP32 ones, by precision as for
+#: :data:`EMBEDDING_MIN_COSINE`. A map is the head's weights applied to the last feature map position by position
+#: (Zhou et al. 2016), so its rounding is that of the features before pooling, which averaging no longer shrinks:
+#: float32 reorderings stay near 1e-12 (bound 1 - 1e-5), FP16 and bf16 relative errors of 1e-3 and 4e-3 per
+#: position (0.999 and 0.99); INT8 rounds each position's activations to one of 256 levels without the pooling's
+#: averaging (0.9). A cosine judges the maps' shape (where the network looked) independently of the logit scale.
+CAM_MIN_COSINE = {"fp32": 1 - 1e-5, "f32": 1 - 1e-5, "fp16": 0.999, "bf16": 0.99, "int8": 0.9}
 
 
 def open_session(model: str | Path | bytes) -> ort.InferenceSession:
@@ -102,7 +110,7 @@ def cosine_similarity(reference: np.ndarray, candidate: np.ndarray) -> np.ndarra
 
 @dataclass(frozen=True)
 class EmbeddingParity:
-    """How a file's ``embedding`` output compares with PyTorch's FP32 one, image by image.
+    """How a file's ``embedding`` (or ``cam``) output compares with PyTorch's FP32 one, image by image.
 
     Attributes:
         min_cosine: the smallest cosine similarity over the finite rows (1.0 for no row).
@@ -111,6 +119,7 @@ class EmbeddingParity:
         rows_below: rows under the bound.
         worst_file: the row with the smallest cosine (``""`` for none).
         nonfinite_rows: rows with a NaN or infinite value.
+        output: what was compared, for messages: ``embedding`` or ``class activation map``.
     """
 
     min_cosine: float
@@ -119,6 +128,7 @@ class EmbeddingParity:
     rows_below: int
     worst_file: str
     nonfinite_rows: int = 0
+    output: str = "embedding"
 
     @property
     def passed(self) -> bool:
@@ -128,7 +138,7 @@ class EmbeddingParity:
     def describe(self) -> str:
         """E.g. ``embedding cosine similarity to FP32 at least 0.9991 (bound 0.999) on 24 images``, or the
         failures."""
-        text = f"embedding cosine similarity to FP32 at least {self.min_cosine:.6g} (bound {self.bound:g})"
+        text = f"{self.output} cosine similarity to FP32 at least {self.min_cosine:.6g} (bound {self.bound:g})"
         if self.rows_below:
             text += f", {self.rows_below} of {plural(self.images, 'image')} below it, worst {self.worst_file}"
         else:
@@ -139,36 +149,38 @@ class EmbeddingParity:
 
 
 def compare_embeddings(reference: np.ndarray, candidate: np.ndarray, files: Sequence[str],
-                       bound: float) -> EmbeddingParity:
-    """Compare embeddings ``(N, D)`` of PyTorch FP32 (``reference``) and a file (``candidate``), row ``i`` from
-    ``files[i]``, by per-row cosine similarity against ``bound``.
+                       bound: float, output: str = "embedding") -> EmbeddingParity:
+    """Compare embeddings ``(N, D)`` (or class activation maps ``(N, C, h, w)``, each image's flattened) of PyTorch
+    FP32 (``reference``) and a file (``candidate``), row ``i`` from ``files[i]``, by per-row cosine similarity
+    against ``bound``; ``output`` names them in messages.
 
     Raises:
         ExportError: the shapes differ.
     """
-    if np.shape(reference) != np.shape(candidate) or np.ndim(reference) != 2 or len(reference) != len(files):
-        raise ExportError(f"cannot compare embeddings {np.shape(candidate)} with PyTorch's {np.shape(reference)} "
+    if np.shape(reference) != np.shape(candidate) or np.ndim(reference) < 2 or len(reference) != len(files):
+        raise ExportError(f"cannot compare {output}s {np.shape(candidate)} with PyTorch's {np.shape(reference)} "
                           f"for {plural(len(files), 'image')}")
-    cosine = cosine_similarity(reference, candidate)
+    cosine = cosine_similarity(np.reshape(reference, (len(files), -1)), np.reshape(candidate, (len(files), -1)))
     finite = np.isfinite(cosine)
     shown = np.where(finite, cosine, np.inf)
     worst = int(shown.argmin()) if finite.any() else -1
     return EmbeddingParity(
         min_cosine=float(cosine[worst]) if worst >= 0 else 1.0, bound=bound, images=len(files),
         rows_below=int((finite & (cosine < bound)).sum()), worst_file=files[worst] if worst >= 0 else "",
-        nonfinite_rows=int((~finite).sum()),
+        nonfinite_rows=int((~finite).sum()), output=output,
     )  # fmt: skip
 
 
-def require_embedding(parity: EmbeddingParity, what: str) -> None:
-    """Raise :class:`ExportError` when the embedding of the ``what`` (``FP16``) file drifts past its bound.
+def require_embedding(parity: EmbeddingParity, what: str, option: str = "--embedding") -> None:
+    """Raise :class:`ExportError` when the embedding (or class activation maps) of the ``what`` (``FP16``) file
+    drift past their bound; ``option`` is the export option that asked for the output.
 
     Raises:
         ExportError: the message gives the smallest cosine, the bound and the worst image; nothing is written.
     """
     if not parity.passed:
-        raise ExportError(f"{what} embedding parity failed: {parity.describe()}; export it in another precision, or "
-                          "without --embedding. The file was not written")
+        raise ExportError(f"{what} {parity.output} parity failed: {parity.describe()}; export it in another "
+                          f"precision, or without {option}. The file was not written")
 
 
 @dataclass(frozen=True)

@@ -64,6 +64,8 @@ _QUANTIZATION_IMAGES = click.IntRange(min=1)
               help="auto: also gate OpenVINO at bf16 on a CPU with native bf16; off: never run bf16.")
 @click.option("--embedding/--no-embedding", default=False,
               help="Add the pooled features the head takes as a second output, embedding (N, D), gated like logits.")
+@click.option("--cam/--no-cam", default=False,
+              help="Add class activation maps as output cam (N, C, h, w), gated like logits; implies --embedding.")
 @click.option("--coverage", type=click.FloatRange(min=0, max=1, min_open=True, max_open=True), default=0.95,
               help="Fit prediction sets holding the true class with this probability, on held-out validation images.")
 @click.option("--no-prediction-sets", "no_sets", is_flag=True, default=False,
@@ -145,6 +147,8 @@ def main(checkpoint: Path | None, quiet: bool, verbose: bool, no_sets: bool, **o
         )
     if r.embedding_parity is not None:
         lines.append(f"embedding output, {r.info.embedding_dim} features: {r.embedding_parity.describe()}")
+    if r.cam_parity is not None:
+        lines.append(f"cam output (class activation maps): {r.cam_parity.describe()}")
     if r.conformal is not None:
         lines.append(f"prediction sets: {r.conformal.describe()} (gcv-classify writes each row's set)")
     elif r.conformal_note:

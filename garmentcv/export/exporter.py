@@ -10,7 +10,7 @@ unchanged), gate each (runtime, inference precision) pair the file may run at ag
 (:mod:`garmentcv.export.runtime_gates`), then write the file atomically and check the written file (batch sizes,
 determinism, metadata) before it replaces ``out``.
 Memory therefore grows with the number of validation images only by ``3 x C`` floats per image (``3 x (C + D)``
-with the ``embedding`` output of ``D`` features).
+with the ``embedding`` output of ``D`` features, and ``3 x C x h x w`` more with the ``cam`` output's maps).
 
 Prediction sets (:mod:`garmentcv.conformal`) need held-out images that nothing else was fitted on: the temperature
 is a parameter fitted on the validation images, and scores computed with it on those same images are no longer
@@ -41,6 +41,7 @@ from tqdm import tqdm
 
 import garmentcv
 from garmentcv.artifact import (
+    CAM_NAME,
     EMBEDDING_NAME,
     INPUT_FORMATS,
     INPUT_UINT8,
@@ -74,6 +75,7 @@ from garmentcv.errors import (
     PathNotFoundError,
 )
 from garmentcv.export import checks, convert, runtime_gates, unknown_output
+from garmentcv.export.cam import WithCam, check_cam
 from garmentcv.export.embedding import WithEmbedding, check_same_logits
 from garmentcv.export.uint8_input import Uint8Input
 from garmentcv.fsutil import atomic_path, check_writable_output, sha256_of
@@ -129,6 +131,10 @@ class ExportConfig:
             is installed). Each result is recorded in the file.
         embedding: add the ``embedding`` output (the pooled features the head takes, float32 ``(N, D)``), gated
             like the logits by cosine similarity (:data:`garmentcv.export.checks.EMBEDDING_MIN_COSINE`).
+        cam: add the ``cam`` output, class activation maps float32 ``(N, C, h, w)`` (Zhou et al. 2016,
+            :mod:`garmentcv.export.cam`), and with it the ``embedding`` output; gated like the embedding by per-image
+            cosine similarity (:data:`garmentcv.export.checks.CAM_MIN_COSINE`). Only for networks that end in global
+            average pooling and one linear head; others are refused with the reason.
         coverage: fit prediction sets with this coverage (``1 - alpha``, :mod:`garmentcv.conformal`) on held-out
             validation images the temperature is not fitted on; ``None``: no sets.
         conformal_method: the sets' score, ``lac`` or ``aps``.
@@ -158,6 +164,7 @@ class ExportConfig:
     input_format: str = INPUT_UINT8
     bf16_check: str = "auto"
     embedding: bool = False
+    cam: bool = False
     coverage: float | None = DEFAULT_COVERAGE
     conformal_method: str = "lac"
     class_conditional: bool = False
@@ -193,6 +200,7 @@ class ExportResult:
         temperature_note: why no temperature is stored (``""`` when one is).
         runs_on: what ``gcv-classify --runtime auto`` chooses for the file on this machine's CPU, and why.
         embedding_parity: the written file's ``embedding`` against PyTorch's (``None`` without one).
+        cam_parity: the written file's ``cam`` against PyTorch's (``None`` without one).
         conformal: the prediction sets fitted (``None``: none, see ``conformal_note``).
         conformal_note: why none were fitted (``""`` when they were, or were not asked for).
         unknown_score_diff: with a detector: the largest difference of the file's ``ood_score`` from the numpy
@@ -218,6 +226,7 @@ class ExportResult:
     temperature_note: str = ""
     runs_on: runtimes.RuntimeChoice | None = None
     embedding_parity: checks.EmbeddingParity | None = None
+    cam_parity: checks.EmbeddingParity | None = None
     conformal: ConformalPredictor | None = None
     conformal_note: str = ""
     unknown_score_diff: float | None = None
@@ -422,6 +431,7 @@ class ValidationLogits:
         skipped: undecodable images left out.
         embeddings: with the ``embedding`` output: ``(N, D)`` float32 of PyTorch, the FP32 graph and the converted
             graph under the same keys (``reference``, ``fp32``, ``final``); empty without it.
+        cams: with the ``cam`` output: its maps ``(N, C, h, w)`` float32, keyed like ``embeddings``; empty without.
     """
 
     reference: np.ndarray
@@ -432,6 +442,7 @@ class ValidationLogits:
     head_inputs: np.ndarray
     skipped: int
     embeddings: dict[str, np.ndarray] = field(default_factory=dict)
+    cams: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def validation_logits(
@@ -444,6 +455,7 @@ def validation_logits(
     """
     parts: dict[str, list[np.ndarray]] = {"reference": [], "fp32": [], "final": []}
     embedded: dict[str, list[np.ndarray]] = {"reference": [], "fp32": [], "final": []}
+    mapped: dict[str, list[np.ndarray]] = {"reference": [], "fp32": [], "final": []}
     files: list[str] = []
     targets: list[np.ndarray] = []
     head: list[np.ndarray] = []
@@ -457,6 +469,8 @@ def validation_logits(
             parts[key].append(out[OUTPUT_NAME])
             if EMBEDDING_NAME in out:
                 embedded[key].append(out[EMBEDDING_NAME])
+            if CAM_NAME in out:
+                mapped[key].append(out[CAM_NAME])
         files.extend(batch.files)
         targets.append(batch.targets)
         if kept < CHECK_ROWS:
@@ -466,11 +480,14 @@ def validation_logits(
     embeddings = {key: np.concatenate(chunks) for key, chunks in embedded.items() if chunks}
     if embeddings and "final" not in embeddings:
         embeddings["final"] = embeddings["fp32"]
+    cams = {key: np.concatenate(chunks) for key, chunks in mapped.items() if chunks}
+    if cams and "final" not in cams:
+        cams["final"] = cams["fp32"]
     return ValidationLogits(
         reference=reference, fp32=fp32_logits,
         final=np.concatenate(parts["final"]) if final is not None else fp32_logits,
         files=tuple(files), targets=np.concatenate(targets), head_inputs=np.concatenate(head), skipped=stream.skipped,
-        embeddings=embeddings,
+        embeddings=embeddings, cams=cams,
     )  # fmt: skip
 
 
@@ -490,13 +507,14 @@ def _data_source(given: Path | None, checkpoint: Path, manifest: str, option: st
 def torch_outputs(model: nn.Module, inputs: np.ndarray, batch_size: int = 32) -> dict[str, np.ndarray]:
     """PyTorch outputs of ``model`` in eval mode for its inputs (float32 ``(N, 3, H, W)``, or uint8 ``(N, H, W, 3)``
     for a :class:`~garmentcv.export.uint8_input.Uint8Input`), float32 by name: ``logits`` ``(N, C)`` and, for a
-    :class:`~garmentcv.export.embedding.WithEmbedding` inside, ``embedding`` ``(N, D)``."""
+    :class:`~garmentcv.export.embedding.WithEmbedding` inside, ``embedding`` ``(N, D)``; for a
+    :class:`~garmentcv.export.cam.WithCam`, ``cam`` ``(N, C, h, w)`` too."""
     model.eval()
     parts: dict[str, list[np.ndarray]] = {}
     for i in range(0, len(inputs), batch_size):
         out = model(torch.from_numpy(inputs[i : i + batch_size]))
-        named = dict(zip((OUTPUT_NAME, EMBEDDING_NAME), out, strict=True)) if isinstance(out, tuple) else {
-            OUTPUT_NAME: out}
+        names = (OUTPUT_NAME, EMBEDDING_NAME, CAM_NAME)[: len(out) if isinstance(out, tuple) else 1]
+        named = dict(zip(names, out, strict=True)) if isinstance(out, tuple) else {OUTPUT_NAME: out}
         for name, tensor in named.items():
             parts.setdefault(name, []).append(tensor.numpy())
     return {name: np.concatenate(chunks).astype(np.float32) for name, chunks in parts.items()}
@@ -580,7 +598,8 @@ def _attach_detector(
         raise ExportError(f"cannot fit the {method} unknown score: {exc}") from exc
     joined = unknown_output.attach_score(
         final, unknown_output.score_graph(method, reference, t, seen.reference.shape[1],
-                                          seen.embeddings["final"].shape[1], cfg.opset), cfg.embedding)
+                                          seen.embeddings["final"].shape[1], cfg.opset), cfg.embedding or cfg.cam,
+        cfg.cam)
     convert.check_graph(joined)
     joined_session = checks.open_session(joined.SerializeToString())
     worst = 0.0
@@ -629,7 +648,9 @@ def export_checkpoint(cfg: ExportConfig, progress: bool = True) -> ExportResult:
     (:func:`garmentcv.export.runtime_gates.gate_runtimes`) and its result stored; a failed OpenVINO pair does not
     fail the export, it only keeps ``gcv-classify --runtime auto`` from running the file there. Images are decoded
     ``cfg.batch_size`` at a time and only logits are kept, so memory does not grow with the images' size or
-    (beyond ``3 x C`` floats each) their number.
+    (beyond ``3 x C`` floats each) their number. With ``cfg.embedding`` or ``cfg.cam`` the extra outputs pass the
+    same gates by per-image cosine similarity to PyTorch's (:data:`checks.EMBEDDING_MIN_COSINE`,
+    :data:`checks.CAM_MIN_COSINE`).
 
     Raises:
         PathNotFoundError: ``cfg.checkpoint`` does not exist.
@@ -637,7 +658,8 @@ def export_checkpoint(cfg: ExportConfig, progress: bool = True) -> ExportResult:
         UnknownArchError: the checkpoint's arch is not registered.
         DatasetError: validation or calibration data cannot be read.
         OutputPathError: ``cfg.out`` cannot be written (a folder, under a file, read-only).
-        ExportError: a wrong output name, or a failed gate (the message gives the figures).
+        ExportError: a wrong output name, or a failed gate (the message gives the figures); ``cfg.cam`` for a
+            network without class activation maps (the message says why).
     """
     started = time.perf_counter()
     if cfg.precision not in PRECISIONS:
@@ -666,14 +688,20 @@ def export_checkpoint(cfg: ExportConfig, progress: bool = True) -> ExportResult:
     classes = tuple(state["classes"])
     pp = Preprocessing.from_dict(state["preprocessing"])
     model = network = _restore_model(state, checkpoint)
-    embeds = cfg.embedding or cfg.unknown_score is not None  # the score reads the embedding inside the graph
+    embeds = cfg.embedding or cfg.cam or cfg.unknown_score is not None  # the score reads the embedding inside the graph
     head = get_spec(state["arch"]).head
-    if embeds:
+    if cfg.cam:  # the maps' network yields the embedding too
+        try:
+            model = WithCam(network, head, pp.crop).eval()
+        except ExportError as exc:
+            raise ExportError(f"--cam: {state['arch']} has no class activation maps: {exc}; export without --cam") \
+                from exc
+    elif embeds:
         model = WithEmbedding(network, head).eval()
     uint8 = cfg.input_format == INPUT_UINT8
     if uint8:
         model, network = Uint8Input(model, pp).eval(), Uint8Input(network, pp).eval()
-    outputs = (OUTPUT_NAME, EMBEDDING_NAME) if embeds else (OUTPUT_NAME,)
+    outputs = (OUTPUT_NAME, EMBEDDING_NAME, *([CAM_NAME] if cfg.cam else [])) if embeds else (OUTPUT_NAME,)
 
     val_source = _data_source(cfg.val_data, checkpoint, "val.csv", "--val-data")
     val = select_images(val_source, classes, cfg.val_images, True, "validation")
@@ -685,7 +713,12 @@ def export_checkpoint(cfg: ExportConfig, progress: bool = True) -> ExportResult:
 
     first = next(iter(ImageStream(val, pp, TRACE_BATCH, progress=False, warn=False, uint8=uint8)))  # the traced example
     example = torch.from_numpy(np.resize(first.inputs, (TRACE_BATCH, *first.inputs.shape[1:])))
-    if embeds:
+    if cfg.cam:  # on the float input the network itself takes
+        plain = example
+        if uint8:
+            plain = example.permute(0, 3, 1, 2).to(torch.float32) * model.scale - model.offset
+        check_cam(network.network if uint8 else network, model.network if uint8 else model, plain, state["arch"])
+    elif embeds:
         check_same_logits(network, model, example, state["arch"])
     fp32 = convert.trace_to_onnx(model, example, cfg.opset, outputs)
     convert.check_graph(fp32)
@@ -707,7 +740,15 @@ def export_checkpoint(cfg: ExportConfig, progress: bool = True) -> ExportResult:
     drop = 100.0 * (fp32_accuracy - accuracy)
     if cfg.precision != "fp32":
         drop = checks.require_accuracy_drop(fp32_accuracy, accuracy, cfg.max_accuracy_drop, cfg.precision.upper())
-    embedding_parity = None
+    embedding_parity = cam_parity = None
+    if cfg.cam:
+        checks.require_embedding(checks.compare_embeddings(
+            seen.cams["reference"], seen.cams["fp32"], seen.files, checks.CAM_MIN_COSINE["fp32"],
+            "class activation map"), "FP32", "--cam")
+        cam_parity = checks.compare_embeddings(seen.cams["reference"], seen.cams["final"], seen.files,
+                                               checks.CAM_MIN_COSINE[cfg.precision], "class activation map")
+        checks.require_embedding(cam_parity, cfg.precision.upper(), "--cam")
+        logger.info("%s", cam_parity.describe())
     if embeds:
         fp32_embedding = checks.compare_embeddings(seen.embeddings["reference"], seen.embeddings["fp32"], seen.files,
                                                    checks.EMBEDDING_MIN_COSINE["fp32"])
@@ -745,8 +786,9 @@ def export_checkpoint(cfg: ExportConfig, progress: bool = True) -> ExportResult:
         cfg.bf16_check, cfg.precision, final.SerializeToString(),
         (b.inputs for b in ImageStream(val, pp, cfg.batch_size, progress=False, warn=False, uint8=uint8)),
         runtime_gates.GateInputs(seen.reference, tuple(Path(f).name for f in seen.files), seen.targets, fp32_accuracy,
-                                 seen.embeddings.get("reference")),
+                                 seen.embeddings.get("reference"), seen.cams.get("reference")),
         seen.final, cfg.max_accuracy_drop, convert.cpu_facts()[0], temperature, seen.embeddings.get("final"),
+        seen.cams.get("final"),
     )  # fmt: skip
     bf16_pair = next((g for g in gates if g.key == ("openvino", "bf16")), None)
     applied = uncalibrated if calibrated is None else calibrated
@@ -760,6 +802,8 @@ def export_checkpoint(cfg: ExportConfig, progress: bool = True) -> ExportResult:
         calibration_metrics["conformal_note"] = conformal_note
     if embedding_parity is not None:
         calibration_metrics["embedding_min_cosine"] = embedding_parity.min_cosine
+    if cam_parity is not None:
+        calibration_metrics["cam_min_cosine"] = cam_parity.min_cosine
     if temperature is None:
         calibration_metrics["temperature_note"] = decision.note
         if decision.fitted is not None:
@@ -782,8 +826,9 @@ def export_checkpoint(cfg: ExportConfig, progress: bool = True) -> ExportResult:
         final, detector, score_diff = _attach_detector(
             cfg, checkpoint, final, final_session, network if not uint8 else network.network, head, seen, val, pp,
             uint8, temperature, progress, classes)
-        info = dataclasses.replace(info, outputs=(*outputs[: 2 if cfg.embedding else 1], OOD_SCORE_NAME),
-                                   unknown=detector, embedding_dim=info.embedding_dim if cfg.embedding else 0)
+        kept = cfg.embedding or cfg.cam
+        info = dataclasses.replace(info, outputs=(*outputs[: 2 if kept else 1], OOD_SCORE_NAME, *outputs[2:]),
+                                   unknown=detector, embedding_dim=info.embedding_dim if kept else 0)
     runs_on, _ = runtimes.choose_for_file(info, "auto")
     logger.info("on this machine's CPU, gcv-classify --runtime auto will run this file on %s at %s: %s",
                 runs_on.runtime, runs_on.inference_precision or cfg.precision, runs_on.reason)
@@ -810,6 +855,6 @@ def export_checkpoint(cfg: ExportConfig, progress: bool = True) -> ExportResult:
         calibration_images=0 if calibration is None else calibration.decoded,
         skipped_images=seen.skipped, seconds=time.perf_counter() - started, temperature=temperature,
         uncalibrated=uncalibrated, calibrated=calibrated, temperature_note=decision.note, runs_on=runs_on,
-        embedding_parity=embedding_parity, conformal=conformal, conformal_note=conformal_note,
+        embedding_parity=embedding_parity, cam_parity=cam_parity, conformal=conformal, conformal_note=conformal_note,
         unknown_score_diff=score_diff,
     )  # fmt: skip

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from garmentcv.artifact import EMBEDDING_NAME, OUTPUT_NAME, RuntimeGate
+from garmentcv.artifact import CAM_NAME, EMBEDDING_NAME, OUTPUT_NAME, RuntimeGate
 from garmentcv.calibration import softmax
 from garmentcv.export import checks
 from garmentcv.infer.runtimes import (
@@ -64,13 +64,15 @@ class GateInputs:
     """What every pair is judged against: PyTorch's FP32 logits ``reference`` ``(N, C)`` float32 of the validation
     images, their names ``files`` row by row, their class indices ``targets`` ``(N,)``, the FP32 accuracy the
     accuracy gates use (``None``: the reference's own) and, for files with an ``embedding`` output, PyTorch's FP32
-    embeddings ``(N, D)`` (``None`` without)."""
+    embeddings ``(N, D)`` (``None`` without), for files with a ``cam`` output its class activation maps
+    ``(N, C, h, w)`` (``None`` without)."""
 
     reference: np.ndarray
     files: tuple[str, ...]
     targets: np.ndarray
     reference_accuracy: float | None = None
     reference_embedding: np.ndarray | None = None
+    reference_cam: np.ndarray | None = None
 
     @property
     def accuracy(self) -> float:
@@ -116,6 +118,7 @@ def judge(
     runtime: str, precision: str, logits: np.ndarray, seen: GateInputs, tolerance: float | None,
     max_accuracy_drop: float, temperature: float | None = None, probability_tolerance: float | None = None,
     version: str = "", cpu_model: str = "", problems: Sequence[str] = (), embedding: np.ndarray | None = None,
+    cam: np.ndarray | None = None,
 ) -> RuntimeGate:
     """Judge one pair's logits ``(N, C)`` against ``seen`` (see the module docstring); pure numpy.
 
@@ -131,9 +134,11 @@ def judge(
         embedding: the pair's ``embedding`` output ``(N, D)`` for a file with one, judged against
             ``seen.reference_embedding`` by per-image cosine similarity at least
             :data:`checks.EMBEDDING_MIN_COSINE` of ``precision``; ``None``: not a condition.
+        cam: the pair's ``cam`` output ``(N, C, h, w)`` for a file with one, judged against ``seen.reference_cam``
+            likewise (each image's maps flattened) with :data:`checks.CAM_MIN_COSINE`; ``None``: not a condition.
 
     Raises:
-        ExportError: ``logits`` (or ``embedding``) are not the shape of the reference.
+        ExportError: ``logits`` (or ``embedding``, ``cam``) are not the shape of the reference.
     """
     parity = checks.compare(seen.reference, logits, seen.files, tolerance)
     accuracy = _accuracy(logits, seen.targets)
@@ -156,20 +161,26 @@ def judge(
     if drop > max_accuracy_drop:
         found.append(f"accuracy {accuracy:.2%} is {drop:.2f} points below FP32's {seen.accuracy:.2%}, more than "
                      f"{max_accuracy_drop:g}")
-    cosine = None
-    if embedding is not None and seen.reference_embedding is not None:
-        bound = checks.EMBEDDING_MIN_COSINE.get(precision, checks.EMBEDDING_MIN_COSINE["fp32"])
+    cosines: dict[str, float | None] = {}
+    for name, got, want, bounds, what in (
+        (EMBEDDING_NAME, embedding, seen.reference_embedding, checks.EMBEDDING_MIN_COSINE, "embedding"),
+        (CAM_NAME, cam, seen.reference_cam, checks.CAM_MIN_COSINE, "class activation map"),
+    ):  # fmt: skip
+        if got is None or want is None:
+            continue
+        bound = bounds.get(precision, bounds["fp32"])
         if tolerance is None:  # an INT8 file: its integer parts set the bound, whatever the float precision
-            bound = min(bound, checks.EMBEDDING_MIN_COSINE["int8"])
-        embedded = checks.compare_embeddings(seen.reference_embedding, embedding, seen.files, bound)
-        cosine = embedded.min_cosine
-        if not embedded.passed:
-            found.append(embedded.describe())
+            bound = min(bound, bounds["int8"])
+        compared = checks.compare_embeddings(want, got, seen.files, bound, what)
+        cosines[name] = compared.min_cosine
+        if not compared.passed:
+            found.append(compared.describe())
     return RuntimeGate(
         runtime=runtime, precision=precision, passed=not found, images=parity.images,
         top1_agreement=parity.top1_agreement, max_abs_diff=parity.max_abs_diff, tolerance=tolerance,
         accuracy=accuracy, accuracy_drop=drop, max_probability_diff=prob_diff, note="; ".join(found),
-        version=version, cpu_model=cpu_model, embedding_min_cosine=cosine,
+        version=version, cpu_model=cpu_model, embedding_min_cosine=cosines.get(EMBEDDING_NAME),
+        cam_min_cosine=cosines.get(CAM_NAME),
     )  # fmt: skip
 
 
@@ -177,21 +188,23 @@ def judge(
 class OpenVINORun:
     """OpenVINO's logits ``(N, C)`` of the validation images at one inference precision, the precision the compiled
     model reported (``used``), or why it could not run (``error``, with ``logits`` ``None``); ``embedding``
-    ``(N, D)`` for a file with that output (else ``None``)."""
+    ``(N, D)`` and ``cam`` ``(N, C, h, w)`` for a file with those outputs (else ``None``)."""
 
     precision: str
     logits: np.ndarray | None
     used: str = ""
     error: str = ""
     embedding: np.ndarray | None = None
+    cam: np.ndarray | None = None
 
 
 def run_openvino(
-    model: bytes, precisions: Sequence[str], batches: Iterable[np.ndarray], classes: int, embeds: bool = False
+    model: bytes, precisions: Sequence[str], batches: Iterable[np.ndarray], classes: int, embeds: bool = False,
+    cams: bool = False,
 ) -> dict[str, OpenVINORun]:
     """Compile the serialized ONNX ``model`` once per inference precision and run every batch through each, in one
     pass over ``batches`` (the file's inputs, in the order of the reference's rows); with ``embeds``, the
-    ``embedding`` output too.
+    ``embedding`` output too, with ``cams`` the ``cam`` output.
 
     A model OpenVINO cannot compile or run gives that precision an :class:`OpenVINORun` with the error, not an
     exception.
@@ -211,6 +224,7 @@ def run_openvino(
         runs[precision] = OpenVINORun(precision, None, used)
     parts: dict[str, list[np.ndarray]] = {p: [] for p in requests}
     embedded: dict[str, list[np.ndarray]] = {p: [] for p in requests}
+    mapped: dict[str, list[np.ndarray]] = {p: [] for p in requests}
     if requests:
         for inputs in batches:
             for precision, request in list(requests.items()):
@@ -225,10 +239,14 @@ def run_openvino(
                 if embeds:
                     embedded[precision].append(np.array(request.get_tensor(EMBEDDING_NAME).data,  # type: ignore[attr-defined]
                                                         dtype=np.float32, copy=True))
+                if cams:
+                    mapped[precision].append(np.array(request.get_tensor(CAM_NAME).data,  # type: ignore[attr-defined]
+                                                      dtype=np.float32, copy=True))
     for precision, chunks in parts.items():
         logits = np.concatenate(chunks) if chunks else np.empty((0, classes), np.float32)
         embedding = np.concatenate(embedded[precision]) if embedded.get(precision) else None
-        runs[precision] = OpenVINORun(precision, logits, runs[precision].used, embedding=embedding)
+        cam = np.concatenate(mapped[precision]) if mapped.get(precision) else None
+        runs[precision] = OpenVINORun(precision, logits, runs[precision].used, embedding=embedding, cam=cam)
     return runs
 
 
@@ -266,7 +284,8 @@ def gate_openvino(
     Raises:
         ExportError: OpenVINO's logits are not the shape of the reference.
     """
-    runs = run_openvino(model, precisions, batches, seen.reference.shape[1], seen.reference_embedding is not None)
+    runs = run_openvino(model, precisions, batches, seen.reference.shape[1], seen.reference_embedding is not None,
+                        seen.reference_cam is not None)
     version = f"openvino {installed_version(OPENVINO_DIST) or '?'}"
     judged: dict[str, RuntimeGate] = {}
     for precision, ran in runs.items():
@@ -279,6 +298,7 @@ def gate_openvino(
         judged[precision] = judge(
             "openvino", precision, ran.logits, seen, tolerance, max_accuracy_drop, temperature,
             None if file_precision == "int8" else PROBABILITY_TOLERANCE, version, cpu_model, problems, ran.embedding,
+            ran.cam,
         )  # fmt: skip
     ran_as_asked = {p for p, r in runs.items() if r.logits is not None and r.used == p}
     return tuple(_name_causes(file_precision, judged, ran_as_asked).values())
@@ -287,12 +307,13 @@ def gate_openvino(
 def gate_runtimes(
     mode: str, file_precision: str, model: bytes, batches: Iterable[np.ndarray], seen: GateInputs,
     own_logits: np.ndarray, max_accuracy_drop: float, cpu_model: str = "", temperature: float | None = None,
-    own_embedding: np.ndarray | None = None,
+    own_embedding: np.ndarray | None = None, own_cam: np.ndarray | None = None,
 ) -> tuple[RuntimeGate, ...]:
     """The gates as gcv-export runs them: onnxruntime at ``file_precision`` from its logits ``own_logits``, then
     OpenVINO at f32 and (``mode`` ``auto``, a CPU with native bf16) at bf16 on ``batches``, each judged against
     ``seen`` (with ``own_embedding``, the file's ``embedding`` output, and OpenVINO's, by cosine similarity to
-    ``seen.reference_embedding``); each result logged at INFO (a failed OpenVINO pair only keeps ``auto`` from
+    ``seen.reference_embedding``; with ``own_cam`` its ``cam`` output likewise against ``seen.reference_cam``);
+    each result logged at INFO (a failed OpenVINO pair only keeps ``auto`` from
     running the file there).
 
     ``batches`` (the file's inputs in the order of ``seen``'s rows) is iterated at most once, and not at all for
@@ -306,7 +327,7 @@ def gate_runtimes(
         raise ValueError(f"bf16 check must be one of {BF16_CHECKS}, got {mode!r}")
     ort_version = f"onnxruntime {installed_version('onnxruntime') or '?'}"
     own = judge("onnxruntime", file_precision, own_logits, seen, tolerance_for(file_precision, file_precision),
-                max_accuracy_drop, temperature, None, ort_version, cpu_model, embedding=own_embedding)
+                max_accuracy_drop, temperature, None, ort_version, cpu_model, embedding=own_embedding, cam=own_cam)
     gates = [own]
     if file_precision == "fp16":
         logger.info("OpenVINO not gated: FP16 files are made for CUDA, where onnxruntime runs them")

@@ -18,7 +18,7 @@ import onnx
 import torch
 from onnx import compose
 
-from garmentcv.artifact import EMBEDDING_NAME, OOD_SCORE_NAME, OUTPUT_NAME
+from garmentcv.artifact import CAM_NAME, EMBEDDING_NAME, OOD_SCORE_NAME, OUTPUT_NAME
 from garmentcv.errors import ExportError
 from garmentcv.unknowns.graph import UnknownScore
 
@@ -55,9 +55,10 @@ def score_graph(method: str, reference: dict[str, np.ndarray], temperature: floa
     return program.model_proto
 
 
-def attach_score(model: onnx.ModelProto, score: onnx.ModelProto, keep_embedding: bool) -> onnx.ModelProto:
-    """``model`` (outputs ``logits`` and ``embedding``) with ``score`` behind it: outputs ``logits``, ``embedding``
-    when ``keep_embedding``, and ``ood_score``.
+def attach_score(model: onnx.ModelProto, score: onnx.ModelProto, keep_embedding: bool,
+                 keep_cam: bool = False) -> onnx.ModelProto:
+    """``model`` (outputs ``logits`` and ``embedding``, and ``cam`` with ``keep_cam``) with ``score`` behind it:
+    outputs ``logits``, ``embedding`` when ``keep_embedding``, ``ood_score``, and ``cam`` with ``keep_cam``.
 
     Raises:
         ExportError: the graphs cannot be joined.
@@ -66,10 +67,15 @@ def attach_score(model: onnx.ModelProto, score: onnx.ModelProto, keep_embedding:
     renamed.ir_version = model.ir_version
     present = {i.name for i in renamed.graph.input}
     io_map = [(name, _INPUTS[name]) for name in (OUTPUT_NAME, EMBEDDING_NAME) if _INPUTS[name] in present]
-    outputs = [OUTPUT_NAME, *([EMBEDDING_NAME] if keep_embedding else []), OOD_SCORE_NAME]
+    outputs = [OUTPUT_NAME, *([EMBEDDING_NAME] if keep_embedding else []), OOD_SCORE_NAME,
+               *([CAM_NAME] if keep_cam else [])]
     try:
         merged = compose.merge_models(model, renamed, io_map=io_map, outputs=outputs)
     except Exception as exc:  # onnx raises ValueError and checker errors
         raise ExportError(f"cannot join the unknown score to the classifier's graph: {exc}") from exc
+    by_name = {o.name: o for o in merged.graph.output}  # merge_models keeps the first graph's outputs first
+    ordered = [by_name[name] for name in outputs]
+    del merged.graph.output[:]
+    merged.graph.output.extend(ordered)
     merged.metadata_props.extend(model.metadata_props)
     return merged

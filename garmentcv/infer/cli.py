@@ -151,7 +151,8 @@ def classify_main(source: str, out: Path, model: Path, batch_size: int, device: 
     else:
         s = classify_folder(cfg)
     if report is not None:
-        click.echo(f"report -> {write_classify_report(report, s.out, Path(cfg.folder), skipped=s.skipped)}", err=True)
+        page = write_classify_report(report, s.out, Path(cfg.folder), skipped=s.skipped, model=Path(cfg.model))
+        click.echo(f"report -> {page}", err=True)
     skipped = ", ".join(f"{n} {reason}" for reason, n in sorted(s.skipped.items())) or "none"
     if s.skipped_list is not None:
         skipped += f" (listed in {s.skipped_list})"

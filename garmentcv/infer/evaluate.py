@@ -429,7 +429,8 @@ def _evaluate(cfg: EvaluateConfig) -> EvaluateResult:
             writer = csv.writer(handle, lineterminator="\n")
             writer.writerow(header)
             writer.writerows(rows)
-    write_evaluate_page(out, Path(cfg.data), [(r.path, r.label, r.predicted, r.confidence) for r in scored], failed)
+    write_evaluate_page(out, Path(cfg.data), [(r.path, r.label, r.predicted, r.confidence) for r in scored], failed,
+                        model=Path(cfg.model))
     logger.info("accuracy %.4f, macro F1 %.4f on %d images (%d not decoded)", metrics.accuracy, metrics.f1,
                 metrics.count, len(failed))
     return EvaluateResult(

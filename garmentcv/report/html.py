@@ -87,6 +87,9 @@ class Gallery:
 
 #: Looks up the thumbnail of a row: (relative URL, width, height) or (None, reason) when there is none.
 ThumbLookup = Callable[[Prediction], tuple[str | None, int, int, str | None]]
+#: Looks up the heatmap of a row (:mod:`garmentcv.report.heatmap`): (relative URL, width, height, class it explains),
+#: or ``None`` when the row has none.
+HeatLookup = Callable[[Prediction], tuple[str, int, int, str] | None]
 
 
 def display_text(text: str) -> str:
@@ -274,10 +277,15 @@ def _note(gallery: Gallery, noun: str = "image") -> str:
     return f"{count(gallery.total, noun)}, {first}"
 
 
-def _figure(row: Prediction, thumb: ThumbLookup, show_label: bool, show_predicted: bool, show_review: bool) -> str:
+def _figure(row: Prediction, thumb: ThumbLookup, show_label: bool, show_predicted: bool, show_review: bool,
+            heat: HeatLookup | None = None) -> str:
     url, width, height, reason = thumb(row)
     name = esc(row.path)
-    if url is not None:
+    overlaid = heat(row) if heat is not None else None
+    if overlaid is not None:  # the picture with where the model looked for a class blended over it
+        pic = (f'<img class="heatmap" src="{esc(overlaid[0])}" alt="{name}, heatmap of {esc(overlaid[3])}" '
+               f'width="{overlaid[1]}" height="{overlaid[2]}">')
+    elif url is not None:
         pic = f'<img src="{esc(url)}" alt="{name}" width="{width}" height="{height}">'
     else:
         pic = f'<span class="nopic" title="{esc(reason or "")}">no preview: {esc(reason or "no file")}</span>'
@@ -289,6 +297,9 @@ def _figure(row: Prediction, thumb: ThumbLookup, show_label: bool, show_predicte
         spans.append(f'<span title="predicted {esc(row.predicted)}">predicted {esc(row.predicted)}</span>')
     if row.confidence is not None:
         spans.append(f"<span>confidence {row.confidence:.3f}</span>")
+    if overlaid is not None:
+        spans.append(f'<span class="heat" title="where the model looked for {esc(overlaid[3])} (class activation '
+                     f'map on the crop it saw)">heatmap of {esc(overlaid[3])}</span>')
     classes = []
     if show_label and row.label is not None and row.predicted != row.label:
         classes.append("wrong")
@@ -301,10 +312,12 @@ def _figure(row: Prediction, thumb: ThumbLookup, show_label: bool, show_predicte
 
 
 def gallery_section(gallery: Gallery, thumb: ThumbLookup, *, level: int = 2, show_label: bool = True,
-                    show_predicted: bool = True, show_review: bool = False, unfolded: int | None = None) -> str:
+                    show_predicted: bool = True, show_review: bool = False, unfolded: int | None = None,
+                    heat: HeatLookup | None = None) -> str:
     """A ``<section id=gallery.ident>`` with a heading, the count note and one figure per shown row; past the
-    first ``unfolded`` rows (``None``: all open), the rest sit in a closed ``<details>`` element."""
-    figures = [_figure(r, thumb, show_label, show_predicted, show_review) for r in gallery.rows]
+    first ``unfolded`` rows (``None``: all open), the rest sit in a closed ``<details>`` element. With ``heat``,
+    a row that has a heatmap shows it in place of its thumbnail, its caption naming the class it explains."""
+    figures = [_figure(r, thumb, show_label, show_predicted, show_review, heat) for r in gallery.rows]
     cut = len(figures) if unfolded is None else unfolded
     folded = ""
     if len(figures) > cut:

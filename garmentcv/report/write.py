@@ -24,7 +24,8 @@ from urllib.parse import quote
 from garmentcv.errors import GarmentCVError, OutputPathError
 from garmentcv.fsutil import atomic_write, check_writable_output
 from garmentcv.report import html as h
-from garmentcv.report.html import Gallery, Limits, Prediction
+from garmentcv.report.heatmap import class_heatmaps
+from garmentcv.report.html import Gallery, HeatLookup, Limits, Prediction
 from garmentcv.report.thumbnails import Thumbnail, make_thumbnails
 
 logger = logging.getLogger(__name__)
@@ -104,6 +105,37 @@ def _thumbnails(galleries: Iterable[Gallery], folder: _FilesFolder, limits: Limi
     return lookup
 
 
+def has_heatmaps(model: Path | None) -> bool:
+    """Whether ``model`` is a GarmentCV file with the ``cam`` output (``False`` for ``None``)."""
+    if model is None:
+        return False
+    from garmentcv.infer.model_file import read_model_info
+
+    return read_model_info(Path(model)).has_cam
+
+
+def _heatmaps(galleries: Iterable[Gallery], folder: _FilesFolder, limits: Limits, model: Path | None) -> HeatLookup:
+    """Make one heatmap per distinct (source, predicted class) among the galleries' rows when ``model`` has the
+    ``cam`` output (:func:`garmentcv.report.heatmap.class_heatmaps`: only these images are run, a batch at a time);
+    return the lookup for the page (``None`` for every row otherwise)."""
+    index: dict[tuple[Path, str | None], int] = {}
+    if has_heatmaps(model):
+        for gallery in galleries:
+            for row in gallery.rows:
+                if row.source is not None and (row.source, row.predicted) not in index:
+                    index[row.source, row.predicted] = len(index)
+    made = class_heatmaps(Path(model), list(index), folder.tmp, limits.thumbnail_px) if index else []  # type: ignore[arg-type]
+
+    def lookup(row: Prediction) -> tuple[str, int, int, str] | None:
+        at = index.get((row.source, row.predicted)) if row.source is not None else None
+        if at is None or made[at].name is None:
+            return None
+        m = made[at]
+        return folder.url(str(m.name)), m.width, m.height, m.explains
+
+    return lookup
+
+
 def _least(rows: Iterable[Prediction], n: int) -> list[Prediction]:
     return heapq.nsmallest(n, rows, key=lambda r: (r.confidence if r.confidence is not None else 2.0, r.path))
 
@@ -138,6 +170,7 @@ def write_evaluate_report(
     title: str = "GarmentCV evaluation",
     subtitle: str = "",
     limits: Limits = Limits(),
+    model: Path | None = None,
 ) -> Path:
     """Write the evaluation page ``page`` (and ``<stem>_files/``).
 
@@ -155,6 +188,8 @@ def write_evaluate_report(
             missing files are left out.
         title, subtitle: the page heading.
         limits: gallery sizes (see :class:`~garmentcv.report.html.Limits`).
+        model: the model file evaluated: when it has the ``cam`` output, the misclassified images show where it
+            looked for the class it predicted (:mod:`garmentcv.report.heatmap`).
 
     Returns:
         ``page``.
@@ -180,6 +215,7 @@ def write_evaluate_report(
 
     def build(folder: _FilesFolder) -> str:
         thumb = _thumbnails([*main, *cell_galleries], folder, limits)
+        heat = _heatmaps(main[:1], folder, limits, model)
         shown_plots = []
         for caption, path in (plots or {}).items():
             if Path(path).is_file():
@@ -201,7 +237,8 @@ def write_evaluate_report(
             + "</div>",
             h.matrix_section(classes, matrix),
             h.plots_section(shown_plots),
-            *(h.gallery_section(g, thumb, unfolded=limits.unfolded) for g in main),
+            *(h.gallery_section(g, thumb, unfolded=limits.unfolded, heat=heat if g is main[0] else None)
+              for g in main),
             h.errors_section("not-decoded", "Not decoded", shown_errors, len(errors), show_label=True),
             '<section id="cells"><h2>Images by confusion-matrix cell</h2>'
             + "".join(h.gallery_section(g, thumb, level=3, unfolded=limits.unfolded) for g in cell_galleries)
@@ -455,7 +492,8 @@ def _with_source(rows: Iterable[Prediction], folder: Path) -> list[Prediction]:
 
 
 def write_classify_report(page: Path, results: Path, folder: Path, limits: Limits = Limits(),
-                          title: str = "GarmentCV classification", skipped: Mapping[str, int] | None = None) -> Path:
+                          title: str = "GarmentCV classification", skipped: Mapping[str, int] | None = None,
+                          model: Path | None = None) -> Path:
     """Write the page for the unlabelled results of ``gcv-classify`` (and ``<stem>_files/``).
 
     Shows, per predicted class, its images sorted by confidence, lowest first (the ones to check); the rows
@@ -472,6 +510,8 @@ def write_classify_report(page: Path, results: Path, folder: Path, limits: Limit
         title: the page heading.
         skipped: files of the folder passed over by the run (not images, hidden), by reason, as
             :attr:`~garmentcv.infer.classify.ClassifySummary.skipped`: the header then counts every file.
+        model: the model file that classified them: when it has the ``cam`` output, the images needing review and
+            those called unknown show where it looked for the class it predicted (:mod:`garmentcv.report.heatmap`).
 
     Returns:
         ``page``.
@@ -496,6 +536,8 @@ def write_classify_report(page: Path, results: Path, folder: Path, limits: Limit
     def build(files: _FilesFolder) -> str:
         thumb = _thumbnails([*class_galleries, *([review_gallery] if review else []),
                              *([unknown_gallery] if unknowns else [])], files, limits)
+        heat = _heatmaps([*([review_gallery] if review else []), *([unknown_gallery] if unknowns else [])], files,
+                         limits, model)
         counts = "".join(f'<tr><th><a href="#{g.ident}">{h.esc(g.title)}</a></th><td>{g.total}</td></tr>'
                          for g in class_galleries)
         summary = [("results", Path(results).name), ("rows", tally.rows), ("classified", tally.classified),
@@ -505,8 +547,10 @@ def write_classify_report(page: Path, results: Path, folder: Path, limits: Limit
         body = [
             '<section id="summary"><h2>Summary</h2><div class="tables">' + h.summary_table(summary)
             + f"<table><tr><th>predicted class</th><th>images</th></tr>{counts}</table></div></section>",
-            h.gallery_section(review_gallery, thumb, show_review=False, unfolded=limits.unfolded) if review else "",
-            h.gallery_section(unknown_gallery, thumb, show_review=review, unfolded=limits.unfolded) if unknowns else "",
+            h.gallery_section(review_gallery, thumb, show_review=False, unfolded=limits.unfolded, heat=heat)
+            if review else "",
+            h.gallery_section(unknown_gallery, thumb, show_review=review, unfolded=limits.unfolded, heat=heat)
+            if unknowns else "",
             '<section id="classes"><h2>By predicted class</h2>'
             + "".join(h.gallery_section(g, thumb, level=3, show_predicted=False, show_review=review,
                                         unfolded=limits.unfolded) for g in class_galleries) + "</section>",
@@ -543,7 +587,7 @@ def _relative(path: Path, root: Path) -> str:
 
 
 def write_evaluate_page(out: Path, data: Path, scored: Iterable[tuple[Path, str, str, float]],
-                        failed: Iterable[Sequence[str]], limits: Limits = Limits()) -> Path:
+                        failed: Iterable[Sequence[str]], limits: Limits = Limits(), model: Path | None = None) -> Path:
     """Write ``out/report.html`` from what ``gcv-evaluate`` has written in ``out`` and its rows.
 
     Figures come from ``out/metrics.json`` (all of it: figures added there show up), the matrix from
@@ -555,6 +599,7 @@ def write_evaluate_page(out: Path, data: Path, scored: Iterable[tuple[Path, str,
         scored: ``(path, true label, predicted label, confidence)`` of every decoded image.
         failed: ``(path, true label, reason)`` of every image that could not be decoded.
         limits: gallery sizes.
+        model: the model file evaluated (heatmaps of the misclassified images when it has the ``cam`` output).
 
     Returns:
         The page written.
@@ -569,7 +614,7 @@ def write_evaluate_page(out: Path, data: Path, scored: Iterable[tuple[Path, str,
     plots = {caption: out / name for name, caption in EVALUATE_PLOTS if (out / name).is_file()}
     return write_evaluate_report(
         out / EVALUATE_PAGE, classes=metrics["classes"], figures=metrics, per_class=metrics.get("per_class", {}),
-        matrix=matrix, rows=rows, errors=errors, plots=plots, limits=limits,
+        matrix=matrix, rows=rows, errors=errors, plots=plots, limits=limits, model=model,
         subtitle=f"{h.count(len(rows), 'image')} of {_relative(data, data.parent)}: "
                  f"{sum(r.label != r.predicted for r in rows):,} misclassified, {len(errors):,} not decoded",
     )

@@ -52,6 +52,7 @@ import numpy as np
 from tqdm import tqdm
 
 from garmentcv import cpus as _cpus
+from garmentcv.artifact import CAM_NAME
 from garmentcv.errors import GarmentCVError
 from garmentcv.infer.classify import (
     ClassifyConfig,
@@ -164,7 +165,8 @@ class ClassifyWorker:
     def classify(self, files: list[bytes]) -> tuple[np.ndarray, list[str], list[dict[str, np.ndarray]]]:
         """Files (:func:`garmentcv.infer.sources.encode_file`) -> ``(probs float64 (N, C)`` (NaN on an error row),
         ``errors`` (``""`` when classified), ``extras`` (each file's other outputs by name, as
-        :attr:`garmentcv.infer.pipeline.Prediction.extras`; empty on an error row)) in the order given."""
+        :attr:`garmentcv.infer.pipeline.Prediction.extras`, but never ``cam``; empty on an error row)) in the order
+        given."""
         items: list[tuple[File | None, int]] = [(decode_file(b), i) for i, b in enumerate(files)]
         probs = np.full((len(items), self.width), np.nan)
         errors = [""] * len(items)
@@ -177,7 +179,8 @@ class ClassifyWorker:
                     errors[p.item] = p.error
                 else:
                     probs[p.item] = p.probs
-                    extras[p.item] = {name: np.array(value) for name, value in p.extras.items()}
+                    # the maps are for report pages, which compute their own: not shipped back per row
+                    extras[p.item] = {name: np.array(value) for name, value in p.extras.items() if name != CAM_NAME}
         return probs, errors, extras
 
 
