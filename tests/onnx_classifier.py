@@ -1,4 +1,4 @@
-"""A review-app :class:`~garmentcv.serve.review.Classifier` over gcv classify's own code, for the tests.
+"""A review-app :class:`~garmentcv.serve.handler.RowClassifier` over gcv classify's own code, for the tests.
 
 Each call writes the photos into a temporary folder and classifies it with the local engine into jsonl, so the
 rows are exactly those gcv classify writes for the same files.

@@ -42,7 +42,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path, PurePosixPath
-from typing import Any, Protocol
+from typing import Any
 from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Depends, File, Form, HTTPException, Request, UploadFile
@@ -50,11 +50,11 @@ from fastapi.responses import HTMLResponse, Response
 from PIL import Image
 from pydantic import BaseModel
 
-from garmentcv.artifact import ModelInfo
 from garmentcv.data.corrections import ACTIONS, RELABEL, Correction, CorrectionsError, write_corrections
 from garmentcv.data.layouts import scan_images
 from garmentcv.errors import ImageDecodeError, PathNotFoundError
 from garmentcv.image import decode_image, is_image_file
+from garmentcv.serve.handler import RowClassifier as Classifier
 
 logger = logging.getLogger(__name__)
 
@@ -84,23 +84,6 @@ THUMBNAIL_QUALITY = 85
 MAX_OPEN_MODELS = 4
 #: The file suffixes of rows files (gcv classify's csv and jsonl).
 ROWS_SUFFIXES = (".csv", ".jsonl")
-
-
-class Classifier(Protocol):
-    """What the review app needs of an open model (the service's request handler is one).
-
-    ``classify_bytes`` takes ``(name, image bytes)`` pairs and returns one row per pair, in order, with the
-    fields and values ``gcv classify`` writes as jsonl (``path``, ``label``, ``confidence``, ``probs``; with a
-    threshold ``needs_review``; ``error`` for a photo that cannot be decoded).
-    """
-
-    @property
-    def class_names(self) -> tuple[str, ...]: ...
-
-    @property
-    def info(self) -> ModelInfo: ...
-
-    def classify_bytes(self, items: list[tuple[str, bytes]]) -> list[dict[str, Any]]: ...
 
 
 @dataclass(frozen=True)
