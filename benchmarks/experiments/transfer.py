@@ -30,6 +30,7 @@ import logging
 import shutil
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,7 +78,8 @@ class Row:
     train_seconds: float
 
 
-def _write_manifest(path: Path, samples: list[Sample]) -> Path:
+def write_manifest(path: Path, samples: Sequence[Sample]) -> Path:
+    """A ``path,label`` manifest of ``samples`` (absolute paths), written atomically; returns ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(path, mode="w", newline="") as handle:
         writer = csv.writer(handle)
@@ -109,15 +111,15 @@ def make_sets(data: Path, sizes: list[int], val_per_class: int, test_per_class: 
     ``test_labels.csv``); ``pretrain.csv``: the first ``pretrain_per_class`` of each class of ``data/pretrain``.
     """
     target = load_dataset(data / "train")
-    sets = {f"train_{n}": _write_manifest(out / f"train_{n}.csv", _first_per_class(target.samples, n, target.classes))
+    sets = {f"train_{n}": write_manifest(out / f"train_{n}.csv", _first_per_class(target.samples, n, target.classes))
             for n in sizes}  # fmt: skip
-    sets["val"] = _write_manifest(out / "val.csv", _first_per_class(target.samples, val_per_class, target.classes,
+    sets["val"] = write_manifest(out / "val.csv", _first_per_class(target.samples, val_per_class, target.classes,
                                                                     skip=max(sizes)))
     with open(data / "test_labels.csv", newline="", encoding="utf-8") as handle:
         test = [Sample(data / "test" / f"{row['index']}.jpg", row["label"]) for row in csv.DictReader(handle)]
-    sets["test"] = _write_manifest(out / "test.csv", _first_per_class(test, test_per_class, target.classes))
+    sets["test"] = write_manifest(out / "test.csv", _first_per_class(test, test_per_class, target.classes))
     pretrain = load_dataset(data / "pretrain")
-    sets["pretrain"] = _write_manifest(out / "pretrain.csv",
+    sets["pretrain"] = write_manifest(out / "pretrain.csv",
                                        _first_per_class(pretrain.samples, pretrain_per_class, pretrain.classes))
     return sets
 

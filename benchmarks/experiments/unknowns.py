@@ -44,11 +44,11 @@ import torch
 from torch.utils.data import DataLoader
 
 from benchmarks import options, results
+from benchmarks.experiments.transfer import write_manifest
 from garmentcv.calibration import decide_temperature
 from garmentcv.cli_utils import handle_errors, quiet_option, setup_logging, verbose_option
 from garmentcv.data.fashion_mnist import DEFAULT_SOURCE, FASHION_MNIST_CLASSES, LAMODA_MAPPING, write_fashion_mnist
 from garmentcv.data.layouts import Sample, load_dataset
-from garmentcv.fsutil import atomic_write
 from garmentcv.models import build_model, default_preprocessing, get_spec
 from garmentcv.train.checkpoint import load_checkpoint
 from garmentcv.train.config import TrainConfig
@@ -82,15 +82,6 @@ class Sets:
     others: dict[str, list[Path]]
 
 
-def _write_manifest(path: Path, samples: Sequence[Sample]) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_write(path, mode="w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["path", "label"])
-        writer.writerows((str(s.path.resolve()), s.label) for s in samples)
-    return path
-
-
 def _by_class(samples: Sequence[Sample]) -> dict[str, list[Path]]:
     out: dict[str, list[Path]] = {}
     for s in samples:
@@ -118,9 +109,9 @@ def make_sets(data: Path, exposure_classes: Sequence[str], train_per_class: int,
                                 for row in csv.DictReader(handle)])  # fmt: skip
     pick = lambda files, start, n: [Sample(p, label) for name, label in IN_DISTRIBUTION.items()  # noqa: E731
                                     for p in _take(files, name, start, n)]
-    train_csv = _write_manifest(out / "train.csv", pick(train_files, 0, train_per_class))
-    val_csv = _write_manifest(out / "val.csv", pick(train_files, train_per_class, val_per_class))
-    test_csv = _write_manifest(out / "test.csv", pick(test_files, 0, test_per_class))
+    train_csv = write_manifest(out / "train.csv", pick(train_files, 0, train_per_class))
+    val_csv = write_manifest(out / "val.csv", pick(train_files, train_per_class, val_per_class))
+    test_csv = write_manifest(out / "test.csv", pick(test_files, 0, test_per_class))
     exposure = out / "exposure"
     shutil.rmtree(exposure, ignore_errors=True)
     for name in exposure_classes:
