@@ -426,6 +426,57 @@ def test_the_batcher_waits_only_for_images_on_their_way() -> None:
     assert [v.tolist() for v in values] == [[10.0, 10.0], [20.0, 20.0]]
 
 
+def test_a_lone_image_runs_on_the_model_thread_and_images_sent_meanwhile_batch_behind_it() -> None:
+    import asyncio
+    import threading
+
+    import numpy as np
+
+    from garmentcv.serve.batching import MicroBatcher
+
+    calls: list[tuple[int, str]] = []
+    batches: list[int] = []
+    release = threading.Event()
+
+    def predict(batch: np.ndarray) -> np.ndarray:
+        calls.append((len(batch), threading.current_thread().name))
+        if len(calls) == 1:
+            release.wait(10)  # the lone image holds the model until the others are queued
+        return batch * 10
+
+    async def scenario() -> tuple[list[bool], tuple, list[np.ndarray], str]:
+        batcher = MicroBatcher(predict, max_batch_size=8, max_wait_s=0.0, max_queue=8,
+                               on_batch=lambda n, _: batches.append(n))
+        batcher.start()
+        idle = [batcher.idle]
+        decoder: list[str] = []
+
+        def decode() -> np.ndarray:
+            decoder.append(threading.current_thread().name)
+            return np.ones(2)
+
+        alone = asyncio.ensure_future(batcher.run_alone(decode))
+        await asyncio.sleep(0.1)
+        idle.append(batcher.idle)  # running alone: the next lone image queues instead
+        queued = batcher.submit([np.full(2, 2.0), np.full(2, 3.0)])
+        await asyncio.sleep(0.1)
+        release.set()
+        first = await alone
+        rest = await asyncio.gather(*queued)
+        error = await batcher.run_alone(lambda: "cannot decode")
+        idle.append(batcher.idle)
+        await batcher.close()
+        return idle, first, rest, decoder[0], error
+
+    idle, (decoded, prediction), rest, decoder, error = asyncio.run(scenario())
+    assert idle == [True, False, True]
+    assert decoded.tolist() == [1.0, 1.0] and prediction.tolist() == [10.0, 10.0]
+    assert [r.tolist() for r in rest] == [[20.0, 20.0], [30.0, 30.0]]
+    assert [n for n, _ in calls] == [1, 2] and batches == [1, 2]  # the two queued images shared one call
+    assert decoder == calls[0][1] == calls[1][1]  # decode and model on the one model thread
+    assert error == ("cannot decode", None)  # no array: the model does not run
+
+
 def test_the_handler_imports_no_web_framework_and_no_torch() -> None:
     import subprocess
     import sys

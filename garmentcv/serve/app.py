@@ -194,6 +194,36 @@ class _Service:
             self.pool.shutdown(wait=True, cancel_futures=True)
 
 
+class _Measured:
+    """ASGI middleware counting requests by route and status and observing their latency (a plain ASGI wrapper
+    rather than ``@app.middleware``, whose extra task and streams cost a lone request measurable time)."""
+
+    def __init__(self, app: Callable[..., Awaitable[None]], metrics: ServeMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: dict[str, Any], receive: Callable[[], Awaitable[Any]],
+                       send: Callable[[Any], Awaitable[None]]) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500
+
+        async def send_status(message: dict[str, Any]) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            route = scope["path"] if scope["path"] in _ROUTES else "other"
+            self.metrics.requests.labels(route, str(status)).inc()
+            self.metrics.latency.labels(route).observe(time.perf_counter() - start)
+
+
 def _authorizer(settings: ServeSettings) -> Callable[[Request], None]:
     """A check of ``Authorization: Bearer KEY`` against the API key, in constant time (:func:`hmac.compare_digest`)."""
     key = None if settings.api_key is None else settings.api_key.encode("utf-8")
@@ -371,14 +401,7 @@ def create_app(settings: ServeSettings, handler: ModelHandler | None = None) -> 
             body["rows"] = exc.rows
         return JSONResponse(body, status_code=exc.status, headers=exc.headers)
 
-    @app.middleware("http")
-    async def measure(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        start = time.perf_counter()
-        response = await call_next(request)
-        route = request.url.path if request.url.path in _ROUTES else "other"
-        metrics.requests.labels(route, str(response.status_code)).inc()
-        metrics.latency.labels(route).observe(time.perf_counter() - start)
-        return response
+    app.add_middleware(_Measured, metrics=metrics)
 
     @app.get("/healthz", summary="The process is alive")
     async def healthz() -> JSONResponse:
@@ -445,16 +468,11 @@ def create_app(settings: ServeSettings, handler: ModelHandler | None = None) -> 
                           "application/octet-stream, or several as multipart/form-data")
         return await _rows(served, items, raw)
 
-    async def _rows(served: _Served, items: list[tuple[str, bytes]], raw: bool) -> list[dict[str, Any]]:
-        handler = served.handler
+    async def _batched(served: _Served, items: list[tuple[str, bytes]],
+                       decode: Callable[[tuple[str, bytes]], np.ndarray | str]) -> tuple[list[Any], list[Any]]:
+        """Decode ``items`` on the pool, queue them for the batcher; what each decode gave and the predictions of
+        the decoded ones, in order."""
         loop = asyncio.get_running_loop()
-
-        def decode(item: tuple[str, bytes]) -> np.ndarray | str:
-            try:
-                return handler.decode(*item)
-            except ImageDecodeError as exc:
-                return exc.reason
-
         with served.batcher.incoming(len(items)):
             decoded = await asyncio.gather(*(loop.run_in_executor(service.pool, decode, item) for item in items))
             arrays = [d for d in decoded if not isinstance(d, str)]
@@ -462,12 +480,27 @@ def create_app(settings: ServeSettings, handler: ModelHandler | None = None) -> 
                 futures = served.batcher.submit(arrays)
             except QueueFullError:
                 raise _busy("queue_full", "the queue is full; try again later") from None
-            except BatcherClosedError:
-                raise _busy("shutting_down", "the service is shutting down; try again later") from None
+        return decoded, list(await asyncio.gather(*futures))
+
+    async def _rows(served: _Served, items: list[tuple[str, bytes]], raw: bool) -> list[dict[str, Any]]:
+        handler = served.handler
+
+        def decode(item: tuple[str, bytes]) -> np.ndarray | str:
+            try:
+                return handler.decode(*item)
+            except ImageDecodeError as exc:
+                return exc.reason
+
         try:
-            probs = await asyncio.gather(*futures)
+            if len(items) == 1 and served.batcher.idle:  # a lone image: decode and model in one hand-over
+                only, prob = await served.batcher.run_alone(lambda: decode(items[0]))
+                decoded, probs = [only], [] if prob is None else [prob]
+            else:
+                decoded, probs = await _batched(served, items, decode)
         except BatcherClosedError:
-            raise _busy("shutting_down", "the service shut down before the images ran") from None
+            raise _busy("shutting_down", "the service is shutting down; try again later") from None
+        except Refused:
+            raise
         except Exception as exc:
             raise Refused(500, "model", f"the model failed: {type(exc).__name__}: {exc}") from exc
         rows, slot = [], 0

@@ -7,7 +7,10 @@ own (the event loop stays free to read and decode other requests). Each image's 
 batch it falls in, so rows never mix between requests.
 
 It waits only for images on their way: a request announces its images while they decode (:meth:`MicroBatcher.incoming`),
-and when none is announced the queued images run at once, so a lone request never pays ``max_wait_s``.
+and when none is announced the queued images run at once, so a lone request never pays ``max_wait_s``. A lone image
+that finds the batcher idle (nothing queued, decoding or running) goes further (:meth:`MicroBatcher.run_alone`): it is
+decoded and run on the model thread in one hand-over, so it pays no more thread switches than a direct call; images
+arriving meanwhile queue and batch as usual behind it.
 
 Back-pressure: the queue holds at most ``max_queue`` images; a request whose images do not all fit is refused at
 once (:class:`QueueFullError`, the service answers 503 with Retry-After), so memory never grows with the load.
@@ -23,12 +26,15 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 import numpy as np
 
 __all__ = ["BatcherClosedError", "MicroBatcher", "QueueFullError"]
 
 logger = logging.getLogger(__name__)
+
+E = TypeVar("E")
 
 
 class QueueFullError(RuntimeError):
@@ -77,6 +83,7 @@ class MicroBatcher:
         self._executor: ThreadPoolExecutor | None = None
         self._closing = False
         self._incoming = 0
+        self._alone = 0
 
     @property
     def depth(self) -> int:
@@ -90,6 +97,51 @@ class MicroBatcher:
         self._idle.set()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gcv-serve-model")
         self._task = asyncio.get_running_loop().create_task(self._run(), name="gcv-serve-batcher")
+
+    @property
+    def idle(self) -> bool:
+        """Whether nothing is queued, decoding or running: a lone image may take :meth:`run_alone`."""
+        return (self._idle is not None and self._idle.is_set() and not self._items and self._incoming == 0
+                and self._alone == 0 and not self._closing)
+
+    async def run_alone(self, decode: Callable[[], np.ndarray | E]) -> tuple[np.ndarray | E, Any]:
+        """Decode one image and run it alone on the model thread, in one hand-over (the path of a lone request; check
+        :attr:`idle` first, though it is correct at any time). Images submitted meanwhile wait behind it, as behind a
+        batch, and :meth:`close` waits for it.
+
+        Args:
+            decode: returns the image's model input (without the batch axis), or anything else (say, the reason it
+                could not be decoded), which is returned as is without running the model.
+
+        Returns:
+            ``(decoded, prediction)``: what ``decode`` returned and the model's result for the image (element 0 of
+            ``predict`` on a batch of 1), or ``None`` when ``decode`` gave no array.
+
+        Raises:
+            BatcherClosedError: :meth:`close` was called, or :meth:`start` was not.
+            Exception: whatever ``predict`` raised.
+        """
+        if self._closing or self._idle is None or self._executor is None:
+            raise BatcherClosedError("the service is shutting down")
+
+        def work() -> tuple[np.ndarray | E, Any]:
+            decoded = decode()
+            if not isinstance(decoded, np.ndarray):
+                return decoded, None
+            start = time.perf_counter()
+            prediction = self.predict(decoded[None])[0]
+            if self.on_batch is not None:
+                self.on_batch(1, time.perf_counter() - start)
+            return decoded, prediction
+
+        self._alone += 1
+        self._idle.clear()
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._executor, work)
+        finally:
+            self._alone -= 1
+            if not self._items and self._alone == 0:
+                self._idle.set()
 
     def has_room(self, images: int = 1) -> bool:
         """Whether ``images`` more would fit in the queue now."""
@@ -173,7 +225,7 @@ class MicroBatcher:
                     for item, p in zip(live, probs, strict=True):
                         if not item.future.done():
                             item.future.set_result(p)
-            if not self._items:
+            if not self._items and self._alone == 0:
                 self._idle.set()
 
     async def close(self, timeout_s: float | None = None) -> None:
