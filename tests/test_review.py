@@ -316,3 +316,14 @@ def test_a_rows_file_with_absolute_paths_gets_thumbnails_only_inside_the_root(si
     (site["root"] / "abs.csv").write_text(text, encoding="utf-8")
     items = _client(site).get("/review/api/rows", params={"path": "abs.csv"}).json()["items"]
     assert [i["image"] for i in items] == ["lamoda/0001_bluzy.jpg", None]
+
+
+def test_a_prediction_set_reads_the_same_from_a_jsonl_record_and_a_csv_row() -> None:
+    from garmentcv.serve.review import review_item
+
+    record = review_item({"path": "a.jpg", "label": "bluzy", "confidence": 0.6, "prediction_set": ["bluzy", "bryuki"]})
+    cells = review_item({"path": "a.jpg", "label": "bluzy", "confidence": "0.6", "prediction_set": "bluzy|bryuki"})
+    empty = review_item({"path": "b.jpg", "label": "bluzy", "confidence": 0.4, "prediction_set": []})
+    empty_cell = review_item({"path": "b.jpg", "label": "bluzy", "confidence": "0.4", "prediction_set": ""})
+    assert record.extra == cells.extra == {"prediction_set": "bluzy|bryuki"}
+    assert empty.extra is None and empty_cell.extra is None  # an empty set is shown by needs_review, as in csv

@@ -187,14 +187,21 @@ _KNOWN = {"path", "label", "suggested_label", "given_label", "confidence", "need
           "probs", "top_labels", "top_probs"}
 
 
+def _cell(value: Any) -> str:
+    """A row value as the csv rows file writes it: a list (a jsonl prediction set) joined with ``|``."""
+    if isinstance(value, (list, tuple)):
+        return "|".join(str(v) for v in value)
+    return str(value)
+
+
 def review_item(row: Mapping[str, Any], image: str | None = None) -> ReviewItem:
     """A review item from one row of gcv classify (csv cells or a jsonl record) or of a fix list.
 
     The proposed label is ``label``, else ``suggested_label``; ``given_label`` is the dataset's. ``prob_*`` and
     ``top*_`` columns are left out (the confidence stands for them); other columns are kept as text in ``extra``.
     """
-    extra = {k: str(v) for k, v in row.items()
-             if k not in _KNOWN and v not in (None, "") and not k.startswith(("prob_", "top"))}
+    cells = {k: _cell(v) for k, v in row.items() if k not in _KNOWN and v is not None}
+    extra = {k: v for k, v in cells.items() if v and not k.startswith(("prob_", "top"))}
     return ReviewItem(
         path=str(row.get("path") or ""), label=_text(row.get("label")) or _text(row.get("suggested_label")),
         given=_text(row.get("given_label")), confidence=_number(row.get("confidence")),
