@@ -46,7 +46,7 @@ MIB = 1024 * 1024
 @click.option("--max-connections", type=click.IntRange(min=1), default=256,
               help="Connections served at once; more get 503.")
 @click.option("--models", "models_dir", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None,
-              help="Folder of .onnx files callers may pick with ?model=NAME.")
+              show_default="none: only MODEL", help="Folder of .onnx files callers may pick with ?model=NAME.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
               help="auto: CUDA when onnxruntime can run it, else the CPU; cuda: CUDA or an error.")
 @click.option("--runtime", type=click.Choice(["auto", "onnxruntime", "openvino"]), default="auto",
@@ -57,9 +57,9 @@ MIB = 1024 * 1024
               help="Image decoding threads.")
 @click.option("--calibration", type=click.Choice(["temperature", "none"]), default="temperature",
               help="temperature: softmax(logits / T) with the model file's T; none: the raw softmax.")
-@click.option("--min-confidence", type=click.FloatRange(0.0, 1.0), default=None,
+@click.option("--min-confidence", type=click.FloatRange(0.0, 1.0), default=None, show_default="none",
               help="Rows below this confidence get needs_review true.")
-@click.option("--topk", type=click.IntRange(min=1), default=None,
+@click.option("--topk", type=click.IntRange(min=1), default=None, show_default="every class",
               help="Rows list the K most probable labels instead of every class.")
 @click.option("--prediction-sets", type=click.Choice(["auto", "off"]), default="auto",
               help="auto: each row's prediction set when the model file has them; off: never.")
