@@ -29,6 +29,8 @@ SUITES: dict[str, tuple[str, str]] = {
     "scratch_preset": ("benchmarks.experiments.scratch_preset", "experiment: the candidates behind --preset scratch"),
     "unknowns": ("benchmarks.experiments.unknowns", "experiment: unknown-item scores, with and without exposure"),
     "curate": ("benchmarks.experiments.curate", "experiment: label-error detection of gcv data audit on seeded flips"),
+    "audit_scale": ("benchmarks.experiments.audit_scale", "experiment: gcv data audit's time and memory by size"),
+    "label_next": ("benchmarks.experiments.label_next", "experiment: label-next against random and uncertainty choice"),
 }
 
 

@@ -30,8 +30,64 @@ def test_summary_table_averages_each_method_and_setting_over_the_seeds() -> None
     rows = [experiment.Row("linear-head", "symmetric", 0.05, seed, 600, 30, 32, p, r, 0.9, 2.0)
             for seed, (p, r) in enumerate([(0.8, 0.9), (0.6, 0.7)])]
     rows.append(experiment.Row("kfold-training", "symmetric", 0.05, 0, 600, 30, 40, 0.5, 0.6, 0.8, 100.0))
-    text = experiment.summary_table(rows, {"embedder_seconds": 12.0, "embed_seconds": 1.5, "images": 600.0})
+    rows.append(experiment.Row("linear-head", "one-way", 0.05, 0, 10000, 500, 450, 0.9, 0.81, 0.8, 3.0, "ten-class"))
+    retrained = [experiment.RetrainRow("symmetric", 0.05, 0, labels, n, acc, 60.0)
+                 for labels, n, acc in (("noisy", 0, 0.95), ("fixed", 310, 0.985), ("clean", 0, 0.99))]
+    copies = [experiment.DuplicateRow("exact", 25, 25), experiment.DuplicateRow("cropped", 25, 20),
+              experiment.DuplicateRow("all", 50, 45, 3)]
+    text = experiment.summary_table(rows, {"embedder_seconds": 12.0, "embed_seconds": 1.5, "images": 600.0},
+                                    retrained, copies)
     lines = text.splitlines()
-    assert lines[2] == "| linear-head | symmetric | 5% | 600 | 2 | 0.700 | 0.800 | 2.0 |"
-    assert lines[3] == "| kfold-training | symmetric | 5% | 600 | 1 | 0.500 | 0.600 | 100.0 |"
-    assert "the K-fold linear head and cleanlab 2.0 s per setting" in text
+    assert lines[2] == "| two-class | linear-head | symmetric | 5% | 600 | 2 | 0.700 | 0.800 | 2.0 |"
+    assert lines[3] == "| two-class | kfold-training | symmetric | 5% | 600 | 1 | 0.500 | 0.600 | 100.0 |"
+    assert lines[4] == "| ten-class | linear-head | one-way | 5% | 10,000 | 1 | 0.900 | 0.810 | 3.0 |"
+    assert "the K-fold linear head and cleanlab 2.3 s per setting" in text
+    assert "| symmetric | 5% | 0.9500 | 0.9850 (310) | 0.9900 |" in lines
+    assert "| cropped | 25 | 20 |" in lines and "Other pairs reported (not planted): 3." in lines
+
+
+def test_one_way_flips_of_the_ten_class_set_take_shirts_to_trousers() -> None:
+    classes = ("shirt", "sneaker", "trouser")
+    labels = np.asarray([0] * 50 + [1] * 50 + [2] * 50)
+    noisy, flipped = experiment.flip_labels(labels, classes, "one-way", 0.10, 1, experiment.ONE_WAY["ten-class"])
+    assert len(flipped) == 15 and set(labels[flipped].tolist()) == {0} and set(noisy[flipped].tolist()) == {2}
+
+
+def test_planted_copies_are_the_kinds_asked_of_distinct_originals(tmp_path) -> None:
+    from PIL import Image
+
+    originals = []
+    for i in range(12):
+        path = tmp_path / "src" / f"{i:03d}_x.jpg"
+        path.parent.mkdir(exist_ok=True)
+        Image.fromarray(np.full((28, 28, 3), i * 20, dtype=np.uint8)).save(path)
+        originals.append(path)
+    planted = experiment.plant_copies(originals, tmp_path / "val", per_kind=2, seed=0)
+    assert sorted(kind for kind, _ in planted.values()) == sorted(experiment.COPY_KINDS * 2)
+    assert len({original for _, original in planted.values()}) == 8
+    sizes = {kind: Image.open(tmp_path / "val" / name).size for name, (kind, _) in planted.items()}
+    assert sizes == {"exact": (28, 28), "resized": (56, 56), "re-encoded": (28, 28), "cropped": (24, 24)}
+    exact = [name for name, (kind, _) in planted.items() if kind == "exact"][0]
+    assert (tmp_path / "val" / exact).read_bytes() == (tmp_path / "src" / planted[exact][1]).read_bytes()
+
+
+def test_label_next_experiment_rounds_add_the_labels_asked_and_repeat_for_a_seed() -> None:
+    from benchmarks.experiments import label_next
+
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(3, 8))
+    y = np.repeat(np.arange(3), 40)
+    x = centres[y] + 0.8 * rng.normal(size=(120, 8))
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    for method in label_next.METHODS:
+        rows = label_next.run_method(method, x[:90], y[:90], x[90:], y[90:], 3, seed=0, start_per_class=2,
+                                     per_round=5, rounds=3)
+        assert [r.labelled for r in rows] == [6, 11, 16, 21] and [r.round for r in rows] == [0, 1, 2, 3]
+        again = label_next.run_method(method, x[:90], y[:90], x[90:], y[90:], 3, seed=0, start_per_class=2,
+                                      per_round=5, rounds=3)
+        assert again == rows
+    rows = [label_next.Row(m, 0, r, 100 + 100 * r, acc) for m, accs in (("random", (0.5, 0.6, 0.7)),
+                                                                       ("label-next", (0.55, 0.7, 0.8)))
+            for r, acc in enumerate(accs)]
+    assert label_next.labels_to_reach(rows, "label-next", 0.7) == 200
+    assert label_next.labels_to_reach(rows, "random", 0.75) is None

@@ -9,15 +9,26 @@ is flipped and the audit's label-error step runs on the noisy labels: the out-of
 linear head (:func:`garmentcv.curate.audit.out_of_sample_probs`) and cleanlab's confident learning
 (:func:`garmentcv.curate.audit.find_label_errors`). Flagged images are compared with the flipped ones.
 
-Noise settings: ``symmetric`` flips a share of all images, each to the other class; ``one-way`` flips the same
-share of all images, drawn from bluzy (shirts and T-shirts) only, to bryuki (trousers). Shares: 5% and 10%.
+Noise settings: ``symmetric`` flips a share of all images, each to another class; ``one-way`` flips the same
+share of all images, drawn from bluzy (shirts and T-shirts) only, to bryuki (trousers). Shares: 5% and 10%. The
+same settings run on the ten-class Fashion-MNIST test file (1,000 images per class, none seen by the embedder; the
+one-way flip takes shirts to trousers).
+
+Beyond precision and recall (``--retrain-epochs``): resnet18 is fine-tuned from the embedder's checkpoint on the
+2-class images with the noisy labels of each 5% setting, with those labels after the audit's fixes (its flagged
+images relabelled to the suggested class through a corrections file, as ``gcv train --corrections`` reads it), and
+with the clean labels; each model's last epoch is scored on the stand-in's test file. And (``--copies-per-kind``)
+copies of training images, exact, resized, re-encoded and lightly cropped, are planted in another split beside 200
+test images; the whole audit (``gcv data audit DATA --split SPLIT``) runs and the copies it paired with their
+original are counted.
 
 The cheap method is compared with the textbook one on the first setting (symmetric 5%, seed 0): K fine-tunings of
 the embedder's checkpoint, each on K-1 folds of the noisy labels, scoring the fold it did not see
 (:func:`kfold_training_probs`, ``--kfold-epochs``).
 
-Writes ``OUT/<machine>/curate[-NAME].json`` and ``.md`` (the table) and ``.csv`` (one row per noise setting and
-seed: precision, recall, flagged and flipped counts, the head's seconds). ``--tiny`` is a few-minute run of the
+Writes ``OUT/<machine>/curate[-NAME].json`` (every row: the audits, then ``section`` ``retrain`` and
+``duplicates``), ``.md`` (the tables) and ``.csv`` (one row per set, noise setting and seed: precision, recall,
+flagged and flipped counts, the head's seconds). ``--tiny`` is a few-minute run of the
 same code on fewer images, without the K-fold-training comparison unless ``--kfold-epochs`` is given. Usage::
 
     python -m benchmarks curate --work experiments/curate
@@ -27,11 +38,13 @@ same code on fewer images, without the K-fold-training comparison unless ``--kfo
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import logging
 import shutil
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,6 +57,7 @@ from garmentcv.curate.audit import find_label_errors, out_of_sample_probs
 from garmentcv.curate.embed import embed_images
 from garmentcv.data.fashion_mnist import DEFAULT_SOURCE, write_fashion_mnist
 from garmentcv.data.layouts import load_dataset
+from garmentcv.fsutil import atomic_write
 
 logger = logging.getLogger(__name__)
 
@@ -53,8 +67,13 @@ SETTINGS: tuple[tuple[str, float], ...] = (("symmetric", 0.05), ("symmetric", 0.
 #: How the out-of-sample probabilities are made: the audit's linear head on the embeddings (K-fold
 #: ``cross_val_predict``), or K fine-tunings of the whole network, each scoring the fold it did not see.
 METHODS = ("linear-head", "kfold-training")
-#: The one-way flip: shirts and T-shirts (bluzy) labelled as trousers (bryuki).
-ONE_WAY = ("bluzy", "bryuki")
+#: The audited sets: the 2-class stand-in's training images, and the ten-class Fashion-MNIST test file (which the
+#: embedder never saw).
+DATASETS = ("two-class", "ten-class")
+#: The one-way flip of each set: its first class's images labelled as the second (shirts as trousers).
+ONE_WAY: dict[str, tuple[str, str]] = {"two-class": ("bluzy", "bryuki"), "ten-class": ("shirt", "trouser")}
+#: Which labels a retrained model learns from: the noisy ones, the noisy ones after the audit's fixes, the clean ones.
+RETRAIN_LABELS = ("noisy", "fixed", "clean")
 
 
 @dataclass(frozen=True)
@@ -73,12 +92,28 @@ class Row:
     recall: float
     out_of_sample_accuracy: float
     head_seconds: float
+    dataset: str = DATASETS[0]
 
 
-def flip_labels(labels: np.ndarray, classes: tuple[str, ...], noise: str, share: float,
-                seed: int) -> tuple[np.ndarray, np.ndarray]:
+@dataclass(frozen=True)
+class RetrainRow:
+    """Test accuracy (0..1) of resnet18 fine-tuned from the embedder on the 2-class stand-in's training images with
+    the ``labels`` of :data:`RETRAIN_LABELS`, for one noise setting and seed; ``corrected``: images relabelled by
+    the audit's fixes (``fixed`` only)."""
+
+    noise: str
+    share: float
+    seed: int
+    labels: str
+    corrected: int
+    test_accuracy: float
+    train_seconds: float
+
+
+def flip_labels(labels: np.ndarray, classes: tuple[str, ...], noise: str, share: float, seed: int,
+                one_way: tuple[str, str] = ONE_WAY["two-class"]) -> tuple[np.ndarray, np.ndarray]:
     """Flip ``round(share * N)`` labels, seeded: ``symmetric`` among all images, each to another class drawn
-    uniformly; ``one-way`` among :data:`ONE_WAY`'s first class only, to its second. Returns the noisy labels and the
+    uniformly; ``one-way`` among ``one_way``'s first class only, to its second. Returns the noisy labels and the
     flipped indices (sorted)."""
     rng = np.random.default_rng(seed)
     count = int(round(share * len(labels)))
@@ -88,7 +123,7 @@ def flip_labels(labels: np.ndarray, classes: tuple[str, ...], noise: str, share:
         shift = rng.integers(1, len(classes), size=count)
         noisy[chosen] = (labels[chosen] + shift) % len(classes)
     else:
-        source, target = classes.index(ONE_WAY[0]), classes.index(ONE_WAY[1])
+        source, target = classes.index(one_way[0]), classes.index(one_way[1])
         chosen = rng.choice(np.flatnonzero(labels == source), size=count, replace=False)
         noisy[chosen] = target
     return noisy, np.sort(chosen)
@@ -164,25 +199,165 @@ def kfold_training_probs(work: Path, paths: list[Path], labels: np.ndarray, clas
 
 
 def _row(method: str, noise: str, share: float, seed: int, noisy: np.ndarray, flipped: np.ndarray,
-         probs: np.ndarray, seconds: float) -> Row:
+         probs: np.ndarray, seconds: float, dataset: str = DATASETS[0]) -> Row:
     began = time.perf_counter()
     flagged = find_label_errors(noisy, probs)
     seconds += time.perf_counter() - began
     hits = len(np.intersect1d(flagged, flipped))
     row = Row(method, noise, share, seed, len(noisy), len(flipped), len(flagged),
               hits / len(flagged) if len(flagged) else 0.0, hits / len(flipped) if len(flipped) else 0.0,
-              float((probs.argmax(axis=1) == noisy).mean()), seconds)
-    logger.info("%s, %s %.0f%% seed %d: precision %.3f, recall %.3f (%d flagged, %d flipped)", method, noise,
-                100 * share, seed, row.precision, row.recall, len(flagged), len(flipped))
+              float((probs.argmax(axis=1) == noisy).mean()), seconds, dataset)
+    logger.info("%s %s, %s %.0f%% seed %d: precision %.3f, recall %.3f (%d flagged, %d flipped)", dataset, method,
+                noise, 100 * share, seed, row.precision, row.recall, len(flagged), len(flipped))
     return row
 
 
+def ten_class_test_set(work: Path, source: Path) -> tuple[list[Path], np.ndarray, tuple[str, ...]]:
+    """The ten-class Fashion-MNIST test file as images in ``work/ten`` (written once): paths, class indices and
+    class names (sorted)."""
+    folder = work / "ten"
+    if not (folder / "test_labels.csv").is_file():
+        write_fashion_mnist(folder, source, max_per_class=1000, all_classes=True)
+    return _test_split(folder)
+
+
+def _test_split(folder: Path) -> tuple[list[Path], np.ndarray, tuple[str, ...]]:
+    with (folder / "test_labels.csv").open(encoding="utf-8", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    classes = tuple(sorted({r["label"] for r in rows}))
+    paths = [folder / "test" / f"{r['index']}.jpg" for r in rows]
+    return paths, np.asarray([classes.index(r["label"]) for r in rows]), classes
+
+
+def _manifest(path: Path, paths: list[Path], labels: np.ndarray, classes: tuple[str, ...]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("path,label\n" + "".join(f"{p.resolve()},{classes[y]}\n" for p, y in zip(paths, labels,
+                                                                                              strict=True)),
+                    encoding="utf-8")
+    return path
+
+
+def retrain_after_fixes(work: Path, paths: list[Path], labels: np.ndarray, classes: tuple[str, ...],
+                        checkpoint: Path, settings: tuple[tuple[str, float], ...], folds: int, epochs: int,
+                        image_size: int, lr: float, embeddings: np.ndarray) -> list[RetrainRow]:
+    """For each noise setting (seed 0): fine-tune resnet18 from ``checkpoint`` on the noisy labels, and on the noisy
+    labels with the audit's label fixes applied through a corrections file (``gcv train --corrections``, each flagged
+    image relabelled to its suggested class); once on the clean labels. Each model's last epoch is scored on the
+    2-class stand-in's test file (``work/data/test``)."""
+    from garmentcv.curate.audit import suggested_labels
+    from garmentcv.curate.fixes import LABEL, Fix, fixes_to_corrections
+    from garmentcv.data.corrections import write_corrections
+    from garmentcv.train.config import TrainConfig
+    from garmentcv.train.loop import train
+
+    folder = work / "retrain"
+    shutil.rmtree(folder, ignore_errors=True)
+    test_paths, test_labels, test_classes = _test_split(work / "data")
+    test = _manifest(folder / "test.csv", test_paths, np.asarray([classes.index(test_classes[y]) for y in test_labels]),
+                     classes)
+
+    def accuracy(name: str, given: np.ndarray, corrections: Path | None = None) -> tuple[float, float]:
+        run = train(TrainConfig(data=_manifest(folder / f"{name}.csv", paths, given, classes), val_data=test,
+                                out=folder / name, archs=("resnet18",), weights=str(checkpoint), epochs=epochs,
+                                image_size=image_size, batch_size=64, seed=0, lr=lr, corrections=corrections)).archs[0]
+        return float(run.history[-1]["accuracy"]), run.train_seconds
+
+    rows = []
+    clean, seconds = accuracy("clean", labels)
+    for noise, share in settings:
+        noisy, _ = flip_labels(labels, classes, noise, share, 0)
+        probs, _ = out_of_sample_probs(embeddings, noisy, len(classes), folds, 0)
+        suggested = suggested_labels(noisy, probs)
+        fixes = [Fix(str(paths[i].resolve()), classes[noisy[i]], classes[suggested[i]], LABEL,
+                     float(1.0 - probs[i, noisy[i]])) for i in find_label_errors(noisy, probs)]
+        corrections = folder / f"{noise}-{share:g}-corrections.csv"
+        with corrections.open("w", encoding="utf-8", newline="") as handle:
+            write_corrections(fixes_to_corrections(fixes, (LABEL,)), handle)
+        tag = f"{noise}-{share:g}"
+        for name, given, file in (("noisy", noisy, None), ("fixed", noisy, corrections)):
+            value, took = accuracy(f"{tag}-{name}", given, file)
+            rows.append(RetrainRow(noise, share, 0, name, len(fixes) if file else 0, value, took))
+            logger.info("retrained on %s labels (%s %.0f%%): test accuracy %.4f", name, noise, 100 * share, value)
+        rows.append(RetrainRow(noise, share, 0, "clean", 0, clean, seconds))
+    return rows
+
+
+#: The copies planted in another split: an exact copy, and copies resized (2x), re-encoded (JPEG quality 60) and
+#: lightly cropped (2 px off each side).
+COPY_KINDS = ("exact", "resized", "re-encoded", "cropped")
+
+
+@dataclass(frozen=True)
+class DuplicateRow:
+    """Planted copies of one kind (:data:`COPY_KINDS`) and how many the audit paired with their original; ``other``
+    (on the ``all`` row): pairs it reported that were not planted (real near-copies in Fashion-MNIST included)."""
+
+    kind: str
+    planted: int
+    found: int
+    other: int = 0
+
+
+def plant_copies(originals: list[Path], folder: Path, per_kind: int, seed: int) -> dict[str, tuple[str, str]]:
+    """Write ``per_kind`` copies of each kind of :data:`COPY_KINDS` of seeded, distinct ``originals`` into
+    ``folder``; returns ``{copy file name: (kind, original file name)}``."""
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    chosen = np.random.default_rng(seed).choice(len(originals), size=per_kind * len(COPY_KINDS), replace=False)
+    planted = {}
+    for n, index in enumerate(chosen):
+        kind, source = COPY_KINDS[n // per_kind], originals[index]
+        name = f"copy-{kind}-{n:04d}.jpg"
+        if kind == "exact":
+            shutil.copyfile(source, folder / name)
+        else:
+            with Image.open(source) as image:
+                image = image.convert("RGB")
+                w, h = image.size
+                if kind == "resized":
+                    image = image.resize((2 * w, 2 * h), Image.Resampling.BICUBIC)
+                elif kind == "cropped":
+                    image = image.crop((2, 2, w - 2, h - 2))
+                image.save(folder / name, quality=60 if kind == "re-encoded" else 95)
+        planted[name] = (kind, source.name)
+    return planted
+
+
+def duplicate_rows(work: Path, model: Path, paths: list[Path], labels: np.ndarray, classes: tuple[str, ...],
+                   per_kind: int, seed: int = 0) -> list[DuplicateRow]:
+    """Plant copies of the training images (:func:`plant_copies`) in a split of their own beside the 2-class
+    stand-in's first 200 test images, run the whole audit (``gcv data audit DATA --split SPLIT``) and count which
+    copies it paired with their original."""
+    from garmentcv.curate.audit import AuditConfig, audit_dataset
+
+    folder = work / "duplicates"
+    shutil.rmtree(folder, ignore_errors=True)
+    split = folder / "val"
+    planted = plant_copies(paths, split, per_kind, seed)
+    for source in _test_split(work / "data")[0][:200]:
+        shutil.copyfile(source, split / f"test-{source.name}")
+    data = _manifest(folder / "train.csv", paths, labels, classes)
+    result = audit_dataset(AuditConfig(data=data, model=model, out=folder / "audit", splits=(split,), report=False))
+    pairs = {(Path(d.path).name, Path(d.original).name) for d in result.duplicates}
+    found = {name for name, (_, original) in planted.items() if (name, original) in pairs}
+    rows = [DuplicateRow(kind, sum(k == kind for k, _ in planted.values()),
+                         sum(planted[n][0] == kind for n in found)) for kind in COPY_KINDS]
+    rows.append(DuplicateRow("all", len(planted), len(found), len(pairs) - len(found)))
+    for row in rows:
+        logger.info("copies %s: %d of %d found", row.kind, row.found, row.planted)
+    return rows
+
+
 def run_experiment(work: Path, per_class: int, pretrain_per_class: int, epochs: int, image_size: int,
-                   seeds: int, folds: int, source: Path, kfold_epochs: int = 0,
-                   lr: float = 1e-3) -> tuple[list[Row], dict[str, float]]:
+                   seeds: int, folds: int, source: Path, kfold_epochs: int = 0, lr: float = 1e-3,
+                   ten_class: bool = False, retrain_epochs: int = 0, copies_per_kind: int = 0
+                   ) -> tuple[list[Row], dict[str, float], list[RetrainRow], list[DuplicateRow]]:  # fmt: skip
     """Build the embedder, embed the target training images once, then audit every noise setting and seed with the
     linear head; with ``kfold_epochs``, also with K fine-tunings of that many epochs (the first setting and seed
-    only: it costs K trainings)."""
+    only: it costs K trainings); with ``ten_class``, also the ten-class test file; with ``retrain_epochs``, the test
+    accuracy of models retrained on noisy, fixed and clean labels (:func:`retrain_after_fixes`, the 5% settings); with
+    ``copies_per_kind``, planted copies found (:func:`duplicate_rows`)."""
     started = time.perf_counter()
     model, checkpoint = build_embedder(work, per_class, pretrain_per_class, epochs, image_size, source, lr)
     built = time.perf_counter() - started
@@ -205,16 +380,38 @@ def run_experiment(work: Path, per_class: int, pretrain_per_class: int, epochs: 
                 probs = kfold_training_probs(work, list(embedded.paths), noisy, target.classes, folds, seed,
                                              checkpoint, kfold_epochs, image_size, lr)
                 rows.append(_row(METHODS[1], noise, share, seed, noisy, flipped, probs, time.perf_counter() - began))
-    return rows, {"embedder_seconds": built, "embed_seconds": embed_seconds, "images": float(len(labels))}
+    retrained = []
+    if retrain_epochs:
+        retrained = retrain_after_fixes(work, list(embedded.paths), labels, target.classes, checkpoint,
+                                        tuple(s for s in SETTINGS if s[1] == 0.05), folds, retrain_epochs, image_size,
+                                        lr, embedded.embeddings)
+    if ten_class:
+        paths, ten_labels, ten_classes = ten_class_test_set(work, source)
+        ten = embed_images(model, paths)
+        index = {p: i for i, p in enumerate(paths)}
+        ten_labels = ten_labels[[index[p] for p in ten.paths]]
+        for noise, share in SETTINGS:
+            for seed in range(seeds):
+                noisy, flipped = flip_labels(ten_labels, ten_classes, noise, share, seed, ONE_WAY["ten-class"])
+                began = time.perf_counter()
+                probs, _ = out_of_sample_probs(ten.embeddings, noisy, len(ten_classes), folds, seed)
+                rows.append(_row(METHODS[0], noise, share, seed, noisy, flipped, probs, time.perf_counter() - began,
+                                 DATASETS[1]))
+    copies = duplicate_rows(work, model, list(embedded.paths), labels, target.classes, copies_per_kind) \
+        if copies_per_kind else []
+    timing = {"embedder_seconds": built, "embed_seconds": embed_seconds, "images": float(len(labels))}
+    return rows, timing, retrained, copies
 
 
-def summary_table(rows: list[Row], timing: dict[str, float]) -> str:
-    """Markdown: mean precision and recall per noise setting over the seeds, and the audit's times."""
-    lines = ["| method | noise | flipped share | images | seeds | precision | recall | seconds |",
-             "|---|---|---:|---:|---:|---:|---:|---:|"]
-    for method, noise, share in dict.fromkeys((r.method, r.noise, r.share) for r in rows):
-        runs = [r for r in rows if (r.method, r.noise, r.share) == (method, noise, share)]
-        lines.append(f"| {method} | {noise} | {share:.0%} | {runs[0].images:,} | {len(runs)} | "
+def summary_table(rows: list[Row], timing: dict[str, float], retrained: Sequence[RetrainRow] = (),
+                  copies: Sequence[DuplicateRow] = ()) -> str:
+    """Markdown: mean precision and recall per set and noise setting over the seeds, the audit's times, the
+    retrained models' test accuracy and the planted copies found."""
+    lines = ["| set | method | noise | flipped share | images | seeds | precision | recall | seconds |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|"]
+    for dataset, method, noise, share in dict.fromkeys((r.dataset, r.method, r.noise, r.share) for r in rows):
+        runs = [r for r in rows if (r.dataset, r.method, r.noise, r.share) == (dataset, method, noise, share)]
+        lines.append(f"| {dataset} | {method} | {noise} | {share:.0%} | {runs[0].images:,} | {len(runs)} | "
                      f"{np.mean([r.precision for r in runs]):.3f} | {np.mean([r.recall for r in runs]):.3f} | "
                      f"{np.mean([r.head_seconds for r in runs]):.1f} |")
     head = np.mean([r.head_seconds for r in rows if r.method == METHODS[0]])
@@ -223,6 +420,22 @@ def summary_table(rows: list[Row], timing: dict[str, float]) -> str:
                  "data and embedder are reused from --work when present); "
                  f"embedding {int(timing['images']):,} images {timing['embed_seconds']:.1f} s; the K-fold linear head "
                  f"and cleanlab {head:.1f} s per setting.")
+    if retrained:
+        lines += ["", "Test accuracy of resnet18 fine-tuned from the embedder on the 2-class training images (seed 0, "
+                  "last epoch, the stand-in's test file):", "",
+                  "| noise | flipped share | noisy labels | after the audit's fixes (relabelled) | clean labels |",
+                  "|---|---:|---:|---:|---:|"]
+        for noise, share in dict.fromkeys((r.noise, r.share) for r in retrained):
+            got = {r.labels: r for r in retrained if (r.noise, r.share) == (noise, share)}
+            lines.append(f"| {noise} | {share:.0%} | {got['noisy'].test_accuracy:.4f} | "
+                         f"{got['fixed'].test_accuracy:.4f} ({got['fixed'].corrected}) | "
+                         f"{got['clean'].test_accuracy:.4f} |")
+    if copies:
+        total = next(c for c in copies if c.kind == "all")
+        lines += ["", "Copies of 2-class training images planted in another split (with 200 test images), found by "
+                  "the whole audit:", "", "| copy | planted | found |", "|---|---:|---:|"]
+        lines += [f"| {c.kind} | {c.planted} | {c.found} |" for c in copies if c.kind != "all"]
+        lines += ["", f"Other pairs reported (not planted): {total.other}."]
     return "\n".join(lines) + "\n"
 
 
@@ -240,6 +453,12 @@ def summary_table(rows: list[Row], timing: dict[str, float]) -> str:
 @click.option("--folds", type=click.IntRange(min=2), default=5, help="K of the out-of-sample probabilities.")
 @click.option("--kfold-epochs", type=click.IntRange(min=0), default=None, show_default="3, with --tiny 0",
               help="Epochs of each K-fold fine-tuning compared on the first setting; 0 skips the comparison.")
+@click.option("--ten-class/--no-ten-class", default=None, show_default="on, with --tiny off",
+              help="Also audit the ten-class Fashion-MNIST test file.")
+@click.option("--retrain-epochs", type=click.IntRange(min=0), default=None, show_default="3, with --tiny 0",
+              help="Epochs of the models retrained on noisy, fixed and clean labels; 0 skips them.")
+@click.option("--copies-per-kind", type=click.IntRange(min=0), default=25,
+              help="Copies of each kind planted in another split; 0 skips them.")
 @click.option("--tiny", is_flag=True, help="A few-minute run: 300 per class, 150 pretraining, 1 epoch, 1 seed.")
 @click.option("--source", type=click.Path(file_okay=False, path_type=Path), default=DEFAULT_SOURCE,
               help="Fashion-MNIST IDX files (Debian's dataset-fashion-mnist).")
@@ -248,19 +467,30 @@ def summary_table(rows: list[Row], timing: dict[str, float]) -> str:
 @verbose_option
 @handle_errors
 def main(work: Path, per_class: int, pretrain_per_class: int, epochs: int, image_size: int, lr: float, seeds: int,
-         folds: int, kfold_epochs: int | None, tiny: bool, source: Path, out: Path, name: str | None, quiet: bool,
+         folds: int, kfold_epochs: int | None, ten_class: bool | None, retrain_epochs: int | None,
+         copies_per_kind: int, tiny: bool, source: Path, out: Path, name: str | None, quiet: bool,
          verbose: bool) -> None:
     """Flip a known share of the stand-in's labels, run the audit's label-error step, report precision and recall."""
     setup_logging(quiet, verbose)
     if tiny:
         per_class, pretrain_per_class, epochs, seeds = 300, 150, 1, 1
         kfold_epochs = 0 if kfold_epochs is None else kfold_epochs
+        retrain_epochs = 0 if retrain_epochs is None else retrain_epochs
+        ten_class = bool(ten_class)
         name = name or "tiny"
     begun = results.start("curate")
-    rows, timing = run_experiment(work, per_class, pretrain_per_class, epochs, image_size, seeds, folds, source,
-                                  3 if kfold_epochs is None else kfold_epochs, lr)
-    text = summary_table(rows, timing)
-    results.write(begun, [dataclasses.asdict(r) for r in rows], out, name, markdown=text, with_csv=True)
+    rows, timing, retrained, copies = run_experiment(
+        work, per_class, pretrain_per_class, epochs, image_size, seeds, folds, source,
+        3 if kfold_epochs is None else kfold_epochs, lr, ten_class=ten_class is not False,
+        retrain_epochs=3 if retrain_epochs is None else retrain_epochs, copies_per_kind=copies_per_kind)
+    text = summary_table(rows, timing, retrained, copies)
+    extra = [{"section": "retrain", **dataclasses.asdict(r)} for r in retrained]
+    extra += [{"section": "duplicates", **dataclasses.asdict(c)} for c in copies]
+    path = results.write(begun, [dataclasses.asdict(r) for r in rows] + extra, out, name, markdown=text)
+    with atomic_write(path.with_suffix(".csv"), newline="") as handle:  # the audits only, one shape of row
+        writer = csv.DictWriter(handle, fieldnames=[f.name for f in dataclasses.fields(Row)])
+        writer.writeheader()
+        writer.writerows(dataclasses.asdict(r) for r in rows)
     if not quiet:
         click.echo(text)
 

@@ -25,11 +25,14 @@ Writes, in the ``out`` folder: :data:`FIX_LIST` (:mod:`garmentcv.curate.fixes`),
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import logging
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -157,6 +160,24 @@ class AuditResult:
     files: dict[str, Path] = field(default_factory=dict)
 
 
+def linear_head() -> Any:
+    """The audit's linear head, unfitted: scikit-learn's ``StandardScaler`` then ``LogisticRegression`` (L2,
+    ``C=1``), for L2-normalised embeddings ``(N, D)`` (:func:`garmentcv.curate.embed.normalise`).
+
+    Raises:
+        MissingExtraError: scikit-learn is not installed.
+    """
+    try:
+        from sklearn.linear_model import LogisticRegression
+    except ImportError as exc:
+        raise MissingExtraError("the out-of-sample probabilities need scikit-learn: pip install "
+                                "'garmentcv[curate]'") from exc
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    return make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=2000))
+
+
 def out_of_sample_probs(embeddings: np.ndarray, labels: np.ndarray, classes: int, folds: int = 5,
                         seed: int = 0) -> tuple[np.ndarray, int]:
     """Out-of-sample probabilities of a linear head on embeddings, by stratified K-fold cross-validation.
@@ -177,14 +198,8 @@ def out_of_sample_probs(embeddings: np.ndarray, labels: np.ndarray, classes: int
     Raises:
         DatasetError: fewer than 2 classes, or a class with a single image (nothing to score it against).
     """
-    try:
-        from sklearn.linear_model import LogisticRegression
-    except ImportError as exc:
-        raise MissingExtraError("the out-of-sample probabilities need scikit-learn: pip install "
-                                "'garmentcv[curate]'") from exc
+    head = linear_head()
     from sklearn.model_selection import StratifiedKFold, cross_val_predict
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
 
     labels = np.asarray(labels)
     present, counts = np.unique(labels, return_counts=True)
@@ -192,7 +207,6 @@ def out_of_sample_probs(embeddings: np.ndarray, labels: np.ndarray, classes: int
         raise DatasetError(f"out-of-sample probabilities need at least 2 classes of at least 2 images each, got "
                            f"{dict(zip(present.tolist(), counts.tolist(), strict=True))}; add images")
     k = int(min(folds, counts.min()))
-    head = make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=2000))
     cv = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
     found = cross_val_predict(head, normalise(embeddings), labels, cv=cv, method="predict_proba")
     probs = np.zeros((len(labels), classes), dtype=np.float64)
@@ -319,8 +333,9 @@ def audit_dataset(cfg: AuditConfig, progress: Callable[[int], None] | None = Non
     label_of = {s.path: dataset.classes.index(s.label) for s in dataset.samples}
     logger.info("embedding %d images of %s and %d of the compared splits", len(dataset.samples), cfg.data,
                 len(listing) - len(dataset.samples))
-    embedded = embed_images(cfg.model, [p for _, p in listing], runtime=cfg.runtime, batch_size=cfg.batch_size,
-                            progress=progress)
+    with _stage("embedding"):
+        embedded = embed_images(cfg.model, [p for _, p in listing], runtime=cfg.runtime, batch_size=cfg.batch_size,
+                                progress=progress)
     split_of = {p: s for s, p in listing}
     kept = list(embedded.paths)
     in_data = np.asarray([split_of[p] == 0 for p in kept], dtype=bool)
@@ -330,17 +345,22 @@ def audit_dataset(cfg: AuditConfig, progress: Callable[[int], None] | None = Non
     labels = np.asarray([label_of[p] for p in data_paths], dtype=np.int64)
     rel = {p: (_relative(p, base) if split_of[p] == 0 else str(p)) for p in kept}
 
-    probs, k = out_of_sample_probs(x, labels, len(dataset.classes), cfg.folds, cfg.seed)
+    with _stage("out-of-sample probabilities"):
+        probs, k = out_of_sample_probs(x, labels, len(dataset.classes), cfg.folds, cfg.seed)
     accuracy = float((probs.argmax(axis=1) == labels).mean())
     fixes: list[Fix] = []
     suggested = suggested_labels(labels, probs)
-    for i in find_label_errors(labels, probs):
+    with _stage("label errors"):
+        errors = find_label_errors(labels, probs)
+    for i in errors:
         fixes.append(Fix(rel[data_paths[i]], dataset.classes[labels[i]], dataset.classes[suggested[i]], LABEL,
                          float(1.0 - probs[i, labels[i]])))
 
-    hashes = [sha256_of(p) for p in kept]
+    with _stage("duplicates"):
+        hashes = [sha256_of(p) for p in kept]
+        pairs = find_duplicates(x_all, hashes, cfg.duplicate_cosine)
     duplicates: list[Duplicate] = []
-    for i, j, cosine in find_duplicates(x_all, hashes, cfg.duplicate_cosine):
+    for i, j, cosine in pairs:
         exact = hashes[i] == hashes[j]
         a, b = kept[i], kept[j]
         if split_of[a] == 0 and split_of[b] != 0:  # flag the dataset's copy: that is the one a correction can drop
@@ -351,7 +371,8 @@ def audit_dataset(cfg: AuditConfig, progress: Callable[[int], None] | None = Non
             fixes.append(Fix(rel[b], dataset.classes[label_of[b]], "", EXACT_DUPLICATE if exact else NEAR_DUPLICATE,
                              float(cosine)))
 
-    distances, outlying = find_outliers(x, cfg.neighbours, cfg.outlier_iqr)
+    with _stage("outliers"):
+        distances, outlying = find_outliers(x, cfg.neighbours, cfg.outlier_iqr)
     for i in np.flatnonzero(outlying):
         fixes.append(Fix(rel[data_paths[i]], dataset.classes[labels[i]], "", OUTLIER, float(distances[i])))
     detector = embedded.info.unknown
@@ -366,8 +387,17 @@ def audit_dataset(cfg: AuditConfig, progress: Callable[[int], None] | None = Non
     result = AuditResult(len(data_paths), not_decoded, dataset.classes, k, accuracy, ordered, tuple(duplicates),
                          counts)
     has_unknown = embedded.ood_scores is not None and detector is not None
-    files = _write(cfg, result, data_paths, labels, probs, rel, base, has_unknown)
+    with _stage("writing"):
+        files = _write(cfg, result, data_paths, labels, probs, rel, base, has_unknown)
     return replace(result, files=files)
+
+
+@contextlib.contextmanager
+def _stage(name: str) -> Iterator[None]:
+    """Log the block's wall time as ``audit stage NAME: SECONDS s`` (info)."""
+    started = time.perf_counter()
+    yield
+    logger.info("audit stage %s: %.1f s", name, time.perf_counter() - started)
 
 
 def _write(cfg: AuditConfig, result: AuditResult, paths: list[Path], labels: np.ndarray, probs: np.ndarray,
