@@ -151,13 +151,17 @@ def test_kfold_training_refuses_a_class_with_fewer_images_than_folds(data: Path,
     assert list(tmp_path.iterdir()) == []
 
 
-def test_audit_kfold_training_without_a_checkpoint_is_a_usage_error(data: Path, model: Path, tmp_path: Path) -> None:
+def test_audit_kfold_training_without_a_checkpoint_is_a_usage_error(data: Path, model: Path, checkpoint: Path,
+                                                                    tmp_path: Path) -> None:
     out = tmp_path / "audit"
-    done = CliRunner().invoke(data_main, ["audit", str(data), "--model", str(model), "--out", str(out),
-                                          "--probs", "kfold-training", "-q"])
+    args = ["audit", str(data), "--model", str(model), "--out", str(out), "-q"]
+    done = CliRunner().invoke(data_main, [*args, "--probs", "kfold-training"])
     assert done.exit_code == 2, done.output
     assert done.stderr == ("Error: --probs kfold-training needs --checkpoint: give a gcv train checkpoint (best.pt) "
                            "of the same classes as the dataset, or use --probs linear-head\n")
+    alone = CliRunner().invoke(data_main, [*args, "--checkpoint", str(checkpoint)])  # the default --probs linear-head
+    assert alone.exit_code == 2, alone.output
+    assert alone.stderr.startswith("Error: --checkpoint goes with --probs kfold-training (the linear-head method ")
     assert not out.exists()
 
 

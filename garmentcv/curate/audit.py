@@ -144,8 +144,8 @@ class AuditConfig:
         """Refuse settings out of range or that do not go together.
 
         Raises:
-            AuditUsageError: an unknown ``probs``; ``kfold-training`` without ``checkpoint``; ``kfold_epochs``
-                below 1 or ``kfold_lr`` not above 0.
+            AuditUsageError: an unknown ``probs``; ``kfold-training`` without ``checkpoint``, or ``checkpoint``
+                with another method; ``kfold_epochs`` below 1 or ``kfold_lr`` not above 0.
             ValueError: another setting out of range.
         """
         if self.probs not in PROBS:
@@ -153,6 +153,9 @@ class AuditConfig:
         if self.probs == KFOLD_TRAINING and self.checkpoint is None:
             raise AuditUsageError(f"--probs {KFOLD_TRAINING} needs --checkpoint: give a gcv train checkpoint "
                                   "(best.pt) of the same classes as the dataset, or use --probs linear-head")
+        if self.probs != KFOLD_TRAINING and self.checkpoint is not None:
+            raise AuditUsageError(f"--checkpoint goes with --probs {KFOLD_TRAINING} (the {self.probs} method uses "
+                                  "the model file only); add --probs kfold-training or leave --checkpoint out")
         if self.kfold_epochs < 1:
             raise AuditUsageError(f"--kfold-epochs {self.kfold_epochs}: give at least 1")
         if not self.kfold_lr > 0:
