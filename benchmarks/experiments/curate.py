@@ -24,7 +24,8 @@ original are counted.
 
 The cheap method is compared with the textbook one on the first setting (symmetric 5%, seed 0): K fine-tunings of
 the embedder's checkpoint, each on K-1 folds of the noisy labels, scoring the fold it did not see
-(:func:`kfold_training_probs`, ``--kfold-epochs``).
+(:func:`garmentcv.curate.kfold.kfold_training_probs`, what ``gcv data audit --probs kfold-training`` runs;
+``--kfold-epochs``).
 
 Writes ``OUT/<machine>/curate[-NAME].json`` (every row: the audits, then ``section`` ``retrain`` and
 ``duplicates``), ``.md`` (the tables) and ``.csv`` (one row per set, noise setting and seed: precision, recall,
@@ -53,8 +54,9 @@ import numpy as np
 
 from benchmarks import options, results
 from garmentcv.cli_utils import handle_errors, quiet_option, setup_logging, verbose_option
-from garmentcv.curate.audit import find_label_errors, out_of_sample_probs
+from garmentcv.curate.audit import PROBS, find_label_errors, out_of_sample_probs
 from garmentcv.curate.embed import embed_images
+from garmentcv.curate.kfold import kfold_training_probs
 from garmentcv.data.fashion_mnist import DEFAULT_SOURCE, write_fashion_mnist
 from garmentcv.data.layouts import load_dataset
 from garmentcv.fsutil import atomic_write
@@ -65,8 +67,9 @@ logger = logging.getLogger(__name__)
 SETTINGS: tuple[tuple[str, float], ...] = (("symmetric", 0.05), ("symmetric", 0.10), ("one-way", 0.05),
                                            ("one-way", 0.10))
 #: How the out-of-sample probabilities are made: the audit's linear head on the embeddings (K-fold
-#: ``cross_val_predict``), or K fine-tunings of the whole network, each scoring the fold it did not see.
-METHODS = ("linear-head", "kfold-training")
+#: ``cross_val_predict``), or K fine-tunings of the whole network, each scoring the fold it did not see
+#: (``gcv data audit --probs``).
+METHODS = PROBS
 #: The audited sets: the 2-class stand-in's training images, and the ten-class Fashion-MNIST test file (which the
 #: embedder never saw).
 DATASETS = ("two-class", "ten-class")
@@ -153,49 +156,6 @@ def build_embedder(work: Path, per_class: int, pretrain_per_class: int, epochs: 
     export_checkpoint(ExportConfig(checkpoint=run.run_dir / "best.pt", out=model, embedding=True, coverage=None,
                                    val_images=200), progress=False)
     return model, run.run_dir / "best.pt"
-
-
-def kfold_training_probs(work: Path, paths: list[Path], labels: np.ndarray, classes: tuple[str, ...], folds: int,
-                         seed: int, pretrained: Path, epochs: int, image_size: int, lr: float = 1e-3) -> np.ndarray:
-    """Out-of-sample probabilities by K fine-tunings of resnet18 from ``pretrained`` (the embedder's checkpoint): each
-    trains on K-1 stratified folds with ``labels`` (gcv train's recipe, its last epoch kept, so the held-out labels
-    choose nothing) and scores the fold it did not see. Returns ``float64 (N, C)``."""
-    import torch
-    from sklearn.model_selection import StratifiedKFold
-    from torch.utils.data import DataLoader
-
-    from garmentcv.data.layouts import Sample
-    from garmentcv.image import Preprocessing
-    from garmentcv.models import build_model
-    from garmentcv.train.checkpoint import load_checkpoint
-    from garmentcv.train.config import TrainConfig
-    from garmentcv.train.data import EvalImages
-    from garmentcv.train.loop import train
-
-    folder = work / "kfold"
-    shutil.rmtree(folder, ignore_errors=True)
-    folder.mkdir(parents=True)
-    probs = np.zeros((len(paths), len(classes)))
-    splits = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed).split(np.zeros(len(labels)), labels)
-    for fold, (fit, held) in enumerate(splits):
-        manifests = {}
-        for name, rows in (("train", fit), ("held", held)):
-            manifests[name] = folder / f"{name}{fold}.csv"
-            manifests[name].write_text("path,label\n" + "".join(f"{paths[i].resolve()},{classes[labels[i]]}\n"
-                                                                for i in rows), encoding="utf-8")
-        run = train(TrainConfig(data=manifests["train"], val_data=manifests["held"], out=folder / f"run{fold}",
-                                archs=("resnet18",), weights=str(pretrained), epochs=epochs, image_size=image_size,
-                                batch_size=64, seed=seed, lr=lr)).archs[0]
-        state = load_checkpoint(run.run_dir / "last.pt")
-        network = build_model("resnet18", len(classes), weights="none").model
-        network.load_state_dict(state["state_dict"])
-        network.eval()
-        images = EvalImages([Sample(paths[i], classes[labels[i]]) for i in held], classes,
-                            Preprocessing.from_dict(state["preprocessing"]))
-        with torch.no_grad():
-            logits = torch.cat([network(x) for x, _ in DataLoader(images, batch_size=128)])
-        probs[held] = torch.softmax(logits.double(), dim=1).numpy()
-    return probs
 
 
 def _row(method: str, noise: str, share: float, seed: int, noisy: np.ndarray, flipped: np.ndarray,
@@ -377,8 +337,9 @@ def run_experiment(work: Path, per_class: int, pretrain_per_class: int, epochs: 
             rows.append(_row(METHODS[0], noise, share, seed, noisy, flipped, probs, time.perf_counter() - began))
             if kfold_epochs and (noise, share, seed) == (*SETTINGS[0], 0):
                 began = time.perf_counter()
-                probs = kfold_training_probs(work, list(embedded.paths), noisy, target.classes, folds, seed,
-                                             checkpoint, kfold_epochs, image_size, lr)
+                probs = kfold_training_probs(list(embedded.paths), noisy, target.classes, checkpoint=checkpoint,
+                                             folds=folds, seed=seed, epochs=kfold_epochs, work_dir=work,
+                                             image_size=image_size, batch_size=64, lr=lr)
                 rows.append(_row(METHODS[1], noise, share, seed, noisy, flipped, probs, time.perf_counter() - began))
     retrained = []
     if retrain_epochs:

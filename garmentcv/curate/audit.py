@@ -1,14 +1,17 @@
 """``gcv data audit``: likely label errors, duplicates, outliers and images of none of the classes in a labelled
-dataset, from a model file's ``embedding`` output (numpy, scikit-learn, cleanlab; no torch).
+dataset, from a model file's ``embedding`` output (numpy, scikit-learn, cleanlab; torch only for ``--probs
+kfold-training``, imported then).
 
 Steps (:func:`audit_dataset`):
 
 1. Embeddings of every image of the dataset and of the compared splits (:func:`garmentcv.curate.embed.embed_images`,
    the classify pipeline on either runtime).
-2. Out-of-sample predicted probabilities (:func:`out_of_sample_probs`): a linear head (scikit-learn's
-   ``LogisticRegression`` on standardised, L2-normalised embeddings) fitted in K stratified folds
-   (``cross_val_predict``), so every image is scored by a head that never saw its label. This is the cheap method:
-   one pass of the network over the images, then seconds of CPU, instead of K trainings of the network.
+2. Out-of-sample predicted probabilities, by :attr:`AuditConfig.probs`: ``linear-head`` (the default,
+   :func:`out_of_sample_probs`), a linear head (scikit-learn's ``LogisticRegression`` on standardised,
+   L2-normalised embeddings) fitted in K stratified folds (``cross_val_predict``), so every image is scored by a head
+   that never saw its label: one pass of the network over the images, then seconds of CPU; or ``kfold-training``
+   (:func:`garmentcv.curate.kfold.kfold_training_probs`, needs torch), K fine-tunings of a gcv train checkpoint,
+   each scoring the fold it did not see: K trainings of the network.
 3. Label errors (:func:`find_label_errors`): confident learning (Northcutt et al. 2021) with
    ``cleanlab.filter.find_label_issues`` on those probabilities.
 4. Duplicates (:func:`find_duplicates`): byte-identical files (SHA-256), and pairs whose normalised embeddings have
@@ -50,8 +53,9 @@ from garmentcv.curate.fixes import (
 )
 from garmentcv.data.corrections import dataset_base
 from garmentcv.data.layouts import Layout, load_dataset, scan_images
-from garmentcv.errors import DatasetError, GarmentCVError
+from garmentcv.errors import CheckpointError, DatasetError, GarmentCVError
 from garmentcv.fsutil import atomic_write, sha256_of, write_json
+from garmentcv.train.config import DEFAULT_EPOCHS, DEFAULT_LR
 
 logger = logging.getLogger(__name__)
 
@@ -66,8 +70,29 @@ REPORT = "audit.html"
 DATA_SPLIT = "data"
 
 
+#: How the out-of-sample probabilities are made (:attr:`AuditConfig.probs`): a linear head on the embeddings in K
+#: folds, or K fine-tunings of a gcv train checkpoint, each scoring the fold it did not see.
+LINEAR_HEAD = "linear-head"
+KFOLD_TRAINING = "kfold-training"
+PROBS = (LINEAR_HEAD, KFOLD_TRAINING)
+#: What each method is, as ``audit.json`` describes it.
+PROBS_DESCRIPTIONS = {
+    LINEAR_HEAD: "linear head on embeddings, stratified K-fold cross_val_predict",
+    KFOLD_TRAINING: "K fine-tunings of the checkpoint, each on K-1 stratified folds, scoring the fold it did not see",
+}
+#: Epochs and AdamW learning rate of each fine-tuning of ``kfold-training``: gcv train's defaults.
+DEFAULT_KFOLD_EPOCHS = DEFAULT_EPOCHS
+DEFAULT_KFOLD_LR = DEFAULT_LR
+
+
 class MissingExtraError(GarmentCVError, ImportError):
     """A package of the ``[curate]`` extra is not installed (the message says what to install)."""
+
+
+class AuditUsageError(GarmentCVError, ValueError):
+    """Audit settings that do not go together (exit code 2, like a usage error); the message names the option."""
+
+    exit_code = 2
 
 
 @dataclass(frozen=True)
@@ -83,7 +108,15 @@ class AuditConfig:
             dataset's images are reported, e.g. the validation and test sets.
         layout: the dataset's layout; ``None`` detects it.
         folds: K of the K-fold out-of-sample probabilities (lowered to the smallest class's size).
-        seed: the fold split's seed.
+        seed: the fold split's seed (and, with ``kfold-training``, each training's).
+        probs: how the out-of-sample probabilities are made, one of :data:`PROBS`: ``linear-head`` (a linear head on
+            the embeddings, :func:`out_of_sample_probs`) or ``kfold-training`` (K fine-tunings of ``checkpoint``,
+            :func:`garmentcv.curate.kfold.kfold_training_probs`; needs torch).
+        checkpoint: with ``kfold-training``: a gcv train checkpoint (``best.pt``) of the dataset's classes, in the
+            same order; its arch, preprocessing and backbone start each fine-tuning.
+        kfold_epochs: epochs of each fine-tuning of ``kfold-training``.
+        kfold_lr: AdamW learning rate of each fine-tuning of ``kfold-training`` (gcv train's default; lower it for a
+            checkpoint whose fine-tuning diverges).
         duplicate_cosine: two images at least this cosine-similar (normalised embeddings) are near-duplicates.
         neighbours: K of the outliers' K nearest neighbours.
         outlier_iqr: the outliers' fence, in inter-quartile ranges above the third quartile.
@@ -105,8 +138,31 @@ class AuditConfig:
     runtime: str = "auto"
     batch_size: int = 32
     report: bool = True
+    probs: str = LINEAR_HEAD
+    checkpoint: Path | None = None
+    kfold_epochs: int = DEFAULT_KFOLD_EPOCHS
+    kfold_lr: float = DEFAULT_KFOLD_LR
 
     def __post_init__(self) -> None:
+        """Refuse settings out of range or that do not go together.
+
+        Raises:
+            AuditUsageError: an unknown ``probs``; ``kfold-training`` without ``checkpoint``, or ``checkpoint``
+                with another method; ``kfold_epochs`` below 1 or ``kfold_lr`` not above 0.
+            ValueError: another setting out of range.
+        """
+        if self.probs not in PROBS:
+            raise AuditUsageError(f"--probs {self.probs}: choose one of {', '.join(PROBS)}")
+        if self.probs == KFOLD_TRAINING and self.checkpoint is None:
+            raise AuditUsageError(f"--probs {KFOLD_TRAINING} needs --checkpoint: give a gcv train checkpoint "
+                                  "(best.pt) of the same classes as the dataset, or use --probs linear-head")
+        if self.probs != KFOLD_TRAINING and self.checkpoint is not None:
+            raise AuditUsageError(f"--checkpoint goes with --probs {KFOLD_TRAINING} (the {self.probs} method uses "
+                                  "the model file only); add --probs kfold-training or leave --checkpoint out")
+        if self.kfold_epochs < 1:
+            raise AuditUsageError(f"--kfold-epochs {self.kfold_epochs}: give at least 1")
+        if not self.kfold_lr > 0:
+            raise AuditUsageError(f"--kfold-lr {self.kfold_lr}: give a learning rate above 0")
         if self.folds < 2:
             raise ValueError(f"folds must be at least 2, got {self.folds}")
         if not 0.0 < self.duplicate_cosine <= 1.0:
@@ -147,6 +203,7 @@ class AuditResult:
         duplicates: every copy found, in the dataset and across splits.
         counts: images flagged per issue (:data:`~garmentcv.curate.fixes.ISSUES` order).
         files: the files written, by name.
+        probs: how the out-of-sample probabilities were made (:data:`PROBS`).
     """
 
     images: int
@@ -158,6 +215,24 @@ class AuditResult:
     duplicates: tuple[Duplicate, ...]
     counts: dict[str, int] = field(default_factory=dict)
     files: dict[str, Path] = field(default_factory=dict)
+    probs: str = LINEAR_HEAD
+
+
+def usable_folds(labels: np.ndarray, folds: int) -> int:
+    """K for stratified K-fold out-of-sample probabilities: ``folds`` lowered to the smallest class's count.
+
+    Args:
+        labels: ``(N,)`` class indices.
+        folds: the K asked for.
+
+    Raises:
+        DatasetError: fewer than 2 classes, or a class with a single image (nothing to score it against).
+    """
+    present, counts = np.unique(np.asarray(labels), return_counts=True)
+    if len(present) < 2 or counts.min() < 2:
+        raise DatasetError(f"out-of-sample probabilities need at least 2 classes of at least 2 images each, got "
+                           f"{dict(zip(present.tolist(), counts.tolist(), strict=True))}; add images")
+    return int(min(folds, counts.min()))
 
 
 def linear_head() -> Any:
@@ -202,11 +277,8 @@ def out_of_sample_probs(embeddings: np.ndarray, labels: np.ndarray, classes: int
     from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
     labels = np.asarray(labels)
-    present, counts = np.unique(labels, return_counts=True)
-    if len(present) < 2 or counts.min() < 2:
-        raise DatasetError(f"out-of-sample probabilities need at least 2 classes of at least 2 images each, got "
-                           f"{dict(zip(present.tolist(), counts.tolist(), strict=True))}; add images")
-    k = int(min(folds, counts.min()))
+    k = usable_folds(labels, folds)
+    present = np.unique(labels)
     cv = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
     found = cross_val_predict(head, normalise(embeddings), labels, cv=cv, method="predict_proba")
     probs = np.zeros((len(labels), classes), dtype=np.float64)
@@ -311,16 +383,48 @@ def _relative(path: Path, base: Path) -> str:
         return str(path)
 
 
-def audit_dataset(cfg: AuditConfig, progress: Callable[[int], None] | None = None) -> AuditResult:
+def check_checkpoint_classes(checkpoint: Path, classes: Sequence[str]) -> None:
+    """Refuse a checkpoint for ``kfold-training`` whose classes are not ``classes``, in the same order.
+
+    Raises:
+        CheckpointError: the checkpoint's classes differ, or it cannot be read
+            (:func:`garmentcv.train.checkpoint.load_checkpoint`).
+        MissingExtraError: torch is not installed.
+    """
+    from garmentcv.installs import installed_version
+
+    if installed_version("torch") is None:
+        raise MissingExtraError(f"--probs {KFOLD_TRAINING} trains the network and needs torch, which this install "
+                                "lacks: pip install 'garmentcv[train,cpu]' (or 'garmentcv[train,gpu]')")
+    from garmentcv.curate.kfold import checkpoint_classes
+
+    found = checkpoint_classes(checkpoint)
+    if found != tuple(classes):
+        raise CheckpointError(f"--checkpoint {checkpoint}: its classes {list(found)} are not the dataset's "
+                              f"{list(classes)}; give a gcv train checkpoint trained on the same classes, in the "
+                              "same order")
+
+
+def audit_dataset(cfg: AuditConfig, progress: Callable[[int], None] | None = None,
+                  fold_progress: Callable[[int, int], None] | None = None) -> AuditResult:
     """Audit the dataset ``cfg.data`` with the model file ``cfg.model`` (steps: module docstring) and write the
     results into ``cfg.out``.
+
+    ``progress(n)`` is called with the images embedded since its last call; ``fold_progress(done, K)`` after each
+    fine-tuning of ``kfold-training``.
 
     Raises:
         DatasetError: the dataset cannot be read, or has a class with fewer than 2 decodable images.
         NoEmbeddingError: the model file has no ``embedding`` output.
         ModelFileError, RuntimeUnavailableError: the model file cannot be opened.
+        CheckpointError: with ``kfold-training``, the checkpoint cannot be read or is of other classes
+            (:func:`check_checkpoint_classes`).
+        MissingExtraError: with ``kfold-training``, torch is not installed.
     """
     dataset = load_dataset(cfg.data, cfg.layout)
+    checkpoint = Path(cfg.checkpoint) if cfg.checkpoint is not None else None
+    if cfg.probs == KFOLD_TRAINING and checkpoint is not None:  # before any work: the checkpoint must fit the data
+        check_checkpoint_classes(checkpoint, dataset.classes)
     base = dataset_base(dataset)
     split_names = [DATA_SPLIT] + [p.name for p in cfg.splits]
     listing: list[tuple[int, Path]] = [(0, s.path) for s in dataset.samples]
@@ -346,7 +450,17 @@ def audit_dataset(cfg: AuditConfig, progress: Callable[[int], None] | None = Non
     rel = {p: (_relative(p, base) if split_of[p] == 0 else str(p)) for p in kept}
 
     with _stage("out-of-sample probabilities"):
-        probs, k = out_of_sample_probs(x, labels, len(dataset.classes), cfg.folds, cfg.seed)
+        if cfg.probs == KFOLD_TRAINING and checkpoint is not None:
+            from garmentcv.curate.kfold import kfold_training_probs
+
+            k = usable_folds(labels, cfg.folds)
+            logger.info("out-of-sample probabilities: %d fine-tunings of %s, %d epochs each", k, checkpoint,
+                        cfg.kfold_epochs)
+            probs = kfold_training_probs(data_paths, labels, dataset.classes, checkpoint=checkpoint, folds=k,
+                                         seed=cfg.seed, epochs=cfg.kfold_epochs, lr=cfg.kfold_lr,
+                                         work_dir=Path(cfg.out), progress=fold_progress)
+        else:
+            probs, k = out_of_sample_probs(x, labels, len(dataset.classes), cfg.folds, cfg.seed)
     accuracy = float((probs.argmax(axis=1) == labels).mean())
     fixes: list[Fix] = []
     suggested = suggested_labels(labels, probs)
@@ -385,7 +499,7 @@ def audit_dataset(cfg: AuditConfig, progress: Callable[[int], None] | None = Non
     counts = {issue: sum(f.issue == issue for f in ordered) for issue in ISSUES}
     not_decoded = tuple((str(p), reason) for p, reason in embedded.failed)
     result = AuditResult(len(data_paths), not_decoded, dataset.classes, k, accuracy, ordered, tuple(duplicates),
-                         counts)
+                         counts, probs=cfg.probs)
     has_unknown = embedded.ood_scores is not None and detector is not None
     with _stage("writing"):
         files = _write(cfg, result, data_paths, labels, probs, rel, base, has_unknown)
@@ -421,11 +535,12 @@ def _write(cfg: AuditConfig, result: AuditResult, paths: list[Path], labels: np.
     summary = {
         "data": str(cfg.data), "model": str(cfg.model), "splits": [str(s) for s in cfg.splits],
         "images": result.images, "not_decoded": len(result.not_decoded), "classes": list(result.classes),
-        "method": "linear head on embeddings, stratified K-fold cross_val_predict", "folds": result.folds,
+        "method": cfg.probs, "method_description": PROBS_DESCRIPTIONS[cfg.probs],
+        "checkpoint": None if cfg.checkpoint is None else str(cfg.checkpoint), "folds": result.folds,
         "out_of_sample_accuracy": result.out_of_sample_accuracy, "flagged": result.counts,
         "duplicates": len(result.duplicates), "unknown_detector": has_unknown,
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()
-                     if k not in ("data", "model", "out", "splits")},
+                     if k not in ("data", "model", "out", "splits", "probs", "checkpoint")},
     }
     write_json(out / SUMMARY, summary)
     files["summary"] = out / SUMMARY

@@ -88,7 +88,7 @@ def write_audit_report(page: Path, result: AuditResult, base: Path, has_unknown:
                             f'<p class="note">{h.esc(note)}</p><div class="gallery">{"".join(figures[:cut])}</div>'
                             f"{folded}</section>")
         summary = [("images audited", result.images), ("not decoded", len(result.not_decoded)),
-                   ("folds", result.folds),
+                   ("out-of-sample probabilities", result.probs), ("folds", result.folds),
                    ("out-of-sample accuracy", f"{result.out_of_sample_accuracy:.4f}"),
                    *((TITLES[g][0].lower(), gal.total) for g, gal in zip(ISSUES, galleries, strict=True))]
         body = [f'<section id="summary"><h2>Summary</h2>{h.summary_table(summary)}</section>', *sections]

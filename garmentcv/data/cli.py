@@ -16,6 +16,7 @@ from garmentcv.cli_utils import (
     verbose_option,
     version_option,
 )
+from garmentcv.curate.audit import DEFAULT_KFOLD_EPOCHS, DEFAULT_KFOLD_LR, KFOLD_TRAINING, LINEAR_HEAD, PROBS
 from garmentcv.curate.fixes import DEFAULT_ACTIONS, ISSUES, write_corrections_file
 from garmentcv.data.fashion_mnist import DEFAULT_SOURCE, write_fashion_mnist
 from garmentcv.data.inspect import inspect_dataset, render_text
@@ -162,8 +163,16 @@ def inspect(root: Path, layout: str | None, test: Path | None, json_path: Path |
               help="Another split (folder or path,label manifest) to find copies of DATA's images in; repeatable.")
 @click.option("--layout", type=click.Choice([layout.value for layout in Layout]), default=None,
               show_default="detected", help="Dataset layout.")
+@click.option("--probs", type=click.Choice(PROBS), default=LINEAR_HEAD,
+              help="Out-of-sample probabilities: a linear head on the embeddings, or K fine-tunings of --checkpoint.")
+@click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              show_default="none", help="gcv train checkpoint (best.pt) of DATA's classes, for --probs kfold-training.")
+@click.option("--kfold-epochs", type=click.IntRange(min=1), default=DEFAULT_KFOLD_EPOCHS,
+              help="Epochs of each fine-tuning of --probs kfold-training.")
+@click.option("--kfold-lr", type=click.FloatRange(min=0.0, min_open=True), default=DEFAULT_KFOLD_LR,
+              help="AdamW learning rate of each fine-tuning of --probs kfold-training.")
 @click.option("--folds", type=click.IntRange(min=2), default=5, help="K of the K-fold out-of-sample probabilities.")
-@click.option("--seed", type=int, default=0, help="Seed of the fold split.")
+@click.option("--seed", type=int, default=0, help="Seed of the fold split (and of each K-fold fine-tuning).")
 @click.option("--duplicate-cosine", type=click.FloatRange(0.0, 1.0, min_open=True), default=0.95,
               help="Cosine similarity from which two images are near-duplicates.")
 @click.option("--neighbours", type=click.IntRange(min=1), default=5, help="Nearest neighbours of the outlier score.")
@@ -175,12 +184,13 @@ def inspect(root: Path, layout: str | None, test: Path | None, json_path: Path |
 @quiet_option
 @verbose_option
 @handle_errors
-def audit(data: Path, model: Path, out: Path, splits: tuple[Path, ...], layout: str | None, folds: int, seed: int,
-          duplicate_cosine: float, neighbours: int, outlier_iqr: float, runtime: str, no_report: bool, quiet: bool,
-          verbose: bool) -> None:
+def audit(data: Path, model: Path, out: Path, splits: tuple[Path, ...], layout: str | None, probs: str,
+          checkpoint: Path | None, kfold_epochs: int, kfold_lr: float, folds: int, seed: int, duplicate_cosine: float,
+          neighbours: int, outlier_iqr: float, runtime: str, no_report: bool, quiet: bool, verbose: bool) -> None:
     """Audit the labelled dataset DATA with the embeddings of a model file; never modifies it.
 
-    Out-of-sample probabilities come from a linear head fitted on the embeddings in K folds; cleanlab's confident
+    Out-of-sample probabilities come from a linear head fitted on the embeddings in K folds (or, with --probs
+    kfold-training, from K fine-tunings of --checkpoint, each scoring the fold it did not see); cleanlab's confident
     learning flags likely label errors; byte-identical files and embeddings above --duplicate-cosine are
     duplicates (within DATA and with each --split); images far from their neighbours are outliers; a model file
     with an unknown-item detector also flags images of none of the classes. The fix list turns into a corrections
@@ -189,15 +199,23 @@ def audit(data: Path, model: Path, out: Path, splits: tuple[Path, ...], layout: 
     from garmentcv.curate.audit import AuditConfig, audit_dataset
 
     setup_logging(quiet, verbose)
-    check_writable_output(out / "fix_list.csv", "--out")
     cfg = AuditConfig(data=data, model=model, out=out, splits=splits, layout=layout, folds=folds, seed=seed,
                       duplicate_cosine=duplicate_cosine, neighbours=neighbours, outlier_iqr=outlier_iqr,
-                      runtime=runtime, report=not no_report)
-    with tqdm(desc="embedding", unit="img", file=sys.stderr, disable=True if quiet else None) as bar:
-        result = audit_dataset(cfg, progress=bar.update)
+                      runtime=runtime, report=not no_report, probs=probs, checkpoint=checkpoint,
+                      kfold_epochs=kfold_epochs, kfold_lr=kfold_lr)
+    check_writable_output(out / "fix_list.csv", "--out")
+    with (tqdm(desc="embedding", unit="img", file=sys.stderr, disable=True if quiet else None) as bar,
+          tqdm(desc="k-fold training", unit="fold", file=sys.stderr,
+               disable=True if quiet or probs != KFOLD_TRAINING else None) as folds_bar):
+
+        def fold_done(done: int, total: int) -> None:
+            folds_bar.total = total
+            folds_bar.update(done - folds_bar.n)
+
+        result = audit_dataset(cfg, progress=bar.update, fold_progress=fold_done)
     flagged = ", ".join(f"{n} {issue}" for issue, n in result.counts.items())
-    click.echo(f"{result.images} images, out-of-sample accuracy {result.out_of_sample_accuracy:.4f} ({result.folds} "
-               f"folds); flagged: {flagged}")
+    click.echo(f"{result.images} images, out-of-sample accuracy {result.out_of_sample_accuracy:.4f} ({result.probs}, "
+               f"{result.folds} folds); flagged: {flagged}")
     for name, path in result.files.items():
         click.echo(f"{name}: {path}")
 
