@@ -9,32 +9,47 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from garmentcv.artifact import EMBEDDING_NAME, INPUT_NAME, OOD_SCORE_NAME, OUTPUT_NAME, ModelInfo, UnknownDetector
+from garmentcv.artifact import (
+    CAM_NAME,
+    EMBEDDING_NAME,
+    INPUT_NAME,
+    OOD_SCORE_NAME,
+    OUTPUT_NAME,
+    ModelInfo,
+    UnknownDetector,
+)
+from garmentcv.conformal import ConformalPredictor
 
 #: Two clearly different colour classes: a linear head on the embeddings separates them.
 CLASS_COLOURS = {"bluzy": (210, 40, 40), "bryuki": (40, 60, 210)}
 SIZE = 32
+#: The input side of the model with the ``cam`` output: resnet18's last feature map is 2 x 2 there (1 x 1 at 32 px).
+CAM_SIZE = 64
 
 
 def build_embedding_model(path: Path, classes: tuple[str, ...] = ("bluzy", "bryuki"), seed: int = 0,
-                          unknown_threshold: float | None = None) -> Path:
+                          unknown_threshold: float | None = None, cam: bool = False) -> Path:
     """A random-init resnet18 at 32 px exported with outputs ``logits`` and ``embedding`` (512 floats) and GarmentCV
     metadata declaring them, as ``gcv export --embedding`` writes; BatchNorm statistics from 64 coloured images so
     the embeddings carry the colour. With ``unknown_threshold``, a third output ``ood_score``, the energy score
-    ``-logsumexp(logits)`` (Liu et al. 2020), and an unknown-item detector with that threshold."""
+    ``-logsumexp(logits)`` (Liu et al. 2020), and an unknown-item detector with that threshold. With ``cam``, at
+    :data:`CAM_SIZE` px instead (a 2 x 2 last feature map), with the ``cam`` output last, as ``gcv export --cam``
+    writes it (:class:`garmentcv.export.cam.WithCam`)."""
     import onnx
     import torch
 
+    from garmentcv.export.cam import WithCam
     from garmentcv.export.embedding import WithEmbedding
     from garmentcv.image import normalize
     from garmentcv.models.registry import build_model, default_preprocessing, get_spec
 
+    size = CAM_SIZE if cam else SIZE
     torch.manual_seed(seed)
     network = build_model("resnet18", len(classes), weights="none").model
-    pp = default_preprocessing("resnet18", SIZE)
+    pp = default_preprocessing("resnet18", size)
     rng = np.random.default_rng(seed)
     colours = np.asarray(list(CLASS_COLOURS.values()) * 32)[:, None, None]
-    pixels = np.clip(colours + rng.integers(-60, 60, size=(64, SIZE, SIZE, 3)), 0, 255).astype(np.uint8)
+    pixels = np.clip(colours + rng.integers(-60, 60, size=(64, size, size, 3)), 0, 255).astype(np.uint8)
     batch = torch.from_numpy(np.stack([normalize(p, pp) for p in pixels]))
     for module in network.modules():
         if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
@@ -42,17 +57,20 @@ def build_embedding_model(path: Path, classes: tuple[str, ...] = ("bluzy", "bryu
     network.train()
     with torch.no_grad():
         network(batch)
-    wrapped = WithEmbedding(network.eval(), get_spec("resnet18").head).eval()
+    head = get_spec("resnet18").head
+    wrapped = WithCam(network.eval(), head, size).eval() if cam else WithEmbedding(network.eval(), head).eval()
     names = [OUTPUT_NAME, EMBEDDING_NAME]
     exported: torch.nn.Module = wrapped
     if unknown_threshold is not None:
         exported = _with_energy(wrapped).eval()
         names.append(OOD_SCORE_NAME)
+    if cam:
+        names.append(CAM_NAME)
     raw = path.with_suffix(".raw.onnx")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         torch.onnx.export(
-            exported, (torch.zeros(2, 3, SIZE, SIZE),), str(raw), input_names=[INPUT_NAME],
+            exported, (torch.zeros(2, 3, size, size),), str(raw), input_names=[INPUT_NAME],
             output_names=names, opset_version=17, dynamo=False,
             dynamic_axes={INPUT_NAME: {0: "batch"}, **{name: {0: "batch"} for name in names}},
         )
@@ -60,7 +78,7 @@ def build_embedding_model(path: Path, classes: tuple[str, ...] = ("bluzy", "bryu
     raw.unlink()
     info = ModelInfo(arch="resnet18", classes=tuple(classes), preprocessing=pp, precision="fp32",
                      weights_source="none (random init)", metrics={}, opset=17,
-                     outputs=tuple(names), embedding_dim=wrapped.dim,
+                     outputs=tuple(names), embedding_dim=512,
                      unknown=None if unknown_threshold is None else UnknownDetector("energy", unknown_threshold, 0.95))
     onnx.helper.set_model_props(proto, info.to_metadata())
     onnx.save_model(proto, str(path))
@@ -71,15 +89,15 @@ def _with_energy(wrapped):  # a class made on demand, so that importing this mod
     import torch
 
     class WithEnergy(torch.nn.Module):
-        """``(logits, embedding, -logsumexp(logits))``."""
+        """``(logits, embedding, -logsumexp(logits))``, then the ``cam`` output when the wrapped module has it."""
 
         def __init__(self) -> None:
             super().__init__()
             self.inner = wrapped
 
-        def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-            logits, embedding = self.inner(x)
-            return logits, embedding, -torch.logsumexp(logits, dim=1)
+        def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            logits, embedding, *cam = self.inner(x)
+            return (logits, embedding, -torch.logsumexp(logits, dim=1), *cam)
 
     return WithEnergy()
 
@@ -109,3 +127,18 @@ def colour_image(path: Path, colour: tuple[int, int, int], seed: int, size: tupl
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(pixels.astype(np.uint8)).save(path)
     return path
+
+
+def set_prediction_sets(path: Path, predictor: ConformalPredictor) -> None:
+    """Write ``predictor`` into the metadata of the model file ``path`` as its prediction sets."""
+    import dataclasses
+
+    import onnx
+
+    from garmentcv.infer.model_file import read_model_info
+
+    info = dataclasses.replace(read_model_info(path), conformal=predictor)
+    proto = onnx.load(str(path))
+    del proto.metadata_props[:]
+    onnx.helper.set_model_props(proto, info.to_metadata())
+    onnx.save_model(proto, str(path))

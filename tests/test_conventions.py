@@ -162,3 +162,16 @@ def test_benchmarks_use_public_functions_of_the_library_only() -> None:
             if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("garmentcv"):
                 private += [f"{path.name}: {node.module}.{a.name}" for a in node.names if a.name.startswith("_")]
     assert private == []
+
+
+def test_library_modules_import_no_private_name_of_another_module() -> None:
+    """A module's underscored names are its own: another module that needs one uses a public name instead."""
+    import ast
+
+    private = []
+    for path in sorted(Path(garmentcv.__file__).parent.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("garmentcv"):
+                private += [f"{path.name}: {node.module}.{a.name}" for a in node.names
+                            if a.name.startswith("_") and not a.name.startswith("__")]
+    assert private == []

@@ -14,6 +14,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
+from garmentcv.conformal import ConformalPredictor
 from garmentcv.curate.audit import find_duplicates, find_outliers
 from garmentcv.curate.embed import embed_images
 from garmentcv.curate.fixes import FIX_COLUMNS, Fix, fixes_to_corrections
@@ -27,7 +28,13 @@ from garmentcv.curate.label_next import (
 from garmentcv.data.cli import main as data_main
 from garmentcv.data.corrections import DROP, RELABEL, Correction, apply_corrections, read_corrections
 from garmentcv.data.layouts import Layout, load_dataset
-from tests.curate_fixtures import CLASS_COLOURS, build_embedding_model, colour_image, set_unknown_threshold
+from tests.curate_fixtures import (
+    CLASS_COLOURS,
+    build_embedding_model,
+    colour_image,
+    set_prediction_sets,
+    set_unknown_threshold,
+)
 
 PER_CLASS = 30
 #: Images given the other class's label: (class index, image number).
@@ -268,3 +275,192 @@ def test_label_studio_export_reads_back_as_a_manifest_gcv_train_loads(tmp_path: 
     assert (summary.rows, summary.unlabelled, summary.unmatched) == (2, 2, 0)
     samples = load_dataset(out, Layout.CSV).samples
     assert [(s.path.name, s.label) for s in samples] == [("a.png", "bluzy"), ("b c.png", "bryuki")]
+
+
+@pytest.fixture(scope="module")
+def scored_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A model file with every ingredient of the uncertainty (an unknown-item detector and LAC prediction sets whose
+    threshold gives half of the pool two labels), and its pool: 2 x 6 images, one in a sub-folder, an exact copy and
+    a file that does not decode. Returns (model, pool)."""
+    root = tmp_path_factory.mktemp("label-next-run")
+    pool = root / "pool"
+    for c, colour in enumerate(CLASS_COLOURS.values()):
+        for i in range(6):
+            colour_image(pool / ("sub" if i == 5 else "") / f"p{c}{i}.png", colour, seed=900 + 10 * c + i)
+    shutil.copy(pool / "p01.png", pool / "p01-copy.png")
+    (pool / "broken.png").write_bytes(b"not an image")
+    model = build_embedding_model(root / "model.onnx", unknown_threshold=0.0)
+    probs = embed_images(model, sorted(pool.rglob("p*.png"))).probs
+    set_prediction_sets(model, ConformalPredictor("lac", 0.9, (1.0 - float(np.median(probs.min(axis=1))),)))
+    return model, pool
+
+
+def _classify(pool: Path, model: Path, rows: Path, embeddings: Path) -> None:
+    from garmentcv.infer.cli import classify_main
+
+    fmt = rows.suffix[1:]
+    done = CliRunner().invoke(classify_main, [str(pool), "--model", str(model), "--out", str(rows), "--format", fmt,
+                                              "--embeddings", str(embeddings), "--device", "cpu", "-q"])
+    assert done.exit_code == 0, done.output
+
+
+@pytest.mark.parametrize(("rows_name", "embeddings_name"),
+                         [("rows.csv", "emb.npy"), ("rows.jsonl", "emb.parquet"), ("rows.parquet", "emb.npy")])
+def test_label_next_from_a_classify_run_writes_the_files_of_the_pool_route(scored_model, tmp_path: Path,
+                                                                         rows_name: str, embeddings_name: str) -> None:
+    model, pool = scored_model
+    labelled = tmp_path / "labelled"
+    colour_image(labelled / "0001_bluzy.png", CLASS_COLOURS["bluzy"], seed=901)  # a near copy of p01's colours
+    colour_image(labelled / "0002_bryuki.png", CLASS_COLOURS["bryuki"], seed=3)
+    common = ["-n", "9", "--seed", "2", "--labelled", str(labelled), "--model", str(model), "-q"]
+    direct = CliRunner().invoke(data_main, ["label-next", str(pool), "--out", str(tmp_path / "direct"), *common])
+    assert direct.exit_code == 0, direct.output
+    rows, embeddings = tmp_path / rows_name, tmp_path / embeddings_name
+    _classify(pool, model, rows, embeddings)
+    from_run = CliRunner().invoke(data_main, ["label-next", "--rows", str(rows), "--embeddings", str(embeddings),
+                                              "--out", str(tmp_path / "run"), *common])
+    assert from_run.exit_code == 0, from_run.output
+    assert "chose 9 of 13 images (1 not decoded, left out)" in from_run.output
+    assert "chose 9 of 13 images (1 not decoded, left out)" in direct.output
+    for name in ("label_next.csv", "label_studio_tasks.json", "label_studio_config.xml"):  # byte for byte
+        assert (tmp_path / "run" / name).read_bytes() == (tmp_path / "direct" / name).read_bytes(), name
+    picks = _rows(tmp_path / "run" / "label_next.csv")
+    assert [p["rank"] for p in picks] == [str(i) for i in range(1, 10)]
+    assert {p["set_size"] for p in picks} == {"1", "2"} and all(p["ood_score"] for p in picks)
+    assert not {"p01.png", "p01-copy.png"} <= {p["path"] for p in picks} and "broken.png" not in str(picks)
+
+
+def _hand_rows(tmp_path: Path, index: list[str]) -> tuple[Path, Path]:
+    rows = tmp_path / "rows.csv"
+    rows.write_text("path,label,confidence,prediction_set,needs_review,prob_a,prob_b,unknown,ood_score,error\n"
+                    "x.png,a,0.700000,a,false,0.700000,0.300000,false,-1.500000,\n"
+                    "bad.png,,,,,,,,,cannot decode: truncated\n"
+                    "y.png,b,0.550000,a|b,true,0.450000,0.550000,true,0.250000,\n"
+                    "z.png,a,0.900000,a,false,0.900000,0.100000,false,-2.000000,\n", encoding="utf-8")
+    embeddings = tmp_path / "emb.npy"
+    np.save(embeddings, np.eye(len(index), 4, dtype=np.float32))
+    (tmp_path / "emb.paths.csv").write_text("path\n" + "".join(f"{p}\n" for p in index), encoding="utf-8")
+    return rows, embeddings
+
+
+def test_label_next_from_rows_skips_error_rows_and_scores_sets_and_unknown_scores(tmp_path: Path) -> None:
+    from garmentcv.curate.label_next import LabelNextConfig, label_next, uncertainty
+
+    rows, embeddings = _hand_rows(tmp_path, ["x.png", "bad.png", "y.png", "z.png"])
+    result = label_next(LabelNextConfig(pool=None, model=None, n=3, out=tmp_path / "out", rows=rows,
+                                        embeddings=embeddings))
+    assert (result.pool_images, result.skipped) == (3, 1)
+    expected = uncertainty(np.asarray([[0.7, 0.3], [0.45, 0.55], [0.9, 0.1]]), np.asarray([1, 2, 1]),
+                           np.asarray([-1.5, 0.25, -2.0]))["combined"]  # ood ranks 1, 2, 0 of 2
+    assert np.allclose(expected, [(0.6 + 0.881291 + 0.5 + 0.5) / 4, (0.9 + 0.992774 + 1 + 1) / 4,
+                                  (0.2 + 0.468996 + 0.5 + 0) / 4], atol=1e-6)
+    assert [(p.path, p.predicted, p.set_size, p.ood_score) for p in result.picks] == [
+        ("y.png", "b", 2, 0.25), ("x.png", "a", 1, -1.5), ("z.png", "a", 1, -2.0)]  # orthogonal: by uncertainty
+    assert [p.uncertainty for p in result.picks] == pytest.approx([expected[1], expected[0], expected[2]], abs=1e-12)
+    config = (tmp_path / "out" / "label_studio_config.xml").read_text(encoding="utf-8")
+    assert '<Choice value="a"/>' in config and '<Choice value="b"/>' in config
+
+
+def test_label_next_names_the_first_row_the_embeddings_lack(tmp_path: Path) -> None:
+    rows, embeddings = _hand_rows(tmp_path, ["x.png", "z.png", "w.png"])
+    done = CliRunner().invoke(data_main, ["label-next", "--rows", str(rows), "--embeddings", str(embeddings), "-n",
+                                          "2", "--out", str(tmp_path / "out")])
+    assert done.exit_code == 1
+    assert "no embedding for 'y.png', a row of rows.csv" in done.output and str(embeddings) in done.output
+    assert not (tmp_path / "out" / "label_next.csv").exists()
+
+
+def test_label_next_refuses_rows_without_a_probability_per_class(tmp_path: Path) -> None:
+    rows = tmp_path / "top.csv"
+    rows.write_text("path,label,confidence,top1_label,top1_prob,error\nx.png,a,0.7,a,0.7,\n", encoding="utf-8")
+    _, embeddings = _hand_rows(tmp_path, ["x.png"])
+    done = CliRunner().invoke(data_main, ["label-next", "--rows", str(rows), "--embeddings", str(embeddings), "-n",
+                                          "1", "--out", str(tmp_path / "out")])
+    assert done.exit_code == 1 and "no probability per class (written with --topk?)" in done.output
+
+
+@pytest.mark.parametrize(("given", "message"), [
+    ((), "give the images to choose from: POOL with --model"),
+    (("POOL", "--model", "MODEL", "--rows", "ROWS", "--embeddings", "EMB"), "not both"),
+    (("POOL", "--rows", "ROWS"), "not both"),
+    (("POOL",), "POOL needs --model"),
+    (("--rows", "ROWS"), "--rows needs --embeddings"),
+    (("--embeddings", "EMB"), "--embeddings needs --rows"),
+    (("--rows", "ROWS", "--embeddings", "EMB", "--model", "MODEL"), "--model with --rows is used only to embed"),
+    (("--rows", "ROWS", "--embeddings", "EMB", "--labelled", "POOL"), "--labelled with --rows needs --model"),
+])
+def test_label_next_refuses_neither_route_both_or_half_of_one(tmp_path: Path, given: tuple[str, ...],
+                                                              message: str) -> None:
+    files = {"POOL": tmp_path / "pool", "MODEL": tmp_path / "m.onnx", "ROWS": tmp_path / "rows.csv",
+             "EMB": tmp_path / "emb.npy"}
+    files["POOL"].mkdir()
+    for name in ("MODEL", "ROWS", "EMB"):
+        files[name].write_bytes(b"")
+    args = [str(files.get(a, a)) for a in given]
+    done = CliRunner().invoke(data_main, ["label-next", *args, "-n", "1", "--out", str(tmp_path / "out")])
+    assert done.exit_code == 2 and message in done.output, done.output
+    assert not (tmp_path / "out").exists()
+
+
+def _section(page: str, ident: str) -> str:
+    part = page[page.index(f'<section id="{ident}">'):]
+    return part[: part.index("</section>")]
+
+
+def test_audit_page_overlays_the_explained_class_on_flagged_images_with_a_cam_model(audited,
+                                                                                    tmp_path: Path) -> None:
+    import re
+
+    from garmentcv.artifact import CAM_NAME, INPUT_FLOAT32, OUTPUT_NAME
+    from garmentcv.image import load_crop, normalize
+    from garmentcv.infer.model_file import read_model_info
+    from garmentcv.infer.runtimes import open_runtime
+    from garmentcv.report.heatmap import overlay
+    from tests.test_report_browser import _check
+
+    data, _, _ = audited
+    model = build_embedding_model(tmp_path / "cam.onnx", cam=True, unknown_threshold=0.0)
+    scores = embed_images(model, sorted(data.iterdir())).ood_scores
+    set_unknown_threshold(model, float(np.quantile(scores, 0.9)))  # a tenth of the images are unknown
+    out = tmp_path / "audit"
+    done = CliRunner().invoke(data_main, ["audit", str(data), "--model", str(model), "--out", str(out), "-q"])
+    assert done.exit_code == 0, done.output
+    page = (out / "audit.html").read_text(encoding="utf-8")
+    fixes = _rows(out / "fix_list.csv")
+    issues = {f["issue"] for f in fixes}
+    assert {"label", "unknown"} <= issues  # label errors (the planted flips) and unknowns to show
+    info = read_model_info(model)
+    session = open_runtime(model, "onnxruntime", "cpu")
+    for issue in ("label", "unknown", "outlier"):
+        section = _section(page, f"issue-{issue}")
+        shown = [f for f in fixes if f["issue"] == issue]
+        heatmaps = re.findall(r'<img class="heatmap" src="audit_files/(h\d{5}\.jpg)" alt="([^"]+), heatmap of (\w+)"',
+                              section)
+        assert [path for _, path, _ in heatmaps] == [f["path"] for f in shown], issue
+        for (name, path, explained), fix in zip(heatmaps, shown, strict=True):
+            crop = load_crop(data / path, info.preprocessing)  # 64 px: under the 96 px thumbnail, kept as it is
+            batch = normalize(crop, info.preprocessing)[None] if info.input_format == INPUT_FLOAT32 else crop[None]
+            outputs = session.outputs(batch)
+            maps = outputs[CAM_NAME][0]
+            if issue == "label":  # a label issue's map is its suggested label's
+                assert explained == fix["suggested_label"] and f"heatmap of {explained}</span>" in section
+            else:  # the others' is the model's top class
+                assert explained == info.classes[int(outputs[OUTPUT_NAME][0].argmax())]
+                assert f"heatmap of {explained} (the model&#x27;s top class)</span>" in section
+            written = np.asarray(Image.open(out / "audit_files" / name).convert("RGB"), dtype=np.float32)
+            assert written.shape == crop.shape and np.abs(written - crop).mean() > 10  # not the plain picture
+            # the map of the class named: JPEG-close to its overlay, and closer to it than to the other class's
+            errors = {c: float(np.abs(written - overlay(crop, maps[k])).mean()) for k, c in enumerate(info.classes)}
+            # JPEG at quality 85 of these noisy pictures is off by about 5 levels; the other class's overlay by 25+
+            assert errors[explained] < 8.0 and errors[explained] < min(v for c, v in errors.items() if c != explained)
+    for issue in ("exact-duplicate", "near-duplicate"):
+        assert "heatmap" not in _section(page, f"issue-{issue}")
+    assert page.count('class="heatmap"') == sum(f["issue"] in ("label", "outlier", "unknown") for f in fixes)
+    shown = len(fixes)  # every thumbnail or heatmap decodes in chromium
+    assert _check(out / "audit.html") == f"images={shown} broken=0 dangling=0"
+
+
+def test_audit_page_without_a_cam_output_has_no_heatmaps(audited) -> None:
+    _, _, out = audited
+    page = (out / "audit.html").read_text(encoding="utf-8")
+    assert "heatmap" not in page and not list((out / "audit_files").glob("h*.jpg"))

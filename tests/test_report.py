@@ -298,3 +298,33 @@ def test_gcv_evaluates_calibration_and_coverage_read_as_compact_tables(tmp_path:
     assert "<tr><td>0.99</td><td>50.5%</td><td>99.90%</td></tr>" in coverage
     assert "target accuracy 99.00%: confidence &gt;= 0.6214 keeps 99.5% (2,985 images) at 99.03%" in coverage
     assert re.search(r"<th>accuracy</th><td>0\.9867</td>", _section(html, "metrics"))
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl", "parquet"])
+def test_results_file_reads_the_rows_of_each_format_with_every_column(tmp_path: Path, fmt: str) -> None:
+    from garmentcv.conformal import ConformalPredictor
+    from garmentcv.infer.rows import write_output
+    from garmentcv.report import ResultsFile
+
+    rows = [{"path": "a.png", "label": "x", "probs": [0.6, 0.4], "error": None, "ood_score": 1.2345678},
+            {"path": "b.png", "label": None, "probs": None, "error": "cannot decode"},
+            {"path": "c.png", "label": "y", "probs": [0.25, 0.75], "error": None, "ood_score": -0.5}]
+    out = tmp_path / f"rows.{fmt}"
+    write_output(out, rows, ["x", "y"], fmt, sets=ConformalPredictor("lac", 0.9, (0.65,)), unknown_threshold=0.0)
+    with ResultsFile(out) as reader:
+        assert reader.format == fmt and reader.review and reader.unknown
+        shown = [(p.path, p.predicted, p.confidence, p.needs_review, p.unknown, p.error) for p in reader]
+    assert shown == [("a.png", "x", 0.6, True, True, None), ("b.png", None, None, False, False, "cannot decode"),
+                     ("c.png", "y", 0.75, False, False, None)]
+    with ResultsFile(out) as reader:
+        records = list(reader.records())
+        assert reader.classes == ["x", "y"]
+    if fmt == "jsonl":
+        probs = [r["probs"] and [r["probs"]["x"], r["probs"]["y"]] for r in records]
+    else:
+        probs = [None if r["prob_x"] in (None, "") else [float(r["prob_x"]), float(r["prob_y"])] for r in records]
+    assert probs == [[0.6, 0.4], None, [0.25, 0.75]]
+    sets = [r["prediction_set"] for r in records]
+    assert sets == (["x|y", "", "y"] if fmt == "csv" else [["x", "y"], None, ["y"]])  # 1 - 0.4 <= 0.65: two labels
+    assert [r["ood_score"] for r in records] == (["1.234568", "", "-0.500000"] if fmt == "csv" else
+                                                 [1.234568, None, -0.5])

@@ -547,5 +547,5 @@ def _write(cfg: AuditConfig, result: AuditResult, paths: list[Path], labels: np.
     if cfg.report:
         from garmentcv.curate.report import write_audit_report
 
-        files["report"] = write_audit_report(out / REPORT, result, base, has_unknown)
+        files["report"] = write_audit_report(out / REPORT, result, base, has_unknown, model=Path(cfg.model))
     return files

@@ -10,6 +10,12 @@ image`` (cosine distance), so picks are uncertain and spread over the embedding 
 ``duplicate_cosine`` similar to a chosen or labelled one is never chosen, so no two picks are near-duplicates.
 Ties are broken by a seeded permutation: the same inputs and seed give the same picks.
 
+The pool comes by one of two routes (:func:`check_route`): a folder of images and a model file with the
+``embedding`` output, which :func:`label_next` runs on them; or the rows and embeddings files of a ``gcv classify``
+run over that folder (``--embeddings``, :func:`read_classify_run`), which need no model run. Both score the
+probabilities at the 6 decimals the rows files hold (:func:`as_written`), so for the same images, model and seed they
+choose the same picks and write the same files.
+
 Label Studio: :func:`write_label_studio_tasks` writes an import file (a JSON list of tasks whose ``data.image`` is
 the image's URL, with the model's guess as a prediction) and a labelling config for the classes;
 :func:`label_studio_to_manifest` reads Label Studio's JSON export back as a ``path,label`` manifest, the csv
@@ -29,9 +35,9 @@ from urllib.parse import unquote
 
 import numpy as np
 
-from garmentcv.curate.embed import embed_images
+from garmentcv.curate.embed import embed_images, normalise
 from garmentcv.data.layouts import CLASS_NAME_PATTERN, MANIFEST_ENCODING, load_dataset, scan_images
-from garmentcv.errors import DatasetError
+from garmentcv.errors import DatasetError, GarmentCVError
 from garmentcv.fsutil import atomic_write
 
 logger = logging.getLogger(__name__)
@@ -49,25 +55,81 @@ CHOICE_COLUMNS: tuple[str, ...] = ("rank", "path", "score", "uncertainty", "dist
 DEFAULT_URL_PREFIX = "/data/local-files/?d="
 
 
+#: The two routes of :class:`LabelNextConfig`: run the model on a folder, or read a gcv classify run's files.
+POOL_ROUTE = "pool"
+ROWS_ROUTE = "rows"
+
+
+class LabelNextUsageError(GarmentCVError, ValueError):
+    """The settings name neither or both of the pool's routes, or half of one (the message says what to give)."""
+
+
+def check_route(pool: Path | None, model: Path | None, rows: Path | None, embeddings: Path | None,
+                labelled: Path | None = None) -> str:
+    """Which route the settings name: :data:`POOL_ROUTE` (``pool`` and ``model``: the model is run on the pool) or
+    :data:`ROWS_ROUTE` (``rows`` and ``embeddings`` of a gcv classify run; ``model`` only to embed ``labelled``).
+
+    Raises:
+        LabelNextUsageError: neither route, both (``pool`` with ``rows`` or ``embeddings``), half of one (``pool``
+            without ``model``, ``rows`` without ``embeddings`` or the other way), or, on the rows route, ``model``
+            without ``labelled`` or ``labelled`` without ``model``. The message names the command's options.
+    """
+    from_run = rows is not None or embeddings is not None
+    if pool is not None and from_run:
+        raise LabelNextUsageError(
+            "give either POOL with --model (the model runs on the folder) or --rows with --embeddings (a gcv classify "
+            "run's files, no model run), not both")
+    if pool is None and not from_run:
+        raise LabelNextUsageError(
+            "give the images to choose from: POOL with --model (the model runs on the folder), or --rows with "
+            "--embeddings (the files of 'gcv classify FOLDER --model M.onnx --out ROWS --embeddings EMB')")
+    if pool is not None:
+        if model is None:
+            raise LabelNextUsageError("POOL needs --model, the model file (exported with --embedding) to run on it")
+        return POOL_ROUTE
+    if rows is None or embeddings is None:
+        given, missing = ("--rows", "--embeddings") if rows is not None else ("--embeddings", "--rows")
+        raise LabelNextUsageError(f"{given} needs {missing}: the rows and the embeddings files of the same gcv "
+                                  "classify run")
+    if model is not None and labelled is None:
+        raise LabelNextUsageError("--model with --rows is used only to embed --labelled: the rows and embeddings "
+                                  "already hold the pool's scores; leave --model out or add --labelled")
+    if labelled is not None and model is None:
+        raise LabelNextUsageError("--labelled with --rows needs --model, the model file of the classify run, to "
+                                  "embed the labelled images")
+    return ROWS_ROUTE
+
+
 @dataclass(frozen=True)
 class LabelNextConfig:
-    """Settings of :func:`label_next`.
+    """Settings of :func:`label_next`. The pool comes from ``pool`` and ``model``, or from ``rows`` and
+    ``embeddings`` (:func:`check_route`).
 
     Attributes:
-        pool: the folder of unlabelled images (searched recursively).
-        model: a GarmentCV ONNX file exported with ``--embedding``.
+        pool: the folder of unlabelled images (searched recursively), or ``None`` on the rows route.
+        model: a GarmentCV ONNX file exported with ``--embedding``: run on ``pool``, and on ``labelled``; on the
+            rows route only to embed ``labelled`` (the model of the classify run).
         n: how many images to choose.
         out: the folder :data:`CHOICE`, :data:`TASKS` and :data:`LABEL_CONFIG` are written to (created).
         labelled: a labelled dataset already in hand (any layout): picks keep away from it, and never copy it.
         seed: the seed of the tie-breaking permutation.
         duplicate_cosine: images at least this cosine-similar are near-duplicates; never two among the picks.
-        url_prefix: what goes before an image's path (relative to ``pool``) in the tasks' URLs.
+        url_prefix: what goes before an image's path (relative to ``pool``, or as the rows give it) in the tasks'
+            URLs.
         runtime: ``auto``, ``onnxruntime`` or ``openvino``.
         batch_size: images per model run.
+        rows: the rows file of a ``gcv classify`` run over the pool (csv, jsonl or parquet, one probability per
+            class: not ``--topk``, not kaggle).
+        embeddings: the ``--embeddings`` file of that run (``.npy`` with its ``.paths.csv`` index, or
+            ``.parquet``).
+
+    Raises (on creation):
+        ValueError: ``n`` below 1 or ``duplicate_cosine`` outside (0, 1].
+        LabelNextUsageError: as :func:`check_route`.
     """
 
-    pool: Path
-    model: Path
+    pool: Path | None
+    model: Path | None
     n: int
     out: Path
     labelled: Path | None = None
@@ -76,12 +138,20 @@ class LabelNextConfig:
     url_prefix: str = DEFAULT_URL_PREFIX
     runtime: str = "auto"
     batch_size: int = 32
+    rows: Path | None = None
+    embeddings: Path | None = None
 
     def __post_init__(self) -> None:
         if self.n < 1:
             raise ValueError(f"n must be at least 1, got {self.n}")
         if not 0.0 < self.duplicate_cosine <= 1.0:
             raise ValueError(f"duplicate_cosine must be in (0, 1], got {self.duplicate_cosine}")
+        check_route(self.pool, self.model, self.rows, self.embeddings, self.labelled)
+
+    @property
+    def route(self) -> str:
+        """:data:`POOL_ROUTE` or :data:`ROWS_ROUTE` (see :func:`check_route`)."""
+        return POOL_ROUTE if self.pool is not None else ROWS_ROUTE
 
 
 @dataclass(frozen=True)
@@ -104,11 +174,47 @@ class Pick:
 
 @dataclass(frozen=True)
 class LabelNextResult:
-    """The picks, in order, the pool's size and the files written."""
+    """The picks, in order, the pool's size (images scored) and the files written; ``skipped``: the images left out
+    as not decoded (error rows of a classify run, or images the model could not decode)."""
 
     picks: tuple[Pick, ...]
     pool_images: int
     files: dict[str, Path] = field(default_factory=dict)
+    skipped: int = 0
+
+
+@dataclass(frozen=True)
+class ScoredPool:
+    """What the choice needs of each pool image, by either route, in the pool's order (the order gcv classify writes
+    rows in).
+
+    Attributes:
+        paths: the images' paths as the picks name them (relative to the pool, ``/``-separated).
+        classes: the model's classes, in its order.
+        probs: float64 ``(N, C)`` probabilities at the 6 decimals of the rows files (:func:`as_written`).
+        predicted: the model's class of each image (its most probable before rounding, as gcv classify's ``label``).
+        normalised: float32 ``(N, D)`` unit-norm embeddings.
+        set_sizes: ``(N,)`` sizes of the prediction sets, or ``None`` without sets.
+        ood_scores: float64 ``(N,)`` unknown scores at 6 decimals, or ``None`` without an unknown-item detector.
+        skipped: images left out as not decoded.
+    """
+
+    paths: tuple[str, ...]
+    classes: tuple[str, ...]
+    probs: np.ndarray
+    predicted: tuple[str, ...]
+    normalised: np.ndarray
+    set_sizes: np.ndarray | None
+    ood_scores: np.ndarray | None
+    skipped: int = 0
+
+
+def as_written(values: np.ndarray) -> np.ndarray:
+    """``values`` as the rows files of gcv classify hold them and read back: each rounded to 6 decimals
+    (``float(f"{v:.6f}")``, the csv text; the jsonl and parquet ``round(v, 6)`` is the same number), float64 of the
+    same shape."""
+    flat = np.asarray(values, dtype=np.float64).ravel()
+    return np.asarray([float(f"{v:.6f}") for v in flat.tolist()], dtype=np.float64).reshape(np.shape(values))
 
 
 def uncertainty(probs: np.ndarray, set_sizes: np.ndarray | None = None,
@@ -176,49 +282,162 @@ def choose(normalised: np.ndarray, scores: np.ndarray, n: int, labelled: np.ndar
     return picks
 
 
-def label_next(cfg: LabelNextConfig, progress: Callable[[int], None] | None = None) -> LabelNextResult:
-    """Choose ``cfg.n`` images of ``cfg.pool`` to label next and write the choice and the Label Studio files.
+def _score_pool(pool: Path, model: Path, cfg: LabelNextConfig, progress: Callable[[int], None] | None) -> ScoredPool:
+    """The pool route: run ``model`` on the images of ``pool``."""
+    paths = list(scan_images(pool))
+    embedded = embed_images(model, paths, runtime=cfg.runtime, batch_size=cfg.batch_size, progress=progress)
+    if not embedded.paths:
+        raise DatasetError(f"{pool}: no image could be decoded; give a folder of images")
+    info = embedded.info
+    sets = None
+    if info.conformal is not None:  # the sets of the probabilities before rounding, as gcv classify writes them
+        sets = np.asarray([len(s) for s in info.conformal.sets(embedded.probs)])
+    return ScoredPool(
+        tuple(p.relative_to(pool).as_posix() for p in embedded.paths), tuple(info.classes), as_written(embedded.probs),
+        tuple(info.classes[i] for i in embedded.probs.argmax(axis=1)), embedded.normalised, sets,
+        None if embedded.ood_scores is None else as_written(embedded.ood_scores), len(embedded.failed))
+
+
+def _row_probs(record: dict, classes: Sequence[str]) -> list[float] | None:
+    """A record's probabilities in class order (jsonl ``probs`` object, or ``prob_<class>`` cells); ``None`` when
+    it has none (an error row)."""
+    probs = record.get("probs")
+    if isinstance(probs, dict):
+        return [float(probs[c]) for c in classes]
+    cells = [record.get(f"prob_{c}") for c in classes]
+    if any(cell is None or cell == "" for cell in cells):
+        return None
+    return [float(cell) for cell in cells]  # type: ignore[arg-type]
+
+
+def _set_size(value: object) -> int:
+    """The size of a ``prediction_set`` cell: a list (jsonl, parquet) or labels joined with ``|`` (csv, empty for
+    an empty set)."""
+    if isinstance(value, list):
+        return len(value)
+    return len(str(value).split("|")) if value not in (None, "") else 0
+
+
+def read_classify_run(rows: Path, embeddings: Path) -> ScoredPool:
+    """The rows route: the pool as a ``gcv classify`` run over it scored it, read from its rows file (read by
+    :class:`garmentcv.report.write.ResultsFile`) and its embeddings file (:func:`garmentcv.infer.rows.read_embeddings`),
+    matched by path. Error rows (an ``error``, no probabilities) are skipped and counted. The prediction set's size
+    is used when the rows have ``prediction_set``, the unknown score when they have ``ood_score``.
 
     Raises:
-        DatasetError: the pool has no image that decodes, or the labelled dataset cannot be read.
+        DatasetError: the rows have no probability per class (``--topk`` or kaggle rows), no row that was
+            classified, or a row whose path the embeddings file lacks (the first is named) or has no embedding for;
+            the embeddings file cannot be read.
+        GarmentCVError: the rows file is not one gcv classify wrote (see ``ResultsFile``).
+        MissingRuntimeError: a parquet file without pyarrow.
+    """
+    from garmentcv.infer.rows import read_embeddings
+    from garmentcv.report.write import ResultsFile
+
+    rows, embeddings = Path(rows), Path(embeddings)
+    paths: list[str] = []
+    probs: list[list[float]] = []
+    predicted: list[str] = []
+    sizes: list[int] = []
+    ood: list[float] = []
+    skipped = 0
+    with ResultsFile(rows) as reader:
+        has_sets, has_ood = "prediction_set" in reader.columns, "ood_score" in reader.columns
+        per_class = reader.format == "jsonl" and "probs" in reader.columns or bool(reader.classes)
+        if not per_class:
+            raise DatasetError(f"{rows}: the rows carry no probability per class (written with --topk?); give the "
+                               "rows of a gcv classify run without --topk, as csv, jsonl or parquet")
+        for record in reader.records():
+            row_probs = _row_probs(record, reader.classes) if reader.classes else None
+            if record.get("error") or row_probs is None:
+                skipped += 1
+                continue
+            paths.append(str(record["path"]))
+            probs.append(row_probs)
+            top = int(np.argmax(row_probs))
+            predicted.append(str(record.get("label") or reader.classes[top]))
+            if has_sets:
+                sizes.append(_set_size(record.get("prediction_set")))
+            if has_ood:
+                ood.append(float(record["ood_score"]))
+        classes = tuple(reader.classes)
+    if not paths:
+        raise DatasetError(f"{rows}: no row has probabilities ({skipped} error rows); give the rows of a gcv classify "
+                           "run that classified images")
+    try:
+        index, array = read_embeddings(embeddings)
+    except ValueError as exc:
+        raise DatasetError(str(exc)) from exc
+    position: dict[str, int] = {}
+    for i, path in enumerate(index):
+        position.setdefault(path, i)
+    at = []
+    for path in paths:
+        if path not in position:
+            raise DatasetError(f"{embeddings}: no embedding for {path!r}, a row of {rows.name}; give the embeddings "
+                               "file of the same gcv classify run (--embeddings)")
+        at.append(position[path])
+    vectors = np.asarray(array[np.asarray(at)], dtype=np.float32)
+    unusable = ~np.isfinite(vectors).all(axis=1)
+    if unusable.any():
+        raise DatasetError(f"{embeddings}: the embedding of {paths[int(np.flatnonzero(unusable)[0])]!r} is not "
+                           f"finite, though {rows.name} has its probabilities; give the files of the same run")
+    if skipped:
+        logger.info("%s: %d error rows skipped", rows, skipped)
+    return ScoredPool(tuple(paths), classes, np.asarray(probs, dtype=np.float64), tuple(predicted), normalise(vectors),
+                      np.asarray(sizes) if has_sets else None, np.asarray(ood, dtype=np.float64) if has_ood else None,
+                      skipped)
+
+
+def label_next(cfg: LabelNextConfig, progress: Callable[[int], None] | None = None) -> LabelNextResult:
+    """Choose ``cfg.n`` images of the pool to label next and write the choice and the Label Studio files.
+
+    The pool is ``cfg.pool`` run through ``cfg.model``, or the rows and embeddings of a gcv classify run
+    (:func:`read_classify_run`); the same images give the same picks and files either way.
+
+    Raises:
+        DatasetError: the pool has no image that decodes, the labelled dataset cannot be read, or (rows route) as
+            :func:`read_classify_run`, or the labelled images' embeddings are not as wide as the pool's.
         NoEmbeddingError: the model file has no ``embedding`` output.
         ModelFileError, RuntimeUnavailableError: the model file cannot be opened.
     """
-    pool = Path(cfg.pool)
-    paths = list(scan_images(pool))
-    embedded = embed_images(cfg.model, paths, runtime=cfg.runtime, batch_size=cfg.batch_size, progress=progress)
-    if not embedded.paths:
-        raise DatasetError(f"{pool}: no image could be decoded; give a folder of images")
+    if cfg.pool is not None and cfg.model is not None:
+        scored = _score_pool(Path(cfg.pool), Path(cfg.model), cfg, progress)
+        where = str(cfg.pool)
+    elif cfg.rows is not None and cfg.embeddings is not None:
+        scored = read_classify_run(Path(cfg.rows), Path(cfg.embeddings))
+        where = str(cfg.rows)
+    else:  # LabelNextConfig refuses this on creation
+        raise LabelNextUsageError("give POOL with --model, or --rows with --embeddings")
     known = None
-    if cfg.labelled is not None:
+    if cfg.labelled is not None and cfg.model is not None:  # the config refuses labelled images without a model
         dataset = load_dataset(cfg.labelled)
         known = embed_images(cfg.model, [s.path for s in dataset.samples], runtime=cfg.runtime,
                              batch_size=cfg.batch_size).normalised
-    info = embedded.info
-    sets = None
-    if info.conformal is not None:
-        sets = np.asarray([len(s) for s in info.conformal.sets(embedded.probs)])
-    measures = uncertainty(embedded.probs, sets, embedded.ood_scores)
-    chosen = choose(embedded.normalised, measures["combined"], cfg.n, known, cfg.duplicate_cosine, cfg.seed)
+        if known.shape[1] != scored.normalised.shape[1]:
+            raise DatasetError(f"{cfg.model}: embeddings of {known.shape[1]} values, the pool's have "
+                               f"{scored.normalised.shape[1]}; give the model file of the classify run")
+    measures = uncertainty(scored.probs, scored.set_sizes, scored.ood_scores)
+    chosen = choose(scored.normalised, measures["combined"], cfg.n, known, cfg.duplicate_cosine, cfg.seed)
     picks = []
     for rank, (i, distance) in enumerate(chosen, start=1):
-        top = int(embedded.probs[i].argmax())
+        top = scored.classes.index(scored.predicted[i]) if scored.predicted[i] in scored.classes else int(
+            scored.probs[i].argmax())
         picks.append(Pick(
-            rank, embedded.paths[i].relative_to(pool).as_posix(), float(measures["combined"][i] * distance),
-            float(measures["combined"][i]), distance, info.classes[top], float(embedded.probs[i, top]),
-            float(measures["margin"][i]), float(measures["entropy"][i]),
-            None if sets is None else int(sets[i]),
-            None if embedded.ood_scores is None else float(embedded.ood_scores[i]),
+            rank, scored.paths[i], float(measures["combined"][i] * distance), float(measures["combined"][i]),
+            distance, scored.predicted[i], float(scored.probs[i, top]), float(measures["margin"][i]),
+            float(measures["entropy"][i]), None if scored.set_sizes is None else int(scored.set_sizes[i]),
+            None if scored.ood_scores is None else float(scored.ood_scores[i]),
         ))
     if len(picks) < cfg.n:
         logger.warning("%s: only %d images are not near-duplicates of each other or of the labelled set; chose %d",
-                       pool, len(picks), len(picks))
+                       where, len(picks), len(picks))
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     files = {"choice": write_choice(out / CHOICE, picks),
              "tasks": write_label_studio_tasks(out / TASKS, picks, cfg.url_prefix),
-             "config": write_label_config(out / LABEL_CONFIG, info.classes)}
-    return LabelNextResult(tuple(picks), len(embedded.paths), files)
+             "config": write_label_config(out / LABEL_CONFIG, scored.classes)}
+    return LabelNextResult(tuple(picks), len(scored.paths), files, scored.skipped)
 
 
 def _number(value: float | int | None) -> str:

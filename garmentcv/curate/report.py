@@ -1,5 +1,10 @@
 """The audit's report page ``audit.html`` (and ``audit_files/``): one gallery per issue, in the offline style of the
-classify and evaluate pages (:mod:`garmentcv.report`): no script, no network, thumbnails in the files folder."""
+classify and evaluate pages (:mod:`garmentcv.report`): no script, no network, thumbnails in the files folder.
+
+When the audit's model file has the ``cam`` output (``gcv export --cam``), the images flagged as label errors,
+unknowns and outliers show where the model looked (:mod:`garmentcv.report.heatmap`, the route of the classify and
+evaluate pages): a label error the map of its suggested label, the others the map of the model's top class; the
+caption names the class shown."""
 
 from __future__ import annotations
 
@@ -8,8 +13,8 @@ from typing import TYPE_CHECKING
 
 from garmentcv.curate.fixes import EXACT_DUPLICATE, ISSUES, LABEL, NEAR_DUPLICATE, OUTLIER, UNKNOWN, Fix
 from garmentcv.report import html as h
-from garmentcv.report.html import Gallery, Limits, Prediction
-from garmentcv.report.write import _FilesFolder, _thumbnails, _write
+from garmentcv.report.html import Gallery, HeatLookup, Limits, Prediction
+from garmentcv.report.write import FilesFolder, gallery_heatmaps, gallery_thumbnails, write_page
 
 if TYPE_CHECKING:
     from garmentcv.curate.audit import AuditResult
@@ -23,12 +28,23 @@ TITLES: dict[str, tuple[str, str]] = {
     OUTLIER: ("Outliers", "score: mean cosine distance to the nearest neighbours"),
 }
 
+#: The issues whose images get a heatmap when the model file has the ``cam`` output; duplicates keep their plain
+#: thumbnails (what they show is the copy, not the model's view).
+HEATMAP_ISSUES = (LABEL, UNKNOWN, OUTLIER)
 
-def _figure(fix: Fix, row: Prediction, copy_of: str | None, thumb: h.ThumbLookup) -> str:
+
+def _figure(fix: Fix, row: Prediction, copy_of: str | None, thumb: h.ThumbLookup,
+            heat: HeatLookup | None = None) -> str:
     url, width, height, reason = thumb(row)
     name = h.esc(fix.path)
-    pic = (f'<img src="{h.esc(url)}" alt="{name}" width="{width}" height="{height}">' if url is not None else
-           f'<span class="nopic" title="{h.esc(reason or "")}">no preview: {h.esc(reason or "no file")}</span>')
+    overlaid = heat(row) if heat is not None else None
+    if overlaid is not None:  # the crop the model saw with where it looked for a class blended over it
+        pic = (f'<img class="heatmap" src="{h.esc(overlaid[0])}" alt="{name}, heatmap of {h.esc(overlaid[3])}" '
+               f'width="{overlaid[1]}" height="{overlaid[2]}">')
+    elif url is not None:
+        pic = f'<img src="{h.esc(url)}" alt="{name}" width="{width}" height="{height}">'
+    else:
+        pic = f'<span class="nopic" title="{h.esc(reason or "")}">no preview: {h.esc(reason or "no file")}</span>'
     spans = [f'<span class="file" title="{name}">{name}</span>',
              f'<span title="given {h.esc(fix.given_label)}">given {h.esc(fix.given_label)}</span>']
     if fix.suggested_label:
@@ -37,13 +53,17 @@ def _figure(fix: Fix, row: Prediction, copy_of: str | None, thumb: h.ThumbLookup
     if copy_of is not None:
         spans.append(f'<span title="copy of {h.esc(copy_of)}">copy of {h.esc(copy_of)}</span>')
     spans.append(f"<span>score {fix.score:.3f}</span>")
+    if overlaid is not None:  # the class shown: the one asked for, or the model's top class when it has no such class
+        shown = h.esc(overlaid[3] + ("" if overlaid[3] == row.predicted else " (the model's top class)"))
+        spans.append(f'<span class="heat" title="where the model looked for {shown} (class activation map on the '
+                     f'crop it saw)">heatmap of {shown}</span>')
     attr = ' class="wrong"' if fix.issue == LABEL else ""
     return (f'<figure{attr}><div class="pic" title="{name}">{pic}</div>'
             f'<figcaption title="{name}">{"".join(spans)}</figcaption></figure>')
 
 
 def write_audit_report(page: Path, result: AuditResult, base: Path, has_unknown: bool,
-                       limits: Limits = Limits()) -> Path:
+                       limits: Limits = Limits(), model: Path | None = None) -> Path:
     """Write the audit's page: a summary, then one gallery per issue, highest score first (at most
     ``limits.gallery`` thumbnails each).
 
@@ -53,23 +73,31 @@ def write_audit_report(page: Path, result: AuditResult, base: Path, has_unknown:
         base: the folder the fix list's paths are relative to.
         has_unknown: the model file has an unknown-item detector (otherwise its gallery says so).
         limits: gallery sizes.
+        model: the audit's model file: when it has the ``cam`` output, the images of :data:`HEATMAP_ISSUES` shown
+            carry a heatmap (:func:`garmentcv.report.write.gallery_heatmaps`) of their suggested label (a label
+            error whose suggested label is one of the model's classes) or else of the model's top class.
 
     Raises:
         OutputPathError: ``page`` or its folder cannot be written.
+        ModelFileError: ``model`` cannot be read.
     """
     fixes: tuple[Fix, ...] = result.fixes
     copies = {(d.path, EXACT_DUPLICATE if d.exact else NEAR_DUPLICATE): d.original
               for d in result.duplicates}
     shown: dict[str, list[Fix]] = {issue: [f for f in fixes if f.issue == issue][: limits.gallery] for issue in ISSUES}
+    # a row's predicted class is the one its heatmap explains: the suggested label of a label error, else the top one
     galleries = [Gallery(f"issue-{issue.replace('_', '-')}", TITLES[issue][0],
-                         [Prediction(f.path, _source(f.path, base)) for f in shown[issue]],
+                         [Prediction(f.path, _source(f.path, base), predicted=f.suggested_label or None)
+                          for f in shown[issue]],
                          sum(f.issue == issue for f in fixes), "most") for issue in ISSUES]
 
-    def build(files: _FilesFolder) -> str:
-        thumb = _thumbnails(galleries, files, limits)
+    def build(files: FilesFolder) -> str:
+        thumb = gallery_thumbnails(galleries, files, limits)
+        heat = gallery_heatmaps([g for issue, g in zip(ISSUES, galleries, strict=True) if issue in HEATMAP_ISSUES],
+                                files, limits, model)
         sections = []
         for issue, gallery in zip(ISSUES, galleries, strict=True):
-            figures = [_figure(f, row, copies.get((f.path, issue)), thumb)
+            figures = [_figure(f, row, copies.get((f.path, issue)), thumb, heat if issue in HEATMAP_ISSUES else None)
                        for f, row in zip(shown[issue], gallery.rows, strict=True)]
             if issue == UNKNOWN and not has_unknown:
                 note = "the model file has no unknown-item detector"
@@ -97,7 +125,7 @@ def write_audit_report(page: Path, result: AuditResult, base: Path, has_unknown:
         sub = f"{h.count(result.images, 'image')}: {flagged:,} flagged"
         return h.page("GarmentCV data audit", sub, nav, body, files.final.name)
 
-    return _write(page, build)
+    return write_page(page, build)
 
 
 def _source(path: str, base: Path) -> Path:

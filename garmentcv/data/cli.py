@@ -246,14 +246,18 @@ def corrections(fix_list: Path, out: Path, issues: tuple[str, ...], quiet: bool,
 @main.command("label-next", short_help="Choose the unlabelled images to label next.",
               context_settings=_CONTEXT, epilog=docs_epilog("curate"))
 @version_option("gcv-data label-next")
-@click.argument("pool", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--model", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True,
-              help="Model file exported with gcv export --embedding.")
+@click.argument("pool", type=click.Path(exists=True, file_okay=False, path_type=Path), required=False)
+@click.option("--model", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              show_default="none", help="Model file exported with gcv export --embedding, run on POOL and --labelled.")
+@click.option("--rows", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              show_default="none", help="Rows of a gcv classify run (csv, jsonl, parquet) to choose from, not POOL.")
+@click.option("--embeddings", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              show_default="none", help="Embeddings file of that run (gcv classify --embeddings: .npy or .parquet).")
 @click.option("-n", "n", type=click.IntRange(min=1), required=True, help="How many images to choose.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Folder for label_next.csv and the Label Studio tasks and config.")
 @click.option("--labelled", type=click.Path(exists=True, path_type=Path), default=None, show_default="none",
-              help="Labelled dataset already in hand: picks keep away from it.")
+              help="Labelled dataset already in hand: picks keep away from it (with --rows, needs --model).")
 @click.option("--seed", type=int, default=0, help="Seed of the tie-breaking order.")
 @click.option("--duplicate-cosine", type=click.FloatRange(0.0, 1.0, min_open=True), default=0.95,
               help="Cosine similarity from which two images are near-duplicates (never both chosen).")
@@ -264,23 +268,33 @@ def corrections(fix_list: Path, out: Path, issues: tuple[str, ...], quiet: bool,
 @quiet_option
 @verbose_option
 @handle_errors
-def label_next_command(pool: Path, model: Path, n: int, out: Path, labelled: Path | None, seed: int,
-                       duplicate_cosine: float, url_prefix: str, runtime: str, quiet: bool, verbose: bool) -> None:
+def label_next_command(pool: Path | None, model: Path | None, rows: Path | None, embeddings: Path | None, n: int,
+                       out: Path, labelled: Path | None, seed: int, duplicate_cosine: float, url_prefix: str,
+                       runtime: str, quiet: bool, verbose: bool) -> None:
     """Choose N images of the unlabelled folder POOL whose labels would teach the model most.
 
     Uncertain images (margin, entropy, prediction-set size, unknown score) spread over the embedding space
     (uncertainty-weighted k-center greedy), never two near-duplicates. Writes label_next.csv, a Label Studio import
     file and its labelling config; 'gcv data from-label-studio' reads the labelled export back as a manifest.
+
+    Give POOL with --model to run the model on the folder, or, after 'gcv classify FOLDER --model M.onnx --out ROWS
+    --embeddings EMB', --rows ROWS --embeddings EMB to choose from that run without running the model again: the
+    same images give the same choice.
     """
-    from garmentcv.curate.label_next import LabelNextConfig, label_next
+    from garmentcv.curate.label_next import LabelNextConfig, LabelNextUsageError, label_next
 
     setup_logging(quiet, verbose)
+    try:
+        cfg = LabelNextConfig(pool=pool, model=model, n=n, out=out, labelled=labelled, seed=seed,
+                              duplicate_cosine=duplicate_cosine, url_prefix=url_prefix, runtime=runtime, rows=rows,
+                              embeddings=embeddings)
+    except LabelNextUsageError as exc:
+        raise click.UsageError(str(exc)) from exc
     check_writable_output(out / "label_next.csv", "--out")
-    cfg = LabelNextConfig(pool=pool, model=model, n=n, out=out, labelled=labelled, seed=seed,
-                          duplicate_cosine=duplicate_cosine, url_prefix=url_prefix, runtime=runtime)
-    with tqdm(desc="embedding", unit="img", file=sys.stderr, disable=True if quiet else None) as bar:
+    with tqdm(desc="embedding", unit="img", file=sys.stderr, disable=True if quiet or pool is None else None) as bar:
         result = label_next(cfg, progress=bar.update)
-    click.echo(f"chose {len(result.picks)} of {result.pool_images} images")
+    skipped = f" ({result.skipped} not decoded, left out)" if result.skipped else ""
+    click.echo(f"chose {len(result.picks)} of {result.pool_images} images{skipped}")
     for name, path in result.files.items():
         click.echo(f"{name}: {path}")
 

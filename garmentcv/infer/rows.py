@@ -39,6 +39,9 @@ Options (csv and jsonl only; kaggle must carry a label for every row and takes n
   ``error``. The kaggle format gives an unknown row an empty label only with ``exclude_unknown``.
 
 File names that are not valid UTF-8 are written as their original bytes (``surrogateescape``).
+
+Reading back: :class:`garmentcv.report.write.ResultsFile` reads a rows file of any of the csv, jsonl and parquet
+formats, :func:`read_embeddings` an embeddings file of :func:`write_embeddings`.
 """
 
 from __future__ import annotations
@@ -473,7 +476,7 @@ def write_embeddings(out: str | Path, rows: Iterable[Row], count: int, dim: int)
         return written
     if suffix != ".npy":
         raise ValueError(f"{out}: embeddings are written to a .npy or .parquet file")
-    index = out.with_name(out.stem + ".paths.csv")
+    index = embeddings_index(out)
     written = 0
     with atomic_path(out) as tmp, atomic_write(index, newline="", encoding="utf-8", errors="surrogateescape") as handle:
         array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(count, dim))
@@ -491,3 +494,66 @@ def write_embeddings(out: str | Path, rows: Iterable[Row], count: int, dim: int)
         array.flush()
         del array
     return written
+
+
+def embeddings_index(path: str | Path) -> Path:
+    """The row index beside a ``.npy`` embeddings file: ``emb.npy`` -> ``emb.paths.csv``."""
+    path = Path(path)
+    return path.with_name(path.stem + ".paths.csv")
+
+
+def read_embeddings(path: str | Path) -> tuple[list[str], Any]:
+    """Read an embeddings file :func:`write_embeddings` wrote: the rows' paths, in order, and float32 ``(N, D)``
+    embeddings (NaN on a row without one: an error row).
+
+    ``.npy``: the array (memory-mapped, read-only) and the paths of ``<stem>.paths.csv`` beside it; ``.parquet``: its
+    ``path`` and ``embedding`` columns (needs pyarrow).
+
+    Raises:
+        ValueError: a suffix other than ``.npy``/``.parquet``; a missing or unreadable row index, an array that is not
+            2-D or not as long as its index, or a parquet file without ``path`` and ``embedding`` columns or with
+            embeddings of different lengths (the message names the file).
+        MissingRuntimeError: parquet without pyarrow.
+    """
+    import numpy as np
+
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        require_pyarrow()
+        import pyarrow.parquet as pq
+
+        try:
+            table = pq.read_table(str(path), columns=["path", "embedding"])
+        except (KeyError, ValueError, OSError) as exc:  # pyarrow's errors derive from these
+            raise ValueError(f"{path}: not an embeddings file gcv classify wrote, with path and embedding columns "
+                             f"({exc})") from exc
+        paths = [str(p) for p in table.column("path").to_pylist()]
+        vectors = table.column("embedding").to_pylist()
+        widths = {len(v) for v in vectors if v is not None}
+        if len(widths) > 1:
+            raise ValueError(f"{path}: embeddings of different lengths {sorted(widths)}")
+        dim = widths.pop() if widths else 0
+        array = np.full((len(vectors), dim), np.nan, dtype=np.float32)
+        for i, vector in enumerate(vectors):
+            if vector is not None:
+                array[i] = vector
+        return paths, array
+    if suffix != ".npy":
+        raise ValueError(f"{path}: embeddings are read from a .npy file (with its .paths.csv index) or a .parquet file")
+    index = embeddings_index(path)
+    try:
+        with open(index, newline="", encoding="utf-8", errors="surrogateescape") as handle:
+            reader = csv.reader(handle)
+            header = next(reader, [])
+            if header != ["path"]:
+                raise ValueError(f"{index}: the row index of {path.name} has the single column path, got {header}")
+            paths = [cells[0] for cells in reader if cells]
+    except FileNotFoundError as exc:
+        raise ValueError(f"{path}: its row index {index.name} is missing; keep the two files gcv classify "
+                         "--embeddings wrote together") from exc
+    array = np.load(path, mmap_mode="r")
+    if array.ndim != 2 or len(array) != len(paths):
+        raise ValueError(f"{path}: an array of shape {array.shape} for the {len(paths)} paths of {index.name}; give "
+                         "the two files gcv classify --embeddings wrote")
+    return paths, array

@@ -4,6 +4,10 @@ A page ``NAME.html`` comes with a folder ``NAME_files/`` beside it (thumbnails a
 the plots) that it links to by relative URLs only: copy the two together and the page works anywhere, offline.
 The folder is built under a temporary name and swapped in when complete; an existing folder of that name is
 replaced only when it holds the marker file :data:`MARKER` of an earlier report, never a folder of the user's.
+
+Other pages are built from the same pieces (the audit's, :mod:`garmentcv.curate.report`): :func:`write_page` runs a
+page's build with a :class:`FilesFolder` and publishes both; :func:`gallery_thumbnails` and :func:`gallery_heatmaps`
+fill the folder for galleries of rows and return the lookups :mod:`garmentcv.report.html` renders them with.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from urllib.parse import quote
 
 from garmentcv.errors import GarmentCVError, OutputPathError
 from garmentcv.fsutil import atomic_write, check_writable_output
+from garmentcv.infer.rows import PARQUET_ROW_GROUP, require_pyarrow
 from garmentcv.report import html as h
 from garmentcv.report.heatmap import class_heatmaps
 from garmentcv.report.html import Gallery, HeatLookup, Limits, Prediction
@@ -34,6 +39,8 @@ logger = logging.getLogger(__name__)
 MARKER = ".garmentcv-report"
 #: The page ``gcv-evaluate`` writes in its ``--out`` folder.
 EVALUATE_PAGE = "report.html"
+#: The first bytes of a parquet file (how :class:`ResultsFile` tells it from csv and jsonl).
+PARQUET_MAGIC = b"PAR1"
 #: Keys of ``metrics.json`` shown by their own tables, not in the metrics table.
 _OWN_TABLES = ("classes", "per_class")
 _ENCODING = {"encoding": "utf-8", "errors": "surrogateescape"}
@@ -62,8 +69,20 @@ def check_report_output(page: Path, option: str = "--report") -> None:
         )
 
 
-class _FilesFolder:
-    """``NAME_files`` under construction: filled under a temporary name, swapped in by :meth:`publish`."""
+class FilesFolder:
+    """``NAME_files`` under construction: filled under a temporary name, swapped in by :meth:`publish`.
+
+    A page writer (:func:`write_page`) gets one to fill: files go into :attr:`tmp` and the page links them by
+    :meth:`url`.
+
+    Attributes:
+        page: the page it goes with.
+        final: the folder's name once published (:func:`files_folder` of ``page``).
+        tmp: the folder being filled, a hidden name beside ``page``, holding the marker file :data:`MARKER`.
+
+    Raises (on creation):
+        OSError: the temporary folder cannot be made.
+    """
 
     def __init__(self, page: Path) -> None:
         self.page = page
@@ -74,9 +93,11 @@ class _FilesFolder:
             "Thumbnails and plots of a GarmentCV report page; replaced when it is written again.\n")
 
     def url(self, name: str) -> str:
+        """The page's relative URL of the file ``name`` of this folder (percent-encoded)."""
         return f"{quote(self.final.name)}/{quote(name)}"
 
     def publish(self, text: str) -> None:
+        """Swap the folder in (replacing an earlier report's) and write the page's ``text`` atomically."""
         if self.final.exists():
             shutil.rmtree(self.final)
         os.replace(self.tmp, self.final)
@@ -84,11 +105,14 @@ class _FilesFolder:
             handle.write(text)
 
     def discard(self) -> None:
+        """Remove the temporary folder (the page and an earlier folder stay as they were)."""
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
-def _thumbnails(galleries: Iterable[Gallery], folder: _FilesFolder, limits: Limits) -> h.ThumbLookup:
-    """Make one thumbnail per distinct source among the galleries' rows; return the lookup for the page."""
+def gallery_thumbnails(galleries: Iterable[Gallery], folder: FilesFolder, limits: Limits) -> h.ThumbLookup:
+    """Make one thumbnail per distinct source among the galleries' rows in ``folder``
+    (:func:`garmentcv.report.thumbnails.make_thumbnails`, at ``limits.thumbnail_px``); return the lookup for the
+    page (a row without a source, or whose image cannot be read, gets ``None`` and the reason)."""
     index: dict[Path, int] = {}
     for gallery in galleries:
         for row in gallery.rows:
@@ -114,10 +138,18 @@ def has_heatmaps(model: Path | None) -> bool:
     return read_model_info(Path(model)).has_cam
 
 
-def _heatmaps(galleries: Iterable[Gallery], folder: _FilesFolder, limits: Limits, model: Path | None) -> HeatLookup:
-    """Make one heatmap per distinct (source, predicted class) among the galleries' rows when ``model`` has the
-    ``cam`` output (:func:`garmentcv.report.heatmap.class_heatmaps`: only these images are run, a batch at a time);
-    return the lookup for the page (``None`` for every row otherwise)."""
+def gallery_heatmaps(galleries: Iterable[Gallery], folder: FilesFolder, limits: Limits,
+                     model: Path | None) -> HeatLookup:
+    """Make one heatmap per distinct (source, predicted class) among the galleries' rows in ``folder`` when ``model``
+    has the ``cam`` output (:func:`garmentcv.report.heatmap.class_heatmaps`: only these images are run, a batch at a
+    time); return the lookup for the page (``None`` for every row otherwise).
+
+    Each heatmap explains the row's ``predicted`` class; a row whose ``predicted`` is not one of the model's classes
+    (``None`` too) gets the map of the model's top class for the image, and the lookup names the class shown.
+
+    Raises:
+        ModelFileError: ``model`` cannot be read.
+    """
     index: dict[tuple[Path, str | None], int] = {}
     if has_heatmaps(model):
         for gallery in galleries:
@@ -144,11 +176,17 @@ def _most(rows: Iterable[Prediction], n: int) -> list[Prediction]:
     return heapq.nsmallest(n, rows, key=lambda r: (-(r.confidence or 0.0), r.path))
 
 
-def _write(page: Path, build: Any) -> Path:
-    """Check the outputs, run ``build(folder) -> html text`` and publish; the temporary folder never stays."""
+def write_page(page: Path, build: Callable[[FilesFolder], str]) -> Path:
+    """Write a report page: check the outputs (:func:`check_report_output`), run ``build(folder)``, which fills the
+    :class:`FilesFolder` and returns the page's HTML text, and publish both; on any error the temporary folder is
+    removed and an earlier page stays as it was. Returns ``page``.
+
+    Raises:
+        OutputPathError: ``page`` or its folder cannot be written.
+    """
     page = Path(page)
     check_report_output(page, "--report")
-    folder = _FilesFolder(page)
+    folder = FilesFolder(page)
     try:
         folder.publish(build(folder))
     except BaseException:
@@ -213,9 +251,9 @@ def write_evaluate_report(
     main = [Gallery("misclassified", "Misclassified", _most(wrong, limits.gallery), len(wrong), "most"),
             Gallery("least-confident", "Least confident", _least(rows, limits.gallery), len(rows), "least")]
 
-    def build(folder: _FilesFolder) -> str:
-        thumb = _thumbnails([*main, *cell_galleries], folder, limits)
-        heat = _heatmaps(main[:1], folder, limits, model)
+    def build(folder: FilesFolder) -> str:
+        thumb = gallery_thumbnails([*main, *cell_galleries], folder, limits)
+        heat = gallery_heatmaps(main[:1], folder, limits, model)
         shown_plots = []
         for caption, path in (plots or {}).items():
             if Path(path).is_file():
@@ -251,7 +289,7 @@ def write_evaluate_report(
                            f"{len(errors):,} not decoded")
         return h.page(title, sub, nav, body, folder.final.name)
 
-    return _write(page, build)
+    return write_page(page, build)
 
 
 def _flag(value: Any) -> bool:
@@ -267,14 +305,17 @@ def _confidence(value: Any) -> float | None:
 
 
 class ResultsFile:
-    """A ``gcv-classify`` results file (csv or jsonl, told apart by its first character), read one row at a time.
+    """A ``gcv-classify`` results file (csv, jsonl or parquet, told apart by their first bytes), read one row at a
+    time.
 
     Iterating gives one :class:`Prediction` per row, in file order, without ``source`` (set it for the rows
-    shown). Memory does not grow with the file.
+    shown); :meth:`records` gives the rows with every column instead (the probabilities, the prediction set, the
+    unknown score). Either reads the file once; memory does not grow with the file (parquet: one row group).
 
     Attributes:
         path: the file.
-        columns: its columns (csv header; the keys of the first jsonl record).
+        format: ``csv``, ``jsonl`` or ``parquet``.
+        columns: its columns (csv header; the keys of the first jsonl record; the parquet schema's names).
         review: whether it has a ``needs_review`` column.
         unknown: whether it has an ``unknown`` column (a model file with an unknown-item detector).
         classes: the class names in the model's order where the file tells it (``prob_<class>`` columns, or
@@ -282,7 +323,8 @@ class ResultsFile:
 
     Raises (on opening):
         GarmentCVError: the file lacks ``path``, ``label``, ``confidence`` or ``error`` (e.g. the kaggle format),
-            or a jsonl line is not JSON.
+            a jsonl line is not JSON, or a parquet file cannot be read.
+        MissingRuntimeError: a parquet file without pyarrow installed.
     """
 
     NEEDED = frozenset({"path", "label", "confidence", "error"})
@@ -290,31 +332,62 @@ class ResultsFile:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self.classes: list[str] = []
+        self._jsonl = False
+        self._parquet: Any = None
+        with open(self.path, "rb") as probe:
+            parquet = probe.read(len(PARQUET_MAGIC)) == PARQUET_MAGIC
+        if parquet:
+            self.format = "parquet"
+            self._open_parquet()
+        else:
+            self._open_text()
+        self.review = "needs_review" in self.columns
+        self.unknown = "unknown" in self.columns
+
+    def _open_parquet(self) -> None:
+        require_pyarrow()
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        try:
+            self._parquet = pq.ParquetFile(self.path)
+        except (OSError, pa.ArrowException) as exc:
+            raise GarmentCVError(f"{self.path}: not a readable parquet file ({exc}); give the results file "
+                                 "gcv-classify wrote") from exc
+        names = list(self._parquet.schema_arrow.names)
+        self.columns = set(names)
+        self.classes = [c[5:] for c in names if c.startswith("prob_")]
+        self._check_columns()
+
+    def _open_text(self) -> None:
         self._handle = open(self.path, newline="", **_ENCODING)  # noqa: SIM115 (closed by close() or the with block)
         try:
             self._jsonl = self._handle.read(1) == "{"
             self._handle.seek(0)
             if self._jsonl:
+                self.format = "jsonl"
                 self._first = self._next_record()
                 self.columns = set(self._first or ())
             else:
+                self.format = "csv"
                 self._csv = csv.reader(self._handle)
                 header = next(self._csv, [])
                 self.columns = set(header)
                 self._width = len(header)
                 self._at = {name: i for i, name in reversed(list(enumerate(header)))}  # first column of a name
                 self.classes = [c[5:] for c in header if c.startswith("prob_")]
-            if self.columns and not self.NEEDED <= self.columns:
-                raise GarmentCVError(
-                    f"{self.path}: a report needs the columns {sorted(self.NEEDED)}, the file has "
-                    f"{sorted(self.columns)}; write the results as csv or jsonl (the kaggle format has no confidence "
-                    "or error)"
-                )
+            self._check_columns()
         except BaseException:
             self._handle.close()
             raise
-        self.review = "needs_review" in self.columns
-        self.unknown = "unknown" in self.columns
+
+    def _check_columns(self) -> None:
+        if self.columns and not self.NEEDED <= self.columns:
+            raise GarmentCVError(
+                f"{self.path}: gcv-classify's rows have the columns {sorted(self.NEEDED)}, the file has "
+                f"{sorted(self.columns)}; write the results as csv, jsonl or parquet (the kaggle format has no "
+                "confidence or error)"
+            )
 
     def _next_record(self) -> dict[str, Any] | None:
         for line in self._handle:
@@ -326,22 +399,8 @@ class ResultsFile:
                                          "gcv-classify wrote") from exc
         return None
 
-    def __iter__(self) -> Iterator[Prediction]:
-        if self._jsonl:
-            record = self._first
-            while record is not None:
-                if not self.classes and isinstance(record.get("probs"), dict):
-                    self.classes = list(record["probs"])
-                yield Prediction(path=record["path"], predicted=record.get("label") or None,
-                                 confidence=_confidence(record.get("confidence")),
-                                 needs_review=_flag(record.get("needs_review")), error=record.get("error") or None,
-                                 unknown=_flag(record.get("unknown")))
-                record = self._next_record()
-            return
-        at = self._at
-        path, label, confidence, error = at["path"], at["label"], at["confidence"], at["error"]
-        review = at.get("needs_review")
-        unknown = at.get("unknown")
+    def _csv_rows(self) -> Iterator[list[str]]:
+        """The csv rows after the header (blank lines skipped), each checked to have the header's width."""
         width = self._width
         for cells in self._csv:
             if not cells:
@@ -349,6 +408,46 @@ class ResultsFile:
             if len(cells) < width:
                 raise GarmentCVError(f"{self.path}, line {self._csv.line_num}: {len(cells)} fields where the header "
                                      f"has {width}; give the results file gcv-classify wrote")
+            yield cells
+
+    def records(self) -> Iterator[dict[str, Any]]:
+        """Each row with every column, in file order: csv cells as text by column name (the first column of a
+        repeated name; ``""`` for what an error row lacks); a jsonl record as written (``probs`` an object class ->
+        probability, ``prediction_set`` a list, ``null`` for what an error row lacks); a parquet row's typed values
+        (floats, lists, bools, ``None``). The file is read once: call this or iterate, not both.
+
+        Raises:
+            GarmentCVError: a jsonl line is not JSON, or a csv row is shorter than the header.
+        """
+        if self._parquet is not None:
+            for batch in self._parquet.iter_batches(batch_size=PARQUET_ROW_GROUP):
+                yield from batch.to_pylist()
+            return
+        if self._jsonl:
+            record = self._first
+            while record is not None:
+                if not self.classes and isinstance(record.get("probs"), dict):
+                    self.classes = list(record["probs"])
+                yield record
+                record = self._next_record()
+            return
+        at = sorted(self._at.items(), key=lambda item: item[1])  # in the header's order
+        for cells in self._csv_rows():
+            yield {name: cells[i] for name, i in at}
+
+    def __iter__(self) -> Iterator[Prediction]:
+        if self._jsonl or self._parquet is not None:
+            for record in self.records():
+                yield Prediction(path=record["path"], predicted=record.get("label") or None,
+                                 confidence=_confidence(record.get("confidence")),
+                                 needs_review=_flag(record.get("needs_review")), error=record.get("error") or None,
+                                 unknown=_flag(record.get("unknown")))
+            return
+        at = self._at
+        path, label, confidence, error = at["path"], at["label"], at["confidence"], at["error"]
+        review = at.get("needs_review")
+        unknown = at.get("unknown")
+        for cells in self._csv_rows():
             yield Prediction(path=cells[path], predicted=cells[label] or None,
                              confidence=_confidence(cells[confidence]),
                              needs_review=review is not None and _flag(cells[review]), error=cells[error] or None,
@@ -356,7 +455,10 @@ class ResultsFile:
 
     def close(self) -> None:
         """Close the file."""
-        self._handle.close()
+        if self._parquet is not None:
+            self._parquet.close()
+        else:
+            self._handle.close()
 
     def __enter__(self) -> Self:
         return self
@@ -533,11 +635,11 @@ def write_classify_report(page: Path, results: Path, folder: Path, limits: Limit
                               tally.unknown.total)
     passed = dict(sorted((skipped or {}).items()))
 
-    def build(files: _FilesFolder) -> str:
-        thumb = _thumbnails([*class_galleries, *([review_gallery] if review else []),
+    def build(files: FilesFolder) -> str:
+        thumb = gallery_thumbnails([*class_galleries, *([review_gallery] if review else []),
                              *([unknown_gallery] if unknowns else [])], files, limits)
-        heat = _heatmaps([*([review_gallery] if review else []), *([unknown_gallery] if unknowns else [])], files,
-                         limits, model)
+        heat = gallery_heatmaps([*([review_gallery] if review else []), *([unknown_gallery] if unknowns else [])],
+                                files, limits, model)
         counts = "".join(f'<tr><th><a href="#{g.ident}">{h.esc(g.title)}</a></th><td>{g.total}</td></tr>'
                          for g in class_galleries)
         summary = [("results", Path(results).name), ("rows", tally.rows), ("classified", tally.classified),
@@ -569,7 +671,7 @@ def write_classify_report(page: Path, results: Path, folder: Path, limits: Limit
                    f"{total:,} skipped" + (f" ({reasons})" if reasons else ""))
         return h.page(title, sub, nav, body, files.final.name)
 
-    return _write(page, build)
+    return write_page(page, build)
 
 
 #: Plots ``gcv-evaluate`` may write in its ``--out`` folder, with their captions; those present are shown.
