@@ -9,7 +9,8 @@ A page (or README.md) names a data file and what to show in one HTML comment::
   pseudo-column ``_file`` names each row's file).
 * ``rows:`` for JSON, the dotted path to a list of row objects (``0.end_to_end``, ``rows``), or ``.`` for the file's
   object as one row; default: the file itself when it is a list, else its ``rows`` key.
-* ``where:`` keep rows whose column equals one of the ``|``-separated values (compared as text).
+* ``where:`` keep rows whose column equals one of the ``|``-separated values (compared as text); a row without the
+  column is left out (a file whose rows come in several shapes), a column no row has is an error.
 * ``cols:`` ``column[=Header][:format]``, comma-separated; a column may be a dotted path into nested objects
   (``calibration.temperature``); ``format`` is a Python format spec applied to numbers (``.4f``, ``.1%``).
 
@@ -126,10 +127,21 @@ def files_of(spec: Spec) -> list[str]:
 def load_rows(spec: Spec, root: Path = REPO) -> list[dict[str, Any]]:
     """The rows of the marker's data files, filtered by ``where``."""
     rows = [row for name in files_of(spec) for row in _file_rows(name, spec, root)]
-    kept = [r for r in rows if all(str(_value(r, k, spec.path)) in vs for k, vs in spec.where.items())]
+    for key in spec.where:
+        if not any(_has(r, key) for r in rows):
+            raise TableError(f"{spec.path}: rows have no column {key!r}")
+    kept = [r for r in rows if all(_has(r, k) and str(_value(r, k, spec.path)) in vs for k, vs in spec.where.items())]
     if not kept:
         raise TableError(f"{spec.path}: no row matches {spec.where}")
     return kept
+
+
+def _has(row: dict[str, Any], key: str) -> bool:
+    try:
+        _lookup(row, key)
+    except (KeyError, IndexError, ValueError):
+        return False
+    return True
 
 
 def _value(row: dict[str, Any], key: str, path: str) -> Any:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from benchmarks.experiments import curate as experiment
 
@@ -90,4 +91,9 @@ def test_label_next_experiment_rounds_add_the_labels_asked_and_repeat_for_a_seed
                                                                        ("label-next", (0.55, 0.7, 0.8)))
             for r, acc in enumerate(accs)]
     assert label_next.labels_to_reach(rows, "label-next", 0.7) == 200
+    means = label_next.mean_rows(rows + [label_next.Row("uncertainty", 0, r, 100 + 100 * r, 0.5) for r in range(3)]
+                                 + [label_next.Row("random", 1, r, 100 + 100 * r, 0.7) for r in range(3)])
+    first = next(m for m in means if m["method"] == "random" and m["round"] == 0)
+    assert first == {"section": "mean", "method": "random", "round": 0, "labelled": 100, "seeds": 2,
+                     "test_accuracy": pytest.approx(0.6), "min": 0.5, "max": 0.7}
     assert label_next.labels_to_reach(rows, "random", 0.75) is None

@@ -195,3 +195,14 @@ def test_placeholders_in_help_text_are_shown_not_swallowed_as_tags() -> None:
     html = "<p>csv: path,label,prob_<class>...,error; <code>x</code> <index>.jpg</p><br>"
     assert docs_tables.escape_placeholders(html) == (
         "<p>csv: path,label,prob_&lt;class&gt;...,error; <code>x</code> &lt;index&gt;.jpg</p><br>")
+
+
+def test_a_where_column_picks_rows_of_one_shape_in_a_file_of_several(tmp_path: Path) -> None:
+    data = {"rows": [{"method": "a", "precision": 0.5}, {"section": "retrain", "labels": "clean", "acc": 0.99},
+                     {"section": "duplicates", "kind": "exact", "found": 3}]}
+    (tmp_path / "mixed.json").write_text(json.dumps(data), encoding="utf-8")
+    rows = docs_tables.load_rows(docs_tables.parse_spec("mixed.json; where: section=retrain; cols: labels, acc"),
+                                 root=tmp_path)
+    assert [(r["labels"], r["acc"]) for r in rows] == [("clean", 0.99)]
+    with pytest.raises(docs_tables.TableError, match="no column 'sectoin'"):
+        docs_tables.load_rows(docs_tables.parse_spec("mixed.json; where: sectoin=retrain; cols: labels"), root=tmp_path)

@@ -18,8 +18,9 @@ test accuracy is recorded before the first round and after each. The next labels
 * ``random``: a seeded random draw.
 
 The target: the test accuracy random choice reaches with all its labels, reached by label-next with at most 60% of
-them. Writes ``OUT/<machine>/label_next[-NAME].json`` (the rounds' rows, then the target's figures), ``.md`` (the
-table of mean accuracy per round) and ``.csv`` (one row per method, seed and round). Usage::
+them. Writes ``OUT/<machine>/label_next[-NAME].json`` (the rounds' rows, then ``section`` ``mean``: each method and
+round over the seeds, and ``target``), ``.md`` (the table of mean accuracy per round) and ``.csv`` (one row per
+method, seed and round). Usage::
 
     python -m benchmarks label_next --work experiments/curate
     python -m benchmarks label_next --tiny --work experiments/curate-tiny
@@ -122,6 +123,19 @@ def labels_to_reach(rows: list[Row], method: str, accuracy: float) -> int | None
     return None
 
 
+def mean_rows(rows: list[Row]) -> list[dict[str, float | int | str]]:
+    """Per method and round: labels in hand and the test accuracy's mean, min and max over the seeds (``section``
+    ``mean``)."""
+    out = []
+    for method in METHODS:
+        for rnd in sorted({r.round for r in rows}):
+            runs = [r for r in rows if r.method == method and r.round == rnd]
+            acc = [r.test_accuracy for r in runs]
+            out.append({"section": "mean", "method": method, "round": rnd, "labelled": runs[0].labelled,
+                        "seeds": len(runs), "test_accuracy": float(np.mean(acc)), "min": min(acc), "max": max(acc)})
+    return out
+
+
 def summary_table(rows: list[Row], seconds: dict[str, float]) -> tuple[str, dict[str, float | int | bool | None]]:
     """Markdown: mean (min..max) test accuracy per round and method, and the target; the target's figures."""
     rounds = sorted({r.round for r in rows})
@@ -201,8 +215,8 @@ def main(work: Path, start_per_class: int, per_round: int, rounds: int, seeds: i
     timing = {"embedder_seconds": built, "embed_seconds": embed_seconds, "images": float(len(paths)),
               "rounds_seconds": time.perf_counter() - started}
     text, target = summary_table(rows, timing)
-    path = results.write(begun, [dataclasses.asdict(r) for r in rows] + [{"method": "target", **target}], out, name,
-                         markdown=text)
+    path = results.write(begun, [dataclasses.asdict(r) for r in rows] + mean_rows(rows)
+                         + [{"section": "target", **target}], out, name, markdown=text)
     with atomic_write(path.with_suffix(".csv"), newline="") as handle:  # the rounds only, one shape of row
         writer = csv.DictWriter(handle, fieldnames=[f.name for f in dataclasses.fields(Row)])
         writer.writeheader()
