@@ -588,3 +588,27 @@ def test_audit_takes_exactly_one_of_model_and_embeddings(tmp_path: Path, given: 
     done = CliRunner().invoke(data_main, ["audit", str(files["DATA"]), *args, "--out", str(tmp_path / "out")])
     assert done.exit_code == 2 and done.stderr.startswith(f"Error: {message}"), done.output
     assert not (tmp_path / "out").exists()
+
+
+def test_parquet_embeddings_read_back_exactly_with_nan_for_error_rows_in_several_row_groups(tmp_path: Path) -> None:
+    """read_embeddings reads the parquet columns as arrays (not Python floats): the float32 values exactly, NaN on an
+    error row, across row groups; embeddings of two widths are refused."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from garmentcv.infer.rows import read_embeddings
+
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(5, 3)).astype(np.float32)
+    rows = [{"path": f"{i}.png", "embedding": None if i == 2 else vectors[i].tolist()} for i in range(5)]
+    schema = pa.schema([("path", pa.string()), ("embedding", pa.list_(pa.float32()))])
+    with pq.ParquetWriter(tmp_path / "emb.parquet", schema) as writer:
+        for part in (rows[:2], rows[2:]):
+            writer.write_table(pa.Table.from_pylist(part, schema=schema))
+    paths, array = read_embeddings(tmp_path / "emb.parquet")
+    assert paths == ["0.png", "1.png", "2.png", "3.png", "4.png"] and array.dtype == np.float32
+    assert np.isnan(array[2]).all() and np.array_equal(array[[0, 1, 3, 4]], vectors[[0, 1, 3, 4]])
+    pq.write_table(pa.Table.from_pylist([{"path": "a", "embedding": [1.0]}, {"path": "b", "embedding": [1.0, 2.0]}],
+                                        schema=schema), tmp_path / "mixed.parquet")
+    with pytest.raises(ValueError, match=r"mixed.parquet: embeddings of different lengths \[1, 2\]"):
+        read_embeddings(tmp_path / "mixed.parquet")
