@@ -612,3 +612,40 @@ def test_parquet_embeddings_read_back_exactly_with_nan_for_error_rows_in_several
                                         schema=schema), tmp_path / "mixed.parquet")
     with pytest.raises(ValueError, match=r"mixed.parquet: embeddings of different lengths \[1, 2\]"):
         read_embeddings(tmp_path / "mixed.parquet")
+
+
+def test_audit_from_embeddings_refuses_rows_without_the_unknown_columns(audited, model: Path, tmp_path: Path) -> None:
+    data, _, _ = audited
+    rows, embeddings = tmp_path / "rows.csv", tmp_path / "emb.npy"
+    _classify(data, model, rows, embeddings)  # a model file without a detector: no unknown or ood_score column
+    out = tmp_path / "audit"
+    done = CliRunner().invoke(data_main, ["audit", str(data), "--embeddings", str(embeddings), "--rows", str(rows),
+                                          "--out", str(out), "-q"])
+    assert done.exit_code == 1, done.output
+    assert done.stderr == (f"Error: {rows}: the rows have no unknown and ood_score columns (a model file without an "
+                           "unknown-item detector, or gcv classify --unknown off); give the rows of a run whose model "
+                           "file has one, or leave --rows out to skip the unknown check\n")
+    assert not (out / "fix_list.csv").exists()
+
+
+def test_audit_of_a_manifest_from_the_embeddings_of_a_classify_run_over_that_manifest(audited, model: Path,
+                                                                                      tmp_path: Path) -> None:
+    """gcv classify reads a path,label manifest as a list of files and names each row as the manifest writes it,
+    relative to the manifest's folder, the default --embeddings-root of a manifest: the two routes agree."""
+    data, _, _ = audited
+    manifest = data.parent / "manifest.csv"
+    names = sorted(p.name for p in data.iterdir())
+    manifest.write_text("path,label\n" + "".join(f"data/{n},{n.rsplit('_', 1)[1][:-4]}\n" for n in names),
+                        encoding="utf-8")
+    try:
+        rows, embeddings = tmp_path / "rows.csv", tmp_path / "emb.parquet"
+        _classify(manifest, model, rows, embeddings)
+        for route, given in (("direct", ["--model", str(model)]), ("run", ["--embeddings", str(embeddings)])):
+            done = CliRunner().invoke(data_main, ["audit", str(manifest), *given, "--out", str(tmp_path / route),
+                                                  "--no-report", "-q"])
+            assert done.exit_code == 0, done.output
+    finally:
+        manifest.unlink()
+    for name in FINDINGS:
+        assert (tmp_path / "run" / name).read_bytes() == (tmp_path / "direct" / name).read_bytes(), name
+    assert [r["path"] for r in _rows(tmp_path / "run" / "out_of_sample.csv")] == [f"data/{n}" for n in names]

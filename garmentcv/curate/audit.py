@@ -516,12 +516,17 @@ class _Places:
             return f"which lies outside {self.root}, the folder its paths are relative to"
         return f"a row named {shown!r} (relative to {self.root})"
 
-    def find(self, names: Sequence[str] | Iterator[str], paths: Sequence[Path]) -> list[int | None]:
-        """For each of ``paths``, the index of the first of ``names`` naming it, or ``None``."""
+    def wanted(self, paths: Sequence[Path]) -> dict[str, int]:
+        """Each place that names one of ``paths``, with its index in ``paths``."""
         wanted: dict[str, int] = {}
         for i, path in enumerate(paths):
             for place in self.of_image(path):
                 wanted.setdefault(place, i)
+        return wanted
+
+    def find(self, names: Sequence[str], paths: Sequence[Path]) -> list[int | None]:
+        """For each of ``paths``, the index of the first of ``names`` naming it, or ``None``."""
+        wanted = self.wanted(paths)
         found: list[int | None] = [None] * len(paths)
         for row, name in enumerate(names):
             i = wanted.get(self.of_row(name))
@@ -543,10 +548,7 @@ def _read_unknowns(rows: Path, places: _Places, paths: Sequence[Path]) -> tuple[
     from garmentcv.report.write import ResultsFile
 
     rows = Path(rows)
-    wanted: dict[str, int] = {}
-    for i, path in enumerate(paths):
-        for place in places.of_image(path):
-            wanted.setdefault(place, i)
+    wanted = places.wanted(paths)
     scores = np.full(len(paths), np.nan)
     flags = np.zeros(len(paths), dtype=bool)
     seen = np.zeros(len(paths), dtype=bool)
