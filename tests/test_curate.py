@@ -464,3 +464,188 @@ def test_audit_page_without_a_cam_output_has_no_heatmaps(audited) -> None:
     _, _, out = audited
     page = (out / "audit.html").read_text(encoding="utf-8")
     assert "heatmap" not in page and not list((out / "audit_files").glob("h*.jpg"))
+
+
+# gcv data audit --embeddings: the embeddings of a gcv classify run, no model run ----------------------------------
+
+#: The files of an audit that hold its findings (audit.json also says which route made them).
+FINDINGS = ("fix_list.csv", "duplicates.csv", "out_of_sample.csv")
+
+
+@pytest.mark.parametrize("suffix", [".npy", ".parquet"])
+def test_audit_from_a_classify_runs_embeddings_writes_the_files_of_the_model_route(audited, model: Path,
+                                                                                  tmp_path: Path, suffix: str) -> None:
+    """gcv classify over the folder holding DATA, the test split and more (the first audit's pages), then the audit
+    from its embeddings file: the same findings, byte for byte (the file keeps the model's float32 embeddings as
+    they are, so nothing is rounded); no unknown check, no heatmaps, and audit.json names the route."""
+    data, test, direct = audited
+    root = data.parent
+    rows, embeddings = tmp_path / "rows.csv", tmp_path / f"emb{suffix}"
+    _classify(root, model, rows, embeddings)
+    out = tmp_path / "audit"
+    done = CliRunner().invoke(data_main, ["audit", str(data), "--embeddings", str(embeddings), "--embeddings-root",
+                                          str(root), "--out", str(out), "--split", str(test)])
+    assert done.exit_code == 0, done.output
+    for name in FINDINGS:
+        assert (out / name).read_bytes() == (direct / name).read_bytes(), name
+    assert "audit stage reading embeddings: " in done.stderr and "audit stage embedding: " not in done.stderr
+    assert "flagged: 4 label, 2 exact_duplicate, 1 near_duplicate, unknown not checked, " in done.stdout
+    assert "unknown check not run: no model file to score unknown items: give --rows" in done.stdout
+    summary = json.loads((out / "audit.json").read_text(encoding="utf-8"))
+    first = json.loads((direct / "audit.json").read_text(encoding="utf-8"))
+    assert (summary["route"], summary["model"], summary["embeddings"], summary["embeddings_root"], summary["rows"]) == (
+        "embeddings", None, str(embeddings), str(root), None)
+    assert (first["route"], first["model"], first["embeddings"], first["embeddings_root"]) == (
+        "model", str(model), None, None)
+    assert (summary["unknown_check"], summary["unknown_detector"]) == ("not run", False)
+    assert summary["unknown_check_note"].startswith("no model file to score unknown items")
+    assert {k: summary[k] for k in ("images", "flagged", "duplicates", "settings", "out_of_sample_accuracy")} == {
+        k: first[k] for k in ("images", "flagged", "duplicates", "settings", "out_of_sample_accuracy")}
+    page = (out / "audit.html").read_text(encoding="utf-8")
+    assert "no model file to score unknown items" in page and "heatmap" not in page
+
+
+def test_audit_from_embeddings_takes_the_unknown_flags_and_scores_of_the_runs_rows(audited, tmp_path: Path) -> None:
+    """A model file with an unknown-item detector flagging half of the images: the audit from the classify run's
+    embeddings and rows (jsonl, its ood_score at 6 decimals) writes the fix list of the model route, unknowns
+    included; the embeddings root defaults to DATA, the folder classified."""
+    data, _, _ = audited
+    model = build_embedding_model(tmp_path / "with-detector.onnx", unknown_threshold=0.0)
+    scores = embed_images(model, sorted(data.iterdir())).ood_scores
+    set_unknown_threshold(model, float(np.median(scores)))
+    rows, embeddings = tmp_path / "rows.jsonl", tmp_path / "emb.npy"
+    _classify(data, model, rows, embeddings)
+    common = ["--no-report", "-q"]
+    direct = CliRunner().invoke(data_main, ["audit", str(data), "--model", str(model), "--out",
+                                            str(tmp_path / "direct"), *common])
+    assert direct.exit_code == 0, direct.output
+    done = CliRunner().invoke(data_main, ["audit", str(data), "--embeddings", str(embeddings), "--rows", str(rows),
+                                          "--out", str(tmp_path / "run"), *common])
+    assert done.exit_code == 0, done.output
+    for name in FINDINGS:
+        assert (tmp_path / "run" / name).read_bytes() == (tmp_path / "direct" / name).read_bytes(), name
+    unknown = [r for r in _rows(tmp_path / "run" / "fix_list.csv") if r["issue"] == "unknown"]
+    assert len(unknown) == len(scores) // 2  # above the median of an even count
+    summary = json.loads((tmp_path / "run" / "audit.json").read_text(encoding="utf-8"))
+    assert (summary["unknown_check"], summary["unknown_check_note"], summary["embeddings_root"]) == (
+        "rows", None, str(data))
+    assert json.loads((tmp_path / "direct" / "audit.json").read_text(encoding="utf-8"))["unknown_check"] == "model"
+
+
+def test_audit_names_the_first_image_the_embeddings_file_lacks_and_what_to_do(audited, model: Path,
+                                                                             tmp_path: Path) -> None:
+    data, test, _ = audited
+    rows, embeddings = tmp_path / "rows.csv", tmp_path / "emb.parquet"
+    _classify(data, model, rows, embeddings)  # DATA only: the test split's images are not in the file
+    out = tmp_path / "audit"
+    args = ["audit", str(data), "--embeddings", str(embeddings), "--split", str(test), "--out", str(out), "-q"]
+    done = CliRunner().invoke(data_main, args)
+    assert done.exit_code == 1, done.output
+    assert done.stderr == (f"Error: {embeddings}: no embedding for {test / 't1.png'}, which lies outside "
+                           f"{data.resolve()}, the folder its paths are relative to; give --embeddings-root, the "
+                           "folder that gcv classify run classified, or run gcv classify --embeddings on a folder "
+                           "holding DATA and every --split\n")
+    # a root the images lie under, with paths the run (over DATA itself) did not give them
+    shifted = CliRunner().invoke(data_main, [*args, "--embeddings-root", str(data.parent)])
+    assert shifted.exit_code == 1, shifted.output
+    first = sorted(data.iterdir())[0].name
+    assert shifted.stderr.startswith(f"Error: {embeddings}: no embedding for {data / first}, a row named "
+                                     f"'data/{first}' (relative to {data.parent.resolve()}); give --embeddings-root")
+    assert not (out / "fix_list.csv").exists()
+
+
+def test_audit_leaves_out_the_images_the_classify_run_could_not_decode(tmp_path: Path, model: Path) -> None:
+    data = tmp_path / "data"
+    for c, colour in enumerate(CLASS_COLOURS.values()):
+        for i in range(4):
+            colour_image(data / f"{c}{i}_{list(CLASS_COLOURS)[c]}.png", colour, seed=40 * c + i)
+    (data / "9_bluzy.png").write_bytes(b"not an image")
+    rows, embeddings = tmp_path / "rows.parquet", tmp_path / "emb.npy"
+    _classify(data, model, rows, embeddings)
+    out = tmp_path / "audit"
+    done = CliRunner().invoke(data_main, ["audit", str(data), "--embeddings", str(embeddings), "--out", str(out),
+                                          "--no-report", "-q"])
+    assert done.exit_code == 0, done.output
+    summary = json.loads((out / "audit.json").read_text(encoding="utf-8"))
+    assert (summary["images"], summary["not_decoded"]) == (8, 1)
+    assert [r["path"] for r in _rows(out / "out_of_sample.csv")] == sorted(p.name for p in data.iterdir())[:8]
+
+
+@pytest.mark.parametrize(("given", "message"), [
+    ((), "give the images' embeddings: --model M.onnx"),
+    (("--model", "MODEL", "--embeddings", "EMB"), "--model and --embeddings both give the embeddings: give one"),
+    (("--model", "MODEL", "--rows", "ROWS"), "--rows goes with --embeddings"),
+    (("--model", "MODEL", "--embeddings-root", "DATA"), "--embeddings-root goes with --embeddings"),
+])
+def test_audit_takes_exactly_one_of_model_and_embeddings(tmp_path: Path, given: tuple[str, ...],
+                                                         message: str) -> None:
+    files = {"DATA": tmp_path / "data", "MODEL": tmp_path / "m.onnx", "EMB": tmp_path / "emb.npy",
+             "ROWS": tmp_path / "rows.csv"}
+    files["DATA"].mkdir()
+    for name in ("MODEL", "EMB", "ROWS"):
+        files[name].write_bytes(b"")
+    args = [str(files.get(a, a)) for a in given]
+    done = CliRunner().invoke(data_main, ["audit", str(files["DATA"]), *args, "--out", str(tmp_path / "out")])
+    assert done.exit_code == 2 and done.stderr.startswith(f"Error: {message}"), done.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_parquet_embeddings_read_back_exactly_with_nan_for_error_rows_in_several_row_groups(tmp_path: Path) -> None:
+    """read_embeddings reads the parquet columns as arrays (not Python floats): the float32 values exactly, NaN on an
+    error row, across row groups; embeddings of two widths are refused."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from garmentcv.infer.rows import read_embeddings
+
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(5, 3)).astype(np.float32)
+    rows = [{"path": f"{i}.png", "embedding": None if i == 2 else vectors[i].tolist()} for i in range(5)]
+    schema = pa.schema([("path", pa.string()), ("embedding", pa.list_(pa.float32()))])
+    with pq.ParquetWriter(tmp_path / "emb.parquet", schema) as writer:
+        for part in (rows[:2], rows[2:]):
+            writer.write_table(pa.Table.from_pylist(part, schema=schema))
+    paths, array = read_embeddings(tmp_path / "emb.parquet")
+    assert paths == ["0.png", "1.png", "2.png", "3.png", "4.png"] and array.dtype == np.float32
+    assert np.isnan(array[2]).all() and np.array_equal(array[[0, 1, 3, 4]], vectors[[0, 1, 3, 4]])
+    pq.write_table(pa.Table.from_pylist([{"path": "a", "embedding": [1.0]}, {"path": "b", "embedding": [1.0, 2.0]}],
+                                        schema=schema), tmp_path / "mixed.parquet")
+    with pytest.raises(ValueError, match=r"mixed.parquet: embeddings of different lengths \[1, 2\]"):
+        read_embeddings(tmp_path / "mixed.parquet")
+
+
+def test_audit_from_embeddings_refuses_rows_without_the_unknown_columns(audited, model: Path, tmp_path: Path) -> None:
+    data, _, _ = audited
+    rows, embeddings = tmp_path / "rows.csv", tmp_path / "emb.npy"
+    _classify(data, model, rows, embeddings)  # a model file without a detector: no unknown or ood_score column
+    out = tmp_path / "audit"
+    done = CliRunner().invoke(data_main, ["audit", str(data), "--embeddings", str(embeddings), "--rows", str(rows),
+                                          "--out", str(out), "-q"])
+    assert done.exit_code == 1, done.output
+    assert done.stderr == (f"Error: {rows}: the rows have no unknown and ood_score columns (a model file without an "
+                           "unknown-item detector, or gcv classify --unknown off); give the rows of a run whose model "
+                           "file has one, or leave --rows out to skip the unknown check\n")
+    assert not (out / "fix_list.csv").exists()
+
+
+def test_audit_of_a_manifest_from_the_embeddings_of_a_classify_run_over_that_manifest(audited, model: Path,
+                                                                                      tmp_path: Path) -> None:
+    """gcv classify reads a path,label manifest as a list of files and names each row as the manifest writes it,
+    relative to the manifest's folder, the default --embeddings-root of a manifest: the two routes agree."""
+    data, _, _ = audited
+    manifest = data.parent / "manifest.csv"
+    names = sorted(p.name for p in data.iterdir())
+    manifest.write_text("path,label\n" + "".join(f"data/{n},{n.rsplit('_', 1)[1][:-4]}\n" for n in names),
+                        encoding="utf-8")
+    try:
+        rows, embeddings = tmp_path / "rows.csv", tmp_path / "emb.parquet"
+        _classify(manifest, model, rows, embeddings)
+        for route, given in (("direct", ["--model", str(model)]), ("run", ["--embeddings", str(embeddings)])):
+            done = CliRunner().invoke(data_main, ["audit", str(manifest), *given, "--out", str(tmp_path / route),
+                                                  "--no-report", "-q"])
+            assert done.exit_code == 0, done.output
+    finally:
+        manifest.unlink()
+    for name in FINDINGS:
+        assert (tmp_path / "run" / name).read_bytes() == (tmp_path / "direct" / name).read_bytes(), name
+    assert [r["path"] for r in _rows(tmp_path / "run" / "out_of_sample.csv")] == [f"data/{n}" for n in names]

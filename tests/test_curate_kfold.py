@@ -193,3 +193,30 @@ def test_audit_with_kfold_training_writes_the_fix_list_and_records_the_method(au
     assert (summary["method"], summary["checkpoint"], summary["folds"]) == ("kfold-training", str(checkpoint), FOLDS)
     assert (summary["settings"]["kfold_epochs"], summary["settings"]["kfold_lr"]) == (1, LR)
     assert summary["images"] == 2 * PER_CLASS and sum(summary["flagged"].values()) == len(lines) - 1
+
+
+def test_audit_with_kfold_training_from_a_classify_runs_embeddings_writes_the_same_findings(
+        audited: Path, data: Path, model: Path, checkpoint: Path, tmp_path: Path) -> None:
+    """--probs kfold-training trains from --checkpoint, not from the embeddings: with --embeddings (a gcv classify run
+    of the same model file over DATA) the probabilities repeat the --model route's within 1e-6 (two K-fold runs, each
+    written with 6 decimals) and the fix list names the same images and issues."""
+    from garmentcv.infer.cli import classify_main
+
+    rows, embeddings = tmp_path / "rows.csv", tmp_path / "emb.npy"
+    done = CliRunner().invoke(classify_main, [str(data), "--model", str(model), "--out", str(rows), "--embeddings",
+                                              str(embeddings), "--device", "cpu", "-q"])
+    assert done.exit_code == 0, done.output
+    out = tmp_path / "audit"
+    done = CliRunner().invoke(data_main, ["audit", str(data), "--embeddings", str(embeddings), "--out", str(out),
+                                          "--probs", "kfold-training", "--checkpoint", str(checkpoint),
+                                          "--kfold-epochs", "1", "--kfold-lr", str(LR), "--folds", str(FOLDS),
+                                          "--no-report", "-q"])
+    assert done.exit_code == 0, done.output
+    paths, probs = _written_probs(out)
+    expected_paths, expected = _written_probs(audited)
+    assert paths == expected_paths and np.abs(probs - expected).max() <= 1e-6
+    fixes = [(r["path"], r["issue"]) for r in csv.DictReader((out / "fix_list.csv").open(encoding="utf-8"))]
+    assert fixes == [(r["path"], r["issue"]) for r in csv.DictReader((audited / "fix_list.csv").open(encoding="utf-8"))]
+    summary = json.loads((out / "audit.json").read_text(encoding="utf-8"))
+    assert (summary["route"], summary["method"], summary["checkpoint"]) == ("embeddings", "kfold-training",
+                                                                           str(checkpoint))

@@ -4,8 +4,11 @@ kfold-training``, imported then).
 
 Steps (:func:`audit_dataset`):
 
-1. Embeddings of every image of the dataset and of the compared splits (:func:`garmentcv.curate.embed.embed_images`,
-   the classify pipeline on either runtime).
+1. Embeddings of every image of the dataset and of the compared splits, by one of two routes
+   (:attr:`AuditConfig.route`): the model file runs on them (:func:`model_embeddings`, the classify pipeline on either
+   runtime), or they are read from the embeddings file of a ``gcv classify --embeddings`` run over a folder holding
+   them (:func:`read_run_embeddings`; no model runs, so many machines can embed with ``--engine ray``).
+   Every later step works on the ``(N, D)`` embeddings only, so both routes give the same results.
 2. Out-of-sample predicted probabilities, by :attr:`AuditConfig.probs`: ``linear-head`` (the default,
    :func:`out_of_sample_probs`), a linear head (scikit-learn's ``LogisticRegression`` on standardised,
    L2-normalised embeddings) fitted in K stratified folds (``cross_val_predict``), so every image is scored by a head
@@ -20,7 +23,8 @@ Steps (:func:`audit_dataset`):
 5. Outliers (:func:`find_outliers`): the mean cosine distance of each image to its K nearest neighbours in the
    dataset, flagged beyond Tukey's far-out fence ``Q3 + outlier_iqr * IQR``.
 6. Unknowns: images whose ``ood_score`` is above the threshold of the model file's unknown-item detector, when
-   the file has one.
+   the file has one; on the embeddings route, the ``unknown`` column of the classify run's rows when they are given
+   (:attr:`AuditConfig.rows`), else the check does not run (:data:`UNKNOWN_NOT_RUN`).
 
 Writes, in the ``out`` folder: :data:`FIX_LIST` (:mod:`garmentcv.curate.fixes`), :data:`DUPLICATES`,
 :data:`PROBABILITIES`, :data:`SUMMARY` and the report page :data:`REPORT`.
@@ -31,6 +35,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import logging
+import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -84,6 +89,22 @@ PROBS_DESCRIPTIONS = {
 DEFAULT_KFOLD_EPOCHS = DEFAULT_EPOCHS
 DEFAULT_KFOLD_LR = DEFAULT_LR
 
+#: Where the embeddings come from (:attr:`AuditConfig.route`): the model file run on the images, or the embeddings
+#: file of a gcv classify run.
+MODEL_ROUTE = "model"
+EMBEDDINGS_ROUTE = "embeddings"
+#: Where the unknown flags come from (``unknown_check`` in ``audit.json``): the model file's unknown-item detector,
+#: the ``unknown`` column of a classify run's rows, or nowhere (the check did not run).
+UNKNOWN_FROM_MODEL = "model"
+UNKNOWN_FROM_ROWS = "rows"
+UNKNOWN_NOT_RUN = "not run"
+#: Why the unknown check did not run, by route (the report's unknown gallery and ``audit.json`` say it).
+UNKNOWN_NOT_RUN_NOTES = {
+    MODEL_ROUTE: "the model file has no unknown-item detector",
+    EMBEDDINGS_ROUTE: "no model file to score unknown items: give --rows, the rows of the classify run that wrote "
+                      "--embeddings, for its ood_score and unknown columns",
+}
+
 
 class MissingExtraError(GarmentCVError, ImportError):
     """A package of the ``[curate]`` extra is not installed (the message says what to install)."""
@@ -99,10 +120,13 @@ class AuditUsageError(GarmentCVError, ValueError):
 class AuditConfig:
     """Settings of :func:`audit_dataset`.
 
+    The embeddings come from exactly one of ``model`` (the model file runs on the images) and ``embeddings`` (a gcv
+    classify run's embeddings file; no model runs): :attr:`route`.
+
     Attributes:
         data: the labelled dataset (a folder or a ``path,label`` manifest, any layout gcv train reads).
         model: a GarmentCV ONNX file exported with ``--embedding`` (any classes: only its embeddings are used, and
-            its unknown-item detector when it has one).
+            its unknown-item detector when it has one), or ``None`` with ``embeddings``.
         out: the folder the results are written to (created).
         splits: other splits (folders searched recursively, or ``path,label`` manifests) whose copies of the
             dataset's images are reported, e.g. the validation and test sets.
@@ -120,14 +144,22 @@ class AuditConfig:
         duplicate_cosine: two images at least this cosine-similar (normalised embeddings) are near-duplicates.
         neighbours: K of the outliers' K nearest neighbours.
         outlier_iqr: the outliers' fence, in inter-quartile ranges above the third quartile.
-        runtime: ``auto``, ``onnxruntime`` or ``openvino``.
-        batch_size: images per model run.
+        runtime: ``auto``, ``onnxruntime`` or ``openvino`` (``model`` only).
+        batch_size: images per model run (``model`` only).
         report: write the report page.
+        embeddings: instead of ``model``: the embeddings file of a ``gcv classify --embeddings`` run over a folder
+            holding the dataset and the splits (``.npy`` with its ``.paths.csv`` index, or ``.parquet``); it may
+            hold other images too.
+        embeddings_root: the folder the file's paths are relative to (the folder that run classified); ``None``:
+            the dataset's folder (a manifest's folder). An absolute path in the file names itself.
+        rows: with ``embeddings``: the rows file of the same classify run (csv, jsonl or parquet, with its
+            ``unknown`` and ``ood_score`` columns), whose unknown flags and scores stand in for the model file's
+            detector; ``None``: no unknown check.
     """
 
     data: Path
-    model: Path
-    out: Path
+    model: Path | None = None
+    out: Path = Path("audit")
     splits: tuple[Path, ...] = ()
     layout: str | None = None
     folds: int = 5
@@ -142,15 +174,37 @@ class AuditConfig:
     checkpoint: Path | None = None
     kfold_epochs: int = DEFAULT_KFOLD_EPOCHS
     kfold_lr: float = DEFAULT_KFOLD_LR
+    embeddings: Path | None = None
+    embeddings_root: Path | None = None
+    rows: Path | None = None
+
+    @property
+    def route(self) -> str:
+        """:data:`MODEL_ROUTE` (``model`` runs on the images) or :data:`EMBEDDINGS_ROUTE` (read from ``embeddings``)."""
+        return MODEL_ROUTE if self.model is not None else EMBEDDINGS_ROUTE
 
     def __post_init__(self) -> None:
         """Refuse settings out of range or that do not go together.
 
         Raises:
-            AuditUsageError: an unknown ``probs``; ``kfold-training`` without ``checkpoint``, or ``checkpoint``
-                with another method; ``kfold_epochs`` below 1 or ``kfold_lr`` not above 0.
+            AuditUsageError: neither or both of ``model`` and ``embeddings``; ``rows`` or ``embeddings_root``
+                without ``embeddings``; an unknown ``probs``; ``kfold-training`` without ``checkpoint``, or
+                ``checkpoint`` with another method; ``kfold_epochs`` below 1 or ``kfold_lr`` not above 0.
             ValueError: another setting out of range.
         """
+        if self.model is None and self.embeddings is None:
+            raise AuditUsageError("give the images' embeddings: --model M.onnx (the model file runs on DATA and each "
+                                  "--split) or --embeddings EMB (the file of 'gcv classify FOLDER --embeddings EMB', "
+                                  "no model run)")
+        if self.model is not None and self.embeddings is not None:
+            raise AuditUsageError("--model and --embeddings both give the embeddings: give one, --model to run the "
+                                  "model file, or --embeddings to read a gcv classify run's file")
+        if self.embeddings is None and self.rows is not None:
+            raise AuditUsageError("--rows goes with --embeddings (its unknown scores stand in for the model file's); "
+                                  "with --model the model file's own unknown-item detector is used: leave --rows out")
+        if self.embeddings is None and self.embeddings_root is not None:
+            raise AuditUsageError("--embeddings-root goes with --embeddings (the folder its paths are relative to); "
+                                  "leave it out with --model")
         if self.probs not in PROBS:
             raise AuditUsageError(f"--probs {self.probs}: choose one of {', '.join(PROBS)}")
         if self.probs == KFOLD_TRAINING and self.checkpoint is None:
@@ -158,7 +212,7 @@ class AuditConfig:
                                   "(best.pt) of the same classes as the dataset, or use --probs linear-head")
         if self.probs != KFOLD_TRAINING and self.checkpoint is not None:
             raise AuditUsageError(f"--checkpoint goes with --probs {KFOLD_TRAINING} (the {self.probs} method uses "
-                                  "the model file only); add --probs kfold-training or leave --checkpoint out")
+                                  "the embeddings only); add --probs kfold-training or leave --checkpoint out")
         if self.kfold_epochs < 1:
             raise AuditUsageError(f"--kfold-epochs {self.kfold_epochs}: give at least 1")
         if not self.kfold_lr > 0:
@@ -204,6 +258,9 @@ class AuditResult:
         counts: images flagged per issue (:data:`~garmentcv.curate.fixes.ISSUES` order).
         files: the files written, by name.
         probs: how the out-of-sample probabilities were made (:data:`PROBS`).
+        route: where the embeddings came from (:data:`MODEL_ROUTE` or :data:`EMBEDDINGS_ROUTE`).
+        unknown_check: where the unknown flags came from (:data:`UNKNOWN_FROM_MODEL`, :data:`UNKNOWN_FROM_ROWS`), or
+            :data:`UNKNOWN_NOT_RUN`.
     """
 
     images: int
@@ -216,6 +273,8 @@ class AuditResult:
     counts: dict[str, int] = field(default_factory=dict)
     files: dict[str, Path] = field(default_factory=dict)
     probs: str = LINEAR_HEAD
+    route: str = MODEL_ROUTE
+    unknown_check: str = UNKNOWN_NOT_RUN
 
 
 def usable_folds(labels: np.ndarray, folds: int) -> int:
@@ -383,6 +442,192 @@ def _relative(path: Path, base: Path) -> str:
         return str(path)
 
 
+@dataclass(frozen=True)
+class AuditEmbeddings:
+    """The embeddings the audit works on, from either route, for a list of images.
+
+    Attributes:
+        paths: the images that have an embedding, in input order (a subsequence of the input).
+        normalised: ``float32 (N, D)`` unit-norm embeddings (:func:`garmentcv.curate.embed.normalise`), one per path.
+        failed: ``(path, reason)`` of the images without one (not decoded, by the model or by the classify run).
+        ood_scores: ``float64 (N,)`` unknown scores, or ``None`` when the unknown check does not run.
+        unknown: ``bool (N,)``, the images called unknown, or ``None`` when the check does not run.
+        unknown_check: :data:`UNKNOWN_FROM_MODEL`, :data:`UNKNOWN_FROM_ROWS` or :data:`UNKNOWN_NOT_RUN`.
+    """
+
+    paths: tuple[Path, ...]
+    normalised: np.ndarray
+    failed: tuple[tuple[Path, str], ...]
+    ood_scores: np.ndarray | None = None
+    unknown: np.ndarray | None = None
+    unknown_check: str = UNKNOWN_NOT_RUN
+
+
+def model_embeddings(model: Path, paths: Sequence[Path], *, runtime: str = "auto", batch_size: int = 32,
+                     progress: Callable[[int], None] | None = None) -> AuditEmbeddings:
+    """The model route: run ``model`` on ``paths`` (:func:`garmentcv.curate.embed.embed_images`); an image is
+    unknown when its ``ood_score`` is above the threshold of the file's unknown-item detector (compared in float64,
+    as gcv classify's ``unknown`` column is), when the file has one.
+
+    Raises:
+        NoEmbeddingError: the file has no ``embedding`` output.
+        ModelFileError, RuntimeUnavailableError: the model file cannot be opened.
+    """
+    embedded = embed_images(model, paths, runtime=runtime, batch_size=batch_size, progress=progress)
+    detector = embedded.info.unknown
+    if embedded.ood_scores is None or detector is None:
+        return AuditEmbeddings(embedded.paths, embedded.normalised, embedded.failed)
+    scores = embedded.ood_scores.astype(np.float64)
+    return AuditEmbeddings(embedded.paths, embedded.normalised, embedded.failed, scores,
+                           scores > detector.threshold, UNKNOWN_FROM_MODEL)
+
+
+class _Places:
+    """Finds the row of a file of a classify run (an embeddings or rows file) that names an image: a row's path is
+    relative to ``root`` (the folder the run classified) or absolute, and names the image at that place; an image is
+    looked up by its resolved path and by its resolved folder with its own name (a symlinked file in the tree)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root).resolve()
+        self._folders: dict[Path, Path] = {}
+
+    def of_row(self, name: str) -> str:
+        """The place a row's path names (pure text: no file system call)."""
+        return os.path.normpath(os.path.join(self.root, name))
+
+    def of_image(self, path: Path) -> tuple[str, ...]:
+        """The places an image may be named by."""
+        folder = self._folders.get(path.parent)
+        if folder is None:
+            folder = self._folders[path.parent] = path.parent.resolve()
+        return tuple(dict.fromkeys((str(path.resolve()), str(folder / path.name))))
+
+    def shown(self, path: Path) -> str:
+        """How a row would name ``path``: relative to the root when under it, else absolute."""
+        try:
+            return path.resolve().relative_to(self.root).as_posix()
+        except ValueError:
+            return str(path.resolve())
+
+    def where(self, path: Path) -> str:
+        """The row a file needs for ``path``, in words."""
+        shown = self.shown(path)
+        if Path(shown).is_absolute():
+            return f"which lies outside {self.root}, the folder its paths are relative to"
+        return f"a row named {shown!r} (relative to {self.root})"
+
+    def wanted(self, paths: Sequence[Path]) -> dict[str, int]:
+        """Each place that names one of ``paths``, with its index in ``paths``."""
+        wanted: dict[str, int] = {}
+        for i, path in enumerate(paths):
+            for place in self.of_image(path):
+                wanted.setdefault(place, i)
+        return wanted
+
+    def find(self, names: Sequence[str], paths: Sequence[Path]) -> list[int | None]:
+        """For each of ``paths``, the index of the first of ``names`` naming it, or ``None``."""
+        wanted = self.wanted(paths)
+        found: list[int | None] = [None] * len(paths)
+        for row, name in enumerate(names):
+            i = wanted.get(self.of_row(name))
+            if i is not None and found[i] is None:
+                found[i] = row
+        return found
+
+
+def _flag(value: object) -> bool | None:
+    """A rows file's ``unknown`` cell as a bool: csv text, or jsonl and parquet values; ``None`` when empty."""
+    if value is None or value == "":
+        return None
+    return value if isinstance(value, bool) else str(value).strip().lower() == "true"
+
+
+def _read_unknowns(rows: Path, places: _Places, paths: Sequence[Path]) -> tuple[np.ndarray, np.ndarray]:
+    """The ``ood_score`` and ``unknown`` of each of ``paths`` in a classify run's rows file (see
+    :func:`read_run_embeddings`)."""
+    from garmentcv.report.write import ResultsFile
+
+    rows = Path(rows)
+    wanted = places.wanted(paths)
+    scores = np.full(len(paths), np.nan)
+    flags = np.zeros(len(paths), dtype=bool)
+    seen = np.zeros(len(paths), dtype=bool)
+    with ResultsFile(rows) as reader:
+        if not {"unknown", "ood_score"} <= reader.columns:
+            raise DatasetError(f"{rows}: the rows have no unknown and ood_score columns (a model file without an "
+                               "unknown-item detector, or gcv classify --unknown off); give the rows of a run whose "
+                               "model file has one, or leave --rows out to skip the unknown check")
+        for record in reader.records():
+            i = wanted.get(places.of_row(str(record["path"])))
+            if i is None or seen[i]:
+                continue
+            seen[i] = True
+            score, flag = record.get("ood_score"), _flag(record.get("unknown"))
+            if score not in (None, "") and flag is not None:
+                scores[i], flags[i] = float(score), flag
+    for i, path in enumerate(paths):
+        if not seen[i]:
+            raise DatasetError(f"{rows}: no row for {path}, {places.where(path)}; give the rows file of the same "
+                               "gcv classify run as --embeddings")
+        if np.isnan(scores[i]):
+            raise DatasetError(f"{rows}: the row of {places.shown(path)!r} has no ood_score, though the embeddings "
+                               "file has its embedding; give the rows and embeddings files of the same run")
+    return scores, flags
+
+
+def read_run_embeddings(paths: Sequence[Path], embeddings: Path, root: Path, rows: Path | None = None,
+                        ) -> AuditEmbeddings:
+    """The embeddings route: the embedding of each of ``paths`` from the embeddings file of a ``gcv classify
+    --embeddings`` run (:func:`garmentcv.infer.rows.read_embeddings`); no model runs.
+
+    A row's path is relative to ``root``, the folder the run classified (or absolute), and is matched to an image by
+    the place it names; the file may hold other images too. An image whose row has no embedding (an error row: the
+    run could not decode it) is listed in :attr:`AuditEmbeddings.failed`, as the model route lists the images it
+    cannot decode. With ``rows``, the rows file of the same run, each image's ``ood_score`` and ``unknown`` flag come
+    from it (the rows round the score to 6 decimals); without, the unknown check does not run.
+
+    Args:
+        paths: the images, in the audit's order.
+        embeddings: ``.npy`` (with its ``.paths.csv`` index) or ``.parquet``, as gcv classify writes them.
+        root: the folder the file's relative paths start from.
+        rows: the run's rows file (csv, jsonl or parquet, with ``unknown`` and ``ood_score``), or ``None``.
+
+    Raises:
+        DatasetError: the file cannot be read or has no row for one of ``paths`` (the first is named, with what to
+            do); ``rows`` lacks the ``unknown`` and ``ood_score`` columns, a row for an image with an embedding, or
+            its score.
+        GarmentCVError: ``rows`` is not a rows file gcv classify wrote.
+        MissingRuntimeError: a parquet file without pyarrow.
+    """
+    from garmentcv.infer.rows import read_embeddings
+
+    paths = [Path(p) for p in paths]
+    try:
+        names, array = read_embeddings(embeddings)
+    except ValueError as exc:
+        raise DatasetError(str(exc)) from exc
+    places = _Places(root)
+    at = places.find(names, paths)
+    missing = next((i for i, row in enumerate(at) if row is None), None)
+    if missing is not None:
+        path = paths[missing]
+        raise DatasetError(
+            f"{embeddings}: no embedding for {path}, {places.where(path)}; give --embeddings-root, the folder that "
+            "gcv classify run classified, or run gcv classify --embeddings on a folder holding DATA and every --split")
+    vectors = np.asarray(array[np.asarray(at, dtype=np.int64)], dtype=np.float32) if paths else np.empty((0, 0))
+    usable = np.isfinite(vectors).all(axis=1) & (vectors.shape[1] > 0)
+    kept = tuple(p for p, ok in zip(paths, usable, strict=True) if ok)
+    failed = tuple((p, f"no embedding in {Path(embeddings).name} (gcv classify could not decode it)")
+                   for p, ok in zip(paths, usable, strict=True) if not ok)
+    for path, reason in failed:
+        logger.warning("%s: %s; left out", path, reason)
+    normalised = normalise(vectors[usable])
+    if rows is None:
+        return AuditEmbeddings(kept, normalised, failed)
+    scores, flags = _read_unknowns(Path(rows), places, kept)
+    return AuditEmbeddings(kept, normalised, failed, scores, flags, UNKNOWN_FROM_ROWS)
+
+
 def check_checkpoint_classes(checkpoint: Path, classes: Sequence[str]) -> None:
     """Refuse a checkpoint for ``kfold-training`` whose classes are not ``classes``, in the same order.
 
@@ -407,14 +652,15 @@ def check_checkpoint_classes(checkpoint: Path, classes: Sequence[str]) -> None:
 
 def audit_dataset(cfg: AuditConfig, progress: Callable[[int], None] | None = None,
                   fold_progress: Callable[[int, int], None] | None = None) -> AuditResult:
-    """Audit the dataset ``cfg.data`` with the model file ``cfg.model`` (steps: module docstring) and write the
-    results into ``cfg.out``.
+    """Audit the dataset ``cfg.data`` with the embeddings of the model file ``cfg.model`` or of the file
+    ``cfg.embeddings`` (steps: module docstring) and write the results into ``cfg.out``.
 
-    ``progress(n)`` is called with the images embedded since its last call; ``fold_progress(done, K)`` after each
-    fine-tuning of ``kfold-training``.
+    ``progress(n)`` is called with the images embedded since its last call (the model route); ``fold_progress(done,
+    K)`` after each fine-tuning of ``kfold-training``.
 
     Raises:
-        DatasetError: the dataset cannot be read, or has a class with fewer than 2 decodable images.
+        DatasetError: the dataset cannot be read, or has a class with fewer than 2 decodable images; on the
+            embeddings route, as :func:`read_run_embeddings`.
         NoEmbeddingError: the model file has no ``embedding`` output.
         ModelFileError, RuntimeUnavailableError: the model file cannot be opened.
         CheckpointError: with ``kfold-training``, the checkpoint cannot be read or is of other classes
@@ -435,15 +681,24 @@ def audit_dataset(cfg: AuditConfig, progress: Callable[[int], None] | None = Non
                 seen.add(path.resolve())
                 listing.append((number, path))
     label_of = {s.path: dataset.classes.index(s.label) for s in dataset.samples}
-    logger.info("embedding %d images of %s and %d of the compared splits", len(dataset.samples), cfg.data,
-                len(listing) - len(dataset.samples))
-    with _stage("embedding"):
-        embedded = embed_images(cfg.model, [p for _, p in listing], runtime=cfg.runtime, batch_size=cfg.batch_size,
-                                progress=progress)
+    images = [p for _, p in listing]
+    if cfg.model is not None:
+        logger.info("embedding %d images of %s and %d of the compared splits with %s", len(dataset.samples),
+                    cfg.data, len(listing) - len(dataset.samples), cfg.model)
+        with _stage("embedding"):
+            found = model_embeddings(Path(cfg.model), images, runtime=cfg.runtime, batch_size=cfg.batch_size,
+                                     progress=progress)
+    else:
+        embeddings = Path(cfg.embeddings)  # type: ignore[arg-type]  # AuditConfig gives one route
+        root = Path(cfg.embeddings_root) if cfg.embeddings_root is not None else base
+        logger.info("reading the embeddings of %d images of %s and %d of the compared splits from %s (paths relative "
+                    "to %s)", len(dataset.samples), cfg.data, len(listing) - len(dataset.samples), embeddings, root)
+        with _stage("reading embeddings"):
+            found = read_run_embeddings(images, embeddings, root, None if cfg.rows is None else Path(cfg.rows))
     split_of = {p: s for s, p in listing}
-    kept = list(embedded.paths)
+    kept = list(found.paths)
     in_data = np.asarray([split_of[p] == 0 for p in kept], dtype=bool)
-    x_all = embedded.normalised
+    x_all = found.normalised
     x = x_all[in_data]
     data_paths = [p for p, d in zip(kept, in_data, strict=True) if d]
     labels = np.asarray([label_of[p] for p in data_paths], dtype=np.int64)
@@ -489,21 +744,24 @@ def audit_dataset(cfg: AuditConfig, progress: Callable[[int], None] | None = Non
         distances, outlying = find_outliers(x, cfg.neighbours, cfg.outlier_iqr)
     for i in np.flatnonzero(outlying):
         fixes.append(Fix(rel[data_paths[i]], dataset.classes[labels[i]], "", OUTLIER, float(distances[i])))
-    detector = embedded.info.unknown
-    if embedded.ood_scores is not None and detector is not None:
-        scores = embedded.ood_scores[in_data]
-        for i in np.flatnonzero(scores > detector.threshold):
+    if found.ood_scores is not None and found.unknown is not None:
+        scores, unknown = found.ood_scores[in_data], found.unknown[in_data]
+        for i in np.flatnonzero(unknown):
             fixes.append(Fix(rel[data_paths[i]], dataset.classes[labels[i]], "", UNKNOWN, float(scores[i])))
 
     ordered = tuple(sort_fixes(fixes))
     counts = {issue: sum(f.issue == issue for f in ordered) for issue in ISSUES}
-    not_decoded = tuple((str(p), reason) for p, reason in embedded.failed)
+    not_decoded = tuple((str(p), reason) for p, reason in found.failed)
     result = AuditResult(len(data_paths), not_decoded, dataset.classes, k, accuracy, ordered, tuple(duplicates),
-                         counts, probs=cfg.probs)
-    has_unknown = embedded.ood_scores is not None and detector is not None
+                         counts, probs=cfg.probs, route=cfg.route, unknown_check=found.unknown_check)
     with _stage("writing"):
-        files = _write(cfg, result, data_paths, labels, probs, rel, base, has_unknown)
+        files = _write(cfg, result, data_paths, labels, probs, rel, base)
     return replace(result, files=files)
+
+
+def unknown_note(result: AuditResult) -> str | None:
+    """Why the unknown check did not run (:data:`UNKNOWN_NOT_RUN_NOTES`), or ``None`` when it ran."""
+    return UNKNOWN_NOT_RUN_NOTES[result.route] if result.unknown_check == UNKNOWN_NOT_RUN else None
 
 
 @contextlib.contextmanager
@@ -515,7 +773,7 @@ def _stage(name: str) -> Iterator[None]:
 
 
 def _write(cfg: AuditConfig, result: AuditResult, paths: list[Path], labels: np.ndarray, probs: np.ndarray,
-           rel: dict[Path, str], base: Path, has_unknown: bool) -> dict[str, Path]:
+           rel: dict[Path, str], base: Path) -> dict[str, Path]:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     files = {"fix_list": write_fix_list(out / FIX_LIST, result.fixes)}
@@ -532,20 +790,31 @@ def _write(cfg: AuditConfig, result: AuditResult, paths: list[Path], labels: np.
         for path, label, row in zip(paths, labels, probs, strict=True):
             writer.writerow([rel[path], result.classes[label], *(f"{p:.6f}" for p in row)])
     files["probabilities"] = out / PROBABILITIES
+    has_unknown = result.unknown_check != UNKNOWN_NOT_RUN
+
+    def text(path: Path | None) -> str | None:
+        return None if path is None else str(path)
+
     summary = {
-        "data": str(cfg.data), "model": str(cfg.model), "splits": [str(s) for s in cfg.splits],
+        "data": str(cfg.data), "route": result.route, "model": text(cfg.model), "embeddings": text(cfg.embeddings),
+        "embeddings_root": (text(cfg.embeddings_root or base) if result.route == EMBEDDINGS_ROUTE else None),
+        "rows": text(cfg.rows), "splits": [str(s) for s in cfg.splits],
         "images": result.images, "not_decoded": len(result.not_decoded), "classes": list(result.classes),
         "method": cfg.probs, "method_description": PROBS_DESCRIPTIONS[cfg.probs],
         "checkpoint": None if cfg.checkpoint is None else str(cfg.checkpoint), "folds": result.folds,
         "out_of_sample_accuracy": result.out_of_sample_accuracy, "flagged": result.counts,
         "duplicates": len(result.duplicates), "unknown_detector": has_unknown,
+        "unknown_check": result.unknown_check, "unknown_check_note": unknown_note(result),
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()
-                     if k not in ("data", "model", "out", "splits", "probs", "checkpoint")},
+                     if k not in ("data", "model", "out", "splits", "probs", "checkpoint", "embeddings",
+                                  "embeddings_root", "rows")},
     }
     write_json(out / SUMMARY, summary)
     files["summary"] = out / SUMMARY
     if cfg.report:
         from garmentcv.curate.report import write_audit_report
 
-        files["report"] = write_audit_report(out / REPORT, result, base, has_unknown, model=Path(cfg.model))
+        files["report"] = write_audit_report(out / REPORT, result, base, has_unknown,
+                                             model=None if cfg.model is None else Path(cfg.model),
+                                             unknown_note=unknown_note(result))
     return files

@@ -63,7 +63,7 @@ def _figure(fix: Fix, row: Prediction, copy_of: str | None, thumb: h.ThumbLookup
 
 
 def write_audit_report(page: Path, result: AuditResult, base: Path, has_unknown: bool,
-                       limits: Limits = Limits(), model: Path | None = None) -> Path:
+                       limits: Limits = Limits(), model: Path | None = None, unknown_note: str | None = None) -> Path:
     """Write the audit's page: a summary, then one gallery per issue, highest score first (at most
     ``limits.gallery`` thumbnails each).
 
@@ -71,11 +71,13 @@ def write_audit_report(page: Path, result: AuditResult, base: Path, has_unknown:
         page: the HTML file to write (its thumbnails go to ``<stem>_files/``).
         result: the :class:`garmentcv.curate.audit.AuditResult`.
         base: the folder the fix list's paths are relative to.
-        has_unknown: the model file has an unknown-item detector (otherwise its gallery says so).
+        has_unknown: the unknown check ran (otherwise its gallery says why not: ``unknown_note``).
         limits: gallery sizes.
         model: the audit's model file: when it has the ``cam`` output, the images of :data:`HEATMAP_ISSUES` shown
             carry a heatmap (:func:`garmentcv.report.write.gallery_heatmaps`) of their suggested label (a label
-            error whose suggested label is one of the model's classes) or else of the model's top class.
+            error whose suggested label is one of the model's classes) or else of the model's top class. ``None``
+            (an audit from an embeddings file): no heatmaps.
+        unknown_note: why the unknown check did not run; ``None``: the model file has no unknown-item detector.
 
     Raises:
         OutputPathError: ``page`` or its folder cannot be written.
@@ -100,7 +102,7 @@ def write_audit_report(page: Path, result: AuditResult, base: Path, has_unknown:
             figures = [_figure(f, row, copies.get((f.path, issue)), thumb, heat if issue in HEATMAP_ISSUES else None)
                        for f, row in zip(shown[issue], gallery.rows, strict=True)]
             if issue == UNKNOWN and not has_unknown:
-                note = "the model file has no unknown-item detector"
+                note = unknown_note or "the model file has no unknown-item detector"
             elif not gallery.total:
                 note = "none found"
             elif len(figures) < gallery.total:

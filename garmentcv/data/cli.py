@@ -151,12 +151,21 @@ def inspect(root: Path, layout: str | None, test: Path | None, json_path: Path |
                                    "gcv-data inspect again")
 
 
-@main.command("audit", short_help="Find likely label errors, duplicates and outliers with a model file.",
+@main.command("audit", short_help="Find likely label errors, duplicates and outliers with a model's embeddings.",
               context_settings=_CONTEXT, epilog=docs_epilog("curate"))
 @version_option("gcv-data audit")
 @click.argument("data", type=click.Path(exists=True, path_type=Path))
-@click.option("--model", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True,
-              help="Model file exported with gcv export --embedding.")
+@click.option("--model", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              show_default="none", help="Model file exported with gcv export --embedding, run on DATA and --split.")
+@click.option("--embeddings", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              show_default="none", help="Instead of --model: the embeddings file of gcv classify --embeddings (.npy, "
+              ".parquet).")
+@click.option("--embeddings-root", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              show_default="DATA's folder", help="Folder the --embeddings file's paths are relative to (the one "
+              "classified).")
+@click.option("--rows", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              show_default="none", help="With --embeddings: that run's rows, whose ood_score and unknown columns "
+              "flag unknowns.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("audit"),
               help="Folder for fix_list.csv, duplicates.csv, out_of_sample.csv, audit.json and audit.html.")
 @click.option("--split", "splits", type=click.Path(exists=True, path_type=Path), multiple=True,
@@ -184,10 +193,15 @@ def inspect(root: Path, layout: str | None, test: Path | None, json_path: Path |
 @quiet_option
 @verbose_option
 @handle_errors
-def audit(data: Path, model: Path, out: Path, splits: tuple[Path, ...], layout: str | None, probs: str,
-          checkpoint: Path | None, kfold_epochs: int, kfold_lr: float, folds: int, seed: int, duplicate_cosine: float,
-          neighbours: int, outlier_iqr: float, runtime: str, no_report: bool, quiet: bool, verbose: bool) -> None:
+def audit(data: Path, model: Path | None, embeddings: Path | None, embeddings_root: Path | None, rows: Path | None,
+          out: Path, splits: tuple[Path, ...], layout: str | None, probs: str, checkpoint: Path | None,
+          kfold_epochs: int, kfold_lr: float, folds: int, seed: int, duplicate_cosine: float, neighbours: int,
+          outlier_iqr: float, runtime: str, no_report: bool, quiet: bool, verbose: bool) -> None:
     """Audit the labelled dataset DATA with the embeddings of a model file; never modifies it.
+
+    The embeddings come from --model (the model file runs on DATA and each --split) or from --embeddings, the file
+    of 'gcv classify FOLDER --embeddings EMB' over a folder holding them (no model runs; with --rows, that run's
+    rows give the unknown flags, else unknowns are not checked). Give exactly one of --model and --embeddings.
 
     Out-of-sample probabilities come from a linear head fitted on the embeddings in K folds (or, with --probs
     kfold-training, from K fine-tunings of --checkpoint, each scoring the fold it did not see); cleanlab's confident
@@ -196,15 +210,16 @@ def audit(data: Path, model: Path, out: Path, splits: tuple[Path, ...], layout: 
     with an unknown-item detector also flags images of none of the classes. The fix list turns into a corrections
     file with 'gcv data corrections'.
     """
-    from garmentcv.curate.audit import AuditConfig, audit_dataset
+    from garmentcv.curate.audit import UNKNOWN, AuditConfig, audit_dataset, unknown_note
 
     setup_logging(quiet, verbose)
     cfg = AuditConfig(data=data, model=model, out=out, splits=splits, layout=layout, folds=folds, seed=seed,
                       duplicate_cosine=duplicate_cosine, neighbours=neighbours, outlier_iqr=outlier_iqr,
                       runtime=runtime, report=not no_report, probs=probs, checkpoint=checkpoint,
-                      kfold_epochs=kfold_epochs, kfold_lr=kfold_lr)
+                      kfold_epochs=kfold_epochs, kfold_lr=kfold_lr, embeddings=embeddings,
+                      embeddings_root=embeddings_root, rows=rows)
     check_writable_output(out / "fix_list.csv", "--out")
-    with (tqdm(desc="embedding", unit="img", file=sys.stderr, disable=True if quiet else None) as bar,
+    with (tqdm(desc="embedding", unit="img", file=sys.stderr, disable=True if quiet or model is None else None) as bar,
           tqdm(desc="k-fold training", unit="fold", file=sys.stderr,
                disable=True if quiet or probs != KFOLD_TRAINING else None) as folds_bar):
 
@@ -213,9 +228,13 @@ def audit(data: Path, model: Path, out: Path, splits: tuple[Path, ...], layout: 
             folds_bar.update(done - folds_bar.n)
 
         result = audit_dataset(cfg, progress=bar.update, fold_progress=fold_done)
-    flagged = ", ".join(f"{n} {issue}" for issue, n in result.counts.items())
+    note = unknown_note(result)
+    flagged = ", ".join(f"{n} {issue}" if issue != UNKNOWN or note is None else f"{issue} not checked"
+                        for issue, n in result.counts.items())
     click.echo(f"{result.images} images, out-of-sample accuracy {result.out_of_sample_accuracy:.4f} ({result.probs}, "
                f"{result.folds} folds); flagged: {flagged}")
+    if note is not None:
+        click.echo(f"unknown check not run: {note}")
     for name, path in result.files.items():
         click.echo(f"{name}: {path}")
 

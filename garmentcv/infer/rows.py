@@ -528,16 +528,18 @@ def read_embeddings(path: str | Path) -> tuple[list[str], Any]:
         except (KeyError, ValueError, OSError) as exc:  # pyarrow's errors derive from these
             raise ValueError(f"{path}: not an embeddings file gcv classify wrote, with path and embedding columns "
                              f"({exc})") from exc
+        import pyarrow.compute as pc
+
         paths = [str(p) for p in table.column("path").to_pylist()]
-        vectors = table.column("embedding").to_pylist()
-        widths = {len(v) for v in vectors if v is not None}
+        lists = table.column("embedding").combine_chunks()  # in columns, not Python floats: millions of rows fit
+        widths = sorted(pc.unique(pc.list_value_length(lists).drop_null()).to_pylist())
         if len(widths) > 1:
-            raise ValueError(f"{path}: embeddings of different lengths {sorted(widths)}")
-        dim = widths.pop() if widths else 0
-        array = np.full((len(vectors), dim), np.nan, dtype=np.float32)
-        for i, vector in enumerate(vectors):
-            if vector is not None:
-                array[i] = vector
+            raise ValueError(f"{path}: embeddings of different lengths {widths}")
+        dim = widths[0] if widths else 0
+        array = np.full((len(paths), dim), np.nan, dtype=np.float32)
+        valid = np.asarray(lists.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
+        if valid.any():
+            array[valid] = np.asarray(lists.flatten().to_numpy(zero_copy_only=False), dtype=np.float32).reshape(-1, dim)
         return paths, array
     if suffix != ".npy":
         raise ValueError(f"{path}: embeddings are read from a .npy file (with its .paths.csv index) or a .parquet file")
