@@ -444,12 +444,13 @@ def test_a_lone_image_runs_on_the_model_thread_and_images_sent_meanwhile_batch_b
             release.wait(10)  # the lone image holds the model until the others are queued
         return batch * 10
 
-    async def scenario() -> tuple[list[bool], tuple, list[np.ndarray], str]:
+    async def scenario() -> tuple[list[bool], tuple, list[np.ndarray], str, tuple, list[int]]:
         batcher = MicroBatcher(predict, max_batch_size=8, max_wait_s=0.0, max_queue=8,
                                on_batch=lambda n, _: batches.append(n))
         batcher.start()
         idle = [batcher.idle]
         decoder: list[str] = []
+        depth: list[int] = []
 
         def decode() -> np.ndarray:
             decoder.append(threading.current_thread().name)
@@ -460,16 +461,17 @@ def test_a_lone_image_runs_on_the_model_thread_and_images_sent_meanwhile_batch_b
         idle.append(batcher.idle)  # running alone: the next lone image queues instead
         queued = batcher.submit([np.full(2, 2.0), np.full(2, 3.0)])
         await asyncio.sleep(0.1)
+        depth.append(batcher.depth)  # they wait in the queue, within its bound, until the lone image is done
         release.set()
         first = await alone
         rest = await asyncio.gather(*queued)
         error = await batcher.run_alone(lambda: "cannot decode")
         idle.append(batcher.idle)
         await batcher.close()
-        return idle, first, rest, decoder[0], error
+        return idle, first, rest, decoder[0], error, depth
 
-    idle, (decoded, prediction), rest, decoder, error = asyncio.run(scenario())
-    assert idle == [True, False, True]
+    idle, (decoded, prediction), rest, decoder, error, depth = asyncio.run(scenario())
+    assert idle == [True, False, True] and depth == [2]
     assert decoded.tolist() == [1.0, 1.0] and prediction.tolist() == [10.0, 10.0]
     assert [r.tolist() for r in rest] == [[20.0, 20.0], [30.0, 30.0]]
     assert [n for n, _ in calls] == [1, 2] and batches == [1, 2]  # the two queued images shared one call

@@ -106,8 +106,8 @@ class MicroBatcher:
 
     async def run_alone(self, decode: Callable[[], np.ndarray | E]) -> tuple[np.ndarray | E, Any]:
         """Decode one image and run it alone on the model thread, in one hand-over (the path of a lone request; check
-        :attr:`idle` first, though it is correct at any time). Images submitted meanwhile wait behind it, as behind a
-        batch, and :meth:`close` waits for it.
+        :attr:`idle` first, though it is correct at any time). Images submitted meanwhile wait in the queue (counted by
+        :attr:`depth` and the queue bound) until it is done, as behind a batch, and :meth:`close` waits for it.
 
         Args:
             decode: returns the image's model input (without the batch axis), or anything else (say, the reason it
@@ -142,6 +142,8 @@ class MicroBatcher:
             self._alone -= 1
             if not self._items and self._alone == 0:
                 self._idle.set()
+            if self._arrived is not None:
+                self._arrived.set()  # the batcher may take the images queued meanwhile
 
     def has_room(self, images: int = 1) -> bool:
         """Whether ``images`` more would fit in the queue now."""
@@ -186,10 +188,10 @@ class MicroBatcher:
         return futures
 
     async def _next_batch(self) -> list[_Item]:
-        """Wait for an image, then, while more are on their way, for up to ``max_batch_size`` or until the oldest has
-        waited ``max_wait_s``."""
+        """Wait for an image (and for a lone image to leave the model), then, while more are on their way, for up to
+        ``max_batch_size`` or until the oldest has waited ``max_wait_s``."""
         assert self._arrived is not None
-        while not self._items:
+        while not self._items or self._alone:  # images wait in the queue while a lone image holds the model
             self._arrived.clear()
             await self._arrived.wait()
         while len(self._items) < self.max_batch_size and self._incoming > 0:
