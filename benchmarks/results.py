@@ -143,9 +143,11 @@ def result_path(root: Path, suite: str, slug: str, name: str | None = None) -> P
 
 
 def write(run: Run, rows: Sequence[Mapping[str, Any]], root: Path = DEFAULT_ROOT, name: str | None = None,
-          markdown: str | None = None, with_csv: bool = False) -> Path:  # fmt: skip
+          markdown: str | None = None, with_csv: bool = False,
+          csv_rows: Sequence[Mapping[str, Any]] | None = None) -> Path:  # fmt: skip
     """Write ``run``'s document (and ``markdown`` beside it, ``.md``; with ``with_csv`` the rows as ``.csv``, the
-    first row's keys as the header) atomically; return the JSON's path.
+    first row's keys as the header; ``csv_rows``, when given, are the CSV's rows instead, for a document whose rows
+    come in several shapes) atomically; return the JSON's path.
 
     Raises:
         TypeError: a row value JSON cannot hold (nothing is written).
@@ -159,11 +161,12 @@ def write(run: Run, rows: Sequence[Mapping[str, Any]], root: Path = DEFAULT_ROOT
     if markdown is not None:
         with atomic_write(path.with_suffix(".md")) as handle:
             handle.write(markdown)
-    if with_csv and rows:
+    table = rows if csv_rows is None else csv_rows
+    if (with_csv or csv_rows is not None) and table:
         with atomic_write(path.with_suffix(".csv"), newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+            writer = csv.DictWriter(handle, fieldnames=list(table[0]))
             writer.writeheader()
-            writer.writerows(rows)
+            writer.writerows(table)
     return path
 
 

@@ -162,3 +162,17 @@ def test_a_suite_run_through_the_entry_point_writes_its_document(tmp_path: Path)
     assert document["rows"][0]["ratio_to_decode_only"] == 1.0
     assert path.with_suffix(".md").read_text().startswith("# Decoding at the floor")
     assert path.with_suffix(".csv").read_text().splitlines()[0].startswith("path,cpu_ms_per_image,")
+
+
+def test_writer_puts_only_the_csv_rows_given_in_the_csv_for_a_document_of_several_shapes(tmp_path) -> None:
+    import csv
+
+    from benchmarks import results
+
+    run = results.start("suite")
+    path = results.write(run, [{"a": 1, "b": 2}, {"section": "target", "met": True}], tmp_path,
+                         csv_rows=[{"a": 1, "b": 2}])
+    with open(path.with_suffix(".csv"), newline="", encoding="utf-8") as handle:
+        assert list(csv.DictReader(handle)) == [{"a": "1", "b": "2"}]
+    assert [r for r in results.json.loads(path.read_text())["rows"]] == [{"a": 1, "b": 2},
+                                                                         {"section": "target", "met": True}]

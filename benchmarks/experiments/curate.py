@@ -59,7 +59,6 @@ from garmentcv.curate.embed import embed_images
 from garmentcv.curate.kfold import kfold_training_probs
 from garmentcv.data.fashion_mnist import DEFAULT_SOURCE, write_fashion_mnist
 from garmentcv.data.layouts import load_dataset
-from garmentcv.fsutil import atomic_write
 
 logger = logging.getLogger(__name__)
 
@@ -447,11 +446,8 @@ def main(work: Path, per_class: int, pretrain_per_class: int, epochs: int, image
     text = summary_table(rows, timing, retrained, copies)
     extra = [{"section": "retrain", **dataclasses.asdict(r)} for r in retrained]
     extra += [{"section": "duplicates", **dataclasses.asdict(c)} for c in copies]
-    path = results.write(begun, [dataclasses.asdict(r) for r in rows] + extra, out, name, markdown=text)
-    with atomic_write(path.with_suffix(".csv"), newline="") as handle:  # the audits only, one shape of row
-        writer = csv.DictWriter(handle, fieldnames=[f.name for f in dataclasses.fields(Row)])
-        writer.writeheader()
-        writer.writerows(dataclasses.asdict(r) for r in rows)
+    results.write(begun, [dataclasses.asdict(r) for r in rows] + extra, out, name, markdown=text,
+                  csv_rows=[dataclasses.asdict(r) for r in rows])
     if not quiet:
         click.echo(text)
 

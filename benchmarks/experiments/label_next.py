@@ -28,7 +28,6 @@ method, seed and round). Usage::
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import logging
 import sys
@@ -46,7 +45,6 @@ from garmentcv.curate.audit import linear_head
 from garmentcv.curate.embed import embed_images, normalise
 from garmentcv.curate.label_next import choose, uncertainty
 from garmentcv.data.fashion_mnist import DEFAULT_SOURCE
-from garmentcv.fsutil import atomic_write
 
 logger = logging.getLogger(__name__)
 
@@ -215,12 +213,9 @@ def main(work: Path, start_per_class: int, per_round: int, rounds: int, seeds: i
     timing = {"embedder_seconds": built, "embed_seconds": embed_seconds, "images": float(len(paths)),
               "rounds_seconds": time.perf_counter() - started}
     text, target = summary_table(rows, timing)
-    path = results.write(begun, [dataclasses.asdict(r) for r in rows] + mean_rows(rows)
-                         + [{"section": "target", **target}], out, name, markdown=text)
-    with atomic_write(path.with_suffix(".csv"), newline="") as handle:  # the rounds only, one shape of row
-        writer = csv.DictWriter(handle, fieldnames=[f.name for f in dataclasses.fields(Row)])
-        writer.writeheader()
-        writer.writerows(dataclasses.asdict(r) for r in rows)
+    results.write(begun, [dataclasses.asdict(r) for r in rows] + mean_rows(rows)
+                  + [{"section": "target", **target}], out, name, markdown=text,
+                  csv_rows=[dataclasses.asdict(r) for r in rows])
     if not quiet:
         click.echo(text)
 
