@@ -51,7 +51,7 @@ from garmentcv.data.fashion_mnist import DEFAULT_SOURCE, FASHION_MNIST_CLASSES, 
 from garmentcv.data.layouts import Sample, load_dataset
 from garmentcv.models import build_model, default_preprocessing, get_spec
 from garmentcv.train.checkpoint import load_checkpoint
-from garmentcv.train.config import TrainConfig
+from garmentcv.train.config import DEFAULT_LR, TrainConfig
 from garmentcv.train.data import EvalImages
 from garmentcv.train.loop import train
 from garmentcv.unknowns import scores
@@ -210,7 +210,7 @@ def score_model(run_dir: Path, arch: str, exposed: bool, sets: Sets, image_size:
 def run_experiment(work: Path, archs: Sequence[str], exposure_classes: Sequence[str], train_per_class: int,
                    val_per_class: int, test_per_class: int, exposure_per_class: int, epochs: int, image_size: int,
                    batch_size: int, other_weight: float, recall: float, seed: int, source: Path,
-                   progress: bool) -> list[dict[str, Any]]:
+                   progress: bool, lr: float = DEFAULT_LR, weights: str = "none") -> list[dict[str, Any]]:
     """Build the data, train every arch without and with exposure, score every method; returns the rows."""
     data = work / "data"
     needed = max(train_per_class + val_per_class, exposure_per_class, test_per_class)
@@ -225,8 +225,8 @@ def run_experiment(work: Path, archs: Sequence[str], exposure_classes: Sequence[
             folder = work / "runs" / f"{arch}-{'exposure' if exposed else 'plain'}"
             started = time.perf_counter()
             result = train(TrainConfig(
-                data=sets.train, val_data=sets.val, out=folder, archs=(arch,), weights="none", epochs=epochs,
-                image_size=image_size, batch_size=batch_size, seed=seed,
+                data=sets.train, val_data=sets.val, out=folder, archs=(arch,), weights=weights, epochs=epochs,
+                image_size=image_size, batch_size=batch_size, seed=seed, lr=lr,
                 other_data=sets.exposure if exposed else None, other_weight=other_weight,
             ), progress=progress).archs[0]  # fmt: skip
             logger.info("%s: validation accuracy %.4f (epoch %d), %.0f s", folder.name, result.best["accuracy"],
@@ -283,6 +283,9 @@ def _names(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str,
               help="Exposure images per exposure class.")
 @click.option("--epochs", type=click.IntRange(min=1), show_default=str(FULL["epochs"]), help="Training epochs.")
 @click.option("--image-size", type=click.IntRange(min=16), default=32, help="Model input side in px.")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=DEFAULT_LR, help="AdamW learning rate.")
+@click.option("--weights", default="none",
+              help="Initial weights of every run (gcv-train --weights): none, or a pretrained run's best.pt.")
 @click.option("--batch-size", type=click.IntRange(min=2), default=32, help="Training batch (and exposure batch).")
 @click.option("--other-weight", type=click.FloatRange(min=0, min_open=True), default=0.5,
               help="Weight of the exposure loss (gcv-train --other-weight).")
