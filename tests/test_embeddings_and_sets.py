@@ -465,3 +465,20 @@ def test_export_cli_summary_names_the_embedding_and_the_sets(exported, tmp_path:
     result = CliRunner().invoke(export_cli.main, [str(ckpt), "--out", str(none), "--no-prediction-sets", "-q"])
     assert result.exit_code == 0, result.output
     assert read_model_info(none).conformal is None and "prediction sets" not in result.output
+
+
+def test_int8_export_with_an_unknown_detector_writes_a_valid_file_with_its_score(exported, tmp_path: Path) -> None:
+    """The quantizer leaves metadata on the INT8 graph; joining the score behind it must keep each key once."""
+    import onnx
+
+    ckpt, _, val, _ = exported
+    r = export_checkpoint(ExportConfig(checkpoint=ckpt, out=tmp_path / "int8.onnx", precision="int8",
+                                       unknown_score="energy", unknown_recall=0.75, max_accuracy_drop=100.0),
+                          progress=False)  # fmt: skip
+    model = onnx.load(r.out)
+    onnx.checker.check_model(model)
+    keys = [p.key for p in model.metadata_props]
+    assert len(keys) == len(set(keys))
+    info = read_model_info(r.out)
+    assert info.outputs == (OUTPUT_NAME, OOD_SCORE_NAME) and info.unknown.method == "energy"
+    assert r.unknown_score_diff is not None and r.unknown_score_diff <= 1e-3

@@ -77,5 +77,6 @@ def attach_score(model: onnx.ModelProto, score: onnx.ModelProto, keep_embedding:
     ordered = [by_name[name] for name in outputs]
     del merged.graph.output[:]
     merged.graph.output.extend(ordered)
-    merged.metadata_props.extend(model.metadata_props)
+    del merged.metadata_props[:]  # merge_models copies them from both graphs (the quantizer leaves some): the model's
+    merged.metadata_props.extend(model.metadata_props)  # alone, each key once
     return merged
