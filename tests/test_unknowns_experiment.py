@@ -6,6 +6,8 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+import numpy as np
+
 from benchmarks.experiments import unknowns as experiment
 from garmentcv.data.fashion_mnist import DEFAULT_SOURCE, write_fashion_mnist
 
@@ -43,3 +45,38 @@ def test_table_has_a_line_per_method_and_one_per_model() -> None:
     lines = experiment.table([row]).splitlines()
     assert lines[2] == "| resnet18 | yes | energy | 0.812 | 0.900 | 50.0% | 12.5% | 1.0% | 95.0% | 0.0012 | 0 |"
     assert lines[-1] == "| resnet18 | yes | 0.9900 | 0.9800 | 1.250 | 60 |"
+
+
+def test_set_rows_fit_on_the_held_out_half_and_cover_exchangeable_test_images_at_the_target() -> None:
+    """Validation and test images drawn alike: every method's coverage lands within 0.03 of 0.9 (over four
+    standard deviations of the calibration and test sampling at these sizes)."""
+    rng = np.random.default_rng(0)
+
+    def draw(n: int) -> tuple[experiment.Outputs, np.ndarray]:
+        y = np.arange(n) % 3
+        logits = (2.0 * np.eye(3)[y] + rng.normal(0, 1.2, (n, 3))).astype(np.float32)
+        return experiment.Outputs(logits, np.zeros((n, 1), np.float32)), y
+
+    (val, val_y), (test, test_y) = draw(2400), draw(4000)
+    rows = experiment.set_rows(val, val_y, test, test_y, ("a", "b", "c"), 0.9)
+    assert [(r["sets"], r["class_conditional"]) for r in rows] == [
+        ("lac", False), ("lac", True), ("aps", False), ("aps", True)]
+    for r in rows:
+        assert r["held_out_images"] == 1200 and r["test_images"] == 4000 and r["target_coverage"] == 0.9
+        assert abs(r["coverage"] - 0.9) < 0.03, r
+        gaps = [abs(r[f"coverage_{c}"] - 0.9) for c in "abc"]
+        assert r["worst_class_gap"] == max(gaps)
+        assert r["mean_size"] > 1.0 and r["empty"] + r["ambiguous"] > 0
+    conditional = [r for r in rows if r["class_conditional"]]
+    assert all(r["worst_class_gap"] < 0.04 for r in conditional)
+
+
+def test_table_has_a_line_per_prediction_set_method() -> None:
+    score = {"arch": "resnet18", "exposure": False, "method": "msp", "ms_per_image": 0.001, "reference_kb": 0.0,
+             "val_accuracy": 0.99, "test_accuracy": 0.98, "temperature": 1.25, "train_seconds": 60.0}
+    sets = {"arch": "resnet18", "exposure": False, "method": "sets-lac", "sets": "lac", "class_conditional": True,
+            "target_coverage": 0.95, "coverage": 0.9512, "worst_class_gap": 0.012, "mean_size": 0.97, "empty": 30,
+            "ambiguous": 2, "test_images": 900}
+    lines = experiment.table([score, sets]).splitlines()
+    assert lines[-1] == "| resnet18 | no | lac | yes | 0.950 | 0.951 | 0.012 | 0.970 | 30 | 2 | 900 |"
+    assert lines[6] == "| resnet18 | no | 0.9900 | 0.9800 | 1.250 | 60 |"  # the sets' row is no model

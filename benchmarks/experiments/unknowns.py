@@ -45,10 +45,12 @@ from torch.utils.data import DataLoader
 
 from benchmarks import options, results
 from benchmarks.experiments.transfer import write_manifest
-from garmentcv.calibration import decide_temperature
+from garmentcv import conformal
+from garmentcv.calibration import decide_temperature, softmax
 from garmentcv.cli_utils import handle_errors, quiet_option, setup_logging, verbose_option
 from garmentcv.data.fashion_mnist import DEFAULT_SOURCE, FASHION_MNIST_CLASSES, LAMODA_MAPPING, write_fashion_mnist
 from garmentcv.data.layouts import Sample, load_dataset
+from garmentcv.export.exporter import split_held_out
 from garmentcv.models import build_model, default_preprocessing, get_spec
 from garmentcv.train.checkpoint import load_checkpoint
 from garmentcv.train.config import DEFAULT_LR, TrainConfig
@@ -155,9 +157,37 @@ def _load(run_dir: Path) -> tuple[torch.nn.Module, torch.nn.Linear, tuple[str, .
     return model, model.get_submodule(get_spec(state["arch"]).head), tuple(state["classes"])
 
 
+def set_rows(val: Outputs, val_targets: np.ndarray, test: Outputs, test_targets: np.ndarray,
+             classes: Sequence[str], coverage: float) -> list[dict[str, Any]]:
+    """Prediction sets as gcv-export fits them, measured on the test images: the validation rows split by
+    :func:`~garmentcv.export.exporter.split_held_out` (temperature on one half, split conformal on the other), then
+    empirical coverage and mean set size on the test images, overall and per class, for each conformal method,
+    marginal and class-conditional. One row per method and option."""
+    fit_rows, held_rows = split_held_out(val_targets)
+    temperature = decide_temperature(val.logits[fit_rows], val_targets[fit_rows]).temperature or 1.0
+    held = softmax(val.logits[held_rows], temperature)
+    probs = softmax(test.logits, temperature)
+    rows = []
+    for method in conformal.METHODS:
+        for conditional in (False, True):
+            predictor = conformal.fit_conformal(held, val_targets[held_rows], coverage, method, conditional)
+            inside = predictor.contains(probs)
+            overall = conformal.set_figures(inside, test_targets)
+            per_class = conformal.per_class_figures(inside, test_targets, classes)
+            rows.append({
+                "sets": method, "class_conditional": conditional, "target_coverage": coverage,
+                "held_out_images": len(held_rows), "coverage": overall.coverage, "mean_size": overall.mean_size,
+                "empty": overall.empty, "ambiguous": overall.ambiguous, "test_images": overall.images,
+                "worst_class_gap": max(abs(f.coverage - coverage) for f in per_class.values()),
+                **{f"coverage_{name}": f.coverage for name, f in per_class.items()},
+            })  # fmt: skip
+    return rows
+
+
 def score_model(run_dir: Path, arch: str, exposed: bool, sets: Sets, image_size: int, recall: float,
-                exposure_classes: Sequence[str]) -> list[dict[str, Any]]:
-    """One row per score method for the model in ``run_dir`` (see the module's docstring)."""
+                exposure_classes: Sequence[str], coverage: float = conformal.DEFAULT_COVERAGE) -> list[dict[str, Any]]:
+    """One row per score method for the model in ``run_dir`` (see the module's docstring), then one per
+    prediction-set method (:func:`set_rows`)."""
     model, head, classes = _load(run_dir)
     sample_sets = {"train": load_dataset(sets.train).samples, "val": load_dataset(sets.val).samples,
                    "test": load_dataset(sets.test).samples}  # fmt: skip
@@ -204,6 +234,11 @@ def score_model(run_dir: Path, arch: str, exposed: bool, sets: Sets, image_size:
         logger.info("%s %s: AUROC near %.3f far %.3f, let through near %.1f%% far %.1f%%", run_dir.parent.name,
                     method, row.get("auroc_near", float("nan")), row.get("auroc_far", float("nan")),
                     100 * row.get("let_through_near", float("nan")), 100 * row.get("let_through_far", float("nan")))
+    for row in set_rows(outs["val"], targets["val"], outs["test"], targets["test"], classes, coverage):
+        rows.append({"arch": arch, "exposure": exposed, "method": f"sets-{row['sets']}", **row})
+        logger.info("%s %s%s sets: coverage %.3f (target %.2f), mean size %.3f, worst class gap %.3f",
+                    run_dir.parent.name, row["sets"], " class-conditional" if row["class_conditional"] else "",
+                    row["coverage"], coverage, row["mean_size"], row["worst_class_gap"])
     return rows
 
 
@@ -237,22 +272,32 @@ def run_experiment(work: Path, archs: Sequence[str], exposure_classes: Sequence[
 
 
 def table(rows: Sequence[dict[str, Any]]) -> str:
-    """Markdown: one line per arch, exposure and method."""
+    """Markdown: one line per arch, exposure and score method; the models; the prediction sets."""
+    score_rows = [r for r in rows if "sets" not in r]
+    sets_ = [r for r in rows if "sets" in r]
     lines = ["| arch | exposure | method | AUROC near | AUROC far | let through near | let through far | "
              "let through exposed classes | ID test recall | ms/image | reference KB |",
              "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
     pct = lambda r, k: f"{100 * r[k]:.1f}%" if k in r else "-"  # noqa: E731
     num = lambda r, k: f"{r[k]:.3f}" if k in r else "-"  # noqa: E731
-    for r in rows:
+    for r in score_rows:
         lines.append(f"| {r['arch']} | {'yes' if r['exposure'] else 'no'} | {r['method']} | {num(r, 'auroc_near')} | "
                      f"{num(r, 'auroc_far')} | {pct(r, 'let_through_near')} | {pct(r, 'let_through_far')} | "
                      f"{pct(r, 'let_through_exposed')} | {pct(r, 'test_recall')} | {r['ms_per_image']:.4f} | "
                      f"{r['reference_kb']:.0f} |")
-    models = {(r["arch"], r["exposure"]): r for r in rows}
+    models = {(r["arch"], r["exposure"]): r for r in score_rows}
     lines += ["", "| arch | exposure | validation accuracy | test accuracy | temperature | train seconds |",
               "|---|---|---:|---:|---:|---:|"]
     lines += [f"| {a} | {'yes' if e else 'no'} | {r['val_accuracy']:.4f} | {r['test_accuracy']:.4f} | "
               f"{r['temperature']:.3f} | {r['train_seconds']:.0f} |" for (a, e), r in models.items()]
+    if sets_:
+        lines += ["", "| arch | exposure | sets | class-conditional | target | coverage | worst class gap | "
+                  "mean size | empty | two or more | test images |",
+                  "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+        lines += [f"| {r['arch']} | {'yes' if r['exposure'] else 'no'} | {r['sets']} | "
+                  f"{'yes' if r['class_conditional'] else 'no'} | {r['target_coverage']:.3f} | {r['coverage']:.3f} | "
+                  f"{r['worst_class_gap']:.3f} | {r['mean_size']:.3f} | {r['empty']} | {r['ambiguous']} | "
+                  f"{r['test_images']} |" for r in sets_]
     return "\n".join(lines) + "\n"
 
 
