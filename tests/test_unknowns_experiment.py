@@ -21,7 +21,7 @@ def test_sets_keep_the_unseen_classes_out_of_training_exposure_and_fitting(tmp_p
     data = tmp_path / "data"
     write_fashion_mnist(data, DEFAULT_SOURCE, max_per_class=9, all_classes=True)
     sets = experiment.make_sets(data, ("dress", "sandal"), train_per_class=4, val_per_class=3, test_per_class=2,
-                                exposure_per_class=5, out=tmp_path / "sets")  # fmt: skip
+                                exposure_per_class=5, out=tmp_path / "sets", pretrain_per_class=2)  # fmt: skip
     train, val, test = _read(sets.train), _read(sets.val), _read(sets.test)
     fashion = lambda p: Path(p).stem.split("_", 1)[1]  # noqa: E731 (train/ files: <id>_<fashion-mnist class>.jpg)
     assert sorted(fashion(p) for p, _ in train) == ["shirt"] * 4 + ["trouser"] * 4 + ["tshirt-top"] * 4
@@ -35,6 +35,12 @@ def test_sets_keep_the_unseen_classes_out_of_training_exposure_and_fitting(tmp_p
     assert {name: [labels[p.stem] for p in paths] for name, paths in sets.others.items()} == {
         name: [name, name] for name in (*experiment.NEAR, *experiment.FAR)}
     assert all(p.parent == data / "test" for paths in sets.others.values() for p in paths)  # test file only
+    assert sets.pretrain is not None
+    pretrain = _read(sets.pretrain)
+    assert sorted(label for _, label in pretrain) == sorted(["tshirt-top", "shirt", "trouser", "dress", "sandal"] * 2)
+    assert all(fashion(p) == label for p, label in pretrain)  # each under its own Fashion-MNIST name
+    assert not {p for p, _ in pretrain} & {p for p, _ in val + test}
+    assert not {p for p, label in pretrain if label not in ("dress", "sandal")} & {p for p, _ in train}  # after val
 
 
 def test_table_has_a_line_per_method_and_one_per_model() -> None:

@@ -82,6 +82,7 @@ class Sets:
     test: Path
     exposure: Path
     others: dict[str, list[Path]]
+    pretrain: Path | None = None
 
 
 def _by_class(samples: Sequence[Sample]) -> dict[str, list[Path]]:
@@ -100,11 +101,16 @@ def _take(paths: dict[str, list[Path]], name: str, start: int, count: int) -> li
 
 
 def make_sets(data: Path, exposure_classes: Sequence[str], train_per_class: int, val_per_class: int,
-              test_per_class: int, exposure_per_class: int, out: Path) -> Sets:
+              test_per_class: int, exposure_per_class: int, out: Path, pretrain_per_class: int = 0) -> Sets:
     """Manifests of the stand-in's classes (train: the first ``train_per_class`` images of each Fashion-MNIST class
     of the training file, val: the next ``val_per_class``, test: the first ``test_per_class`` of the test file),
     the exposure folder (hard links to the first ``exposure_per_class`` training images of each exposure class) and
-    the first ``test_per_class`` test images of every other class."""
+    the first ``test_per_class`` test images of every other class.
+
+    With ``pretrain_per_class``, also ``pretrain.csv``: the stand-in's Fashion-MNIST classes and the exposure
+    classes under their own Fashion-MNIST names (five classes by default), ``pretrain_per_class`` training images
+    each: for the stand-in's classes those after the validation images, for the exposure classes the first ones.
+    No unseen class and no validation or test image is in it."""
     train_files = _by_class(load_dataset(data / "train").samples)
     with open(data / "test_labels.csv", newline="", encoding="utf-8") as handle:
         test_files = _by_class([Sample(data / "test" / f"{row['index']}.jpg", row["label"])
@@ -124,7 +130,15 @@ def make_sets(data: Path, exposure_classes: Sequence[str], train_per_class: int,
             except OSError:
                 shutil.copyfile(path, exposure / name / path.name)
     others = {name: _take(test_files, name, 0, test_per_class) for name in (*NEAR, *FAR)}
-    return Sets(train_csv, val_csv, test_csv, exposure, others)
+    pretrain = None
+    if pretrain_per_class:
+        after_val = train_per_class + val_per_class
+        pretrain = write_manifest(out / "pretrain.csv", [
+            *(Sample(p, name) for name in IN_DISTRIBUTION
+              for p in _take(train_files, name, after_val, pretrain_per_class)),
+            *(Sample(p, name) for name in exposure_classes for p in _take(train_files, name, 0, pretrain_per_class)),
+        ])  # fmt: skip
+    return Sets(train_csv, val_csv, test_csv, exposure, others, pretrain)
 
 
 @dataclass(frozen=True)
@@ -245,28 +259,43 @@ def score_model(run_dir: Path, arch: str, exposed: bool, sets: Sets, image_size:
 def run_experiment(work: Path, archs: Sequence[str], exposure_classes: Sequence[str], train_per_class: int,
                    val_per_class: int, test_per_class: int, exposure_per_class: int, epochs: int, image_size: int,
                    batch_size: int, other_weight: float, recall: float, seed: int, source: Path,
-                   progress: bool, lr: float = DEFAULT_LR, weights: str = "none") -> list[dict[str, Any]]:
-    """Build the data, train every arch without and with exposure, score every method; returns the rows."""
+                   progress: bool, lr: float = DEFAULT_LR, weights: str = "none", pretrain_per_class: int = 0,
+                   pretrain_epochs: int = 0) -> list[dict[str, Any]]:
+    """Build the data, train every arch without and with exposure, score every method; returns the rows.
+
+    With ``pretrain_epochs``, each arch is first trained from scratch on ``pretrain.csv`` (:func:`make_sets`) and
+    both runs start from that run's ``best.pt`` instead of ``weights``."""
     data = work / "data"
-    needed = max(train_per_class + val_per_class, exposure_per_class, test_per_class)
+    needed = max(train_per_class + val_per_class + pretrain_per_class, exposure_per_class, test_per_class)
     if not (data / "train").is_dir():
         write_fashion_mnist(data, source, max_per_class=needed, all_classes=True)
     sets = make_sets(data, exposure_classes, train_per_class, val_per_class, test_per_class, exposure_per_class,
-                     work / "sets")
+                     work / "sets", pretrain_per_class if pretrain_epochs else 0)
     shutil.rmtree(work / "runs", ignore_errors=True)
     rows: list[dict[str, Any]] = []
     for arch in archs:
+        init = weights
+        if sets.pretrain is not None:
+            started = time.perf_counter()
+            pretrained = train(TrainConfig(data=sets.pretrain, out=work / "runs" / f"{arch}-pretrain", archs=(arch,),
+                                           weights=weights, epochs=pretrain_epochs, image_size=image_size,
+                                           batch_size=batch_size, seed=seed, lr=lr), progress=progress)
+            pre = pretrained.archs[0]
+            logger.info("%s pretrained on %s: validation accuracy %.4f (epoch %d), %.0f s", arch,
+                        ", ".join(pretrained.classes), pre.best["accuracy"], pre.best_epoch,
+                        time.perf_counter() - started)
+            init = str(pre.run_dir / "best.pt")
         for exposed in (False, True):
             folder = work / "runs" / f"{arch}-{'exposure' if exposed else 'plain'}"
             started = time.perf_counter()
             result = train(TrainConfig(
-                data=sets.train, val_data=sets.val, out=folder, archs=(arch,), weights=weights, epochs=epochs,
+                data=sets.train, val_data=sets.val, out=folder, archs=(arch,), weights=init, epochs=epochs,
                 image_size=image_size, batch_size=batch_size, seed=seed, lr=lr,
                 other_data=sets.exposure if exposed else None, other_weight=other_weight,
             ), progress=progress).archs[0]  # fmt: skip
             logger.info("%s: validation accuracy %.4f (epoch %d), %.0f s", folder.name, result.best["accuracy"],
                         result.best_epoch, time.perf_counter() - started)
-            rows += [{**r, "train_seconds": result.train_seconds}
+            rows += [{**r, "train_seconds": result.train_seconds, "init": "pretrained" if init != "none" else "none"}
                      for r in score_model(result.run_dir, arch, exposed, sets, image_size, recall, exposure_classes)]
     return rows
 
@@ -331,6 +360,10 @@ def _names(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str,
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=DEFAULT_LR, help="AdamW learning rate.")
 @click.option("--weights", default="none",
               help="Initial weights of every run (gcv-train --weights): none, or a pretrained run's best.pt.")
+@click.option("--pretrain-epochs", type=click.IntRange(min=0), default=0,
+              help="Pretrain each arch first on the stand-in's and the exposure classes by their own names (0: no).")
+@click.option("--pretrain-per-class", type=click.IntRange(min=1), default=2000,
+              help="Pretraining images per class, none of them validation or test images.")
 @click.option("--batch-size", type=click.IntRange(min=2), default=32, help="Training batch (and exposure batch).")
 @click.option("--other-weight", type=click.FloatRange(min=0, min_open=True), default=0.5,
               help="Weight of the exposure loss (gcv-train --other-weight).")
