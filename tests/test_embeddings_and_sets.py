@@ -331,12 +331,16 @@ def test_classify_report_has_an_unknown_gallery(tmp_path: Path) -> None:
     assert "<th>unknown</th><td>2</td>" in page.replace("\n", "")
 
 
-def test_ray_engine_gives_the_local_rows_sets_and_embeddings(exported, tmp_path: Path) -> None:
+def test_ray_engine_gives_the_local_rows_sets_unknowns_and_embeddings(exported, tmp_path: Path) -> None:
+    """A file with every optional output (embedding, prediction sets, a vim detector) through both engines."""
     pytest.importorskip("ray", reason="the Ray engine needs garmentcv[ray]")
     from garmentcv.infer.engines.ray import RayOptions, classify_ray
     from tests.test_ray_engine import local_ray
 
-    _, r, _, folder = exported
+    ckpt, _, _, folder = exported
+    r = export_checkpoint(ExportConfig(checkpoint=ckpt, out=tmp_path / "model.onnx", embedding=True,
+                                       coverage=COVERAGE, unknown_score="vim", unknown_recall=0.75), progress=False)
+    assert r.info.outputs == (OUTPUT_NAME, EMBEDDING_NAME, OOD_SCORE_NAME)
     local = ClassifyConfig(folder=folder, out=tmp_path / "local.csv", model=r.out, provider="cpu", progress=False,
                            embeddings=tmp_path / "local.npy")
     classify_folder(local)
@@ -345,8 +349,11 @@ def test_ray_engine_gives_the_local_rows_sets_and_embeddings(exported, tmp_path:
                                     embeddings=tmp_path / "ray.npy"), RayOptions(address=address, num_workers=1))
     local_rows = list(csv.DictReader((tmp_path / "local.csv").open(encoding="utf-8")))
     ray_rows = list(csv.DictReader((tmp_path / "ray.csv").open(encoding="utf-8")))
-    assert [(a["path"], a["prediction_set"], a["needs_review"]) for a in local_rows] == [
-        (b["path"], b["prediction_set"], b["needs_review"]) for b in ray_rows]
+    assert [(a["path"], a["prediction_set"], a["needs_review"], a["unknown"]) for a in local_rows] == [
+        (b["path"], b["prediction_set"], b["needs_review"], b["unknown"]) for b in ray_rows]
+    assert sum(row["unknown"] == "true" for row in local_rows) == 3  # 12 images at 75% recall
+    np.testing.assert_allclose([float(b["ood_score"]) for b in ray_rows], [float(a["ood_score"]) for a in local_rows],
+                               rtol=1e-5, atol=1e-5)  # the same file on the same runtime: float32 noise at most
     np.testing.assert_allclose(np.load(tmp_path / "ray.npy"), np.load(tmp_path / "local.npy"), rtol=1e-5, atol=1e-5)
 
 
