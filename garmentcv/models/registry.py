@@ -258,6 +258,34 @@ def _file_state_dict(path: Path) -> tuple[dict[str, torch.Tensor], str]:
     return state, f"file:{path.resolve()}"
 
 
+def _names(keys: list[str], what: str) -> str:
+    shown = ", ".join(keys[:3]) + (f", ... ({len(keys) - 3} more)" if len(keys) > 3 else "")
+    return f"{len(keys)} {what.replace('tensor', 'tensors') if len(keys) > 1 else what} ({shown})"
+
+
+def _load_backbone(model: nn.Module, state: dict[str, torch.Tensor], head: str, failure: str) -> None:
+    """Load ``state`` into the 1000-class ``model``; the tensors of ``head`` may be absent (it is replaced anyway).
+
+    Raises:
+        WeightsError: a tensor outside the head is missing, a name is unexpected, or a shape differs; the message
+            starts with ``failure`` and names the first tensors concerned.
+    """
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # shapes that differ (strict=False still checks them)
+        raise WeightsError(f"{failure}: {exc}") from exc
+    missing = [k for k in missing if not k.startswith(head + ".")]
+    if missing or unexpected:
+        found = [_names(missing, "tensor missing")] if missing else []
+        found += [_names(list(unexpected), "unexpected tensor")] if unexpected else []
+        raise WeightsError(
+            f"{failure}: {'; '.join(found)}; only the head ({head}.*) may be left out. Give a state dict of "
+            "torchvision's model of this arch (torch.save(model.state_dict(), FILE)), with or without its head"
+        )
+    if not any(k.startswith(head + ".") for k in state):
+        logger.info("the weights hold no head (%s.*): backbone only", head)
+
+
 def _replace_head(model: nn.Module, head: str, num_classes: int) -> None:
     parent_name, _, attr = head.rpartition(".")
     parent = model.get_submodule(parent_name) if parent_name else model
@@ -283,12 +311,14 @@ def build_model(arch: str, num_classes: int, weights: str | Path = "imagenet", p
         num_classes: size of the new head's output (logits ``(N, num_classes)``), >= 2.
         weights: ``"imagenet"`` (torchvision's entry: the ``TORCH_HOME`` cache when present, else a
             download), ``"none"`` (random init, from scratch), or the path of a torchvision-format
-            1000-class state dict.
+            1000-class state dict; the head's tensors may be left out of that file (a backbone-only state dict),
+            every other tensor must be there.
         progress: show torch's download progress bar on stderr (a download only; nothing else is printed).
 
     Raises:
         UnknownArchError: unknown ``arch``.
-        WeightsError: the weights cannot be found, downloaded or loaded. Never falls back to random init.
+        WeightsError: the weights cannot be found, downloaded or loaded, or do not fit ``arch`` (a tensor outside
+            the head missing, an unexpected name, a shape that differs). Never falls back to random init.
     """
     spec = get_spec(arch)
     if num_classes < 2:
@@ -301,10 +331,7 @@ def build_model(arch: str, num_classes: int, weights: str | Path = "imagenet", p
             state, source = _imagenet_state_dict(spec, progress)
         else:
             state, source = _file_state_dict(Path(weights))
-        try:
-            model.load_state_dict(state)
-        except RuntimeError as exc:
-            raise WeightsError(f"weights {source} do not fit {arch}: {exc}") from exc
+        _load_backbone(model, state, spec.head, f"weights {source} do not fit {arch}")
     _replace_head(model, spec.head, num_classes)
     logger.info("built %s for %d classes, backbone weights: %s", arch, num_classes, source)
     return BuiltModel(model, source)
