@@ -262,8 +262,8 @@ def run_openvino(
                     mapped[precision].append(np.array(request.get_tensor(CAM_NAME).data,  # type: ignore[attr-defined]
                                                       dtype=np.float32, copy=True))
                 if scores:
-                    scored[precision].append(np.array(request.get_tensor(OOD_SCORE_NAME).data,  # type: ignore[attr-defined]
-                                                      dtype=np.float32, copy=True))
+                    ood = request.get_tensor(OOD_SCORE_NAME).data  # type: ignore[attr-defined]
+                    scored[precision].append(np.array(ood, dtype=np.float32, copy=True))
     for precision, chunks in parts.items():
         logits = np.concatenate(chunks) if chunks else np.empty((0, classes), np.float32)
         embedding = np.concatenate(embedded[precision]) if embedded.get(precision) else None
