@@ -204,6 +204,14 @@ class RuntimeGate:
             :data:`garmentcv.export.checks.EMBEDDING_MIN_COSINE`); ``None`` without one.
         cam_min_cosine: files with a ``cam`` output: the same for each image's class activation maps (all classes,
             flattened; bound :data:`garmentcv.export.checks.CAM_MIN_COSINE`); ``None`` without one.
+        ood_score_diff: files with an ``ood_score`` output, OpenVINO pairs: the largest absolute difference of the
+            pair's ``ood_score`` from onnxruntime's of the same file on the validation images (a condition of
+            ``passed``, bound ``ood_score_bound``, :data:`garmentcv.export.runtime_gates.OOD_SCORE_MAX_SHIFT`);
+            ``None`` without one, for onnxruntime and in files of releases before it was measured.
+        ood_score_bound: the largest difference accepted, in score units; ``None`` with ``ood_score_diff``.
+        unknown_flag_changes: validation images whose unknown flag (``ood_score > threshold``) differs from
+            onnxruntime's (reported, not a condition: the threshold is one of onnxruntime's own scores, so the image
+            at it can flip by any rounding); ``None`` with ``ood_score_diff``.
     """
 
     runtime: str
@@ -221,6 +229,9 @@ class RuntimeGate:
     cpu_model: str = ""
     embedding_min_cosine: float | None = None
     cam_min_cosine: float | None = None
+    ood_score_diff: float | None = None
+    ood_score_bound: float | None = None
+    unknown_flag_changes: int | None = None
 
     @property
     def key(self) -> tuple[str, str]:
@@ -239,6 +250,9 @@ class RuntimeGate:
             text += f", embedding cosine to FP32 at least {self.embedding_min_cosine:.6g}"
         if self.cam_min_cosine is not None:
             text += f", class activation map cosine to FP32 at least {self.cam_min_cosine:.6g}"
+        if self.ood_score_diff is not None:
+            text += (f", ood_score within {self.ood_score_diff:.3g} of onnxruntime's (bound "
+                     f"{self.ood_score_bound:.3g}), {self.unknown_flag_changes} unknown flags changed")
         return text if self.tolerance is not None else f"accuracy {self.accuracy:.2%}, {text}"
 
     def to_dict(self) -> dict[str, Any]:
@@ -249,7 +263,10 @@ class RuntimeGate:
                 "max_probability_diff": self.max_probability_diff, "note": self.note, "version": self.version,
                 "cpu_model": self.cpu_model,
                 **({} if self.embedding_min_cosine is None else {"embedding_min_cosine": self.embedding_min_cosine}),
-                **({} if self.cam_min_cosine is None else {"cam_min_cosine": self.cam_min_cosine})}
+                **({} if self.cam_min_cosine is None else {"cam_min_cosine": self.cam_min_cosine}),
+                **({} if self.ood_score_diff is None else {
+                    "ood_score_diff": self.ood_score_diff, "ood_score_bound": self.ood_score_bound,
+                    "unknown_flag_changes": self.unknown_flag_changes})}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> RuntimeGate:
@@ -268,7 +285,10 @@ class RuntimeGate:
                    float(data["accuracy_drop"]), float(data.get("max_probability_diff", 0.0)),
                    str(data.get("note", "")), str(data.get("version", "")), str(data.get("cpu_model", "")),
                    None if data.get("embedding_min_cosine") is None else float(data["embedding_min_cosine"]),
-                   None if data.get("cam_min_cosine") is None else float(data["cam_min_cosine"]))
+                   None if data.get("cam_min_cosine") is None else float(data["cam_min_cosine"]),
+                   None if data.get("ood_score_diff") is None else float(data["ood_score_diff"]),
+                   None if data.get("ood_score_bound") is None else float(data["ood_score_bound"]),
+                   None if data.get("unknown_flag_changes") is None else int(data["unknown_flag_changes"]))
 
     def as_bf16_check(self) -> ReducedPrecisionCheck:
         """The same result in the form releases before per-runtime gates read (``garmentcv.bf16``).

@@ -7,7 +7,8 @@ converted graph: ``N x C`` each), file names and targets, never the images; gate
 temperature of calibrated probabilities on the written graph's logits of the same images (minimum NLL, where the
 images can fit one: :func:`garmentcv.calibration.decide_temperature`; stored in the metadata, the logits output
 unchanged), gate each (runtime, inference precision) pair the file may run at against FP32
-(:mod:`garmentcv.export.runtime_gates`), then write the file atomically and check the written file (batch sizes,
+(:mod:`garmentcv.export.runtime_gates`), join an unknown-item detector when asked (and gate OpenVINO's ``ood_score``
+of the joined graph against onnxruntime's), then write the file atomically and check the written file (batch sizes,
 determinism, metadata) before it replaces ``out``.
 Memory therefore grows with the number of validation images only by ``3 x C`` floats per image (``3 x (C + D)``
 with the ``embedding`` output of ``D`` features, and ``3 x C x h x w`` more with the ``cam`` output's maps).
@@ -51,6 +52,8 @@ from garmentcv.artifact import (
     PRECISIONS,
     ModelInfo,
     Quantization,
+    ReducedPrecisionCheck,
+    RuntimeGate,
     UnknownDetector,
 )
 from garmentcv.calibration import (
@@ -205,6 +208,12 @@ class ExportResult:
         conformal_note: why none were fitted (``""`` when they were, or were not asked for).
         unknown_score_diff: with a detector: the largest difference of the file's ``ood_score`` from the numpy
             score of its own outputs, per unit of ``max(1, |score|)``; ``None`` without one.
+        openvino_score_diff: with a detector and OpenVINO: by OpenVINO inference precision (``f32``, ``bf16``), the
+            largest absolute difference of OpenVINO's ``ood_score`` from onnxruntime's of the written file on the
+            validation images (also in that pair's :class:`~garmentcv.artifact.RuntimeGate`, which fails past
+            :func:`garmentcv.export.runtime_gates.score_bound`); empty otherwise.
+        unknown_flag_changes: by the same precisions, the validation images whose unknown flag OpenVINO's score
+            changes from onnxruntime's.
     """
 
     out: Path
@@ -230,6 +239,8 @@ class ExportResult:
     conformal: ConformalPredictor | None = None
     conformal_note: str = ""
     unknown_score_diff: float | None = None
+    openvino_score_diff: dict[str, float] = field(default_factory=dict)
+    unknown_flag_changes: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -565,13 +576,14 @@ def _attach_detector(
     cfg: ExportConfig, checkpoint: Path, final: onnx.ModelProto, final_session: ort.InferenceSession | None,
     network: nn.Module, head: str, seen: ValidationLogits, val: ImageSet, pp: Preprocessing, uint8: bool,
     temperature: float | None, progress: bool, classes: Sequence[str],
-) -> tuple[onnx.ModelProto, UnknownDetector, float]:
+) -> tuple[onnx.ModelProto, UnknownDetector, float, np.ndarray]:
     """Fit ``cfg.unknown_score``'s reference on the reference images from the converted graph's own outputs, join
     the score to ``final``, check the joined graph's ``ood_score`` against the numpy score of its own outputs on the
     validation images, and fit the threshold on those ``ood_score`` values (what consumers compare with it).
 
     Returns:
-        The joined graph, the detector for the metadata, and the largest relative score difference.
+        The joined graph, the detector for the metadata, the largest relative score difference, and the joined
+        graph's onnxruntime ``ood_score`` ``(N,)`` float64 of the validation images (rows of ``seen``).
 
     Raises:
         ExportError: the score cannot be fitted, exported or joined, or differs by more than
@@ -628,7 +640,14 @@ def _attach_detector(
     logger.info("%s unknown score in the graph: threshold %.6g keeps %.2f%% of %s; reference fitted on %s from %s",
                 method, threshold, 100 * recall, plural(len(in_scores), "validation image"),
                 plural(stream.decoded, "image"), source)
-    return joined, detector, worst
+    return joined, detector, worst, in_scores
+
+
+def _bf16_check(gates: Sequence[RuntimeGate]) -> ReducedPrecisionCheck | None:
+    """The OpenVINO bf16 pair of ``gates`` in the form releases before per-runtime gates read (``None``: not gated,
+    or an INT8 file's pair, judged on accuracy)."""
+    pair = next((g for g in gates if g.key == ("openvino", "bf16")), None)
+    return pair.as_bf16_check() if pair is not None and pair.tolerance is not None else None
 
 
 def export_checkpoint(cfg: ExportConfig, progress: bool = True) -> ExportResult:
@@ -650,7 +669,9 @@ def export_checkpoint(cfg: ExportConfig, progress: bool = True) -> ExportResult:
     ``cfg.batch_size`` at a time and only logits are kept, so memory does not grow with the images' size or
     (beyond ``3 x C`` floats each) their number. With ``cfg.embedding`` or ``cfg.cam`` the extra outputs pass the
     same gates by per-image cosine similarity to PyTorch's (:data:`checks.EMBEDDING_MIN_COSINE`,
-    :data:`checks.CAM_MIN_COSINE`).
+    :data:`checks.CAM_MIN_COSINE`). With ``cfg.unknown_score`` and OpenVINO installed, each OpenVINO pair runs the
+    joined file once more and fails (as above, without failing the export) when its ``ood_score`` drifts from
+    onnxruntime's past :func:`garmentcv.export.runtime_gates.score_bound`.
 
     Raises:
         PathNotFoundError: ``cfg.checkpoint`` does not exist.
@@ -790,7 +811,6 @@ def export_checkpoint(cfg: ExportConfig, progress: bool = True) -> ExportResult:
         seen.final, cfg.max_accuracy_drop, convert.cpu_facts()[0], temperature, seen.embeddings.get("final"),
         seen.cams.get("final"),
     )  # fmt: skip
-    bf16_pair = next((g for g in gates if g.key == ("openvino", "bf16")), None)
     applied = uncalibrated if calibrated is None else calibrated
     calibration_metrics: dict[str, Any] = {
         "temperature": temperature, "ece": applied.ece, "ece_uncalibrated": uncalibrated.ece,
@@ -817,18 +837,29 @@ def export_checkpoint(cfg: ExportConfig, progress: bool = True) -> ExportResult:
                                        "max_abs_logit_diff": parity.max_abs_diff, **calibration_metrics}},
         checkpoint_sha256=sha256_of(checkpoint), garmentcv_version=garmentcv.__version__, opset=cfg.opset,
         quantization=quantization, temperature=temperature, input_format=cfg.input_format,
-        bf16=bf16_pair.as_bf16_check() if bf16_pair is not None and bf16_pair.tolerance is not None else None,
+        bf16=_bf16_check(gates),
         runtime_gates=gates, outputs=outputs,
         embedding_dim=int(seen.embeddings["final"].shape[1]) if embeds else 0, conformal=conformal,
     )  # fmt: skip
     detector, score_diff = None, None
+    openvino_score_diff: dict[str, float] = {}
+    unknown_flag_changes: dict[str, int] = {}
     if cfg.unknown_score is not None:
-        final, detector, score_diff = _attach_detector(
+        final, detector, score_diff, file_scores = _attach_detector(
             cfg, checkpoint, final, final_session, network if not uint8 else network.network, head, seen, val, pp,
             uint8, temperature, progress, classes)
         kept = cfg.embedding or cfg.cam
+        if runtimes.openvino_installed():  # the pairs OpenVINO was gated at, now with the score in the graph
+            gates = runtime_gates.gate_openvino_scores(
+                final.SerializeToString(), cfg.precision, gates,
+                (b.inputs for b in ImageStream(val, pp, cfg.batch_size, progress=False, warn=False, uint8=uint8)),
+                file_scores, detector.method, detector.threshold, len(classes))
+            openvino_score_diff = {g.precision: g.ood_score_diff for g in gates if g.ood_score_diff is not None}
+            unknown_flag_changes = {g.precision: g.unknown_flag_changes for g in gates
+                                    if g.unknown_flag_changes is not None}
         info = dataclasses.replace(info, outputs=(*outputs[: 2 if kept else 1], OOD_SCORE_NAME, *outputs[2:]),
-                                   unknown=detector, embedding_dim=info.embedding_dim if kept else 0)
+                                   unknown=detector, embedding_dim=info.embedding_dim if kept else 0,
+                                   runtime_gates=gates, bf16=_bf16_check(gates))
     runs_on, _ = runtimes.choose_for_file(info, "auto")
     logger.info("on this machine's CPU, gcv-classify --runtime auto will run this file on %s at %s: %s",
                 runs_on.runtime, runs_on.inference_precision or cfg.precision, runs_on.reason)
@@ -856,5 +887,6 @@ def export_checkpoint(cfg: ExportConfig, progress: bool = True) -> ExportResult:
         skipped_images=seen.skipped, seconds=time.perf_counter() - started, temperature=temperature,
         uncalibrated=uncalibrated, calibrated=calibrated, temperature_note=decision.note, runs_on=runs_on,
         embedding_parity=embedding_parity, cam_parity=cam_parity, conformal=conformal, conformal_note=conformal_note,
-        unknown_score_diff=score_diff,
+        unknown_score_diff=score_diff, openvino_score_diff=openvino_score_diff,
+        unknown_flag_changes=unknown_flag_changes,
     )  # fmt: skip

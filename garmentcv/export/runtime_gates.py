@@ -20,17 +20,23 @@ and gated on onnxruntime only. A failed pair does not fail the export: each resu
 (:class:`garmentcv.artifact.RuntimeGate`), ``auto`` runs only a pair that passed, and the note of a failed pair
 names its cause: when OpenVINO fails at f32 as well as at bf16, bf16 is not the cause (for INT8 files, OpenVINO's
 integer kernels differ from onnxruntime's).
+
+A file with an unknown-item detector (the ``ood_score`` output) is gated once more after the score is joined to the
+graph (:func:`gate_openvino_scores`): each OpenVINO pair runs the joined graph on the validation images and its
+``ood_score`` must stay within :data:`OOD_SCORE_MAX_SHIFT` of the spread of onnxruntime's scores of the same file;
+a pair that drifts further fails like any other, naming the score's method.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from garmentcv.artifact import CAM_NAME, EMBEDDING_NAME, OUTPUT_NAME, RuntimeGate
+from garmentcv.artifact import CAM_NAME, EMBEDDING_NAME, OOD_SCORE_NAME, OUTPUT_NAME, RuntimeGate
 from garmentcv.calibration import softmax
 from garmentcv.export import checks
 from garmentcv.infer.runtimes import (
@@ -52,6 +58,17 @@ BF16_TOLERANCE = 5e-2
 #: --min-confidence and the calibration figures; measured at most 0.012 for bf16 on the demo's trained
 #: models). Not applied to INT8 files, which are judged on accuracy.
 PROBABILITY_TOLERANCE = 2e-2
+#: Largest difference accepted between an OpenVINO pair's ``ood_score`` and onnxruntime's of the same file, per unit
+#: of the spread (standard deviation) of onnxruntime's scores of the validation images: by the pair's inference
+#: precision (``f32``, ``bf16``) on FP32 files, ``int8`` for every pair on INT8 files. The flags users act on compare
+#: the score with a threshold placed at a quantile of those scores: moving every score by at most ``s`` standard
+#: deviations moves the share kept by at most ``s x pdf`` at the threshold, for normally distributed scores at 95%
+#: recall ``0.25 x 0.103 = 2.6`` points, the bound at bf16 and INT8 (measured on resnet18 at 32 px, random init,
+#: OpenVINO 2026.4 with AMX: up to 0.15 at bf16 and 0.46 on INT8 files, the mahalanobis score). At f32 the score is
+#: the same float32 arithmetic in another order (measured up to 3e-5): 1e-3 catches a graph OpenVINO computes
+#: otherwise. Differences within float32 rounding, :data:`~garmentcv.export.unknown_output.SCORE_TOLERANCE` x
+#: ``max(1, largest |score|)``, always pass (scores whose spread is near 0).
+OOD_SCORE_MAX_SHIFT = {"f32": 1e-3, "bf16": 0.25, "int8": 0.25}
 #: ISA flags with which OpenVINO's CPU plugin runs bf16 natively.
 BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
 #: ``ExportConfig.bf16_check`` values: ``auto`` gates OpenVINO's bf16 where it can (see :func:`can_check`), ``off``
@@ -188,7 +205,7 @@ def judge(
 class OpenVINORun:
     """OpenVINO's logits ``(N, C)`` of the validation images at one inference precision, the precision the compiled
     model reported (``used``), or why it could not run (``error``, with ``logits`` ``None``); ``embedding``
-    ``(N, D)`` and ``cam`` ``(N, C, h, w)`` for a file with those outputs (else ``None``)."""
+    ``(N, D)``, ``cam`` ``(N, C, h, w)`` and ``ood_score`` ``(N,)`` for a file with those outputs (else ``None``)."""
 
     precision: str
     logits: np.ndarray | None
@@ -196,15 +213,16 @@ class OpenVINORun:
     error: str = ""
     embedding: np.ndarray | None = None
     cam: np.ndarray | None = None
+    ood_score: np.ndarray | None = None
 
 
 def run_openvino(
     model: bytes, precisions: Sequence[str], batches: Iterable[np.ndarray], classes: int, embeds: bool = False,
-    cams: bool = False,
+    cams: bool = False, scores: bool = False,
 ) -> dict[str, OpenVINORun]:
     """Compile the serialized ONNX ``model`` once per inference precision and run every batch through each, in one
     pass over ``batches`` (the file's inputs, in the order of the reference's rows); with ``embeds``, the
-    ``embedding`` output too, with ``cams`` the ``cam`` output.
+    ``embedding`` output too, with ``cams`` the ``cam`` output, with ``scores`` the ``ood_score`` output.
 
     A model OpenVINO cannot compile or run gives that precision an :class:`OpenVINORun` with the error, not an
     exception.
@@ -225,6 +243,7 @@ def run_openvino(
     parts: dict[str, list[np.ndarray]] = {p: [] for p in requests}
     embedded: dict[str, list[np.ndarray]] = {p: [] for p in requests}
     mapped: dict[str, list[np.ndarray]] = {p: [] for p in requests}
+    scored: dict[str, list[np.ndarray]] = {p: [] for p in requests}
     if requests:
         for inputs in batches:
             for precision, request in list(requests.items()):
@@ -242,19 +261,22 @@ def run_openvino(
                 if cams:
                     mapped[precision].append(np.array(request.get_tensor(CAM_NAME).data,  # type: ignore[attr-defined]
                                                       dtype=np.float32, copy=True))
+                if scores:
+                    ood = request.get_tensor(OOD_SCORE_NAME).data  # type: ignore[attr-defined]
+                    scored[precision].append(np.array(ood, dtype=np.float32, copy=True))
     for precision, chunks in parts.items():
         logits = np.concatenate(chunks) if chunks else np.empty((0, classes), np.float32)
         embedding = np.concatenate(embedded[precision]) if embedded.get(precision) else None
         cam = np.concatenate(mapped[precision]) if mapped.get(precision) else None
-        runs[precision] = OpenVINORun(precision, logits, runs[precision].used, embedding=embedding, cam=cam)
+        ood = np.concatenate(scored[precision]) if scored.get(precision) else None
+        runs[precision] = OpenVINORun(precision, logits, runs[precision].used, embedding=embedding, cam=cam,
+                                      ood_score=ood)
     return runs
 
 
 def _name_causes(file_precision: str, gates: dict[str, RuntimeGate], ran: set[str]) -> dict[str, RuntimeGate]:
     """The failed OpenVINO pairs among ``gates`` (by inference precision) with notes that name the cause; ``ran``:
     the precisions OpenVINO compiled and ran as asked (the others' notes already say what went wrong)."""
-    import dataclasses
-
     named = dict(gates)
     f32, bf16 = gates.get("f32"), gates.get("bf16")
     kernels = ("OpenVINO's INT8 kernels differ from onnxruntime's, which passed the same gate"
@@ -350,3 +372,100 @@ def gate_runtimes(
             logger.info("runtime gate %s at %s: not passed, so gcv-classify --runtime auto will not run this file "
                         "there: %s", gate.version, gate.precision, gate.note)
     return tuple(gates)
+
+
+def score_bound(file_precision: str, precision: str, want: np.ndarray) -> float:
+    """The largest ``ood_score`` difference (score units) accepted for OpenVINO at inference ``precision`` on a
+    ``file_precision`` file, from onnxruntime's scores ``want`` ``(N,)`` of the validation images: the larger of
+    :data:`OOD_SCORE_MAX_SHIFT` x their standard deviation and float32 rounding,
+    :data:`~garmentcv.export.unknown_output.SCORE_TOLERANCE` x ``max(1, largest |score|)``.
+
+    Raises:
+        ValueError: an unknown precision, or no scores.
+    """
+    from garmentcv.export.unknown_output import SCORE_TOLERANCE
+
+    key = "int8" if file_precision == "int8" else precision
+    if key not in OOD_SCORE_MAX_SHIFT:
+        raise ValueError(f"no ood_score bound for OpenVINO at {precision} on a {file_precision} file")
+    scores = np.asarray(want, dtype=np.float64).ravel()
+    if not len(scores):
+        raise ValueError("need onnxruntime's scores of at least one image")
+    floor = SCORE_TOLERANCE * max(1.0, float(np.abs(scores).max()))
+    return max(OOD_SCORE_MAX_SHIFT[key] * float(scores.std()), floor)
+
+
+def judge_score(
+    gate: RuntimeGate, method: str, got: np.ndarray | None, want: np.ndarray, threshold: float, file_precision: str,
+    error: str = "",
+) -> RuntimeGate:
+    """``gate`` (an OpenVINO pair) with its ``ood_score`` ``got`` ``(N,)`` judged against onnxruntime's ``want``
+    ``(N,)`` of the same file and images (pure numpy): the largest absolute difference within :func:`score_bound`,
+    every score finite; the images whose unknown flag (``score > threshold``) differs are counted. ``got`` ``None``:
+    OpenVINO could not run the joined graph, ``error`` says why, and the pair fails.
+
+    Raises:
+        ValueError: ``got`` is not the shape of ``want``.
+    """
+    want = np.asarray(want, dtype=np.float64).ravel()
+    bound = score_bound(file_precision, gate.precision, want)
+    what = f"the {method} ood_score"
+    if got is None:
+        problem = f"OpenVINO cannot run the file with {what} at {gate.precision}: {error}"
+        return dataclasses.replace(gate, passed=False, note="; ".join(n for n in (gate.note, problem) if n))
+    scores = np.asarray(got, dtype=np.float64).ravel()
+    if scores.shape != want.shape:
+        raise ValueError(f"OpenVINO's ood_score has {scores.shape} values, onnxruntime's {want.shape}")
+    finite = np.isfinite(scores)
+    diff = float(np.abs(scores[finite] - want[finite]).max(initial=0.0))
+    flips = int(((scores > threshold) != (want > threshold)).sum())
+    problems = []
+    if not finite.all():
+        problems.append(f"{what} is not finite for {plural(int((~finite).sum()), 'image')}")
+    if diff > bound:
+        problems.append(
+            f"{what} differs from onnxruntime's by up to {diff:.3g}, more than {bound:.3g} "
+            f"({OOD_SCORE_MAX_SHIFT['int8' if file_precision == 'int8' else gate.precision]:g} x the spread of the "
+            f"validation images' scores), changing the unknown flag of {plural(flips, 'image')}; run the file on "
+            "onnxruntime or export it with another --unknown-score method"
+        )  # fmt: skip
+    note = "; ".join(n for n in (gate.note, *problems) if n)
+    return dataclasses.replace(gate, passed=gate.passed and not problems, note=note, ood_score_diff=diff,
+                               ood_score_bound=bound, unknown_flag_changes=flips)
+
+
+def gate_openvino_scores(
+    model: bytes, file_precision: str, gates: Sequence[RuntimeGate], batches: Iterable[np.ndarray],
+    want: np.ndarray, method: str, threshold: float, classes: int,
+) -> tuple[RuntimeGate, ...]:
+    """``gates`` with each OpenVINO pair that ran (:func:`gate_openvino`) judged once more on the file with its
+    unknown-item detector joined: the serialized ``model`` is run at each of those inference precisions in one pass
+    over ``batches`` (:func:`run_openvino`; the file's inputs in the order of ``want``) and its ``ood_score`` judged
+    against onnxruntime's ``want`` ``(N,)`` (:func:`judge_score`, with the detector's ``method`` and ``threshold``);
+    each result logged at INFO. Other pairs, and all of them without OpenVINO pairs, are returned unchanged and
+    ``batches`` is not iterated.
+
+    Raises:
+        ValueError: OpenVINO's ``ood_score`` is not the shape of ``want``.
+    """
+    ran = [g.precision for g in gates if g.runtime == "openvino" and g.images]
+    if not ran:
+        return tuple(gates)
+    runs = run_openvino(model, ran, batches, classes, scores=True)
+    judged = []
+    for gate in gates:
+        if gate.runtime != "openvino" or gate.precision not in runs:
+            judged.append(gate)
+            continue
+        run = runs[gate.precision]
+        result = judge_score(gate, method, run.ood_score if run.logits is not None else None, want, threshold,
+                             file_precision, run.error)
+        if result.ood_score_diff is not None:
+            logger.info("%s ood_score on %s at %s: largest difference from onnxruntime's %.3g (bound %.3g), unknown "
+                        "flag changed for %s", method, result.version, result.precision, result.ood_score_diff,
+                        result.ood_score_bound, plural(result.unknown_flag_changes or 0, "validation image"))
+        if gate.passed and not result.passed:
+            logger.info("runtime gate %s at %s: not passed with the %s unknown score, so gcv-classify --runtime auto "
+                        "will not run this file there: %s", result.version, result.precision, method, result.note)
+        judged.append(result)
+    return tuple(judged)
