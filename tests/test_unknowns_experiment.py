@@ -50,7 +50,7 @@ def test_table_has_a_line_per_method_and_one_per_model() -> None:
            "temperature": 1.25, "train_seconds": 60.0}  # fmt: skip
     lines = experiment.table([row]).splitlines()
     assert lines[2] == "| resnet18 | yes | energy | 0.812 | 0.900 | 50.0% | 12.5% | 1.0% | 95.0% | 0.0012 | 0 |"
-    assert lines[-1] == "| resnet18 | yes | 0.9900 | 0.9800 | 1.250 | 60 |"
+    assert lines[-1] == "| resnet18 | none | yes | 0.9900 | 0.9800 | 1.250 | 60 |"
 
 
 def test_set_rows_fit_on_the_held_out_half_and_cover_exchangeable_test_images_at_the_target() -> None:
@@ -85,4 +85,4 @@ def test_table_has_a_line_per_prediction_set_method() -> None:
             "ambiguous": 2, "test_images": 900}
     lines = experiment.table([score, sets]).splitlines()
     assert lines[-1] == "| resnet18 | no | lac | yes | 0.950 | 0.951 | 0.012 | 0.970 | 30 | 2 | 900 |"
-    assert lines[6] == "| resnet18 | no | 0.9900 | 0.9800 | 1.250 | 60 |"  # the sets' row is no model
+    assert lines[6] == "| resnet18 | none | no | 0.9900 | 0.9800 | 1.250 | 60 |"  # the sets' row is no model

@@ -298,7 +298,8 @@ def run_experiment(work: Path, archs: Sequence[str], exposure_classes: Sequence[
             ), progress=progress).archs[0]  # fmt: skip
             logger.info("%s: validation accuracy %.4f (epoch %d), %.0f s", folder.name, result.best["accuracy"],
                         result.best_epoch, time.perf_counter() - started)
-            rows += [{**r, "train_seconds": result.train_seconds, "init": "pretrained" if init != "none" else "none"}
+            started_from = "pretrained" if sets.pretrain is not None else Path(init).name if init != "none" else "none"
+            rows += [{**r, "train_seconds": result.train_seconds, "init": started_from}
                      for r in score_model(result.run_dir, arch, exposed, sets, image_size, recall, exposure_classes)]
     return rows
 
@@ -318,9 +319,10 @@ def table(rows: Sequence[dict[str, Any]]) -> str:
                      f"{pct(r, 'let_through_exposed')} | {pct(r, 'test_recall')} | {r['ms_per_image']:.4f} | "
                      f"{r['reference_kb']:.0f} |")
     models = {(r["arch"], r["exposure"]): r for r in score_rows}
-    lines += ["", "| arch | exposure | validation accuracy | test accuracy | temperature | train seconds |",
-              "|---|---|---:|---:|---:|---:|"]
-    lines += [f"| {a} | {'yes' if e else 'no'} | {r['val_accuracy']:.4f} | {r['test_accuracy']:.4f} | "
+    lines += ["", "| arch | init | exposure | validation accuracy | test accuracy | temperature | train seconds |",
+              "|---|---|---|---:|---:|---:|---:|"]
+    lines += [f"| {a} | {r.get('init', 'none')} | {'yes' if e else 'no'} | {r['val_accuracy']:.4f} | "
+              f"{r['test_accuracy']:.4f} | "
               f"{r['temperature']:.3f} | {r['train_seconds']:.0f} |" for (a, e), r in models.items()]
     if sets_:
         lines += ["", "| arch | exposure | sets | class-conditional | target | coverage | worst class gap | "
