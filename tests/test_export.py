@@ -430,3 +430,24 @@ def test_reader_is_torch_free_and_cli_defaults_agree() -> None:
     assert (f"[default: {DEFAULT_MODEL_PATH}]" in help_text.replace("\n", "").replace("  ", " ")
             or str(DEFAULT_MODEL_PATH) in help_text)
     assert str(train_cli.RUNS_DIR) in help_text and "[default: fp32]" in help_text
+
+
+@pytest.mark.parametrize(("given", "method"), [
+    ([], None), (["--unknown-score"], "vim"), (["--unknown-score", "--coverage", "0.9"], "vim"),
+    (["--unknown-score", "energy"], "energy")])  # fmt: skip
+def test_unknown_score_given_alone_uses_the_default_method(monkeypatch, tmp_path: Path, given: list[str],
+                                                           method: str | None) -> None:
+    from garmentcv.export import exporter
+    from garmentcv.unknowns.scores import DEFAULT_METHOD
+
+    seen = {}
+
+    def capture(cfg, progress):
+        seen["cfg"] = cfg
+        raise ExportError("stopped after parsing")
+
+    monkeypatch.setattr(exporter, "export_checkpoint", capture)
+    result = _cli([str(tmp_path / "best.pt"), "--out", str(tmp_path / "m.onnx"), *given])
+    assert result.exit_code == 1 and "stopped after parsing" in result.output
+    assert seen["cfg"].unknown_score == method
+    assert export_cli.DEFAULT_UNKNOWN_METHOD == DEFAULT_METHOD == "vim"

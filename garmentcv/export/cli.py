@@ -25,6 +25,8 @@ from garmentcv.installs import require_onnxruntime, require_torch
 DEFAULT_OPSET = 18
 #: Same as garmentcv.unknowns.scores.METHODS (numpy only, but kept apart from --help's imports like the opset).
 UNKNOWN_METHODS = ("msp", "energy", "maxlogit", "knn", "mahalanobis", "vim")
+#: Same as garmentcv.unknowns.scores.DEFAULT_METHOD, for the same reason.
+DEFAULT_UNKNOWN_METHOD = "vim"
 
 
 _INT8_ACTIVATIONS = click.Choice(INT8_ACTIVATIONS)
@@ -74,7 +76,8 @@ _QUANTIZATION_IMAGES = click.IntRange(min=1)
               help="Score of the prediction sets: lac (smallest sets) or aps (adaptive, rarely empty).")
 @click.option("--class-conditional/--marginal", default=False,
               help="One prediction-set threshold per class (coverage per class) instead of one overall.")
-@click.option("--unknown-score", type=click.Choice(UNKNOWN_METHODS), default=None, show_default="none",
+@click.option("--unknown-score", type=click.Choice(UNKNOWN_METHODS), is_flag=False, flag_value=DEFAULT_UNKNOWN_METHOD,
+              default=None, show_default=f"none; given alone: {DEFAULT_UNKNOWN_METHOD}",
               help="Add an unknown-item detector with this score, computed in the graph as the ood_score output.")
 @click.option("--unknown-recall", type=click.FloatRange(min=0, max=1, min_open=True), default=0.95,
               help="The detector's threshold keeps this share of the validation images.")
