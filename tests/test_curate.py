@@ -287,9 +287,10 @@ def test_label_next_is_deterministic_for_a_seed_and_never_picks_two_near_duplica
     shutil.copy(pool / "p00.png", pool / "copy.png")
     Image.open(pool / "p13.png").resize((56, 72)).save(pool / "resized.png")
     runs = []
-    for name in ("a", "b"):
+    for name in ("a", "b"):  # this random-init embedder puts the resized copy at cosine 0.97 of its original
         done = CliRunner().invoke(data_main, ["label-next", str(pool), "--model", str(model), "-n", "17",
-                                              "--out", str(tmp_path / name), "--seed", "4", "-q"])
+                                              "--out", str(tmp_path / name), "--seed", "4", "--duplicate-cosine",
+                                              "0.95", "-q"])
         assert done.exit_code == 0, done.output
         runs.append((tmp_path / name / "label_next.csv").read_text(encoding="utf-8"))
     assert runs[0] == runs[1]

@@ -277,7 +277,7 @@ def corrections(fix_list: Path, out: Path, issues: tuple[str, ...], quiet: bool,
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Folder for label_next.csv and the Label Studio tasks and config.")
 @click.option("--labelled", type=click.Path(exists=True, path_type=Path), default=None, show_default="none",
-              help="Labelled dataset already in hand: picks keep away from it (with --rows, needs --model).")
+              help="Labelled dataset already in hand: no pick is a near-duplicate of it (with --rows, needs --model).")
 @click.option("--seed", type=int, default=0, help="Seed of the tie-breaking order and of the k-means.")
 @click.option("--duplicate-cosine", type=click.FloatRange(0.0, 1.0, min_open=True), default=DEFAULT_DUPLICATE_COSINE,
               help="Cosine similarity from which two images are near-duplicates (never both chosen).")
