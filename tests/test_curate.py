@@ -711,3 +711,16 @@ def test_audit_of_a_manifest_from_the_embeddings_of_a_classify_run_over_that_man
     for name in FINDINGS:
         assert (tmp_path / "run" / name).read_bytes() == (tmp_path / "direct" / name).read_bytes(), name
     assert [r["path"] for r in _rows(tmp_path / "run" / "out_of_sample.csv")] == [f"data/{n}" for n in names]
+
+
+def test_label_next_refuses_a_prefilter_below_one(tmp_path: Path) -> None:
+    from garmentcv.curate.label_next import LabelNextConfig
+
+    (tmp_path / "pool").mkdir()
+    (tmp_path / "m.onnx").write_bytes(b"")
+    with pytest.raises(ValueError, match="prefilter must be at least 1, got 0.5"):
+        LabelNextConfig(pool=tmp_path / "pool", model=tmp_path / "m.onnx", n=1, out=tmp_path / "out", prefilter=0.5)
+    done = CliRunner().invoke(data_main, ["label-next", str(tmp_path / "pool"), "--model", str(tmp_path / "m.onnx"),
+                                          "-n", "1", "--out", str(tmp_path / "out"), "--prefilter", "0.5"])
+    assert done.exit_code == 2 and "--prefilter" in done.output, done.output
+    assert not (tmp_path / "out").exists()
