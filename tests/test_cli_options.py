@@ -82,6 +82,7 @@ DOCS_PAGES = {
     ("gcv", "data"): "data",
     ("gcv", "data", "fashion-mnist"): "data",
     ("gcv", "data", "inspect"): "data",
+    ("gcv", "data", "label-next"): "curate",
     ("gcv", "train"): "training",
     ("gcv", "export"): "export",
     ("gcv", "classify"): "classify",

@@ -20,6 +20,7 @@ from garmentcv.curate.embed import embed_images
 from garmentcv.curate.fixes import FIX_COLUMNS, Fix, fixes_to_corrections
 from garmentcv.curate.label_next import (
     CHOICE_COLUMNS,
+    DEFAULT_DUPLICATE_COSINE,
     Pick,
     choose,
     label_studio_to_manifest,
@@ -202,7 +203,7 @@ def test_outliers_lie_beyond_the_far_out_fence() -> None:
     assert np.flatnonzero(outlying).tolist() == [30]
 
 
-def test_k_center_takes_one_image_per_cluster_before_a_second_and_skips_near_duplicates() -> None:
+def test_choose_takes_one_image_per_cluster_before_a_second_and_skips_near_duplicates() -> None:
     centres = np.eye(4, dtype=np.float32)
     rng = np.random.default_rng(1)
     x = np.vstack([c + rng.normal(0, 0.1, (5, 4)) for c in centres]).astype(np.float32)
@@ -217,6 +218,66 @@ def test_k_center_takes_one_image_per_cluster_before_a_second_and_skips_near_dup
     assert all(i >= 5 for i, _ in choose(x, np.ones(len(x)), 3, labelled=labelled, seed=0))
 
 
+def _hand_made_pool() -> tuple[np.ndarray, np.ndarray]:
+    """Six unit vectors and their uncertainties: A (0) and its exact copy (5), A' and B' at cosine 0.9 of A and B,
+    B, and C, far from all and the least uncertain."""
+    x = np.asarray([[1, 0, 0], [0.9, 0.435890, 0], [0, 1, 0], [0.435890, 0.9, 0], [0, 0, 1], [1, 0, 0]],
+                   dtype=np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True), np.asarray([0.9, 0.8, 0.7, 0.85, 0.2, 0.9])
+
+
+def test_choose_picks_the_image_nearest_each_weighted_cluster_of_the_most_uncertain() -> None:
+    x, scores = _hand_made_pool()
+    # prefilter 2 x 2: A or its copy (the seed breaks their tie; the other is skipped as a near-duplicate), B', A',
+    # B; clusters {A, A'} and {B', B}; the uncertainty pulls each centre to A and B'; ranked A first (more
+    # uncertain), then B' at cosine distance 1 - 0.43589
+    picks = choose(x, scores, 2, seed=0, prefilter=2)
+    assert [i for i, _ in picks] == [5, 3]
+    assert [d for _, d in picks] == pytest.approx([1.0, 1 - 0.435890], abs=1e-6)
+    assert [i for i, _ in choose(x, scores, 2, seed=4, prefilter=2)] == [0, 3]
+    picks = choose(x, scores, 3, seed=0, prefilter=1)  # prefilter 1: uncertainty alone
+    assert [i for i, _ in picks] == [5, 3, 1] and picks[2][1] == pytest.approx(0.1, abs=1e-6)
+
+
+def test_choose_picks_only_among_the_prefiltered_most_uncertain() -> None:
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(300, 16)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    scores = rng.uniform(size=300)
+    for n, prefilter in ((5, 1.0), (5, 4.0), (20, 3.0)):
+        picks = [i for i, _ in choose(x, scores, n, seed=0, prefilter=prefilter)]
+        top = set(np.argsort(-scores)[:int(prefilter * n)].tolist())  # no two of these are near-duplicates here
+        assert len(picks) == len(set(picks)) == n and set(picks) <= top, (n, prefilter)
+    assert choose(x, scores, 20, seed=7, prefilter=3) == choose(x, scores, 20, seed=7, prefilter=3)
+    with pytest.raises(ValueError, match="prefilter must be at least 1, got 0.5"):
+        choose(x, scores, 5, prefilter=0.5)
+
+
+def test_choose_never_picks_two_near_duplicates_at_the_default_cosine() -> None:
+    rng = np.random.default_rng(5)
+    base = rng.normal(size=(40, 32)).astype(np.float32)
+    base /= np.linalg.norm(base, axis=1, keepdims=True)
+    # a near-copy of each at the default cosine and one just below it (off in another direction, so the two are not
+    # near-duplicates of each other): the first is never picked with its original
+
+    def at(cosine: float) -> np.ndarray:
+        off = rng.normal(size=(40, 32))
+        off -= (off * base).sum(axis=1, keepdims=True) * base
+        off /= np.linalg.norm(off, axis=1, keepdims=True)
+        return cosine * base + np.sqrt(1 - cosine ** 2) * off
+
+    near, apart = at(DEFAULT_DUPLICATE_COSINE + 0.002), at(DEFAULT_DUPLICATE_COSINE - 0.01)
+    x = np.vstack([base, near, apart]).astype(np.float32)
+    scores = np.concatenate([np.full(40, 0.5), np.full(40, 0.6), np.full(40, 0.4)])  # the copies most uncertain
+    picks = [i for i, _ in choose(x, scores, 120, seed=0)]
+    assert len(picks) == 80 and set(picks) == set(range(40, 120))  # each original left out for its near-copy
+    similar = x[picks] @ x[picks].T
+    np.fill_diagonal(similar, 0)
+    assert similar.max() < DEFAULT_DUPLICATE_COSINE
+    labelled = [i for i, _ in choose(x, scores, 120, labelled=base[:10], seed=0)]
+    assert len(labelled) == 70 and not set(labelled) & (set(range(10)) | set(range(40, 50)))
+
+
 def test_label_next_is_deterministic_for_a_seed_and_never_picks_two_near_duplicates(model: Path,
                                                                                     tmp_path: Path) -> None:
     pool = tmp_path / "pool"
@@ -226,9 +287,10 @@ def test_label_next_is_deterministic_for_a_seed_and_never_picks_two_near_duplica
     shutil.copy(pool / "p00.png", pool / "copy.png")
     Image.open(pool / "p13.png").resize((56, 72)).save(pool / "resized.png")
     runs = []
-    for name in ("a", "b"):
+    for name in ("a", "b"):  # this random-init embedder puts the resized copy at cosine 0.97 of its original
         done = CliRunner().invoke(data_main, ["label-next", str(pool), "--model", str(model), "-n", "17",
-                                              "--out", str(tmp_path / name), "--seed", "4", "-q"])
+                                              "--out", str(tmp_path / name), "--seed", "4", "--duplicate-cosine",
+                                              "0.95", "-q"])
         assert done.exit_code == 0, done.output
         runs.append((tmp_path / name / "label_next.csv").read_text(encoding="utf-8"))
     assert runs[0] == runs[1]
@@ -649,3 +711,16 @@ def test_audit_of_a_manifest_from_the_embeddings_of_a_classify_run_over_that_man
     for name in FINDINGS:
         assert (tmp_path / "run" / name).read_bytes() == (tmp_path / "direct" / name).read_bytes(), name
     assert [r["path"] for r in _rows(tmp_path / "run" / "out_of_sample.csv")] == [f"data/{n}" for n in names]
+
+
+def test_label_next_refuses_a_prefilter_below_one(tmp_path: Path) -> None:
+    from garmentcv.curate.label_next import LabelNextConfig
+
+    (tmp_path / "pool").mkdir()
+    (tmp_path / "m.onnx").write_bytes(b"")
+    with pytest.raises(ValueError, match="prefilter must be at least 1, got 0.5"):
+        LabelNextConfig(pool=tmp_path / "pool", model=tmp_path / "m.onnx", n=1, out=tmp_path / "out", prefilter=0.5)
+    done = CliRunner().invoke(data_main, ["label-next", str(tmp_path / "pool"), "--model", str(tmp_path / "m.onnx"),
+                                          "-n", "1", "--out", str(tmp_path / "out"), "--prefilter", "0.5"])
+    assert done.exit_code == 2 and "--prefilter" in done.output, done.output
+    assert not (tmp_path / "out").exists()

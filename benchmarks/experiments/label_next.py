@@ -11,9 +11,10 @@ Each run starts from ``--start-per-class`` labelled images per class (drawn with
 normalised embeddings of the labelled images (:func:`garmentcv.curate.audit.linear_head`), refitted each round; its
 test accuracy is recorded before the first round and after each. The next labels are chosen by:
 
-* ``label-next``: gcv data label-next's choice, :func:`garmentcv.curate.label_next.choose` (uncertainty-weighted
-  k-center greedy, no near-duplicates) on :func:`garmentcv.curate.label_next.uncertainty`'s ``combined`` score of
-  the head's probabilities;
+* ``label-next``: gcv data label-next's choice with its defaults, :func:`garmentcv.curate.label_next.choose`
+  (the image nearest each centre of an uncertainty-weighted k-means of the most uncertain images, no
+  near-duplicates) on :func:`garmentcv.curate.label_next.uncertainty`'s ``combined`` score of the head's
+  probabilities;
 * ``uncertainty``: the images of highest ``combined`` uncertainty alone;
 * ``random``: a seeded random draw.
 

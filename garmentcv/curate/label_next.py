@@ -3,12 +3,14 @@
 
 Each pool image gets an uncertainty in 0..1 (:func:`uncertainty`): the mean of ``1 - margin`` (top probability
 minus the second), the entropy over ``log C``, and, when the model file has them, the prediction set's size over
-``C`` and the rank of the unknown score. The choice (:func:`choose`) is k-center greedy on the normalised embeddings
-(Sener & Savarese 2018, "Active learning for convolutional neural networks: a core-set approach") weighted by that
-uncertainty: each step takes the image with the largest ``uncertainty * distance to the nearest chosen or labelled
-image`` (cosine distance), so picks are uncertain and spread over the embedding space. An image at least
-``duplicate_cosine`` similar to a chosen or labelled one is never chosen, so no two picks are near-duplicates.
-Ties are broken by a seeded permutation: the same inputs and seed give the same picks.
+``C`` and the rank of the unknown score. The choice (:func:`choose`) is diverse mini-batch active learning
+(Zhdanov 2019, "Diverse mini-batch Active Learning"): the ``prefilter * n`` most uncertain images are clustered
+into ``n`` by k-means on the normalised embeddings, each image weighted by its uncertainty, and the image nearest
+each centre is picked, so the picks are uncertain and unlike each other. An image at least ``duplicate_cosine``
+similar to a more uncertain candidate or to a labelled one is left out before the clustering, so no two picks are
+near-duplicates and none copies a labelled image. The picks are ranked by uncertainty-weighted k-center greedy (Sener
+& Savarese 2018): the most uncertain and furthest from the labelled images first. Ties are broken by a seeded
+permutation and k-means starts from the same seed: the same inputs and seed give the same picks.
 
 The pool comes by one of two routes (:func:`check_route`): a folder of images and a model file with the
 ``embedding`` output, which :func:`label_next` runs on them; or the rows and embeddings files of a ``gcv classify``
@@ -53,6 +55,13 @@ CHOICE_COLUMNS: tuple[str, ...] = ("rank", "path", "score", "uncertainty", "dist
 
 #: Label Studio serves files of its local storage under this URL, the path relative to its document root after it.
 DEFAULT_URL_PREFIX = "/data/local-files/?d="
+
+#: Images at least this cosine-similar are near-duplicates: never two among the picks. Higher than gcv data audit's
+#: 0.95: on small grayscale garments most images have another of their class above 0.95, while resized and
+#: re-encoded copies lie above this (docs/curate.md).
+DEFAULT_DUPLICATE_COSINE = 0.998
+#: Zhdanov's beta: the diverse picks are chosen among the ``prefilter * n`` most uncertain images.
+DEFAULT_PREFILTER = 10.0
 
 
 #: The two routes of :class:`LabelNextConfig`: run the model on a folder, or read a gcv classify run's files.
@@ -113,7 +122,10 @@ class LabelNextConfig:
         out: the folder :data:`CHOICE`, :data:`TASKS` and :data:`LABEL_CONFIG` are written to (created).
         labelled: a labelled dataset already in hand (any layout): picks keep away from it, and never copy it.
         seed: the seed of the tie-breaking permutation.
-        duplicate_cosine: images at least this cosine-similar are near-duplicates; never two among the picks.
+        duplicate_cosine: images at least this cosine-similar are near-duplicates; never two among the picks, and
+            none of a labelled image.
+        prefilter: Zhdanov's beta: the picks are chosen among the ``prefilter * n`` most uncertain images
+            (:func:`choose`); at least 1.
         url_prefix: what goes before an image's path (relative to ``pool``, or as the rows give it) in the tasks'
             URLs.
         runtime: ``auto``, ``onnxruntime`` or ``openvino``.
@@ -124,7 +136,7 @@ class LabelNextConfig:
             ``.parquet``).
 
     Raises (on creation):
-        ValueError: ``n`` below 1 or ``duplicate_cosine`` outside (0, 1].
+        ValueError: ``n`` below 1, ``duplicate_cosine`` outside (0, 1] or ``prefilter`` below 1.
         LabelNextUsageError: as :func:`check_route`.
     """
 
@@ -134,7 +146,8 @@ class LabelNextConfig:
     out: Path
     labelled: Path | None = None
     seed: int = 0
-    duplicate_cosine: float = 0.95
+    duplicate_cosine: float = DEFAULT_DUPLICATE_COSINE
+    prefilter: float = DEFAULT_PREFILTER
     url_prefix: str = DEFAULT_URL_PREFIX
     runtime: str = "auto"
     batch_size: int = 32
@@ -146,6 +159,8 @@ class LabelNextConfig:
             raise ValueError(f"n must be at least 1, got {self.n}")
         if not 0.0 < self.duplicate_cosine <= 1.0:
             raise ValueError(f"duplicate_cosine must be in (0, 1], got {self.duplicate_cosine}")
+        if self.prefilter < 1.0:
+            raise ValueError(f"prefilter must be at least 1, got {self.prefilter}")
         check_route(self.pool, self.model, self.rows, self.embeddings, self.labelled)
 
     @property
@@ -156,8 +171,9 @@ class LabelNextConfig:
 
 @dataclass(frozen=True)
 class Pick:
-    """One chosen image: its path relative to the pool, the combined ``score``, its ``uncertainty`` and
-    ``distance`` to the nearest chosen-before or labelled image, and the model's guess."""
+    """One chosen image: its path relative to the pool, the ``score`` it was ranked by (``uncertainty *
+    distance``), its ``uncertainty`` and cosine ``distance`` to the nearest image ranked before it or labelled, and
+    the model's guess."""
 
     rank: int
     path: str
@@ -240,46 +256,139 @@ def uncertainty(probs: np.ndarray, set_sizes: np.ndarray | None = None,
     return {"margin": margin, "entropy": entropy, "combined": np.mean(parts, axis=0)}
 
 
+def _near_copies(x: np.ndarray, rows: np.ndarray, others: np.ndarray, duplicate_cosine: float) -> np.ndarray:
+    """Which of ``x[rows]`` are at least ``duplicate_cosine`` similar to one of ``others`` ``(M, D)``."""
+    near = np.zeros(len(rows), dtype=bool)
+    for start in range(0, len(others), 4096):
+        sims = x[rows] @ np.asarray(others[start:start + 4096], dtype=np.float32).T
+        near |= sims.max(axis=1) >= duplicate_cosine - 1e-6
+    return near
+
+
+def prefiltered(normalised: np.ndarray, scores: np.ndarray, size: int, labelled: np.ndarray | None = None,
+                duplicate_cosine: float = DEFAULT_DUPLICATE_COSINE, seed: int = 0) -> np.ndarray:
+    """The ``size`` most uncertain images of the pool, none a near-duplicate of another or of a labelled image:
+    Zhdanov's pre-filter with the duplicates left out.
+
+    Images are taken in descending ``scores`` (ties broken by a permutation drawn with ``seed``); one at least
+    ``duplicate_cosine`` similar to a labelled image, or to one taken before it, is skipped.
+
+    Returns:
+        The indices taken, most uncertain first (fewer than ``size`` when the pool runs out).
+    """
+    x = np.asarray(normalised, dtype=np.float32)
+    tie = np.random.default_rng(seed).permutation(len(x))  # lower value wins a tie
+    order = np.lexsort((tie, -np.asarray(scores, dtype=np.float64)))
+    if labelled is not None and len(labelled):
+        order = order[~_near_copies(x, order, labelled, duplicate_cosine)]
+    kept: list[int] = []
+    start, block = 0, max(2 * size, 256)
+    while len(kept) < size and start < len(order):
+        rows = order[start:start + block]
+        start += block
+        if kept:
+            rows = rows[~_near_copies(x, rows, x[kept], duplicate_cosine)]
+        sims = x[rows] @ x[rows].T
+        blocked = np.zeros(len(rows), dtype=bool)
+        for j in range(len(rows)):
+            if blocked[j]:
+                continue
+            kept.append(int(rows[j]))
+            if len(kept) == size:
+                break
+            blocked |= sims[j] >= duplicate_cosine - 1e-6
+    return np.asarray(kept, dtype=np.int64)
+
+
+def _kmeans_picks(x: np.ndarray, candidates: np.ndarray, weights: np.ndarray, n: int, seed: int) -> list[int]:
+    """The candidate nearest each centre of a k-means of ``x[candidates]`` into ``n`` clusters weighted by
+    ``weights`` (Zhdanov 2019); fewer when a cluster ends up empty."""
+    import warnings
+
+    from sklearn.cluster import KMeans
+    from sklearn.exceptions import ConvergenceWarning
+
+    points = np.asarray(x[candidates], dtype=np.float64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        fitted = KMeans(n_clusters=n, n_init=1, random_state=seed).fit(points, sample_weight=weights)
+    picks = []
+    for c in range(n):
+        members = np.flatnonzero(fitted.labels_ == c)
+        if len(members):
+            far = ((points[members] - fitted.cluster_centers_[c]) ** 2).sum(axis=1)
+            picks.append(int(candidates[members[np.argmin(far)]]))
+    return picks
+
+
 def choose(normalised: np.ndarray, scores: np.ndarray, n: int, labelled: np.ndarray | None = None,
-           duplicate_cosine: float = 0.95, seed: int = 0) -> list[tuple[int, float]]:
-    """Uncertainty-weighted k-center greedy (Sener & Savarese 2018) without near-duplicates.
+           duplicate_cosine: float = DEFAULT_DUPLICATE_COSINE, seed: int = 0,
+           prefilter: float = DEFAULT_PREFILTER) -> list[tuple[int, float]]:
+    """Diverse mini-batch active learning (Zhdanov 2019, "Diverse mini-batch Active Learning", arXiv:1901.05954)
+    without near-duplicates: pre-filter the ``prefilter * n`` most uncertain images (:func:`prefiltered`: none a
+    near-duplicate of another or of a labelled image), cluster them into ``n`` clusters by k-means on the
+    normalised embeddings weighted by the uncertainty (scikit-learn's ``KMeans``, k-means++ seeded with ``seed``),
+    and pick the image nearest each cluster's centre. A cluster left empty gives its place to the most uncertain
+    candidate not picked.
+
+    The picks are returned in the order of uncertainty-weighted k-center greedy over them (Sener & Savarese 2018,
+    "Active learning for convolutional neural networks: a core-set approach"): each next one is the pick with the
+    largest ``uncertainty * cosine distance to the nearest earlier pick or labelled image``, so the first of the
+    list are the most uncertain and the furthest from what is labelled.
 
     Args:
         normalised: ``(N, D)`` unit-norm embeddings of the pool.
         scores: ``(N,)`` uncertainties in 0..1.
-        n: how many to choose (fewer when the pool runs out of images that are not near-duplicates).
+        n: how many to choose (fewer when the pool has fewer images that are not near-duplicates).
         labelled: ``(M, D)`` unit-norm embeddings of images already labelled, or ``None``.
-        duplicate_cosine: an image at least this similar to a chosen or labelled one is not eligible.
-        seed: ties are broken by a permutation drawn with this seed.
+        duplicate_cosine: two images at least this cosine-similar are near-duplicates; no pick is one of another
+            pick or of a labelled image.
+        seed: the seed of the tie-breaking permutation and of k-means' initialisation.
+        prefilter: Zhdanov's beta, at least 1: how many times ``n`` uncertain images the clusters are made of
+            (1: uncertainty alone).
 
     Returns:
-        ``(index, distance)`` of each pick in order; ``distance`` is the cosine distance to the nearest earlier pick
-        or labelled image at the time of the pick (1.0 for a first pick without labelled images).
+        ``(index, distance)`` of each pick in rank order; ``distance`` is the cosine distance to the nearest earlier
+        pick or labelled image (1.0 for a first pick without labelled images).
+
+    Raises:
+        ValueError: ``prefilter`` below 1.
+        MissingExtraError: scikit-learn is not installed.
     """
+    if prefilter < 1.0:
+        raise ValueError(f"prefilter must be at least 1, got {prefilter}")
     x = np.asarray(normalised, dtype=np.float32)
-    count = len(x)
-    nearest = np.ones(count, dtype=np.float64)  # cosine distance to the nearest centre; 1.0 before any centre
-    eligible = np.ones(count, dtype=bool)
-    limit = 1.0 - duplicate_cosine + 1e-6
-    if labelled is not None and len(labelled):
-        for start in range(0, len(labelled), 4096):
-            sims = x @ np.asarray(labelled[start:start + 4096], dtype=np.float32).T
-            nearest = np.minimum(nearest, 1.0 - sims.max(axis=1))
-        eligible &= nearest > limit
-    tie = np.random.default_rng(seed).permutation(count)  # lower value wins a tie
     weights = np.asarray(scores, dtype=np.float64)
-    picks: list[tuple[int, float]] = []
-    while len(picks) < n and eligible.any():
-        gain = np.where(eligible, weights * np.maximum(nearest, 0.0), -np.inf)
-        best = gain.max()
-        candidates = np.flatnonzero(gain == best)
-        index = int(candidates[np.argmin(tie[candidates])])
-        picks.append((index, float(nearest[index])))
-        distance = 1.0 - x @ x[index]
-        nearest = np.minimum(nearest, distance)
-        eligible &= nearest > limit
-        eligible[index] = False
-    return picks
+    candidates = prefiltered(x, weights, max(n, int(np.ceil(prefilter * n))), labelled, duplicate_cosine, seed)
+    if len(candidates) <= n:
+        chosen = candidates.tolist()
+    else:
+        chosen = _kmeans_picks(x, candidates, np.maximum(weights[candidates], 1e-6), n, seed)  # no zero weights
+        taken = set(chosen)
+        chosen += [int(i) for i in candidates if int(i) not in taken][:n - len(chosen)]
+    return _ranked(x, weights, np.asarray(chosen, dtype=np.int64), labelled, seed)
+
+
+def _ranked(x: np.ndarray, weights: np.ndarray, chosen: np.ndarray, labelled: np.ndarray | None,
+            seed: int) -> list[tuple[int, float]]:
+    """``chosen`` in the order of uncertainty-weighted k-center greedy (each next pick the one of largest
+    ``uncertainty * cosine distance to the nearest earlier pick or labelled image``), with that distance."""
+    nearest = np.ones(len(chosen), dtype=np.float64)
+    if labelled is not None and len(labelled) and len(chosen):
+        for start in range(0, len(labelled), 4096):
+            sims = x[chosen] @ np.asarray(labelled[start:start + 4096], dtype=np.float32).T
+            nearest = np.minimum(nearest, 1.0 - sims.max(axis=1))
+    tie = np.random.default_rng(seed).permutation(len(x))[chosen]
+    left = np.ones(len(chosen), dtype=bool)
+    ranked: list[tuple[int, float]] = []
+    while left.any():
+        gain = np.where(left, weights[chosen] * np.maximum(nearest, 0.0), -np.inf)
+        candidates = np.flatnonzero(gain == gain.max())
+        j = int(candidates[np.argmin(tie[candidates])])
+        ranked.append((int(chosen[j]), float(nearest[j])))
+        left[j] = False
+        nearest = np.minimum(nearest, 1.0 - x[chosen] @ x[chosen[j]])
+    return ranked
 
 
 def _score_pool(pool: Path, model: Path, cfg: LabelNextConfig, progress: Callable[[int], None] | None) -> ScoredPool:
@@ -418,7 +527,8 @@ def label_next(cfg: LabelNextConfig, progress: Callable[[int], None] | None = No
             raise DatasetError(f"{cfg.model}: embeddings of {known.shape[1]} values, the pool's have "
                                f"{scored.normalised.shape[1]}; give the model file of the classify run")
     measures = uncertainty(scored.probs, scored.set_sizes, scored.ood_scores)
-    chosen = choose(scored.normalised, measures["combined"], cfg.n, known, cfg.duplicate_cosine, cfg.seed)
+    chosen = choose(scored.normalised, measures["combined"], cfg.n, known, cfg.duplicate_cosine, cfg.seed,
+                    cfg.prefilter)
     picks = []
     for rank, (i, distance) in enumerate(chosen, start=1):
         top = scored.classes.index(scored.predicted[i]) if scored.predicted[i] in scored.classes else int(

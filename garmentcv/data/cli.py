@@ -18,6 +18,7 @@ from garmentcv.cli_utils import (
 )
 from garmentcv.curate.audit import DEFAULT_KFOLD_EPOCHS, DEFAULT_KFOLD_LR, KFOLD_TRAINING, LINEAR_HEAD, PROBS
 from garmentcv.curate.fixes import DEFAULT_ACTIONS, ISSUES, write_corrections_file
+from garmentcv.curate.label_next import DEFAULT_DUPLICATE_COSINE, DEFAULT_PREFILTER
 from garmentcv.data.fashion_mnist import DEFAULT_SOURCE, write_fashion_mnist
 from garmentcv.data.inspect import inspect_dataset, render_text
 from garmentcv.data.layouts import Layout
@@ -276,10 +277,12 @@ def corrections(fix_list: Path, out: Path, issues: tuple[str, ...], quiet: bool,
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Folder for label_next.csv and the Label Studio tasks and config.")
 @click.option("--labelled", type=click.Path(exists=True, path_type=Path), default=None, show_default="none",
-              help="Labelled dataset already in hand: picks keep away from it (with --rows, needs --model).")
-@click.option("--seed", type=int, default=0, help="Seed of the tie-breaking order.")
-@click.option("--duplicate-cosine", type=click.FloatRange(0.0, 1.0, min_open=True), default=0.95,
+              help="Labelled dataset already in hand: no pick is a near-duplicate of it (with --rows, needs --model).")
+@click.option("--seed", type=int, default=0, help="Seed of the tie-breaking order and of the k-means.")
+@click.option("--duplicate-cosine", type=click.FloatRange(0.0, 1.0, min_open=True), default=DEFAULT_DUPLICATE_COSINE,
               help="Cosine similarity from which two images are near-duplicates (never both chosen).")
+@click.option("--prefilter", type=click.FloatRange(min=1.0), default=DEFAULT_PREFILTER,
+              help="Choose among the PREFILTER x N most uncertain images (Zhdanov's beta; 1: uncertainty alone).")
 @click.option("--url-prefix", default="/data/local-files/?d=",
               help="Prefix of the image URLs in the Label Studio tasks (then the path under POOL).")
 @click.option("--runtime", type=click.Choice(["auto", "onnxruntime", "openvino"]), default="auto",
@@ -288,12 +291,13 @@ def corrections(fix_list: Path, out: Path, issues: tuple[str, ...], quiet: bool,
 @verbose_option
 @handle_errors
 def label_next_command(pool: Path | None, model: Path | None, rows: Path | None, embeddings: Path | None, n: int,
-                       out: Path, labelled: Path | None, seed: int, duplicate_cosine: float, url_prefix: str,
-                       runtime: str, quiet: bool, verbose: bool) -> None:
+                       out: Path, labelled: Path | None, seed: int, duplicate_cosine: float, prefilter: float,
+                       url_prefix: str, runtime: str, quiet: bool, verbose: bool) -> None:
     """Choose N images of the unlabelled folder POOL whose labels would teach the model most.
 
-    Uncertain images (margin, entropy, prediction-set size, unknown score) spread over the embedding space
-    (uncertainty-weighted k-center greedy), never two near-duplicates. Writes label_next.csv, a Label Studio import
+    Diverse uncertain images: the PREFILTER x N most uncertain (margin, entropy, prediction-set size, unknown
+    score) are clustered into N by uncertainty-weighted k-means on the embeddings, and the image nearest each
+    centre is chosen (Zhdanov 2019), never two near-duplicates. Writes label_next.csv, a Label Studio import
     file and its labelling config; 'gcv data from-label-studio' reads the labelled export back as a manifest.
 
     Give POOL with --model to run the model on the folder, or, after 'gcv classify FOLDER --model M.onnx --out ROWS
@@ -305,8 +309,8 @@ def label_next_command(pool: Path | None, model: Path | None, rows: Path | None,
     setup_logging(quiet, verbose)
     try:
         cfg = LabelNextConfig(pool=pool, model=model, n=n, out=out, labelled=labelled, seed=seed,
-                              duplicate_cosine=duplicate_cosine, url_prefix=url_prefix, runtime=runtime, rows=rows,
-                              embeddings=embeddings)
+                              duplicate_cosine=duplicate_cosine, prefilter=prefilter, url_prefix=url_prefix,
+                              runtime=runtime, rows=rows, embeddings=embeddings)
     except LabelNextUsageError as exc:
         raise click.UsageError(str(exc)) from exc
     check_writable_output(out / "label_next.csv", "--out")
