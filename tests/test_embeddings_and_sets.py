@@ -489,3 +489,24 @@ def test_int8_export_with_an_unknown_detector_writes_a_valid_file_with_its_score
     info = read_model_info(r.out)
     assert info.outputs == (OUTPUT_NAME, OOD_SCORE_NAME) and info.unknown.method == "energy"
     assert r.unknown_score_diff is not None and r.unknown_score_diff <= 1e-3
+
+
+def test_score_check_compares_the_joined_graph_with_its_own_outputs_not_another_sessions(exported, monkeypatch,
+                                                                                        tmp_path: Path) -> None:
+    """Two sessions of the same network may differ in the last float32 digits of the embedding, and vim amplifies
+    those (a small residual times a large scale). The check must judge the score's arithmetic on the outputs of the
+    run that computed it: here the classifier's own session is made to drift, and the export still passes."""
+    ckpt, _, _, _ = exported
+    real = checks.run_outputs
+
+    def drifting(session, inputs, batch_size=32):
+        out = real(session, inputs, batch_size)
+        if OOD_SCORE_NAME not in out and EMBEDDING_NAME in out:  # the classifier alone, not the joined graph
+            out[EMBEDDING_NAME] = out[EMBEDDING_NAME] * np.float32(1.01)  # the cosine gates cannot see a scale
+        return out
+
+    monkeypatch.setattr(checks, "run_outputs", drifting)
+    r = export_checkpoint(ExportConfig(checkpoint=ckpt, out=tmp_path / "vim.onnx", unknown_score="vim",
+                                       unknown_recall=0.75, coverage=None), progress=False)  # fmt: skip
+    assert r.unknown_score_diff is not None and r.unknown_score_diff <= 1e-5
+    assert read_model_info(r.out).outputs == (OUTPUT_NAME, OOD_SCORE_NAME)
