@@ -433,7 +433,7 @@ def test_reader_is_torch_free_and_cli_defaults_agree() -> None:
 
 
 @pytest.mark.parametrize(("given", "method"), [
-    ([], None), (["--unknown-score"], "vim"), (["--unknown-score", "--coverage", "0.9"], "vim"),
+    ([], None), (["--unknown-score"], "knn"), (["--unknown-score", "--coverage", "0.9"], "knn"),
     (["--unknown-score", "energy"], "energy")])  # fmt: skip
 def test_unknown_score_given_alone_uses_the_default_method(monkeypatch, tmp_path: Path, given: list[str],
                                                            method: str | None) -> None:
@@ -450,4 +450,4 @@ def test_unknown_score_given_alone_uses_the_default_method(monkeypatch, tmp_path
     result = _cli([str(tmp_path / "best.pt"), "--out", str(tmp_path / "m.onnx"), *given])
     assert result.exit_code == 1 and "stopped after parsing" in result.output
     assert seen["cfg"].unknown_score == method
-    assert export_cli.DEFAULT_UNKNOWN_METHOD == DEFAULT_METHOD == "vim"
+    assert export_cli.DEFAULT_UNKNOWN_METHOD == DEFAULT_METHOD == "knn"

@@ -26,7 +26,7 @@ DEFAULT_OPSET = 18
 #: Same as garmentcv.unknowns.scores.METHODS (numpy only, but kept apart from --help's imports like the opset).
 UNKNOWN_METHODS = ("msp", "energy", "maxlogit", "knn", "mahalanobis", "vim")
 #: Same as garmentcv.unknowns.scores.DEFAULT_METHOD, for the same reason.
-DEFAULT_UNKNOWN_METHOD = "vim"
+DEFAULT_UNKNOWN_METHOD = "knn"
 
 
 _INT8_ACTIVATIONS = click.Choice(INT8_ACTIVATIONS)

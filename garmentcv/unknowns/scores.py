@@ -42,8 +42,10 @@ import numpy as np
 #: The score methods, in the order the docs and benchmarks list them.
 METHODS = ("msp", "energy", "maxlogit", "knn", "mahalanobis", "vim")
 #: The method ``gcv export --unknown-score`` uses when given no method: among the best measured with and without
-#: outlier exposure, at a small cost (docs/unknowns.md, "How to choose", shows the measurements).
-DEFAULT_METHOD = "vim"
+#: outlier exposure, and computed in float32 in the graph as closely as numpy computes it (cosine similarities of
+#: unit vectors), where ``vim`` and ``mahalanobis`` amplify rounding and the export may refuse them
+#: (docs/unknowns.md, "How to choose", shows the measurements).
+DEFAULT_METHOD = "knn"
 #: Methods that need the embedding (penultimate features) as well as the logits.
 EMBEDDING_METHODS = frozenset({"knn", "mahalanobis", "vim"})
 #: ``k`` of the ``knn`` score: the distance to the k-th nearest bank embedding. Sun et al. 2022 keep ``k`` roughly
