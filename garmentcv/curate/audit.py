@@ -102,7 +102,8 @@ UNKNOWN_NOT_RUN = "not run"
 UNKNOWN_NOT_RUN_NOTES = {
     MODEL_ROUTE: "the model file has no unknown-item detector",
     EMBEDDINGS_ROUTE: "no model file to score unknown items: give --rows, the rows of the classify run that wrote "
-                      "--embeddings, for its ood_score and unknown columns",
+                      "--embeddings, when its model file has an unknown-item detector (gcv export --unknown-score); "
+                      "their unknown and ood_score columns are read",
 }
 
 
