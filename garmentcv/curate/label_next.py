@@ -305,8 +305,13 @@ def _kmeans_picks(x: np.ndarray, candidates: np.ndarray, weights: np.ndarray, n:
     ``weights`` (Zhdanov 2019); fewer when a cluster ends up empty."""
     import warnings
 
-    from sklearn.cluster import KMeans
-    from sklearn.exceptions import ConvergenceWarning
+    try:
+        from sklearn.cluster import KMeans
+        from sklearn.exceptions import ConvergenceWarning
+    except ImportError as exc:
+        from garmentcv.curate.audit import MissingExtraError
+
+        raise MissingExtraError("label-next's clustering needs scikit-learn: pip install '.[curate]'") from exc
 
     points = np.asarray(x[candidates], dtype=np.float64)
     with warnings.catch_warnings():
