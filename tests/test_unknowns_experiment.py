@@ -86,3 +86,12 @@ def test_table_has_a_line_per_prediction_set_method() -> None:
     lines = experiment.table([score, sets]).splitlines()
     assert lines[-1] == "| resnet18 | no | lac | yes | 0.950 | 0.951 | 0.012 | 0.970 | 30 | 2 | 900 |"
     assert lines[6] == "| resnet18 | none | no | 0.9900 | 0.9800 | 1.250 | 60 |"  # the sets' row is no model
+
+
+def test_table_has_the_share_let_through_by_other_class() -> None:
+    row = {"arch": "resnet18", "exposure": True, "method": "vim", "ms_per_image": 0.001, "reference_kb": 0.0,
+           "val_accuracy": 0.99, "test_accuracy": 0.98, "temperature": 1.25, "train_seconds": 60.0,
+           "let_through_class_coat": 0.875, "let_through_class_bag": 0.03125}
+    lines = experiment.table([row]).splitlines()
+    assert lines[8:11] == ["| arch | exposure | method | coat | bag |", "|---|---|---|---:|---:|",
+                           "| resnet18 | yes | vim | 87.5% | 3.1% |"]

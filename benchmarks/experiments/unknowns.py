@@ -215,10 +215,12 @@ def score_model(run_dir: Path, arch: str, exposed: bool, sets: Sets, image_size:
         "far": [n for n in FAR if n not in exposure_classes],
         "exposed": list(exposure_classes),
     }
+    by_class = {n: model_outputs(model, head, [Sample(p, classes[0]) for p in sets.others[n]], classes, arch,
+                                 image_size) for names in groups.values() for n in names}  # labels unused
     for group, names in groups.items():
         if names:
-            samples = [Sample(p, classes[0]) for n in names for p in sets.others[n]]  # label unused
-            outs[group] = model_outputs(model, head, samples, classes, arch, image_size)
+            outs[group] = Outputs(np.concatenate([by_class[n].logits for n in names]),
+                                  np.concatenate([by_class[n].embeddings for n in names]))
     temperature = decide_temperature(outs["val"].logits, targets["val"]).temperature or 1.0
     weight = head.weight.detach().float().numpy()
     bias = head.bias.detach().float().numpy()
@@ -245,6 +247,9 @@ def score_model(run_dir: Path, arch: str, exposed: bool, sets: Sets, image_size:
             if group in s:
                 row[f"auroc_{group}"] = scores.auroc(s["test"], s[group])
                 row[f"let_through_{group}"] = scores.let_through(s[group], threshold)
+        for n, o in by_class.items():
+            row[f"let_through_class_{n}"] = scores.let_through(
+                scores.score(method, o.logits, o.embeddings, reference, temperature), threshold)
         row.update(ms_per_image=per_image_ms, fit_seconds=fit_s,
                    reference_kb=sum(np.asarray(v).nbytes for v in reference.values()) / 1024)
         rows.append(row)
@@ -305,7 +310,8 @@ def run_experiment(work: Path, archs: Sequence[str], exposure_classes: Sequence[
 
 
 def table(rows: Sequence[dict[str, Any]]) -> str:
-    """Markdown: one line per arch, exposure and score method; the models; the prediction sets."""
+    """Markdown: one line per arch, exposure and score method; the models; the share let through by other class
+    (where the rows have it); the prediction sets."""
     score_rows = [r for r in rows if "sets" not in r]
     sets_ = [r for r in rows if "sets" in r]
     lines = ["| arch | exposure | method | AUROC near | AUROC far | let through near | let through far | "
@@ -324,6 +330,13 @@ def table(rows: Sequence[dict[str, Any]]) -> str:
     lines += [f"| {a} | {r.get('init', 'none')} | {'yes' if e else 'no'} | {r['val_accuracy']:.4f} | "
               f"{r['test_accuracy']:.4f} | "
               f"{r['temperature']:.3f} | {r['train_seconds']:.0f} |" for (a, e), r in models.items()]
+    first = score_rows[0] if score_rows else {}
+    names = [k.removeprefix("let_through_class_") for k in first if k.startswith("let_through_class_")]
+    if names:
+        lines += ["", "| arch | exposure | method | " + " | ".join(names) + " |",
+                  "|---|---|---|" + "---:|" * len(names)]
+        lines += [f"| {r['arch']} | {'yes' if r['exposure'] else 'no'} | {r['method']} | "
+                  + " | ".join(pct(r, f"let_through_class_{n}") for n in names) + " |" for r in score_rows]
     if sets_:
         lines += ["", "| arch | exposure | sets | class-conditional | target | coverage | worst class gap | "
                   "mean size | empty | two or more | test images |",
