@@ -192,3 +192,15 @@ def test_workers_read_objects_with_the_run_s_retry_and_fetch_threads(onnx_model:
     monkeypatch.setattr(ray_engine, "predict_batches", fake_predict_batches)
     worker.classify([])
     assert seen == {"fetch_threads": 3, "read_retry": retry}
+
+
+def test_workers_open_the_model_from_memory_and_write_no_copy(onnx_model: Path, monkeypatch, tmp_path: Path) -> None:
+    """A worker killed while it starts leaves nothing behind, and a node whose temp folder is unusable still runs."""
+    import tempfile
+
+    from garmentcv.infer.engines import ray as ray_engine
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "missing"))
+    worker = ray_engine.ClassifyWorker(onnx_model.read_bytes(), 1, 1.0, name=str(onnx_model))
+    assert worker.model.path == onnx_model and worker.model.info.classes == ("bluzy", "bryuki")
+    assert not (tmp_path / "missing").exists()

@@ -40,7 +40,6 @@ import itertools
 import logging
 import os
 import sys
-import tempfile
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -138,21 +137,20 @@ class ClassifyWorker:
     """A Ray actor: one model session for its lifetime, blocks of files in, probabilities out.
 
     Args:
-        model_bytes: the ONNX file's bytes.
+        model_bytes: the ONNX file's bytes; the session is built from them in memory, so a worker writes no file.
         threads: onnxruntime intra-op threads and decoding threads (the actor's CPUs).
         temperature: the logits are divided by it before the softmax.
         read_retry: how a failed object read is tried again (``ClassifyConfig.read_retry``).
         fetch_threads: threads fetching objects of an object-storage source (``ClassifyConfig.fetch_threads``).
+        name: the model file's path on the driver, which names the model in messages.
     """
 
     def __init__(self, model_bytes: bytes, threads: int, temperature: float,
-                 read_retry: ReadRetry = DEFAULT_READ_RETRY, fetch_threads: int | None = None) -> None:
+                 read_retry: ReadRetry = DEFAULT_READ_RETRY, fetch_threads: int | None = None,
+                 name: str = "model.onnx") -> None:
         from garmentcv.infer.runtimes.onnxruntime import open_model
 
-        with tempfile.TemporaryDirectory(prefix="gcv-ray-") as tmp:  # onnxruntime keeps the model in memory
-            path = Path(tmp) / "model.onnx"
-            path.write_bytes(model_bytes)
-            self.model = open_model(path, "cpu", threads)
+        self.model = open_model(Path(name), "cpu", threads, data=model_bytes)
         self.threads = threads
         self.temperature = temperature
         self.read_retry = read_retry
@@ -471,7 +469,8 @@ class _Engine:
             actor = ray.remote(num_cpus=options.cpus_per_worker, max_restarts=0, max_task_retries=0)(ClassifyWorker)
             model = ray.put(Path(self.cfg.model).read_bytes())
             self.pool = _Pool(ray, lambda: actor.remote(model, options.cpus_per_worker, self.temperature,
-                                                           self.cfg.read_retry, self.cfg.fetch_threads),
+                                                           self.cfg.read_retry, self.cfg.fetch_threads,
+                                                           str(self.cfg.model)),
                               self.workers)
         return self.pool, self.workers
 

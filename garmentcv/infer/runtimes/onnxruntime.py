@@ -92,9 +92,10 @@ def _session_options(threads: int | None) -> ort.SessionOptions:
     return options
 
 
-def _create(path: Path, providers: list[str], threads: int | None) -> ort.InferenceSession:
+def _create(path: Path, providers: list[str], threads: int | None, data: bytes | None = None) -> ort.InferenceSession:
     try:
-        return ort.InferenceSession(str(path), sess_options=_session_options(threads), providers=providers)
+        return ort.InferenceSession(str(path) if data is None else data, sess_options=_session_options(threads),
+                                    providers=providers)
     except Exception as exc:  # onnxruntime raises its own unrelated types (Fail, InvalidProtobuf, ...)
         raise ModelFileError(f"{path}: not a readable ONNX model ({exc}); export it again with gcv-export") from exc
 
@@ -127,7 +128,7 @@ def _no_cuda_message() -> str:
     )
 
 
-def _cuda_session(path: Path, info: ModelInfo, threads: int | None) -> ort.InferenceSession:
+def _cuda_session(path: Path, info: ModelInfo, threads: int | None, data: bytes | None = None) -> ort.InferenceSession:
     """A session whose first provider is CUDA and which has run one batch. Raises ProviderError otherwise.
 
     The file already opened on the CPU, so any failure here is CUDA's (libraries, driver, device, memory).
@@ -135,7 +136,8 @@ def _cuda_session(path: Path, info: ModelInfo, threads: int | None) -> ort.Infer
     if _CUDA not in ort.get_available_providers():
         raise ProviderError(_no_cuda_message())
     try:
-        session = ort.InferenceSession(str(path), sess_options=_session_options(threads), providers=[_CUDA, _CPU])
+        session = ort.InferenceSession(str(path) if data is None else data, sess_options=_session_options(threads),
+                                       providers=[_CUDA, _CPU])
     except Exception as exc:  # onnxruntime raises its own unrelated types; the model itself opened on the CPU
         raise ProviderError(f"onnxruntime could not create a CUDA session ({exc}); use --device cpu") from exc
     if session.get_providers()[0] != _CUDA:
@@ -150,13 +152,16 @@ def _cuda_session(path: Path, info: ModelInfo, threads: int | None) -> ort.Infer
     return session
 
 
-def open_model(path: Path, provider: str = "auto", threads: int | None = None) -> LoadedModel:
+def open_model(path: Path, provider: str = "auto", threads: int | None = None, *,
+               data: bytes | None = None) -> LoadedModel:
     """Open a GarmentCV ONNX file on ``provider`` (``auto``, ``cpu`` or ``cuda``).
 
     Args:
         path: the ``.onnx`` file written by ``gcv-export``.
         provider: see the module docstring.
         threads: intra-op CPU threads; ``None`` uses every available CPU (:func:`garmentcv.cpus.available_cpus`).
+        data: the file's bytes, already read: the session is built from memory (no file is read or written) and
+            ``path`` only names the model in messages and in :attr:`LoadedModel.path`.
 
     Raises:
         ModelFileNotFoundError: the file does not exist (exit code 2, with the gcv-export hint).
@@ -166,16 +171,17 @@ def open_model(path: Path, provider: str = "auto", threads: int | None = None) -
     path = Path(path)
     if provider not in PROVIDERS:
         raise ValueError(f"provider must be one of {PROVIDERS}, got {provider!r}")
-    check_model_path(path)
-    cpu_session = _create(path, [_CPU], threads)
+    if data is None:
+        check_model_path(path)
+    cpu_session = _create(path, [_CPU], threads, data)
     info = ModelInfo.from_metadata(cpu_session.get_modelmeta().custom_metadata_map, source=str(path))
     _check_graph(cpu_session, info, path)
     session, used = cpu_session, "cpu"
     if provider == "cuda":
-        session, used = _cuda_session(path, info, threads), "cuda"
+        session, used = _cuda_session(path, info, threads, data), "cuda"
     elif provider == "auto" and _CUDA in ort.get_available_providers():
         try:
-            session, used = _cuda_session(path, info, threads), "cuda"
+            session, used = _cuda_session(path, info, threads, data), "cuda"
         except ProviderError as exc:
             logger.warning("CUDA is not usable, classifying on the CPU: %s", exc)
     elif provider == "auto" and runtime_conflict():
