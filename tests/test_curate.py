@@ -127,14 +127,32 @@ def test_fix_list_round_trips_into_the_corrections_gcv_train_applies(audited, tm
     names = list(CLASS_COLOURS)
     assert {(p.name, old, new) for p, old, new in applied.relabelled} == {
         (_name(c, i), names[1 - c], names[c]) for c, i in FLIPPED}
+    assert {p.name for p in applied.dropped} == {"9000_bluzy.png", _name(0, 12)}  # exact copies only
+    assert len(dataset.samples) == 2 * PER_CLASS + 2 - 2
+    assert f"{len(FLIPPED) + 2} corrections ({len(FLIPPED)} relabel, 2 drop) -> {corrections}" in done.output
+    assert ("not acted on: near_duplicate 1 row; review them, then run again with --issue label --issue "
+            "exact_duplicate --issue unknown --issue near_duplicate to act on them too") in done.output
+
+
+def test_near_duplicates_are_dropped_when_asked(audited, tmp_path: Path) -> None:
+    data, _, out = audited
+    corrections = tmp_path / "corrections.csv"
+    issues = [arg for issue in ("label", "exact_duplicate", "near_duplicate") for arg in ("--issue", issue)]
+    done = CliRunner().invoke(data_main, ["corrections", str(out / "fix_list.csv"), "--out", str(corrections),
+                                          *issues])  # fmt: skip
+    assert done.exit_code == 0, done.output
+    dataset, applied = apply_corrections(load_dataset(data), read_corrections(corrections))
     assert {p.name for p in applied.dropped} == {"9000_bluzy.png", "9001_bryuki.png", _name(0, 12)}
     assert len(dataset.samples) == 2 * PER_CLASS + 2 - 3
+    assert "not acted on" not in done.output
 
 
-def test_a_relabelled_duplicate_is_dropped_and_outliers_only_when_asked() -> None:
+def test_a_relabelled_duplicate_is_dropped_and_near_duplicates_and_outliers_only_when_asked() -> None:
     fixes = [Fix("a.png", "x", "y", "label", 0.9), Fix("a.png", "x", "", "near_duplicate", 0.97),
              Fix("b.png", "x", "y", "label", 0.8), Fix("c.png", "x", "", "outlier", 0.5)]
-    assert fixes_to_corrections(fixes) == [Correction("a.png", "", DROP), Correction("b.png", "y", RELABEL)]
+    assert fixes_to_corrections(fixes) == [Correction("a.png", "y", RELABEL), Correction("b.png", "y", RELABEL)]
+    assert fixes_to_corrections(fixes, ["label", "near_duplicate"]) == [
+        Correction("a.png", "", DROP), Correction("b.png", "y", RELABEL)]
     assert fixes_to_corrections(fixes, ["outlier"]) == [Correction("c.png", "", DROP)]
 
 

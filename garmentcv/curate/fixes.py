@@ -45,9 +45,11 @@ OUTLIER = "outlier"
 #: Every issue, in the order fix lists list them.
 ISSUES: tuple[str, ...] = (LABEL, EXACT_DUPLICATE, NEAR_DUPLICATE, UNKNOWN, OUTLIER)
 
-#: What :func:`fixes_to_corrections` does with each issue by default: relabel label errors; drop copies and images
-#: of none of the classes. Outliers are left for a person to look at (a rare but right image is an outlier too).
-DEFAULT_ACTIONS: dict[str, str] = {LABEL: RELABEL, EXACT_DUPLICATE: DROP, NEAR_DUPLICATE: DROP, UNKNOWN: DROP}
+#: The issues :func:`fixes_to_corrections` acts on by default: it relabels label errors and drops byte-identical
+#: copies and images of none of the classes. Near-duplicates and outliers are left for a person to look at: whether
+#: a cosine above the threshold means a copy depends on the embeddings (on small, uniform images most pairs of one
+#: class lie that close), and a rare but right image is an outlier too.
+DEFAULT_ISSUES: tuple[str, ...] = (LABEL, EXACT_DUPLICATE, UNKNOWN)
 
 
 class FixListError(DatasetError):
@@ -111,7 +113,7 @@ def read_fix_list(path: Path) -> list[Fix]:
     return fixes
 
 
-def fixes_to_corrections(fixes: Sequence[Fix], issues: Iterable[str] = tuple(DEFAULT_ACTIONS)) -> list[Correction]:
+def fixes_to_corrections(fixes: Sequence[Fix], issues: Iterable[str] = DEFAULT_ISSUES) -> list[Correction]:
     """The corrections a fix list asks for: one row per image, in fix-list order of its first chosen issue.
 
     Only rows whose issue is in ``issues`` count: ``label`` becomes a ``relabel`` to ``suggested_label``, every
@@ -136,14 +138,40 @@ def fixes_to_corrections(fixes: Sequence[Fix], issues: Iterable[str] = tuple(DEF
     return list(actions.values())
 
 
-def write_corrections_file(fix_list: Path, out: Path, issues: Iterable[str] = tuple(DEFAULT_ACTIONS)) -> int:
-    """Convert the fix list ``fix_list`` into the corrections file ``out`` (:func:`fixes_to_corrections`);
-    returns the number of corrections written.
+@dataclass(frozen=True)
+class CorrectionsWritten:
+    """What :func:`write_corrections_file` wrote.
+
+    Attributes:
+        relabel: images relabelled.
+        drop: images dropped.
+        left: fix-list rows of the issues not acted on, by issue (only issues with rows, in :data:`ISSUES` order).
+    """
+
+    relabel: int
+    drop: int
+    left: dict[str, int]
+
+    @property
+    def corrections(self) -> int:
+        """Rows of the corrections file (one per image)."""
+        return self.relabel + self.drop
+
+
+def write_corrections_file(fix_list: Path, out: Path, issues: Iterable[str] = DEFAULT_ISSUES) -> CorrectionsWritten:
+    """Convert the fix list ``fix_list`` into the corrections file ``out`` (:func:`fixes_to_corrections`).
+
+    Returns:
+        The counts of relabels and drops written, and of the fix-list rows whose issue was not chosen.
 
     Raises:
         FixListError: as :func:`read_fix_list` and :func:`fixes_to_corrections`.
     """
-    rows = fixes_to_corrections(read_fix_list(fix_list), issues)
+    issues = tuple(issues)
+    fixes = read_fix_list(fix_list)
+    rows = fixes_to_corrections(fixes, issues)
     with atomic_write(out, newline="", encoding="utf-8", errors="surrogateescape") as handle:
         write_corrections(rows, handle)
-    return len(rows)
+    left = {issue: sum(f.issue == issue for f in fixes) for issue in ISSUES if issue not in issues}
+    return CorrectionsWritten(relabel=sum(r.action == RELABEL for r in rows), drop=sum(r.action == DROP for r in rows),
+                              left={issue: n for issue, n in left.items() if n})

@@ -17,13 +17,14 @@ from garmentcv.cli_utils import (
     version_option,
 )
 from garmentcv.curate.audit import DEFAULT_KFOLD_EPOCHS, DEFAULT_KFOLD_LR, KFOLD_TRAINING, LINEAR_HEAD, PROBS
-from garmentcv.curate.fixes import DEFAULT_ACTIONS, ISSUES, write_corrections_file
+from garmentcv.curate.fixes import DEFAULT_ISSUES, ISSUES, write_corrections_file
 from garmentcv.curate.label_next import DEFAULT_DUPLICATE_COSINE, DEFAULT_PREFILTER
 from garmentcv.data.fashion_mnist import DEFAULT_SOURCE, write_fashion_mnist
 from garmentcv.data.inspect import inspect_dataset, render_text
 from garmentcv.data.layouts import Layout
 from garmentcv.errors import GarmentCVError
 from garmentcv.fsutil import check_writable_output, write_json
+from garmentcv.text import plural
 
 #: Exit code of ``gcv-data inspect`` when the dataset has problems to fix before training.
 EXIT_NOT_READY = 3
@@ -247,20 +248,25 @@ def audit(data: Path, model: Path | None, embeddings: Path | None, embeddings_ro
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="Corrections file to write (path,label,action).")
 @click.option("--issue", "issues", type=click.Choice(list(ISSUES)), multiple=True,
-              default=tuple(DEFAULT_ACTIONS), help="Issues to act on (label: relabel, others: drop); repeatable.")
+              default=DEFAULT_ISSUES, help="Issues to act on (label: relabel, others: drop); repeatable.")
 @quiet_option
 @verbose_option
 @handle_errors
 def corrections(fix_list: Path, out: Path, issues: tuple[str, ...], quiet: bool, verbose: bool) -> None:
     """Turn the fix list FIX_LIST of gcv data audit into a corrections file for gcv train --corrections.
 
-    A label issue becomes a relabel to the suggested label; a duplicate, unknown or outlier a drop. Edit the fix
-    list first (delete rows you disagree with) or pick issues with --issue.
+    A label issue becomes a relabel to the suggested label; a duplicate, unknown or outlier a drop. By default
+    near-duplicates and outliers are left for a person (whether a cosine means a copy depends on the embeddings).
+    Edit the fix list first (delete rows you disagree with) or pick issues with --issue.
     """
     setup_logging(quiet, verbose)
     check_writable_output(out, "--out")
     written = write_corrections_file(fix_list, out, issues)
-    click.echo(f"{written} corrections -> {out}")
+    click.echo(f"{written.corrections} corrections ({written.relabel} relabel, {written.drop} drop) -> {out}")
+    if written.left:
+        left = ", ".join(f"{issue} {plural(n, 'row')}" for issue, n in written.left.items())
+        again = " ".join(f"--issue {issue}" for issue in (*issues, *written.left))
+        click.echo(f"not acted on: {left}; review them, then run again with {again} to act on them too")
 
 
 @main.command("label-next", short_help="Choose the unlabelled images to label next.",
