@@ -95,3 +95,29 @@ def test_table_has_the_share_let_through_by_other_class() -> None:
     lines = experiment.table([row]).splitlines()
     assert lines[8:11] == ["| arch | exposure | method | coat | bag |", "|---|---|---|---:|---:|",
                            "| resnet18 | yes | vim | 87.5% | 3.1% |"]
+
+
+def test_supervised_reference_trains_on_every_other_class_under_its_own_name_and_no_test_image(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    write_fashion_mnist(data, DEFAULT_SOURCE, max_per_class=9, all_classes=True)
+    sets = experiment.make_sets(data, ("dress",), train_per_class=4, val_per_class=3, test_per_class=2,
+                                exposure_per_class=5, out=tmp_path / "sets")  # fmt: skip
+    supervised, train = _read(sets.supervised), _read(sets.train)
+    others = (*experiment.NEAR, *experiment.FAR)
+    assert supervised[: len(train)] == train  # the stand-in's classes, as the other runs see them
+    assert sorted(label for _, label in supervised[len(train) :]) == sorted([*others] * 5)
+    fashion = lambda p: Path(p).stem.split("_", 1)[1]  # noqa: E731
+    assert all(fashion(p) == label for p, label in supervised[len(train) :])
+    assert all(Path(p).parent == data / "train" for p, _ in supervised)  # the training file only
+    assert not {p for p, _ in supervised} & {p for p, _ in _read(sets.val)}
+
+
+def test_table_shows_the_supervised_reference_by_what_it_was_trained_on() -> None:
+    row = {"arch": "resnet18", "exposure": "every other class labelled", "method": "supervised", "auroc_near": 0.9,
+           "auroc_far": 0.99, "let_through_near": 0.25, "let_through_far": 0.0, "test_recall": 0.95,
+           "ms_per_image": 0.0, "reference_kb": 0.0, "val_accuracy": 0.97, "test_accuracy": 0.96,
+           "temperature": 1.0, "train_seconds": 60.0}  # fmt: skip
+    lines = experiment.table([row]).splitlines()
+    assert lines[2] == ("| resnet18 | every other class labelled | supervised | 0.900 | 0.990 | 25.0% | 0.0% | - | "
+                        "95.0% | 0.0000 | 0 |")
+    assert lines[-1] == "| resnet18 | none | every other class labelled | 0.9700 | 0.9600 | 1.000 | 60 |"

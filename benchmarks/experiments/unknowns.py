@@ -15,7 +15,12 @@ images' embeddings, the temperature (msp, energy) and the threshold at ``--recal
 test images: AUROC against the in-distribution test images and the share let through at that threshold, for near
 and far unseen items separately (and, as a check of what exposure did to the classes it saw, for the exposure
 classes' test images); the in-distribution test recall actually reached; the scorer's cost (ms per image, numpy on
-logits and embeddings already computed) and the size of its reference data.
+logits and embeddings already computed) and the size of its reference data. The shares are also given for each
+other class.
+
+As a reference (``--supervised``, on by default), each arch is also trained with every other class labelled under
+its own name (:func:`supervised_rows`): what it still lets through at the same recall is what the images themselves
+cannot tell apart at this size, which no detector that never saw those classes is expected to beat.
 
 Writes into WORK: ``data/`` (the images, reused when present), ``sets/`` (manifests and the exposure folder),
 ``runs/`` (the gcv-train run folders, replaced); and the result document ``OUT/<machine>/unknowns.json`` with its
@@ -85,6 +90,7 @@ class Sets:
     test: Path
     exposure: Path
     others: dict[str, list[Path]]
+    supervised: Path
     pretrain: Path | None = None
 
 
@@ -108,7 +114,9 @@ def make_sets(data: Path, exposure_classes: Sequence[str], train_per_class: int,
     """Manifests of the stand-in's classes (train: the first ``train_per_class`` images of each Fashion-MNIST class
     of the training file, val: the next ``val_per_class``, test: the first ``test_per_class`` of the test file),
     the exposure folder (hard links to the first ``exposure_per_class`` training images of each exposure class) and
-    the first ``test_per_class`` test images of every other class.
+    the first ``test_per_class`` test images of every other class; and ``supervised.csv``: the training images
+    of the stand-in's classes and the first ``exposure_per_class`` training images of every other class under its
+    own Fashion-MNIST name (for :func:`supervised_rows`).
 
     With ``pretrain_per_class``, also ``pretrain.csv``: the stand-in's Fashion-MNIST classes and the exposure
     classes under their own Fashion-MNIST names (five classes by default), ``pretrain_per_class`` training images
@@ -133,6 +141,10 @@ def make_sets(data: Path, exposure_classes: Sequence[str], train_per_class: int,
             except OSError:
                 shutil.copyfile(path, exposure / name / path.name)
     others = {name: _take(test_files, name, 0, test_per_class) for name in (*NEAR, *FAR)}
+    supervised = write_manifest(out / "supervised.csv", [
+        *pick(train_files, 0, train_per_class),
+        *(Sample(p, name) for name in (*NEAR, *FAR) for p in _take(train_files, name, 0, exposure_per_class)),
+    ])  # fmt: skip
     pretrain = None
     if pretrain_per_class:
         after_val = train_per_class + val_per_class
@@ -141,7 +153,7 @@ def make_sets(data: Path, exposure_classes: Sequence[str], train_per_class: int,
               for p in _take(train_files, name, after_val, pretrain_per_class)),
             *(Sample(p, name) for name in exposure_classes for p in _take(train_files, name, 0, pretrain_per_class)),
         ])  # fmt: skip
-    return Sets(train_csv, val_csv, test_csv, exposure, others, pretrain)
+    return Sets(train_csv, val_csv, test_csv, exposure, others, supervised, pretrain)
 
 
 @dataclass(frozen=True)
@@ -264,15 +276,52 @@ def score_model(run_dir: Path, arch: str, exposed: bool, sets: Sets, image_size:
     return rows
 
 
+def supervised_rows(run_dir: Path, arch: str, sets: Sets, image_size: int, recall: float) -> list[dict[str, Any]]:
+    """The reference no unknown-item detector is expected to beat: a model trained with every other class labelled
+    (``supervised.csv``), so each test class was seen under its own name. Its score is the probability it gives
+    the other classes, ``1 - sum of the stand-in's class probabilities`` (temperature 1), the threshold kept at
+    ``recall`` on the validation images; then the shares let through as in :func:`score_model`. A class let
+    through here is one the data cannot tell from the stand-in's at that recall, whatever the detector."""
+    model, head, classes = _load(run_dir)
+    known = [classes.index(name) for name in sorted(set(IN_DISTRIBUTION.values()))]
+
+    def outputs(samples: Sequence[Sample]) -> tuple[np.ndarray, np.ndarray]:
+        logits = model_outputs(model, head, samples, classes, arch, image_size).logits
+        return 1.0 - softmax(logits, 1.0)[:, known].sum(axis=1), logits.argmax(axis=1)
+
+    s, predicted = {}, {}
+    for key, manifest in (("val", sets.val), ("test", sets.test)):
+        samples = load_dataset(manifest).samples
+        s[key], predicted[key] = outputs(samples)
+        predicted[key] = predicted[key] == np.array([classes.index(x.label) for x in samples])
+    by_class = {n: outputs([Sample(p, classes[0]) for p in sets.others[n]])[0] for n in (*NEAR, *FAR)}
+    threshold = scores.fit_threshold(s["val"], recall)
+    row: dict[str, Any] = {
+        "arch": arch, "exposure": "every other class labelled", "method": "supervised",
+        "val_accuracy": float(predicted["val"].mean()), "test_accuracy": float(predicted["test"].mean()),
+        "temperature": 1.0, "test_recall": float((s["test"] <= threshold).mean()),
+    }  # fmt: skip
+    for group, names in (("near", NEAR), ("far", FAR)):
+        other = np.concatenate([by_class[n] for n in names])
+        row[f"auroc_{group}"] = scores.auroc(s["test"], other)
+        row[f"let_through_{group}"] = scores.let_through(other, threshold)
+    row.update({f"let_through_class_{n}": scores.let_through(v, threshold) for n, v in by_class.items()})
+    row.update(ms_per_image=0.0, fit_seconds=0.0, reference_kb=0.0)
+    logger.info("%s supervised reference: let through near %.1f%% far %.1f%%", arch,
+                100 * row["let_through_near"], 100 * row["let_through_far"])
+    return [row]
+
+
 def run_experiment(work: Path, archs: Sequence[str], exposure_classes: Sequence[str], train_per_class: int,
                    val_per_class: int, test_per_class: int, exposure_per_class: int, epochs: int, image_size: int,
                    batch_size: int, other_weight: float, recall: float, seed: int, source: Path,
                    progress: bool, lr: float = LR, weights: str = "none", pretrain_per_class: int = 0,
-                   pretrain_epochs: int = 0) -> list[dict[str, Any]]:
+                   pretrain_epochs: int = 0, supervised: bool = True) -> list[dict[str, Any]]:
     """Build the data, train every arch without and with exposure, score every method; returns the rows.
 
     With ``pretrain_epochs``, each arch is first trained from scratch on ``pretrain.csv`` (:func:`make_sets`) and
-    both runs start from that run's ``best.pt`` instead of ``weights``."""
+    both runs start from that run's ``best.pt`` instead of ``weights``. With ``supervised``, each arch is also
+    trained with every other class labelled, from the same start, for :func:`supervised_rows`."""
     data = work / "data"
     needed = max(train_per_class + val_per_class + pretrain_per_class, exposure_per_class, test_per_class)
     if not (data / "train").is_dir():
@@ -306,6 +355,12 @@ def run_experiment(work: Path, archs: Sequence[str], exposure_classes: Sequence[
             started_from = "pretrained" if sets.pretrain is not None else Path(init).name if init != "none" else "none"
             rows += [{**r, "train_seconds": result.train_seconds, "init": started_from}
                      for r in score_model(result.run_dir, arch, exposed, sets, image_size, recall, exposure_classes)]
+        if supervised:
+            result = train(TrainConfig(data=sets.supervised, out=work / "runs" / f"{arch}-supervised", archs=(arch,),
+                                       weights=init, epochs=epochs, image_size=image_size, batch_size=batch_size,
+                                       seed=seed, lr=lr), progress=progress).archs[0]  # fmt: skip
+            rows += [{**r, "train_seconds": result.train_seconds, "init": started_from}
+                     for r in supervised_rows(result.run_dir, arch, sets, image_size, recall)]
     return rows
 
 
@@ -318,16 +373,17 @@ def table(rows: Sequence[dict[str, Any]]) -> str:
              "let through exposed classes | ID test recall | ms/image | reference KB |",
              "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
     pct = lambda r, k: f"{100 * r[k]:.1f}%" if k in r else "-"  # noqa: E731
+    exp = lambda e: e if isinstance(e, str) else "yes" if e else "no"  # noqa: E731
     num = lambda r, k: f"{r[k]:.3f}" if k in r else "-"  # noqa: E731
     for r in score_rows:
-        lines.append(f"| {r['arch']} | {'yes' if r['exposure'] else 'no'} | {r['method']} | {num(r, 'auroc_near')} | "
+        lines.append(f"| {r['arch']} | {exp(r['exposure'])} | {r['method']} | {num(r, 'auroc_near')} | "
                      f"{num(r, 'auroc_far')} | {pct(r, 'let_through_near')} | {pct(r, 'let_through_far')} | "
                      f"{pct(r, 'let_through_exposed')} | {pct(r, 'test_recall')} | {r['ms_per_image']:.4f} | "
                      f"{r['reference_kb']:.0f} |")
     models = {(r["arch"], r["exposure"]): r for r in score_rows}
     lines += ["", "| arch | init | exposure | validation accuracy | test accuracy | temperature | train seconds |",
               "|---|---|---|---:|---:|---:|---:|"]
-    lines += [f"| {a} | {r.get('init', 'none')} | {'yes' if e else 'no'} | {r['val_accuracy']:.4f} | "
+    lines += [f"| {a} | {r.get('init', 'none')} | {exp(e)} | {r['val_accuracy']:.4f} | "
               f"{r['test_accuracy']:.4f} | "
               f"{r['temperature']:.3f} | {r['train_seconds']:.0f} |" for (a, e), r in models.items()]
     first = score_rows[0] if score_rows else {}
@@ -335,7 +391,7 @@ def table(rows: Sequence[dict[str, Any]]) -> str:
     if names:
         lines += ["", "| arch | exposure | method | " + " | ".join(names) + " |",
                   "|---|---|---|" + "---:|" * len(names)]
-        lines += [f"| {r['arch']} | {'yes' if r['exposure'] else 'no'} | {r['method']} | "
+        lines += [f"| {r['arch']} | {exp(r['exposure'])} | {r['method']} | "
                   + " | ".join(pct(r, f"let_through_class_{n}") for n in names) + " |" for r in score_rows]
     if sets_:
         lines += ["", "| arch | exposure | sets | class-conditional | target | coverage | worst class gap | "
@@ -382,6 +438,8 @@ def _names(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str,
               help="Pretrain each arch first on the stand-in's and the exposure classes by their own names (0: no).")
 @click.option("--pretrain-per-class", type=click.IntRange(min=1), default=2000,
               help="Pretraining images per class, none of them validation or test images.")
+@click.option("--supervised/--no-supervised", default=True,
+              help="Also train with every other class labelled: the reference no detector is expected to beat.")
 @click.option("--batch-size", type=click.IntRange(min=2), default=32, help="Training batch (and exposure batch).")
 @click.option("--other-weight", type=click.FloatRange(min=0, min_open=True), default=0.5,
               help="Weight of the exposure loss (gcv-train --other-weight).")
