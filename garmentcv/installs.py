@@ -4,12 +4,17 @@ onnxruntime (CPU) and onnxruntime-gpu install the same ``onnxruntime`` import pa
 present, whichever was installed last owns the shared files, and the CUDA execution provider may be missing
 (onnxruntime's install docs: uninstall onnxruntime before installing onnxruntime-gpu,
 https://onnxruntime.ai/docs/install/). GarmentCV therefore ships the runtime as alternative extras,
-``garmentcv[cpu]`` or ``garmentcv[gpu]``, and says so when it finds none or both.
+``garmentcv[cpu]`` or ``garmentcv[gpu]``, and says so when it finds none or both. Every "install this extra"
+message names the command for this install (:func:`pip_install`).
 """
 
 from __future__ import annotations
 
+import functools
+import json
 from importlib import metadata
+from pathlib import Path
+from urllib.parse import unquote, urlparse
 
 from garmentcv.errors import GarmentCVError
 
@@ -29,6 +34,30 @@ def installed_version(dist: str) -> str | None:
         return metadata.version(dist)
     except metadata.PackageNotFoundError:
         return None
+
+
+@functools.cache
+def install_source() -> str:
+    """Where this install of GarmentCV came from, as pip takes it before ``[extras]``: the checkout's absolute path
+    when the package runs from one (an editable install) or was installed from a local folder (pip's
+    ``direct_url.json``), else the name ``garmentcv`` (a wheel from an index)."""
+    checkout = Path(__file__).resolve().parents[1]
+    if (checkout / "pyproject.toml").is_file() and (checkout / "garmentcv" / "installs.py").is_file():
+        return str(checkout)
+    try:
+        direct = json.loads(metadata.distribution("garmentcv").read_text("direct_url.json") or "{}")
+    except (metadata.PackageNotFoundError, ValueError):
+        direct = {}
+    parsed = urlparse(str(direct.get("url", "")))
+    if parsed.scheme == "file" and "dir_info" in direct and Path(unquote(parsed.path)).is_dir():
+        return unquote(parsed.path)
+    return "garmentcv"
+
+
+def pip_install(extras: str) -> str:
+    """The command that adds the extras ``extras`` (comma-separated, e.g. ``"train,cpu"``) to this install:
+    ``pip install '<source>[extras]'`` with :func:`install_source`, so it works from any folder."""
+    return f"pip install '{install_source()}[{extras}]'"
 
 
 def runtime_conflict() -> str | None:
@@ -53,8 +82,8 @@ def require_onnxruntime() -> str:
         if installed_version(dist) is not None:
             return dist
     raise MissingRuntimeError(
-        "onnxruntime is not installed; install one runtime: pip install 'garmentcv[cpu]' (CPU) or "
-        "pip install 'garmentcv[gpu]' (CUDA, onnxruntime-gpu), never both"
+        f"onnxruntime is not installed; install one runtime: {pip_install('cpu')} (CPU) or "
+        f"{pip_install('gpu')} (CUDA, onnxruntime-gpu), never both"
     )
 
 
@@ -67,5 +96,5 @@ def require_torch() -> None:
     if installed_version("torch") is None:
         raise MissingRuntimeError(
             "gcv-train and gcv-export need torch, which this install lacks; install the training extra with one "
-            "runtime: pip install 'garmentcv[train,cpu]' (or 'garmentcv[train,gpu]')"
+            f"runtime: {pip_install('train,cpu')} (or {pip_install('train,gpu')})"
         )

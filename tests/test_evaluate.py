@@ -20,6 +20,7 @@ from garmentcv.data.layouts import load_dataset
 from garmentcv.errors import DatasetError
 from garmentcv.infer.cli import evaluate_main
 from garmentcv.infer.evaluate import EvaluateConfig, evaluate_model
+from garmentcv.installs import pip_install
 from garmentcv.models.registry import default_preprocessing
 from garmentcv.train.data import EvalImages
 from garmentcv.train.loop import evaluate as train_evaluate
@@ -129,4 +130,4 @@ def test_missing_scikit_learn_gives_install_hint(tmp_path: Path, model_and_torch
     """)
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1
-    assert "pip install 'garmentcv[eval]'" in proc.stderr
+    assert pip_install("eval") in proc.stderr

@@ -59,8 +59,9 @@ def test_setup_installs_one_runtime_with_training() -> None:
 
 def test_no_runtime_installed_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(installs, "installed_version", lambda name: None)
-    with pytest.raises(GarmentCVError, match=r"garmentcv\[cpu\]'.*garmentcv\[gpu\]'"):
+    with pytest.raises(GarmentCVError) as raised:
         installs.require_onnxruntime()
+    assert f"{installs.pip_install('cpu')} (CPU) or {installs.pip_install('gpu')} (CUDA" in str(raised.value)
 
 
 def test_both_runtimes_installed_names_the_conflict_and_the_fix(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -94,7 +95,7 @@ def test_commands_without_a_runtime_say_which_extra_to_install(command: str, tmp
     }[command]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 1
-    assert "pip install 'garmentcv[cpu]'" in result.output and "Traceback" not in result.output
+    assert installs.pip_install("cpu") in result.output and "Traceback" not in result.output
 
 
 @pytest.mark.parametrize("command", ["train", "export"])
@@ -111,4 +112,33 @@ def test_torch_commands_without_torch_say_which_extra_to_install(command: str, t
                   "export": (export_main, [str(tmp_path / "best.pt")])}[command]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 1, result.output
-    assert "pip install 'garmentcv[train,cpu]'" in result.output and "Internal error" not in result.output
+    assert installs.pip_install("train,cpu") in result.output and "Internal error" not in result.output
+
+
+def test_install_hints_name_the_checkout_this_install_runs_from() -> None:
+    """From a checkout (editable install) the command works in any folder: the checkout's absolute path, not '.'."""
+    assert installs.install_source() == str(REPO)
+    assert installs.pip_install("train,cpu") == f"pip install '{REPO}[train,cpu]'"
+
+
+def test_install_hints_fall_back_to_the_folder_pip_installed_from_then_the_name(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import json
+
+    class Dist:
+        def __init__(self, url: str | None) -> None:
+            self.url = url
+
+        def read_text(self, name: str) -> str | None:
+            assert name == "direct_url.json"
+            return None if self.url is None else json.dumps({"url": self.url, "dir_info": {}})
+
+    site = tmp_path / "site-packages" / "garmentcv"
+    site.mkdir(parents=True)
+    monkeypatch.setattr(installs, "__file__", str(site / "installs.py"))  # an install without the checkout
+    for url, expected in ((tmp_path.as_uri(), str(tmp_path)), (None, "garmentcv"),
+                          ("https://example.org/garmentcv-0.1.0.tar.gz", "garmentcv")):
+        monkeypatch.setattr(installs.metadata, "distribution", lambda name, url=url: Dist(url))
+        installs.install_source.cache_clear()
+        assert installs.install_source() == expected
+    installs.install_source.cache_clear()

@@ -20,6 +20,7 @@ from click.testing import CliRunner
 from garmentcv.infer.classify import ClassifyConfig, classify_folder
 from garmentcv.infer.cli import classify_main
 from garmentcv.infer.engines.ray import RayOptions, classify_ray
+from garmentcv.installs import pip_install
 
 from .conftest import write_image
 from .s3_server import moto_s3, upload
@@ -194,4 +195,4 @@ def test_engine_ray_without_ray_says_how_to_install(tmp_path: Path, onnx_model: 
     result = CliRunner().invoke(classify_main, [str(tmp_path / "imgs"), "--out", str(tmp_path / "o.csv"), "--model",
                                                 str(onnx_model), "--engine", "ray"])
     assert result.exit_code == 1
-    assert "--engine ray needs Ray, which is not installed: pip install 'garmentcv[ray]'" in result.stderr
+    assert f"--engine ray needs Ray, which is not installed: {pip_install('ray')}" in result.stderr

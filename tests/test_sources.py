@@ -17,6 +17,7 @@ from garmentcv.errors import DatasetError
 from garmentcv.infer.classify import ClassifyConfig, classify_folder
 from garmentcv.infer.cli import classify_main
 from garmentcv.infer.rows import OutputFormat
+from garmentcv.installs import pip_install
 
 from .s3_server import moto_s3, upload
 from .test_classify import make_folder
@@ -176,7 +177,7 @@ def test_local_engine_imports_neither_ray_nor_pyarrow(tmp_path: Path, onnx_model
     """)
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    assert "--engine ray needs Ray, which is not installed: pip install 'garmentcv[ray]'" in proc.stderr
+    assert f"--engine ray needs Ray, which is not installed: {pip_install('ray')}" in proc.stderr
     assert len(out.read_text(encoding="utf-8").splitlines()) > 9  # a row per file, one spans two lines
 
 

@@ -60,6 +60,7 @@ from garmentcv.data.corrections import dataset_base
 from garmentcv.data.layouts import Layout, load_dataset, scan_images
 from garmentcv.errors import CheckpointError, DatasetError, GarmentCVError
 from garmentcv.fsutil import atomic_write, sha256_of, write_json
+from garmentcv.installs import pip_install
 from garmentcv.train.config import DEFAULT_EPOCHS, DEFAULT_LR
 
 logger = logging.getLogger(__name__)
@@ -305,8 +306,7 @@ def linear_head() -> Any:
     try:
         from sklearn.linear_model import LogisticRegression
     except ImportError as exc:
-        raise MissingExtraError("the out-of-sample probabilities need scikit-learn: pip install "
-                                "'garmentcv[curate]'") from exc
+        raise MissingExtraError(f"the out-of-sample probabilities need scikit-learn: {pip_install('curate')}") from exc
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
@@ -357,7 +357,7 @@ def find_label_errors(labels: np.ndarray, probs: np.ndarray) -> np.ndarray:
     try:
         from cleanlab.filter import find_label_issues
     except ImportError as exc:
-        raise MissingExtraError("finding label errors needs cleanlab: pip install 'garmentcv[curate]'") from exc
+        raise MissingExtraError(f"finding label errors needs cleanlab: {pip_install('curate')}") from exc
 
     labels = np.asarray(labels)
     present = np.unique(labels)
@@ -641,7 +641,7 @@ def check_checkpoint_classes(checkpoint: Path, classes: Sequence[str]) -> None:
 
     if installed_version("torch") is None:
         raise MissingExtraError(f"--probs {KFOLD_TRAINING} trains the network and needs torch, which this install "
-                                "lacks: pip install 'garmentcv[train,cpu]' (or 'garmentcv[train,gpu]')")
+                                f"lacks: {pip_install('train,cpu')} (or {pip_install('train,gpu')})")
     from garmentcv.curate.kfold import checkpoint_classes
 
     found = checkpoint_classes(checkpoint)

@@ -41,6 +41,7 @@ from garmentcv.curate.embed import embed_images, normalise
 from garmentcv.data.layouts import CLASS_NAME_PATTERN, MANIFEST_ENCODING, load_dataset, scan_images
 from garmentcv.errors import DatasetError, GarmentCVError
 from garmentcv.fsutil import atomic_write
+from garmentcv.installs import pip_install
 
 logger = logging.getLogger(__name__)
 
@@ -311,7 +312,7 @@ def _kmeans_picks(x: np.ndarray, candidates: np.ndarray, weights: np.ndarray, n:
     except ImportError as exc:
         from garmentcv.curate.audit import MissingExtraError
 
-        raise MissingExtraError("label-next's clustering needs scikit-learn: pip install '.[curate]'") from exc
+        raise MissingExtraError(f"label-next's clustering needs scikit-learn: {pip_install('curate')}") from exc
 
     points = np.asarray(x[candidates], dtype=np.float64)
     with warnings.catch_warnings():

@@ -41,6 +41,7 @@ from garmentcv.fsutil import atomic_write, check_writable_output, write_json
 from garmentcv.infer.model_file import DEFAULT_MODEL_PATH
 from garmentcv.infer.pipeline import predict_batches, split_cpus
 from garmentcv.infer.runtimes import Model, open_runtime
+from garmentcv.installs import pip_install
 from garmentcv.report import EVALUATE_PAGE, check_report_output, write_evaluate_page
 
 logger = logging.getLogger(__name__)
@@ -299,7 +300,7 @@ def _evaluate(cfg: EvaluateConfig) -> EvaluateResult:
         )
     except ImportError as exc:
         raise GarmentCVError(
-            f"gcv-evaluate needs scikit-learn and matplotlib ({exc}); install them with pip install 'garmentcv[eval]'"
+            f"gcv-evaluate needs scikit-learn and matplotlib ({exc}); install them with {pip_install('eval')}"
         ) from exc
 
     start = time.perf_counter()

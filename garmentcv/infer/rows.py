@@ -319,11 +319,10 @@ def require_pyarrow() -> None:
     Raises:
         MissingRuntimeError: pyarrow is not installed; the message names the extra.
     """
-    from garmentcv.installs import MissingRuntimeError, installed_version
+    from garmentcv.installs import MissingRuntimeError, installed_version, pip_install
 
     if installed_version("pyarrow") is None:
-        raise MissingRuntimeError("--format parquet needs pyarrow, which is not installed: "
-                                  "pip install 'garmentcv[parquet]'")
+        raise MissingRuntimeError(f"--format parquet needs pyarrow, which is not installed: {pip_install('parquet')}")
 
 
 def _column_names(classes: Sequence[str], review: bool, topk: int | None, sets: bool = False,

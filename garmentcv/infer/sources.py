@@ -56,13 +56,14 @@ from garmentcv.errors import (
 )
 from garmentcv.image import Preprocessing, is_image_file, load_crop, load_input
 from garmentcv.infer.rows import sort_key
+from garmentcv.installs import pip_install
 from garmentcv.text import plural
 
 logger = logging.getLogger(__name__)
 
 #: Manifest file extensions: ``.csv`` has a ``path`` column, the others one path per line.
 MANIFEST_SUFFIXES = (".csv", ".txt", ".lst")
-PYARROW_HINT = "pip install 'garmentcv[s3]'"
+PYARROW_HINT = pip_install("s3")
 
 
 class MissingPyarrowError(GarmentCVError, ImportError):

@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from garmentcv.installs import MissingRuntimeError
+from garmentcv.installs import MissingRuntimeError, pip_install
 from garmentcv.serve.settings import ServeSettings
 
 __all__ = ["APP_NAME", "RAY_SERVE_INSTALL", "build_app", "build_deployment", "run_ray_app", "serve_ray"]
@@ -29,7 +29,7 @@ logger = logging.getLogger(__name__)
 
 #: The Ray Serve application and deployment name.
 APP_NAME = "garmentcv"
-RAY_SERVE_INSTALL = "pip install 'garmentcv[ray-serve]'"
+RAY_SERVE_INSTALL = pip_install("ray-serve")
 
 
 def _import_serve() -> Any:

@@ -11,14 +11,14 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from garmentcv.installs import MissingRuntimeError, installed_version
+from garmentcv.installs import MissingRuntimeError, installed_version, pip_install
 from garmentcv.serve.settings import ServeSettings, check_serve_settings
 
 __all__ = ["SERVE_INSTALL", "require_serve", "serve"]
 
 logger = logging.getLogger(__name__)
 
-SERVE_INSTALL = "pip install 'garmentcv[serve]'"
+SERVE_INSTALL = pip_install("serve")
 
 
 def require_serve() -> None:

@@ -71,12 +71,12 @@ from garmentcv.infer.sources import (
     decode_file,
     encode_file,
 )
-from garmentcv.installs import MissingRuntimeError
+from garmentcv.installs import MissingRuntimeError, pip_install
 from garmentcv.text import plural
 
 logger = logging.getLogger(__name__)
 
-RAY_HINT = "pip install 'garmentcv[ray]'"
+RAY_HINT = pip_install("ray")
 #: Rows per block, in batches, at most: a block is what one worker classifies in one call.
 BATCHES_PER_BLOCK = 4
 #: Blocks queued on one worker at most (it runs the first; the next is there when it is done).

@@ -14,12 +14,13 @@ import numpy as np
 
 from garmentcv.artifact import ModelInfo
 from garmentcv.errors import GarmentCVError
+from garmentcv.installs import pip_install
 
 RUNTIMES = ("auto", "onnxruntime", "openvino")
 #: OpenVINO inference precisions GarmentCV uses (``INFERENCE_PRECISION_HINT``).
 INFERENCE_PRECISIONS = ("f32", "bf16")
 OPENVINO_DIST = "openvino"
-OPENVINO_INSTALL = "pip install 'garmentcv[openvino]'"
+OPENVINO_INSTALL = pip_install("openvino")
 
 
 class RuntimeUnavailableError(GarmentCVError, RuntimeError):

@@ -24,7 +24,7 @@ from garmentcv import cpus as _cpus
 from garmentcv.artifact import INPUT_NAME, OUTPUT_NAME, ModelInfo
 from garmentcv.errors import GarmentCVError, ModelFileError
 from garmentcv.infer.model_file import check_input_type, check_model_path
-from garmentcv.installs import runtime_conflict
+from garmentcv.installs import pip_install, runtime_conflict
 from garmentcv.text import plural
 
 logger = logging.getLogger(__name__)
@@ -123,7 +123,7 @@ def _no_cuda_message() -> str:
     if conflict:
         return f"{offered}: {conflict}; or use --device cpu"
     return (
-        f"{offered}; install onnxruntime-gpu instead of onnxruntime (pip install 'garmentcv[gpu]') or use "
+        f"{offered}; install onnxruntime-gpu instead of onnxruntime ({pip_install('gpu')}) or use "
         "--device cpu"
     )
 
