@@ -500,7 +500,7 @@ class ModelInfo:
         if props.get(f"{_PREFIX}format") != FORMAT:
             raise ModelFileError(
                 f"{source}: has no GarmentCV metadata, so its classes and preprocessing are unknown; "
-                "export the model with 'gcv-export CHECKPOINT --out FILE.onnx'"
+                "export the model with 'gcv export CHECKPOINT --out FILE.onnx'"
             )
         try:
             version = int(props[f"{_PREFIX}format_version"])

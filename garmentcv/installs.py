@@ -95,6 +95,6 @@ def require_torch() -> None:
     """
     if installed_version("torch") is None:
         raise MissingRuntimeError(
-            "gcv-train and gcv-export need torch, which this install lacks; install the training extra with one "
+            "gcv train and gcv export need torch, which this install lacks; install the training extra with one "
             f"runtime: {pip_install('train,cpu')} (or {pip_install('train,gpu')})"
         )

@@ -295,13 +295,13 @@ def test_missing_model_is_exit_2_with_the_export_hint(tmp_path: Path) -> None:
     folder = tmp_path / "imgs"
     write_image(folder / "a.jpg", seed=1)
     missing = tmp_path / "none.onnx"
-    with pytest.raises(PathNotFoundError, match="model file not found; export one with 'gcv-export"):
+    with pytest.raises(PathNotFoundError, match="model file not found; export one with 'gcv export"):
         open_model(missing, "cpu")
     with pytest.raises(PathNotFoundError, match="model file not found"):
         read_model_info(missing)
     result = CliRunner().invoke(classify_main, [str(folder), "--out", str(tmp_path / "o.csv"), "--model", str(missing)])
     assert result.exit_code == 2
-    assert f"Error: {missing}: model file not found; export one with 'gcv-export CHECKPOINT" in result.stderr
+    assert f"Error: {missing}: model file not found; export one with 'gcv export CHECKPOINT" in result.stderr
     assert not (tmp_path / "o.csv").exists()
     (tmp_path / "dir.onnx").mkdir()
     with pytest.raises(ModelFileError, match="is a folder"):

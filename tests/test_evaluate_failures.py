@@ -93,7 +93,7 @@ def test_missing_paths_are_exit_2(tmp_path: Path, model_and_torch) -> None:  # n
     result = runner.invoke(evaluate_main, ["--model", str(tmp_path / "none.onnx"), str(data),
                                            "--out", str(tmp_path / "ev")])
     assert result.exit_code == 2
-    assert "none.onnx: model file not found; export one with 'gcv-export" in result.stderr
+    assert "none.onnx: model file not found; export one with 'gcv export" in result.stderr
     result = runner.invoke(evaluate_main, ["--model", str(model_path), str(tmp_path / "nodata")])
     assert result.exit_code == 2 and "nodata" in result.stderr and "does not exist" in result.stderr
     result = runner.invoke(evaluate_main, ["--model", str(model_path), str(data), "--labels",

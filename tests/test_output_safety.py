@@ -197,7 +197,7 @@ def test_a_training_checkpoint_is_named_as_one(tmp_path: Path, zipped: bool) -> 
     torch.save({"arch": "resnet18", "model": {"w": torch.zeros(2)}}, checkpoint,
                _use_new_zipfile_serialization=zipped)
     hint = (f"{checkpoint}: a PyTorch training checkpoint (as gcv-train writes), not an ONNX model; export it with "
-            f"'gcv-export {checkpoint} --out model.onnx' and pass that file to --model")
+            f"'gcv export {checkpoint} --out model.onnx' and pass that file to --model")
     from garmentcv.errors import ModelFileError
 
     with pytest.raises(ModelFileError) as caught:

@@ -201,9 +201,9 @@ def test_export_says_at_info_where_the_file_will_run(untrained_int8_export, monk
     assert result.stdout.rstrip().splitlines()[-1].endswith("; INT8 ranges set on 6 images (uint8 activations)")
     plan = runtimes.plan_runtime(out, "auto", "cpu")
     runtime, precision = plan.rows_runtime
-    assert (f"INFO garmentcv.export.exporter: on this machine's CPU, gcv-classify --runtime auto will run this file on "
+    assert (f"INFO garmentcv.export.exporter: on this machine's CPU, gcv classify --runtime auto will run this file on "
             f"{runtime} at {precision}: {plan.choice.reason}") in result.stderr
-    assert f"gcv-classify --runtime auto on this CPU: {runtime} at {precision} ({plan.choice.reason})" in result.stdout
+    assert f"gcv classify --runtime auto on this CPU: {runtime} at {precision} ({plan.choice.reason})" in result.stdout
     info = read_model_info(out)
     for gate in info.runtime_gates:
         assert f"{gate.precision} on {gate.version}: passed, {gate.describe()}" in result.stdout

@@ -174,7 +174,7 @@ def main(checkpoint: Path | None, quiet: bool, verbose: bool, no_sets: bool, **o
     if r.runs_on is not None:
         c = r.runs_on
         lines.append(
-            f"gcv-classify --runtime auto on this CPU: {c.runtime} at {c.inference_precision or r.info.precision}"
+            f"gcv classify --runtime auto on this CPU: {c.runtime} at {c.inference_precision or r.info.precision}"
             f" ({c.reason})"
         )
     lines.append(accuracy)  # the accuracy line stays last

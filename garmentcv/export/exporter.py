@@ -278,7 +278,7 @@ def find_latest_checkpoint(runs_dir: Path = RUNS_DIR) -> Path:
     if not runs:
         raise ExportError(
             f"no checkpoint given and no run folder with <arch>/best.pt under {runs_dir}; train one with "
-            "'gcv-train DATA' or pass the checkpoint: 'gcv-export RUN/<arch>/best.pt'"
+            "'gcv train DATA' or pass the checkpoint: 'gcv export RUN/<arch>/best.pt'"
         )
     candidates = sorted(runs[-1].glob("*/best.pt"))
     if len(candidates) == 1:
@@ -869,7 +869,7 @@ def export_checkpoint(cfg: ExportConfig, progress: bool = True) -> ExportResult:
                                    unknown=detector, embedding_dim=info.embedding_dim if kept else 0,
                                    runtime_gates=gates, bf16=_bf16_check(gates))
     runs_on, _ = runtimes.choose_for_file(info, "auto")
-    logger.info("on this machine's CPU, gcv-classify --runtime auto will run this file on %s at %s: %s",
+    logger.info("on this machine's CPU, gcv classify --runtime auto will run this file on %s at %s: %s",
                 runs_on.runtime, runs_on.inference_precision or cfg.precision, runs_on.reason)
     convert.finalize(final, info)
     convert.check_graph(final)

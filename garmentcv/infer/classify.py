@@ -384,7 +384,7 @@ def check_model_outputs(cfg: ClassifyConfig, info: ModelInfo) -> None:
     """
     if cfg.embeddings is not None and not info.has_embedding:
         raise ClassifyUsageError(f"--embeddings: the model {cfg.model} has no embedding output; export it again with "
-                                 "'gcv-export CHECKPOINT --embedding'")
+                                 "'gcv export CHECKPOINT --embedding'")
 
 
 def check_topk(topk: int | None, info: ModelInfo, model: Path) -> None:
@@ -473,7 +473,7 @@ def rows_unknown_threshold(info: ModelInfo, unknown: str, model: Path | str) -> 
         return info.unknown.threshold
     if unknown == "auto":
         logger.info("%s has no unknown-item detector: the rows say nothing about unknown items (export one with "
-                    "gcv-export --unknown-score)", model)
+                    "gcv export --unknown-score)", model)
     return None
 
 

@@ -312,7 +312,7 @@ def _evaluate(cfg: EvaluateConfig) -> EvaluateResult:
     classes = model.info.classes
     if cfg.other_data is not None and model.info.unknown is None:
         raise EvaluateUsageError(f"--other-data: the model {cfg.model} has no unknown-item detector; export one with "
-                                 "'gcv-export CHECKPOINT --unknown-score METHOD'")
+                                 "'gcv export CHECKPOINT --unknown-score METHOD'")
     if cfg.labels is not None:
         if not Path(cfg.data).is_dir():
             raise DatasetError(f"{cfg.data}: with --labels, --data must be the folder of <index>.<ext> images")

@@ -51,7 +51,7 @@ def check_model_path(path: Path) -> None:
     """
     if not path.exists():
         raise ModelFileNotFoundError(
-            f"{path}: model file not found; export one with 'gcv-export CHECKPOINT --out {path}' or pass --model FILE"
+            f"{path}: model file not found; export one with 'gcv export CHECKPOINT --out {path}' or pass --model FILE"
         )
     if not path.is_file():
         kind = "a folder" if path.is_dir() else "not a regular file"
@@ -59,7 +59,7 @@ def check_model_path(path: Path) -> None:
     if is_torch_checkpoint(path):
         raise ModelFileError(
             f"{path}: a PyTorch training checkpoint (as gcv-train writes), not an ONNX model; export it with "
-            f"'gcv-export {path} --out model.onnx' and pass that file to --model"
+            f"'gcv export {path} --out model.onnx' and pass that file to --model"
         )
 
 

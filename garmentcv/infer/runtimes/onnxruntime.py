@@ -97,7 +97,7 @@ def _create(path: Path, providers: list[str], threads: int | None, data: bytes |
         return ort.InferenceSession(str(path) if data is None else data, sess_options=_session_options(threads),
                                     providers=providers)
     except Exception as exc:  # onnxruntime raises its own unrelated types (Fail, InvalidProtobuf, ...)
-        raise ModelFileError(f"{path}: not a readable ONNX model ({exc}); export it again with gcv-export") from exc
+        raise ModelFileError(f"{path}: not a readable ONNX model ({exc}); export it again with gcv export") from exc
 
 
 def _check_graph(session: ort.InferenceSession, info: ModelInfo, path: Path) -> None:
@@ -106,7 +106,7 @@ def _check_graph(session: ort.InferenceSession, info: ModelInfo, path: Path) -> 
     if inputs != [INPUT_NAME] or outputs != list(info.outputs):
         raise ModelFileError(
             f"{path}: graph has inputs {inputs} and outputs {outputs}, expected input {INPUT_NAME!r} and outputs "
-            f"{list(info.outputs)} as its metadata declares; export the model with gcv-export"
+            f"{list(info.outputs)} as its metadata declares; export the model with gcv export"
         )
     out = session.get_outputs()[outputs.index(OUTPUT_NAME)]
     check_input_type(session.get_inputs()[0].type, session.get_inputs()[0].shape, out.type, out.shape, info, path)
