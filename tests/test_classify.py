@@ -263,9 +263,9 @@ def test_provider_cuda_is_never_a_silent_fallback(onnx_model: Path, monkeypatch:
 
 def test_model_without_metadata_or_missing_is_refused(tmp_path: Path, onnx_model_factory) -> None:
     bare = onnx_model_factory(metadata=False)
-    with pytest.raises(ModelFileError, match="gcv-export"):
+    with pytest.raises(ModelFileError, match="gcv export"):
         open_model(bare, "cpu")
-    with pytest.raises(ModelFileError, match="gcv-export"):
+    with pytest.raises(ModelFileError, match="gcv export"):
         read_model_info(bare)
     with pytest.raises(ModelFileError, match="not found"):
         read_model_info(tmp_path / "nope.onnx")
@@ -290,7 +290,7 @@ def test_cli_end_to_end(tmp_path: Path, onnx_model: Path, onnx_model_factory) ->
     assert (tmp_path / "k.csv").read_text().splitlines()[0] == "index,label"
     bare = onnx_model_factory(metadata=False)
     result = runner.invoke(classify_main, [str(folder), "--out", str(tmp_path / "x.csv"), "--model", str(bare)])
-    assert result.exit_code == 1 and "gcv-export" in result.stderr and not (tmp_path / "x.csv").exists()
+    assert result.exit_code == 1 and "gcv export" in result.stderr and not (tmp_path / "x.csv").exists()
     result = runner.invoke(classify_main, [str(folder), "--out", str(tmp_path / "x.csv"), "--format", "xml"])
     assert result.exit_code == 2
 
