@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import math
 import shutil
 from pathlib import Path
@@ -510,3 +511,21 @@ def test_score_check_compares_the_joined_graph_with_its_own_outputs_not_another_
                                        unknown_recall=0.75, coverage=None), progress=False)  # fmt: skip
     assert r.unknown_score_diff is not None and r.unknown_score_diff <= 1e-5
     assert read_model_info(r.out).outputs == (OUTPUT_NAME, OOD_SCORE_NAME)
+
+
+def test_a_covariance_score_fitted_on_fewer_images_than_dimensions_is_flagged(exported, caplog,
+                                                                              tmp_path: Path) -> None:
+    """The run's few training images against resnet18's 512-d embedding: vim's principal subspace swallows every
+    reference image, so the export says its scores are unreliable and what to give instead."""
+    ckpt, _, _, _ = exported
+    with caplog.at_level(logging.WARNING, logger="garmentcv.export.exporter"):
+        export_checkpoint(ExportConfig(checkpoint=ckpt, out=tmp_path / "vim.onnx", unknown_score="vim",
+                                       unknown_recall=0.75, coverage=None), progress=False)  # fmt: skip
+    images = len(list(csv.DictReader((ckpt.parent.parent / "train.csv").open(encoding="utf-8"))))
+    assert (f"the vim unknown score was fitted on {images} reference images, no more than the embedding's 512 "
+            "dimensions") in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="garmentcv.export.exporter"):
+        export_checkpoint(ExportConfig(checkpoint=ckpt, out=tmp_path / "knn.onnx", unknown_score="knn",
+                                       unknown_recall=0.75, coverage=None), progress=False)  # fmt: skip
+    assert "reference images, no more than" not in caplog.text

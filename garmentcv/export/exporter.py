@@ -608,6 +608,11 @@ def _attach_detector(
             linear.weight.detach().numpy().astype(np.float32), linear.bias.detach().numpy().astype(np.float32))
     except ValueError as exc:
         raise ExportError(f"cannot fit the {method} unknown score: {exc}") from exc
+    fitted, dim = len(np.concatenate(labels)), parts[EMBEDDING_NAME][0].shape[1]
+    if method in unknown_scores.COVARIANCE_METHODS and fitted <= dim:
+        logger.warning("the %s unknown score was fitted on %d reference images, no more than the embedding's %d "
+                       "dimensions: the covariance it rests on is singular, so its scores are unreliable; give more "
+                       "reference images (--unknown-data, --unknown-images) or use knn", method, fitted, dim)
     score = unknown_output.score_graph(method, reference, t, seen.reference.shape[1],
                                        seen.embeddings["final"].shape[1], cfg.opset)
     keep = bool(cfg.embedding or cfg.cam)

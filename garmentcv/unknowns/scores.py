@@ -48,6 +48,9 @@ METHODS = ("msp", "energy", "maxlogit", "knn", "mahalanobis", "vim")
 DEFAULT_METHOD = "knn"
 #: Methods that need the embedding (penultimate features) as well as the logits.
 EMBEDDING_METHODS = frozenset({"knn", "mahalanobis", "vim"})
+#: The methods that rest on the covariance of the reference embeddings (its inverse, its principal subspace): with
+#: no more reference images than the embedding has dimensions, that covariance is singular and they are unreliable.
+COVARIANCE_METHODS = frozenset({"mahalanobis", "vim"})
 #: ``k`` of the ``knn`` score: the distance to the k-th nearest bank embedding. Sun et al. 2022 keep ``k`` roughly
 #: proportional to the bank size (k=50 of 50 000 CIFAR-10 images, k=10 of a 1% ImageNet sample of 12 800).
 KNN_K = 10
