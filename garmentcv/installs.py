@@ -42,7 +42,7 @@ def install_source() -> str:
     when the package runs from one (an editable install) or was installed from a local folder (pip's
     ``direct_url.json``), else the name ``garmentcv`` (a wheel from an index)."""
     checkout = Path(__file__).resolve().parents[1]
-    if (checkout / "pyproject.toml").is_file() and (checkout / "garmentcv" / "installs.py").is_file():
+    if (checkout / "pyproject.toml").is_file():
         return str(checkout)
     try:
         direct = json.loads(metadata.distribution("garmentcv").read_text("direct_url.json") or "{}")

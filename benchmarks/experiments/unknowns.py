@@ -229,10 +229,6 @@ def score_model(run_dir: Path, arch: str, exposed: bool, sets: Sets, image_size:
     }
     by_class = {n: model_outputs(model, head, [Sample(p, classes[0]) for p in sets.others[n]], classes, arch,
                                  image_size) for names in groups.values() for n in names}  # labels unused
-    for group, names in groups.items():
-        if names:
-            outs[group] = Outputs(np.concatenate([by_class[n].logits for n in names]),
-                                  np.concatenate([by_class[n].embeddings for n in names]))
     temperature = decide_temperature(outs["val"].logits, targets["val"]).temperature or 1.0
     weight = head.weight.detach().float().numpy()
     bias = head.bias.detach().float().numpy()
@@ -243,8 +239,12 @@ def score_model(run_dir: Path, arch: str, exposed: bool, sets: Sets, image_size:
         reference = scores.fit_reference(method, outs["train"].embeddings, targets["train"], outs["train"].logits,
                                          weight, bias)  # fmt: skip
         fit_s = time.perf_counter() - started
-        s = {key: scores.score(method, o.logits, o.embeddings, reference, temperature) for key, o in outs.items()}
-        timed = [outs[k] for k in ("test", "near", "far", "exposed") if k in outs]  # every test image, one call
+        s = {key: scores.score(method, outs[key].logits, outs[key].embeddings, reference, temperature)
+             for key in ("val", "test")}
+        by_class_s = {n: scores.score(method, o.logits, o.embeddings, reference, temperature)
+                      for n, o in by_class.items()}
+        s.update({group: np.concatenate([by_class_s[n] for n in names]) for group, names in groups.items() if names})
+        timed = [outs["test"], *by_class.values()]  # every test image, one call
         logits, embeddings = np.concatenate([o.logits for o in timed]), np.concatenate([o.embeddings for o in timed])
         started = time.perf_counter()
         scores.score(method, logits, embeddings, reference, temperature)
@@ -259,9 +259,7 @@ def score_model(run_dir: Path, arch: str, exposed: bool, sets: Sets, image_size:
             if group in s:
                 row[f"auroc_{group}"] = scores.auroc(s["test"], s[group])
                 row[f"let_through_{group}"] = scores.let_through(s[group], threshold)
-        for n, o in by_class.items():
-            row[f"let_through_class_{n}"] = scores.let_through(
-                scores.score(method, o.logits, o.embeddings, reference, temperature), threshold)
+        row.update({f"let_through_class_{n}": scores.let_through(v, threshold) for n, v in by_class_s.items()})
         row.update(ms_per_image=per_image_ms, fit_seconds=fit_s,
                    reference_kb=sum(np.asarray(v).nbytes for v in reference.values()) / 1024)
         rows.append(row)
@@ -289,16 +287,16 @@ def supervised_rows(run_dir: Path, arch: str, sets: Sets, image_size: int, recal
         logits = model_outputs(model, head, samples, classes, arch, image_size).logits
         return 1.0 - softmax(logits, 1.0)[:, known].sum(axis=1), logits.argmax(axis=1)
 
-    s, predicted = {}, {}
+    s, correct = {}, {}
     for key, manifest in (("val", sets.val), ("test", sets.test)):
         samples = load_dataset(manifest).samples
-        s[key], predicted[key] = outputs(samples)
-        predicted[key] = predicted[key] == np.array([classes.index(x.label) for x in samples])
+        s[key], predicted = outputs(samples)
+        correct[key] = predicted == np.array([classes.index(x.label) for x in samples])
     by_class = {n: outputs([Sample(p, classes[0]) for p in sets.others[n]])[0] for n in (*NEAR, *FAR)}
     threshold = scores.fit_threshold(s["val"], recall)
     row: dict[str, Any] = {
         "arch": arch, "exposure": "every other class labelled", "method": "supervised",
-        "val_accuracy": float(predicted["val"].mean()), "test_accuracy": float(predicted["test"].mean()),
+        "val_accuracy": float(correct["val"].mean()), "test_accuracy": float(correct["test"].mean()),
         "temperature": 1.0, "test_recall": float((s["test"] <= threshold).mean()),
     }  # fmt: skip
     for group, names in (("near", NEAR), ("far", FAR)):

@@ -608,7 +608,7 @@ def _attach_detector(
             linear.weight.detach().numpy().astype(np.float32), linear.bias.detach().numpy().astype(np.float32))
     except ValueError as exc:
         raise ExportError(f"cannot fit the {method} unknown score: {exc}") from exc
-    fitted, dim = len(np.concatenate(labels)), parts[EMBEDDING_NAME][0].shape[1]
+    fitted, dim = sum(len(batch) for batch in labels), parts[EMBEDDING_NAME][0].shape[1]
     if method in unknown_scores.COVARIANCE_METHODS and fitted <= dim:
         logger.warning("the %s unknown score was fitted on %d reference images, no more than the embedding's %d "
                        "dimensions: the covariance it rests on is singular, so its scores are unreliable; give more "
