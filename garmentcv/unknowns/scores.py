@@ -43,8 +43,9 @@ import numpy as np
 METHODS = ("msp", "energy", "maxlogit", "knn", "mahalanobis", "vim")
 #: The method ``gcv export --unknown-score`` uses when given no method: among the best measured with and without
 #: outlier exposure, and computed in float32 in the graph as closely as numpy computes it (cosine similarities of
-#: unit vectors), where ``vim`` and ``mahalanobis`` amplify rounding and the export may refuse them
-#: (docs/unknowns.md, "How to choose", shows the measurements).
+#: unit vectors), where ``vim`` and ``mahalanobis`` rest on a covariance that is singular when the reference images
+#: are few (:data:`COVARIANCE_METHODS`), which makes their scores huge, amplifies rounding and may make the export
+#: refuse them (docs/unknowns.md, "How to choose", shows the measurements).
 DEFAULT_METHOD = "knn"
 #: Methods that need the embedding (penultimate features) as well as the logits.
 EMBEDDING_METHODS = frozenset({"knn", "mahalanobis", "vim"})
