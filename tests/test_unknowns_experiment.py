@@ -112,6 +112,21 @@ def test_supervised_reference_trains_on_every_other_class_under_its_own_name_and
     assert not {p for p, _ in supervised} & {p for p, _ in _read(sets.val)}
 
 
+def test_background_class_labels_the_exposure_images_other_and_adds_no_unseen_class(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    write_fashion_mnist(data, DEFAULT_SOURCE, max_per_class=9, all_classes=True)
+    sets = experiment.make_sets(data, ("dress", "sandal"), train_per_class=4, val_per_class=3, test_per_class=2,
+                                exposure_per_class=5, out=tmp_path / "sets")  # fmt: skip
+    background, train = _read(sets.background), _read(sets.train)
+    assert background[: len(train)] == train
+    fashion = lambda p: Path(p).stem.split("_", 1)[1]  # noqa: E731
+    added = background[len(train) :]
+    assert sorted(fashion(p) for p, _ in added) == ["dress"] * 5 + ["sandal"] * 5
+    assert {label for _, label in added} == {experiment.BACKGROUND}
+    exposure = {p.name for p in sets.exposure.rglob("*.jpg")}
+    assert {Path(p).name for p, _ in added} == exposure  # the very images the exposure runs see
+
+
 def test_table_shows_the_supervised_reference_by_what_it_was_trained_on() -> None:
     row = {"arch": "resnet18", "exposure": "every other class labelled", "method": "supervised", "auroc_near": 0.9,
            "auroc_far": 0.99, "let_through_near": 0.25, "let_through_far": 0.0, "test_recall": 0.95,

@@ -18,9 +18,14 @@ classes' test images); the in-distribution test recall actually reached; the sco
 logits and embeddings already computed) and the size of its reference data. The shares are also given for each
 other class.
 
-As a reference (``--supervised``, on by default), each arch is also trained with every other class labelled under
-its own name (:func:`supervised_rows`): what it still lets through at the same recall is what the images themselves
-cannot tell apart at this size, which no detector that never saw those classes is expected to beat.
+Two more runs per arch train the other images as classes (:func:`labelled_rows`), scored by the probability the
+model gives them:
+
+* a background class (``--background``, on by default): the exposure images labelled as one extra class,
+  ``other``, the alternative to outlier exposure that needs no change to training;
+* a reference (``--supervised``, on by default): every other class labelled under its own name. What it still lets
+  through at the same recall is what the images themselves cannot tell apart at this size, which no detector that
+  never saw those classes is expected to beat.
 
 Writes into WORK: ``data/`` (the images, reused when present), ``sets/`` (manifests and the exposure folder),
 ``runs/`` (the gcv-train run folders, replaced); and the result document ``OUT/<machine>/unknowns.json`` with its
@@ -72,6 +77,8 @@ NEAR: tuple[str, ...] = ("pullover", "coat", "dress")
 FAR: tuple[str, ...] = ("sandal", "sneaker", "ankle-boot", "bag")
 DEFAULT_EXPOSURE = ("dress", "sandal")
 DEFAULT_ARCHS = ("resnet18", "efficientnet_b0")
+#: The class the background-class run gives the exposure images (none of the stand-in's names).
+BACKGROUND = "other"
 #: Settings of the full run and of ``--tiny`` (about 2 minutes on 2 cores); options given override either.
 FULL = {"train_per_class": 1000, "val_per_class": 500, "test_per_class": 1000, "exposure_per_class": 1000, "epochs": 8}
 #: AdamW learning rate of every run: a tenth of gcv-train's fine-tuning default, for training from scratch (at 0.01
@@ -91,6 +98,7 @@ class Sets:
     exposure: Path
     others: dict[str, list[Path]]
     supervised: Path
+    background: Path
     pretrain: Path | None = None
 
 
@@ -116,7 +124,8 @@ def make_sets(data: Path, exposure_classes: Sequence[str], train_per_class: int,
     the exposure folder (hard links to the first ``exposure_per_class`` training images of each exposure class) and
     the first ``test_per_class`` test images of every other class; and ``supervised.csv``: the training images
     of the stand-in's classes and the first ``exposure_per_class`` training images of every other class under its
-    own Fashion-MNIST name (for :func:`supervised_rows`).
+    own Fashion-MNIST name; ``background.csv``: the same images of the stand-in's classes and the exposure images
+    labelled :data:`BACKGROUND` (both for :func:`labelled_rows`).
 
     With ``pretrain_per_class``, also ``pretrain.csv``: the stand-in's Fashion-MNIST classes and the exposure
     classes under their own Fashion-MNIST names (five classes by default), ``pretrain_per_class`` training images
@@ -145,6 +154,10 @@ def make_sets(data: Path, exposure_classes: Sequence[str], train_per_class: int,
         *pick(train_files, 0, train_per_class),
         *(Sample(p, name) for name in (*NEAR, *FAR) for p in _take(train_files, name, 0, exposure_per_class)),
     ])  # fmt: skip
+    background = write_manifest(out / "background.csv", [
+        *pick(train_files, 0, train_per_class),
+        *(Sample(p, BACKGROUND) for name in exposure_classes for p in _take(train_files, name, 0, exposure_per_class)),
+    ])  # fmt: skip
     pretrain = None
     if pretrain_per_class:
         after_val = train_per_class + val_per_class
@@ -153,7 +166,7 @@ def make_sets(data: Path, exposure_classes: Sequence[str], train_per_class: int,
               for p in _take(train_files, name, after_val, pretrain_per_class)),
             *(Sample(p, name) for name in exposure_classes for p in _take(train_files, name, 0, pretrain_per_class)),
         ])  # fmt: skip
-    return Sets(train_csv, val_csv, test_csv, exposure, others, supervised, pretrain)
+    return Sets(train_csv, val_csv, test_csv, exposure, others, supervised, background, pretrain)
 
 
 @dataclass(frozen=True)
@@ -274,12 +287,17 @@ def score_model(run_dir: Path, arch: str, exposed: bool, sets: Sets, image_size:
     return rows
 
 
-def supervised_rows(run_dir: Path, arch: str, sets: Sets, image_size: int, recall: float) -> list[dict[str, Any]]:
-    """The reference no unknown-item detector is expected to beat: a model trained with every other class labelled
-    (``supervised.csv``), so each test class was seen under its own name. Its score is the probability it gives
-    the other classes, ``1 - sum of the stand-in's class probabilities`` (temperature 1), the threshold kept at
-    ``recall`` on the validation images; then the shares let through as in :func:`score_model`. A class let
-    through here is one the data cannot tell from the stand-in's at that recall, whatever the detector."""
+def labelled_rows(run_dir: Path, arch: str, sets: Sets, image_size: int, recall: float, method: str,
+                  exposure_classes: Sequence[str] = ()) -> list[dict[str, Any]]:
+    """The row of a model trained with other images as classes of their own, ``method`` ``"supervised"`` (every
+    other class under its own name, ``supervised.csv``) or ``"background"`` (the ``exposure_classes`` as one class,
+    ``background.csv``). Its score is the probability it gives the classes that are not the stand-in's,
+    ``1 - sum of the stand-in's class probabilities`` (temperature 1), the threshold kept at ``recall`` on the
+    validation images; then the shares let through as in :func:`score_model`, the near and far groups without the
+    ``exposure_classes`` and those as the exposed group.
+
+    For ``"supervised"`` every test class was seen under its own name: a class it lets through is one the data
+    cannot tell from the stand-in's at that recall, whatever the detector."""
     model, head, classes = _load(run_dir)
     known = [classes.index(name) for name in sorted(set(IN_DISTRIBUTION.values()))]
 
@@ -295,18 +313,22 @@ def supervised_rows(run_dir: Path, arch: str, sets: Sets, image_size: int, recal
     by_class = {n: outputs([Sample(p, classes[0]) for p in sets.others[n]])[0] for n in (*NEAR, *FAR)}
     threshold = scores.fit_threshold(s["val"], recall)
     row: dict[str, Any] = {
-        "arch": arch, "exposure": "every other class labelled", "method": "supervised",
+        "arch": arch, "method": method,
+        "exposure": "every other class labelled" if method == "supervised" else "as a background class",
         "val_accuracy": float(correct["val"].mean()), "test_accuracy": float(correct["test"].mean()),
         "temperature": 1.0, "test_recall": float((s["test"] <= threshold).mean()),
     }  # fmt: skip
-    for group, names in (("near", NEAR), ("far", FAR)):
-        other = np.concatenate([by_class[n] for n in names])
-        row[f"auroc_{group}"] = scores.auroc(s["test"], other)
-        row[f"let_through_{group}"] = scores.let_through(other, threshold)
+    groups = {"near": [n for n in NEAR if n not in exposure_classes],
+              "far": [n for n in FAR if n not in exposure_classes], "exposed": list(exposure_classes)}
+    for group, names in groups.items():
+        if names:
+            other = np.concatenate([by_class[n] for n in names])
+            row[f"auroc_{group}"] = scores.auroc(s["test"], other)
+            row[f"let_through_{group}"] = scores.let_through(other, threshold)
     row.update({f"let_through_class_{n}": scores.let_through(v, threshold) for n, v in by_class.items()})
     row.update(ms_per_image=0.0, fit_seconds=0.0, reference_kb=0.0)
-    logger.info("%s supervised reference: let through near %.1f%% far %.1f%%", arch,
-                100 * row["let_through_near"], 100 * row["let_through_far"])
+    logger.info("%s %s: let through near %.1f%% far %.1f%%", arch, method,
+                100 * row.get("let_through_near", float("nan")), 100 * row.get("let_through_far", float("nan")))
     return [row]
 
 
@@ -314,12 +336,14 @@ def run_experiment(work: Path, archs: Sequence[str], exposure_classes: Sequence[
                    val_per_class: int, test_per_class: int, exposure_per_class: int, epochs: int, image_size: int,
                    batch_size: int, other_weight: float, recall: float, seed: int, source: Path,
                    progress: bool, lr: float = LR, weights: str = "none", pretrain_per_class: int = 0,
-                   pretrain_epochs: int = 0, supervised: bool = True) -> list[dict[str, Any]]:
+                   pretrain_epochs: int = 0, supervised: bool = True,
+                   background: bool = True) -> list[dict[str, Any]]:
     """Build the data, train every arch without and with exposure, score every method; returns the rows.
 
     With ``pretrain_epochs``, each arch is first trained from scratch on ``pretrain.csv`` (:func:`make_sets`) and
-    both runs start from that run's ``best.pt`` instead of ``weights``. With ``supervised``, each arch is also
-    trained with every other class labelled, from the same start, for :func:`supervised_rows`."""
+    both runs start from that run's ``best.pt`` instead of ``weights``. With ``background`` and ``supervised``,
+    each arch is also trained with the exposure classes as one background class and with every other class
+    labelled, from the same start, for :func:`labelled_rows`."""
     data = work / "data"
     needed = max(train_per_class + val_per_class + pretrain_per_class, exposure_per_class, test_per_class)
     if not (data / "train").is_dir():
@@ -353,12 +377,15 @@ def run_experiment(work: Path, archs: Sequence[str], exposure_classes: Sequence[
             started_from = "pretrained" if sets.pretrain is not None else Path(init).name if init != "none" else "none"
             rows += [{**r, "train_seconds": result.train_seconds, "init": started_from}
                      for r in score_model(result.run_dir, arch, exposed, sets, image_size, recall, exposure_classes)]
-        if supervised:
-            result = train(TrainConfig(data=sets.supervised, out=work / "runs" / f"{arch}-supervised", archs=(arch,),
+        labelled = {"background": (sets.background, exposure_classes), "supervised": (sets.supervised, ())}
+        for method in [m for m, wanted in (("background", background and exposure_classes),
+                                            ("supervised", supervised)) if wanted]:
+            manifest, exposed_to = labelled[method]
+            result = train(TrainConfig(data=manifest, out=work / "runs" / f"{arch}-{method}", archs=(arch,),
                                        weights=init, epochs=epochs, image_size=image_size, batch_size=batch_size,
                                        seed=seed, lr=lr), progress=progress).archs[0]  # fmt: skip
             rows += [{**r, "train_seconds": result.train_seconds, "init": started_from}
-                     for r in supervised_rows(result.run_dir, arch, sets, image_size, recall)]
+                     for r in labelled_rows(result.run_dir, arch, sets, image_size, recall, method, exposed_to)]
     return rows
 
 
@@ -436,6 +463,8 @@ def _names(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str,
               help="Pretrain each arch first on the stand-in's and the exposure classes by their own names (0: no).")
 @click.option("--pretrain-per-class", type=click.IntRange(min=1), default=2000,
               help="Pretraining images per class, none of them validation or test images.")
+@click.option("--background/--no-background", default=True,
+              help="Also train with the exposure classes as one background class, the alternative to exposure.")
 @click.option("--supervised/--no-supervised", default=True,
               help="Also train with every other class labelled: the reference no detector is expected to beat.")
 @click.option("--batch-size", type=click.IntRange(min=2), default=32, help="Training batch (and exposure batch).")
