@@ -165,3 +165,81 @@ def test_paths_of_a_csv_manifest_dataset_start_at_the_manifests_folder(tmp_path:
     assert [(s.path.name, s.label) for s in after.samples] == [
         ("a.jpg", "bluzy"), ("b.jpg", "bryuki"), ("c.jpg", "bryuki"), ("d.jpg", "bryuki")]
     assert applied.relabelled == ((tmp_path / "data" / "img" / "b.jpg", "bluzy", "bryuki"),)
+
+
+#: What an error about corrections that leave too little tells the user to do.
+ADVICE = ("review the corrections file and delete the rows you disagree with, or write it again from the fix list "
+          "acting on fewer issue kinds (gcv data corrections FIX_LIST --issue label, for example)")
+
+
+def _drops_and_relabels(tmp_path: Path, drop: list[str], relabel: dict[str, str] | None = None) -> Path:
+    rows = [f"{name},,drop" for name in drop] + [f"{name},{label},relabel" for name, label in (relabel or {}).items()]
+    return _write(tmp_path / "c.csv", "path,label,action\r\n" + "\r\n".join(rows) + "\r\n")
+
+
+def test_train_refuses_corrections_that_leave_a_class_too_few_images_to_validate(make_lamoda, tmp_path: Path) -> None:
+    # 0001-0004 bluzy, 0005-0008 bryuki, 0009-0012 futbolki; without the corrections each class has a validation image
+    data = make_lamoda(classes=("bluzy", "bryuki", "futbolki"), per_class=4)
+    corrections = _drops_and_relabels(
+        tmp_path, ["0003_bluzy.jpg", "0004_bluzy.jpg", "0008_bryuki.jpg", "0010_futbolki.jpg", "0011_futbolki.jpg",
+                   "0012_futbolki.jpg"], {"0007_bryuki.jpg": "bluzy"})
+    result = CliRunner().invoke(train_main, [str(data), "--out", str(tmp_path / "run"), "--corrections",
+                                             str(corrections), "--weights", "none", "--image-size", "32",
+                                             "--epochs", "1"])
+    assert result.exit_code == 1, result.output
+    assert result.output.splitlines()[-1] == (
+        f"Error: {corrections}: after its corrections, class(es) futbolki of {data} have fewer than 2 images, too few "
+        "to split for validation (images per class before -> after: bluzy 4 -> 3 (2 dropped, 1 relabelled in), "
+        f"bryuki 4 -> 2 (1 dropped, 1 relabelled out), futbolki 4 -> 1 (3 dropped)); {ADVICE}")
+    assert not (tmp_path / "run").exists()
+
+
+def test_corrections_that_empty_a_class_name_the_counts_before_and_after(make_lamoda, tmp_path: Path) -> None:
+    data = make_lamoda(per_class=3)  # 0001-0003 bluzy, 0004-0006 bryuki
+    corrections = _drops_and_relabels(tmp_path, ["0001_bluzy.jpg", "0002_bluzy.jpg"], {"0003_bluzy.jpg": "bryuki"})
+    with pytest.raises(CorrectionsError) as raised:
+        apply_corrections(load_dataset(data), read_corrections(corrections))
+    assert str(raised.value) == (
+        f"{corrections}: after its corrections, class(es) bluzy of {data} have no image left (images per class "
+        f"before -> after: bluzy 3 -> 0 (2 dropped, 1 relabelled out), bryuki 3 -> 4 (1 relabelled in)); {ADVICE}, "
+        "or remove the class from the dataset")
+
+
+def test_a_class_that_had_a_single_image_before_the_corrections_is_left_to_the_split(make_lamoda,
+                                                                                     tmp_path: Path) -> None:
+    data = make_lamoda(per_class=3)
+    for name in ("0002_bluzy.jpg", "0003_bluzy.jpg"):  # bluzy has one image without any correction
+        (data / name).unlink()
+    corrections = _drops_and_relabels(tmp_path, ["0006_bryuki.jpg"])
+    dataset, _ = loop.training_dataset(TrainConfig(data=data, out=tmp_path / "run", corrections=corrections, **TINY))
+    assert dataset.class_counts() == {"bluzy": 1, "bryuki": 2}  # split_dataset warns about bluzy, as without the file
+
+
+def test_with_val_data_corrections_may_leave_a_class_a_single_image(make_lamoda, tmp_path: Path) -> None:
+    data = make_lamoda(per_class=3)
+    corrections = _drops_and_relabels(tmp_path, ["0001_bluzy.jpg", "0002_bluzy.jpg"])
+    cfg = TrainConfig(data=data, out=tmp_path / "run", corrections=corrections, val_data=tmp_path / "val", **TINY)
+    dataset, _ = loop.training_dataset(cfg)  # no split: every image of DATA trains
+    assert dataset.class_counts() == {"bluzy": 1, "bryuki": 3}
+
+
+def test_corrections_that_drop_more_than_half_the_images_warn_with_the_counts_per_class(
+    make_lamoda, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    data = make_lamoda(per_class=6)  # 0001-0006 bluzy, 0007-0012 bryuki
+    half = ["0001_bluzy.jpg", "0002_bluzy.jpg", "0003_bluzy.jpg", "0007_bryuki.jpg", "0008_bryuki.jpg",
+            "0009_bryuki.jpg"]
+    corrections = _drops_and_relabels(tmp_path, half)
+    cfg = TrainConfig(data=data, out=tmp_path / "run", corrections=corrections, **TINY)
+    with caplog.at_level("WARNING", logger="garmentcv"):
+        loop.training_dataset(cfg)
+    assert caplog.records == []  # exactly half is not more than half
+    _drops_and_relabels(tmp_path, [*half, "0004_bluzy.jpg"], {"0010_bryuki.jpg": "bluzy"})
+    with caplog.at_level("WARNING", logger="garmentcv"):
+        dataset, _ = loop.training_dataset(cfg)
+    assert dataset.class_counts() == {"bluzy": 3, "bryuki": 2}
+    assert [(r.levelname, r.getMessage()) for r in caplog.records] == [(
+        "WARNING",
+        f"{corrections}: the corrections drop 7 of 12 images (58%), more than half; images per class before -> "
+        "after: bluzy 6 -> 3 (4 dropped, 1 relabelled in), bryuki 6 -> 2 (3 dropped, 1 relabelled out); check that "
+        "the file acts on the issues you meant")]
