@@ -24,8 +24,9 @@ import dataclasses
 import io
 import logging
 import os
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from garmentcv.data.layouts import CLASS_NAME_PATTERN, MANIFEST_ENCODING, LabelledDataset, Layout
@@ -80,12 +81,62 @@ class Corrections:
     rows: tuple[Correction, ...]
 
 
+#: What to do about corrections that leave a class too few images (the end of :class:`CorrectionsError` messages).
+TOO_FEW_ADVICE = (
+    "review the corrections file and delete the rows you disagree with, or write it again from the fix list acting "
+    "on fewer issue kinds (gcv data corrections FIX_LIST --issue label, for example)"
+)
+
+
+@dataclass(frozen=True)
+class ClassChange:
+    """How corrections changed the images of one class.
+
+    Attributes:
+        before: images of the class in the dataset.
+        after: images of the class once the corrections are applied (``before - dropped - relabelled_out +
+            relabelled_in``).
+        dropped: its images dropped.
+        relabelled_out: its images relabelled to another class.
+        relabelled_in: images of other classes relabelled to it.
+    """
+
+    before: int
+    after: int
+    dropped: int = 0
+    relabelled_out: int = 0
+    relabelled_in: int = 0
+
+    def __str__(self) -> str:
+        """``4 -> 3 (2 dropped, 1 relabelled in)``; the parts in brackets that are zero are left out."""
+        parts = [f"{n} {what}" for n, what in ((self.dropped, "dropped"), (self.relabelled_out, "relabelled out"),
+                                               (self.relabelled_in, "relabelled in")) if n]
+        return f"{self.before} -> {self.after}" + (f" ({', '.join(parts)})" if parts else "")
+
+
+def describe_class_changes(changes: Mapping[str, ClassChange]) -> str:
+    """``bluzy 4 -> 3 (2 dropped, 1 relabelled in), bryuki 4 -> 4``: every class, in the order of ``changes``."""
+    return ", ".join(f"{name} {change}" for name, change in changes.items())
+
+
 @dataclass(frozen=True)
 class AppliedCorrections:
-    """What :func:`apply_corrections` changed: the dataset paths relabelled ``(path, old, new)`` and dropped."""
+    """What :func:`apply_corrections` changed.
+
+    Attributes:
+        relabelled: the dataset paths relabelled, as ``(path, old class, new class)``.
+        dropped: the dataset paths dropped.
+        classes: every class of the dataset (in its order) -> how its images changed.
+    """
 
     relabelled: tuple[tuple[Path, str, str], ...]
     dropped: tuple[Path, ...]
+    classes: dict[str, ClassChange] = field(default_factory=dict)
+
+    @property
+    def images_before(self) -> int:
+        """Images of the dataset before the corrections."""
+        return sum(change.before for change in self.classes.values())
 
 
 def _cell(row: dict[str, str | None], name: str) -> str:
@@ -155,11 +206,12 @@ def apply_corrections(dataset: LabelledDataset, corrections: Corrections) -> tup
     dataset's: a relabel names one of them. Nothing on disk changes.
 
     Returns:
-        The corrected dataset (samples in the same order, classes unchanged) and what changed.
+        The corrected dataset (samples in the same order, classes unchanged) and what changed, per class too.
 
     Raises:
-        CorrectionsError: a row names no image of the dataset, relabels to a class the dataset lacks, or the drops
-            leave a class without images (each naming the file and line).
+        CorrectionsError: a row names no image of the dataset or relabels to a class the dataset lacks (naming the
+            file and line), or the corrections leave a class without images (naming the file, with every class's
+            images before and after).
     """
     base = dataset_base(dataset)
     by_path = {s.path.resolve(): i for i, s in enumerate(dataset.samples)}
@@ -184,25 +236,31 @@ def apply_corrections(dataset: LabelledDataset, corrections: Corrections) -> tup
             )
         fixes[by_path[target]] = row
     samples, relabelled, dropped = [], [], []
+    dropped_from: Counter[str] = Counter()
     for i, sample in enumerate(dataset.samples):
         fix = fixes.get(i)
         if fix is None:
             samples.append(sample)
         elif fix.action == DROP:
             dropped.append(sample.path)
+            dropped_from[sample.label] += 1
         else:
             if fix.label != sample.label:
                 relabelled.append((sample.path, sample.label, fix.label))
             samples.append(dataclasses.replace(sample, label=fix.label))
-    emptied = [c for c in dataset.classes if not any(s.label == c for s in samples)]
+    before, after = dataset.class_counts(), Counter(s.label for s in samples)
+    changes = {c: ClassChange(before[c], after[c], dropped_from[c], sum(old == c for _, old, _ in relabelled),
+                              sum(new == c for _, _, new in relabelled)) for c in dataset.classes}
+    emptied = [c for c in dataset.classes if not after[c]]
     if emptied:
         raise CorrectionsError(
             f"{corrections.source}: after its corrections, class(es) {', '.join(emptied)} of {dataset.root} have no "
-            "image left; keep some images of each class, or remove the class from the dataset"
+            f"image left (images per class before -> after: {describe_class_changes(changes)}); {TOO_FEW_ADVICE}, "
+            "or remove the class from the dataset"
         )
     logger.info("%s: %s relabelled, %s dropped", corrections.source, plural(len(relabelled), "image"),
                 plural(len(dropped), "image"))
-    applied = AppliedCorrections(tuple(relabelled), tuple(dropped))
+    applied = AppliedCorrections(tuple(relabelled), tuple(dropped), changes)
     return dataclasses.replace(dataset, samples=tuple(samples)), applied
 
 

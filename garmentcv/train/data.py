@@ -26,6 +26,7 @@ from torchvision import transforms as T
 from tqdm import tqdm
 
 from garmentcv.cpus import available_cpus
+from garmentcv.data.corrections import TOO_FEW_ADVICE, AppliedCorrections, CorrectionsError, describe_class_changes
 from garmentcv.data.layouts import LabelledDataset, Sample, scan_images
 from garmentcv.errors import DatasetError, ImageDecodeError
 from garmentcv.image import Preprocessing, decode_image, load_input, load_region
@@ -118,6 +119,44 @@ def drop_bad_images(dataset: LabelledDataset, bad: Sequence[BadImage], skip: boo
             "image left; fix those images or remove the class"
         )
     return dataclasses.replace(dataset, samples=kept)
+
+
+#: Corrections that drop more than this share of the images are logged as a WARNING, with every class's counts.
+LARGE_DROP_SHARE = 0.5
+
+
+def check_corrected_dataset(dataset: LabelledDataset, applied: AppliedCorrections, source: Path, split: bool) -> None:
+    """Check ``dataset``, reduced by the corrections file ``source`` (``applied``), before it trains.
+
+    :func:`split_dataset` needs 2 images of a class to give it a validation image; a class with one only warns
+    there, since the data is what it is. A class that had at least 2 images and that the corrections leave with
+    one is refused instead: it is the corrections that take away its validation figures. Only with ``split``
+    (no ``--val-data``: with a validation set of its own, every image of the dataset trains). An emptied class is
+    refused earlier, by :func:`garmentcv.data.corrections.apply_corrections`.
+
+    Then, when the corrections drop more than :data:`LARGE_DROP_SHARE` of the images, logs a WARNING with every
+    class's images before and after, dropped and relabelled.
+
+    Raises:
+        CorrectionsError: a class left too few images to split (the message names ``source``, every class's images
+            before and after, and what to do).
+    """
+    changes = applied.classes
+    if split:
+        short = [name for name, change in changes.items() if change.before >= 2 > change.after]
+        if short:
+            raise CorrectionsError(
+                f"{source}: after its corrections, class(es) {', '.join(short)} of {dataset.root} have fewer than 2 "
+                "images, too few to split for validation (images per class before -> after: "
+                f"{describe_class_changes(changes)}); {TOO_FEW_ADVICE}"
+            )
+    total = applied.images_before
+    if len(applied.dropped) > LARGE_DROP_SHARE * total:
+        logger.warning(
+            "%s: the corrections drop %d of %d images (%.0f%%), more than half; images per class before -> after: "
+            "%s; check that the file acts on the issues you meant",
+            source, len(applied.dropped), total, 100 * len(applied.dropped) / total, describe_class_changes(changes),
+        )
 
 
 def split_dataset(dataset: LabelledDataset, val_fraction: float, seed: int) -> Split:

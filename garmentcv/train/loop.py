@@ -51,6 +51,7 @@ from garmentcv.train.config import RESUME_AUTO, TrainConfig
 from garmentcv.train.data import (
     Split,
     build_loaders,
+    check_corrected_dataset,
     drop_bad_images,
     given_split,
     load_other_images,
@@ -608,14 +609,19 @@ def training_dataset(cfg: TrainConfig) -> tuple[LabelledDataset, Corrections | N
     """The labelled images of ``cfg.data`` with ``cfg.corrections`` applied (:mod:`garmentcv.data.corrections`),
     and the corrections file as read (``None`` without one). Lists files only; no image is decoded.
 
+    The corrected dataset is checked as the split will use it (:func:`~garmentcv.train.data.check_corrected_dataset`);
+    corrections that drop more than half the images are logged as a WARNING with every class's counts.
+
     Raises:
         DatasetError: the data cannot be read; CorrectionsError (a DatasetError): the corrections file cannot be
-            read or does not fit the data.
+            read, does not fit the data, or leaves a class without images or, unless ``cfg.val_data``, a class that
+            had a validation image with a single one.
     """
     corrections = read_corrections(cfg.corrections) if cfg.corrections is not None else None
     dataset = load_dataset(cfg.data, cfg.layout)
     if corrections is not None:
-        dataset, _ = apply_corrections(dataset, corrections)
+        dataset, applied = apply_corrections(dataset, corrections)
+        check_corrected_dataset(dataset, applied, corrections.source, split=cfg.val_data is None)
     return dataset, corrections
 
 
