@@ -57,7 +57,7 @@ def test_data_sub_commands_name_themselves_in_version() -> None:
 
     for name in ("fashion-mnist", "inspect", "audit", "corrections", "label-next", "from-label-studio"):
         result = CliRunner().invoke(data_main, [name, "--version"])
-        assert result.stdout == f"gcv-data {name} (garmentcv) {garmentcv.__version__}\n"
+        assert result.stdout == f"gcv data {name} (garmentcv) {garmentcv.__version__}\n"
 
 
 def test_quiet_on_the_gcv_group_silences_the_sub_command(tmp_path: Path) -> None:
