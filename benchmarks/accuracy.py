@@ -1,6 +1,6 @@
 """INT8 against FP32 top-1 accuracy on the real Fashion-MNIST test split (trousers vs shirts/T-shirts).
 
-Models are trained here, quickly and from scratch (``gcv-train``'s library function, ``weights="none"``), on
+Models are trained here, quickly and from scratch (``gcv train``'s library function, ``weights="none"``), on
 the first ``train_per_class`` training images of each class, then exported to FP32 and INT8 (calibrated on
 training images, never on test images) and scored on every test image of the two classes (3 000: 1 000
 ``bryuki``, 2 000 ``bluzy``). Both precisions see the same files through the same preprocessing, so the
@@ -32,9 +32,9 @@ class AccuracyPlan:
 
     Attributes:
         train_per_class: training images per class (the first in file order; 80% train, 20% validation).
-        epochs: training epochs (gcv-train's recipe otherwise: AdamW lr 0.01 x0.8 per epoch, batch 32).
+        epochs: training epochs (gcv train's recipe otherwise: AdamW lr 0.01 x0.8 per epoch, batch 32).
         image_size: model input, px (the demo's 32).
-        calibration_images: training images (of the run's train.csv) gcv-export calibrates INT8 on.
+        calibration_images: training images (of the run's train.csv) gcv export calibrates INT8 on.
         source_per_class: write only this many images per class and split of Fashion-MNIST (``None``: all;
             for the smoke test).
     """
@@ -48,7 +48,7 @@ class AccuracyPlan:
 
 @dataclass(frozen=True)
 class AccuracyResult:
-    """Top-1 accuracy (0..1) of one arch at FP32, gcv-export's INT8 (U8 activations) and the S8-activation variant on
+    """Top-1 accuracy (0..1) of one arch at FP32, gcv export's INT8 (U8 activations) and the S8-activation variant on
     ``count`` test images."""
 
     arch: str
@@ -82,7 +82,7 @@ def _train_manifest(data: Path, per_class: int) -> tuple[Path, int]:
 
 def score_onnx(model: Path, data: Path, out: Path) -> tuple[float, int]:
     """Top-1 accuracy (0..1) and image count of an ONNX file on ``data/test`` with ``data/test_labels.csv``,
-    scored by gcv-evaluate's library function (reports written to ``out``)."""
+    scored by gcv evaluate's library function (reports written to ``out``)."""
     result = evaluate_model(EvaluateConfig(data=data / "test", labels=data / "test_labels.csv", model=model, out=out,
                                            provider="cpu", progress=False))
     return result.accuracy, result.count

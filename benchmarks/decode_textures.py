@@ -1,7 +1,7 @@
 """What the DCT-scaled JPEG decode does to textured garments: pixels, predictions and speed, before and after
 training decodes by serving's rule.
 
-Serving (``load_crop``: training validation, export, ``gcv-classify``) decodes a JPEG whose shorter side is at least
+Serving (``load_crop``: training validation, export, ``gcv classify``) decodes a JPEG whose shorter side is at least
 twice the resize at a reduced DCT scale (1/2 for a 600x866 photo at 256 px). Training used to decode every file in
 full; it now decodes each random crop by the same rule (:func:`garmentcv.image.load_region`). On fine textures the
 two decodes give other pixels, so this command measures, on one set of generated photos:
@@ -10,7 +10,7 @@ two decodes give other pixels, so this command measures, on one set of generated
   (``resize_and_crop(decode_image(path))``, torchvision's pixels, what training decoded before), for textured and
   plain garments and per texture; and between serving's crop and training's decode now of the same region;
 * ``predictions``: a small CNN (:class:`SmallNet`) trained from scratch twice with the same seed, images, order and
-  augmentation (gcv-train's defaults), once with each training decode: ``full`` (training before: full decode, then
+  augmentation (gcv train's defaults), once with each training decode: ``full`` (training before: full decode, then
   torchvision's ``RandomResizedCrop``) and ``serving-rule`` (training now). Each model classifies the test photos
   through both decodes: accuracy with each, labels that flip between them, and the largest and mean change of a
   class probability; ``--seeds`` repeats it;
@@ -174,7 +174,7 @@ class FullDecodeResizedCrop(DecodeResizedCrop):
 
 
 def training_transform(pp: Preprocessing, cfg: TrainConfig, decode: str) -> T.Compose:
-    """gcv-train's augmentation (:func:`garmentcv.train.data.train_transform`) with the training decode ``decode``."""
+    """gcv train's augmentation (:func:`garmentcv.train.data.train_transform`) with the training decode ``decode``."""
     transform = train_transform(pp, cfg)
     if decode == "full":
         first = transform.transforms[0]

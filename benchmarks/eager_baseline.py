@@ -1,9 +1,9 @@
-"""The baseline way to classify a folder: torchvision eager + DataLoader, which ``gcv-classify`` must beat.
+"""The baseline way to classify a folder: torchvision eager + DataLoader, which ``gcv classify`` must beat.
 
 torchvision transforms on PIL images (Resize, CenterCrop, ToTensor, Normalize), a ``DataLoader`` over the
 files, the eager PyTorch model in FP32 under ``torch.inference_mode()``, and a per-image Python loop over
 each batch's outputs (``.item()`` per image) that builds the rows, written as CSV at the end. Same
-preprocessing as the checkpoint's, so the predictions match ``gcv-classify``'s.
+preprocessing as the checkpoint's, so the predictions match ``gcv classify``'s.
 
 Run as ``python -m benchmarks.eager_baseline --checkpoint CK --folder DIR --out rows.csv``; the benchmark runs it
 in a fresh process to measure its wall time and peak memory.

@@ -104,7 +104,7 @@ _RATE = re.compile(r"([0-9]+(?:\.[0-9]+)?) images/s")
 
 
 def reported_rate(stderr: str) -> float | None:
-    """The last ``<number> images/s`` a command printed on stderr (gcv-classify's summary line, the eager
+    """The last ``<number> images/s`` a command printed on stderr (gcv classify's summary line, the eager
     way's last line), or ``None``."""
     found = _RATE.findall(stderr)
     return float(found[-1]) if found else None
@@ -112,7 +112,7 @@ def reported_rate(stderr: str) -> float | None:
 
 def decode_seconds(paths: Sequence[Path], pp: Preprocessing, threads: int | None = None) -> float:
     """Wall time, s, to run :func:`garmentcv.image.load_input` on every file with ``threads`` threads (default one
-    per CPU), as gcv-classify's decoding threads do, with no model: the rate no end-to-end run can beat."""
+    per CPU), as gcv classify's decoding threads do, with no model: the rate no end-to-end run can beat."""
     from benchmarks.model_only import cpu_threads  # noqa: PLC0415
 
     start = time.perf_counter()

@@ -63,7 +63,7 @@ def open_session(
     path: Path, provider: str = CPU, threads: int | None = None, spinning: bool = True
 ) -> ort.InferenceSession:
     """An onnxruntime session with explicit settings, for comparing settings (the model-only rows use
-    gcv-classify's own session instead): ``threads`` intra-op threads (default :func:`cpu_threads`).
+    gcv classify's own session instead): ``threads`` intra-op threads (default :func:`cpu_threads`).
 
     Args:
         spinning: let idle intra-op threads spin (onnxruntime's default); ``False`` makes them sleep.
@@ -85,7 +85,7 @@ def open_session(
 
 
 def time_session(session: ort.InferenceSession, batch: np.ndarray, plan: TimingPlan) -> Timing:
-    """Time ``session.run`` on ``batch`` (host memory in and out, as ``gcv-classify`` calls it)."""
+    """Time ``session.run`` on ``batch`` (host memory in and out, as ``gcv classify`` calls it)."""
     feed = {INPUT_NAME: batch}
     return time_call(lambda: session.run([OUTPUT_NAME], feed), len(batch), plan.warmup, plan.min_repeats,
                      plan.budget_s, plan.max_repeats)

@@ -1,6 +1,6 @@
 """Checkpoints and ONNX files for the benchmarks.
 
-Every timed or scored model file is written by ``gcv-export``'s library function
+Every timed or scored model file is written by ``gcv export``'s library function
 (:func:`garmentcv.export.exporter.export_checkpoint`), so the figures are those of the files users ship.
 :func:`quantize_variant` re-quantizes the library's FP32 file with other onnxruntime settings, only to show
 what each setting is worth (the ``int8-settings`` section).
@@ -53,7 +53,7 @@ def load_eager(checkpoint: Path) -> tuple[torch.nn.Module, Preprocessing, tuple[
 @dataclass(frozen=True)
 class Int8Settings:
     """onnxruntime static quantization settings (see ``onnxruntime.quantization.quantize_static``); the
-    defaults are gcv-export's (``garmentcv.export.convert.to_int8``).
+    defaults are gcv export's (``garmentcv.export.convert.to_int8``).
 
     Attributes:
         quant_format: ``qdq`` (QuantizeLinear/DequantizeLinear pairs, fused by onnxruntime) or ``qoperator``
@@ -78,7 +78,7 @@ class Int8Settings:
         ])
 
 
-#: gcv-export's INT8 setting before 3ce6b01 (S8 activations), kept beside the current U8 one to show what the
+#: gcv export's INT8 setting before 3ce6b01 (S8 activations), kept beside the current U8 one to show what the
 #: activation type is worth on x86 (VNNI multiplies u8 by s8), and its label in the tables.
 VARIANT_INT8 = Int8Settings(activations="s8")
 VARIANT_LABEL = "int8-s8s8"
@@ -90,7 +90,7 @@ def calibration_batch(paths: Sequence[Path], pp: Preprocessing) -> np.ndarray:
 
 
 def quantize_variant(fp32: Path, out: Path, calibration: np.ndarray, settings: Int8Settings) -> Path:
-    """Quantize a gcv-export FP32 file with ``settings`` (onnxruntime static quantization) to compare settings.
+    """Quantize a gcv export FP32 file with ``settings`` (onnxruntime static quantization) to compare settings.
 
     Args:
         fp32: the FP32 file (with metadata).
@@ -140,7 +140,7 @@ def quantize_variant(fp32: Path, out: Path, calibration: np.ndarray, settings: I
 
 def labelled_photos(folder: Path, photos: Sequence[Path], classes: Sequence[str] = SPEED_CLASSES) -> Path:
     """Hard links ``folder/0001_<class>.jpg`` ... to ``photos``, classes in turn (lamoda layout): the
-    validation and calibration images gcv-export needs for a random-init speed model."""
+    validation and calibration images gcv export needs for a random-init speed model."""
     folder.mkdir(parents=True, exist_ok=True)
     for i, photo in enumerate(photos):
         link = folder / f"{i + 1:04d}_{classes[i % len(classes)]}.jpg"
@@ -154,7 +154,7 @@ def export_model(
     val_images: int = 16, calibration_images: int = 16, max_accuracy_drop: float = 1.0,
     input_format: str = "float32-nchw",
 ) -> Path:
-    """``checkpoint`` -> ``out`` at ``precision`` with gcv-export's library function (all its gates).
+    """``checkpoint`` -> ``out`` at ``precision`` with gcv export's library function (all its gates).
 
     Args:
         val_data, calibration_data: labelled images for the parity checks, any images for INT8 calibration;
@@ -176,7 +176,7 @@ def export_model(
 
 def speed_files(arch: str, size: int, photos: Sequence[Path], work: Path, input_format: str = "float32-nchw",
                 precisions: Sequence[str] = ("fp32", "int8")) -> tuple[Path, dict[str, Path]]:
-    """A random-init ``arch`` checkpoint and its gcv-export files for speed figures (speed does not depend on the
+    """A random-init ``arch`` checkpoint and its gcv export files for speed figures (speed does not depend on the
     weights), checked and calibrated on the first 16 of ``photos`` (:func:`labelled_photos`), no accuracy gate.
 
     Returns:

@@ -1,10 +1,10 @@
 """Opening the model while the first batches decode: ``classify_folder`` end to end, as it runs
 (:class:`garmentcv.infer.runtimes.OpeningModel`) against opening the model first, then decoding.
 
-Per file (gcv-export FP32 and INT8, default uint8 input, random-init ``--arch``) and ``--runtime``
+Per file (gcv export FP32 and INT8, default uint8 input, random-init ``--arch``) and ``--runtime``
 (onnxruntime, auto), ``classify_folder`` on the photo folder (benchmarks/photos.py) with the model opened:
 
-* ``in the background``: as gcv-classify runs (``OpeningModel``);
+* ``in the background``: as gcv classify runs (``OpeningModel``);
 * ``first``: :func:`garmentcv.infer.runtimes.open_planned` before any decoding (the way before this change);
 * ``in the background + warm-up batch``: a batch of zeros through the model right after opening, still in the
   background (the variant measured and not adopted).

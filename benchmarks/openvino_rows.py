@@ -1,11 +1,11 @@
-"""OpenVINO against onnxruntime on the same gcv-export files, model only and end to end, with AMX and without.
+"""OpenVINO against onnxruntime on the same gcv export files, model only and end to end, with AMX and without.
 
 For each CPU condition (this machine as it is, and each ``--mask`` value of ``ONEDNN_MAX_CPU_ISA``, e.g.
 ``AVX512_CORE_BF16`` to hold oneDNN below AMX) a child process of this module measures, on one FP32 and one INT8
-file written by gcv-export's library function (random-init speed models, ``benchmarks.onnx_models``):
+file written by gcv export's library function (random-init speed models, ``benchmarks.onnx_models``):
 
-* model only, one batch of ``--batch`` real photos in the file's input: onnxruntime (gcv-classify's session) and
-  OpenVINO at f32 and bf16 (gcv-classify's compile settings, :mod:`garmentcv.infer.runtimes.openvino`), median
+* model only, one batch of ``--batch`` real photos in the file's input: onnxruntime (gcv classify's session) and
+  OpenVINO at f32 and bf16 (gcv classify's compile settings, :mod:`garmentcv.infer.runtimes.openvino`), median
   images/s of the medians of interleaved rounds, and the convolution kernels OpenVINO picked (its performance
   counters: ``..._amx_...`` proves AMX in use, so whether a mask is honoured is measured, not assumed);
 * end to end: :func:`garmentcv.infer.classify.classify_folder` on the photo folder (``benchmarks.photos``) with
@@ -14,11 +14,11 @@ file written by gcv-export's library function (random-init speed models, ``bench
   runtime's shared-core bound ``1 / (1/model + 1/decode)``;
 * torchvision eager + DataLoader on the same folder (:mod:`benchmarks.eager_baseline`: torchvision transforms,
   DataLoader, eager FP32, in a fresh process, its own images/s without interpreter start-up), interleaved with
-  the rest, so that the targets (``gcv-classify`` with ``--runtime auto`` against torchvision eager + DataLoader, and
+  the rest, so that the targets (``gcv classify`` with ``--runtime auto`` against torchvision eager + DataLoader, and
   against the shared-core bound and onnxruntime) are ratios from one run; they are judged in a table per condition.
 
-The files are written in ``--input-format`` (default: gcv-export's default, uint8 crops, format 2), so the rows
-are what a user of gcv-export and gcv-classify gets.
+The files are written in ``--input-format`` (default: gcv export's default, uint8 crops, format 2), so the rows
+are what a user of gcv export and gcv classify gets.
 
 The child's environment carries the mask, since oneDNN reads ``ONEDNN_MAX_CPU_ISA`` once per process. Writes
 ``NAME.md`` (tables) and ``NAME.json`` (every figure, the machine on each condition) into ``--out``; ``--name``
@@ -379,7 +379,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--files", type=int, default=200, help="photos in the end-to-end folder (default: %(default)s)")
     parser.add_argument("--rounds", dest="repeats", type=int, help=argparse.SUPPRESS)  # the former name of --repeats
     parser.add_argument("--input-format", choices=INPUT_FORMATS, default=INPUT_UINT8,
-                        help="model input of the exported files, as gcv-export's option (default: %(default)s)")
+                        help="model input of the exported files, as gcv export's option (default: %(default)s)")
     parser.add_argument("--child", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     args.rounds = args.repeats

@@ -132,7 +132,7 @@ def run_ultralytics_train(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run_gcv_train(args: argparse.Namespace) -> dict[str, Any]:
-    """gcv-train's library function on ``args.folder`` (``train/`` and ``val/`` class folders) with ``--amp
+    """gcv train's library function on ``args.folder`` (``train/`` and ``val/`` class folders) with ``--amp
     args.amp_dtype`` (:func:`benchmarks.train_amp.train_rows`, which times the training passes only), from the
     torchvision resnet18 weights file in ``$TORCH_HOME``."""
     import torch
@@ -172,7 +172,7 @@ def run_cli(argv: list[str] | None = None) -> int:
     parser.add_argument("--amp-dtype", choices=("float32", "bfloat16"), default="float32", help="timm autocast")
     parser.add_argument("--torchcompile", action="store_true", help="timm: torch.compile the model")
     parser.add_argument("--epochs", type=int, default=2, help="training epochs (default: %(default)s)")
-    parser.add_argument("--amp", default="off", help="gcv-train --amp (default: %(default)s)")
+    parser.add_argument("--amp", default="off", help="gcv train --amp (default: %(default)s)")
     args = parser.parse_args(argv)
     args.classes = tuple(args.classes.split(","))
     figures = RUNNERS[args.runner](args)

@@ -1,4 +1,4 @@
-"""``python -m benchmarks peers``: gcv-classify against timm's and Ultralytics' own pipelines on the same folder.
+"""``python -m benchmarks peers``: gcv classify against timm's and Ultralytics' own pipelines on the same folder.
 
 Whole processes, one folder of photos (4 of every 5 at 600x866, the rest at 46x66, :mod:`benchmarks.photos`), the
 same input size, batch size and CPU threads for everyone, the configurations taking turns within every repeat so a
@@ -9,7 +9,7 @@ file. Every process must write one row per file, or the suite stops.
 
 Configurations:
 
-- GarmentCV: ``gcv classify`` with the FP32 and the INT8 file of gcv-export (random-init resnet18: speed does not
+- GarmentCV: ``gcv classify`` with the FP32 and the INT8 file of gcv export (random-init resnet18: speed does not
   depend on the weights), default settings.
 - torchvision eager with a DataLoader (:mod:`benchmarks.eager_baseline`), the way the original study classified.
 - timm (pip): its inference pipeline (:mod:`benchmarks.peer_runners`), resnet18 in FP32, channels_last,
@@ -345,7 +345,7 @@ def _markdown(rows: list[dict[str, Any]], run: results.Run) -> str:
 def main(files: int, size: int, batch_size: int, threads: int, workers: int, peers: str, train_per_class: int,
          train_size: int, train_epochs: int, work: Path | None, out: Path, name: str | None, repeats: int,
          quiet: bool) -> None:  # fmt: skip
-    """gcv-classify against timm's and Ultralytics' pipelines on the same photos, and gcv-train against Ultralytics'."""
+    """gcv classify against timm's and Ultralytics' pipelines on the same photos, and gcv train against Ultralytics'."""
     options.setup_logging(quiet)
     wanted = set(filter(None, peers.split(",")))
     unknown = wanted - {"torchvision", "timm", "ultralytics"}

@@ -1,6 +1,6 @@
-"""gcv-classify --engine ray against the local engine on one folder, and what Ray's start-up costs.
+"""gcv classify --engine ray against the local engine on one folder, and what Ray's start-up costs.
 
-One photo folder (benchmarks.photos) and one gcv-export FP32 model; in one process, interleaved and repeated so
+One photo folder (benchmarks.photos) and one gcv export FP32 model; in one process, interleaved and repeated so
 that drift of a shared machine hits every configuration alike:
 
 * ``local``: :func:`garmentcv.infer.classify.classify_folder` with its default threads (all CPUs);

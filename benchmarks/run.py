@@ -1,7 +1,7 @@
 """``python -m benchmarks run``: every figure of benchmarks/README.md in one run, on this machine.
 
 Order: machine record, FP32 matmul rate and FLOP ceilings, model files, model-only timings, end to end on a
-folder of photos (gcv-classify against torchvision eager + DataLoader), peak memory against folder size, INT8 and
+folder of photos (gcv classify against torchvision eager + DataLoader), peak memory against folder size, INT8 and
 session settings, INT8 accuracy on the real test split. Writes ``run[-NAME].json`` (the result document, one
 row per figure), ``.md`` (the report), ``.csv`` (every figure) and ``.png`` (the chart) to ``OUT/<machine>/``.
 """
@@ -47,8 +47,8 @@ SIZE_NAMES = {"default": 224, "demo": 32}
 #: few hundred files would measure start-up rather than the steady rate).
 SMALL_SIZE = 64
 
-#: INT8 settings re-quantized from gcv-export's FP32 file and timed for one arch at batch 32, beside the
-#: file gcv-export writes (Int8Settings() = its settings).
+#: INT8 settings re-quantized from gcv export's FP32 file and timed for one arch at batch 32, beside the
+#: file gcv export writes (Int8Settings() = its settings).
 INT8_VARIANTS: tuple[Int8Settings, ...] = (
     Int8Settings(per_channel=False),
     Int8Settings(quant_format="qoperator"),
@@ -109,7 +109,7 @@ class _Run:
 
 @dataclass(frozen=True)
 class ModelFiles:
-    """The files of one arch at one input size, and the labelled photos gcv-export checked them on."""
+    """The files of one arch at one input size, and the labelled photos gcv export checked them on."""
 
     checkpoint: Path
     fp32: Path
@@ -195,7 +195,7 @@ def _model_only_step(run: _Run, arch: str, size: int, files: ModelFiles) -> None
                     ),
                     model_only.CUDA,
                 )
-            )  # random weights: gcv-export now gates FP16 accuracy too
+            )  # random weights: gcv export now gates FP16 accuracy too
             if gpu
             else None,
             "",
@@ -228,7 +228,7 @@ def _model_only_step(run: _Run, arch: str, size: int, files: ModelFiles) -> None
 
 
 def _session_timer(run: _Run, path: Path, provider: str) -> Callable[[Any], Any]:
-    """Time the very session gcv-classify runs (``garmentcv.infer.runtimes.onnxruntime.open_model``: its threads, its
+    """Time the very session gcv classify runs (``garmentcv.infer.runtimes.onnxruntime.open_model``: its threads, its
     spinning setting, its graph optimisation level)."""
     session = open_model(path, "cpu" if provider == model_only.CPU else "cuda").session
     return lambda batch: model_only.time_session(session, batch, run.cfg.plan)
@@ -326,7 +326,7 @@ def _memory_step(run: _Run, arch: str, size: int, files: ModelFiles) -> None:
 
 
 def _int8_settings_step(run: _Run, arch: str, size: int, files: ModelFiles) -> None:
-    """gcv-export's INT8 file against re-quantized variants of its FP32 file, and intra-op spinning on/off."""
+    """gcv export's INT8 file against re-quantized variants of its FP32 file, and intra-op spinning on/off."""
     batch = model_only.random_batch(32, size)
     calibration = onnx_models.calibration_batch(sorted(files.photos.glob("*.jpg")), default_preprocessing(arch, size))
     common = dict(arch=arch, image_size=size, runtime="onnxruntime", provider="cpu", batch_size=32)

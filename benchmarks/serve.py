@@ -1,6 +1,6 @@
 """gcv serve under load from wrk, against gcv classify on the same photos in the same run.
 
-One photo folder (benchmarks.photos: 4 of every 5 photos at 600x866) and the gcv-export files of a random-init arch
+One photo folder (benchmarks.photos: 4 of every 5 photos at 600x866) and the gcv export files of a random-init arch
 (speed does not depend on the weights) at each precision. For each file:
 
 * ``classify``: :func:`garmentcv.infer.classify.classify_folder` on the folder (files / wall time, median of the

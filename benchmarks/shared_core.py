@@ -2,13 +2,13 @@
 
 Decoding threads and onnxruntime's threads share the same cores, so a pipeline that keeps both busy cannot beat
 ``bound = 1 / (1/model-only + 1/decode-only)`` images/s, each rate measured alone on all the cores. In one run,
-for gcv-export's FP32 and INT8 files of one arch, in format 1 (float32 input, ``load_input``) and format 2
+for gcv export's FP32 and INT8 files of one arch, in format 1 (float32 input, ``load_input``) and format 2
 (uint8 crops, ``load_crop``), this measures, interleaved repeat by repeat (median of ``--repeats``):
 
-* ``model-only``: the session gcv-classify opens (``open_model``, ``--threads`` intra-op threads) on batches of
+* ``model-only``: the session gcv classify opens (``open_model``, ``--threads`` intra-op threads) on batches of
   real crops of the photo folder;
 * ``decode-only``: the pipeline's decode of the whole folder into one batch buffer, ``--workers`` threads;
-* ``end-to-end``: ``predict_batches`` (gcv-classify's pipeline) over the folder, in process (no start-up);
+* ``end-to-end``: ``predict_batches`` (gcv classify's pipeline) over the folder, in process (no start-up);
 
 and reports end to end as a share of the bound. Random-init models (speed does not depend on the weights).
 
@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         "--splits", default="2:2,2:1,1:1", help="threads:workers pairs, onnxruntime:decoding (default: %(default)s)"
     )
     parser.add_argument(
-        "--precisions", default="fp32,int8", help="gcv-export precisions measured (default: %(default)s)"
+        "--precisions", default="fp32,int8", help="gcv export precisions measured (default: %(default)s)"
     )
     args = parser.parse_args(argv)
     begun = results.start("shared_core", argv)

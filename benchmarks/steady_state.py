@@ -1,4 +1,4 @@
-"""gcv-classify's steady state against its fixed start (the share-of-bound target): ``classify_folder`` on
+"""gcv classify's steady state against its fixed start (the share-of-bound target): ``classify_folder`` on
 N and on 3N photos, per file and ``--runtime``, so that a run's time splits into a marginal rate and a fixed cost.
 
 For ``t(N)`` and ``t(3N)`` (seconds, opening the model included, as a user's run):
@@ -11,7 +11,7 @@ For ``t(N)`` and ``t(3N)`` (seconds, opening the model included, as a user's run
   :func:`benchmarks.openvino_rows.decode_rate`); the target is 85% of it.
 
 If the marginal rate reaches the bound and the N-photo rate does not, the miss is the fixed start, which a short
-run cannot hide. Files as :mod:`benchmarks.openvino_rows` writes them (gcv-export, uint8 input, random init);
+run cannot hide. Files as :mod:`benchmarks.openvino_rows` writes them (gcv export, uint8 input, random init);
 configurations interleaved in ``--rounds`` rounds, medians of ``t``. Writes ``NAME.md`` and ``NAME.json``::
 
     python -m benchmarks steady_state                                     # about 2.5 min on 2 cores (224 px)

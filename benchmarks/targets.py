@@ -29,7 +29,7 @@ def _verdict(ok: bool) -> str:
     return "met" if ok else "**missed**"
 
 
-#: The INT8 files judged: gcv-export's (U8 activations), and its former S8-activation setting for comparison.
+#: The INT8 files judged: gcv export's (U8 activations), and its former S8-activation setting for comparison.
 INT8_KINDS = ("int8", "int8-s8s8")
 
 

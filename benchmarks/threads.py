@@ -1,4 +1,4 @@
-"""How gcv-classify should split the CPUs between decoding threads and onnxruntime threads.
+"""How gcv classify should split the CPUs between decoding threads and onnxruntime threads.
 
 Times :func:`garmentcv.infer.classify.classify_folder` end to end on one photo folder (benchmarks.photos) with
 one exported model for each ``(threads, workers)`` pair, the pairs interleaved and repeated so that drift of

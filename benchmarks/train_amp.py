@@ -1,4 +1,4 @@
-"""``python -m benchmarks train_amp``: training images/s in FP32 against bf16 autocast on this CPU, and gcv-train's.
+"""``python -m benchmarks train_amp``: training images/s in FP32 against bf16 autocast on this CPU, and gcv train's.
 
 Two sections, written to ``--out`` as ``train_amp.csv`` (one row per figure, the machine on every row),
 ``train_amp.md`` and ``train_amp.json``:
@@ -11,7 +11,7 @@ Two sections, written to ``--out`` as ``train_amp.csv`` (one row per figure, the
     fresh process: ``native`` as the machine is, ``no-amx`` with ``ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16``
     (oneDNN reads it once, at its first use), close to a CPU with AVX-512 BF16 but no AMX.
 ``gcv-train``
-    The library's ``train()`` on a real Fashion-MNIST subset (``gcv-data fashion-mnist``), once per ``--amp``
+    The library's ``train()`` on a real Fashion-MNIST subset (``gcv data fashion-mnist``), once per ``--amp``
     value, same seed and split: training images/s (the training passes only, data loading included) and the
     best validation accuracy. Speed-only runs at ``--e2e-size``; accuracy runs at the demo's 32 px and more epochs.
 
@@ -144,8 +144,8 @@ def _auto_choice(arch: str, size: int, cap: str) -> str:
 def train_rows(data: Path, size: int, epochs: int, amps: tuple[str, ...], archs: tuple[str, ...], work: Path,
                batch_size: int, purpose: str, val_fraction: float, weights: str = "none", val_data: Path | None = None,
                workers: int = 0) -> list[dict[str, Any]]:  # fmt: skip
-    """gcv-train's library function once per ``amps`` value: training images/s and best validation accuracy.
-    ``weights`` is gcv-train's ``--weights`` (``none``: from scratch; a GarmentCV ``best.pt``: fine-tuned from it);
+    """gcv train's library function once per ``amps`` value: training images/s and best validation accuracy.
+    ``weights`` is gcv train's ``--weights`` (``none``: from scratch; a GarmentCV ``best.pt``: fine-tuned from it);
     ``val_data`` and ``workers`` are its ``--val-data`` and ``--workers``."""
     from garmentcv.train import loop
     from garmentcv.train.config import TrainConfig
@@ -204,7 +204,7 @@ def train_rows(data: Path, size: int, epochs: int, amps: tuple[str, ...], archs:
                     "val_accuracy_by_epoch": [round(h["accuracy"], 4) for h in arch_result.history],
                 }
             )
-            logger.info("gcv-train %s %s %d px --amp %s: %.1f images/s, best val accuracy %.4f", purpose, arch, size,
+            logger.info("gcv train %s %s %d px --amp %s: %.1f images/s, best val accuracy %.4f", purpose, arch, size,
                         amp, rows[-1]["images_per_s"], rows[-1]["best_val_accuracy"])  # fmt: skip
     base = {(r["purpose"], r["arch"]): r for r in rows if r["amp"] == "off"}
     for r in rows:
@@ -312,31 +312,31 @@ def make_subset(per_class: int, work: Path) -> Path:
 )
 @click.option("--isa", "isas", default="native,no-amx", help=f"Comma-separated, of {', '.join(ISA_CAPS)}.")
 @click.option("--steps/--no-steps", default=True, help="Run the steps section.")
-@click.option("--e2e-size", type=click.IntRange(min=16), default=224, help="gcv-train speed runs: input side, px.")
+@click.option("--e2e-size", type=click.IntRange(min=16), default=224, help="gcv train speed runs: input side, px.")
 @click.option(
     "--e2e-per-class",
     type=click.IntRange(min=0),
     default=0,
-    help="gcv-train speed runs: Fashion-MNIST images per class, half of them for validation (0: skip).",
+    help="gcv train speed runs: Fashion-MNIST images per class, half of them for validation (0: skip).",
 )
-@click.option("--e2e-epochs", type=click.IntRange(min=1), default=2, help="gcv-train speed runs: epochs.")
+@click.option("--e2e-epochs", type=click.IntRange(min=1), default=2, help="gcv train speed runs: epochs.")
 @click.option(
     "--e2e-weights",
     default="none",
-    help="gcv-train speed runs: --weights (none: from scratch, which does not learn at 224 px in 2 epochs; a "
+    help="gcv train speed runs: --weights (none: from scratch, which does not learn at 224 px in 2 epochs; a "
     "GarmentCV best.pt, e.g. the transfer experiment's pretrained backbone, so accuracy can be compared).",
 )
-@click.option("--e2e-amps", default="off,bf16", help="gcv-train speed runs: --amp values, comma-separated (off first).")
+@click.option("--e2e-amps", default="off,bf16", help="gcv train speed runs: --amp values, comma-separated (off first).")
 @click.option(
     "--acc-per-class",
     type=click.IntRange(min=0),
     default=0,
-    help="gcv-train accuracy runs at 32 px: images per class (0: skip).",
+    help="gcv train accuracy runs at 32 px: images per class (0: skip).",
 )
-@click.option("--acc-epochs", type=click.IntRange(min=1), default=3, help="gcv-train accuracy runs: epochs.")
-@click.option("--acc-archs", default="resnet18,efficientnet_b0", help="gcv-train accuracy runs: archs.")
+@click.option("--acc-epochs", type=click.IntRange(min=1), default=3, help="gcv train accuracy runs: epochs.")
+@click.option("--acc-archs", default="resnet18,efficientnet_b0", help="gcv train accuracy runs: archs.")
 @click.option(
-    "--acc-amps", default="off,bf16,auto", help="gcv-train accuracy runs: --amp values, comma-separated (off first)."
+    "--acc-amps", default="off,bf16,auto", help="gcv train accuracy runs: --amp values, comma-separated (off first)."
 )
 @click.option("--rerender", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="Measure nothing: rewrite a stored NAME.json's .md/.csv in OUT with the current rule's picks.")
@@ -346,7 +346,7 @@ def main(archs: str, sizes: str, batch_size: int, warmup: int, min_sample_s: flo
          steps: bool, e2e_size: int, e2e_per_class: int, e2e_epochs: int, e2e_weights: str, e2e_amps: str,
          acc_per_class: int, acc_epochs: int, acc_archs: str, acc_amps: str, rerender: Path | None,
          worker: str | None, out: Path, name: str | None, repeats: int, quiet: bool) -> None:  # fmt: skip
-    """Training images/s, FP32 against bf16 autocast (and channels_last), and gcv-train's accuracy with each."""
+    """Training images/s, FP32 against bf16 autocast (and channels_last), and gcv train's accuracy with each."""
     options.setup_logging(quiet)
     if worker is not None:
         plan = json.loads(worker)

@@ -1,7 +1,7 @@
 """What a GarmentCV ONNX file says about itself (standard library, numpy and Pillow only).
 
-``gcv-export`` writes a :class:`ModelInfo` into the ONNX file's metadata properties (string key/value
-pairs); ``gcv-classify`` and ``gcv-evaluate`` read it back into the same objects training used, so the
+``gcv export`` writes a :class:`ModelInfo` into the ONNX file's metadata properties (string key/value
+pairs); ``gcv classify`` and ``gcv evaluate`` read it back into the same objects training used, so the
 model file is all they need. The ONNX graph has one input ``input`` and one output ``logits``, float32
 ``(N, C)`` in :attr:`ModelInfo.classes` order. The input is one of :data:`INPUT_FORMATS`:
 
@@ -179,7 +179,7 @@ class RuntimeGate:
     held to: FP32 and FP16 files (and bf16 on them) within ``tolerance`` x each image's logit scale ``max(1,
     largest |logit|)`` with the same top-1 class except near ties and calibrated probabilities within a stated
     tolerance; INT8 files (``tolerance`` ``None``) on their accuracy; every pair with finite logits and an
-    accuracy at most ``max_accuracy_drop`` points below FP32's. ``gcv-classify --runtime auto`` runs only a pair
+    accuracy at most ``max_accuracy_drop`` points below FP32's. ``gcv classify --runtime auto`` runs only a pair
     that ``passed``.
 
     Attributes:
@@ -425,7 +425,7 @@ class ModelInfo:
 
     @property
     def temperature_note(self) -> str:
-        """Why the file has no temperature (``metrics["export"]["temperature_note"]``, written by gcv-export); ``""``
+        """Why the file has no temperature (``metrics["export"]["temperature_note"]``, written by gcv export); ``""``
         when it has one, or when it was exported before the reason was recorded."""
         export = self.metrics.get("export") if isinstance(self.metrics, Mapping) else None
         note = export.get("temperature_note", "") if isinstance(export, Mapping) else ""

@@ -1,4 +1,4 @@
-"""What every ``gcv-*`` command shares: logging setup and the mapping of errors to exit codes.
+"""What every ``gcv`` command shares: logging setup and the mapping of errors to exit codes.
 
 Exit codes: 0 success; 1 a :class:`~garmentcv.errors.GarmentCVError` (bad data, weights, checkpoint or
 model file; the message says what to do) or storage that is full, read-only, forbidden or failing (an
@@ -217,7 +217,7 @@ def deprecated_alias(old: str, new: str, *, type: Any = None, flag_value: str | 
 
 
 def version_option(prog_name: str) -> Callable[[F], F]:
-    """``--version`` for command ``prog_name``: prints ``gcv-train (garmentcv) 0.1.0`` and exits 0.
+    """``--version`` for command ``prog_name``: prints ``gcv train (garmentcv) 0.1.0`` and exits 0.
 
     Eager, so it runs before any other option or argument is checked; it imports nothing (the version is
     :data:`garmentcv.__version__`, not looked up in the installed metadata). Put it right below

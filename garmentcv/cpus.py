@@ -46,7 +46,7 @@ def cpu_info(path: Path = Path("/proc/cpuinfo")) -> tuple[str, frozenset[str]]:
     """``(model name, ISA flags)`` of the first CPU listed in ``path`` (Linux's ``/proc/cpuinfo``).
 
     Both are empty when unknown: no such file (not Linux) or a format without ``model name``/``flags`` (ARM's).
-    The one parser behind the INT8 facts of gcv-export, the runtime choice and the ``--amp`` rule.
+    The one parser behind the INT8 facts of gcv export, the runtime choice and the ``--amp`` rule.
     """
     try:
         text = path.read_text(encoding="utf-8", errors="replace")

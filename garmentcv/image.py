@@ -6,7 +6,7 @@ Two functions define what a model sees:
 * :func:`preprocess` turns that array into the model input, a normalised ``float32`` array of shape
   ``(3, crop, crop)``, following a :class:`Preprocessing` that is stored in every checkpoint and ONNX file.
 
-Training validation, export parity checks and ``gcv-classify`` all take their pixels from :func:`load_crop`
+Training validation, export parity checks and ``gcv classify`` all take their pixels from :func:`load_crop`
 (these two plus one decoding shortcut for large JPEGs, described there; :func:`load_input` is its normalised
 float32 form), so the same file always gives the same array. Training's random crops take theirs from
 :func:`load_region`, which decodes by the same rule (:func:`dct_denominator`): a large JPEG is decoded at a
@@ -62,7 +62,7 @@ def decoded_formats() -> tuple[str, ...]:
 @functools.cache
 def image_extensions() -> frozenset[str]:
     """File extensions (lower case, with the dot) treated as images everywhere: discovery for training,
-    ``gcv-data inspect`` and ``gcv-classify``/``gcv-evaluate``.
+    ``gcv data inspect`` and ``gcv classify``/``gcv evaluate``.
 
     Exactly the extensions Pillow registers for :func:`decoded_formats` (with Pillow 13: ``.jpg .jpeg .jpe
     .jfif .png .apng .bmp .gif .webp .tif .tiff .avif .avifs``). Computed once, on first use; also available
@@ -377,7 +377,7 @@ def decode_image(path: str | Path) -> np.ndarray:
 def decode_image_bytes(data: bytes, name: str | Path) -> np.ndarray:
     """Decode the bytes of an image file exactly as :func:`decode_image` decodes the file itself.
 
-    For callers that already hold the bytes (e.g. to hash them, ``gcv-data inspect``) so that each file is
+    For callers that already hold the bytes (e.g. to hash them, ``gcv data inspect``) so that each file is
     read once. ``name`` is only used in error messages.
 
     Returns:
@@ -597,7 +597,7 @@ def load_crop(
     Everything a model sees at inference comes from here: :func:`load_input` (training validation, export parity
     checks, float32 model files) normalises this crop, and uint8 model files (format 2, see
     :mod:`garmentcv.artifact`) take it as it is, normalising inside the graph; so the same file gives the
-    same pixels to training validation, export and ``gcv-classify``/``gcv-evaluate``. Training's random crops
+    same pixels to training validation, export and ``gcv classify``/``gcv evaluate``. Training's random crops
     decode by the same rule (:func:`load_region`).
 
     Equal to ``resize_and_crop(decode_image(path), pp)`` (torchvision's pixels) except for one shortcut: a

@@ -88,7 +88,7 @@ def require_onnxruntime() -> str:
 
 
 def require_torch() -> None:
-    """Refuse, with the extra to install, a torch command (gcv-train, gcv-export) on an install without torch.
+    """Refuse, with the extra to install, a torch command (gcv train, gcv export) on an install without torch.
 
     Raises:
         MissingRuntimeError: torch is not installed.

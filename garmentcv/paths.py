@@ -4,5 +4,5 @@ from __future__ import annotations
 
 from pathlib import Path
 
-#: gcv-train writes each run into a new folder under it; gcv-export takes the newest run from it by default.
+#: gcv train writes each run into a new folder under it; gcv export takes the newest run from it by default.
 RUNS_DIR = Path("runs") / "train"

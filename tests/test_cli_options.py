@@ -57,7 +57,7 @@ def test_data_sub_commands_name_themselves_in_version() -> None:
 
     for name in ("fashion-mnist", "inspect", "audit", "corrections", "label-next", "from-label-studio"):
         result = CliRunner().invoke(data_main, [name, "--version"])
-        assert result.stdout == f"gcv-data {name} (garmentcv) {garmentcv.__version__}\n"
+        assert result.stdout == f"gcv data {name} (garmentcv) {garmentcv.__version__}\n"
 
 
 def test_quiet_on_the_gcv_group_silences_the_sub_command(tmp_path: Path) -> None:
@@ -119,6 +119,25 @@ def test_help_ends_by_naming_the_docs_page(path: tuple[str, ...]) -> None:
     result = CliRunner().invoke(gcv, [*path[1:], "--help"])
     assert result.exit_code == 0, result.output
     assert result.stdout.rstrip().splitlines()[-1].strip() == command.epilog
+
+
+#: A command named by its script instead of its sub-command (``gcv-train`` for ``gcv train``).
+SCRIPT_NAME = re.compile(r"gcv-(train|export|classify|evaluate|data|serve)\b")
+
+
+def test_help_and_version_of_every_command_name_commands_as_gcv_sub_commands() -> None:
+    """Every ``--help`` and ``--version`` says ``gcv train``, ``gcv classify`` ..., never the script names, which
+    remain only as aliases. Unwrapped (a very wide terminal), so that no name is split at its hyphen."""
+    assert SCRIPT_NAME.search("run gcv-train --other-data") and not SCRIPT_NAME.search("run gcv train --other-data")
+    seen = []
+    for path, _command in _walk(gcv):
+        seen.append(" ".join(path))
+        for flag in ("--help", "--version"):
+            result = CliRunner().invoke(gcv, [*path[1:], flag], prog_name="gcv", terminal_width=10_000,
+                                        max_content_width=10_000)
+            assert result.exit_code == 0, (path, flag, result.output)
+            assert SCRIPT_NAME.findall(result.output) == [], (path, flag, result.output)
+    assert len(seen) == 13 and seen[-1] == "gcv serve"
 
 
 # --device, --decode-threads, DATA ---------------------------------------------------------------------------------

@@ -72,12 +72,12 @@ def _commands():
     from garmentcv.serve.cli import main as serve_main
     from garmentcv.train.cli import main as train_main
 
-    return {"gcv-data": data_main, "gcv-train": train_main, "gcv-export": export_main,
-            "gcv-classify": classify_main, "gcv-evaluate": evaluate_main, "gcv-serve": serve_main}
+    return {"gcv data": data_main, "gcv train": train_main, "gcv export": export_main,
+            "gcv classify": classify_main, "gcv evaluate": evaluate_main, "gcv serve": serve_main}
 
 
-@pytest.mark.parametrize("name", ["gcv-data", "gcv-train", "gcv-export", "gcv-classify", "gcv-evaluate",
-                                  "gcv-serve"])
+@pytest.mark.parametrize("name", ["gcv data", "gcv train", "gcv export", "gcv classify", "gcv evaluate",
+                                  "gcv serve"])
 def test_version_on_every_command(name: str) -> None:
     command = _commands()[name]
     result = CliRunner().invoke(command, ["--version"])
@@ -110,10 +110,10 @@ finally:
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines() == [
-        "gcv-data (garmentcv) 0.1.0|gcv-export (garmentcv) 0.1.0|gcv-evaluate (garmentcv) 0.1.0|"
-        "gcv-train (garmentcv) 0.1.0|gcv-serve (garmentcv) 0.1.0",
+        "gcv data (garmentcv) 0.1.0|gcv export (garmentcv) 0.1.0|gcv evaluate (garmentcv) 0.1.0|"
+        "gcv train (garmentcv) 0.1.0|gcv serve (garmentcv) 0.1.0",
         "False False",
-        "gcv-classify (garmentcv) 0.1.0",
+        "gcv classify (garmentcv) 0.1.0",
         "False False",
     ]
 

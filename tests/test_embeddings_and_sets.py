@@ -1,5 +1,5 @@
 """The embedding output, prediction sets and unknown-item plumbing, end to end on a tiny random-init resnet18 at
-32 px: gcv-export writes and gates them, both runtimes return them, gcv-classify writes them into the rows and the
+32 px: gcv export writes and gates them, both runtimes return them, gcv classify writes them into the rows and the
 embeddings file."""
 
 from __future__ import annotations
@@ -360,7 +360,7 @@ def test_ray_engine_gives_the_local_rows_sets_unknowns_and_embeddings(exported, 
 
 @pytest.fixture(scope="module")
 def with_detector(exported, tmp_path_factory: pytest.TempPathFactory):
-    """The same checkpoint exported with an energy-score detector (no embedding output), as gcv-export writes it
+    """The same checkpoint exported with an energy-score detector (no embedding output), as gcv export writes it
     (uint8 input)."""
     ckpt, _, _, _ = exported
     out = tmp_path_factory.mktemp("ood") / "model.onnx"
@@ -468,7 +468,7 @@ def test_export_cli_summary_names_the_embedding_and_the_sets(exported, tmp_path:
     info = read_model_info(out)
     assert info.has_embedding and info.conformal is not None and info.conformal.method == "aps"
     assert "embedding output, 512 features: embedding cosine similarity to FP32 at least" in result.output
-    assert f"prediction sets: {info.conformal.describe()} (gcv-classify writes each row's set)" in result.output
+    assert f"prediction sets: {info.conformal.describe()} (gcv classify writes each row's set)" in result.output
     none = tmp_path / "none.onnx"
     result = CliRunner().invoke(export_cli.main, [str(ckpt), "--out", str(none), "--no-prediction-sets", "-q"])
     assert result.exit_code == 0, result.output

@@ -1,4 +1,4 @@
-"""What gcv-classify writes cannot destroy its inputs, storage failures are the user's to fix (not bugs), and a
+"""What gcv classify writes cannot destroy its inputs, storage failures are the user's to fix (not bugs), and a
 training checkpoint given as --model is named as one."""
 
 from __future__ import annotations
@@ -196,7 +196,7 @@ def test_a_training_checkpoint_is_named_as_one(tmp_path: Path, zipped: bool) -> 
     checkpoint = tmp_path / "best.pt"
     torch.save({"arch": "resnet18", "model": {"w": torch.zeros(2)}}, checkpoint,
                _use_new_zipfile_serialization=zipped)
-    hint = (f"{checkpoint}: a PyTorch training checkpoint (as gcv-train writes), not an ONNX model; export it with "
+    hint = (f"{checkpoint}: a PyTorch training checkpoint (as gcv train writes), not an ONNX model; export it with "
             f"'gcv export {checkpoint} --out model.onnx' and pass that file to --model")
     from garmentcv.errors import ModelFileError
 

@@ -129,8 +129,8 @@ def test_export_stores_no_temperature_for_a_clean_validation_set(tmp_path: Path)
     assert info.metrics["export"]["temperature"] is None and info.metrics["export"]["temperature_note"] == note
     assert info.metrics["export"]["accuracy"] == 1.0
     assert info.metrics["export"]["ece"] == info.metrics["export"]["ece_uncalibrated"]  # what consumers apply
-    assert f"temperature: none stored, gcv-classify and gcv-evaluate use the raw softmax: {note}" in result.stdout
-    assert (f"INFO garmentcv.export.exporter: no temperature stored (gcv-classify and gcv-evaluate will use the raw "
+    assert f"temperature: none stored, gcv classify and gcv evaluate use the raw softmax: {note}" in result.stdout
+    assert (f"INFO garmentcv.export.exporter: no temperature stored (gcv classify and gcv evaluate will use the raw "
             f"softmax): {note}") in result.stderr
     assert "WARNING garmentcv" not in result.stderr  # a clean validation set is no problem of the model
 
@@ -154,9 +154,9 @@ def test_export_refuses_a_temperature_for_an_untrained_model(tmp_path: Path) -> 
             "standard errors of chance accuracy on 6 images): the model has not learned to tell the classes apart, "
             "or its training diverged; its probabilities mean nothing and no temperature can mend that")
     assert info.temperature is None and info.temperature_note == note
-    assert (f"WARNING garmentcv.export.exporter: no temperature stored (gcv-classify and gcv-evaluate will use the "
+    assert (f"WARNING garmentcv.export.exporter: no temperature stored (gcv classify and gcv evaluate will use the "
             f"raw softmax): {note}") in result.stderr
-    assert f"temperature: none stored, gcv-classify and gcv-evaluate use the raw softmax: {note}" in result.stdout
+    assert f"temperature: none stored, gcv classify and gcv evaluate use the raw softmax: {note}" in result.stdout
 
 
 def test_help_states_the_rule_with_the_constants() -> None:

@@ -1,4 +1,4 @@
-"""gcv-train under torchrun: two gloo processes on generated images, a failing rank, resume, the helpers.
+"""gcv train under torchrun: two gloo processes on generated images, a failing rank, resume, the helpers.
 
 The torchrun tests start real jobs (``python -m torch.distributed.run --nproc_per_node=2 --standalone``) on 24
 tiny images; each job takes a few seconds of training and mostly process start-up.
@@ -131,7 +131,7 @@ def test_two_processes_train_every_arch_and_only_rank_0_writes(straight_run: dic
 def test_validation_figures_equal_single_process_and_gcv_evaluate(
     straight_run: dict[str, Path], tmp_path: Path
 ) -> None:
-    """metrics.json of the 2-process run == one process evaluating best.pt == gcv-evaluate of the exported model."""
+    """metrics.json of the 2-process run == one process evaluating best.pt == gcv evaluate of the exported model."""
     run = straight_run["run"]
     metrics = json.loads((run / "resnet18" / "metrics.json").read_text())
     recorded = metrics["history"][metrics["best_epoch"] - 1]
@@ -247,7 +247,7 @@ def test_launch_environment_is_read_and_checked() -> None:
     assert launch_info({}) == distributed.LaunchInfo(0, 1, 0)
     info = launch_info({"RANK": "3", "WORLD_SIZE": "4", "LOCAL_RANK": "1"})
     assert (info.rank, info.world_size, info.local_rank, info.is_primary, info.distributed) == (3, 4, 1, False, True)
-    with pytest.raises(DistributedError, match=r"RANK=4, WORLD_SIZE=4, LOCAL_RANK=0 .* start gcv-train with torchrun"):
+    with pytest.raises(DistributedError, match=r"RANK=4, WORLD_SIZE=4, LOCAL_RANK=0 .* start gcv train with torchrun"):
         launch_info({"RANK": "4", "WORLD_SIZE": "4", "LOCAL_RANK": "0"})
     with pytest.raises(DistributedError, match="WORLD_SIZE='two' is not an integer"):
         launch_info({"WORLD_SIZE": "two"})

@@ -1,4 +1,4 @@
-"""gcv-train when things go wrong: a run that learned nothing, a full disk, Ctrl-C, restarts, a finished run, a dead
+"""gcv train when things go wrong: a run that learned nothing, a full disk, Ctrl-C, restarts, a finished run, a dead
 rank's neighbours, Pillow's warnings under -q."""
 
 from __future__ import annotations
@@ -96,7 +96,7 @@ def test_a_run_at_chance_that_diverged_says_so_in_its_summary_metrics_and_checkp
     assert "**Warning**: resnet18, epoch 1: validation loss" in result.stdout  # the summary
     metrics = json.loads((out / "resnet18" / "metrics.json").read_text())
     assert [(w["code"], w["epoch"]) for w in metrics["warnings"]] == [(DIVERGED, 1), (AT_CHANCE, 1)]
-    for name in ("best.pt", "last.pt"):  # what gcv-export reads
+    for name in ("best.pt", "last.pt"):  # what gcv export reads
         assert load_checkpoint(out / "resnet18" / name)["metrics"]["warnings"] == metrics["warnings"]
     assert "**Warning**: resnet18, epoch 1: validation loss" in (out / "comparison.md").read_text()
 
@@ -220,7 +220,7 @@ def test_ctrl_c_says_how_to_continue_with_resume(make_lamoda, tmp_path: Path, mo
     _interrupt_in_epoch(monkeypatch, 2)
     result = CliRunner().invoke(train_main, [str(data), "--out", str(out), *TINY, "--epochs", "2", "-q"])
     assert result.exit_code == 130
-    assert f"Interrupted: {out} keeps every finished epoch. Continue the run with: gcv-train {data} --out {out} " \
+    assert f"Interrupted: {out} keeps every finished epoch. Continue the run with: gcv train {data} --out {out} " \
            "[the same options] --resume" in result.stderr  # fmt: skip
     assert load_checkpoint(out / "resnet18" / "last.pt")["epoch"] == 1
 

@@ -1,15 +1,15 @@
-"""How ``gcv-train --preset scratch`` was chosen: candidate settings compared on the validation split only.
+"""How ``gcv train --preset scratch`` was chosen: candidate settings compared on the validation split only.
 
 Without ImageNet weights, training from scratch is what users here get, and the defaults (built for fine-tuning:
 5 epochs, strong augmentation) underfit a harder task: on the ten-class Fashion-MNIST stand-in, training accuracy
 stays below validation accuracy. Each candidate trains resnet18 from scratch at 32 px on the ten classes
-(``gcv-data fashion-mnist --all-classes --max-per-class N``, 80/20 split, seed 0) for ``--epochs`` epochs. The
+(``gcv data fashion-mnist --all-classes --max-per-class N``, 80/20 split, seed 0) for ``--epochs`` epochs. The
 learning rate decays per epoch (``lr x gamma^(e-1)``) whatever the number of epochs, so epoch k of a long run is the
 run of k epochs, and one curve per candidate also chooses the number of epochs. No test image is read here: the
 chosen preset's test accuracy is measured once, afterwards, on the full data (docs/training.md, "Training from
 scratch").
 
-Writes OUT/data, OUT/runs/<candidate>/ (gcv-train run folders), OUT/selection.csv (every epoch of every candidate)
+Writes OUT/data, OUT/runs/<candidate>/ (gcv train run folders), OUT/selection.csv (every epoch of every candidate)
 and OUT/selection.md. Usage::
 
     python -m benchmarks scratch_preset --work experiments/scratch-selection

@@ -1,8 +1,8 @@
 """Does pretraining pay? Transfer learning shown on real images, offline.
 
 ImageNet weights cannot be downloaded here, so the backbone is pretrained on the seven Fashion-MNIST classes that
-are neither blouse nor trousers (pullover, dress, coat, sandal, sneaker, bag, ankle boot: ``gcv-data fashion-mnist
---pretraining-set``), then fine-tuned on bluzy/bryuki with ``gcv-train --weights RUN/<arch>/best.pt`` and compared
+are neither blouse nor trousers (pullover, dress, coat, sandal, sneaker, bag, ankle boot: ``gcv data fashion-mnist
+--pretraining-set``), then fine-tuned on bluzy/bryuki with ``gcv train --weights RUN/<arch>/best.pt`` and compared
 with the same arch trained from scratch (``--weights none``) and with the pretrained backbone fine-tuned at a tenth
 of the learning rate (``--backbone-lr-factor 0.1``), for 20, 100 and 1,000 training images per class.
 
@@ -15,7 +15,7 @@ Seeds are fixed, but the figures change with the number of torch threads (float 
 docs/training.md shows by how much).
 
 Writes into OUT: ``data/`` (the images, reused when present), ``sets/`` (the manifests of every image set),
-``runs/`` (every gcv-train run folder, replaced), ``results.csv`` (one row per arch, training images per class, init
+``runs/`` (every gcv train run folder, replaced), ``results.csv`` (one row per arch, training images per class, init
 and epoch: validation and test top-1 accuracy), ``summary.md`` (the table docs/training.md shows) and
 ``transfer.png`` (accuracy per epoch). Usage::
 
@@ -193,7 +193,7 @@ def summary_table(rows: list[Row]) -> str:
     keys = dict.fromkeys((r.arch, r.per_class, r.init) for r in rows)
     for arch, n, init in keys:
         runs = [r for r in rows if (r.arch, r.per_class, r.init) == (arch, n, init)]
-        best = max(runs, key=lambda r: (r.val_accuracy, -r.epoch))  # first epoch of the best, as gcv-train's best.pt
+        best = max(runs, key=lambda r: (r.val_accuracy, -r.epoch))  # first epoch of the best, as gcv train's best.pt
         lines.append(f"| {arch} | {n} | {init} | {runs[0].val_accuracy:.4f} | {runs[0].test_accuracy:.4f} | "
                      f"{best.val_accuracy:.4f} ({best.epoch}) | {best.test_accuracy:.4f} |")
     return "\n".join(lines) + "\n"

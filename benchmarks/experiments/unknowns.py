@@ -4,7 +4,7 @@ In-distribution: the stand-in's classes (bluzy = T-shirt/top + Shirt, bryuki = T
 Other items: the seven remaining Fashion-MNIST classes, split in two:
 
 * the exposure classes (``--exposure-classes``, by default one near and one far: dress and sandal): their training
-  images are ``gcv-train --other-data`` for the runs with outlier exposure;
+  images are ``gcv train --other-data`` for the runs with outlier exposure;
 * every other class is never seen by any stage (not training, not exposure, not threshold fitting) and is used only
   for the test, as near items (pullover, coat, dress, those not exposed) and far items (sandal, sneaker, ankle boot,
   bag, those not exposed).
@@ -28,7 +28,7 @@ model gives them:
   never saw those classes is expected to beat.
 
 Writes into WORK: ``data/`` (the images, reused when present), ``sets/`` (manifests and the exposure folder),
-``runs/`` (the gcv-train run folders, replaced); and the result document ``OUT/<machine>/unknowns.json`` with its
+``runs/`` (the gcv train run folders, replaced); and the result document ``OUT/<machine>/unknowns.json`` with its
 table (``.md``). Usage::
 
     python -m benchmarks unknowns --tiny --work /tmp/unknowns --out /tmp/unknowns/results   # about 2 minutes
@@ -81,7 +81,7 @@ DEFAULT_ARCHS = ("resnet18", "efficientnet_b0")
 BACKGROUND = "other"
 #: Settings of the full run and of ``--tiny`` (about 2 minutes on 2 cores); options given override either.
 FULL = {"train_per_class": 1000, "val_per_class": 500, "test_per_class": 1000, "exposure_per_class": 1000, "epochs": 8}
-#: AdamW learning rate of every run: a tenth of gcv-train's fine-tuning default, for training from scratch (at 0.01
+#: AdamW learning rate of every run: a tenth of gcv train's fine-tuning default, for training from scratch (at 0.01
 #: the tiny runs diverge and the full ones stop short of what the data allows).
 LR = 0.001
 TINY = {"train_per_class": 80, "val_per_class": 40, "test_per_class": 40, "exposure_per_class": 60, "epochs": 2,
@@ -180,7 +180,7 @@ class Outputs:
 @torch.inference_mode()
 def model_outputs(model: torch.nn.Module, head: torch.nn.Linear, samples: Sequence[Sample],
                   classes: Sequence[str], arch: str, image_size: int) -> Outputs:
-    """Logits and embeddings of ``samples`` through gcv-classify's preprocessing, in eval mode."""
+    """Logits and embeddings of ``samples`` through gcv classify's preprocessing, in eval mode."""
     captured: list[torch.Tensor] = []
     hook = head.register_forward_hook(lambda module, inputs, output: captured.append(inputs[0].detach()))
     try:
@@ -201,7 +201,7 @@ def _load(run_dir: Path) -> tuple[torch.nn.Module, torch.nn.Linear, tuple[str, .
 
 def set_rows(val: Outputs, val_targets: np.ndarray, test: Outputs, test_targets: np.ndarray,
              classes: Sequence[str], coverage: float) -> list[dict[str, Any]]:
-    """Prediction sets as gcv-export fits them, measured on the test images: the validation rows split by
+    """Prediction sets as gcv export fits them, measured on the test images: the validation rows split by
     :func:`~garmentcv.export.exporter.split_held_out` (temperature on one half, split conformal on the other), then
     empirical coverage and mean set size on the test images, overall and per class, for each conformal method,
     marginal and class-conditional. One row per method and option."""
@@ -458,7 +458,7 @@ def _names(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str,
 @click.option("--image-size", type=click.IntRange(min=16), default=32, help="Model input side in px.")
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=LR, help="AdamW learning rate.")
 @click.option("--weights", default="none",
-              help="Initial weights of every run (gcv-train --weights): none, or a pretrained run's best.pt.")
+              help="Initial weights of every run (gcv train --weights): none, or a pretrained run's best.pt.")
 @click.option("--pretrain-epochs", type=click.IntRange(min=0), default=0,
               help="Pretrain each arch first on the stand-in's and the exposure classes by their own names (0: no).")
 @click.option("--pretrain-per-class", type=click.IntRange(min=1), default=2000,
@@ -469,7 +469,7 @@ def _names(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str,
               help="Also train with every other class labelled: the reference no detector is expected to beat.")
 @click.option("--batch-size", type=click.IntRange(min=2), default=32, help="Training batch (and exposure batch).")
 @click.option("--other-weight", type=click.FloatRange(min=0, min_open=True), default=0.5,
-              help="Weight of the exposure loss (gcv-train --other-weight).")
+              help="Weight of the exposure loss (gcv train --other-weight).")
 @click.option("--recall", type=click.FloatRange(0, 1, min_open=True), default=0.95,
               help="In-distribution recall the threshold keeps on the validation images.")
 @click.option("--seed", type=int, default=0, help="Seed of every run.")

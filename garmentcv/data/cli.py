@@ -1,4 +1,4 @@
-"""``gcv-data``: build and check datasets."""
+"""``gcv data``: build and check datasets."""
 
 from __future__ import annotations
 
@@ -26,29 +26,29 @@ from garmentcv.errors import GarmentCVError
 from garmentcv.fsutil import check_writable_output, write_json
 from garmentcv.text import plural
 
-#: Exit code of ``gcv-data inspect`` when the dataset has problems to fix before training.
+#: Exit code of ``gcv data inspect`` when the dataset has problems to fix before training.
 EXIT_NOT_READY = 3
 _CONTEXT = {"help_option_names": ["-h", "--help"], "show_default": True}
 
 
 class DatasetNotReadyError(GarmentCVError):
-    """``gcv-data inspect`` found problems to fix before training (exit code :data:`EXIT_NOT_READY`); the report's
+    """``gcv data inspect`` found problems to fix before training (exit code :data:`EXIT_NOT_READY`); the report's
     verdict line names them."""
 
     exit_code = EXIT_NOT_READY
 
 
 @click.group(context_settings=_CONTEXT, epilog=docs_epilog("data"))
-@version_option("gcv-data")
+@version_option("gcv data")
 @quiet_option
 @verbose_option
 def main(quiet: bool, verbose: bool) -> None:
-    """Build and check datasets for gcv-train."""
+    """Build and check datasets for training."""
 
 
 @main.command("fashion-mnist", short_help="Write a Lamoda-layout stand-in from Fashion-MNIST.",
               context_settings=_CONTEXT, epilog=docs_epilog("data"))
-@version_option("gcv-data fashion-mnist")
+@version_option("gcv data fashion-mnist")
 @click.option(
     "--out", type=click.Path(file_okay=False, path_type=Path), required=True,
     help="Folder to write train/, test/ and test_labels.csv into.",
@@ -97,7 +97,7 @@ def fashion_mnist(
 
 @main.command("inspect", short_help="Report on a dataset before training; never modifies it.",
               context_settings=_CONTEXT, epilog=docs_epilog("data"))
-@version_option("gcv-data inspect")
+@version_option("gcv data inspect")
 @click.argument("root", type=click.Path(exists=True, path_type=Path))
 @click.option(
     "--layout", type=click.Choice([layout.value for layout in Layout]), default=None, show_default="detected",
@@ -119,7 +119,7 @@ def inspect(root: Path, layout: str | None, test: Path | None, json_path: Path |
     """Report on the dataset ROOT before training; never modifies it.
 
     ROOT is a dataset folder or a path,label CSV manifest (UTF-8, with or without a byte-order mark), in any
-    layout gcv-train reads. Reported: files
+    layout gcv train reads. Reported: files
     per class and balance, skipped files, files that fail to decode (the decode training uses), formats and
     colour modes, EXIF-rotated files, image sizes, byte-identical duplicates (and those with different
     labels) and, with --test, training files also present in the test folder. Ends with a verdict line.
@@ -150,12 +150,12 @@ def inspect(root: Path, layout: str | None, test: Path | None, json_path: Path |
         write_json(json_path, report.to_dict())
     if not report.ready:
         raise DatasetNotReadyError(f"{root} is not ready for training: fix what the verdict line names, then run "
-                                   "gcv-data inspect again")
+                                   "gcv data inspect again")
 
 
 @main.command("audit", short_help="Find likely label errors, duplicates and outliers with a model's embeddings.",
               context_settings=_CONTEXT, epilog=docs_epilog("curate"))
-@version_option("gcv-data audit")
+@version_option("gcv data audit")
 @click.argument("data", type=click.Path(exists=True, path_type=Path))
 @click.option("--model", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               show_default="none", help="Model file exported with gcv export --embedding, run on DATA and --split.")
@@ -243,7 +243,7 @@ def audit(data: Path, model: Path | None, embeddings: Path | None, embeddings_ro
 
 @main.command("corrections", short_help="Turn an audit's fix list into a corrections file for gcv train.",
               context_settings=_CONTEXT, epilog=docs_epilog("curate"))
-@version_option("gcv-data corrections")
+@version_option("gcv data corrections")
 @click.argument("fix_list", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="Corrections file to write (path,label,action).")
@@ -271,7 +271,7 @@ def corrections(fix_list: Path, out: Path, issues: tuple[str, ...], quiet: bool,
 
 @main.command("label-next", short_help="Choose the unlabelled images to label next.",
               context_settings=_CONTEXT, epilog=docs_epilog("curate"))
-@version_option("gcv-data label-next")
+@version_option("gcv data label-next")
 @click.argument("pool", type=click.Path(exists=True, file_okay=False, path_type=Path), required=False)
 @click.option("--model", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               show_default="none", help="Model file exported with gcv export --embedding, run on POOL and --labelled.")
@@ -330,7 +330,7 @@ def label_next_command(pool: Path | None, model: Path | None, rows: Path | None,
 
 @main.command("from-label-studio", short_help="Read a Label Studio JSON export back as a path,label manifest.",
               context_settings=_CONTEXT, epilog=docs_epilog("curate"))
-@version_option("gcv-data from-label-studio")
+@version_option("gcv data from-label-studio")
 @click.argument("export", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--pool", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True,
               help="The folder the tasks' image paths are relative to (label-next's POOL).")

@@ -9,7 +9,7 @@ photos. The output mirrors the Kaggle layout:
 * ``OUT/test/<index>.jpg`` unlabelled, and ``OUT/test_labels.csv`` (``index,label``, the solution format),
 * with ``pretraining_set``, ``OUT/pretrain/<id>_<label>.jpg`` (lamoda layout): the seven classes that are
   neither blouse nor trousers (:data:`PRETRAINING_CLASSES`), from the training IDX file, to pretrain a backbone
-  for transfer to bluzy/bryuki. No file there is byte-identical (SHA-256, as ``gcv-data inspect`` checks
+  for transfer to bluzy/bryuki. No file there is byte-identical (SHA-256, as ``gcv data inspect`` checks
   leakage) to a file of ``train/`` or ``test/``: such an image is left out and counted.
 
 Files are written in IDX order with fixed JPEG settings, so the same input gives the same bytes.
@@ -244,7 +244,7 @@ def _write_pretraining_set(
     """Write the lamoda-layout pretraining set; returns its counts per class and how many images were left out.
 
     An image is left out when its JPEG bytes have a SHA-256 digest in ``target`` (the target set's files), so the
-    two sets share no file, as ``gcv-data inspect`` would check; at most ``max_per_class`` are kept per class.
+    two sets share no file, as ``gcv data inspect`` would check; at most ``max_per_class`` are kept per class.
     """
     images, labels = split
     folder.mkdir(parents=True, exist_ok=True)

@@ -1,6 +1,6 @@
-"""The dataset report users run before training: ``gcv-data inspect`` (numpy, Pillow, stdlib; no torch).
+"""The dataset report users run before training: ``gcv data inspect`` (numpy, Pillow, stdlib; no torch).
 
-:func:`inspect_dataset` reads a dataset in any layout ``gcv-train`` accepts (:func:`load_dataset`) and reads
+:func:`inspect_dataset` reads a dataset in any layout ``gcv train`` accepts (:func:`load_dataset`) and reads
 every image once: the bytes are hashed (SHA-256) and decoded with the shared
 :func:`~garmentcv.image.decode_image_bytes`, so a file that fails here fails in training too. It reports
 files per class and the balance, skipped files, undecodable files, formats and colour modes, EXIF-rotated

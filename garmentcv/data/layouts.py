@@ -1,4 +1,4 @@
-"""Finding labelled images on disk: the three dataset layouts ``gcv-train`` accepts (no torch).
+"""Finding labelled images on disk: the three dataset layouts ``gcv train`` accepts (no torch).
 
 * ``lamoda``: a flat folder of ``<id>_<label>.<ext>`` files, the Kaggle lamoda-images-classification layout
   (``images/train/0001_bluzy.jpg``); the label is the text after the last underscore.
@@ -6,7 +6,7 @@
   sit deeper inside a class folder.
 * ``csv``: a manifest file with a ``path,label`` header; relative paths are relative to the manifest's folder.
   It is read as UTF-8, with or without a byte-order mark ("CSV UTF-8" of spreadsheet programs); bytes that
-  are not valid UTF-8 in a file name are kept as they are (``surrogateescape``, as gcv-train writes them).
+  are not valid UTF-8 in a file name are kept as they are (``surrogateescape``, as gcv train writes them).
 
 Hidden files and folders (name starting with ``.``), files that are not images and symlinked folders (never
 followed) are skipped and reported.

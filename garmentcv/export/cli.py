@@ -1,4 +1,4 @@
-"""``gcv-export``: a GarmentCV checkpoint -> one self-describing, parity-checked ONNX file."""
+"""``gcv export``: a GarmentCV checkpoint -> one self-describing, parity-checked ONNX file."""
 
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ _QUANTIZATION_IMAGES = click.IntRange(min=1)
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "show_default": True},
                epilog=docs_epilog("export"))
-@version_option("gcv-export")
+@version_option("gcv export")
 @click.argument("checkpoint", required=False, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=DEFAULT_MODEL_PATH,
               help="ONNX file to write, replaced only when every check passes.")
@@ -92,7 +92,7 @@ _QUANTIZATION_IMAGES = click.IntRange(min=1)
 @verbose_option
 @handle_errors
 def main(checkpoint: Path | None, quiet: bool, verbose: bool, no_sets: bool, **options: object) -> None:
-    """Export CHECKPOINT (a gcv-train best.pt) to one self-describing ONNX file, after checking it.
+    """Export CHECKPOINT (the best.pt of a training run) to one self-describing ONNX file, after checking it.
 
     Without CHECKPOINT the best.pt of the newest run under runs/train is used. The file is written only when the
     ONNX checker, parity with PyTorch on the validation images, the FP16 or INT8 accuracy drop and each runtime's
@@ -122,7 +122,7 @@ def main(checkpoint: Path | None, quiet: bool, verbose: bool, no_sets: bool, **o
         options["coverage"] = None
     cfg = ExportConfig(checkpoint=checkpoint, **options)  # type: ignore[arg-type]
     if cfg.out == DEFAULT_MODEL_PATH:
-        logging.getLogger(__name__).info("no --out given; writing %s, where gcv-classify looks by default", cfg.out)
+        logging.getLogger(__name__).info("no --out given; writing %s, where gcv classify looks by default", cfg.out)
     r = export_checkpoint(cfg, progress=not quiet)
     tol = "" if r.parity.tolerance is None else f" ({r.parity.describe_tolerance()})"
     lines = [
@@ -140,20 +140,20 @@ def main(checkpoint: Path | None, quiet: bool, verbose: bool, no_sets: bool, **o
         )
     if r.uncalibrated is not None and r.calibrated is not None and r.temperature is not None:
         lines.append(
-            f"temperature {r.temperature:.4g} fitted on the validation images (stored in the file; gcv-classify and "
-            f"gcv-evaluate divide the logits by it): NLL {r.uncalibrated.nll:.4f} -> {r.calibrated.nll:.4f}, "
+            f"temperature {r.temperature:.4g} fitted on the validation images (stored in the file; gcv classify and "
+            f"gcv evaluate divide the logits by it): NLL {r.uncalibrated.nll:.4f} -> {r.calibrated.nll:.4f}, "
             f"ECE {r.uncalibrated.ece:.4f} -> {r.calibrated.ece:.4f}"
         )
     elif r.temperature is None:
         lines.append(
-            f"temperature: none stored, gcv-classify and gcv-evaluate use the raw softmax: {r.temperature_note}"
+            f"temperature: none stored, gcv classify and gcv evaluate use the raw softmax: {r.temperature_note}"
         )
     if r.embedding_parity is not None:
         lines.append(f"embedding output, {r.info.embedding_dim} features: {r.embedding_parity.describe()}")
     if r.cam_parity is not None:
         lines.append(f"cam output (class activation maps): {r.cam_parity.describe()}")
     if r.conformal is not None:
-        lines.append(f"prediction sets: {r.conformal.describe()} (gcv-classify writes each row's set)")
+        lines.append(f"prediction sets: {r.conformal.describe()} (gcv classify writes each row's set)")
     elif r.conformal_note:
         lines.append(f"prediction sets: {r.conformal_note}")
     if r.info.unknown is not None:

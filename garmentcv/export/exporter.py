@@ -104,7 +104,7 @@ _METRIC_KEYS = ("epoch", "accuracy", "precision", "recall", "f1", "confusion_mat
 
 @dataclass(frozen=True)
 class ExportConfig:
-    """What ``gcv-export`` does.
+    """What ``gcv export`` does.
 
     Attributes:
         checkpoint: a ``best.pt``/``last.pt``; ``None`` takes the best checkpoint of the newest run under
@@ -116,7 +116,7 @@ class ExportConfig:
             run's ``val.csv`` beside the checkpoint (``RUN/<arch>/best.pt`` -> ``RUN/val.csv``).
         val_images: at most this many validation images (a seeded random subset); 0 uses all.
         calibration_data: INT8 only: the images that set the activation ranges (onnxruntime's MinMax
-            calibrator; any image folder or ``path,label`` CSV; gcv-export's ``--quantization-data``); ``None``
+            calibrator; any image folder or ``path,label`` CSV; gcv export's ``--quantization-data``); ``None``
             uses the run's ``train.csv``. Not the temperature, which is fitted on the validation images.
         calibration_images: at most this many of those images (a seeded random subset;
             ``--quantization-images``).
@@ -125,7 +125,7 @@ class ExportConfig:
         int8_activations: INT8 activation type: ``uint8`` (U8S8, fastest on CPUs with VNNI) or ``int8``
             (S8S8, safe on CPUs without VNNI).
         batch_size: images decoded and run at a time, in the checks and the INT8 ranges; bounds memory.
-        runs_dir: where gcv-train's run folders are looked for when ``checkpoint`` is ``None``.
+        runs_dir: where gcv train's run folders are looked for when ``checkpoint`` is ``None``.
         input_format: ``uint8-nhwc`` (format 2: uint8 crops in, normalisation in the graph; the default) or
             ``float32-nchw`` (format 1: normalised float32, readable by releases before format 2); see
             :mod:`garmentcv.artifact`.
@@ -199,9 +199,9 @@ class ExportResult:
             ``temperature_note``.
         uncalibrated: ECE, NLL and Brier score of the written file's raw softmax on the validation images.
         calibrated: the same with ``softmax(logits / temperature)`` (fitted on these very images, so an
-            optimistic figure; ``gcv-evaluate`` on other images gives the honest one); ``None`` without a temperature.
+            optimistic figure; ``gcv evaluate`` on other images gives the honest one); ``None`` without a temperature.
         temperature_note: why no temperature is stored (``""`` when one is).
-        runs_on: what ``gcv-classify --runtime auto`` chooses for the file on this machine's CPU, and why.
+        runs_on: what ``gcv classify --runtime auto`` chooses for the file on this machine's CPU, and why.
         embedding_parity: the written file's ``embedding`` against PyTorch's (``None`` without one).
         cam_parity: the written file's ``cam`` against PyTorch's (``None`` without one).
         conformal: the prediction sets fitted (``None``: none, see ``conformal_note``).
@@ -295,7 +295,7 @@ def find_latest_checkpoint(runs_dir: Path = RUNS_DIR) -> Path:
 def _check_checkpoint_exists(checkpoint: Path, runs_dir: Path) -> None:
     if not checkpoint.exists():
         raise PathNotFoundError(
-            f"{checkpoint}: checkpoint not found; give a best.pt or last.pt of a gcv-train run (RUN/<arch>/best.pt), "
+            f"{checkpoint}: checkpoint not found; give a best.pt or last.pt of a gcv train run (RUN/<arch>/best.pt), "
             f"or no CHECKPOINT to take the newest run under {runs_dir}"
         )
 
@@ -508,7 +508,7 @@ def _data_source(given: Path | None, checkpoint: Path, manifest: str, option: st
     source = checkpoint.parent.parent / manifest
     if not source.is_file():
         raise ExportError(
-            f"{source} not found: the checkpoint is not inside its gcv-train run folder (RUN/<arch>/best.pt beside "
+            f"{source} not found: the checkpoint is not inside its gcv train run folder (RUN/<arch>/best.pt beside "
             f"RUN/{manifest}); pass {option} with a folder or path,label CSV of images"
         )
     return source
@@ -678,7 +678,7 @@ def export_checkpoint(cfg: ExportConfig, progress: bool = True) -> ExportResult:
     (:func:`garmentcv.calibration.decide_temperature`: then none is stored, and the metadata says why); the logits
     output is unchanged. Each (runtime, inference precision) pair the file may run at is gated against FP32
     (:func:`garmentcv.export.runtime_gates.gate_runtimes`) and its result stored; a failed OpenVINO pair does not
-    fail the export, it only keeps ``gcv-classify --runtime auto`` from running the file there. Images are decoded
+    fail the export, it only keeps ``gcv classify --runtime auto`` from running the file there. Images are decoded
     ``cfg.batch_size`` at a time and only logits are kept, so memory does not grow with the images' size or
     (beyond ``3 x C`` floats each) their number. With ``cfg.embedding`` or ``cfg.cam`` the extra outputs pass the
     same gates by per-image cosine similarity to PyTorch's (:data:`checks.EMBEDDING_MIN_COSINE`,
@@ -803,7 +803,7 @@ def export_checkpoint(cfg: ExportConfig, progress: bool = True) -> ExportResult:
                     calibrated.ece)
     else:
         (logger.warning if decision.problem else logger.info)(
-            "no temperature stored (gcv-classify and gcv-evaluate will use the raw softmax): %s", decision.note)
+            "no temperature stored (gcv classify and gcv evaluate will use the raw softmax): %s", decision.note)
     conformal = None
     if conformal_rows is not None:
         held = softmax(seen.final[conformal_rows], 1.0 if temperature is None else temperature)

@@ -1,6 +1,6 @@
 """The runtime gates: at which (runtime, inference precision) may this file run? Measured at export, kept in the file.
 
-Every pair that ``gcv-classify --runtime auto`` may run a file at is run on the validation images and judged
+Every pair that ``gcv classify --runtime auto`` may run a file at is run on the validation images and judged
 against PyTorch's FP32 logits of the same images (the reference of every export gate,
 :mod:`garmentcv.export.checks`) by the rule the file's own precision is held to:
 
@@ -331,7 +331,7 @@ def gate_runtimes(
     own_logits: np.ndarray, max_accuracy_drop: float, cpu_model: str = "", temperature: float | None = None,
     own_embedding: np.ndarray | None = None, own_cam: np.ndarray | None = None,
 ) -> tuple[RuntimeGate, ...]:
-    """The gates as gcv-export runs them: onnxruntime at ``file_precision`` from its logits ``own_logits``, then
+    """The gates as gcv export runs them: onnxruntime at ``file_precision`` from its logits ``own_logits``, then
     OpenVINO at f32 and (``mode`` ``auto``, a CPU with native bf16) at bf16 on ``batches``, each judged against
     ``seen`` (with ``own_embedding``, the file's ``embedding`` output, and OpenVINO's, by cosine similarity to
     ``seen.reference_embedding``; with ``own_cam`` its ``cam`` output likewise against ``seen.reference_cam``);
@@ -354,7 +354,7 @@ def gate_runtimes(
     if file_precision == "fp16":
         logger.info("OpenVINO not gated: FP16 files are made for CUDA, where onnxruntime runs them")
     elif not openvino_installed():
-        logger.info("OpenVINO not gated: it is not installed (%s); gcv-classify will not choose it for this file",
+        logger.info("OpenVINO not gated: it is not installed (%s); gcv classify will not choose it for this file",
                     OPENVINO_INSTALL)
     else:
         precisions = ["f32"]
@@ -362,14 +362,14 @@ def gate_runtimes(
         if reason is None:
             precisions.append("bf16")
         else:
-            logger.info("OpenVINO's bf16 not gated: %s; gcv-classify will not run this file in bf16", reason)
+            logger.info("OpenVINO's bf16 not gated: %s; gcv classify will not run this file in bf16", reason)
         gates.extend(gate_openvino(model, file_precision, precisions, batches, seen, max_accuracy_drop, cpu_model,
                                    temperature))
     for gate in gates:
         if gate.passed:
             logger.info("runtime gate %s at %s: passed, %s", gate.version, gate.precision, gate.describe())
         else:
-            logger.info("runtime gate %s at %s: not passed, so gcv-classify --runtime auto will not run this file "
+            logger.info("runtime gate %s at %s: not passed, so gcv classify --runtime auto will not run this file "
                         "there: %s", gate.version, gate.precision, gate.note)
     return tuple(gates)
 
@@ -465,7 +465,7 @@ def gate_openvino_scores(
                         "flag changed for %s", method, result.version, result.precision, result.ood_score_diff,
                         result.ood_score_bound, plural(result.unknown_flag_changes or 0, "validation image"))
         if gate.passed and not result.passed:
-            logger.info("runtime gate %s at %s: not passed with the %s unknown score, so gcv-classify --runtime auto "
+            logger.info("runtime gate %s at %s: not passed with the %s unknown score, so gcv classify --runtime auto "
                         "will not run this file there: %s", result.version, result.precision, method, result.note)
         judged.append(result)
     return tuple(judged)

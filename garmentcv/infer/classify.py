@@ -1,4 +1,4 @@
-"""``gcv-classify`` as a library: the run's settings, their checks, and the bookkeeping both engines share.
+"""``gcv classify`` as a library: the run's settings, their checks, and the bookkeeping both engines share.
 
 :class:`ClassifyConfig` holds a run's settings and :func:`check_config` checks them before any work;
 :class:`ClassifyRun` is one run (the stream of files, the rows saved to the partial results, the final file, the
@@ -94,7 +94,7 @@ ERROR_EXAMPLES = 5
 
 @dataclass(frozen=True)
 class ClassifyConfig:
-    """Settings of one ``gcv-classify`` run.
+    """Settings of one ``gcv classify`` run.
 
     Attributes:
         folder: what to classify: a folder of images, a manifest (``.txt``/``.lst``/``.csv``) or an

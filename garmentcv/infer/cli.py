@@ -1,4 +1,4 @@
-"""``gcv-classify`` and ``gcv-evaluate``: classify folders and measure a model with an ONNX file only.
+"""``gcv classify`` and ``gcv evaluate``: classify folders and measure a model with an ONNX file only.
 
 Each command parses its options, builds the library's config, calls the library (which checks the settings:
 :func:`garmentcv.infer.classify.check_config`, :func:`garmentcv.infer.evaluate.check_config`) and prints a summary;
@@ -37,7 +37,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 def _model_option(default: Path | None) -> click.Option:
     return click.option(
         "--model", type=click.Path(dir_okay=False, path_type=Path), default=default, required=default is None,
-        help="GarmentCV ONNX file written by gcv-export (classes and preprocessing inside).",
+        help="GarmentCV ONNX file written by gcv export (classes and preprocessing inside).",
     )
 
 
@@ -67,7 +67,7 @@ _CALIBRATION = click.option(
 
 @click.command(context_settings=_CONTEXT, epilog=docs_epilog("classify"),
                short_help="Classify images with an exported model: one row per image.")
-@version_option("gcv-classify")
+@version_option("gcv classify")
 @click.argument("source", metavar="SOURCE")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="Results file, written when the run is complete.")
@@ -185,7 +185,7 @@ def _review_text(s: Any) -> str:
 
 @click.command(context_settings=_CONTEXT, epilog=docs_epilog("evaluate"),
                short_help="Measure an exported model on labelled images.")
-@version_option("gcv-evaluate")
+@version_option("gcv evaluate")
 @click.argument("data", type=click.Path(exists=True, path_type=Path), required=False, metavar="DATA")
 @deprecated_alias("--data", "data", type=click.Path(exists=True, path_type=Path), required=True)
 @_model_option(DEFAULT_MODEL_PATH)
@@ -212,7 +212,7 @@ def evaluate_main(data: Path, model: Path, labels: Path | None, layout: str | No
     matrix, calibration (ECE, NLL, Brier score; raw and with the model file's temperature) and coverage against
     accuracy by confidence threshold, with plots and a report page in --out.
 
-    DATA is in any layout gcv-train reads, or a folder of <index>.<ext> images named by --labels.
+    DATA is in any layout gcv train reads, or a folder of <index>.<ext> images named by --labels.
     """
     setup_logging(quiet, verbose)
     require_onnxruntime()  # a clear message, not an ImportError, when neither [cpu] nor [gpu] is installed

@@ -1,13 +1,13 @@
-"""``gcv-evaluate`` as a library function: an ONNX model against labelled images (no torch).
+"""``gcv evaluate`` as a library function: an ONNX model against labelled images (no torch).
 
 Images go through the same :func:`garmentcv.image.load_input` and batched onnxruntime pipeline as
-``gcv-classify``, and the figures come from :func:`garmentcv.metrics.classification_metrics` like training's
+``gcv classify``, and the figures come from :func:`garmentcv.metrics.classification_metrics` like training's
 validation, so on the same split the two agree. Calibration figures, the coverage table and thresholds come
 from :mod:`garmentcv.calibration` (numpy only). scikit-learn and matplotlib are needed (``pip install
 'garmentcv[eval]'``); they are imported only when an evaluation runs.
 
 File names that are not valid UTF-8 are written to the CSV reports as their original bytes
-(``surrogateescape``, as ``gcv-classify`` does) and matched byte for byte against an ``index,label`` file, which
+(``surrogateescape``, as ``gcv classify`` does) and matched byte for byte against an ``index,label`` file, which
 may start with a UTF-8 byte-order mark ("CSV UTF-8" of spreadsheet programs).
 """
 
@@ -52,10 +52,10 @@ _PATHS = {"encoding": "utf-8", "errors": "surrogateescape"}
 
 @dataclass(frozen=True)
 class EvaluateConfig:
-    """Settings of one ``gcv-evaluate`` run.
+    """Settings of one ``gcv evaluate`` run.
 
     Attributes:
-        data: labelled images in a layout ``gcv-train`` reads (lamoda folder, class folders, ``path,label``
+        data: labelled images in a layout ``gcv train`` reads (lamoda folder, class folders, ``path,label``
             CSV), or, with ``labels``, a folder of ``<index>.<ext>`` images.
         labels: an ``index,label`` CSV naming the label of each image in ``data`` by file stem.
         layout: force the layout of ``data`` (``lamoda``, ``folders``, ``csv``); detected when ``None``.
@@ -300,7 +300,7 @@ def _evaluate(cfg: EvaluateConfig) -> EvaluateResult:
         )
     except ImportError as exc:
         raise GarmentCVError(
-            f"gcv-evaluate needs scikit-learn and matplotlib ({exc}); install them with {pip_install('eval')}"
+            f"gcv evaluate needs scikit-learn and matplotlib ({exc}); install them with {pip_install('eval')}"
         ) from exc
 
     start = time.perf_counter()

@@ -1,6 +1,6 @@
 """Where the exported model lives and what it says about itself (onnxruntime only, never torch).
 
-``gcv-export`` writes the file; ``gcv-classify`` and ``gcv-evaluate`` read it back here. The contract is
+``gcv export`` writes the file; ``gcv classify`` and ``gcv evaluate`` read it back here. The contract is
 :class:`garmentcv.artifact.ModelInfo`: metadata properties plus one input ``input`` (float32 ``(N, 3, H, W)``
 in format 1, uint8 ``(N, H, W, 3)`` in format 2) and one output ``logits`` float32 ``(N, C)``.
 """
@@ -13,7 +13,7 @@ from pathlib import Path
 from garmentcv.artifact import INPUT_NAME, ModelInfo
 from garmentcv.errors import ModelFileError, PathNotFoundError
 
-#: Where ``gcv-export`` writes its model unless told otherwise; ``gcv-classify`` reads it from here by default.
+#: Where ``gcv export`` writes its model unless told otherwise; ``gcv classify`` reads it from here by default.
 DEFAULT_MODEL_PATH = Path("runs/export/model.onnx")
 
 
@@ -43,7 +43,7 @@ def is_torch_checkpoint(path: Path) -> bool:
 
 
 def check_model_path(path: Path) -> None:
-    """Refuse a model path that is not a file, or is a training checkpoint, with the ``gcv-export`` hint.
+    """Refuse a model path that is not a file, or is a training checkpoint, with the ``gcv export`` hint.
 
     Raises:
         ModelFileNotFoundError: nothing exists at ``path``.
@@ -55,10 +55,10 @@ def check_model_path(path: Path) -> None:
         )
     if not path.is_file():
         kind = "a folder" if path.is_dir() else "not a regular file"
-        raise ModelFileError(f"{path}: is {kind}, not a model file; pass the .onnx file written by gcv-export")
+        raise ModelFileError(f"{path}: is {kind}, not a model file; pass the .onnx file written by gcv export")
     if is_torch_checkpoint(path):
         raise ModelFileError(
-            f"{path}: a PyTorch training checkpoint (as gcv-train writes), not an ONNX model; export it with "
+            f"{path}: a PyTorch training checkpoint (as gcv train writes), not an ONNX model; export it with "
             f"'gcv export {path} --out model.onnx' and pass that file to --model"
         )
 
@@ -86,7 +86,7 @@ def read_model_info(path: Path) -> ModelInfo:
     try:
         session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own unrelated types (Fail, InvalidProtobuf, ...)
-        raise ModelFileError(f"{path}: not a readable ONNX model ({exc}); export it again with gcv-export") from exc
+        raise ModelFileError(f"{path}: not a readable ONNX model ({exc}); export it again with gcv export") from exc
     info = ModelInfo.from_metadata(session.get_modelmeta().custom_metadata_map, source=str(path))
     inputs, outputs = session.get_inputs(), session.get_outputs()
     if [i.name for i in inputs] != [INPUT_NAME] or [o.name for o in outputs] != list(info.outputs):

@@ -1,4 +1,4 @@
-"""The rows ``gcv-classify`` writes and the output formats (standard library only; parquet needs pyarrow).
+"""The rows ``gcv classify`` writes and the output formats (standard library only; parquet needs pyarrow).
 
 A row is a plain dict, the same one stored line by line in the partial results of a run:
 ``{"path": "sub/0001.jpg", "label": "bryuki" | None, "probs": [p0, p1, ...] | None, "error": str | None}``,
@@ -62,7 +62,7 @@ Row = dict[str, Any]
 
 
 class OutputFormat(str, Enum):
-    """What ``gcv-classify --format`` writes."""
+    """What ``gcv classify --format`` writes."""
 
     CSV = "csv"
     JSONL = "jsonl"

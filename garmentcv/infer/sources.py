@@ -1,11 +1,11 @@
-"""What ``gcv-classify`` reads: a local folder, a manifest of paths, or an object-storage prefix (both engines).
+"""What ``gcv classify`` reads: a local folder, a manifest of paths, or an object-storage prefix (both engines).
 
 ``SOURCE`` is one of:
 
 * a folder: every image below it (:func:`garmentcv.data.layouts.scan_images`: hidden files and non-images
   skipped, symlinked folders not followed); rows name files relative to the folder, ``/``-separated.
 * a manifest: a ``.txt`` or ``.lst`` file with one path per line (blank lines and lines starting with ``#``
-  ignored), or a ``.csv`` file with a ``path`` column. Read as ``gcv-train`` reads its manifests: UTF-8 with or
+  ignored), or a ``.csv`` file with a ``path`` column. Read as ``gcv train`` reads its manifests: UTF-8 with or
   without a byte-order mark, each line or ``path`` value stripped of surrounding white space. Relative paths are
   relative to the manifest's folder. Every listed file gets a row named as written in the manifest (stripped); a
   missing or non-image file is an error row.
@@ -23,7 +23,7 @@ listing are sorted in memory (about 200 B per file: 5 million files take about 1
 Reading an object (:func:`read_object`) is one HEAD (pyarrow asks for the size when it opens an object) and one
 GET of the whole object. A read that fails is tried again with backoff (:class:`ReadRetry`); one that still
 fails gives an error row whose reason starts with ``cannot read`` (:data:`READ_ERROR`), never a decode error:
-``gcv-classify`` does not reuse such a row on ``--resume``, stops a run after a stretch of them (the storage is
+``gcv classify`` does not reuse such a row on ``--resume``, stops a run after a stretch of them (the storage is
 failing) and does not exit 0 while one remains. Objects are fetched by threads of their own
 (:mod:`garmentcv.infer.pipeline`), as many as wait on the network, apart from the decoding threads, and decoded
 by the shared image contract from memory (:func:`garmentcv.image.load_crop`/:func:`garmentcv.image.load_input` with
@@ -184,7 +184,7 @@ class ReadRetry:
         return random.uniform(longest / 2, longest)
 
 
-#: The retries of every read unless a caller gives others (``gcv-classify``: :class:`ClassifyConfig`'s).
+#: The retries of every read unless a caller gives others (``gcv classify``: :class:`ClassifyConfig`'s).
 DEFAULT_READ_RETRY = ReadRetry()
 
 

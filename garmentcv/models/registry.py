@@ -197,7 +197,7 @@ def unreadable_torch_file(path: Path) -> str:
 def ensure_imagenet_weights(arch: str, progress: bool = True) -> Path:
     """The cached ImageNet weights file of ``arch``, downloaded into the torch hub cache when missing.
 
-    gcv-train calls it for every arch before any work, so that a missing file of a later arch is found
+    gcv train calls it for every arch before any work, so that a missing file of a later arch is found
     before an earlier one trains.
 
     Raises:

@@ -1,4 +1,4 @@
-"""HTML report pages of ``gcv-evaluate`` (``report.html``) and ``gcv-classify --report FILE.html``.
+"""HTML report pages of ``gcv evaluate`` (``report.html``) and ``gcv classify --report FILE.html``.
 
 A page ``NAME.html`` links only to files in the folder ``NAME_files/`` beside it (thumbnails, plots); the
 two together work offline anywhere. See :mod:`garmentcv.report.write`.

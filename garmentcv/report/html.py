@@ -181,14 +181,14 @@ COVERAGE_SHOWN = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
 
 
 def is_calibration_block(value: Any) -> bool:
-    """Whether ``value`` is gcv-evaluate's ``calibration`` block (raw and calibrated ECE, NLL, Brier)."""
+    """Whether ``value`` is gcv evaluate's ``calibration`` block (raw and calibrated ECE, NLL, Brier)."""
     return (isinstance(value, Mapping)
             and all(isinstance(value.get(k), Mapping) for k in ("uncalibrated", "calibrated"))
             and all(m in value[k] for k in ("uncalibrated", "calibrated") for m in ("ece", "nll", "brier")))
 
 
 def is_coverage_block(value: Any) -> bool:
-    """Whether ``value`` is gcv-evaluate's ``coverage`` block (parallel lists thresholds, kept, accuracy)."""
+    """Whether ``value`` is gcv evaluate's ``coverage`` block (parallel lists thresholds, kept, accuracy)."""
     return isinstance(value, Mapping) and all(
         isinstance(value.get(k), list) for k in ("thresholds", "kept", "accuracy")
     )

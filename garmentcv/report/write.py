@@ -37,7 +37,7 @@ logger = logging.getLogger(__name__)
 
 #: The file that marks a ``NAME_files`` folder as written by GarmentCV (and so replaceable).
 MARKER = ".garmentcv-report"
-#: The page ``gcv-evaluate`` writes in its ``--out`` folder.
+#: The page ``gcv evaluate`` writes in its ``--out`` folder.
 EVALUATE_PAGE = "report.html"
 #: The first bytes of a parquet file (how :class:`ResultsFile` tells it from csv and jsonl).
 PARQUET_MAGIC = b"PAR1"
@@ -305,7 +305,7 @@ def _confidence(value: Any) -> float | None:
 
 
 class ResultsFile:
-    """A ``gcv-classify`` results file (csv, jsonl or parquet, told apart by their first bytes), read one row at a
+    """A ``gcv classify`` results file (csv, jsonl or parquet, told apart by their first bytes), read one row at a
     time.
 
     Iterating gives one :class:`Prediction` per row, in file order, without ``source`` (set it for the rows
@@ -353,7 +353,7 @@ class ResultsFile:
             self._parquet = pq.ParquetFile(self.path)
         except (OSError, pa.ArrowException) as exc:
             raise GarmentCVError(f"{self.path}: not a readable parquet file ({exc}); give the results file "
-                                 "gcv-classify wrote") from exc
+                                 "gcv classify wrote") from exc
         names = list(self._parquet.schema_arrow.names)
         self.columns = set(names)
         self.classes = [c[5:] for c in names if c.startswith("prob_")]
@@ -384,7 +384,7 @@ class ResultsFile:
     def _check_columns(self) -> None:
         if self.columns and not self.NEEDED <= self.columns:
             raise GarmentCVError(
-                f"{self.path}: gcv-classify's rows have the columns {sorted(self.NEEDED)}, the file has "
+                f"{self.path}: gcv classify's rows have the columns {sorted(self.NEEDED)}, the file has "
                 f"{sorted(self.columns)}; write the results as csv, jsonl or parquet (the kaggle format has no "
                 "confidence or error)"
             )
@@ -396,7 +396,7 @@ class ResultsFile:
                     return json.loads(line)
                 except json.JSONDecodeError as exc:
                     raise GarmentCVError(f"{self.path}: a line is not JSON ({exc}); give the results file "
-                                         "gcv-classify wrote") from exc
+                                         "gcv classify wrote") from exc
         return None
 
     def _csv_rows(self) -> Iterator[list[str]]:
@@ -407,7 +407,7 @@ class ResultsFile:
                 continue
             if len(cells) < width:
                 raise GarmentCVError(f"{self.path}, line {self._csv.line_num}: {len(cells)} fields where the header "
-                                     f"has {width}; give the results file gcv-classify wrote")
+                                     f"has {width}; give the results file gcv classify wrote")
             yield cells
 
     def records(self) -> Iterator[dict[str, Any]]:
@@ -571,7 +571,7 @@ class ResultsTally:
 
 
 def read_results(results: Path, limits: Limits = Limits()) -> tuple[ResultsTally, list[str], bool]:
-    """Read a ``gcv-classify`` results file in one pass into what its page shows (see :class:`ResultsFile`).
+    """Read a ``gcv classify`` results file in one pass into what its page shows (see :class:`ResultsFile`).
 
     Returns:
         The tally (the rows shown, without ``source``, and the counts), the class names in the model's order
@@ -596,7 +596,7 @@ def _with_source(rows: Iterable[Prediction], folder: Path) -> list[Prediction]:
 def write_classify_report(page: Path, results: Path, folder: Path, limits: Limits = Limits(),
                           title: str = "GarmentCV classification", skipped: Mapping[str, int] | None = None,
                           model: Path | None = None) -> Path:
-    """Write the page for the unlabelled results of ``gcv-classify`` (and ``<stem>_files/``).
+    """Write the page for the unlabelled results of ``gcv classify`` (and ``<stem>_files/``).
 
     Shows, per predicted class, its images sorted by confidence, lowest first (the ones to check); the rows
     that need review when the results have a ``needs_review`` column; the rows called unknown when they have an
@@ -674,7 +674,7 @@ def write_classify_report(page: Path, results: Path, folder: Path, limits: Limit
     return write_page(page, build)
 
 
-#: Plots ``gcv-evaluate`` may write in its ``--out`` folder, with their captions; those present are shown.
+#: Plots ``gcv evaluate`` may write in its ``--out`` folder, with their captions; those present are shown.
 EVALUATE_PLOTS: tuple[tuple[str, str], ...] = (
     ("reliability.png", "Reliability diagram"),
     ("coverage.png", "Coverage against accuracy"),
@@ -690,7 +690,7 @@ def _relative(path: Path, root: Path) -> str:
 
 def write_evaluate_page(out: Path, data: Path, scored: Iterable[tuple[Path, str, str, float]],
                         failed: Iterable[Sequence[str]], limits: Limits = Limits(), model: Path | None = None) -> Path:
-    """Write ``out/report.html`` from what ``gcv-evaluate`` has written in ``out`` and its rows.
+    """Write ``out/report.html`` from what ``gcv evaluate`` has written in ``out`` and its rows.
 
     Figures come from ``out/metrics.json`` (all of it: figures added there show up), the matrix from
     ``out/confusion_matrix.json``, plots from the files of :data:`EVALUATE_PLOTS` present in ``out``.

@@ -22,7 +22,7 @@ MIB = 1024 * 1024
 
 @click.command(context_settings=_CONTEXT, epilog=docs_epilog("serve"),
                short_help="Serve an exported model over HTTP: POST images, get rows.")
-@version_option("gcv-serve")
+@version_option("gcv serve")
 @click.argument("model", type=click.Path(dir_okay=False, path_type=Path), metavar="MODEL.onnx")
 @click.option("--host", default="127.0.0.1", help="Address to bind; other than loopback needs an API key.")
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, help="TCP port.")

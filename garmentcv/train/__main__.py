@@ -1,4 +1,4 @@
-"""``python -m garmentcv.train``: gcv-train, with the same options; the form torchrun starts.
+"""``python -m garmentcv.train``: gcv train, with the same options; the form torchrun starts.
 
 ``torchrun --nproc_per_node=N -m garmentcv.train DATA ...`` trains data-parallel (see
 :mod:`garmentcv.train.distributed`).

@@ -122,17 +122,17 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     """
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"{path}: checkpoint not found; give a best.pt or last.pt from a gcv-train run folder")
+        raise CheckpointError(f"{path}: checkpoint not found; give a best.pt or last.pt from a gcv train run folder")
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a damaged file; the raw one stays chained for --debug
         raise CheckpointError(
             f"{path}: not a readable checkpoint: {unreadable_torch_file(path)}. Give a best.pt or last.pt "
-            "written by gcv-train (copy it again if it was cut short), or train again"
+            "written by gcv train (copy it again if it was cut short), or train again"
         ) from exc
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a GarmentCV checkpoint (no format {FORMAT!r}); "
-                              "use a file written by gcv-train")
+                              "use a file written by gcv train")
     version = data.get("format_version")
     if not isinstance(version, int) or version > FORMAT_VERSION:
         raise CheckpointError(

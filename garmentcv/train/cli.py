@@ -1,4 +1,4 @@
-"""``gcv-train``: fine-tune torchvision CNNs on a labelled folder."""
+"""``gcv train``: fine-tune torchvision CNNs on a labelled folder."""
 
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ from garmentcv.train.config import (
 if TYPE_CHECKING:
     from garmentcv.train.loop import TrainResult
 
-#: Parent of the timestamped run folders written when --out is not given; gcv-export looks here.
+#: Parent of the timestamped run folders written when --out is not given; gcv export looks here.
 
 
 class BatchSize(click.IntRange):
@@ -75,9 +75,9 @@ class ResumeMode(click.ParamType):
 
 
 class TrainCommand(click.Command):
-    """gcv-train's command: ``--resume`` takes its optional value only when the next word is ``auto``.
+    """gcv train's command: ``--resume`` takes its optional value only when the next word is ``auto``.
 
-    Click would otherwise take any next word as the value, so ``gcv-train --resume DATA --out RUN`` (``--resume``
+    Click would otherwise take any next word as the value, so ``gcv train --resume DATA --out RUN`` (``--resume``
     before the argument) would stop meaning what it did before ``--resume auto`` existed.
     """
 
@@ -109,7 +109,7 @@ def _load_config(path: Path) -> TrainConfig:
     """The TrainConfig saved as ``path`` (a run's config.json).
 
     Raises:
-        click.BadParameter: not JSON, or not the settings of a gcv-train run.
+        click.BadParameter: not JSON, or not the settings of a gcv train run.
     """
     try:
         stored = json.loads(path.read_text(encoding="utf-8"))
@@ -118,7 +118,7 @@ def _load_config(path: Path) -> TrainConfig:
         return TrainConfig.from_dict({"out": ".", **stored})
     except (OSError, ValueError, TypeError, KeyError) as exc:
         raise click.BadParameter(
-            f"{path}: not the config.json of a gcv-train run ({exc}); give RUN/config.json of an earlier run",
+            f"{path}: not the config.json of a gcv train run ({exc}); give RUN/config.json of an earlier run",
             param_hint="--config",
         ) from exc
 
@@ -142,7 +142,7 @@ def _given(ctx: click.Context, name: str) -> bool:
 
 @click.command(cls=TrainCommand, context_settings={"help_option_names": ["-h", "--help"], "show_default": True},
                epilog=docs_epilog("training"))
-@version_option("gcv-train")
+@version_option("gcv train")
 @click.argument("data", type=click.Path(exists=True, path_type=Path), required=False)
 @click.option(
     "--config", "config_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
@@ -197,7 +197,7 @@ def main(
 
     DATA is a folder of <id>_<label>.jpg files, a folder with one sub-folder per class, or a path,label CSV
     manifest. The run folder receives config.json, the split (train.csv, val.csv), comparison.md and, per arch,
-    best.pt (for gcv-export), last.pt and metrics.json. Ctrl-C keeps every finished epoch and says how to continue.
+    best.pt (for gcv export), last.pt and metrics.json. Ctrl-C keeps every finished epoch and says how to continue.
 
     \b
     Data-parallel: torchrun --nproc_per_node=N -m garmentcv.train DATA ...
@@ -237,7 +237,7 @@ def main(
     try:
         result = train(cfg, progress=not quiet)
     except KeyboardInterrupt:  # handle_errors prints "Interrupted: <how to go on>" and exits 130
-        prog = "torchrun [the same launch options] -m garmentcv.train" if launch_info().distributed else "gcv-train"
+        prog = "torchrun [the same launch options] -m garmentcv.train" if launch_info().distributed else "gcv train"
         raise TrainInterrupted(_interrupted_message(cfg, prog) if primary else "") from None
     if not primary:
         return
@@ -252,7 +252,7 @@ class TrainInterrupted(KeyboardInterrupt):
     """Ctrl-C during training; the message says how to continue the run (empty on ranks other than the primary)."""
 
 
-def _interrupted_message(cfg: TrainConfig, prog: str = "gcv-train") -> str:
+def _interrupted_message(cfg: TrainConfig, prog: str = "gcv train") -> str:
     """What Ctrl-C says: how to continue the run when an epoch was saved (a ``last.pt``), else to start over."""
     if any((cfg.out / arch / "last.pt").is_file() for arch in cfg.archs):
         return (

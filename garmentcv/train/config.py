@@ -28,7 +28,7 @@ PRESET_SCRATCH: dict[str, Any] = {"epochs": 10, "weights": "none"}
 #: ``TrainConfig.resume`` (``--resume auto``): continue the run in ``out`` when it has one, else start it.
 RESUME_AUTO = "auto"
 
-#: Named sets of settings (``gcv-train --preset NAME``): each replaces the defaults it names; options given on the
+#: Named sets of settings (``gcv train --preset NAME``): each replaces the defaults it names; options given on the
 #: command line still override it. ``scratch``: :data:`PRESET_SCRATCH` (docs/training.md).
 PRESETS: dict[str, dict[str, Any]] = {
     "scratch": PRESET_SCRATCH,
@@ -36,16 +36,16 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 
 def _setting(default: Any, help: str) -> Any:
-    """A field with its default and its ``--help`` text, the one place gcv-train's options are described."""
+    """A field with its default and its ``--help`` text, the one place gcv train's options are described."""
     return field(default=default, metadata={"help": help})
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Everything that decides what ``gcv-train`` does.
+    """Everything that decides what ``gcv train`` does.
 
     Each field's meaning is its ``metadata["help"]`` (:func:`setting_help`), which is also the ``--help`` text of
-    its gcv-train option; the CLI takes each option's default from here, so the two cannot drift.
+    its gcv train option; the CLI takes each option's default from here, so the two cannot drift.
     ``data`` is the dataset folder or ``path,label`` CSV manifest; ``out`` the run folder (one sub-folder per arch).
     """
 

@@ -1,6 +1,6 @@
 """Training data: the stratified split, the augmentation and the DataLoaders.
 
-Validation images go through :func:`garmentcv.image.load_input`, the very function ``gcv-classify`` uses,
+Validation images go through :func:`garmentcv.image.load_input`, the very function ``gcv classify`` uses,
 so validation figures are what the exported model will see. Training images are decoded by the same rule for
 each random crop (:class:`DecodeResizedCrop`): a large JPEG at the DCT scale serving uses, so the model learns on
 the pixels it will be served, fine textures included.
@@ -209,7 +209,7 @@ def split_dataset(dataset: LabelledDataset, val_fraction: float, seed: int) -> S
 
 
 def given_split(dataset: LabelledDataset, val_set: LabelledDataset) -> Split:
-    """Train on every image of ``dataset`` and validate on ``val_set`` (``gcv-train --val-data``).
+    """Train on every image of ``dataset`` and validate on ``val_set`` (``gcv train --val-data``).
 
     Raises:
         DatasetError: ``val_set`` has a class that ``dataset`` lacks, or the two share a file (the same resolved
@@ -339,7 +339,7 @@ class EvalImages(Dataset):
 
 
 def load_other_images(folder: Path, split: Split, skip_bad: bool, progress: bool = True) -> tuple[Path, ...]:
-    """The images of ``folder`` (searched recursively, sorted) for outlier exposure (``gcv-train --other-data``).
+    """The images of ``folder`` (searched recursively, sorted) for outlier exposure (``gcv train --other-data``).
 
     Every image is decoded once, as the training images are; one that cannot be decoded is an error, or left out
     with ``skip_bad`` (logged).

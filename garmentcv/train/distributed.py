@@ -1,6 +1,6 @@
 """Data-parallel training under ``torchrun``: the process group, sharded data, reduced figures.
 
-``torchrun --nproc_per_node=N -m garmentcv.train DATA ...`` starts N copies of gcv-train and sets ``RANK``,
+``torchrun --nproc_per_node=N -m garmentcv.train DATA ...`` starts N copies of gcv train and sets ``RANK``,
 ``WORLD_SIZE``, ``LOCAL_RANK`` (and the rendezvous address) in their environment. When ``WORLD_SIZE > 1``,
 :func:`process_group` joins the processes (gloo on the CPU, nccl on CUDA, one GPU per local rank) and
 :class:`Dist` is this process's view of them; with ``WORLD_SIZE`` 1 or unset every helper is a no-op, so
@@ -111,12 +111,12 @@ def launch_info(environ: Mapping[str, str] | None = None) -> LaunchInfo:
             values[name] = default if raw in (None, "") else int(raw)
         except ValueError:
             raise DistributedError(f"environment variable {name}={raw!r} is not an integer; "
-                                   "start gcv-train with torchrun") from None
+                                   "start gcv train with torchrun") from None
     rank, world, local = values["RANK"], values["WORLD_SIZE"], values["LOCAL_RANK"]
     if world < 1 or not 0 <= rank < world or local < 0:
         raise DistributedError(
             f"RANK={rank}, WORLD_SIZE={world}, LOCAL_RANK={local} do not describe a process of a job (need "
-            "0 <= RANK < WORLD_SIZE); start gcv-train with torchrun, which sets them"
+            "0 <= RANK < WORLD_SIZE); start gcv train with torchrun, which sets them"
         )
     return LaunchInfo(rank, world, local)
 
@@ -530,7 +530,7 @@ def check_resume_world_size(config_json: Path, world_size: int) -> None:
     """
     stored = json.loads(config_json.read_text(encoding="utf-8")).get("world_size", 1)
     if stored != world_size:
-        how = ("plain gcv-train (no torchrun)" if stored == 1
+        how = ("plain gcv train (no torchrun)" if stored == 1
                else f"torchrun with {stored} processes in all (--nnodes x --nproc_per_node)")
         raise CheckpointError(
             f"{config_json.parent}: the run was trained by {stored} process(es) (world size {stored}), this job has "

@@ -11,7 +11,7 @@ Each check reads one epoch's validation figures (an entry of ``metrics.json``'s 
   (where a fresh head starts): the model puts on average less than ``C ** -10`` of its probability on the true
   class. The limit is absolute, not relative to the first epoch, because a run can diverge within its first epoch.
 
-:func:`run_warnings` judges the best epoch (the model in ``best.pt``, the one gcv-export reads) on both and the last
+:func:`run_warnings` judges the best epoch (the model in ``best.pt``, the one gcv export reads) on both and the last
 epoch on divergence; each checkpoint records the checks of its own epoch in ``metrics["warnings"]``.
 """
 

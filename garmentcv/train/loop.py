@@ -363,7 +363,7 @@ def fit_arch(
             val.precision, val.recall, val.f1, seconds,
         )  # fmt: skip
         weights = {k: v.detach().cpu() for k, v in model.state_dict().items()} if dist.is_primary else {}
-        checks = [w.to_dict() for w in epoch_warnings(history[-1], classes)]  # this epoch's model: for gcv-export
+        checks = [w.to_dict() for w in epoch_warnings(history[-1], classes)]  # this epoch's model: for gcv export
         payload = {**common, "state_dict": weights, "epoch": epoch, "metrics": {**result.to_dict(), "warnings": checks}}
         if val.accuracy > best_acc:
             best_acc, best_epoch = val.accuracy, epoch
@@ -693,8 +693,8 @@ def train(cfg: TrainConfig, progress: bool = True, on_epoch_end: EpochCallback |
     _check_recipe(cfg)
     if cfg.weights not in ("imagenet", "none") and not Path(cfg.weights).exists():
         raise PathNotFoundError(
-            f"--weights {cfg.weights}: file not found; give a torchvision state dict or a gcv-train best.pt, "
-            "'imagenet' or 'none'"
+            f"--weights {cfg.weights}: file not found; give a torchvision state dict or a best.pt written by "
+            "gcv train, 'imagenet' or 'none'"
         )
     with distributed.process_group(select_device(cfg.device)) as dist:  # DDP under torchrun, else one process
         if cfg.resume == RESUME_AUTO:  # DDP: rank 0 looks at the run folder and tells the others

@@ -19,7 +19,7 @@ logger = logging.getLogger(__name__)
 
 
 def is_garmentcv_checkpoint(weights: str) -> bool:
-    """Whether ``weights`` names a file written by gcv-train (a ``best.pt``/``last.pt``), not a plain state dict."""
+    """Whether ``weights`` names a file written by gcv train (a ``best.pt``/``last.pt``), not a plain state dict."""
     path = Path(weights)
     if weights in ("imagenet", "none") or not path.is_file():
         return False

@@ -1,4 +1,4 @@
-"""The local engine: ``gcv-classify`` on this machine, the model in this process and decoding threads beside it.
+"""The local engine: ``gcv classify`` on this machine, the model in this process and decoding threads beside it.
 
 :func:`classify_folder` lists the source in sorted order (:mod:`garmentcv.infer.sources`), decodes images in
 threads while the model runs (:func:`garmentcv.infer.pipeline.predict_batches`; the model opens in the background,

@@ -1,8 +1,8 @@
-"""``gcv-classify --engine ray``: the same rows as the local engine, computed by a pool of Ray actors.
+"""``gcv classify --engine ray``: the same rows as the local engine, computed by a pool of Ray actors.
 
 What runs where:
 
-* The driver (the ``gcv-classify`` process) lists the source (:mod:`garmentcv.infer.sources`), reuses the rows of
+* The driver (the ``gcv classify`` process) lists the source (:mod:`garmentcv.infer.sources`), reuses the rows of
   an interrupted run (``--resume``), cuts the stream of files into blocks, hands them to the workers and writes
   every row, in order, to the same partial results as the local engine
   (:class:`garmentcv.infer.classify.ClassifyRun`), flushed batch by batch, then the output file, atomically.

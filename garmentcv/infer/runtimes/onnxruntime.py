@@ -157,14 +157,14 @@ def open_model(path: Path, provider: str = "auto", threads: int | None = None, *
     """Open a GarmentCV ONNX file on ``provider`` (``auto``, ``cpu`` or ``cuda``).
 
     Args:
-        path: the ``.onnx`` file written by ``gcv-export``.
+        path: the ``.onnx`` file written by ``gcv export``.
         provider: see the module docstring.
         threads: intra-op CPU threads; ``None`` uses every available CPU (:func:`garmentcv.cpus.available_cpus`).
         data: the file's bytes, already read: the session is built from memory (no file is read or written) and
             ``path`` only names the model in messages and in :attr:`LoadedModel.path`.
 
     Raises:
-        ModelFileNotFoundError: the file does not exist (exit code 2, with the gcv-export hint).
+        ModelFileNotFoundError: the file does not exist (exit code 2, with the gcv export hint).
         ModelFileError: the file is a folder, unreadable, without GarmentCV metadata, or of another graph shape.
         ProviderError: ``cuda`` asked for but it cannot run.
     """
