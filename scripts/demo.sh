@@ -18,17 +18,17 @@ bash scripts/setup.sh
 export PATH="$PWD/.venv/bin:$PATH"
 
 rm -rf "$WORK"
-gcv-data fashion-mnist --out "$WORK/data" --max-per-class "$PER_CLASS"
-gcv-data inspect "$WORK/data/train" --test "$WORK/data/test" --json "$WORK/inspect.json"
-gcv-train "$WORK/data/train" --out "$WORK/run" --arch all --weights none --image-size "$SIZE" --epochs "$EPOCHS"
+gcv data fashion-mnist --out "$WORK/data" --max-per-class "$PER_CLASS"
+gcv data inspect "$WORK/data/train" --test "$WORK/data/test" --json "$WORK/inspect.json"
+gcv train "$WORK/data/train" --out "$WORK/run" --arch all --weights none --image-size "$SIZE" --epochs "$EPOCHS"
 
 for arch in efficientnet_b0 resnet18 resnet34; do
   for precision in fp32 int8; do
     name="$arch-$precision"
-    gcv-export "$WORK/run/$arch/best.pt" --out "$WORK/models/$name.onnx" --precision "$precision" -q
-    gcv-classify "$WORK/data/test" --model "$WORK/models/$name.onnx" --out "$WORK/results/$name.csv" \
+    gcv export "$WORK/run/$arch/best.pt" --out "$WORK/models/$name.onnx" --precision "$precision" -q
+    gcv classify "$WORK/data/test" --model "$WORK/models/$name.onnx" --out "$WORK/results/$name.csv" \
       --report "$WORK/results/$name.html" -q
-    gcv-evaluate "$WORK/data/test" --model "$WORK/models/$name.onnx" \
+    gcv evaluate "$WORK/data/test" --model "$WORK/models/$name.onnx" \
       --labels "$WORK/data/test_labels.csv" --out "$WORK/evaluate/$name" --target-accuracy 0.99 -q
   done
 done

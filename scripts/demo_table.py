@@ -1,11 +1,11 @@
 """Print the demo's results as one markdown table: test-split figures per model and precision.
 
 A second table gives the calibration figures of the same evaluations (raw softmax against the temperature that
-gcv-export fitted) and the share of test images kept at 99% accuracy (gcv-evaluate --target-accuracy 0.99).
+gcv export fitted) and the share of test images kept at 99% accuracy (gcv evaluate --target-accuracy 0.99).
 
 Usage: python scripts/demo_table.py WORKDIR [--json FILE] [--wall-s SECONDS]  (reads
-WORKDIR/evaluate/<arch>-<precision>/metrics.json and confusion_matrix.json written by gcv-evaluate,
-WORKDIR/models/<arch>-<precision>.onnx and WORKDIR/run/<arch>/metrics.json written by gcv-train, as laid out by
+WORKDIR/evaluate/<arch>-<precision>/metrics.json and confusion_matrix.json written by gcv evaluate,
+WORKDIR/models/<arch>-<precision>.onnx and WORKDIR/run/<arch>/metrics.json written by gcv train, as laid out by
 scripts/demo.sh). ``--json FILE`` also writes the same figures as data (one row per model and precision, with the
 machine: CPU model, CPUs, load average, versions), the file the docs render their tables from.
 """

@@ -32,7 +32,7 @@ echo "==> installing garmentcv[cpu,train,eval,dev] with the pins of constraints.
 .venv/bin/python -m pip install -q -c constraints.txt -e '.[cpu,train,eval,dev]'
 echo "==> installing the Ray engine, object storage and parquet (garmentcv[ray,s3,parquet]) and the S3 test server"
 .venv/bin/python -m pip install -q -c constraints.txt -e '.[ray,s3,parquet,cluster-test]'
-echo "==> installing garmentcv[openvino] (the second CPU runtime: --runtime openvino, gcv-export's bf16 check)"
+echo "==> installing garmentcv[openvino] (the second CPU runtime: --runtime openvino, gcv export's bf16 check)"
 .venv/bin/python -m pip install -q -c constraints.txt -e '.[openvino]'
 echo "==> installing garmentcv[serve,ray-serve] (gcv serve and its review app: FastAPI, uvicorn, prometheus-client, python-multipart; Ray Serve)"
 .venv/bin/python -m pip install -q -c constraints.txt -e '.[serve,ray-serve]'
