@@ -12,7 +12,8 @@ A page (or README.md) names a data file and what to show in one HTML comment::
 * ``where:`` keep rows whose column equals one of the ``|``-separated values (compared as text); a row without the
   column is left out (a file whose rows come in several shapes), a column no row has is an error.
 * ``cols:`` ``column[=Header][:format]``, comma-separated; a column may be a dotted path into nested objects
-  (``calibration.temperature``); ``format`` is a Python format spec applied to numbers (``.4f``, ``.1%``).
+  (``calibration.temperature``); ``format`` is a Python format spec applied to numbers (``.4f``, ``.1%``);
+  true and false show as yes and no.
 
 MkDocs runs this file as a hook (``hooks:`` in mkdocs.yml): each marker is replaced by the table and a link to its
 data file, and the data files under ``benchmarks/results/`` and ``benchmarks/experiments/results/`` are published
@@ -154,6 +155,8 @@ def _value(row: dict[str, Any], key: str, path: str) -> Any:
 def _cell(value: Any, fmt: str) -> str:
     if value is None or value == "":
         return ""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
     if fmt:
         try:
             return format(float(value), fmt)

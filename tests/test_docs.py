@@ -179,6 +179,16 @@ def test_json_rows_several_files_and_nested_columns(tmp_path: Path) -> None:
     )
 
 
+def test_true_and_false_show_as_yes_and_no_and_other_text_as_it_is(tmp_path: Path) -> None:
+    rows = [{"exposure": False, "share": 0.5}, {"exposure": True, "share": 0.25},
+            {"exposure": "as a background class", "share": 0.125}]
+    (tmp_path / "r.json").write_text(json.dumps({"rows": rows}), encoding="utf-8")
+    spec = docs_tables.parse_spec("r.json; where: exposure=True|as a background class; cols: exposure, share:.1%")
+    assert docs_tables.render(spec, tmp_path) == (
+        "| exposure | share |\n|---|---:|\n| yes | 25.0% |\n| as a background class | 12.5% |\n"
+    )
+
+
 @pytest.mark.parametrize("marker, message", [
     ("missing.csv; cols: a", "missing.csv does not exist"),
     ("d.csv; cols: nope", "rows have no column 'nope'"),
