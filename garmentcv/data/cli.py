@@ -17,8 +17,8 @@ from garmentcv.cli_utils import (
     version_option,
 )
 from garmentcv.curate.audit import DEFAULT_KFOLD_EPOCHS, DEFAULT_KFOLD_LR, KFOLD_TRAINING, LINEAR_HEAD, PROBS
-from garmentcv.curate.fixes import DEFAULT_ISSUES, ISSUES, write_corrections_file
-from garmentcv.curate.label_next import DEFAULT_DUPLICATE_COSINE, DEFAULT_PREFILTER
+from garmentcv.curate.fixes import DEFAULT_DUPLICATE_COSINE, DEFAULT_ISSUES, ISSUES, write_corrections_file
+from garmentcv.curate.label_next import DEFAULT_PREFILTER
 from garmentcv.data.fashion_mnist import DEFAULT_SOURCE, write_fashion_mnist
 from garmentcv.data.inspect import inspect_dataset, render_text
 from garmentcv.data.layouts import Layout
