@@ -38,7 +38,9 @@ def test_summary_table_averages_each_method_and_setting_over_the_seeds() -> None
     copies = experiment.Duplicates(
         [experiment.CopyCosines("resized", 25, 0.99812, 0.99931, 0.99998)],
         [experiment.DuplicateRow(0.95, 25, {"exact": 25, "resized": 25, "re-encoded": 25, "cropped": 20}, 5954, 21.5),
-         experiment.DuplicateRow(0.998, 25, {"exact": 25, "resized": 24, "re-encoded": 25, "cropped": 0}, 3, 20.0)])
+         experiment.DuplicateRow(DEFAULT_DUPLICATE_COSINE, 25, {"exact": 25, "resized": 24, "re-encoded": 25,
+                                                                "cropped": 0}, 3, 20.0),
+         experiment.DuplicateRow(0.9999, 25, {"exact": 25, "resized": 20, "re-encoded": 21, "cropped": 0}, 0, 19.0)])
     text = experiment.summary_table(rows, {"embedder_seconds": 12.0, "embed_seconds": 1.5, "images": 600.0},
                                     retrained, copies)
     lines = text.splitlines()
@@ -50,7 +52,8 @@ def test_summary_table_averages_each_method_and_setting_over_the_seeds() -> None
     assert "| resized | 25 | 0.99812 | 0.99931 | 0.99998 |" in lines
     assert "| --duplicate-cosine | exact | resized | re-encoded | cropped | other pairs | seconds |" in lines
     assert "| 0.95 | 25 of 25 | 25 of 25 | 25 of 25 | 20 of 25 | 5,954 | 21.5 |" in lines
-    assert "| 0.998 (default) | 25 of 25 | 24 of 25 | 25 of 25 | 0 of 25 | 3 | 20.0 |" in lines
+    assert f"| {DEFAULT_DUPLICATE_COSINE:g} (default) | 25 of 25 | 24 of 25 | 25 of 25 | 0 of 25 | 3 | 20.0 |" in lines
+    assert "| 0.9999 | 25 of 25 | 20 of 25 | 21 of 25 | 0 of 25 | 0 | 19.0 |" in lines
 
 
 def test_summary_of_the_duplicates_alone_has_no_label_table() -> None:

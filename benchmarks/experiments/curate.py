@@ -507,7 +507,7 @@ def summary_table(rows: list[Row], timing: dict[str, float], retrained: Sequence
               help="Also audit the ten-class Fashion-MNIST test file.")
 @click.option("--retrain-epochs", type=click.IntRange(min=0), default=None, show_default="3, with --tiny 0",
               help="Epochs of the models retrained on noisy, fixed and clean labels; 0 skips them.")
-@click.option("--copies-per-kind", type=click.IntRange(min=0), default=25,
+@click.option("--copies-per-kind", type=click.IntRange(min=0), default=100,
               help="Copies of each kind planted in another split; 0 skips them.")
 @click.option("--only", type=click.Choice(ONLY), default=None, show_default="everything",
               help="Run one section alone (the embedder is still built, or reused from --work).")
