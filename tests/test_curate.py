@@ -5,6 +5,7 @@ images."""
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -15,12 +16,12 @@ from click.testing import CliRunner
 from PIL import Image
 
 from garmentcv.conformal import ConformalPredictor
-from garmentcv.curate.audit import find_duplicates, find_outliers
-from garmentcv.curate.embed import embed_images
-from garmentcv.curate.fixes import FIX_COLUMNS, Fix, fixes_to_corrections
+from garmentcv.curate.audit import AuditConfig, find_duplicates, find_outliers
+from garmentcv.curate.embed import embed_images, normalise
+from garmentcv.curate.fixes import DEFAULT_DUPLICATE_COSINE, FIX_COLUMNS, Fix, fixes_to_corrections
 from garmentcv.curate.label_next import (
     CHOICE_COLUMNS,
-    DEFAULT_DUPLICATE_COSINE,
+    LabelNextConfig,
     Pick,
     choose,
     label_studio_to_manifest,
@@ -38,6 +39,10 @@ from tests.curate_fixtures import (
 )
 
 PER_CLASS = 30
+#: The ``--duplicate-cosine`` of the audits of the ``audited`` fixture: this random-init embedder puts the resized
+#: copy at about 0.96 of its original, below the default (set from the copies of a trained embedder), so the
+#: fixture audits at 0.95 to check how near-duplicates are paired and flagged.
+FIXTURE_COSINE = "0.95"
 #: Images given the other class's label: (class index, image number).
 FLIPPED = ((0, 3), (0, 7), (1, 2), (1, 5))
 
@@ -72,7 +77,7 @@ def audited(tmp_path_factory: pytest.TempPathFactory, model: Path) -> tuple[Path
     colour_image(test / "t2.png", list(CLASS_COLOURS.values())[1], seed=777)
     out = root / "audit"
     done = CliRunner().invoke(data_main, ["audit", str(data), "--model", str(model), "--out", str(out),
-                                          "--split", str(test), "-q"])
+                                          "--split", str(test), "--duplicate-cosine", FIXTURE_COSINE, "-q"])
     assert done.exit_code == 0, done.output
     return data, test, out
 
@@ -210,6 +215,31 @@ def test_duplicates_pair_each_copy_with_its_most_similar_earlier_image() -> None
     x = np.asarray([[1, 0, 0], [0, 1, 0], [0.999, 0.04, 0], [0, 0, 1]], dtype=np.float32)
     x /= np.linalg.norm(x, axis=1, keepdims=True)
     assert [(i, j) for i, j, _ in find_duplicates(x, ["a", "b", "c", "b"], 0.95)] == [(0, 2), (1, 3)]
+
+
+def test_audit_and_label_next_share_one_near_duplicate_default(tmp_path: Path) -> None:
+    from garmentcv.curate import label_next
+
+    audit_default = AuditConfig(data=tmp_path, model=tmp_path / "m.onnx").duplicate_cosine
+    label_next_default = next(f.default for f in dataclasses.fields(LabelNextConfig) if f.name == "duplicate_cosine")
+    assert audit_default == label_next_default == DEFAULT_DUPLICATE_COSINE == label_next.DEFAULT_DUPLICATE_COSINE
+    for command in ("audit", "label-next"):
+        option = next(p for p in data_main.commands[command].params if p.name == "duplicate_cosine")
+        assert option.default == DEFAULT_DUPLICATE_COSINE, command
+
+
+def test_a_pair_at_cosine_0_99_is_no_near_duplicate_by_default_and_a_pair_at_0_999_is() -> None:
+    """Two pairs in orthogonal planes, at cosine 0.99 (images 0, 1) and 0.999 (images 2, 3): the audit's default
+    pairs the second only; 0.95, the audit's former default, paired both."""
+    x = np.zeros((4, 4), dtype=np.float64)
+    x[0, 0], x[1, :2] = 1.0, (0.99, np.sqrt(1 - 0.99 ** 2))
+    x[2, 2], x[3, 2:] = 1.0, (0.999, np.sqrt(1 - 0.999 ** 2))
+    x = normalise(x)
+    hashes = ["a", "b", "c", "d"]
+    default = AuditConfig(data=Path("data"), model=Path("model.onnx")).duplicate_cosine
+    pairs = find_duplicates(x, hashes, default)
+    assert [(i, j) for i, j, _ in pairs] == [(2, 3)] and pairs[0][2] == pytest.approx(0.999, abs=1e-6)
+    assert [(i, j) for i, j, _ in find_duplicates(x, hashes, 0.95)] == [(0, 1), (2, 3)]
 
 
 def test_outliers_lie_beyond_the_far_out_fence() -> None:
@@ -564,7 +594,8 @@ def test_audit_from_a_classify_runs_embeddings_writes_the_files_of_the_model_rou
     _classify(root, model, rows, embeddings)
     out = tmp_path / "audit"
     done = CliRunner().invoke(data_main, ["audit", str(data), "--embeddings", str(embeddings), "--embeddings-root",
-                                          str(root), "--out", str(out), "--split", str(test)])
+                                          str(root), "--out", str(out), "--split", str(test), "--duplicate-cosine",
+                                          FIXTURE_COSINE])
     assert done.exit_code == 0, done.output
     for name in FINDINGS:
         assert (out / name).read_bytes() == (direct / name).read_bytes(), name

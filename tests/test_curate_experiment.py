@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from benchmarks.experiments import curate as experiment
+from garmentcv.curate.fixes import DEFAULT_DUPLICATE_COSINE
 
 CLASSES = ("bluzy", "bryuki")
 
@@ -34,8 +35,12 @@ def test_summary_table_averages_each_method_and_setting_over_the_seeds() -> None
     rows.append(experiment.Row("linear-head", "one-way", 0.05, 0, 10000, 500, 450, 0.9, 0.81, 0.8, 3.0, "ten-class"))
     retrained = [experiment.RetrainRow("symmetric", 0.05, 0, labels, n, acc, 60.0)
                  for labels, n, acc in (("noisy", 0, 0.95), ("fixed", 310, 0.985), ("clean", 0, 0.99))]
-    copies = [experiment.DuplicateRow("exact", 25, 25), experiment.DuplicateRow("cropped", 25, 20),
-              experiment.DuplicateRow("all", 50, 45, 3)]
+    copies = experiment.Duplicates(
+        [experiment.CopyCosines("resized", 25, 0.99812, 0.99931, 0.99998)],
+        [experiment.DuplicateRow(0.95, 25, {"exact": 25, "resized": 25, "re-encoded": 25, "cropped": 20}, 5954, 21.5),
+         experiment.DuplicateRow(DEFAULT_DUPLICATE_COSINE, 25, {"exact": 25, "resized": 24, "re-encoded": 25,
+                                                                "cropped": 0}, 3, 20.0),
+         experiment.DuplicateRow(0.9999, 25, {"exact": 25, "resized": 20, "re-encoded": 21, "cropped": 0}, 0, 19.0)])
     text = experiment.summary_table(rows, {"embedder_seconds": 12.0, "embed_seconds": 1.5, "images": 600.0},
                                     retrained, copies)
     lines = text.splitlines()
@@ -44,7 +49,58 @@ def test_summary_table_averages_each_method_and_setting_over_the_seeds() -> None
     assert lines[4] == "| ten-class | linear-head | one-way | 5% | 10,000 | 1 | 0.900 | 0.810 | 3.0 |"
     assert "the K-fold linear head and cleanlab 2.3 s per setting" in text
     assert "| symmetric | 5% | 0.9500 | 0.9850 (310) | 0.9900 |" in lines
-    assert "| cropped | 25 | 20 |" in lines and "Other pairs reported (not planted): 3." in lines
+    assert "| resized | 25 | 0.99812 | 0.99931 | 0.99998 |" in lines
+    assert "| --duplicate-cosine | exact | resized | re-encoded | cropped | other pairs | seconds |" in lines
+    assert "| 0.95 | 25 of 25 | 25 of 25 | 25 of 25 | 20 of 25 | 5,954 | 21.5 |" in lines
+    assert f"| {DEFAULT_DUPLICATE_COSINE:g} (default) | 25 of 25 | 24 of 25 | 25 of 25 | 0 of 25 | 3 | 20.0 |" in lines
+    assert "| 0.9999 | 25 of 25 | 20 of 25 | 21 of 25 | 0 of 25 | 0 | 19.0 |" in lines
+
+
+def test_summary_of_the_duplicates_alone_has_no_label_table() -> None:
+    copies = experiment.Duplicates([], [experiment.DuplicateRow(0.99, 2, dict.fromkeys(experiment.COPY_KINDS, 2), 0,
+                                                                1.0)])
+    text = experiment.summary_table([], {"embedder_seconds": 3.0, "images": 600.0}, (), copies)
+    assert text.splitlines()[0] == ("Writing the data, training and exporting the embedder took 3 s (the data and "
+                                    "embedder are reused from --work when present).")
+    assert "| set |" not in text and "| 0.99 | 2 of 2 | 2 of 2 | 2 of 2 | 2 of 2 | 0 | 1.0 |" in text.splitlines()
+
+
+def test_copy_cosines_are_the_min_median_and_max_per_kind_of_each_copy_to_its_original() -> None:
+    originals = np.eye(3)[[0, 0, 1, 2]]
+    copies = np.asarray([[1.0, 0, 0], [0.6, 0.8, 0], [0, 0.8, 0.6], [0, 0, 1.0]])
+    cosines = experiment.copy_cosines(copies, originals, ["exact", "resized", "resized", "resized"])
+    assert cosines == [experiment.CopyCosines("exact", 1, 1.0, 1.0, 1.0),
+                       experiment.CopyCosines("resized", 3, 0.6, 0.8, 1.0)]
+
+
+def test_found_copies_count_planted_pairs_either_way_round_and_the_others() -> None:
+    planted = {"copy-exact-0000.jpg": ("exact", "a.jpg"), "copy-resized-0001.jpg": ("resized", "b.jpg"),
+               "copy-cropped-0002.jpg": ("cropped", "c.jpg")}
+    pairs = [("copy-exact-0000.jpg", "a.jpg"), ("b.jpg", "copy-resized-0001.jpg"), ("copy-cropped-0002.jpg", "d.jpg"),
+             ("e.jpg", "f.jpg")]
+    assert experiment.found_copies(planted, pairs) == ({"exact": 1, "resized": 1, "re-encoded": 0, "cropped": 0}, 2)
+
+
+def test_section_rows_name_each_section_and_mark_the_audits_default() -> None:
+    copies = experiment.Duplicates(
+        [experiment.CopyCosines("exact", 2, 1.0, 1.0, 1.0)],
+        [experiment.DuplicateRow(t, 2, {"exact": 2}, n, 1.5) for t, n in ((0.95, 40), (DEFAULT_DUPLICATE_COSINE, 0))])
+    rows = experiment.section_rows([], copies)
+    assert rows == [{"section": "cosines", "kind": "exact", "copies": 2, "min": 1.0, "median": 1.0, "max": 1.0},
+                    {"section": "duplicates", "threshold": 0.95, "planted": 2, "found": {"exact": 2}, "other": 40,
+                     "seconds": 1.5, "default": False},
+                    {"section": "duplicates", "threshold": DEFAULT_DUPLICATE_COSINE, "planted": 2,
+                     "found": {"exact": 2}, "other": 0, "seconds": 1.5, "default": True}]
+    assert DEFAULT_DUPLICATE_COSINE in experiment.THRESHOLDS
+
+
+def test_only_duplicates_needs_copies_to_plant(tmp_path) -> None:
+    from click.testing import CliRunner
+
+    done = CliRunner().invoke(experiment.main, ["--only", "duplicates", "--copies-per-kind", "0", "--work",
+                                                str(tmp_path / "work"), "--out", str(tmp_path / "out")])
+    assert done.exit_code == 2 and "--only duplicates plants the copies: give --copies-per-kind" in done.output
+    assert not (tmp_path / "work").exists() and not (tmp_path / "out").exists()
 
 
 def test_one_way_flips_of_the_ten_class_set_take_shirts_to_trousers() -> None:

@@ -19,20 +19,24 @@ Beyond precision and recall (``--retrain-epochs``): resnet18 is fine-tuned from 
 images relabelled to the suggested class through a corrections file, as ``gcv train --corrections`` reads it), and
 with the clean labels; each model's last epoch is scored on the stand-in's test file. And (``--copies-per-kind``)
 copies of training images, exact, resized, re-encoded and lightly cropped, are planted in another split beside 200
-test images; the whole audit (``gcv data audit DATA --split SPLIT``) runs and the copies it paired with their
-original are counted.
+test images; the cosine of each copy's embedding to its original's is measured, then the whole audit (``gcv data
+audit DATA --split SPLIT --duplicate-cosine T``) runs at each threshold of :data:`THRESHOLDS` and the copies it paired
+with their original are counted, and the other pairs it reported. ``--only duplicates`` runs that section alone (the
+embedder is built, or reused from ``--work``), into ``curate-duplicates.json`` unless ``--name`` says otherwise.
 
 The cheap method is compared with the textbook one on the first setting (symmetric 5%, seed 0): K fine-tunings of
 the embedder's checkpoint, each on K-1 folds of the noisy labels, scoring the fold it did not see
 (:func:`garmentcv.curate.kfold.kfold_training_probs`, what ``gcv data audit --probs kfold-training`` runs;
 ``--kfold-epochs``).
 
-Writes ``OUT/<machine>/curate[-NAME].json`` (every row: the audits, then ``section`` ``retrain`` and
-``duplicates``), ``.md`` (the tables) and ``.csv`` (one row per set, noise setting and seed: precision, recall,
-flagged and flipped counts, the head's seconds). ``--tiny`` is a few-minute run of the
-same code on fewer images, without the K-fold-training comparison unless ``--kfold-epochs`` is given. Usage::
+Writes ``OUT/<machine>/curate[-NAME].json`` (every row: the audits, then ``section`` ``retrain``, ``cosines`` and
+``duplicates``: :func:`section_rows`), ``.md`` (the tables) and ``.csv`` (one row per set, noise setting and seed:
+precision, recall, flagged and flipped counts, the head's seconds; none with ``--only duplicates``). ``--tiny`` is a
+few-minute run of the same code on fewer images, without the K-fold-training comparison unless ``--kfold-epochs``
+is given. Usage::
 
     python -m benchmarks curate --work experiments/curate
+    python -m benchmarks curate --only duplicates --work experiments/curate
     python -m benchmarks curate --tiny --work experiments/curate-tiny
     python -m benchmarks curate --tiny --kfold-epochs 1 --name tiny-kfold --work experiments/curate-tiny
 """
@@ -48,6 +52,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import click
 import numpy as np
@@ -56,6 +61,7 @@ from benchmarks import options, results
 from garmentcv.cli_utils import handle_errors, quiet_option, setup_logging, verbose_option
 from garmentcv.curate.audit import PROBS, find_label_errors, out_of_sample_probs
 from garmentcv.curate.embed import embed_images
+from garmentcv.curate.fixes import DEFAULT_DUPLICATE_COSINE
 from garmentcv.curate.kfold import kfold_training_probs
 from garmentcv.data.fashion_mnist import DEFAULT_SOURCE, write_fashion_mnist
 from garmentcv.data.layouts import load_dataset
@@ -244,17 +250,44 @@ def retrain_after_fixes(work: Path, paths: list[Path], labels: np.ndarray, class
 #: The copies planted in another split: an exact copy, and copies resized (2x), re-encoded (JPEG quality 60) and
 #: lightly cropped (2 px off each side).
 COPY_KINDS = ("exact", "resized", "re-encoded", "cropped")
+#: The ``--duplicate-cosine`` values the whole audit runs at on the planted copies; the default is among them.
+THRESHOLDS: tuple[float, ...] = tuple(sorted({0.95, 0.99, 0.995, 0.998, 0.999, DEFAULT_DUPLICATE_COSINE}))
+#: What ``--only`` can run alone: the planted copies (:func:`duplicate_rows`), without the label flips, the K-fold
+#: trainings, the ten-class set and the retrained models.
+ONLY = ("duplicates",)
+
+
+@dataclass(frozen=True)
+class CopyCosines:
+    """Cosine similarity (normalised embeddings) of the planted copies of one kind (:data:`COPY_KINDS`) to their
+    originals, over its ``copies``."""
+
+    kind: str
+    copies: int
+    min: float
+    median: float
+    max: float
 
 
 @dataclass(frozen=True)
 class DuplicateRow:
-    """Planted copies of one kind (:data:`COPY_KINDS`) and how many the audit paired with their original; ``other``
-    (on the ``all`` row): pairs it reported that were not planted (real near-copies in Fashion-MNIST included)."""
+    """The whole audit at one ``--duplicate-cosine`` (``threshold``): ``found``, per kind of :data:`COPY_KINDS`, the
+    planted copies (``planted`` of each kind) it paired with their original; ``other``: the pairs it reported that
+    were not planted (real near-copies in Fashion-MNIST included); ``seconds``: the audit's time, s."""
 
-    kind: str
+    threshold: float
     planted: int
-    found: int
-    other: int = 0
+    found: dict[str, int]
+    other: int
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Duplicates:
+    """The planted copies' cosines to their originals, and the audit's findings at each threshold."""
+
+    cosines: list[CopyCosines]
+    rows: list[DuplicateRow]
 
 
 def plant_copies(originals: list[Path], folder: Path, per_kind: int, seed: int) -> dict[str, tuple[str, str]]:
@@ -283,11 +316,30 @@ def plant_copies(originals: list[Path], folder: Path, per_kind: int, seed: int) 
     return planted
 
 
+def copy_cosines(copies: np.ndarray, originals: np.ndarray, kinds: Sequence[str]) -> list[CopyCosines]:
+    """Per kind of :data:`COPY_KINDS` present in ``kinds``: min, median and max of the cosine of each copy to its
+    original, the row-wise dot products of the unit-norm ``copies`` and ``originals`` ``(N, D)``."""
+    cosines = np.sum(np.asarray(copies, dtype=np.float64) * np.asarray(originals, dtype=np.float64), axis=1)
+    given = np.asarray(kinds)
+    return [CopyCosines(kind, int((given == kind).sum()), float(cosines[given == kind].min()),
+                        float(np.median(cosines[given == kind])), float(cosines[given == kind].max()))
+            for kind in COPY_KINDS if (given == kind).any()]
+
+
+def found_copies(planted: dict[str, tuple[str, str]], pairs: Sequence[tuple[str, str]]) -> tuple[dict[str, int], int]:
+    """How many planted copies of each kind of :data:`COPY_KINDS` the audit's ``pairs`` (file names of copy and
+    original, either way round) pair with their original, and how many pairs are not planted ones."""
+    given = {frozenset(pair) for pair in pairs}
+    found = {name for name, (_, original) in planted.items() if frozenset((name, original)) in given}
+    return ({kind: sum(planted[n][0] == kind for n in found) for kind in COPY_KINDS}, len(given) - len(found))
+
+
 def duplicate_rows(work: Path, model: Path, paths: list[Path], labels: np.ndarray, classes: tuple[str, ...],
-                   per_kind: int, seed: int = 0) -> list[DuplicateRow]:
+                   per_kind: int, thresholds: Sequence[float] = THRESHOLDS, seed: int = 0) -> Duplicates:
     """Plant copies of the training images (:func:`plant_copies`) in a split of their own beside the 2-class
-    stand-in's first 200 test images, run the whole audit (``gcv data audit DATA --split SPLIT``) and count which
-    copies it paired with their original."""
+    stand-in's first 200 test images; measure the cosine of each copy to its original (:func:`copy_cosines`), then
+    run the whole audit (``gcv data audit DATA --split SPLIT --duplicate-cosine T``) at each of ``thresholds`` and
+    count which copies it paired with their original (:func:`found_copies`)."""
     from garmentcv.curate.audit import AuditConfig, audit_dataset
 
     folder = work / "duplicates"
@@ -297,58 +349,88 @@ def duplicate_rows(work: Path, model: Path, paths: list[Path], labels: np.ndarra
     for source in _test_split(work / "data")[0][:200]:
         shutil.copyfile(source, split / f"test-{source.name}")
     data = _manifest(folder / "train.csv", paths, labels, classes)
-    result = audit_dataset(AuditConfig(data=data, model=model, out=folder / "audit", splits=(split,), report=False))
-    pairs = {frozenset((Path(d.path).name, Path(d.original).name)) for d in result.duplicates}  # either way round
-    found = {name for name, (_, original) in planted.items() if frozenset((name, original)) in pairs}
-    rows = [DuplicateRow(kind, sum(k == kind for k, _ in planted.values()),
-                         sum(planted[n][0] == kind for n in found)) for kind in COPY_KINDS]
-    rows.append(DuplicateRow("all", len(planted), len(found), len(pairs) - len(found)))
-    for row in rows:
-        logger.info("copies %s: %d of %d found", row.kind, row.found, row.planted)
-    return rows
+    by_name = {p.name: p for p in paths}
+    names = sorted(planted)
+    copies = embed_images(model, [split / n for n in names])
+    originals = embed_images(model, [by_name[planted[n][1]] for n in names])
+    if copies.failed or originals.failed:
+        raise RuntimeError(f"planted copies or their originals did not decode: {copies.failed + originals.failed}")
+    cosines = copy_cosines(copies.normalised, originals.normalised, [planted[n][0] for n in names])
+    for c in cosines:
+        logger.info("copies %s: cosine to the original min %.5f, median %.5f", c.kind, c.min, c.median)
+    rows = []
+    for threshold in thresholds:
+        began = time.perf_counter()
+        result = audit_dataset(AuditConfig(data=data, model=model, out=folder / f"audit-{threshold:g}",
+                                           splits=(split,), duplicate_cosine=threshold, report=False))
+        found, other = found_copies(planted, [(Path(d.path).name, Path(d.original).name) for d in result.duplicates])
+        rows.append(DuplicateRow(threshold, per_kind, found, other, time.perf_counter() - began))
+        logger.info("--duplicate-cosine %g: found %s of %d each, %d other pairs", threshold, found, per_kind, other)
+    return Duplicates(cosines, rows)
 
 
 def run_experiment(work: Path, per_class: int, pretrain_per_class: int, epochs: int, image_size: int,
                    seeds: int, folds: int, source: Path, kfold_epochs: int = 0, lr: float = 1e-3,
-                   ten_class: bool = False, retrain_epochs: int = 0, copies_per_kind: int = 0
-                   ) -> tuple[list[Row], dict[str, float], list[RetrainRow], list[DuplicateRow]]:  # fmt: skip
+                   ten_class: bool = False, retrain_epochs: int = 0, copies_per_kind: int = 0, only: str | None = None
+                   ) -> tuple[list[Row], dict[str, float], list[RetrainRow], Duplicates | None]:  # fmt: skip
     """Build the embedder, embed the target training images once, then audit every noise setting and seed with the
-    linear head; with ``kfold_epochs``, also with K fine-tunings of that many epochs (the first setting and seed
-    only: it costs K trainings); with ``ten_class``, also the ten-class test file; with ``retrain_epochs``, the test
-    accuracy of models retrained on noisy, fixed and clean labels (:func:`retrain_after_fixes`, the 5% settings); with
-    ``copies_per_kind``, planted copies found (:func:`duplicate_rows`)."""
+    linear head (:func:`label_rows`); with ``kfold_epochs``, also with K fine-tunings of that many epochs (the first
+    setting and seed only: it costs K trainings); with ``ten_class``, also the ten-class test file; with
+    ``retrain_epochs``, the test accuracy of models retrained on noisy, fixed and clean labels
+    (:func:`retrain_after_fixes`, the 5% settings); with ``copies_per_kind``, planted copies found
+    (:func:`duplicate_rows`). ``only="duplicates"`` (:data:`ONLY`) builds the embedder and runs the planted copies
+    alone."""
     started = time.perf_counter()
     model, checkpoint = build_embedder(work, per_class, pretrain_per_class, epochs, image_size, source, lr)
-    built = time.perf_counter() - started
+    timing = {"embedder_seconds": time.perf_counter() - started}
     target = load_dataset(work / "data" / "train")
     samples = [s for c in target.classes for s in [s for s in target.samples if s.label == c][:per_class]]
+    paths = [s.path for s in samples]
+    labels = np.asarray([target.classes.index(s.label) for s in samples])
+    timing["images"] = float(len(paths))
+    rows: list[Row] = []
+    retrained: list[RetrainRow] = []
+    if only is None:
+        rows, retrained, timing["embed_seconds"] = label_rows(
+            work, model, checkpoint, paths, labels, target.classes, seeds, folds, source, kfold_epochs, lr,
+            image_size, ten_class, retrain_epochs)
+    copies = duplicate_rows(work, model, paths, labels, target.classes, copies_per_kind) if copies_per_kind else None
+    return rows, timing, retrained, copies
+
+
+def label_rows(work: Path, model: Path, checkpoint: Path, paths: list[Path], labels: np.ndarray,
+               classes: tuple[str, ...], seeds: int, folds: int, source: Path, kfold_epochs: int, lr: float,
+               image_size: int, ten_class: bool, retrain_epochs: int
+               ) -> tuple[list[Row], list[RetrainRow], float]:  # fmt: skip
+    """The label flips of :func:`run_experiment` on the 2-class images ``paths`` (and the ten-class test file, the
+    K-fold trainings and the retrained models as asked); returns their rows and the seconds of the embedding."""
     started = time.perf_counter()
-    embedded = embed_images(model, [s.path for s in samples])
+    embedded = embed_images(model, paths)
     embed_seconds = time.perf_counter() - started
-    label_of = {s.path: target.classes.index(s.label) for s in samples}
+    label_of = dict(zip(paths, labels, strict=True))
     labels = np.asarray([label_of[p] for p in embedded.paths])
     rows = []
     for noise, share in SETTINGS:
         for seed in range(seeds):
-            noisy, flipped = flip_labels(labels, target.classes, noise, share, seed)
+            noisy, flipped = flip_labels(labels, classes, noise, share, seed)
             began = time.perf_counter()
-            probs, _ = out_of_sample_probs(embedded.embeddings, noisy, len(target.classes), folds, seed)
+            probs, _ = out_of_sample_probs(embedded.embeddings, noisy, len(classes), folds, seed)
             rows.append(_row(METHODS[0], noise, share, seed, noisy, flipped, probs, time.perf_counter() - began))
             if kfold_epochs and (noise, share, seed) == (*SETTINGS[0], 0):
                 began = time.perf_counter()
-                probs = kfold_training_probs(list(embedded.paths), noisy, target.classes, checkpoint=checkpoint,
+                probs = kfold_training_probs(list(embedded.paths), noisy, classes, checkpoint=checkpoint,
                                              folds=folds, seed=seed, epochs=kfold_epochs, work_dir=work,
                                              image_size=image_size, batch_size=64, lr=lr)
                 rows.append(_row(METHODS[1], noise, share, seed, noisy, flipped, probs, time.perf_counter() - began))
     retrained = []
     if retrain_epochs:
-        retrained = retrain_after_fixes(work, list(embedded.paths), labels, target.classes, checkpoint,
+        retrained = retrain_after_fixes(work, list(embedded.paths), labels, classes, checkpoint,
                                         tuple(s for s in SETTINGS if s[1] == 0.05), folds, retrain_epochs, image_size,
                                         lr, embedded.embeddings)
     if ten_class:
-        paths, ten_labels, ten_classes = ten_class_test_set(work, source)
-        ten = embed_images(model, paths)
-        index = {p: i for i, p in enumerate(paths)}
+        ten_paths, ten_labels, ten_classes = ten_class_test_set(work, source)
+        ten = embed_images(model, ten_paths)
+        index = {p: i for i, p in enumerate(ten_paths)}
         ten_labels = ten_labels[[index[p] for p in ten.paths]]
         for noise, share in SETTINGS:
             for seed in range(1):  # the first seed only: each setting fits ten-class heads on 10,000 images
@@ -357,29 +439,29 @@ def run_experiment(work: Path, per_class: int, pretrain_per_class: int, epochs: 
                 probs, _ = out_of_sample_probs(ten.embeddings, noisy, len(ten_classes), folds, seed)
                 rows.append(_row(METHODS[0], noise, share, seed, noisy, flipped, probs, time.perf_counter() - began,
                                  DATASETS[1]))
-    copies = duplicate_rows(work, model, list(embedded.paths), labels, target.classes, copies_per_kind) \
-        if copies_per_kind else []
-    timing = {"embedder_seconds": built, "embed_seconds": embed_seconds, "images": float(len(labels))}
-    return rows, timing, retrained, copies
+    return rows, retrained, embed_seconds
 
 
 def summary_table(rows: list[Row], timing: dict[str, float], retrained: Sequence[RetrainRow] = (),
-                  copies: Sequence[DuplicateRow] = ()) -> str:
+                  copies: Duplicates | None = None) -> str:
     """Markdown: mean precision and recall per set and noise setting over the seeds, the audit's times, the
-    retrained models' test accuracy and the planted copies found."""
-    lines = ["| set | method | noise | flipped share | images | seeds | precision | recall | seconds |",
-             "|---|---|---|---:|---:|---:|---:|---:|---:|"]
-    for dataset, method, noise, share in dict.fromkeys((r.dataset, r.method, r.noise, r.share) for r in rows):
-        runs = [r for r in rows if (r.dataset, r.method, r.noise, r.share) == (dataset, method, noise, share)]
-        lines.append(f"| {dataset} | {method} | {noise} | {share:.0%} | {runs[0].images:,} | {len(runs)} | "
-                     f"{np.mean([r.precision for r in runs]):.3f} | {np.mean([r.recall for r in runs]):.3f} | "
-                     f"{np.mean([r.head_seconds for r in runs]):.1f} |")
-    head = np.mean([r.head_seconds for r in rows if r.method == METHODS[0]])
-    lines.append("")
-    lines.append(f"Writing the data, training and exporting the embedder took {timing['embedder_seconds']:.0f} s (the "
-                 "data and embedder are reused from --work when present); "
-                 f"embedding {int(timing['images']):,} images {timing['embed_seconds']:.1f} s; the K-fold linear head "
-                 f"and cleanlab {head:.1f} s per setting.")
+    retrained models' test accuracy, and the planted copies' cosines and the copies found at each threshold."""
+    lines = [f"Writing the data, training and exporting the embedder took {timing['embedder_seconds']:.0f} s (the "
+             "data and embedder are reused from --work when present)."]
+    if rows:
+        lines = ["| set | method | noise | flipped share | images | seeds | precision | recall | seconds |",
+                 "|---|---|---|---:|---:|---:|---:|---:|---:|"]
+        for dataset, method, noise, share in dict.fromkeys((r.dataset, r.method, r.noise, r.share) for r in rows):
+            runs = [r for r in rows if (r.dataset, r.method, r.noise, r.share) == (dataset, method, noise, share)]
+            lines.append(f"| {dataset} | {method} | {noise} | {share:.0%} | {runs[0].images:,} | {len(runs)} | "
+                         f"{np.mean([r.precision for r in runs]):.3f} | {np.mean([r.recall for r in runs]):.3f} | "
+                         f"{np.mean([r.head_seconds for r in runs]):.1f} |")
+        head = np.mean([r.head_seconds for r in rows if r.method == METHODS[0]])
+        lines.append("")
+        lines.append(f"Writing the data, training and exporting the embedder took {timing['embedder_seconds']:.0f} s "
+                     "(the data and embedder are reused from --work when present); "
+                     f"embedding {int(timing['images']):,} images {timing['embed_seconds']:.1f} s; the K-fold linear "
+                     f"head and cleanlab {head:.1f} s per setting.")
     if retrained:
         lines += ["", "Test accuracy of resnet18 fine-tuned from the embedder on the 2-class training images (seed 0, "
                   "last epoch, the stand-in's test file):", "",
@@ -390,12 +472,20 @@ def summary_table(rows: list[Row], timing: dict[str, float], retrained: Sequence
             lines.append(f"| {noise} | {share:.0%} | {got['noisy'].test_accuracy:.4f} | "
                          f"{got['fixed'].test_accuracy:.4f} ({got['fixed'].corrected}) | "
                          f"{got['clean'].test_accuracy:.4f} |")
-    if copies:
-        total = next(c for c in copies if c.kind == "all")
-        lines += ["", "Copies of 2-class training images planted in another split (with 200 test images), found by "
-                  "the whole audit:", "", "| copy | planted | found |", "|---|---:|---:|"]
-        lines += [f"| {c.kind} | {c.planted} | {c.found} |" for c in copies if c.kind != "all"]
-        lines += ["", f"Other pairs reported (not planted): {total.other}."]
+    if copies is not None:
+        lines += ["", "Cosine of each copy of a 2-class training image, planted in another split (with 200 test "
+                  "images), to its original:", "", "| copy | copies | min | median | max |",
+                  "|---|---:|---:|---:|---:|"]
+        lines += [f"| {c.kind} | {c.copies} | {c.min:.5f} | {c.median:.5f} | {c.max:.5f} |" for c in copies.cosines]
+        lines += ["", "Copies the whole audit paired with their original, and other pairs it reported (not planted), "
+                  "per --duplicate-cosine:", "",
+                  "| --duplicate-cosine | " + " | ".join(COPY_KINDS) + " | other pairs | seconds |",
+                  "|---:|" + "---:|" * (len(COPY_KINDS) + 2)]
+        for r in copies.rows:
+            default = " (default)" if r.threshold == DEFAULT_DUPLICATE_COSINE else ""
+            lines.append(f"| {r.threshold:g}{default} | "
+                         + " | ".join(f"{r.found[k]} of {r.planted}" for k in COPY_KINDS)
+                         + f" | {r.other:,} | {r.seconds:.1f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -417,8 +507,10 @@ def summary_table(rows: list[Row], timing: dict[str, float], retrained: Sequence
               help="Also audit the ten-class Fashion-MNIST test file.")
 @click.option("--retrain-epochs", type=click.IntRange(min=0), default=None, show_default="3, with --tiny 0",
               help="Epochs of the models retrained on noisy, fixed and clean labels; 0 skips them.")
-@click.option("--copies-per-kind", type=click.IntRange(min=0), default=25,
+@click.option("--copies-per-kind", type=click.IntRange(min=0), default=100,
               help="Copies of each kind planted in another split; 0 skips them.")
+@click.option("--only", type=click.Choice(ONLY), default=None, show_default="everything",
+              help="Run one section alone (the embedder is still built, or reused from --work).")
 @click.option("--tiny", is_flag=True, help="A few-minute run: 300 per class, 150 pretraining, 1 epoch, 1 seed.")
 @click.option("--source", type=click.Path(file_okay=False, path_type=Path), default=DEFAULT_SOURCE,
               help="Fashion-MNIST IDX files (Debian's dataset-fashion-mnist).")
@@ -428,28 +520,40 @@ def summary_table(rows: list[Row], timing: dict[str, float], retrained: Sequence
 @handle_errors
 def main(work: Path, per_class: int, pretrain_per_class: int, epochs: int, image_size: int, lr: float, seeds: int,
          folds: int, kfold_epochs: int | None, ten_class: bool | None, retrain_epochs: int | None,
-         copies_per_kind: int, tiny: bool, source: Path, out: Path, name: str | None, quiet: bool,
+         copies_per_kind: int, only: str | None, tiny: bool, source: Path, out: Path, name: str | None, quiet: bool,
          verbose: bool) -> None:
     """Flip a known share of the stand-in's labels, run the audit's label-error step, report precision and recall."""
     setup_logging(quiet, verbose)
+    if only == "duplicates" and not copies_per_kind:
+        raise click.UsageError("--only duplicates plants the copies: give --copies-per-kind of at least 1")
     if tiny:
         per_class, pretrain_per_class, epochs, seeds = 300, 150, 1, 1
         kfold_epochs = 0 if kfold_epochs is None else kfold_epochs
         retrain_epochs = 0 if retrain_epochs is None else retrain_epochs
         ten_class = bool(ten_class)
-        name = name or "tiny"
+    name = name or "-".join([*(["tiny"] if tiny else []), *([only] if only else [])]) or None
     begun = results.start("curate")
     rows, timing, retrained, copies = run_experiment(
         work, per_class, pretrain_per_class, epochs, image_size, seeds, folds, source,
         3 if kfold_epochs is None else kfold_epochs, lr, ten_class=ten_class is not False,
-        retrain_epochs=3 if retrain_epochs is None else retrain_epochs, copies_per_kind=copies_per_kind)
+        retrain_epochs=3 if retrain_epochs is None else retrain_epochs, copies_per_kind=copies_per_kind, only=only)
     text = summary_table(rows, timing, retrained, copies)
-    extra = [{"section": "retrain", **dataclasses.asdict(r)} for r in retrained]
-    extra += [{"section": "duplicates", **dataclasses.asdict(c)} for c in copies]
-    results.write(begun, [dataclasses.asdict(r) for r in rows] + extra, out, name, markdown=text,
-                  csv_rows=[dataclasses.asdict(r) for r in rows])
+    results.write(begun, [dataclasses.asdict(r) for r in rows] + section_rows(retrained, copies), out, name,
+                  markdown=text, csv_rows=[dataclasses.asdict(r) for r in rows])
     if not quiet:
         click.echo(text)
+
+
+def section_rows(retrained: Sequence[RetrainRow], copies: Duplicates | None) -> list[dict[str, Any]]:
+    """The data file's rows after the label flips' own, each named by its ``section``: ``retrain``, ``cosines``
+    (the planted copies' cosines to their originals, per kind) and ``duplicates`` (the audit at each threshold,
+    ``default`` true at the audit's default)."""
+    extra = [{"section": "retrain", **dataclasses.asdict(r)} for r in retrained]
+    if copies is not None:
+        extra += [{"section": "cosines", **dataclasses.asdict(c)} for c in copies.cosines]
+        extra += [{"section": "duplicates", **dataclasses.asdict(r), "default": r.threshold == DEFAULT_DUPLICATE_COSINE}
+                  for r in copies.rows]
+    return extra
 
 
 if __name__ == "__main__":

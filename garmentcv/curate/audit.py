@@ -46,6 +46,7 @@ import numpy as np
 
 from garmentcv.curate.embed import embed_images, normalise
 from garmentcv.curate.fixes import (
+    DEFAULT_DUPLICATE_COSINE,
     EXACT_DUPLICATE,
     ISSUES,
     LABEL,
@@ -143,7 +144,8 @@ class AuditConfig:
         kfold_epochs: epochs of each fine-tuning of ``kfold-training``.
         kfold_lr: AdamW learning rate of each fine-tuning of ``kfold-training`` (gcv train's default; lower it for a
             checkpoint whose fine-tuning diverges).
-        duplicate_cosine: two images at least this cosine-similar (normalised embeddings) are near-duplicates.
+        duplicate_cosine: two images at least this cosine-similar (normalised embeddings) are near-duplicates;
+            the default is :data:`garmentcv.curate.fixes.DEFAULT_DUPLICATE_COSINE`, label-next's too.
         neighbours: K of the outliers' K nearest neighbours.
         outlier_iqr: the outliers' fence, in inter-quartile ranges above the third quartile.
         runtime: ``auto``, ``onnxruntime`` or ``openvino`` (``model`` only).
@@ -166,7 +168,7 @@ class AuditConfig:
     layout: str | None = None
     folds: int = 5
     seed: int = 0
-    duplicate_cosine: float = 0.95
+    duplicate_cosine: float = DEFAULT_DUPLICATE_COSINE
     neighbours: int = 5
     outlier_iqr: float = 3.0
     runtime: str = "auto"

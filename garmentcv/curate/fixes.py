@@ -45,6 +45,13 @@ OUTLIER = "outlier"
 #: Every issue, in the order fix lists list them.
 ISSUES: tuple[str, ...] = (LABEL, EXACT_DUPLICATE, NEAR_DUPLICATE, UNKNOWN, OUTLIER)
 
+#: Two images at least this cosine-similar (L2-normalised embeddings) are near-duplicates, by default in every
+#: command that looks for them (``gcv data audit`` and ``gcv data label-next``, ``--duplicate-cosine``). The rule:
+#: of the thresholds measured on planted copies (docs/curate.md#copies-across-splits), the highest below the lowest
+#: cosine of any resized or re-encoded copy to its original, so no such copy is out of reach and as few other pairs
+#: are reported as that allows. Lightly cropped copies move further and are not counted on.
+DEFAULT_DUPLICATE_COSINE = 0.995
+
 #: The issues :func:`fixes_to_corrections` acts on by default: it relabels label errors and drops byte-identical
 #: copies and images of none of the classes. Near-duplicates and outliers are left for a person to look at: whether
 #: a cosine above the threshold means a copy depends on the embeddings (on small, uniform images most pairs of one

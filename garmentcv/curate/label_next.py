@@ -38,6 +38,7 @@ from urllib.parse import unquote
 import numpy as np
 
 from garmentcv.curate.embed import embed_images, normalise
+from garmentcv.curate.fixes import DEFAULT_DUPLICATE_COSINE
 from garmentcv.data.layouts import CLASS_NAME_PATTERN, MANIFEST_ENCODING, load_dataset, scan_images
 from garmentcv.errors import DatasetError, GarmentCVError
 from garmentcv.fsutil import atomic_write
@@ -57,10 +58,6 @@ CHOICE_COLUMNS: tuple[str, ...] = ("rank", "path", "score", "uncertainty", "dist
 #: Label Studio serves files of its local storage under this URL, the path relative to its document root after it.
 DEFAULT_URL_PREFIX = "/data/local-files/?d="
 
-#: Images at least this cosine-similar are near-duplicates: never two among the picks. Higher than gcv data audit's
-#: 0.95: on small grayscale garments most images have another of their class above 0.95, while resized and
-#: re-encoded copies lie above this (docs/curate.md).
-DEFAULT_DUPLICATE_COSINE = 0.998
 #: Zhdanov's beta: the diverse picks are chosen among the ``prefilter * n`` most uncertain images.
 DEFAULT_PREFILTER = 10.0
 

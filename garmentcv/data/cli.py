@@ -17,8 +17,8 @@ from garmentcv.cli_utils import (
     version_option,
 )
 from garmentcv.curate.audit import DEFAULT_KFOLD_EPOCHS, DEFAULT_KFOLD_LR, KFOLD_TRAINING, LINEAR_HEAD, PROBS
-from garmentcv.curate.fixes import DEFAULT_ISSUES, ISSUES, write_corrections_file
-from garmentcv.curate.label_next import DEFAULT_DUPLICATE_COSINE, DEFAULT_PREFILTER
+from garmentcv.curate.fixes import DEFAULT_DUPLICATE_COSINE, DEFAULT_ISSUES, ISSUES, write_corrections_file
+from garmentcv.curate.label_next import DEFAULT_PREFILTER
 from garmentcv.data.fashion_mnist import DEFAULT_SOURCE, write_fashion_mnist
 from garmentcv.data.inspect import inspect_dataset, render_text
 from garmentcv.data.layouts import Layout
@@ -184,8 +184,8 @@ def inspect(root: Path, layout: str | None, test: Path | None, json_path: Path |
               help="AdamW learning rate of each fine-tuning of --probs kfold-training.")
 @click.option("--folds", type=click.IntRange(min=2), default=5, help="K of the K-fold out-of-sample probabilities.")
 @click.option("--seed", type=int, default=0, help="Seed of the fold split (and of each K-fold fine-tuning).")
-@click.option("--duplicate-cosine", type=click.FloatRange(0.0, 1.0, min_open=True), default=0.95,
-              help="Cosine similarity from which two images are near-duplicates.")
+@click.option("--duplicate-cosine", type=click.FloatRange(0.0, 1.0, min_open=True), default=DEFAULT_DUPLICATE_COSINE,
+              help="Cosine similarity from which two images are near-duplicates (label-next's default too).")
 @click.option("--neighbours", type=click.IntRange(min=1), default=5, help="Nearest neighbours of the outlier score.")
 @click.option("--outlier-iqr", type=click.FloatRange(min=0.0), default=3.0,
               help="Outlier fence, in inter-quartile ranges above the third quartile.")
