@@ -46,6 +46,7 @@ import numpy as np
 
 from garmentcv.curate.embed import embed_images, normalise
 from garmentcv.curate.fixes import (
+    COSINE_TOLERANCE,
     DEFAULT_DUPLICATE_COSINE,
     EXACT_DUPLICATE,
     ISSUES,
@@ -398,7 +399,8 @@ def find_duplicates(normalised: np.ndarray, hashes: Sequence[str], threshold: fl
         else:
             first[digest] = j
     if len(normalised) > 1:
-        index = NearestNeighbors(radius=max(0.0, 1.0 - threshold) + 1e-6, metric="cosine", algorithm="brute")
+        index = NearestNeighbors(radius=max(0.0, 1.0 - threshold) + COSINE_TOLERANCE, metric="cosine",
+                                 algorithm="brute")
         index.fit(normalised)
         distances, neighbours = index.radius_neighbors(normalised, sort_results=True)
         for j, (dist, near) in enumerate(zip(distances, neighbours, strict=True)):

@@ -51,6 +51,9 @@ ISSUES: tuple[str, ...] = (LABEL, EXACT_DUPLICATE, NEAR_DUPLICATE, UNKNOWN, OUTL
 #: cosine of any resized or re-encoded copy to its original, so no such copy is out of reach and as few other pairs
 #: are reported as that allows. Lightly cropped copies move further and are not counted on.
 DEFAULT_DUPLICATE_COSINE = 0.995
+#: Slack on every comparison with a cosine threshold, so that float32 rounding in the normalised embeddings and
+#: their dot products does not drop an exact copy (cosine 1) or a pair at the threshold itself.
+COSINE_TOLERANCE = 1e-6
 
 #: The issues :func:`fixes_to_corrections` acts on by default: it relabels label errors and drops byte-identical
 #: copies and images of none of the classes. Near-duplicates and outliers are left for a person to look at: whether

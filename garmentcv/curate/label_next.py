@@ -38,7 +38,7 @@ from urllib.parse import unquote
 import numpy as np
 
 from garmentcv.curate.embed import embed_images, normalise
-from garmentcv.curate.fixes import DEFAULT_DUPLICATE_COSINE
+from garmentcv.curate.fixes import COSINE_TOLERANCE, DEFAULT_DUPLICATE_COSINE
 from garmentcv.data.layouts import CLASS_NAME_PATTERN, MANIFEST_ENCODING, load_dataset, scan_images
 from garmentcv.errors import DatasetError, GarmentCVError
 from garmentcv.fsutil import atomic_write
@@ -259,7 +259,7 @@ def _near_copies(x: np.ndarray, rows: np.ndarray, others: np.ndarray, duplicate_
     near = np.zeros(len(rows), dtype=bool)
     for start in range(0, len(others), 4096):
         sims = x[rows] @ np.asarray(others[start:start + 4096], dtype=np.float32).T
-        near |= sims.max(axis=1) >= duplicate_cosine - 1e-6
+        near |= sims.max(axis=1) >= duplicate_cosine - COSINE_TOLERANCE
     return near
 
 
@@ -294,7 +294,7 @@ def prefiltered(normalised: np.ndarray, scores: np.ndarray, size: int, labelled:
             kept.append(int(rows[j]))
             if len(kept) == size:
                 break
-            blocked |= sims[j] >= duplicate_cosine - 1e-6
+            blocked |= sims[j] >= duplicate_cosine - COSINE_TOLERANCE
     return np.asarray(kept, dtype=np.int64)
 
 
