@@ -377,10 +377,9 @@ def run_experiment(work: Path, archs: Sequence[str], exposure_classes: Sequence[
             started_from = "pretrained" if sets.pretrain is not None else Path(init).name if init != "none" else "none"
             rows += [{**r, "train_seconds": result.train_seconds, "init": started_from}
                      for r in score_model(result.run_dir, arch, exposed, sets, image_size, recall, exposure_classes)]
-        labelled = {"background": (sets.background, exposure_classes), "supervised": (sets.supervised, ())}
-        for method in [m for m, wanted in (("background", background and exposure_classes),
-                                            ("supervised", supervised)) if wanted]:
-            manifest, exposed_to = labelled[method]
+        labelled = [("background", sets.background, exposure_classes)] if background and exposure_classes else []
+        labelled += [("supervised", sets.supervised, ())] if supervised else []
+        for method, manifest, exposed_to in labelled:
             result = train(TrainConfig(data=manifest, out=work / "runs" / f"{arch}-{method}", archs=(arch,),
                                        weights=init, epochs=epochs, image_size=image_size, batch_size=batch_size,
                                        seed=seed, lr=lr), progress=progress).archs[0]  # fmt: skip
